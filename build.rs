@@ -1,0 +1,32 @@
+//! Compiles `proto/dsr/v1/*.proto` with `protox` (pure Rust, so no system
+//! `protoc` is needed) and generates the tonic client and server code, plus
+//! the encoded descriptor set that server reflection serves.
+
+use std::{env, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/dsr/v1/types.proto",
+        "proto/dsr/v1/request_service.proto",
+        "proto/dsr/v1/processor_service.proto",
+        "proto/dsr/v1/instruction_service.proto",
+        "proto/dsr/v1/processor_adapter.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("dsr_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        // Personal data must never reach logs through a stray `{:?}`: these
+        // messages get hand-written, redacting Debug impls in `api::redact`.
+        .skip_debug([
+            ".dsr.v1.SubjectIdentity",
+            ".dsr.v1.DataRecord",
+        ])
+        .compile_fds(fds)?;
+    Ok(())
+}

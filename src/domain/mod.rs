@@ -1,0 +1,44 @@
+//! The domain: what a data-subject request, a processor, an instruction and a
+//! completion record *are*, independent of how they travel (gRPC) or where
+//! they are kept (SQL).
+//!
+//! Every type here can only be built through a checked constructor (`parse`,
+//! `new`, `TryFrom`), so code that holds one never re-validates it. The two
+//! lifecycles — [`RequestStatus`] and [`InstructionState`] — are pure state
+//! machines with no I/O: the store asks them which transitions are legal and
+//! turns the answer into conditional `UPDATE`s, so the rules live in one place.
+//!
+//! This module depends on nothing else in the crate and on no tonic, prost or
+//! sqlx type.
+
+mod enums;
+mod ids;
+mod instruction;
+mod outcome;
+mod processor;
+mod record;
+mod request;
+mod retry;
+mod violation;
+
+pub use enums::*;
+pub use ids::{InstructionId, ProcessorId, RequestId};
+pub use instruction::{InstructionEvent, InstructionState, InstructionView, Transition};
+pub use outcome::{DataRecord, InstructionResult, Outcome, ResolvedBy, SubProcessor};
+pub use processor::{AdapterConfig, Processor, ProcessorSpec, ProcessorStatus};
+pub use record::{CompletionRecord, OverallOutcome, ProcessorLine};
+pub use request::{
+    Channel, Labels, NewRequest, RequestStatus, RequestSummary, Subject, SubjectIdentity,
+    Verification,
+};
+pub use retry::RetryPolicy;
+pub use violation::{Violation, Violations};
+
+/// A point in time, UTC, at microsecond precision (what both databases keep).
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// Truncates a timestamp to the microsecond precision the store keeps, so a
+/// value read back compares equal to the value written.
+pub fn truncate_to_micros(t: Timestamp) -> Timestamp {
+    chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}

@@ -1,0 +1,233 @@
+//! What a processor answers: the outcome of an instruction, with the details
+//! the completion record must carry (the legal basis of a denial, the reason
+//! of a failure, the sub-processors told in turn, and for access requests the
+//! data found).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::violation::check_len;
+use super::{DeletionException, InstructionState, Violations};
+
+/// Most sub-processors one result may list.
+pub const MAX_SUB_PROCESSORS: usize = 100;
+/// Most data records one result may carry.
+pub const MAX_DATA_RECORDS: usize = 10_000;
+
+/// A processor's final answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Carried out.
+    #[serde(rename = "COMPLETED")]
+    Completed,
+    /// Nothing held about the subject.
+    #[serde(rename = "NO_DATA")]
+    NoData,
+    /// Refused under an exception.
+    #[serde(rename = "DENIED")]
+    Denied,
+    /// Could not be done.
+    #[serde(rename = "FAILED")]
+    Failed,
+}
+
+impl Outcome {
+    /// The terminal instruction state it leads to.
+    pub fn state(self) -> InstructionState {
+        match self {
+            Self::Completed => InstructionState::Completed,
+            Self::NoData => InstructionState::NoData,
+            Self::Denied => InstructionState::Denied,
+            Self::Failed => InstructionState::Failed,
+        }
+    }
+}
+
+/// A company a processor passed the instruction on to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubProcessor {
+    /// Name, 1 to 200 characters.
+    pub name: String,
+    /// ISO 3166-1 alpha-2, or empty.
+    pub country: String,
+}
+
+/// One piece of personal information found for an access request.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRecord {
+    /// Category, 1 to 100 characters.
+    pub category: String,
+    /// The value (personal data).
+    pub value: String,
+    /// Category of source.
+    pub source: String,
+}
+
+impl fmt::Debug for DataRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DataRecord({}, <redacted>)", self.category)
+    }
+}
+
+/// A validated result: denials carry their legal basis, failures a reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstructionResult {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Legal ground, present exactly for denials.
+    pub exception: Option<DeletionException>,
+    /// What is kept and why (denials).
+    pub explanation: String,
+    /// Why it failed (failures).
+    pub reason: String,
+    /// Sub-processors told in turn.
+    pub sub_processors: Vec<SubProcessor>,
+    /// Data found (access-type requests).
+    pub records: Vec<DataRecord>,
+}
+
+impl InstructionResult {
+    /// Checks the rules that make a result usable as proof.
+    pub fn new(
+        outcome: Outcome,
+        exception: Option<DeletionException>,
+        explanation: &str,
+        reason: &str,
+        sub_processors: Vec<SubProcessor>,
+        records: Vec<DataRecord>,
+    ) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        v.take("explanation", check_len(explanation, 0, 2000));
+        v.take("reason", check_len(reason, 0, 2000));
+        match outcome {
+            Outcome::Denied => {
+                if exception.is_none() {
+                    v.add("exception", "is required when the outcome is DENIED");
+                }
+                if explanation.trim().is_empty() {
+                    v.add("explanation", "is required when the outcome is DENIED");
+                }
+            }
+            _ if exception.is_some() => {
+                v.add("exception", "is only allowed when the outcome is DENIED");
+            }
+            _ => {}
+        }
+        if outcome == Outcome::Failed && reason.trim().is_empty() {
+            v.add("reason", "is required when the outcome is FAILED");
+        }
+        if !records.is_empty() && outcome != Outcome::Completed {
+            v.add("records", "are only allowed when the outcome is COMPLETED");
+        }
+        if sub_processors.len() > MAX_SUB_PROCESSORS {
+            v.add(
+                "sub_processors",
+                format!("at most {MAX_SUB_PROCESSORS} entries"),
+            );
+        }
+        for (i, s) in sub_processors.iter().enumerate() {
+            v.take(&format!("sub_processors[{i}].name"), check_len(&s.name, 1, 200));
+            if !(s.country.is_empty() || is_country_code(&s.country)) {
+                v.add(
+                    format!("sub_processors[{i}].country"),
+                    "must be an ISO 3166-1 alpha-2 code (two upper-case letters) or empty",
+                );
+            }
+        }
+        if records.len() > MAX_DATA_RECORDS {
+            v.add("records", format!("at most {MAX_DATA_RECORDS} entries"));
+        }
+        for (i, r) in records.iter().enumerate() {
+            v.take(&format!("records[{i}].category"), check_len(&r.category, 1, 100));
+            v.take(&format!("records[{i}].value"), check_len(&r.value, 0, 10_000));
+            v.take(&format!("records[{i}].source"), check_len(&r.source, 0, 200));
+        }
+        v.finish(|| Self {
+            outcome,
+            exception,
+            explanation: explanation.to_string(),
+            reason: reason.to_string(),
+            sub_processors,
+            records,
+        })
+    }
+
+    /// A plain result with no details.
+    pub fn simple(outcome: Outcome) -> Result<Self, Violations> {
+        Self::new(outcome, None, "", "", vec![], vec![])
+    }
+
+    /// Whether `other` is the same answer (idempotent repeat of a callback).
+    pub fn same_answer(&self, other: &InstructionResult) -> bool {
+        self == other
+    }
+}
+
+/// Checks an ISO 3166-1 alpha-2 shape (two upper-case ASCII letters).
+pub(crate) fn is_country_code(s: &str) -> bool {
+    s.len() == 2 && s.chars().all(|c| c.is_ascii_uppercase())
+}
+
+/// Who recorded a result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResolvedBy {
+    /// The processor itself (callback or immediate answer).
+    #[serde(rename = "processor")]
+    Processor,
+    /// An operator on the processor's behalf, with their note.
+    #[serde(rename = "operator")]
+    Operator(String),
+    /// The orchestrator (cancellation).
+    #[serde(rename = "system")]
+    System,
+}
+
+impl fmt::Display for ResolvedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Processor => f.write_str("processor"),
+            Self::Operator(note) => write!(f, "operator: {note}"),
+            Self::System => f.write_str("system"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denial_needs_basis() {
+        let e = InstructionResult::new(Outcome::Denied, None, "", "", vec![], vec![]).unwrap_err();
+        let fields: Vec<_> = e.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["exception", "explanation"]);
+        assert!(
+            InstructionResult::new(
+                Outcome::Denied,
+                Some(DeletionException::CcpaLegalObligation),
+                "tax records kept 7 years",
+                "",
+                vec![],
+                vec![]
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn failure_needs_reason_and_exceptions_only_with_denials() {
+        assert!(InstructionResult::simple(Outcome::Failed).is_err());
+        assert!(
+            InstructionResult::new(
+                Outcome::Completed,
+                Some(DeletionException::Other),
+                "",
+                "",
+                vec![],
+                vec![]
+            )
+            .is_err()
+        );
+    }
+}

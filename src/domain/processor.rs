@@ -1,0 +1,262 @@
+//! Processors: everyone who holds personal data on the business's behalf and
+//! must therefore be instructed (CCPA 1798.105(c), GDPR Art. 19). A
+//! [`ProcessorSpec`] is what an operator declares; a [`Processor`] is what is
+//! stored, with its status and timestamps.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::outcome::is_country_code;
+use super::violation::check_len;
+use super::{IdentityType, ProcessorId, ProcessorRole, RequestKind, RetryPolicy, Timestamp, Violations};
+
+/// How instructions reach a processor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AdapterConfig {
+    /// The dispatcher calls the processor's `ProcessorAdapter` service.
+    Grpc {
+        /// `http://` or `https://` URI with host and port.
+        endpoint: String,
+        /// Deadline of one delivery call.
+        #[serde(with = "millis")]
+        timeout: Duration,
+    },
+    /// The processor leases its instructions with `PullInstructions`.
+    Pull,
+    /// An operator passes instructions on and records the answers.
+    Manual,
+}
+
+impl AdapterConfig {
+    /// Default deadline of one push delivery.
+    pub const DEFAULT_GRPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A gRPC push adapter; checks the endpoint and timeout.
+    pub fn grpc(endpoint: &str, timeout: Option<Duration>) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        if !valid_endpoint(endpoint) {
+            v.add(
+                "endpoint",
+                "must be an http:// or https:// URI with a host and port and no path",
+            );
+        }
+        let timeout = timeout.unwrap_or(Self::DEFAULT_GRPC_TIMEOUT);
+        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
+            v.add("timeout", "must be between 100ms and 5m");
+        }
+        v.finish(|| Self::Grpc {
+            endpoint: endpoint.to_string(),
+            timeout,
+        })
+    }
+
+    /// Stable name of the adapter kind (SQL column).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Grpc { .. } => "grpc",
+            Self::Pull => "pull",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+fn valid_endpoint(s: &str) -> bool {
+    let Ok(uri) = s.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri.port_u16().is_some()
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none()
+        && s.len() <= 2048
+}
+
+/// A processor as declared by an operator (RPC or YAML), validated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessorSpec {
+    /// Slug.
+    pub id: ProcessorId,
+    /// Human-readable name.
+    pub display_name: String,
+    /// Relationship to the business.
+    pub role: ProcessorRole,
+    /// ISO 3166-1 alpha-2 (a cross-border transfer is recorded per line).
+    pub country: String,
+    /// Kinds it handles, sorted, non-empty.
+    pub supported_kinds: Vec<RequestKind>,
+    /// Identity types it may receive, sorted, non-empty.
+    pub accepted_identity_types: Vec<IdentityType>,
+    /// Delivery.
+    pub adapter: AdapterConfig,
+    /// Retries.
+    pub retry_policy: RetryPolicy,
+    /// Unacknowledged lease length (pull) before an instruction is offered again.
+    #[serde(with = "millis")]
+    pub ack_timeout: Duration,
+    /// How long an acknowledged instruction may wait for its outcome.
+    #[serde(with = "millis")]
+    pub completion_timeout: Duration,
+    /// Reminders before escalation.
+    pub max_reminders: u32,
+    /// Concurrent deliveries per orchestrator replica.
+    pub max_in_flight: u32,
+}
+
+/// Defaults for the optional settings of a processor.
+pub mod defaults {
+    use std::time::Duration;
+    /// Ack timeout.
+    pub const ACK_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Completion timeout.
+    pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// Reminders.
+    pub const MAX_REMINDERS: u32 = 3;
+    /// In-flight deliveries.
+    pub const MAX_IN_FLIGHT: u32 = 16;
+}
+
+impl ProcessorSpec {
+    /// Checks every cross-field rule; lists are sorted and de-duplicated.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ProcessorId,
+        display_name: &str,
+        role: ProcessorRole,
+        country: &str,
+        mut supported_kinds: Vec<RequestKind>,
+        mut accepted_identity_types: Vec<IdentityType>,
+        adapter: AdapterConfig,
+        retry_policy: RetryPolicy,
+        ack_timeout: Option<Duration>,
+        completion_timeout: Option<Duration>,
+        max_reminders: Option<u32>,
+        max_in_flight: Option<u32>,
+    ) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        v.take("display_name", check_len(display_name, 1, 200));
+        if !is_country_code(country) {
+            v.add(
+                "country",
+                "must be an ISO 3166-1 alpha-2 code (two upper-case letters)",
+            );
+        }
+        supported_kinds.sort();
+        supported_kinds.dedup();
+        if supported_kinds.is_empty() {
+            v.add("supported_kinds", "at least one kind is required");
+        }
+        accepted_identity_types.sort();
+        accepted_identity_types.dedup();
+        if accepted_identity_types.is_empty() {
+            v.add("accepted_identity_types", "at least one identity type is required");
+        }
+        let ack_timeout = ack_timeout.unwrap_or(defaults::ACK_TIMEOUT);
+        if !(Duration::from_secs(1)..=Duration::from_secs(7 * 86400)).contains(&ack_timeout) {
+            v.add("ack_timeout", "must be between 1s and 7d");
+        }
+        let completion_timeout = completion_timeout.unwrap_or(defaults::COMPLETION_TIMEOUT);
+        if !(Duration::from_secs(1)..=Duration::from_secs(90 * 86400)).contains(&completion_timeout)
+        {
+            v.add("completion_timeout", "must be between 1s and 90d");
+        }
+        let max_reminders = max_reminders.unwrap_or(defaults::MAX_REMINDERS);
+        if max_reminders > 20 {
+            v.add("max_reminders", "must be at most 20");
+        }
+        let max_in_flight = max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT);
+        if !(1..=1000).contains(&max_in_flight) {
+            v.add("max_in_flight", "must be between 1 and 1000");
+        }
+        v.finish(|| Self {
+            id,
+            display_name: display_name.to_string(),
+            role,
+            country: country.to_string(),
+            supported_kinds,
+            accepted_identity_types,
+            adapter,
+            retry_policy,
+            ack_timeout,
+            completion_timeout,
+            max_reminders,
+            max_in_flight,
+        })
+    }
+
+    /// Whether an instruction of `kind` for a subject with `types` can go
+    /// to this processor: it handles the kind and accepts one of the types.
+    pub fn can_take(&self, kind: RequestKind, types: &[IdentityType]) -> bool {
+        self.supported_kinds.contains(&kind)
+            && types.iter().any(|t| self.accepted_identity_types.contains(t))
+    }
+}
+
+/// Whether a processor receives new instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcessorStatus {
+    /// Receives new instructions.
+    Active,
+    /// No new instructions; in-flight ones continue.
+    Disabled,
+}
+
+impl ProcessorStatus {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Disabled => "DISABLED",
+        }
+    }
+}
+
+/// A stored processor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Processor {
+    /// What was declared.
+    pub spec: ProcessorSpec,
+    /// Active or disabled.
+    pub status: ProcessorStatus,
+    /// Registration time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// Serialises a `Duration` as integer milliseconds.
+pub(crate) mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        for ok in ["http://127.0.0.1:5000", "https://dsr.vendor.example:443"] {
+            assert!(AdapterConfig::grpc(ok, None).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1:5000",
+            "ftp://x:1",
+            "http://host",
+            "http://host:1/path",
+            "not a uri",
+        ] {
+            assert!(AdapterConfig::grpc(bad, None).is_err(), "{bad}");
+        }
+    }
+}

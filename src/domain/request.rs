@@ -1,0 +1,302 @@
+//! A data-subject request as taken in: who it is about, what they asked for,
+//! under which regime, how it was made and verified. Identities are personal
+//! data: [`SubjectIdentity`] has a redacting `Debug`, and nothing in this
+//! module is ever logged whole.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::violation::check_len;
+use super::{
+    IdentityType, InstructionState, Jurisdiction, ProcessorId, RequestId, RequestKind, Requester,
+    Timestamp, VerificationLevel, Violations,
+};
+
+/// Most identities one request may carry.
+pub const MAX_IDENTITIES: usize = 20;
+/// Most labels one request may carry.
+pub const MAX_LABELS: usize = 32;
+
+/// One identifier of the subject.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectIdentity {
+    /// What the value is.
+    #[serde(rename = "type")]
+    pub kind: IdentityType,
+    /// The identifier (personal data).
+    pub value: String,
+}
+
+impl SubjectIdentity {
+    /// Checks the value's length (1 to 1024 characters, no control characters).
+    pub fn new(kind: IdentityType, value: &str) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        v.take("value", check_len(value, 1, 1024));
+        if value.chars().any(char::is_control) {
+            v.add("value", "must not contain control characters");
+        }
+        if value.trim().is_empty() && !value.is_empty() {
+            v.add("value", "must not be blank");
+        }
+        v.finish(|| Self {
+            kind,
+            value: value.to_string(),
+        })
+    }
+}
+
+impl fmt::Debug for SubjectIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectIdentity({}, <redacted>)", self.kind)
+    }
+}
+
+/// The subject's identities: 1 to [`MAX_IDENTITIES`], no exact duplicates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Subject(Vec<SubjectIdentity>);
+
+impl Subject {
+    /// Checks count and duplicates.
+    pub fn new(identities: Vec<SubjectIdentity>) -> Result<Self, Violations> {
+        if identities.is_empty() {
+            return Err(Violations::one("", "at least one identity is required"));
+        }
+        if identities.len() > MAX_IDENTITIES {
+            return Err(Violations::one(
+                "",
+                format!("at most {MAX_IDENTITIES} identities"),
+            ));
+        }
+        for (i, a) in identities.iter().enumerate() {
+            if identities[..i].contains(a) {
+                return Err(Violations::one(format!("[{i}]"), "duplicate identity"));
+            }
+        }
+        Ok(Self(identities))
+    }
+
+    /// The identities.
+    pub fn identities(&self) -> &[SubjectIdentity] {
+        &self.0
+    }
+
+    /// The distinct identity types, sorted.
+    pub fn types(&self) -> Vec<IdentityType> {
+        let mut t: Vec<_> = self.0.iter().map(|i| i.kind).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    /// Only the identities whose type is in `accepted` (data minimisation).
+    pub fn restricted_to(&self, accepted: &[IdentityType]) -> Vec<SubjectIdentity> {
+        self.0
+            .iter()
+            .filter(|i| accepted.contains(&i.kind))
+            .cloned()
+            .collect()
+    }
+}
+
+/// How a request was made: a short machine token such as `web_form`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Channel(String);
+
+impl Channel {
+    /// 1 to 64 characters of `[a-z0-9_-]`.
+    pub fn parse(s: &str) -> Result<Self, Violations> {
+        check_len(s, 1, 64)?;
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        {
+            return Err(Violations::one("", "must be characters of [a-z0-9_-]"));
+        }
+        Ok(Self(s.to_string()))
+    }
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Verification done by the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Degree of certainty.
+    pub level: VerificationLevel,
+    /// How it was reached (no personal data), at most 512 characters.
+    pub method: String,
+}
+
+impl Verification {
+    /// Checks the method text.
+    pub fn new(level: VerificationLevel, method: &str) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        v.take("method", check_len(method, 0, 512));
+        v.finish(|| Self {
+            level,
+            method: method.to_string(),
+        })
+    }
+}
+
+/// Caller labels, sorted by key (so the encoding is canonical).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Labels(BTreeMap<String, String>);
+
+impl Labels {
+    /// At most [`MAX_LABELS`]; keys 1 to 63 of `[a-z0-9_.-]`; values at most 256.
+    pub fn new(map: impl IntoIterator<Item = (String, String)>) -> Result<Self, Violations> {
+        let map: BTreeMap<_, _> = map.into_iter().collect();
+        let mut v = Violations::new();
+        if map.len() > MAX_LABELS {
+            v.add("", format!("at most {MAX_LABELS} labels"));
+        }
+        for (k, val) in &map {
+            let key_ok = (1..=63).contains(&k.len())
+                && k.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
+                });
+            if !key_ok {
+                v.add("", "label keys must be 1 to 63 characters of [a-z0-9_.-]");
+            }
+            if val.chars().count() > 256 {
+                v.add(format!("[{k}]"), "label values must be at most 256 characters");
+            }
+        }
+        v.finish(|| Self(map))
+    }
+    /// The labels.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+}
+
+/// A validated request as submitted, before it is stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NewRequest {
+    /// Idempotency key.
+    pub id: RequestId,
+    /// Nature of the request.
+    pub kind: RequestKind,
+    /// Regime.
+    pub jurisdiction: Jurisdiction,
+    /// Who it is about.
+    pub subject: Subject,
+    /// When the person made it; `None` means "when it is received".
+    pub submitted_at: Option<Timestamp>,
+    /// Manner in which it was made.
+    pub channel: Channel,
+    /// Who made it.
+    pub requester: Requester,
+    /// Verification reached.
+    pub verification: Verification,
+    /// Restriction of the fan-out, sorted and de-duplicated; empty: all.
+    pub processor_ids: Vec<ProcessorId>,
+    /// Caller labels.
+    pub labels: Labels,
+}
+
+impl NewRequest {
+    /// SHA-256 over the canonical JSON of the content, used to tell an
+    /// idempotent retry (same fingerprint) from a conflicting reuse of the id.
+    pub fn fingerprint(&self) -> String {
+        let json = serde_json::to_vec(self).expect("request serialises");
+        hex::encode(Sha256::digest(json))
+    }
+}
+
+/// The lifecycle of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RequestStatus {
+    /// Taken in with its instructions; nothing delivered yet. Entered at
+    /// intake; left when a dispatcher or puller first claims an instruction
+    /// (to `InProgress`), when the last instruction becomes terminal (to
+    /// `Completed`), or on cancel.
+    Received,
+    /// At least one instruction has gone out. Left by aggregation (to
+    /// `Completed`) or cancel.
+    InProgress,
+    /// Terminal: every instruction is terminal and the record is written, in
+    /// the same transaction as the last instruction's outcome.
+    Completed,
+    /// Terminal: cancelled by a caller; the record is written.
+    Cancelled,
+}
+
+impl RequestStatus {
+    /// Whether no further change can happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled)
+    }
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "RECEIVED",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Completed => "COMPLETED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+    /// Parses the stable name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Received,
+            Self::InProgress,
+            Self::Completed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// A stored request as reported to callers, with its instruction lines.
+/// Carries no identity values, only their types.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestSummary {
+    /// Id.
+    pub id: RequestId,
+    /// Kind.
+    pub kind: RequestKind,
+    /// Regime.
+    pub jurisdiction: Jurisdiction,
+    /// Status.
+    pub status: RequestStatus,
+    /// When the person made it.
+    pub submitted_at: Timestamp,
+    /// When it was taken in.
+    pub received_at: Timestamp,
+    /// When it became terminal.
+    pub closed_at: Option<Timestamp>,
+    /// Manner.
+    pub channel: String,
+    /// Who made it.
+    pub requester: Requester,
+    /// Verification.
+    pub verification: Verification,
+    /// Labels.
+    pub labels: Labels,
+    /// Identity types it was submitted with.
+    pub identity_types: Vec<IdentityType>,
+    /// Cancellation reason.
+    pub cancel_reason: Option<String>,
+    /// One line per instruction, by processor id.
+    pub instructions: Vec<super::InstructionView>,
+}
+
+impl RequestSummary {
+    /// True while an instruction waits for an operator.
+    pub fn needs_attention(&self) -> bool {
+        self.instructions
+            .iter()
+            .any(|i| i.state == InstructionState::Escalated)
+    }
+}
