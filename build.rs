@@ -23,10 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Personal data must never reach logs through a stray `{:?}`: these
         // messages get hand-written, redacting Debug impls in `api::redact`.
-        .skip_debug([
-            ".dsr.v1.SubjectIdentity",
-            ".dsr.v1.DataRecord",
-        ])
+        .skip_debug([".dsr.v1.SubjectIdentity", ".dsr.v1.DataRecord"])
         .compile_fds(fds)?;
     Ok(())
 }

@@ -1,1 +1,42 @@
-fn main() {}
+//! The `dsr-orchestrator` server: reads its configuration, sets up logging
+//! and runs the [`Application`] until SIGINT or SIGTERM.
+
+use clap::Parser;
+use dsr_orchestrator::config::Config;
+use dsr_orchestrator::startup::{Application, Options};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() {
+    let config = Config::parse();
+    dsr_orchestrator::telemetry::init(config.log_format);
+    let result = async {
+        let app = Application::build(&config, Options::default()).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        app.run_until_stopped(shutdown).await
+    }
+    .await;
+    if let Err(e) = result {
+        // One readable line: the context chain, outermost first.
+        eprintln!("dsr-orchestrator: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

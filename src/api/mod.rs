@@ -3,4 +3,13 @@
 //! seen), and the mapping of errors to gRPC statuses.
 
 pub mod convert;
+pub mod error;
+mod instruction_service;
+mod page;
+mod processor_service;
 mod redact;
+mod request_service;
+
+pub use instruction_service::InstructionApi;
+pub use processor_service::ProcessorApi;
+pub use request_service::RequestApi;

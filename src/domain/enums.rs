@@ -41,7 +41,6 @@ macro_rules! str_enum {
     };
 }
 
-
 str_enum! {
     /// What the data subject asked for.
     RequestKind {

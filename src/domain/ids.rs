@@ -78,8 +78,7 @@ impl ProcessorId {
         let ok = (2..=63).contains(&s.len())
             && s.starts_with(|c: char| c.is_ascii_lowercase())
             && !s.ends_with('-')
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if s.is_empty() {
             Err(Violations::one("", "is required"))
@@ -148,7 +147,15 @@ mod tests {
         for ok in ["platform-vendor", "ab", "group-co-2"] {
             assert!(ProcessorId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "Vendor", "1vendor", "vendor-", "ven dor", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "a",
+            "Vendor",
+            "1vendor",
+            "vendor-",
+            "ven dor",
+            &"a".repeat(64),
+        ] {
             assert!(ProcessorId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -164,8 +164,9 @@ impl InstructionState {
     }
 }
 
-/// An instruction as read back from the store.
-#[derive(Clone, Debug, PartialEq)]
+/// An instruction as read back from the store. Serialisable without its
+/// result (which may hold personal data), for the event history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstructionView {
     /// Stable id.
     pub id: InstructionId,
@@ -203,7 +204,8 @@ pub struct InstructionView {
     pub lease_expires_at: Option<Timestamp>,
     /// Outcome deadline (ACKNOWLEDGED).
     pub reply_due_at: Option<Timestamp>,
-    /// Final result.
+    /// Final result (not kept in events).
+    #[serde(skip)]
     pub result: Option<InstructionResult>,
     /// Who recorded the result.
     pub resolved_by: Option<ResolvedBy>,
@@ -237,7 +239,10 @@ mod tests {
         assert_eq!(S::Escalated.apply(E::Claim), None);
         assert_eq!(S::Escalated.apply(E::RetryLater), None);
         assert_eq!(S::Escalated.apply(E::Rearm), Some(S::Pending));
-        assert_eq!(S::Escalated.apply(E::Resolve(Outcome::NoData)), Some(S::NoData));
+        assert_eq!(
+            S::Escalated.apply(E::Resolve(Outcome::NoData)),
+            Some(S::NoData)
+        );
         assert_eq!(S::Pending.apply(E::Rearm), None);
     }
 

@@ -127,7 +127,10 @@ impl InstructionResult {
             );
         }
         for (i, s) in sub_processors.iter().enumerate() {
-            v.take(&format!("sub_processors[{i}].name"), check_len(&s.name, 1, 200));
+            v.take(
+                &format!("sub_processors[{i}].name"),
+                check_len(&s.name, 1, 200),
+            );
             if !(s.country.is_empty() || is_country_code(&s.country)) {
                 v.add(
                     format!("sub_processors[{i}].country"),
@@ -139,9 +142,18 @@ impl InstructionResult {
             v.add("records", format!("at most {MAX_DATA_RECORDS} entries"));
         }
         for (i, r) in records.iter().enumerate() {
-            v.take(&format!("records[{i}].category"), check_len(&r.category, 1, 100));
-            v.take(&format!("records[{i}].value"), check_len(&r.value, 0, 10_000));
-            v.take(&format!("records[{i}].source"), check_len(&r.source, 0, 200));
+            v.take(
+                &format!("records[{i}].category"),
+                check_len(&r.category, 1, 100),
+            );
+            v.take(
+                &format!("records[{i}].value"),
+                check_len(&r.value, 0, 10_000),
+            );
+            v.take(
+                &format!("records[{i}].source"),
+                check_len(&r.source, 0, 200),
+            );
         }
         v.finish(|| Self {
             outcome,

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::outcome::is_country_code;
 use super::violation::check_len;
-use super::{IdentityType, ProcessorId, ProcessorRole, RequestKind, RetryPolicy, Timestamp, Violations};
+use super::{
+    IdentityType, ProcessorId, ProcessorRole, RequestKind, RetryPolicy, Timestamp, Violations,
+};
 
 /// How instructions reach a processor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +153,10 @@ impl ProcessorSpec {
         accepted_identity_types.sort();
         accepted_identity_types.dedup();
         if accepted_identity_types.is_empty() {
-            v.add("accepted_identity_types", "at least one identity type is required");
+            v.add(
+                "accepted_identity_types",
+                "at least one identity type is required",
+            );
         }
         let ack_timeout = ack_timeout.unwrap_or(defaults::ACK_TIMEOUT);
         if !(Duration::from_secs(1)..=Duration::from_secs(7 * 86400)).contains(&ack_timeout) {
@@ -190,7 +195,9 @@ impl ProcessorSpec {
     /// to this processor: it handles the kind and accepts one of the types.
     pub fn can_take(&self, kind: RequestKind, types: &[IdentityType]) -> bool {
         self.supported_kinds.contains(&kind)
-            && types.iter().any(|t| self.accepted_identity_types.contains(t))
+            && types
+                .iter()
+                .any(|t| self.accepted_identity_types.contains(t))
     }
 }
 

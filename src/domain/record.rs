@@ -190,9 +190,18 @@ mod tests {
     fn overall_outcome() {
         use OverallOutcome as O;
         assert_eq!(O::from_states(false, &[]), O::Fulfilled);
-        assert_eq!(O::from_states(false, &[S::Completed, S::NoData]), O::Fulfilled);
-        assert_eq!(O::from_states(false, &[S::Completed, S::Denied]), O::PartiallyFulfilled);
-        assert_eq!(O::from_states(false, &[S::Failed, S::Denied]), O::NotFulfilled);
+        assert_eq!(
+            O::from_states(false, &[S::Completed, S::NoData]),
+            O::Fulfilled
+        );
+        assert_eq!(
+            O::from_states(false, &[S::Completed, S::Denied]),
+            O::PartiallyFulfilled
+        );
+        assert_eq!(
+            O::from_states(false, &[S::Failed, S::Denied]),
+            O::NotFulfilled
+        );
         assert_eq!(O::from_states(true, &[S::Completed]), O::Cancelled);
     }
 }

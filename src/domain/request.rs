@@ -168,7 +168,10 @@ impl Labels {
                 v.add("", "label keys must be 1 to 63 characters of [a-z0-9_.-]");
             }
             if val.chars().count() > 256 {
-                v.add(format!("[{k}]"), "label values must be at most 256 characters");
+                v.add(
+                    format!("[{k}]"),
+                    "label values must be at most 256 characters",
+                );
             }
         }
         v.finish(|| Self(map))

@@ -63,7 +63,10 @@ impl RetryPolicy {
             v.add("initial_backoff", "must be between 1ms and 1h");
         }
         if p.max_backoff < p.initial_backoff || p.max_backoff > Duration::from_secs(86400) {
-            v.add("max_backoff", "must be at least initial_backoff and at most 24h");
+            v.add(
+                "max_backoff",
+                "must be at least initial_backoff and at most 24h",
+            );
         }
         if !(1.0..=10.0).contains(&p.multiplier) {
             v.add("multiplier", "must be between 1.0 and 10.0");
@@ -120,7 +123,10 @@ mod tests {
                 .mul_f64(2f64.powi(attempt as i32 - 1))
                 .min(Duration::from_secs(60));
             let d = p.delay_after(attempt, id);
-            assert!(d >= base.min(Duration::from_secs(60)), "{attempt}: {d:?} < {base:?}");
+            assert!(
+                d >= base.min(Duration::from_secs(60)),
+                "{attempt}: {d:?} < {base:?}"
+            );
             assert!(d <= Duration::from_secs(60), "{attempt}: {d:?}");
             assert!(d <= base * 2, "{attempt}: {d:?} > 2x {base:?}");
         }
@@ -146,8 +152,13 @@ mod tests {
         assert!(RetryPolicy::new(None, None, Some(0.5), None).is_err());
         assert!(RetryPolicy::new(None, None, None, Some(0)).is_err());
         assert!(
-            RetryPolicy::new(Some(Duration::from_secs(10)), Some(Duration::from_secs(1)), None, None)
-                .is_err()
+            RetryPolicy::new(
+                Some(Duration::from_secs(10)),
+                Some(Duration::from_secs(1)),
+                None,
+                None
+            )
+            .is_err()
         );
     }
 }

@@ -48,7 +48,9 @@ impl Violations {
                     let field = match (prefix.is_empty(), e.field.is_empty()) {
                         (true, _) => e.field,
                         (false, true) => prefix.to_string(),
-                        (false, false) if e.field.starts_with('[') => format!("{prefix}{}", e.field),
+                        (false, false) if e.field.starts_with('[') => {
+                            format!("{prefix}{}", e.field)
+                        }
                         (false, false) => format!("{prefix}.{}", e.field),
                     };
                     self.0.push(Violation {

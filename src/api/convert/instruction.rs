@@ -1,0 +1,268 @@
+//! Instructions and results: the `InstructionResult` a processor or an
+//! operator reports, and the views of an instruction sent back.
+//!
+//! A result is proof for the completion record, so its cross-field rules (a
+//! denial names its legal ground, a failure its reason) live in
+//! [`InstructionResult::new`]; this module decodes the enums and lists and
+//! passes them on.
+
+use super::enums::{ProtoEnum, optional, required};
+use super::{conclude, opt_timestamp, timestamp};
+use crate::domain::{DataRecord, InstructionResult, InstructionView, SubProcessor, Violations};
+use crate::pb;
+
+/// Checks a reported result. Paths are relative to the result message
+/// (`outcome`, `records[2].category`); the caller prefixes them with its
+/// field name, usually `result`. A missing message is reported at the empty
+/// path as "is required".
+pub fn instruction_result(
+    r: Option<pb::InstructionResult>,
+) -> Result<InstructionResult, Violations> {
+    let Some(r) = r else {
+        return Err(Violations::one("", "is required"));
+    };
+    let mut v = Violations::new();
+    let outcome = v.take("outcome", required(r.outcome));
+    let exception = v.take("exception", optional(r.exception));
+    let sub_processors = r
+        .sub_processors
+        .into_iter()
+        .map(|s| SubProcessor {
+            name: s.name,
+            country: s.country,
+        })
+        .collect();
+    let records = r
+        .records
+        .into_iter()
+        .map(|d| DataRecord {
+            category: d.category,
+            value: d.value,
+            source: d.source,
+        })
+        .collect();
+    // No stand-in for a bad outcome or exception: the cross-field rules
+    // depend on both, and a guess would add complaints the caller never
+    // caused.
+    let result = match (outcome, exception) {
+        (Some(outcome), Some(exception)) => v.take(
+            "",
+            InstructionResult::new(
+                outcome,
+                exception,
+                &r.explanation,
+                &r.reason,
+                sub_processors,
+                records,
+            ),
+        ),
+        _ => None,
+    };
+    conclude(v, result)
+}
+
+/// The wire form of a result.
+pub fn instruction_result_pb(r: &InstructionResult) -> pb::InstructionResult {
+    pb::InstructionResult {
+        outcome: r.outcome.number(),
+        exception: r.exception.map_or(0, ProtoEnum::number),
+        explanation: r.explanation.clone(),
+        reason: r.reason.clone(),
+        sub_processors: r.sub_processors.iter().map(sub_processor_pb).collect(),
+        records: r
+            .records
+            .iter()
+            .map(|d| pb::DataRecord {
+                category: d.category.clone(),
+                value: d.value.clone(),
+                source: d.source.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The wire form of a sub-processor.
+pub(super) fn sub_processor_pb(s: &SubProcessor) -> pb::SubProcessor {
+    pb::SubProcessor {
+        name: s.name.clone(),
+        country: s.country.clone(),
+    }
+}
+
+/// The summary line of an instruction, as listed in its request.
+pub fn instruction_summary(i: &InstructionView) -> pb::InstructionSummary {
+    pb::InstructionSummary {
+        instruction_id: i.id.to_string(),
+        processor_id: i.processor_id.to_string(),
+        state: i.state.number(),
+        attempts: i.attempts,
+        last_error: i.last_error.clone().unwrap_or_default(),
+        created_at: Some(timestamp(i.created_at)),
+        first_instructed_at: opt_timestamp(i.first_instructed_at),
+        acknowledged_at: opt_timestamp(i.acknowledged_at),
+        resolved_at: opt_timestamp(i.resolved_at),
+        next_attempt_at: opt_timestamp(i.next_attempt_at),
+    }
+}
+
+/// The wire form of an instruction, without `subject_identities` and
+/// `history`: the caller adds the identities (pull answers only) and the
+/// delivery attempts (operator views only).
+pub fn instruction(i: &InstructionView) -> pb::Instruction {
+    pb::Instruction {
+        instruction_id: i.id.to_string(),
+        request_id: i.request_id.to_string(),
+        processor_id: i.processor_id.to_string(),
+        kind: i.kind.number(),
+        jurisdiction: i.jurisdiction.number(),
+        submitted_at: Some(timestamp(i.submitted_at)),
+        subject_identities: Vec::new(),
+        state: i.state.number(),
+        attempts: i.attempts,
+        reminders: i.reminders,
+        result: i.result.as_ref().map(instruction_result_pb),
+        resolved_by: i
+            .resolved_by
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        history: Vec::new(),
+        lease_expires_at: opt_timestamp(i.lease_expires_at),
+        summary: Some(instruction_summary(i)),
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::api::convert::fields;
+    use crate::domain::{
+        DeletionException, InstructionId, InstructionState, Jurisdiction, Outcome, ProcessorId,
+        RequestId, RequestKind, ResolvedBy,
+    };
+
+    /// A resolved instruction as the store returns it.
+    pub(in crate::api::convert) fn view() -> InstructionView {
+        let at = chrono::DateTime::from_timestamp(1_750_000_000, 0).unwrap();
+        InstructionView {
+            id: InstructionId::new(),
+            request_id: RequestId::parse("6f1c2b1e-3a4d-4c5e-9f60-718293a4b5c6").unwrap(),
+            processor_id: ProcessorId::parse("platform-vendor").unwrap(),
+            kind: RequestKind::Delete,
+            jurisdiction: Jurisdiction::Ccpa,
+            submitted_at: at,
+            state: InstructionState::Completed,
+            attempts: 3,
+            attempts_since_arm: 1,
+            reminders: 1,
+            last_error: Some("UNAVAILABLE: connection refused".into()),
+            created_at: at,
+            first_instructed_at: Some(at),
+            acknowledged_at: Some(at),
+            resolved_at: Some(at),
+            next_attempt_at: None,
+            lease_expires_at: None,
+            reply_due_at: None,
+            result: Some(InstructionResult::simple(Outcome::Completed).unwrap()),
+            resolved_by: Some(ResolvedBy::Operator("confirmed by phone".into())),
+        }
+    }
+
+    #[test]
+    fn instructions_go_out_without_identities_or_history() {
+        let view = view();
+        let pb = instruction(&view);
+        assert_eq!(pb.instruction_id, view.id.to_string());
+        assert_eq!(pb.state, pb::InstructionState::Completed as i32);
+        assert_eq!(pb.resolved_by, "operator: confirmed by phone");
+        assert_eq!(
+            pb.result.map(|r| r.outcome),
+            Some(pb::Outcome::Completed as i32)
+        );
+        assert!(pb.subject_identities.is_empty() && pb.history.is_empty());
+        let summary = pb.summary.unwrap();
+        assert_eq!(summary.last_error, "UNAVAILABLE: connection refused");
+        assert_eq!(summary.next_attempt_at, None);
+        assert_eq!(summary, instruction_summary(&view));
+    }
+
+    fn denied() -> pb::InstructionResult {
+        pb::InstructionResult {
+            outcome: pb::Outcome::Denied as i32,
+            exception: pb::DeletionException::CcpaLegalObligation as i32,
+            explanation: "tax records are kept for 7 years".into(),
+            sub_processors: vec![pb::SubProcessor {
+                name: "Archive GmbH".into(),
+                country: "DE".into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn completed_with_records() -> pb::InstructionResult {
+        pb::InstructionResult {
+            outcome: pb::Outcome::Completed as i32,
+            records: vec![pb::DataRecord {
+                category: "identifiers".into(),
+                value: "jane@example.com".into(),
+                source: "signup".into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_results_round_trip() {
+        for pb in [denied(), completed_with_records()] {
+            let r = instruction_result(Some(pb.clone())).unwrap();
+            assert_eq!(instruction_result_pb(&r), pb);
+        }
+        let r = instruction_result(Some(denied())).unwrap();
+        assert_eq!(r.outcome, Outcome::Denied);
+        assert_eq!(r.exception, Some(DeletionException::CcpaLegalObligation));
+    }
+
+    #[test]
+    fn bad_results_report_relative_paths() {
+        type Base = fn() -> pb::InstructionResult;
+        type Edit = fn(&mut pb::InstructionResult);
+        let cases: &[(Base, Edit, &[&str])] = &[
+            (denied, |r| r.outcome = 0, &["outcome"]),
+            (denied, |r| r.outcome = 9, &["outcome"]),
+            (denied, |r| r.exception = 0, &["exception"]),
+            (denied, |r| r.exception = 99, &["exception"]),
+            (denied, |r| r.explanation.clear(), &["explanation"]),
+            (
+                denied,
+                |r| r.sub_processors[0].country = "de".into(),
+                &["sub_processors[0].country"],
+            ),
+            (
+                denied,
+                |r| r.sub_processors[0].name.clear(),
+                &["sub_processors[0].name"],
+            ),
+            (
+                denied,
+                |r| r.outcome = pb::Outcome::Failed as i32,
+                &["exception", "reason"],
+            ),
+            (
+                completed_with_records,
+                |r| r.records[0].category.clear(),
+                &["records[0].category"],
+            ),
+            (
+                completed_with_records,
+                |r| r.outcome = pb::Outcome::NoData as i32,
+                &["records"],
+            ),
+        ];
+        for (base, edit, expected) in cases {
+            let mut r = base();
+            edit(&mut r);
+            assert_eq!(fields(instruction_result(Some(r))), *expected);
+        }
+        assert_eq!(fields(instruction_result(None)), [""]);
+    }
+}

@@ -1,0 +1,349 @@
+//! Processors: the `Processor` message in (registration, and the merged
+//! result of an update) and out.
+//!
+//! proto3 scalars cannot be unset, so zero reads as "take the default"
+//! wherever zero is not a meaningful setting: `max_in_flight`, the retry
+//! policy's `multiplier` and `max_attempts`, and — because its messages are
+//! all-or-nothing defaults — a zero retry duration. The one casualty is
+//! `max_reminders`, whose valid range includes 0: over the API, 0 means
+//! "default (3)"; the YAML file can say 0.
+
+use std::time::Duration;
+
+use super::enums::{ProtoEnum, numbers, required, required_each};
+use super::time::{duration, duration_pb, opt_duration};
+use super::{conclude, opt_timestamp, within};
+use crate::domain::{
+    AdapterConfig, IdentityType, Processor, ProcessorId, ProcessorRole, ProcessorSpec, RequestKind,
+    RetryPolicy, Violations,
+};
+use crate::pb;
+use crate::pb::adapter::Kind;
+
+/// Checks a `Processor` message as declared by an operator. Paths are
+/// prefixed with `processor.`; output-only fields are ignored; unset
+/// optional fields take their defaults.
+pub fn processor_spec(p: Option<pb::Processor>) -> Result<ProcessorSpec, Violations> {
+    match p {
+        Some(p) => within("processor", spec(p)),
+        None => Err(Violations::one("processor", "is required")),
+    }
+}
+
+/// [`processor_spec`] with paths relative to the message.
+fn spec(p: pb::Processor) -> Result<ProcessorSpec, Violations> {
+    let mut v = Violations::new();
+    let id = v.take("processor_id", ProcessorId::parse(&p.processor_id));
+    let role = v.take("role", required::<ProcessorRole>(p.role));
+    let kinds = v.take(
+        "supported_kinds",
+        required_each::<RequestKind>(&p.supported_kinds),
+    );
+    let types = v.take(
+        "accepted_identity_types",
+        required_each::<IdentityType>(&p.accepted_identity_types),
+    );
+    let adapter = v.take("adapter", adapter(p.adapter));
+    let retry_policy = v.take("retry_policy", retry_policy(p.retry_policy));
+    let ack_timeout = v.take("ack_timeout", opt_duration(p.ack_timeout));
+    let completion_timeout = v.take("completion_timeout", opt_duration(p.completion_timeout));
+
+    // Stand-ins for failed parts, so the constructor still checks the rest
+    // (see the `convert` module docs). A bad duration becomes "unset" so
+    // the constructor does not report it a second time.
+    let Some(id) = id.or_else(|| ProcessorId::parse("stand-in").ok()) else {
+        return Err(v);
+    };
+    let spec = ProcessorSpec::new(
+        id,
+        &p.display_name,
+        role.unwrap_or(ProcessorRole::InternalSystem),
+        &p.country,
+        kinds.unwrap_or_else(|| vec![RequestKind::Access]),
+        types.unwrap_or_else(|| vec![IdentityType::Other]),
+        adapter.unwrap_or(AdapterConfig::Manual),
+        retry_policy.unwrap_or_default(),
+        ack_timeout.flatten(),
+        completion_timeout.flatten(),
+        unless_zero(p.max_reminders),
+        unless_zero(p.max_in_flight),
+    );
+    let spec = v.take("", spec);
+    conclude(v, spec)
+}
+
+/// `None` for the proto3 zero value.
+fn unless_zero(n: u32) -> Option<u32> {
+    (n != 0).then_some(n)
+}
+
+/// The adapter oneof; paths like `grpc.endpoint`.
+fn adapter(a: Option<pb::Adapter>) -> Result<AdapterConfig, Violations> {
+    match a.and_then(|a| a.kind) {
+        None => Err(Violations::one(
+            "",
+            "is required (one of grpc, pull or manual)",
+        )),
+        Some(Kind::Pull(_)) => Ok(AdapterConfig::Pull),
+        Some(Kind::Manual(_)) => Ok(AdapterConfig::Manual),
+        Some(Kind::Grpc(g)) => {
+            let mut v = Violations::new();
+            let timeout = v.take("grpc.timeout", opt_duration(g.timeout));
+            let grpc = v.take("grpc", AdapterConfig::grpc(&g.endpoint, timeout.flatten()));
+            conclude(v, grpc)
+        }
+    }
+}
+
+/// The optional retry policy; zero fields take the defaults.
+fn retry_policy(r: Option<pb::RetryPolicy>) -> Result<RetryPolicy, Violations> {
+    let Some(r) = r else {
+        return Ok(RetryPolicy::default());
+    };
+    let nonzero = |d: Option<prost_types::Duration>| -> Result<Option<Duration>, Violations> {
+        match d.as_ref().map(duration).transpose()? {
+            Some(Duration::ZERO) | None => Ok(None),
+            Some(d) => Ok(Some(d)),
+        }
+    };
+    let mut v = Violations::new();
+    let initial = v.take("initial_backoff", nonzero(r.initial_backoff));
+    let max = v.take("max_backoff", nonzero(r.max_backoff));
+    let multiplier = (r.multiplier != 0.0).then_some(r.multiplier);
+    let policy = v.take(
+        "",
+        RetryPolicy::new(
+            initial.flatten(),
+            max.flatten(),
+            multiplier,
+            unless_zero(r.max_attempts),
+        ),
+    );
+    conclude(v, policy)
+}
+
+/// The wire form of a stored processor, output-only fields included.
+pub fn processor(p: &Processor) -> pb::Processor {
+    pb::Processor {
+        status: p.status.number(),
+        created_at: opt_timestamp(Some(p.created_at)),
+        updated_at: opt_timestamp(Some(p.updated_at)),
+        ..spec_pb(&p.spec)
+    }
+}
+
+/// The wire form of a declared processor, output-only fields unset. Every
+/// optional field is written out, so reading it back gives the same spec
+/// (but for `max_reminders: 0`, see the module docs).
+pub(super) fn spec_pb(s: &ProcessorSpec) -> pb::Processor {
+    pb::Processor {
+        processor_id: s.id.to_string(),
+        display_name: s.display_name.clone(),
+        role: s.role.number(),
+        country: s.country.clone(),
+        supported_kinds: numbers(&s.supported_kinds),
+        accepted_identity_types: numbers(&s.accepted_identity_types),
+        adapter: Some(adapter_pb(&s.adapter)),
+        retry_policy: Some(pb::RetryPolicy {
+            initial_backoff: Some(duration_pb(s.retry_policy.initial_backoff)),
+            max_backoff: Some(duration_pb(s.retry_policy.max_backoff)),
+            multiplier: s.retry_policy.multiplier,
+            max_attempts: s.retry_policy.max_attempts,
+        }),
+        ack_timeout: Some(duration_pb(s.ack_timeout)),
+        completion_timeout: Some(duration_pb(s.completion_timeout)),
+        max_reminders: s.max_reminders,
+        max_in_flight: s.max_in_flight,
+        status: 0,
+        created_at: None,
+        updated_at: None,
+    }
+}
+
+fn adapter_pb(a: &AdapterConfig) -> pb::Adapter {
+    let kind = match a {
+        AdapterConfig::Grpc { endpoint, timeout } => Kind::Grpc(pb::GrpcAdapter {
+            endpoint: endpoint.clone(),
+            timeout: Some(duration_pb(*timeout)),
+        }),
+        AdapterConfig::Pull => Kind::Pull(pb::PullAdapter {}),
+        AdapterConfig::Manual => Kind::Manual(pb::ManualAdapter {}),
+    };
+    pb::Adapter { kind: Some(kind) }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::api::convert::fields;
+
+    /// A valid push processor on the wire.
+    pub(in crate::api::convert) fn valid() -> pb::Processor {
+        pb::Processor {
+            processor_id: "platform-vendor".into(),
+            display_name: "Platform Vendor Inc.".into(),
+            role: pb::ProcessorRole::Vendor as i32,
+            country: "US".into(),
+            supported_kinds: vec![
+                pb::RequestKind::Delete as i32,
+                pb::RequestKind::Access as i32,
+            ],
+            accepted_identity_types: vec![pb::IdentityType::Email as i32],
+            adapter: Some(pb::Adapter {
+                kind: Some(Kind::Grpc(pb::GrpcAdapter {
+                    endpoint: "https://dsr.vendor.example:443".into(),
+                    timeout: None,
+                })),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn secs(seconds: i64) -> Option<prost_types::Duration> {
+        Some(prost_types::Duration { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn unset_fields_take_defaults_and_round_trip() {
+        let spec = processor_spec(Some(valid())).unwrap();
+        assert_eq!(
+            spec.supported_kinds,
+            [RequestKind::Access, RequestKind::Delete]
+        );
+        assert_eq!(spec.retry_policy, RetryPolicy::default());
+        assert_eq!(spec.max_reminders, 3);
+        assert_eq!(spec.max_in_flight, 16);
+        assert_eq!(
+            spec.adapter,
+            AdapterConfig::grpc("https://dsr.vendor.example:443", None).unwrap()
+        );
+        assert_eq!(processor_spec(Some(spec_pb(&spec))), Ok(spec));
+    }
+
+    #[test]
+    fn zero_retry_fields_mean_default() {
+        let mut p = valid();
+        p.retry_policy = Some(pb::RetryPolicy {
+            initial_backoff: secs(0),
+            max_backoff: None,
+            multiplier: 0.0,
+            max_attempts: 5,
+        });
+        let spec = processor_spec(Some(p)).unwrap();
+        assert_eq!(
+            spec.retry_policy,
+            RetryPolicy::new(None, None, None, Some(5)).unwrap()
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        type Edit = fn(&mut pb::Processor);
+        let cases: &[(Edit, &[&str])] = &[
+            (
+                |p| p.processor_id = "Vendor".into(),
+                &["processor.processor_id"],
+            ),
+            (|p| p.display_name.clear(), &["processor.display_name"]),
+            (|p| p.role = 0, &["processor.role"]),
+            (|p| p.country = "usa".into(), &["processor.country"]),
+            (
+                |p| p.supported_kinds.clear(),
+                &["processor.supported_kinds"],
+            ),
+            (
+                |p| p.supported_kinds[1] = 0,
+                &["processor.supported_kinds[1]"],
+            ),
+            (
+                |p| p.accepted_identity_types = vec![99],
+                &["processor.accepted_identity_types[0]"],
+            ),
+            (|p| p.adapter = None, &["processor.adapter"]),
+            (
+                |p| p.adapter = Some(pb::Adapter { kind: None }),
+                &["processor.adapter"],
+            ),
+            (
+                |p| {
+                    p.adapter = Some(pb::Adapter {
+                        kind: Some(Kind::Grpc(pb::GrpcAdapter {
+                            endpoint: "dsr.vendor.example".into(),
+                            timeout: Some(prost_types::Duration {
+                                seconds: -1,
+                                nanos: 0,
+                            }),
+                        })),
+                    })
+                },
+                &[
+                    "processor.adapter.grpc.timeout",
+                    "processor.adapter.grpc.endpoint",
+                ],
+            ),
+            (
+                |p| {
+                    p.adapter = Some(pb::Adapter {
+                        kind: Some(Kind::Grpc(pb::GrpcAdapter {
+                            endpoint: "https://dsr.vendor.example:443".into(),
+                            timeout: secs(301),
+                        })),
+                    })
+                },
+                &["processor.adapter.grpc.timeout"],
+            ),
+            (
+                |p| {
+                    p.retry_policy = Some(pb::RetryPolicy {
+                        initial_backoff: secs(10),
+                        max_backoff: secs(1),
+                        multiplier: 0.5,
+                        max_attempts: 101,
+                    })
+                },
+                &[
+                    "processor.retry_policy.max_backoff",
+                    "processor.retry_policy.multiplier",
+                    "processor.retry_policy.max_attempts",
+                ],
+            ),
+            (
+                |p| {
+                    p.retry_policy = Some(pb::RetryPolicy {
+                        initial_backoff: secs(-1),
+                        ..Default::default()
+                    })
+                },
+                &["processor.retry_policy.initial_backoff"],
+            ),
+            (|p| p.ack_timeout = secs(0), &["processor.ack_timeout"]),
+            (|p| p.ack_timeout = secs(-5), &["processor.ack_timeout"]),
+            (
+                |p| p.completion_timeout = secs(91 * 86400),
+                &["processor.completion_timeout"],
+            ),
+            (|p| p.max_reminders = 21, &["processor.max_reminders"]),
+            (|p| p.max_in_flight = 1001, &["processor.max_in_flight"]),
+            (
+                |p| {
+                    p.processor_id.clear();
+                    p.role = 42;
+                    p.country.clear();
+                    p.adapter = None;
+                },
+                &[
+                    "processor.processor_id",
+                    "processor.role",
+                    "processor.adapter",
+                    "processor.country",
+                ],
+            ),
+        ];
+        for (edit, expected) in cases {
+            let mut p = valid();
+            edit(&mut p);
+            assert_eq!(fields(processor_spec(Some(p))), *expected);
+        }
+        assert_eq!(fields(processor_spec(None)), ["processor"]);
+    }
+}

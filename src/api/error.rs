@@ -1,0 +1,107 @@
+//! The one place errors become gRPC statuses.
+//!
+//! Validation failures carry `google.rpc.BadRequest` field violations so a
+//! client can point at each bad field. Internal failures (database, corrupt
+//! rows) reach the client as an opaque `INTERNAL` with no detail, and are
+//! logged here with their cause chain — never with request content.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::Violations;
+use crate::store::StoreError;
+
+/// Errors of the API layer, each documenting the status it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `INVALID_ARGUMENT` with field violations.
+    #[error("invalid argument: {0}")]
+    Invalid(Violations),
+    /// `NOT_FOUND`.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// `ALREADY_EXISTS`.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// `FAILED_PRECONDITION`.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// `UNAUTHENTICATED`: missing or unknown callback token.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// `PERMISSION_DENIED`: a processor touching another's instruction.
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    /// `UNAVAILABLE`: the database is unreachable; retry later.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    /// `INTERNAL`: a bug or corrupt data; details only in the log.
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl From<Violations> for ApiError {
+    fn from(v: Violations) -> Self {
+        ApiError::Invalid(v)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::NotFound(what),
+            StoreError::AlreadyExists(m) => ApiError::AlreadyExists(m),
+            StoreError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+            StoreError::Invalid(v) => ApiError::Invalid(v),
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => ApiError::Unavailable(e),
+            other => ApiError::Internal(other),
+        }
+    }
+}
+
+/// Logs an error with its whole cause chain.
+fn log_chain(e: &(dyn std::error::Error + 'static)) {
+    let mut chain = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    tracing::error!(error = %chain.join(": "), "request failed");
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        match e {
+            ApiError::Invalid(v) => {
+                let mut details = ErrorDetails::new();
+                for violation in v.iter() {
+                    details.add_bad_request_violation(&violation.field, &violation.description);
+                }
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("invalid argument: {v}"),
+                    details,
+                )
+            }
+            ApiError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            ApiError::AlreadyExists(m) => Status::already_exists(m),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ApiError::Unauthenticated(m) => Status::unauthenticated(m),
+            ApiError::PermissionDenied(m) => Status::permission_denied(m),
+            ApiError::Unavailable(ref source) => {
+                log_chain(source);
+                Status::unavailable("the database is unavailable; retry later")
+            }
+            ApiError::Internal(ref source) => {
+                log_chain(source);
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// Result of an API handler body.
+pub type ApiResult<T> = Result<T, ApiError>;

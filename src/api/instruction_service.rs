@@ -1,0 +1,288 @@
+//! `dsr.v1.InstructionService`: processors' callbacks (authenticated by
+//! their callback token, and confined to their own instructions) and the
+//! operators' view and controls.
+
+use std::sync::Arc;
+
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::error::{ApiError, ApiResult};
+use super::page::{decode_key, encode_key, page_size, page_token};
+use crate::clock::Clock;
+use crate::domain::{
+    AdapterConfig, InstructionId, InstructionView, ProcessorId, ResolvedBy, Violations,
+};
+use crate::pb;
+use crate::pb::instruction_service_server::InstructionService;
+use crate::store::{DeliveryAttemptRow, InstructionFilter, Store};
+
+/// Implementation of `InstructionService`.
+#[derive(Clone)]
+pub struct InstructionApi {
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+fn attempt_pb(a: &DeliveryAttemptRow) -> pb::DeliveryAttempt {
+    pb::DeliveryAttempt {
+        attempt: a.attempt,
+        started_at: Some(convert::timestamp(a.started_at)),
+        finished_at: convert::opt_timestamp(a.finished_at),
+        result: a.result.clone(),
+        error_code: a.error_code.clone().unwrap_or_default(),
+        error_message: a.error_message.clone().unwrap_or_default(),
+    }
+}
+
+impl InstructionApi {
+    /// The processor the bearer token belongs to.
+    async fn caller(&self, metadata: &MetadataMap) -> ApiResult<ProcessorId> {
+        let token = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthenticated(
+                "missing `authorization: Bearer <callback_token>` metadata",
+            ))?;
+        self.store
+            .authenticate(token)
+            .await?
+            .ok_or(ApiError::Unauthenticated("unknown callback token"))
+    }
+
+    /// The instruction, if it belongs to `caller`.
+    async fn owned(&self, caller: &ProcessorId, id: &str) -> ApiResult<InstructionView> {
+        let id = convert::parse_instruction_id(id, "instruction_id")?;
+        let view = self.store.instruction(id).await?;
+        if &view.processor_id != caller {
+            return Err(ApiError::PermissionDenied(
+                "the instruction belongs to another processor",
+            ));
+        }
+        Ok(view)
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeInstructionRequest>,
+    ) -> ApiResult<pb::Instruction> {
+        let caller = self.caller(request.metadata()).await?;
+        let view = self
+            .owned(&caller, &request.get_ref().instruction_id)
+            .await?;
+        let processor = self.store.processor(&caller).await?;
+        let now = self.clock.now();
+        let due =
+            now + chrono::Duration::from_std(processor.spec.completion_timeout).unwrap_or_default();
+        let view = self.store.acknowledge(view.id, due, now).await?;
+        Ok(convert::instruction(&view))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<pb::CompleteInstructionRequest>,
+    ) -> ApiResult<pb::Instruction> {
+        let caller = self.caller(request.metadata()).await?;
+        let req = request.into_inner();
+        let view = self.owned(&caller, &req.instruction_id).await?;
+        let mut v = Violations::new();
+        let result = v.take("result", convert::instruction_result(req.result));
+        if let Some(r) = &result
+            && !r.records.is_empty()
+            && !view.kind.returns_data()
+        {
+            v.add(
+                "result.records",
+                "only access and portability requests return data records",
+            );
+        }
+        let (Some(result), true) = (result, v.is_empty()) else {
+            return Err(v.into());
+        };
+        let view = self
+            .store
+            .resolve(view.id, &result, ResolvedBy::Processor, self.clock.now())
+            .await?;
+        Ok(convert::instruction(&view))
+    }
+
+    async fn pull(
+        &self,
+        request: Request<pb::PullInstructionsRequest>,
+    ) -> ApiResult<pb::PullInstructionsResponse> {
+        let caller = self.caller(request.metadata()).await?;
+        let max = match request.get_ref().max_instructions {
+            0 => 10,
+            n @ 1..=100 => n as u32,
+            _ => {
+                return Err(
+                    Violations::one("max_instructions", "must be between 1 and 100").into(),
+                );
+            }
+        };
+        let processor = self.store.processor(&caller).await?;
+        if processor.spec.adapter != AdapterConfig::Pull {
+            return Err(ApiError::FailedPrecondition(
+                "this processor is not configured for the pull adapter".into(),
+            ));
+        }
+        let owner = format!("pull:{caller}");
+        let claimed = self
+            .store
+            .claim(
+                &caller,
+                processor.spec.max_reminders,
+                max,
+                &owner,
+                processor.spec.ack_timeout,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(pb::PullInstructionsResponse {
+            instructions: claimed
+                .iter()
+                .map(|c| pb::Instruction {
+                    subject_identities: c.identities.iter().map(convert::identity_pb).collect(),
+                    ..convert::instruction(&c.instruction)
+                })
+                .collect(),
+        })
+    }
+
+    async fn list(
+        &self,
+        req: pb::ListInstructionsRequest,
+    ) -> ApiResult<pb::ListInstructionsResponse> {
+        let mut v = Violations::new();
+        let size = v.take("page_size", page_size(req.page_size));
+        let state = v
+            .take("state", convert::instruction_state(req.state))
+            .flatten();
+        let processor = (!req.processor_id.is_empty())
+            .then(|| {
+                v.take(
+                    "",
+                    convert::parse_processor_id(&req.processor_id, "processor_id"),
+                )
+            })
+            .flatten();
+        let request = (!req.request_id.is_empty())
+            .then(|| v.take("", convert::parse_request_id(&req.request_id, "request_id")))
+            .flatten();
+        let after = page_token(&req.page_token).and_then(|t| {
+            v.take(
+                "page_token",
+                decode_key(t).and_then(|k| InstructionId::parse(&k)),
+            )
+        });
+        let (Some(size), true) = (size, v.is_empty()) else {
+            return Err(v.into());
+        };
+        let filter = InstructionFilter {
+            state,
+            processor,
+            request,
+        };
+        let page = self.store.list_instructions(&filter, after, size).await?;
+        let mut instructions = Vec::with_capacity(page.instructions.len());
+        for i in &page.instructions {
+            let history = self.store.attempts(i.id).await?;
+            instructions.push(pb::Instruction {
+                history: history.iter().map(attempt_pb).collect(),
+                ..convert::instruction(i)
+            });
+        }
+        Ok(pb::ListInstructionsResponse {
+            instructions,
+            next_page_token: page
+                .next_after
+                .map(|id| encode_key(&id.to_string()))
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn retry(&self, req: pb::RetryInstructionRequest) -> ApiResult<pb::Instruction> {
+        let id = convert::parse_instruction_id(&req.instruction_id, "instruction_id")?;
+        let view = self.store.instruction(id).await?;
+        let processor = self.store.processor(&view.processor_id).await?;
+        let deliverable = processor.spec.adapter != AdapterConfig::Manual;
+        let view = self.store.rearm(id, deliverable, self.clock.now()).await?;
+        tracing::info!(instruction_id = %id, "instruction re-armed by an operator");
+        Ok(convert::instruction(&view))
+    }
+
+    async fn resolve(&self, req: pb::ResolveInstructionRequest) -> ApiResult<pb::Instruction> {
+        let mut v = Violations::new();
+        let id = v.take(
+            "",
+            convert::parse_instruction_id(&req.instruction_id, "instruction_id"),
+        );
+        let result = v.take("result", convert::instruction_result(req.result));
+        if req.note.trim().is_empty() || req.note.chars().count() > 2000 {
+            v.add("note", "must be 1 to 2000 characters");
+        }
+        let (Some(id), Some(result), true) = (id, result, v.is_empty()) else {
+            return Err(v.into());
+        };
+        let view = self
+            .store
+            .resolve(
+                id,
+                &result,
+                ResolvedBy::Operator(req.note),
+                self.clock.now(),
+            )
+            .await?;
+        tracing::info!(instruction_id = %id, state = view.state.as_str(), "instruction resolved by an operator");
+        Ok(convert::instruction(&view))
+    }
+}
+
+#[tonic::async_trait]
+impl InstructionService for InstructionApi {
+    async fn acknowledge_instruction(
+        &self,
+        request: Request<pb::AcknowledgeInstructionRequest>,
+    ) -> Result<Response<pb::Instruction>, Status> {
+        Ok(Response::new(self.acknowledge(request).await?))
+    }
+
+    async fn complete_instruction(
+        &self,
+        request: Request<pb::CompleteInstructionRequest>,
+    ) -> Result<Response<pb::Instruction>, Status> {
+        Ok(Response::new(self.complete(request).await?))
+    }
+
+    async fn pull_instructions(
+        &self,
+        request: Request<pb::PullInstructionsRequest>,
+    ) -> Result<Response<pb::PullInstructionsResponse>, Status> {
+        Ok(Response::new(self.pull(request).await?))
+    }
+
+    async fn list_instructions(
+        &self,
+        request: Request<pb::ListInstructionsRequest>,
+    ) -> Result<Response<pb::ListInstructionsResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn retry_instruction(
+        &self,
+        request: Request<pb::RetryInstructionRequest>,
+    ) -> Result<Response<pb::Instruction>, Status> {
+        Ok(Response::new(self.retry(request.into_inner()).await?))
+    }
+
+    async fn resolve_instruction(
+        &self,
+        request: Request<pb::ResolveInstructionRequest>,
+    ) -> Result<Response<pb::Instruction>, Status> {
+        Ok(Response::new(self.resolve(request.into_inner()).await?))
+    }
+}

@@ -1,0 +1,147 @@
+//! `dsr.v1.ProcessorService`: the operators' registry of processors.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::error::{ApiError, ApiResult};
+use super::page::{decode_key, encode_key, page_size, page_token};
+use crate::clock::Clock;
+use crate::domain::{ProcessorId, Violations};
+use crate::pb;
+use crate::pb::processor_service_server::ProcessorService;
+use crate::store::Store;
+
+/// Implementation of `ProcessorService`.
+#[derive(Clone)]
+pub struct ProcessorApi {
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl ProcessorApi {
+    async fn list(&self, req: pb::ListProcessorsRequest) -> ApiResult<pb::ListProcessorsResponse> {
+        let mut v = Violations::new();
+        let size = v.take("page_size", page_size(req.page_size));
+        let after = match page_token(&req.page_token) {
+            None => None,
+            Some(t) => v.take(
+                "page_token",
+                decode_key(t).and_then(|k| {
+                    ProcessorId::parse(&k)
+                        .map_err(|_| Violations::one("", "is not a token this server issued"))
+                }),
+            ),
+        };
+        let (Some(size), true) = (size, v.is_empty()) else {
+            return Err(v.into());
+        };
+        let mut processors = self.store.list_processors(after.as_ref(), size + 1).await?;
+        let more = processors.len() > size as usize;
+        processors.truncate(size as usize);
+        let next_page_token = match processors.last() {
+            Some(last) if more => encode_key(last.spec.id.as_str()),
+            _ => String::new(),
+        };
+        Ok(pb::ListProcessorsResponse {
+            processors: processors.iter().map(convert::processor).collect(),
+            next_page_token,
+        })
+    }
+}
+
+fn id_of(s: &str) -> Result<ProcessorId, ApiError> {
+    convert::parse_processor_id(s, "processor_id").map_err(ApiError::from)
+}
+
+#[tonic::async_trait]
+impl ProcessorService for ProcessorApi {
+    async fn register_processor(
+        &self,
+        request: Request<pb::RegisterProcessorRequest>,
+    ) -> Result<Response<pb::RegisterProcessorResponse>, Status> {
+        let spec =
+            convert::processor_spec(request.into_inner().processor).map_err(ApiError::from)?;
+        let (processor, token) = self
+            .store
+            .register_processor(&spec, self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(processor_id = %spec.id, adapter = spec.adapter.kind(), "processor registered");
+        Ok(Response::new(pb::RegisterProcessorResponse {
+            processor: Some(convert::processor(&processor)),
+            callback_token: token,
+        }))
+    }
+
+    async fn get_processor(
+        &self,
+        request: Request<pb::GetProcessorRequest>,
+    ) -> Result<Response<pb::Processor>, Status> {
+        let id = id_of(&request.get_ref().processor_id)?;
+        let p = self.store.processor(&id).await.map_err(ApiError::from)?;
+        Ok(Response::new(convert::processor(&p)))
+    }
+
+    async fn list_processors(
+        &self,
+        request: Request<pb::ListProcessorsRequest>,
+    ) -> Result<Response<pb::ListProcessorsResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn update_processor(
+        &self,
+        request: Request<pb::UpdateProcessorRequest>,
+    ) -> Result<Response<pb::Processor>, Status> {
+        let req = request.into_inner();
+        let id_text = req
+            .processor
+            .as_ref()
+            .map(|p| p.processor_id.as_str())
+            .unwrap_or("");
+        let id = convert::parse_processor_id(id_text, "processor.processor_id")
+            .map_err(ApiError::from)?;
+        let current = self.store.processor(&id).await.map_err(ApiError::from)?;
+        let spec = convert::apply_update(&current.spec, req.processor, req.update_mask)
+            .map_err(ApiError::from)?;
+        let p = self
+            .store
+            .update_processor(&spec, self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(processor_id = %id, "processor updated");
+        Ok(Response::new(convert::processor(&p)))
+    }
+
+    async fn disable_processor(
+        &self,
+        request: Request<pb::DisableProcessorRequest>,
+    ) -> Result<Response<pb::Processor>, Status> {
+        let id = id_of(&request.get_ref().processor_id)?;
+        let p = self
+            .store
+            .disable_processor(&id, self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(processor_id = %id, "processor disabled");
+        Ok(Response::new(convert::processor(&p)))
+    }
+
+    async fn rotate_callback_token(
+        &self,
+        request: Request<pb::RotateCallbackTokenRequest>,
+    ) -> Result<Response<pb::RotateCallbackTokenResponse>, Status> {
+        let id = id_of(&request.get_ref().processor_id)?;
+        let token = self
+            .store
+            .rotate_token(&id, self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(processor_id = %id, "callback token rotated");
+        Ok(Response::new(pb::RotateCallbackTokenResponse {
+            callback_token: token,
+        }))
+    }
+}

@@ -1,0 +1,267 @@
+//! `dsr.v1.RequestService`: submit, read, list, cancel and watch requests,
+//! and fetch their completion records.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::error::{ApiError, ApiResult};
+use super::page::{page_size, page_token};
+use crate::clock::Clock;
+use crate::dispatch::Dispatcher;
+use crate::domain::{RequestId, Violations};
+use crate::pb;
+use crate::pb::request_service_server::RequestService;
+use crate::store::{EventKind, RequestEvent, RequestFilter, Store};
+
+/// How often a watcher re-reads the history when no notice arrives: the
+/// fallback that lets a watcher see changes made by another replica.
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+/// Implementation of `RequestService`.
+#[derive(Clone)]
+pub struct RequestApi {
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) dispatcher: Dispatcher,
+    /// Ends open watch streams at shutdown, so graceful shutdown is not held
+    /// up by clients following long-running requests.
+    pub(crate) shutdown: CancellationToken,
+}
+
+fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
+    let kind = match e.kind {
+        EventKind::Received => pb::RequestEventType::Received,
+        EventKind::InstructionChanged => pb::RequestEventType::InstructionChanged,
+        EventKind::Completed => pb::RequestEventType::Completed,
+        EventKind::Cancelled => pb::RequestEventType::Cancelled,
+    };
+    pb::RequestEvent {
+        request_id: e.request_id.to_string(),
+        sequence: e.seq,
+        occurred_at: Some(convert::timestamp(e.occurred_at)),
+        r#type: kind as i32,
+        request_status: convert::request_status_pb(e.request_status) as i32,
+        instruction: e.instruction.as_ref().map(convert::instruction_summary),
+    }
+}
+
+impl RequestApi {
+    async fn list(&self, req: pb::ListRequestsRequest) -> ApiResult<pb::ListRequestsResponse> {
+        let mut v = Violations::new();
+        let size = v.take("page_size", page_size(req.page_size));
+        let filter = RequestFilter {
+            status: v
+                .take("status", convert::request_status(req.status))
+                .flatten(),
+            kind: v
+                .take("kind", convert::request_kind_filter(req.kind))
+                .flatten(),
+            jurisdiction: v
+                .take(
+                    "jurisdiction",
+                    convert::jurisdiction_filter(req.jurisdiction),
+                )
+                .flatten(),
+            submitted_after: v
+                .take(
+                    "",
+                    convert::parse_timestamp(req.submitted_after, "submitted_after"),
+                )
+                .flatten(),
+            submitted_before: v
+                .take(
+                    "",
+                    convert::parse_timestamp(req.submitted_before, "submitted_before"),
+                )
+                .flatten(),
+        };
+        let (Some(size), true) = (size, v.is_empty()) else {
+            return Err(v.into());
+        };
+        let page = self
+            .store
+            .list_requests(&filter, page_token(&req.page_token), size)
+            .await?;
+        Ok(pb::ListRequestsResponse {
+            requests: page.requests.iter().map(convert::request).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        })
+    }
+
+    /// Streams the history of `id` from `after`, then follows it until the
+    /// terminal event or until the client goes away.
+    async fn follow(
+        store: Store,
+        id: RequestId,
+        mut after: u64,
+        mut notices: broadcast::Receiver<RequestId>,
+        tx: mpsc::Sender<Result<pb::RequestEvent, Status>>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let events = match store.events_after(id, after, 500).await {
+                Ok(events) => events,
+                Err(e) => {
+                    let _ = tx.send(Err(ApiError::from(e).into())).await;
+                    return;
+                }
+            };
+            for e in &events {
+                if tx.send(Ok(event_pb(e))).await.is_err() {
+                    return;
+                }
+                after = e.seq;
+                if e.kind.is_terminal() {
+                    return;
+                }
+            }
+            if !events.is_empty() {
+                continue;
+            }
+            // Nothing new. A client resuming after the terminal event gets
+            // an empty, finished stream.
+            match store.request(id).await {
+                Ok(r) if r.status.is_terminal() => return,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(ApiError::from(e).into())).await;
+                    return;
+                }
+            }
+            let wait = async {
+                loop {
+                    match notices.recv().await {
+                        Ok(changed) if changed == id => return true,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                        Err(broadcast::error::RecvError::Closed) => return false,
+                    }
+                }
+            };
+            tokio::select! {
+                open = wait => if !open { return },
+                _ = tokio::time::sleep(WATCH_POLL) => {}
+                _ = tx.closed() => return,
+                _ = shutdown.cancelled() => {
+                    let _ = tx.send(Err(Status::unavailable("server shutting down; resume with after_sequence"))).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RequestEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RequestService for RequestApi {
+    #[tracing::instrument(skip_all, fields(request_id = tracing::field::Empty))]
+    async fn submit_request(
+        &self,
+        request: Request<pb::SubmitRequestRequest>,
+    ) -> Result<Response<pb::DataSubjectRequest>, Status> {
+        let now = self.clock.now();
+        let new = convert::new_request(request.into_inner(), now).map_err(ApiError::from)?;
+        tracing::Span::current().record("request_id", tracing::field::display(new.id));
+        let intake = self.store.submit(&new, now).await.map_err(ApiError::from)?;
+        if intake.created {
+            tracing::info!(
+                kind = %new.kind,
+                jurisdiction = %new.jurisdiction,
+                instructions = intake.request.instructions.len(),
+                "request received"
+            );
+        }
+        Ok(Response::new(convert::request(&intake.request)))
+    }
+
+    async fn get_request(
+        &self,
+        request: Request<pb::GetRequestRequest>,
+    ) -> Result<Response<pb::DataSubjectRequest>, Status> {
+        let id = convert::parse_request_id(&request.get_ref().request_id, "request_id")
+            .map_err(ApiError::from)?;
+        let r = self.store.request(id).await.map_err(ApiError::from)?;
+        Ok(Response::new(convert::request(&r)))
+    }
+
+    async fn list_requests(
+        &self,
+        request: Request<pb::ListRequestsRequest>,
+    ) -> Result<Response<pb::ListRequestsResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = tracing::field::Empty))]
+    async fn cancel_request(
+        &self,
+        request: Request<pb::CancelRequestRequest>,
+    ) -> Result<Response<pb::DataSubjectRequest>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = v.take("request_id", RequestId::parse(&req.request_id));
+        if req.reason.trim().is_empty() || req.reason.chars().count() > 2000 {
+            v.add("reason", "must be 1 to 2000 characters");
+        }
+        let (Some(id), true) = (id, v.is_empty()) else {
+            return Err(ApiError::from(v).into());
+        };
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        let (summary, reached) = self
+            .store
+            .cancel(id, &req.reason, self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(notified = reached.len(), "request cancelled");
+        self.dispatcher.notify_cancelled(reached, req.reason);
+        Ok(Response::new(convert::request(&summary)))
+    }
+
+    type WatchRequestStream = EventStream;
+
+    async fn watch_request(
+        &self,
+        request: Request<pb::WatchRequestRequest>,
+    ) -> Result<Response<Self::WatchRequestStream>, Status> {
+        let req = request.into_inner();
+        let id =
+            convert::parse_request_id(&req.request_id, "request_id").map_err(ApiError::from)?;
+        // Subscribe before the first read so no notice can slip between.
+        let notices = self.store.subscribe_events();
+        self.store.request(id).await.map_err(ApiError::from)?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(Self::follow(
+            self.store.clone(),
+            id,
+            req.after_sequence,
+            notices,
+            tx,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_completion_record(
+        &self,
+        request: Request<pb::GetCompletionRecordRequest>,
+    ) -> Result<Response<pb::CompletionRecord>, Status> {
+        let id = convert::parse_request_id(&request.get_ref().request_id, "request_id")
+            .map_err(ApiError::from)?;
+        let (record, digest, bytes) = self
+            .store
+            .completion_record(id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::completion_record(
+            &record, &digest, bytes,
+        )))
+    }
+}

@@ -1,0 +1,106 @@
+//! Configuration: every setting is a command-line flag with a `DSR_*`
+//! environment variable, so the same binary runs from a shell, systemd or a
+//! Helm chart. `--help` documents each.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::dispatch::DispatchConfig;
+use crate::store::StoreOptions;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+/// dsr-orchestrator: fans data-subject-rights requests out to every
+/// processor, tracks each answer and keeps one completion record per request.
+#[derive(Clone, Debug, Parser)]
+#[command(version, about)]
+pub struct Config {
+    /// Address the gRPC server listens on (port 0 picks a free port).
+    #[arg(
+        long = "listen",
+        env = "DSR_LISTEN_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+
+    /// Database URL: `sqlite://FILE` (embedded, one process) or
+    /// `postgres://USER@HOST/DB`. The SQLite file is created if missing.
+    #[arg(long, env = "DSR_DATABASE_URL", default_value = "sqlite://dsr.db")]
+    pub database_url: String,
+
+    /// YAML file of processors to upsert at startup (see README, "Processors file").
+    #[arg(long, env = "DSR_PROCESSORS_FILE")]
+    pub processors_file: Option<PathBuf>,
+
+    /// Most database connections in the pool.
+    #[arg(long, env = "DSR_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// How long a query waits for a free connection before failing, e.g. `10s`.
+    #[arg(long, env = "DSR_DB_ACQUIRE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// Most deliveries in flight at once across all processors.
+    #[arg(long, env = "DSR_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+
+    /// Longest pause between dispatcher passes when nothing wakes it, e.g. `1s`.
+    #[arg(long, env = "DSR_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub poll_interval: Duration,
+
+    /// Added to a push delivery's timeout to form its lease, e.g. `30s`.
+    #[arg(long, env = "DSR_LEASE_MARGIN", default_value = "30s", value_parser = duration)]
+    pub lease_margin: Duration,
+
+    /// How long shutdown waits for deliveries in flight, e.g. `20s`.
+    #[arg(long, env = "DSR_DRAIN_TIMEOUT", default_value = "20s", value_parser = duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "DSR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Pool settings.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+            ..StoreOptions::default()
+        }
+    }
+
+    /// Dispatcher settings.
+    pub fn dispatch_config(&self) -> DispatchConfig {
+        DispatchConfig {
+            max_in_flight: self.max_in_flight,
+            poll_interval: self.poll_interval,
+            lease_margin: self.lease_margin,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+
+    /// Defaults with the given database, listening on a free loopback port:
+    /// what tests start from.
+    pub fn for_tests(database_url: &str) -> Self {
+        let mut c = Config::parse_from(["dsr-orchestrator"]);
+        c.listen = "127.0.0.1:0".parse().expect("address");
+        c.database_url = database_url.to_string();
+        c
+    }
+}

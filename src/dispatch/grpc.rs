@@ -1,0 +1,192 @@
+//! Push delivery over gRPC: the orchestrator calls the processor's
+//! `dsr.v1.ProcessorAdapter`. Channels are created lazily, one per endpoint,
+//! and reused (HTTP/2 multiplexes every in-flight delivery to a processor on
+//! one connection). Status codes are classified here: UNAVAILABLE,
+//! DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED and INTERNAL are worth
+//! retrying; any other code means the processor will not accept this
+//! instruction as sent, so an operator must look.
+//!
+//! Protobuf conversion goes through `api::convert`, the crate's one
+//! boundary between wire and domain types.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tonic::Code;
+use tonic::transport::Channel;
+
+use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint};
+use crate::api::convert;
+use crate::domain::InstructionView;
+use crate::pb::deliver_instruction_response::Disposition;
+use crate::pb::processor_adapter_client::ProcessorAdapterClient;
+use crate::pb::{CancelInstructionRequest, DeliverInstructionRequest};
+
+/// gRPC push adapter with a per-endpoint channel cache.
+#[derive(Default)]
+pub struct GrpcAdapter {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// Whether a status code from a processor is worth retrying.
+pub fn is_retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+    )
+}
+
+fn classify(status: &tonic::Status) -> DeliveryError {
+    DeliveryError {
+        retryable: is_retryable(status.code()),
+        code: code_name(status.code()).to_string(),
+        message: status.message().chars().take(500).collect(),
+    }
+}
+
+/// The canonical upper-case name of a status code, as gRPC spells it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl GrpcAdapter {
+    fn client(
+        &self,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<ProcessorAdapterClient<Channel>, DeliveryError> {
+        let mut channels = self.channels.lock().expect("channel cache lock");
+        if let Some(ch) = channels.get(endpoint.uri) {
+            return Ok(ProcessorAdapterClient::new(ch.clone()));
+        }
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.uri.to_string())
+            .map_err(|e| DeliveryError {
+                retryable: false,
+                code: "BAD_ENDPOINT".into(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(endpoint.timeout)
+            .timeout(endpoint.timeout)
+            .connect_lazy();
+        channels.insert(endpoint.uri.to_string(), channel.clone());
+        Ok(ProcessorAdapterClient::new(channel))
+    }
+}
+
+#[tonic::async_trait]
+impl Adapter for GrpcAdapter {
+    async fn deliver(
+        &self,
+        endpoint: Endpoint<'_>,
+        delivery: Delivery<'_>,
+    ) -> Result<Answer, DeliveryError> {
+        let i = delivery.instruction;
+        let message = DeliverInstructionRequest {
+            instruction_id: i.id.to_string(),
+            request_id: i.request_id.to_string(),
+            kind: crate::pb::RequestKind::from(i.kind) as i32,
+            jurisdiction: crate::pb::Jurisdiction::from(i.jurisdiction) as i32,
+            submitted_at: Some(convert::timestamp(i.submitted_at)),
+            subject_identities: delivery
+                .identities
+                .iter()
+                .map(convert::identity_pb)
+                .collect(),
+            attempt: i.attempts,
+            reminder: delivery.reminder,
+        };
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(endpoint.timeout);
+        let response = self
+            .client(&endpoint)?
+            .deliver_instruction(request)
+            .await
+            .map_err(|s| classify(&s))?
+            .into_inner();
+        match response.disposition() {
+            Disposition::Accepted => Ok(Answer::Accepted),
+            Disposition::Done => convert::instruction_result(response.result)
+                .map(Answer::Done)
+                .map_err(|v| DeliveryError {
+                    retryable: false,
+                    code: "INVALID_RESULT".into(),
+                    message: v.to_string(),
+                }),
+            Disposition::Unspecified => Err(DeliveryError {
+                retryable: false,
+                code: "INVALID_RESULT".into(),
+                message: "disposition is unspecified".into(),
+            }),
+        }
+    }
+
+    async fn cancel(
+        &self,
+        endpoint: Endpoint<'_>,
+        instruction: &InstructionView,
+        reason: &str,
+    ) -> Result<(), DeliveryError> {
+        let mut request = tonic::Request::new(CancelInstructionRequest {
+            instruction_id: instruction.id.to_string(),
+            reason: reason.to_string(),
+        });
+        request.set_timeout(endpoint.timeout);
+        self.client(&endpoint)?
+            .cancel_instruction(request)
+            .await
+            .map_err(|s| classify(&s))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        for c in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Aborted,
+            Code::Internal,
+        ] {
+            assert!(is_retryable(c), "{c:?}");
+        }
+        for c in [
+            Code::InvalidArgument,
+            Code::PermissionDenied,
+            Code::NotFound,
+            Code::Unimplemented,
+            Code::FailedPrecondition,
+        ] {
+            assert!(!is_retryable(c), "{c:?}");
+        }
+        assert_eq!(
+            classify(&tonic::Status::deadline_exceeded("x")).code,
+            "DEADLINE_EXCEEDED"
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The dispatcher: claim -> deliver -> record, forever.
+//!
+//! Each tick walks the push processors and, for each, leases as many due
+//! instructions as it has free delivery slots (a per-processor limit,
+//! `max_in_flight`, inside a global one). Claiming per processor keeps one
+//! slow processor from starving the others and bounds what each receives at
+//! once. Every leased instruction is delivered on its own task; the answer is
+//! written back fenced by the lease, so a dispatcher that lost its lease
+//! (it hung past expiry and someone else re-claimed) records nothing.
+//!
+//! Failures are classified by the adapter: retryable ones are rescheduled by
+//! writing `next_attempt_at` (exponential backoff with jitter, see
+//! [`crate::domain::RetryPolicy`]); fatal ones and exhausted budgets escalate
+//! to an operator. Nothing sleeps per instruction: the loop sleeps until the
+//! earliest due time, the poll interval, or a wake-up from intake, whichever
+//! comes first. Shutdown stops claiming and waits (up to the drain timeout)
+//! for deliveries in flight; any it abandons are redelivered after their
+//! lease expires, with the same instruction id.
+
+pub mod adapter;
+pub mod grpc;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::domain::{AdapterConfig, InstructionView, Processor, ProcessorId};
+use crate::store::{ClaimKind, Claimed, DeliveryResult, Store};
+use adapter::{Adapter, Answer, Delivery, Endpoint};
+
+/// Dispatcher settings.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// Most deliveries in flight across all processors.
+    pub max_in_flight: usize,
+    /// Longest sleep between ticks when nothing wakes the loop.
+    pub poll_interval: Duration,
+    /// Added to a push delivery's timeout to form its lease.
+    pub lease_margin: Duration,
+    /// How long shutdown waits for deliveries in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            poll_interval: Duration::from_secs(1),
+            lease_margin: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A processor's delivery slots and the limit they were sized for.
+type Slots = (u32, Arc<Semaphore>);
+
+/// Claims and delivers instructions to push processors.
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    adapter: Arc<dyn Adapter>,
+    config: DispatchConfig,
+    /// Lease owner name of this dispatcher (unique per process).
+    owner: Arc<str>,
+    /// Global delivery slots.
+    global: Arc<Semaphore>,
+    /// Per-processor delivery slots, created on first sight of a processor
+    /// and resized when its `max_in_flight` changes.
+    per_processor: Arc<Mutex<HashMap<ProcessorId, Slots>>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store` delivering through `adapter`.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        adapter: Arc<dyn Adapter>,
+        config: DispatchConfig,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            adapter,
+            global: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            owner: format!("dispatcher-{}", uuid::Uuid::new_v4()).into(),
+            per_processor: Arc::default(),
+        }
+    }
+
+    /// Runs until `shutdown` fires, then drains deliveries in flight.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = self.store.work_notifier();
+        let mut in_flight = JoinSet::new();
+        tracing::info!(owner = %self.owner, "dispatcher started");
+        loop {
+            match self.tick(&mut in_flight).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "dispatcher tick failed; will retry"),
+            }
+            // Reap finished deliveries so the set does not grow.
+            while in_flight.try_join_next().is_some() {}
+            let sleep = self.sleep_for().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
+        }
+        tracing::info!(in_flight = in_flight.len(), "dispatcher draining");
+        let drained = tokio::time::timeout(self.config.drain_timeout, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                abandoned = in_flight.len(),
+                "drain timed out; abandoned deliveries will be redelivered after their leases expire"
+            );
+            in_flight.abort_all();
+        }
+        tracing::info!("dispatcher stopped");
+    }
+
+    /// One tick, then waits for every delivery it started: lets tests drain
+    /// the queue deterministically. Returns how many were claimed.
+    pub async fn run_once(&self) -> Result<usize, crate::store::StoreError> {
+        let mut set = JoinSet::new();
+        let n = self.tick(&mut set).await?;
+        while set.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    /// How long to sleep: until the earliest due instruction, at most the
+    /// poll interval.
+    async fn sleep_for(&self) -> Duration {
+        match self.store.next_due().await {
+            Ok(Some(due)) => (due - self.clock.now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(self.config.poll_interval),
+            _ => self.config.poll_interval,
+        }
+    }
+
+    /// Escalates overdue work and claims due work for every processor.
+    async fn tick(&self, set: &mut JoinSet<()>) -> Result<usize, crate::store::StoreError> {
+        let processors = self.store.all_processors().await?;
+        let mut claimed_total = 0;
+        for p in processors {
+            let now = self.clock.now();
+            self.store
+                .escalate_overdue(&p.spec.id, p.spec.max_reminders, now)
+                .await?;
+            let AdapterConfig::Grpc { timeout, .. } = &p.spec.adapter else {
+                continue;
+            };
+            let slots = self.reserve(&p);
+            if slots.is_empty() {
+                continue;
+            }
+            let lease = *timeout + self.config.lease_margin;
+            let claimed = self
+                .store
+                .claim(
+                    &p.spec.id,
+                    p.spec.max_reminders,
+                    slots.len() as u32,
+                    &self.owner,
+                    lease,
+                    now,
+                )
+                .await?;
+            claimed_total += claimed.len();
+            let p = Arc::new(p);
+            // Unused slots are released when their permits drop here.
+            for (c, permits) in claimed.into_iter().zip(slots) {
+                let this = self.clone();
+                let p = p.clone();
+                set.spawn(async move {
+                    let _permits = permits;
+                    this.deliver(&p, c).await;
+                });
+            }
+        }
+        Ok(claimed_total)
+    }
+
+    /// Takes as many (global, per-processor) slot pairs as are free now.
+    fn reserve(&self, p: &Processor) -> Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let sem = {
+            let mut map = self.per_processor.lock().expect("semaphore map lock");
+            let entry = map.entry(p.spec.id.clone()).or_insert_with(|| {
+                (
+                    p.spec.max_in_flight,
+                    Arc::new(Semaphore::new(p.spec.max_in_flight as usize)),
+                )
+            });
+            if entry.0 != p.spec.max_in_flight {
+                // Resized: new deliveries use the new limit; old permits
+                // drain from the old semaphore.
+                *entry = (
+                    p.spec.max_in_flight,
+                    Arc::new(Semaphore::new(p.spec.max_in_flight as usize)),
+                );
+            }
+            entry.1.clone()
+        };
+        let mut slots = Vec::new();
+        while let (Ok(g), Ok(s)) = (
+            self.global.clone().try_acquire_owned(),
+            sem.clone().try_acquire_owned(),
+        ) {
+            slots.push((g, s));
+        }
+        slots
+    }
+
+    /// Delivers one claimed instruction and records the answer.
+    #[tracing::instrument(skip_all, fields(
+        instruction_id = %c.instruction.id,
+        request_id = %c.instruction.request_id,
+        processor_id = %p.spec.id,
+        attempt = c.attempt(),
+    ))]
+    async fn deliver(&self, p: &Processor, c: Claimed) {
+        let AdapterConfig::Grpc { endpoint, timeout } = &p.spec.adapter else {
+            return;
+        };
+        let endpoint = Endpoint {
+            uri: endpoint,
+            timeout: *timeout,
+        };
+        let delivery = Delivery {
+            instruction: &c.instruction,
+            identities: &c.identities,
+            reminder: c.kind == ClaimKind::Reminder,
+        };
+        let answer = self.adapter.deliver(endpoint, delivery).await;
+        let now = self.clock.now();
+        let policy = &p.spec.retry_policy;
+        let result = match answer {
+            Ok(Answer::Accepted) => DeliveryResult::Accepted {
+                reply_due_at: now
+                    + chrono::Duration::from_std(p.spec.completion_timeout).unwrap_or_default(),
+            },
+            Ok(Answer::Done(r)) => DeliveryResult::Outcome(r),
+            Err(e) if e.retryable && policy.allows_another(c.instruction.attempts_since_arm) => {
+                let delay = policy.delay_after(c.instruction.attempts_since_arm, c.instruction.id);
+                tracing::info!(code = %e.code, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
+                DeliveryResult::RetryAt {
+                    at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    code: e.code,
+                    message: e.message,
+                }
+            }
+            Err(e) => {
+                let message = if e.retryable {
+                    format!(
+                        "retries exhausted after {} attempts: {}",
+                        c.instruction.attempts_since_arm, e.message
+                    )
+                } else {
+                    e.message
+                };
+                tracing::warn!(code = %e.code, "delivery escalated to an operator");
+                DeliveryResult::Escalate {
+                    code: e.code,
+                    message,
+                }
+            }
+        };
+        match self
+            .store
+            .record_delivery(c.instruction.id, &c.owner, c.attempt(), result, now)
+            .await
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::info!("lease lost before the answer was recorded; the newer claim wins")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not record delivery; it will be redelivered when the lease expires")
+            }
+        }
+    }
+
+    /// Best-effort cancel notices to the push processors that had received
+    /// the instructions; failures are logged, not retried.
+    pub fn notify_cancelled(&self, instructions: Vec<InstructionView>, reason: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            for i in instructions {
+                let Ok(p) = this.store.processor(&i.processor_id).await else {
+                    continue;
+                };
+                if let AdapterConfig::Grpc { endpoint, timeout } = &p.spec.adapter {
+                    let endpoint = Endpoint {
+                        uri: endpoint,
+                        timeout: *timeout,
+                    };
+                    if let Err(e) = this.adapter.cancel(endpoint, &i, &reason).await {
+                        tracing::info!(instruction_id = %i.id, code = %e.code, "cancel notice not delivered");
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,214 @@
+//! Assembly: the one place that knows every part. [`Application::build`]
+//! connects and migrates the store, loads the processors file, binds the
+//! listener, and wires the gRPC services, health, reflection and the
+//! dispatcher; `main` and the integration tests build the very same thing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::api::{InstructionApi, ProcessorApi, RequestApi};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::dispatch::adapter::Adapter;
+use crate::dispatch::grpc::GrpcAdapter;
+use crate::pb;
+use crate::store::Store;
+
+/// What tests may swap out.
+pub struct Options {
+    /// The source of "now".
+    pub clock: Arc<dyn Clock>,
+    /// Run the dispatcher loop in the background (tests that drive it by
+    /// hand with [`Dispatcher::run_once`] turn this off).
+    pub run_dispatcher: bool,
+    /// How instructions reach push processors.
+    pub adapter: Arc<dyn Adapter>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            run_dispatcher: true,
+            adapter: Arc::new(GrpcAdapter::default()),
+        }
+    }
+}
+
+/// A built, not yet running, orchestrator.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    store: Store,
+    dispatcher: Dispatcher,
+    run_dispatcher: bool,
+    clock: Arc<dyn Clock>,
+}
+
+impl Application {
+    /// Connects, migrates, loads processors and binds; fails with a readable
+    /// message if any of it goes wrong.
+    pub async fn build(config: &Config, options: Options) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database_url, &config.store_options())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database ({})",
+                    redact_url(&config.database_url)
+                )
+            })?;
+        if let Some(path) = &config.processors_file {
+            let specs = crate::processors_file::load(path)
+                .with_context(|| format!("cannot load processors file {}", path.display()))?;
+            let now = options.clock.now();
+            for spec in &specs {
+                store.upsert_processor(spec, now).await.with_context(|| {
+                    format!("cannot store processor {} from {}", spec.id, path.display())
+                })?;
+            }
+            tracing::info!(count = specs.len(), file = %path.display(), "processors loaded");
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            options.clock.clone(),
+            options.adapter,
+            config.dispatch_config(),
+        );
+        Ok(Self {
+            listener,
+            addr,
+            store,
+            dispatcher,
+            run_dispatcher: options.run_dispatcher,
+            clock: options.clock,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store (tests inspect it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The dispatcher (tests drive it with `run_once`).
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting calls, drains the
+    /// dispatcher and closes the pool.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<pb::request_service_server::RequestServiceServer<RequestApi>>()
+            .await;
+        health_reporter
+            .set_serving::<pb::processor_service_server::ProcessorServiceServer<ProcessorApi>>()
+            .await;
+        health_reporter
+            .set_serving::<pb::instruction_service_server::InstructionServiceServer<InstructionApi>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let request_api = RequestApi {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            dispatcher: self.dispatcher.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let processor_api = ProcessorApi {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        };
+        let instruction_api = InstructionApi {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        };
+
+        let dispatcher_stop = CancellationToken::new();
+        let dispatcher_task = self
+            .run_dispatcher
+            .then(|| tokio::spawn(self.dispatcher.clone().run(dispatcher_stop.clone())));
+
+        tracing::info!(addr = %self.addr, backend = self.store.backend().as_str(), "serving gRPC");
+        let served = Server::builder()
+            // Small messages, many calls: don't wait to batch packets.
+            .tcp_nodelay(true)
+            // Detect dead peers (and half-open watch streams) within a minute.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // One span per RPC, named by method; no request content.
+            .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(pb::request_service_server::RequestServiceServer::new(
+                request_api,
+            ))
+            .add_service(pb::processor_service_server::ProcessorServiceServer::new(
+                processor_api,
+            ))
+            .add_service(
+                pb::instruction_service_server::InstructionServiceServer::new(instruction_api),
+            )
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                shutdown.cancelled(),
+            )
+            .await;
+        tracing::info!("gRPC server stopped; draining the dispatcher");
+        dispatcher_stop.cancel();
+        if let Some(task) = dispatcher_task {
+            let _ = task.await;
+        }
+        self.store.close().await;
+        served.context("gRPC server failed")
+    }
+}
+
+/// A database URL without its password, for error messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            super::redact_url("postgres://dsr:secret@db:5432/dsr"),
+            "postgres://dsr:***@db:5432/dsr"
+        );
+        assert_eq!(super::redact_url("sqlite://dsr.db"), "sqlite://dsr.db");
+    }
+}

@@ -1,0 +1,123 @@
+//! The request history: an append-only, gap-free sequence of events per
+//! request, written in the same transaction as the change it describes.
+//! `WatchRequest` replays it and then follows it, so a watcher sees every
+//! change in order even if it connects late or to another replica.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+
+use super::codec::{json, micros, request_id, time};
+use super::transition::Sql;
+use super::{Store, StoreError};
+use crate::domain::{InstructionView, RequestId, RequestStatus, Timestamp};
+
+/// What an event reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The request was taken in.
+    Received,
+    /// One instruction changed.
+    InstructionChanged,
+    /// The request completed; terminal.
+    Completed,
+    /// The request was cancelled; terminal.
+    Cancelled,
+}
+
+impl EventKind {
+    /// Whether this is the request's last event.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled)
+    }
+}
+
+/// One entry of a request's history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestEvent {
+    /// The request.
+    pub request_id: RequestId,
+    /// Position, from 1, without gaps.
+    pub seq: u64,
+    /// When it was recorded.
+    pub occurred_at: Timestamp,
+    /// What happened.
+    pub kind: EventKind,
+    /// The request's status after it.
+    pub request_status: RequestStatus,
+    /// The instruction after the change (no result).
+    pub instruction: Option<InstructionView>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    kind: EventKind,
+    request_status: RequestStatus,
+    instruction: Option<InstructionView>,
+}
+
+/// Appends one event (sequence numbers come from the request row's bump).
+pub(super) async fn append_event(
+    conn: &mut AnyConnection,
+    request: RequestId,
+    seq: i64,
+    now: Timestamp,
+    kind: EventKind,
+    request_status: RequestStatus,
+    instruction: Option<&InstructionView>,
+) -> Result<(), StoreError> {
+    let body = json(&Body {
+        kind,
+        request_status,
+        instruction: instruction.cloned(),
+    });
+    Sql::new("insert into request_events (request_id, seq, occurred_at, body) values (")
+        .bind(request.to_string())
+        .push(", ")
+        .bind(seq)
+        .push(", ")
+        .bind(micros(now))
+        .push(", ")
+        .bind(body)
+        .push(")")
+        .query()
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Events of `request` after sequence `after`, in order (at most `limit`).
+    pub async fn events_after(
+        &self,
+        request: RequestId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<RequestEvent>, StoreError> {
+        let rows = Sql::new(
+            "select request_id, seq, occurred_at, body from request_events where request_id = ",
+        )
+        .bind(request.to_string())
+        .push(" and seq > ")
+        .bind(after as i64)
+        .push(" order by seq limit ")
+        .bind(i64::from(limit))
+        .query()
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let text: String = row.try_get("body")?;
+                let body: Body = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
+                Ok(RequestEvent {
+                    request_id: request_id(row, "request_id")?,
+                    seq: row.try_get::<i64, _>("seq")? as u64,
+                    occurred_at: time(row, "occurred_at")?,
+                    kind: body.kind,
+                    request_status: body.request_status,
+                    instruction: body.instruction,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,181 @@
+//! Intake: a request and all its instructions are written in one
+//! transaction before `SubmitRequest` answers, so an acknowledged request is
+//! never lost and never half-fanned-out. The fan-out is decided here: the
+//! named processors, or every active one that handles the kind and accepts
+//! one of the subject's identity types; each instruction carries only the
+//! identities its processor accepts.
+
+use sqlx::Row;
+
+use super::codec::{json, micros};
+use super::events::{EventKind, append_event};
+use super::records::write_record;
+use super::transition::Sql;
+use super::{Store, StoreError};
+use crate::domain::{
+    AdapterConfig, InstructionId, NewRequest, Processor, ProcessorStatus, RequestStatus,
+    RequestSummary, Timestamp, Violations,
+};
+
+/// What intake did.
+#[derive(Debug)]
+pub struct Intake {
+    /// The request as stored.
+    pub request: RequestSummary,
+    /// False when this was an idempotent repeat of an earlier submission.
+    pub created: bool,
+}
+
+/// Chooses the processors a request fans out to.
+fn fan_out<'a>(
+    req: &NewRequest,
+    processors: &'a [Processor],
+) -> Result<Vec<&'a Processor>, Violations> {
+    let types = req.subject.types();
+    if req.processor_ids.is_empty() {
+        return Ok(processors
+            .iter()
+            .filter(|p| p.status == ProcessorStatus::Active && p.spec.can_take(req.kind, &types))
+            .collect());
+    }
+    let mut v = Violations::new();
+    let mut chosen = Vec::new();
+    for (i, id) in req.processor_ids.iter().enumerate() {
+        let field = format!("processor_ids[{i}]");
+        match processors.iter().find(|p| &p.spec.id == id) {
+            None => v.add(field, "no processor with this id is registered"),
+            Some(p) if p.status != ProcessorStatus::Active => {
+                v.add(field, "the processor is disabled")
+            }
+            Some(p) if !p.spec.supported_kinds.contains(&req.kind) => v.add(
+                field,
+                format!("the processor does not handle {} requests", req.kind),
+            ),
+            Some(p) if !p.spec.can_take(req.kind, &types) => v.add(
+                field,
+                "the processor accepts none of the subject's identity types",
+            ),
+            Some(p) => chosen.push(p),
+        }
+    }
+    v.finish(|| chosen)
+}
+
+impl Store {
+    /// Takes a request in (idempotently on its id).
+    pub async fn submit(&self, req: &NewRequest, now: Timestamp) -> Result<Intake, StoreError> {
+        let processors = self.all_processors().await?;
+        let targets = fan_out(req, &processors).map_err(StoreError::Invalid)?;
+        let id = req.id.to_string();
+        let fingerprint = req.fingerprint();
+        let submitted_at = req.submitted_at.unwrap_or(now);
+        let mut tx = self.begin().await?;
+        let inserted = Sql::new(
+            "insert into requests (id, kind, jurisdiction, status, submitted_at, received_at, \
+             channel, requester, verification_level, verification_method, labels, identity_types, \
+             subject, fingerprint, open_instructions, event_seq) values (",
+        )
+        .bind(id.clone())
+        .push(", ")
+        .bind(req.kind.as_str())
+        .push(", ")
+        .bind(req.jurisdiction.as_str())
+        .push(", 'RECEIVED', ")
+        .bind(micros(submitted_at))
+        .push(", ")
+        .bind(micros(now))
+        .push(", ")
+        .bind(req.channel.as_str())
+        .push(", ")
+        .bind(req.requester.as_str())
+        .push(", ")
+        .bind(req.verification.level.as_str())
+        .push(", ")
+        .bind(req.verification.method.as_str())
+        .push(", ")
+        .bind(json(&req.labels))
+        .push(", ")
+        .bind(json(&req.subject.types()))
+        .push(", ")
+        .bind(json(&req.subject))
+        .push(", ")
+        .bind(fingerprint.clone())
+        .push(", ")
+        .bind(targets.len() as i64)
+        .push(", 1) on conflict (id) do nothing")
+        .query()
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            let row = Sql::new("select fingerprint from requests where id = ")
+                .bind(id)
+                .query()
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            let existing: String = row.try_get("fingerprint")?;
+            if existing != fingerprint {
+                return Err(StoreError::AlreadyExists(format!(
+                    "request {} already exists with different content",
+                    req.id
+                )));
+            }
+            return Ok(Intake {
+                request: self.request(req.id).await?,
+                created: false,
+            });
+        }
+        for p in &targets {
+            let payload = req.subject.restricted_to(&p.spec.accepted_identity_types);
+            // Manual instructions wait for an operator, never for a dispatcher.
+            let due = match p.spec.adapter {
+                AdapterConfig::Manual => None,
+                _ => Some(micros(now)),
+            };
+            Sql::new(
+                "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
+                 submitted_at, state, payload, next_attempt_at, created_at) values (",
+            )
+            .bind(InstructionId::new().to_string())
+            .push(", ")
+            .bind(req.id.to_string())
+            .push(", ")
+            .bind(p.spec.id.as_str())
+            .push(", ")
+            .bind(req.kind.as_str())
+            .push(", ")
+            .bind(req.jurisdiction.as_str())
+            .push(", ")
+            .bind(micros(submitted_at))
+            .push(", 'PENDING', ")
+            .bind(json(&payload))
+            .push(", ")
+            .bind(due)
+            .push(", ")
+            .bind(micros(now))
+            .push(")")
+            .query()
+            .execute(&mut *tx)
+            .await?;
+        }
+        append_event(
+            &mut tx,
+            req.id,
+            1,
+            now,
+            EventKind::Received,
+            RequestStatus::Received,
+            None,
+        )
+        .await?;
+        if targets.is_empty() {
+            write_record(&mut tx, req.id, now).await?;
+        }
+        tx.commit().await?;
+        self.announce(&[req.id], !targets.is_empty());
+        Ok(Intake {
+            request: self.request(req.id).await?,
+            created: true,
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! The store: every piece of orchestration state, in SQL, behind one type.
+//!
+//! There is no in-memory queue: requests, instructions, leases, retry times,
+//! the event history and the completion records all live in the database,
+//! so a crash at any line loses nothing — the next process (or another
+//! replica) picks up from the rows. Every multi-row change is one
+//! transaction.
+//!
+//! One SQL dialect serves both backends through sqlx's `Any` driver:
+//! SQLite (embedded, the default) and PostgreSQL (production). Timestamps are
+//! integer microseconds, enums upper-case text, documents JSON text — types
+//! both databases share — and the few dialect differences (row locking for
+//! claims) are chosen by [`Backend`]. Repositories return domain types; row
+//! decoding stays private to this module.
+//!
+//! # Exactly-once aggregation
+//!
+//! Every change to an instruction also updates its request row
+//! (`event_seq = event_seq + 1`, and `open_instructions - 1` when the
+//! instruction became terminal) with `RETURNING`. That update takes the
+//! request's row lock, so changes to one request serialise, events get gap-free
+//! sequence numbers, and exactly one transaction sees `open_instructions`
+//! reach zero: that one writes the completion record.
+
+mod claims;
+mod codec;
+mod connect;
+mod events;
+mod instructions;
+mod intake;
+mod processors;
+mod records;
+mod requests;
+mod transition;
+
+use std::sync::Arc;
+
+use sqlx::AnyPool;
+use tokio::sync::{Notify, broadcast};
+
+use crate::domain::{RequestId, Violations};
+
+pub use claims::{ClaimKind, Claimed};
+pub use connect::{Backend, StoreOptions};
+pub use events::{EventKind, RequestEvent};
+pub use instructions::{DeliveryAttemptRow, DeliveryResult, InstructionFilter, InstructionPage};
+pub use intake::Intake;
+pub use requests::{RequestFilter, RequestPage};
+
+/// Errors of the store, classified for the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named entity does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A conflicting entity exists (idempotency mismatch, taken id).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The entity is not in a state that allows the operation.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The input refers to things that do not exist or cannot be used.
+    #[error("invalid input: {0}")]
+    Invalid(Violations),
+    /// A row could not be decoded (a bug or manual tampering).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// Wakes the dispatcher when new work is committed by this process.
+    work: Arc<Notify>,
+    /// Tells watchers (WatchRequest) which request got new events.
+    events: broadcast::Sender<RequestId>,
+}
+
+impl Store {
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The notifier the dispatcher waits on for new work.
+    pub fn work_notifier(&self) -> Arc<Notify> {
+        self.work.clone()
+    }
+
+    /// Subscribes to "request X has new events" notices from this process.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<RequestId> {
+        self.events.subscribe()
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction never fails half-way on a lock
+    /// upgrade; PostgreSQL locks rows as it goes.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Publishes the effects of a committed transaction to this process.
+    fn announce(&self, touched: &[RequestId], new_work: bool) {
+        for id in touched {
+            // No receivers is fine: nobody is watching.
+            let _ = self.events.send(*id);
+        }
+        if new_work {
+            self.work.notify_one();
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The processor registry. A processor's validated spec is kept as one JSON
+//! document (read whole, never queried by field); its callback token only as
+//! a SHA-256 hash, so a database leak does not let anyone speak for a
+//! processor.
+
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::codec::{from_json, json, micros, time};
+use super::transition::Sql;
+use super::{Store, StoreError};
+use crate::domain::{Processor, ProcessorId, ProcessorSpec, ProcessorStatus, Timestamp};
+
+/// A freshly minted callback token: shown once, stored as a hash.
+pub fn new_callback_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "dsrcb_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// The stored form of a token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn decode(row: &AnyRow) -> Result<Processor, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Processor {
+        spec: from_json::<ProcessorSpec>(row, "spec")?,
+        status: if status == "ACTIVE" {
+            ProcessorStatus::Active
+        } else {
+            ProcessorStatus::Disabled
+        },
+        created_at: time(row, "created_at")?,
+        updated_at: time(row, "updated_at")?,
+    })
+}
+
+const COLUMNS: &str = "spec, status, created_at, updated_at";
+
+impl Store {
+    /// Registers a new processor; returns it with its one-time token.
+    pub async fn register_processor(
+        &self,
+        spec: &ProcessorSpec,
+        now: Timestamp,
+    ) -> Result<(Processor, String), StoreError> {
+        let token = new_callback_token();
+        let result = Sql::new(
+            "insert into processors (id, display_name, role, country, spec, adapter_kind, status, \
+             token_hash, created_at, updated_at) values (",
+        )
+        .bind(spec.id.as_str())
+        .push(", ")
+        .bind(spec.display_name.as_str())
+        .push(", ")
+        .bind(spec.role.as_str())
+        .push(", ")
+        .bind(spec.country.as_str())
+        .push(", ")
+        .bind(json(spec))
+        .push(", ")
+        .bind(spec.adapter.kind())
+        .push(", 'ACTIVE', ")
+        .bind(token_hash(&token))
+        .push(", ")
+        .bind(micros(now))
+        .push(", ")
+        .bind(micros(now))
+        .push(") on conflict (id) do nothing")
+        .query()
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(format!(
+                "processor {} is already registered",
+                spec.id
+            )));
+        }
+        Ok((self.processor(&spec.id).await?, token))
+    }
+
+    /// Inserts or updates a processor declared in the processors file. An
+    /// existing processor keeps its token and status (a file reload does not
+    /// re-enable what an operator disabled); a new one gets a token nobody
+    /// has seen — obtain one with `RotateCallbackToken`.
+    pub async fn upsert_processor(
+        &self,
+        spec: &ProcessorSpec,
+        now: Timestamp,
+    ) -> Result<Processor, StoreError> {
+        match self.register_processor(spec, now).await {
+            Ok((p, _)) => Ok(p),
+            Err(StoreError::AlreadyExists(_)) => self.update_processor(spec, now).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One processor.
+    pub async fn processor(&self, id: &ProcessorId) -> Result<Processor, StoreError> {
+        let row = Sql::new(format!("select {COLUMNS} from processors where id = "))
+            .bind(id.as_str())
+            .query()
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("processor"))?;
+        decode(&row)
+    }
+
+    /// Up to `limit` processors with ids after `after`, by id.
+    pub async fn list_processors(
+        &self,
+        after: Option<&ProcessorId>,
+        limit: u32,
+    ) -> Result<Vec<Processor>, StoreError> {
+        let mut sql = Sql::new(format!("select {COLUMNS} from processors"));
+        if let Some(after) = after {
+            sql.push(" where id > ").bind(after.as_str());
+        }
+        sql.push(" order by id limit ").bind(i64::from(limit));
+        sql.query()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    /// Every processor (the registry is small: tens, not thousands).
+    pub async fn all_processors(&self) -> Result<Vec<Processor>, StoreError> {
+        sqlx::query("select spec, status, created_at, updated_at from processors order by id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    /// Replaces a processor's spec.
+    pub async fn update_processor(
+        &self,
+        spec: &ProcessorSpec,
+        now: Timestamp,
+    ) -> Result<Processor, StoreError> {
+        let result = Sql::new("update processors set display_name = ")
+            .bind(spec.display_name.as_str())
+            .push(", role = ")
+            .bind(spec.role.as_str())
+            .push(", country = ")
+            .bind(spec.country.as_str())
+            .push(", spec = ")
+            .bind(json(spec))
+            .push(", adapter_kind = ")
+            .bind(spec.adapter.kind())
+            .push(", updated_at = ")
+            .bind(micros(now))
+            .push(" where id = ")
+            .bind(spec.id.as_str())
+            .query()
+            .execute(&self.pool)
+            .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound("processor"));
+        }
+        self.processor(&spec.id).await
+    }
+
+    /// Stops new instructions to a processor.
+    pub async fn disable_processor(
+        &self,
+        id: &ProcessorId,
+        now: Timestamp,
+    ) -> Result<Processor, StoreError> {
+        let result = Sql::new("update processors set status = 'DISABLED', updated_at = ")
+            .bind(micros(now))
+            .push(" where id = ")
+            .bind(id.as_str())
+            .query()
+            .execute(&self.pool)
+            .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound("processor"));
+        }
+        self.processor(id).await
+    }
+
+    /// Replaces a processor's token; returns the new one.
+    pub async fn rotate_token(
+        &self,
+        id: &ProcessorId,
+        now: Timestamp,
+    ) -> Result<String, StoreError> {
+        let token = new_callback_token();
+        let result = Sql::new("update processors set token_hash = ")
+            .bind(token_hash(&token))
+            .push(", updated_at = ")
+            .bind(micros(now))
+            .push(" where id = ")
+            .bind(id.as_str())
+            .query()
+            .execute(&self.pool)
+            .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound("processor"));
+        }
+        Ok(token)
+    }
+
+    /// The processor a callback token belongs to, if any.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<ProcessorId>, StoreError> {
+        let row = Sql::new("select id from processors where token_hash = ")
+            .bind(token_hash(token))
+            .query()
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let id: String = r.try_get("id")?;
+            ProcessorId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,238 @@
+//! Reading requests (one, or a filtered page) and cancelling them.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::codec::{
+    INSTRUCTION_COLUMNS, from_json, instruction, micros, opt_time, parsed, request_id, state_list,
+    time,
+};
+use super::transition::{Sql, Target, apply, json_bind};
+use super::{Store, StoreError};
+use crate::domain::{
+    InstructionEvent, InstructionState, InstructionView, Jurisdiction, RequestId, RequestKind,
+    RequestStatus, RequestSummary, ResolvedBy, Timestamp, Verification, Violations,
+};
+
+/// Filters of `ListRequests`; `None` matches everything.
+#[derive(Clone, Debug, Default)]
+pub struct RequestFilter {
+    /// Status.
+    pub status: Option<RequestStatus>,
+    /// Kind.
+    pub kind: Option<RequestKind>,
+    /// Regime.
+    pub jurisdiction: Option<Jurisdiction>,
+    /// Submitted at or after.
+    pub submitted_after: Option<Timestamp>,
+    /// Submitted before.
+    pub submitted_before: Option<Timestamp>,
+}
+
+/// One page of requests.
+#[derive(Debug)]
+pub struct RequestPage {
+    /// Newest submission first.
+    pub requests: Vec<RequestSummary>,
+    /// Opaque cursor of the next page; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// Keyset cursor: the last row's sort key.
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    submitted_at: i64,
+    id: String,
+}
+
+fn encode_cursor(c: &Cursor) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).expect("cursor"))
+}
+
+fn decode_cursor(token: &str) -> Result<Cursor, StoreError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            StoreError::Invalid(Violations::one(
+                "page_token",
+                "is not a token this server issued",
+            ))
+        })
+}
+
+const REQUEST_COLUMNS: &str = "id, kind, jurisdiction, status, submitted_at, received_at, closed_at, \
+    channel, requester, verification_level, verification_method, labels, identity_types, cancel_reason";
+
+fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSummary, StoreError> {
+    Ok(RequestSummary {
+        id: request_id(row, "id")?,
+        kind: parsed(row, "kind", |s| s.parse().ok())?,
+        jurisdiction: parsed(row, "jurisdiction", |s| s.parse().ok())?,
+        status: parsed(row, "status", RequestStatus::parse)?,
+        submitted_at: time(row, "submitted_at")?,
+        received_at: time(row, "received_at")?,
+        closed_at: opt_time(row, "closed_at")?,
+        channel: row.try_get("channel")?,
+        requester: parsed(row, "requester", |s| s.parse().ok())?,
+        verification: Verification {
+            level: parsed(row, "verification_level", |s| s.parse().ok())?,
+            method: row.try_get("verification_method")?,
+        },
+        labels: from_json(row, "labels")?,
+        identity_types: from_json(row, "identity_types")?,
+        cancel_reason: row.try_get("cancel_reason")?,
+        instructions,
+    })
+}
+
+impl Store {
+    /// One request with its instruction lines.
+    pub async fn request(&self, id: RequestId) -> Result<RequestSummary, StoreError> {
+        let row = Sql::new(format!(
+            "select {REQUEST_COLUMNS} from requests where id = "
+        ))
+        .bind(id.to_string())
+        .query()
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("request"))?;
+        let instructions = self.instructions_of(id).await?;
+        decode(&row, instructions)
+    }
+
+    /// The instructions of one request, by processor id.
+    pub async fn instructions_of(&self, id: RequestId) -> Result<Vec<InstructionView>, StoreError> {
+        Sql::new(format!(
+            "select {INSTRUCTION_COLUMNS} from instructions where request_id = "
+        ))
+        .bind(id.to_string())
+        .push(" order by processor_id")
+        .query()
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(instruction)
+        .collect()
+    }
+
+    /// A page of requests, newest submission first.
+    pub async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+        page_token: Option<&str>,
+        page_size: u32,
+    ) -> Result<RequestPage, StoreError> {
+        let mut sql = Sql::new(format!(
+            "select {REQUEST_COLUMNS} from requests where 1 = 1"
+        ));
+        if let Some(s) = filter.status {
+            sql.push(" and status = ").bind(s.as_str());
+        }
+        if let Some(k) = filter.kind {
+            sql.push(" and kind = ").bind(k.as_str());
+        }
+        if let Some(j) = filter.jurisdiction {
+            sql.push(" and jurisdiction = ").bind(j.as_str());
+        }
+        if let Some(t) = filter.submitted_after {
+            sql.push(" and submitted_at >= ").bind(micros(t));
+        }
+        if let Some(t) = filter.submitted_before {
+            sql.push(" and submitted_at < ").bind(micros(t));
+        }
+        if let Some(token) = page_token {
+            let c = decode_cursor(token)?;
+            sql.push(" and (submitted_at < ")
+                .bind(c.submitted_at)
+                .push(" or (submitted_at = ")
+                .bind(c.submitted_at)
+                .push(" and id < ")
+                .bind(c.id)
+                .push("))");
+        }
+        sql.push(" order by submitted_at desc, id desc limit ")
+            .bind(i64::from(page_size) + 1);
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let more = rows.len() > page_size as usize;
+        let mut requests = Vec::with_capacity(rows.len().min(page_size as usize));
+        for row in rows.iter().take(page_size as usize) {
+            let id = request_id(row, "id")?;
+            requests.push(decode(row, self.instructions_of(id).await?)?);
+        }
+        let next_page_token = match requests.last() {
+            Some(last) if more => Some(encode_cursor(&Cursor {
+                submitted_at: micros(last.submitted_at),
+                id: last.id.to_string(),
+            })),
+            _ => None,
+        };
+        Ok(RequestPage {
+            requests,
+            next_page_token,
+        })
+    }
+
+    /// Cancels an open request: every open instruction becomes CANCELLED and
+    /// the record is written with outcome CANCELLED. Returns the request and
+    /// the instructions that had reached their processor (to be notified).
+    pub async fn cancel(
+        &self,
+        id: RequestId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(RequestSummary, Vec<InstructionView>), StoreError> {
+        let mut tx = self.begin().await?;
+        let locked = Sql::new("update requests set cancel_reason = ")
+            .bind(reason)
+            .push(" where id = ")
+            .bind(id.to_string())
+            .push(" and status in ('RECEIVED', 'IN_PROGRESS') returning id")
+            .query()
+            .fetch_optional(&mut *tx)
+            .await?;
+        if locked.is_none() {
+            tx.rollback().await?;
+            self.request_exists(id).await?;
+            return Err(StoreError::FailedPrecondition(
+                "the request is already finished".into(),
+            ));
+        }
+        let open: Vec<InstructionView> = Sql::new(format!(
+            "select {INSTRUCTION_COLUMNS} from instructions where request_id = "
+        ))
+        .bind(id.to_string())
+        .push(" and state in (")
+        .push(&state_list(&InstructionState::sources(
+            InstructionEvent::Cancel,
+        )))
+        .push(") order by processor_id")
+        .query()
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(instruction)
+        .collect::<Result<_, _>>()?;
+        for i in &open {
+            apply(
+                &mut tx,
+                Target::One(i.id),
+                InstructionEvent::Cancel,
+                vec![("resolved_by", json_bind(&ResolvedBy::System))],
+                &[],
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.announce(&[id], false);
+        let reached = open
+            .into_iter()
+            .filter(|i| i.first_instructed_at.is_some())
+            .collect();
+        Ok((self.request(id).await?, reached))
+    }
+}

@@ -1,0 +1,360 @@
+//! Push delivery: fan-out, acknowledgements, retries, escalation, operator
+//! controls, asynchronous outcomes and denials.
+
+use dsr_orchestrator::pb;
+use tonic::Code;
+
+use crate::backends;
+use crate::harness::*;
+
+backends!(
+    deletion_fans_out_to_three_processors,
+    retryable_errors_are_retried_and_kept,
+    exhausted_retries_escalate_then_retry_and_resolve,
+    asynchronous_outcome_by_callback,
+    denial_with_exception_is_partial_fulfilment,
+);
+
+/// Test 1: a deletion to three push processors ends COMPLETED with a
+/// FULFILLED record of three lines.
+async fn deletion_fans_out_to_three_processors(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let mut fakes = Vec::new();
+    for id in ["group-co", "platform-vendor", "distributor"] {
+        let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+        register(&app, push_processor(id, &fake.endpoint())).await;
+        fakes.push(fake);
+    }
+    let req = submit(&app, deletion("alice@example.com")).await;
+    assert_eq!(req.instructions.len(), 3);
+    assert_eq!(req.status(), pb::RequestStatus::Received);
+
+    let events = watch_to_end(&app.requests, &req.request_id).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.r#type(), pb::RequestEventType::Completed);
+    let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        seqs,
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "gap-free, in order"
+    );
+
+    let record = record(&app, &req.request_id).await;
+    assert_eq!(record.outcome(), pb::OverallOutcome::Fulfilled);
+    assert_eq!(record.lines.len(), 3);
+    let ids: Vec<_> = record
+        .lines
+        .iter()
+        .map(|l| l.processor_id.as_str())
+        .collect();
+    assert_eq!(ids, ["distributor", "group-co", "platform-vendor"]);
+    for line in &record.lines {
+        assert_eq!(line.state(), pb::InstructionState::Completed);
+        assert_eq!(line.attempts, 1);
+        assert_eq!(line.country, "JP");
+        assert!(line.first_instructed_at.is_some() && line.resolved_at.is_some());
+        assert_eq!(line.resolved_by, "processor");
+    }
+    // The digest covers exactly the canonical bytes returned with it.
+    use sha2::Digest;
+    assert_eq!(
+        record.digest,
+        hex::encode(sha2::Sha256::digest(&record.canonical_json))
+    );
+    // No raw identifiers in the record.
+    let text = String::from_utf8(record.canonical_json.clone()).unwrap();
+    assert!(!text.contains("alice@example.com"));
+
+    // Data minimisation: each processor got the email, never the phone.
+    for fake in &fakes {
+        let d = fake.deliveries();
+        assert_eq!(d.len(), 1);
+        let types: Vec<_> = d[0].subject_identities.iter().map(|i| i.r#type()).collect();
+        assert_eq!(types, [pb::IdentityType::Email]);
+    }
+    let done = app
+        .requests
+        .clone()
+        .get_request(pb::GetRequestRequest {
+            request_id: req.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status(), pb::RequestStatus::Completed);
+    assert!(!done.needs_attention);
+    app.stop().await;
+}
+
+/// Test 3: UNAVAILABLE twice, then success: three attempts, errors kept.
+async fn retryable_errors_are_retried_and_kept(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    fake.script([
+        Reply::Error(Code::Unavailable),
+        Reply::Error(Code::Unavailable),
+    ]);
+    register(&app, push_processor("flaky", &fake.endpoint())).await;
+    let req = submit(&app, deletion("bob@example.com")).await;
+    watch_to_end(&app.requests, &req.request_id).await;
+
+    let deliveries = fake.deliveries();
+    assert_eq!(deliveries.len(), 3);
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.instruction_id == deliveries[0].instruction_id)
+    );
+    assert_eq!(
+        deliveries.iter().map(|d| d.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+
+    let listed = app
+        .instructions
+        .clone()
+        .list_instructions(pb::ListInstructionsRequest {
+            request_id: req.request_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instructions;
+    let history = &listed[0].history;
+    let results: Vec<_> = history.iter().map(|a| a.result.as_str()).collect();
+    assert_eq!(results, ["retryable_error", "retryable_error", "outcome"]);
+    assert_eq!(history[0].error_code, "UNAVAILABLE");
+    assert_eq!(listed[0].state(), pb::InstructionState::Completed);
+    assert_eq!(record(&app, &req.request_id).await.lines[0].attempts, 3);
+    app.stop().await;
+}
+
+/// Test 4: a processor that always fails is escalated after max attempts;
+/// RetryInstruction re-arms it; ResolveInstruction closes it.
+async fn exhausted_retries_escalate_then_retry_and_resolve(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
+    register(&app, push_processor("down", &fake.endpoint())).await;
+    let req = submit(&app, deletion("carol@example.com")).await;
+    let instruction_id = req.instructions[0].instruction_id.clone();
+
+    // max_attempts is 4: wait for the fourth delivery, then for escalation.
+    fake.wait_for_calls(4).await;
+    let escalated = wait_for_state(&app, &instruction_id, pb::InstructionState::Escalated).await;
+    assert_eq!(escalated.attempts, 4);
+    let r = app
+        .requests
+        .clone()
+        .get_request(pb::GetRequestRequest {
+            request_id: req.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.needs_attention);
+    assert!(r.instructions[0].last_error.contains("UNAVAILABLE"));
+
+    // Re-arm: a fresh budget of four more attempts, then escalated again.
+    let rearmed = app
+        .instructions
+        .clone()
+        .retry_instruction(pb::RetryInstructionRequest {
+            instruction_id: instruction_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rearmed.state(), pb::InstructionState::Pending);
+    fake.wait_for_calls(8).await;
+    wait_for_state(&app, &instruction_id, pb::InstructionState::Escalated).await;
+
+    // Retrying something not escalated is refused.
+    let err = app
+        .instructions
+        .clone()
+        .retry_instruction(pb::RetryInstructionRequest {
+            instruction_id: "not-a-uuid".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["instruction_id"]);
+
+    // An operator records the outcome obtained by phone.
+    let resolved = app
+        .instructions
+        .clone()
+        .resolve_instruction(pb::ResolveInstructionRequest {
+            instruction_id: instruction_id.clone(),
+            result: Some(pb::InstructionResult {
+                outcome: pb::Outcome::NoData as i32,
+                ..Default::default()
+            }),
+            note: "confirmed by phone with the vendor's DPO".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resolved.state(), pb::InstructionState::NoData);
+    let record = record(&app, &req.request_id).await;
+    assert_eq!(record.outcome(), pb::OverallOutcome::Fulfilled);
+    assert_eq!(
+        record.lines[0].resolved_by,
+        "operator: confirmed by phone with the vendor's DPO"
+    );
+    assert_eq!(record.lines[0].attempts, 8);
+    app.stop().await;
+}
+
+/// Test 5: ACCEPTED, then CompleteInstruction with the processor's token; a
+/// bad token is UNAUTHENTICATED, another processor's PERMISSION_DENIED.
+async fn asynchronous_outcome_by_callback(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let slow = FakeProcessor::start(Reply::Accepted).await;
+    let other = FakeProcessor::start(Reply::Accepted).await;
+    let token = register(&app, push_processor("async-vendor", &slow.endpoint())).await;
+    let other_token = register(&app, push_processor("other-vendor", &other.endpoint())).await;
+    let mut req = deletion("dave@example.com");
+    req.processor_ids = vec!["async-vendor".into()];
+    let req = submit(&app, req).await;
+    let id = req.instructions[0].instruction_id.clone();
+    let acked = wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    assert!(acked.summary.unwrap().acknowledged_at.is_some());
+
+    let complete = |token: &str| {
+        authed(
+            token,
+            pb::CompleteInstructionRequest {
+                instruction_id: id.clone(),
+                result: Some(pb::InstructionResult {
+                    outcome: pb::Outcome::Completed as i32,
+                    sub_processors: vec![pb::SubProcessor {
+                        name: "Backup Co".into(),
+                        country: "IL".into(),
+                    }],
+                    ..Default::default()
+                }),
+            },
+        )
+    };
+    let mut client = app.instructions.clone();
+    let err = client
+        .complete_instruction(complete("dsrcb_wrong"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = client
+        .complete_instruction(tonic::Request::new(pb::CompleteInstructionRequest {
+            instruction_id: id.clone(),
+            result: None,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = client
+        .complete_instruction(complete(&other_token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    let done = client
+        .complete_instruction(complete(&token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state(), pb::InstructionState::Completed);
+    // Repeating the same answer is harmless; a different one is refused.
+    client.complete_instruction(complete(&token)).await.unwrap();
+    let err = client
+        .complete_instruction(authed(
+            &token,
+            pb::CompleteInstructionRequest {
+                instruction_id: id.clone(),
+                result: Some(pb::InstructionResult {
+                    outcome: pb::Outcome::NoData as i32,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    watch_to_end(&app.requests, &req.request_id).await;
+    let record = record(&app, &req.request_id).await;
+    assert_eq!(record.lines[0].sub_processors[0].name, "Backup Co");
+    assert!(record.lines[0].acknowledged_at.is_some());
+    assert!(other.deliveries().is_empty(), "restricted fan-out");
+    app.stop().await;
+}
+
+/// Test 7: DENIED with an exception yields PARTIALLY_FULFILLED and the basis
+/// in the record; DENIED without one is INVALID_ARGUMENT.
+async fn denial_with_exception_is_partial_fulfilment(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let ok = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let keeper = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("crm", &ok.endpoint())).await;
+    let token = register(&app, push_processor("billing", &keeper.endpoint())).await;
+    let req = submit(&app, deletion("erin@example.com")).await;
+    let billing = req
+        .instructions
+        .iter()
+        .find(|i| i.processor_id == "billing")
+        .unwrap();
+    wait_for_state(
+        &app,
+        &billing.instruction_id,
+        pb::InstructionState::Acknowledged,
+    )
+    .await;
+
+    let mut client = app.instructions.clone();
+    let err = client
+        .complete_instruction(authed(
+            &token,
+            pb::CompleteInstructionRequest {
+                instruction_id: billing.instruction_id.clone(),
+                result: Some(pb::InstructionResult {
+                    outcome: pb::Outcome::Denied as i32,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["result.exception", "result.explanation"]);
+
+    client
+        .complete_instruction(authed(
+            &token,
+            pb::CompleteInstructionRequest {
+                instruction_id: billing.instruction_id.clone(),
+                result: Some(pb::InstructionResult {
+                    outcome: pb::Outcome::Denied as i32,
+                    exception: pb::DeletionException::CcpaLegalObligation as i32,
+                    explanation: "invoices kept 7 years for tax law; everything else deleted"
+                        .into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    watch_to_end(&app.requests, &req.request_id).await;
+    let record = record(&app, &req.request_id).await;
+    assert_eq!(record.outcome(), pb::OverallOutcome::PartiallyFulfilled);
+    assert_eq!(
+        record.denial_basis,
+        [
+            "billing: CCPA_LEGAL_OBLIGATION: invoices kept 7 years for tax law; everything else deleted"
+        ]
+    );
+    let line = record
+        .lines
+        .iter()
+        .find(|l| l.processor_id == "billing")
+        .unwrap();
+    assert_eq!(line.exception(), pb::DeletionException::CcpaLegalObligation);
+    app.stop().await;
+}

@@ -1,0 +1,96 @@
+//! The application under test, built exactly as `main` builds it, on a free
+//! port, with clients for every service.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dsr_orchestrator::config::Config;
+use dsr_orchestrator::dispatch::Dispatcher;
+use dsr_orchestrator::pb::instruction_service_client::InstructionServiceClient;
+use dsr_orchestrator::pb::processor_service_client::ProcessorServiceClient;
+use dsr_orchestrator::pb::request_service_client::RequestServiceClient;
+use dsr_orchestrator::startup::{Application, Options};
+use dsr_orchestrator::store::Store;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::TestDb;
+
+/// A running orchestrator and clients for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub requests: RequestServiceClient<Channel>,
+    pub processors: ProcessorServiceClient<Channel>,
+    pub instructions: InstructionServiceClient<Channel>,
+    pub store: Store,
+    pub dispatcher: Dispatcher,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Test defaults: fast polling and short leases, so retries and
+/// redeliveries happen within a test's lifetime.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Config::for_tests(&db.url);
+    config.poll_interval = Duration::from_millis(50);
+    config.lease_margin = Duration::from_secs(2);
+    config.drain_timeout = Duration::from_secs(5);
+    config.db_max_connections = 8;
+    config
+}
+
+/// A channel to `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the orchestrator")
+}
+
+impl TestApp {
+    /// Starts the orchestrator with its background dispatcher.
+    pub async fn spawn(db: &TestDb) -> Self {
+        Self::spawn_with(db, Options::default(), |_| {}).await
+    }
+
+    /// Starts it with custom options and configuration.
+    pub async fn spawn_with(
+        db: &TestDb,
+        options: Options,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let mut config = test_config(db);
+        tweak(&mut config);
+        let app = Application::build(&config, options)
+            .await
+            .expect("build application");
+        let addr = app.addr();
+        let store = app.store().clone();
+        let dispatcher = app.dispatcher().clone();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let ch = channel(addr).await;
+        Self {
+            addr,
+            requests: RequestServiceClient::new(ch.clone()),
+            processors: ProcessorServiceClient::new(ch.clone()),
+            instructions: InstructionServiceClient::new(ch),
+            store,
+            dispatcher,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Graceful stop, as on SIGTERM.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().expect("clean shutdown");
+    }
+}

@@ -1,0 +1,169 @@
+//! Fake processors: real tonic `ProcessorAdapter` servers on loopback ports,
+//! answering according to a script, and recording every call they receive.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use dsr_orchestrator::pb;
+use dsr_orchestrator::pb::processor_adapter_server::{ProcessorAdapter, ProcessorAdapterServer};
+use tokio::sync::{Notify, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+/// How the fake answers one delivery.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Final outcome at once.
+    Done(pb::InstructionResult),
+    /// Accepted; the test completes it later by callback.
+    Accepted,
+    /// A gRPC error.
+    Error(tonic::Code),
+    /// No answer until [`FakeProcessor::release`] (then `Done(COMPLETED)`).
+    Hang,
+}
+
+impl Reply {
+    /// `Done` with a plain outcome.
+    pub fn done(outcome: pb::Outcome) -> Self {
+        Reply::Done(pb::InstructionResult {
+            outcome: outcome as i32,
+            ..Default::default()
+        })
+    }
+}
+
+struct State {
+    script: VecDeque<Reply>,
+    default: Reply,
+    deliveries: Vec<pb::DeliverInstructionRequest>,
+    cancels: Vec<pb::CancelInstructionRequest>,
+}
+
+/// A running fake processor.
+#[derive(Clone)]
+pub struct FakeProcessor {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    release: Arc<Notify>,
+    /// Bumped on every call, so tests can wait for "n deliveries arrived".
+    calls: watch::Sender<usize>,
+}
+
+#[derive(Clone)]
+struct Service(FakeProcessor);
+
+#[tonic::async_trait]
+impl ProcessorAdapter for Service {
+    async fn deliver_instruction(
+        &self,
+        request: Request<pb::DeliverInstructionRequest>,
+    ) -> Result<Response<pb::DeliverInstructionResponse>, Status> {
+        let reply = {
+            let mut s = self.0.state.lock().unwrap();
+            s.deliveries.push(request.get_ref().clone());
+            s.script.pop_front().unwrap_or_else(|| s.default.clone())
+        };
+        self.0.calls.send_modify(|n| *n += 1);
+        let reply = match reply {
+            Reply::Hang => {
+                self.0.release.notified().await;
+                Reply::done(pb::Outcome::Completed)
+            }
+            other => other,
+        };
+        use pb::deliver_instruction_response::Disposition;
+        match reply {
+            Reply::Done(result) => Ok(Response::new(pb::DeliverInstructionResponse {
+                disposition: Disposition::Done as i32,
+                result: Some(result),
+            })),
+            Reply::Accepted => Ok(Response::new(pb::DeliverInstructionResponse {
+                disposition: Disposition::Accepted as i32,
+                result: None,
+            })),
+            Reply::Error(code) => Err(Status::new(code, "scripted failure")),
+            Reply::Hang => unreachable!(),
+        }
+    }
+
+    async fn cancel_instruction(
+        &self,
+        request: Request<pb::CancelInstructionRequest>,
+    ) -> Result<Response<pb::CancelInstructionResponse>, Status> {
+        self.0
+            .state
+            .lock()
+            .unwrap()
+            .cancels
+            .push(request.into_inner());
+        self.0.calls.send_modify(|n| *n += 1);
+        Ok(Response::new(pb::CancelInstructionResponse {}))
+    }
+}
+
+impl FakeProcessor {
+    /// Starts a fake that answers `default` unless scripted otherwise.
+    pub async fn start(default: Reply) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = FakeProcessor {
+            addr,
+            state: Arc::new(Mutex::new(State {
+                script: VecDeque::new(),
+                default,
+                deliveries: Vec::new(),
+                cancels: Vec::new(),
+            })),
+            release: Arc::new(Notify::new()),
+            calls: watch::channel(0).0,
+        };
+        let service = ProcessorAdapterServer::new(Service(fake.clone()));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        fake
+    }
+
+    /// Answers the next deliveries with `replies`, in order.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Changes the answer used when the script is empty.
+    pub fn set_default(&self, reply: Reply) {
+        self.state.lock().unwrap().default = reply;
+    }
+
+    /// The endpoint URI to register.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every delivery received so far.
+    pub fn deliveries(&self) -> Vec<pb::DeliverInstructionRequest> {
+        self.state.lock().unwrap().deliveries.clone()
+    }
+
+    /// Every cancel notice received so far.
+    pub fn cancels(&self) -> Vec<pb::CancelInstructionRequest> {
+        self.state.lock().unwrap().cancels.clone()
+    }
+
+    /// Lets every hanging delivery answer.
+    pub fn release(&self) {
+        self.release.notify_waiters();
+    }
+
+    /// Waits until at least `n` calls (deliveries + cancels) have arrived.
+    pub async fn wait_for_calls(&self, n: usize) {
+        let mut rx = self.calls.subscribe();
+        tokio::time::timeout(std::time::Duration::from_secs(30), rx.wait_for(|c| *c >= n))
+            .await
+            .expect("timed out waiting for processor calls")
+            .unwrap();
+    }
+}

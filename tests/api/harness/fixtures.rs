@@ -1,0 +1,225 @@
+//! Builders for the messages tests send, and waits on what comes back.
+
+use std::time::Duration;
+
+use dsr_orchestrator::pb;
+use prost_types::Duration as PbDuration;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use super::TestApp;
+
+/// A fresh request id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A protobuf duration of `ms` milliseconds.
+pub fn ms(ms: u64) -> Option<PbDuration> {
+    Some(PbDuration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    })
+}
+
+/// A push processor handling deletion and access, accepting emails and
+/// account ids, with fast retries.
+pub fn push_processor(id: &str, endpoint: &str) -> pb::Processor {
+    pb::Processor {
+        processor_id: id.into(),
+        display_name: format!("{id} Ltd."),
+        role: pb::ProcessorRole::Vendor as i32,
+        country: "JP".into(),
+        supported_kinds: vec![
+            pb::RequestKind::Delete as i32,
+            pb::RequestKind::Access as i32,
+        ],
+        accepted_identity_types: vec![
+            pb::IdentityType::Email as i32,
+            pb::IdentityType::AccountId as i32,
+        ],
+        adapter: Some(pb::Adapter {
+            kind: Some(pb::adapter::Kind::Grpc(pb::GrpcAdapter {
+                endpoint: endpoint.into(),
+                timeout: ms(2000),
+            })),
+        }),
+        retry_policy: Some(pb::RetryPolicy {
+            initial_backoff: ms(10),
+            max_backoff: ms(40),
+            multiplier: 2.0,
+            max_attempts: 4,
+        }),
+        ..Default::default()
+    }
+}
+
+/// A pull processor.
+pub fn pull_processor(id: &str, ack_timeout_ms: u64) -> pb::Processor {
+    pb::Processor {
+        adapter: Some(pb::Adapter {
+            kind: Some(pb::adapter::Kind::Pull(pb::PullAdapter {})),
+        }),
+        ack_timeout: ms(ack_timeout_ms),
+        ..push_processor(id, "http://unused:1")
+    }
+}
+
+/// A deletion request for `email` (CCPA, verified, via web form).
+pub fn deletion(email: &str) -> pb::SubmitRequestRequest {
+    pb::SubmitRequestRequest {
+        request_id: new_id(),
+        kind: pb::RequestKind::Delete as i32,
+        jurisdiction: pb::Jurisdiction::Ccpa as i32,
+        subject_identities: vec![
+            pb::SubjectIdentity {
+                r#type: pb::IdentityType::Email as i32,
+                value: email.into(),
+            },
+            pb::SubjectIdentity {
+                r#type: pb::IdentityType::Phone as i32,
+                value: "+1 555 0100".into(),
+            },
+        ],
+        submitted_at: None,
+        channel: "web_form".into(),
+        requester: pb::Requester::Self_ as i32,
+        verification: Some(pb::Verification {
+            level: pb::VerificationLevel::Reasonable as i32,
+            method: "email link".into(),
+        }),
+        processor_ids: vec![],
+        labels: Default::default(),
+    }
+}
+
+/// Registers `processor`; returns its callback token.
+pub async fn register(app: &TestApp, processor: pb::Processor) -> String {
+    app.processors
+        .clone()
+        .register_processor(pb::RegisterProcessorRequest {
+            processor: Some(processor),
+        })
+        .await
+        .expect("register processor")
+        .into_inner()
+        .callback_token
+}
+
+/// Submits; returns the request.
+pub async fn submit(app: &TestApp, req: pb::SubmitRequestRequest) -> pb::DataSubjectRequest {
+    app.requests
+        .clone()
+        .submit_request(req)
+        .await
+        .expect("submit")
+        .into_inner()
+}
+
+/// Follows `WatchRequest` until the stream ends; returns every event.
+pub async fn watch_to_end(
+    client: &pb::request_service_client::RequestServiceClient<Channel>,
+    request_id: &str,
+) -> Vec<pb::RequestEvent> {
+    let mut stream = client
+        .clone()
+        .watch_request(pb::WatchRequestRequest {
+            request_id: request_id.into(),
+            after_sequence: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = Vec::new();
+    let collect = async {
+        while let Some(e) = stream.next().await {
+            events.push(e.expect("event"));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), collect)
+        .await
+        .expect("request did not finish in time");
+    events
+}
+
+/// The completion record.
+pub async fn record(app: &TestApp, request_id: &str) -> pb::CompletionRecord {
+    app.requests
+        .clone()
+        .get_completion_record(pb::GetCompletionRecordRequest {
+            request_id: request_id.into(),
+        })
+        .await
+        .expect("record")
+        .into_inner()
+}
+
+/// Adds `authorization: Bearer <token>` to a message.
+pub fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// Field paths of the `BadRequest` violations in an `INVALID_ARGUMENT` status.
+pub fn violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Follows the instruction's request until the instruction reaches `state`;
+/// returns it as listed then.
+pub async fn wait_for_state(
+    app: &TestApp,
+    instruction_id: &str,
+    state: pb::InstructionState,
+) -> pb::Instruction {
+    let find = || async {
+        app.instructions
+            .clone()
+            .list_instructions(pb::ListInstructionsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .instructions
+            .into_iter()
+            .find(|i| i.instruction_id == instruction_id)
+            .expect("instruction exists")
+    };
+    let first = find().await;
+    if first.state() == state {
+        return first;
+    }
+    let mut stream = app
+        .requests
+        .clone()
+        .watch_request(pb::WatchRequestRequest {
+            request_id: first.request_id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let wait = async {
+        while let Some(e) = stream.next().await {
+            let e = e.unwrap();
+            if let Some(i) = &e.instruction
+                && i.instruction_id == instruction_id
+                && i.state() == state
+            {
+                return;
+            }
+        }
+        panic!("request ended before the instruction reached {state:?}");
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .expect("state not reached in time");
+    find().await
+}
