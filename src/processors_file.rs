@@ -71,8 +71,13 @@ pub enum ProcessorsFileError {
         message: String,
     },
     /// An entry breaks a rule of the domain.
-    #[error("processors[{index}] ({processor_id}) is invalid: {violations}")]
+    #[error(
+        "processors file {}: processors[{index}] ({processor_id}) is invalid: {violations}",
+        path.display()
+    )]
     Invalid {
+        /// The file.
+        path: PathBuf,
         /// 0-based position in `processors`.
         index: usize,
         /// The entry's id.
@@ -82,8 +87,13 @@ pub enum ProcessorsFileError {
         violations: Violations,
     },
     /// Two entries have the same id.
-    #[error("processor {0} is declared more than once")]
-    Duplicate(ProcessorId),
+    #[error("processors file {}: processor {processor_id} is declared more than once", path.display())]
+    Duplicate {
+        /// The file.
+        path: PathBuf,
+        /// The repeated id.
+        processor_id: ProcessorId,
+    },
 }
 
 /// " at line L, column C", or nothing when the location is unknown.
@@ -118,12 +128,16 @@ pub fn load(path: &Path) -> Result<Vec<ProcessorSpec>, ProcessorsFileError> {
         let spec = entry
             .into_spec()
             .map_err(|violations| ProcessorsFileError::Invalid {
+                path: path.to_path_buf(),
                 index,
                 processor_id,
                 violations,
             })?;
         if !seen.insert(spec.id.clone()) {
-            return Err(ProcessorsFileError::Duplicate(spec.id));
+            return Err(ProcessorsFileError::Duplicate {
+                path: path.to_path_buf(),
+                processor_id: spec.id,
+            });
         }
         specs.push(spec);
     }
@@ -453,6 +467,7 @@ processors:
             index,
             processor_id,
             violations,
+            ..
         }) = load_str(&yaml)
         else {
             panic!("expected an invalid entry");
@@ -476,7 +491,7 @@ processors:
         let twice = edited("processor_id: paper-archive", "processor_id: group-co");
         assert!(matches!(
             load_str(&twice),
-            Err(ProcessorsFileError::Duplicate(id)) if id.as_str() == "group-co"
+            Err(ProcessorsFileError::Duplicate { processor_id, .. }) if processor_id.as_str() == "group-co"
         ));
         assert_eq!(load_str("processors: []\n").unwrap(), []);
         assert!(matches!(

@@ -66,8 +66,8 @@ impl Application {
                 )
             })?;
         if let Some(path) = &config.processors_file {
-            let specs = crate::processors_file::load(path)
-                .with_context(|| format!("cannot load processors file {}", path.display()))?;
+            // The loader's errors already name the file and the line.
+            let specs = crate::processors_file::load(path)?;
             let now = options.clock.now();
             for spec in &specs {
                 store.upsert_processor(spec, now).await.with_context(|| {

@@ -106,6 +106,7 @@ impl RequestApi {
         tx: mpsc::Sender<Result<pb::RequestEvent, Status>>,
         shutdown: CancellationToken,
     ) {
+        let mut terminal_checked = false;
         loop {
             let events = match store.events_after(id, after, 500).await {
                 Ok(events) => events,
@@ -126,10 +127,18 @@ impl RequestApi {
             if !events.is_empty() {
                 continue;
             }
-            // Nothing new. A client resuming after the terminal event gets
-            // an empty, finished stream.
+            // Nothing new. If the request is finished, its terminal event may
+            // have been written after our read: read once more, and end only
+            // when there is truly nothing left (a client resuming after the
+            // terminal event gets an empty, finished stream).
             match store.request(id).await {
-                Ok(r) if r.status.is_terminal() => return,
+                Ok(r) if r.status.is_terminal() => {
+                    if terminal_checked {
+                        return;
+                    }
+                    terminal_checked = true;
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => {
                     let _ = tx.send(Err(ApiError::from(e).into())).await;

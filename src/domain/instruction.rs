@@ -22,8 +22,10 @@ use super::{
     ResolvedBy, Timestamp,
 };
 
-/// Where an instruction is in its lifecycle.
+/// Where an instruction is in its lifecycle. Serialised by its stable
+/// upper-case name (the same as [`InstructionState::as_str`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum InstructionState {
     /// Waiting for its next attempt. Entered at intake, after a retryable
     /// failure (with `next_attempt_at` written), when a lease expires, and on

@@ -203,6 +203,7 @@ impl ProcessorSpec {
 
 /// Whether a processor receives new instructions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ProcessorStatus {
     /// Receives new instructions.
     Active,

@@ -201,7 +201,8 @@ pub struct NewRequest {
     pub requester: Requester,
     /// Verification reached.
     pub verification: Verification,
-    /// Restriction of the fan-out, sorted and de-duplicated; empty: all.
+    /// Restriction of the fan-out, in the caller's order, without
+    /// duplicates; empty: every processor that can take the request.
     pub processor_ids: Vec<ProcessorId>,
     /// Caller labels.
     pub labels: Labels,
@@ -216,8 +217,9 @@ impl NewRequest {
     }
 }
 
-/// The lifecycle of a request.
+/// The lifecycle of a request. Serialised by its stable upper-case name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RequestStatus {
     /// Taken in with its instructions; nothing delivered yet. Entered at
     /// intake; left when a dispatcher or puller first claims an instruction

@@ -1,9 +1,13 @@
 //! The retry policy: when to try a failed delivery again, and when to give up
-//! and escalate. Delays grow exponentially and are jittered so that a
-//! processor coming back from an outage is not hit by every instruction at
-//! the same instant. The computation is pure: the jitter is seeded from the
-//! instruction id and attempt, so a given instruction's schedule is
-//! reproducible in tests while different instructions spread out.
+//! and escalate. The nominal delay after the n-th failure is
+//! `min(max_backoff, initial_backoff * multiplier^(n-1))`; the actual delay
+//! is drawn from the upper half of it ("equal jitter"), so that a processor
+//! coming back from an outage is not hit by every instruction at the same
+//! instant — also once the nominal delay has reached its cap — while no
+//! retry comes sooner than half the nominal delay. The computation is pure:
+//! the jitter is seeded from the instruction id and attempt, so a given
+//! instruction's schedule is reproducible in tests while different
+//! instructions spread out.
 //!
 //! The delay sequence comes from `backon` (the maintained successor of the
 //! `backoff` crate); we only ask it for the n-th delay and write the result
@@ -82,21 +86,34 @@ impl RetryPolicy {
         attempts_since_arm < self.max_attempts
     }
 
-    /// The delay after the `attempt`-th failed attempt (1-based), jittered
-    /// by a seed derived from the instruction id, never above `max_backoff`.
+    /// The delay after the `attempt`-th failed attempt (1-based): within
+    /// `[nominal / 2, nominal]`, jittered by a seed derived from the
+    /// instruction id and attempt.
     pub fn delay_after(&self, attempt: u32, instruction: InstructionId) -> Duration {
         let seed = instruction.as_uuid().as_u64_pair().1 ^ u64::from(attempt);
-        let delay = ExponentialBuilder::new()
-            .with_min_delay(self.initial_backoff)
-            .with_max_delay(self.max_backoff)
+        // backon adds up to 100 % jitter on top of its delay, so asking it
+        // for half the nominal delay yields the upper half of the nominal.
+        ExponentialBuilder::new()
+            .with_min_delay(self.initial_backoff / 2)
+            .with_max_delay(self.max_backoff / 2)
             .with_factor(self.multiplier as f32)
             .without_max_times()
             .with_jitter()
             .with_jitter_seed(seed)
             .build()
             .nth(attempt.saturating_sub(1) as usize)
-            .unwrap_or(self.max_backoff);
-        delay.min(self.max_backoff)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+
+    /// The nominal (un-jittered) delay after the `attempt`-th failure.
+    pub fn nominal_delay(&self, attempt: u32) -> Duration {
+        let factor = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(1000) as i32);
+        self.initial_backoff
+            .mul_f64(factor.min(1e9))
+            .min(self.max_backoff)
     }
 }
 
@@ -115,21 +132,34 @@ mod tests {
     }
 
     #[test]
-    fn delays_grow_within_jitter_bounds_and_are_capped() {
+    fn delays_stay_in_the_upper_half_of_the_nominal_delay() {
         let p = policy();
-        let id = InstructionId::new();
-        for attempt in 1..=10u32 {
-            let base = Duration::from_secs(1)
-                .mul_f64(2f64.powi(attempt as i32 - 1))
-                .min(Duration::from_secs(60));
-            let d = p.delay_after(attempt, id);
-            assert!(
-                d >= base.min(Duration::from_secs(60)),
-                "{attempt}: {d:?} < {base:?}"
-            );
-            assert!(d <= Duration::from_secs(60), "{attempt}: {d:?}");
-            assert!(d <= base * 2, "{attempt}: {d:?} > 2x {base:?}");
+        for _ in 0..50 {
+            let id = InstructionId::new();
+            for attempt in 1..=12u32 {
+                let nominal = p.nominal_delay(attempt);
+                let d = p.delay_after(attempt, id);
+                // f32 arithmetic inside backon: allow a microsecond of slack.
+                let slack = Duration::from_micros(1);
+                assert!(
+                    d + slack >= nominal / 2,
+                    "{attempt}: {d:?} < half of {nominal:?}"
+                );
+                assert!(d <= nominal + slack, "{attempt}: {d:?} > {nominal:?}");
+            }
         }
+        assert_eq!(p.nominal_delay(1), Duration::from_secs(1));
+        assert_eq!(p.nominal_delay(3), Duration::from_secs(4));
+        assert_eq!(p.nominal_delay(12), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn capped_delays_are_still_spread() {
+        let p = policy();
+        let delays: std::collections::BTreeSet<_> = (0..20)
+            .map(|_| p.delay_after(12, InstructionId::new()))
+            .collect();
+        assert!(delays.len() > 10, "{delays:?}");
     }
 
     #[test]

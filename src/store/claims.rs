@@ -98,9 +98,20 @@ impl Store {
         sql.push(") returning payload, ").push(INSTRUCTION_COLUMNS);
         let mut tx = self.begin().await?;
         let rows = sql.query().fetch_all(&mut *tx).await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let view = instruction(row)?;
+        let mut leased = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    instruction(row)?,
+                    from_json::<Vec<SubjectIdentity>>(row, "payload")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Request rows are locked in id order by every multi-request
+        // transaction, so concurrent claims on replicas cannot deadlock.
+        leased.sort_by_key(|(view, _)| view.request_id);
+        let mut claimed = Vec::with_capacity(leased.len());
+        for (view, identities) in leased {
             let kind = if view.acknowledged_at.is_some() {
                 ClaimKind::Reminder
             } else if view.attempts > 1 {
@@ -132,7 +143,6 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             after_change(&mut tx, &view, now).await?;
-            let identities: Vec<SubjectIdentity> = from_json(row, "payload")?;
             claimed.push(Claimed {
                 instruction: view,
                 identities,
@@ -169,10 +179,14 @@ impl Store {
         .query()
         .fetch_all(&mut *tx)
         .await?;
+        let mut views = rows
+            .iter()
+            .map(instruction)
+            .collect::<Result<Vec<_>, _>>()?;
+        views.sort_by_key(|v| v.request_id);
         let mut touched = Vec::new();
-        for row in &rows {
-            let view = instruction(row)?;
-            after_change(&mut tx, &view, now).await?;
+        for view in &views {
+            after_change(&mut tx, view, now).await?;
             touched.push(view.request_id);
         }
         tx.commit().await?;

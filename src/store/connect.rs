@@ -1,6 +1,8 @@
 //! Opening the database: choosing the backend from the URL, tuning each
 //! connection, and running the embedded migrations.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +66,38 @@ impl Default for StoreOptions {
     }
 }
 
+/// The database file named by a SQLite URL, or `None` for in-memory ones.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// SQLite serves one process: a second orchestrator on the same file would
+/// run a second dispatcher that SQLite's locking cannot coordinate with the
+/// first. An exclusive OS lock on `<file>.lock`, held for the life of the
+/// store, refuses it with a clear error instead.
+fn sqlite_process_lock(url: &str) -> Result<Option<File>, StoreError> {
+    let Some(path) = sqlite_path(url) else {
+        return Ok(None);
+    };
+    let mut lock_path = path.clone().into_os_string();
+    lock_path.push(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Err(StoreError::InUse(path.display().to_string())),
+        Err(TryLockError::Error(e)) => Err(StoreError::Database(sqlx::Error::Io(e))),
+    }
+}
+
 impl Store {
     /// Connects, tunes and migrates. A SQLite file is created if missing.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
@@ -79,6 +113,10 @@ impl Store {
                 format!("{url}{sep}mode=rwc")
             }
             _ => url.to_string(),
+        };
+        let process_lock = match backend {
+            Backend::Sqlite => sqlite_process_lock(&url)?,
+            Backend::Postgres => None,
         };
         let busy_ms = options.sqlite_busy_timeout.as_millis();
         let pool = AnyPoolOptions::new()
@@ -103,6 +141,9 @@ impl Store {
             })
             .connect(&url)
             .await?;
+        // The pool connects lazily beyond its first connection; ask for one
+        // now so a wrong URL or an unreachable server fails startup.
+        pool.acquire().await?;
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
@@ -111,8 +152,47 @@ impl Store {
         Ok(Store {
             pool,
             backend,
+            _process_lock: process_lock.map(Arc::new),
             work: Arc::new(Notify::new()),
             events,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            sqlite_path("sqlite://dsr.db"),
+            Some(PathBuf::from("dsr.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/dsr/dsr.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/dsr/dsr.db"))
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_on_one_sqlite_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/dsr.db", dir.path().display());
+        let first = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let err = Store::connect(&url, &StoreOptions::default())
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, StoreError::InUse(_)), "{err}");
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        first.close().await;
+        drop(first);
+        Store::connect(&url, &StoreOptions::default())
+            .await
+            .expect("free again");
     }
 }

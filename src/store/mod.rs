@@ -68,6 +68,12 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// Another process holds the SQLite file.
+    #[error(
+        "the SQLite database {0} is in use by another dsr-orchestrator process; \
+         SQLite serves one process — use PostgreSQL to run several replicas"
+    )]
+    InUse(String),
     /// Migrations failed.
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -82,6 +88,9 @@ pub struct Store {
     work: Arc<Notify>,
     /// Tells watchers (WatchRequest) which request got new events.
     events: broadcast::Sender<RequestId>,
+    /// SQLite only: the exclusive lock that keeps a second process off the
+    /// file; released when the last clone is dropped.
+    _process_lock: Option<Arc<std::fs::File>>,
 }
 
 impl Store {

@@ -10,7 +10,7 @@ use super::codec::{
     time,
 };
 use super::transition::{Sql, Target, apply, json_bind};
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionState, InstructionView, Jurisdiction, RequestId, RequestKind,
     RequestStatus, RequestSummary, ResolvedBy, Timestamp, Verification, Violations,
@@ -186,6 +186,28 @@ impl Store {
         now: Timestamp,
     ) -> Result<(RequestSummary, Vec<InstructionView>), StoreError> {
         let mut tx = self.begin().await?;
+        // Lock order everywhere: instruction rows first, then the request
+        // row. (SQLite's BEGIN IMMEDIATE already serialises writers.)
+        let mut open_sql = Sql::new(format!(
+            "select {INSTRUCTION_COLUMNS} from instructions where request_id = "
+        ));
+        open_sql
+            .bind(id.to_string())
+            .push(" and state in (")
+            .push(&state_list(&InstructionState::sources(
+                InstructionEvent::Cancel,
+            )))
+            .push(") order by processor_id");
+        if self.backend == Backend::Postgres {
+            open_sql.push(" for update");
+        }
+        let open: Vec<InstructionView> = open_sql
+            .query()
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(instruction)
+            .collect::<Result<_, _>>()?;
         let locked = Sql::new("update requests set cancel_reason = ")
             .bind(reason)
             .push(" where id = ")
@@ -201,21 +223,6 @@ impl Store {
                 "the request is already finished".into(),
             ));
         }
-        let open: Vec<InstructionView> = Sql::new(format!(
-            "select {INSTRUCTION_COLUMNS} from instructions where request_id = "
-        ))
-        .bind(id.to_string())
-        .push(" and state in (")
-        .push(&state_list(&InstructionState::sources(
-            InstructionEvent::Cancel,
-        )))
-        .push(") order by processor_id")
-        .query()
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(instruction)
-        .collect::<Result<_, _>>()?;
         for i in &open {
             apply(
                 &mut tx,

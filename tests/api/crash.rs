@@ -48,7 +48,9 @@ fn spawn_doomed(db: &TestDb) -> (std::net::SocketAddr, Doomed) {
                 _ = killed => {}
             }
         });
-        rt.shutdown_background();
+        // Dropping every task (and with them the store and its SQLite file
+        // lock) is what the end of a crashed process does.
+        rt.shutdown_timeout(std::time::Duration::from_secs(10));
     });
     (addr_rx.recv().unwrap(), Doomed { kill, thread })
 }

@@ -27,7 +27,12 @@ async fn deletion_fans_out_to_three_processors(db: TestDb) {
     }
     let req = submit(&app, deletion("alice@example.com")).await;
     assert_eq!(req.instructions.len(), 3);
-    assert_eq!(req.status(), pb::RequestStatus::Received);
+    // The dispatcher may already have claimed an instruction by the time
+    // the answer is read back.
+    assert!(matches!(
+        req.status(),
+        pb::RequestStatus::Received | pb::RequestStatus::InProgress
+    ));
 
     let events = watch_to_end(&app.requests, &req.request_id).await;
     let last = events.last().unwrap();

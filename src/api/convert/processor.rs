@@ -4,9 +4,9 @@
 //! proto3 scalars cannot be unset, so zero reads as "take the default"
 //! wherever zero is not a meaningful setting: `max_in_flight`, the retry
 //! policy's `multiplier` and `max_attempts`, and — because its messages are
-//! all-or-nothing defaults — a zero retry duration. The one casualty is
-//! `max_reminders`, whose valid range includes 0: over the API, 0 means
-//! "default (3)"; the YAML file can say 0.
+//! all-or-nothing defaults — a zero retry duration. `max_reminders`, whose
+//! valid range includes 0, is an `optional` field instead: unset means the
+//! default.
 
 use std::time::Duration;
 
@@ -65,7 +65,7 @@ fn spec(p: pb::Processor) -> Result<ProcessorSpec, Violations> {
         retry_policy.unwrap_or_default(),
         ack_timeout.flatten(),
         completion_timeout.flatten(),
-        unless_zero(p.max_reminders),
+        p.max_reminders,
         unless_zero(p.max_in_flight),
     );
     let spec = v.take("", spec);
@@ -133,8 +133,7 @@ pub fn processor(p: &Processor) -> pb::Processor {
 }
 
 /// The wire form of a declared processor, output-only fields unset. Every
-/// optional field is written out, so reading it back gives the same spec
-/// (but for `max_reminders: 0`, see the module docs).
+/// optional field is written out, so reading it back gives the same spec.
 pub(super) fn spec_pb(s: &ProcessorSpec) -> pb::Processor {
     pb::Processor {
         processor_id: s.id.to_string(),
@@ -152,7 +151,7 @@ pub(super) fn spec_pb(s: &ProcessorSpec) -> pb::Processor {
         }),
         ack_timeout: Some(duration_pb(s.ack_timeout)),
         completion_timeout: Some(duration_pb(s.completion_timeout)),
-        max_reminders: s.max_reminders,
+        max_reminders: Some(s.max_reminders),
         max_in_flight: s.max_in_flight,
         status: 0,
         created_at: None,
@@ -322,7 +321,7 @@ pub(super) mod tests {
                 |p| p.completion_timeout = secs(91 * 86400),
                 &["processor.completion_timeout"],
             ),
-            (|p| p.max_reminders = 21, &["processor.max_reminders"]),
+            (|p| p.max_reminders = Some(21), &["processor.max_reminders"]),
             (|p| p.max_in_flight = 1001, &["processor.max_in_flight"]),
             (
                 |p| {

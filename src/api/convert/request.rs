@@ -124,14 +124,18 @@ fn processor_ids(ids: &[String]) -> Result<Vec<ProcessorId>, Violations> {
             format!("at most {MAX_PROCESSOR_IDS} processor ids"),
         ));
     }
+    // The caller's order is kept, so that later findings about an id
+    // (unknown, disabled, ...) can name the caller's index.
     let mut v = Violations::new();
-    let mut parsed: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .filter_map(|(i, id)| v.take(&format!("[{i}]"), ProcessorId::parse(id)))
-        .collect();
-    parsed.sort();
-    parsed.dedup();
+    let mut parsed: Vec<ProcessorId> = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(id) = v.take(&format!("[{i}]"), ProcessorId::parse(id)) {
+            if parsed.contains(&id) {
+                v.add(format!("[{i}]"), "duplicate processor id");
+            }
+            parsed.push(id);
+        }
+    }
     v.finish(|| parsed)
 }
 
@@ -213,7 +217,7 @@ mod tests {
                 level: pb::VerificationLevel::Reasonable as i32,
                 method: "email link".into(),
             }),
-            processor_ids: vec!["zeta-co".into(), "alpha-co".into(), "zeta-co".into()],
+            processor_ids: vec!["zeta-co".into(), "alpha-co".into()],
             labels: HashMap::from([("ticket".into(), "T-1".into())]),
         }
     }
@@ -231,7 +235,7 @@ mod tests {
             "truncated to micros"
         );
         let ids: Vec<_> = r.processor_ids.iter().map(ProcessorId::as_str).collect();
-        assert_eq!(ids, ["alpha-co", "zeta-co"], "sorted and de-duplicated");
+        assert_eq!(ids, ["zeta-co", "alpha-co"], "in the caller's order");
     }
 
     #[test]
@@ -292,6 +296,10 @@ mod tests {
             (
                 |r| r.processor_ids[1] = "Alpha".into(),
                 &["processor_ids[1]"],
+            ),
+            (
+                |r| r.processor_ids.push("zeta-co".into()),
+                &["processor_ids[2]"],
             ),
             (
                 |r| r.processor_ids = (0..101).map(|i| format!("p-{i}")).collect(),

@@ -114,13 +114,7 @@ pub fn apply_update(
     for field in &fields {
         field.copy(&patch, &mut merged);
     }
-    let mut spec = processor_spec(Some(merged))?;
-    // The wire cannot say "0 reminders" (zero reads as the default), so a
-    // stored 0 that the mask leaves alone is put back rather than reset.
-    if !fields.contains(&Field::MaxReminders) {
-        spec.max_reminders = current.max_reminders;
-    }
-    Ok(spec)
+    processor_spec(Some(merged))
 }
 
 /// The named fields; paths like `paths[2]`.

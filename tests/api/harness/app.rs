@@ -19,7 +19,6 @@ use super::TestDb;
 
 /// A running orchestrator and clients for it.
 pub struct TestApp {
-    pub addr: SocketAddr,
     pub requests: RequestServiceClient<Channel>,
     pub processors: ProcessorServiceClient<Channel>,
     pub instructions: InstructionServiceClient<Channel>,
@@ -77,7 +76,6 @@ impl TestApp {
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let ch = channel(addr).await;
         Self {
-            addr,
             requests: RequestServiceClient::new(ch.clone()),
             processors: ProcessorServiceClient::new(ch.clone()),
             instructions: InstructionServiceClient::new(ch),
