@@ -7,6 +7,7 @@ mod harness;
 mod crash;
 mod delivery;
 mod intake;
+mod limits;
 mod processors;
 mod pull;
 mod requests;

@@ -1,0 +1,77 @@
+//! Dispatcher bounds and error classification, one pass at a time.
+
+use std::sync::Arc;
+
+use dsr_orchestrator::clock::ManualClock;
+use dsr_orchestrator::pb;
+use dsr_orchestrator::startup::Options;
+use tonic::Code;
+
+use crate::backends;
+use crate::harness::*;
+
+backends!(
+    concurrency_is_bounded_per_processor_and_overall,
+    non_retryable_errors_escalate_at_once
+);
+
+fn one_pass_at_a_time() -> Options {
+    Options {
+        clock: Arc::new(ManualClock::new()),
+        run_dispatcher: false,
+        ..Options::default()
+    }
+}
+
+/// A pass claims no more than a processor's `max_in_flight`, and no more
+/// than `--max-in-flight` across processors.
+async fn concurrency_is_bounded_per_processor_and_overall(db: TestDb) {
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 3).await;
+    let a = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let b = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let mut narrow = push_processor("narrow", &a.endpoint());
+    narrow.max_in_flight = 2;
+    register(&app, narrow).await;
+    register(&app, push_processor("wide", &b.endpoint())).await;
+    for n in 0..5 {
+        submit(&app, deletion(&format!("u{n}@example.com"))).await;
+    }
+    // 10 due instructions; 3 slots overall, at most 2 of them for "narrow".
+    let mut per_pass = Vec::new();
+    loop {
+        let before = (a.deliveries().len(), b.deliveries().len());
+        let n = app.dispatcher.run_once().await.unwrap();
+        if n == 0 {
+            break;
+        }
+        let narrow_now = a.deliveries().len() - before.0;
+        assert!(narrow_now <= 2, "narrow got {narrow_now} in one pass");
+        per_pass.push(n);
+    }
+    assert!(per_pass.iter().all(|&n| n <= 3), "{per_pass:?}");
+    assert_eq!(per_pass.iter().sum::<usize>(), 10);
+    assert_eq!((a.deliveries().len(), b.deliveries().len()), (5, 5));
+    app.stop().await;
+}
+
+/// Codes other than UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+/// ABORTED and INTERNAL escalate after one attempt, with the error kept.
+async fn non_retryable_errors_escalate_at_once(db: TestDb) {
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::Error(Code::PermissionDenied)).await;
+    register(&app, push_processor("strict", &fake.endpoint())).await;
+    let req = submit(&app, deletion("oscar@example.com")).await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
+    let i = wait_for_state(
+        &app,
+        &req.instructions[0].instruction_id,
+        pb::InstructionState::Escalated,
+    )
+    .await;
+    assert_eq!(i.attempts, 1);
+    assert_eq!(i.history[0].result, "fatal_error");
+    assert_eq!(i.history[0].error_code, "PERMISSION_DENIED");
+    assert_eq!(fake.deliveries().len(), 1);
+    app.stop().await;
+}
