@@ -152,7 +152,7 @@ impl Store {
         }
         tx.commit().await?;
         let touched: Vec<_> = claimed.iter().map(|c| c.instruction.request_id).collect();
-        self.announce(&touched, false);
+        self.announce(&touched, false).await;
         Ok(claimed)
     }
 
@@ -190,7 +190,7 @@ impl Store {
             touched.push(view.request_id);
         }
         tx.commit().await?;
-        self.announce(&touched, false);
+        self.announce(&touched, false).await;
         Ok(rows.len())
     }
 

@@ -149,12 +149,21 @@ impl Store {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         let (events, _) = broadcast::channel(4096);
+        let work = Arc::new(Notify::new());
+        let listener = (backend == Backend::Postgres).then(|| {
+            Arc::new(super::notify::listen(
+                url.clone(),
+                work.clone(),
+                events.clone(),
+            ))
+        });
         Ok(Store {
             pool,
             backend,
             _process_lock: process_lock.map(Arc::new),
-            work: Arc::new(Notify::new()),
+            work,
             events,
+            _listener: listener,
         })
     }
 }

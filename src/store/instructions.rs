@@ -147,7 +147,9 @@ impl Store {
         }
         tx.commit().await?;
         if let Some(v) = &view {
-            self.announce(&[v.request_id], event == InstructionEvent::RetryLater);
+            // A retry is not due yet: the local dispatcher recomputes its sleep when
+            // the delivery task ends, and other replicas need no wake-up.
+            self.announce(&[v.request_id], false).await;
         }
         Ok(view)
     }
@@ -195,7 +197,7 @@ impl Store {
         tx.commit().await?;
         match view {
             Some(v) => {
-                self.announce(&[v.request_id], false);
+                self.announce(&[v.request_id], false).await;
                 Ok(v)
             }
             // Raced with another change; report what is there now.
@@ -231,7 +233,7 @@ impl Store {
         tx.commit().await?;
         match view {
             Some(v) => {
-                self.announce(&[v.request_id], false);
+                self.announce(&[v.request_id], false).await;
                 Ok(v)
             }
             None => {
@@ -272,7 +274,7 @@ impl Store {
         tx.commit().await?;
         match view {
             Some(v) => {
-                self.announce(&[v.request_id], true);
+                self.announce(&[v.request_id], true).await;
                 Ok(v)
             }
             None => {

@@ -172,7 +172,7 @@ impl Store {
             write_record(&mut tx, req.id, now).await?;
         }
         tx.commit().await?;
-        self.announce(&[req.id], !targets.is_empty());
+        self.announce(&[req.id], !targets.is_empty()).await;
         Ok(Intake {
             request: self.request(req.id).await?,
             created: true,

@@ -28,6 +28,7 @@ mod connect;
 mod events;
 mod instructions;
 mod intake;
+mod notify;
 mod processors;
 mod records;
 mod requests;
@@ -91,6 +92,8 @@ pub struct Store {
     /// SQLite only: the exclusive lock that keeps a second process off the
     /// file; released when the last clone is dropped.
     _process_lock: Option<Arc<std::fs::File>>,
+    /// PostgreSQL only: relays other replicas' notifications.
+    _listener: Option<Arc<notify::Listener>>,
 }
 
 impl Store {
@@ -130,14 +133,18 @@ impl Store {
         })
     }
 
-    /// Publishes the effects of a committed transaction to this process.
-    fn announce(&self, touched: &[RequestId], new_work: bool) {
+    /// Publishes the effects of a committed transaction: at once to this
+    /// process, and on PostgreSQL to the other replicas.
+    async fn announce(&self, touched: &[RequestId], new_work: bool) {
         for id in touched {
             // No receivers is fine: nobody is watching.
             let _ = self.events.send(*id);
         }
         if new_work {
             self.work.notify_one();
+        }
+        if self.backend == Backend::Postgres {
+            self.publish(touched, new_work).await;
         }
     }
 }

@@ -235,7 +235,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        self.announce(&[id], false);
+        self.announce(&[id], false).await;
         let reached = open
             .into_iter()
             .filter(|i| i.first_instructed_at.is_some())

@@ -10,5 +10,7 @@ mod intake;
 mod limits;
 mod processors;
 mod pull;
+mod replicas;
 mod requests;
+mod scale;
 mod validation;
