@@ -54,8 +54,13 @@ impl TestDb {
                     panic!("PostgreSQL is required (DSR_REQUIRE_POSTGRES=1) but unreachable: {e}");
                 }
                 if !WARNED.swap(true, Ordering::Relaxed) {
-                    eprintln!(
-                        "NOTE: PostgreSQL at {} unreachable ({e}); the PostgreSQL half of the suite is SKIPPED",
+                    // Written to the real stderr, not through `eprintln!`,
+                    // which the test harness would capture and hide.
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "NOTE: PostgreSQL at {} unreachable ({e}); the PostgreSQL half of the suite is SKIPPED \
+                         (each *::postgres test passes without running)",
                         admin_url()
                     );
                 }
