@@ -19,6 +19,7 @@
 
 pub mod adapter;
 pub mod grpc;
+mod recorder;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::domain::{AdapterConfig, InstructionView, Processor, ProcessorId};
-use crate::store::{ClaimKind, Claimed, DeliveryResult, Store};
+use crate::store::{ClaimKind, Claimed, DeliveryReport, DeliveryResult, Store};
 use adapter::{Adapter, Answer, Delivery, Endpoint};
+use recorder::Recorder;
 
 /// Dispatcher settings.
 #[derive(Clone, Debug)]
@@ -67,6 +69,8 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     adapter: Arc<dyn Adapter>,
     config: DispatchConfig,
+    /// Writes delivery results in batches.
+    recorder: Recorder,
     /// Lease owner name of this dispatcher (unique per process).
     owner: Arc<str>,
     /// Global delivery slots.
@@ -85,6 +89,7 @@ impl Dispatcher {
         config: DispatchConfig,
     ) -> Self {
         Self {
+            recorder: Recorder::start(store.clone(), clock.clone()),
             store,
             clock,
             adapter,
@@ -278,18 +283,17 @@ impl Dispatcher {
                 }
             }
         };
-        match self
-            .store
-            .record_delivery(c.instruction.id, &c.owner, c.attempt(), result, now)
-            .await
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                tracing::info!("lease lost before the answer was recorded; the newer claim wins")
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not record delivery; it will be redelivered when the lease expires")
-            }
+        let report = DeliveryReport {
+            id: c.instruction.id,
+            owner: c.owner.clone(),
+            attempt: c.attempt(),
+            result,
+        };
+        if !self.recorder.record(report).await {
+            tracing::info!(
+                "result not recorded (lease lost to a newer claim, or the write failed); \
+                 the instruction's current holder decides"
+            );
         }
     }
 

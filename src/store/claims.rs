@@ -15,7 +15,8 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::codec::{INSTRUCTION_COLUMNS, from_json, instruction, micros};
-use super::transition::{Sql, after_change};
+use super::sql::{Bind, Sql};
+use super::transition::after_changes;
 use super::{Backend, Store, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionState, InstructionView, ProcessorId, SubjectIdentity, Timestamp,
@@ -98,20 +99,9 @@ impl Store {
         sql.push(") returning payload, ").push(INSTRUCTION_COLUMNS);
         let mut tx = self.begin().await?;
         let rows = sql.query().fetch_all(&mut *tx).await?;
-        let mut leased = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    instruction(row)?,
-                    from_json::<Vec<SubjectIdentity>>(row, "payload")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        // Request rows are locked in id order by every multi-request
-        // transaction, so concurrent claims on replicas cannot deadlock.
-        leased.sort_by_key(|(view, _)| view.request_id);
-        let mut claimed = Vec::with_capacity(leased.len());
-        for (view, identities) in leased {
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let view = instruction(row)?;
             let kind = if view.acknowledged_at.is_some() {
                 ClaimKind::Reminder
             } else if view.attempts > 1 {
@@ -119,36 +109,18 @@ impl Store {
             } else {
                 ClaimKind::First
             };
-            // The previous attempt of a redelivered instruction never
-            // answered: its lease expired.
-            Sql::new("update delivery_attempts set result = 'lease_expired', finished_at = ")
-                .bind(now_us)
-                .push(" where result = 'pending' and instruction_id = ")
-                .bind(view.id.to_string())
-                .query()
-                .execute(&mut *tx)
-                .await?;
-            Sql::new(
-                "insert into delivery_attempts (instruction_id, attempt, started_at, result) values (",
-            )
-            .bind(view.id.to_string())
-            .push(", ")
-            .bind(i64::from(view.attempts))
-            .push(", ")
-            .bind(now_us)
-            .push(", ")
-            .bind(if kind == ClaimKind::Reminder { "reminder" } else { "pending" })
-            .push(")")
-            .query()
-            .execute(&mut *tx)
-            .await?;
-            after_change(&mut tx, &view, now).await?;
             claimed.push(Claimed {
+                identities: from_json(row, "payload")?,
                 instruction: view,
-                identities,
                 kind,
                 owner: owner.to_string(),
             });
+        }
+        if !claimed.is_empty() {
+            record_attempts(&mut tx, &claimed, now_us).await?;
+            let views: Vec<InstructionView> =
+                claimed.iter().map(|c| c.instruction.clone()).collect();
+            after_changes(&mut tx, self.backend, &views, now).await?;
         }
         tx.commit().await?;
         let touched: Vec<_> = claimed.iter().map(|c| c.instruction.request_id).collect();
@@ -179,19 +151,15 @@ impl Store {
         .query()
         .fetch_all(&mut *tx)
         .await?;
-        let mut views = rows
+        let views = rows
             .iter()
             .map(instruction)
             .collect::<Result<Vec<_>, _>>()?;
-        views.sort_by_key(|v| v.request_id);
-        let mut touched = Vec::new();
-        for view in &views {
-            after_change(&mut tx, view, now).await?;
-            touched.push(view.request_id);
-        }
+        after_changes(&mut tx, self.backend, &views, now).await?;
         tx.commit().await?;
+        let touched: Vec<_> = views.iter().map(|v| v.request_id).collect();
         self.announce(&touched, false).await;
-        Ok(rows.len())
+        Ok(views.len())
     }
 
     /// The earliest time any instruction becomes due (for any processor),
@@ -209,4 +177,44 @@ impl Store {
             .map(super::codec::from_micros)
             .transpose()
     }
+}
+
+/// Opens a history entry for each claimed attempt; the previous attempt of
+/// a redelivered instruction never answered, so its lease expired.
+async fn record_attempts(
+    conn: &mut sqlx::AnyConnection,
+    claimed: &[Claimed],
+    now_us: i64,
+) -> Result<(), StoreError> {
+    let retried: Vec<String> = claimed
+        .iter()
+        .filter(|c| c.instruction.attempts > 1)
+        .map(|c| c.instruction.id.to_string())
+        .collect();
+    if !retried.is_empty() {
+        let mut sql =
+            Sql::new("update delivery_attempts set result = 'lease_expired', finished_at = ");
+        sql.bind(now_us)
+            .push(" where result = 'pending' and instruction_id in (")
+            .list(retried)
+            .push(")");
+        sql.query().execute(&mut *conn).await?;
+    }
+    let mut sql = Sql::new(
+        "insert into delivery_attempts (instruction_id, attempt, started_at, result) values ",
+    );
+    sql.rows(claimed.iter().map(|c| {
+        vec![
+            Bind::from(c.instruction.id.to_string()),
+            Bind::from(i64::from(c.instruction.attempts)),
+            Bind::from(now_us),
+            Bind::from(if c.kind == ClaimKind::Reminder {
+                "reminder"
+            } else {
+                "pending"
+            }),
+        ]
+    }));
+    sql.query().execute(&mut *conn).await?;
+    Ok(())
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
 use super::codec::{json, micros, request_id, time};
-use super::transition::Sql;
+use super::sql::{Bind, Sql};
 use super::{Store, StoreError};
 use crate::domain::{InstructionView, RequestId, RequestStatus, Timestamp};
 
@@ -55,33 +55,45 @@ struct Body {
     instruction: Option<InstructionView>,
 }
 
-/// Appends one event (sequence numbers come from the request row's bump).
-pub(super) async fn append_event(
+/// An event about to be appended.
+pub(super) struct NewEvent<'a> {
+    /// The request.
+    pub request: RequestId,
+    /// Its sequence number (from the request row's bump).
+    pub seq: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The request's status after it.
+    pub request_status: RequestStatus,
+    /// The instruction after the change.
+    pub instruction: Option<&'a InstructionView>,
+}
+
+/// Appends events, all in one statement.
+pub(super) async fn append_events(
     conn: &mut AnyConnection,
-    request: RequestId,
-    seq: i64,
+    events: &[NewEvent<'_>],
     now: Timestamp,
-    kind: EventKind,
-    request_status: RequestStatus,
-    instruction: Option<&InstructionView>,
 ) -> Result<(), StoreError> {
-    let body = json(&Body {
-        kind,
-        request_status,
-        instruction: instruction.cloned(),
-    });
-    Sql::new("insert into request_events (request_id, seq, occurred_at, body) values (")
-        .bind(request.to_string())
-        .push(", ")
-        .bind(seq)
-        .push(", ")
-        .bind(micros(now))
-        .push(", ")
-        .bind(body)
-        .push(")")
-        .query()
-        .execute(&mut *conn)
-        .await?;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut sql =
+        Sql::new("insert into request_events (request_id, seq, occurred_at, body) values ");
+    sql.rows(events.iter().map(|e| {
+        let body = json(&Body {
+            kind: e.kind,
+            request_status: e.request_status,
+            instruction: e.instruction.cloned(),
+        });
+        vec![
+            Bind::from(e.request.to_string()),
+            Bind::from(e.seq),
+            Bind::from(micros(now)),
+            Bind::from(body),
+        ]
+    }));
+    sql.query().execute(&mut *conn).await?;
     Ok(())
 }
 

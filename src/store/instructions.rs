@@ -4,8 +4,9 @@
 
 use sqlx::Row;
 
-use super::codec::{INSTRUCTION_COLUMNS, instruction, micros, opt_time, state_list, time};
-use super::transition::{Bind, Sql, Target, apply, json_bind};
+use super::codec::{INSTRUCTION_COLUMNS, instruction, opt_time, state_list, time};
+use super::sql::Sql;
+use super::transition::{AttemptClose, Change, apply};
 use super::{Store, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionId, InstructionResult, InstructionState, InstructionView,
@@ -49,107 +50,21 @@ pub struct DeliveryAttemptRow {
     pub error_message: Option<String>,
 }
 
-/// How a delivery ended, as the dispatcher reports it.
-#[derive(Clone, Debug)]
-pub enum DeliveryResult {
-    /// The processor accepted; the outcome is due by the given time.
-    Accepted { reply_due_at: Timestamp },
-    /// The processor answered with its final result.
-    Outcome(InstructionResult),
-    /// A retryable error; try again at the given time.
-    RetryAt {
-        at: Timestamp,
-        code: String,
-        message: String,
-    },
-    /// Give up and escalate (fatal error or budget exhausted).
-    Escalate { code: String, message: String },
-}
-
 impl Store {
-    /// Records the end of a delivery, if the caller's lease still holds.
-    /// Returns `None` when the lease was lost (someone else owns it now).
-    pub async fn record_delivery(
+    /// Applies one change in its own transaction; `None` if its guard did
+    /// not match.
+    async fn change_one(
         &self,
-        id: InstructionId,
-        owner: &str,
-        attempt: u32,
-        result: DeliveryResult,
+        change: Change,
         now: Timestamp,
     ) -> Result<Option<InstructionView>, StoreError> {
-        let target = Target::Leased { id, owner, attempt };
-        let (event, sets, history, code, message): (_, Vec<(&'static str, Bind)>, _, _, _) =
-            match result {
-                DeliveryResult::Accepted { reply_due_at } => (
-                    InstructionEvent::Acknowledge,
-                    vec![("reply_due_at", micros(reply_due_at).into())],
-                    "accepted",
-                    None,
-                    None,
-                ),
-                DeliveryResult::Outcome(r) => (
-                    InstructionEvent::Resolve(r.outcome),
-                    vec![
-                        ("result", json_bind(&r)),
-                        ("resolved_by", json_bind(&ResolvedBy::Processor)),
-                    ],
-                    "outcome",
-                    None,
-                    None,
-                ),
-                DeliveryResult::RetryAt { at, code, message } => (
-                    InstructionEvent::RetryLater,
-                    vec![
-                        ("next_attempt_at", micros(at).into()),
-                        ("last_error", format!("{code}: {message}").into()),
-                    ],
-                    "retryable_error",
-                    Some(code),
-                    Some(message),
-                ),
-                DeliveryResult::Escalate { code, message } => (
-                    InstructionEvent::Escalate,
-                    vec![("last_error", format!("{code}: {message}").into())],
-                    "fatal_error",
-                    Some(code),
-                    Some(message),
-                ),
-            };
-        // The first acknowledgement counts; a reminder's does not move it.
-        // (An integer we computed, so inlining it is safe.)
-        let first_ack = format!(
-            "acknowledged_at = coalesce(acknowledged_at, {})",
-            micros(now)
-        );
-        let raw: &[&str] = if event == InstructionEvent::Acknowledge {
-            &[first_ack.as_str()]
-        } else {
-            &[]
-        };
         let mut tx = self.begin().await?;
-        let view = apply(&mut tx, target, event, sets, raw, now).await?;
-        if view.is_some() {
-            Sql::new("update delivery_attempts set result = ")
-                .bind(history)
-                .push(", finished_at = ")
-                .bind(micros(now))
-                .push(", error_code = ")
-                .bind(code)
-                .push(", error_message = ")
-                .bind(message)
-                .push(" where instruction_id = ")
-                .bind(id.to_string())
-                .push(" and attempt = ")
-                .bind(i64::from(attempt))
-                .query()
-                .execute(&mut *tx)
-                .await?;
-        }
+        let changed = apply(&mut tx, self.backend, std::slice::from_ref(&change), now).await?;
         tx.commit().await?;
+        let view = changed.into_iter().next();
         if let Some(v) = &view {
-            // A retry is not due yet: the local dispatcher recomputes its sleep when
-            // the delivery task ends, and other replicas need no wake-up.
-            self.announce(&[v.request_id], false).await;
+            let new_work = change.event == InstructionEvent::Rearm;
+            self.announce(&[v.request_id], new_work).await;
         }
         Ok(view)
     }
@@ -180,26 +95,16 @@ impl Store {
         if current.state == InstructionState::Acknowledged || current.state.is_terminal() {
             return Ok(current);
         }
-        let mut tx = self.begin().await?;
-        let view = apply(
-            &mut tx,
-            Target::One(id),
-            InstructionEvent::Acknowledge,
-            vec![
-                ("reply_due_at", micros(reply_due_at).into()),
-                ("acknowledged_at", micros(now).into()),
-            ],
-            &[],
-            now,
-        )
-        .await?;
-        self.finish_attempt(&mut tx, id, "accepted", now).await?;
-        tx.commit().await?;
-        match view {
-            Some(v) => {
-                self.announce(&[v.request_id], false).await;
-                Ok(v)
-            }
+        let mut change = Change::new(id, InstructionEvent::Acknowledge);
+        change.reply_due_at = Some(reply_due_at);
+        change.acknowledged_at = Some(now);
+        change.close_attempt = Some(AttemptClose {
+            result: "accepted",
+            code: None,
+            message: None,
+        });
+        match self.change_one(change, now).await? {
+            Some(v) => Ok(v),
             // Raced with another change; report what is there now.
             None => self.instruction(id).await,
         }
@@ -214,28 +119,16 @@ impl Store {
         by: ResolvedBy,
         now: Timestamp,
     ) -> Result<InstructionView, StoreError> {
-        let mut tx = self.begin().await?;
-        let view = apply(
-            &mut tx,
-            Target::One(id),
-            InstructionEvent::Resolve(result.outcome),
-            vec![
-                ("result", json_bind(result)),
-                ("resolved_by", json_bind(&by)),
-            ],
-            &[],
-            now,
-        )
-        .await?;
-        if view.is_some() {
-            self.finish_attempt(&mut tx, id, "outcome", now).await?;
-        }
-        tx.commit().await?;
-        match view {
-            Some(v) => {
-                self.announce(&[v.request_id], false).await;
-                Ok(v)
-            }
+        let mut change = Change::new(id, InstructionEvent::Resolve(result.outcome));
+        change.result = Some(result.clone());
+        change.resolved_by = Some(by);
+        change.close_attempt = Some(AttemptClose {
+            result: "outcome",
+            code: None,
+            message: None,
+        });
+        match self.change_one(change, now).await? {
+            Some(v) => Ok(v),
             None => {
                 let current = self.instruction(id).await?;
                 match &current.result {
@@ -256,27 +149,11 @@ impl Store {
         push_or_pull: bool,
         now: Timestamp,
     ) -> Result<InstructionView, StoreError> {
-        let due = push_or_pull.then(|| micros(now));
-        let mut tx = self.begin().await?;
-        let view = apply(
-            &mut tx,
-            Target::One(id),
-            InstructionEvent::Rearm,
-            vec![
-                ("next_attempt_at", due.into()),
-                ("attempts_since_arm", 0i64.into()),
-                ("reminders", 0i64.into()),
-            ],
-            &[],
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        match view {
-            Some(v) => {
-                self.announce(&[v.request_id], true).await;
-                Ok(v)
-            }
+        let mut change = Change::new(id, InstructionEvent::Rearm);
+        change.next_attempt_at = push_or_pull.then_some(now);
+        change.rearm = true;
+        match self.change_one(change, now).await? {
+            Some(v) => Ok(v),
             None => {
                 let current = self.instruction(id).await?;
                 Err(StoreError::FailedPrecondition(format!(
@@ -285,27 +162,6 @@ impl Store {
                 )))
             }
         }
-    }
-
-    /// Closes the open history entry of an instruction (ack or outcome
-    /// arriving by callback rather than as the delivery's answer).
-    async fn finish_attempt(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        id: InstructionId,
-        result: &str,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        Sql::new("update delivery_attempts set result = ")
-            .bind(result)
-            .push(", finished_at = ")
-            .bind(micros(now))
-            .push(" where result in ('pending', 'pulled', 'reminder') and instruction_id = ")
-            .bind(id.to_string())
-            .query()
-            .execute(conn)
-            .await?;
-        Ok(())
     }
 
     /// A page of instructions, oldest (by id, which is time-ordered) first.

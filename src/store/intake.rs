@@ -8,13 +8,13 @@
 use sqlx::Row;
 
 use super::codec::{json, micros};
-use super::events::{EventKind, append_event};
-use super::records::write_record;
-use super::transition::Sql;
+use super::events::{EventKind, NewEvent, append_events};
+use super::records::write_records;
+use super::sql::{Bind, Sql};
 use super::{Store, StoreError};
 use crate::domain::{
-    AdapterConfig, InstructionId, NewRequest, Processor, ProcessorStatus, RequestStatus,
-    RequestSummary, Timestamp, Violations,
+    AdapterConfig, InstructionId, InstructionState, InstructionView, NewRequest, Processor,
+    ProcessorStatus, RequestStatus, RequestSummary, Timestamp, Violations,
 };
 
 /// What intake did.
@@ -125,57 +125,98 @@ impl Store {
                 created: false,
             });
         }
-        for p in &targets {
-            let payload = req.subject.restricted_to(&p.spec.accepted_identity_types);
-            // Manual instructions wait for an operator, never for a dispatcher.
-            let due = match p.spec.adapter {
-                AdapterConfig::Manual => None,
-                _ => Some(micros(now)),
-            };
-            Sql::new(
+        let instructions: Vec<InstructionView> = targets
+            .iter()
+            .map(|p| InstructionView {
+                id: InstructionId::new(),
+                request_id: req.id,
+                processor_id: p.spec.id.clone(),
+                kind: req.kind,
+                jurisdiction: req.jurisdiction,
+                submitted_at,
+                state: InstructionState::Pending,
+                attempts: 0,
+                attempts_since_arm: 0,
+                reminders: 0,
+                last_error: None,
+                created_at: now,
+                first_instructed_at: None,
+                acknowledged_at: None,
+                resolved_at: None,
+                // Manual instructions wait for an operator, never for a
+                // dispatcher.
+                next_attempt_at: (p.spec.adapter != AdapterConfig::Manual).then_some(now),
+                lease_expires_at: None,
+                reply_due_at: None,
+                result: None,
+                resolved_by: None,
+            })
+            .collect();
+        if !instructions.is_empty() {
+            let mut sql = Sql::new(
                 "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
-                 submitted_at, state, payload, next_attempt_at, created_at) values (",
-            )
-            .bind(InstructionId::new().to_string())
-            .push(", ")
-            .bind(req.id.to_string())
-            .push(", ")
-            .bind(p.spec.id.as_str())
-            .push(", ")
-            .bind(req.kind.as_str())
-            .push(", ")
-            .bind(req.jurisdiction.as_str())
-            .push(", ")
-            .bind(micros(submitted_at))
-            .push(", 'PENDING', ")
-            .bind(json(&payload))
-            .push(", ")
-            .bind(due)
-            .push(", ")
-            .bind(micros(now))
-            .push(")")
-            .query()
-            .execute(&mut *tx)
-            .await?;
+                 submitted_at, state, payload, next_attempt_at, created_at) values ",
+            );
+            sql.rows(instructions.iter().zip(&targets).map(|(i, p)| {
+                let payload = req.subject.restricted_to(&p.spec.accepted_identity_types);
+                vec![
+                    Bind::from(i.id.to_string()),
+                    Bind::from(id.clone()),
+                    Bind::from(i.processor_id.as_str()),
+                    Bind::from(req.kind.as_str()),
+                    Bind::from(req.jurisdiction.as_str()),
+                    Bind::from(micros(submitted_at)),
+                    Bind::from("PENDING"),
+                    Bind::from(json(&payload)),
+                    Bind::from(i.next_attempt_at.map(micros)),
+                    Bind::from(micros(now)),
+                ]
+            }));
+            sql.query().execute(&mut *tx).await?;
         }
-        append_event(
-            &mut tx,
-            req.id,
-            1,
-            now,
-            EventKind::Received,
-            RequestStatus::Received,
-            None,
-        )
-        .await?;
-        if targets.is_empty() {
-            write_record(&mut tx, req.id, now).await?;
+        let received = NewEvent {
+            request: req.id,
+            seq: 1,
+            kind: EventKind::Received,
+            request_status: RequestStatus::Received,
+            instruction: None,
+        };
+        append_events(&mut tx, &[received], now).await?;
+        if instructions.is_empty() {
+            write_records(&mut tx, &[req.id], now).await?;
         }
         tx.commit().await?;
-        self.announce(&[req.id], !targets.is_empty()).await;
+        self.announce(&[req.id], !instructions.is_empty()).await;
+        // What was just written, without reading it back; a request that
+        // matched nothing was closed in the same transaction.
+        let request = if instructions.is_empty() {
+            self.request(req.id).await?
+        } else {
+            RequestSummary {
+                id: req.id,
+                kind: req.kind,
+                jurisdiction: req.jurisdiction,
+                status: RequestStatus::Received,
+                submitted_at,
+                received_at: now,
+                closed_at: None,
+                channel: req.channel.as_str().to_string(),
+                requester: req.requester,
+                verification: req.verification.clone(),
+                labels: req.labels.clone(),
+                identity_types: req.subject.types(),
+                cancel_reason: None,
+                instructions: sorted_by_processor(instructions),
+            }
+        };
         Ok(Intake {
-            request: self.request(req.id).await?,
+            request,
             created: true,
         })
     }
+}
+
+fn sorted_by_processor(mut instructions: Vec<InstructionView>) -> Vec<InstructionView> {
+    instructions.sort_by(|a, b| a.processor_id.cmp(&b.processor_id));
+    instructions
 }

@@ -25,6 +25,7 @@
 mod claims;
 mod codec;
 mod connect;
+mod deliveries;
 mod events;
 mod instructions;
 mod intake;
@@ -32,6 +33,7 @@ mod notify;
 mod processors;
 mod records;
 mod requests;
+mod sql;
 mod transition;
 
 use std::sync::Arc;
@@ -43,8 +45,9 @@ use crate::domain::{RequestId, Violations};
 
 pub use claims::{ClaimKind, Claimed};
 pub use connect::{Backend, StoreOptions};
+pub use deliveries::{DeliveryReport, DeliveryResult};
 pub use events::{EventKind, RequestEvent};
-pub use instructions::{DeliveryAttemptRow, DeliveryResult, InstructionFilter, InstructionPage};
+pub use instructions::{DeliveryAttemptRow, InstructionFilter, InstructionPage};
 pub use intake::Intake;
 pub use requests::{RequestFilter, RequestPage};
 

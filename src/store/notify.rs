@@ -16,7 +16,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
 use super::Store;
-use super::transition::Sql;
+use super::sql::Sql;
 use crate::domain::RequestId;
 
 /// Channel carrying comma-separated ids of requests with new events.

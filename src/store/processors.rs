@@ -10,7 +10,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::codec::{from_json, json, micros, time};
-use super::transition::Sql;
+use super::sql::Sql;
 use super::{Store, StoreError};
 use crate::domain::{Processor, ProcessorId, ProcessorSpec, ProcessorStatus, Timestamp};
 

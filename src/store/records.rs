@@ -2,130 +2,153 @@
 //! lines, encoded canonically, digested, and inserted exactly once — in the
 //! transaction that closed the last instruction (see [`super::transition`]).
 
+use std::collections::BTreeMap;
+
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::codec::{INSTRUCTION_COLUMNS, from_json, instruction, micros, parsed, time};
-use super::events::{EventKind, append_event};
-use super::transition::Sql;
+use super::codec::{from_json, instruction, micros, parsed, request_id, time};
+use super::events::{EventKind, NewEvent, append_events};
+use super::sql::{Bind, Sql};
+use super::transition::qualified;
 use super::{Store, StoreError};
 use crate::domain::{
-    CompletionRecord, ProcessorLine, RequestId, RequestStatus, Timestamp, Verification,
+    CompletionRecord, InstructionView, ProcessorLine, RequestId, RequestStatus, Timestamp,
+    Verification,
 };
 
-/// Writes the record of `request` and closes it (COMPLETED, or CANCELLED if
-/// a cancel reason is set). Called once, when its last instruction closed.
-pub(super) async fn write_record(
+/// Writes the records of `requests` and closes them (COMPLETED, or
+/// CANCELLED when a cancel reason is set). Called once per request, in the
+/// transaction that closed its last instruction; a batch costs the same few
+/// statements whatever its size.
+pub(super) async fn write_records(
     conn: &mut AnyConnection,
-    request: RequestId,
+    requests: &[RequestId],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let id = request.to_string();
-    let req = Sql::new(
-        "select kind, jurisdiction, submitted_at, received_at, channel, requester, \
-         verification_level, verification_method, cancel_reason from requests where id = ",
-    )
-    .bind(id.clone())
-    .query()
-    .fetch_one(&mut *conn)
-    .await?;
-    let columns = INSTRUCTION_COLUMNS
-        .split(", ")
-        .map(|c| format!("i.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let rows = Sql::new(format!(
-        "select {columns}, p.display_name, p.role, p.country from instructions i \
-         join processors p on p.id = i.processor_id where i.request_id = "
-    ))
-    .bind(id.clone())
-    .query()
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut lines = Vec::with_capacity(rows.len());
-    for row in &rows {
+    if requests.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = requests.iter().map(ToString::to_string).collect();
+    let mut sql = Sql::new(
+        "select id, kind, jurisdiction, submitted_at, received_at, channel, requester, \
+         verification_level, verification_method, cancel_reason from requests where id in (",
+    );
+    sql.list(ids.iter().cloned()).push(")");
+    let facts = sql.query().fetch_all(&mut *conn).await?;
+    let mut sql = Sql::new(format!(
+        "select {}, p.display_name, p.role, p.country from instructions \
+         join processors p on p.id = instructions.processor_id where instructions.request_id in (",
+        qualified("instructions")
+    ));
+    sql.list(ids.iter().cloned()).push(")");
+    let line_rows = sql.query().fetch_all(&mut *conn).await?;
+    let mut lines: BTreeMap<RequestId, Vec<ProcessorLine>> = BTreeMap::new();
+    for row in &line_rows {
         let view = instruction(row)?;
-        let result = view.result.as_ref();
-        lines.push(ProcessorLine {
-            processor_id: view.processor_id.clone(),
-            display_name: row.try_get("display_name")?,
-            role: row.try_get("role")?,
-            country: row.try_get("country")?,
-            instruction_id: view.id,
-            first_instructed_at: view.first_instructed_at,
-            acknowledged_at: view.acknowledged_at,
-            resolved_at: view.resolved_at,
-            attempts: view.attempts,
-            state: view.state,
-            exception: result.and_then(|r| r.exception),
-            explanation: result.map(|r| r.explanation.clone()).unwrap_or_default(),
-            reason: result.map(|r| r.reason.clone()).unwrap_or_default(),
-            sub_processors: result.map(|r| r.sub_processors.clone()).unwrap_or_default(),
-            resolved_by: view
-                .resolved_by
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            data_records: result.map_or(0, |r| r.records.len() as u32),
+        lines
+            .entry(view.request_id)
+            .or_default()
+            .push(line(row, &view)?);
+    }
+
+    let mut records = Vec::with_capacity(facts.len());
+    for req in &facts {
+        let id = request_id(req, "id")?;
+        let cancel_reason: Option<String> = req.try_get("cancel_reason")?;
+        let record = CompletionRecord::assemble(
+            id,
+            parsed(req, "kind", |s| s.parse().ok())?,
+            parsed(req, "jurisdiction", |s| s.parse().ok())?,
+            time(req, "submitted_at")?,
+            time(req, "received_at")?,
+            req.try_get("channel")?,
+            parsed(req, "requester", |s| s.parse().ok())?,
+            Verification {
+                level: parsed(req, "verification_level", |s| s.parse().ok())?,
+                method: req.try_get("verification_method")?,
+            },
+            now,
+            lines.remove(&id).unwrap_or_default(),
+            cancel_reason,
+        );
+        records.push(record);
+    }
+    let mut sql = Sql::new(
+        "insert into completion_records (request_id, canonical_json, digest, created_at) values ",
+    );
+    sql.rows(records.iter().map(|r| {
+        let canonical = r.canonical_json();
+        let digest = CompletionRecord::digest_of(&canonical);
+        vec![
+            Bind::from(r.request_id.to_string()),
+            Bind::from(String::from_utf8(canonical).expect("JSON is UTF-8")),
+            Bind::from(digest),
+            Bind::from(micros(now)),
+        ]
+    }))
+    .push(" on conflict (request_id) do nothing");
+    let inserted = sql.query().execute(&mut *conn).await?;
+    if inserted.rows_affected() != records.len() as u64 {
+        // The request row locks make this unreachable; refuse rather than
+        // report a second, different proof.
+        return Err(StoreError::Corrupt(
+            "a completion record was already written".into(),
+        ));
+    }
+    let mut sql = Sql::new(
+        "update requests set status = case when cancel_reason is null then 'COMPLETED' \
+         else 'CANCELLED' end, event_seq = event_seq + 1, closed_at = ",
+    );
+    sql.bind(micros(now))
+        .push(" where id in (")
+        .list(ids)
+        .push(") returning id, event_seq, status");
+    let closed = sql.query().fetch_all(&mut *conn).await?;
+    let mut events = Vec::with_capacity(closed.len());
+    for row in &closed {
+        let status = parsed(row, "status", RequestStatus::parse)?;
+        events.push(NewEvent {
+            request: request_id(row, "id")?,
+            seq: row.try_get("event_seq")?,
+            kind: if status == RequestStatus::Cancelled {
+                EventKind::Cancelled
+            } else {
+                EventKind::Completed
+            },
+            request_status: status,
+            instruction: None,
         });
     }
-    let cancel_reason: Option<String> = req.try_get("cancel_reason")?;
-    let cancelled = cancel_reason.is_some();
-    let record = CompletionRecord::assemble(
-        request,
-        parsed(&req, "kind", |s| s.parse().ok())?,
-        parsed(&req, "jurisdiction", |s| s.parse().ok())?,
-        time(&req, "submitted_at")?,
-        time(&req, "received_at")?,
-        req.try_get("channel")?,
-        parsed(&req, "requester", |s| s.parse().ok())?,
-        Verification {
-            level: parsed(&req, "verification_level", |s| s.parse().ok())?,
-            method: req.try_get("verification_method")?,
-        },
-        now,
-        lines,
-        cancel_reason,
-    );
-    let canonical = record.canonical_json();
-    let digest = CompletionRecord::digest_of(&canonical);
-    let inserted = Sql::new(
-        "insert into completion_records (request_id, canonical_json, digest, created_at) values (",
-    )
-    .bind(id.clone())
-    .push(", ")
-    .bind(String::from_utf8(canonical).expect("JSON is UTF-8"))
-    .push(", ")
-    .bind(digest)
-    .push(", ")
-    .bind(micros(now))
-    .push(") on conflict (request_id) do nothing")
-    .query()
-    .execute(&mut *conn)
-    .await?;
-    if inserted.rows_affected() != 1 {
-        // The request row lock makes this unreachable; refuse rather than
-        // report a second, different proof.
-        return Err(StoreError::Corrupt(format!(
-            "completion record of {request} already exists"
-        )));
-    }
-    let (status, kind) = if cancelled {
-        (RequestStatus::Cancelled, EventKind::Cancelled)
-    } else {
-        (RequestStatus::Completed, EventKind::Completed)
-    };
-    let row = Sql::new("update requests set status = ")
-        .bind(status.as_str())
-        .push(", closed_at = ")
-        .bind(micros(now))
-        .push(", event_seq = event_seq + 1 where id = ")
-        .bind(id)
-        .push(" returning event_seq")
-        .query()
-        .fetch_one(&mut *conn)
-        .await?;
-    let seq: i64 = row.try_get("event_seq")?;
-    append_event(conn, request, seq, now, kind, status, None).await
+    append_events(conn, &events, now).await
+}
+
+/// One processor line of a record, from an instruction row joined with its
+/// processor.
+fn line(row: &AnyRow, view: &InstructionView) -> Result<ProcessorLine, StoreError> {
+    let result = view.result.as_ref();
+    Ok(ProcessorLine {
+        processor_id: view.processor_id.clone(),
+        display_name: row.try_get("display_name")?,
+        role: row.try_get("role")?,
+        country: row.try_get("country")?,
+        instruction_id: view.id,
+        first_instructed_at: view.first_instructed_at,
+        acknowledged_at: view.acknowledged_at,
+        resolved_at: view.resolved_at,
+        attempts: view.attempts,
+        state: view.state,
+        exception: result.and_then(|r| r.exception),
+        explanation: result.map(|r| r.explanation.clone()).unwrap_or_default(),
+        reason: result.map(|r| r.reason.clone()).unwrap_or_default(),
+        sub_processors: result.map(|r| r.sub_processors.clone()).unwrap_or_default(),
+        resolved_by: view
+            .resolved_by
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        data_records: result.map_or(0, |r| r.records.len() as u32),
+    })
 }
 
 impl Store {

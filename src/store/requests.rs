@@ -9,7 +9,8 @@ use super::codec::{
     INSTRUCTION_COLUMNS, from_json, instruction, micros, opt_time, parsed, request_id, state_list,
     time,
 };
-use super::transition::{Sql, Target, apply, json_bind};
+use super::sql::Sql;
+use super::transition::{Change, apply};
 use super::{Backend, Store, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionState, InstructionView, Jurisdiction, RequestId, RequestKind,
@@ -197,7 +198,7 @@ impl Store {
             .push(&state_list(&InstructionState::sources(
                 InstructionEvent::Cancel,
             )))
-            .push(") order by processor_id");
+            .push(") order by id");
         if self.backend == Backend::Postgres {
             open_sql.push(" for update");
         }
@@ -223,17 +224,15 @@ impl Store {
                 "the request is already finished".into(),
             ));
         }
-        for i in &open {
-            apply(
-                &mut tx,
-                Target::One(i.id),
-                InstructionEvent::Cancel,
-                vec![("resolved_by", json_bind(&ResolvedBy::System))],
-                &[],
-                now,
-            )
-            .await?;
-        }
+        let changes: Vec<Change> = open
+            .iter()
+            .map(|i| {
+                let mut c = Change::new(i.id, InstructionEvent::Cancel);
+                c.resolved_by = Some(ResolvedBy::System);
+                c
+            })
+            .collect();
+        apply(&mut tx, self.backend, &changes, now).await?;
         tx.commit().await?;
         self.announce(&[id], false).await;
         let reached = open

@@ -1,209 +1,312 @@
-//! The one path by which an instruction changes state.
+//! The one path by which instructions change state, one or a whole batch at
+//! a time.
 //!
-//! [`apply`] turns a domain [`InstructionEvent`] into a guarded `UPDATE`:
-//! the target state comes from the pure state machine, and the
+//! [`apply`] turns domain [`InstructionEvent`]s into guarded `UPDATE`s: the
+//! target state comes from the pure state machine, and the
 //! `WHERE state IN (...)` guard from [`InstructionState::sources`], so the
-//! database refuses exactly what the domain refuses, even under races. Every
-//! row that changed then goes through [`after_change`]: the request row is
-//! bumped (taking its lock), an event is appended, and if this was the
-//! request's last open instruction the completion record is written — all in
-//! the caller's transaction.
+//! database refuses exactly what the domain refuses, even under races. A
+//! batch is written with one statement per target state (per-row values ride
+//! in a `WITH v(...) AS (VALUES ...)` list), so recording 200 delivery results
+//! costs a handful of statements and one commit, not 200 transactions.
+//!
+//! Every instruction that changed then goes through [`after_changes`]: its
+//! request row is bumped (taking the row lock that serialises changes to one
+//! request across replicas), its event appended, and requests whose last
+//! open instruction just closed get their completion record — all in the
+//! caller's transaction.
+//!
+//! Lock order, on PostgreSQL, is always: instruction rows by id, then
+//! request rows by id. Every transaction follows it, so none can deadlock
+//! another.
 
-use sqlx::AnyConnection;
+use std::collections::BTreeMap;
 
-use super::StoreError;
+use sqlx::{AnyConnection, Row};
+
 use super::codec::{INSTRUCTION_COLUMNS, instruction, json, micros, state_list};
-use super::events::{EventKind, append_event};
-use super::records::write_record;
+use super::events::{EventKind, NewEvent, append_events};
+use super::records::write_records;
+use super::sql::{Bind, Sql};
+use super::{Backend, StoreError};
 use crate::domain::{
-    InstructionEvent, InstructionState, InstructionView, RequestStatus, Timestamp,
+    InstructionEvent, InstructionId, InstructionResult, InstructionState, InstructionView,
+    RequestId, RequestStatus, ResolvedBy, Timestamp,
 };
 
-/// A value bound to a `$n` placeholder. Only the two types both backends
-/// share through the `Any` driver.
+/// How the open delivery-attempt entry of a changed instruction is closed.
 #[derive(Clone, Debug)]
-pub(super) enum Bind {
-    Int(Option<i64>),
-    Text(Option<String>),
+pub(super) struct AttemptClose {
+    /// `accepted`, `outcome`, `retryable_error` or `fatal_error`.
+    pub result: &'static str,
+    /// gRPC code name of an error.
+    pub code: Option<String>,
+    /// Error message.
+    pub message: Option<String>,
 }
 
-impl From<i64> for Bind {
-    fn from(v: i64) -> Self {
-        Bind::Int(Some(v))
-    }
-}
-impl From<Option<i64>> for Bind {
-    fn from(v: Option<i64>) -> Self {
-        Bind::Int(v)
-    }
-}
-impl From<String> for Bind {
-    fn from(v: String) -> Self {
-        Bind::Text(Some(v))
-    }
-}
-impl From<&str> for Bind {
-    fn from(v: &str) -> Self {
-        Bind::Text(Some(v.to_string()))
-    }
-}
-impl From<Option<String>> for Bind {
-    fn from(v: Option<String>) -> Self {
-        Bind::Text(v)
-    }
-}
-
-/// SQL text with numbered placeholders and their values.
-#[derive(Default)]
-pub(super) struct Sql {
-    pub text: String,
-    pub binds: Vec<Bind>,
+/// One requested change to one instruction.
+#[derive(Clone, Debug)]
+pub(super) struct Change {
+    /// The instruction.
+    pub id: InstructionId,
+    /// What happens to it.
+    pub event: InstructionEvent,
+    /// Apply only while this lease (owner, attempt) still holds.
+    pub fence: Option<(String, u32)>,
+    /// PENDING: when the next attempt is due (`None`: never by itself).
+    pub next_attempt_at: Option<Timestamp>,
+    /// ACKNOWLEDGED: when the outcome is due.
+    pub reply_due_at: Option<Timestamp>,
+    /// Set if not yet set (the first acknowledgement counts).
+    pub acknowledged_at: Option<Timestamp>,
+    /// Replaces the last error when given.
+    pub last_error: Option<String>,
+    /// The final result (terminal outcomes).
+    pub result: Option<InstructionResult>,
+    /// Who recorded the final result.
+    pub resolved_by: Option<ResolvedBy>,
+    /// Reset the retry and reminder budget (operator re-arm).
+    pub rearm: bool,
+    /// Close the open history entry this way.
+    pub close_attempt: Option<AttemptClose>,
 }
 
-impl Sql {
-    pub fn new(text: impl Into<String>) -> Self {
+impl Change {
+    /// A change with no column values yet.
+    pub fn new(id: InstructionId, event: InstructionEvent) -> Self {
         Self {
-            text: text.into(),
-            binds: Vec::new(),
+            id,
+            event,
+            fence: None,
+            next_attempt_at: None,
+            reply_due_at: None,
+            acknowledged_at: None,
+            last_error: None,
+            result: None,
+            resolved_by: None,
+            rearm: false,
+            close_attempt: None,
         }
-    }
-    /// Appends raw SQL (our own constants only).
-    pub fn push(&mut self, s: &str) -> &mut Self {
-        self.text.push_str(s);
-        self
-    }
-    /// Appends a placeholder bound to `v`.
-    pub fn bind(&mut self, v: impl Into<Bind>) -> &mut Self {
-        self.binds.push(v.into());
-        self.text.push_str(&format!("${}", self.binds.len()));
-        self
-    }
-    /// The executable query.
-    pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.as_str()));
-        for b in &self.binds {
-            q = match b {
-                Bind::Int(v) => q.bind(*v),
-                Bind::Text(v) => q.bind(v.clone()),
-            };
-        }
-        q
     }
 }
 
-/// Which rows a transition applies to, besides the state guard.
-pub(super) enum Target<'a> {
-    /// One instruction.
-    One(crate::domain::InstructionId),
-    /// One instruction, only while the caller's lease on this attempt holds.
-    Leased {
-        id: crate::domain::InstructionId,
-        owner: &'a str,
-        attempt: u32,
-    },
-}
-
-/// Applies `event` to the targeted instruction with the extra column
-/// assignments `sets` (column, value) and `raw` (SQL expressions). Returns the
-/// instruction after the change, or `None` if the guard did not match
-/// (wrong state, lost lease).
-pub(super) async fn apply(
+/// Takes the row locks of `ids` in id order (PostgreSQL only; SQLite's
+/// `BEGIN IMMEDIATE` already serialises writers).
+pub(super) async fn lock_rows(
     conn: &mut AnyConnection,
-    target: Target<'_>,
-    event: InstructionEvent,
-    sets: Vec<(&'static str, Bind)>,
-    raw: &[&str],
-    now: Timestamp,
-) -> Result<Option<InstructionView>, StoreError> {
-    let sources = InstructionState::sources(event);
-    let Some(to) = sources.first().and_then(|s| s.apply(event)) else {
-        return Ok(None);
-    };
-    let mut sql = Sql::new("update instructions set state = ");
-    sql.bind(to.as_str());
-    // Scheduling columns are meaningful in one state each; clear the others.
-    if to != InstructionState::Delivering {
-        sql.push(", lease_owner = null, lease_expires_at = null");
-    }
-    if to != InstructionState::Acknowledged {
-        sql.push(", reply_due_at = null");
-    }
-    if to != InstructionState::Pending {
-        sql.push(", next_attempt_at = null");
-    }
-    if to.is_terminal() {
-        sql.push(", resolved_at = ").bind(micros(now));
-    }
-    for (col, value) in sets {
-        sql.push(", ").push(col).push(" = ").bind(value);
-    }
-    for expr in raw {
-        sql.push(", ").push(expr);
-    }
-    sql.push(" where state in (")
-        .push(&state_list(&sources))
-        .push(")");
-    match target {
-        Target::One(id) => {
-            sql.push(" and id = ").bind(id.to_string());
-        }
-        Target::Leased { id, owner, attempt } => {
-            sql.push(" and id = ").bind(id.to_string());
-            sql.push(" and lease_owner = ").bind(owner);
-            sql.push(" and attempts = ").bind(i64::from(attempt));
-        }
-    }
-    sql.push(" returning ").push(INSTRUCTION_COLUMNS);
-    let Some(row) = sql.query().fetch_optional(&mut *conn).await? else {
-        return Ok(None);
-    };
-    let view = instruction(&row)?;
-    after_change(conn, &view, now).await?;
-    Ok(Some(view))
-}
-
-/// Records that `view` just changed: bumps its request (lock, sequence,
-/// open count, RECEIVED -> IN_PROGRESS), appends the event, and writes the
-/// completion record if nothing is open any more.
-pub(super) async fn after_change(
-    conn: &mut AnyConnection,
-    view: &InstructionView,
-    now: Timestamp,
+    backend: Backend,
+    table: &str,
+    mut ids: Vec<String>,
 ) -> Result<(), StoreError> {
-    let closes = i64::from(view.state.is_terminal());
-    let row = Sql::new(
-        "update requests set event_seq = event_seq + 1, \
-         status = case when status = 'RECEIVED' then 'IN_PROGRESS' else status end, \
-         open_instructions = open_instructions - ",
-    )
-    .bind(closes)
-    .push(" where id = ")
-    .bind(view.request_id.to_string())
-    .push(" returning event_seq, open_instructions")
-    .query()
-    .fetch_one(&mut *conn)
-    .await;
-    let row = row?;
-    use sqlx::Row;
-    let seq: i64 = row.try_get("event_seq")?;
-    let open: i64 = row.try_get("open_instructions")?;
-    append_event(
-        conn,
-        view.request_id,
-        seq,
-        now,
-        EventKind::InstructionChanged,
-        RequestStatus::InProgress,
-        Some(view),
-    )
-    .await?;
-    if closes == 1 && open == 0 {
-        write_record(conn, view.request_id, now).await?;
+    if backend != Backend::Postgres || ids.is_empty() {
+        return Ok(());
     }
+    ids.sort();
+    ids.dedup();
+    let mut sql = Sql::new(format!("select id from {table} where id in ("));
+    sql.list(ids).push(") order by id for update");
+    sql.query().fetch_all(&mut *conn).await?;
     Ok(())
 }
 
-/// JSON of a value for a `Bind`.
-pub(super) fn json_bind<T: serde::Serialize + ?Sized>(v: &T) -> Bind {
-    Bind::Text(Some(json(v)))
+/// The target state of an event (the same from every legal source).
+fn target(event: InstructionEvent) -> Option<InstructionState> {
+    InstructionState::sources(event)
+        .first()
+        .and_then(|s| s.apply(event))
+}
+
+/// Applies every change whose guard matches; returns the instructions that
+/// changed (the others were in the wrong state or had lost their lease).
+pub(super) async fn apply(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    changes: &[Change],
+    now: Timestamp,
+) -> Result<Vec<InstructionView>, StoreError> {
+    lock_rows(
+        conn,
+        backend,
+        "instructions",
+        changes.iter().map(|c| c.id.to_string()).collect(),
+    )
+    .await?;
+    // One statement per event: the guard and the target differ by event.
+    let mut by_event: Vec<(InstructionEvent, Vec<&Change>)> = Vec::new();
+    for c in changes {
+        match by_event.iter_mut().find(|(e, _)| *e == c.event) {
+            Some((_, group)) => group.push(c),
+            None => by_event.push((c.event, vec![c])),
+        }
+    }
+    let mut changed = Vec::with_capacity(changes.len());
+    for (event, group) in by_event {
+        let Some(to) = target(event) else { continue };
+        let mut sql = Sql::new(
+            "with v (id, owner, attempt, next_attempt_at, reply_due_at, acknowledged_at, \
+             last_error, result, resolved_by, rearm) as (values ",
+        );
+        sql.rows(group.iter().map(|c| {
+            vec![
+                Bind::from(c.id.to_string()),
+                Bind::from(c.fence.as_ref().map(|f| f.0.clone())),
+                Bind::from(c.fence.as_ref().map(|f| i64::from(f.1))),
+                Bind::from(c.next_attempt_at.map(micros)),
+                Bind::from(c.reply_due_at.map(micros)),
+                Bind::from(c.acknowledged_at.map(micros)),
+                Bind::from(c.last_error.clone()),
+                Bind::from(c.result.as_ref().map(json)),
+                Bind::from(c.resolved_by.as_ref().map(json)),
+                Bind::from(i64::from(c.rearm)),
+            ]
+        }));
+        sql.push(") update instructions set state = ")
+            .bind(to.as_str())
+            .push(
+                ", lease_owner = null, lease_expires_at = null, \
+                 next_attempt_at = v.next_attempt_at, reply_due_at = v.reply_due_at, \
+                 acknowledged_at = coalesce(instructions.acknowledged_at, v.acknowledged_at), \
+                 last_error = coalesce(v.last_error, instructions.last_error), \
+                 result = v.result, resolved_by = v.resolved_by, \
+                 attempts_since_arm = case when v.rearm = 1 then 0 else instructions.attempts_since_arm end, \
+                 reminders = case when v.rearm = 1 then 0 else instructions.reminders end, \
+                 resolved_at = ",
+            )
+            .bind(to.is_terminal().then(|| micros(now)))
+            .push(" from v where instructions.id = v.id and instructions.state in (")
+            .push(&state_list(&InstructionState::sources(event)))
+            .push(
+                ") and (v.owner is null or (instructions.lease_owner = v.owner \
+                 and instructions.attempts = v.attempt)) returning ",
+            )
+            .push(&qualified("instructions"));
+        for row in sql.query().fetch_all(&mut *conn).await? {
+            changed.push(instruction(&row)?);
+        }
+    }
+    close_attempts(conn, changes, &changed, now).await?;
+    after_changes(conn, backend, &changed, now).await?;
+    Ok(changed)
+}
+
+/// `INSTRUCTION_COLUMNS` qualified with `table.`, for statements that join.
+pub(super) fn qualified(table: &str) -> String {
+    INSTRUCTION_COLUMNS
+        .split(", ")
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Closes the open history entries of the instructions that changed: the
+/// fenced attempt for dispatcher results, any open one for callbacks.
+async fn close_attempts(
+    conn: &mut AnyConnection,
+    changes: &[Change],
+    changed: &[InstructionView],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let closes: Vec<(&Change, &AttemptClose)> = changes
+        .iter()
+        .filter(|c| changed.iter().any(|v| v.id == c.id))
+        .filter_map(|c| c.close_attempt.as_ref().map(|a| (c, a)))
+        .collect();
+    if closes.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new("with v (id, attempt, result, code, message) as (values ");
+    sql.rows(closes.iter().map(|(c, a)| {
+        vec![
+            Bind::from(c.id.to_string()),
+            Bind::from(c.fence.as_ref().map_or(0, |f| i64::from(f.1))),
+            Bind::from(a.result),
+            Bind::from(a.code.clone()),
+            Bind::from(a.message.clone()),
+        ]
+    }));
+    sql.push(
+        ") update delivery_attempts set result = v.result, error_code = v.code, \
+         error_message = v.message, finished_at = ",
+    )
+    .bind(micros(now))
+    .push(
+        " from v where delivery_attempts.instruction_id = v.id and \
+         (delivery_attempts.attempt = v.attempt or (v.attempt = 0 and \
+         delivery_attempts.result in ('pending', 'pulled', 'reminder')))",
+    );
+    sql.query().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Records that `changed` just changed: bumps each request (lock, sequence
+/// numbers, open count, RECEIVED -> IN_PROGRESS), appends the events in
+/// order, and writes the records of requests that have nothing open left.
+pub(super) async fn after_changes(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    changed: &[InstructionView],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    // Per request: how many events, how many instructions closed.
+    let mut per_request: BTreeMap<RequestId, (i64, i64)> = BTreeMap::new();
+    for v in changed {
+        let e = per_request.entry(v.request_id).or_default();
+        e.0 += 1;
+        e.1 += i64::from(v.state.is_terminal());
+    }
+    lock_rows(
+        conn,
+        backend,
+        "requests",
+        per_request.keys().map(ToString::to_string).collect(),
+    )
+    .await?;
+    let mut sql = Sql::new("with v (id, n, closes) as (values ");
+    sql.rows(per_request.iter().map(|(id, (n, closes))| {
+        vec![
+            Bind::from(id.to_string()),
+            Bind::from(*n),
+            Bind::from(*closes),
+        ]
+    }));
+    sql.push(
+        ") update requests set event_seq = requests.event_seq + v.n, \
+         open_instructions = requests.open_instructions - v.closes, \
+         status = case when requests.status = 'RECEIVED' then 'IN_PROGRESS' else requests.status end \
+         from v where requests.id = v.id \
+         returning requests.id as id, requests.event_seq as event_seq, \
+         requests.open_instructions as open_instructions",
+    );
+    let rows = sql.query().fetch_all(&mut *conn).await?;
+    let mut last_seq: BTreeMap<RequestId, i64> = BTreeMap::new();
+    let mut finished = Vec::new();
+    for row in &rows {
+        let id = super::codec::request_id(row, "id")?;
+        let seq: i64 = row.try_get("event_seq")?;
+        let open: i64 = row.try_get("open_instructions")?;
+        let (n, closes) = per_request[&id];
+        last_seq.insert(id, seq - n);
+        if closes > 0 && open == 0 {
+            finished.push(id);
+        }
+    }
+    let mut events = Vec::with_capacity(changed.len());
+    for v in changed {
+        let seq = last_seq
+            .get_mut(&v.request_id)
+            .ok_or_else(|| StoreError::Corrupt(format!("request {} vanished", v.request_id)))?;
+        *seq += 1;
+        events.push(NewEvent {
+            request: v.request_id,
+            seq: *seq,
+            kind: EventKind::InstructionChanged,
+            request_status: RequestStatus::InProgress,
+            instruction: Some(v),
+        });
+    }
+    append_events(conn, &events, now).await?;
+    write_records(conn, &finished, now).await
 }

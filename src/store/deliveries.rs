@@ -1,0 +1,113 @@
+//! Recording what deliveries answered, in batches. The dispatcher hands
+//! over every finished delivery; each report applies only while the
+//! reporter's lease (owner and attempt) still holds, so a dispatcher that
+//! lost its lease to a redelivery cannot overwrite the newer attempt.
+
+use super::transition::{AttemptClose, Change, apply};
+use super::{Store, StoreError};
+use crate::domain::{
+    InstructionEvent, InstructionId, InstructionResult, InstructionView, ResolvedBy, Timestamp,
+};
+
+/// How a delivery ended.
+#[derive(Clone, Debug)]
+pub enum DeliveryResult {
+    /// The processor accepted; the outcome is due by the given time.
+    Accepted {
+        /// When a reminder goes out if no outcome has come.
+        reply_due_at: Timestamp,
+    },
+    /// The processor answered with its final result.
+    Outcome(InstructionResult),
+    /// A retryable error; try again at the given time.
+    RetryAt {
+        /// When the next attempt is due.
+        at: Timestamp,
+        /// gRPC code name.
+        code: String,
+        /// Error message.
+        message: String,
+    },
+    /// Give up and escalate (fatal error or budget exhausted).
+    Escalate {
+        /// gRPC code name (or our own).
+        code: String,
+        /// Error message.
+        message: String,
+    },
+}
+
+/// One finished delivery, as its dispatcher reports it.
+#[derive(Clone, Debug)]
+pub struct DeliveryReport {
+    /// The instruction.
+    pub id: InstructionId,
+    /// The lease owner that delivered it.
+    pub owner: String,
+    /// The attempt number it delivered (the fencing token).
+    pub attempt: u32,
+    /// What came back.
+    pub result: DeliveryResult,
+}
+
+impl DeliveryReport {
+    fn into_change(self, now: Timestamp) -> Change {
+        let close = |result, code, message| AttemptClose {
+            result,
+            code,
+            message,
+        };
+        let mut change = match self.result {
+            DeliveryResult::Accepted { reply_due_at } => {
+                let mut c = Change::new(self.id, InstructionEvent::Acknowledge);
+                c.reply_due_at = Some(reply_due_at);
+                c.acknowledged_at = Some(now);
+                c.close_attempt = Some(close("accepted", None, None));
+                c
+            }
+            DeliveryResult::Outcome(r) => {
+                let mut c = Change::new(self.id, InstructionEvent::Resolve(r.outcome));
+                c.result = Some(r);
+                c.resolved_by = Some(ResolvedBy::Processor);
+                c.close_attempt = Some(close("outcome", None, None));
+                c
+            }
+            DeliveryResult::RetryAt { at, code, message } => {
+                let mut c = Change::new(self.id, InstructionEvent::RetryLater);
+                c.next_attempt_at = Some(at);
+                c.last_error = Some(format!("{code}: {message}"));
+                c.close_attempt = Some(close("retryable_error", Some(code), Some(message)));
+                c
+            }
+            DeliveryResult::Escalate { code, message } => {
+                let mut c = Change::new(self.id, InstructionEvent::Escalate);
+                c.last_error = Some(format!("{code}: {message}"));
+                c.close_attempt = Some(close("fatal_error", Some(code), Some(message)));
+                c
+            }
+        };
+        change.fence = Some((self.owner, self.attempt));
+        change
+    }
+}
+
+impl Store {
+    /// Records a batch of finished deliveries in one transaction. Returns
+    /// the instructions that changed; reports whose lease was lost are
+    /// dropped (the newer claim wins).
+    pub async fn record_deliveries(
+        &self,
+        reports: Vec<DeliveryReport>,
+        now: Timestamp,
+    ) -> Result<Vec<InstructionView>, StoreError> {
+        let changes: Vec<Change> = reports.into_iter().map(|r| r.into_change(now)).collect();
+        let mut tx = self.begin().await?;
+        let changed = apply(&mut tx, self.backend, &changes, now).await?;
+        tx.commit().await?;
+        // A retry is not due yet: the dispatcher recomputes its sleep when
+        // the delivery task ends, and other replicas need no wake-up.
+        let touched: Vec<_> = changed.iter().map(|v| v.request_id).collect();
+        self.announce(&touched, false).await;
+        Ok(changed)
+    }
+}
