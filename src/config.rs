@@ -37,6 +37,14 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
+    /// Address of the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+    #[arg(
+        long = "admin-listen",
+        env = "DSR_ADMIN_LISTEN_ADDR",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub admin_listen: SocketAddr,
+
     /// Database URL: `sqlite://FILE` (embedded, one process) or
     /// `postgres://USER@HOST/DB`. The SQLite file is created if missing.
     #[arg(long, env = "DSR_DATABASE_URL", default_value = "sqlite://dsr.db")]
@@ -100,6 +108,7 @@ impl Config {
     pub fn for_tests(database_url: &str) -> Self {
         let mut c = Config::parse_from(["dsr-orchestrator"]);
         c.listen = "127.0.0.1:0".parse().expect("address");
+        c.admin_listen = "127.0.0.1:0".parse().expect("address");
         c.database_url = database_url.to_string();
         c
     }

@@ -18,6 +18,7 @@
 //!   [`config`], [`telemetry`] and [`clock`] support it.
 //! - [`processors_file`]: the declarative YAML registry loaded at startup.
 
+pub mod admin;
 pub mod api;
 pub mod clock;
 pub mod config;

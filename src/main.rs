@@ -9,7 +9,13 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() {
     let config = Config::parse();
-    dsr_orchestrator::telemetry::init(config.log_format);
+    let telemetry = match dsr_orchestrator::telemetry::init(config.log_format) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("dsr-orchestrator: {e:#}");
+            std::process::exit(1);
+        }
+    };
     let result = async {
         let app = Application::build(&config, Options::default()).await?;
         let shutdown = CancellationToken::new();
@@ -17,6 +23,7 @@ async fn main() {
         app.run_until_stopped(shutdown).await
     }
     .await;
+    telemetry.shutdown();
     if let Err(e) = result {
         // One readable line: the context chain, outermost first.
         eprintln!("dsr-orchestrator: {e:#}");

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
+use crate::admin::AdminState;
 use crate::api::{InstructionApi, ProcessorApi, RequestApi};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -21,6 +22,7 @@ use crate::dispatch::adapter::Adapter;
 use crate::dispatch::grpc::GrpcAdapter;
 use crate::pb;
 use crate::store::Store;
+use crate::telemetry::{Metrics, RpcTraceLayer};
 
 /// What tests may swap out.
 pub struct Options {
@@ -47,6 +49,9 @@ impl Default for Options {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    admin_listener: TcpListener,
+    admin_addr: SocketAddr,
+    metrics: Arc<Metrics>,
     store: Store,
     dispatcher: Dispatcher,
     run_dispatcher: bool,
@@ -57,6 +62,7 @@ impl Application {
     /// Connects, migrates, loads processors and binds; fails with a readable
     /// message if any of it goes wrong.
     pub async fn build(config: &Config, options: Options) -> anyhow::Result<Self> {
+        let metrics = Metrics::new(options.clock.clone())?;
         let store = Store::connect(&config.database_url, &config.store_options())
             .await
             .with_context(|| {
@@ -64,7 +70,8 @@ impl Application {
                     "cannot open the database ({})",
                     redact_url(&config.database_url)
                 )
-            })?;
+            })?
+            .with_observer(metrics.clone());
         if let Some(path) = &config.processors_file {
             // The loader's errors already name the file and the line.
             let specs = crate::processors_file::load(path)?;
@@ -80,15 +87,23 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+        let admin_addr = admin_listener.local_addr()?;
         let dispatcher = Dispatcher::new(
             store.clone(),
             options.clock.clone(),
             options.adapter,
             config.dispatch_config(),
+            metrics.clone(),
         );
         Ok(Self {
             listener,
             addr,
+            admin_listener,
+            admin_addr,
+            metrics,
             store,
             dispatcher,
             run_dispatcher: options.run_dispatcher,
@@ -99,6 +114,11 @@ impl Application {
     /// The bound address (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound admin (HTTP) address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// The store (tests inspect it).
@@ -138,6 +158,7 @@ impl Application {
             clock: self.clock.clone(),
             dispatcher: self.dispatcher.clone(),
             shutdown: shutdown.clone(),
+            metrics: self.metrics.clone(),
         };
         let processor_api = ProcessorApi {
             store: self.store.clone(),
@@ -148,20 +169,43 @@ impl Application {
             clock: self.clock.clone(),
         };
 
+        let admin_stop = CancellationToken::new();
+        let admin = tokio::spawn(crate::admin::serve(
+            self.admin_listener,
+            AdminState {
+                store: self.store.clone(),
+                metrics: self.metrics.clone(),
+                clock: self.clock.clone(),
+                dispatcher: self.run_dispatcher.then(|| self.dispatcher.clone()),
+            },
+            admin_stop.clone(),
+        ));
+        self.metrics.spawn_refresher(
+            self.store.clone(),
+            self.clock.clone(),
+            Duration::from_secs(15),
+        );
+
         let dispatcher_stop = CancellationToken::new();
         let dispatcher_task = self
             .run_dispatcher
             .then(|| tokio::spawn(self.dispatcher.clone().run(dispatcher_stop.clone())));
 
-        tracing::info!(addr = %self.addr, backend = self.store.backend().as_str(), "serving gRPC");
+        tracing::info!(
+            addr = %self.addr,
+            admin = %self.admin_addr,
+            backend = self.store.backend().as_str(),
+            "serving gRPC"
+        );
         let served = Server::builder()
             // Small messages, many calls: don't wait to batch packets.
             .tcp_nodelay(true)
             // Detect dead peers (and half-open watch streams) within a minute.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            // One span per RPC, named by method; no request content.
-            .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+            // One span per RPC, continuing the caller's W3C trace; outermost,
+            // so everything below (health and reflection too) runs inside it.
+            .layer(RpcTraceLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -184,6 +228,9 @@ impl Application {
         if let Some(task) = dispatcher_task {
             let _ = task.await;
         }
+        admin_stop.cancel();
+        let _ = admin.await;
+        self.metrics.shutdown();
         self.store.close().await;
         served.context("gRPC server failed")
     }

@@ -34,6 +34,8 @@ pub struct RequestApi {
     /// Ends open watch streams at shutdown, so graceful shutdown is not held
     /// up by clients following long-running requests.
     pub(crate) shutdown: CancellationToken,
+    /// Counts submissions.
+    pub(crate) metrics: std::sync::Arc<crate::telemetry::Metrics>,
 }
 
 fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
@@ -180,8 +182,15 @@ impl RequestService for RequestApi {
         let now = self.clock.now();
         let new = convert::new_request(request.into_inner(), now).map_err(ApiError::from)?;
         tracing::Span::current().record("request_id", tracing::field::display(new.id));
-        let intake = self.store.submit(&new, now).await.map_err(ApiError::from)?;
+        let trace = crate::telemetry::current_traceparent();
+        let intake = self
+            .store
+            .submit(&new, now, trace.as_deref())
+            .await
+            .map_err(ApiError::from)?;
         if intake.created {
+            self.metrics
+                .request_submitted(new.kind.as_str(), new.jurisdiction.as_str());
             tracing::info!(
                 kind = %new.kind,
                 jurisdiction = %new.jurisdiction,

@@ -71,6 +71,19 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// Puts the current span's W3C trace context into the call's metadata, so
+/// the processor's own spans join the trace.
+fn inject_trace_context<T>(request: &mut tonic::Request<T>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(
+            &cx,
+            &mut crate::telemetry::MetadataInjector(request.metadata_mut()),
+        )
+    });
+}
+
 impl GrpcAdapter {
     fn client(
         &self,
@@ -118,6 +131,7 @@ impl Adapter for GrpcAdapter {
         };
         let mut request = tonic::Request::new(message);
         request.set_timeout(endpoint.timeout);
+        inject_trace_context(&mut request);
         let response = self
             .client(&endpoint)?
             .deliver_instruction(request)
@@ -152,6 +166,7 @@ impl Adapter for GrpcAdapter {
             reason: reason.to_string(),
         });
         request.set_timeout(endpoint.timeout);
+        inject_trace_context(&mut request);
         self.client(&endpoint)?
             .cancel_instruction(request)
             .await

@@ -23,15 +23,17 @@ mod recorder;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::domain::{AdapterConfig, InstructionView, Processor, ProcessorId};
 use crate::store::{ClaimKind, Claimed, DeliveryReport, DeliveryResult, Store};
+use crate::telemetry::Metrics;
 use adapter::{Adapter, Answer, Delivery, Endpoint};
 use recorder::Recorder;
 
@@ -78,6 +80,10 @@ pub struct Dispatcher {
     /// Per-processor delivery slots, created on first sight of a processor
     /// and resized when its `max_in_flight` changes.
     per_processor: Arc<Mutex<HashMap<ProcessorId, Slots>>>,
+    /// Delivery and claim metrics.
+    metrics: Arc<Metrics>,
+    /// When the loop last turned (a monotonic instant), for readiness.
+    heartbeat: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Dispatcher {
@@ -87,8 +93,11 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         adapter: Arc<dyn Adapter>,
         config: DispatchConfig,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            metrics,
+            heartbeat: Arc::default(),
             recorder: Recorder::start(store.clone(), clock.clone()),
             store,
             clock,
@@ -106,6 +115,7 @@ impl Dispatcher {
         let mut in_flight = JoinSet::new();
         tracing::info!(owner = %self.owner, "dispatcher started");
         loop {
+            *self.heartbeat.lock().expect("heartbeat lock") = Some(Instant::now());
             match self.tick(&mut in_flight).await {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "dispatcher tick failed; will retry"),
@@ -133,6 +143,16 @@ impl Dispatcher {
             in_flight.abort_all();
         }
         tracing::info!("dispatcher stopped");
+    }
+
+    /// Whether the loop turned recently enough to call this replica ready:
+    /// within three poll intervals (at least ten seconds).
+    pub fn is_turning(&self) -> bool {
+        let limit = (self.config.poll_interval * 3).max(Duration::from_secs(10));
+        self.heartbeat
+            .lock()
+            .expect("heartbeat lock")
+            .is_some_and(|t| t.elapsed() < limit)
     }
 
     /// One tick, then waits for every delivery it started: lets tests drain
@@ -173,6 +193,7 @@ impl Dispatcher {
                 continue;
             }
             let lease = *timeout + self.config.lease_margin;
+            let started = Instant::now();
             let claimed = self
                 .store
                 .claim(
@@ -185,6 +206,9 @@ impl Dispatcher {
                 )
                 .await?;
             claimed_total += claimed.len();
+            let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
+            self.metrics
+                .claim_finished(p.spec.id.as_str(), started.elapsed(), &kinds);
             let p = Arc::new(p);
             // Unused slots are released when their permits drop here.
             for (c, permits) in claimed.into_iter().zip(slots) {
@@ -229,14 +253,23 @@ impl Dispatcher {
         slots
     }
 
-    /// Delivers one claimed instruction and records the answer.
-    #[tracing::instrument(skip_all, fields(
-        instruction_id = %c.instruction.id,
-        request_id = %c.instruction.request_id,
-        processor_id = %p.spec.id,
-        attempt = c.attempt(),
-    ))]
+    /// Delivers one claimed instruction and records the answer, in a span
+    /// that joins the trace of the call that submitted the request.
     async fn deliver(&self, p: &Processor, c: Claimed) {
+        let span = tracing::info_span!(
+            "deliver",
+            otel.kind = "client",
+            instruction_id = %c.instruction.id,
+            request_id = %c.instruction.request_id,
+            processor_id = %p.spec.id,
+            attempt = c.attempt(),
+            reminder = c.kind == ClaimKind::Reminder,
+        );
+        crate::telemetry::link_and_parent(&span, c.trace_context.as_deref());
+        self.deliver_in_span(p, c).instrument(span).await
+    }
+
+    async fn deliver_in_span(&self, p: &Processor, c: Claimed) {
         let AdapterConfig::Grpc { endpoint, timeout } = &p.spec.adapter else {
             return;
         };
@@ -249,8 +282,18 @@ impl Dispatcher {
             identities: &c.identities,
             reminder: c.kind == ClaimKind::Reminder,
         };
+        let started = Instant::now();
         let answer = self.adapter.deliver(endpoint, delivery).await;
+        let took = started.elapsed();
         let now = self.clock.now();
+        let (label, code) = match &answer {
+            Ok(Answer::Accepted) => ("accepted", None),
+            Ok(Answer::Done(_)) => ("outcome", None),
+            Err(e) if e.retryable => ("retryable_error", Some(e.code.as_str())),
+            Err(e) => ("fatal_error", Some(e.code.as_str())),
+        };
+        self.metrics
+            .delivery_finished(p.spec.id.as_str(), label, code, took);
         let policy = &p.spec.retry_policy;
         let result = match answer {
             Ok(Answer::Accepted) => DeliveryResult::Accepted {

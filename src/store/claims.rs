@@ -17,7 +17,7 @@ use sqlx::Row;
 use super::codec::{INSTRUCTION_COLUMNS, from_json, instruction, micros};
 use super::sql::{Bind, Sql};
 use super::transition::after_changes;
-use super::{Backend, Store, StoreError};
+use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionState, InstructionView, ProcessorId, SubjectIdentity, Timestamp,
 };
@@ -44,6 +44,8 @@ pub struct Claimed {
     pub kind: ClaimKind,
     /// The lease holder, for fencing the result.
     pub owner: String,
+    /// The submitting call's W3C `traceparent`, if it had one.
+    pub trace_context: Option<String>,
 }
 
 impl Claimed {
@@ -55,6 +57,7 @@ impl Claimed {
 
 impl Store {
     /// Leases up to `limit` due instructions of `processor` for `lease`.
+    #[tracing::instrument(name = "store.claim", skip_all, fields(processor_id = %processor, limit, claimed))]
     pub async fn claim(
         &self,
         processor: &ProcessorId,
@@ -96,8 +99,10 @@ impl Store {
         if self.backend == Backend::Postgres {
             sql.push(" for update skip locked");
         }
-        sql.push(") returning payload, ").push(INSTRUCTION_COLUMNS);
+        sql.push(") returning payload, trace_context, ")
+            .push(INSTRUCTION_COLUMNS);
         let mut tx = self.begin().await?;
+        let mut effects = Effects::default();
         let rows = sql.query().fetch_all(&mut *tx).await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -114,17 +119,18 @@ impl Store {
                 instruction: view,
                 kind,
                 owner: owner.to_string(),
+                trace_context: row.try_get("trace_context")?,
             });
         }
         if !claimed.is_empty() {
             record_attempts(&mut tx, &claimed, now_us).await?;
             let views: Vec<InstructionView> =
                 claimed.iter().map(|c| c.instruction.clone()).collect();
-            after_changes(&mut tx, self.backend, &views, now).await?;
+            after_changes(&mut tx, self.backend, &views, now, &mut effects).await?;
         }
         tx.commit().await?;
-        let touched: Vec<_> = claimed.iter().map(|c| c.instruction.request_id).collect();
-        self.announce(&touched, false).await;
+        tracing::Span::current().record("claimed", claimed.len());
+        self.announce(effects).await;
         Ok(claimed)
     }
 
@@ -155,10 +161,10 @@ impl Store {
             .iter()
             .map(instruction)
             .collect::<Result<Vec<_>, _>>()?;
-        after_changes(&mut tx, self.backend, &views, now).await?;
+        let mut effects = Effects::default();
+        after_changes(&mut tx, self.backend, &views, now, &mut effects).await?;
         tx.commit().await?;
-        let touched: Vec<_> = views.iter().map(|v| v.request_id).collect();
-        self.announce(&touched, false).await;
+        self.announce(effects).await;
         Ok(views.len())
     }
 

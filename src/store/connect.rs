@@ -164,6 +164,7 @@ impl Store {
             work,
             events,
             _listener: listener,
+            observer: None,
         })
     }
 }

@@ -4,7 +4,7 @@
 //! lost its lease to a redelivery cannot overwrite the newer attempt.
 
 use super::transition::{AttemptClose, Change, apply};
-use super::{Store, StoreError};
+use super::{Effects, Store, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionId, InstructionResult, InstructionView, ResolvedBy, Timestamp,
 };
@@ -95,6 +95,7 @@ impl Store {
     /// Records a batch of finished deliveries in one transaction. Returns
     /// the instructions that changed; reports whose lease was lost are
     /// dropped (the newer claim wins).
+    #[tracing::instrument(name = "store.record_deliveries", skip_all, fields(results = reports.len()))]
     pub async fn record_deliveries(
         &self,
         reports: Vec<DeliveryReport>,
@@ -102,12 +103,12 @@ impl Store {
     ) -> Result<Vec<InstructionView>, StoreError> {
         let changes: Vec<Change> = reports.into_iter().map(|r| r.into_change(now)).collect();
         let mut tx = self.begin().await?;
-        let changed = apply(&mut tx, self.backend, &changes, now).await?;
-        tx.commit().await?;
         // A retry is not due yet: the dispatcher recomputes its sleep when
         // the delivery task ends, and other replicas need no wake-up.
-        let touched: Vec<_> = changed.iter().map(|v| v.request_id).collect();
-        self.announce(&touched, false).await;
+        let mut effects = Effects::default();
+        let changed = apply(&mut tx, self.backend, &changes, now, &mut effects).await?;
+        tx.commit().await?;
+        self.announce(effects).await;
         Ok(changed)
     }
 }

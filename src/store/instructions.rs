@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::codec::{INSTRUCTION_COLUMNS, instruction, opt_time, state_list, time};
 use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
-use super::{Store, StoreError};
+use super::{Effects, Store, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionId, InstructionResult, InstructionState, InstructionView,
     ProcessorId, RequestId, ResolvedBy, Timestamp,
@@ -59,14 +59,21 @@ impl Store {
         now: Timestamp,
     ) -> Result<Option<InstructionView>, StoreError> {
         let mut tx = self.begin().await?;
-        let changed = apply(&mut tx, self.backend, std::slice::from_ref(&change), now).await?;
+        let mut effects = Effects {
+            new_work: change.event == InstructionEvent::Rearm,
+            ..Effects::default()
+        };
+        let changed = apply(
+            &mut tx,
+            self.backend,
+            std::slice::from_ref(&change),
+            now,
+            &mut effects,
+        )
+        .await?;
         tx.commit().await?;
-        let view = changed.into_iter().next();
-        if let Some(v) = &view {
-            let new_work = change.event == InstructionEvent::Rearm;
-            self.announce(&[v.request_id], new_work).await;
-        }
-        Ok(view)
+        self.announce(effects).await;
+        Ok(changed.into_iter().next())
     }
 
     /// One instruction.

@@ -11,7 +11,7 @@ use super::codec::{json, micros};
 use super::events::{EventKind, NewEvent, append_events};
 use super::records::write_records;
 use super::sql::{Bind, Sql};
-use super::{Store, StoreError};
+use super::{Effects, Store, StoreError};
 use crate::domain::{
     AdapterConfig, InstructionId, InstructionState, InstructionView, NewRequest, Processor,
     ProcessorStatus, RequestStatus, RequestSummary, Timestamp, Violations,
@@ -62,8 +62,16 @@ fn fan_out<'a>(
 }
 
 impl Store {
-    /// Takes a request in (idempotently on its id).
-    pub async fn submit(&self, req: &NewRequest, now: Timestamp) -> Result<Intake, StoreError> {
+    /// Takes a request in (idempotently on its id). `trace_context` is the
+    /// submitting call's W3C `traceparent`, kept with each instruction so
+    /// that its deliveries join that trace.
+    #[tracing::instrument(name = "store.submit", skip_all, fields(request_id = %req.id))]
+    pub async fn submit(
+        &self,
+        req: &NewRequest,
+        now: Timestamp,
+        trace_context: Option<&str>,
+    ) -> Result<Intake, StoreError> {
         let processors = self.all_processors().await?;
         let targets = fan_out(req, &processors).map_err(StoreError::Invalid)?;
         let id = req.id.to_string();
@@ -155,7 +163,7 @@ impl Store {
         if !instructions.is_empty() {
             let mut sql = Sql::new(
                 "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
-                 submitted_at, state, payload, next_attempt_at, created_at) values ",
+                 submitted_at, state, payload, next_attempt_at, created_at, trace_context) values ",
             );
             sql.rows(instructions.iter().zip(&targets).map(|(i, p)| {
                 let payload = req.subject.restricted_to(&p.spec.accepted_identity_types);
@@ -170,6 +178,7 @@ impl Store {
                     Bind::from(json(&payload)),
                     Bind::from(i.next_attempt_at.map(micros)),
                     Bind::from(micros(now)),
+                    Bind::from(trace_context.map(str::to_string)),
                 ]
             }));
             sql.query().execute(&mut *tx).await?;
@@ -182,11 +191,16 @@ impl Store {
             instruction: None,
         };
         append_events(&mut tx, &[received], now).await?;
+        let mut effects = Effects {
+            touched: vec![req.id],
+            new_work: !instructions.is_empty(),
+            ..Effects::default()
+        };
         if instructions.is_empty() {
-            write_records(&mut tx, &[req.id], now).await?;
+            write_records(&mut tx, &[req.id], now, &mut effects).await?;
         }
         tx.commit().await?;
-        self.announce(&[req.id], !instructions.is_empty()).await;
+        self.announce(effects).await;
         // What was just written, without reading it back; a request that
         // matched nothing was closed in the same transaction.
         let request = if instructions.is_empty() {

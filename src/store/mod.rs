@@ -34,6 +34,7 @@ mod processors;
 mod records;
 mod requests;
 mod sql;
+mod stats;
 mod transition;
 
 use std::sync::Arc;
@@ -41,7 +42,9 @@ use std::sync::Arc;
 use sqlx::AnyPool;
 use tokio::sync::{Notify, broadcast};
 
-use crate::domain::{RequestId, Violations};
+use crate::domain::{
+    InstructionView, Jurisdiction, OverallOutcome, RequestId, RequestKind, Violations,
+};
 
 pub use claims::{ClaimKind, Claimed};
 pub use connect::{Backend, StoreOptions};
@@ -50,6 +53,7 @@ pub use events::{EventKind, RequestEvent};
 pub use instructions::{DeliveryAttemptRow, InstructionFilter, InstructionPage};
 pub use intake::Intake;
 pub use requests::{RequestFilter, RequestPage};
+pub use stats::Stats;
 
 /// Errors of the store, classified for the API layer.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +101,8 @@ pub struct Store {
     _process_lock: Option<Arc<std::fs::File>>,
     /// PostgreSQL only: relays other replicas' notifications.
     _listener: Option<Arc<notify::Listener>>,
+    /// Told about committed changes (metrics).
+    observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl Store {
@@ -137,17 +143,67 @@ impl Store {
     }
 
     /// Publishes the effects of a committed transaction: at once to this
-    /// process, and on PostgreSQL to the other replicas.
-    async fn announce(&self, touched: &[RequestId], new_work: bool) {
-        for id in touched {
+    /// process (watchers, dispatcher, observer), and on PostgreSQL to the
+    /// other replicas.
+    async fn announce(&self, effects: Effects) {
+        for id in &effects.touched {
             // No receivers is fine: nobody is watching.
             let _ = self.events.send(*id);
         }
-        if new_work {
+        if effects.new_work {
             self.work.notify_one();
         }
+        if let Some(observer) = &self.observer {
+            for v in &effects.changed {
+                observer.instruction_changed(v);
+            }
+            for c in &effects.closed {
+                observer.request_closed(c);
+            }
+        }
         if self.backend == Backend::Postgres {
-            self.publish(touched, new_work).await;
+            self.publish(&effects.touched, effects.new_work).await;
         }
     }
+
+    /// Adds an observer of committed changes (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn StoreObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+}
+
+/// What a committed transaction changed, for those who follow along.
+#[derive(Debug, Default)]
+pub(super) struct Effects {
+    /// Requests with new events.
+    pub touched: Vec<RequestId>,
+    /// Instructions after their change.
+    pub changed: Vec<InstructionView>,
+    /// Requests that got their completion record.
+    pub closed: Vec<ClosedRequest>,
+    /// Whether instructions became due (wake dispatchers).
+    pub new_work: bool,
+}
+
+/// A request that just got its completion record.
+#[derive(Clone, Debug)]
+pub struct ClosedRequest {
+    /// The request.
+    pub id: RequestId,
+    /// Its kind.
+    pub kind: RequestKind,
+    /// Its regime.
+    pub jurisdiction: Jurisdiction,
+    /// The nature of the response.
+    pub outcome: OverallOutcome,
+}
+
+/// Told about every committed change, after the commit. Implementations
+/// must be quick and must not fail (metrics).
+pub trait StoreObserver: Send + Sync + 'static {
+    /// An instruction changed state.
+    fn instruction_changed(&self, _view: &InstructionView) {}
+    /// A request got its completion record.
+    fn request_closed(&self, _closed: &ClosedRequest) {}
 }

@@ -11,7 +11,7 @@ use super::codec::{from_json, instruction, micros, parsed, request_id, time};
 use super::events::{EventKind, NewEvent, append_events};
 use super::sql::{Bind, Sql};
 use super::transition::qualified;
-use super::{Store, StoreError};
+use super::{ClosedRequest, Effects, Store, StoreError};
 use crate::domain::{
     CompletionRecord, InstructionView, ProcessorLine, RequestId, RequestStatus, Timestamp,
     Verification,
@@ -25,6 +25,7 @@ pub(super) async fn write_records(
     conn: &mut AnyConnection,
     requests: &[RequestId],
     now: Timestamp,
+    effects: &mut Effects,
 ) -> Result<(), StoreError> {
     if requests.is_empty() {
         return Ok(());
@@ -74,6 +75,12 @@ pub(super) async fn write_records(
         );
         records.push(record);
     }
+    effects.closed.extend(records.iter().map(|r| ClosedRequest {
+        id: r.request_id,
+        kind: r.kind,
+        jurisdiction: r.jurisdiction,
+        outcome: r.outcome,
+    }));
     let mut sql = Sql::new(
         "insert into completion_records (request_id, canonical_json, digest, created_at) values ",
     );

@@ -11,7 +11,7 @@ use super::codec::{
 };
 use super::sql::Sql;
 use super::transition::{Change, apply};
-use super::{Backend, Store, StoreError};
+use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionState, InstructionView, Jurisdiction, RequestId, RequestKind,
     RequestStatus, RequestSummary, ResolvedBy, Timestamp, Verification, Violations,
@@ -232,9 +232,10 @@ impl Store {
                 c
             })
             .collect();
-        apply(&mut tx, self.backend, &changes, now).await?;
+        let mut effects = Effects::default();
+        apply(&mut tx, self.backend, &changes, now, &mut effects).await?;
         tx.commit().await?;
-        self.announce(&[id], false).await;
+        self.announce(effects).await;
         let reached = open
             .into_iter()
             .filter(|i| i.first_instructed_at.is_some())

@@ -27,7 +27,7 @@ use super::codec::{INSTRUCTION_COLUMNS, instruction, json, micros, state_list};
 use super::events::{EventKind, NewEvent, append_events};
 use super::records::write_records;
 use super::sql::{Bind, Sql};
-use super::{Backend, StoreError};
+use super::{Backend, Effects, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionId, InstructionResult, InstructionState, InstructionView,
     RequestId, RequestStatus, ResolvedBy, Timestamp,
@@ -123,6 +123,7 @@ pub(super) async fn apply(
     backend: Backend,
     changes: &[Change],
     now: Timestamp,
+    effects: &mut Effects,
 ) -> Result<Vec<InstructionView>, StoreError> {
     lock_rows(
         conn,
@@ -185,7 +186,7 @@ pub(super) async fn apply(
         }
     }
     close_attempts(conn, changes, &changed, now).await?;
-    after_changes(conn, backend, &changed, now).await?;
+    after_changes(conn, backend, &changed, now, effects).await?;
     Ok(changed)
 }
 
@@ -246,10 +247,13 @@ pub(super) async fn after_changes(
     backend: Backend,
     changed: &[InstructionView],
     now: Timestamp,
+    effects: &mut Effects,
 ) -> Result<(), StoreError> {
     if changed.is_empty() {
         return Ok(());
     }
+    effects.changed.extend_from_slice(changed);
+    effects.touched.extend(changed.iter().map(|v| v.request_id));
     // Per request: how many events, how many instructions closed.
     let mut per_request: BTreeMap<RequestId, (i64, i64)> = BTreeMap::new();
     for v in changed {
@@ -308,5 +312,5 @@ pub(super) async fn after_changes(
         });
     }
     append_events(conn, &events, now).await?;
-    write_records(conn, &finished, now).await
+    write_records(conn, &finished, now, effects).await
 }

@@ -8,6 +8,7 @@ mod crash;
 mod delivery;
 mod intake;
 mod limits;
+mod observability;
 mod processors;
 mod pull;
 mod replicas;

@@ -38,6 +38,7 @@ fn start_replica(database_url: &str) -> Replica {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dsr-orchestrator"))
         .env("DSR_DATABASE_URL", database_url)
         .env("DSR_LISTEN_ADDR", "127.0.0.1:0")
+        .env("DSR_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
         .env("DSR_LOG_FORMAT", "json")
         .env("DSR_POLL_INTERVAL", "100ms")
         .env("DSR_LEASE_MARGIN", "1s")

@@ -19,6 +19,8 @@ use super::TestDb;
 
 /// A running orchestrator and clients for it.
 pub struct TestApp {
+    /// The admin (HTTP) listener.
+    pub admin: SocketAddr,
     pub requests: RequestServiceClient<Channel>,
     pub processors: ProcessorServiceClient<Channel>,
     pub instructions: InstructionServiceClient<Channel>,
@@ -70,12 +72,14 @@ impl TestApp {
             .await
             .expect("build application");
         let addr = app.addr();
+        let admin = app.admin_addr();
         let store = app.store().clone();
         let dispatcher = app.dispatcher().clone();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let ch = channel(addr).await;
         Self {
+            admin,
             requests: RequestServiceClient::new(ch.clone()),
             processors: ProcessorServiceClient::new(ch.clone()),
             instructions: InstructionServiceClient::new(ch),
@@ -84,6 +88,27 @@ impl TestApp {
             shutdown,
             task,
         }
+    }
+
+    /// `GET path` on the admin listener: (status code, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin)
+            .await
+            .expect("admin listener");
+        // HTTP/1.0: the answer is close-delimited, never chunked.
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8(raw).expect("utf-8 response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        (status, body.to_string())
     }
 
     /// Graceful stop, as on SIGTERM.

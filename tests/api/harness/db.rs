@@ -84,6 +84,20 @@ impl TestDb {
             pg_name: Some(name),
         })
     }
+
+    /// The name of the throwaway PostgreSQL database, if this is one.
+    pub fn postgres_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
+    /// A connection pool for the server's administrative database.
+    pub async fn admin_pool() -> sqlx::PgPool {
+        PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url())
+            .await
+            .expect("admin connection")
+    }
 }
 
 impl Drop for TestDb {

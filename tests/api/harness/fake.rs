@@ -38,6 +38,8 @@ struct State {
     script: VecDeque<Reply>,
     default: Reply,
     deliveries: Vec<pb::DeliverInstructionRequest>,
+    /// The `traceparent` metadata of each delivery, in order.
+    traceparents: Vec<Option<String>>,
     cancels: Vec<pb::CancelInstructionRequest>,
 }
 
@@ -63,6 +65,12 @@ impl ProcessorAdapter for Service {
         let reply = {
             let mut s = self.0.state.lock().unwrap();
             s.deliveries.push(request.get_ref().clone());
+            let traceparent = request
+                .metadata()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            s.traceparents.push(traceparent);
             s.script.pop_front().unwrap_or_else(|| s.default.clone())
         };
         self.0.calls.send_modify(|n| *n += 1);
@@ -114,6 +122,7 @@ impl FakeProcessor {
                 script: VecDeque::new(),
                 default,
                 deliveries: Vec::new(),
+                traceparents: Vec::new(),
                 cancels: Vec::new(),
             })),
             release: Arc::new(Notify::new()),
@@ -146,6 +155,13 @@ impl FakeProcessor {
     /// Every delivery received so far.
     pub fn deliveries(&self) -> Vec<pb::DeliverInstructionRequest> {
         self.state.lock().unwrap().deliveries.clone()
+    }
+
+    /// The `traceparent` each delivery carried (the processor's view of
+    /// the trace it joins).
+    #[allow(dead_code)] // used by the telemetry test binary only
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.state.lock().unwrap().traceparents.clone()
     }
 
     /// Every cancel notice received so far.

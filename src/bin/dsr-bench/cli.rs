@@ -1,0 +1,281 @@
+//! The command line. Flags are shared by the three scenarios; each scenario
+//! fills in its own defaults for the ones left out, so `dsr-bench fanout`
+//! alone is a meaningful run. [`Cli::settings`] resolves the flags into the
+//! [`Settings`] the rest of the bench reads, and rejects combinations that
+//! make no sense before anything is started.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
+
+/// What to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioKind {
+    /// C clients submit deletion requests for D seconds: requests/s and
+    /// submit latency.
+    Intake,
+    /// Submit R requests to P processors and wait for every completion
+    /// record: instructions/s end to end.
+    Fanout,
+    /// Preload K finished requests, then run `fanout`: does the cost per
+    /// request grow with the history?
+    Backlog,
+}
+
+impl ScenarioKind {
+    /// The name used in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Intake => "intake",
+            Self::Fanout => "fanout",
+            Self::Backlog => "backlog",
+        }
+    }
+}
+
+/// The database behind the orchestrator, as reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// SQLite (embedded).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// The name used in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// dsr-bench: measures what one dsr-orchestrator replica can carry, through
+/// its public gRPC API, with in-process fake processors.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The scenario to run.
+    #[arg(value_enum)]
+    pub scenario: ScenarioKind,
+
+    /// Start the orchestrator built next to this binary on a fresh database
+    /// (the default when --target is not given).
+    #[arg(long, conflicts_with = "target")]
+    pub spawn: bool,
+
+    /// With --spawn: `sqlite://...` (a new file in a temporary directory)
+    /// or `postgres://USER@HOST[:PORT]/DB` (a new database
+    /// `dsr_bench_<random>` is created on that server and dropped
+    /// afterwards).
+    #[arg(
+        long,
+        default_value = "sqlite://dsr-bench.db",
+        conflicts_with = "target"
+    )]
+    pub database_url: String,
+
+    /// Keep the fresh database (spawn mode) instead of removing it.
+    #[arg(long, conflicts_with = "target")]
+    pub keep_database: bool,
+
+    /// Use an orchestrator already running at this address (host:port).
+    #[arg(long)]
+    pub target: Option<SocketAddr>,
+
+    /// With --target: the backend to name in the report (else "unknown").
+    #[arg(long, value_enum, requires = "target")]
+    pub backend: Option<Backend>,
+
+    /// fanout/backlog: requests to submit and follow to their records
+    /// [default: 2000].
+    #[arg(long)]
+    pub requests: Option<u64>,
+
+    /// Fake processors each request fans out to.
+    #[arg(long, default_value_t = 5)]
+    pub processors: u32,
+
+    /// Concurrent clients (intake) or submitters (fanout, backlog).
+    #[arg(long, default_value_t = 64)]
+    pub clients: u32,
+
+    /// intake: seconds of submitting.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// backlog: finished requests to preload before the fanout
+    /// [default: 20000].
+    #[arg(long)]
+    pub preload: Option<u64>,
+
+    /// Fake processors wait this long before answering.
+    #[arg(long, default_value_t = 0)]
+    pub processor_latency_ms: u64,
+
+    /// Fraction of deliveries the fake processors answer with UNAVAILABLE
+    /// (which the orchestrator retries), 0 to 0.9.
+    #[arg(long, default_value_t = 0.0)]
+    pub failure_rate: f64,
+
+    /// Seconds to wait, per phase, for every request's completion record
+    /// before giving up.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+
+    /// Also print the figures as one JSON object, the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the orchestrator comes from.
+#[derive(Clone, Debug)]
+pub enum TargetSpec {
+    /// Spawn it on a fresh database made from this URL.
+    Spawn {
+        /// The URL naming the backend (and, for PostgreSQL, the server).
+        database_url: String,
+        /// Leave the fresh database behind.
+        keep_database: bool,
+    },
+    /// Connect to a running one.
+    Remote {
+        /// Its gRPC address.
+        addr: SocketAddr,
+        /// The backend to report, if the caller knows it.
+        backend: Option<Backend>,
+    },
+}
+
+/// The resolved run settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The scenario.
+    pub scenario: ScenarioKind,
+    /// Where the orchestrator comes from.
+    pub target: TargetSpec,
+    /// Requests for fanout/backlog (0 for intake, which counts its own).
+    pub requests: u64,
+    /// Processors per request.
+    pub processors: u32,
+    /// Concurrent clients or submitters.
+    pub clients: u32,
+    /// Intake's submitting time.
+    pub duration: Duration,
+    /// Finished requests to preload (backlog only; 0 otherwise).
+    pub preload: u64,
+    /// Fake processors' answer delay.
+    pub processor_latency: Duration,
+    /// Fake processors' UNAVAILABLE fraction.
+    pub failure_rate: f64,
+    /// Per-phase wait for records.
+    pub timeout: Duration,
+    /// Print the JSON line.
+    pub json: bool,
+}
+
+impl Cli {
+    /// Applies the scenario's defaults and checks the ranges.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        if self.processors == 0 || self.processors > 100 {
+            bail!("--processors must be 1 to 100");
+        }
+        if self.clients == 0 || self.clients > 4096 {
+            bail!("--clients must be 1 to 4096");
+        }
+        if !(self.duration.is_finite() && self.duration > 0.0 && self.duration <= 86_400.0) {
+            bail!("--duration must be a positive number of seconds (at most a day)");
+        }
+        if !(0.0..=0.9).contains(&self.failure_rate) {
+            bail!("--failure-rate must be between 0 and 0.9");
+        }
+        if self.timeout == 0 {
+            bail!("--timeout must be at least 1 second");
+        }
+        let requests = match self.scenario {
+            ScenarioKind::Intake => {
+                if self.requests.is_some() {
+                    bail!("--requests is for fanout and backlog; intake runs for --duration");
+                }
+                0
+            }
+            _ => self.requests.unwrap_or(2000),
+        };
+        if self.scenario != ScenarioKind::Intake && requests == 0 {
+            bail!("--requests must be at least 1");
+        }
+        let preload = match self.scenario {
+            ScenarioKind::Backlog => self.preload.unwrap_or(20_000),
+            _ if self.preload.is_some() => bail!("--preload is for the backlog scenario"),
+            _ => 0,
+        };
+        let target = match self.target {
+            Some(addr) => TargetSpec::Remote {
+                addr,
+                backend: self.backend,
+            },
+            None => TargetSpec::Spawn {
+                database_url: self.database_url.clone(),
+                keep_database: self.keep_database,
+            },
+        };
+        Ok(Settings {
+            scenario: self.scenario,
+            target,
+            requests,
+            processors: self.processors,
+            clients: self.clients,
+            duration: Duration::from_secs_f64(self.duration),
+            preload,
+            processor_latency: Duration::from_millis(self.processor_latency_ms),
+            failure_rate: self.failure_rate,
+            timeout: Duration::from_secs(self.timeout),
+            json: self.json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Settings> {
+        let mut all = vec!["dsr-bench"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)?.settings()
+    }
+
+    #[test]
+    fn each_scenario_has_its_defaults() {
+        let intake = parse(&["intake"]).unwrap();
+        assert_eq!((intake.clients, intake.processors), (64, 5));
+        assert_eq!(intake.duration, Duration::from_secs(10));
+        assert!(matches!(intake.target, TargetSpec::Spawn { .. }));
+        let fanout = parse(&["fanout"]).unwrap();
+        assert_eq!((fanout.requests, fanout.preload), (2000, 0));
+        let backlog = parse(&["backlog"]).unwrap();
+        assert_eq!((backlog.requests, backlog.preload), (2000, 20_000));
+    }
+
+    #[test]
+    fn spawn_and_target_exclude_each_other() {
+        assert!(parse(&["fanout", "--spawn", "--target", "127.0.0.1:1"]).is_err());
+        assert!(parse(&["fanout", "--target", "127.0.0.1:1", "--database-url", "x"]).is_err());
+        let remote = parse(&["fanout", "--target", "127.0.0.1:50051"]).unwrap();
+        assert!(matches!(
+            remote.target,
+            TargetSpec::Remote { backend: None, .. }
+        ));
+    }
+
+    #[test]
+    fn flags_of_other_scenarios_are_refused() {
+        assert!(parse(&["intake", "--requests", "5"]).is_err());
+        assert!(parse(&["fanout", "--preload", "5"]).is_err());
+        assert!(parse(&["fanout", "--failure-rate", "1"]).is_err());
+    }
+}

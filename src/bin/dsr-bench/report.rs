@@ -1,0 +1,199 @@
+//! The figures of a run, printed as a table for people and, with `--json`,
+//! as one JSON object on the last line of stdout for scripts. The JSON keys
+//! are a contract: scripts compare runs by them, so keys are only ever
+//! added, never renamed; a figure that does not apply to the scenario (or
+//! could not be measured, like the memory of a `--target`) is `null`.
+
+use serde::Serialize;
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// "intake", "fanout" or "backlog".
+    pub scenario: &'static str,
+    /// "sqlite", "postgres" or "unknown".
+    pub backend: &'static str,
+    /// Requests accepted in the measured phase.
+    pub requests: u64,
+    /// Processors per request.
+    pub processors: u32,
+    /// Concurrent clients or submitters.
+    pub clients: u32,
+    /// Length of the measured phase: intake's submitting time, or fanout's
+    /// first submit to last record.
+    pub duration_s: f64,
+    /// intake: accepted requests per second.
+    pub requests_per_sec: Option<f64>,
+    /// fanout, backlog: requests x processors / time to the last record.
+    pub instructions_per_sec: Option<f64>,
+    /// intake: submit latency; fanout, backlog: submit to record.
+    pub p50_ms: Option<f64>,
+    /// As `p50_ms`.
+    pub p90_ms: Option<f64>,
+    /// As `p50_ms`.
+    pub p99_ms: Option<f64>,
+    /// Failed submit calls.
+    pub errors: u64,
+    /// First submit to the last completion record.
+    pub time_to_last_record_s: Option<f64>,
+    /// Deliveries the fakes saw beyond one per instruction (retries after
+    /// simulated failures, redeliveries after expired leases).
+    pub redeliveries: Option<i64>,
+    /// Finished requests preloaded before the measured phase.
+    pub preload: u64,
+    /// Peak resident memory of the spawned server (`VmHWM`), MiB.
+    pub rss_mb: Option<f64>,
+    /// Every accepted request got a record with a line per processor.
+    pub records_complete: bool,
+    /// The largest `VmRSS` seen by sampling every 250 ms, MiB.
+    pub rss_sampled_mb: Option<f64>,
+    /// backlog: preloaded requests per second (submit to last record).
+    pub preload_requests_per_sec: Option<f64>,
+    /// Server CPU during the measured phase, % of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// The bench's own CPU during the measured phase, % of one core.
+    pub bench_cpu_pct: Option<f64>,
+}
+
+/// Three decimals are plenty and keep the JSON readable.
+pub fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+impl Report {
+    /// Rounds every float to three decimals.
+    pub fn rounded(mut self) -> Self {
+        let r = |x: &mut Option<f64>| *x = x.map(round);
+        self.duration_s = round(self.duration_s);
+        for field in [
+            &mut self.requests_per_sec,
+            &mut self.instructions_per_sec,
+            &mut self.p50_ms,
+            &mut self.p90_ms,
+            &mut self.p99_ms,
+            &mut self.time_to_last_record_s,
+            &mut self.rss_mb,
+            &mut self.rss_sampled_mb,
+            &mut self.preload_requests_per_sec,
+            &mut self.server_cpu_pct,
+            &mut self.bench_cpu_pct,
+        ] {
+            r(field);
+        }
+        self
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let num = |x: Option<f64>, unit: &str| match x {
+            Some(x) => format!("{x:.1}{unit}"),
+            None => "-".into(),
+        };
+        let latency = if self.scenario == "intake" {
+            "submit latency"
+        } else {
+            "submit to record"
+        };
+        let rows: Vec<(&str, String)> = vec![
+            ("scenario", self.scenario.to_string()),
+            ("backend", self.backend.to_string()),
+            ("requests", self.requests.to_string()),
+            ("processors", self.processors.to_string()),
+            ("clients", self.clients.to_string()),
+            ("preloaded", self.preload.to_string()),
+            ("preload rate", num(self.preload_requests_per_sec, " req/s")),
+            ("duration", format!("{:.2} s", self.duration_s)),
+            ("requests/s", num(self.requests_per_sec, "")),
+            ("instructions/s", num(self.instructions_per_sec, "")),
+            (
+                latency,
+                format!(
+                    "p50 {}  p90 {}  p99 {}",
+                    num(self.p50_ms, " ms"),
+                    num(self.p90_ms, " ms"),
+                    num(self.p99_ms, " ms")
+                ),
+            ),
+            ("errors", self.errors.to_string()),
+            ("last record", num(self.time_to_last_record_s, " s")),
+            (
+                "redeliveries",
+                self.redeliveries.map_or("-".into(), |n| n.to_string()),
+            ),
+            (
+                "server RSS",
+                format!(
+                    "peak {}  (sampled max {})",
+                    num(self.rss_mb, " MiB"),
+                    num(self.rss_sampled_mb, " MiB")
+                ),
+            ),
+            (
+                "CPU",
+                format!(
+                    "server {}  bench {}",
+                    num(self.server_cpu_pct, " %"),
+                    num(self.bench_cpu_pct, " %")
+                ),
+            ),
+            ("records complete", self.records_complete.to_string()),
+        ];
+        let mut out = String::new();
+        for (key, value) in rows {
+            out.push_str(&format!("{key:<18} {value}\n"));
+        }
+        out
+    }
+
+    /// The JSON line.
+    pub fn json(&self) -> anyhow::Result<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_keys_are_stable() {
+        let report = Report {
+            scenario: "intake",
+            backend: "sqlite",
+            requests_per_sec: Some(1234.56789),
+            ..Default::default()
+        }
+        .rounded();
+        let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        for key in [
+            "scenario",
+            "backend",
+            "requests",
+            "processors",
+            "clients",
+            "duration_s",
+            "requests_per_sec",
+            "instructions_per_sec",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "errors",
+            "time_to_last_record_s",
+            "redeliveries",
+            "preload",
+            "rss_mb",
+            "records_complete",
+        ] {
+            assert!(keys.contains(&key), "missing {key}");
+        }
+        assert_eq!(json["requests_per_sec"], 1234.568);
+        assert!(json["instructions_per_sec"].is_null());
+        assert!(report.table().contains("requests/s"));
+    }
+}

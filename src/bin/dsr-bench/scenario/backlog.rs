@@ -1,0 +1,51 @@
+//! `backlog`: the fan-out scenario on a database that already holds K
+//! finished requests, to show whether the cost per request grows with the
+//! history (claims, watches and record writes should touch only open work,
+//! so it should not). The preload goes through the public API with the same
+//! processors, so the history looks exactly like real history.
+
+use anyhow::bail;
+
+use super::Bench;
+use super::fanout;
+use crate::progress;
+use crate::report::Report;
+
+/// Runs the scenario.
+pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
+    let settings = bench.settings;
+    let mut report = bench.report();
+    if settings.preload > 0 {
+        let preload = fanout::measure(bench, settings.preload, "preload").await?;
+        if !preload.records.complete() {
+            bail!(
+                "preload: {} of {} requests have no complete record after {} s",
+                preload.records.missing + preload.records.incomplete,
+                settings.preload,
+                settings.timeout.as_secs()
+            );
+        }
+        let rate = preload
+            .time_to_last_record
+            .map(|d| settings.preload as f64 / d.as_secs_f64().max(1e-9));
+        progress::note(
+            None,
+            &format!(
+                "preload: {} finished requests in {:.2} s ({:.1} requests/s, {:.1} instructions/s)",
+                settings.preload,
+                preload
+                    .time_to_last_record
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+                rate.unwrap_or_default(),
+                preload
+                    .instructions_per_sec(settings.processors)
+                    .unwrap_or_default()
+            ),
+        );
+        report.preload_requests_per_sec = rate;
+    }
+    let phase = fanout::measure(bench, settings.requests, "backlog").await?;
+    fanout::fill(&mut report, phase, settings.processors);
+    Ok(report)
+}

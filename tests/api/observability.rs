@@ -1,0 +1,340 @@
+//! The admin listener: metrics after real traffic (with the right labels and
+//! no personal data), readiness following the database, and the dashboard
+//! querying only metrics that exist.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dsr_orchestrator::pb;
+use sqlx::Executor;
+use tonic::Code;
+
+use crate::backends;
+use crate::harness::*;
+
+backends!(metrics_follow_a_fan_out_with_failures);
+
+/// `name{a="1",b="2"}` (labels sorted) -> value, from the text format.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let mut labels: Vec<&str> = rest
+                    .trim_end_matches('}')
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                labels.sort();
+                (n, labels.join(","))
+            }
+            None => (series, String::new()),
+        };
+        out.insert(
+            format!("{name}{{{labels}}}"),
+            value.parse().expect("numeric value"),
+        );
+    }
+    out
+}
+
+fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
+    *samples.get(key).unwrap_or_else(|| {
+        panic!(
+            "no sample {key}; have {:#?}",
+            samples.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Counters, histograms and gauges after deliveries that succeed, retry,
+/// escalate and are acknowledged.
+async fn metrics_follow_a_fan_out_with_failures(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let ok = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let flaky = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    flaky.script([
+        Reply::Error(Code::Unavailable),
+        Reply::Error(Code::Unavailable),
+    ]);
+    let broken = FakeProcessor::start(Reply::Error(Code::PermissionDenied)).await;
+    let slow = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("ok", &ok.endpoint())).await;
+    register(&app, push_processor("flaky", &flaky.endpoint())).await;
+    register(&app, push_processor("broken", &broken.endpoint())).await;
+    let slow_token = register(&app, push_processor("slow", &slow.endpoint())).await;
+    register(&app, pull_processor("puller", 60_000)).await;
+
+    let mut requests = Vec::new();
+    for n in 0..2 {
+        requests.push(submit(&app, deletion(&format!("metrics{n}@example.com"))).await);
+    }
+    let id_of = |r: &pb::DataSubjectRequest, p: &str| {
+        r.instructions
+            .iter()
+            .find(|i| i.processor_id == p)
+            .unwrap()
+            .instruction_id
+            .clone()
+    };
+    for r in &requests {
+        wait_for_state(&app, &id_of(r, "broken"), pb::InstructionState::Escalated).await;
+        wait_for_state(&app, &id_of(r, "flaky"), pb::InstructionState::Completed).await;
+        wait_for_state(&app, &id_of(r, "ok"), pb::InstructionState::Completed).await;
+        wait_for_state(&app, &id_of(r, "slow"), pb::InstructionState::Acknowledged).await;
+    }
+
+    let (status, text) = app.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    let m = samples(&text);
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_requests_submitted_total{jurisdiction="CCPA",kind="DELETE"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_delivery_attempts_total{processor="flaky",result="retryable_error"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_delivery_attempts_total{processor="flaky",result="outcome"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_delivery_failures_total{code="UNAVAILABLE",processor="flaky"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_delivery_failures_total{code="PERMISSION_DENIED",processor="broken"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_delivery_attempts_total{processor="slow",result="accepted"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_instructions_escalations_total{processor="broken"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_instructions_finished_total{processor="ok",state="COMPLETED"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_instructions_claimed_total{processor="flaky",reason="retry"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&m, r#"dsr_delivery_duration_seconds_count{processor="ok"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_time_to_acknowledge_seconds_count{processor="slow"}"#
+        ),
+        2.0
+    );
+    // Gauges, read from the database at scrape time.
+    assert_eq!(value(&m, r#"dsr_requests_open{status="IN_PROGRESS"}"#), 2.0);
+    assert!(
+        value(
+            &m,
+            r#"dsr_requests_oldest_open_age_seconds{status="IN_PROGRESS"}"#
+        ) >= 0.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_instructions_open{processor="broken",state="ESCALATED"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_instructions_open{processor="slow",state="ACKNOWLEDGED"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_instructions_open{processor="puller",state="PENDING"}"#
+        ),
+        2.0
+    );
+    assert_eq!(value(&m, r#"dsr_queue_depth{processor="puller"}"#), 2.0);
+    assert!(value(&m, "dsr_claim_duration_seconds_count{}") >= 1.0);
+    // Bounded labels: no request ids, no subject data.
+    for r in &requests {
+        assert!(!text.contains(&r.request_id));
+    }
+    assert!(!text.contains("example.com"));
+
+    // Finish the requests: completions are counted by outcome.
+    for r in &requests {
+        for p in ["broken", "puller"] {
+            app.instructions
+                .clone()
+                .resolve_instruction(pb::ResolveInstructionRequest {
+                    instruction_id: id_of(r, p),
+                    result: Some(pb::InstructionResult {
+                        outcome: pb::Outcome::NoData as i32,
+                        ..Default::default()
+                    }),
+                    note: "checked by hand".into(),
+                })
+                .await
+                .unwrap();
+        }
+        app.instructions
+            .clone()
+            .complete_instruction(authed(
+                &slow_token,
+                pb::CompleteInstructionRequest {
+                    instruction_id: id_of(r, "slow"),
+                    result: Some(pb::InstructionResult {
+                        outcome: pb::Outcome::Completed as i32,
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap();
+        watch_to_end(&app.requests, &r.request_id).await;
+    }
+    let first = m;
+    let (_, text) = app.admin_get("/metrics").await;
+    let m = samples(&text);
+    assert_eq!(
+        value(
+            &m,
+            r#"dsr_requests_completed_total{jurisdiction="CCPA",kind="DELETE",outcome="FULFILLED"}"#
+        ),
+        2.0
+    );
+    assert!(!m.contains_key(r#"dsr_requests_open{status="IN_PROGRESS"}"#));
+
+    // The dashboard queries only metrics that exist (once traffic made
+    // every family appear).
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("helm/dsr-orchestrator/dashboards/dsr-orchestrator.json").unwrap(),
+    )
+    .expect("the dashboard is well-formed JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(!exprs.is_empty());
+    let names: BTreeSet<&str> = first
+        .keys()
+        .chain(m.keys())
+        .map(|k| k.split('{').next().unwrap())
+        .collect();
+    let mut queried = BTreeSet::new();
+    for e in &exprs {
+        for (i, _) in e.match_indices("dsr_") {
+            let name: String = e[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            queried.insert(name);
+        }
+    }
+    let missing: Vec<_> = queried
+        .iter()
+        .filter(|q| !names.contains(q.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics that do not exist: {missing:?}"
+    );
+
+    app.stop().await;
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "query", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_exprs(i, out)),
+        _ => {}
+    }
+}
+
+/// `/healthz` answers while the process lives; `/readyz` turns unready when
+/// the database goes away and ready again when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_follows_the_database() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let app = TestApp::spawn(&db).await;
+    assert_eq!(app.admin_get("/healthz").await.0, 200);
+    assert_eq!(app.admin_get("/readyz").await, (200, "ready\n".to_string()));
+
+    let name = db.postgres_name().unwrap().to_string();
+    let admin = TestDb::admin_pool().await;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "alter database {name} allow_connections false"
+        )))
+        .await
+        .unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{name}'"
+        )))
+        .await
+        .unwrap();
+    let (status, body) = app.admin_get("/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: database unreachable\n")
+    );
+    assert_eq!(app.admin_get("/healthz").await.0, 200, "alive all the same");
+
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "alter database {name} allow_connections true"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(app.admin_get("/readyz").await, (200, "ready\n".to_string()));
+    admin.close().await;
+    app.stop().await;
+}
