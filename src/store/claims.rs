@@ -142,6 +142,21 @@ impl Store {
         max_reminders: u32,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
+        // Overdue outcomes are rare and every dispatcher pass asks: look
+        // first, without a write transaction (and its lock on SQLite).
+        let overdue = Sql::new("select id from instructions where processor_id = ")
+            .bind(processor.as_str())
+            .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
+            .bind(micros(now))
+            .push(" and reminders >= ")
+            .bind(i64::from(max_reminders))
+            .push(" limit 1")
+            .query()
+            .fetch_optional(&self.pool)
+            .await?;
+        if overdue.is_none() {
+            return Ok(0);
+        }
         let mut tx = self.begin().await?;
         let rows = Sql::new(
             "update instructions set state = 'ESCALATED', reply_due_at = null, \

@@ -10,7 +10,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::codec::{from_json, json, micros, time};
-use super::sql::Sql;
+use super::sql::{Bind, Sql};
 use super::{Store, StoreError};
 use crate::domain::{Processor, ProcessorId, ProcessorSpec, ProcessorStatus, Timestamp};
 
@@ -53,31 +53,24 @@ impl Store {
         now: Timestamp,
     ) -> Result<(Processor, String), StoreError> {
         let token = new_callback_token();
-        let result = Sql::new(
+        let mut sql = Sql::new(
             "insert into processors (id, display_name, role, country, spec, adapter_kind, status, \
-             token_hash, created_at, updated_at) values (",
-        )
-        .bind(spec.id.as_str())
-        .push(", ")
-        .bind(spec.display_name.as_str())
-        .push(", ")
-        .bind(spec.role.as_str())
-        .push(", ")
-        .bind(spec.country.as_str())
-        .push(", ")
-        .bind(json(spec))
-        .push(", ")
-        .bind(spec.adapter.kind())
-        .push(", 'ACTIVE', ")
-        .bind(token_hash(&token))
-        .push(", ")
-        .bind(micros(now))
-        .push(", ")
-        .bind(micros(now))
-        .push(") on conflict (id) do nothing")
-        .query()
-        .execute(&self.pool)
-        .await?;
+             token_hash, created_at, updated_at) values ",
+        );
+        sql.rows([vec![
+            Bind::from(spec.id.as_str()),
+            Bind::from(spec.display_name.as_str()),
+            Bind::from(spec.role.as_str()),
+            Bind::from(spec.country.as_str()),
+            Bind::from(json(spec)),
+            Bind::from(spec.adapter.kind()),
+            Bind::from("ACTIVE"),
+            Bind::from(token_hash(&token)),
+            Bind::from(micros(now)),
+            Bind::from(micros(now)),
+        ]])
+        .push(" on conflict (id) do nothing");
+        let result = sql.query().execute(&self.pool).await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::AlreadyExists(format!(
                 "processor {} is already registered",

@@ -1,0 +1,160 @@
+{{/* vim: set filetype=mustache: */}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "dsr.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of the release's objects: fullnameOverride, else
+<release>-<chart> (just <release> when it already contains the chart name).
+Truncated to 63 characters (DNS label).
+*/}}
+{{- define "dsr.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart-version, for the helm.sh/chart label. */}}
+{{- define "dsr.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "dsr.labels" -}}
+helm.sh/chart: {{ include "dsr.chart" . }}
+{{ include "dsr.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dsr-orchestrator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select this release's pods. Never change them: a
+Deployment's selector is immutable. */}}
+{{- define "dsr.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dsr.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "dsr.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dsr.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest is set. */}}
+{{- define "dsr.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "dsr.configMapName" -}}
+{{- printf "%s-config" (include "dsr.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dsr.processorsConfigMapName" -}}
+{{- printf "%s-processors" (include "dsr.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dsr.sqliteClaimName" -}}
+{{- default (printf "%s-data" (include "dsr.fullname" .) | trunc 63 | trimSuffix "-") .Values.database.sqlite.persistence.existingClaim }}
+{{- end }}
+
+{{/* "true" when the database is SQLite. */}}
+{{- define "dsr.sqlite" -}}
+{{- if eq .Values.database.mode "sqlite" }}true{{ end }}
+{{- end }}
+
+{{/* "true" when more than one pod may run at once (not counting a rollout's
+surge). */}}
+{{- define "dsr.multiReplica" -}}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{/* The SQLite URL (a path, no credentials). */}}
+{{- define "dsr.sqliteUrl" -}}
+{{- printf "sqlite://%s/%s" (.Values.database.sqlite.mountPath | trimSuffix "/") .Values.database.sqlite.fileName }}
+{{- end }}
+
+{{/* Where the processors file is mounted. */}}
+{{- define "dsr.processorsDir" -}}/etc/dsr{{- end }}
+
+{{/* Container ports: fixed, the Service maps its own ports onto them. */}}
+{{- define "dsr.grpcContainerPort" -}}50051{{- end }}
+{{- define "dsr.metricsContainerPort" -}}9090{{- end }}
+
+{{/*
+A duration of the form <integer><unit> (unit ms, s, m or h) in whole
+seconds, rounded up.
+*/}}
+{{- define "dsr.durationSeconds" -}}
+{{- $d := toString . }}
+{{- if not (regexMatch "^[0-9]+(ms|s|m|h)$" $d) }}
+{{- fail (printf "dsr-orchestrator: cannot read the duration %q: write it as <integer><unit>, unit one of ms, s, m, h (e.g. 20s)" $d) }}
+{{- end }}
+{{- $n := regexReplaceAll "^([0-9]+)(ms|s|m|h)$" $d "${1}" | atoi }}
+{{- $unit := regexReplaceAll "^([0-9]+)(ms|s|m|h)$" $d "${2}" }}
+{{- if eq $unit "ms" }}{{ div (add $n 999) 1000 }}
+{{- else if eq $unit "s" }}{{ $n }}
+{{- else if eq $unit "m" }}{{ mul $n 60 }}
+{{- else }}{{ mul $n 3600 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks across values that values.schema.json cannot express. Each failure
+names the values to change.
+*/}}
+{{- define "dsr.validate" -}}
+{{- $v := .Values }}
+{{- if eq $v.database.mode "sqlite" }}
+  {{- if gt (int $v.replicaCount) 1 }}
+    {{- fail (printf "dsr-orchestrator: replicaCount=%d needs database.mode=postgres. SQLite is for one process (a second pod on the same file is refused at startup): set replicaCount=1, or database.mode=postgres with database.existingSecret." (int $v.replicaCount)) }}
+  {{- end }}
+  {{- if $v.autoscaling.enabled }}
+    {{- fail "dsr-orchestrator: autoscaling.enabled=true needs database.mode=postgres. SQLite is for one process: disable autoscaling, or use database.mode=postgres with database.existingSecret." }}
+  {{- end }}
+{{- else }}
+  {{- if not $v.database.existingSecret }}
+    {{- fail (printf "dsr-orchestrator: database.existingSecret is required when database.mode=postgres: name an existing Secret whose key %q holds the URL postgres://USER:PASS@HOST:PORT/DB (the chart never puts the URL in values)." $v.database.secretKey) }}
+  {{- end }}
+  {{- if and $v.networkPolicy.enabled (not (or $v.networkPolicy.egress.database.cidrs $v.networkPolicy.egress.database.peers)) }}
+    {{- fail "dsr-orchestrator: networkPolicy.enabled=true with database.mode=postgres needs networkPolicy.egress.database.cidrs or .peers, or the pods could not reach the database." }}
+  {{- end }}
+{{- end }}
+{{- if $v.autoscaling.enabled }}
+  {{- if gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas) }}
+    {{- fail (printf "dsr-orchestrator: autoscaling.minReplicas (%d) is greater than autoscaling.maxReplicas (%d)." (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+  {{- end }}
+  {{- if not (or $v.autoscaling.targetCPUUtilizationPercentage $v.autoscaling.targetMemoryUtilizationPercentage) }}
+    {{- fail "dsr-orchestrator: autoscaling.enabled=true needs autoscaling.targetCPUUtilizationPercentage or autoscaling.targetMemoryUtilizationPercentage." }}
+  {{- end }}
+{{- end }}
+{{- $drain := include "dsr.durationSeconds" $v.config.drainTimeout | int }}
+{{- if le (int $v.terminationGracePeriodSeconds) $drain }}
+  {{- fail (printf "dsr-orchestrator: terminationGracePeriodSeconds (%d) must be longer than config.drainTimeout (%s), or pods are killed before deliveries in flight drain; leave 10s or more for the rest of shutdown." (int $v.terminationGracePeriodSeconds) $v.config.drainTimeout) }}
+{{- end }}
+{{- $ids := list }}
+{{- range $v.processors }}
+  {{- if has .processor_id $ids }}
+    {{- fail (printf "dsr-orchestrator: processors: processor_id %q is declared more than once." .processor_id) }}
+  {{- end }}
+  {{- $ids = append $ids .processor_id }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,622 @@
+"""Chart tests: Helm lint, rendering of realistic value sets, every manifest
+validated against the Kubernetes schemas, the hardening and the probes on
+every container, and the values Helm must refuse."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import (
+    CHART,
+    FULLNAME,
+    K8S_VERSION,
+    NAMESPACE,
+    REPO,
+    SCENARIOS,
+    load_values,
+)
+
+# Kinds whose schema kubernetes-validate does not ship (CRDs): their fields
+# are asserted by hand below.
+CRD_KINDS = {"ServiceMonitor"}
+
+SELECTOR = {"app.kubernetes.io/name": "dsr-orchestrator", "app.kubernetes.io/instance": "dsr"}
+
+
+# --- lint ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm_lint_is_clean(scenario):
+    report = helm.lint(
+        CHART,
+        load_values(SCENARIOS[scenario]),
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version=f"v{K8S_VERSION}.0",
+    )
+    assert report["total_charts_linted"] == 1
+    assert report["errors"] == []
+    # Severity 2 = warning, 3 = error; 1 (info: "icon is recommended") is fine.
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == [], problems
+
+
+# --- what every value set renders ------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_manifest_matches_the_kubernetes_schema(rendered, scenario):
+    r = rendered[scenario]
+    checked = 0
+    for doc in r.manifests():
+        if doc["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {e.message} at {list(e.path)}")
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_objects_carry_names_namespace_and_labels(rendered, scenario):
+    for doc in rendered[scenario].docs:
+        meta = doc["metadata"]
+        assert meta["name"].startswith(FULLNAME), meta["name"]
+        assert len(meta["name"]) <= 63
+        if not (doc["kind"] == "ConfigMap" and meta["name"].endswith("-dashboard")):
+            assert meta["namespace"] == NAMESPACE
+        labels = meta["labels"]
+        for key, value in SELECTOR.items():
+            assert labels[key] == value
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_containers_are_hardened(rendered, scenario):
+    r = rendered[scenario]
+    pod = r.pod["spec"]
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["runAsUser"] == 65532
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert r.containers, "no containers"
+    for c in r.containers:
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True, c["name"]
+        assert sc["runAsUser"] == 65532, c["name"]
+        assert sc["allowPrivilegeEscalation"] is False, c["name"]
+        assert sc["readOnlyRootFilesystem"] is True, c["name"]
+        assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+        assert "add" not in sc["capabilities"], c["name"]
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, c["name"]
+        assert sc.get("privileged", False) is False, c["name"]
+        assert c["resources"]["requests"]["memory"], c["name"]
+        assert c["resources"]["limits"]["memory"], c["name"]
+        # The root filesystem is read-only: /tmp is a volume.
+        assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_probes_hit_the_admin_listener(rendered, scenario):
+    for c in rendered[scenario].containers:
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports == {"grpc": 50051, "metrics": 9090}
+        probes = {
+            "startupProbe": "/healthz",
+            "livenessProbe": "/healthz",
+            "readinessProbe": "/readyz",
+        }
+        for probe, path in probes.items():
+            assert probe in c, f"{c['name']} has no {probe}"
+            assert c[probe]["httpGet"] == {"path": path, "port": "metrics"}
+            assert c[probe]["timeoutSeconds"] >= 3  # /readyz waits up to 2 s
+        # Room for migrations (and another replica's migration lock).
+        startup = c["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_settings_come_from_the_configmap(rendered, scenario):
+    r = rendered[scenario]
+    c = r.containers[0]
+    assert {"configMapRef": {"name": f"{FULLNAME}-config"}} in c["envFrom"]
+    cfg = r.config
+    assert cfg["DSR_LISTEN_ADDR"] == "0.0.0.0:50051"
+    assert cfg["DSR_ADMIN_LISTEN_ADDR"] == "0.0.0.0:9090"
+    assert cfg["DSR_PROCESSORS_FILE"] == "/etc/dsr/processors.yaml"
+    for key in (
+        "DSR_DB_MAX_CONNECTIONS",
+        "DSR_DB_ACQUIRE_TIMEOUT",
+        "DSR_MAX_IN_FLIGHT",
+        "DSR_POLL_INTERVAL",
+        "DSR_LEASE_MARGIN",
+        "DSR_DRAIN_TIMEOUT",
+        "DSR_LOG_FORMAT",
+        "RUST_LOG",
+    ):
+        assert isinstance(cfg[key], str) and cfg[key], key
+    assert cfg["DSR_LOG_FORMAT"] in ("json", "text")
+    # The processors file is mounted where DSR_PROCESSORS_FILE points.
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["processors"]["mountPath"] == "/etc/dsr"
+    assert mounts["processors"]["readOnly"] is True
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    assert volumes["processors"]["configMap"]["name"] == f"{FULLNAME}-processors"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_checksum_annotations_roll_the_pods(rendered, scenario):
+    annotations = rendered[scenario].pod["metadata"]["annotations"]
+    for key in ("checksum/config", "checksum/processors"):
+        assert re.fullmatch(r"[0-9a-f]{64}", annotations[key]), key
+
+
+def test_a_settings_change_changes_only_the_config_checksum(render):
+    base = render(None).pod["metadata"]["annotations"]
+    changed = render({"config": {"logLevel": "debug"}}).pod["metadata"]["annotations"]
+    assert changed["checksum/config"] != base["checksum/config"]
+    assert changed["checksum/processors"] == base["checksum/processors"]
+
+
+def test_a_processors_change_changes_the_processors_checksum(render):
+    values = load_values("sqlite-single.yaml")
+    base = render(values).pod["metadata"]["annotations"]
+    changed_values = copy.deepcopy(values)
+    changed_values["processors"][0]["display_name"] = "Distributor KK (renamed)"
+    changed = render(changed_values).pod["metadata"]["annotations"]
+    assert changed["checksum/processors"] != base["checksum/processors"]
+    assert changed["checksum/config"] == base["checksum/config"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_termination_grace_outlasts_the_drain(rendered, scenario):
+    r = rendered[scenario]
+    drain = r.config["DSR_DRAIN_TIMEOUT"]
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", drain)
+    assert m, drain
+    seconds = int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    assert r.pod["spec"]["terminationGracePeriodSeconds"] > seconds
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_pods_spread_over_zones_and_nodes(rendered, scenario):
+    constraints = rendered[scenario].pod["spec"]["topologySpreadConstraints"]
+    keys = {c["topologyKey"] for c in constraints}
+    assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for c in constraints:
+        assert c["labelSelector"] == {"matchLabels": SELECTOR}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_service_exposes_grpc_and_metrics(rendered, scenario):
+    r = rendered[scenario]
+    svc = r.one("Service")
+    assert svc["spec"]["selector"] == SELECTOR
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert ports["grpc"]["port"] == 50051
+    assert ports["grpc"]["targetPort"] == "grpc"
+    assert ports["grpc"]["appProtocol"] == "grpc"
+    assert ports["metrics"]["port"] == 9090
+    assert ports["metrics"]["targetPort"] == "metrics"
+    # The Deployment's pods carry the selector.
+    assert r.deployment["spec"]["selector"]["matchLabels"] == SELECTOR
+    for key, value in SELECTOR.items():
+        assert r.pod["metadata"]["labels"][key] == value
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_no_secret_is_rendered_or_inlined(rendered, scenario):
+    r = rendered[scenario]
+    assert "Secret" not in r.kinds()
+    for text in r.files.values():
+        assert "postgres://" not in text.replace("postgres://USER:PASS@HOST:PORT/DB", "")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_service_account_is_used(rendered, scenario):
+    r = rendered[scenario]
+    sa = r.one("ServiceAccount")
+    assert sa["automountServiceAccountToken"] is False
+    assert r.pod["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_processors_file_round_trips(rendered, scenario):
+    values = load_values(SCENARIOS[scenario]) or {}
+    cm = rendered[scenario].one("ConfigMap", f"{FULLNAME}-processors")
+    # PyYAML reads YAML 1.1 (where an unquoted NO is false): stricter than
+    # the service's parser, so a string that survives it survives both.
+    parsed = yaml.safe_load(cm["data"]["processors.yaml"])
+    assert parsed == {"processors": values.get("processors", [])}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_notes_tell_how_to_reach_the_service(rendered, scenario):
+    notes = rendered[scenario].notes
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{FULLNAME} 50051:50051 9090:9090" in notes
+    assert "grpcurl -plaintext 127.0.0.1:50051 list" in notes
+    assert "curl -s http://127.0.0.1:9090/readyz" in notes
+
+
+# --- the value sets one by one ---------------------------------------------
+
+
+def test_defaults_are_one_sqlite_replica(rendered):
+    r = rendered["default"]
+    assert r.kinds() == {"ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment"}
+    assert r.deployment["spec"]["replicas"] == 1
+    assert r.config["DSR_DATABASE_URL"] == "sqlite:///var/lib/dsr/dsr.db"
+    assert r.config["DSR_LOG_FORMAT"] == "json"
+    assert r.containers[0]["image"] == "dsr-orchestrator:0.1.0"
+    assert r.pod["spec"]["terminationGracePeriodSeconds"] == 40
+    assert r.config["DSR_DRAIN_TIMEOUT"] == "20s"
+    assert not any(k.startswith("OTEL_") for k in r.config)
+
+
+def test_sqlite_single_replica(rendered):
+    r = rendered["sqlite-single"]
+    dep = r.deployment
+    assert dep["spec"]["replicas"] == 1
+    # The old pod must release the file (and the RWO volume) first.
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert r.maybe("PodDisruptionBudget") is None
+    assert r.maybe("HorizontalPodAutoscaler") is None
+    assert r.config["DSR_DATABASE_URL"] == "sqlite:///var/lib/dsr/dsr.db"
+    assert r.config["DSR_LOG_FORMAT"] == "text"
+    assert r.config["RUST_LOG"] == "info,dsr_orchestrator=debug"
+    c = r.containers[0]
+    assert c["image"] == "registry.example.com/privacy/dsr-orchestrator:0.1.0"
+    assert not any(e["name"] == "DSR_DATABASE_URL" for e in c["env"])
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["data"] == "/var/lib/dsr"
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    pvc = r.one("PersistentVolumeClaim")
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert pvc["spec"]["storageClassName"] == "fast-ssd"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # `helm uninstall` must not take the completion records with it.
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # fsGroup makes the volume writable by the non-root user.
+    assert r.pod["spec"]["securityContext"]["fsGroup"] == 65532
+
+
+def test_sqlite_without_persistence_uses_an_emptydir(render):
+    r = render({"database": {"sqlite": {"persistence": {"enabled": False}}}})
+    assert r.maybe("PersistentVolumeClaim") is None
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {}}
+    assert "LOST when the pod goes" in r.notes
+
+
+def test_sqlite_with_an_existing_claim(render):
+    r = render({"database": {"sqlite": {"persistence": {"existingClaim": "dsr-data-old"}}}})
+    assert r.maybe("PersistentVolumeClaim") is None
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "dsr-data-old"
+
+
+def test_postgres_three_replicas(rendered):
+    r = rendered["postgres-3"]
+    dep = r.deployment
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    assert r.maybe("PersistentVolumeClaim") is None
+    assert "DSR_DATABASE_URL" not in r.config
+    c = r.containers[0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["DSR_DATABASE_URL"] == {
+        "name": "DSR_DATABASE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "dsr-database", "key": "url"}},
+    }
+    assert "data" not in {m["name"] for m in c["volumeMounts"]}
+    pdb = r.one("PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+    assert pdb["spec"]["selector"] == {"matchLabels": SELECTOR}
+    cfg = r.config
+    assert cfg["DSR_DB_MAX_CONNECTIONS"] == "20"
+    assert cfg["DSR_DB_ACQUIRE_TIMEOUT"] == "5s"
+    assert cfg["DSR_MAX_IN_FLIGHT"] == "128"
+    assert cfg["DSR_DRAIN_TIMEOUT"] == "30s"
+    assert r.pod["spec"]["terminationGracePeriodSeconds"] == 45
+    assert cfg["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+    assert cfg["OTEL_SERVICE_NAME"] == "dsr-orchestrator"
+    assert cfg["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert cfg["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == (
+        "k8s.pod.name=$(K8S_POD_NAME),k8s.namespace.name=$(K8S_NAMESPACE),"
+        "deployment.environment=prod"
+    )
+
+
+def test_processor_values_reach_the_file_as_the_service_reads_them(rendered):
+    cm = rendered["postgres-3"].one("ConfigMap", f"{FULLNAME}-processors")
+    text = cm["data"]["processors.yaml"]
+    processors = {p["processor_id"]: p for p in yaml.safe_load(text)["processors"]}
+    assert processors["nordic-contractor"]["country"] == "NO"
+    vendor = processors["platform-vendor"]
+    assert vendor["adapter"] == {"grpc": {"endpoint": "https://dsr.vendor.example:443", "timeout": "10s"}}
+    assert vendor["retry_policy"]["multiplier"] == 2
+    assert vendor["completion_timeout"] == "7d"
+    assert processors["distributor"]["adapter"] == {"pull": {}}
+    assert processors["nordic-contractor"]["adapter"] == {"manual": {}}
+
+
+def test_autoscaling_networkpolicy_servicemonitor(rendered):
+    r = rendered["autoscaling-netpol-monitor"]
+    dep = r.deployment
+    # The HPA owns the replica count.
+    assert "replicas" not in dep["spec"]
+    assert r.containers[0]["image"] == (
+        "registry.example.com/privacy/dsr-orchestrator@sha256:"
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    )
+
+    hpa = r.one("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert hpa["spec"]["minReplicas"] == 3
+    assert hpa["spec"]["maxReplicas"] == 10
+    targets = {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]}
+    assert targets == {"cpu": 70, "memory": 80}
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+
+    assert r.one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+    np = r.one("NetworkPolicy")["spec"]
+    assert np["podSelector"] == {"matchLabels": SELECTOR}
+    assert np["policyTypes"] == ["Ingress", "Egress"]
+    ingress = {rule["ports"][0]["port"]: rule for rule in np["ingress"]}
+    assert set(ingress) == {50051, 9090}
+    for rule in np["ingress"]:
+        assert len(rule["ports"]) == 1
+        for peer in rule["from"]:
+            assert set(peer) <= {"namespaceSelector", "podSelector"}, peer
+    assert ingress[50051]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "intake"}
+    assert ingress[50051]["from"][1] == {"podSelector": {"matchLabels": {"dsr-orchestrator/client": "true"}}}
+    assert ingress[9090]["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+    egress = np["egress"]
+    dns = [rule for rule in egress if {"port": 53, "protocol": "UDP"} in rule["ports"]]
+    assert len(dns) == 1 and {"port": 53, "protocol": "TCP"} in dns[0]["ports"]
+    by_port = {rule["ports"][0]["port"]: rule for rule in egress if rule not in dns}
+    assert by_port[5432]["to"] == [{"ipBlock": {"cidr": "10.20.0.0/24"}}]
+    assert by_port[443]["to"] == [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+    assert by_port[4317]["to"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "otel-collector"}
+    assert set(by_port) == {5432, 443, 4317}
+
+    sm = r.one("ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["selector"] == {"matchLabels": SELECTOR}
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert sm["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "15s", "scrapeTimeout": "5s"}
+    ]
+    # The ServiceMonitor's selector finds the Service, and its port exists.
+    svc = r.one("Service")
+    for key, value in sm["spec"]["selector"]["matchLabels"].items():
+        assert svc["metadata"]["labels"][key] == value
+    assert "metrics" in {p["name"] for p in svc["spec"]["ports"]}
+
+    dash = r.one("ConfigMap", f"{FULLNAME}-dashboard")
+    assert dash["metadata"]["namespace"] == "monitoring"
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((CHART / "dashboards" / "dsr-orchestrator.json").read_text())
+    assert json.loads(dash["data"]["dsr-orchestrator.json"]) == shipped
+
+
+def test_networkpolicy_with_no_peers_admits_no_one(render):
+    r = render({"networkPolicy": {"enabled": True, "egress": {"dns": {"enabled": False}}}})
+    np = r.one("NetworkPolicy")
+    (manifest,) = [m for m in r.manifests() if m["kind"] == "NetworkPolicy"]
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    assert np["spec"]["ingress"] == []
+    assert np["spec"]["egress"] == []
+    assert "WARNING: networkPolicy is enabled with no ingress peers" in r.notes
+
+
+def test_pdb_min_available_replaces_max_unavailable(render):
+    values = load_values("postgres-3.yaml")
+    values["podDisruptionBudget"] = {"minAvailable": 2}
+    pdb = render(values).one("PodDisruptionBudget")["spec"]
+    assert pdb["minAvailable"] == 2
+    assert "maxUnavailable" not in pdb
+
+
+def test_optional_objects_are_off_by_default(rendered):
+    kinds = rendered["default"].kinds()
+    for kind in ("ServiceMonitor", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget"):
+        assert kind not in kinds
+    names = {d["metadata"]["name"] for d in rendered["default"].all("ConfigMap")}
+    assert names == {f"{FULLNAME}-config", f"{FULLNAME}-processors"}
+
+
+def test_reserved_values_validate_but_render_nothing(render, rendered):
+    r = render(
+        {
+            "tls": {"enabled": True, "existingSecret": "dsr-tls"},
+            "encryption": {"existingSecret": "dsr-keys"},
+            "auth": {"jwt": {"enabled": True, "issuer": "https://id.example", "audience": "dsr", "jwksUrl": "https://id.example/jwks"}},
+        }
+    )
+    assert r.manifests() == rendered["default"].manifests()
+
+
+# --- values Helm must refuse, with a message that says what to fix ---------
+
+PROCESSOR = {
+    "processor_id": "platform-vendor",
+    "display_name": "Platform Vendor Inc.",
+    "role": "VENDOR",
+    "country": "US",
+    "supported_kinds": ["DELETE"],
+    "accepted_identity_types": ["EMAIL"],
+    "adapter": {"pull": {}},
+}
+
+
+def processor(**changes):
+    p = dict(PROCESSOR, **changes)
+    return {"processors": [{k: v for k, v in p.items() if v is not None}]}
+
+
+POSTGRES = {"database": {"mode": "postgres", "existingSecret": "dsr-database"}}
+
+INVALID = {
+    "sqlite with 3 replicas": (
+        {"replicaCount": 3},
+        ["replicaCount=3 needs database.mode=postgres", "SQLite is for one process"],
+    ),
+    "sqlite with autoscaling": (
+        {"autoscaling": {"enabled": True}},
+        ["autoscaling.enabled=true needs database.mode=postgres"],
+    ),
+    "postgres without existingSecret": (
+        {"database": {"mode": "postgres"}},
+        ["database.existingSecret is required when database.mode=postgres", 'key "url"'],
+    ),
+    "processor role BOSS": (
+        processor(role="BOSS"),
+        ["/processors/0/role", "'GROUP_COMPANY', 'VENDOR'"],
+    ),
+    "log format xml": (
+        {"config": {"logFormat": "xml"}},
+        ["/config/logFormat", "'json', 'text'"],
+    ),
+    "database mode mysql": (
+        {"database": {"mode": "mysql"}},
+        ["/database/mode", "'sqlite', 'postgres'"],
+    ),
+    "processor kind ERASE": (
+        processor(supported_kinds=["ERASE"]),
+        ["/processors/0/supported_kinds/0"],
+    ),
+    "processor identity type SSN": (
+        processor(accepted_identity_types=["SSN"]),
+        ["/processors/0/accepted_identity_types/0"],
+    ),
+    "processor id with capitals": (
+        processor(processor_id="Platform_Vendor"),
+        ["/processors/0/processor_id", "does not match pattern"],
+    ),
+    "processor country in lower case": (
+        processor(country="us"),
+        ["/processors/0/country", "does not match pattern"],
+    ),
+    # Written in a values file as `country: NO`, Helm's YAML reads false.
+    "processor country unquoted NO": (
+        """
+processors:
+  - processor_id: nordic-contractor
+    display_name: Nordic Contractor AS
+    role: CONTRACTOR
+    country: NO
+    supported_kinds: [DELETE]
+    accepted_identity_types: [EMAIL]
+    adapter: { manual: {} }
+""",
+        ["/processors/0/country", "want string"],
+    ),
+    "processor without adapter": (
+        processor(adapter=None),
+        ["/processors/0", "missing property 'adapter'"],
+    ),
+    "processor with two adapters": (
+        processor(adapter={"pull": {}, "manual": {}}),
+        ["/processors/0/adapter", "maxProperties: got 2, want 1"],
+    ),
+    "processor with an unknown key": (
+        processor(ack_timout="5m"),
+        ["/processors/0", "ack_timout"],
+    ),
+    "processor with a bad duration": (
+        processor(ack_timeout="five minutes"),
+        ["/processors/0/ack_timeout", "does not match pattern"],
+    ),
+    "processor endpoint with a path": (
+        processor(adapter={"grpc": {"endpoint": "https://dsr.vendor.example:443/dsr"}}),
+        ["/processors/0/adapter/grpc/endpoint"],
+    ),
+    "duplicate processor ids": (
+        {"processors": [PROCESSOR, PROCESSOR]},
+        ['processor_id "platform-vendor" is declared more than once'],
+    ),
+    "unknown top-level key": (
+        {"replicas": 3},
+        ["additional properties 'replicas' not allowed"],
+    ),
+    "grace period not longer than the drain": (
+        {"terminationGracePeriodSeconds": 20},
+        ["terminationGracePeriodSeconds (20) must be longer than config.drainTimeout (20s)"],
+    ),
+    "drain of minutes against a short grace period": (
+        {"config": {"drainTimeout": "1m"}, "terminationGracePeriodSeconds": 60},
+        ["terminationGracePeriodSeconds (60) must be longer than config.drainTimeout (1m)"],
+    ),
+    "networkpolicy without database egress": (
+        {**POSTGRES, "networkPolicy": {"enabled": True}},
+        ["networkPolicy.egress.database.cidrs or .peers"],
+    ),
+    "autoscaling min above max": (
+        {**POSTGRES, "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}},
+        ["autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (3)"],
+    ),
+    "tls enabled without a secret": (
+        {"tls": {"enabled": True}},
+        ["/tls"],
+    ),
+    "jwt enabled without issuer": (
+        {"auth": {"jwt": {"enabled": True}}},
+        ["/auth/jwt"],
+    ),
+    "ingress peer by ipBlock": (
+        {"networkPolicy": {"ingress": {"grpc": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}}},
+        ["/networkPolicy/ingress/grpc/0", "ipBlock"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", INVALID)
+def test_invalid_values_are_refused_with_a_clear_message(render, case):
+    values, fragments = INVALID[case]
+    if isinstance(values, str):
+        values = helm.values_from_yaml(values)
+    with pytest.raises(helm.HelmError) as refused:
+        render(values)
+    message = str(refused.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in: {message}"
+
+
+# --- the container image ---------------------------------------------------
+
+
+def test_dockerfile_builds_a_nonroot_distroless_image():
+    text = (REPO / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    froms = [line for line in lines if line.startswith("FROM ")]
+    assert froms[0].startswith("FROM rust:1.95-bookworm AS build")
+    assert froms[-1] == "FROM gcr.io/distroless/cc-debian12:nonroot"
+    assert "cargo build --release --locked --bin dsr-orchestrator" in text
+    assert "EXPOSE 50051 9090" in lines
+    assert 'VOLUME ["/var/lib/dsr"]' in lines
+    assert "USER 65532:65532" in lines
+    assert lines[-1] == 'ENTRYPOINT ["/usr/local/bin/dsr-orchestrator"]'
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert "target" in ignored and ".git" in ignored
