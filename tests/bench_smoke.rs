@@ -8,8 +8,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The PostgreSQL server the bench creates its throwaway databases on.
-const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The PostgreSQL server the bench creates its throwaway databases on;
+/// `DSR_TEST_POSTGRES_URL` overrides it, as for the API suite.
+fn postgres_url() -> String {
+    std::env::var("DSR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
 
 static WARNED: AtomicBool = AtomicBool::new(false);
 
@@ -56,7 +60,7 @@ fn postgres_reachable() -> bool {
         use sqlx::Connection;
         tokio::time::timeout(
             Duration::from_secs(3),
-            sqlx::postgres::PgConnection::connect(POSTGRES),
+            sqlx::postgres::PgConnection::connect(&postgres_url()),
         )
         .await
         .map_err(|e| e.to_string())
@@ -72,8 +76,9 @@ fn postgres_reachable() -> bool {
                 use std::io::Write;
                 let _ = writeln!(
                     std::io::stderr(),
-                    "NOTE: PostgreSQL at {POSTGRES} unreachable ({e}); the PostgreSQL bench smoke \
-                     tests are SKIPPED (they pass without running)"
+                    "NOTE: PostgreSQL at {} unreachable ({e}); the PostgreSQL bench smoke \
+                     tests are SKIPPED (they pass without running)",
+                    postgres_url()
                 );
             }
             false
@@ -85,9 +90,9 @@ const INTAKE: &[&str] = &["--duration", "1", "--clients", "4"];
 const FANOUT: &[&str] = &["--requests", "20", "--processors", "3"];
 const BACKLOG: &[&str] = &["--preload", "20", "--requests", "10"];
 
-fn on_postgres(args: &[&'static str]) -> Vec<&'static str> {
-    let mut all = args.to_vec();
-    all.extend(["--database-url", POSTGRES]);
+fn on_postgres(args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(["--database-url".to_string(), postgres_url()]);
     all
 }
 

@@ -114,20 +114,43 @@ impl Dispatcher {
         let wake = self.store.work_notifier();
         let mut in_flight = JoinSet::new();
         tracing::info!(owner = %self.owner, "dispatcher started");
-        loop {
+        'outer: loop {
             *self.heartbeat.lock().expect("heartbeat lock") = Some(Instant::now());
-            match self.tick(&mut in_flight).await {
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "dispatcher tick failed; will retry"),
-            }
+            let claimed = match self.tick(&mut in_flight).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatcher tick failed; will retry");
+                    0
+                }
+            };
             // Reap finished deliveries so the set does not grow.
             while in_flight.try_join_next().is_some() {}
-            let sleep = self.sleep_for().await;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            // Due work this pass could not take (no free slots) is no reason
+            // to pass again at once: wait for deliveries to finish instead.
+            let until_due = self.sleep_for().await;
+            let pause = if claimed == 0 && until_due.is_zero() {
+                self.config.poll_interval
+            } else {
+                until_due
+            };
+            let sleep = tokio::time::sleep(pause);
+            tokio::pin!(sleep);
+            // Wait for a reason to claim again: new work, due work, or
+            // enough finished deliveries to make a claim worth its
+            // transaction (a quarter of the slots, or all of them).
+            let refill = (self.config.max_in_flight / 4).max(1);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'outer,
+                    _ = wake.notified() => break,
+                    _ = &mut sleep => break,
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
+                        while in_flight.try_join_next().is_some() {}
+                        if in_flight.is_empty() || self.global.available_permits() >= refill {
+                            break;
+                        }
+                    }
+                }
             }
         }
         tracing::info!(in_flight = in_flight.len(), "dispatcher draining");
@@ -179,6 +202,14 @@ impl Dispatcher {
     /// Escalates overdue work and claims due work for every processor.
     async fn tick(&self, set: &mut JoinSet<()>) -> Result<usize, crate::store::StoreError> {
         let processors = self.store.all_processors().await?;
+        // Free slots are shared out fairly, so the first processor of a pass
+        // cannot take them all and leave the others to claim a few at a time.
+        let push = processors
+            .iter()
+            .filter(|p| matches!(p.spec.adapter, AdapterConfig::Grpc { .. }))
+            .count()
+            .max(1);
+        let share = self.global.available_permits().div_ceil(push).max(1);
         let mut claimed_total = 0;
         for p in processors {
             let now = self.clock.now();
@@ -188,7 +219,7 @@ impl Dispatcher {
             let AdapterConfig::Grpc { timeout, .. } = &p.spec.adapter else {
                 continue;
             };
-            let slots = self.reserve(&p);
+            let slots = self.reserve(&p, share);
             if slots.is_empty() {
                 continue;
             }
@@ -223,8 +254,13 @@ impl Dispatcher {
         Ok(claimed_total)
     }
 
-    /// Takes as many (global, per-processor) slot pairs as are free now.
-    fn reserve(&self, p: &Processor) -> Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    /// Takes up to `most` (global, per-processor) slot pairs, as many as
+    /// are free now.
+    fn reserve(
+        &self,
+        p: &Processor,
+        most: usize,
+    ) -> Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
         let sem = {
             let mut map = self.per_processor.lock().expect("semaphore map lock");
             let entry = map.entry(p.spec.id.clone()).or_insert_with(|| {
@@ -244,10 +280,12 @@ impl Dispatcher {
             entry.1.clone()
         };
         let mut slots = Vec::new();
-        while let (Ok(g), Ok(s)) = (
-            self.global.clone().try_acquire_owned(),
-            sem.clone().try_acquire_owned(),
-        ) {
+        while slots.len() < most
+            && let (Ok(g), Ok(s)) = (
+                self.global.clone().try_acquire_owned(),
+                sem.clone().try_acquire_owned(),
+            )
+        {
             slots.push((g, s));
         }
         slots

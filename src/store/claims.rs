@@ -73,37 +73,59 @@ impl Store {
         );
         let now_us = micros(now);
         let lease_until = micros(now + chrono::Duration::from_std(lease).unwrap_or_default());
-        let mut sql = Sql::new(
-            "update instructions set state = 'DELIVERING', attempts = attempts + 1, \
-             attempts_since_arm = attempts_since_arm + 1, \
-             reminders = reminders + case when state = 'ACKNOWLEDGED' then 1 else 0 end, \
-             next_attempt_at = null, reply_due_at = null, lease_owner = ",
-        );
-        sql.bind(owner)
-            .push(", lease_expires_at = ")
-            .bind(lease_until)
-            .push(", first_instructed_at = coalesce(first_instructed_at, ")
-            .bind(now_us)
-            .push(") where id in (select id from instructions where processor_id = ")
-            .bind(processor.as_str())
-            .push(" and ((state = 'PENDING' and next_attempt_at <= ")
-            .bind(now_us)
-            .push(") or (state = 'DELIVERING' and lease_expires_at <= ")
-            .bind(now_us)
-            .push(") or (state = 'ACKNOWLEDGED' and reply_due_at <= ")
-            .bind(now_us)
-            .push(" and reminders < ")
-            .bind(i64::from(max_reminders))
-            .push(")) order by created_at limit ")
-            .bind(i64::from(limit));
-        if self.backend == Backend::Postgres {
-            sql.push(" for update skip locked");
-        }
-        sql.push(") returning payload, trace_context, ")
-            .push(INSTRUCTION_COLUMNS);
+        // The same lease for every picked row.
+        let lease_sql = |pick: &dyn Fn(&mut Sql)| {
+            let mut sql = Sql::new(
+                "update instructions set state = 'DELIVERING', attempts = attempts + 1, \
+                 attempts_since_arm = attempts_since_arm + 1, \
+                 reminders = reminders + case when state = 'ACKNOWLEDGED' then 1 else 0 end, \
+                 next_attempt_at = null, reply_due_at = null, lease_owner = ",
+            );
+            sql.bind(owner)
+                .push(", lease_expires_at = ")
+                .bind(lease_until)
+                .push(", first_instructed_at = coalesce(first_instructed_at, ")
+                .bind(now_us)
+                .push(") where id in (");
+            pick(&mut sql);
+            if self.backend == Backend::Postgres {
+                sql.push(" for update skip locked");
+            }
+            sql.push(") returning payload, trace_context, ")
+                .push(INSTRUCTION_COLUMNS);
+            sql
+        };
+        // Due first deliveries and retries, in due order straight off the
+        // partial index (the common case, and the bulk of a backlog).
+        let pending = lease_sql(&|sql| {
+            sql.push("select id from instructions where processor_id = ")
+                .bind(processor.as_str())
+                .push(" and state = 'PENDING' and next_attempt_at <= ")
+                .bind(now_us)
+                .push(" order by next_attempt_at limit ")
+                .bind(i64::from(limit));
+        });
         let mut tx = self.begin().await?;
         let mut effects = Effects::default();
-        let rows = sql.query().fetch_all(&mut *tx).await?;
+        let mut rows = pending.query().fetch_all(&mut *tx).await?;
+        let room = limit as usize - rows.len().min(limit as usize);
+        if room > 0 {
+            // Then the rare ones: expired leases (redeliveries) and overdue
+            // outcomes (reminders).
+            let others = lease_sql(&|sql| {
+                sql.push("select id from instructions where processor_id = ")
+                    .bind(processor.as_str())
+                    .push(" and ((state = 'DELIVERING' and lease_expires_at <= ")
+                    .bind(now_us)
+                    .push(") or (state = 'ACKNOWLEDGED' and reply_due_at <= ")
+                    .bind(now_us)
+                    .push(" and reminders < ")
+                    .bind(i64::from(max_reminders))
+                    .push(")) order by created_at limit ")
+                    .bind(room as i64);
+            });
+            rows.extend(others.query().fetch_all(&mut *tx).await?);
+        }
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let view = instruction(row)?;
@@ -183,12 +205,14 @@ impl Store {
         Ok(views.len())
     }
 
-    /// The earliest time any instruction becomes due (for any processor),
-    /// so the dispatcher can sleep exactly until then.
+    /// The earliest time the dispatcher has something to do: a push
+    /// instruction due, a lease expiring, an outcome overdue. It sleeps
+    /// exactly until then (pull instructions wait for their processor).
     pub async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         let row = sqlx::query(
             "select min(t) as t from (\
              select min(next_attempt_at) as t from instructions where state = 'PENDING' \
+             and processor_id in (select id from processors where adapter_kind = 'grpc') \
              union all select min(lease_expires_at) from instructions where state = 'DELIVERING' \
              union all select min(reply_due_at) from instructions where state = 'ACKNOWLEDGED') due",
         )

@@ -35,6 +35,8 @@ pub struct Batch {
     pub submitted: Vec<Submitted>,
     /// Failed submit calls (each retried).
     pub errors: u64,
+    /// The last of those failures, for the log.
+    pub last_error: Option<String>,
 }
 
 /// A verified CCPA deletion request for one e-mail address, fanned out to
@@ -79,6 +81,11 @@ pub fn is_transient(code: Code) -> bool {
     )
 }
 
+/// A failed call in one line: code and message.
+pub fn describe(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
 /// Submits `count` requests with `clients` concurrent submitters, advancing
 /// `bar` by one per accepted request.
 pub async fn submit_all(
@@ -103,6 +110,7 @@ pub async fn submit_all(
         let part = task.await.context("a submitter panicked")??;
         batch.submitted.extend(part.submitted);
         batch.errors += part.errors;
+        batch.last_error = part.last_error.or(batch.last_error);
     }
     Ok(batch)
 }
@@ -126,14 +134,14 @@ async fn submitter(
                 Ok(_) => break,
                 Err(status) if is_transient(status.code()) && attempt < ATTEMPTS => {
                     batch.errors += 1;
+                    batch.last_error = Some(describe(&status));
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                     attempt += 1;
                 }
                 Err(status) => {
                     bail!(
-                        "SubmitRequest failed after {attempt} attempt(s): {:?}: {}",
-                        status.code(),
-                        status.message()
+                        "SubmitRequest failed after {attempt} attempt(s): {}",
+                        describe(&status)
                     )
                 }
             }

@@ -70,6 +70,15 @@ pub async fn measure(bench: &Bench<'_>, count: u64, label: &str) -> anyhow::Resu
             started.elapsed().as_secs_f64()
         ),
     );
+    if let Some(error) = &batch.last_error {
+        progress::note(
+            None,
+            &format!(
+                "{label}: {} submit calls failed and were retried; the last: {error}",
+                batch.errors
+            ),
+        );
+    }
     let deadline = Instant::now() + settings.timeout;
     let expected = count * u64::from(settings.processors);
     records::await_answers(bench.target, &bench.fleet, expected, deadline).await?;

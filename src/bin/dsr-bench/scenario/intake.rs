@@ -26,6 +26,7 @@ struct ClientRun {
     latencies_ms: Vec<f64>,
     submitted: Vec<Submitted>,
     errors: u64,
+    last_error: Option<String>,
 }
 
 /// Runs the scenario.
@@ -65,6 +66,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         all.latencies_ms.extend(run.latencies_ms);
         all.submitted.extend(run.submitted);
         all.errors += run.errors;
+        all.last_error = run.last_error.or(all.last_error);
     }
     let elapsed = started.elapsed();
     let cpu = cpu_start.percent_since(&CpuMark::now(bench.target.pid()), elapsed);
@@ -78,6 +80,10 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             all.errors
         ),
     );
+
+    if let Some(error) = &all.last_error {
+        progress::note(None, &format!("intake: the last failed submit: {error}"));
+    }
 
     let deadline = Instant::now() + settings.timeout;
     let expected = accepted * u64::from(settings.processors);
@@ -135,12 +141,11 @@ async fn client_loop(
                     started: wall,
                 });
             }
-            Err(status) if submission::is_transient(status.code()) => run.errors += 1,
-            Err(status) => bail!(
-                "SubmitRequest failed: {:?}: {}",
-                status.code(),
-                status.message()
-            ),
+            Err(status) if submission::is_transient(status.code()) => {
+                run.errors += 1;
+                run.last_error = Some(submission::describe(&status));
+            }
+            Err(status) => bail!("SubmitRequest failed: {}", submission::describe(&status)),
         }
     }
     Ok(run)
