@@ -18,7 +18,7 @@ fn postgres_url() -> String {
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Runs the bench with `--spawn --json` plus `args`; returns the JSON line.
-fn bench(args: &[&str]) -> serde_json::Value {
+fn bench(args: &[String]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_dsr-bench"))
         .args(["--spawn", "--json", "--timeout", "120"])
         .args(args)
@@ -37,9 +37,9 @@ fn bench(args: &[&str]) -> serde_json::Value {
 }
 
 /// Runs `scenario` with `args` and checks the report.
-fn run(scenario: &str, args: &[&str]) {
-    let mut all = vec![scenario];
-    all.extend_from_slice(args);
+fn run(scenario: &str, args: &[impl AsRef<str>]) {
+    let mut all = vec![scenario.to_string()];
+    all.extend(args.iter().map(|a| a.as_ref().to_string()));
     let report = bench(&all);
     assert_eq!(report["scenario"], scenario, "{report}");
     assert_eq!(report["records_complete"], true, "{report}");

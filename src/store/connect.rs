@@ -157,7 +157,7 @@ impl Store {
                 events.clone(),
             ))
         });
-        Ok(Store {
+        let mut store = Store {
             pool,
             backend,
             _process_lock: process_lock.map(Arc::new),
@@ -165,7 +165,18 @@ impl Store {
             events,
             _listener: listener,
             observer: None,
-        })
+            intake: None,
+        };
+        // The writer's own handle holds neither the SQLite process lock nor
+        // the listener: those live exactly as long as the handles the
+        // application uses (whose drop also ends the writer).
+        let writer = Store {
+            _process_lock: None,
+            _listener: None,
+            ..store.clone()
+        };
+        store.intake = Some(super::intake::start_writer(writer));
+        Ok(store)
     }
 }
 

@@ -103,6 +103,9 @@ pub struct Store {
     _listener: Option<Arc<notify::Listener>>,
     /// Told about committed changes (metrics).
     observer: Option<Arc<dyn StoreObserver>>,
+    /// The intake writer's queue (group commit); `None` only inside the
+    /// writer itself.
+    intake: Option<tokio::sync::mpsc::Sender<intake::Job>>,
 }
 
 impl Store {
