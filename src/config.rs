@@ -20,6 +20,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// SQLite durability level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSynchronous {
+    /// fsync every commit.
+    Full,
+    /// fsync at checkpoints.
+    Normal,
+}
+
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
@@ -62,6 +71,12 @@ pub struct Config {
     #[arg(long, env = "DSR_DB_ACQUIRE_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub db_acquire_timeout: Duration,
 
+    /// SQLite only: `full` fsyncs every commit (an acknowledged request
+    /// survives power loss); `normal` fsyncs at checkpoints only (survives a
+    /// process crash, may lose the last commits on power loss; faster).
+    #[arg(long, env = "DSR_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Full)]
+    pub sqlite_synchronous: SqliteSynchronous,
+
     /// Most deliveries in flight at once across all processors.
     #[arg(long, env = "DSR_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
@@ -89,6 +104,7 @@ impl Config {
         StoreOptions {
             max_connections: self.db_max_connections,
             acquire_timeout: self.db_acquire_timeout,
+            sqlite_sync_every_commit: self.sqlite_synchronous == SqliteSynchronous::Full,
             ..StoreOptions::default()
         }
     }

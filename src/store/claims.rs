@@ -76,6 +76,7 @@ impl Store {
         // The same lease for every picked row.
         let lease_sql = |pick: &dyn Fn(&mut Sql)| {
             let mut sql = Sql::new(
+                self.backend,
                 "update instructions set state = 'DELIVERING', attempts = attempts + 1, \
                  attempts_since_arm = attempts_since_arm + 1, \
                  reminders = reminders + case when state = 'ACKNOWLEDGED' then 1 else 0 end, \
@@ -145,7 +146,7 @@ impl Store {
             });
         }
         if !claimed.is_empty() {
-            record_attempts(&mut tx, &claimed, now_us).await?;
+            record_attempts(&mut tx, self.backend, &claimed, now_us).await?;
             let views: Vec<InstructionView> =
                 claimed.iter().map(|c| c.instruction.clone()).collect();
             after_changes(&mut tx, self.backend, &views, now, &mut effects).await?;
@@ -166,21 +167,25 @@ impl Store {
     ) -> Result<usize, StoreError> {
         // Overdue outcomes are rare and every dispatcher pass asks: look
         // first, without a write transaction (and its lock on SQLite).
-        let overdue = Sql::new("select id from instructions where processor_id = ")
-            .bind(processor.as_str())
-            .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
-            .bind(micros(now))
-            .push(" and reminders >= ")
-            .bind(i64::from(max_reminders))
-            .push(" limit 1")
-            .query()
-            .fetch_optional(&self.pool)
-            .await?;
+        let overdue = Sql::new(
+            self.backend,
+            "select id from instructions where processor_id = ",
+        )
+        .bind(processor.as_str())
+        .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
+        .bind(micros(now))
+        .push(" and reminders >= ")
+        .bind(i64::from(max_reminders))
+        .push(" limit 1")
+        .query()
+        .fetch_optional(&self.pool)
+        .await?;
         if overdue.is_none() {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
         let rows = Sql::new(
+            self.backend,
             "update instructions set state = 'ESCALATED', reply_due_at = null, \
              last_error = 'no outcome after the last reminder' where processor_id = ",
         )
@@ -228,6 +233,7 @@ impl Store {
 /// a redelivered instruction never answered, so its lease expired.
 async fn record_attempts(
     conn: &mut sqlx::AnyConnection,
+    backend: Backend,
     claimed: &[Claimed],
     now_us: i64,
 ) -> Result<(), StoreError> {
@@ -237,8 +243,10 @@ async fn record_attempts(
         .map(|c| c.instruction.id.to_string())
         .collect();
     if !retried.is_empty() {
-        let mut sql =
-            Sql::new("update delivery_attempts set result = 'lease_expired', finished_at = ");
+        let mut sql = Sql::new(
+            backend,
+            "update delivery_attempts set result = 'lease_expired', finished_at = ",
+        );
         sql.bind(now_us)
             .push(" where result = 'pending' and instruction_id in (")
             .list(retried)
@@ -246,6 +254,7 @@ async fn record_attempts(
         sql.query().execute(&mut *conn).await?;
     }
     let mut sql = Sql::new(
+        backend,
         "insert into delivery_attempts (instruction_id, attempt, started_at, result) values ",
     );
     sql.rows(claimed.iter().map(|c| {

@@ -54,6 +54,10 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// SQLite: how long a writer waits for the lock before failing.
     pub sqlite_busy_timeout: Duration,
+    /// SQLite: fsync every commit (`true`, the default: an acknowledged
+    /// write survives power loss) or only at checkpoints (`false`: survives
+    /// a process crash, may lose the last commits on power loss).
+    pub sqlite_sync_every_commit: bool,
 }
 
 impl Default for StoreOptions {
@@ -62,6 +66,7 @@ impl Default for StoreOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
             sqlite_busy_timeout: Duration::from_secs(5),
+            sqlite_sync_every_commit: true,
         }
     }
 }
@@ -119,6 +124,11 @@ impl Store {
             Backend::Postgres => None,
         };
         let busy_ms = options.sqlite_busy_timeout.as_millis();
+        let synchronous = if options.sqlite_sync_every_commit {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -129,7 +139,7 @@ impl Store {
                         // sync makes every acknowledged write survive power
                         // loss, not only a process crash.
                         let pragmas = format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};"
                         );
                         sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas))

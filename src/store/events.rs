@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::codec::{json, micros, request_id, time};
 use super::sql::{Bind, Sql};
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use crate::domain::{InstructionView, RequestId, RequestStatus, Timestamp};
 
 /// What an event reports.
@@ -72,14 +72,17 @@ pub(super) struct NewEvent<'a> {
 /// Appends events, all in one statement.
 pub(super) async fn append_events(
     conn: &mut AnyConnection,
+    backend: Backend,
     events: &[NewEvent<'_>],
     now: Timestamp,
 ) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
-    let mut sql =
-        Sql::new("insert into request_events (request_id, seq, occurred_at, body) values ");
+    let mut sql = Sql::new(
+        backend,
+        "insert into request_events (request_id, seq, occurred_at, body) values ",
+    );
     sql.rows(events.iter().map(|e| {
         let body = json(&Body {
             kind: e.kind,
@@ -106,6 +109,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<RequestEvent>, StoreError> {
         let rows = Sql::new(
+            self.backend,
             "select request_id, seq, occurred_at, body from request_events where request_id = ",
         )
         .bind(request.to_string())

@@ -78,9 +78,10 @@ impl Store {
 
     /// One instruction.
     pub async fn instruction(&self, id: InstructionId) -> Result<InstructionView, StoreError> {
-        let row = Sql::new(format!(
-            "select {INSTRUCTION_COLUMNS} from instructions where id = "
-        ))
+        let row = Sql::new(
+            self.backend,
+            format!("select {INSTRUCTION_COLUMNS} from instructions where id = "),
+        )
         .bind(id.to_string())
         .query()
         .fetch_optional(&self.pool)
@@ -178,9 +179,10 @@ impl Store {
         after: Option<InstructionId>,
         limit: u32,
     ) -> Result<InstructionPage, StoreError> {
-        let mut sql = Sql::new(format!(
-            "select {INSTRUCTION_COLUMNS} from instructions where 1 = 1"
-        ));
+        let mut sql = Sql::new(
+            self.backend,
+            format!("select {INSTRUCTION_COLUMNS} from instructions where 1 = 1"),
+        );
         if let Some(s) = filter.state {
             sql.push(" and state in (")
                 .push(&state_list(&[s]))
@@ -217,6 +219,7 @@ impl Store {
     /// Every delivery attempt of an instruction, oldest first.
     pub async fn attempts(&self, id: InstructionId) -> Result<Vec<DeliveryAttemptRow>, StoreError> {
         let rows = Sql::new(
+            self.backend,
             "select attempt, started_at, finished_at, result, error_code, error_message \
              from delivery_attempts where instruction_id = ",
         )

@@ -227,6 +227,7 @@ impl Store {
     > {
         let mut tx = self.begin().await?;
         let mut sql = Sql::new(
+            self.backend,
             "insert into requests (id, kind, jurisdiction, status, submitted_at, received_at, \
              channel, requester, verification_level, verification_method, labels, identity_types, \
              subject, fingerprint, open_instructions, event_seq) values ",
@@ -295,6 +296,7 @@ impl Store {
             .collect();
         for chunk in rows.chunks(MAX_ROWS) {
             let mut sql = Sql::new(
+                self.backend,
                 "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
                  submitted_at, state, payload, next_attempt_at, created_at, trace_context) values ",
             );
@@ -318,13 +320,13 @@ impl Store {
             .collect();
         // One clock reading per batch for the events, the requests' own.
         let now = batch[0].0.now;
-        append_events(&mut tx, &events, now).await?;
+        append_events(&mut tx, self.backend, &events, now).await?;
         let unmatched: Vec<_> = taken
             .iter()
             .filter(|(_, _, i)| i.is_empty())
             .map(|(job, _, _)| job.req.id)
             .collect();
-        write_records(&mut tx, &unmatched, now, &mut effects).await?;
+        write_records(&mut tx, self.backend, &unmatched, now, &mut effects).await?;
         tx.commit().await?;
         Ok((
             taken
@@ -375,7 +377,7 @@ impl Store {
     /// The answer for an id that already existed: the stored request when
     /// the content matches, `AlreadyExists` when it does not.
     async fn existing(&self, req: &NewRequest) -> Result<Intake, StoreError> {
-        let row = Sql::new("select fingerprint from requests where id = ")
+        let row = Sql::new(self.backend, "select fingerprint from requests where id = ")
             .bind(req.id.to_string())
             .query()
             .fetch_one(&self.pool)

@@ -93,7 +93,7 @@ impl Store {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
-            if let Err(e) = Sql::new("select pg_notify(")
+            if let Err(e) = Sql::new(self.backend, "select pg_notify(")
                 .bind(EVENTS)
                 .push(", ")
                 .bind(ids)
@@ -106,7 +106,7 @@ impl Store {
             }
         }
         if new_work
-            && let Err(e) = Sql::new("select pg_notify(")
+            && let Err(e) = Sql::new(self.backend, "select pg_notify(")
                 .bind(WORK)
                 .push(", '') is null as sent")
                 .query()

@@ -54,6 +54,7 @@ impl Store {
     ) -> Result<(Processor, String), StoreError> {
         let token = new_callback_token();
         let mut sql = Sql::new(
+            self.backend,
             "insert into processors (id, display_name, role, country, spec, adapter_kind, status, \
              token_hash, created_at, updated_at) values ",
         );
@@ -98,12 +99,15 @@ impl Store {
 
     /// One processor.
     pub async fn processor(&self, id: &ProcessorId) -> Result<Processor, StoreError> {
-        let row = Sql::new(format!("select {COLUMNS} from processors where id = "))
-            .bind(id.as_str())
-            .query()
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("processor"))?;
+        let row = Sql::new(
+            self.backend,
+            format!("select {COLUMNS} from processors where id = "),
+        )
+        .bind(id.as_str())
+        .query()
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("processor"))?;
         decode(&row)
     }
 
@@ -113,7 +117,7 @@ impl Store {
         after: Option<&ProcessorId>,
         limit: u32,
     ) -> Result<Vec<Processor>, StoreError> {
-        let mut sql = Sql::new(format!("select {COLUMNS} from processors"));
+        let mut sql = Sql::new(self.backend, format!("select {COLUMNS} from processors"));
         if let Some(after) = after {
             sql.push(" where id > ").bind(after.as_str());
         }
@@ -142,7 +146,7 @@ impl Store {
         spec: &ProcessorSpec,
         now: Timestamp,
     ) -> Result<Processor, StoreError> {
-        let result = Sql::new("update processors set display_name = ")
+        let result = Sql::new(self.backend, "update processors set display_name = ")
             .bind(spec.display_name.as_str())
             .push(", role = ")
             .bind(spec.role.as_str())
@@ -171,13 +175,16 @@ impl Store {
         id: &ProcessorId,
         now: Timestamp,
     ) -> Result<Processor, StoreError> {
-        let result = Sql::new("update processors set status = 'DISABLED', updated_at = ")
-            .bind(micros(now))
-            .push(" where id = ")
-            .bind(id.as_str())
-            .query()
-            .execute(&self.pool)
-            .await?;
+        let result = Sql::new(
+            self.backend,
+            "update processors set status = 'DISABLED', updated_at = ",
+        )
+        .bind(micros(now))
+        .push(" where id = ")
+        .bind(id.as_str())
+        .query()
+        .execute(&self.pool)
+        .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound("processor"));
         }
@@ -191,7 +198,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<String, StoreError> {
         let token = new_callback_token();
-        let result = Sql::new("update processors set token_hash = ")
+        let result = Sql::new(self.backend, "update processors set token_hash = ")
             .bind(token_hash(&token))
             .push(", updated_at = ")
             .bind(micros(now))
@@ -208,11 +215,14 @@ impl Store {
 
     /// The processor a callback token belongs to, if any.
     pub async fn authenticate(&self, token: &str) -> Result<Option<ProcessorId>, StoreError> {
-        let row = Sql::new("select id from processors where token_hash = ")
-            .bind(token_hash(token))
-            .query()
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = Sql::new(
+            self.backend,
+            "select id from processors where token_hash = ",
+        )
+        .bind(token_hash(token))
+        .query()
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             let id: String = r.try_get("id")?;
             ProcessorId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))

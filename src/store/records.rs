@@ -11,7 +11,7 @@ use super::codec::{from_json, instruction, micros, parsed, request_id, time};
 use super::events::{EventKind, NewEvent, append_events};
 use super::sql::{Bind, Sql};
 use super::transition::qualified;
-use super::{ClosedRequest, Effects, Store, StoreError};
+use super::{Backend, ClosedRequest, Effects, Store, StoreError};
 use crate::domain::{
     CompletionRecord, InstructionView, ProcessorLine, RequestId, RequestStatus, Timestamp,
     Verification,
@@ -23,6 +23,7 @@ use crate::domain::{
 /// statements whatever its size.
 pub(super) async fn write_records(
     conn: &mut AnyConnection,
+    backend: Backend,
     requests: &[RequestId],
     now: Timestamp,
     effects: &mut Effects,
@@ -32,16 +33,20 @@ pub(super) async fn write_records(
     }
     let ids: Vec<String> = requests.iter().map(ToString::to_string).collect();
     let mut sql = Sql::new(
+        backend,
         "select id, kind, jurisdiction, submitted_at, received_at, channel, requester, \
          verification_level, verification_method, cancel_reason from requests where id in (",
     );
     sql.list(ids.iter().cloned()).push(")");
     let facts = sql.query().fetch_all(&mut *conn).await?;
-    let mut sql = Sql::new(format!(
-        "select {}, p.display_name, p.role, p.country from instructions \
+    let mut sql = Sql::new(
+        backend,
+        format!(
+            "select {}, p.display_name, p.role, p.country from instructions \
          join processors p on p.id = instructions.processor_id where instructions.request_id in (",
-        qualified("instructions")
-    ));
+            qualified("instructions")
+        ),
+    );
     sql.list(ids.iter().cloned()).push(")");
     let line_rows = sql.query().fetch_all(&mut *conn).await?;
     let mut lines: BTreeMap<RequestId, Vec<ProcessorLine>> = BTreeMap::new();
@@ -82,6 +87,7 @@ pub(super) async fn write_records(
         outcome: r.outcome,
     }));
     let mut sql = Sql::new(
+        backend,
         "insert into completion_records (request_id, canonical_json, digest, created_at) values ",
     );
     sql.rows(records.iter().map(|r| {
@@ -104,6 +110,7 @@ pub(super) async fn write_records(
         ));
     }
     let mut sql = Sql::new(
+        backend,
         "update requests set status = case when cancel_reason is null then 'COMPLETED' \
          else 'CANCELLED' end, event_seq = event_seq + 1, closed_at = ",
     );
@@ -127,7 +134,7 @@ pub(super) async fn write_records(
             instruction: None,
         });
     }
-    append_events(conn, &events, now).await
+    append_events(conn, backend, &events, now).await
 }
 
 /// One processor line of a record, from an instruction row joined with its
@@ -165,12 +172,14 @@ impl Store {
         &self,
         request: RequestId,
     ) -> Result<(CompletionRecord, String, Vec<u8>), StoreError> {
-        let row =
-            Sql::new("select canonical_json, digest from completion_records where request_id = ")
-                .bind(request.to_string())
-                .query()
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = Sql::new(
+            self.backend,
+            "select canonical_json, digest from completion_records where request_id = ",
+        )
+        .bind(request.to_string())
+        .query()
+        .fetch_optional(&self.pool)
+        .await?;
         match row {
             Some(row) => {
                 let record: CompletionRecord = from_json(&row, "canonical_json")?;
@@ -188,7 +197,7 @@ impl Store {
 
     /// `NotFound` unless the request exists.
     pub(super) async fn request_exists(&self, request: RequestId) -> Result<(), StoreError> {
-        Sql::new("select id from requests where id = ")
+        Sql::new(self.backend, "select id from requests where id = ")
             .bind(request.to_string())
             .query()
             .fetch_optional(&self.pool)

@@ -93,9 +93,10 @@ fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSum
 impl Store {
     /// One request with its instruction lines.
     pub async fn request(&self, id: RequestId) -> Result<RequestSummary, StoreError> {
-        let row = Sql::new(format!(
-            "select {REQUEST_COLUMNS} from requests where id = "
-        ))
+        let row = Sql::new(
+            self.backend,
+            format!("select {REQUEST_COLUMNS} from requests where id = "),
+        )
         .bind(id.to_string())
         .query()
         .fetch_optional(&self.pool)
@@ -107,9 +108,10 @@ impl Store {
 
     /// The instructions of one request, by processor id.
     pub async fn instructions_of(&self, id: RequestId) -> Result<Vec<InstructionView>, StoreError> {
-        Sql::new(format!(
-            "select {INSTRUCTION_COLUMNS} from instructions where request_id = "
-        ))
+        Sql::new(
+            self.backend,
+            format!("select {INSTRUCTION_COLUMNS} from instructions where request_id = "),
+        )
         .bind(id.to_string())
         .push(" order by processor_id")
         .query()
@@ -127,9 +129,10 @@ impl Store {
         page_token: Option<&str>,
         page_size: u32,
     ) -> Result<RequestPage, StoreError> {
-        let mut sql = Sql::new(format!(
-            "select {REQUEST_COLUMNS} from requests where 1 = 1"
-        ));
+        let mut sql = Sql::new(
+            self.backend,
+            format!("select {REQUEST_COLUMNS} from requests where 1 = 1"),
+        );
         if let Some(s) = filter.status {
             sql.push(" and status = ").bind(s.as_str());
         }
@@ -189,9 +192,10 @@ impl Store {
         let mut tx = self.begin().await?;
         // Lock order everywhere: instruction rows first, then the request
         // row. (SQLite's BEGIN IMMEDIATE already serialises writers.)
-        let mut open_sql = Sql::new(format!(
-            "select {INSTRUCTION_COLUMNS} from instructions where request_id = "
-        ));
+        let mut open_sql = Sql::new(
+            self.backend,
+            format!("select {INSTRUCTION_COLUMNS} from instructions where request_id = "),
+        );
         open_sql
             .bind(id.to_string())
             .push(" and state in (")
@@ -209,7 +213,7 @@ impl Store {
             .iter()
             .map(instruction)
             .collect::<Result<_, _>>()?;
-        let locked = Sql::new("update requests set cancel_reason = ")
+        let locked = Sql::new(self.backend, "update requests set cancel_reason = ")
             .bind(reason)
             .push(" where id = ")
             .bind(id.to_string())

@@ -54,6 +54,7 @@ impl Store {
             ));
         }
         let rows = Sql::new(
+            self.backend,
             "select processor_id, count(*) as n from instructions \
              where state = 'PENDING' and next_attempt_at <= ",
         )

@@ -103,7 +103,7 @@ pub(super) async fn lock_rows(
     }
     ids.sort();
     ids.dedup();
-    let mut sql = Sql::new(format!("select id from {table} where id in ("));
+    let mut sql = Sql::new(backend, format!("select id from {table} where id in ("));
     sql.list(ids).push(") order by id for update");
     sql.query().fetch_all(&mut *conn).await?;
     Ok(())
@@ -144,6 +144,7 @@ pub(super) async fn apply(
     for (event, group) in by_event {
         let Some(to) = target(event) else { continue };
         let mut sql = Sql::new(
+            backend,
             "with v (id, owner, attempt, next_attempt_at, reply_due_at, acknowledged_at, \
              last_error, result, resolved_by, rearm) as (values ",
         );
@@ -185,7 +186,7 @@ pub(super) async fn apply(
             changed.push(instruction(&row)?);
         }
     }
-    close_attempts(conn, changes, &changed, now).await?;
+    close_attempts(conn, backend, changes, &changed, now).await?;
     after_changes(conn, backend, &changed, now, effects).await?;
     Ok(changed)
 }
@@ -203,6 +204,7 @@ pub(super) fn qualified(table: &str) -> String {
 /// fenced attempt for dispatcher results, any open one for callbacks.
 async fn close_attempts(
     conn: &mut AnyConnection,
+    backend: Backend,
     changes: &[Change],
     changed: &[InstructionView],
     now: Timestamp,
@@ -215,7 +217,10 @@ async fn close_attempts(
     if closes.is_empty() {
         return Ok(());
     }
-    let mut sql = Sql::new("with v (id, attempt, result, code, message) as (values ");
+    let mut sql = Sql::new(
+        backend,
+        "with v (id, attempt, result, code, message) as (values ",
+    );
     sql.rows(closes.iter().map(|(c, a)| {
         vec![
             Bind::from(c.id.to_string()),
@@ -268,7 +273,7 @@ pub(super) async fn after_changes(
         per_request.keys().map(ToString::to_string).collect(),
     )
     .await?;
-    let mut sql = Sql::new("with v (id, n, closes) as (values ");
+    let mut sql = Sql::new(backend, "with v (id, n, closes) as (values ");
     sql.rows(per_request.iter().map(|(id, (n, closes))| {
         vec![
             Bind::from(id.to_string()),
@@ -311,6 +316,6 @@ pub(super) async fn after_changes(
             instruction: Some(v),
         });
     }
-    append_events(conn, &events, now).await?;
-    write_records(conn, &finished, now, effects).await
+    append_events(conn, backend, &events, now).await?;
+    write_records(conn, backend, &finished, now, effects).await
 }
