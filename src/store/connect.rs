@@ -140,7 +140,8 @@ impl Store {
                         // loss, not only a process crash.
                         let pragmas = format!(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};"
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms}; \
+                             PRAGMA temp_store = MEMORY;"
                         );
                         sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas))
                             .execute(conn)
@@ -175,6 +176,7 @@ impl Store {
             events,
             _listener: listener,
             observer: None,
+            writer_turn: Arc::default(),
             intake: None,
         };
         // The writer's own handle holds neither the SQLite process lock nor

@@ -103,6 +103,8 @@ pub struct Store {
     _listener: Option<Arc<notify::Listener>>,
     /// Told about committed changes (metrics).
     observer: Option<Arc<dyn StoreObserver>>,
+    /// SQLite only: whose turn it is to write (see [`Store::begin`]).
+    writer_turn: Arc<tokio::sync::Mutex<()>>,
     /// The intake writer's queue (group commit); `None` only inside the
     /// writer itself.
     intake: Option<tokio::sync::mpsc::Sender<intake::Job>>,
@@ -135,13 +137,25 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Starts a write transaction. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so a transaction never fails half-way on a lock
-    /// upgrade; PostgreSQL locks rows as it goes.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    /// Starts a write transaction. On SQLite, writers take turns inside the
+    /// process first (SQLite has one write lock; pooled connections queuing
+    /// for it in SQLite's busy handler sleep in steps and waste the time
+    /// between), then `BEGIN IMMEDIATE` takes the lock at once, so a
+    /// transaction never fails half-way on a lock upgrade. PostgreSQL locks
+    /// rows as it goes.
+    async fn begin(&self) -> Result<WriteTx, StoreError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                let turn = self.writer_turn.clone().lock_owned().await;
+                WriteTx {
+                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _turn: Some(turn),
+                }
+            }
+            Backend::Postgres => WriteTx {
+                tx: self.pool.begin().await?,
+                _turn: None,
+            },
         })
     }
 
@@ -209,4 +223,36 @@ pub trait StoreObserver: Send + Sync + 'static {
     fn instruction_changed(&self, _view: &InstructionView) {}
     /// A request got its completion record.
     fn request_closed(&self, _closed: &ClosedRequest) {}
+}
+
+/// A write transaction, holding the process's write turn on SQLite until it
+/// ends. Dereferences to the connection.
+pub(super) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }

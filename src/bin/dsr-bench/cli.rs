@@ -57,7 +57,7 @@ impl Backend {
 /// dsr-bench: measures what one dsr-orchestrator replica can carry, through
 /// its public gRPC API, with in-process fake processors.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 pub struct Cli {
     /// The scenario to run.
     #[arg(value_enum)]
