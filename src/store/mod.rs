@@ -9,8 +9,8 @@
 //! One SQL dialect serves both backends through sqlx's `Any` driver:
 //! SQLite (embedded, the default) and PostgreSQL (production). Timestamps are
 //! integer microseconds, enums upper-case text, documents JSON text — types
-//! both databases share — and the few dialect differences (row locking for
-//! claims) are chosen by [`Backend`]. Repositories return domain types; row
+//! both databases share — and the few dialect differences (placeholders,
+//! row locking, SQLite's single writer) are chosen by [`Backend`]. Repositories return domain types; row
 //! decoding stays private to this module.
 //!
 //! # Exactly-once aggregation
