@@ -171,7 +171,7 @@ impl Store {
         let mut store = Store {
             pool,
             backend,
-            _process_lock: process_lock.map(Arc::new),
+            process_lock: process_lock.map(|f| Arc::new(std::sync::Mutex::new(Some(f)))),
             work,
             events,
             _listener: listener,
@@ -183,7 +183,7 @@ impl Store {
         // the listener: those live exactly as long as the handles the
         // application uses (whose drop also ends the writer).
         let writer = Store {
-            _process_lock: None,
+            process_lock: None,
             _listener: None,
             ..store.clone()
         };

@@ -97,8 +97,9 @@ pub struct Store {
     /// Tells watchers (WatchRequest) which request got new events.
     events: broadcast::Sender<RequestId>,
     /// SQLite only: the exclusive lock that keeps a second process off the
-    /// file; released when the last clone is dropped.
-    _process_lock: Option<Arc<std::fs::File>>,
+    /// file; released by [`Store::close`] (or when the last clone is
+    /// dropped), whichever comes first.
+    process_lock: Option<Arc<std::sync::Mutex<Option<std::fs::File>>>>,
     /// PostgreSQL only: relays other replicas' notifications.
     _listener: Option<Arc<notify::Listener>>,
     /// Told about committed changes (metrics).
@@ -133,8 +134,14 @@ impl Store {
     }
 
     /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pool, waiting for connections to be returned, then
+    /// releases the SQLite file to other processes (tasks that still hold a
+    /// clone, such as a finishing recorder, can no longer write to it).
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(lock) = &self.process_lock {
+            lock.lock().expect("process lock").take();
+        }
     }
 
     /// Starts a write transaction. On SQLite, writers take turns inside the
