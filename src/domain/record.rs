@@ -34,6 +34,16 @@ pub enum OverallOutcome {
 }
 
 impl OverallOutcome {
+    /// Stable name (records, metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fulfilled => "FULFILLED",
+            Self::PartiallyFulfilled => "PARTIALLY_FULFILLED",
+            Self::NotFulfilled => "NOT_FULFILLED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
     /// Derives the overall outcome from the final instruction states.
     pub fn from_states(cancelled: bool, states: &[InstructionState]) -> Self {
         if cancelled {

@@ -48,11 +48,13 @@ pub struct RequestEvent {
     pub instruction: Option<InstructionView>,
 }
 
+/// The stored event body: written from a borrowed instruction (no copy on
+/// the hot path), read back into an owned one.
 #[derive(Serialize, Deserialize)]
-struct Body {
+struct Body<I> {
     kind: EventKind,
     request_status: RequestStatus,
-    instruction: Option<InstructionView>,
+    instruction: Option<I>,
 }
 
 /// An event about to be appended.
@@ -87,7 +89,7 @@ pub(super) async fn append_events(
         let body = json(&Body {
             kind: e.kind,
             request_status: e.request_status,
-            instruction: e.instruction.cloned(),
+            instruction: e.instruction,
         });
         vec![
             Bind::from(e.request.to_string()),
@@ -123,7 +125,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let text: String = row.try_get("body")?;
-                let body: Body = serde_json::from_str(&text)
+                let body: Body<InstructionView> = serde_json::from_str(&text)
                     .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
                 Ok(RequestEvent {
                     request_id: request_id(row, "request_id")?,

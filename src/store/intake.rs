@@ -158,14 +158,11 @@ impl Store {
         }
         if fresh.len() > 1 {
             // Keep the batch's own jobs if it fails, to retry them alone.
-            let ids: Vec<_> = fresh.iter().map(|(j, _)| j.req.id).collect();
+            let requests = fresh.len();
             match self.insert_batch(fresh).await {
                 Ok(()) => {}
                 Err(left) => {
-                    tracing::info!(
-                        requests = ids.len(),
-                        "a batched intake failed; retrying one by one"
-                    );
+                    tracing::info!(requests, "a batched intake failed; retrying one by one");
                     for (job, targets) in left {
                         let _ = self.insert_batch(vec![(job, targets)]).await;
                     }

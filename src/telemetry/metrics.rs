@@ -294,18 +294,12 @@ impl StoreObserver for Metrics {
     }
 
     fn request_closed(&self, c: &ClosedRequest) {
-        let outcome = match c.outcome {
-            crate::domain::OverallOutcome::Fulfilled => "FULFILLED",
-            crate::domain::OverallOutcome::PartiallyFulfilled => "PARTIALLY_FULFILLED",
-            crate::domain::OverallOutcome::NotFulfilled => "NOT_FULFILLED",
-            crate::domain::OverallOutcome::Cancelled => "CANCELLED",
-        };
         self.requests_completed.add(
             1,
             &[
                 KeyValue::new("kind", c.kind.as_str()),
                 KeyValue::new("jurisdiction", c.jurisdiction.as_str()),
-                KeyValue::new("outcome", outcome),
+                KeyValue::new("outcome", c.outcome.as_str()),
             ],
         );
     }

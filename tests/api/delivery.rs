@@ -191,10 +191,7 @@ async fn exhausted_retries_escalate_then_retry_and_resolve(db: TestDb) {
         .clone()
         .resolve_instruction(pb::ResolveInstructionRequest {
             instruction_id: instruction_id.clone(),
-            result: Some(pb::InstructionResult {
-                outcome: pb::Outcome::NoData as i32,
-                ..Default::default()
-            }),
+            result: result(pb::Outcome::NoData),
             note: "confirmed by phone with the vendor's DPO".into(),
         })
         .await
@@ -275,10 +272,7 @@ async fn asynchronous_outcome_by_callback(db: TestDb) {
             &token,
             pb::CompleteInstructionRequest {
                 instruction_id: id.clone(),
-                result: Some(pb::InstructionResult {
-                    outcome: pb::Outcome::NoData as i32,
-                    ..Default::default()
-                }),
+                result: result(pb::Outcome::NoData),
             },
         ))
         .await
@@ -320,10 +314,7 @@ async fn denial_with_exception_is_partial_fulfilment(db: TestDb) {
             &token,
             pb::CompleteInstructionRequest {
                 instruction_id: billing.instruction_id.clone(),
-                result: Some(pb::InstructionResult {
-                    outcome: pb::Outcome::Denied as i32,
-                    ..Default::default()
-                }),
+                result: result(pb::Outcome::Denied),
             },
         ))
         .await

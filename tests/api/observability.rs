@@ -208,10 +208,7 @@ async fn metrics_follow_a_fan_out_with_failures(db: TestDb) {
                 .clone()
                 .resolve_instruction(pb::ResolveInstructionRequest {
                     instruction_id: id_of(r, p),
-                    result: Some(pb::InstructionResult {
-                        outcome: pb::Outcome::NoData as i32,
-                        ..Default::default()
-                    }),
+                    result: result(pb::Outcome::NoData),
                     note: "checked by hand".into(),
                 })
                 .await
@@ -223,10 +220,7 @@ async fn metrics_follow_a_fan_out_with_failures(db: TestDb) {
                 &slow_token,
                 pb::CompleteInstructionRequest {
                     instruction_id: id_of(r, "slow"),
-                    result: Some(pb::InstructionResult {
-                        outcome: pb::Outcome::Completed as i32,
-                        ..Default::default()
-                    }),
+                    result: result(pb::Outcome::Completed),
                 },
             ))
             .await

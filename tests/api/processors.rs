@@ -338,10 +338,7 @@ async fn disabled_processor_gets_no_new_instructions_but_finishes_old_ones(db: T
             &token,
             pb::CompleteInstructionRequest {
                 instruction_id: kept.clone(),
-                result: Some(pb::InstructionResult {
-                    outcome: pb::Outcome::Completed as i32,
-                    ..Default::default()
-                }),
+                result: result(pb::Outcome::Completed),
             },
         ))
         .await

@@ -89,10 +89,7 @@ async fn pull_leases_expire_and_are_offered_again(db: TestDb) {
             &token,
             pb::CompleteInstructionRequest {
                 instruction_id: again[0].instruction_id.clone(),
-                result: Some(pb::InstructionResult {
-                    outcome: pb::Outcome::Completed as i32,
-                    ..Default::default()
-                }),
+                result: result(pb::Outcome::Completed),
             },
         ))
         .await

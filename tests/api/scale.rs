@@ -79,10 +79,7 @@ async fn last_instructions_finishing_together_write_one_record(db: TestDb) {
             token,
             pb::CompleteInstructionRequest {
                 instruction_id: id.to_string(),
-                result: Some(pb::InstructionResult {
-                    outcome: pb::Outcome::Completed as i32,
-                    ..Default::default()
-                }),
+                result: result(pb::Outcome::Completed),
             },
         );
         async move { client.complete_instruction(request).await.map(|_| ()) }
@@ -174,10 +171,7 @@ async fn watch_on_one_replica_sees_work_done_by_another() {
             &token,
             pb::CompleteInstructionRequest {
                 instruction_id: id.clone(),
-                result: Some(pb::InstructionResult {
-                    outcome: pb::Outcome::NoData as i32,
-                    ..Default::default()
-                }),
+                result: result(pb::Outcome::NoData),
             },
         ))
         .await

@@ -1126,10 +1126,7 @@ async fn processor_callbacks_table(db: TestDb) {
                 &token,
                 pb::CompleteInstructionRequest {
                     instruction_id: bad,
-                    result: Some(pb::InstructionResult {
-                        outcome: pb::Outcome::Completed as i32,
-                        ..Default::default()
-                    }),
+                    result: result(pb::Outcome::Completed),
                 },
             ))
             .await;
@@ -1407,12 +1404,7 @@ async fn operator_controls_table(db: TestDb) {
         assert_eq!(all_instructions(&app).await, before, "{case}: changed");
     }
 
-    let no_data = || {
-        Some(pb::InstructionResult {
-            outcome: pb::Outcome::NoData as i32,
-            ..Default::default()
-        })
-    };
+    let no_data = || result(pb::Outcome::NoData);
     let resolve = |instruction_id: &str, result, note: &str| pb::ResolveInstructionRequest {
         instruction_id: instruction_id.into(),
         result,

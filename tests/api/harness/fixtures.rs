@@ -93,6 +93,14 @@ pub fn deletion(email: &str) -> pb::SubmitRequestRequest {
     }
 }
 
+/// A plain result with `outcome` and no details.
+pub fn result(outcome: pb::Outcome) -> Option<pb::InstructionResult> {
+    Some(pb::InstructionResult {
+        outcome: outcome as i32,
+        ..Default::default()
+    })
+}
+
 /// Registers `processor`; returns its callback token.
 pub async fn register(app: &TestApp, processor: pb::Processor) -> String {
     app.processors
