@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::domain::{AdapterConfig, InstructionView, Processor, ProcessorId};
-use crate::store::{ClaimKind, Claimed, DeliveryReport, DeliveryResult, Store};
+use crate::store::{ClaimKind, ClaimOrder, Claimed, DeliveryReport, DeliveryResult, Store};
 use crate::telemetry::Metrics;
 use adapter::{Adapter, Answer, Delivery, Endpoint};
 use recorder::Recorder;
@@ -116,22 +116,26 @@ impl Dispatcher {
         tracing::info!(owner = %self.owner, "dispatcher started");
         'outer: loop {
             *self.heartbeat.lock().expect("heartbeat lock") = Some(Instant::now());
-            let claimed = match self.tick(&mut in_flight).await {
+            let (claimed, saturated) = match self.tick(&mut in_flight).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "dispatcher tick failed; will retry");
-                    0
+                    (0, false)
                 }
             };
             // Reap finished deliveries so the set does not grow.
             while in_flight.try_join_next().is_some() {}
-            // Due work this pass could not take (no free slots) is no reason
-            // to pass again at once: wait for deliveries to finish instead.
-            let until_due = self.sleep_for().await;
-            let pause = if claimed == 0 && until_due.is_zero() {
+            // A pass that filled its slots leaves due work waiting for them:
+            // finishing deliveries wake the loop, no need to look up the
+            // next due time. Due work this pass could not take is no reason
+            // to pass again at once either: wait for deliveries instead.
+            let pause = if saturated {
                 self.config.poll_interval
             } else {
-                until_due
+                match self.sleep_for().await {
+                    d if claimed == 0 && d.is_zero() => self.config.poll_interval,
+                    d => d,
+                }
             };
             let sleep = tokio::time::sleep(pause);
             tokio::pin!(sleep);
@@ -182,7 +186,7 @@ impl Dispatcher {
     /// the queue deterministically. Returns how many were claimed.
     pub async fn run_once(&self) -> Result<usize, crate::store::StoreError> {
         let mut set = JoinSet::new();
-        let n = self.tick(&mut set).await?;
+        let (n, _) = self.tick(&mut set).await?;
         while set.join_next().await.is_some() {}
         Ok(n)
     }
@@ -199,48 +203,57 @@ impl Dispatcher {
         }
     }
 
-    /// Escalates overdue work and claims due work for every processor.
-    async fn tick(&self, set: &mut JoinSet<()>) -> Result<usize, crate::store::StoreError> {
+    /// Escalates overdue work and claims due work for every processor, all
+    /// processors in one claim transaction. Returns how many were claimed
+    /// and whether some processor filled every slot it had (more due work
+    /// is likely waiting for slots).
+    async fn tick(&self, set: &mut JoinSet<()>) -> Result<(usize, bool), crate::store::StoreError> {
         let processors = self.store.all_processors().await?;
+        let now = self.clock.now();
+        let budgets: Vec<_> = processors
+            .iter()
+            .map(|p| (&p.spec.id, p.spec.max_reminders))
+            .collect();
+        self.store.escalate_overdue(&budgets, now).await?;
         // Free slots are shared out fairly, so the first processor of a pass
         // cannot take them all and leave the others to claim a few at a time.
-        let push = processors
+        let push: Vec<(&Processor, Duration)> = processors
             .iter()
-            .filter(|p| matches!(p.spec.adapter, AdapterConfig::Grpc { .. }))
-            .count()
+            .filter_map(|p| match &p.spec.adapter {
+                AdapterConfig::Grpc { timeout, .. } => Some((p, *timeout)),
+                _ => None,
+            })
+            .collect();
+        let share = self
+            .global
+            .available_permits()
+            .div_ceil(push.len().max(1))
             .max(1);
-        let share = self.global.available_permits().div_ceil(push).max(1);
+        let slots: Vec<_> = push.iter().map(|(p, _)| self.reserve(p, share)).collect();
+        let orders: Vec<ClaimOrder> = push
+            .iter()
+            .zip(&slots)
+            .map(|((p, timeout), slots)| ClaimOrder {
+                processor: &p.spec.id,
+                max_reminders: p.spec.max_reminders,
+                limit: slots.len() as u32,
+                lease: *timeout + self.config.lease_margin,
+            })
+            .collect();
+        if orders.iter().all(|o| o.limit == 0) {
+            return Ok((0, !push.is_empty()));
+        }
+        let started = Instant::now();
+        let claims = self.store.claim_many(&orders, &self.owner, now).await?;
+        let took = started.elapsed();
         let mut claimed_total = 0;
-        for p in processors {
-            let now = self.clock.now();
-            self.store
-                .escalate_overdue(&p.spec.id, p.spec.max_reminders, now)
-                .await?;
-            let AdapterConfig::Grpc { timeout, .. } = &p.spec.adapter else {
-                continue;
-            };
-            let slots = self.reserve(&p, share);
-            if slots.is_empty() {
-                continue;
-            }
-            let lease = *timeout + self.config.lease_margin;
-            let started = Instant::now();
-            let claimed = self
-                .store
-                .claim(
-                    &p.spec.id,
-                    p.spec.max_reminders,
-                    slots.len() as u32,
-                    &self.owner,
-                    lease,
-                    now,
-                )
-                .await?;
+        let mut saturated = false;
+        for (((p, _), slots), claimed) in push.into_iter().zip(slots).zip(claims) {
             claimed_total += claimed.len();
+            saturated |= !slots.is_empty() && claimed.len() == slots.len();
             let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
-            self.metrics
-                .claim_finished(p.spec.id.as_str(), started.elapsed(), &kinds);
-            let p = Arc::new(p);
+            self.metrics.claim_finished(p.spec.id.as_str(), took, &kinds);
+            let p = Arc::new(p.clone());
             // Unused slots are released when their permits drop here.
             for (c, permits) in claimed.into_iter().zip(slots) {
                 let this = self.clone();
@@ -251,7 +264,7 @@ impl Dispatcher {
                 });
             }
         }
-        Ok(claimed_total)
+        Ok((claimed_total, saturated))
     }
 
     /// Takes up to `most` (global, per-processor) slot pairs, as many as

@@ -10,6 +10,7 @@
 //! number together fence the holder: a dispatcher whose lease expired and
 //! was re-claimed can no longer record anything for that instruction.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -55,9 +56,22 @@ impl Claimed {
     }
 }
 
+/// What one processor may claim in a [`Store::claim_many`] pass.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimOrder<'a> {
+    /// The processor.
+    pub processor: &'a ProcessorId,
+    /// Its reminder budget (acknowledged instructions past it are not
+    /// reminded again but escalated).
+    pub max_reminders: u32,
+    /// Most instructions to lease (its free delivery slots).
+    pub limit: u32,
+    /// How long the lease lasts.
+    pub lease: Duration,
+}
+
 impl Store {
     /// Leases up to `limit` due instructions of `processor` for `lease`.
-    #[tracing::instrument(name = "store.claim", skip_all, fields(processor_id = %processor, limit, claimed))]
     pub async fn claim(
         &self,
         processor: &ProcessorId,
@@ -67,63 +81,113 @@ impl Store {
         lease: Duration,
         now: Timestamp,
     ) -> Result<Vec<Claimed>, StoreError> {
+        let order = ClaimOrder {
+            processor,
+            max_reminders,
+            limit,
+            lease,
+        };
+        let mut claimed = self.claim_many(&[order], owner, now).await?;
+        Ok(claimed.pop().unwrap_or_default())
+    }
+
+    /// Leases due instructions for several processors in one transaction:
+    /// one statement picks every processor's first deliveries and retries,
+    /// a second (only for processors with room left) redeliveries and
+    /// reminders, and their history entries, request bumps and events are
+    /// written once for the whole pass. A request fanned out to five
+    /// processors is thus bumped once per pass, not five times in five
+    /// commits. Returns the claims in the order of `orders`.
+    #[tracing::instrument(name = "store.claim", skip_all, fields(processors = orders.len(), claimed))]
+    pub async fn claim_many(
+        &self,
+        orders: &[ClaimOrder<'_>],
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
         debug_assert_eq!(
             InstructionState::Pending.apply(InstructionEvent::Claim),
             Some(InstructionState::Delivering)
         );
+        let mut out: Vec<Vec<Claimed>> = orders.iter().map(|_| Vec::new()).collect();
+        let orders: Vec<(usize, &ClaimOrder)> = orders
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.limit > 0)
+            .collect();
+        if orders.is_empty() {
+            return Ok(out);
+        }
         let now_us = micros(now);
-        let lease_until = micros(now + chrono::Duration::from_std(lease).unwrap_or_default());
-        // The same lease for every picked row.
-        let lease_sql = |pick: &dyn Fn(&mut Sql)| {
-            let mut sql = Sql::new(
-                self.backend,
-                "update instructions set state = 'DELIVERING', attempts = attempts + 1, \
+        let lock = if self.backend == Backend::Postgres {
+            " for update skip locked"
+        } else {
+            ""
+        };
+        // Leases picked rows; each processor's lease length rides with its
+        // rows (`v`), the pick is a union of per-processor index scans.
+        let lease_sql = |picks: &[(usize, &ClaimOrder, u32)], pick: &dyn Fn(&mut Sql, &ClaimOrder, u32)| {
+            let mut sql = Sql::new(self.backend, "with v (id, lease_until) as (");
+            for (n, (_, order, limit)) in picks.iter().enumerate() {
+                if n > 0 {
+                    sql.push(" union all ");
+                }
+                let until = micros(now + chrono::Duration::from_std(order.lease).unwrap_or_default());
+                sql.push("select id, ").bind(until).push(" from (");
+                pick(&mut sql, order, *limit);
+                sql.push(lock).push(") p");
+            }
+            sql.push(
+                ") update instructions set state = 'DELIVERING', attempts = attempts + 1, \
                  attempts_since_arm = attempts_since_arm + 1, \
                  reminders = reminders + case when state = 'ACKNOWLEDGED' then 1 else 0 end, \
                  next_attempt_at = null, reply_due_at = null, lease_owner = ",
-            );
-            sql.bind(owner)
-                .push(", lease_expires_at = ")
-                .bind(lease_until)
-                .push(", first_instructed_at = coalesce(first_instructed_at, ")
-                .bind(now_us)
-                .push(") where id in (");
-            pick(&mut sql);
-            if self.backend == Backend::Postgres {
-                sql.push(" for update skip locked");
-            }
-            sql.push(") returning payload, trace_context, ")
-                .push(INSTRUCTION_COLUMNS);
+            )
+            .bind(owner)
+            .push(", lease_expires_at = v.lease_until, first_instructed_at = coalesce(first_instructed_at, ")
+            .bind(now_us)
+            .push(") from v where instructions.id = v.id returning payload, trace_context, ")
+            .push(&super::transition::qualified("instructions"));
             sql
         };
+        let mut tx = self.begin().await?;
         // Due first deliveries and retries, in due order straight off the
         // partial index (the common case, and the bulk of a backlog).
-        let pending = lease_sql(&|sql| {
+        let picks: Vec<_> = orders.iter().map(|(i, o)| (*i, *o, o.limit)).collect();
+        let pending = lease_sql(&picks, &|sql, order, limit| {
             sql.push("select id from instructions where processor_id = ")
-                .bind(processor.as_str())
+                .bind(order.processor.as_str())
                 .push(" and state = 'PENDING' and next_attempt_at <= ")
                 .bind(now_us)
                 .push(" order by next_attempt_at limit ")
                 .bind(i64::from(limit));
         });
-        let mut tx = self.begin().await?;
-        let mut effects = Effects::default();
         let mut rows = pending.query().fetch_all(&mut *tx).await?;
-        let room = limit as usize - rows.len().min(limit as usize);
-        if room > 0 {
-            // Then the rare ones: expired leases (redeliveries) and overdue
-            // outcomes (reminders).
-            let others = lease_sql(&|sql| {
+        let mut taken: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        for row in &rows {
+            *taken.entry(row.try_get("processor_id")?).or_default() += 1;
+        }
+        // Then the rare ones, for processors with room left: expired leases
+        // (redeliveries) and overdue outcomes (reminders).
+        let room: Vec<_> = orders
+            .iter()
+            .filter_map(|(i, o)| {
+                let used = taken.get(o.processor.as_str()).copied().unwrap_or(0);
+                (used < o.limit).then_some((*i, *o, o.limit - used))
+            })
+            .collect();
+        if !room.is_empty() {
+            let others = lease_sql(&room, &|sql, order, limit| {
                 sql.push("select id from instructions where processor_id = ")
-                    .bind(processor.as_str())
+                    .bind(order.processor.as_str())
                     .push(" and ((state = 'DELIVERING' and lease_expires_at <= ")
                     .bind(now_us)
                     .push(") or (state = 'ACKNOWLEDGED' and reply_due_at <= ")
                     .bind(now_us)
                     .push(" and reminders < ")
-                    .bind(i64::from(max_reminders))
+                    .bind(i64::from(order.max_reminders))
                     .push(")) order by created_at limit ")
-                    .bind(room as i64);
+                    .bind(i64::from(limit));
             });
             rows.extend(others.query().fetch_all(&mut *tx).await?);
         }
@@ -145,6 +209,7 @@ impl Store {
                 trace_context: row.try_get("trace_context")?,
             });
         }
+        let mut effects = Effects::default();
         if !claimed.is_empty() {
             record_attempts(&mut tx, self.backend, &claimed, now_us).await?;
             let views: Vec<InstructionView> =
@@ -154,35 +219,56 @@ impl Store {
         tx.commit().await?;
         tracing::Span::current().record("claimed", claimed.len());
         self.announce(effects).await;
-        Ok(claimed)
+        for c in claimed {
+            if let Some((i, _)) = orders.iter().find(|(_, o)| *o.processor == c.instruction.processor_id) {
+                out[*i].push(c);
+            }
+        }
+        Ok(out)
     }
 
-    /// Escalates acknowledged instructions of `processor` whose outcome is
-    /// overdue after `max_reminders` reminders.
+    /// Escalates acknowledged instructions whose outcome is overdue after
+    /// their processor's last reminder; `budgets` pairs each processor with
+    /// its `max_reminders`. Returns how many were escalated.
     pub async fn escalate_overdue(
+        &self,
+        budgets: &[(&ProcessorId, u32)],
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        // Overdue outcomes are rare and every dispatcher pass asks: one
+        // look for all processors, without a write transaction (and its
+        // lock on SQLite).
+        let rows = Sql::new(
+            self.backend,
+            "select processor_id, max(reminders) as reminders from instructions \
+             where state = 'ACKNOWLEDGED' and reply_due_at <= ",
+        )
+        .bind(micros(now))
+        .push(" group by processor_id")
+        .query()
+        .fetch_all(&self.pool)
+        .await?;
+        let mut escalated = 0;
+        for row in rows {
+            let id: String = row.try_get("processor_id")?;
+            let most: i64 = row.try_get("reminders")?;
+            if let Some((p, max)) = budgets
+                .iter()
+                .find(|(p, max)| p.as_str() == id && most >= i64::from(*max))
+            {
+                escalated += self.escalate_processor(p, *max, now).await?;
+            }
+        }
+        Ok(escalated)
+    }
+
+    /// Escalates one processor's overdue outcomes past `max_reminders`.
+    async fn escalate_processor(
         &self,
         processor: &ProcessorId,
         max_reminders: u32,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
-        // Overdue outcomes are rare and every dispatcher pass asks: look
-        // first, without a write transaction (and its lock on SQLite).
-        let overdue = Sql::new(
-            self.backend,
-            "select id from instructions where processor_id = ",
-        )
-        .bind(processor.as_str())
-        .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
-        .bind(micros(now))
-        .push(" and reminders >= ")
-        .bind(i64::from(max_reminders))
-        .push(" limit 1")
-        .query()
-        .fetch_optional(&self.pool)
-        .await?;
-        if overdue.is_none() {
-            return Ok(0);
-        }
         let mut tx = self.begin().await?;
         let rows = Sql::new(
             self.backend,
@@ -213,14 +299,13 @@ impl Store {
     /// The earliest time the dispatcher has something to do: a push
     /// instruction due, a lease expiring, an outcome overdue. It sleeps
     /// exactly until then (pull instructions wait for their processor).
+    ///
+    /// Each part is a per-processor probe of the first entry of a partial
+    /// index (`order by ... limit 1`), so the cost does not grow with the
+    /// backlog: a plain `min()` over all processors at once cannot use the
+    /// `(processor_id, due)` indexes and scanned every due row.
     pub async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        let row = sqlx::query(
-            "select min(t) as t from (\
-             select min(next_attempt_at) as t from instructions where state = 'PENDING' \
-             and processor_id in (select id from processors where adapter_kind = 'grpc') \
-             union all select min(lease_expires_at) from instructions where state = 'DELIVERING' \
-             union all select min(reply_due_at) from instructions where state = 'ACKNOWLEDGED') due",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(NEXT_DUE.as_str()))
         .fetch_one(&self.pool)
         .await?;
         row.try_get::<Option<i64>, _>("t")?
@@ -228,6 +313,25 @@ impl Store {
             .transpose()
     }
 }
+
+/// The [`Store::next_due`] statement.
+static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
+    let first = |column: &str, state: &str| {
+        format!(
+            "(select {column} from instructions i where i.processor_id = p.id \
+             and i.state = '{state}' and i.{column} is not null order by i.{column} limit 1)"
+        )
+    };
+    format!(
+        "select min(t) as t from (\
+         select {} as t from processors p where p.adapter_kind = 'grpc' \
+         union all select {} from processors p \
+         union all select {} from processors p) due",
+        first("next_attempt_at", "PENDING"),
+        first("lease_expires_at", "DELIVERING"),
+        first("reply_due_at", "ACKNOWLEDGED"),
+    )
+});
 
 /// Opens a history entry for each claimed attempt; the previous attempt of
 /// a redelivered instruction never answered, so its lease expired.

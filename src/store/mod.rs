@@ -46,7 +46,7 @@ use crate::domain::{
     InstructionView, Jurisdiction, OverallOutcome, RequestId, RequestKind, Violations,
 };
 
-pub use claims::{ClaimKind, Claimed};
+pub use claims::{ClaimKind, ClaimOrder, Claimed};
 pub use connect::{Backend, StoreOptions};
 pub use deliveries::{DeliveryReport, DeliveryResult};
 pub use events::{EventKind, RequestEvent};
