@@ -252,7 +252,8 @@ impl Dispatcher {
             claimed_total += claimed.len();
             saturated |= !slots.is_empty() && claimed.len() == slots.len();
             let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
-            self.metrics.claim_finished(p.spec.id.as_str(), took, &kinds);
+            self.metrics
+                .claim_finished(p.spec.id.as_str(), took, &kinds);
             let p = Arc::new(p.clone());
             // Unused slots are released when their permits drop here.
             for (c, permits) in claimed.into_iter().zip(slots) {

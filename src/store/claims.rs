@@ -126,13 +126,15 @@ impl Store {
         };
         // Leases picked rows; each processor's lease length rides with its
         // rows (`v`), the pick is a union of per-processor index scans.
-        let lease_sql = |picks: &[(usize, &ClaimOrder, u32)], pick: &dyn Fn(&mut Sql, &ClaimOrder, u32)| {
+        let lease_sql = |picks: &[(usize, &ClaimOrder, u32)],
+                         pick: &dyn Fn(&mut Sql, &ClaimOrder, u32)| {
             let mut sql = Sql::new(self.backend, "with v (id, lease_until) as (");
             for (n, (_, order, limit)) in picks.iter().enumerate() {
                 if n > 0 {
                     sql.push(" union all ");
                 }
-                let until = micros(now + chrono::Duration::from_std(order.lease).unwrap_or_default());
+                let until =
+                    micros(now + chrono::Duration::from_std(order.lease).unwrap_or_default());
                 sql.push("select id, ").bind(until).push(" from (");
                 pick(&mut sql, order, *limit);
                 sql.push(lock).push(") p");
@@ -220,7 +222,10 @@ impl Store {
         tracing::Span::current().record("claimed", claimed.len());
         self.announce(effects).await;
         for c in claimed {
-            if let Some((i, _)) = orders.iter().find(|(_, o)| *o.processor == c.instruction.processor_id) {
+            if let Some((i, _)) = orders
+                .iter()
+                .find(|(_, o)| *o.processor == c.instruction.processor_id)
+            {
                 out[*i].push(c);
             }
         }
@@ -306,8 +311,8 @@ impl Store {
     /// `(processor_id, due)` indexes and scanned every due row.
     pub async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(NEXT_DUE.as_str()))
-        .fetch_one(&self.pool)
-        .await?;
+            .fetch_one(&self.pool)
+            .await?;
         row.try_get::<Option<i64>, _>("t")?
             .map(super::codec::from_micros)
             .transpose()

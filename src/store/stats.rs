@@ -39,10 +39,16 @@ impl Store {
                 oldest.map(from_micros).transpose()?,
             ));
         }
+        // One arm per state, so each reads its own partial index.
         let rows = sqlx::query(
             "select processor_id, state, count(*) as n from instructions \
-             where state in ('PENDING', 'DELIVERING', 'ACKNOWLEDGED', 'ESCALATED') \
-             group by processor_id, state",
+             where state = 'PENDING' group by processor_id, state \
+             union all select processor_id, state, count(*) from instructions \
+             where state = 'DELIVERING' group by processor_id, state \
+             union all select processor_id, state, count(*) from instructions \
+             where state = 'ACKNOWLEDGED' group by processor_id, state \
+             union all select processor_id, state, count(*) from instructions \
+             where state = 'ESCALATED' group by processor_id, state",
         )
         .fetch_all(&self.pool)
         .await?;
