@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::codec::{INSTRUCTION_COLUMNS, from_json, instruction, micros};
-use super::sql::{Bind, Sql};
+use super::sql::{Bind, Col, Sql};
 use super::transition::after_changes;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
@@ -148,7 +148,9 @@ impl Store {
             .bind(owner)
             .push(", lease_expires_at = v.lease_until, first_instructed_at = coalesce(first_instructed_at, ")
             .bind(now_us)
-            .push(") from v where instructions.id = v.id returning payload, trace_context, ")
+            .push(") from v where instructions.id = v.id and ")
+            .in_cte("instructions.id", "v", "id")
+            .push(" returning payload, trace_context, ")
             .push(&super::transition::qualified("instructions"));
             sql
         };
@@ -357,27 +359,34 @@ async fn record_attempts(
             "update delivery_attempts set result = 'lease_expired', finished_at = ",
         );
         sql.bind(now_us)
-            .push(" where result = 'pending' and instruction_id in (")
-            .list(retried)
-            .push(")");
+            .push(" where result = 'pending' and ")
+            .in_list("instruction_id", retried);
         sql.query().execute(&mut *conn).await?;
     }
     let mut sql = Sql::new(
         backend,
-        "insert into delivery_attempts (instruction_id, attempt, started_at, result) values ",
+        "insert into delivery_attempts (instruction_id, attempt, started_at, result) ",
     );
-    sql.rows(claimed.iter().map(|c| {
-        vec![
-            Bind::from(c.instruction.id.to_string()),
-            Bind::from(i64::from(c.instruction.attempts)),
-            Bind::from(now_us),
-            Bind::from(if c.kind == ClaimKind::Reminder {
-                "reminder"
-            } else {
-                "pending"
-            }),
-        ]
-    }));
+    sql.select_rows(
+        &[
+            ("instruction_id", Col::Text),
+            ("attempt", Col::Int),
+            ("started_at", Col::Int),
+            ("result", Col::Text),
+        ],
+        claimed.iter().map(|c| {
+            vec![
+                Bind::from(c.instruction.id.to_string()),
+                Bind::from(i64::from(c.instruction.attempts)),
+                Bind::from(now_us),
+                Bind::from(if c.kind == ClaimKind::Reminder {
+                    "reminder"
+                } else {
+                    "pending"
+                }),
+            ]
+        }),
+    );
     sql.query().execute(&mut *conn).await?;
     Ok(())
 }

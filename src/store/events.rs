@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
 use super::codec::{json, micros, request_id, time};
-use super::sql::{Bind, Sql};
+use super::sql::{Bind, Col, Sql};
 use super::{Backend, Store, StoreError};
 use crate::domain::{InstructionView, RequestId, RequestStatus, Timestamp};
 
@@ -83,21 +83,29 @@ pub(super) async fn append_events(
     }
     let mut sql = Sql::new(
         backend,
-        "insert into request_events (request_id, seq, occurred_at, body) values ",
+        "insert into request_events (request_id, seq, occurred_at, body) ",
     );
-    sql.rows(events.iter().map(|e| {
-        let body = json(&Body {
-            kind: e.kind,
-            request_status: e.request_status,
-            instruction: e.instruction,
-        });
-        vec![
-            Bind::from(e.request.to_string()),
-            Bind::from(e.seq),
-            Bind::from(micros(now)),
-            Bind::from(body),
-        ]
-    }));
+    sql.select_rows(
+        &[
+            ("request_id", Col::Text),
+            ("seq", Col::Int),
+            ("occurred_at", Col::Int),
+            ("body", Col::Text),
+        ],
+        events.iter().map(|e| {
+            let body = json(&Body {
+                kind: e.kind,
+                request_status: e.request_status,
+                instruction: e.instruction,
+            });
+            vec![
+                Bind::from(e.request.to_string()),
+                Bind::from(e.seq),
+                Bind::from(micros(now)),
+                Bind::from(body),
+            ]
+        }),
+    );
     sql.query().execute(&mut *conn).await?;
     Ok(())
 }

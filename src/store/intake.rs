@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec::{json, micros};
 use super::events::{EventKind, NewEvent, append_events};
 use super::records::write_records;
-use super::sql::{Bind, Sql};
+use super::sql::{Bind, Col, Sql};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
     AdapterConfig, InstructionId, InstructionState, InstructionView, NewRequest, Processor,
@@ -33,9 +33,6 @@ use crate::domain::{
 
 /// Most submissions written in one transaction.
 const MAX_BATCH: usize = 128;
-/// Most rows in one multi-row `INSERT` (keeps placeholders under both
-/// backends' limits).
-const MAX_ROWS: usize = 1000;
 
 /// What intake did.
 #[derive(Debug)]
@@ -227,30 +224,51 @@ impl Store {
             self.backend,
             "insert into requests (id, kind, jurisdiction, status, submitted_at, received_at, \
              channel, requester, verification_level, verification_method, labels, identity_types, \
-             subject, fingerprint, open_instructions, event_seq) values ",
+             subject, fingerprint, open_instructions, event_seq) ",
         );
-        sql.rows(batch.iter().map(|(job, targets)| {
-            let req = &job.req;
-            vec![
-                Bind::from(req.id.to_string()),
-                Bind::from(req.kind.as_str()),
-                Bind::from(req.jurisdiction.as_str()),
-                Bind::from("RECEIVED"),
-                Bind::from(micros(req.submitted_at.unwrap_or(job.now))),
-                Bind::from(micros(job.now)),
-                Bind::from(req.channel.as_str()),
-                Bind::from(req.requester.as_str()),
-                Bind::from(req.verification.level.as_str()),
-                Bind::from(req.verification.method.as_str()),
-                Bind::from(json(&req.labels)),
-                Bind::from(json(&req.subject.types())),
-                Bind::from(json(&req.subject)),
-                Bind::from(req.fingerprint()),
-                Bind::from(targets.len() as i64),
-                Bind::from(1i64),
-            ]
-        }))
-        .push(" on conflict (id) do nothing returning id");
+        sql.select_rows(
+            &[
+                ("id", Col::Text),
+                ("kind", Col::Text),
+                ("jurisdiction", Col::Text),
+                ("status", Col::Text),
+                ("submitted_at", Col::Int),
+                ("received_at", Col::Int),
+                ("channel", Col::Text),
+                ("requester", Col::Text),
+                ("verification_level", Col::Text),
+                ("verification_method", Col::Text),
+                ("labels", Col::Text),
+                ("identity_types", Col::Text),
+                ("subject", Col::Text),
+                ("fingerprint", Col::Text),
+                ("open_instructions", Col::Int),
+                ("event_seq", Col::Int),
+            ],
+            batch.iter().map(|(job, targets)| {
+                let req = &job.req;
+                vec![
+                    Bind::from(req.id.to_string()),
+                    Bind::from(req.kind.as_str()),
+                    Bind::from(req.jurisdiction.as_str()),
+                    Bind::from("RECEIVED"),
+                    Bind::from(micros(req.submitted_at.unwrap_or(job.now))),
+                    Bind::from(micros(job.now)),
+                    Bind::from(req.channel.as_str()),
+                    Bind::from(req.requester.as_str()),
+                    Bind::from(req.verification.level.as_str()),
+                    Bind::from(req.verification.method.as_str()),
+                    Bind::from(json(&req.labels)),
+                    Bind::from(json(&req.subject.types())),
+                    Bind::from(json(&req.subject)),
+                    Bind::from(req.fingerprint()),
+                    Bind::from(targets.len() as i64),
+                    Bind::from(1i64),
+                ]
+            }),
+        )
+        // `where true`: SQLite's parser needs it before an upsert clause.
+        .push(" where true on conflict (id) do nothing returning id");
         let inserted_ids: HashSet<String> = sql
             .query()
             .fetch_all(&mut *tx)
@@ -291,13 +309,28 @@ impl Store {
                 })
             })
             .collect();
-        for chunk in rows.chunks(MAX_ROWS) {
+        if !rows.is_empty() {
             let mut sql = Sql::new(
                 self.backend,
                 "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
-                 submitted_at, state, payload, next_attempt_at, created_at, trace_context) values ",
+                 submitted_at, state, payload, next_attempt_at, created_at, trace_context) ",
             );
-            sql.rows(chunk.iter().cloned());
+            sql.select_rows(
+                &[
+                    ("id", Col::Text),
+                    ("request_id", Col::Text),
+                    ("processor_id", Col::Text),
+                    ("kind", Col::Text),
+                    ("jurisdiction", Col::Text),
+                    ("submitted_at", Col::Int),
+                    ("state", Col::Text),
+                    ("payload", Col::Text),
+                    ("next_attempt_at", Col::Int),
+                    ("created_at", Col::Int),
+                    ("trace_context", Col::Text),
+                ],
+                rows,
+            );
             sql.query().execute(&mut *tx).await?;
         }
         let mut effects = Effects::default();

@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::codec::{from_json, instruction, micros, parsed, request_id, time};
 use super::events::{EventKind, NewEvent, append_events};
-use super::sql::{Bind, Sql};
+use super::sql::{Bind, Col, Sql};
 use super::transition::qualified;
 use super::{Backend, ClosedRequest, Effects, Store, StoreError};
 use crate::domain::{
@@ -35,19 +35,19 @@ pub(super) async fn write_records(
     let mut sql = Sql::new(
         backend,
         "select id, kind, jurisdiction, submitted_at, received_at, channel, requester, \
-         verification_level, verification_method, cancel_reason from requests where id in (",
+         verification_level, verification_method, cancel_reason from requests where ",
     );
-    sql.list(ids.iter().cloned()).push(")");
+    sql.in_list("id", ids.iter().cloned());
     let facts = sql.query().fetch_all(&mut *conn).await?;
     let mut sql = Sql::new(
         backend,
         format!(
             "select {}, p.display_name, p.role, p.country from instructions \
-         join processors p on p.id = instructions.processor_id where instructions.request_id in (",
+         join processors p on p.id = instructions.processor_id where ",
             qualified("instructions")
         ),
     );
-    sql.list(ids.iter().cloned()).push(")");
+    sql.in_list("instructions.request_id", ids.iter().cloned());
     let line_rows = sql.query().fetch_all(&mut *conn).await?;
     let mut lines: BTreeMap<RequestId, Vec<ProcessorLine>> = BTreeMap::new();
     for row in &line_rows {
@@ -88,19 +88,28 @@ pub(super) async fn write_records(
     }));
     let mut sql = Sql::new(
         backend,
-        "insert into completion_records (request_id, canonical_json, digest, created_at) values ",
+        "insert into completion_records (request_id, canonical_json, digest, created_at) ",
     );
-    sql.rows(records.iter().map(|r| {
-        let canonical = r.canonical_json();
-        let digest = CompletionRecord::digest_of(&canonical);
-        vec![
-            Bind::from(r.request_id.to_string()),
-            Bind::from(String::from_utf8(canonical).expect("JSON is UTF-8")),
-            Bind::from(digest),
-            Bind::from(micros(now)),
-        ]
-    }))
-    .push(" on conflict (request_id) do nothing");
+    sql.select_rows(
+        &[
+            ("request_id", Col::Text),
+            ("canonical_json", Col::Text),
+            ("digest", Col::Text),
+            ("created_at", Col::Int),
+        ],
+        records.iter().map(|r| {
+            let canonical = r.canonical_json();
+            let digest = CompletionRecord::digest_of(&canonical);
+            vec![
+                Bind::from(r.request_id.to_string()),
+                Bind::from(String::from_utf8(canonical).expect("JSON is UTF-8")),
+                Bind::from(digest),
+                Bind::from(micros(now)),
+            ]
+        }),
+    )
+    // `where true`: SQLite's parser needs it before an upsert clause.
+    .push(" where true on conflict (request_id) do nothing");
     let inserted = sql.query().execute(&mut *conn).await?;
     if inserted.rows_affected() != records.len() as u64 {
         // The request row locks make this unreachable; refuse rather than
@@ -115,9 +124,9 @@ pub(super) async fn write_records(
          else 'CANCELLED' end, event_seq = event_seq + 1, closed_at = ",
     );
     sql.bind(micros(now))
-        .push(" where id in (")
-        .list(ids)
-        .push(") returning id, event_seq, status");
+        .push(" where ")
+        .in_list("id", ids)
+        .push(" returning id, event_seq, status");
     let closed = sql.query().fetch_all(&mut *conn).await?;
     let mut events = Vec::with_capacity(closed.len());
     for row in &closed {

@@ -6,7 +6,7 @@
 //! `WHERE state IN (...)` guard from [`InstructionState::sources`], so the
 //! database refuses exactly what the domain refuses, even under races. A
 //! batch is written with one statement per target state (per-row values ride
-//! in a `WITH v(...) AS (VALUES ...)` list), so recording 200 delivery results
+//! in one JSON parameter unpacked as `v`), so recording 200 delivery results
 //! costs a handful of statements and one commit, not 200 transactions.
 //!
 //! Every instruction that changed then goes through [`after_changes`]: its
@@ -26,7 +26,7 @@ use sqlx::{AnyConnection, Row};
 use super::codec::{INSTRUCTION_COLUMNS, instruction, json, micros, state_list};
 use super::events::{EventKind, NewEvent, append_events};
 use super::records::write_records;
-use super::sql::{Bind, Sql};
+use super::sql::{Bind, Col, Sql};
 use super::{Backend, Effects, StoreError};
 use crate::domain::{
     InstructionEvent, InstructionId, InstructionResult, InstructionState, InstructionView,
@@ -103,8 +103,8 @@ pub(super) async fn lock_rows(
     }
     ids.sort();
     ids.dedup();
-    let mut sql = Sql::new(backend, format!("select id from {table} where id in ("));
-    sql.list(ids).push(") order by id for update");
+    let mut sql = Sql::new(backend, format!("select id from {table} where "));
+    sql.in_list("id", ids).push(" order by id for update");
     sql.query().fetch_all(&mut *conn).await?;
     Ok(())
 }
@@ -143,25 +143,35 @@ pub(super) async fn apply(
     let mut changed = Vec::with_capacity(changes.len());
     for (event, group) in by_event {
         let Some(to) = target(event) else { continue };
-        let mut sql = Sql::new(
-            backend,
-            "with v (id, owner, attempt, next_attempt_at, reply_due_at, acknowledged_at, \
-             last_error, result, resolved_by, rearm) as (values ",
+        let mut sql = Sql::new(backend, "with v as (");
+        sql.select_rows(
+            &[
+                ("id", Col::Text),
+                ("owner", Col::Text),
+                ("attempt", Col::Int),
+                ("next_attempt_at", Col::Int),
+                ("reply_due_at", Col::Int),
+                ("acknowledged_at", Col::Int),
+                ("last_error", Col::Text),
+                ("result", Col::Text),
+                ("resolved_by", Col::Text),
+                ("rearm", Col::Int),
+            ],
+            group.iter().map(|c| {
+                vec![
+                    Bind::from(c.id.to_string()),
+                    Bind::from(c.fence.as_ref().map(|f| f.0.clone())),
+                    Bind::from(c.fence.as_ref().map(|f| i64::from(f.1))),
+                    Bind::from(c.next_attempt_at.map(micros)),
+                    Bind::from(c.reply_due_at.map(micros)),
+                    Bind::from(c.acknowledged_at.map(micros)),
+                    Bind::from(c.last_error.clone()),
+                    Bind::from(c.result.as_ref().map(json)),
+                    Bind::from(c.resolved_by.as_ref().map(json)),
+                    Bind::from(i64::from(c.rearm)),
+                ]
+            }),
         );
-        sql.rows(group.iter().map(|c| {
-            vec![
-                Bind::from(c.id.to_string()),
-                Bind::from(c.fence.as_ref().map(|f| f.0.clone())),
-                Bind::from(c.fence.as_ref().map(|f| i64::from(f.1))),
-                Bind::from(c.next_attempt_at.map(micros)),
-                Bind::from(c.reply_due_at.map(micros)),
-                Bind::from(c.acknowledged_at.map(micros)),
-                Bind::from(c.last_error.clone()),
-                Bind::from(c.result.as_ref().map(json)),
-                Bind::from(c.resolved_by.as_ref().map(json)),
-                Bind::from(i64::from(c.rearm)),
-            ]
-        }));
         sql.push(") update instructions set state = ")
             .bind(to.as_str())
             .push(
@@ -175,7 +185,9 @@ pub(super) async fn apply(
                  resolved_at = ",
             )
             .bind(to.is_terminal().then(|| micros(now)))
-            .push(" from v where instructions.id = v.id and instructions.state in (")
+            .push(" from v where instructions.id = v.id and ")
+            .in_cte("instructions.id", "v", "id")
+            .push(" and instructions.state in (")
             .push(&state_list(&InstructionState::sources(event)))
             .push(
                 ") and (v.owner is null or (instructions.lease_owner = v.owner \
@@ -217,19 +229,25 @@ async fn close_attempts(
     if closes.is_empty() {
         return Ok(());
     }
-    let mut sql = Sql::new(
-        backend,
-        "with v (id, attempt, result, code, message) as (values ",
+    let mut sql = Sql::new(backend, "with v as (");
+    sql.select_rows(
+        &[
+            ("id", Col::Text),
+            ("attempt", Col::Int),
+            ("result", Col::Text),
+            ("code", Col::Text),
+            ("message", Col::Text),
+        ],
+        closes.iter().map(|(c, a)| {
+            vec![
+                Bind::from(c.id.to_string()),
+                Bind::from(c.fence.as_ref().map_or(0, |f| i64::from(f.1))),
+                Bind::from(a.result),
+                Bind::from(a.code.clone()),
+                Bind::from(a.message.clone()),
+            ]
+        }),
     );
-    sql.rows(closes.iter().map(|(c, a)| {
-        vec![
-            Bind::from(c.id.to_string()),
-            Bind::from(c.fence.as_ref().map_or(0, |f| i64::from(f.1))),
-            Bind::from(a.result),
-            Bind::from(a.code.clone()),
-            Bind::from(a.message.clone()),
-        ]
-    }));
     sql.push(
         ") update delivery_attempts set result = v.result, error_code = v.code, \
          error_message = v.message, finished_at = ",
@@ -238,8 +256,9 @@ async fn close_attempts(
     .push(
         " from v where delivery_attempts.instruction_id = v.id and \
          (delivery_attempts.attempt = v.attempt or (v.attempt = 0 and \
-         delivery_attempts.result in ('pending', 'pulled', 'reminder')))",
-    );
+         delivery_attempts.result in ('pending', 'pulled', 'reminder'))) and ",
+    )
+    .in_cte("delivery_attempts.instruction_id", "v", "id");
     sql.query().execute(&mut *conn).await?;
     Ok(())
 }
@@ -273,20 +292,26 @@ pub(super) async fn after_changes(
         per_request.keys().map(ToString::to_string).collect(),
     )
     .await?;
-    let mut sql = Sql::new(backend, "with v (id, n, closes) as (values ");
-    sql.rows(per_request.iter().map(|(id, (n, closes))| {
-        vec![
-            Bind::from(id.to_string()),
-            Bind::from(*n),
-            Bind::from(*closes),
-        ]
-    }));
+    let mut sql = Sql::new(backend, "with v as (");
+    sql.select_rows(
+        &[("id", Col::Text), ("n", Col::Int), ("closes", Col::Int)],
+        per_request.iter().map(|(id, (n, closes))| {
+            vec![
+                Bind::from(id.to_string()),
+                Bind::from(*n),
+                Bind::from(*closes),
+            ]
+        }),
+    );
     sql.push(
         ") update requests set event_seq = requests.event_seq + v.n, \
          open_instructions = requests.open_instructions - v.closes, \
          status = case when requests.status = 'RECEIVED' then 'IN_PROGRESS' else requests.status end \
-         from v where requests.id = v.id \
-         returning requests.id as id, requests.event_seq as event_seq, \
+         from v where requests.id = v.id and ",
+    )
+    .in_cte("requests.id", "v", "id")
+    .push(
+        " returning requests.id as id, requests.event_seq as event_seq, \
          requests.open_instructions as open_instructions",
     );
     let rows = sql.query().fetch_all(&mut *conn).await?;
