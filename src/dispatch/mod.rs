@@ -1,10 +1,11 @@
 //! The dispatcher: claim -> deliver -> record, forever.
 //!
-//! Each tick walks the push processors and, for each, leases as many due
-//! instructions as it has free delivery slots (a per-processor limit,
-//! `max_in_flight`, inside a global one). Claiming per processor keeps one
-//! slow processor from starving the others and bounds what each receives at
-//! once. Every leased instruction is delivered on its own task; the answer is
+//! Each tick leases, for every push processor, as many due instructions as
+//! it has free delivery slots (a per-processor limit, `max_in_flight`,
+//! inside a global one, shared out fairly per pass), all processors in one
+//! transaction: a request fanned out to five processors costs one claim
+//! commit, not five. Per-processor limits keep one slow processor from
+//! starving the others and bound what each receives at once. Every leased instruction is delivered on its own task; the answer is
 //! written back fenced by the lease, so a dispatcher that lost its lease
 //! (it hung past expiry and someone else re-claimed) records nothing.
 //!
@@ -13,7 +14,8 @@
 //! [`crate::domain::RetryPolicy`]); fatal ones and exhausted budgets escalate
 //! to an operator. Nothing sleeps per instruction: the loop sleeps until the
 //! earliest due time, the poll interval, or a wake-up from intake, whichever
-//! comes first. Shutdown stops claiming and waits (up to the drain timeout)
+//! comes first; a pass that filled its slots skips the due-time lookup, as
+//! finishing deliveries wake it anyway. Shutdown stops claiming and waits (up to the drain timeout)
 //! for deliveries in flight; any it abandons are redelivered after their
 //! lease expires, with the same instruction id.
 

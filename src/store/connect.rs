@@ -6,11 +6,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::AnyConnection;
+use sqlx::Connection;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use tokio::sync::{Notify, broadcast};
 
 use super::{Store, StoreError};
+
+/// Page cache of SQLite's writer connection, in KiB. The writer's cache
+/// survives between its transactions (no other connection writes), so the
+/// upper levels of every index stay in memory; SQLite's default is 2 MiB.
+const SQLITE_WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -129,20 +136,21 @@ impl Store {
         } else {
             "NORMAL"
         };
+        // WAL lets readers run beside the one writer; FULL sync makes every
+        // acknowledged write survive power loss, not only a process crash.
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms}; \
+             PRAGMA temp_store = MEMORY;"
+        );
+        let writer_pragmas = format!("{pragmas} PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};");
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .after_connect(move |conn, _meta| {
+                let pragmas = pragmas.clone();
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the one writer; FULL
-                        // sync makes every acknowledged write survive power
-                        // loss, not only a process crash.
-                        let pragmas = format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms}; \
-                             PRAGMA temp_store = MEMORY;"
-                        );
                         sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas))
                             .execute(conn)
                             .await?;
@@ -169,6 +177,18 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
+        let sqlite_writer = match backend {
+            Backend::Sqlite => {
+                let mut conn = AnyConnection::connect(&url).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(writer_pragmas))
+                    .execute(&mut conn)
+                    .await?;
+                Some(Arc::new(tokio::sync::Mutex::new(Some(
+                    super::SqliteWriter { conn, open: false },
+                ))))
+            }
+            Backend::Postgres => None,
+        };
         let (events, _) = broadcast::channel(4096);
         let work = Arc::new(Notify::new());
         let listener = (backend == Backend::Postgres).then(|| {
@@ -186,7 +206,7 @@ impl Store {
             events,
             _listener: listener,
             observer: None,
-            writer_turn: Arc::default(),
+            sqlite_writer,
             intake: None,
         };
         // The writer's own handle holds neither the SQLite process lock nor
@@ -217,6 +237,37 @@ mod tests {
             Some(PathBuf::from("/var/lib/dsr/dsr.db"))
         );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+
+    #[tokio::test]
+    async fn a_write_transaction_dropped_without_commit_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/dsr.db", dir.path().display());
+        let store = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let insert = "insert into processors (id, display_name, role, country, spec, \
+                      adapter_kind, status, token_hash, created_at, updated_at) \
+                      values ('p', 'P', 'VENDOR', 'JP', '{}', 'manual', 'ACTIVE', 'h', 0, 0)";
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query(insert).execute(&mut *tx).await.unwrap();
+        drop(tx);
+        // The next writer gets the connection, with the abandoned change
+        // undone, and can write the same row itself.
+        let mut tx = store.begin().await.unwrap();
+        let count: i64 = sqlx::query_scalar("select count(*) from processors")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(count, 0);
+        sqlx::query(insert).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let count: i64 = sqlx::query_scalar("select count(*) from processors")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+        store.close().await;
     }
 
     #[tokio::test]

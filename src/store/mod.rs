@@ -39,7 +39,7 @@ mod transition;
 
 use std::sync::Arc;
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Connection};
 use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{
@@ -104,8 +104,9 @@ pub struct Store {
     _listener: Option<Arc<notify::Listener>>,
     /// Told about committed changes (metrics).
     observer: Option<Arc<dyn StoreObserver>>,
-    /// SQLite only: whose turn it is to write (see [`Store::begin`]).
-    writer_turn: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite only: the one connection every write transaction uses, in
+    /// turn (see [`Store::begin`]); `None` once closed.
+    sqlite_writer: Option<Arc<tokio::sync::Mutex<Option<SqliteWriter>>>>,
     /// The intake writer's queue (group commit); `None` only inside the
     /// writer itself.
     intake: Option<tokio::sync::mpsc::Sender<intake::Job>>,
@@ -133,37 +134,53 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections to be returned.
-    /// Closes the pool, waiting for connections to be returned, then
+    /// Closes the pool, waiting for connections to be returned, and the
+    /// SQLite writer connection (after the transaction in progress), then
     /// releases the SQLite file to other processes (tasks that still hold a
     /// clone, such as a finishing recorder, can no longer write to it).
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(writer) = &self.sqlite_writer
+            && let Some(w) = writer.lock().await.take()
+        {
+            let _ = w.conn.close().await;
+        }
         if let Some(lock) = &self.process_lock {
             lock.lock().expect("process lock").take();
         }
     }
 
-    /// Starts a write transaction. On SQLite, writers take turns inside the
-    /// process first (SQLite has one write lock; pooled connections queuing
-    /// for it in SQLite's busy handler sleep in steps and waste the time
-    /// between), then `BEGIN IMMEDIATE` takes the lock at once, so a
-    /// transaction never fails half-way on a lock upgrade. PostgreSQL locks
-    /// rows as it goes.
+    /// Starts a write transaction. PostgreSQL takes a pooled connection and
+    /// locks rows as it goes.
+    ///
+    /// SQLite has one write lock, so writers take turns on one dedicated
+    /// connection, and `BEGIN IMMEDIATE` takes the lock at once (a
+    /// transaction never fails half-way on a lock upgrade). One connection,
+    /// because SQLite empties a connection's page cache whenever another
+    /// connection has written since it last read: writers rotating through
+    /// the pool each started cold and re-read every index page they
+    /// touched from the file, a cost that grew with the tables (fanout of
+    /// 20,000 requests ran at a third of the speed of 5,000). Pooled
+    /// connections queuing in SQLite's busy handler also slept in steps.
     async fn begin(&self) -> Result<WriteTx, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => {
-                let turn = self.writer_turn.clone().lock_owned().await;
-                WriteTx {
-                    tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-                    _turn: Some(turn),
-                }
-            }
-            Backend::Postgres => WriteTx {
-                tx: self.pool.begin().await?,
-                _turn: None,
-            },
-        })
+        let Some(writer) = &self.sqlite_writer else {
+            return Ok(WriteTx::Pooled(self.pool.begin().await?));
+        };
+        let mut guard = writer.clone().lock_owned().await;
+        let w = guard
+            .as_mut()
+            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
+        if w.open {
+            // A transaction dropped without commit or rollback (its task
+            // failed or was cancelled) is rolled back before the next one.
+            sqlx::raw_sql("ROLLBACK").execute(&mut w.conn).await?;
+            w.open = false;
+        }
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut w.conn)
+            .await?;
+        w.open = true;
+        Ok(WriteTx::Sqlite(guard))
     }
 
     /// Publishes the effects of a committed transaction: at once to this
@@ -232,34 +249,63 @@ pub trait StoreObserver: Send + Sync + 'static {
     fn request_closed(&self, _closed: &ClosedRequest) {}
 }
 
-/// A write transaction, holding the process's write turn on SQLite until it
-/// ends. Dereferences to the connection.
-pub(super) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+/// SQLite's writer connection, and whether a transaction is open on it.
+pub(super) struct SqliteWriter {
+    pub conn: sqlx::AnyConnection,
+    pub open: bool,
+}
+
+/// A write transaction: a pooled PostgreSQL transaction, or SQLite's writer
+/// connection (held until the transaction ends). Dereferences to the
+/// connection.
+pub(super) enum WriteTx {
+    Pooled(sqlx::Transaction<'static, sqlx::Any>),
+    Sqlite(tokio::sync::OwnedMutexGuard<Option<SqliteWriter>>),
 }
 
 impl WriteTx {
     /// Commits.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        match self {
+            WriteTx::Pooled(tx) => tx.commit().await,
+            WriteTx::Sqlite(mut guard) => {
+                let w = guard.as_mut().expect("writer present while held");
+                sqlx::raw_sql("COMMIT").execute(&mut w.conn).await?;
+                w.open = false;
+                Ok(())
+            }
+        }
     }
 
     /// Rolls back.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+        match self {
+            WriteTx::Pooled(tx) => tx.rollback().await,
+            WriteTx::Sqlite(mut guard) => {
+                let w = guard.as_mut().expect("writer present while held");
+                sqlx::raw_sql("ROLLBACK").execute(&mut w.conn).await?;
+                w.open = false;
+                Ok(())
+            }
+        }
     }
 }
 
 impl std::ops::Deref for WriteTx {
     type Target = sqlx::AnyConnection;
     fn deref(&self) -> &Self::Target {
-        &self.tx
+        match self {
+            WriteTx::Pooled(tx) => tx,
+            WriteTx::Sqlite(guard) => &guard.as_ref().expect("writer present while held").conn,
+        }
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
+        match self {
+            WriteTx::Pooled(tx) => tx,
+            WriteTx::Sqlite(guard) => &mut guard.as_mut().expect("writer present while held").conn,
+        }
     }
 }
