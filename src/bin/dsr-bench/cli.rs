@@ -113,6 +113,15 @@ pub struct Cli {
     #[arg(long)]
     pub preload: Option<u64>,
 
+    /// backlog on PostgreSQL (spawn mode): skip the `VACUUM (ANALYZE)` run
+    /// between the preload and the measured phase. The preload stands for
+    /// history built up over days, which autovacuum would have cleaned as
+    /// it went; without it, the measured phase pays for the preload's dead
+    /// row versions (PostgreSQL servers run with autovacuum off, as CI's
+    /// does, keep them all).
+    #[arg(long)]
+    pub no_vacuum: bool,
+
     /// Fake processors wait this long before answering.
     #[arg(long, default_value_t = 0)]
     pub processor_latency_ms: u64,
@@ -168,6 +177,8 @@ pub struct Settings {
     pub duration: Duration,
     /// Finished requests to preload (backlog only; 0 otherwise).
     pub preload: u64,
+    /// backlog: vacuum the preloaded PostgreSQL database before measuring.
+    pub vacuum: bool,
     /// Fake processors' answer delay.
     pub processor_latency: Duration,
     /// Fake processors' UNAVAILABLE fraction.
@@ -231,6 +242,7 @@ impl Cli {
             clients: self.clients,
             duration: Duration::from_secs_f64(self.duration),
             preload,
+            vacuum: !self.no_vacuum,
             processor_latency: Duration::from_millis(self.processor_latency_ms),
             failure_rate: self.failure_rate,
             timeout: Duration::from_secs(self.timeout),

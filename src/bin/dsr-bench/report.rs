@@ -49,6 +49,9 @@ pub struct Report {
     pub rss_sampled_mb: Option<f64>,
     /// backlog: preloaded requests per second (submit to last record).
     pub preload_requests_per_sec: Option<f64>,
+    /// backlog: whether the preloaded PostgreSQL database was vacuumed
+    /// before the measured phase.
+    pub preload_vacuumed: bool,
     /// Server CPU during the measured phase, % of one core.
     pub server_cpu_pct: Option<f64>,
     /// The bench's own CPU during the measured phase, % of one core.
@@ -102,6 +105,10 @@ impl Report {
             ("clients", self.clients.to_string()),
             ("preloaded", self.preload.to_string()),
             ("preload rate", num(self.preload_requests_per_sec, " req/s")),
+            (
+                "preload vacuumed",
+                if self.preload_vacuumed { "yes" } else { "no" }.to_string(),
+            ),
             ("duration", format!("{:.2} s", self.duration_s)),
             ("requests/s", num(self.requests_per_sec, "")),
             ("instructions/s", num(self.instructions_per_sec, "")),

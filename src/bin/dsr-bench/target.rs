@@ -73,6 +73,11 @@ impl Target {
         Ok(target)
     }
 
+    /// The URL of the fresh database of a spawned orchestrator.
+    pub fn database_url(&self) -> Option<&str> {
+        self.owned.as_ref().map(|o| o.database.url.as_str())
+    }
+
     /// A new HTTP/2 connection to the orchestrator (each simulated client
     /// gets its own, as separate services would).
     pub async fn channel(&self) -> anyhow::Result<Channel> {

@@ -4,10 +4,14 @@
 //! so it should not). The preload goes through the public API with the same
 //! processors, so the history looks exactly like real history.
 
-use anyhow::bail;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use sqlx::{Connection, PgConnection};
 
 use super::Bench;
 use super::fanout;
+use crate::cli::Backend;
 use crate::progress;
 use crate::report::Report;
 
@@ -44,8 +48,37 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
             ),
         );
         report.preload_requests_per_sec = rate;
+        if settings.vacuum
+            && bench.target.backend == Some(Backend::Postgres)
+            && let Some(url) = bench.target.database_url()
+        {
+            vacuum(url).await?;
+            report.preload_vacuumed = true;
+        }
     }
     let phase = fanout::measure(bench, settings.requests, "backlog").await?;
     fanout::fill(&mut report, phase, settings.processors);
     Ok(report)
+}
+
+/// `VACUUM (ANALYZE)` of the preloaded database: what autovacuum would have
+/// done while such a history built up (see `--no-vacuum`).
+async fn vacuum(url: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut conn = PgConnection::connect(url)
+        .await
+        .context("cannot connect to the preloaded database to vacuum it")?;
+    sqlx::raw_sql("vacuum (analyze)")
+        .execute(&mut conn)
+        .await
+        .context("VACUUM (ANALYZE) of the preloaded database failed")?;
+    let _ = conn.close().await;
+    progress::note(
+        None,
+        &format!(
+            "preload: vacuumed and analysed in {:.1} s (--no-vacuum to skip)",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(())
 }
