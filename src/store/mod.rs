@@ -267,24 +267,22 @@ pub(super) enum WriteTx {
 impl WriteTx {
     /// Commits.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            WriteTx::Pooled(tx) => tx.commit().await,
-            WriteTx::Sqlite(mut guard) => {
-                let w = guard.as_mut().expect("writer present while held");
-                sqlx::raw_sql("COMMIT").execute(&mut w.conn).await?;
-                w.open = false;
-                Ok(())
-            }
-        }
+        self.end(true).await
     }
 
     /// Rolls back.
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.end(false).await
+    }
+
+    async fn end(self, commit: bool) -> Result<(), sqlx::Error> {
         match self {
+            WriteTx::Pooled(tx) if commit => tx.commit().await,
             WriteTx::Pooled(tx) => tx.rollback().await,
             WriteTx::Sqlite(mut guard) => {
                 let w = guard.as_mut().expect("writer present while held");
-                sqlx::raw_sql("ROLLBACK").execute(&mut w.conn).await?;
+                let end = if commit { "COMMIT" } else { "ROLLBACK" };
+                sqlx::raw_sql(end).execute(&mut w.conn).await?;
                 w.open = false;
                 Ok(())
             }
