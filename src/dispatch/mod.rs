@@ -5,9 +5,10 @@
 //! inside a global one, shared out fairly per pass), all processors in one
 //! transaction: a request fanned out to five processors costs one claim
 //! commit, not five. Per-processor limits keep one slow processor from
-//! starving the others and bound what each receives at once. Every leased instruction is delivered on its own task; the answer is
-//! written back fenced by the lease, so a dispatcher that lost its lease
-//! (it hung past expiry and someone else re-claimed) records nothing.
+//! starving the others and bound what each receives at once. Every leased
+//! instruction is delivered on its own task; the answer is written back
+//! fenced by the lease, so a dispatcher that lost its lease (it hung past
+//! expiry and someone else re-claimed) records nothing.
 //!
 //! Failures are classified by the adapter: retryable ones are rescheduled by
 //! writing `next_attempt_at` (exponential backoff with jitter, see
@@ -15,9 +16,9 @@
 //! to an operator. Nothing sleeps per instruction: the loop sleeps until the
 //! earliest due time, the poll interval, or a wake-up from intake, whichever
 //! comes first; a pass that filled its slots skips the due-time lookup, as
-//! finishing deliveries wake it anyway. Shutdown stops claiming and waits (up to the drain timeout)
-//! for deliveries in flight; any it abandons are redelivered after their
-//! lease expires, with the same instruction id.
+//! finishing deliveries wake it anyway. Shutdown stops claiming and waits
+//! (up to the drain timeout) for deliveries in flight; any it abandons are
+//! redelivered after their lease expires, with the same instruction id.
 
 pub mod adapter;
 pub mod grpc;

@@ -12,6 +12,7 @@
 //! number together fence the holder: a dispatcher whose lease expired and
 //! was re-claimed can no longer record anything for that instruction.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -128,10 +129,10 @@ impl Store {
         };
         // Leases picked rows; each processor's lease length rides with its
         // rows (`v`), the pick is a union of per-processor index scans.
-        let lease_sql = |picks: &[(usize, &ClaimOrder, u32)],
+        let lease_sql = |picks: &[(&ClaimOrder, u32)],
                          pick: &dyn Fn(&mut Sql, &ClaimOrder, u32)| {
             let mut sql = Sql::new(self.backend, "with v (id, lease_until) as (");
-            for (n, (_, order, limit)) in picks.iter().enumerate() {
+            for (n, (order, limit)) in picks.iter().enumerate() {
                 if n > 0 {
                     sql.push(" union all ");
                 }
@@ -159,18 +160,21 @@ impl Store {
         let mut tx = self.begin().await?;
         // Due first deliveries and retries, in due order straight off the
         // partial index (the common case, and the bulk of a backlog).
-        let picks: Vec<_> = orders.iter().map(|(i, o)| (*i, *o, o.limit)).collect();
+        let picks: Vec<_> = orders.iter().map(|(_, o)| (*o, o.limit)).collect();
         let pending = lease_sql(&picks, &|sql, order, limit| {
-            sql.push("select id from instructions where processor_id = ")
-                .bind(order.processor.as_str())
-                .push(" and state = 'PENDING' and next_attempt_at <= ")
-                .bind(now_us)
-                .push(" order by next_attempt_at limit ")
-                .bind(i64::from(limit))
-                .push(lock);
+            pick_due(
+                sql,
+                order.processor,
+                "PENDING",
+                "next_attempt_at",
+                now_us,
+                None,
+                limit,
+            );
+            sql.push(lock);
         });
         let mut rows = pending.query().fetch_all(&mut *tx).await?;
-        let mut taken: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        let mut taken: HashMap<String, u32> = HashMap::new();
         for row in &rows {
             *taken.entry(row.try_get("processor_id")?).or_default() += 1;
         }
@@ -178,9 +182,9 @@ impl Store {
         // (redeliveries) and overdue outcomes (reminders).
         let room: Vec<_> = orders
             .iter()
-            .filter_map(|(i, o)| {
+            .filter_map(|(_, o)| {
                 let used = taken.get(o.processor.as_str()).copied().unwrap_or(0);
-                (used < o.limit).then_some((*i, *o, o.limit - used))
+                (used < o.limit).then_some((*o, o.limit - used))
             })
             .collect();
         if !room.is_empty() {
@@ -188,24 +192,28 @@ impl Store {
             // `OR` of both made PostgreSQL scan the table: 0.8 s a pass with
             // a million instructions), at most `limit` of both together.
             let others = lease_sql(&room, &|sql, order, limit| {
-                sql.push("select id from (select id from (select id from instructions where processor_id = ")
-                    .bind(order.processor.as_str())
-                    .push(" and state = 'DELIVERING' and lease_expires_at <= ")
-                    .bind(now_us)
-                    .push(" order by lease_expires_at limit ")
-                    .bind(i64::from(limit))
-                    .push(lock)
-                    .push(") d union all select id from (select id from instructions where processor_id = ")
-                    .bind(order.processor.as_str())
-                    .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
-                    .bind(now_us)
-                    .push(" and reminders < ")
-                    .bind(i64::from(order.max_reminders))
-                    .push(" order by reply_due_at limit ")
-                    .bind(i64::from(limit))
-                    .push(lock)
-                    .push(") a) o limit ")
-                    .bind(i64::from(limit));
+                sql.push("select id from (select id from (");
+                pick_due(
+                    sql,
+                    order.processor,
+                    "DELIVERING",
+                    "lease_expires_at",
+                    now_us,
+                    None,
+                    limit,
+                );
+                sql.push(lock).push(") d union all select id from (");
+                let budget = ("reminders", i64::from(order.max_reminders));
+                pick_due(
+                    sql,
+                    order.processor,
+                    "ACKNOWLEDGED",
+                    "reply_due_at",
+                    now_us,
+                    Some(budget),
+                    limit,
+                );
+                sql.push(lock).push(") a) o limit ").bind(i64::from(limit));
             });
             rows.extend(others.query().fetch_all(&mut *tx).await?);
         }
@@ -333,6 +341,30 @@ impl Store {
             .map(super::codec::from_micros)
             .transpose()
     }
+}
+
+/// Appends `select id from instructions where processor_id = ? and state =
+/// '<state>' and <due> <= now [and <column> < <below>] order by <due> limit
+/// ?`: one processor's due rows of one state, read in due order off that
+/// state's partial `(processor_id, due)` index.
+fn pick_due(
+    sql: &mut Sql,
+    processor: &ProcessorId,
+    state: &str,
+    due: &str,
+    now_us: i64,
+    below: Option<(&str, i64)>,
+    limit: u32,
+) {
+    sql.push("select id from instructions where processor_id = ")
+        .bind(processor.as_str())
+        .push(&format!(" and state = '{state}' and {due} <= "))
+        .bind(now_us);
+    if let Some((column, bound)) = below {
+        sql.push(&format!(" and {column} < ")).bind(bound);
+    }
+    sql.push(&format!(" order by {due} limit "))
+        .bind(i64::from(limit));
 }
 
 /// The [`Store::next_due`] statement.
