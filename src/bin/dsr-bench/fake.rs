@@ -24,8 +24,8 @@ use dsr_orchestrator::pb::processor_adapter_server::{ProcessorAdapter, Processor
 use dsr_orchestrator::pb::processor_service_client::ProcessorServiceClient;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 /// How the fakes answer.
@@ -132,10 +132,12 @@ impl Fleet {
                 counters: counters.clone(),
             });
             fleet.servers.push(tokio::spawn(async move {
+                // Nagle off on the accepted sockets themselves (the
+                // builder's setting does not reach a listener of our own).
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
                 let served = tonic::transport::Server::builder()
-                    .tcp_nodelay(true)
                     .add_service(service)
-                    .serve_with_incoming(TcpListenerStream::new(listener))
+                    .serve_with_incoming(incoming)
                     .await;
                 if let Err(e) = served {
                     eprintln!("dsr-bench: fake processor on {addr} stopped: {e}");

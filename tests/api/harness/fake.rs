@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use dsr_orchestrator::pb;
 use dsr_orchestrator::pb::processor_adapter_server::{ProcessorAdapter, ProcessorAdapterServer};
 use tokio::sync::{Notify, watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 /// How the fake answers one delivery.
@@ -132,7 +132,7 @@ impl FakeProcessor {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener)),
+                .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
         );
         fake
     }
