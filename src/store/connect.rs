@@ -19,6 +19,9 @@ use super::{Store, StoreError};
 /// upper levels of every index stay in memory; SQLite's default is 2 MiB.
 const SQLITE_WRITER_CACHE_KIB: u32 = 64 * 1024;
 
+/// Size the SQLite log file is trimmed back to when it is rewound.
+const SQLITE_WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -143,7 +146,11 @@ impl Store {
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms}; \
              PRAGMA temp_store = MEMORY;"
         );
-        let writer_pragmas = format!("{pragmas} PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};");
+        // The writer leaves checkpoints to the checkpointer (see `checkpoint`).
+        let writer_pragmas = format!(
+            "{pragmas} PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES};"
+        );
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -209,15 +216,20 @@ impl Store {
             sqlite_writer,
             intake: None,
         };
-        // The writer's own handle holds neither the SQLite process lock nor
-        // the listener: those live exactly as long as the handles the
-        // application uses (whose drop also ends the writer).
+        // The background tasks' handle (intake writer, SQLite checkpointer)
+        // holds neither the SQLite process lock nor the listener: those live
+        // exactly as long as the handles the application uses (whose drop
+        // also ends the tasks).
         let writer = Store {
             process_lock: None,
             _listener: None,
             ..store.clone()
         };
-        store.intake = Some(super::intake::start_writer(writer));
+        let intake = super::intake::start_writer(writer.clone());
+        if backend == Backend::Sqlite {
+            super::checkpoint::start(writer, intake.downgrade());
+        }
+        store.intake = Some(intake);
         Ok(store)
     }
 }
