@@ -161,16 +161,6 @@ impl Store {
                         sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas))
                             .execute(conn)
                             .await?;
-                    } else {
-                        // Batch statements carry their rows in one JSON
-                        // parameter (see `sql`), whose row count a plan
-                        // cached for every execution cannot know; a plan
-                        // made while a table was small (a scan) would then
-                        // be kept as it grows. Plan each execution instead:
-                        // the statement is still parsed only once.
-                        sqlx::raw_sql("set plan_cache_mode = force_custom_plan")
-                            .execute(conn)
-                            .await?;
                     }
                     Ok(())
                 })

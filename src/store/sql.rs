@@ -8,12 +8,22 @@
 //! On PostgreSQL a batch (rows to insert, per-row values of an update, an
 //! `IN` list) is bound as a single JSON array and unpacked by
 //! `jsonb_array_elements`, rather than spelled out as `VALUES ($1, $2), ($3,
-//! $4), ...`. The statement text then no longer depends on the batch size,
-//! so each connection parses it once: with a text per batch size,
-//! PostgreSQL parsed and planned nearly every batch statement afresh, and
-//! binding hundreds of parameters cost the server as much again (fanout
-//! benchmark: +14 %). Such a batch has no size the planner can see, so
-//! joins against it are written to probe indexes (see [`Sql::in_list`]).
+//! $4), ...`: binding hundreds of parameters cost the server as much as the
+//! statement itself (fanout benchmark: +14 %). Such a batch has no size the
+//! planner can see, so joins against it are written to probe indexes (see
+//! [`Sql::in_list`]).
+//!
+//! On PostgreSQL these statements are sent unprepared (sqlx's
+//! `persistent(false)`: the unnamed statement), which PostgreSQL plans for
+//! the values bound each time. A statement prepared once per connection
+//! would, after five runs, get a generic plan, and one made while a table
+//! was small (a scan) would be kept as the table grows. An earlier version
+//! got the same effect with the session setting `plan_cache_mode =
+//! force_custom_plan`, but that also re-planned, for every inserted row,
+//! the lookups PostgreSQL runs to check foreign keys, doubling the cost of
+//! each check. In a profile of the fanout benchmark, foreign-key triggers
+//! took 31 % of PostgreSQL's CPU with that setting and 12 % without it, and
+//! intake went from about 1,900 to 2,400 requests/s.
 //!
 //! SQLite keeps `VALUES` lists: it prepares statements cheaply, and its
 //! planner, given `json_each`, chose plans that were ten times slower.
@@ -251,9 +261,11 @@ impl Sql {
         }
     }
 
-    /// The executable query.
+    /// The executable query (on PostgreSQL unprepared: see the module
+    /// documentation).
     pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.as_str()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.as_str()))
+            .persistent(self.backend == Backend::Sqlite);
         for b in &self.binds {
             q = match b {
                 Bind::Int(v) => q.bind(*v),
