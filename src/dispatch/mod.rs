@@ -85,8 +85,9 @@ pub struct Dispatcher {
     per_processor: Arc<Mutex<HashMap<ProcessorId, Slots>>>,
     /// Delivery and claim metrics.
     metrics: Arc<Metrics>,
-    /// When the loop last turned (a monotonic instant), for readiness.
-    heartbeat: Arc<Mutex<Option<Instant>>>,
+    /// When the loop last turned (a monotonic instant; construction before
+    /// the first turn), for readiness.
+    heartbeat: Arc<Mutex<Instant>>,
 }
 
 impl Dispatcher {
@@ -100,7 +101,11 @@ impl Dispatcher {
     ) -> Self {
         Self {
             metrics,
-            heartbeat: Arc::default(),
+            // Counted from construction: a replica is ready as soon as its
+            // database answers, not only once the loop's task has first
+            // been scheduled (a race readiness probes could lose), and one
+            // whose loop never starts turns unready like a stalled one.
+            heartbeat: Arc::new(Mutex::new(Instant::now())),
             recorder: Recorder::start(store.clone(), clock.clone()),
             store,
             clock,
@@ -118,7 +123,7 @@ impl Dispatcher {
         let mut in_flight = JoinSet::new();
         tracing::info!(owner = %self.owner, "dispatcher started");
         'outer: loop {
-            *self.heartbeat.lock().expect("heartbeat lock") = Some(Instant::now());
+            *self.heartbeat.lock().expect("heartbeat lock") = Instant::now();
             let (claimed, saturated) = match self.tick(&mut in_flight).await {
                 Ok(n) => n,
                 Err(e) => {
@@ -179,10 +184,7 @@ impl Dispatcher {
     /// within three poll intervals (at least ten seconds).
     pub fn is_turning(&self) -> bool {
         let limit = (self.config.poll_interval * 3).max(Duration::from_secs(10));
-        self.heartbeat
-            .lock()
-            .expect("heartbeat lock")
-            .is_some_and(|t| t.elapsed() < limit)
+        self.heartbeat.lock().expect("heartbeat lock").elapsed() < limit
     }
 
     /// One tick, then waits for every delivery it started: lets tests drain
