@@ -81,7 +81,7 @@ impl Store {
             let mut conn = self.pool.acquire().await?;
             return passive(&mut conn).await;
         }
-        let mut guard = writer.lock().await;
+        let mut guard = writer.conn.lock().await;
         let w = guard
             .as_mut()
             .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;

@@ -180,9 +180,13 @@ impl Store {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(writer_pragmas))
                     .execute(&mut conn)
                     .await?;
-                Some(Arc::new(tokio::sync::Mutex::new(Some(
-                    super::SqliteWriter { conn, open: false },
-                ))))
+                Some(Arc::new(super::SqliteTurns {
+                    conn: Arc::new(tokio::sync::Mutex::new(Some(super::SqliteWriter {
+                        conn,
+                        open: false,
+                    }))),
+                    others: Arc::default(),
+                }))
             }
             Backend::Postgres => None,
         };

@@ -219,7 +219,7 @@ impl Store {
         ),
         StoreError,
     > {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_turn(super::Turn::Intake).await?;
         let mut sql = Sql::new(
             self.backend,
             "insert into requests (id, kind, jurisdiction, status, submitted_at, received_at, \
