@@ -83,6 +83,13 @@ pub struct Cli {
     #[arg(long, conflicts_with = "target")]
     pub keep_database: bool,
 
+    /// With --spawn: a setting for the spawned orchestrator, as
+    /// `DSR_NAME=value` (repeatable), e.g. `DSR_MAX_IN_FLIGHT=1024`. Without
+    /// it the server runs on its defaults: the caller's own `DSR_*`
+    /// variables never reach it.
+    #[arg(long, value_name = "DSR_NAME=VALUE", conflicts_with = "target")]
+    pub server_setting: Vec<String>,
+
     /// Use an orchestrator already running at this address (host:port).
     #[arg(long)]
     pub target: Option<SocketAddr>,
@@ -150,6 +157,8 @@ pub enum TargetSpec {
         database_url: String,
         /// Leave the fresh database behind.
         keep_database: bool,
+        /// `DSR_*` settings for the server, beyond the bench's own.
+        settings: Vec<(String, String)>,
     },
     /// Connect to a running one.
     Remote {
@@ -232,6 +241,11 @@ impl Cli {
             None => TargetSpec::Spawn {
                 database_url: self.database_url.clone(),
                 keep_database: self.keep_database,
+                settings: self
+                    .server_setting
+                    .iter()
+                    .map(|s| server_setting(s))
+                    .collect::<anyhow::Result<_>>()?,
             },
         };
         Ok(Settings {
@@ -249,6 +263,28 @@ impl Cli {
             json: self.json,
         })
     }
+}
+
+/// The settings the bench gives the server itself.
+const BENCH_OWNED: [&str; 4] = [
+    "DSR_LISTEN_ADDR",
+    "DSR_ADMIN_LISTEN_ADDR",
+    "DSR_DATABASE_URL",
+    "DSR_LOG_FORMAT",
+];
+
+/// Parses one `--server-setting`.
+fn server_setting(s: &str) -> anyhow::Result<(String, String)> {
+    let Some((name, value)) = s.split_once('=') else {
+        bail!("--server-setting {s:?}: expected DSR_NAME=value");
+    };
+    if !name.starts_with("DSR_") || name.len() == 4 {
+        bail!("--server-setting {s:?}: the name must be a DSR_* setting");
+    }
+    if BENCH_OWNED.contains(&name) {
+        bail!("--server-setting {s:?}: the bench sets {name} itself");
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 #[cfg(test)]
@@ -282,6 +318,34 @@ mod tests {
             remote.target,
             TargetSpec::Remote { backend: None, .. }
         ));
+    }
+
+    #[test]
+    fn server_settings_are_dsr_settings_the_bench_does_not_own() {
+        let spawn = parse(&["fanout", "--server-setting", "DSR_MAX_IN_FLIGHT=1024"]).unwrap();
+        let TargetSpec::Spawn { settings, .. } = spawn.target else {
+            panic!("spawn mode");
+        };
+        assert_eq!(settings, [("DSR_MAX_IN_FLIGHT".into(), "1024".into())]);
+        for bad in [
+            "MAX_IN_FLIGHT=1",
+            "DSR_MAX_IN_FLIGHT",
+            "DSR_=1",
+            "DSR_DATABASE_URL=x",
+        ] {
+            assert!(
+                parse(&["fanout", "--server-setting", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        let remote = [
+            "fanout",
+            "--target",
+            "127.0.0.1:1",
+            "--server-setting",
+            "DSR_X=1",
+        ];
+        assert!(parse(&remote).is_err());
     }
 
     #[test]

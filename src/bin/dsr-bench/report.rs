@@ -56,6 +56,8 @@ pub struct Report {
     pub server_cpu_pct: Option<f64>,
     /// The bench's own CPU during the measured phase, % of one core.
     pub bench_cpu_pct: Option<f64>,
+    /// `--server-setting`s the spawned server ran with (`DSR_NAME=value`).
+    pub server_settings: Vec<String>,
 }
 
 /// Three decimals are plenty and keep the JSON readable.
@@ -103,6 +105,14 @@ impl Report {
             ("requests", self.requests.to_string()),
             ("processors", self.processors.to_string()),
             ("clients", self.clients.to_string()),
+            (
+                "server settings",
+                if self.server_settings.is_empty() {
+                    "defaults".to_string()
+                } else {
+                    self.server_settings.join(" ")
+                },
+            ),
             ("preloaded", self.preload.to_string()),
             ("preload rate", num(self.preload_requests_per_sec, " req/s")),
             (

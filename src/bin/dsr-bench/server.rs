@@ -33,8 +33,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the orchestrator on `database_url` and waits until it serves.
-    pub async fn start(database_url: &str) -> anyhow::Result<Self> {
+    /// Starts the orchestrator on `database_url`, with `settings` (`DSR_*`
+    /// name and value) on top of the bench's own, and waits until it serves.
+    pub async fn start(database_url: &str, settings: &[(String, String)]) -> anyhow::Result<Self> {
         let binary = binary()?;
         let mut command = Command::new(&binary);
         // Only the settings given here: a DSR_* variable of the caller's
@@ -52,6 +53,7 @@ impl Server {
             .env("DSR_DATABASE_URL", database_url)
             .env("DSR_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn,dsr_orchestrator=info")
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

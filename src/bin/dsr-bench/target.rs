@@ -46,9 +46,10 @@ impl Target {
             TargetSpec::Spawn {
                 database_url,
                 keep_database,
+                settings,
             } => {
                 let database = FreshDatabase::create(database_url).await?;
-                let server = match Server::start(&database.url).await {
+                let server = match Server::start(&database.url, settings).await {
                     Ok(server) => server,
                     Err(e) => {
                         // Best effort: the start error is the one to report.

@@ -34,6 +34,12 @@ impl Bench<'_> {
             processors: self.settings.processors,
             clients: self.settings.clients,
             preload: self.settings.preload,
+            server_settings: match &self.settings.target {
+                TargetSpec::Spawn { settings, .. } => {
+                    settings.iter().map(|(k, v)| format!("{k}={v}")).collect()
+                }
+                TargetSpec::Remote { .. } => Vec::new(),
+            },
             ..Report::default()
         }
     }
