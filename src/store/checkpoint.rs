@@ -82,14 +82,7 @@ impl Store {
             return passive(&mut conn).await;
         }
         let mut guard = writer.conn.lock().await;
-        let w = guard
-            .as_mut()
-            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
-        if w.open {
-            // As in `begin`: a transaction dropped without an ending.
-            sqlx::raw_sql("ROLLBACK").execute(&mut w.conn).await?;
-            w.open = false;
-        }
+        let w = super::SqliteWriter::settled(guard.as_mut()).await?;
         passive(&mut w.conn).await
     }
 }

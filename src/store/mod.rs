@@ -180,15 +180,7 @@ impl Store {
             Turn::Other => Some(writer.others.clone().lock_owned().await),
         };
         let mut guard = writer.conn.clone().lock_owned().await;
-        let w = guard
-            .as_mut()
-            .ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
-        if w.open {
-            // A transaction dropped without commit or rollback (its task
-            // failed or was cancelled) is rolled back before the next one.
-            sqlx::raw_sql("ROLLBACK").execute(&mut w.conn).await?;
-            w.open = false;
-        }
+        let w = SqliteWriter::settled(guard.as_mut()).await?;
         sqlx::raw_sql("BEGIN IMMEDIATE")
             .execute(&mut w.conn)
             .await?;
@@ -299,6 +291,20 @@ pub(super) struct SqliteTurns {
 pub(super) struct SqliteWriter {
     pub conn: sqlx::AnyConnection,
     pub open: bool,
+}
+
+impl SqliteWriter {
+    /// The writer, just taken from its mutex, with no transaction open: one
+    /// dropped without commit or rollback (its task failed or was
+    /// cancelled) is rolled back first. Fails once the store is closed.
+    async fn settled(writer: Option<&mut Self>) -> Result<&mut Self, StoreError> {
+        let w = writer.ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
+        if w.open {
+            sqlx::raw_sql("ROLLBACK").execute(&mut w.conn).await?;
+            w.open = false;
+        }
+        Ok(w)
+    }
 }
 
 /// A write transaction: a pooled PostgreSQL transaction, or SQLite's writer
