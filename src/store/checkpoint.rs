@@ -30,13 +30,17 @@ use super::{Store, StoreError};
 /// How often the log is checkpointed.
 pub(super) const INTERVAL: Duration = Duration::from_millis(250);
 
-/// Log length (in pages, 4 KiB each) past which a checkpoint finishes in
-/// the writer's turn, so that the next commit rewinds the log: 16 MiB.
+/// Log length in pages past which a checkpoint finishes in the writer's
+/// turn, so that the next commit rewinds the log: 16 MiB at SQLite's
+/// default page size (4 KiB), which the store does not change.
 pub(super) const REWIND_FRAMES: i64 = 4_096;
 
 /// What one checkpoint did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Checkpoint {
+    /// Another checkpoint was running: this one did nothing (and `log`,
+    /// `copied` are -1).
+    pub busy: bool,
     /// Pages in the log.
     pub log: i64,
     /// Pages of it now copied into the database file.
@@ -70,15 +74,21 @@ pub(super) fn start(store: Store, alive: mpsc::WeakSender<super::intake::Job>) {
 }
 
 impl Store {
-    /// Copies the write-ahead log into the database file: beside the writer,
-    /// or (`between_writes`) holding the writer's turn, so that every page
-    /// is copied. A no-op (an empty report) on PostgreSQL.
+    /// Copies the write-ahead log into the database file: beside the writer
+    /// (on a free pooled connection; with none free, as below), or
+    /// (`between_writes`) holding the writer's turn, so that every page is
+    /// copied. A no-op (an empty report) on PostgreSQL.
     pub(super) async fn checkpoint(&self, between_writes: bool) -> Result<Checkpoint, StoreError> {
         let Some(writer) = &self.sqlite_writer else {
-            return Ok(Checkpoint { log: 0, copied: 0 });
+            return Ok(Checkpoint {
+                busy: false,
+                log: 0,
+                copied: 0,
+            });
         };
-        if !between_writes {
-            let mut conn = self.pool.acquire().await?;
+        // Beside the writer on a pooled connection, if one is free at once:
+        // the log must not wait for readers to let one go.
+        if !between_writes && let Some(mut conn) = self.pool.try_acquire() {
             return passive(&mut conn).await;
         }
         let mut guard = writer.conn.lock().await;
@@ -92,6 +102,7 @@ async fn passive(conn: &mut AnyConnection) -> Result<Checkpoint, StoreError> {
         .fetch_one(conn)
         .await?;
     Ok(Checkpoint {
+        busy: row.try_get::<i64, _>(0)? != 0,
         log: row.try_get(1)?,
         copied: row.try_get(2)?,
     })
@@ -117,6 +128,18 @@ mod tests {
         tx.commit().await.unwrap();
     }
 
+    /// A checkpoint that did not collide with the store's own checkpointer.
+    async fn unbusy(store: &Store, between_writes: bool) -> Checkpoint {
+        for _ in 0..1000 {
+            let c = store.checkpoint(between_writes).await.unwrap();
+            if !c.busy {
+                return c;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the checkpointer stayed busy");
+    }
+
     #[tokio::test]
     async fn the_writer_leaves_checkpoints_to_the_checkpointer_which_rewinds_the_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -135,13 +158,13 @@ mod tests {
             write(&store, n).await;
         }
         // Between writes, everything is copied...
-        let before = store.checkpoint(true).await.unwrap();
+        let before = unbusy(&store, true).await;
         assert!(before.log > 0, "{before:?}");
         assert_eq!(before.copied, before.log, "{before:?}");
         // ... so the next commit starts the log from the beginning: it holds
         // only that commit's few pages.
         write(&store, 50).await;
-        let after = store.checkpoint(false).await.unwrap();
+        let after = unbusy(&store, false).await;
         assert!(after.log > 0 && after.log < 10, "{after:?}");
         assert_eq!(after.copied, after.log);
         store.close().await;

@@ -141,16 +141,15 @@ impl Store {
         };
         // WAL lets readers run beside the one writer; FULL sync makes every
         // acknowledged write survive power loss, not only a process crash.
+        // No connection checkpoints in its commits: the checkpointer does
+        // (see `checkpoint`), and whoever rewinds the log trims its file.
         let pragmas = format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms}; \
-             PRAGMA temp_store = MEMORY;"
-        );
-        // The writer leaves checkpoints to the checkpointer (see `checkpoint`).
-        let writer_pragmas = format!(
-            "{pragmas} PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; \
              PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES};"
         );
+        let writer_pragmas = format!("{pragmas} PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};");
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -206,7 +205,7 @@ impl Store {
             work,
             events,
             _listener: listener,
-            observer: None,
+            observer: Arc::default(),
             sqlite_writer,
             intake: None,
         };

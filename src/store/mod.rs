@@ -103,10 +103,11 @@ pub struct Store {
     process_lock: Option<Arc<std::sync::Mutex<Option<std::fs::File>>>>,
     /// PostgreSQL only: relays other replicas' notifications.
     _listener: Option<Arc<notify::Listener>>,
-    /// Told about committed changes (metrics).
-    observer: Option<Arc<dyn StoreObserver>>,
+    /// Told about committed changes (metrics); shared by every clone,
+    /// the background tasks' handles included, so set at any time.
+    observer: Arc<std::sync::OnceLock<Arc<dyn StoreObserver>>>,
     /// SQLite only: the one connection every write transaction uses, in
-    /// turn (see [`Store::begin`]); `None` once closed.
+    /// turn (see [`Store::begin`]).
     sqlite_writer: Option<Arc<SqliteTurns>>,
     /// The intake writer's queue (group commit); `None` only inside the
     /// writer itself.
@@ -202,7 +203,7 @@ impl Store {
         if effects.new_work {
             self.work.notify_one();
         }
-        if let Some(observer) = &self.observer {
+        if let Some(observer) = self.observer.get() {
             for v in &effects.changed {
                 observer.instruction_changed(v);
             }
@@ -215,9 +216,12 @@ impl Store {
         }
     }
 
-    /// Adds an observer of committed changes (metrics).
-    pub fn with_observer(mut self, observer: Arc<dyn StoreObserver>) -> Self {
-        self.observer = Some(observer);
+    /// Adds the observer of committed changes (metrics), for this handle
+    /// and every clone of it; a store has at most one (a second is ignored).
+    pub fn with_observer(self, observer: Arc<dyn StoreObserver>) -> Self {
+        if self.observer.set(observer).is_err() {
+            tracing::warn!("the store already has an observer; the new one is ignored");
+        }
         self
     }
 }
@@ -261,8 +265,12 @@ pub trait StoreObserver: Send + Sync + 'static {
 ///
 /// Writers queue for the connection in order of arrival, but all writers
 /// other than intake (the dispatcher's claims and recorded results, API
-/// callbacks, operator actions) first queue among themselves, so at most
-/// one of them waits for the connection at a time. When both are waiting,
+/// callbacks, operator actions on instructions and requests) first queue
+/// among themselves, so at most one of them waits for the connection at a
+/// time. (Two kinds of write stay outside the turns: the checkpointer's
+/// rare turn to finish a checkpoint, and processor registration and
+/// updates, single autocommit statements on pooled connections that wait
+/// for SQLite's lock in its busy handler.) When both are waiting,
 /// intake and the rest therefore take turns: a submission, on which an API
 /// caller waits, never waits behind more than one other transaction, and
 /// deliveries still get every other turn however fast submissions come.
@@ -300,7 +308,14 @@ impl SqliteWriter {
     async fn settled(writer: Option<&mut Self>) -> Result<&mut Self, StoreError> {
         let w = writer.ok_or(StoreError::Database(sqlx::Error::PoolClosed))?;
         if w.open {
-            sqlx::raw_sql("ROLLBACK").execute(&mut w.conn).await?;
+            match sqlx::raw_sql("ROLLBACK").execute(&mut w.conn).await {
+                Ok(_) => {}
+                // SQLite already rolled it back itself (after a full disk,
+                // an I/O error): nothing is open any more.
+                Err(sqlx::Error::Database(e))
+                    if e.message().contains("no transaction is active") => {}
+                Err(e) => return Err(e.into()),
+            }
             w.open = false;
         }
         Ok(w)

@@ -13,9 +13,11 @@
 //! planner can see, so joins against it are written to probe indexes (see
 //! [`Sql::in_list`]).
 //!
-//! On PostgreSQL these statements are sent unprepared (sqlx's
-//! `persistent(false)`: the unnamed statement), which PostgreSQL plans for
-//! the values bound each time. A statement prepared once per connection
+//! On PostgreSQL every statement the builder makes, batch or not, is sent
+//! unprepared (sqlx's `persistent(false)`: the unnamed statement), which
+//! PostgreSQL plans for the values bound each time. It costs a second round
+//! trip per statement (sqlx describes the unnamed statement first), a gain
+//! on loopback; a distant database would pay more for it. A statement prepared once per connection
 //! would, after five runs, get a generic plan, and one made while a table
 //! was small (a scan) would be kept as the table grows. An earlier version
 //! got the same effect with the session setting `plan_cache_mode =

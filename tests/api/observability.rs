@@ -11,7 +11,10 @@ use tonic::Code;
 use crate::backends;
 use crate::harness::*;
 
-backends!(metrics_follow_a_fan_out_with_failures);
+backends!(
+    metrics_follow_a_fan_out_with_failures,
+    a_request_closed_at_intake_is_counted
+);
 
 /// `name{a="1",b="2"}` (labels sorted) -> value, from the text format.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -48,6 +51,25 @@ fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
             samples.keys().collect::<Vec<_>>()
         )
     })
+}
+
+/// A request no processor takes is closed (with its record) by intake
+/// itself, whose writer runs on its own handle of the store: the completion
+/// is counted all the same.
+async fn a_request_closed_at_intake_is_counted(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let r = submit(&app, deletion("nobody@example.com")).await;
+    assert_eq!(r.status, pb::RequestStatus::Completed as i32);
+    let (_, text) = app.admin_get("/metrics").await;
+    let m = samples(&text);
+    let completed: Vec<(&String, &f64)> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("dsr_requests_completed_total{"))
+        .collect();
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    assert!(completed[0].0.contains(r#"kind="DELETE""#), "{completed:?}");
+    assert_eq!(*completed[0].1, 1.0);
+    app.stop().await;
 }
 
 /// Counters, histograms and gauges after deliveries that succeed, retry,
