@@ -20,7 +20,7 @@ use super::{Store, StoreError};
 const SQLITE_WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 /// Size the SQLite log file is trimmed back to when it is rewound.
-const SQLITE_WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+const SQLITE_WAL_LIMIT_BYTES: u64 = 128 * 1024 * 1024;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
