@@ -16,10 +16,11 @@
 //! On PostgreSQL every statement the builder makes, batch or not, is sent
 //! unprepared (sqlx's `persistent(false)`: the unnamed statement), which
 //! PostgreSQL plans for the values bound each time. It costs a second round
-//! trip per statement (sqlx describes the unnamed statement first), a gain
-//! on loopback; a distant database would pay more for it. A statement prepared once per connection
-//! would, after five runs, get a generic plan, and one made while a table
-//! was small (a scan) would be kept as the table grows. An earlier version
+//! trip per statement (sqlx describes the unnamed statement first); that
+//! cost was not measured apart, and a distant database pays more for it. A
+//! statement prepared once per connection would, after five runs, get a
+//! generic plan, and one made while a table was small (a scan) would be
+//! kept as the table grows. An earlier version
 //! got the same effect with the session setting `plan_cache_mode =
 //! force_custom_plan`, but that also re-planned, for every inserted row,
 //! the lookups PostgreSQL runs to check foreign keys, doubling the cost of
