@@ -114,21 +114,12 @@ async fn passive(conn: &mut AnyConnection) -> Result<Checkpoint, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::StoreOptions;
+    use super::super::testing;
     use super::*;
 
     async fn write(store: &Store, n: i64) {
         let mut tx = store.begin().await.unwrap();
-        sqlx::query(
-            "insert into processors (id, display_name, role, country, spec, adapter_kind, \
-             status, token_hash, created_at, updated_at) \
-             values ('p' || ?, 'P', 'VENDOR', 'JP', '{}', 'manual', 'ACTIVE', 'h' || ?, 0, 0)",
-        )
-        .bind(n)
-        .bind(n)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+        testing::insert_processor(&mut tx, n).await;
         tx.commit().await.unwrap();
     }
 
@@ -146,11 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_writer_leaves_checkpoints_to_the_checkpointer_which_rewinds_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/dsr.db", dir.path().display());
-        let store = Store::connect(&url, &StoreOptions::default())
-            .await
-            .unwrap();
+        let (_dir, store) = testing::sqlite().await;
         let mut tx = store.begin().await.unwrap();
         let auto: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
             .fetch_one(&mut *tx)

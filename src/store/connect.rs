@@ -229,6 +229,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::*;
 
     #[test]
@@ -246,16 +247,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_transaction_dropped_without_commit_is_rolled_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/dsr.db", dir.path().display());
-        let store = Store::connect(&url, &StoreOptions::default())
-            .await
-            .unwrap();
-        let insert = "insert into processors (id, display_name, role, country, spec, \
-                      adapter_kind, status, token_hash, created_at, updated_at) \
-                      values ('p', 'P', 'VENDOR', 'JP', '{}', 'manual', 'ACTIVE', 'h', 0, 0)";
+        let (_dir, store) = testing::sqlite().await;
         let mut tx = store.begin().await.unwrap();
-        sqlx::query(insert).execute(&mut *tx).await.unwrap();
+        testing::insert_processor(&mut tx, 1).await;
         drop(tx);
         // The next writer gets the connection, with the abandoned change
         // undone, and can write the same row itself.
@@ -265,7 +259,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 0);
-        sqlx::query(insert).execute(&mut *tx).await.unwrap();
+        testing::insert_processor(&mut tx, 1).await;
         tx.commit().await.unwrap();
         let count: i64 = sqlx::query_scalar("select count(*) from processors")
             .fetch_one(&store.pool)

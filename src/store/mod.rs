@@ -384,6 +384,38 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
+/// Helpers for the store's unit tests.
+#[cfg(test)]
+pub(super) mod testing {
+    use super::{Store, StoreOptions};
+
+    /// A store on a fresh SQLite file, and the directory that holds it
+    /// (keep it as long as the store).
+    pub async fn sqlite() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/dsr.db", dir.path().display());
+        let store = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    /// Writes a bare processor row `p<n>` in `conn`'s transaction: a
+    /// write that needs nothing else in the database.
+    pub async fn insert_processor(conn: &mut sqlx::AnyConnection, n: i64) {
+        sqlx::query(
+            "insert into processors (id, display_name, role, country, spec, adapter_kind, \
+             status, token_hash, created_at, updated_at) \
+             values ('p' || ?, 'P', 'VENDOR', 'JP', '{}', 'manual', 'ACTIVE', 'h' || ?, 0, 0)",
+        )
+        .bind(n)
+        .bind(n)
+        .execute(conn)
+        .await
+        .unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,11 +424,7 @@ mod tests {
     /// queue among themselves first.
     #[tokio::test]
     async fn intake_waits_behind_at_most_one_other_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/dsr.db", dir.path().display());
-        let store = Store::connect(&url, &StoreOptions::default())
-            .await
-            .unwrap();
+        let (_dir, store) = testing::sqlite().await;
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let running = store.begin().await.unwrap();
         let mut tasks = Vec::new();
