@@ -265,14 +265,6 @@ impl Cli {
     }
 }
 
-/// The settings the bench gives the server itself.
-const BENCH_OWNED: [&str; 4] = [
-    "DSR_LISTEN_ADDR",
-    "DSR_ADMIN_LISTEN_ADDR",
-    "DSR_DATABASE_URL",
-    "DSR_LOG_FORMAT",
-];
-
 /// Parses one `--server-setting`.
 fn server_setting(s: &str) -> anyhow::Result<(String, String)> {
     let Some((name, value)) = s.split_once('=') else {
@@ -281,7 +273,7 @@ fn server_setting(s: &str) -> anyhow::Result<(String, String)> {
     if !name.starts_with("DSR_") || name.len() == 4 {
         bail!("--server-setting {s:?}: the name must be a DSR_* setting");
     }
-    if BENCH_OWNED.contains(&name) {
+    if crate::server::BENCH_OWNED.contains(&name) {
         bail!("--server-setting {s:?}: the bench sets {name} itself");
     }
     Ok((name.to_string(), value.to_string()))

@@ -24,6 +24,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines of stderr kept for error messages.
 const STDERR_LINES: usize = 20;
 
+/// The settings [`Server::start`] gives the server itself, which a
+/// `--server-setting` may not replace.
+pub const BENCH_OWNED: [&str; 4] = [
+    "DSR_LISTEN_ADDR",
+    "DSR_ADMIN_LISTEN_ADDR",
+    "DSR_DATABASE_URL",
+    "DSR_LOG_FORMAT",
+];
+
 /// A running `dsr-orchestrator` child.
 pub struct Server {
     child: Child,
