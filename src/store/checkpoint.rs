@@ -20,7 +20,7 @@
 //! checkpoint then takes the writer's turn for a moment and copies what was
 //! committed while it ran (a fraction of the log); the next commit rewinds
 //! the log, and `journal_size_limit` trims the file. With the threshold at
-//! 16 MiB, intake load crossed it at 76 ticks in 108 (measured, one run);
+//! 16 MiB, intake load crossed it at 76 of about 108 ticks (one run);
 //! at 64 MiB intake was 2,170-2,260 requests/s against 1,890-2,150, which is
 //! within these machines' noise but was the better side in every run.
 
