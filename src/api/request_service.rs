@@ -19,7 +19,7 @@ use crate::dispatch::Dispatcher;
 use crate::domain::{RequestId, Violations};
 use crate::pb;
 use crate::pb::request_service_server::RequestService;
-use crate::store::{EventKind, RequestEvent, RequestFilter, Store};
+use crate::store::{EventKind, RequestCursor, RequestEvent, RequestFilter, Store};
 
 /// How often a watcher re-reads the history when no notice arrives: the
 /// fallback that lets a watcher see changes made by another replica.
@@ -85,12 +85,14 @@ impl RequestApi {
                 )
                 .flatten(),
         };
+        let after = page_token(&req.page_token)
+            .and_then(|t| v.take("page_token", RequestCursor::decode(t)));
         let (Some(size), true) = (size, v.is_empty()) else {
             return Err(v.into());
         };
         let page = self
             .store
-            .list_requests(&filter, page_token(&req.page_token), size)
+            .list_requests(&filter, after.as_ref(), size)
             .await?;
         Ok(pb::ListRequestsResponse {
             requests: page.requests.iter().map(convert::request).collect(),

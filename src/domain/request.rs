@@ -146,6 +146,16 @@ impl Verification {
     }
 }
 
+/// A label key as a violation names it: a key too long to be valid is cut
+/// to its first 63 characters and marked, so that an error never carries
+/// more than the caller needs to find the key.
+fn shown_key(key: &str) -> String {
+    match key.char_indices().nth(63) {
+        Some((end, _)) => format!("{}…", &key[..end]),
+        None => key.to_string(),
+    }
+}
+
 /// Caller labels, sorted by key (so the encoding is canonical).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -165,7 +175,10 @@ impl Labels {
                     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
                 });
             if !key_ok {
-                v.add("", "label keys must be 1 to 63 characters of [a-z0-9_.-]");
+                v.add(
+                    format!("[{}]", shown_key(k)),
+                    "label keys must be 1 to 63 characters of [a-z0-9_.-]",
+                );
             }
             if val.chars().count() > 256 {
                 v.add(

@@ -53,7 +53,7 @@ pub use deliveries::{DeliveryReport, DeliveryResult};
 pub use events::{EventKind, RequestEvent};
 pub use instructions::{DeliveryAttemptRow, InstructionFilter, InstructionPage};
 pub use intake::Intake;
-pub use requests::{RequestFilter, RequestPage};
+pub use requests::{RequestCursor, RequestFilter, RequestPage};
 pub use stats::Stats;
 
 /// Errors of the store, classified for the API layer.

@@ -1,5 +1,7 @@
 //! Reading requests (one, or a filtered page) and cancelling them.
 
+use std::collections::HashMap;
+
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -41,28 +43,30 @@ pub struct RequestPage {
     pub next_page_token: Option<String>,
 }
 
-/// Keyset cursor: the last row's sort key.
-#[derive(Serialize, Deserialize)]
-struct Cursor {
+/// Where a page of `ListRequests` starts: the sort key of the previous
+/// page's last request, carried in an opaque page token. Decoded before
+/// anything is read, so that a bad token is reported with the request's
+/// other problems.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestCursor {
     submitted_at: i64,
     id: String,
 }
 
-fn encode_cursor(c: &Cursor) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).expect("cursor"))
-}
+impl RequestCursor {
+    /// The cursor of a page token this server issued.
+    pub fn decode(token: &str) -> Result<Self, Violations> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Violations::one("", "is not a token this server issued"))
+    }
 
-fn decode_cursor(token: &str) -> Result<Cursor, StoreError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            StoreError::Invalid(Violations::one(
-                "page_token",
-                "is not a token this server issued",
-            ))
-        })
+    fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(self).expect("a cursor serialises"))
+    }
 }
 
 const REQUEST_COLUMNS: &str = "id, kind, jurisdiction, status, submitted_at, received_at, closed_at, \
@@ -122,11 +126,13 @@ impl Store {
         .collect()
     }
 
-    /// A page of requests, newest submission first.
+    /// A page of requests, newest submission first, from `after` on. Two
+    /// statements whatever the page size: the requests, then all their
+    /// instructions.
     pub async fn list_requests(
         &self,
         filter: &RequestFilter,
-        page_token: Option<&str>,
+        after: Option<&RequestCursor>,
         page_size: u32,
     ) -> Result<RequestPage, StoreError> {
         let mut sql = Sql::new(
@@ -148,36 +154,66 @@ impl Store {
         if let Some(t) = filter.submitted_before {
             sql.push(" and submitted_at < ").bind(micros(t));
         }
-        if let Some(token) = page_token {
-            let c = decode_cursor(token)?;
+        if let Some(c) = after {
             sql.push(" and (submitted_at < ")
                 .bind(c.submitted_at)
                 .push(" or (submitted_at = ")
                 .bind(c.submitted_at)
                 .push(" and id < ")
-                .bind(c.id)
+                .bind(c.id.as_str())
                 .push("))");
         }
         sql.push(" order by submitted_at desc, id desc limit ")
             .bind(i64::from(page_size) + 1);
-        let rows = sql.query().fetch_all(&self.pool).await?;
+        let mut rows = sql.query().fetch_all(&self.pool).await?;
         let more = rows.len() > page_size as usize;
-        let mut requests = Vec::with_capacity(rows.len().min(page_size as usize));
-        for row in rows.iter().take(page_size as usize) {
-            let id = request_id(row, "id")?;
-            requests.push(decode(row, self.instructions_of(id).await?)?);
-        }
+        rows.truncate(page_size as usize);
+        let ids = rows
+            .iter()
+            .map(|row| request_id(row, "id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut instructions = self.instructions_of_many(&ids).await?;
+        let requests = rows
+            .iter()
+            .zip(&ids)
+            .map(|(row, id)| decode(row, instructions.remove(id).unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()?;
         let next_page_token = match requests.last() {
-            Some(last) if more => Some(encode_cursor(&Cursor {
-                submitted_at: micros(last.submitted_at),
-                id: last.id.to_string(),
-            })),
+            Some(last) if more => Some(
+                RequestCursor {
+                    submitted_at: micros(last.submitted_at),
+                    id: last.id.to_string(),
+                }
+                .encode(),
+            ),
             _ => None,
         };
         Ok(RequestPage {
             requests,
             next_page_token,
         })
+    }
+
+    /// The instructions of several requests, each request's by processor id.
+    async fn instructions_of_many(
+        &self,
+        ids: &[RequestId],
+    ) -> Result<HashMap<RequestId, Vec<InstructionView>>, StoreError> {
+        let mut by_request: HashMap<RequestId, Vec<InstructionView>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok(by_request);
+        }
+        let mut sql = Sql::new(
+            self.backend,
+            format!("select {INSTRUCTION_COLUMNS} from instructions where "),
+        );
+        sql.in_list("request_id", ids.iter().map(ToString::to_string))
+            .push(" order by request_id, processor_id");
+        for row in sql.query().fetch_all(&self.pool).await? {
+            let view = instruction(&row)?;
+            by_request.entry(view.request_id).or_default().push(view);
+        }
+        Ok(by_request)
     }
 
     /// Cancels an open request: every open instruction becomes CANCELLED and

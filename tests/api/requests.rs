@@ -154,6 +154,7 @@ async fn list_pages_and_filters(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let fake = FakeProcessor::start(Reply::Accepted).await;
     register(&app, push_processor("vendor", &fake.endpoint())).await;
+    register(&app, push_processor("group-co", &fake.endpoint())).await;
     let base = 1_767_225_600; // 2026-01-01T00:00:00Z
     let mut ids = Vec::new();
     for day in 0..5 {
@@ -183,6 +184,28 @@ async fn list_pages_and_filters(db: TestDb) {
             .unwrap()
             .into_inner();
         pages += 1;
+        for listed in &page.requests {
+            // Each listed request carries its own instructions, in
+            // processor order, as GetRequest shows them.
+            let lines = |r: &pb::DataSubjectRequest| {
+                r.instructions
+                    .iter()
+                    .map(|i| (i.instruction_id.clone(), i.processor_id.clone()))
+                    .collect::<Vec<_>>()
+            };
+            let got = app
+                .requests
+                .clone()
+                .get_request(pb::GetRequestRequest {
+                    request_id: listed.request_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(lines(listed), lines(&got));
+            let processors: Vec<_> = lines(listed).into_iter().map(|(_, p)| p).collect();
+            assert_eq!(processors, ["group-co", "vendor"]);
+        }
         seen.extend(page.requests.into_iter().map(|r| r.request_id));
         if page.next_page_token.is_empty() {
             break;

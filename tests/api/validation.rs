@@ -351,7 +351,14 @@ async fn submit_request_table(db: TestDb) {
             submission(|r| {
                 r.labels.insert("Ticket".into(), "T-1".into());
             }),
-            &["labels"],
+            &["labels[Ticket]"],
+        ),
+        (
+            "label key too long (named by its first 63 characters)",
+            submission(|r| {
+                r.labels.insert("k".repeat(100), "v".into());
+            }),
+            &["labels[kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk…]"],
         ),
         (
             "33 labels",
@@ -543,6 +550,15 @@ async fn list_requests_table(db: TestDb) {
                 ..Default::default()
             },
             &["page_token"],
+        ),
+        (
+            "bad page_size and page_token together",
+            pb::ListRequestsRequest {
+                page_size: -1,
+                page_token: "garbage!".into(),
+                ..Default::default()
+            },
+            &["page_size", "page_token"],
         ),
         (
             "unknown status",
@@ -996,6 +1012,11 @@ async fn update_processor_table(db: TestDb) {
             "nested update_mask path",
             update(|_| {}, &["adapter.grpc.endpoint"]),
             &["update_mask.paths[0]"],
+        ),
+        (
+            "a field named twice in the mask",
+            update(|_| {}, &["display_name", "role", "display_name"]),
+            &["update_mask.paths[2]"],
         ),
         (
             "processor_id in the mask",

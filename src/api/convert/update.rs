@@ -7,7 +7,7 @@
 //!
 //! A masked field that is unset in the patch is reset to its default, as
 //! AIP-134 prescribes. Only top-level fields can be named; `processor_id`
-//! and the output-only fields cannot.
+//! and the output-only fields cannot, and none twice.
 
 use prost_types::FieldMask;
 
@@ -127,11 +127,17 @@ fn mask_fields(mask: Option<FieldMask>) -> Result<Vec<Field>, Violations> {
         ));
     }
     let mut v = Violations::new();
-    let fields: Vec<_> = paths
-        .iter()
-        .enumerate()
-        .filter_map(|(i, path)| v.take(&format!("paths[{i}]"), Field::parse(path)))
-        .collect();
+    let mut fields = Vec::with_capacity(paths.len());
+    for (i, path) in paths.iter().enumerate() {
+        let Some(field) = v.take(&format!("paths[{i}]"), Field::parse(path)) else {
+            continue;
+        };
+        if fields.contains(&field) {
+            v.add(format!("paths[{i}]"), format!("names {path} a second time"));
+        } else {
+            fields.push(field);
+        }
+    }
     v.finish(|| fields)
 }
 
