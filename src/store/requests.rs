@@ -140,7 +140,8 @@ impl Store {
             format!("select {REQUEST_COLUMNS} from requests where 1 = 1"),
         );
         if let Some(s) = filter.status {
-            sql.push(" and status = ").bind(s.as_str());
+            // A literal, like every state the store names (see `sql`).
+            sql.push(&format!(" and status = '{}'", s.as_str()));
         }
         if let Some(k) = filter.kind {
             sql.push(" and kind = ").bind(k.as_str());
