@@ -13,27 +13,27 @@
 //! planner can see, so joins against it are written to probe indexes (see
 //! [`Sql::in_list`]).
 //!
-//! Statements are prepared once per connection (sqlx's statement cache) on
-//! both backends. On PostgreSQL that means that after five executions a
-//! statement may run on a generic plan, made without the bound values.
-//! Nothing here depends on seeing them: a batch's size is invisible to
-//! every plan (PostgreSQL estimates any `jsonb_array_elements` at 100 rows),
-//! the predicates of partial indexes are our own literal constants (see
-//! `codec::state_list`), never parameters, and PostgreSQL keeps a generic
-//! plan only while it costs no more than the custom plans it has made. A
-//! plan made while a table was small is re-made when ANALYZE (autovacuum)
-//! refreshes the table's statistics, and in any case with its connection,
-//! which the pool replaces after 30 minutes.
+//! On PostgreSQL a statement that reads a table is sent unprepared (sqlx's
+//! `persistent(false)`: the unnamed statement), which PostgreSQL plans for
+//! the values bound each time, at the cost of a parse, a plan and a second
+//! round trip. Prepared once per connection, it would after five runs get
+//! a generic plan, and one made while a table was small is kept as the
+//! table grows until ANALYZE refreshes the statistics: in a `backlog` run
+//! (autovacuum off) the lock of request rows by id took 36 ms a call
+//! instead of about 3, reading the whole table on a generic plan made when
+//! it was empty. Inserts are prepared once per connection: they read no
+//! table (their rows come from bound values; foreign-key and conflict
+//! checks probe indexes through plans of PostgreSQL's own), so no plan of
+//! theirs can go stale. Prepared inserts alone cut the fanout benchmark's
+//! CPU by about 6 % (the machine's busy CPU-seconds for the same work,
+//! three alternating rounds). An insert that selected its rows from a
+//! table would have to be left out of this rule.
 //!
-//! History: the statements were first prepared with the session setting
-//! `plan_cache_mode = force_custom_plan`, which also re-planned, for every
-//! inserted row, the lookups PostgreSQL runs to check foreign keys
+//! The session setting `plan_cache_mode = force_custom_plan`, an earlier
+//! way to keep batch statements off generic plans, also re-planned, for
+//! every inserted row, the lookups PostgreSQL runs to check foreign keys
 //! (foreign-key triggers: 31 % of PostgreSQL's CPU in a fanout profile, 12 %
-//! without the setting); then sent unprepared (the unnamed statement), which
-//! cost a second round trip and a parse and plan per statement. Prepared
-//! with the default plan cache, the fanout benchmark on PostgreSQL used
-//! about 7 % less CPU for the same work than unprepared (the machine's busy
-//! CPU-seconds for the whole run, three alternating rounds).
+//! without the setting).
 //!
 //! SQLite keeps `VALUES` lists: it prepares statements cheaply, and its
 //! planner, given `json_each`, chose plans that were ten times slower.
@@ -271,10 +271,11 @@ impl Sql {
         }
     }
 
-    /// The executable query, prepared once per connection (see the module
-    /// documentation).
+    /// The executable query: on PostgreSQL unprepared unless it is an
+    /// insert (see the module documentation).
     pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.as_str()));
+        let prepared = self.backend == Backend::Sqlite || self.text.starts_with("insert into ");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.as_str())).persistent(prepared);
         for b in &self.binds {
             q = match b {
                 Bind::Int(v) => q.bind(*v),
