@@ -20,8 +20,9 @@
 //! a generic plan, and one made while a table was small is kept as the
 //! table grows until ANALYZE refreshes the statistics: in a `backlog` run
 //! (autovacuum off) the lock of request rows by id took 36 ms a call
-//! instead of about 3, reading the whole table on a generic plan made when
-//! it was empty. Inserts are prepared once per connection: they read no
+//! instead of about 3, its connection waiting on table reads (a plan made
+//! when the table was empty, we concluded; the plan itself was not
+//! captured). Inserts are prepared once per connection: they read no
 //! table (their rows come from bound values; foreign-key and conflict
 //! checks probe indexes through plans of PostgreSQL's own), so no plan of
 //! theirs can go stale. Prepared inserts alone cut the fanout benchmark's
