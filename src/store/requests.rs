@@ -112,18 +112,11 @@ impl Store {
 
     /// The instructions of one request, by processor id.
     pub async fn instructions_of(&self, id: RequestId) -> Result<Vec<InstructionView>, StoreError> {
-        Sql::new(
-            self.backend,
-            format!("select {INSTRUCTION_COLUMNS} from instructions where request_id = "),
-        )
-        .bind(id.to_string())
-        .push(" order by processor_id")
-        .query()
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(instruction)
-        .collect()
+        Ok(self
+            .instructions_of_many(&[id])
+            .await?
+            .remove(&id)
+            .unwrap_or_default())
     }
 
     /// A page of requests, newest submission first, from `after` on. Two

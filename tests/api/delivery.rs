@@ -77,15 +77,7 @@ async fn deletion_fans_out_to_three_processors(db: TestDb) {
         let types: Vec<_> = d[0].subject_identities.iter().map(|i| i.r#type()).collect();
         assert_eq!(types, [pb::IdentityType::Email]);
     }
-    let done = app
-        .requests
-        .clone()
-        .get_request(pb::GetRequestRequest {
-            request_id: req.request_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = get_request(&app, &req.request_id).await;
     assert_eq!(done.status(), pb::RequestStatus::Completed);
     assert!(!done.needs_attention);
     app.stop().await;
@@ -148,15 +140,7 @@ async fn exhausted_retries_escalate_then_retry_and_resolve(db: TestDb) {
     fake.wait_for_calls(4).await;
     let escalated = wait_for_state(&app, &instruction_id, pb::InstructionState::Escalated).await;
     assert_eq!(escalated.attempts, 4);
-    let r = app
-        .requests
-        .clone()
-        .get_request(pb::GetRequestRequest {
-            request_id: req.request_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = get_request(&app, &req.request_id).await;
     assert!(r.needs_attention);
     assert!(r.instructions[0].last_error.contains("UNAVAILABLE"));
 

@@ -168,6 +168,13 @@ async fn list_pages_and_filters(db: TestDb) {
         }
         ids.push(submit(&app, req).await.request_id);
     }
+    // An instruction line as (instruction id, processor id).
+    let lines = |r: &pb::DataSubjectRequest| {
+        r.instructions
+            .iter()
+            .map(|i| (i.instruction_id.clone(), i.processor_id.clone()))
+            .collect::<Vec<_>>()
+    };
     let mut seen = Vec::new();
     let mut token = String::new();
     let mut pages = 0;
@@ -187,21 +194,7 @@ async fn list_pages_and_filters(db: TestDb) {
         for listed in &page.requests {
             // Each listed request carries its own instructions, in
             // processor order, as GetRequest shows them.
-            let lines = |r: &pb::DataSubjectRequest| {
-                r.instructions
-                    .iter()
-                    .map(|i| (i.instruction_id.clone(), i.processor_id.clone()))
-                    .collect::<Vec<_>>()
-            };
-            let got = app
-                .requests
-                .clone()
-                .get_request(pb::GetRequestRequest {
-                    request_id: listed.request_id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let got = get_request(&app, &listed.request_id).await;
             assert_eq!(lines(listed), lines(&got));
             let processors: Vec<_> = lines(listed).into_iter().map(|(_, p)| p).collect();
             assert_eq!(processors, ["group-co", "vendor"]);

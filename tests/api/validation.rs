@@ -118,17 +118,6 @@ async fn all_instructions(app: &TestApp) -> Vec<pb::Instruction> {
         .instructions
 }
 
-async fn get_request(app: &TestApp, id: &str) -> pb::DataSubjectRequest {
-    app.requests
-        .clone()
-        .get_request(pb::GetRequestRequest {
-            request_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// An app with one pull processor, `intake`, which is never delivered to
 /// unless it pulls: whatever the tests find stored is what they stored.
 async fn app_with_pull_processor(db: &TestDb) -> (TestApp, String) {

@@ -150,6 +150,18 @@ pub async fn watch_to_end(
     events
 }
 
+/// The request as `GetRequest` shows it.
+pub async fn get_request(app: &TestApp, id: &str) -> pb::DataSubjectRequest {
+    app.requests
+        .clone()
+        .get_request(pb::GetRequestRequest {
+            request_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// The completion record.
 pub async fn record(app: &TestApp, request_id: &str) -> pb::CompletionRecord {
     app.requests
