@@ -192,6 +192,22 @@ impl Store {
         })
     }
 
+    /// A read-only transaction whose statements all see one snapshot, for
+    /// reads made of several statements (a request and its instructions):
+    /// on PostgreSQL `REPEATABLE READ` (under the default READ COMMITTED
+    /// each statement would see the commits made since the one before); on
+    /// SQLite any read transaction does (WAL mode). Commit it when done, so
+    /// the snapshot does not outlive the read.
+    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("set transaction isolation level repeatable read, read only")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     /// Publishes the effects of a committed transaction: at once to this
     /// process (watchers, dispatcher, observer), and on PostgreSQL to the
     /// other replicas.
@@ -400,16 +416,51 @@ pub(super) mod testing {
         (dir, store)
     }
 
+    /// A store on a fresh PostgreSQL database on the local test server
+    /// (`DSR_TEST_POSTGRES_URL`, as for the API tests), and its name for
+    /// [`drop_postgres`].
+    pub async fn postgres() -> (String, Store) {
+        use sqlx::Connection;
+        let admin_url = std::env::var("DSR_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("dsr_unit_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = &admin_url[..admin_url.rfind('/').unwrap()];
+        let store = Store::connect(&format!("{base}/{name}"), &StoreOptions::default())
+            .await
+            .unwrap();
+        (name, store)
+    }
+
+    /// Closes `store` and drops its database made by [`postgres`].
+    pub async fn drop_postgres(name: &str, store: Store) {
+        use sqlx::Connection;
+        store.close().await;
+        let admin_url = std::env::var("DSR_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {name} with (force)"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+
     /// Writes a bare processor row `p<n>` in `conn`'s transaction: a
     /// write that needs nothing else in the database.
     pub async fn insert_processor(conn: &mut sqlx::AnyConnection, n: i64) {
         sqlx::query(
             "insert into processors (id, display_name, role, country, spec, adapter_kind, \
              status, token_hash, created_at, updated_at) \
-             values ('p' || ?, 'P', 'VENDOR', 'JP', '{}', 'manual', 'ACTIVE', 'h' || ?, 0, 0)",
+             values ($1, 'P', 'VENDOR', 'JP', '{}', 'manual', 'ACTIVE', $2, 0, 0)",
         )
-        .bind(n)
-        .bind(n)
+        .bind(format!("p{n}"))
+        .bind(format!("h{n}"))
         .execute(conn)
         .await
         .unwrap();
@@ -419,6 +470,46 @@ pub(super) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads in a snapshot do not see what commits after its first read.
+    async fn a_snapshot_sees_one_moment(store: &Store) {
+        let mut tx = store.begin().await.unwrap();
+        testing::insert_processor(&mut tx, 1).await;
+        tx.commit().await.unwrap();
+        let count = "select count(*) from processors";
+        let mut snapshot = store.snapshot().await.unwrap();
+        let before: i64 = sqlx::query_scalar(count)
+            .fetch_one(&mut *snapshot)
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        testing::insert_processor(&mut tx, 2).await;
+        tx.commit().await.unwrap();
+        let within: i64 = sqlx::query_scalar(count)
+            .fetch_one(&mut *snapshot)
+            .await
+            .unwrap();
+        snapshot.commit().await.unwrap();
+        let after: i64 = sqlx::query_scalar(count)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!((before, within, after), (1, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_sees_one_moment_sqlite() {
+        let (_dir, store) = testing::sqlite().await;
+        a_snapshot_sees_one_moment(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_sees_one_moment_postgres() {
+        let (name, store) = testing::postgres().await;
+        a_snapshot_sees_one_moment(&store).await;
+        testing::drop_postgres(&name, store).await;
+    }
 
     /// Intake waiting behind several other writers goes next: the others
     /// queue among themselves first.

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::codec::{
     INSTRUCTION_COLUMNS, from_json, instruction, micros, opt_time, parsed, request_id, state_list,
@@ -95,33 +95,26 @@ fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSum
 }
 
 impl Store {
-    /// One request with its instruction lines.
+    /// One request with its instruction lines, read in one snapshot.
     pub async fn request(&self, id: RequestId) -> Result<RequestSummary, StoreError> {
+        let mut tx = self.snapshot().await?;
         let row = Sql::new(
             self.backend,
             format!("select {REQUEST_COLUMNS} from requests where id = "),
         )
         .bind(id.to_string())
         .query()
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound("request"))?;
-        let instructions = self.instructions_of(id).await?;
-        decode(&row, instructions)
-    }
-
-    /// The instructions of one request, by processor id.
-    pub async fn instructions_of(&self, id: RequestId) -> Result<Vec<InstructionView>, StoreError> {
-        Ok(self
-            .instructions_of_many(&[id])
-            .await?
-            .remove(&id)
-            .unwrap_or_default())
+        let mut instructions = instructions_of_many(&mut tx, self.backend, &[id]).await?;
+        tx.commit().await?;
+        decode(&row, instructions.remove(&id).unwrap_or_default())
     }
 
     /// A page of requests, newest submission first, from `after` on. Two
-    /// statements whatever the page size: the requests, then all their
-    /// instructions.
+    /// statements whatever the page size, in one snapshot: the requests,
+    /// then all their instructions.
     pub async fn list_requests(
         &self,
         filter: &RequestFilter,
@@ -159,14 +152,16 @@ impl Store {
         }
         sql.push(" order by submitted_at desc, id desc limit ")
             .bind(i64::from(page_size) + 1);
-        let mut rows = sql.query().fetch_all(&self.pool).await?;
+        let mut tx = self.snapshot().await?;
+        let mut rows = sql.query().fetch_all(&mut *tx).await?;
         let more = rows.len() > page_size as usize;
         rows.truncate(page_size as usize);
         let ids = rows
             .iter()
             .map(|row| request_id(row, "id"))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut instructions = self.instructions_of_many(&ids).await?;
+        let mut instructions = instructions_of_many(&mut tx, self.backend, &ids).await?;
+        tx.commit().await?;
         let requests = rows
             .iter()
             .zip(&ids)
@@ -186,28 +181,6 @@ impl Store {
             requests,
             next_page_token,
         })
-    }
-
-    /// The instructions of several requests, each request's by processor id.
-    async fn instructions_of_many(
-        &self,
-        ids: &[RequestId],
-    ) -> Result<HashMap<RequestId, Vec<InstructionView>>, StoreError> {
-        let mut by_request: HashMap<RequestId, Vec<InstructionView>> = HashMap::new();
-        if ids.is_empty() {
-            return Ok(by_request);
-        }
-        let mut sql = Sql::new(
-            self.backend,
-            format!("select {INSTRUCTION_COLUMNS} from instructions where "),
-        );
-        sql.in_list("request_id", ids.iter().map(ToString::to_string))
-            .push(" order by request_id, processor_id");
-        for row in sql.query().fetch_all(&self.pool).await? {
-            let view = instruction(&row)?;
-            by_request.entry(view.request_id).or_default().push(view);
-        }
-        Ok(by_request)
     }
 
     /// Cancels an open request: every open instruction becomes CANCELLED and
@@ -276,4 +249,27 @@ impl Store {
             .collect();
         Ok((self.request(id).await?, reached))
     }
+}
+
+/// The instructions of several requests, each request's by processor id.
+async fn instructions_of_many(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &[RequestId],
+) -> Result<HashMap<RequestId, Vec<InstructionView>>, StoreError> {
+    let mut by_request: HashMap<RequestId, Vec<InstructionView>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(by_request);
+    }
+    let mut sql = Sql::new(
+        backend,
+        format!("select {INSTRUCTION_COLUMNS} from instructions where "),
+    );
+    sql.in_list("request_id", ids.iter().map(ToString::to_string))
+        .push(" order by request_id, processor_id");
+    for row in sql.query().fetch_all(&mut *conn).await? {
+        let view = instruction(&row)?;
+        by_request.entry(view.request_id).or_default().push(view);
+    }
+    Ok(by_request)
 }

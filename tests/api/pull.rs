@@ -139,9 +139,10 @@ async fn backoff_waits_for_its_time(db: TestDb) {
     assert_eq!(fake.deliveries().len(), 1);
     let pending = app
         .store
-        .instructions_of(dsr_orchestrator::domain::RequestId::parse(&req.request_id).unwrap())
+        .request(dsr_orchestrator::domain::RequestId::parse(&req.request_id).unwrap())
         .await
-        .unwrap();
+        .unwrap()
+        .instructions;
     let due = pending[0]
         .next_attempt_at
         .expect("retry scheduled on the row");
