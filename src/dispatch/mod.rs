@@ -25,6 +25,7 @@ pub mod grpc;
 mod recorder;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,8 @@ pub struct Dispatcher {
     /// When the loop last turned (a monotonic instant; construction before
     /// the first turn), for readiness.
     heartbeat: Arc<Mutex<Instant>>,
+    /// Claim passes so far: which processor reserves its slots first.
+    passes: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -114,6 +117,7 @@ impl Dispatcher {
             config,
             owner: format!("dispatcher-{}", uuid::Uuid::new_v4()).into(),
             per_processor: Arc::default(),
+            passes: Arc::default(),
         }
     }
 
@@ -222,13 +226,22 @@ impl Dispatcher {
         self.store.escalate_overdue(&budgets, now).await?;
         // Free slots are shared out fairly, so the first processor of a pass
         // cannot take them all and leave the others to claim a few at a time.
-        let push: Vec<(&Processor, Duration)> = processors
+        let mut push: Vec<(&Processor, Duration)> = processors
             .iter()
             .filter_map(|p| match &p.spec.adapter {
                 AdapterConfig::Grpc { timeout, .. } => Some((p, *timeout)),
                 _ => None,
             })
             .collect();
+        // The share is rounded up, so the last processors of a pass may get
+        // one slot fewer than the first: who goes first rotates, or one
+        // processor would fall further behind the others at every pass (and
+        // a request's instructions be claimed and recorded in separate
+        // transactions, each bumping the request).
+        if !push.is_empty() {
+            let first = self.passes.fetch_add(1, Ordering::Relaxed) % push.len();
+            push.rotate_left(first);
+        }
         let share = self
             .global
             .available_permits()

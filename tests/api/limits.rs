@@ -12,6 +12,7 @@ use crate::harness::*;
 
 backends!(
     concurrency_is_bounded_per_processor_and_overall,
+    scarce_slots_reach_every_processor_in_turn,
     non_retryable_errors_escalate_at_once
 );
 
@@ -51,6 +52,33 @@ async fn concurrency_is_bounded_per_processor_and_overall(db: TestDb) {
     assert!(per_pass.iter().all(|&n| n <= 3), "{per_pass:?}");
     assert_eq!(per_pass.iter().sum::<usize>(), 10);
     assert_eq!((a.deliveries().len(), b.deliveries().len()), (5, 5));
+    app.stop().await;
+}
+
+/// With fewer free slots than processors need for an even share, the
+/// processors that go without in one pass go first in the next: none waits
+/// until the others have no work left.
+async fn scarce_slots_reach_every_processor_in_turn(db: TestDb) {
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 4).await;
+    let mut fakes = Vec::new();
+    for id in ["pa", "pb", "pc"] {
+        let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+        register(&app, push_processor(id, &fake.endpoint())).await;
+        fakes.push(fake);
+    }
+    for n in 0..6 {
+        submit(&app, deletion(&format!("u{n}@example.com"))).await;
+    }
+    // 18 due instructions, 4 slots: a pass shares them 2, 2 and 0.
+    for _ in 0..3 {
+        assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
+    }
+    let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
+    assert_eq!(
+        delivered,
+        [4, 4, 4],
+        "three passes, each processor left out once"
+    );
     app.stop().await;
 }
 
