@@ -14,8 +14,10 @@
 //! writing `next_attempt_at` (exponential backoff with jitter, see
 //! [`crate::domain::RetryPolicy`]); fatal ones and exhausted budgets escalate
 //! to an operator. Nothing sleeps per instruction: the loop sleeps until the
-//! earliest due time, the poll interval, or a wake-up from intake, whichever
-//! comes first; a pass that filled its slots skips the due-time lookup, as
+//! earliest due time, the poll interval, a wake-up from intake, or a quarter
+//! of its slots coming free, whichever comes first (a wake-up while fewer
+//! slots are free waits for them: claims come in batches, not one per
+//! submission); a pass that filled its slots skips the due-time lookup, as
 //! finishing deliveries wake it anyway. Shutdown stops claiming and waits
 //! (up to the drain timeout) for deliveries in flight; any it abandons are
 //! redelivered after their lease expires, with the same instruction id.
@@ -153,12 +155,20 @@ impl Dispatcher {
             tokio::pin!(sleep);
             // Wait for a reason to claim again: new work, due work, or
             // enough finished deliveries to make a claim worth its
-            // transaction (a quarter of the slots, or all of them).
+            // transaction (a quarter of the slots, or all of them). New
+            // work with most slots busy waits for that refill too: under a
+            // stream of submissions every intake commit wakes the loop, and
+            // claiming at once filled the one or two slots just freed, in a
+            // claim transaction (and request bumps) of its own each time.
             let refill = (self.config.max_in_flight / 4).max(1);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,
-                    _ = wake.notified() => break,
+                    _ = wake.notified() => {
+                        if in_flight.is_empty() || self.global.available_permits() >= refill {
+                            break;
+                        }
+                    }
                     _ = &mut sleep => break,
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
                         while in_flight.try_join_next().is_some() {}
