@@ -13,6 +13,7 @@ backends!(
     exhausted_retries_escalate_then_retry_and_resolve,
     asynchronous_outcome_by_callback,
     denial_with_exception_is_partial_fulfilment,
+    an_idle_dispatcher_delivers_new_work_at_once,
 );
 
 /// Test 1: a deletion to three push processors ends COMPLETED with a
@@ -336,5 +337,20 @@ async fn denial_with_exception_is_partial_fulfilment(db: TestDb) {
         .find(|l| l.processor_id == "billing")
         .unwrap();
     assert_eq!(line.exception(), pb::DeletionException::CcpaLegalObligation);
+    app.stop().await;
+}
+
+/// A submission wakes an idle dispatcher: the instruction goes out at once,
+/// not at the dispatcher's next poll (an hour away here).
+async fn an_idle_dispatcher_delivers_new_work_at_once(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.poll_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    submit(&app, deletion("olga@example.com")).await;
+    fake.wait_for_calls(1).await;
+    assert_eq!(fake.deliveries().len(), 1);
     app.stop().await;
 }
