@@ -416,14 +416,19 @@ pub(super) mod testing {
         (dir, store)
     }
 
+    /// The test server's admin database, as for the API tests.
+    fn admin_url() -> String {
+        std::env::var("DSR_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
     /// A store on a fresh PostgreSQL database on the local test server
     /// (`DSR_TEST_POSTGRES_URL`, as for the API tests), and its name for
     /// [`drop_postgres`]. `None` when the server is unreachable, as the API
     /// tests skip their PostgreSQL half, unless `DSR_REQUIRE_POSTGRES=1`.
     pub async fn postgres() -> Option<(String, Store)> {
         use sqlx::Connection;
-        let admin_url = std::env::var("DSR_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin_url = admin_url();
         let name = format!("dsr_unit_{}", uuid::Uuid::new_v4().simple());
         let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
             Ok(admin) => admin,
@@ -450,9 +455,7 @@ pub(super) mod testing {
     pub async fn drop_postgres(name: &str, store: Store) {
         use sqlx::Connection;
         store.close().await;
-        let admin_url = std::env::var("DSR_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "drop database if exists {name} with (force)"
         )))
