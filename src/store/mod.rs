@@ -199,13 +199,14 @@ impl Store {
     /// SQLite any read transaction does (WAL mode). Commit it when done, so
     /// the snapshot does not outlive the read.
     async fn snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("set transaction isolation level repeatable read, read only")
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(tx)
+        Ok(match self.backend {
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("begin isolation level repeatable read, read only")
+                    .await?
+            }
+            Backend::Sqlite => self.pool.begin().await?,
+        })
     }
 
     /// Publishes the effects of a committed transaction: at once to this
