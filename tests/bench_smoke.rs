@@ -46,6 +46,10 @@ fn run(scenario: &str, args: &[impl AsRef<str>]) {
     if scenario == "intake" {
         let rate = report["requests_per_sec"].as_f64().unwrap_or_default();
         assert!(rate > 0.0, "{report}");
+        let finished = report["finished_requests_per_sec"]
+            .as_f64()
+            .unwrap_or_default();
+        assert!(finished > 0.0, "{report}");
     }
 }
 

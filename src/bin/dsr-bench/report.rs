@@ -58,6 +58,11 @@ pub struct Report {
     pub bench_cpu_pct: Option<f64>,
     /// `--server-setting`s the spawned server ran with (`DSR_NAME=value`).
     pub server_settings: Vec<String>,
+    /// intake: accepted requests / first submit to the last record: what
+    /// the whole pipeline (intake and fan-out) carried, where
+    /// `requests_per_sec` counts only submissions, part of whose fan-out
+    /// may be left for after the measured phase.
+    pub finished_requests_per_sec: Option<f64>,
 }
 
 /// Three decimals are plenty and keep the JSON readable.
@@ -82,6 +87,7 @@ impl Report {
             &mut self.preload_requests_per_sec,
             &mut self.server_cpu_pct,
             &mut self.bench_cpu_pct,
+            &mut self.finished_requests_per_sec,
         ] {
             r(field);
         }
@@ -121,6 +127,7 @@ impl Report {
             ),
             ("duration", format!("{:.2} s", self.duration_s)),
             ("requests/s", num(self.requests_per_sec, "")),
+            ("finished req/s", num(self.finished_requests_per_sec, "")),
             ("instructions/s", num(self.instructions_per_sec, "")),
             (
                 latency,
@@ -206,6 +213,7 @@ mod tests {
             "preload",
             "rss_mb",
             "records_complete",
+            "finished_requests_per_sec",
         ] {
             assert!(keys.contains(&key), "missing {key}");
         }

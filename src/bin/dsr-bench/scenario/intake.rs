@@ -112,6 +112,9 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         }
         _ => None,
     };
+    report.finished_requests_per_sec = report
+        .time_to_last_record_s
+        .map(|t| accepted as f64 / t.max(1e-9));
     report.redeliveries = Some(bench.fleet.deliveries() as i64 - expected as i64);
     report.records_complete = records.complete();
     (report.server_cpu_pct, report.bench_cpu_pct) = cpu;
