@@ -8,6 +8,7 @@ use crate::harness::*;
 
 backends!(
     idempotent_submit,
+    racing_repeats_are_one_request,
     request_matching_no_processor_completes_at_once
 );
 
@@ -57,6 +58,68 @@ async fn idempotent_submit(db: TestDb) {
         instructions.len(),
         1,
         "the repeat created no second instruction"
+    );
+    app.stop().await;
+}
+
+/// Clients racing to submit the same ids, each in its own order: repeats
+/// land in the same intake batch as the first submission or in a later
+/// one, and every id is still one request with one instruction, the one
+/// every caller is answered with.
+async fn racing_repeats_are_one_request(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let requests: Vec<_> = (0..8)
+        .map(|i| deletion(&format!("racer{i}@example.com")))
+        .collect();
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..16 {
+        let mut mine = requests.clone();
+        mine.rotate_left(c % requests.len());
+        if c % 2 == 1 {
+            mine.reverse();
+        }
+        let client = app.requests.clone();
+        clients.spawn(async move {
+            let mut answers = Vec::new();
+            for req in mine {
+                let r = client.clone().submit_request(req).await;
+                answers.push(r.expect("a repeat is answered like the first").into_inner());
+            }
+            answers
+        });
+    }
+    let mut instruction_of = std::collections::HashMap::new();
+    while let Some(answers) = clients.join_next().await {
+        for r in answers.unwrap() {
+            assert_eq!(r.instructions.len(), 1);
+            let first = instruction_of
+                .entry(r.request_id.clone())
+                .or_insert_with(|| r.instructions[0].instruction_id.clone());
+            assert_eq!(
+                *first, r.instructions[0].instruction_id,
+                "one instruction per id"
+            );
+        }
+    }
+    let mut ids: Vec<_> = instruction_of.keys().cloned().collect();
+    ids.sort();
+    let mut submitted: Vec<_> = requests.iter().map(|r| r.request_id.clone()).collect();
+    submitted.sort();
+    assert_eq!(ids, submitted);
+    let stored = app
+        .instructions
+        .clone()
+        .list_instructions(pb::ListInstructionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .instructions;
+    assert_eq!(
+        stored.len(),
+        requests.len(),
+        "no repeat created an instruction"
     );
     app.stop().await;
 }
