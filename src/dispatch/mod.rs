@@ -243,20 +243,21 @@ impl Dispatcher {
                 _ => None,
             })
             .collect();
-        // The share is rounded up, so the last processors of a pass may get
-        // one slot fewer than the first: who goes first rotates, or one
-        // processor would fall further behind the others at every pass (and
-        // a request's instructions be claimed and recorded in separate
-        // transactions, each bumping the request).
+        // Every processor gets the same share, rounded down: the remainder
+        // (fewer slots than processors) waits for the next pass. Processors
+        // given equal counts take the same requests from their queues, so a
+        // request fanned out to them is claimed, and then recorded, in one
+        // transaction each; handing the remainder to the first few split
+        // one or two requests at every pass, whose rows the next claim and
+        // the recorder then both locked, each waiting for the other's
+        // commit. Only when there are fewer free slots than processors does
+        // a processor go without in a pass; who goes first rotates, so none
+        // goes without twice in a row.
         if !push.is_empty() {
             let first = self.passes.fetch_add(1, Ordering::Relaxed) % push.len();
             push.rotate_left(first);
         }
-        let share = self
-            .global
-            .available_permits()
-            .div_ceil(push.len().max(1))
-            .max(1);
+        let share = (self.global.available_permits() / push.len().max(1)).max(1);
         let slots: Vec<_> = push.iter().map(|(p, _)| self.reserve(p, share)).collect();
         let orders: Vec<ClaimOrder> = push
             .iter()

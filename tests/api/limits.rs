@@ -13,6 +13,7 @@ use crate::harness::*;
 backends!(
     concurrency_is_bounded_per_processor_and_overall,
     scarce_slots_reach_every_processor_in_turn,
+    slots_are_shared_evenly_and_requests_claimed_whole,
     non_retryable_errors_escalate_at_once
 );
 
@@ -55,11 +56,11 @@ async fn concurrency_is_bounded_per_processor_and_overall(db: TestDb) {
     app.stop().await;
 }
 
-/// With fewer free slots than processors need for an even share, the
-/// processors that go without in one pass go first in the next: none waits
-/// until the others have no work left.
+/// With fewer free slots than processors, the processors that go without
+/// in one pass go first in the next: none waits until the others have no
+/// work left.
 async fn scarce_slots_reach_every_processor_in_turn(db: TestDb) {
-    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 4).await;
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 2).await;
     let mut fakes = Vec::new();
     for id in ["pa", "pb", "pc"] {
         let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
@@ -69,16 +70,56 @@ async fn scarce_slots_reach_every_processor_in_turn(db: TestDb) {
     for n in 0..6 {
         submit(&app, deletion(&format!("u{n}@example.com"))).await;
     }
-    // 18 due instructions, 4 slots: a pass shares them 2, 2 and 0.
+    // 18 due instructions, 2 slots: a pass gives one each to two of three.
     for _ in 0..3 {
-        assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
+        assert_eq!(app.dispatcher.run_once().await.unwrap(), 2);
     }
     let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
     assert_eq!(
         delivered,
-        [4, 4, 4],
+        [2, 2, 2],
         "three passes, each processor left out once"
     );
+    app.stop().await;
+}
+
+/// Free slots not divisible among the processors: each gets the same
+/// share and the remainder waits, so a request fanned out to all of them
+/// is claimed whole, in one pass, rather than split across two.
+async fn slots_are_shared_evenly_and_requests_claimed_whole(db: TestDb) {
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 8).await;
+    let mut fakes = Vec::new();
+    for id in ["pa", "pb", "pc"] {
+        let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+        register(&app, push_processor(id, &fake.endpoint())).await;
+        fakes.push(fake);
+    }
+    let mut requests = Vec::new();
+    for n in 0..4 {
+        requests.push(submit(&app, deletion(&format!("w{n}@example.com"))).await);
+    }
+    // 12 due instructions, 8 slots: two each, the other two wait.
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 6);
+    let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
+    assert_eq!(delivered, [2, 2, 2]);
+    // The first two requests, whole: every instruction of theirs was
+    // delivered, none of the other two's.
+    let mut first_two = 0;
+    for r in &requests {
+        let got = get_request(&app, &r.request_id).await;
+        let done = got
+            .instructions
+            .iter()
+            .filter(|i| i.state() == pb::InstructionState::Completed)
+            .count();
+        assert!(
+            done == 0 || done == 3,
+            "request split across passes: {done} of 3"
+        );
+        first_two += usize::from(done == 3);
+    }
+    assert_eq!(first_two, 2);
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 6);
     app.stop().await;
 }
 
