@@ -17,10 +17,22 @@ use crate::domain::{
     Verification,
 };
 
-/// Writes the records of `requests` and closes them (COMPLETED, or
-/// CANCELLED when a cancel reason is set). Called once per request, in the
-/// transaction that closed its last instruction; a batch costs the same few
-/// statements whatever its size.
+/// What a closing update of `requests` returns: the facts a record is
+/// assembled from, and the request's last sequence number and status.
+pub(super) const CLOSED_COLUMNS: &str = "requests.id as id, requests.kind as kind, \
+     requests.jurisdiction as jurisdiction, requests.submitted_at as submitted_at, \
+     requests.received_at as received_at, requests.channel as channel, \
+     requests.requester as requester, requests.verification_level as verification_level, \
+     requests.verification_method as verification_method, \
+     requests.cancel_reason as cancel_reason, requests.event_seq as event_seq, \
+     requests.status as status";
+
+/// Closes `requests`, which have nothing open (COMPLETED, or CANCELLED
+/// when a cancel reason is set), and writes their records and last
+/// events: intake's requests that no processor matched. (Requests closed
+/// by their last instruction are closed by the same update that counts it,
+/// see [`super::transition::after_changes`], and recorded by
+/// [`record_closed`].)
 pub(super) async fn write_records(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -31,14 +43,41 @@ pub(super) async fn write_records(
     if requests.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = requests.iter().map(ToString::to_string).collect();
     let mut sql = Sql::new(
         backend,
-        "select id, kind, jurisdiction, submitted_at, received_at, channel, requester, \
-         verification_level, verification_method, cancel_reason from requests where ",
+        "update requests set status = case when cancel_reason is null then 'COMPLETED' \
+         else 'CANCELLED' end, event_seq = event_seq + 1, closed_at = ",
     );
-    sql.in_list("id", ids.iter().cloned());
-    let facts = sql.query().fetch_all(&mut *conn).await?;
+    sql.bind(micros(now))
+        .push(" where ")
+        .in_list("id", requests.iter().map(ToString::to_string))
+        .push(" returning ")
+        .push(CLOSED_COLUMNS);
+    let closed = sql.query().fetch_all(&mut *conn).await?;
+    let closed: Vec<&AnyRow> = closed.iter().collect();
+    let events = record_closed(conn, backend, &closed, now, effects).await?;
+    append_events(conn, backend, &events, now).await
+}
+
+/// Writes the records of requests just closed, from the rows their closing
+/// update returned ([`CLOSED_COLUMNS`]), and returns their last events
+/// (COMPLETED or CANCELLED, at the closing sequence number) for the caller
+/// to append with its own. Called once per request, in the transaction
+/// that closed it; a batch costs the same two statements whatever its size.
+pub(super) async fn record_closed(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    closed: &[&AnyRow],
+    now: Timestamp,
+    effects: &mut Effects,
+) -> Result<Vec<NewEvent<'static>>, StoreError> {
+    if closed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = closed
+        .iter()
+        .map(|row| row.try_get::<String, _>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut sql = Sql::new(
         backend,
         format!(
@@ -47,7 +86,7 @@ pub(super) async fn write_records(
             qualified("instructions")
         ),
     );
-    sql.in_list("instructions.request_id", ids.iter().cloned());
+    sql.in_list("instructions.request_id", ids);
     let line_rows = sql.query().fetch_all(&mut *conn).await?;
     let mut lines: BTreeMap<RequestId, Vec<ProcessorLine>> = BTreeMap::new();
     for row in &line_rows {
@@ -58,10 +97,23 @@ pub(super) async fn write_records(
             .push(line(row, &view)?);
     }
 
-    let mut records = Vec::with_capacity(facts.len());
-    for req in &facts {
+    let mut records = Vec::with_capacity(closed.len());
+    let mut events = Vec::with_capacity(closed.len());
+    for req in closed {
         let id = request_id(req, "id")?;
         let cancel_reason: Option<String> = req.try_get("cancel_reason")?;
+        let status = parsed(req, "status", RequestStatus::parse)?;
+        events.push(NewEvent {
+            request: id,
+            seq: req.try_get("event_seq")?,
+            kind: if status == RequestStatus::Cancelled {
+                EventKind::Cancelled
+            } else {
+                EventKind::Completed
+            },
+            request_status: status,
+            instruction: None,
+        });
         let record = CompletionRecord::assemble(
             id,
             parsed(req, "kind", |s| s.parse().ok())?,
@@ -118,32 +170,7 @@ pub(super) async fn write_records(
             "a completion record was already written".into(),
         ));
     }
-    let mut sql = Sql::new(
-        backend,
-        "update requests set status = case when cancel_reason is null then 'COMPLETED' \
-         else 'CANCELLED' end, event_seq = event_seq + 1, closed_at = ",
-    );
-    sql.bind(micros(now))
-        .push(" where ")
-        .in_list("id", ids)
-        .push(" returning id, event_seq, status");
-    let closed = sql.query().fetch_all(&mut *conn).await?;
-    let mut events = Vec::with_capacity(closed.len());
-    for row in &closed {
-        let status = parsed(row, "status", RequestStatus::parse)?;
-        events.push(NewEvent {
-            request: request_id(row, "id")?,
-            seq: row.try_get("event_seq")?,
-            kind: if status == RequestStatus::Cancelled {
-                EventKind::Cancelled
-            } else {
-                EventKind::Completed
-            },
-            request_status: status,
-            instruction: None,
-        });
-    }
-    append_events(conn, backend, &events, now).await
+    Ok(events)
 }
 
 /// One processor line of a record, from an instruction row joined with its

@@ -25,7 +25,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::codec::{INSTRUCTION_COLUMNS, instruction, json, micros, state_list};
 use super::events::{EventKind, NewEvent, append_events};
-use super::records::write_records;
+use super::records::{CLOSED_COLUMNS, record_closed};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Effects, StoreError};
 use crate::domain::{
@@ -272,8 +272,10 @@ async fn close_attempts(
 }
 
 /// Records that `changed` just changed: bumps each request (lock, sequence
-/// numbers, open count, RECEIVED -> IN_PROGRESS), appends the events in
-/// order, and writes the records of requests that have nothing open left.
+/// numbers, open count, RECEIVED -> IN_PROGRESS, and closed when nothing is
+/// left open), writes the records of the requests it closed, and appends
+/// every event in order, the closed requests' last ones included, in one
+/// statement.
 pub(super) async fn after_changes(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -311,28 +313,37 @@ pub(super) async fn after_changes(
             ]
         }),
     );
-    sql.push(
-        ") update requests set event_seq = requests.event_seq + v.n, \
+    // A request whose last open instruction closes here is closed by the
+    // same update (one row version, not two): its status, its closing time
+    // and one more sequence number, for its last event.
+    let closing = "(v.closes > 0 and requests.open_instructions = v.closes)";
+    sql.push(&format!(
+        ") update requests set \
+         event_seq = requests.event_seq + v.n + case when {closing} then 1 else 0 end, \
          open_instructions = requests.open_instructions - v.closes, \
-         status = case when requests.status = 'RECEIVED' then 'IN_PROGRESS' else requests.status end \
-         from v where requests.id = v.id and ",
-    )
+         status = case when {closing} then \
+             case when requests.cancel_reason is null then 'COMPLETED' else 'CANCELLED' end \
+           when requests.status = 'RECEIVED' then 'IN_PROGRESS' else requests.status end, \
+         closed_at = case when {closing} then "
+    ))
+    .bind(micros(now))
+    .push(" else requests.closed_at end from v where requests.id = v.id and ")
     .in_cte("requests.id", "v", "id")
-    .push(
-        " returning requests.id as id, requests.event_seq as event_seq, \
-         requests.open_instructions as open_instructions",
-    );
+    .push(" returning requests.open_instructions as open_instructions, ")
+    .push(CLOSED_COLUMNS);
     let rows = sql.query().fetch_all(&mut *conn).await?;
     let mut last_seq: BTreeMap<RequestId, i64> = BTreeMap::new();
-    let mut finished = Vec::new();
+    let mut closed = Vec::new();
     for row in &rows {
         let id = super::codec::request_id(row, "id")?;
         let seq: i64 = row.try_get("event_seq")?;
         let open: i64 = row.try_get("open_instructions")?;
         let (n, closes) = per_request[&id];
-        last_seq.insert(id, seq - n);
-        if closes > 0 && open == 0 {
-            finished.push(id);
+        let closes_here = closes > 0 && open == 0;
+        // The sequence number before this change's events.
+        last_seq.insert(id, seq - n - i64::from(closes_here));
+        if closes_here {
+            closed.push(row);
         }
     }
     let mut events = Vec::with_capacity(changed.len());
@@ -349,6 +360,6 @@ pub(super) async fn after_changes(
             instruction: Some(v),
         });
     }
-    append_events(conn, backend, &events, now).await?;
-    write_records(conn, backend, &finished, now, effects).await
+    events.extend(record_closed(conn, backend, &closed, now, effects).await?);
+    append_events(conn, backend, &events, now).await
 }
