@@ -244,7 +244,7 @@ impl Store {
         }
         tx.commit().await?;
         tracing::Span::current().record("claimed", claimed.len());
-        self.announce(effects).await;
+        self.announce(effects);
         for c in claimed {
             if let Some((i, _)) = orders
                 .iter()
@@ -321,7 +321,7 @@ impl Store {
         let mut effects = Effects::default();
         after_changes(&mut tx, self.backend, &views, now, &mut effects).await?;
         tx.commit().await?;
-        self.announce(effects).await;
+        self.announce(effects);
         Ok(views.len())
     }
 

@@ -208,7 +208,15 @@ impl Store {
             observer: Arc::default(),
             sqlite_writer,
             intake: None,
+            publisher: None,
         };
+        if backend == Backend::Postgres {
+            store.publisher = Some(super::notify::start_publisher(Store {
+                process_lock: None,
+                _listener: None,
+                ..store.clone()
+            }));
+        }
         // The background tasks' handle (intake writer, SQLite checkpointer)
         // holds neither the SQLite process lock nor the listener: those live
         // exactly as long as the handles the application uses (whose drop

@@ -108,7 +108,7 @@ impl Store {
         let mut effects = Effects::default();
         let changed = apply(&mut tx, self.backend, &changes, now, &mut effects).await?;
         tx.commit().await?;
-        self.announce(effects).await;
+        self.announce(effects);
         Ok(changed)
     }
 }

@@ -72,7 +72,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        self.announce(effects).await;
+        self.announce(effects);
         Ok(changed.into_iter().next())
     }
 

@@ -183,7 +183,7 @@ impl Store {
     ) -> Result<(), Vec<(Job, Vec<&'a Processor>)>> {
         match self.try_insert_batch(&batch).await {
             Ok((inserted, effects)) => {
-                self.announce(effects).await;
+                self.announce(effects);
                 for (job, _) in batch {
                     let result = match inserted.iter().find(|(id, _)| *id == job.req.id) {
                         Some((_, instructions)) => self.summary(&job, instructions.clone()).await,

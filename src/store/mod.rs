@@ -112,6 +112,9 @@ pub struct Store {
     /// The intake writer's queue (group commit); `None` only inside the
     /// writer itself.
     intake: Option<tokio::sync::mpsc::Sender<intake::Job>>,
+    /// PostgreSQL only: the queue of notices to other replicas; `None`
+    /// inside the publisher itself.
+    publisher: Option<tokio::sync::mpsc::Sender<notify::Notice>>,
 }
 
 impl Store {
@@ -211,8 +214,9 @@ impl Store {
 
     /// Publishes the effects of a committed transaction: at once to this
     /// process (watchers, dispatcher, observer), and on PostgreSQL to the
-    /// other replicas.
-    async fn announce(&self, effects: Effects) {
+    /// other replicas through the publisher, without waiting for it (see
+    /// [`notify`]).
+    fn announce(&self, effects: Effects) {
         for id in &effects.touched {
             // No receivers is fine: nobody is watching.
             let _ = self.events.send(*id);
@@ -228,8 +232,14 @@ impl Store {
                 observer.request_closed(c);
             }
         }
-        if self.backend == Backend::Postgres {
-            self.publish(&effects.touched, effects.new_work).await;
+        if let Some(publisher) = &self.publisher {
+            let notice = notify::Notice {
+                touched: effects.touched,
+                new_work: effects.new_work,
+            };
+            if publisher.try_send(notice).is_err() {
+                tracing::debug!("notice queue full; other replicas will poll");
+            }
         }
     }
 
@@ -445,11 +455,17 @@ pub(super) mod testing {
             .execute(&mut admin)
             .await
             .unwrap();
-        let base = &admin_url[..admin_url.rfind('/').unwrap()];
-        let store = Store::connect(&format!("{base}/{name}"), &StoreOptions::default())
+        let store = Store::connect(&postgres_url(&name), &StoreOptions::default())
             .await
             .unwrap();
         Some((name, store))
+    }
+
+    /// The URL of the database `name` made by [`postgres`], for a second
+    /// store on it (another replica).
+    pub fn postgres_url(name: &str) -> String {
+        let admin_url = admin_url();
+        format!("{}/{name}", &admin_url[..admin_url.rfind('/').unwrap()])
     }
 
     /// Closes `store` and drops its database made by [`postgres`].

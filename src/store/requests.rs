@@ -242,7 +242,7 @@ impl Store {
         let mut effects = Effects::default();
         apply(&mut tx, self.backend, &changes, now, &mut effects).await?;
         tx.commit().await?;
-        self.announce(effects).await;
+        self.announce(effects);
         let reached = open
             .into_iter()
             .filter(|i| i.first_instructed_at.is_some())
