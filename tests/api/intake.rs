@@ -46,14 +46,7 @@ async fn idempotent_submit(db: TestDb) {
         .into_inner()
         .requests;
     assert_eq!(listed.len(), 1);
-    let instructions = app
-        .instructions
-        .clone()
-        .list_instructions(pb::ListInstructionsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .instructions;
+    let instructions = all_instructions(&app).await;
     assert_eq!(
         instructions.len(),
         1,
@@ -108,14 +101,7 @@ async fn racing_repeats_are_one_request(db: TestDb) {
     let mut submitted: Vec<_> = requests.iter().map(|r| r.request_id.clone()).collect();
     submitted.sort();
     assert_eq!(ids, submitted);
-    let stored = app
-        .instructions
-        .clone()
-        .list_instructions(pb::ListInstructionsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .instructions;
+    let stored = all_instructions(&app).await;
     assert_eq!(
         stored.len(),
         requests.len(),

@@ -61,12 +61,12 @@ async fn concurrency_is_bounded_per_processor_and_overall(db: TestDb) {
 /// work left.
 async fn scarce_slots_reach_every_processor_in_turn(db: TestDb) {
     let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 2).await;
-    let mut fakes = Vec::new();
-    for id in ["pa", "pb", "pc"] {
-        let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-        register(&app, push_processor(id, &fake.endpoint())).await;
-        fakes.push(fake);
-    }
+    let fakes = push_processors(
+        &app,
+        &["pa", "pb", "pc"],
+        Reply::done(pb::Outcome::Completed),
+    )
+    .await;
     for n in 0..6 {
         submit(&app, deletion(&format!("u{n}@example.com"))).await;
     }
@@ -88,12 +88,12 @@ async fn scarce_slots_reach_every_processor_in_turn(db: TestDb) {
 /// is claimed whole, in one pass, rather than split across two.
 async fn slots_are_shared_evenly_and_requests_claimed_whole(db: TestDb) {
     let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 8).await;
-    let mut fakes = Vec::new();
-    for id in ["pa", "pb", "pc"] {
-        let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-        register(&app, push_processor(id, &fake.endpoint())).await;
-        fakes.push(fake);
-    }
+    let fakes = push_processors(
+        &app,
+        &["pa", "pb", "pc"],
+        Reply::done(pb::Outcome::Completed),
+    )
+    .await;
     let mut requests = Vec::new();
     for n in 0..4 {
         requests.push(submit(&app, deletion(&format!("w{n}@example.com"))).await);

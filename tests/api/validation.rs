@@ -108,16 +108,6 @@ async fn all_processors(app: &TestApp) -> Vec<pb::Processor> {
         .processors
 }
 
-async fn all_instructions(app: &TestApp) -> Vec<pb::Instruction> {
-    app.instructions
-        .clone()
-        .list_instructions(pb::ListInstructionsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .instructions
-}
-
 /// An app with one pull processor, `intake`, which is never delivered to
 /// unless it pulls: whatever the tests find stored is what they stored.
 async fn app_with_pull_processor(db: &TestDb) -> (TestApp, String) {

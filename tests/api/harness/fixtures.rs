@@ -7,7 +7,7 @@ use prost_types::Duration as PbDuration;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use super::TestApp;
+use super::{FakeProcessor, Reply, TestApp};
 
 /// A fresh request id.
 pub fn new_id() -> String {
@@ -193,6 +193,28 @@ pub fn violations(status: &tonic::Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The first page of instructions (every one, in the tests' small sets).
+pub async fn all_instructions(app: &TestApp) -> Vec<pb::Instruction> {
+    app.instructions
+        .clone()
+        .list_instructions(pb::ListInstructionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .instructions
+}
+
+/// Push processors with these ids, each a fake answering `reply`.
+pub async fn push_processors(app: &TestApp, ids: &[&str], reply: Reply) -> Vec<FakeProcessor> {
+    let mut fakes = Vec::new();
+    for id in ids {
+        let fake = FakeProcessor::start(reply.clone()).await;
+        register(app, push_processor(id, &fake.endpoint())).await;
+        fakes.push(fake);
+    }
+    fakes
+}
+
 /// Follows the instruction's request until the instruction reaches `state`;
 /// returns it as listed then.
 pub async fn wait_for_state(
@@ -201,13 +223,8 @@ pub async fn wait_for_state(
     state: pb::InstructionState,
 ) -> pb::Instruction {
     let find = || async {
-        app.instructions
-            .clone()
-            .list_instructions(pb::ListInstructionsRequest::default())
+        all_instructions(app)
             .await
-            .unwrap()
-            .into_inner()
-            .instructions
             .into_iter()
             .find(|i| i.instruction_id == instruction_id)
             .expect("instruction exists")
