@@ -18,9 +18,10 @@
 //! of its slots coming free, whichever comes first (a wake-up while fewer
 //! slots are free waits for them, or at most the poll interval: claims come
 //! in batches, not one per submission); a pass that filled its slots skips
-//! the due-time lookup, as finishing deliveries wake it anyway. Shutdown stops claiming and waits
-//! (up to the drain timeout) for deliveries in flight; any it abandons are
-//! redelivered after their lease expires, with the same instruction id.
+//! the due-time lookup, as finishing deliveries wake it anyway. Shutdown
+//! stops claiming and waits (up to the drain timeout) for deliveries in
+//! flight; any it abandons are redelivered after their lease expires, with
+//! the same instruction id.
 
 pub mod adapter;
 pub mod grpc;

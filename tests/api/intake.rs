@@ -37,14 +37,7 @@ async fn idempotent_submit(db: TestDb) {
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 
-    let listed = app
-        .requests
-        .clone()
-        .list_requests(pb::ListRequestsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .requests;
+    let listed = all_requests(&app).await;
     assert_eq!(listed.len(), 1);
     let instructions = all_instructions(&app).await;
     assert_eq!(

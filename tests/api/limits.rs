@@ -56,17 +56,22 @@ async fn concurrency_is_bounded_per_processor_and_overall(db: TestDb) {
     app.stop().await;
 }
 
+/// Push processors `pa`, `pb` and `pc`, each completing at once.
+async fn three_completing_processors(app: &TestApp) -> Vec<FakeProcessor> {
+    push_processors(
+        app,
+        &["pa", "pb", "pc"],
+        Reply::done(pb::Outcome::Completed),
+    )
+    .await
+}
+
 /// With fewer free slots than processors, the processors that go without
 /// in one pass go first in the next: none waits until the others have no
 /// work left.
 async fn scarce_slots_reach_every_processor_in_turn(db: TestDb) {
     let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 2).await;
-    let fakes = push_processors(
-        &app,
-        &["pa", "pb", "pc"],
-        Reply::done(pb::Outcome::Completed),
-    )
-    .await;
+    let fakes = three_completing_processors(&app).await;
     for n in 0..6 {
         submit(&app, deletion(&format!("u{n}@example.com"))).await;
     }
@@ -88,12 +93,7 @@ async fn scarce_slots_reach_every_processor_in_turn(db: TestDb) {
 /// is claimed whole, in one pass, rather than split across two.
 async fn slots_are_shared_evenly_and_requests_claimed_whole(db: TestDb) {
     let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 8).await;
-    let fakes = push_processors(
-        &app,
-        &["pa", "pb", "pc"],
-        Reply::done(pb::Outcome::Completed),
-    )
-    .await;
+    let fakes = three_completing_processors(&app).await;
     let mut requests = Vec::new();
     for n in 0..4 {
         requests.push(submit(&app, deletion(&format!("w{n}@example.com"))).await);

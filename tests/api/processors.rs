@@ -318,14 +318,7 @@ async fn disabled_processor_gets_no_new_instructions_but_finishes_old_ones(db: T
         .await
         .unwrap_err();
     assert_eq!(violations(&err), ["processor_ids[0]"]);
-    let listed = app
-        .requests
-        .clone()
-        .list_requests(pb::ListRequestsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .requests;
+    let listed = all_requests(&app).await;
     assert_eq!(listed.len(), 3, "the rejected request was not stored");
 
     // In-flight work continues: the pending instruction is delivered ...

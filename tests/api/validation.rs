@@ -88,16 +88,6 @@ fn submission(edit: impl FnOnce(&mut pb::SubmitRequestRequest)) -> pb::SubmitReq
     r
 }
 
-async fn all_requests(app: &TestApp) -> Vec<pb::DataSubjectRequest> {
-    app.requests
-        .clone()
-        .list_requests(pb::ListRequestsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .requests
-}
-
 async fn all_processors(app: &TestApp) -> Vec<pb::Processor> {
     app.processors
         .clone()

@@ -193,6 +193,17 @@ pub fn violations(status: &tonic::Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The first page of requests (every one, in the tests' small sets).
+pub async fn all_requests(app: &TestApp) -> Vec<pb::DataSubjectRequest> {
+    app.requests
+        .clone()
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .requests
+}
+
 /// The first page of instructions (every one, in the tests' small sets).
 pub async fn all_instructions(app: &TestApp) -> Vec<pb::Instruction> {
     app.instructions
