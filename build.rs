@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }
+    // `sqlx::migrate!` embeds the migration files at compile time; without
+    // this, cargo does not notice a new one and keeps the old list.
+    println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("dsr_descriptor.bin"), fds.encode_to_vec())?;
