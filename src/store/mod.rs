@@ -547,6 +547,81 @@ mod tests {
         assert_eq!(counts, (1, 1, 2), "REPEATABLE READ");
     }
 
+    /// Runs `statement` in a transaction of its own, rolled back: whether
+    /// the database took it.
+    async fn takes(store: &Store, statement: &'static str) -> bool {
+        let mut tx = store.begin().await.unwrap();
+        let taken = sqlx::query(statement).execute(&mut *tx).await.is_ok();
+        tx.rollback().await.unwrap();
+        taken
+    }
+
+    /// No row can refer to a missing request, processor or instruction,
+    /// and no row referred to can go or change its key: foreign keys on
+    /// SQLite, batch checks and refusals on PostgreSQL (migration 0006).
+    async fn references_hold(store: &Store) {
+        let mut tx = store.begin().await.unwrap();
+        testing::insert_processor(&mut tx, 1).await;
+        for statement in [
+            "insert into requests (id, kind, jurisdiction, status, submitted_at, received_at, \
+             channel, requester, verification_level, verification_method, labels, identity_types, \
+             subject, fingerprint, open_instructions, event_seq) values ('r1', 'DELETE', 'CCPA', \
+             'RECEIVED', 0, 0, 'test', 'SELF', 'NONE', 'none', '{}', '[]', null, 'f', 1, 1)",
+            "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
+             submitted_at, state, created_at) values ('i1', 'r1', 'p1', 'DELETE', 'CCPA', 0, \
+             'PENDING', 0)",
+            "insert into delivery_attempts (instruction_id, attempt, started_at, result) \
+             values ('i1', 1, 0, 'pending')",
+            "insert into request_events (request_id, seq, occurred_at, body) values ('r1', 1, 0, '{}')",
+            "insert into completion_records (request_id, canonical_json, digest, created_at) \
+             values ('r1', '{}', '0000000000000000000000000000000000000000000000000000000000000000', 0)",
+        ] {
+            sqlx::query(statement).execute(&mut *tx).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        assert!(
+            takes(store, "insert into request_events (request_id, seq, occurred_at, body) values ('r1', 2, 0, '{}')").await,
+            "a row whose parent exists is taken"
+        );
+        for refused in [
+            "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
+             submitted_at, state, created_at) values ('i2', 'nope', 'p1', 'DELETE', 'CCPA', 0, \
+             'PENDING', 0)",
+            "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
+             submitted_at, state, created_at) values ('i2', 'r1', 'nope', 'DELETE', 'CCPA', 0, \
+             'PENDING', 0)",
+            "insert into delivery_attempts (instruction_id, attempt, started_at, result) \
+             values ('nope', 1, 0, 'pending')",
+            "insert into request_events (request_id, seq, occurred_at, body) values ('nope', 1, 0, '{}')",
+            "insert into completion_records (request_id, canonical_json, digest, created_at) \
+             values ('nope', '{}', '0000000000000000000000000000000000000000000000000000000000000000', 0)",
+            "delete from requests where id = 'r1'",
+            "delete from processors where id = 'p1'",
+            "delete from instructions where id = 'i1'",
+            "update requests set id = 'r2' where id = 'r1'",
+            "update instructions set request_id = 'nope' where id = 'i1'",
+            "update instructions set processor_id = 'nope' where id = 'i1'",
+        ] {
+            assert!(!takes(store, refused).await, "refused: {refused}");
+        }
+    }
+
+    #[tokio::test]
+    async fn references_hold_sqlite() {
+        let (_dir, store) = testing::sqlite().await;
+        references_hold(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn references_hold_postgres() {
+        let Some((name, store)) = testing::postgres().await else {
+            return;
+        };
+        references_hold(&store).await;
+        testing::drop_postgres(&name, store).await;
+    }
+
     /// Intake waiting behind several other writers goes next: the others
     /// queue among themselves first.
     #[tokio::test]
