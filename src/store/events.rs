@@ -81,10 +81,19 @@ pub(super) async fn append_events(
     if events.is_empty() {
         return Ok(());
     }
-    let mut sql = Sql::new(
-        backend,
-        "insert into request_events (request_id, seq, occurred_at, body) ",
-    );
+    let mut sql = Sql::new(backend, INSERT_EVENTS);
+    select_events(&mut sql, events, now);
+    sql.query().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The head of an insert of [`select_events`]' rows.
+pub(super) const INSERT_EVENTS: &str =
+    "insert into request_events (request_id, seq, occurred_at, body) ";
+
+/// Appends a `SELECT` of `events` as `request_events` rows (columns
+/// `request_id`, `seq`, `occurred_at`, `body`), for an insert to take.
+pub(super) fn select_events(sql: &mut Sql, events: &[NewEvent<'_>], now: Timestamp) {
     sql.select_rows(
         &[
             ("request_id", Col::Text),
@@ -106,8 +115,6 @@ pub(super) async fn append_events(
             ]
         }),
     );
-    sql.query().execute(&mut *conn).await?;
-    Ok(())
 }
 
 impl Store {

@@ -98,6 +98,8 @@ pub(super) struct Sql {
     pub text: String,
     pub binds: Vec<Bind>,
     backend: Backend,
+    /// Prepared on PostgreSQL although it does not start with `insert`.
+    inserts_only: bool,
 }
 
 impl Sql {
@@ -106,6 +108,7 @@ impl Sql {
             text: text.into(),
             binds: Vec::new(),
             backend,
+            inserts_only: false,
         }
     }
 
@@ -272,10 +275,20 @@ impl Sql {
         }
     }
 
+    /// Marks a statement made only of inserts from bound rows (a `WITH`
+    /// chain of them), which reads no table and so is prepared like a
+    /// plain insert (see the module documentation).
+    pub fn inserts_only(&mut self) -> &mut Self {
+        self.inserts_only = true;
+        self
+    }
+
     /// The executable query: on PostgreSQL unprepared unless it is an
     /// insert (see the module documentation).
     pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-        let prepared = self.backend == Backend::Sqlite || self.text.starts_with("insert into ");
+        let prepared = self.backend == Backend::Sqlite
+            || self.inserts_only
+            || self.text.starts_with("insert into ");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.as_str())).persistent(prepared);
         for b in &self.binds {
             q = match b {
