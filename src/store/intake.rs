@@ -15,6 +15,13 @@
 //! commit, so durability is exactly that of one transaction per request; a
 //! batch that fails is retried one request at a time, so one bad request
 //! cannot fail its neighbours.
+//!
+//! On PostgreSQL that transaction is a single statement, its inserts
+//! chained by `WITH` and committed on their own: the writer waits for one
+//! round trip per batch instead of five. (The fsync is not what a batch
+//! waits for here — about 60 µs on the development machines — but
+//! PostgreSQL's work on the rows and the trips between the two processes
+//! on two busy cores.)
 
 use std::collections::HashSet;
 
