@@ -35,31 +35,8 @@ alter table completion_records drop constraint completion_records_request_id_fke
 -- in: 7 ms at 20,000), and PL/pgSQL keeps a statement's first plan for the
 -- session, made while the tables may have been empty (a scan of the
 -- parent for every new row once it has grown). So everything but index
--- probes is off inside them.
-create function instructions_references_exist() returns trigger language plpgsql
-    set enable_hashjoin = off set enable_mergejoin = off set enable_seqscan = off as $$
-begin
-    if exists (select 1 from new_rows n where not exists (select 1 from requests r where r.id = n.request_id)) then
-        raise foreign_key_violation using message = 'an instruction refers to a request that does not exist';
-    end if;
-    if exists (select 1 from new_rows n where not exists (select 1 from processors p where p.id = n.processor_id)) then
-        raise foreign_key_violation using message = 'an instruction refers to a processor that does not exist';
-    end if;
-    return null;
-end;
-$$;
-
-create function attempts_references_exist() returns trigger language plpgsql
-    set enable_hashjoin = off set enable_mergejoin = off set enable_seqscan = off as $$
-begin
-    if exists (select 1 from new_rows n where not exists (select 1 from instructions i where i.id = n.instruction_id)) then
-        raise foreign_key_violation using message = 'a delivery attempt refers to an instruction that does not exist';
-    end if;
-    return null;
-end;
-$$;
-
--- Shared by the two tables whose rows refer to a request by `request_id`.
+-- probes is off inside them. One function per parent table, shared by
+-- every child that names the parent by the same column.
 create function request_references_exist() returns trigger language plpgsql
     set enable_hashjoin = off set enable_mergejoin = off set enable_seqscan = off as $$
 begin
@@ -70,16 +47,39 @@ begin
 end;
 $$;
 
-create trigger instructions_references after insert on instructions
-    referencing new table as new_rows
-    for each statement execute function instructions_references_exist();
-create trigger delivery_attempts_references after insert on delivery_attempts
-    referencing new table as new_rows
-    for each statement execute function attempts_references_exist();
-create trigger request_events_references after insert on request_events
+create function processor_references_exist() returns trigger language plpgsql
+    set enable_hashjoin = off set enable_mergejoin = off set enable_seqscan = off as $$
+begin
+    if exists (select 1 from new_rows n where not exists (select 1 from processors p where p.id = n.processor_id)) then
+        raise foreign_key_violation using message = format('a row of %s refers to a processor that does not exist', tg_table_name);
+    end if;
+    return null;
+end;
+$$;
+
+create function instruction_references_exist() returns trigger language plpgsql
+    set enable_hashjoin = off set enable_mergejoin = off set enable_seqscan = off as $$
+begin
+    if exists (select 1 from new_rows n where not exists (select 1 from instructions i where i.id = n.instruction_id)) then
+        raise foreign_key_violation using message = format('a row of %s refers to an instruction that does not exist', tg_table_name);
+    end if;
+    return null;
+end;
+$$;
+
+create trigger instructions_request_exists after insert on instructions
     referencing new table as new_rows
     for each statement execute function request_references_exist();
-create trigger completion_records_references after insert on completion_records
+create trigger instructions_processor_exists after insert on instructions
+    referencing new table as new_rows
+    for each statement execute function processor_references_exist();
+create trigger delivery_attempts_instruction_exists after insert on delivery_attempts
+    referencing new table as new_rows
+    for each statement execute function instruction_references_exist();
+create trigger request_events_request_exists after insert on request_events
+    referencing new table as new_rows
+    for each statement execute function request_references_exist();
+create trigger completion_records_request_exists after insert on completion_records
     referencing new table as new_rows
     for each statement execute function request_references_exist();
 

@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{json, micros};
+use super::codec::{json, micros, request_id};
 use super::events::{EventKind, INSERT_EVENTS, NewEvent, append_events, select_events};
 use super::records::write_records;
 use super::sql::{Bind, Col, Sql};
@@ -241,7 +241,7 @@ impl Store {
         };
         let mut taken = Vec::with_capacity(inserted.len());
         for p in planned {
-            if inserted.contains(&p.job.req.id.to_string()) {
+            if inserted.contains(&p.job.req.id) {
                 effects.touched.push(p.job.req.id);
                 effects.new_work |= !p.instructions.is_empty();
                 taken.push((p.job.req.id, p.instructions));
@@ -259,24 +259,22 @@ impl Store {
         &self,
         planned: &[Planned<'_>],
         now: Timestamp,
-    ) -> Result<HashSet<String>, StoreError> {
+    ) -> Result<HashSet<RequestId>, StoreError> {
         let mut sql = Sql::new(self.backend, "with r as (");
         sql.push(INSERT_REQUESTS);
         select_requests(&mut sql, planned);
         sql.push(" where true on conflict (id) do nothing returning id), i as (")
             .push(INSERT_INSTRUCTIONS)
             .push("select * from (");
-        select_instructions(&mut sql, planned);
+        select_instructions(&mut sql, planned.iter());
         sql.push(") x where x.request_id in (select r.id from r)), e as (")
             .push(INSERT_EVENTS)
             .push("select * from (");
-        select_events(&mut sql, &first_events(planned), now);
+        select_events(&mut sql, &first_events(planned.iter()), now);
         sql.push(") x where x.request_id in (select r.id from r)) select id from r")
             .inserts_only();
         let rows = sql.query().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>("id").map_err(StoreError::from))
-            .collect()
+        rows.iter().map(|r| request_id(r, "id")).collect()
     }
 
     /// The batch as a transaction of several statements: on SQLite, and on
@@ -287,30 +285,35 @@ impl Store {
         planned: &[Planned<'_>],
         now: Timestamp,
         effects: &mut Effects,
-    ) -> Result<HashSet<String>, StoreError> {
+    ) -> Result<HashSet<RequestId>, StoreError> {
         let mut tx = self.begin_turn(super::Turn::Intake).await?;
         let mut sql = Sql::new(self.backend, INSERT_REQUESTS);
         select_requests(&mut sql, planned);
         // `where true`: SQLite's parser needs it before an upsert clause.
         sql.push(" where true on conflict (id) do nothing returning id");
-        let inserted: HashSet<String> = sql
+        let inserted: HashSet<RequestId> = sql
             .query()
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|r| r.try_get::<String, _>("id"))
+            .map(|r| request_id(r, "id"))
             .collect::<Result<_, _>>()?;
-        let taken: Vec<Planned> = planned
+        let taken: Vec<&Planned> = planned
             .iter()
-            .filter(|p| inserted.contains(&p.job.req.id.to_string()))
-            .cloned()
+            .filter(|p| inserted.contains(&p.job.req.id))
             .collect();
         if taken.iter().any(|p| !p.instructions.is_empty()) {
             let mut sql = Sql::new(self.backend, INSERT_INSTRUCTIONS);
-            select_instructions(&mut sql, &taken);
+            select_instructions(&mut sql, taken.iter().copied());
             sql.query().execute(&mut *tx).await?;
         }
-        append_events(&mut tx, self.backend, &first_events(&taken), now).await?;
+        append_events(
+            &mut tx,
+            self.backend,
+            &first_events(taken.iter().copied()),
+            now,
+        )
+        .await?;
         let unmatched: Vec<_> = taken
             .iter()
             .filter(|p| p.instructions.is_empty())
@@ -381,7 +384,6 @@ impl Store {
 }
 
 /// A submission of a batch, with the instructions it would get.
-#[derive(Clone)]
 struct Planned<'a> {
     job: &'a Job,
     targets: &'a [&'a Processor],
@@ -445,7 +447,7 @@ const INSERT_INSTRUCTIONS: &str = "insert into instructions (id, request_id, pro
 
 /// Appends a `SELECT` of the planned requests' instructions as
 /// `instructions` rows, each with the identities its processor accepts.
-fn select_instructions(sql: &mut Sql, planned: &[Planned<'_>]) {
+fn select_instructions<'p, 'a: 'p>(sql: &mut Sql, planned: impl Iterator<Item = &'p Planned<'a>>) {
     sql.select_rows(
         &[
             ("id", Col::Text),
@@ -460,7 +462,7 @@ fn select_instructions(sql: &mut Sql, planned: &[Planned<'_>]) {
             ("created_at", Col::Int),
             ("trace_context", Col::Text),
         ],
-        planned.iter().flat_map(|p| {
+        planned.flat_map(|p| {
             p.instructions
                 .iter()
                 .zip(p.targets.iter())
@@ -489,9 +491,8 @@ fn select_instructions(sql: &mut Sql, planned: &[Planned<'_>]) {
 }
 
 /// The planned requests' first events: received.
-fn first_events<'a>(planned: &[Planned<'a>]) -> Vec<NewEvent<'a>> {
+fn first_events<'p, 'a: 'p>(planned: impl Iterator<Item = &'p Planned<'a>>) -> Vec<NewEvent<'a>> {
     planned
-        .iter()
         .map(|p| NewEvent {
             request: p.job.req.id,
             seq: 1,

@@ -549,11 +549,48 @@ mod tests {
 
     /// Runs `statement` in a transaction of its own, rolled back: whether
     /// the database took it.
-    async fn takes(store: &Store, statement: &'static str) -> bool {
+    async fn takes(store: &Store, statement: &str) -> bool {
         let mut tx = store.begin().await.unwrap();
-        let taken = sqlx::query(statement).execute(&mut *tx).await.is_ok();
+        let taken = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await
+            .is_ok();
         tx.rollback().await.unwrap();
         taken
+    }
+
+    /// An insert of a bare instruction row.
+    fn instruction(id: &str, request: &str, processor: &str) -> String {
+        format!(
+            "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
+             submitted_at, state, created_at) \
+             values ('{id}', '{request}', '{processor}', 'DELETE', 'CCPA', 0, 'PENDING', 0)"
+        )
+    }
+
+    /// An insert of a bare delivery attempt.
+    fn attempt(instruction: &str) -> String {
+        format!(
+            "insert into delivery_attempts (instruction_id, attempt, started_at, result) \
+             values ('{instruction}', 1, 0, 'pending')"
+        )
+    }
+
+    /// An insert of a bare event.
+    fn event(request: &str, seq: i64) -> String {
+        format!(
+            "insert into request_events (request_id, seq, occurred_at, body) \
+             values ('{request}', {seq}, 0, '{{}}')"
+        )
+    }
+
+    /// An insert of a bare completion record.
+    fn record(request: &str) -> String {
+        format!(
+            "insert into completion_records (request_id, canonical_json, digest, created_at) \
+             values ('{request}', '{{}}', '{}', 0)",
+            "0".repeat(64)
+        )
     }
 
     /// No row can refer to a missing request, processor or instruction,
@@ -562,47 +599,42 @@ mod tests {
     async fn references_hold(store: &Store) {
         let mut tx = store.begin().await.unwrap();
         testing::insert_processor(&mut tx, 1).await;
+        let request = "insert into requests (id, kind, jurisdiction, status, submitted_at, \
+             received_at, channel, requester, verification_level, verification_method, labels, \
+             identity_types, subject, fingerprint, open_instructions, event_seq) values ('r1', \
+             'DELETE', 'CCPA', 'RECEIVED', 0, 0, 'test', 'SELF', 'NONE', 'none', '{}', '[]', \
+             null, 'f', 1, 1)";
         for statement in [
-            "insert into requests (id, kind, jurisdiction, status, submitted_at, received_at, \
-             channel, requester, verification_level, verification_method, labels, identity_types, \
-             subject, fingerprint, open_instructions, event_seq) values ('r1', 'DELETE', 'CCPA', \
-             'RECEIVED', 0, 0, 'test', 'SELF', 'NONE', 'none', '{}', '[]', null, 'f', 1, 1)",
-            "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
-             submitted_at, state, created_at) values ('i1', 'r1', 'p1', 'DELETE', 'CCPA', 0, \
-             'PENDING', 0)",
-            "insert into delivery_attempts (instruction_id, attempt, started_at, result) \
-             values ('i1', 1, 0, 'pending')",
-            "insert into request_events (request_id, seq, occurred_at, body) values ('r1', 1, 0, '{}')",
-            "insert into completion_records (request_id, canonical_json, digest, created_at) \
-             values ('r1', '{}', '0000000000000000000000000000000000000000000000000000000000000000', 0)",
+            request.to_string(),
+            instruction("i1", "r1", "p1"),
+            attempt("i1"),
+            event("r1", 1),
+            record("r1"),
         ] {
-            sqlx::query(statement).execute(&mut *tx).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
         }
         tx.commit().await.unwrap();
         assert!(
-            takes(store, "insert into request_events (request_id, seq, occurred_at, body) values ('r1', 2, 0, '{}')").await,
+            takes(store, &event("r1", 2)).await,
             "a row whose parent exists is taken"
         );
         for refused in [
-            "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
-             submitted_at, state, created_at) values ('i2', 'nope', 'p1', 'DELETE', 'CCPA', 0, \
-             'PENDING', 0)",
-            "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
-             submitted_at, state, created_at) values ('i2', 'r1', 'nope', 'DELETE', 'CCPA', 0, \
-             'PENDING', 0)",
-            "insert into delivery_attempts (instruction_id, attempt, started_at, result) \
-             values ('nope', 1, 0, 'pending')",
-            "insert into request_events (request_id, seq, occurred_at, body) values ('nope', 1, 0, '{}')",
-            "insert into completion_records (request_id, canonical_json, digest, created_at) \
-             values ('nope', '{}', '0000000000000000000000000000000000000000000000000000000000000000', 0)",
-            "delete from requests where id = 'r1'",
-            "delete from processors where id = 'p1'",
-            "delete from instructions where id = 'i1'",
-            "update requests set id = 'r2' where id = 'r1'",
-            "update instructions set request_id = 'nope' where id = 'i1'",
-            "update instructions set processor_id = 'nope' where id = 'i1'",
+            instruction("i2", "nope", "p1"),
+            instruction("i2", "r1", "nope"),
+            attempt("nope"),
+            event("nope", 1),
+            record("nope"),
+            "delete from requests where id = 'r1'".into(),
+            "delete from processors where id = 'p1'".into(),
+            "delete from instructions where id = 'i1'".into(),
+            "update requests set id = 'r2' where id = 'r1'".into(),
+            "update instructions set request_id = 'nope' where id = 'i1'".into(),
+            "update instructions set processor_id = 'nope' where id = 'i1'".into(),
         ] {
-            assert!(!takes(store, refused).await, "refused: {refused}");
+            assert!(!takes(store, &refused).await, "refused: {refused}");
         }
     }
 
