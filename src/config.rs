@@ -89,6 +89,12 @@ pub struct Config {
     #[arg(long, env = "DSR_LEASE_MARGIN", default_value = "30s", value_parser = duration)]
     pub lease_margin: Duration,
 
+    /// While submissions queue, deliveries keep a quarter of
+    /// `--max-in-flight` until the oldest due work is this late, e.g.
+    /// `30s`; `0s` turns the rule off.
+    #[arg(long, env = "DSR_INTAKE_PRIORITY", default_value = "30s", value_parser = duration)]
+    pub intake_priority: Duration,
+
     /// How long shutdown waits for deliveries in flight, e.g. `20s`.
     #[arg(long, env = "DSR_DRAIN_TIMEOUT", default_value = "20s", value_parser = duration)]
     pub drain_timeout: Duration,
@@ -115,6 +121,7 @@ impl Config {
             max_in_flight: self.max_in_flight,
             poll_interval: self.poll_interval,
             lease_margin: self.lease_margin,
+            intake_priority: self.intake_priority,
             drain_timeout: self.drain_timeout,
         }
     }

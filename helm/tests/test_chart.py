@@ -141,6 +141,7 @@ def test_settings_come_from_the_configmap(rendered, scenario):
         "DSR_MAX_IN_FLIGHT",
         "DSR_POLL_INTERVAL",
         "DSR_LEASE_MARGIN",
+        "DSR_INTAKE_PRIORITY",
         "DSR_DRAIN_TIMEOUT",
         "DSR_LOG_FORMAT",
         "RUST_LOG",
@@ -261,6 +262,7 @@ def test_defaults_are_one_sqlite_replica(rendered):
     assert r.containers[0]["image"] == "dsr-orchestrator:0.1.0"
     assert r.pod["spec"]["terminationGracePeriodSeconds"] == 40
     assert r.config["DSR_DRAIN_TIMEOUT"] == "20s"
+    assert r.config["DSR_INTAKE_PRIORITY"] == "30s"
     assert not any(k.startswith("OTEL_") for k in r.config)
 
 
@@ -333,6 +335,7 @@ def test_postgres_three_replicas(rendered):
     assert cfg["DSR_DB_ACQUIRE_TIMEOUT"] == "5s"
     assert cfg["DSR_MAX_IN_FLIGHT"] == "128"
     assert cfg["DSR_DRAIN_TIMEOUT"] == "30s"
+    assert cfg["DSR_INTAKE_PRIORITY"] == "0s"
     assert r.pod["spec"]["terminationGracePeriodSeconds"] == 45
     assert cfg["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
     assert cfg["OTEL_SERVICE_NAME"] == "dsr-orchestrator"

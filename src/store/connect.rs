@@ -209,6 +209,7 @@ impl Store {
             sqlite_writer,
             intake: None,
             publisher: None,
+            submitting: Arc::default(),
         };
         if backend == Backend::Postgres {
             store.publisher = Some(super::notify::start_publisher(Store {

@@ -24,6 +24,8 @@
 //! on two busy cores.)
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
@@ -56,6 +58,17 @@ pub(super) struct Job {
     now: Timestamp,
     trace_context: Option<String>,
     done: oneshot::Sender<Result<Intake, StoreError>>,
+}
+
+/// One submission being taken in, counted in
+/// [`Store::submissions_in_progress`] until dropped.
+#[must_use = "the submission counts as in progress only while this lives"]
+pub struct Submitting(Arc<AtomicUsize>);
+
+impl Drop for Submitting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Starts the writer; it ends when the last sender is dropped.
@@ -119,6 +132,7 @@ impl Store {
         let Some(writer) = &self.intake else {
             return Err(StoreError::Corrupt("intake writer not running".into()));
         };
+        let _submitting = self.submission_started();
         let (done, answer) = oneshot::channel();
         let job = Job {
             req: req.clone(),
@@ -132,6 +146,21 @@ impl Store {
         answer
             .await
             .unwrap_or_else(|_| Err(StoreError::Corrupt("intake writer stopped".into())))
+    }
+
+    /// How many submissions this process is taking in at this moment
+    /// (waiting for the writer or for their batch's commit). The dispatcher
+    /// reads it to hold deliveries back while callers queue for intake.
+    pub fn submissions_in_progress(&self) -> usize {
+        self.submitting.load(Ordering::Relaxed)
+    }
+
+    /// Counts a submission as in progress until the guard drops: what
+    /// [`Store::submit`] does for each call (public so that tests can stand
+    /// for callers queuing at intake).
+    pub fn submission_started(&self) -> Submitting {
+        self.submitting.fetch_add(1, Ordering::Relaxed);
+        Submitting(self.submitting.clone())
     }
 
     /// Writes a batch of submissions; answers every job.

@@ -52,7 +52,7 @@ pub use connect::{Backend, StoreOptions};
 pub use deliveries::{DeliveryReport, DeliveryResult};
 pub use events::{EventKind, RequestEvent};
 pub use instructions::{DeliveryAttemptRow, InstructionFilter, InstructionPage};
-pub use intake::Intake;
+pub use intake::{Intake, Submitting};
 pub use requests::{RequestCursor, RequestFilter, RequestPage};
 pub use stats::Stats;
 
@@ -115,6 +115,9 @@ pub struct Store {
     /// PostgreSQL only: the queue of notices to other replicas; `None`
     /// inside the publisher itself.
     publisher: Option<tokio::sync::mpsc::Sender<notify::Notice>>,
+    /// Submissions this process is taking in right now (see
+    /// [`Store::submissions_in_progress`]).
+    submitting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store {

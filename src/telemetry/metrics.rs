@@ -49,6 +49,7 @@ pub struct Metrics {
     delivery_duration: Histogram<f64>,
     time_to_acknowledge: Histogram<f64>,
     claim_duration: Histogram<f64>,
+    dispatch_yields: Counter<u64>,
 }
 
 impl Metrics {
@@ -130,6 +131,11 @@ impl Metrics {
                 "Duration of one claim (lease) statement for one processor.",
                 LATENCY_BUCKETS,
             ),
+            dispatch_yields: counter(
+                "dsr_dispatch_yields",
+                "Dispatcher passes that held deliveries to a quarter of --max-in-flight \
+                 while submissions queued.",
+            ),
             registry,
             provider,
             snapshot,
@@ -164,6 +170,11 @@ impl Metrics {
                 ],
             );
         }
+    }
+
+    /// A dispatcher pass held deliveries back for intake.
+    pub fn dispatch_yielded(&self) {
+        self.dispatch_yields.add(1, &[]);
     }
 
     /// A push delivery ended with `result` (`accepted`, `outcome`,

@@ -1,8 +1,10 @@
 //! Dispatcher bounds and error classification, one pass at a time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dsr_orchestrator::clock::ManualClock;
+use dsr_orchestrator::dispatch::QUEUING_SUBMISSIONS;
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
 use tonic::Code;
@@ -14,6 +16,8 @@ backends!(
     concurrency_is_bounded_per_processor_and_overall,
     scarce_slots_reach_every_processor_in_turn,
     slots_are_shared_evenly_and_requests_claimed_whole,
+    deliveries_yield_to_queuing_submissions_until_late,
+    deliveries_never_yield_with_intake_priority_off,
     non_retryable_errors_escalate_at_once
 );
 
@@ -120,6 +124,77 @@ async fn slots_are_shared_evenly_and_requests_claimed_whole(db: TestDb) {
     }
     assert_eq!(first_two, 2);
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 6);
+    app.stop().await;
+}
+
+/// A manual clock's app, one pass at a time, with 16 slots overall, and
+/// `count` submitted deletions for one push processor with room for all.
+async fn sixteen_slots_and_a_queue(
+    db: &TestDb,
+    count: usize,
+    tweak: impl FnOnce(&mut dsr_orchestrator::config::Config),
+) -> (TestApp, Arc<ManualClock>, FakeProcessor) {
+    let clock = Arc::new(ManualClock::new());
+    let options = Options {
+        clock: clock.clone(),
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(db, options, |c| {
+        c.max_in_flight = 16;
+        tweak(c);
+    })
+    .await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let mut vendor = push_processor("vendor", &fake.endpoint());
+    vendor.max_in_flight = 100;
+    register(&app, vendor).await;
+    for n in 0..count {
+        submit(&app, deletion(&format!("q{n}@example.com"))).await;
+    }
+    (app, clock, fake)
+}
+
+/// While callers queue at intake, a pass fills a quarter of the slots;
+/// with fewer callers, or once the oldest due work is `--intake-priority`
+/// late, all of them.
+async fn deliveries_yield_to_queuing_submissions_until_late(db: TestDb) {
+    let (app, clock, fake) = sixteen_slots_and_a_queue(&db, 44, |_| {}).await;
+    // Callers waiting for intake, as many as count as a queue.
+    let mut queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
+        .map(|_| app.store.submission_started())
+        .collect();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
+    // One fewer: no queue, every slot.
+    queue.pop();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 16);
+    queue.push(app.store.submission_started());
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
+    // The 20 left are now 30 s late: the queue no longer holds them back.
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 16);
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
+    assert_eq!(fake.deliveries().len(), 44);
+    let (_, text) = app.admin_get("/metrics").await;
+    let yields = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dsr_dispatch_yields_total "))
+        .expect("yield counter exported");
+    assert_eq!(yields.trim().parse::<f64>().unwrap(), 2.0);
+    drop(queue);
+    app.stop().await;
+}
+
+/// `--intake-priority 0s`: a queue at intake never holds deliveries back.
+async fn deliveries_never_yield_with_intake_priority_off(db: TestDb) {
+    let (app, _clock, fake) =
+        sixteen_slots_and_a_queue(&db, 20, |c| c.intake_priority = Duration::ZERO).await;
+    let _queue: Vec<_> = (0..4 * QUEUING_SUBMISSIONS)
+        .map(|_| app.store.submission_started())
+        .collect();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 16);
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
+    assert_eq!(fake.deliveries().len(), 20);
     app.stop().await;
 }
 
