@@ -37,9 +37,10 @@
 //!
 //! It is a trade, measured with the benchmark on PostgreSQL (alternating
 //! runs, same session): a 10-second burst of 64 clients was taken in
-//! 13–18 % faster (p99 68–75 ms against 75–84), while the burst and its
-//! fan-out together finished 7–12 % later and a whole `fanout` run, whose
-//! submissions now run ahead of their deliveries, 0–5 % later: intake
+//! 12–18 % faster (p99 68–75 ms against 75–84), while over the burst and
+//! its fan-out together 7–12 % fewer requests per second got their
+//! records, and a whole `fanout` run, whose submissions now run ahead of
+//! their deliveries, delivered 0–5 % fewer instructions per second: intake
 //! alone leaves part of the machine idle (it waits on one writer), which
 //! deliveries at full strength would have used. Held to an eighth, intake
 //! gained 22 % and fan-out lost 11 %; held to a half, single runs showed
