@@ -22,6 +22,24 @@
 //! waits for here — about 60 µs on the development machines — but
 //! PostgreSQL's work on the rows and the trips between the two processes
 //! on two busy cores.)
+//!
+//! # The processor registry, kept
+//!
+//! The fan-out is planned from the processor registry, which changes
+//! rarely (an operator registers, updates or disables a processor) and was
+//! read and decoded for every batch: a round trip and a JSON decode per
+//! processor, in front of the single writer. The writer now keeps the copy
+//! it read, with the registry's generation (a number every change to
+//! `processors` bumps, by trigger, in the same transaction), and each
+//! batch's write states the generation it was planned with: on PostgreSQL
+//! a guard inside the batch's one statement, on SQLite a read inside its
+//! transaction. If the registry has moved, nothing is written, the copy is
+//! read again and the batch planned again, so a change made through any
+//! replica counts from the next batch on, as before. A request the copy
+//! would reject is checked against a fresh read first (it may name a
+//! processor registered since). Measured on PostgreSQL, five alternating
+//! rounds: intake 4,553–5,098 → 4,670–5,639 requests/s (+8.5 % on
+//! average).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -76,8 +94,11 @@ pub(super) fn start_writer(store: Store) -> mpsc::Sender<Job> {
     let (tx, mut rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
     tokio::spawn(async move {
         let mut jobs = Vec::with_capacity(MAX_BATCH);
+        let mut registry = None;
         while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-            store.write_batch(std::mem::take(&mut jobs)).await;
+            store
+                .write_batch(std::mem::take(&mut jobs), &mut registry)
+                .await;
         }
     });
     tx
@@ -163,62 +184,136 @@ impl Store {
         Submitting(self.submitting.clone())
     }
 
-    /// Writes a batch of submissions; answers every job.
-    async fn write_batch(&self, jobs: Vec<Job>) {
-        let processors = match self.all_processors().await {
-            Ok(p) => p,
-            Err(e) => {
-                for job in jobs {
-                    let _ = job.done.send(Err(clone_error(&e)));
+    /// Writes a batch of submissions; answers every job. `registry` is the
+    /// writer's copy of the processor registry (`None`: read it first).
+    async fn write_batch(&self, mut jobs: Vec<Job>, registry: &mut Option<Registry>) {
+        for round in 1.. {
+            let read_now = registry.is_none();
+            if read_now {
+                match self.read_registry().await {
+                    Ok(r) => *registry = Some(r),
+                    Err(e) => {
+                        for job in jobs {
+                            let _ = job.done.send(Err(clone_error(&e)));
+                        }
+                        return;
+                    }
                 }
-                return;
             }
-        };
+            let current = registry.as_ref().expect("read above");
+            // The generation is checked by the batch's own write; after a
+            // few moves in a row (processors changing as fast as batches
+            // are written) the batch is written against the copy read
+            // just before it, as every batch was before the copy was kept.
+            let guard = (round < STALE_ROUNDS).then_some(current.generation);
+            match self
+                .write_planned(jobs, &current.processors, guard, read_now)
+                .await
+            {
+                None => return,
+                Some(stale) => {
+                    tracing::debug!(round, "the processor registry changed; planning again");
+                    *registry = None;
+                    jobs = stale;
+                }
+            }
+        }
+    }
+
+    /// Reads the processor registry and its generation (the generation
+    /// first: a change committed between the two reads leaves the copy
+    /// newer than its generation, which the next write then rejects).
+    async fn read_registry(&self) -> Result<Registry, StoreError> {
+        let generation: i64 =
+            sqlx::query_scalar("select generation from processor_registry where id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Registry {
+            generation,
+            processors: self.all_processors().await?,
+        })
+    }
+
+    /// Plans and writes a batch against `processors`; answers every job,
+    /// or hands them all back unanswered when `guard` is no longer the
+    /// registry's generation, or when a job would be rejected by a copy
+    /// not `read_now` (a processor it names may have been registered
+    /// since).
+    async fn write_planned(
+        &self,
+        jobs: Vec<Job>,
+        processors: &[Processor],
+        guard: Option<i64>,
+        read_now: bool,
+    ) -> Option<Vec<Job>> {
         // Requests no processor list accepts are answered at once; a
         // second submission of an id already in this batch waits until the
         // first is committed and is then answered like any repeat.
         let mut seen = HashSet::new();
         let mut fresh = Vec::with_capacity(jobs.len());
         let mut repeats = Vec::new();
+        let mut invalid = Vec::new();
         for job in jobs {
-            match fan_out(&job.req, &processors) {
-                Err(v) => {
-                    let _ = job.done.send(Err(StoreError::Invalid(v)));
-                }
+            match fan_out(&job.req, processors) {
+                Err(v) => invalid.push((job, v)),
                 Ok(targets) if seen.insert(job.req.id) => fresh.push((job, targets)),
                 Ok(_) => repeats.push(job),
             }
         }
-        if fresh.len() > 1 {
+        let mut stale = Vec::new();
+        let doubtful = !invalid.is_empty() && !read_now;
+        if doubtful {
+            stale.extend(fresh.into_iter().map(|(job, _)| job));
+        } else if fresh.len() > 1 {
             // Keep the batch's own jobs if it fails, to retry them alone.
             let requests = fresh.len();
-            match self.insert_batch(fresh).await {
-                Ok(()) => {}
-                Err(left) => {
+            match self.insert_batch(fresh, guard).await {
+                Inserted::Answered => {}
+                Inserted::Stale(jobs) => stale = jobs,
+                Inserted::Failed(left) => {
                     tracing::info!(requests, "a batched intake failed; retrying one by one");
-                    for (job, targets) in left {
-                        let _ = self.insert_batch(vec![(job, targets)]).await;
+                    for one in left {
+                        if let Inserted::Stale(jobs) = self.insert_batch(vec![one], guard).await {
+                            stale.extend(jobs);
+                        }
                     }
                 }
             }
-        } else if !fresh.is_empty() {
-            let _ = self.insert_batch(fresh).await;
+        } else if !fresh.is_empty()
+            && let Inserted::Stale(jobs) = self.insert_batch(fresh, guard).await
+        {
+            stale = jobs;
+        }
+        if doubtful || !stale.is_empty() {
+            // Planned again as a whole: the rejections and repeats too, so
+            // that none is answered from the old copy.
+            stale.extend(invalid.into_iter().map(|(job, _)| job));
+            stale.extend(repeats);
+            return Some(stale);
+        }
+        for (job, v) in invalid {
+            let _ = job.done.send(Err(StoreError::Invalid(v)));
         }
         for job in repeats {
             let result = self.existing(&job.req).await;
             let _ = job.done.send(result);
         }
+        None
     }
 
     /// Inserts the batch in one transaction and answers each job. On a
     /// database failure of a multi-job batch, hands the jobs back
-    /// unanswered (to be retried alone); a single job gets the error.
+    /// unanswered (to be retried alone); a single job gets the error. When
+    /// `guard` is no longer the registry's generation nothing is written
+    /// and every job is handed back.
     async fn insert_batch<'a>(
         &self,
         batch: Vec<(Job, Vec<&'a Processor>)>,
-    ) -> Result<(), Vec<(Job, Vec<&'a Processor>)>> {
-        match self.try_insert_batch(&batch).await {
-            Ok((inserted, effects)) => {
+        guard: Option<i64>,
+    ) -> Inserted<'a> {
+        match self.try_insert_batch(&batch, guard).await {
+            Ok(None) => Inserted::Stale(batch.into_iter().map(|(job, _)| job).collect()),
+            Ok(Some((inserted, effects))) => {
                 self.announce(effects);
                 for (job, _) in batch {
                     let result = match inserted.iter().find(|(id, _)| *id == job.req.id) {
@@ -227,17 +322,17 @@ impl Store {
                     };
                     let _ = job.done.send(result);
                 }
-                Ok(())
+                Inserted::Answered
             }
             Err(e) if batch.len() > 1 => {
                 tracing::debug!(error = %e, "batched intake failed");
-                Err(batch)
+                Inserted::Failed(batch)
             }
             Err(e) => {
                 if let Some((job, _)) = batch.into_iter().next() {
                     let _ = job.done.send(Err(e));
                 }
-                Ok(())
+                Inserted::Answered
             }
         }
     }
@@ -248,7 +343,8 @@ impl Store {
     async fn try_insert_batch(
         &self,
         batch: &[(Job, Vec<&Processor>)],
-    ) -> Result<(Vec<(RequestId, Vec<InstructionView>)>, Effects), StoreError> {
+        guard: Option<i64>,
+    ) -> Result<Option<Taken>, StoreError> {
         let planned: Vec<Planned> = batch
             .iter()
             .map(|(job, targets)| Planned {
@@ -263,10 +359,13 @@ impl Store {
         let inserted = if self.backend == Backend::Postgres
             && planned.iter().all(|p| !p.instructions.is_empty())
         {
-            self.insert_in_one_statement(&planned, now).await?
+            self.insert_in_one_statement(&planned, now, guard).await?
         } else {
-            self.insert_in_transaction(&planned, now, &mut effects)
+            self.insert_in_transaction(&planned, now, guard, &mut effects)
                 .await?
+        };
+        let Some(inserted) = inserted else {
+            return Ok(None);
         };
         let mut taken = Vec::with_capacity(inserted.len());
         for p in planned {
@@ -276,46 +375,80 @@ impl Store {
                 taken.push((p.job.req.id, p.instructions));
             }
         }
-        Ok((taken, effects))
+        Ok(Some((taken, effects)))
     }
 
     /// PostgreSQL, when every request has instructions: the whole batch as
     /// one statement (inserts chained by `WITH`), committed on its own.
     /// That is one round trip where the transaction took five (`BEGIN`,
     /// three inserts, `COMMIT`), and intake's single writer waits for
-    /// each. Returns the ids inserted.
+    /// each. Returns the ids inserted, or `None` (nothing written) when
+    /// `guard` is no longer the registry's generation.
     async fn insert_in_one_statement(
         &self,
         planned: &[Planned<'_>],
         now: Timestamp,
-    ) -> Result<HashSet<RequestId>, StoreError> {
-        let mut sql = Sql::new(self.backend, "with r as (");
-        sql.push(INSERT_REQUESTS);
+        guard: Option<i64>,
+    ) -> Result<Option<HashSet<RequestId>>, StoreError> {
+        let mut sql = Sql::new(self.backend, "with g as (select ");
+        match guard {
+            Some(generation) => sql
+                .push("1 from processor_registry where id = 1 and generation = ")
+                .bind(generation),
+            None => sql.push("1"),
+        };
+        sql.push("), r as (").push(INSERT_REQUESTS);
         select_requests(&mut sql, planned);
-        sql.push(" where true on conflict (id) do nothing returning id), i as (")
-            .push(INSERT_INSTRUCTIONS)
-            .push("select * from (");
+        sql.push(
+            " where exists (select 1 from g) on conflict (id) do nothing returning id), i as (",
+        )
+        .push(INSERT_INSTRUCTIONS)
+        .push("select * from (");
         select_instructions(&mut sql, planned.iter());
         sql.push(") x where x.request_id in (select r.id from r)), e as (")
             .push(INSERT_EVENTS)
             .push("select * from (");
         select_events(&mut sql, &first_events(planned.iter()), now);
-        sql.push(") x where x.request_id in (select r.id from r)) select id from r")
-            .inserts_only();
+        // A row without an id says the guard failed.
+        sql.push(
+            ") x where x.request_id in (select r.id from r)) select id from r \
+             union all select null where not exists (select 1 from g)",
+        )
+        .inserts_only();
         let rows = sql.query().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| request_id(r, "id")).collect()
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<String>, _>("id")?.is_none() {
+                return Ok(None);
+            }
+            inserted.insert(request_id(row, "id")?);
+        }
+        Ok(Some(inserted))
     }
 
     /// The batch as a transaction of several statements: on SQLite, and on
     /// PostgreSQL when a request matched no processor (it is closed, and
-    /// gets its record, in the same transaction). Returns the ids inserted.
+    /// gets its record, in the same transaction). Returns the ids inserted,
+    /// or `None` (nothing written) when `guard` is no longer the registry's
+    /// generation.
     async fn insert_in_transaction(
         &self,
         planned: &[Planned<'_>],
         now: Timestamp,
+        guard: Option<i64>,
         effects: &mut Effects,
-    ) -> Result<HashSet<RequestId>, StoreError> {
+    ) -> Result<Option<HashSet<RequestId>>, StoreError> {
         let mut tx = self.begin_turn(super::Turn::Intake).await?;
+        if let Some(generation) = guard {
+            let current: i64 =
+                sqlx::query_scalar("select generation from processor_registry where id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if current != generation {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
         let mut sql = Sql::new(self.backend, INSERT_REQUESTS);
         select_requests(&mut sql, planned);
         // `where true`: SQLite's parser needs it before an upsert clause.
@@ -350,7 +483,7 @@ impl Store {
             .collect();
         write_records(&mut tx, self.backend, &unmatched, now, effects).await?;
         tx.commit().await?;
-        Ok(inserted)
+        Ok(Some(inserted))
     }
 
     /// The answer for a request this batch inserted: built from what was
@@ -410,6 +543,32 @@ impl Store {
             created: false,
         })
     }
+}
+
+/// The processor registry as the intake writer last read it.
+pub(super) struct Registry {
+    /// `processor_registry.generation` when it was read.
+    generation: i64,
+    /// Every processor.
+    processors: Vec<Processor>,
+}
+
+/// Batches planned against copies this many times in a row, each found
+/// stale by its write, before the next is written unguarded.
+const STALE_ROUNDS: usize = 4;
+
+/// Requests a batch inserted, with their instructions, and what the
+/// transaction did.
+type Taken = (Vec<(RequestId, Vec<InstructionView>)>, Effects);
+
+/// What became of a batch given to [`Store::insert_batch`].
+enum Inserted<'a> {
+    /// Every job was answered.
+    Answered,
+    /// The write failed; none was answered (retry them one by one).
+    Failed(Vec<(Job, Vec<&'a Processor>)>),
+    /// The registry had changed; nothing was written or answered.
+    Stale(Vec<Job>),
 }
 
 /// A submission of a batch, with the instructions it would get.

@@ -276,8 +276,9 @@ impl Sql {
     }
 
     /// Marks a statement made only of inserts from bound rows (a `WITH`
-    /// chain of them), which reads no table and so is prepared like a
-    /// plain insert (see the module documentation).
+    /// chain of them), which reads no table beyond single rows by primary
+    /// key and so is prepared like a plain insert (see the module
+    /// documentation).
     pub fn inserts_only(&mut self) -> &mut Self {
         self.inserts_only = true;
         self

@@ -1,6 +1,7 @@
 //! Intake: idempotent submission and requests that match no processor.
 
 use dsr_orchestrator::pb;
+use dsr_orchestrator::startup::Options;
 use tonic::Code;
 
 use crate::backends;
@@ -9,7 +10,8 @@ use crate::harness::*;
 backends!(
     idempotent_submit,
     racing_repeats_are_one_request,
-    request_matching_no_processor_completes_at_once
+    request_matching_no_processor_completes_at_once,
+    registry_changes_count_from_the_next_submission
 );
 
 /// Test 2: the same id twice is one request; different content is
@@ -135,5 +137,59 @@ async fn request_matching_no_processor_completes_at_once(db: TestDb) {
     assert!(record.note.contains("no processor matched"));
     assert_eq!(record.submitted_at, Some(submitted));
     assert!(fake.deliveries().is_empty());
+    app.stop().await;
+}
+
+/// Intake plans fan-outs from a copy of the processor registry that it
+/// keeps between submissions; every change still counts from the next
+/// submission on: a processor registered since can be named and is fanned
+/// out to (the copy is read again before a request is rejected), and one
+/// disabled since is not (the batch's write finds the registry's
+/// generation moved and the batch is planned again).
+async fn registry_changes_count_from_the_next_submission(db: TestDb) {
+    let options = Options {
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    register(&app, push_processor("vendor", "http://unused:1")).await;
+    let first = submit(&app, deletion("ann@example.com")).await;
+    assert_eq!(processors_of(&first), ["vendor"]);
+
+    register(&app, push_processor("archive", "http://unused:1")).await;
+    let mut named = deletion("bob@example.com");
+    named.processor_ids = vec!["archive".into()];
+    assert_eq!(processors_of(&submit(&app, named).await), ["archive"]);
+    let all = submit(&app, deletion("cy@example.com")).await;
+    assert_eq!(processors_of(&all), ["archive", "vendor"]);
+
+    app.processors
+        .clone()
+        .disable_processor(pb::DisableProcessorRequest {
+            processor_id: "vendor".into(),
+        })
+        .await
+        .unwrap();
+    let after = submit(&app, deletion("dee@example.com")).await;
+    assert_eq!(processors_of(&after), ["archive"]);
+    let mut disabled = deletion("eve@example.com");
+    disabled.processor_ids = vec!["vendor".into()];
+    let err = app
+        .requests
+        .clone()
+        .submit_request(disabled)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violations(&err), ["processor_ids[0]"]);
+
+    // What each caller was told is what was stored.
+    assert_eq!(all_instructions(&app).await.len(), 5);
+    for r in [&first, &all, &after] {
+        assert_eq!(
+            processors_of(&get_request(&app, &r.request_id).await),
+            processors_of(r)
+        );
+    }
     app.stop().await;
 }

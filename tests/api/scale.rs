@@ -136,6 +136,49 @@ async fn last_instructions_finishing_together_write_one_record(db: TestDb) {
     one.stop().await;
 }
 
+/// Each replica's intake keeps a copy of the processor registry between
+/// submissions: changes made through another replica count from its next
+/// submission on, because every batch's statement checks that the copy's
+/// generation is still the registry's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processor_changes_through_one_replica_count_at_the_next_submission_on_another() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let options = || Options {
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let intake = TestApp::spawn_with(&db, options(), |_| {}).await;
+    let admin = TestApp::spawn_with(&db, options(), |_| {}).await;
+    register(&admin, push_processor("vendor", "http://unused:1")).await;
+    let first = submit(&intake, deletion("ann@example.com")).await;
+    assert_eq!(processors_of(&first), ["vendor"]);
+
+    register(&admin, push_processor("archive", "http://unused:1")).await;
+    let second = submit(&intake, deletion("bob@example.com")).await;
+    assert_eq!(processors_of(&second), ["archive", "vendor"]);
+
+    admin
+        .processors
+        .clone()
+        .disable_processor(pb::DisableProcessorRequest {
+            processor_id: "vendor".into(),
+        })
+        .await
+        .unwrap();
+    let third = submit(&intake, deletion("cy@example.com")).await;
+    assert_eq!(processors_of(&third), ["archive"]);
+    for r in [&first, &second, &third] {
+        assert_eq!(
+            processors_of(&get_request(&admin, &r.request_id).await),
+            processors_of(r)
+        );
+    }
+    intake.stop().await;
+    admin.stop().await;
+}
+
 /// A watcher on one replica follows a request whose work another replica
 /// does (LISTEN/NOTIFY, with polling as the fallback).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

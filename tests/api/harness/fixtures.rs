@@ -124,6 +124,17 @@ pub async fn submit(app: &TestApp, req: pb::SubmitRequestRequest) -> pb::DataSub
         .into_inner()
 }
 
+/// The processors a request fanned out to, sorted.
+pub fn processors_of(r: &pb::DataSubjectRequest) -> Vec<&str> {
+    let mut ids: Vec<_> = r
+        .instructions
+        .iter()
+        .map(|i| i.processor_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 /// Follows `WatchRequest` until the stream ends; returns every event.
 pub async fn watch_to_end(
     client: &pb::request_service_client::RequestServiceClient<Channel>,
