@@ -163,13 +163,7 @@ async fn registry_changes_count_from_the_next_submission(db: TestDb) {
     let all = submit(&app, deletion("cy@example.com")).await;
     assert_eq!(processors_of(&all), ["archive", "vendor"]);
 
-    app.processors
-        .clone()
-        .disable_processor(pb::DisableProcessorRequest {
-            processor_id: "vendor".into(),
-        })
-        .await
-        .unwrap();
+    disable(&app, "vendor").await;
     let after = submit(&app, deletion("dee@example.com")).await;
     assert_eq!(processors_of(&after), ["archive"]);
     let mut disabled = deletion("eve@example.com");

@@ -286,15 +286,7 @@ async fn disabled_processor_gets_no_new_instructions_but_finishes_old_ones(db: T
     let second = submit(&app, deletion("grace@example.com")).await;
     assert_eq!(second.instructions.len(), 2);
 
-    let disabled = app
-        .processors
-        .clone()
-        .disable_processor(pb::DisableProcessorRequest {
-            processor_id: "keeper".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let disabled = disable(&app, "keeper").await;
     assert_eq!(disabled.status(), pb::ProcessorStatus::Disabled);
     assert_eq!(
         get(&app, "keeper").await.unwrap().status(),
@@ -512,13 +504,7 @@ async fn processors_file_is_upserted_at_startup(db: TestDb) {
         .callback_token;
     assert_eq!(pull(&app, &token).await, Ok(vec![]));
     // An operator disables the vendor; a reload must not re-enable it.
-    app.processors
-        .clone()
-        .disable_processor(pb::DisableProcessorRequest {
-            processor_id: "platform-vendor".into(),
-        })
-        .await
-        .unwrap();
+    disable(&app, "platform-vendor").await;
     app.stop().await;
 
     // Second start on the same database with renamed processors.

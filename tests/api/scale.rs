@@ -159,14 +159,7 @@ async fn processor_changes_through_one_replica_count_at_the_next_submission_on_a
     let second = submit(&intake, deletion("bob@example.com")).await;
     assert_eq!(processors_of(&second), ["archive", "vendor"]);
 
-    admin
-        .processors
-        .clone()
-        .disable_processor(pb::DisableProcessorRequest {
-            processor_id: "vendor".into(),
-        })
-        .await
-        .unwrap();
+    disable(&admin, "vendor").await;
     let third = submit(&intake, deletion("cy@example.com")).await;
     assert_eq!(processors_of(&third), ["archive"]);
     for r in [&first, &second, &third] {

@@ -114,6 +114,18 @@ pub async fn register(app: &TestApp, processor: pb::Processor) -> String {
         .callback_token
 }
 
+/// Disables processor `id`; returns it as stored.
+pub async fn disable(app: &TestApp, id: &str) -> pb::Processor {
+    app.processors
+        .clone()
+        .disable_processor(pb::DisableProcessorRequest {
+            processor_id: id.into(),
+        })
+        .await
+        .expect("disable processor")
+        .into_inner()
+}
+
 /// Submits; returns the request.
 pub async fn submit(app: &TestApp, req: pb::SubmitRequestRequest) -> pb::DataSubjectRequest {
     app.requests
