@@ -205,7 +205,7 @@ impl Store {
             // few moves in a row (processors changing as fast as batches
             // are written) the batch is written against the copy read
             // just before it, as every batch was before the copy was kept.
-            let guard = (round < STALE_ROUNDS).then_some(current.generation);
+            let guard = (round <= STALE_ROUNDS).then_some(current.generation);
             match self
                 .write_planned(jobs, &current.processors, guard, read_now)
                 .await
