@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dsr_orchestrator::clock::ManualClock;
-use dsr_orchestrator::dispatch::QUEUING_SUBMISSIONS;
+use dsr_orchestrator::dispatch::{HELD_SLOTS, QUEUING_SUBMISSIONS};
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
 use tonic::Code;
@@ -18,6 +18,7 @@ backends!(
     slots_are_shared_evenly_and_requests_claimed_whole,
     deliveries_yield_to_queuing_submissions_until_late,
     deliveries_never_yield_with_intake_priority_off,
+    held_deliveries_keep_at_most_held_slots,
     non_retryable_errors_escalate_at_once
 );
 
@@ -127,10 +128,11 @@ async fn slots_are_shared_evenly_and_requests_claimed_whole(db: TestDb) {
     app.stop().await;
 }
 
-/// A manual clock's app, one pass at a time, with 16 slots overall, and
+/// A manual clock's app, one pass at a time, with `slots` overall, and
 /// `count` submitted deletions for one push processor with room for all.
-async fn sixteen_slots_and_a_queue(
+async fn slots_and_a_queue(
     db: &TestDb,
+    slots: usize,
     count: usize,
     tweak: impl FnOnce(&mut dsr_orchestrator::config::Config),
 ) -> (TestApp, Arc<ManualClock>, FakeProcessor) {
@@ -141,13 +143,13 @@ async fn sixteen_slots_and_a_queue(
         ..Options::default()
     };
     let app = TestApp::spawn_with(db, options, |c| {
-        c.max_in_flight = 16;
+        c.max_in_flight = slots;
         tweak(c);
     })
     .await;
     let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
     let mut vendor = push_processor("vendor", &fake.endpoint());
-    vendor.max_in_flight = 100;
+    vendor.max_in_flight = count as u32;
     register(&app, vendor).await;
     for n in 0..count {
         submit(&app, deletion(&format!("q{n}@example.com"))).await;
@@ -159,7 +161,7 @@ async fn sixteen_slots_and_a_queue(
 /// with fewer callers, or once the oldest due work is `--intake-priority`
 /// late, all of them.
 async fn deliveries_yield_to_queuing_submissions_until_late(db: TestDb) {
-    let (app, clock, fake) = sixteen_slots_and_a_queue(&db, 44, |_| {}).await;
+    let (app, clock, fake) = slots_and_a_queue(&db, 16, 44, |_| {}).await;
     // Callers waiting for intake, as many as count as a queue.
     let mut queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
         .map(|_| app.store.submission_started())
@@ -188,13 +190,29 @@ async fn deliveries_yield_to_queuing_submissions_until_late(db: TestDb) {
 /// `--intake-priority 0s`: a queue at intake never holds deliveries back.
 async fn deliveries_never_yield_with_intake_priority_off(db: TestDb) {
     let (app, _clock, fake) =
-        sixteen_slots_and_a_queue(&db, 20, |c| c.intake_priority = Duration::ZERO).await;
+        slots_and_a_queue(&db, 16, 20, |c| c.intake_priority = Duration::ZERO).await;
     let _queue: Vec<_> = (0..4 * QUEUING_SUBMISSIONS)
         .map(|_| app.store.submission_started())
         .collect();
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 16);
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
     assert_eq!(fake.deliveries().len(), 20);
+    app.stop().await;
+}
+
+/// With many slots, held deliveries keep no more than `HELD_SLOTS` (a
+/// quarter of 512 would be 128): a larger `--max-in-flight` speeds the
+/// fan-out up without slowing bursts down.
+async fn held_deliveries_keep_at_most_held_slots(db: TestDb) {
+    let count = HELD_SLOTS + 16;
+    let (app, _clock, fake) = slots_and_a_queue(&db, 512, count, |_| {}).await;
+    let queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
+        .map(|_| app.store.submission_started())
+        .collect();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), HELD_SLOTS);
+    drop(queue);
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 16);
+    assert_eq!(fake.deliveries().len(), count);
     app.stop().await;
 }
 
