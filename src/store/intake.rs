@@ -224,10 +224,7 @@ impl Store {
     /// first: a change committed between the two reads leaves the copy
     /// newer than its generation, which the next write then rejects).
     async fn read_registry(&self) -> Result<Registry, StoreError> {
-        let generation: i64 =
-            sqlx::query_scalar("select generation from processor_registry where id = 1")
-                .fetch_one(&self.pool)
-                .await?;
+        let generation: i64 = sqlx::query_scalar(GENERATION).fetch_one(&self.pool).await?;
         Ok(Registry {
             generation,
             processors: self.all_processors().await?,
@@ -440,10 +437,7 @@ impl Store {
     ) -> Result<Option<HashSet<RequestId>>, StoreError> {
         let mut tx = self.begin_turn(super::Turn::Intake).await?;
         if let Some(generation) = guard {
-            let current: i64 =
-                sqlx::query_scalar("select generation from processor_registry where id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let current: i64 = sqlx::query_scalar(GENERATION).fetch_one(&mut *tx).await?;
             if current != generation {
                 tx.rollback().await?;
                 return Ok(None);
@@ -552,6 +546,9 @@ pub(super) struct Registry {
     /// Every processor.
     processors: Vec<Processor>,
 }
+
+/// Reads the registry's generation.
+const GENERATION: &str = "select generation from processor_registry where id = 1";
 
 /// Batches planned against copies this many times in a row, each found
 /// stale by its write, before the next is written unguarded.

@@ -31,12 +31,7 @@ async fn idempotent_submit(db: TestDb) {
 
     let mut changed = req.clone();
     changed.jurisdiction = pb::Jurisdiction::Gdpr as i32;
-    let err = app
-        .requests
-        .clone()
-        .submit_request(changed)
-        .await
-        .unwrap_err();
+    let err = submit_rejected(&app, changed).await;
     assert_eq!(err.code(), Code::AlreadyExists);
 
     let listed = all_requests(&app).await;
@@ -168,12 +163,7 @@ async fn registry_changes_count_from_the_next_submission(db: TestDb) {
     assert_eq!(processors_of(&after), ["archive"]);
     let mut disabled = deletion("eve@example.com");
     disabled.processor_ids = vec!["vendor".into()];
-    let err = app
-        .requests
-        .clone()
-        .submit_request(disabled)
-        .await
-        .unwrap_err();
+    let err = submit_rejected(&app, disabled).await;
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(violations(&err), ["processor_ids[0]"]);
 

@@ -295,20 +295,10 @@ async fn disabled_processor_gets_no_new_instructions_but_finishes_old_ones(db: T
 
     // New requests pass it by, and cannot name it.
     let third = submit(&app, deletion("heidi@example.com")).await;
-    let targets: Vec<_> = third
-        .instructions
-        .iter()
-        .map(|i| i.processor_id.as_str())
-        .collect();
-    assert_eq!(targets, ["other"]);
+    assert_eq!(processors_of(&third), ["other"]);
     let mut named = deletion("ivan@example.com");
     named.processor_ids = vec!["keeper".into()];
-    let err = app
-        .requests
-        .clone()
-        .submit_request(named)
-        .await
-        .unwrap_err();
+    let err = submit_rejected(&app, named).await;
     assert_eq!(violations(&err), ["processor_ids[0]"]);
     let listed = all_requests(&app).await;
     assert_eq!(listed.len(), 3, "the rejected request was not stored");

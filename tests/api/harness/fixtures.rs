@@ -147,6 +147,15 @@ pub fn processors_of(r: &pb::DataSubjectRequest) -> Vec<&str> {
     ids
 }
 
+/// Submits a request that must be refused; returns the refusal.
+pub async fn submit_rejected(app: &TestApp, req: pb::SubmitRequestRequest) -> tonic::Status {
+    app.requests
+        .clone()
+        .submit_request(req)
+        .await
+        .expect_err("submit must be refused")
+}
+
 /// Follows `WatchRequest` until the stream ends; returns every event.
 pub async fn watch_to_end(
     client: &pb::request_service_client::RequestServiceClient<Channel>,
