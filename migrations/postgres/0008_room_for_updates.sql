@@ -1,0 +1,23 @@
+-- Room on each page for the updates that follow every insert.
+--
+-- An instruction is inserted, then updated at least twice within seconds
+-- (claimed, answered), and its delivery attempt once (closed). Tables
+-- filled to the brim leave no room on the row's own page, so each of those
+-- updates had to put the new version on another page: PostgreSQL then
+-- writes an extra WAL record to lock the old version while it finds that
+-- page, logs the whole new row (no prefix/suffix sharing with the old one)
+-- and, for the attempt, whose updated columns no index holds, loses the
+-- HOT update (a new entry in its primary key instead of none).
+--
+-- Half-full pages keep each update on its row's page. Measured with the
+-- fan-out benchmark (20,000 requests x 5 processors, pg_stat_wal around
+-- the run, seventh session): WAL per instruction 29.6 -> 26.5 records and
+-- 5,440 -> 4,870 bytes (-10.5 %); lock records 5.1 -> 2.9; attempt
+-- updates now HOT. Instructions per second rose 2-8 % in three
+-- alternating pairs. A fill factor of 70 saved half as much.
+--
+-- The price is disk: pages of settled history stay about half full. The
+-- setting applies to pages written from now on; existing ones are not
+-- rewritten.
+alter table instructions set (fillfactor = 50);
+alter table delivery_attempts set (fillfactor = 50);
