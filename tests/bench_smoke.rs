@@ -50,6 +50,14 @@ fn run(scenario: &str, args: &[impl AsRef<str>]) {
             .as_f64()
             .unwrap_or_default();
         assert!(finished > 0.0, "{report}");
+    } else {
+        // The write-ahead log figure exists exactly where it can be read.
+        let wal = &report["wal_bytes_per_instruction"];
+        if report["backend"] == "postgres" {
+            assert!(wal.as_f64().is_some_and(|b| b > 0.0), "{report}");
+        } else {
+            assert!(wal.is_null(), "{report}");
+        }
     }
 }
 

@@ -30,6 +30,7 @@ mod stats;
 mod submission;
 mod target;
 mod usage;
+mod wal;
 
 use std::process::ExitCode;
 

@@ -63,6 +63,10 @@ pub struct Report {
     /// `requests_per_sec` counts only submissions, part of whose fan-out
     /// may be left for after the measured phase.
     pub finished_requests_per_sec: Option<f64>,
+    /// fanout, backlog on a spawned PostgreSQL server: WAL bytes written
+    /// per instruction from the first submit to the last record verified
+    /// (the whole cluster's WAL).
+    pub wal_bytes_per_instruction: Option<f64>,
 }
 
 /// Three decimals are plenty and keep the JSON readable.
@@ -88,6 +92,7 @@ impl Report {
             &mut self.server_cpu_pct,
             &mut self.bench_cpu_pct,
             &mut self.finished_requests_per_sec,
+            &mut self.wal_bytes_per_instruction,
         ] {
             r(field);
         }
@@ -160,6 +165,10 @@ impl Report {
                     num(self.bench_cpu_pct, " %")
                 ),
             ),
+            (
+                "WAL/instruction",
+                num(self.wal_bytes_per_instruction, " bytes"),
+            ),
             ("records complete", self.records_complete.to_string()),
         ];
         let mut out = String::new();
@@ -214,6 +223,7 @@ mod tests {
             "rss_mb",
             "records_complete",
             "finished_requests_per_sec",
+            "wal_bytes_per_instruction",
         ] {
             assert!(keys.contains(&key), "missing {key}");
         }

@@ -79,6 +79,14 @@ impl Target {
         self.owned.as_ref().map(|o| o.database.url.as_str())
     }
 
+    /// The URL of the fresh database of a spawned orchestrator on
+    /// PostgreSQL (what the WAL figures are read through).
+    pub fn postgres_url(&self) -> Option<&str> {
+        (self.backend == Some(Backend::Postgres))
+            .then(|| self.database_url())
+            .flatten()
+    }
+
     /// A new HTTP/2 connection to the orchestrator (each simulated client
     /// gets its own, as separate services would).
     pub async fn channel(&self) -> anyhow::Result<Channel> {

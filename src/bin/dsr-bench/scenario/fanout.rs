@@ -14,6 +14,7 @@ use crate::report::Report;
 use crate::stats::Percentiles;
 use crate::submission;
 use crate::usage::CpuMark;
+use crate::wal::WalMark;
 
 /// What one fan-out of a batch of requests measured.
 pub struct Phase {
@@ -29,6 +30,9 @@ pub struct Phase {
     pub redeliveries: i64,
     /// CPU % of one core (server, bench) from first submit to last answer.
     pub cpu: (Option<f64>, Option<f64>),
+    /// WAL bytes per instruction, first submit to last record verified
+    /// (PostgreSQL).
+    pub wal: Option<f64>,
 }
 
 impl Phase {
@@ -43,6 +47,7 @@ impl Phase {
 pub async fn measure(bench: &Bench<'_>, count: u64, label: &str) -> anyhow::Result<Phase> {
     let settings = bench.settings;
     bench.fleet.reset();
+    let wal_start = wal_mark(bench).await?;
     let cpu_start = CpuMark::now(bench.target.pid());
     let started = Instant::now();
     let first_submit = SystemTime::now();
@@ -90,6 +95,10 @@ pub async fn measure(bench: &Bench<'_>, count: u64, label: &str) -> anyhow::Resu
         deadline,
     )
     .await?;
+    let wal = match (wal_start, wal_mark(bench).await?) {
+        (Some(start), Some(end)) => start.per_instruction(&end, expected),
+        _ => None,
+    };
     let first = batch
         .submitted
         .iter()
@@ -107,7 +116,17 @@ pub async fn measure(bench: &Bench<'_>, count: u64, label: &str) -> anyhow::Resu
         time_to_last_record,
         redeliveries,
         cpu,
+        wal,
     })
+}
+
+/// The cluster's WAL position, when the bench spawned the server on
+/// PostgreSQL.
+async fn wal_mark(bench: &Bench<'_>) -> anyhow::Result<Option<WalMark>> {
+    match bench.target.postgres_url() {
+        Some(url) => Ok(Some(WalMark::read(url).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Fills the fan-out figures of `report` from `phase`.
@@ -124,6 +143,7 @@ pub fn fill(report: &mut Report, mut phase: Phase, processors: u32) {
     report.redeliveries = Some(phase.redeliveries);
     report.records_complete = phase.records.complete();
     (report.server_cpu_pct, report.bench_cpu_pct) = phase.cpu;
+    report.wal_bytes_per_instruction = phase.wal;
 }
 
 /// Runs the scenario.
