@@ -1,5 +1,7 @@
 //! Intake: idempotent submission and requests that match no processor.
 
+use std::time::Duration;
+
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
 use tonic::Code;
@@ -11,7 +13,8 @@ backends!(
     idempotent_submit,
     racing_repeats_are_one_request,
     request_matching_no_processor_completes_at_once,
-    registry_changes_count_from_the_next_submission
+    registry_changes_count_from_the_next_submission,
+    a_registry_changing_at_every_batch_does_not_stop_intake
 );
 
 /// Test 2: the same id twice is one request; different content is
@@ -175,5 +178,50 @@ async fn registry_changes_count_from_the_next_submission(db: TestDb) {
             processors_of(r)
         );
     }
+    app.stop().await;
+}
+
+/// Intake writes a batch only if the processor registry's generation is
+/// still the one its copy was read at, and plans it again otherwise; a
+/// registry that moved before every write would keep a batch waiting
+/// forever, so after `STALE_ROUNDS` such rounds the batch is written
+/// against a fresh read without the check. Here the generation is a new
+/// number at every read (the registry table swapped for a view that makes
+/// one up), so no checked write can succeed: the request still goes in,
+/// fanned out as the registry says.
+async fn a_registry_changing_at_every_batch_does_not_stop_intake(db: TestDb) {
+    let options = Options {
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    register(&app, push_processor("vendor", "http://unused:1")).await;
+    register(&app, push_processor("archive", "http://unused:1")).await;
+    let first = submit(&app, deletion("ann@example.com")).await;
+    assert_eq!(processors_of(&first), ["archive", "vendor"]);
+
+    let generation = if db.postgres_name().is_some() {
+        "create sequence registry_moves; \
+         create view processor_registry as select 1 as id, nextval('registry_moves') as generation"
+    } else {
+        "create view processor_registry as select 1 as id, abs(random()) as generation"
+    };
+    db.execute(&format!(
+        "alter table processor_registry rename to processor_registry_kept; {generation}"
+    ))
+    .await;
+
+    // Bounded: without the fallback this submission never returns.
+    let moved = tokio::time::timeout(
+        Duration::from_secs(30),
+        submit(&app, deletion("bob@example.com")),
+    )
+    .await
+    .expect("intake gave up checking the registry after a few rounds");
+    assert_eq!(processors_of(&moved), ["archive", "vendor"]);
+    let mut named = deletion("cy@example.com");
+    named.processor_ids = vec!["archive".into()];
+    assert_eq!(processors_of(&submit(&app, named).await), ["archive"]);
+    assert_eq!(all_instructions(&app).await.len(), 5);
     app.stop().await;
 }

@@ -90,6 +90,22 @@ impl TestDb {
         self.pg_name.as_deref()
     }
 
+    /// Runs `statements` (one or several, `;`-separated) on this database
+    /// over a connection of its own, beside whatever server uses it.
+    pub async fn execute(&self, statements: &str) {
+        use sqlx::Connection;
+        let statements = sqlx::AssertSqlSafe(statements.to_string());
+        if self.pg_name.is_some() {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(statements).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(statements).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+
     /// A connection pool for the server's administrative database.
     pub async fn admin_pool() -> sqlx::PgPool {
         PgPoolOptions::new()
