@@ -88,11 +88,12 @@ async fn vacuum(url: &str) -> anyhow::Result<()> {
 
 /// A `CHECKPOINT` after the preload, so that the measured phase starts
 /// right after one, as the empty database's does (each run's `DROP
-/// DATABASE` ends with one). Otherwise the preload's WAL, hundreds of
-/// megabytes by then, sets off checkpoints during the measured phase, and
-/// every page first touched after each of them is logged whole: a cost of
-/// having loaded days of history in minutes, not of its size. Without the
-/// right to checkpoint the bench says so and goes on.
+/// DATABASE` ends with one). Otherwise the measured phase inherits the
+/// preload's checkpoint debt (hundreds of megabytes of WAL, thousands of
+/// dirty pages): checkpoints start at once and write the preload's pages
+/// out during it, which a server whose history built up over days did
+/// long ago. Without the right to checkpoint the bench says so and goes
+/// on.
 async fn checkpoint(url: &str) {
     let started = Instant::now();
     let done = async {
