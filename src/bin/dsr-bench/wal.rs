@@ -2,9 +2,11 @@
 //! instruction, from the WAL insert position read before and after.
 //!
 //! Throughput on a shared two-core machine moves by 5-10 % from one run to
-//! the next; the WAL a run writes barely moves (the same workload writes
+//! the next; the WAL a run writes moves much less (the same workload writes
 //! the same row versions and index entries), so it shows what a change to
-//! the write path saved even when the throughput cannot. The position is
+//! the write path saved even when the throughput cannot, provided the runs
+//! compared had as many checkpoints inside the phase (each adds whole
+//! pages to the log; the server's log says when they start). The position is
 //! exact at any moment (`pg_stat_wal`'s counters are not: backends report
 //! them up to seconds late), and it is the whole cluster's: anything else
 //! writing to the same server during the phase is counted too.
