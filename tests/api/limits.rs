@@ -19,7 +19,8 @@ backends!(
     deliveries_yield_to_queuing_submissions_until_late,
     deliveries_never_yield_with_intake_priority_off,
     held_deliveries_keep_at_most_held_slots,
-    non_retryable_errors_escalate_at_once
+    non_retryable_errors_escalate_at_once,
+    a_free_slot_is_used_within_a_poll_interval_without_a_refill
 );
 
 fn one_pass_at_a_time() -> Options {
@@ -235,5 +236,37 @@ async fn non_retryable_errors_escalate_at_once(db: TestDb) {
     assert_eq!(i.history[0].result, "fatal_error");
     assert_eq!(i.history[0].error_code, "PERMISSION_DENIED");
     assert_eq!(fake.deliveries().len(), 1);
+    app.stop().await;
+}
+
+/// The running dispatcher, woken by new work while fewer slots are free
+/// than a refill (a quarter of them), waits for the refill, but no longer
+/// than the poll interval: the one free slot goes to the new work while
+/// every other delivery is still in flight.
+async fn a_free_slot_is_used_within_a_poll_interval_without_a_refill(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Options::default(), |c| c.max_in_flight = 8).await;
+    let slow = FakeProcessor::start(Reply::Hang).await;
+    let mut held = push_processor("slow", &slow.endpoint());
+    // Busy for the whole test: no timeout frees a slot.
+    if let Some(pb::adapter::Kind::Grpc(grpc)) = held.adapter.as_mut().and_then(|a| a.kind.as_mut())
+    {
+        grpc.timeout = ms(60_000);
+    }
+    register(&app, held).await;
+    for n in 0..7 {
+        submit(&app, deletion(&format!("s{n}@example.com"))).await;
+    }
+    slow.wait_for_calls(7).await;
+
+    // 7 of 8 slots busy, a refill is 2: only the poll interval's bound
+    // lets the eighth be used.
+    let quick = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("quick", &quick.endpoint())).await;
+    let mut req = deletion("late@example.com");
+    req.processor_ids = vec!["quick".into()];
+    submit(&app, req).await;
+    quick.wait_for_calls(1).await;
+    assert_eq!(slow.deliveries().len(), 7, "the slow ones are still held");
+    slow.release();
     app.stop().await;
 }
