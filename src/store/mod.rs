@@ -193,7 +193,7 @@ impl Store {
             .await?;
         w.open = true;
         Ok(WriteTx::Sqlite {
-            writer: guard,
+            writer: HeldWriter(Some(guard)),
             _others: others,
         })
     }
@@ -360,9 +360,58 @@ pub(super) enum WriteTx {
     Sqlite {
         // Dropped in this order: the connection goes to the next in line
         // before another non-intake writer may queue for it.
-        writer: tokio::sync::OwnedMutexGuard<Option<SqliteWriter>>,
+        writer: HeldWriter,
         _others: Option<tokio::sync::OwnedMutexGuard<()>>,
     },
+}
+
+/// SQLite's writer connection, held for one transaction.
+///
+/// Dropped with its transaction still open (the task holding it failed or
+/// was cancelled, as when an RPC's caller goes away), it has a task of its
+/// own roll the transaction back at once. Left to the next writer's turn,
+/// SQLite's write lock stayed held as long as no other transaction came
+/// along, and a pooled write outside the turns (processor registration)
+/// waited for it in its busy handler and failed.
+pub(super) struct HeldWriter(Option<tokio::sync::OwnedMutexGuard<Option<SqliteWriter>>>);
+
+impl HeldWriter {
+    fn get(&self) -> &SqliteWriter {
+        self.0
+            .as_ref()
+            .and_then(|g| g.as_ref())
+            .expect("writer present while held")
+    }
+
+    fn get_mut(&mut self) -> &mut SqliteWriter {
+        self.0
+            .as_mut()
+            .and_then(|g| g.as_mut())
+            .expect("writer present while held")
+    }
+}
+
+impl Drop for HeldWriter {
+    fn drop(&mut self) {
+        let Some(guard) = self.0.take() else { return };
+        if !guard.as_ref().is_some_and(|w| w.open) {
+            return;
+        }
+        let mutex = tokio::sync::OwnedMutexGuard::mutex(&guard).clone();
+        // Released first: a writer already waiting settles it just as well.
+        drop(guard);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut writer = mutex.lock_owned().await;
+            if let Some(w) = writer.as_mut()
+                && let Err(e) = SqliteWriter::settled(Some(w)).await
+            {
+                tracing::warn!(error = %e, "could not roll back an abandoned SQLite transaction");
+            }
+        });
+    }
 }
 
 impl WriteTx {
@@ -381,7 +430,7 @@ impl WriteTx {
             WriteTx::Pooled(tx) if commit => tx.commit().await,
             WriteTx::Pooled(tx) => tx.rollback().await,
             WriteTx::Sqlite { mut writer, .. } => {
-                let w = writer.as_mut().expect("writer present while held");
+                let w = writer.get_mut();
                 let end = if commit { "COMMIT" } else { "ROLLBACK" };
                 sqlx::raw_sql(end).execute(&mut w.conn).await?;
                 w.open = false;
@@ -396,9 +445,7 @@ impl std::ops::Deref for WriteTx {
     fn deref(&self) -> &Self::Target {
         match self {
             WriteTx::Pooled(tx) => tx,
-            WriteTx::Sqlite { writer, .. } => {
-                &writer.as_ref().expect("writer present while held").conn
-            }
+            WriteTx::Sqlite { writer, .. } => &writer.get().conn,
         }
     }
 }
@@ -407,9 +454,7 @@ impl std::ops::DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut Self::Target {
         match self {
             WriteTx::Pooled(tx) => tx,
-            WriteTx::Sqlite { writer, .. } => {
-                &mut writer.as_mut().expect("writer present while held").conn
-            }
+            WriteTx::Sqlite { writer, .. } => &mut writer.get_mut().conn,
         }
     }
 }
@@ -655,6 +700,36 @@ mod tests {
         };
         references_hold(&store).await;
         testing::drop_postgres(&name, store).await;
+    }
+
+    /// A write transaction dropped unfinished (its task failed or was
+    /// cancelled, as when an RPC's caller goes away) gives SQLite's write
+    /// lock back at once, not at the next writer's turn: a pooled write
+    /// outside the turns (processor registration) then goes through
+    /// instead of waiting in its busy handler and failing.
+    #[tokio::test]
+    async fn a_dropped_write_releases_sqlite_at_once() {
+        let (_dir, store) = testing::sqlite().await;
+        let mut tx = store.begin().await.unwrap();
+        testing::insert_processor(&mut tx, 1).await;
+        drop(tx);
+        let mut conn = store.pool.acquire().await.unwrap();
+        sqlx::raw_sql("PRAGMA busy_timeout = 2000")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        testing::insert_processor(&mut conn, 2).await;
+        drop(conn);
+        let ids: Vec<String> = sqlx::query_scalar("select id from processors order by id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids,
+            ["p2"],
+            "the dropped transaction's insert was rolled back"
+        );
+        store.close().await;
     }
 
     /// Intake waiting behind several other writers goes next: the others
