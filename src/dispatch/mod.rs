@@ -32,7 +32,8 @@
 //! the fan-out catches up after it: callers wait on intake synchronously,
 //! deliveries have days.
 //! The hold is bounded by lateness, not by time: once the oldest due work
-//! is `intake_priority` late (default 30 s), passes take every free slot
+//! of push processors (see [`Store::next_due`]) is `intake_priority` late
+//! (default 30 s), passes take every free slot
 //! again, so under sustained overload deliveries lag by about that much
 //! and no more. `intake_priority = 0` turns it off.
 //!

@@ -326,8 +326,14 @@ impl Store {
     }
 
     /// The earliest time the dispatcher has something to do: a push
-    /// instruction due, a lease expiring, an outcome overdue. It sleeps
-    /// exactly until then (pull instructions wait for their processor).
+    /// instruction due, a push delivery's lease expiring, a push
+    /// processor's outcome overdue. It sleeps exactly until then, and
+    /// intake-first measures how late deliveries run by it. Pull and manual
+    /// processors' work waits for them: a pull processor's expired leases
+    /// and overdue outcomes are offered again at its next pull, and counted
+    /// here they stayed overdue for as long as it stayed away, which ended
+    /// intake-first's hold for good. (Escalations of any processor's
+    /// overdue outcomes are looked for at every pass regardless.)
     ///
     /// Each part is a per-processor probe of the first entry of a partial
     /// index (`order by ... limit 1`), so the cost does not grow with the
@@ -378,8 +384,8 @@ static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "select min(t) as t from (\
          select {} as t from processors p where p.adapter_kind = 'grpc' \
-         union all select {} from processors p \
-         union all select {} from processors p) due",
+         union all select {} from processors p where p.adapter_kind = 'grpc' \
+         union all select {} from processors p where p.adapter_kind = 'grpc') due",
         first("next_attempt_at", "PENDING"),
         first("lease_expires_at", "DELIVERING"),
         first("reply_due_at", "ACKNOWLEDGED"),

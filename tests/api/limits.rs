@@ -20,7 +20,8 @@ backends!(
     deliveries_never_yield_with_intake_priority_off,
     held_deliveries_keep_at_most_held_slots,
     non_retryable_errors_escalate_at_once,
-    a_free_slot_is_used_within_a_poll_interval_without_a_refill
+    a_free_slot_is_used_within_a_poll_interval_without_a_refill,
+    a_pull_processors_expired_lease_does_not_end_the_hold
 );
 
 fn one_pass_at_a_time() -> Options {
@@ -268,5 +269,47 @@ async fn a_free_slot_is_used_within_a_poll_interval_without_a_refill(db: TestDb)
     quick.wait_for_calls(1).await;
     assert_eq!(slow.deliveries().len(), 7, "the slow ones are still held");
     slow.release();
+    app.stop().await;
+}
+
+/// The lateness that ends intake-first's hold is that of work the
+/// dispatcher delivers. A pull processor that pulled and never came back
+/// leaves an expired lease that only its own next pull picks up again; it
+/// must not count as deliveries running late, or the hold would be off for
+/// good.
+async fn a_pull_processors_expired_lease_does_not_end_the_hold(db: TestDb) {
+    let clock = Arc::new(ManualClock::new());
+    let options = Options {
+        clock: clock.clone(),
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| c.max_in_flight = 16).await;
+    let token = register(&app, pull_processor("mainframe", 1_000)).await;
+    submit(&app, deletion("gone@example.com")).await;
+    assert_eq!(pull(&app, &token, 10).await.len(), 1);
+    // Its lease ran out a minute ago.
+    clock.advance(Duration::from_secs(61));
+
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let mut vendor = push_processor("vendor", &fake.endpoint());
+    vendor.max_in_flight = 16;
+    register(&app, vendor).await;
+    for n in 0..8 {
+        let mut req = deletion(&format!("v{n}@example.com"));
+        req.processor_ids = vec!["vendor".into()];
+        submit(&app, req).await;
+    }
+    let queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
+        .map(|_| app.store.submission_started())
+        .collect();
+    assert_eq!(
+        app.dispatcher.run_once().await.unwrap(),
+        4,
+        "a quarter of 16"
+    );
+    drop(queue);
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
+    assert_eq!(fake.deliveries().len(), 8);
     app.stop().await;
 }

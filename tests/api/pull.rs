@@ -27,21 +27,6 @@ fn manual(clock: &ManualClock) -> Options {
     }
 }
 
-async fn pull(app: &TestApp, token: &str, max: i32) -> Vec<pb::Instruction> {
-    app.instructions
-        .clone()
-        .pull_instructions(authed(
-            token,
-            pb::PullInstructionsRequest {
-                max_instructions: max,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .instructions
-}
-
 /// Test 6: a pulled instruction not acknowledged within the ack timeout is
 /// offered again; an acknowledged one is not, and completes.
 async fn pull_leases_expire_and_are_offered_again(db: TestDb) {

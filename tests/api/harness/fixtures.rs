@@ -114,6 +114,22 @@ pub async fn register(app: &TestApp, processor: pb::Processor) -> String {
         .callback_token
 }
 
+/// Pulls up to `max` instructions as the pull processor holding `token`.
+pub async fn pull(app: &TestApp, token: &str, max: i32) -> Vec<pb::Instruction> {
+    app.instructions
+        .clone()
+        .pull_instructions(authed(
+            token,
+            pb::PullInstructionsRequest {
+                max_instructions: max,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .instructions
+}
+
 /// Disables processor `id`; returns it as stored.
 pub async fn disable(app: &TestApp, id: &str) -> pb::Processor {
     app.processors
