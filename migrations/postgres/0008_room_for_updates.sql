@@ -16,8 +16,10 @@
 -- updates now HOT. Instructions per second rose 2-8 % in three
 -- alternating pairs. A fill factor of 70 saved half as much.
 --
--- The price is disk: pages of settled history stay about half full. The
--- setting applies to pages written from now on; existing ones are not
--- rewritten.
+-- Disk: half-full pages, but no longer a trail of row versions moved
+-- across pages. After a fan-out of 5,000 x 5 and a VACUUM, instructions
+-- took 22.0 MB against 27.3 MB before, delivery attempts 5.1 MB against
+-- 4.5 MB. The setting applies to pages written from now on; existing ones
+-- are not rewritten.
 alter table instructions set (fillfactor = 50);
 alter table delivery_attempts set (fillfactor = 50);
