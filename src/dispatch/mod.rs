@@ -282,8 +282,8 @@ impl Dispatcher {
 
     /// The deliveries in flight this pass may fill up to: all of
     /// `max_in_flight`, or a quarter of it (at most [`HELD_SLOTS`]) while
-    /// submissions queue and the oldest due work is less than
-    /// `intake_priority` late.
+    /// submissions queue and the oldest due work of push processors is
+    /// less than `intake_priority` late.
     async fn cap(&self, now: Timestamp) -> Result<usize, crate::store::StoreError> {
         let all = self.config.max_in_flight;
         if self.config.intake_priority.is_zero()

@@ -702,36 +702,6 @@ mod tests {
         testing::drop_postgres(&name, store).await;
     }
 
-    /// A write transaction dropped unfinished (its task failed or was
-    /// cancelled, as when an RPC's caller goes away) gives SQLite's write
-    /// lock back at once, not at the next writer's turn: a pooled write
-    /// outside the turns (processor registration) then goes through
-    /// instead of waiting in its busy handler and failing.
-    #[tokio::test]
-    async fn a_dropped_write_releases_sqlite_at_once() {
-        let (_dir, store) = testing::sqlite().await;
-        let mut tx = store.begin().await.unwrap();
-        testing::insert_processor(&mut tx, 1).await;
-        drop(tx);
-        let mut conn = store.pool.acquire().await.unwrap();
-        sqlx::raw_sql("PRAGMA busy_timeout = 2000")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        testing::insert_processor(&mut conn, 2).await;
-        drop(conn);
-        let ids: Vec<String> = sqlx::query_scalar("select id from processors order by id")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap();
-        assert_eq!(
-            ids,
-            ["p2"],
-            "the dropped transaction's insert was rolled back"
-        );
-        store.close().await;
-    }
-
     /// Intake waiting behind several other writers goes next: the others
     /// queue among themselves first.
     #[tokio::test]

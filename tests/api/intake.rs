@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use dsr_orchestrator::pb;
-use dsr_orchestrator::startup::Options;
 use tonic::Code;
 
 use crate::backends;
@@ -145,11 +144,7 @@ async fn request_matching_no_processor_completes_at_once(db: TestDb) {
 /// disabled since is not (the batch's write finds the registry's
 /// generation moved and the batch is planned again).
 async fn registry_changes_count_from_the_next_submission(db: TestDb) {
-    let options = Options {
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    let app = TestApp::spawn_without_dispatcher(&db).await;
     register(&app, push_processor("vendor", "http://unused:1")).await;
     let first = submit(&app, deletion("ann@example.com")).await;
     assert_eq!(processors_of(&first), ["vendor"]);
@@ -190,11 +185,7 @@ async fn registry_changes_count_from_the_next_submission(db: TestDb) {
 /// one up), so no checked write can succeed: the request still goes in,
 /// fanned out as the registry says.
 async fn a_registry_changing_at_every_batch_does_not_stop_intake(db: TestDb) {
-    let options = Options {
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    let app = TestApp::spawn_without_dispatcher(&db).await;
     register(&app, push_processor("vendor", "http://unused:1")).await;
     register(&app, push_processor("archive", "http://unused:1")).await;
     let first = submit(&app, deletion("ann@example.com")).await;

@@ -258,11 +258,7 @@ async fn update_changes_only_masked_fields(db: TestDb) {
 /// (one acknowledged, one not yet delivered) still run to completion. The
 /// dispatcher is driven by hand, so "before" and "after" are exact.
 async fn disabled_processor_gets_no_new_instructions_but_finishes_old_ones(db: TestDb) {
-    let options = Options {
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    let app = TestApp::spawn_without_dispatcher(&db).await;
     let keeper = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
     keeper.script([Reply::Accepted]);
     let other = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;

@@ -145,12 +145,8 @@ async fn processor_changes_through_one_replica_count_at_the_next_submission_on_a
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    let options = || Options {
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let intake = TestApp::spawn_with(&db, options(), |_| {}).await;
-    let admin = TestApp::spawn_with(&db, options(), |_| {}).await;
+    let intake = TestApp::spawn_without_dispatcher(&db).await;
+    let admin = TestApp::spawn_without_dispatcher(&db).await;
     register(&admin, push_processor("vendor", "http://unused:1")).await;
     let first = submit(&intake, deletion("ann@example.com")).await;
     assert_eq!(processors_of(&first), ["vendor"]);
@@ -179,15 +175,7 @@ async fn watch_on_one_replica_sees_work_done_by_another() {
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    let watcher = TestApp::spawn_with(
-        &db,
-        Options {
-            run_dispatcher: false,
-            ..Options::default()
-        },
-        |_| {},
-    )
-    .await;
+    let watcher = TestApp::spawn_without_dispatcher(&db).await;
     let worker = TestApp::spawn(&db).await;
     let fake = FakeProcessor::start(Reply::Accepted).await;
     let token = register(&worker, push_processor("vendor", &fake.endpoint())).await;

@@ -56,6 +56,16 @@ impl TestApp {
         Self::spawn_with(db, Options::default(), |_| {}).await
     }
 
+    /// Starts it without its background dispatcher (tests that drive it
+    /// by hand, or a replica that only takes calls).
+    pub async fn spawn_without_dispatcher(db: &TestDb) -> Self {
+        let options = Options {
+            run_dispatcher: false,
+            ..Options::default()
+        };
+        Self::spawn_with(db, options, |_| {}).await
+    }
+
     /// Starts it with custom options and configuration.
     pub async fn spawn_with(
         db: &TestDb,
