@@ -90,8 +90,8 @@ pub struct Config {
     pub lease_margin: Duration,
 
     /// While submissions queue, deliveries keep a quarter of
-    /// `--max-in-flight` (64 at most) until the oldest due work is this
-    /// late, e.g. `30s`; `0s` turns the rule off.
+    /// `--max-in-flight` (64 at most) until the oldest due delivery to a
+    /// push processor is this late, e.g. `30s`; `0s` turns the rule off.
     #[arg(long, env = "DSR_INTAKE_PRIORITY", default_value = "30s", value_parser = duration)]
     pub intake_priority: Duration,
 
