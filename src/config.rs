@@ -10,15 +10,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::dispatch::DispatchConfig;
 use crate::store::StoreOptions;
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines (default).
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
+use crate::telemetry::LogFormat;
 
 /// SQLite durability level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

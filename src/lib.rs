@@ -28,6 +28,7 @@ pub mod processors_file;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod wire;
 
 /// Generated protobuf and gRPC code of `dsr.v1`.
 #[allow(missing_docs)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use crate::wire;
 use super::error::{ApiError, ApiResult};
 use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::clock::Clock;
@@ -28,8 +28,8 @@ pub struct InstructionApi {
 fn attempt_pb(a: &DeliveryAttemptRow) -> pb::DeliveryAttempt {
     pb::DeliveryAttempt {
         attempt: a.attempt,
-        started_at: Some(convert::timestamp(a.started_at)),
-        finished_at: convert::opt_timestamp(a.finished_at),
+        started_at: Some(wire::timestamp(a.started_at)),
+        finished_at: wire::opt_timestamp(a.finished_at),
         result: a.result.clone(),
         error_code: a.error_code.clone().unwrap_or_default(),
         error_message: a.error_message.clone().unwrap_or_default(),
@@ -56,7 +56,7 @@ impl InstructionApi {
 
     /// The instruction, if it belongs to `caller`.
     async fn owned(&self, caller: &ProcessorId, id: &str) -> ApiResult<InstructionView> {
-        let id = convert::parse_instruction_id(id, "instruction_id")?;
+        let id = wire::parse_instruction_id(id, "instruction_id")?;
         let view = self.store.instruction(id).await?;
         if &view.processor_id != caller {
             return Err(ApiError::PermissionDenied(
@@ -79,7 +79,7 @@ impl InstructionApi {
         let due =
             now + chrono::Duration::from_std(processor.spec.completion_timeout).unwrap_or_default();
         let view = self.store.acknowledge(view.id, due, now).await?;
-        Ok(convert::instruction(&view))
+        Ok(wire::instruction(&view))
     }
 
     async fn complete(
@@ -90,7 +90,7 @@ impl InstructionApi {
         let req = request.into_inner();
         let view = self.owned(&caller, &req.instruction_id).await?;
         let mut v = Violations::new();
-        let result = v.take("result", convert::instruction_result(req.result));
+        let result = v.take("result", wire::instruction_result(req.result));
         if let Some(r) = &result
             && !r.records.is_empty()
             && !view.kind.returns_data()
@@ -107,7 +107,7 @@ impl InstructionApi {
             .store
             .resolve(view.id, &result, ResolvedBy::Processor, self.clock.now())
             .await?;
-        Ok(convert::instruction(&view))
+        Ok(wire::instruction(&view))
     }
 
     async fn pull(
@@ -146,8 +146,8 @@ impl InstructionApi {
             instructions: claimed
                 .iter()
                 .map(|c| pb::Instruction {
-                    subject_identities: c.identities.iter().map(convert::identity_pb).collect(),
-                    ..convert::instruction(&c.instruction)
+                    subject_identities: c.identities.iter().map(wire::identity_pb).collect(),
+                    ..wire::instruction(&c.instruction)
                 })
                 .collect(),
         })
@@ -160,18 +160,18 @@ impl InstructionApi {
         let mut v = Violations::new();
         let size = v.take("page_size", page_size(req.page_size));
         let state = v
-            .take("state", convert::instruction_state(req.state))
+            .take("state", wire::instruction_state(req.state))
             .flatten();
         let processor = (!req.processor_id.is_empty())
             .then(|| {
                 v.take(
                     "",
-                    convert::parse_processor_id(&req.processor_id, "processor_id"),
+                    wire::parse_processor_id(&req.processor_id, "processor_id"),
                 )
             })
             .flatten();
         let request = (!req.request_id.is_empty())
-            .then(|| v.take("", convert::parse_request_id(&req.request_id, "request_id")))
+            .then(|| v.take("", wire::parse_request_id(&req.request_id, "request_id")))
             .flatten();
         let after = page_token(&req.page_token).and_then(|t| {
             v.take(
@@ -193,7 +193,7 @@ impl InstructionApi {
             let history = self.store.attempts(i.id).await?;
             instructions.push(pb::Instruction {
                 history: history.iter().map(attempt_pb).collect(),
-                ..convert::instruction(i)
+                ..wire::instruction(i)
             });
         }
         Ok(pb::ListInstructionsResponse {
@@ -206,22 +206,22 @@ impl InstructionApi {
     }
 
     async fn retry(&self, req: pb::RetryInstructionRequest) -> ApiResult<pb::Instruction> {
-        let id = convert::parse_instruction_id(&req.instruction_id, "instruction_id")?;
+        let id = wire::parse_instruction_id(&req.instruction_id, "instruction_id")?;
         let view = self.store.instruction(id).await?;
         let processor = self.store.processor(&view.processor_id).await?;
         let deliverable = processor.spec.adapter != AdapterConfig::Manual;
         let view = self.store.rearm(id, deliverable, self.clock.now()).await?;
         tracing::info!(instruction_id = %id, "instruction re-armed by an operator");
-        Ok(convert::instruction(&view))
+        Ok(wire::instruction(&view))
     }
 
     async fn resolve(&self, req: pb::ResolveInstructionRequest) -> ApiResult<pb::Instruction> {
         let mut v = Violations::new();
         let id = v.take(
             "",
-            convert::parse_instruction_id(&req.instruction_id, "instruction_id"),
+            wire::parse_instruction_id(&req.instruction_id, "instruction_id"),
         );
-        let result = v.take("result", convert::instruction_result(req.result));
+        let result = v.take("result", wire::instruction_result(req.result));
         if req.note.trim().is_empty() || req.note.chars().count() > 2000 {
             v.add("note", "must be 1 to 2000 characters");
         }
@@ -238,7 +238,7 @@ impl InstructionApi {
             )
             .await?;
         tracing::info!(instruction_id = %id, state = view.state.as_str(), "instruction resolved by an operator");
-        Ok(convert::instruction(&view))
+        Ok(wire::instruction(&view))
     }
 }
 

@@ -1,13 +1,11 @@
-//! The gRPC edge: tonic service implementations, the conversion between
-//! protobuf messages and domain types (the only place protobuf types are
-//! seen), and the mapping of errors to gRPC statuses.
+//! The gRPC edge: tonic service implementations and the mapping of errors
+//! to gRPC statuses. Messages become domain types through [`crate::wire`]
+//! before anything else sees them.
 
-pub mod convert;
 pub mod error;
 mod instruction_service;
 mod page;
 mod processor_service;
-mod redact;
 mod request_service;
 
 pub use instruction_service::InstructionApi;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use crate::wire;
 use super::error::{ApiError, ApiResult};
 use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::clock::Clock;
@@ -45,14 +45,14 @@ impl ProcessorApi {
             _ => String::new(),
         };
         Ok(pb::ListProcessorsResponse {
-            processors: processors.iter().map(convert::processor).collect(),
+            processors: processors.iter().map(wire::processor).collect(),
             next_page_token,
         })
     }
 }
 
 fn id_of(s: &str) -> Result<ProcessorId, ApiError> {
-    convert::parse_processor_id(s, "processor_id").map_err(ApiError::from)
+    wire::parse_processor_id(s, "processor_id").map_err(ApiError::from)
 }
 
 #[tonic::async_trait]
@@ -62,7 +62,7 @@ impl ProcessorService for ProcessorApi {
         request: Request<pb::RegisterProcessorRequest>,
     ) -> Result<Response<pb::RegisterProcessorResponse>, Status> {
         let spec =
-            convert::processor_spec(request.into_inner().processor).map_err(ApiError::from)?;
+            wire::processor_spec(request.into_inner().processor).map_err(ApiError::from)?;
         let (processor, token) = self
             .store
             .register_processor(&spec, self.clock.now())
@@ -70,7 +70,7 @@ impl ProcessorService for ProcessorApi {
             .map_err(ApiError::from)?;
         tracing::info!(processor_id = %spec.id, adapter = spec.adapter.kind(), "processor registered");
         Ok(Response::new(pb::RegisterProcessorResponse {
-            processor: Some(convert::processor(&processor)),
+            processor: Some(wire::processor(&processor)),
             callback_token: token,
         }))
     }
@@ -81,7 +81,7 @@ impl ProcessorService for ProcessorApi {
     ) -> Result<Response<pb::Processor>, Status> {
         let id = id_of(&request.get_ref().processor_id)?;
         let p = self.store.processor(&id).await.map_err(ApiError::from)?;
-        Ok(Response::new(convert::processor(&p)))
+        Ok(Response::new(wire::processor(&p)))
     }
 
     async fn list_processors(
@@ -101,10 +101,10 @@ impl ProcessorService for ProcessorApi {
             .as_ref()
             .map(|p| p.processor_id.as_str())
             .unwrap_or("");
-        let id = convert::parse_processor_id(id_text, "processor.processor_id")
+        let id = wire::parse_processor_id(id_text, "processor.processor_id")
             .map_err(ApiError::from)?;
         let current = self.store.processor(&id).await.map_err(ApiError::from)?;
-        let spec = convert::apply_update(&current.spec, req.processor, req.update_mask)
+        let spec = wire::apply_update(&current.spec, req.processor, req.update_mask)
             .map_err(ApiError::from)?;
         let p = self
             .store
@@ -112,7 +112,7 @@ impl ProcessorService for ProcessorApi {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(processor_id = %id, "processor updated");
-        Ok(Response::new(convert::processor(&p)))
+        Ok(Response::new(wire::processor(&p)))
     }
 
     async fn disable_processor(
@@ -126,7 +126,7 @@ impl ProcessorService for ProcessorApi {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(processor_id = %id, "processor disabled");
-        Ok(Response::new(convert::processor(&p)))
+        Ok(Response::new(wire::processor(&p)))
     }
 
     async fn rotate_callback_token(

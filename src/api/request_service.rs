@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use crate::wire;
 use super::error::{ApiError, ApiResult};
 use super::page::{page_size, page_token};
 use crate::clock::Clock;
@@ -48,10 +48,10 @@ fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
     pb::RequestEvent {
         request_id: e.request_id.to_string(),
         sequence: e.seq,
-        occurred_at: Some(convert::timestamp(e.occurred_at)),
+        occurred_at: Some(wire::timestamp(e.occurred_at)),
         r#type: kind as i32,
-        request_status: convert::request_status_pb(e.request_status) as i32,
-        instruction: e.instruction.as_ref().map(convert::instruction_summary),
+        request_status: wire::request_status_pb(e.request_status) as i32,
+        instruction: e.instruction.as_ref().map(wire::instruction_summary),
     }
 }
 
@@ -61,27 +61,27 @@ impl RequestApi {
         let size = v.take("page_size", page_size(req.page_size));
         let filter = RequestFilter {
             status: v
-                .take("status", convert::request_status(req.status))
+                .take("status", wire::request_status(req.status))
                 .flatten(),
             kind: v
-                .take("kind", convert::request_kind_filter(req.kind))
+                .take("kind", wire::request_kind_filter(req.kind))
                 .flatten(),
             jurisdiction: v
                 .take(
                     "jurisdiction",
-                    convert::jurisdiction_filter(req.jurisdiction),
+                    wire::jurisdiction_filter(req.jurisdiction),
                 )
                 .flatten(),
             submitted_after: v
                 .take(
                     "",
-                    convert::parse_timestamp(req.submitted_after, "submitted_after"),
+                    wire::parse_timestamp(req.submitted_after, "submitted_after"),
                 )
                 .flatten(),
             submitted_before: v
                 .take(
                     "",
-                    convert::parse_timestamp(req.submitted_before, "submitted_before"),
+                    wire::parse_timestamp(req.submitted_before, "submitted_before"),
                 )
                 .flatten(),
         };
@@ -95,7 +95,7 @@ impl RequestApi {
             .list_requests(&filter, after.as_ref(), size)
             .await?;
         Ok(pb::ListRequestsResponse {
-            requests: page.requests.iter().map(convert::request).collect(),
+            requests: page.requests.iter().map(wire::request).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         })
     }
@@ -182,7 +182,7 @@ impl RequestService for RequestApi {
         request: Request<pb::SubmitRequestRequest>,
     ) -> Result<Response<pb::DataSubjectRequest>, Status> {
         let now = self.clock.now();
-        let new = convert::new_request(request.into_inner(), now).map_err(ApiError::from)?;
+        let new = wire::new_request(request.into_inner(), now).map_err(ApiError::from)?;
         tracing::Span::current().record("request_id", tracing::field::display(new.id));
         let trace = crate::telemetry::current_traceparent();
         let intake = self
@@ -200,17 +200,17 @@ impl RequestService for RequestApi {
                 "request received"
             );
         }
-        Ok(Response::new(convert::request(&intake.request)))
+        Ok(Response::new(wire::request(&intake.request)))
     }
 
     async fn get_request(
         &self,
         request: Request<pb::GetRequestRequest>,
     ) -> Result<Response<pb::DataSubjectRequest>, Status> {
-        let id = convert::parse_request_id(&request.get_ref().request_id, "request_id")
+        let id = wire::parse_request_id(&request.get_ref().request_id, "request_id")
             .map_err(ApiError::from)?;
         let r = self.store.request(id).await.map_err(ApiError::from)?;
-        Ok(Response::new(convert::request(&r)))
+        Ok(Response::new(wire::request(&r)))
     }
 
     async fn list_requests(
@@ -242,7 +242,7 @@ impl RequestService for RequestApi {
             .map_err(ApiError::from)?;
         tracing::info!(notified = reached.len(), "request cancelled");
         self.dispatcher.notify_cancelled(reached, req.reason);
-        Ok(Response::new(convert::request(&summary)))
+        Ok(Response::new(wire::request(&summary)))
     }
 
     type WatchRequestStream = EventStream;
@@ -253,7 +253,7 @@ impl RequestService for RequestApi {
     ) -> Result<Response<Self::WatchRequestStream>, Status> {
         let req = request.into_inner();
         let id =
-            convert::parse_request_id(&req.request_id, "request_id").map_err(ApiError::from)?;
+            wire::parse_request_id(&req.request_id, "request_id").map_err(ApiError::from)?;
         // Subscribe before the first read so no notice can slip between.
         let notices = self.store.subscribe_events();
         self.store.request(id).await.map_err(ApiError::from)?;
@@ -273,14 +273,14 @@ impl RequestService for RequestApi {
         &self,
         request: Request<pb::GetCompletionRecordRequest>,
     ) -> Result<Response<pb::CompletionRecord>, Status> {
-        let id = convert::parse_request_id(&request.get_ref().request_id, "request_id")
+        let id = wire::parse_request_id(&request.get_ref().request_id, "request_id")
             .map_err(ApiError::from)?;
         let (record, digest, bytes) = self
             .store
             .completion_record(id)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(convert::completion_record(
+        Ok(Response::new(wire::completion_record(
             &record, &digest, bytes,
         )))
     }

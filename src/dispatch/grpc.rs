@@ -6,7 +6,7 @@
 //! retrying; any other code means the processor will not accept this
 //! instruction as sent, so an operator must look.
 //!
-//! Protobuf conversion goes through `api::convert`, the crate's one
+//! Protobuf conversion goes through [`crate::wire`], the crate's one
 //! boundary between wire and domain types.
 
 use std::collections::HashMap;
@@ -16,9 +16,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint};
-use crate::api::convert;
 use crate::domain::InstructionView;
 use crate::pb::deliver_instruction_response::Disposition;
+use crate::wire;
 use crate::pb::processor_adapter_client::ProcessorAdapterClient;
 use crate::pb::{CancelInstructionRequest, DeliverInstructionRequest};
 
@@ -120,11 +120,11 @@ impl Adapter for GrpcAdapter {
             request_id: i.request_id.to_string(),
             kind: crate::pb::RequestKind::from(i.kind) as i32,
             jurisdiction: crate::pb::Jurisdiction::from(i.jurisdiction) as i32,
-            submitted_at: Some(convert::timestamp(i.submitted_at)),
+            submitted_at: Some(wire::timestamp(i.submitted_at)),
             subject_identities: delivery
                 .identities
                 .iter()
-                .map(convert::identity_pb)
+                .map(wire::identity_pb)
                 .collect(),
             attempt: i.attempts,
             reminder: delivery.reminder,
@@ -140,7 +140,7 @@ impl Adapter for GrpcAdapter {
             .into_inner();
         match response.disposition() {
             Disposition::Accepted => Ok(Answer::Accepted),
-            Disposition::Done => convert::instruction_result(response.result)
+            Disposition::Done => wire::instruction_result(response.result)
                 .map(Answer::Done)
                 .map_err(|v| DeliveryError {
                     retryable: false,

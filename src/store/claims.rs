@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::codec::{INSTRUCTION_COLUMNS, from_json, instruction, micros};
+use super::codec::{INSTRUCTION_COLUMNS, from_json, instruction, micros, qualified};
 use super::sql::{Bind, Col, Sql};
 use super::transition::after_changes;
 use super::{Backend, Effects, Store, StoreError};
@@ -154,7 +154,7 @@ impl Store {
             .push(") from v where instructions.id = v.id and ")
             .in_cte("instructions.id", "v", "id")
             .push(" returning payload, trace_context, ")
-            .push(&super::transition::qualified("instructions"));
+            .push(&qualified("instructions"));
             sql
         };
         let mut tx = self.begin().await?;

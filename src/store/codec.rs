@@ -91,6 +91,15 @@ pub(super) const INSTRUCTION_COLUMNS: &str = "id, request_id, processor_id, kind
     first_instructed_at, acknowledged_at, resolved_at, next_attempt_at, lease_expires_at, \
     reply_due_at, result, resolved_by";
 
+/// [`INSTRUCTION_COLUMNS`] qualified with `table.`, for statements that join.
+pub(super) fn qualified(table: &str) -> String {
+    INSTRUCTION_COLUMNS
+        .split(", ")
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Decodes an instruction row selected with [`INSTRUCTION_COLUMNS`].
 pub(super) fn instruction(row: &AnyRow) -> Result<InstructionView, StoreError> {
     Ok(InstructionView {

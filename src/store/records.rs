@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::codec::{from_json, instruction, micros, parsed, request_id, time};
+use super::codec::{from_json, instruction, micros, parsed, qualified, request_id, time};
 use super::events::{EventKind, NewEvent, append_events};
 use super::sql::{Bind, Col, Sql};
-use super::transition::qualified;
 use super::{Backend, ClosedRequest, Effects, Store, StoreError};
 use crate::domain::{
     CompletionRecord, InstructionView, ProcessorLine, RequestId, RequestStatus, Timestamp,

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Row};
 
-use super::codec::{INSTRUCTION_COLUMNS, instruction, json, micros, state_list};
+use super::codec::{instruction, json, micros, qualified, state_list};
 use super::events::{EventKind, NewEvent, append_events};
 use super::records::{CLOSED_COLUMNS, record_closed};
 use super::sql::{Bind, Col, Sql};
@@ -209,15 +209,6 @@ pub(super) async fn apply(
     close_attempts(conn, backend, changes, &changed, now).await?;
     after_changes(conn, backend, &changed, now, effects).await?;
     Ok(changed)
-}
-
-/// `INSTRUCTION_COLUMNS` qualified with `table.`, for statements that join.
-pub(super) fn qualified(table: &str) -> String {
-    INSTRUCTION_COLUMNS
-        .split(", ")
-        .map(|c| format!("{table}.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Closes the open history entries of the instructions that changed: the

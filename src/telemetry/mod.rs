@@ -30,11 +30,18 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
-
 pub use context::{MetadataInjector, current_traceparent, link_and_parent, trace_id_of};
 pub use metrics::Metrics;
 pub use rpc::RpcTraceLayer;
+
+/// Log output format (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
 
 /// The service name used when `OTEL_SERVICE_NAME` is not set.
 pub const SERVICE_NAME: &str = "dsr-orchestrator";

@@ -146,8 +146,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::api::convert::fields;
-    use crate::api::convert::processor::tests::valid;
+    use crate::wire::fields;
+    use crate::wire::processor::tests::valid;
     use crate::domain::ProcessorRole;
 
     fn current() -> ProcessorSpec {

@@ -1,4 +1,7 @@
-//! Where protobuf messages meet domain types, and the only such place.
+//! Where protobuf messages meet domain types, and the only such place: the
+//! API services decode what callers send here, and the gRPC push adapter
+//! encodes what it delivers to processors. The generated messages that
+//! carry personal data get their redacting `Debug` here too.
 //!
 //! Inbound, every conversion returns `Result<DomainType, Violations>` and
 //! collects *all* problems of a message, each under its field path as named
@@ -24,6 +27,7 @@ mod ids;
 mod instruction;
 mod processor;
 mod record;
+mod redact;
 mod request;
 mod time;
 mod update;

@@ -23,7 +23,7 @@ pub fn parse_processor_id(s: &str, field: &str) -> Result<ProcessorId, Violation
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::convert::fields;
+    use crate::wire::fields;
 
     #[test]
     fn violations_name_the_field() {

@@ -184,7 +184,7 @@ fn labels_pb(labels: &Labels) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::convert::fields;
+    use crate::wire::fields;
     use crate::domain::{Jurisdiction, RequestKind, Requester};
     use chrono::DateTime;
 
@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn stored_requests_go_out_without_identity_values() {
-        use crate::api::convert::instruction::tests::view;
+        use crate::wire::instruction::tests::view;
         use crate::domain::{InstructionState, RequestStatus};
 
         let mut escalated = view();

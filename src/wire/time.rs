@@ -98,7 +98,7 @@ pub(super) fn duration_pb(d: Duration) -> prost_types::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::convert::fields;
+    use crate::wire::fields;
 
     fn ts(seconds: i64, nanos: i32) -> prost_types::Timestamp {
         prost_types::Timestamp { seconds, nanos }

@@ -174,10 +174,10 @@ fn adapter_pb(a: &AdapterConfig) -> pb::Adapter {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::api::convert::fields;
+    use crate::wire::fields;
 
     /// A valid push processor on the wire.
-    pub(in crate::api::convert) fn valid() -> pb::Processor {
+    pub(in crate::wire) fn valid() -> pb::Processor {
         pb::Processor {
             processor_id: "platform-vendor".into(),
             display_name: "Platform Vendor Inc.".into(),

@@ -135,14 +135,14 @@ pub fn instruction(i: &InstructionView) -> pb::Instruction {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::api::convert::fields;
+    use crate::wire::fields;
     use crate::domain::{
         DeletionException, InstructionId, InstructionState, Jurisdiction, Outcome, ProcessorId,
         RequestId, RequestKind, ResolvedBy,
     };
 
     /// A resolved instruction as the store returns it.
-    pub(in crate::api::convert) fn view() -> InstructionView {
+    pub(in crate::wire) fn view() -> InstructionView {
         let at = chrono::DateTime::from_timestamp(1_750_000_000, 0).unwrap();
         InstructionView {
             id: InstructionId::new(),
