@@ -42,11 +42,7 @@ pub struct AdminState {
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    state: AdminState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -59,9 +55,12 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY on an admin connection");
         }
     });
-    axum::serve(listener, app)
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+    {
+        tracing::error!(error = %e, "the admin listener failed");
+    }
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {

@@ -1,7 +1,9 @@
 //! Assembly: the one place that knows every part. [`Application::build`]
 //! connects and migrates the store, loads the processors file, binds the
-//! listener, and wires the gRPC services, health, reflection and the
-//! dispatcher; `main` and the integration tests build the very same thing.
+//! listeners and wires the dispatcher; [`Application::run_until_stopped`]
+//! starts every background task, serves the gRPC services (with health and
+//! reflection) and, at shutdown, stops each task in turn. `main` and the
+//! integration tests build and run the very same thing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -20,8 +23,9 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::adapter::Adapter;
 use crate::dispatch::grpc::GrpcAdapter;
+use crate::dispatch::recorder::{Recorder, RecorderTask};
 use crate::pb;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::telemetry::{Metrics, RpcTraceLayer};
 
 /// What tests may swap out.
@@ -54,6 +58,8 @@ pub struct Application {
     metrics: Arc<Metrics>,
     store: Store,
     dispatcher: Dispatcher,
+    /// The recorder's writing task, started with the others.
+    recorder: RecorderTask,
     run_dispatcher: bool,
     clock: Arc<dyn Clock>,
 }
@@ -63,15 +69,38 @@ impl Application {
     /// message if any of it goes wrong.
     pub async fn build(config: &Config, options: Options) -> anyhow::Result<Self> {
         let metrics = Metrics::new(options.clock.clone())?;
+        let built = Self::build_with(config, options, metrics.clone()).await;
+        if built.is_err() {
+            // Nothing was exported yet; shut the provider down quietly
+            // rather than have its drop complain after the error.
+            metrics.shutdown();
+        }
+        built
+    }
+
+    async fn build_with(
+        config: &Config,
+        options: Options,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let store = Store::connect(&config.database_url, &config.store_options())
             .await
             .with_context(|| {
                 format!(
-                    "cannot open the database ({})",
-                    redact_url(&config.database_url)
+                    "cannot open the database {}",
+                    crate::store::redact_url(&config.database_url)
                 )
             })?
             .with_observer(metrics.clone());
+        match store.backend() {
+            Backend::Sqlite => tracing::info!(
+                file = %store.location(),
+                "keeping data in SQLite (one process; use PostgreSQL for several replicas)"
+            ),
+            Backend::Postgres => {
+                tracing::info!(database = %store.location(), "keeping data in PostgreSQL")
+            }
+        }
         if let Some(path) = &config.processors_file {
             // The loader's errors already name the file and the line.
             let specs = crate::processors_file::load(path)?;
@@ -91,10 +120,12 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
         let admin_addr = admin_listener.local_addr()?;
+        let (recorder, recorder_task) = Recorder::new(store.clone(), options.clock.clone());
         let dispatcher = Dispatcher::new(
             store.clone(),
             options.clock.clone(),
             options.adapter,
+            recorder,
             config.dispatch_config(),
             metrics.clone(),
         );
@@ -106,6 +137,7 @@ impl Application {
             metrics,
             store,
             dispatcher,
+            recorder: recorder_task,
             run_dispatcher: options.run_dispatcher,
             clock: options.clock,
         })
@@ -131,131 +163,166 @@ impl Application {
         &self.dispatcher
     }
 
-    /// Serves until `shutdown` fires, then stops accepting calls, drains the
-    /// dispatcher and closes the pool.
+    /// Serves until `shutdown` fires, then stops accepting calls, stops
+    /// every background task in turn and closes the store.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<pb::request_service_server::RequestServiceServer<RequestApi>>()
-            .await;
-        health_reporter
-            .set_serving::<pb::processor_service_server::ProcessorServiceServer<ProcessorApi>>()
-            .await;
-        health_reporter
-            .set_serving::<pb::instruction_service_server::InstructionServiceServer<InstructionApi>>()
-            .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-
-        let request_api = RequestApi {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            dispatcher: self.dispatcher.clone(),
-            shutdown: shutdown.clone(),
-            metrics: self.metrics.clone(),
+        let Application {
+            listener,
+            addr,
+            admin_listener,
+            admin_addr,
+            metrics,
+            store,
+            dispatcher,
+            recorder,
+            run_dispatcher,
+            clock,
+        } = self;
+        // Every moving part, in the order it starts; they stop in the
+        // reverse order, each after the ones that feed it.
+        let mut tasks = Background::default();
+        // SQLite: copies the write-ahead log back, beside the one writer.
+        tasks.start("checkpointer", |stop| store.checkpointer(stop));
+        // PostgreSQL: other replicas' commits wake this one's dispatcher
+        // and watchers, and this one's commits are published to them.
+        tasks.start("notice listener", |stop| store.notice_listener(stop));
+        tasks.start("notice publisher", |stop| store.notice_publisher(stop));
+        // Group-commits submissions: `SubmitRequest` waits for it.
+        tasks.start("intake writer", |stop| Some(store.intake_writer(stop)));
+        // Writes delivery results in batches: deliveries wait for it.
+        tasks.start("recorder", |stop| Some(recorder.run(stop)));
+        // Claims and delivers; when stopped, drains its deliveries.
+        if run_dispatcher {
+            tasks.start("dispatcher", |stop| Some(dispatcher.clone().run(stop)));
+        }
+        // Keeps the open-work gauges fresh for OTLP push.
+        tasks.start("metrics refresher", |stop| {
+            metrics.refresher(store.clone(), clock.clone(), Duration::from_secs(15), stop)
+        });
+        // `/metrics`, `/healthz`, `/readyz`.
+        let admin = AdminState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            dispatcher: run_dispatcher.then(|| dispatcher.clone()),
         };
-        let processor_api = ProcessorApi {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-        };
-        let instruction_api = InstructionApi {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-        };
-
-        let admin_stop = CancellationToken::new();
-        let admin = tokio::spawn(crate::admin::serve(
-            self.admin_listener,
-            AdminState {
-                store: self.store.clone(),
-                metrics: self.metrics.clone(),
-                clock: self.clock.clone(),
-                dispatcher: self.run_dispatcher.then(|| self.dispatcher.clone()),
-            },
-            admin_stop.clone(),
-        ));
-        self.metrics.spawn_refresher(
-            self.store.clone(),
-            self.clock.clone(),
-            Duration::from_secs(15),
-        );
-
-        let dispatcher_stop = CancellationToken::new();
-        let dispatcher_task = self
-            .run_dispatcher
-            .then(|| tokio::spawn(self.dispatcher.clone().run(dispatcher_stop.clone())));
+        tasks.start("admin listener", |stop| {
+            Some(crate::admin::serve(admin_listener, admin, stop))
+        });
 
         tracing::info!(
-            addr = %self.addr,
-            admin = %self.admin_addr,
-            backend = self.store.backend().as_str(),
+            addr = %addr,
+            admin = %admin_addr,
+            backend = store.backend().as_str(),
             "serving gRPC"
         );
-        // Small messages, many calls: don't wait to batch packets. Set on
-        // the incoming stream itself: the builder's `tcp_nodelay` is
-        // ignored for a listener of our own, and with Nagle on, a reply
-        // waited for the client's delayed ACK (40 ms on Linux).
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let served = Server::builder()
-            // Detect dead peers (and half-open watch streams) within a minute.
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            // One span per RPC, continuing the caller's W3C trace; outermost,
-            // so everything below (health and reflection too) runs inside it.
-            .layer(RpcTraceLayer)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(pb::request_service_server::RequestServiceServer::new(
-                request_api,
-            ))
-            .add_service(pb::processor_service_server::ProcessorServiceServer::new(
-                processor_api,
-            ))
-            .add_service(
-                pb::instruction_service_server::InstructionServiceServer::new(instruction_api),
-            )
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-            .await;
-        tracing::info!("gRPC server stopped; draining the dispatcher");
-        dispatcher_stop.cancel();
-        if let Some(task) = dispatcher_task {
-            let _ = task.await;
-        }
-        admin_stop.cancel();
-        let _ = admin.await;
-        self.metrics.shutdown();
-        self.store.close().await;
+        let services = Services {
+            requests: RequestApi {
+                store: store.clone(),
+                clock: clock.clone(),
+                dispatcher: dispatcher.clone(),
+                shutdown: shutdown.clone(),
+                metrics: metrics.clone(),
+            },
+            processors: ProcessorApi {
+                store: store.clone(),
+                clock: clock.clone(),
+            },
+            instructions: InstructionApi {
+                store: store.clone(),
+                clock: clock.clone(),
+            },
+        };
+        let served = serve(listener, services, shutdown).await;
+        tracing::info!("gRPC server stopped; stopping the background tasks");
+        tasks.stop().await;
+        metrics.shutdown();
+        store.close().await;
         served.context("gRPC server failed")
     }
 }
 
-/// A database URL without its password, for error messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
+/// The `dsr.v1` service implementations.
+struct Services {
+    requests: RequestApi,
+    processors: ProcessorApi,
+    instructions: InstructionApi,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(
-            super::redact_url("postgres://dsr:secret@db:5432/dsr"),
-            "postgres://dsr:***@db:5432/dsr"
-        );
-        assert_eq!(super::redact_url("sqlite://dsr.db"), "sqlite://dsr.db");
+/// Serves gRPC on `listener` until `shutdown`.
+async fn serve(
+    listener: TcpListener,
+    services: Services,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    use pb::instruction_service_server::InstructionServiceServer;
+    use pb::processor_service_server::ProcessorServiceServer;
+    use pb::request_service_server::RequestServiceServer;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RequestServiceServer<RequestApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ProcessorServiceServer<ProcessorApi>>()
+        .await;
+    health_reporter
+        .set_serving::<InstructionServiceServer<InstructionApi>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().expect("valid descriptors");
+    let reflection_v1alpha = reflection().build_v1alpha().expect("valid descriptors");
+    // Small messages, many calls: don't wait to batch packets. Set on the
+    // incoming stream itself: the builder's `tcp_nodelay` is ignored for a
+    // listener of our own, and with Nagle on, a reply would wait for the
+    // client's delayed ACK (40 ms on Linux).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        // Detect dead peers (and half-open watch streams) within a minute.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // One span per RPC, continuing the caller's W3C trace; outermost,
+        // so everything below (health and reflection too) runs inside it.
+        .layer(RpcTraceLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(RequestServiceServer::new(services.requests))
+        .add_service(ProcessorServiceServer::new(services.processors))
+        .add_service(InstructionServiceServer::new(services.instructions))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+        .await
+}
+
+/// Background tasks, each with its own stop signal.
+#[derive(Default)]
+struct Background {
+    running: Vec<(&'static str, CancellationToken, JoinHandle<()>)>,
+}
+
+impl Background {
+    /// Spawns the task `make` returns for a fresh stop signal, if any.
+    fn start<F>(&mut self, name: &'static str, make: impl FnOnce(CancellationToken) -> Option<F>)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        if let Some(task) = make(stop.clone()) {
+            self.running.push((name, stop, tokio::spawn(task)));
+        }
+    }
+
+    /// Stops the tasks one at a time, the last started first, each
+    /// finishing its work in hand before the next is told.
+    async fn stop(self) {
+        for (name, stop, task) in self.running.into_iter().rev() {
+            stop.cancel();
+            if let Err(e) = task.await {
+                tracing::error!(task = name, error = %e, "background task failed");
+            }
+        }
     }
 }

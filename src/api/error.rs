@@ -17,9 +17,9 @@ pub enum ApiError {
     /// `INVALID_ARGUMENT` with field violations.
     #[error("invalid argument: {0}")]
     Invalid(Violations),
-    /// `NOT_FOUND`.
+    /// `NOT_FOUND`: what was not found, e.g. `request 6f1c2b1e-...`.
     #[error("{0} not found")]
-    NotFound(&'static str),
+    NotFound(String),
     /// `ALREADY_EXISTS`.
     #[error("{0}")]
     AlreadyExists(String),
@@ -32,7 +32,8 @@ pub enum ApiError {
     /// `PERMISSION_DENIED`: a processor touching another's instruction.
     #[error("{0}")]
     PermissionDenied(&'static str),
-    /// `UNAVAILABLE`: the database is unreachable; retry later.
+    /// `UNAVAILABLE`: the database is unreachable or a transaction lost a
+    /// race (see [`StoreError::is_transient`]); retry later.
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
     /// `INTERNAL`: a bug or corrupt data; details only in the log.
@@ -53,9 +54,7 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists(m) => ApiError::AlreadyExists(m),
             StoreError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
             StoreError::Invalid(v) => ApiError::Invalid(v),
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => ApiError::Unavailable(e),
+            e if e.is_transient() => ApiError::Unavailable(e),
             other => ApiError::Internal(other),
         }
     }

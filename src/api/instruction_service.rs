@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::wire;
 use super::error::{ApiError, ApiResult};
 use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::clock::Clock;
@@ -17,6 +16,7 @@ use crate::domain::{
 use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
 use crate::store::{DeliveryAttemptRow, InstructionFilter, Store};
+use crate::wire;
 
 /// Implementation of `InstructionService`.
 #[derive(Clone)]

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::wire;
 use super::error::{ApiError, ApiResult};
 use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::clock::Clock;
@@ -12,6 +11,7 @@ use crate::domain::{ProcessorId, Violations};
 use crate::pb;
 use crate::pb::processor_service_server::ProcessorService;
 use crate::store::Store;
+use crate::wire;
 
 /// Implementation of `ProcessorService`.
 #[derive(Clone)]
@@ -61,8 +61,7 @@ impl ProcessorService for ProcessorApi {
         &self,
         request: Request<pb::RegisterProcessorRequest>,
     ) -> Result<Response<pb::RegisterProcessorResponse>, Status> {
-        let spec =
-            wire::processor_spec(request.into_inner().processor).map_err(ApiError::from)?;
+        let spec = wire::processor_spec(request.into_inner().processor).map_err(ApiError::from)?;
         let (processor, token) = self
             .store
             .register_processor(&spec, self.clock.now())
@@ -101,8 +100,8 @@ impl ProcessorService for ProcessorApi {
             .as_ref()
             .map(|p| p.processor_id.as_str())
             .unwrap_or("");
-        let id = wire::parse_processor_id(id_text, "processor.processor_id")
-            .map_err(ApiError::from)?;
+        let id =
+            wire::parse_processor_id(id_text, "processor.processor_id").map_err(ApiError::from)?;
         let current = self.store.processor(&id).await.map_err(ApiError::from)?;
         let spec = wire::apply_update(&current.spec, req.processor, req.update_mask)
             .map_err(ApiError::from)?;

@@ -11,7 +11,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::wire;
 use super::error::{ApiError, ApiResult};
 use super::page::{page_size, page_token};
 use crate::clock::Clock;
@@ -20,6 +19,7 @@ use crate::domain::{RequestId, Violations};
 use crate::pb;
 use crate::pb::request_service_server::RequestService;
 use crate::store::{EventKind, RequestCursor, RequestEvent, RequestFilter, Store};
+use crate::wire;
 
 /// How often a watcher re-reads the history when no notice arrives: the
 /// fallback that lets a watcher see changes made by another replica.
@@ -60,17 +60,12 @@ impl RequestApi {
         let mut v = Violations::new();
         let size = v.take("page_size", page_size(req.page_size));
         let filter = RequestFilter {
-            status: v
-                .take("status", wire::request_status(req.status))
-                .flatten(),
+            status: v.take("status", wire::request_status(req.status)).flatten(),
             kind: v
                 .take("kind", wire::request_kind_filter(req.kind))
                 .flatten(),
             jurisdiction: v
-                .take(
-                    "jurisdiction",
-                    wire::jurisdiction_filter(req.jurisdiction),
-                )
+                .take("jurisdiction", wire::jurisdiction_filter(req.jurisdiction))
                 .flatten(),
             submitted_after: v
                 .take(
@@ -252,8 +247,7 @@ impl RequestService for RequestApi {
         request: Request<pb::WatchRequestRequest>,
     ) -> Result<Response<Self::WatchRequestStream>, Status> {
         let req = request.into_inner();
-        let id =
-            wire::parse_request_id(&req.request_id, "request_id").map_err(ApiError::from)?;
+        let id = wire::parse_request_id(&req.request_id, "request_id").map_err(ApiError::from)?;
         // Subscribe before the first read so no notice can slip between.
         let notices = self.store.subscribe_events();
         self.store.request(id).await.map_err(ApiError::from)?;

@@ -18,9 +18,9 @@ use tonic::transport::Channel;
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint};
 use crate::domain::InstructionView;
 use crate::pb::deliver_instruction_response::Disposition;
-use crate::wire;
 use crate::pb::processor_adapter_client::ProcessorAdapterClient;
 use crate::pb::{CancelInstructionRequest, DeliverInstructionRequest};
+use crate::wire;
 
 /// gRPC push adapter with a per-endpoint channel cache.
 #[derive(Default)]
@@ -121,11 +121,7 @@ impl Adapter for GrpcAdapter {
             kind: crate::pb::RequestKind::from(i.kind) as i32,
             jurisdiction: crate::pb::Jurisdiction::from(i.jurisdiction) as i32,
             submitted_at: Some(wire::timestamp(i.submitted_at)),
-            subject_identities: delivery
-                .identities
-                .iter()
-                .map(wire::identity_pb)
-                .collect(),
+            subject_identities: delivery.identities.iter().map(wire::identity_pb).collect(),
             attempt: i.attempts,
             reminder: delivery.reminder,
         };

@@ -50,7 +50,7 @@
 
 pub mod adapter;
 pub mod grpc;
-mod recorder;
+pub mod recorder;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,7 +67,7 @@ use crate::domain::{AdapterConfig, InstructionView, Processor, ProcessorId, Time
 use crate::store::{ClaimKind, ClaimOrder, Claimed, DeliveryReport, DeliveryResult, Store};
 use crate::telemetry::Metrics;
 use adapter::{Adapter, Answer, Delivery, Endpoint};
-use recorder::Recorder;
+pub use recorder::Recorder;
 
 /// Dispatcher settings.
 #[derive(Clone, Debug)]
@@ -152,11 +152,13 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `store` delivering through `adapter`.
+    /// A dispatcher over `store` delivering through `adapter`, writing
+    /// results through `recorder`.
     pub fn new(
         store: Store,
         clock: Arc<dyn Clock>,
         adapter: Arc<dyn Adapter>,
+        recorder: Recorder,
         config: DispatchConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -167,7 +169,7 @@ impl Dispatcher {
             // been scheduled (a race readiness probes could lose), and one
             // whose loop never starts turns unready like a stalled one.
             heartbeat: Arc::new(Mutex::new(Instant::now())),
-            recorder: Recorder::start(store.clone(), clock.clone()),
+            recorder,
             store,
             clock,
             adapter,

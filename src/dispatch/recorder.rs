@@ -11,9 +11,10 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::store::{DeliveryReport, Store, StoreError};
+use crate::store::{DeliveryReport, Store};
 
 /// Most results written in one transaction.
 const MAX_BATCH: usize = 256;
@@ -36,11 +37,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the recorder task; it ends when every handle is dropped.
-    pub fn start(store: Store, clock: Arc<dyn Clock>) -> Self {
+    /// A recorder, and the task that writes what it is handed (see
+    /// [`RecorderTask::run`]).
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> (Self, RecorderTask) {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(store, clock, rx));
-        Self { tx }
+        (Self { tx }, RecorderTask { store, clock, rx })
     }
 
     /// Queues a result and waits until it is written. Returns whether it
@@ -54,15 +55,50 @@ impl Recorder {
     }
 }
 
-async fn run(store: Store, clock: Arc<dyn Clock>, mut rx: mpsc::Receiver<Pending>) {
+/// The recorder's writing side.
+pub struct RecorderTask {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    rx: mpsc::Receiver<Pending>,
+}
+
+impl RecorderTask {
+    /// Writes results in batches until `stop`, then what is queued, and
+    /// ends: stop it after the deliveries that report to it. Until it
+    /// runs, deliveries wait for their results to be written.
+    pub async fn run(self, stop: CancellationToken) {
+        let RecorderTask {
+            store,
+            clock,
+            mut rx,
+        } = self;
+        run(&store, clock.as_ref(), &mut rx, stop).await
+    }
+}
+
+async fn run(
+    store: &Store,
+    clock: &dyn Clock,
+    rx: &mut mpsc::Receiver<Pending>,
+    stop: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let applied = write(&store, clock.as_ref(), &batch).await;
-        for p in batch.drain(..) {
-            let ok = applied
-                .as_ref()
-                .is_some_and(|ids| ids.contains(&p.report.id));
-            let _ = p.done.send(ok);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled(), if !rx.is_closed() => rx.close(),
+            n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                let applied = write(store, clock, &batch).await;
+                for p in batch.drain(..) {
+                    let ok = applied
+                        .as_ref()
+                        .is_some_and(|ids| ids.contains(&p.report.id));
+                    let _ = p.done.send(ok);
+                }
+            }
         }
     }
 }
@@ -77,7 +113,7 @@ async fn write(
         let reports = batch.iter().map(|p| p.report.clone()).collect();
         match store.record_deliveries(reports, clock.now()).await {
             Ok(changed) => return Some(changed.into_iter().map(|v| v.id).collect()),
-            Err(e) if attempt < MAX_TRIES && is_transient(&e) => {
+            Err(e) if attempt < MAX_TRIES && e.is_transient() => {
                 tracing::info!(error = %e, attempt, "recording a batch failed; retrying");
             }
             Err(e) => {
@@ -91,16 +127,4 @@ async fn write(
         }
     }
     None
-}
-
-/// Deadlocks and serialisation failures (PostgreSQL), busy databases
-/// (SQLite) and dropped connections are worth another try.
-fn is_transient(e: &StoreError) -> bool {
-    match e {
-        StoreError::Database(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("40P01" | "40001" | "5" | "6"))
-        }
-        StoreError::Database(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) => true,
-        _ => false,
-    }
 }

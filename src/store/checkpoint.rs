@@ -4,14 +4,11 @@
 //! checkpoint copies them back into the database file. SQLite's default is
 //! to checkpoint inside the commit that pushes the log past 1,000 pages, on
 //! the committing connection: with one writer connection, every write
-//! waited while the writer copied pages and synced the database file.
-//! Measured on `dsr-bench` (SQLite, 64 clients, 5 processors) once this
-//! task checkpointed instead: intake 1,354 -> 1,556-1,597 requests/s;
-//! fanout 20,000 x 5 unchanged (4,171 -> 4,181 instructions/s).
+//! would wait while the writer copied pages and synced the database file
+//! (about 15 % of intake on SQLite).
 //!
 //! So no connection checkpoints by itself (`wal_autocheckpoint = 0`), and
-//! this task
-//! checkpoints in `PASSIVE` mode on a pooled connection every
+//! this task checkpoints in `PASSIVE` mode on a pooled connection every
 //! [`INTERVAL`], beside the writer: copying pages never blocks a writer or
 //! a reader. But SQLite rewinds the log only at a commit that finds every
 //! page already copied, and under unbroken write load a checkpoint running
@@ -19,15 +16,14 @@
 //! 20-second fanout. So when the log is longer than [`REWIND_FRAMES`], the
 //! checkpoint then takes the writer's turn for a moment and copies what was
 //! committed while it ran (a fraction of the log); the next commit rewinds
-//! the log, and `journal_size_limit` trims the file. With the threshold at
-//! 16 MiB, intake load crossed it at 76 of about 108 ticks (one run);
-//! at 64 MiB intake was 2,170-2,260 requests/s against 1,890-2,150, which is
-//! within these machines' noise but was the better side in every run.
+//! the log, and `journal_size_limit` trims the file. The threshold is
+//! 64 MiB: at 16 MiB intake load crossed it at most ticks, each crossing
+//! costing the writer a turn.
 
 use std::time::Duration;
 
 use sqlx::{AnyConnection, Row};
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
 
@@ -51,33 +47,37 @@ pub(super) struct Checkpoint {
     pub copied: i64,
 }
 
-/// Starts the checkpointer (SQLite only); it ends when the store is closed
-/// or the application has dropped every handle (`alive` no longer
-/// upgrades: the intake queue's senders live in those handles).
-pub(super) fn start(store: Store, alive: mpsc::WeakSender<super::intake::Job>) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if store.pool.is_closed() || alive.upgrade().is_none() {
-                break;
-            }
-            let done = match store.checkpoint(false).await {
-                Ok(c) if c.log > REWIND_FRAMES => store.checkpoint(true).await,
-                done => done,
-            };
-            match done {
-                Ok(_) => {}
-                // The store was closed under us: done.
-                Err(StoreError::Database(sqlx::Error::PoolClosed)) => break,
-                Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; will retry"),
-            }
-        }
-    });
-}
-
 impl Store {
+    /// SQLite's checkpointer, to run on a task of its own until `stop`;
+    /// `None` on PostgreSQL.
+    pub fn checkpointer(
+        &self,
+        stop: CancellationToken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        self.sqlite_writer.as_ref()?;
+        let store = self.clone();
+        Some(async move {
+            let mut ticks = tokio::time::interval(INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                let done = match store.checkpoint(false).await {
+                    Ok(c) if c.log > REWIND_FRAMES => store.checkpoint(true).await,
+                    done => done,
+                };
+                match done {
+                    Ok(_) => {}
+                    // The store was closed under us: done.
+                    Err(StoreError::Database(e)) if matches!(*e, sqlx::Error::PoolClosed) => return,
+                    Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; will retry"),
+                }
+            }
+        })
+    }
+
     /// Copies the write-ahead log into the database file: beside the writer
     /// (on a free pooled connection; with none free, as below), or
     /// (`between_writes`) holding the writer's turn, so that every page is

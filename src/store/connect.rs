@@ -82,12 +82,30 @@ impl Default for StoreOptions {
 }
 
 /// The database file named by a SQLite URL, or `None` for in-memory ones.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+pub(super) fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or("");
     (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// A database URL with its password, if it has one, shown as `***`: for
+/// logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| scheme + i);
+    let Some(at) = url[scheme..authority_end].rfind('@').map(|i| scheme + i) else {
+        return url.to_string();
+    };
+    match url[scheme..at].split_once(':') {
+        Some((user, _)) => format!("{}{user}:***{}", &url[..scheme], &url[at..]),
+        None => url.to_string(),
+    }
 }
 
 /// SQLite serves one process: a second orchestrator on the same file would
@@ -105,20 +123,24 @@ fn sqlite_process_lock(url: &str) -> Result<Option<File>, StoreError> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        .map_err(|e| StoreError::from(sqlx::Error::Io(e)))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(TryLockError::WouldBlock) => Err(StoreError::InUse(path.display().to_string())),
-        Err(TryLockError::Error(e)) => Err(StoreError::Database(sqlx::Error::Io(e))),
+        Err(TryLockError::Error(e)) => Err(StoreError::from(sqlx::Error::Io(e))),
     }
 }
 
 impl Store {
     /// Connects, tunes and migrates. A SQLite file is created if missing.
+    /// Nothing runs in the background yet: whoever owns the store starts
+    /// its tasks ([`Store::intake_writer`], [`Store::checkpointer`],
+    /// [`Store::notice_publisher`], [`Store::notice_listener`]), as
+    /// `startup` does.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         install_default_drivers();
         let backend = Backend::from_url(url).ok_or_else(|| {
-            StoreError::Database(sqlx::Error::Configuration(
+            StoreError::from(sqlx::Error::Configuration(
                 "database URL must start with sqlite:, postgres:// or postgresql://".into(),
             ))
         })?;
@@ -190,49 +212,19 @@ impl Store {
             Backend::Postgres => None,
         };
         let (events, _) = broadcast::channel(4096);
-        let work = Arc::new(Notify::new());
-        let listener = (backend == Backend::Postgres).then(|| {
-            Arc::new(super::notify::listen(
-                url.clone(),
-                work.clone(),
-                events.clone(),
-            ))
-        });
-        let mut store = Store {
+        Ok(Store {
             pool,
             backend,
+            url: url.into(),
             process_lock: process_lock.map(|f| Arc::new(std::sync::Mutex::new(Some(f)))),
-            work,
+            work: Arc::new(Notify::new()),
             events,
-            _listener: listener,
             observer: Arc::default(),
             sqlite_writer,
-            intake: None,
-            publisher: None,
+            intake: Arc::default(),
+            publisher: Arc::default(),
             submitting: Arc::default(),
-        };
-        if backend == Backend::Postgres {
-            store.publisher = Some(super::notify::start_publisher(Store {
-                process_lock: None,
-                _listener: None,
-                ..store.clone()
-            }));
-        }
-        // The background tasks' handle (intake writer, SQLite checkpointer)
-        // holds neither the SQLite process lock nor the listener: those live
-        // exactly as long as the handles the application uses (whose drop
-        // also ends the tasks).
-        let writer = Store {
-            process_lock: None,
-            _listener: None,
-            ..store.clone()
-        };
-        let intake = super::intake::start_writer(writer.clone());
-        if backend == Backend::Sqlite {
-            super::checkpoint::start(writer, intake.downgrade());
-        }
-        store.intake = Some(intake);
-        Ok(store)
+        })
     }
 }
 
@@ -240,6 +232,22 @@ impl Store {
 mod tests {
     use super::super::testing;
     use super::*;
+
+    #[test]
+    fn passwords_are_hidden_and_only_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://dsr:secret@db:5432/dsr",
+                "postgres://dsr:***@db:5432/dsr",
+            ),
+            ("postgres://dsr@db/dsr", "postgres://dsr@db/dsr"),
+            ("postgres://db/dsr?user=x", "postgres://db/dsr?user=x"),
+            ("postgres://u:p@ss@db/x", "postgres://u:***@db/x"),
+            ("sqlite://dsr.db", "sqlite://dsr.db"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn sqlite_paths() {

@@ -86,7 +86,7 @@ impl Store {
         .query()
         .fetch_optional(&self.pool)
         .await?
-        .ok_or(StoreError::NotFound("instruction"))?;
+        .ok_or_else(|| StoreError::not_found("instruction", id))?;
         instruction(&row)
     }
 

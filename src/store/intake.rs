@@ -47,6 +47,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::codec::{json, micros, request_id};
 use super::events::{EventKind, INSERT_EVENTS, NewEvent, append_events, select_events};
@@ -89,21 +90,6 @@ impl Drop for Submitting {
     }
 }
 
-/// Starts the writer; it ends when the last sender is dropped.
-pub(super) fn start_writer(store: Store) -> mpsc::Sender<Job> {
-    let (tx, mut rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
-    tokio::spawn(async move {
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        let mut registry = None;
-        while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-            store
-                .write_batch(std::mem::take(&mut jobs), &mut registry)
-                .await;
-        }
-    });
-    tx
-}
-
 /// Chooses the processors a request fans out to.
 fn fan_out<'a>(
     req: &NewRequest,
@@ -140,6 +126,41 @@ fn fan_out<'a>(
 }
 
 impl Store {
+    /// The intake writer, to run on a task of its own: takes submissions
+    /// in batches until `stop`, then answers those already queued and
+    /// ends. Submissions made before it starts, or after it stopped, fail
+    /// with [`StoreError::Stopped`]. One per store; a second does nothing.
+    pub fn intake_writer(
+        &self,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, mut rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
+        let started = self.intake.set(tx).is_ok();
+        let store = self.clone();
+        async move {
+            if !started {
+                tracing::warn!("an intake writer is already running");
+                return;
+            }
+            let mut jobs = Vec::with_capacity(MAX_BATCH);
+            let mut registry = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    // Closed: new submissions fail at once, queued ones
+                    // are still written below.
+                    _ = stop.cancelled(), if !rx.is_closed() => rx.close(),
+                    n = rx.recv_many(&mut jobs, MAX_BATCH) => {
+                        if n == 0 {
+                            return;
+                        }
+                        store.write_batch(std::mem::take(&mut jobs), &mut registry).await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Takes a request in (idempotently on its id). `trace_context` is the
     /// submitting call's W3C `traceparent`, kept with each instruction so
     /// that its deliveries join that trace. Answers after the commit.
@@ -150,8 +171,8 @@ impl Store {
         now: Timestamp,
         trace_context: Option<&str>,
     ) -> Result<Intake, StoreError> {
-        let Some(writer) = &self.intake else {
-            return Err(StoreError::Corrupt("intake writer not running".into()));
+        let Some(writer) = self.intake.get() else {
+            return Err(StoreError::Stopped);
         };
         let _submitting = self.submission_started();
         let (done, answer) = oneshot::channel();
@@ -162,11 +183,9 @@ impl Store {
             done,
         };
         if writer.send(job).await.is_err() {
-            return Err(StoreError::Corrupt("intake writer stopped".into()));
+            return Err(StoreError::Stopped);
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Corrupt("intake writer stopped".into())))
+        answer.await.unwrap_or(Err(StoreError::Stopped))
     }
 
     /// How many submissions this process is taking in at this moment
@@ -194,7 +213,7 @@ impl Store {
                     Ok(r) => *registry = Some(r),
                     Err(e) => {
                         for job in jobs {
-                            let _ = job.done.send(Err(clone_error(&e)));
+                            let _ = job.done.send(Err(e.shared()));
                         }
                         return;
                     }
@@ -718,16 +737,4 @@ fn new_instructions(job: &Job, targets: &[&Processor]) -> Vec<InstructionView> {
             resolved_by: None,
         })
         .collect()
-}
-
-/// A copy of a store error for every job of a failed batch. Database
-/// errors cannot be cloned: an unreachable database stays "unreachable"
-/// (callers retry), anything else keeps its text.
-fn clone_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Database(
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-        ) => StoreError::Database(sqlx::Error::PoolTimedOut),
-        other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
-    }
 }

@@ -10,23 +10,20 @@
 //!
 //! So no writer waits for them: a committed transaction hands its notice to
 //! one publisher task and goes on, and the publisher sends, in one round of
-//! `NOTIFY`s, every notice waiting (the same request named once). Before,
-//! each commit of the serial writers (intake, claims, recorded results)
-//! was followed by its own `NOTIFY` on a pooled connection, fetched, tested
-//! and returned around it. Taking it off their path measured about 10 %
-//! more intake on PostgreSQL and 2 % more fanout (alternating runs against
-//! the build before).
+//! `NOTIFY`s, every notice waiting (the same request named once). A
+//! `NOTIFY` after each commit, on a pooled connection fetched and returned
+//! around it, would put a round trip on the path of every serial writer
+//! (intake, claims, recorded results): about 10 % of intake on PostgreSQL.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast, mpsc};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use super::Store;
 use super::sql::Sql;
+use super::{Backend, Store};
 use crate::domain::RequestId;
 
 /// Channel carrying comma-separated ids of requests with new events.
@@ -47,60 +44,86 @@ pub(super) struct Notice {
     pub new_work: bool,
 }
 
-/// Starts the publisher; it ends when the last sender is dropped. (A
-/// notice that finds its queue full is dropped by the sender: the queue is
-/// that far behind only when the database is, and pollers will find the
-/// change.)
-pub(super) fn start_publisher(store: Store) -> mpsc::Sender<Notice> {
-    let (tx, mut rx) = mpsc::channel::<Notice>(4 * NOTICES_PER_ROUND);
-    tokio::spawn(async move {
-        let mut notices = Vec::with_capacity(NOTICES_PER_ROUND);
-        while rx.recv_many(&mut notices, NOTICES_PER_ROUND).await > 0 {
-            let mut seen = HashSet::new();
-            let mut touched = Vec::new();
-            let mut new_work = false;
-            for notice in notices.drain(..) {
-                new_work |= notice.new_work;
-                touched.extend(notice.touched.into_iter().filter(|id| seen.insert(*id)));
-            }
-            store.publish(&touched, new_work).await;
+impl Store {
+    /// PostgreSQL's notice publisher, to run on a task of its own: sends
+    /// every notice waiting in one round of `NOTIFY`s, until `stop` (then
+    /// what is queued). `None` on SQLite. A notice that finds the queue
+    /// full is dropped by its sender: the queue is that far behind only
+    /// when the database is, and pollers will find the change.
+    pub fn notice_publisher(
+        &self,
+        stop: CancellationToken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        if self.backend != Backend::Postgres {
+            return None;
         }
-    });
-    tx
-}
-
-/// The listener task; aborted when the last store clone is dropped.
-pub(super) struct Listener(JoinHandle<()>);
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Starts listening on `url` and relaying to this process.
-pub(super) fn listen(
-    url: String,
-    work: Arc<Notify>,
-    events: broadcast::Sender<RequestId>,
-) -> Listener {
-    Listener(tokio::spawn(async move {
-        loop {
-            match PgListener::connect(&url).await {
-                Ok(mut listener) => {
-                    if let Err(e) = listener.listen_all([EVENTS, WORK]).await {
-                        tracing::warn!(error = %e, "LISTEN failed; retrying");
-                    } else {
-                        relay(&mut listener, &work, &events).await;
+        let (tx, mut rx) = mpsc::channel::<Notice>(4 * NOTICES_PER_ROUND);
+        let started = self.publisher.set(tx).is_ok();
+        let store = self.clone();
+        Some(async move {
+            if !started {
+                tracing::warn!("a notice publisher is already running");
+                return;
+            }
+            let mut notices = Vec::with_capacity(NOTICES_PER_ROUND);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled(), if !rx.is_closed() => rx.close(),
+                    n = rx.recv_many(&mut notices, NOTICES_PER_ROUND) => {
+                        if n == 0 {
+                            return;
+                        }
+                        let mut seen = HashSet::new();
+                        let mut touched = Vec::new();
+                        let mut new_work = false;
+                        for notice in notices.drain(..) {
+                            new_work |= notice.new_work;
+                            touched.extend(notice.touched.into_iter().filter(|id| seen.insert(*id)));
+                        }
+                        store.publish(&touched, new_work).await;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "notification listener cannot connect; retrying")
-                }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        })
+    }
+
+    /// PostgreSQL's notice listener, to run on a task of its own until
+    /// `stop`: `LISTEN`s on its own connection (reconnecting when it
+    /// drops) and relays other replicas' notices to this process's
+    /// watchers and dispatcher. `None` on SQLite.
+    pub fn notice_listener(
+        &self,
+        stop: CancellationToken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        if self.backend != Backend::Postgres {
+            return None;
         }
-    }))
+        let (url, work, events) = (self.url.clone(), self.work.clone(), self.events.clone());
+        Some(async move {
+            let listen = async {
+                loop {
+                    match PgListener::connect(&url).await {
+                        Ok(mut listener) => {
+                            if let Err(e) = listener.listen_all([EVENTS, WORK]).await {
+                                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                            } else {
+                                relay(&mut listener, &work, &events).await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "notification listener cannot connect; retrying")
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = listen => {}
+            }
+        })
+    }
 }
 
 /// Relays notifications until the listener fails for good. (`recv`
@@ -169,6 +192,8 @@ mod tests {
     use std::time::Duration;
 
     use super::super::testing;
+    use tokio_util::sync::CancellationToken;
+
     use super::super::{Effects, Store, StoreOptions};
     use crate::domain::RequestId;
 
@@ -176,12 +201,15 @@ mod tests {
     /// replica's watchers and dispatcher.
     #[tokio::test]
     async fn notices_reach_another_replica() {
-        let Some((name, one)) = testing::postgres().await else {
+        let Some((db, one)) = testing::postgres().await else {
             return;
         };
-        let other = Store::connect(&testing::postgres_url(&name), &StoreOptions::default())
+        let other = Store::connect(&db.url, &StoreOptions::default())
             .await
             .unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(one.notice_publisher(stop.clone()).unwrap());
+        tokio::spawn(other.notice_listener(stop.clone()).unwrap());
         let mut events = other.subscribe_events();
         let work = other.work_notifier();
         let id = RequestId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
@@ -205,8 +233,9 @@ mod tests {
                 break;
             }
         }
+        stop.cancel();
         assert_eq!(heard, Some(id));
         other.close().await;
-        testing::drop_postgres(&name, one).await;
+        one.close().await;
     }
 }

@@ -107,7 +107,7 @@ impl Store {
         .query()
         .fetch_optional(&self.pool)
         .await?
-        .ok_or(StoreError::NotFound("processor"))?;
+        .ok_or_else(|| StoreError::not_found("processor", id))?;
         decode(&row)
     }
 
@@ -164,7 +164,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound("processor"));
+            return Err(StoreError::not_found("processor", &spec.id));
         }
         self.processor(&spec.id).await
     }
@@ -186,7 +186,7 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound("processor"));
+            return Err(StoreError::not_found("processor", id));
         }
         self.processor(id).await
     }
@@ -208,7 +208,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound("processor"));
+            return Err(StoreError::not_found("processor", id));
         }
         Ok(token)
     }

@@ -238,6 +238,6 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .map(|_| ())
-            .ok_or(StoreError::NotFound("request"))
+            .ok_or_else(|| StoreError::not_found("request", request))
     }
 }

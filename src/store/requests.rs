@@ -106,7 +106,7 @@ impl Store {
         .query()
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound("request"))?;
+        .ok_or_else(|| StoreError::not_found("request", id))?;
         let mut instructions = instructions_of_many(&mut tx, self.backend, &[id]).await?;
         tx.commit().await?;
         decode(&row, instructions.remove(&id).unwrap_or_default())

@@ -19,6 +19,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prometheus::{Encoder, TextEncoder};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::domain::{InstructionState, InstructionView};
@@ -207,23 +208,33 @@ impl Metrics {
         Ok(String::from_utf8(out)?)
     }
 
-    /// Keeps the gauges fresh for OTLP push (Prometheus refreshes on scrape).
-    pub fn spawn_refresher(self: &Arc<Self>, store: Store, clock: Arc<dyn Clock>, every: Duration) {
+    /// Keeps the gauges fresh for OTLP push, every `every` until `stop`
+    /// (Prometheus refreshes them on scrape); `None` when metrics are not
+    /// pushed.
+    pub fn refresher(
+        self: &Arc<Self>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        every: Duration,
+        stop: CancellationToken,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
         if !super::otlp_enabled("METRICS") {
-            return;
+            return None;
         }
-        let this = Arc::downgrade(self);
-        tokio::spawn(async move {
+        let this = self.clone();
+        Some(async move {
             let mut tick = tokio::time::interval(every);
             loop {
-                tick.tick().await;
-                let Some(this) = this.upgrade() else { return };
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
                 match store.stats(clock.now()).await {
                     Ok(stats) => *this.snapshot.lock().expect("metrics snapshot lock") = stats,
                     Err(e) => tracing::warn!(error = %e, "could not refresh the open-work gauges"),
                 }
             }
-        });
+        })
     }
 
     /// Flushes pushed metrics (at shutdown).

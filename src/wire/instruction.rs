@@ -135,11 +135,11 @@ pub fn instruction(i: &InstructionView) -> pb::Instruction {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::wire::fields;
     use crate::domain::{
         DeletionException, InstructionId, InstructionState, Jurisdiction, Outcome, ProcessorId,
         RequestId, RequestKind, ResolvedBy,
     };
+    use crate::wire::fields;
 
     /// A resolved instruction as the store returns it.
     pub(in crate::wire) fn view() -> InstructionView {

@@ -184,8 +184,8 @@ fn labels_pb(labels: &Labels) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::fields;
     use crate::domain::{Jurisdiction, RequestKind, Requester};
+    use crate::wire::fields;
     use chrono::DateTime;
 
     fn now() -> Timestamp {
@@ -335,8 +335,8 @@ mod tests {
 
     #[test]
     fn stored_requests_go_out_without_identity_values() {
-        use crate::wire::instruction::tests::view;
         use crate::domain::{InstructionState, RequestStatus};
+        use crate::wire::instruction::tests::view;
 
         let mut escalated = view();
         escalated.state = InstructionState::Escalated;

@@ -146,9 +146,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::domain::ProcessorRole;
     use crate::wire::fields;
     use crate::wire::processor::tests::valid;
-    use crate::domain::ProcessorRole;
 
     fn current() -> ProcessorSpec {
         processor_spec(Some(valid())).unwrap()

@@ -5,12 +5,9 @@
 //! dropped at the end.
 
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Executor};
+use dsr_orchestrator::store::ScratchDatabase;
 
 use crate::cli::Backend;
 
@@ -26,8 +23,8 @@ pub struct FreshDatabase {
 enum Kind {
     /// The directory holding the SQLite file; removed on drop unless kept.
     Sqlite(Option<tempfile::TempDir>, PathBuf),
-    /// The PostgreSQL database's name and the server's admin options.
-    Postgres(String, Box<PgConnectOptions>),
+    /// The PostgreSQL database.
+    Postgres(Box<ScratchDatabase>),
 }
 
 impl FreshDatabase {
@@ -45,23 +42,11 @@ impl FreshDatabase {
                 kind: Kind::Sqlite(Some(dir), path),
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let admin = PgConnectOptions::from_str(url)
-                .context("invalid PostgreSQL URL")?
-                .database("postgres");
-            let name = format!(
-                "dsr_bench_{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            );
-            let mut admin_conn = connect(&admin).await?;
-            admin_conn
-                .execute(sqlx::AssertSqlSafe(format!("create database {name}")))
-                .await
-                .with_context(|| format!("cannot create database {name}"))?;
-            let _ = admin_conn.close().await;
+            let db = ScratchDatabase::create(url, "dsr_bench").await?;
             Ok(Self {
-                url: with_database(url, &name)?,
+                url: db.url.clone(),
                 backend: Backend::Postgres,
-                kind: Kind::Postgres(name, Box::new(admin)),
+                kind: Kind::Postgres(Box::new(db)),
             })
         } else {
             bail!("--database-url must start with sqlite:// or postgres://")
@@ -72,91 +57,23 @@ impl FreshDatabase {
     pub fn location(&self) -> String {
         match &self.kind {
             Kind::Sqlite(_, path) => path.display().to_string(),
-            Kind::Postgres(name, _) => format!("PostgreSQL database {name}"),
+            Kind::Postgres(db) => format!("PostgreSQL database {}", db.name()),
         }
     }
 
     /// Removes the database, unless `keep`; then says where it is.
-    pub async fn finish(mut self, keep: bool) -> anyhow::Result<()> {
-        if keep {
-            if let Kind::Sqlite(dir, _) = &mut self.kind
-                && let Some(dir) = dir.take()
-            {
+    pub async fn finish(self, keep: bool) -> anyhow::Result<()> {
+        let location = self.location();
+        match self.kind {
+            Kind::Sqlite(Some(dir), _) if keep => {
                 let _ = dir.keep();
             }
-            eprintln!("dsr-bench: database kept: {}", self.location());
-            return Ok(());
-        }
-        match &self.kind {
             // The TempDir removes itself when dropped.
-            Kind::Sqlite(..) => Ok(()),
-            Kind::Postgres(name, admin) => {
-                let mut admin_conn = connect(admin).await?;
-                admin_conn
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "drop database if exists {name} with (force)"
-                    )))
-                    .await
-                    .with_context(|| format!("cannot drop database {name}"))?;
-                let _ = admin_conn.close().await;
-                Ok(())
-            }
+            Kind::Sqlite(..) => return Ok(()),
+            Kind::Postgres(db) if keep => db.keep(),
+            Kind::Postgres(db) => return db.drop_now().await,
         }
-    }
-}
-
-/// One admin connection to the server's `postgres` database.
-async fn connect(admin: &PgConnectOptions) -> anyhow::Result<PgConnection> {
-    let context = "cannot connect to the PostgreSQL server's `postgres` database";
-    tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(admin))
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out after 10 s"))
-        .context(context)?
-        .context(context)
-}
-
-/// `url` with its path (the database name) replaced by `name`, keeping the
-/// user, host, port and query.
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        bail!("invalid PostgreSQL URL");
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let query = rest[authority_end..]
-        .find('?')
-        .map(|i| &rest[authority_end + i..])
-        .unwrap_or("");
-    Ok(format!(
-        "{}{}/{name}{query}",
-        &url[..scheme_end],
-        &rest[..authority_end]
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn the_database_name_is_replaced() {
-        let cases = [
-            (
-                "postgres://postgres@127.0.0.1:5432/postgres",
-                "postgres://postgres@127.0.0.1:5432/db",
-            ),
-            (
-                "postgres://u:p@host/x?sslmode=disable",
-                "postgres://u:p@host/db?sslmode=disable",
-            ),
-            ("postgresql://host", "postgresql://host/db"),
-            (
-                "postgres://host?sslmode=disable",
-                "postgres://host/db?sslmode=disable",
-            ),
-        ];
-        for (url, expected) in cases {
-            assert_eq!(with_database(url, "db").unwrap(), expected, "{url}");
-        }
+        eprintln!("dsr-bench: database kept: {location}");
+        Ok(())
     }
 }
