@@ -25,4 +25,4 @@ echo "== helm chart tests (helm/tests)"
 cd "$here"
 # No bytecode or pytest cache left in the work tree.
 export PYTHONDONTWRITEBYTECODE=1
-exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -rfE "$here"
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -rfEs "$here"
