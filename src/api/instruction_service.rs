@@ -30,7 +30,7 @@ fn attempt_pb(a: &DeliveryAttemptRow) -> pb::DeliveryAttempt {
         attempt: a.attempt,
         started_at: Some(wire::timestamp(a.started_at)),
         finished_at: wire::opt_timestamp(a.finished_at),
-        result: a.result.clone(),
+        result: a.result.as_str().to_string(),
         error_code: a.error_code.clone().unwrap_or_default(),
         error_message: a.error_message.clone().unwrap_or_default(),
     }

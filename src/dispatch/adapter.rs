@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{InstructionResult, InstructionView, SubjectIdentity};
+use crate::domain::{AttemptResult, InstructionResult, InstructionView, SubjectIdentity};
 
 /// What is sent: the instruction and the identities its processor accepts.
 #[derive(Clone, Debug)]
@@ -27,16 +27,59 @@ pub enum Answer {
     Done(InstructionResult),
 }
 
-/// A failed delivery, classified.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct DeliveryError {
-    /// Whether trying again may succeed.
-    pub retryable: bool,
-    /// Short machine-readable code (a gRPC code name, or our own).
-    pub code: String,
-    /// Human-readable detail (never the identities we sent).
-    pub message: String,
+/// A failed delivery, classified by whether trying again may help.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The processor is down, overloaded or slow: the same delivery may
+    /// succeed later, so it is retried within the processor's budget.
+    #[error("{code}: {message}")]
+    Retryable {
+        /// Short machine-readable code (a gRPC code name, or our own).
+        code: String,
+        /// Human-readable detail (never the identities we sent).
+        message: String,
+    },
+    /// The processor will not take this instruction as sent (or its
+    /// answer is unusable): retrying cannot help, an operator must look.
+    #[error("{code}: {message}")]
+    Fatal {
+        /// Short machine-readable code (a gRPC code name, or our own).
+        code: String,
+        /// Human-readable detail (never the identities we sent).
+        message: String,
+    },
+}
+
+impl DeliveryError {
+    /// A fatal error with our own `code`.
+    pub fn fatal(code: &str, message: impl Into<String>) -> Self {
+        Self::Fatal {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The code.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Retryable { code, .. } | Self::Fatal { code, .. } => code,
+        }
+    }
+
+    /// The code and the message, taken apart.
+    pub fn into_parts(self) -> (String, String) {
+        match self {
+            Self::Retryable { code, message } | Self::Fatal { code, message } => (code, message),
+        }
+    }
+
+    /// How the attempt is recorded in the history and counted.
+    pub fn attempt_result(&self) -> AttemptResult {
+        match self {
+            Self::Retryable { .. } => AttemptResult::RetryableError,
+            Self::Fatal { .. } => AttemptResult::FatalError,
+        }
+    }
 }
 
 /// Where and how to reach one push processor.

@@ -41,10 +41,12 @@ pub fn is_retryable(code: Code) -> bool {
 }
 
 fn classify(status: &tonic::Status) -> DeliveryError {
-    DeliveryError {
-        retryable: is_retryable(status.code()),
-        code: code_name(status.code()).to_string(),
-        message: status.message().chars().take(500).collect(),
+    let code = code_name(status.code()).to_string();
+    let message = status.message().chars().take(500).collect();
+    if is_retryable(status.code()) {
+        DeliveryError::Retryable { code, message }
+    } else {
+        DeliveryError::Fatal { code, message }
     }
 }
 
@@ -94,11 +96,7 @@ impl GrpcAdapter {
             return Ok(ProcessorAdapterClient::new(ch.clone()));
         }
         let channel = tonic::transport::Endpoint::from_shared(endpoint.uri.to_string())
-            .map_err(|e| DeliveryError {
-                retryable: false,
-                code: "BAD_ENDPOINT".into(),
-                message: e.to_string(),
-            })?
+            .map_err(|e| DeliveryError::fatal("BAD_ENDPOINT", e.to_string()))?
             .connect_timeout(endpoint.timeout)
             .timeout(endpoint.timeout)
             .connect_lazy();
@@ -138,16 +136,11 @@ impl Adapter for GrpcAdapter {
             Disposition::Accepted => Ok(Answer::Accepted),
             Disposition::Done => wire::instruction_result(response.result)
                 .map(Answer::Done)
-                .map_err(|v| DeliveryError {
-                    retryable: false,
-                    code: "INVALID_RESULT".into(),
-                    message: v.to_string(),
-                }),
-            Disposition::Unspecified => Err(DeliveryError {
-                retryable: false,
-                code: "INVALID_RESULT".into(),
-                message: "disposition is unspecified".into(),
-            }),
+                .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.to_string())),
+            Disposition::Unspecified => Err(DeliveryError::fatal(
+                "INVALID_RESULT",
+                "disposition is unspecified",
+            )),
         }
     }
 
@@ -196,8 +189,15 @@ mod tests {
             assert!(!is_retryable(c), "{c:?}");
         }
         assert_eq!(
-            classify(&tonic::Status::deadline_exceeded("x")).code,
-            "DEADLINE_EXCEEDED"
+            classify(&tonic::Status::deadline_exceeded("x")),
+            DeliveryError::Retryable {
+                code: "DEADLINE_EXCEEDED".into(),
+                message: "x".into()
+            }
         );
+        assert!(matches!(
+            classify(&tonic::Status::invalid_argument("x")),
+            DeliveryError::Fatal { .. }
+        ));
     }
 }

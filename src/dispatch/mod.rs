@@ -37,37 +37,34 @@
 //! again, so under sustained overload deliveries lag by about that much
 //! and no more. `intake_priority = 0` turns it off.
 //!
-//! It is a trade, measured with the benchmark on PostgreSQL (alternating
-//! runs, same session): a 10-second burst of 64 clients was taken in
-//! 12–18 % faster (p99 68–75 ms against 75–84), while over the burst and
-//! its fan-out together 7–12 % fewer requests per second got their
-//! records, and a whole `fanout` run, whose submissions now run ahead of
-//! their deliveries, delivered 0–5 % fewer instructions per second: intake
-//! alone leaves part of the machine idle (it waits on one writer), which
-//! deliveries at full strength would have used. Held to an eighth, intake
-//! gained 22 % and fan-out lost 11 %; held to a half, single runs showed
-//! no change beyond noise either way.
+//! It is a trade: a burst is answered sooner (about 15 % more intake on
+//! PostgreSQL) while over the burst and its fan-out together somewhat
+//! fewer requests per second get their records, since intake alone leaves
+//! part of the machine idle. The figures and the shares tried are in
+//! `docs/decisions/0003-intake-first.md`.
 
 pub mod adapter;
+mod deliver;
 pub mod grpc;
 pub mod recorder;
+mod slots;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::domain::{AdapterConfig, InstructionView, Processor, ProcessorId, Timestamp};
-use crate::store::{ClaimKind, ClaimOrder, Claimed, DeliveryReport, DeliveryResult, Store};
+use crate::domain::{AdapterConfig, Processor, ProcessorId};
+use crate::store::{ClaimKind, ClaimOrder, Store};
 use crate::telemetry::Metrics;
-use adapter::{Adapter, Answer, Delivery, Endpoint};
+use adapter::Adapter;
 pub use recorder::Recorder;
+pub use slots::{HELD_SLOTS, QUEUING_SUBMISSIONS};
 
 /// Dispatcher settings.
 #[derive(Clone, Debug)]
@@ -84,21 +81,6 @@ pub struct DispatchConfig {
     /// How long shutdown waits for deliveries in flight.
     pub drain_timeout: Duration,
 }
-
-/// Submissions in progress at once from which deliveries yield to intake:
-/// at the 5–10 ms an idle writer takes, eight at once means callers are
-/// queuing for it rather than arriving now and then.
-pub const QUEUING_SUBMISSIONS: usize = 8;
-
-/// While deliveries yield, they keep `max_in_flight` divided by this...
-const YIELDING_SHARE: usize = 4;
-
-/// ... and at most this many slots: what the share keeps at the default
-/// `max_in_flight` (256). A larger `max_in_flight` speeds the fan-out up,
-/// and should not slow bursts down with it: with 1,024 slots, holding a
-/// quarter (256) cost intake 19 % against the default on PostgreSQL,
-/// holding 64 cost 4.5 % (alternating runs, sixth session).
-pub const HELD_SLOTS: usize = 64;
 
 /// What one pass did.
 struct Pass {
@@ -123,9 +105,6 @@ impl Default for DispatchConfig {
     }
 }
 
-/// A processor's delivery slots and the limit they were sized for.
-type Slots = (u32, Arc<Semaphore>);
-
 /// Claims and delivers instructions to push processors.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -141,7 +120,7 @@ pub struct Dispatcher {
     global: Arc<Semaphore>,
     /// Per-processor delivery slots, created on first sight of a processor
     /// and resized when its `max_in_flight` changes.
-    per_processor: Arc<Mutex<HashMap<ProcessorId, Slots>>>,
+    per_processor: Arc<Mutex<HashMap<ProcessorId, slots::Slots>>>,
     /// Delivery and claim metrics.
     metrics: Arc<Metrics>,
     /// When the loop last turned (a monotonic instant; construction before
@@ -276,34 +255,6 @@ impl Dispatcher {
         Ok(pass.claimed)
     }
 
-    /// Deliveries that may start before `cap` are in flight.
-    fn free_under(&self, cap: usize) -> usize {
-        let in_flight = self.config.max_in_flight - self.global.available_permits();
-        cap.saturating_sub(in_flight)
-    }
-
-    /// The deliveries in flight this pass may fill up to: all of
-    /// `max_in_flight`, or a quarter of it (at most [`HELD_SLOTS`]) while
-    /// submissions queue and the oldest due work of push processors is
-    /// less than `intake_priority` late.
-    async fn cap(&self, now: Timestamp) -> Result<usize, crate::store::StoreError> {
-        let all = self.config.max_in_flight;
-        if self.config.intake_priority.is_zero()
-            || self.store.submissions_in_progress() < QUEUING_SUBMISSIONS
-        {
-            return Ok(all);
-        }
-        let late = match self.store.next_due().await? {
-            Some(due) => (now - due).to_std().unwrap_or(Duration::ZERO),
-            None => Duration::ZERO,
-        };
-        if late >= self.config.intake_priority {
-            return Ok(all);
-        }
-        self.metrics.dispatch_yielded();
-        Ok((all / YIELDING_SHARE).clamp(1, HELD_SLOTS))
-    }
-
     /// How long to sleep: until the earliest due instruction, at most the
     /// poll interval.
     async fn sleep_for(&self) -> Duration {
@@ -404,151 +355,5 @@ impl Dispatcher {
             saturated,
             cap,
         })
-    }
-
-    /// Takes up to `most` (global, per-processor) slot pairs, as many as
-    /// are free now.
-    fn reserve(
-        &self,
-        p: &Processor,
-        most: usize,
-    ) -> Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-        let sem = {
-            let mut map = self.per_processor.lock().expect("semaphore map lock");
-            let entry = map.entry(p.spec.id.clone()).or_insert_with(|| {
-                (
-                    p.spec.max_in_flight,
-                    Arc::new(Semaphore::new(p.spec.max_in_flight as usize)),
-                )
-            });
-            if entry.0 != p.spec.max_in_flight {
-                // Resized: new deliveries use the new limit; old permits
-                // drain from the old semaphore.
-                *entry = (
-                    p.spec.max_in_flight,
-                    Arc::new(Semaphore::new(p.spec.max_in_flight as usize)),
-                );
-            }
-            entry.1.clone()
-        };
-        let mut slots = Vec::new();
-        while slots.len() < most
-            && let (Ok(g), Ok(s)) = (
-                self.global.clone().try_acquire_owned(),
-                sem.clone().try_acquire_owned(),
-            )
-        {
-            slots.push((g, s));
-        }
-        slots
-    }
-
-    /// Delivers one claimed instruction and records the answer, in a span
-    /// that joins the trace of the call that submitted the request.
-    async fn deliver(&self, p: &Processor, c: Claimed) {
-        let span = tracing::info_span!(
-            "deliver",
-            otel.kind = "client",
-            instruction_id = %c.instruction.id,
-            request_id = %c.instruction.request_id,
-            processor_id = %p.spec.id,
-            attempt = c.attempt(),
-            reminder = c.kind == ClaimKind::Reminder,
-        );
-        crate::telemetry::link_and_parent(&span, c.trace_context.as_deref());
-        self.deliver_in_span(p, c).instrument(span).await
-    }
-
-    async fn deliver_in_span(&self, p: &Processor, c: Claimed) {
-        let AdapterConfig::Grpc { endpoint, timeout } = &p.spec.adapter else {
-            return;
-        };
-        let endpoint = Endpoint {
-            uri: endpoint,
-            timeout: *timeout,
-        };
-        let delivery = Delivery {
-            instruction: &c.instruction,
-            identities: &c.identities,
-            reminder: c.kind == ClaimKind::Reminder,
-        };
-        let started = Instant::now();
-        let answer = self.adapter.deliver(endpoint, delivery).await;
-        let took = started.elapsed();
-        let now = self.clock.now();
-        let (label, code) = match &answer {
-            Ok(Answer::Accepted) => ("accepted", None),
-            Ok(Answer::Done(_)) => ("outcome", None),
-            Err(e) if e.retryable => ("retryable_error", Some(e.code.as_str())),
-            Err(e) => ("fatal_error", Some(e.code.as_str())),
-        };
-        self.metrics
-            .delivery_finished(p.spec.id.as_str(), label, code, took);
-        let policy = &p.spec.retry_policy;
-        let result = match answer {
-            Ok(Answer::Accepted) => DeliveryResult::Accepted {
-                reply_due_at: now
-                    + chrono::Duration::from_std(p.spec.completion_timeout).unwrap_or_default(),
-            },
-            Ok(Answer::Done(r)) => DeliveryResult::Outcome(r),
-            Err(e) if e.retryable && policy.allows_another(c.instruction.attempts_since_arm) => {
-                let delay = policy.delay_after(c.instruction.attempts_since_arm, c.instruction.id);
-                tracing::info!(code = %e.code, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
-                DeliveryResult::RetryAt {
-                    at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                    code: e.code,
-                    message: e.message,
-                }
-            }
-            Err(e) => {
-                let message = if e.retryable {
-                    format!(
-                        "retries exhausted after {} attempts: {}",
-                        c.instruction.attempts_since_arm, e.message
-                    )
-                } else {
-                    e.message
-                };
-                tracing::warn!(code = %e.code, "delivery escalated to an operator");
-                DeliveryResult::Escalate {
-                    code: e.code,
-                    message,
-                }
-            }
-        };
-        let report = DeliveryReport {
-            id: c.instruction.id,
-            owner: c.owner.clone(),
-            attempt: c.attempt(),
-            result,
-        };
-        if !self.recorder.record(report).await {
-            tracing::info!(
-                "result not recorded (lease lost to a newer claim, or the write failed); \
-                 the instruction's current holder decides"
-            );
-        }
-    }
-
-    /// Best-effort cancel notices to the push processors that had received
-    /// the instructions; failures are logged, not retried.
-    pub fn notify_cancelled(&self, instructions: Vec<InstructionView>, reason: String) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            for i in instructions {
-                let Ok(p) = this.store.processor(&i.processor_id).await else {
-                    continue;
-                };
-                if let AdapterConfig::Grpc { endpoint, timeout } = &p.spec.adapter {
-                    let endpoint = Endpoint {
-                        uri: endpoint,
-                        timeout: *timeout,
-                    };
-                    if let Err(e) = this.adapter.cancel(endpoint, &i, &reason).await {
-                        tracing::info!(instruction_id = %i.id, code = %e.code, "cancel notice not delivered");
-                    }
-                }
-            }
-        });
     }
 }

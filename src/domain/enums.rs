@@ -177,3 +177,31 @@ str_enum! {
         Other = "OTHER",
     }
 }
+
+str_enum! {
+    /// How one delivery attempt ended, as kept in its instruction's
+    /// history and counted by the delivery metrics. The two open values
+    /// are an attempt still waiting for its answer.
+    AttemptResult {
+        /// Open: delivered (or pulled), no answer yet.
+        Pending = "pending",
+        /// Open: a reminder of an overdue outcome, no answer yet.
+        Reminder = "reminder",
+        /// The processor accepted the instruction; the outcome follows.
+        Accepted = "accepted",
+        /// The processor answered with its final outcome.
+        Outcome = "outcome",
+        /// The delivery failed in a way worth retrying.
+        RetryableError = "retryable_error",
+        /// The delivery failed in a way retrying cannot mend, or the retry
+        /// budget ran out.
+        FatalError = "fatal_error",
+        /// Nobody answered before the lease ran out; it was claimed again.
+        LeaseExpired = "lease_expired",
+    }
+}
+
+impl AttemptResult {
+    /// The results of attempts still waiting for an answer.
+    pub const OPEN: [AttemptResult; 2] = [AttemptResult::Pending, AttemptResult::Reminder];
+}

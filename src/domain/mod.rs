@@ -12,6 +12,7 @@
 //! sqlx type.
 
 mod enums;
+mod fan_out;
 mod ids;
 mod instruction;
 mod outcome;
@@ -22,6 +23,7 @@ mod retry;
 mod violation;
 
 pub use enums::*;
+pub use fan_out::fan_out;
 pub use ids::{InstructionId, ProcessorId, RequestId};
 pub use instruction::{InstructionEvent, InstructionState, InstructionView, Transition};
 pub use outcome::{DataRecord, InstructionResult, Outcome, ResolvedBy, SubProcessor};

@@ -6,7 +6,8 @@
 use super::transition::{AttemptClose, Change, apply};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
-    InstructionEvent, InstructionId, InstructionResult, InstructionView, ResolvedBy, Timestamp,
+    AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionView, ResolvedBy,
+    Timestamp,
 };
 
 /// How a delivery ended.
@@ -30,6 +31,8 @@ pub enum DeliveryResult {
     },
     /// Give up and escalate (fatal error or budget exhausted).
     Escalate {
+        /// How the attempt itself is recorded: what the processor said.
+        attempt: AttemptResult,
         /// gRPC code name (or our own).
         code: String,
         /// Error message.
@@ -62,27 +65,35 @@ impl DeliveryReport {
                 let mut c = Change::new(self.id, InstructionEvent::Acknowledge);
                 c.reply_due_at = Some(reply_due_at);
                 c.acknowledged_at = Some(now);
-                c.close_attempt = Some(close("accepted", None, None));
+                c.close_attempt = Some(close(AttemptResult::Accepted, None, None));
                 c
             }
             DeliveryResult::Outcome(r) => {
                 let mut c = Change::new(self.id, InstructionEvent::Resolve(r.outcome));
                 c.result = Some(r);
                 c.resolved_by = Some(ResolvedBy::Processor);
-                c.close_attempt = Some(close("outcome", None, None));
+                c.close_attempt = Some(close(AttemptResult::Outcome, None, None));
                 c
             }
             DeliveryResult::RetryAt { at, code, message } => {
                 let mut c = Change::new(self.id, InstructionEvent::RetryLater);
                 c.next_attempt_at = Some(at);
                 c.last_error = Some(format!("{code}: {message}"));
-                c.close_attempt = Some(close("retryable_error", Some(code), Some(message)));
+                c.close_attempt = Some(close(
+                    AttemptResult::RetryableError,
+                    Some(code),
+                    Some(message),
+                ));
                 c
             }
-            DeliveryResult::Escalate { code, message } => {
+            DeliveryResult::Escalate {
+                attempt,
+                code,
+                message,
+            } => {
                 let mut c = Change::new(self.id, InstructionEvent::Escalate);
                 c.last_error = Some(format!("{code}: {message}"));
-                c.close_attempt = Some(close("fatal_error", Some(code), Some(message)));
+                c.close_attempt = Some(close(attempt, Some(code), Some(message)));
                 c
             }
         };

@@ -9,8 +9,8 @@ use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
-    InstructionEvent, InstructionId, InstructionResult, InstructionState, InstructionView,
-    ProcessorId, RequestId, ResolvedBy, Timestamp,
+    AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,
+    InstructionView, ProcessorId, RequestId, ResolvedBy, Timestamp,
 };
 
 /// Filters of `ListInstructions`.
@@ -43,7 +43,7 @@ pub struct DeliveryAttemptRow {
     /// End.
     pub finished_at: Option<Timestamp>,
     /// What happened.
-    pub result: String,
+    pub result: AttemptResult,
     /// gRPC code name of an error.
     pub error_code: Option<String>,
     /// Error message.
@@ -107,7 +107,7 @@ impl Store {
         change.reply_due_at = Some(reply_due_at);
         change.acknowledged_at = Some(now);
         change.close_attempt = Some(AttemptClose {
-            result: "accepted",
+            result: AttemptResult::Accepted,
             code: None,
             message: None,
         });
@@ -131,7 +131,7 @@ impl Store {
         change.result = Some(result.clone());
         change.resolved_by = Some(by);
         change.close_attempt = Some(AttemptClose {
-            result: "outcome",
+            result: AttemptResult::Outcome,
             code: None,
             message: None,
         });
@@ -234,7 +234,7 @@ impl Store {
                     attempt: super::codec::count(row, "attempt")?,
                     started_at: time(row, "started_at")?,
                     finished_at: opt_time(row, "finished_at")?,
-                    result: row.try_get("result")?,
+                    result: super::codec::parsed(row, "result", |s| s.parse().ok())?,
                     error_code: row.try_get("error_code")?,
                     error_message: row.try_get("error_message")?,
                 })

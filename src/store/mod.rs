@@ -27,6 +27,7 @@ mod claims;
 mod codec;
 mod connect;
 mod deliveries;
+mod due;
 mod error;
 mod events;
 mod instructions;

@@ -29,15 +29,15 @@ use super::records::{CLOSED_COLUMNS, record_closed};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Effects, StoreError};
 use crate::domain::{
-    InstructionEvent, InstructionId, InstructionResult, InstructionState, InstructionView,
-    RequestId, RequestStatus, ResolvedBy, Timestamp,
+    AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,
+    InstructionView, RequestId, RequestStatus, ResolvedBy, Timestamp,
 };
 
 /// How the open delivery-attempt entry of a changed instruction is closed.
 #[derive(Clone, Debug)]
 pub(super) struct AttemptClose {
-    /// `accepted`, `outcome`, `retryable_error` or `fatal_error`.
-    pub result: &'static str,
+    /// How the attempt ended.
+    pub result: AttemptResult,
     /// gRPC code name of an error.
     pub code: Option<String>,
     /// Error message.
@@ -241,7 +241,7 @@ async fn close_attempts(
             vec![
                 Bind::from(c.id.to_string()),
                 Bind::from(c.fence.as_ref().map_or(0, |f| i64::from(f.1))),
-                Bind::from(a.result),
+                Bind::from(a.result.as_str()),
                 Bind::from(a.code.clone()),
                 Bind::from(a.message.clone()),
             ]
@@ -255,11 +255,23 @@ async fn close_attempts(
     .push(
         " from v where delivery_attempts.instruction_id = v.id and \
          (delivery_attempts.attempt = v.attempt or (v.attempt = 0 and \
-         delivery_attempts.result in ('pending', 'pulled', 'reminder'))) and ",
+         delivery_attempts.result in (",
     )
+    .push(&open_results())
+    .push("))) and ")
     .in_cte("delivery_attempts.instruction_id", "v", "id");
     sql.query().execute(&mut *conn).await?;
     Ok(())
+}
+
+/// `'pending', 'reminder'`: the history results of attempts still open.
+/// Our own constants, never input, so inlining them is safe.
+fn open_results() -> String {
+    AttemptResult::OPEN
+        .iter()
+        .map(|r| format!("'{r}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Records that `changed` just changed: bumps each request (lock, sequence

@@ -22,7 +22,7 @@ use prometheus::{Encoder, TextEncoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::domain::{InstructionState, InstructionView};
+use crate::domain::{AttemptResult, InstructionState, InstructionView};
 use crate::store::{ClaimKind, ClosedRequest, Stats, Store, StoreObserver};
 
 /// Bucket bounds (seconds) for delivery and claim latencies.
@@ -178,18 +178,18 @@ impl Metrics {
         self.dispatch_yields.add(1, &[]);
     }
 
-    /// A push delivery ended with `result` (`accepted`, `outcome`,
-    /// `retryable_error`, `fatal_error`) and, for errors, `code`.
+    /// A push delivery ended with `result` (as its history records it)
+    /// and, for errors, `code`.
     pub fn delivery_finished(
         &self,
         processor: &str,
-        result: &'static str,
+        result: AttemptResult,
         code: Option<&str>,
         took: Duration,
     ) {
         let p = KeyValue::new("processor", processor.to_string());
         self.delivery_attempts
-            .add(1, &[p.clone(), KeyValue::new("result", result)]);
+            .add(1, &[p.clone(), KeyValue::new("result", result.as_str())]);
         self.delivery_duration
             .record(took.as_secs_f64(), std::slice::from_ref(&p));
         if let Some(code) = code {

@@ -33,18 +33,13 @@
 //! are then checked by the same domain constructors the API uses, with
 //! every problem of an entry reported under its field path.
 
+mod entry;
+
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde::de::{self, Visitor};
-use serde::{Deserialize, Deserializer};
-
-use crate::domain::{
-    AdapterConfig, IdentityType, ProcessorId, ProcessorRole, ProcessorSpec, RequestKind,
-    RetryPolicy, Violations,
-};
+use crate::domain::{ProcessorId, ProcessorSpec, Violations};
+use entry::File;
 
 /// Why a processors file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -154,193 +149,13 @@ fn message_without_location(e: &serde_yaml_ng::Error) -> String {
     }
 }
 
-/// The whole file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    processors: Vec<Entry>,
-}
-
-/// One processor as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    #[serde(deserialize_with = "processor_id")]
-    processor_id: ProcessorId,
-    display_name: String,
-    role: ProcessorRole,
-    country: String,
-    supported_kinds: Vec<RequestKind>,
-    accepted_identity_types: Vec<IdentityType>,
-    // The adapter is written as a one-key map (`{ grpc: ... }`) rather than
-    // the YAML tag (`!grpc`) serde_yaml_ng expects for enums by default.
-    #[serde(with = "serde_yaml_ng::with::singleton_map")]
-    adapter: Adapter,
-    #[serde(default)]
-    retry_policy: Option<Retry>,
-    #[serde(default, deserialize_with = "duration")]
-    ack_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
-    completion_timeout: Option<Duration>,
-    #[serde(default)]
-    max_reminders: Option<u32>,
-    #[serde(default)]
-    max_in_flight: Option<u32>,
-}
-
-/// `{ grpc: {...} }`, `{ pull: {} }` or `{ manual: {} }`.
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum Adapter {
-    Grpc(Grpc),
-    Pull(Empty),
-    Manual(Empty),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Grpc {
-    endpoint: String,
-    #[serde(default, deserialize_with = "duration")]
-    timeout: Option<Duration>,
-}
-
-/// The settings-less adapters.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Retry {
-    #[serde(default, deserialize_with = "duration")]
-    initial_backoff: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
-    max_backoff: Option<Duration>,
-    #[serde(default)]
-    multiplier: Option<f64>,
-    #[serde(default)]
-    max_attempts: Option<u32>,
-}
-
-impl Entry {
-    /// Runs the domain checks, collecting every problem of the entry.
-    fn into_spec(self) -> Result<ProcessorSpec, Violations> {
-        let mut v = Violations::new();
-        let adapter = v.take("adapter", self.adapter.into_config());
-        let retry_policy = v.take(
-            "retry_policy",
-            self.retry_policy
-                .map_or_else(|| Ok(RetryPolicy::default()), Retry::into_policy),
-        );
-        // A failed adapter or retry policy is replaced by a stand-in so the
-        // constructor still checks the other fields; the failure is already
-        // recorded, so the stand-in never escapes.
-        let spec = v.take(
-            "",
-            ProcessorSpec::new(
-                self.processor_id,
-                &self.display_name,
-                self.role,
-                &self.country,
-                self.supported_kinds,
-                self.accepted_identity_types,
-                adapter.unwrap_or(AdapterConfig::Manual),
-                retry_policy.unwrap_or_default(),
-                self.ack_timeout,
-                self.completion_timeout,
-                self.max_reminders,
-                self.max_in_flight,
-            ),
-        );
-        match spec {
-            Some(spec) if v.is_empty() => Ok(spec),
-            _ => Err(v),
-        }
-    }
-}
-
-impl Adapter {
-    fn into_config(self) -> Result<AdapterConfig, Violations> {
-        match self {
-            Adapter::Grpc(g) => {
-                let mut v = Violations::new();
-                let config = v.take("grpc", AdapterConfig::grpc(&g.endpoint, g.timeout));
-                config.ok_or(v)
-            }
-            Adapter::Pull(Empty {}) => Ok(AdapterConfig::Pull),
-            Adapter::Manual(Empty {}) => Ok(AdapterConfig::Manual),
-        }
-    }
-}
-
-impl Retry {
-    fn into_policy(self) -> Result<RetryPolicy, Violations> {
-        RetryPolicy::new(
-            self.initial_backoff,
-            self.max_backoff,
-            self.multiplier,
-            self.max_attempts,
-        )
-    }
-}
-
-/// A processor id, rejected while parsing so the error carries its line.
-fn processor_id<'de, D: Deserializer<'de>>(d: D) -> Result<ProcessorId, D::Error> {
-    parse_str(d, "a processor id", |s| {
-        ProcessorId::parse(s).map_err(|violations| {
-            let why: Vec<_> = violations.iter().map(|v| v.description.as_str()).collect();
-            format!("{s:?} {}", why.join("; "))
-        })
-    })
-}
-
-/// A `humantime` duration such as `10s` or `7d`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    parse_str(d, "a duration such as 10s, 5m or 7d", |s| {
-        humantime::parse_duration(s)
-            .map(Some)
-            .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 10s, 5m, 7d"))
-    })
-}
-
-/// Parses a string scalar with `parse` inside the deserializer's own
-/// `visit_str`: serde_yaml_ng pins an error raised there to the scalar's
-/// line and field path, whereas one raised after deserializing a `String`
-/// would be pinned to the start of the enclosing entry.
-fn parse_str<'de, D, T>(
-    d: D,
-    expecting: &'static str,
-    parse: fn(&str) -> Result<T, String>,
-) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    struct Scalar<T> {
-        expecting: &'static str,
-        parse: fn(&str) -> Result<T, String>,
-    }
-
-    impl<T> Visitor<'_> for Scalar<T> {
-        type Value = T;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.expecting)
-        }
-
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
-            (self.parse)(s).map_err(E::custom)
-        }
-    }
-
-    d.deserialize_str(Scalar { expecting, parse })
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::time::Duration;
 
     use super::*;
+    use crate::domain::{AdapterConfig, ProcessorRole, RequestKind, RetryPolicy};
 
     const EXAMPLE: &str = r#"
 processors:

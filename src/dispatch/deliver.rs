@@ -1,0 +1,139 @@
+//! One delivery: send a claimed instruction through the adapter, turn
+//! the answer into the result to record (accepted, an outcome, a retry at
+//! a time the retry policy picks, or an escalation), count it, and hand it
+//! to the recorder. Also the cancel notices to push processors.
+
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use super::Dispatcher;
+use super::adapter::{Answer, Delivery, DeliveryError, Endpoint};
+use crate::domain::{AdapterConfig, AttemptResult, InstructionView, Processor, Timestamp};
+use crate::store::{ClaimKind, Claimed, DeliveryReport, DeliveryResult};
+
+impl Dispatcher {
+    /// Delivers one claimed instruction and records the answer, in a span
+    /// that joins the trace of the call that submitted the request.
+    pub(super) async fn deliver(&self, p: &Processor, c: Claimed) {
+        let span = tracing::info_span!(
+            "deliver",
+            otel.kind = "client",
+            instruction_id = %c.instruction.id,
+            request_id = %c.instruction.request_id,
+            processor_id = %p.spec.id,
+            attempt = c.attempt(),
+            reminder = c.kind == ClaimKind::Reminder,
+        );
+        crate::telemetry::link_and_parent(&span, c.trace_context.as_deref());
+        self.deliver_in_span(p, c).instrument(span).await
+    }
+
+    async fn deliver_in_span(&self, p: &Processor, c: Claimed) {
+        let AdapterConfig::Grpc { endpoint, timeout } = &p.spec.adapter else {
+            return;
+        };
+        let endpoint = Endpoint {
+            uri: endpoint,
+            timeout: *timeout,
+        };
+        let delivery = Delivery {
+            instruction: &c.instruction,
+            identities: &c.identities,
+            reminder: c.kind == ClaimKind::Reminder,
+        };
+        let started = Instant::now();
+        let answer = self.adapter.deliver(endpoint, delivery).await;
+        let took = started.elapsed();
+        let result = result_of(answer, p, &c.instruction, self.clock.now());
+        let (counted, code) = match &result {
+            DeliveryResult::Accepted { .. } => (AttemptResult::Accepted, None),
+            DeliveryResult::Outcome(_) => (AttemptResult::Outcome, None),
+            DeliveryResult::RetryAt { code, .. } => (AttemptResult::RetryableError, Some(code)),
+            DeliveryResult::Escalate { attempt, code, .. } => (*attempt, Some(code)),
+        };
+        self.metrics
+            .delivery_finished(p.spec.id.as_str(), counted, code.map(String::as_str), took);
+        let report = DeliveryReport {
+            id: c.instruction.id,
+            owner: c.owner.clone(),
+            attempt: c.attempt(),
+            result,
+        };
+        if !self.recorder.record(report).await {
+            tracing::info!(
+                "result not recorded (lease lost to a newer claim, or the write failed); \
+                 the instruction's current holder decides"
+            );
+        }
+    }
+
+    /// Best-effort cancel notices to the push processors that had received
+    /// the instructions; failures are logged, not retried.
+    pub fn notify_cancelled(&self, instructions: Vec<InstructionView>, reason: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            for i in instructions {
+                let Ok(p) = this.store.processor(&i.processor_id).await else {
+                    continue;
+                };
+                if let AdapterConfig::Grpc { endpoint, timeout } = &p.spec.adapter {
+                    let endpoint = Endpoint {
+                        uri: endpoint,
+                        timeout: *timeout,
+                    };
+                    if let Err(e) = this.adapter.cancel(endpoint, &i, &reason).await {
+                        tracing::info!(instruction_id = %i.id, code = %e.code(), "cancel notice not delivered");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// What to record for a delivery of `instruction` to `p` that got
+/// `answer` at `now`: a retryable failure is retried at the time the
+/// retry policy picks while the budget lasts, and escalates after it.
+fn result_of(
+    answer: Result<Answer, DeliveryError>,
+    p: &Processor,
+    instruction: &InstructionView,
+    now: Timestamp,
+) -> DeliveryResult {
+    let policy = &p.spec.retry_policy;
+    let attempts = instruction.attempts_since_arm;
+    match answer {
+        Ok(Answer::Accepted) => DeliveryResult::Accepted {
+            reply_due_at: now
+                + chrono::Duration::from_std(p.spec.completion_timeout).unwrap_or_default(),
+        },
+        Ok(Answer::Done(r)) => DeliveryResult::Outcome(r),
+        Err(DeliveryError::Retryable { code, message }) if policy.allows_another(attempts) => {
+            let delay = policy.delay_after(attempts, instruction.id);
+            tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
+            DeliveryResult::RetryAt {
+                at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                code,
+                message,
+            }
+        }
+        Err(DeliveryError::Retryable { code, message }) => {
+            tracing::warn!(code = %code, attempts, "retries exhausted; escalated to an operator");
+            DeliveryResult::Escalate {
+                attempt: AttemptResult::FatalError,
+                code,
+                message: format!("retries exhausted after {attempts} attempts: {message}"),
+            }
+        }
+        Err(e @ DeliveryError::Fatal { .. }) => {
+            tracing::warn!(code = %e.code(), "delivery escalated to an operator");
+            let attempt = e.attempt_result();
+            let (code, message) = e.into_parts();
+            DeliveryResult::Escalate {
+                attempt,
+                code,
+                message,
+            }
+        }
+    }
+}

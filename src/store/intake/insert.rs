@@ -1,0 +1,279 @@
+//! Intake's statements: a planned batch written as rows of `requests`,
+//! `instructions` and `request_events` (and, for requests no processor
+//! matched, their records), as one statement on PostgreSQL or a
+//! transaction in the writer's turn on SQLite.
+
+use std::collections::HashSet;
+
+use sqlx::Row;
+
+use super::super::codec::{json, micros, request_id};
+use super::super::events::{EventKind, INSERT_EVENTS, NewEvent, append_events, select_events};
+use super::super::records::write_records;
+use super::super::sql::{Bind, Col, Sql};
+use super::super::{Effects, Store, StoreError, Turn};
+use super::Job;
+use super::plan::GENERATION;
+use crate::domain::{
+    AdapterConfig, InstructionId, InstructionState, InstructionView, Processor, RequestId,
+    RequestStatus, Timestamp,
+};
+
+impl Store {
+    /// PostgreSQL, when every request has instructions: the whole batch as
+    /// one statement (inserts chained by `WITH`), committed on its own.
+    /// That is one round trip where the transaction took five (`BEGIN`,
+    /// three inserts, `COMMIT`), and intake's single writer waits for
+    /// each. Returns the ids inserted, or `None` (nothing written) when
+    /// `guard` is no longer the registry's generation.
+    pub(super) async fn insert_in_one_statement(
+        &self,
+        planned: &[Planned<'_>],
+        now: Timestamp,
+        guard: Option<i64>,
+    ) -> Result<Option<HashSet<RequestId>>, StoreError> {
+        let mut sql = Sql::new(self.backend, "with g as (select ");
+        match guard {
+            Some(generation) => sql
+                .push("1 from processor_registry where id = 1 and generation = ")
+                .bind(generation),
+            None => sql.push("1"),
+        };
+        sql.push("), r as (").push(INSERT_REQUESTS);
+        select_requests(&mut sql, planned);
+        sql.push(
+            " where exists (select 1 from g) on conflict (id) do nothing returning id), i as (",
+        )
+        .push(INSERT_INSTRUCTIONS)
+        .push("select * from (");
+        select_instructions(&mut sql, planned.iter());
+        sql.push(") x where x.request_id in (select r.id from r)), e as (")
+            .push(INSERT_EVENTS)
+            .push("select * from (");
+        select_events(&mut sql, &first_events(planned.iter()), now);
+        // A row without an id says the guard failed.
+        sql.push(
+            ") x where x.request_id in (select r.id from r)) select id from r \
+             union all select null where not exists (select 1 from g)",
+        )
+        .inserts_only();
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<String>, _>("id")?.is_none() {
+                return Ok(None);
+            }
+            inserted.insert(request_id(row, "id")?);
+        }
+        Ok(Some(inserted))
+    }
+
+    /// The batch as a transaction of several statements: on SQLite, and on
+    /// PostgreSQL when a request matched no processor (it is closed, and
+    /// gets its record, in the same transaction). Returns the ids inserted,
+    /// or `None` (nothing written) when `guard` is no longer the registry's
+    /// generation.
+    pub(super) async fn insert_in_transaction(
+        &self,
+        planned: &[Planned<'_>],
+        now: Timestamp,
+        guard: Option<i64>,
+        effects: &mut Effects,
+    ) -> Result<Option<HashSet<RequestId>>, StoreError> {
+        let mut tx = self.begin_turn(Turn::Intake).await?;
+        if let Some(generation) = guard {
+            let current: i64 = sqlx::query_scalar(GENERATION).fetch_one(&mut *tx).await?;
+            if current != generation {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
+        let mut sql = Sql::new(self.backend, INSERT_REQUESTS);
+        select_requests(&mut sql, planned);
+        // `where true`: SQLite's parser needs it before an upsert clause.
+        sql.push(" where true on conflict (id) do nothing returning id");
+        let inserted: HashSet<RequestId> = sql
+            .query()
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| request_id(r, "id"))
+            .collect::<Result<_, _>>()?;
+        let taken: Vec<&Planned> = planned
+            .iter()
+            .filter(|p| inserted.contains(&p.job.req.id))
+            .collect();
+        if taken.iter().any(|p| !p.instructions.is_empty()) {
+            let mut sql = Sql::new(self.backend, INSERT_INSTRUCTIONS);
+            select_instructions(&mut sql, taken.iter().copied());
+            sql.query().execute(&mut *tx).await?;
+        }
+        append_events(
+            &mut tx,
+            self.backend,
+            &first_events(taken.iter().copied()),
+            now,
+        )
+        .await?;
+        let unmatched: Vec<_> = taken
+            .iter()
+            .filter(|p| p.instructions.is_empty())
+            .map(|p| p.job.req.id)
+            .collect();
+        write_records(&mut tx, self.backend, &unmatched, now, effects).await?;
+        tx.commit().await?;
+        Ok(Some(inserted))
+    }
+}
+
+/// A submission of a batch, with the instructions it would get.
+pub(super) struct Planned<'a> {
+    pub job: &'a Job,
+    pub targets: &'a [&'a Processor],
+    pub instructions: Vec<InstructionView>,
+}
+
+/// The head of an insert of [`select_requests`]' rows.
+const INSERT_REQUESTS: &str = "insert into requests (id, kind, jurisdiction, status, \
+     submitted_at, received_at, channel, requester, verification_level, verification_method, \
+     labels, identity_types, subject, fingerprint, open_instructions, event_seq) ";
+
+/// Appends a `SELECT` of the planned requests as `requests` rows.
+fn select_requests(sql: &mut Sql, planned: &[Planned<'_>]) {
+    sql.select_rows(
+        &[
+            ("id", Col::Text),
+            ("kind", Col::Text),
+            ("jurisdiction", Col::Text),
+            ("status", Col::Text),
+            ("submitted_at", Col::Int),
+            ("received_at", Col::Int),
+            ("channel", Col::Text),
+            ("requester", Col::Text),
+            ("verification_level", Col::Text),
+            ("verification_method", Col::Text),
+            ("labels", Col::Text),
+            ("identity_types", Col::Text),
+            ("subject", Col::Text),
+            ("fingerprint", Col::Text),
+            ("open_instructions", Col::Int),
+            ("event_seq", Col::Int),
+        ],
+        planned.iter().map(|p| {
+            let (job, req) = (p.job, &p.job.req);
+            vec![
+                Bind::from(req.id.to_string()),
+                Bind::from(req.kind.as_str()),
+                Bind::from(req.jurisdiction.as_str()),
+                Bind::from("RECEIVED"),
+                Bind::from(micros(req.submitted_at.unwrap_or(job.now))),
+                Bind::from(micros(job.now)),
+                Bind::from(req.channel.as_str()),
+                Bind::from(req.requester.as_str()),
+                Bind::from(req.verification.level.as_str()),
+                Bind::from(req.verification.method.as_str()),
+                Bind::from(json(&req.labels)),
+                Bind::from(json(&req.subject.types())),
+                Bind::from(json(&req.subject)),
+                Bind::from(req.fingerprint()),
+                Bind::from(p.instructions.len() as i64),
+                Bind::from(1i64),
+            ]
+        }),
+    );
+}
+
+/// The head of an insert of [`select_instructions`]' rows.
+const INSERT_INSTRUCTIONS: &str = "insert into instructions (id, request_id, processor_id, \
+     kind, jurisdiction, submitted_at, state, payload, next_attempt_at, created_at, \
+     trace_context) ";
+
+/// Appends a `SELECT` of the planned requests' instructions as
+/// `instructions` rows, each with the identities its processor accepts.
+fn select_instructions<'p, 'a: 'p>(sql: &mut Sql, planned: impl Iterator<Item = &'p Planned<'a>>) {
+    sql.select_rows(
+        &[
+            ("id", Col::Text),
+            ("request_id", Col::Text),
+            ("processor_id", Col::Text),
+            ("kind", Col::Text),
+            ("jurisdiction", Col::Text),
+            ("submitted_at", Col::Int),
+            ("state", Col::Text),
+            ("payload", Col::Text),
+            ("next_attempt_at", Col::Int),
+            ("created_at", Col::Int),
+            ("trace_context", Col::Text),
+        ],
+        planned.flat_map(|p| {
+            p.instructions
+                .iter()
+                .zip(p.targets.iter())
+                .map(move |(i, target)| {
+                    let payload = p
+                        .job
+                        .req
+                        .subject
+                        .restricted_to(&target.spec.accepted_identity_types);
+                    vec![
+                        Bind::from(i.id.to_string()),
+                        Bind::from(i.request_id.to_string()),
+                        Bind::from(i.processor_id.as_str()),
+                        Bind::from(i.kind.as_str()),
+                        Bind::from(i.jurisdiction.as_str()),
+                        Bind::from(micros(i.submitted_at)),
+                        Bind::from("PENDING"),
+                        Bind::from(json(&payload)),
+                        Bind::from(i.next_attempt_at.map(micros)),
+                        Bind::from(micros(i.created_at)),
+                        Bind::from(p.job.trace_context.clone()),
+                    ]
+                })
+        }),
+    );
+}
+
+/// The planned requests' first events: received.
+fn first_events<'p, 'a: 'p>(planned: impl Iterator<Item = &'p Planned<'a>>) -> Vec<NewEvent<'a>> {
+    planned
+        .map(|p| NewEvent {
+            request: p.job.req.id,
+            seq: 1,
+            kind: EventKind::Received,
+            request_status: RequestStatus::Received,
+            instruction: None,
+        })
+        .collect()
+}
+
+/// The instructions a request fans out to, as they are inserted.
+pub(super) fn new_instructions(job: &Job, targets: &[&Processor]) -> Vec<InstructionView> {
+    let req = &job.req;
+    targets
+        .iter()
+        .map(|p| InstructionView {
+            id: InstructionId::new(),
+            request_id: req.id,
+            processor_id: p.spec.id.clone(),
+            kind: req.kind,
+            jurisdiction: req.jurisdiction,
+            submitted_at: req.submitted_at.unwrap_or(job.now),
+            state: InstructionState::Pending,
+            attempts: 0,
+            attempts_since_arm: 0,
+            reminders: 0,
+            last_error: None,
+            created_at: job.now,
+            first_instructed_at: None,
+            acknowledged_at: None,
+            resolved_at: None,
+            // Manual instructions wait for an operator, never for a
+            // dispatcher.
+            next_attempt_at: (p.spec.adapter != AdapterConfig::Manual).then_some(job.now),
+            lease_expires_at: None,
+            reply_due_at: None,
+            result: None,
+            resolved_by: None,
+        })
+        .collect()
+}
