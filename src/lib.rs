@@ -5,18 +5,31 @@
 //!
 //! # Layout
 //!
+//! Dependencies point down this list: `domain` depends on nothing here,
+//! `store` on `domain`, `dispatch` on `domain`, `store` and `wire`, `api`
+//! on those, and only [`startup`] knows them all.
+//!
 //! - [`domain`]: what requests, processors, instructions and records are;
-//!   validated types and the pure instruction state machine. Depends on
-//!   nothing else here.
+//!   validated types, the pure instruction state machine, the fan-out, the
+//!   retry policy. No I/O, no tonic, prost or sqlx.
 //! - [`store`]: all orchestration state in SQL (SQLite or PostgreSQL),
-//!   returning domain types. Intake, claims, transitions, records.
-//! - [`dispatch`]: the claim -> deliver -> record loop and the adapter
-//!   seam (gRPC push today).
-//! - [`api`]: the tonic services, protobuf <-> domain conversion, and the
-//!   error -> status mapping.
-//! - [`startup`]: wires everything into an [`startup::Application`];
-//!   [`config`], [`telemetry`] and [`clock`] support it.
+//!   returning domain types: intake, claims, transitions, records, events,
+//!   notices to other replicas, throwaway databases for tests.
+//! - [`wire`]: protobuf <-> domain conversion, the only place the two
+//!   meet; used by the API and by the gRPC push adapter.
+//! - [`dispatch`]: the claim -> deliver -> record loop, delivery slots,
+//!   the recorder, and the adapter seam with its gRPC implementation.
+//! - [`api`]: the tonic services and the error -> status mapping.
+//! - [`telemetry`]: logs, OpenTelemetry traces and metrics, the per-RPC
+//!   span layer.
+//! - [`admin`]: the admin HTTP listener (`/metrics`, `/healthz`,
+//!   `/readyz`).
+//! - [`config`]: every setting, as flags and `DSR_*` variables.
 //! - [`processors_file`]: the declarative YAML registry loaded at startup.
+//! - [`clock`]: "now", injected, so tests move time by hand.
+//! - [`startup`]: wires everything into an [`startup::Application`] and
+//!   starts and stops every background task.
+//! - [`pb`]: the generated `dsr.v1` code.
 
 pub mod admin;
 pub mod api;

@@ -9,17 +9,17 @@
 -- and, for the attempt, whose updated columns no index holds, loses the
 -- HOT update (a new entry in its primary key instead of none).
 --
--- Half-full pages keep each update on its row's page. Measured with the
--- fan-out benchmark (20,000 requests x 5 processors, pg_stat_wal around
--- the run, seventh session): WAL per instruction 29.6 -> 26.5 records and
--- 5,440 -> 4,870 bytes (-10.5 %); lock records 5.1 -> 2.9; attempt
--- updates now HOT. Instructions per second rose 2-8 % in three
--- alternating pairs. A fill factor of 70 saved half as much.
+-- Half-full pages keep each update on its row's page: in the fan-out
+-- benchmark (20,000 requests x 5 processors, pg_stat_wal around the run)
+-- 10.5 % less WAL per instruction (26.5 records and 4,870 bytes instead
+-- of 29.6 and 5,440), 2.9 lock records per instruction instead of 5.1,
+-- and HOT attempt updates. A fill factor of 70 saves half as much (see
+-- docs/decisions/0002-half-full-pages.md).
 --
--- Disk: half-full pages, but no longer a trail of row versions moved
--- across pages. After a fan-out of 5,000 x 5 and a VACUUM, instructions
--- took 22.0 MB against 27.3 MB before, delivery attempts 5.1 MB against
--- 4.5 MB. The setting applies to pages written from now on; existing ones
--- are not rewritten.
+-- Disk: half-full pages, but no trail of row versions moved across pages.
+-- After a fan-out of 5,000 x 5 and a VACUUM, instructions take 22.0 MB
+-- where full pages take 27.3 MB, delivery attempts 5.1 MB against 4.5 MB.
+-- The setting applies to pages written from now on; existing ones are not
+-- rewritten.
 alter table instructions set (fillfactor = 50);
 alter table delivery_attempts set (fillfactor = 50);

@@ -25,6 +25,43 @@ const SQLITE_WAL_LIMIT_BYTES: u64 = 128 * 1024 * 1024;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// PostgreSQL migrations whose comments have been reworded since they
+/// were first released, with the checksum (SHA-384, hex) of each earlier
+/// text. The migrator refuses a database whose applied migrations do not
+/// match the files, so one that applied an earlier text is given the
+/// current checksum first: the SQL it ran is the same.
+const POSTGRES_REWORDED: &[(i64, &str)] = &[(
+    8,
+    "abfe4eb6f8c0d4079ede7ab3f3fd83ed8e28009c2ec4b11f5ef5b45af98c0ab7\
+     8afa6c299dfb1d0f0db98e7cfc25db3a",
+)];
+
+/// Brings the recorded checksums of [`POSTGRES_REWORDED`] migrations up to
+/// date, before the migrator checks them.
+async fn accept_reworded(pool: &sqlx::AnyPool) -> Result<(), StoreError> {
+    let exists: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(());
+    }
+    for (version, earlier) in POSTGRES_REWORDED {
+        let Some(current) = POSTGRES_MIGRATIONS.iter().find(|m| m.version == *version) else {
+            continue;
+        };
+        // Our own constants, never input: safe to inline.
+        let statement = format!(
+            "update _sqlx_migrations set checksum = decode('{}', 'hex') \
+             where version = {version} and checksum = decode('{earlier}', 'hex')",
+            hex::encode(&current.checksum)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The two supported databases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -193,7 +230,10 @@ impl Store {
         pool.acquire().await?;
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => {
+                accept_reworded(&pool).await?;
+                POSTGRES_MIGRATIONS.run(&pool).await?
+            }
         }
         let sqlite_writer = match backend {
             Backend::Sqlite => {

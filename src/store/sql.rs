@@ -18,23 +18,19 @@
 //! the values bound each time, at the cost of a parse, a plan and a second
 //! round trip. Prepared once per connection, it would after five runs get
 //! a generic plan, and one made while a table was small is kept as the
-//! table grows until ANALYZE refreshes the statistics: in a `backlog` run
-//! (autovacuum off) the lock of request rows by id took 36 ms a call
-//! instead of about 3, its connection waiting on table reads (a plan made
-//! when the table was empty, we concluded; the plan itself was not
-//! captured). Inserts are prepared once per connection: they read no
-//! table (their rows come from bound values; foreign-key and conflict
-//! checks probe indexes through plans of PostgreSQL's own), so no plan of
-//! theirs can go stale. Prepared inserts alone cut the fanout benchmark's
-//! CPU by about 6 % (the machine's busy CPU-seconds for the same work,
-//! three alternating rounds). An insert that selected its rows from a
-//! table would have to be left out of this rule.
+//! table grows until ANALYZE refreshes the statistics (a lock of request
+//! rows by id taking 36 ms a call instead of about 3 in a benchmark with a
+//! long history and autovacuum off). Inserts are prepared once per
+//! connection: they read no table (their rows come from bound values;
+//! reference and conflict checks probe indexes through plans of
+//! PostgreSQL's own), so no plan of theirs can go stale, and preparing
+//! them saves about 6 % of the fan-out's CPU. An insert that selected its
+//! rows from a table would have to be left out of this rule.
 //!
-//! The session setting `plan_cache_mode = force_custom_plan`, an earlier
-//! way to keep batch statements off generic plans, also re-planned, for
-//! every inserted row, the lookups PostgreSQL runs to check foreign keys
-//! (foreign-key triggers: 31 % of PostgreSQL's CPU in a fanout profile, 12 %
-//! without the setting).
+//! The session setting `plan_cache_mode = force_custom_plan` would keep
+//! batch statements off generic plans too, but it also re-plans, for every
+//! inserted row, the lookups PostgreSQL runs for foreign keys and
+//! triggers: it is not used.
 //!
 //! SQLite keeps `VALUES` lists: it prepares statements cheaply, and its
 //! planner, given `json_each`, chose plans that were ten times slower.
