@@ -268,10 +268,14 @@ async fn serve(
     health_reporter
         .set_serving::<InstructionServiceServer<InstructionApi>>()
         .await;
+    // Reflection serves the contract, health, and `google.rpc`'s error
+    // details, so that a generic client (grpcurl) can show the field
+    // violations of an INVALID_ARGUMENT answer.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1().expect("valid descriptors");
     let reflection_v1alpha = reflection().build_v1alpha().expect("valid descriptors");

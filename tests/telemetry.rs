@@ -10,8 +10,8 @@ mod harness;
 
 use std::sync::{Arc, Mutex};
 
-use dsr_orchestrator::config::LogFormat;
 use dsr_orchestrator::pb;
+use dsr_orchestrator::telemetry::LogFormat;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };

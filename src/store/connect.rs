@@ -209,6 +209,25 @@ impl Store {
              PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES};"
         );
         let writer_pragmas = format!("{pragmas} PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};");
+        if backend == Backend::Postgres {
+            // One connection first, outside the pool: the pool retries a
+            // failed connect until its acquire timeout and then reports
+            // only that it timed out, hiding the cause (connection
+            // refused, a missing database, a wrong password).
+            match tokio::time::timeout(options.acquire_timeout, AnyConnection::connect(&url)).await
+            {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    return Err(StoreError::from(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {:?}", options.acquire_timeout),
+                    ))));
+                }
+            }
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)

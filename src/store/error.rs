@@ -36,9 +36,10 @@ pub enum StoreError {
     #[error("corrupt row: {0}")]
     Corrupt(String),
     /// The database failed. Shared so that one failure can be reported to
-    /// every caller it affected (a batch of submissions).
-    #[error("database error")]
-    Database(#[source] Arc<sqlx::Error>),
+    /// every caller it affected (a batch of submissions). Shown as one
+    /// line: the database's own message, or the connection's failure.
+    #[error("database error: {}", describe(.0))]
+    Database(Arc<sqlx::Error>),
     /// Another process holds the SQLite file.
     #[error(
         "the SQLite database {0} is in use by another dsr-orchestrator process; \
@@ -90,6 +91,23 @@ impl StoreError {
             StoreError::Stopped => StoreError::Stopped,
             StoreError::Migrate(e) => StoreError::Corrupt(format!("migration failed: {e}")),
         }
+    }
+}
+
+/// One line for a database failure: sqlx's own text repeats its cause
+/// (`error returned from database: X` with X again as its source).
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_string(),
+        },
+        sqlx::Error::Configuration(e) => e.to_string(),
+        sqlx::Error::Io(e) => format!("cannot reach the database: {e}"),
+        sqlx::Error::PoolTimedOut => {
+            "no database connection came free within the acquire timeout".to_string()
+        }
+        other => other.to_string(),
     }
 }
 

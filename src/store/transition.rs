@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Row};
 
-use super::codec::{instruction, json, micros, qualified, state_list};
+use super::codec::{instruction, json, micros, parsed, qualified, state_list};
 use super::events::{EventKind, NewEvent, append_events};
 use super::records::{CLOSED_COLUMNS, record_closed};
 use super::sql::{Bind, Col, Sql};
@@ -335,7 +335,9 @@ pub(super) async fn after_changes(
     .push(" returning requests.open_instructions as open_instructions, ")
     .push(CLOSED_COLUMNS);
     let rows = sql.query().fetch_all(&mut *conn).await?;
-    let mut last_seq: BTreeMap<RequestId, i64> = BTreeMap::new();
+    // Per request: the sequence number before this change's events, and
+    // the request's status as its instruction events report it.
+    let mut last_seq: BTreeMap<RequestId, (i64, RequestStatus)> = BTreeMap::new();
     let mut closed = Vec::new();
     for row in &rows {
         let id = super::codec::request_id(row, "id")?;
@@ -343,15 +345,24 @@ pub(super) async fn after_changes(
         let open: i64 = row.try_get("open_instructions")?;
         let (n, closes) = per_request[&id];
         let closes_here = closes > 0 && open == 0;
-        // The sequence number before this change's events.
-        last_seq.insert(id, seq - n - i64::from(closes_here));
+        let before = seq - n - i64::from(closes_here);
+        let status = parsed(row, "status", RequestStatus::parse)?;
+        let during = match status {
+            // Closed by this change: until its last event the request is
+            // what it was, in progress, or still received when nothing but
+            // its first event came before (a cancel before any claim).
+            s if s.is_terminal() && before == 1 => RequestStatus::Received,
+            s if s.is_terminal() => RequestStatus::InProgress,
+            s => s,
+        };
+        last_seq.insert(id, (before, during));
         if closes_here {
             closed.push(row);
         }
     }
     let mut events = Vec::with_capacity(changed.len());
     for v in changed {
-        let seq = last_seq
+        let (seq, status) = last_seq
             .get_mut(&v.request_id)
             .ok_or_else(|| StoreError::Corrupt(format!("request {} vanished", v.request_id)))?;
         *seq += 1;
@@ -359,7 +370,7 @@ pub(super) async fn after_changes(
             request: v.request_id,
             seq: *seq,
             kind: EventKind::InstructionChanged,
-            request_status: RequestStatus::InProgress,
+            request_status: *status,
             instruction: Some(v),
         });
     }

@@ -11,6 +11,7 @@ mod limits;
 mod observability;
 mod processors;
 mod pull;
+mod reflection;
 mod replicas;
 mod requests;
 mod scale;

@@ -8,8 +8,48 @@ use crate::harness::*;
 
 backends!(
     cancel_mid_flight_is_watched_to_the_end,
+    cancel_before_any_claim_goes_from_received_to_cancelled,
     list_pages_and_filters
 );
+
+/// A request cancelled before any processor took an instruction goes from
+/// RECEIVED straight to CANCELLED, as the lifecycle says: no event of its
+/// history reports it IN_PROGRESS.
+async fn cancel_before_any_claim_goes_from_received_to_cancelled(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    register(&app, pull_processor("puller", 60_000)).await;
+    let req = submit(&app, deletion("trent@example.com")).await;
+    let cancelled = app
+        .requests
+        .clone()
+        .cancel_request(pb::CancelRequestRequest {
+            request_id: req.request_id.clone(),
+            reason: "duplicate of another request".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status(), pb::RequestStatus::Cancelled);
+    let events = watch_to_end(&app.requests, &req.request_id).await;
+    let history: Vec<_> = events
+        .iter()
+        .map(|e| (e.r#type(), e.request_status()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (pb::RequestEventType::Received, pb::RequestStatus::Received),
+            (
+                pb::RequestEventType::InstructionChanged,
+                pb::RequestStatus::Received
+            ),
+            (
+                pb::RequestEventType::Cancelled,
+                pb::RequestStatus::Cancelled
+            ),
+        ]
+    );
+}
 
 /// Test 10: cancel mid-flight; WatchRequest sees every event in order and
 /// ends; the processor that had the instruction gets a cancel notice.

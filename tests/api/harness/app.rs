@@ -19,6 +19,8 @@ use super::TestDb;
 
 /// A running orchestrator and clients for it.
 pub struct TestApp {
+    /// The gRPC listener.
+    pub addr: SocketAddr,
     /// The admin (HTTP) listener.
     pub admin: SocketAddr,
     pub requests: RequestServiceClient<Channel>,
@@ -89,6 +91,7 @@ impl TestApp {
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let ch = channel(addr).await;
         Self {
+            addr,
             admin,
             requests: RequestServiceClient::new(ch.clone()),
             processors: ProcessorServiceClient::new(ch.clone()),
