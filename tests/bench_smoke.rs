@@ -1,21 +1,16 @@
 //! Smoke test of the `dsr-bench` binary: each scenario at a tiny size, on a
 //! spawned orchestrator (the debug `dsr-orchestrator` cargo builds next to
 //! the bench for integration tests), on SQLite and, when reachable, on
-//! PostgreSQL. It checks only that a run completes and that every request
-//! got its record: speed is the benchmark's business, never a test's.
+//! PostgreSQL (reported as ignored when the tests' server is unreachable,
+//! unless `DSR_REQUIRE_POSTGRES=1`). It checks only that a run completes
+//! and that every request got its record: speed is the benchmark's
+//! business, never a test's.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-/// The PostgreSQL server the bench creates its throwaway databases on;
-/// `DSR_TEST_POSTGRES_URL` overrides it, as for the API suite.
-fn postgres_url() -> String {
-    std::env::var("DSR_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-static WARNED: AtomicBool = AtomicBool::new(false);
+use dsr_orchestrator::store::ScratchDatabase;
+use dsr_orchestrator::store::scratch::test_server_url as postgres_url;
+use libtest_mimic::{Arguments, Trial};
 
 /// Runs the bench with `--spawn --json` plus `args`; returns the JSON line.
 fn bench(args: &[String]) -> serde_json::Value {
@@ -61,43 +56,6 @@ fn run(scenario: &str, args: &[impl AsRef<str>]) {
     }
 }
 
-/// Whether the PostgreSQL server answers. Unreachable: a note on stderr
-/// (past the harness's capture), or a failure with DSR_REQUIRE_POSTGRES=1.
-fn postgres_reachable() -> bool {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let connected = runtime.block_on(async {
-        use sqlx::Connection;
-        tokio::time::timeout(
-            Duration::from_secs(3),
-            sqlx::postgres::PgConnection::connect(&postgres_url()),
-        )
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|c| c.map_err(|e| e.to_string()))
-    });
-    match connected {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("DSR_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
-                panic!("PostgreSQL is required (DSR_REQUIRE_POSTGRES=1) but unreachable: {e}");
-            }
-            if !WARNED.swap(true, Ordering::Relaxed) {
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "NOTE: PostgreSQL at {} unreachable ({e}); the PostgreSQL bench smoke \
-                     tests are SKIPPED (they pass without running)",
-                    postgres_url()
-                );
-            }
-            false
-        }
-    }
-}
-
 const INTAKE: &[&str] = &["--duration", "1", "--clients", "4"];
 const FANOUT: &[&str] = &["--requests", "20", "--processors", "3"];
 const BACKLOG: &[&str] = &["--preload", "20", "--requests", "10"];
@@ -108,38 +66,33 @@ fn on_postgres(args: &[&str]) -> Vec<String> {
     all
 }
 
-#[test]
-fn intake_sqlite() {
-    run("intake", INTAKE);
-}
-
-#[test]
-fn fanout_sqlite() {
-    run("fanout", FANOUT);
-}
-
-#[test]
-fn backlog_sqlite() {
-    run("backlog", BACKLOG);
-}
-
-#[test]
-fn intake_postgres() {
-    if postgres_reachable() {
-        run("intake", &on_postgres(INTAKE));
+fn main() {
+    let args = Arguments::from_args();
+    let reachable = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(ScratchDatabase::test_server_reachable());
+    if !reachable {
+        eprintln!(
+            "NOTE: PostgreSQL at {} is unreachable: the PostgreSQL bench smoke tests are \
+             ignored (DSR_REQUIRE_POSTGRES=1 makes this a failure)",
+            postgres_url()
+        );
     }
-}
-
-#[test]
-fn fanout_postgres() {
-    if postgres_reachable() {
-        run("fanout", &on_postgres(FANOUT));
+    let mut trials = Vec::new();
+    for (scenario, args) in [("intake", INTAKE), ("fanout", FANOUT), ("backlog", BACKLOG)] {
+        trials.push(Trial::test(format!("{scenario}_sqlite"), move || {
+            run(scenario, args);
+            Ok(())
+        }));
+        trials.push(
+            Trial::test(format!("{scenario}_postgres"), move || {
+                run(scenario, &on_postgres(args));
+                Ok(())
+            })
+            .with_ignored_flag(!reachable),
+        );
     }
-}
-
-#[test]
-fn backlog_postgres() {
-    if postgres_reachable() {
-        run("backlog", &on_postgres(BACKLOG));
-    }
+    libtest_mimic::run(&args, trials).exit();
 }

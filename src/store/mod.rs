@@ -221,7 +221,7 @@ pub trait StoreObserver: Send + Sync + 'static {
 /// Helpers for the store's unit tests.
 #[cfg(test)]
 pub(super) mod testing {
-    use super::{ScratchDatabase, Store, StoreOptions};
+    use super::{Store, StoreOptions};
 
     /// A store on a fresh SQLite file, and the directory that holds it
     /// (keep it as long as the store).
@@ -232,16 +232,6 @@ pub(super) mod testing {
             .await
             .unwrap();
         (dir, store)
-    }
-
-    /// A store on a fresh PostgreSQL database (see [`ScratchDatabase`]);
-    /// `None` when the tests' server is unreachable.
-    pub async fn postgres() -> Option<(ScratchDatabase, Store)> {
-        let db = ScratchDatabase::for_tests("dsr_unit").await?;
-        let store = Store::connect(&db.url, &StoreOptions::default())
-            .await
-            .unwrap();
-        Some((db, store))
     }
 
     /// Writes a bare processor row `p<n>` in `conn`'s transaction: a
@@ -257,117 +247,5 @@ pub(super) mod testing {
         .execute(conn)
         .await
         .unwrap();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Runs `statement` in a transaction of its own, rolled back: whether
-    /// the database took it.
-    async fn takes(store: &Store, statement: &str) -> bool {
-        let mut tx = store.begin().await.unwrap();
-        let taken = sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut *tx)
-            .await
-            .is_ok();
-        tx.rollback().await.unwrap();
-        taken
-    }
-
-    /// An insert of a bare instruction row.
-    fn instruction(id: &str, request: &str, processor: &str) -> String {
-        format!(
-            "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
-             submitted_at, state, created_at) \
-             values ('{id}', '{request}', '{processor}', 'DELETE', 'CCPA', 0, 'PENDING', 0)"
-        )
-    }
-
-    /// An insert of a bare delivery attempt.
-    fn attempt(instruction: &str) -> String {
-        format!(
-            "insert into delivery_attempts (instruction_id, attempt, started_at, result) \
-             values ('{instruction}', 1, 0, 'pending')"
-        )
-    }
-
-    /// An insert of a bare event.
-    fn event(request: &str, seq: i64) -> String {
-        format!(
-            "insert into request_events (request_id, seq, occurred_at, body) \
-             values ('{request}', {seq}, 0, '{{}}')"
-        )
-    }
-
-    /// An insert of a bare completion record.
-    fn record(request: &str) -> String {
-        format!(
-            "insert into completion_records (request_id, canonical_json, digest, created_at) \
-             values ('{request}', '{{}}', '{}', 0)",
-            "0".repeat(64)
-        )
-    }
-
-    /// No row can refer to a missing request, processor or instruction,
-    /// and no row referred to can go or change its key: foreign keys on
-    /// SQLite, batch checks and refusals on PostgreSQL (migration 0006).
-    async fn references_hold(store: &Store) {
-        let mut tx = store.begin().await.unwrap();
-        testing::insert_processor(&mut tx, 1).await;
-        let request = "insert into requests (id, kind, jurisdiction, status, submitted_at, \
-             received_at, channel, requester, verification_level, verification_method, labels, \
-             identity_types, subject, fingerprint, open_instructions, event_seq) values ('r1', \
-             'DELETE', 'CCPA', 'RECEIVED', 0, 0, 'test', 'SELF', 'NONE', 'none', '{}', '[]', \
-             null, 'f', 1, 1)";
-        for statement in [
-            request.to_string(),
-            instruction("i1", "r1", "p1"),
-            attempt("i1"),
-            event("r1", 1),
-            record("r1"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        tx.commit().await.unwrap();
-        assert!(
-            takes(store, &event("r1", 2)).await,
-            "a row whose parent exists is taken"
-        );
-        for refused in [
-            instruction("i2", "nope", "p1"),
-            instruction("i2", "r1", "nope"),
-            attempt("nope"),
-            event("nope", 1),
-            record("nope"),
-            "delete from requests where id = 'r1'".into(),
-            "delete from processors where id = 'p1'".into(),
-            "delete from instructions where id = 'i1'".into(),
-            "update requests set id = 'r2' where id = 'r1'".into(),
-            "update instructions set request_id = 'nope' where id = 'i1'".into(),
-            "update instructions set processor_id = 'nope' where id = 'i1'".into(),
-        ] {
-            assert!(!takes(store, &refused).await, "refused: {refused}");
-        }
-    }
-
-    #[tokio::test]
-    async fn references_hold_sqlite() {
-        let (_dir, store) = testing::sqlite().await;
-        references_hold(&store).await;
-        store.close().await;
-    }
-
-    #[tokio::test]
-    async fn references_hold_postgres() {
-        let Some((_db, store)) = testing::postgres().await else {
-            return;
-        };
-        references_hold(&store).await;
-        store.close().await;
     }
 }

@@ -259,23 +259,14 @@ mod tests {
         (before, within, after)
     }
 
-    /// Reads in a snapshot do not see what commits after its first read.
+    /// Reads in a snapshot do not see what commits after its first read
+    /// (on PostgreSQL: `tests/api/store.rs`).
     #[tokio::test]
     async fn a_snapshot_sees_one_moment_sqlite() {
         let (_dir, store) = testing::sqlite().await;
         let counts = counts_around_a_commit(&store).await;
         store.close().await;
         assert_eq!(counts, (1, 1, 2));
-    }
-
-    #[tokio::test]
-    async fn a_snapshot_sees_one_moment_postgres() {
-        let Some((_db, store)) = testing::postgres().await else {
-            return;
-        };
-        let counts = counts_around_a_commit(&store).await;
-        store.close().await;
-        assert_eq!(counts, (1, 1, 2), "REPEATABLE READ");
     }
 
     /// Intake waiting behind several other writers goes next: the others

@@ -10,11 +10,13 @@ use tonic::Code;
 
 use crate::backends;
 use crate::harness::*;
+use crate::postgres_only;
 
 backends!(
     metrics_follow_a_fan_out_with_failures,
     a_request_closed_at_intake_is_counted
 );
+postgres_only!(readiness_follows_the_database,);
 
 /// `name{a="1",b="2"}` (labels sorted) -> value, from the text format.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -314,11 +316,7 @@ fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 
 /// `/healthz` answers while the process lives; `/readyz` turns unready when
 /// the database goes away and ready again when it returns.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn readiness_follows_the_database() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
+async fn readiness_follows_the_database(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     assert_eq!(app.admin_get("/healthz").await.0, 200);
     assert_eq!(app.admin_get("/readyz").await, (200, "ready\n".to_string()));

@@ -16,6 +16,9 @@ use tonic::transport::Channel;
 
 use crate::harness::app::channel;
 use crate::harness::*;
+use crate::postgres_only;
+
+postgres_only!(three_replicas_survive_a_sigkill,);
 
 const REQUESTS: usize = 500;
 const PROCESSORS: usize = 4;
@@ -83,11 +86,7 @@ async fn submit_anywhere(
     panic!("no replica took the request");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_replicas_survive_a_sigkill() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
+async fn three_replicas_survive_a_sigkill(db: TestDb) {
     let mut fakes = Vec::new();
     for _ in 0..PROCESSORS {
         fakes.push(FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await);

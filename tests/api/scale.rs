@@ -14,17 +14,19 @@ use sqlx::Row;
 
 use crate::backends;
 use crate::harness::*;
+use crate::postgres_only;
 
 backends!(last_instructions_finishing_together_write_one_record);
+postgres_only!(
+    replicas_starting_together_migrate_once,
+    processor_changes_through_one_replica_count_at_the_next_submission_on_another,
+    watch_on_one_replica_sees_work_done_by_another,
+);
 
 /// Several replicas starting at once against an empty database: the
 /// migrator's advisory lock lets exactly one apply the migrations and the
 /// others find them applied.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replicas_starting_together_migrate_once() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
+async fn replicas_starting_together_migrate_once(db: TestDb) {
     let starts = (0..6).map(|_| {
         let url = db.url.clone();
         tokio::spawn(async move { Store::connect(&url, &StoreOptions::default()).await })
@@ -140,11 +142,7 @@ async fn last_instructions_finishing_together_write_one_record(db: TestDb) {
 /// submissions: changes made through another replica count from its next
 /// submission on, because every batch's statement checks that the copy's
 /// generation is still the registry's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn processor_changes_through_one_replica_count_at_the_next_submission_on_another() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
+async fn processor_changes_through_one_replica_count_at_the_next_submission_on_another(db: TestDb) {
     let intake = TestApp::spawn_without_dispatcher(&db).await;
     let admin = TestApp::spawn_without_dispatcher(&db).await;
     register(&admin, push_processor("vendor", "http://unused:1")).await;
@@ -170,11 +168,7 @@ async fn processor_changes_through_one_replica_count_at_the_next_submission_on_a
 
 /// A watcher on one replica follows a request whose work another replica
 /// does (LISTEN/NOTIFY, with polling as the fallback).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn watch_on_one_replica_sees_work_done_by_another() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
+async fn watch_on_one_replica_sees_work_done_by_another(db: TestDb) {
     let watcher = TestApp::spawn_without_dispatcher(&db).await;
     let worker = TestApp::spawn(&db).await;
     let fake = FakeProcessor::start(Reply::Accepted).await;

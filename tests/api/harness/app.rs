@@ -74,10 +74,6 @@ impl TestApp {
         options: Options,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
         let mut config = test_config(db);
         tweak(&mut config);
         let app = Application::build(&config, options)
