@@ -1,6 +1,6 @@
 //! Completion records: assembled from the request and its final instruction
 //! lines, encoded canonically, digested, and inserted exactly once — in the
-//! transaction that closed the last instruction (see [`super::transition`]).
+//! transaction that closed the last instruction (see the `transition` module).
 
 use std::collections::BTreeMap;
 
@@ -30,7 +30,7 @@ pub(super) const CLOSED_COLUMNS: &str = "requests.id as id, requests.kind as kin
 /// when a cancel reason is set), and writes their records and last
 /// events: intake's requests that no processor matched. (Requests closed
 /// by their last instruction are closed by the same update that counts it,
-/// see [`super::transition::after_changes`], and recorded by
+/// see `after_changes` in the `transition` module, and recorded by
 /// [`record_closed`].)
 pub(super) async fn write_records(
     conn: &mut AnyConnection,
