@@ -27,12 +27,15 @@
 //! - [`config`]: every setting, as flags and `DSR_*` variables.
 //! - [`processors_file`]: the declarative YAML registry loaded at startup.
 //! - [`clock`]: "now", injected, so tests move time by hand.
+//! - [`batches`]: the receiving end of the batching queues (intake, the
+//!   recorder, the notice publisher), drained at shutdown.
 //! - [`startup`]: wires everything into an [`startup::Application`] and
 //!   starts and stops every background task.
 //! - [`pb`]: the generated `dsr.v1` code.
 
 pub mod admin;
 pub mod api;
+pub mod batches;
 pub mod clock;
 pub mod config;
 pub mod dispatch;

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::batches::Batches;
+
 use crate::clock::Clock;
 use crate::store::{DeliveryReport, Store};
 
@@ -67,37 +69,15 @@ impl RecorderTask {
     /// ends: stop it after the deliveries that report to it. Until it
     /// runs, deliveries wait for their results to be written.
     pub async fn run(self, stop: CancellationToken) {
-        let RecorderTask {
-            store,
-            clock,
-            mut rx,
-        } = self;
-        run(&store, clock.as_ref(), &mut rx, stop).await
-    }
-}
-
-async fn run(
-    store: &Store,
-    clock: &dyn Clock,
-    rx: &mut mpsc::Receiver<Pending>,
-    stop: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled(), if !rx.is_closed() => rx.close(),
-            n = rx.recv_many(&mut batch, MAX_BATCH) => {
-                if n == 0 {
-                    return;
-                }
-                let applied = write(store, clock, &batch).await;
-                for p in batch.drain(..) {
-                    let ok = applied
-                        .as_ref()
-                        .is_some_and(|ids| ids.contains(&p.report.id));
-                    let _ = p.done.send(ok);
-                }
+        let RecorderTask { store, clock, rx } = self;
+        let mut batches = Batches::new(rx, MAX_BATCH, stop);
+        while let Some(batch) = batches.next().await {
+            let applied = write(&store, clock.as_ref(), &batch).await;
+            for p in batch {
+                let ok = applied
+                    .as_ref()
+                    .is_some_and(|ids| ids.contains(&p.report.id));
+                let _ = p.done.send(ok);
             }
         }
     }

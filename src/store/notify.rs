@@ -22,6 +22,8 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::batches::Batches;
+
 use super::sql::Sql;
 use super::{Backend, Store};
 use crate::domain::RequestId;
@@ -57,7 +59,7 @@ impl Store {
         if self.backend != Backend::Postgres {
             return None;
         }
-        let (tx, mut rx) = mpsc::channel::<Notice>(4 * NOTICES_PER_ROUND);
+        let (tx, rx) = mpsc::channel::<Notice>(4 * NOTICES_PER_ROUND);
         let started = self.publisher.set(tx).is_ok();
         let store = self.clone();
         Some(async move {
@@ -65,25 +67,16 @@ impl Store {
                 tracing::warn!("a notice publisher is already running");
                 return;
             }
-            let mut notices = Vec::with_capacity(NOTICES_PER_ROUND);
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled(), if !rx.is_closed() => rx.close(),
-                    n = rx.recv_many(&mut notices, NOTICES_PER_ROUND) => {
-                        if n == 0 {
-                            return;
-                        }
-                        let mut seen = HashSet::new();
-                        let mut touched = Vec::new();
-                        let mut new_work = false;
-                        for notice in notices.drain(..) {
-                            new_work |= notice.new_work;
-                            touched.extend(notice.touched.into_iter().filter(|id| seen.insert(*id)));
-                        }
-                        store.publish(&touched, new_work).await;
-                    }
+            let mut batches = Batches::new(rx, NOTICES_PER_ROUND, stop);
+            while let Some(notices) = batches.next().await {
+                let mut seen = HashSet::new();
+                let mut touched = Vec::new();
+                let mut new_work = false;
+                for notice in notices {
+                    new_work |= notice.new_work;
+                    touched.extend(notice.touched.into_iter().filter(|id| seen.insert(*id)));
                 }
+                store.publish(&touched, new_work).await;
             }
         })
     }

@@ -47,6 +47,8 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::batches::Batches;
+
 use super::sql::Sql;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
@@ -98,7 +100,7 @@ impl Store {
         &self,
         stop: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let (tx, mut rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
+        let (tx, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let started = self.intake.set(tx).is_ok();
         let store = self.clone();
         async move {
@@ -106,21 +108,10 @@ impl Store {
                 tracing::warn!("an intake writer is already running");
                 return;
             }
-            let mut jobs = Vec::with_capacity(MAX_BATCH);
+            let mut batches = Batches::new(rx, MAX_BATCH, stop);
             let mut registry = None;
-            loop {
-                tokio::select! {
-                    biased;
-                    // Closed: new submissions fail at once, queued ones
-                    // are still written below.
-                    _ = stop.cancelled(), if !rx.is_closed() => rx.close(),
-                    n = rx.recv_many(&mut jobs, MAX_BATCH) => {
-                        if n == 0 {
-                            return;
-                        }
-                        store.write_batch(std::mem::take(&mut jobs), &mut registry).await;
-                    }
-                }
+            while let Some(jobs) = batches.next().await {
+                store.write_batch(jobs, &mut registry).await;
             }
         }
     }

@@ -1,0 +1,56 @@
+//! The receiving end of a batching queue: intake's writer, the recorder
+//! and the notice publisher each take everything waiting at once (one item
+//! when traffic is light, hundreds under load) and pay for one commit or
+//! one round trip per batch. Each stops the same way: told to stop, its
+//! queue closes (senders fail at once), and what was already queued is
+//! still handed out, so nothing accepted is dropped.
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Batches from a queue, until it is stopped and drained.
+pub struct Batches<T> {
+    rx: mpsc::Receiver<T>,
+    max: usize,
+    stop: CancellationToken,
+}
+
+impl<T> Batches<T> {
+    /// Batches of at most `max` from `rx`, until `stop`.
+    pub fn new(rx: mpsc::Receiver<T>, max: usize, stop: CancellationToken) -> Self {
+        Self { rx, max, stop }
+    }
+
+    /// Everything waiting (at most `max`), after waiting for one item if
+    /// none is; `None` once stopped and drained.
+    pub async fn next(&mut self) -> Option<Vec<T>> {
+        let mut batch = Vec::with_capacity(self.max);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled(), if !self.rx.is_closed() => self.rx.close(),
+                n = self.rx.recv_many(&mut batch, self.max) => return (n > 0).then_some(batch),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn what_was_queued_before_the_stop_is_still_handed_out() {
+        let (tx, rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let mut batches = Batches::new(rx, 2, stop.clone());
+        for i in 0..3 {
+            tx.send(i).await.unwrap();
+        }
+        assert_eq!(batches.next().await, Some(vec![0, 1]));
+        stop.cancel();
+        assert_eq!(batches.next().await, Some(vec![2]));
+        assert!(tx.send(3).await.is_err(), "closed to new items");
+        assert_eq!(batches.next().await, None);
+    }
+}
