@@ -25,8 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out_dir.join("dsr_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         // Personal data must never reach logs through a stray `{:?}`: these
-        // messages get hand-written, redacting Debug impls in `api::redact`.
+        // messages get hand-written, redacting Debug impls in `wire::redact`.
         .skip_debug([".dsr.v1.SubjectIdentity", ".dsr.v1.DataRecord"])
+        // A message that cannot be decoded is the caller's bad input
+        // (INVALID_ARGUMENT), not a server fault: see `wire::codec`.
+        .codec_path("crate::wire::codec::WireCodec")
         .compile_fds(fds)?;
     Ok(())
 }

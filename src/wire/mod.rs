@@ -22,6 +22,7 @@
 //! stand-in cannot escape: the failure is already recorded, so the result is
 //! an error whatever the constructor says.
 
+pub mod codec;
 mod enums;
 mod ids;
 mod instruction;

@@ -24,6 +24,7 @@ mod requests;
 mod scale;
 mod store;
 mod validation;
+mod wire;
 
 use dsr_orchestrator::store::ScratchDatabase;
 use dsr_orchestrator::store::scratch::test_server_url;
