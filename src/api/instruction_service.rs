@@ -39,11 +39,13 @@ fn attempt_pb(a: &DeliveryAttemptRow) -> pb::DeliveryAttempt {
 impl InstructionApi {
     /// The processor the bearer token belongs to.
     async fn caller(&self, metadata: &MetadataMap) -> ApiResult<ProcessorId> {
+        // The scheme is case-insensitive (RFC 7235): `bearer` is `Bearer`.
         let token = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthenticated(
                 "missing `authorization: Bearer <callback_token>` metadata",
@@ -103,6 +105,9 @@ impl InstructionApi {
         let (Some(result), true) = (result, v.is_empty()) else {
             return Err(v.into());
         };
+        // What the processor wrote must not repeat what we sent it.
+        let sent = self.store.sent_identities(view.id).await?;
+        let result = result.redacted(&sent);
         let view = self
             .store
             .resolve(view.id, &result, ResolvedBy::Processor, self.clock.now())

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::domain::{AttemptResult, InstructionResult, InstructionView, SubjectIdentity};
+use crate::domain::{
+    AttemptResult, InstructionResult, InstructionView, SubjectIdentity, redact_identities,
+};
 
 /// What is sent: the instruction and the identities its processor accepts.
 #[derive(Clone, Debug)]
@@ -70,6 +72,20 @@ impl DeliveryError {
     pub fn into_parts(self) -> (String, String) {
         match self {
             Self::Retryable { code, message } | Self::Fatal { code, message } => (code, message),
+        }
+    }
+
+    /// The error with the values of `sent` removed from its message.
+    pub fn redacted(self, sent: &[SubjectIdentity]) -> Self {
+        match self {
+            Self::Retryable { code, message } => Self::Retryable {
+                code,
+                message: redact_identities(&message, sent),
+            },
+            Self::Fatal { code, message } => Self::Fatal {
+                code,
+                message: redact_identities(&message, sent),
+            },
         }
     }
 

@@ -45,7 +45,7 @@ impl Dispatcher {
         let started = Instant::now();
         let answer = self.adapter.deliver(endpoint, delivery).await;
         let took = started.elapsed();
-        let result = result_of(answer, p, &c.instruction, self.clock.now());
+        let result = result_of(answer, p, &c, self.clock.now());
         let (counted, code) = match &result {
             DeliveryResult::Accepted { .. } => (AttemptResult::Accepted, None),
             DeliveryResult::Outcome(_) => (AttemptResult::Outcome, None),
@@ -91,17 +91,26 @@ impl Dispatcher {
     }
 }
 
-/// What to record for a delivery of `instruction` to `p` that got
-/// `answer` at `now`: a retryable failure is retried at the time the
-/// retry policy picks while the budget lasts, and escalates after it.
+/// What to record for the delivery `c` to `p` that got `answer` at `now`:
+/// a retryable failure is retried at the time the retry policy picks while
+/// the budget lasts, and escalates after it (the attempt itself is kept as
+/// what the processor said). Texts from the processor lose the identities
+/// it was sent (see [`crate::domain::redact_identities`]).
 fn result_of(
     answer: Result<Answer, DeliveryError>,
     p: &Processor,
-    instruction: &InstructionView,
+    c: &Claimed,
     now: Timestamp,
 ) -> DeliveryResult {
     let policy = &p.spec.retry_policy;
+    let instruction = &c.instruction;
     let attempts = instruction.attempts_since_arm;
+    let answer = answer
+        .map(|a| match a {
+            Answer::Done(r) => Answer::Done(r.redacted(&c.identities)),
+            accepted => accepted,
+        })
+        .map_err(|e| e.redacted(&c.identities));
     match answer {
         Ok(Answer::Accepted) => DeliveryResult::Accepted {
             reply_due_at: now
@@ -120,7 +129,7 @@ fn result_of(
         Err(DeliveryError::Retryable { code, message }) => {
             tracing::warn!(code = %code, attempts, "retries exhausted; escalated to an operator");
             DeliveryResult::Escalate {
-                attempt: AttemptResult::FatalError,
+                attempt: AttemptResult::RetryableError,
                 code,
                 message: format!("retries exhausted after {attempts} attempts: {message}"),
             }

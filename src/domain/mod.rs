@@ -18,6 +18,7 @@ mod instruction;
 mod outcome;
 mod processor;
 mod record;
+mod redact;
 mod request;
 mod retry;
 mod violation;
@@ -29,6 +30,7 @@ pub use instruction::{InstructionEvent, InstructionState, InstructionView, Trans
 pub use outcome::{DataRecord, InstructionResult, Outcome, ResolvedBy, SubProcessor};
 pub use processor::{AdapterConfig, Processor, ProcessorSpec, ProcessorStatus};
 pub use record::{CompletionRecord, OverallOutcome, ProcessorLine};
+pub use redact::{REDACTED, redact_identities};
 pub use request::{
     Channel, Labels, NewRequest, RequestStatus, RequestSummary, Subject, SubjectIdentity,
     Verification,

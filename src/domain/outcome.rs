@@ -170,6 +170,19 @@ impl InstructionResult {
         Self::new(outcome, None, "", "", vec![], vec![])
     }
 
+    /// The result with the values of `sent` (the identities the processor
+    /// was given) removed from its texts: explanation, reason and
+    /// sub-processors' names (see [`super::redact_identities`]). Data
+    /// records of an access request are the answer itself and stay.
+    pub fn redacted(mut self, sent: &[super::SubjectIdentity]) -> Self {
+        self.explanation = super::redact_identities(&self.explanation, sent);
+        self.reason = super::redact_identities(&self.reason, sent);
+        for s in &mut self.sub_processors {
+            s.name = super::redact_identities(&s.name, sent);
+        }
+        self
+    }
+
     /// Whether `other` is the same answer (idempotent repeat of a callback).
     pub fn same_answer(&self, other: &InstructionResult) -> bool {
         self == other

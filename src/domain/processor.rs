@@ -38,7 +38,12 @@ impl AdapterConfig {
     /// A gRPC push adapter; checks the endpoint and timeout.
     pub fn grpc(endpoint: &str, timeout: Option<Duration>) -> Result<Self, Violations> {
         let mut v = Violations::new();
-        if !valid_endpoint(endpoint) {
+        if has_user_info(endpoint) {
+            v.add(
+                "endpoint",
+                "must not hold user information (user:password@): credentials are not taken in endpoints",
+            );
+        } else if !valid_endpoint(endpoint) {
             v.add(
                 "endpoint",
                 "must be an http:// or https:// URI with a host and port and no path",
@@ -62,6 +67,14 @@ impl AdapterConfig {
             Self::Manual => "manual",
         }
     }
+}
+
+/// Whether the URI's authority holds `user[:password]@`.
+fn has_user_info(s: &str) -> bool {
+    s.parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.authority().map(|a| a.as_str().contains('@')))
+        .unwrap_or(false)
 }
 
 fn valid_endpoint(s: &str) -> bool {
@@ -263,6 +276,8 @@ mod tests {
             "http://host",
             "http://host:1/path",
             "not a uri",
+            "http://user:secret@host:1",
+            "https://token@host:443",
         ] {
             assert!(AdapterConfig::grpc(bad, None).is_err(), "{bad}");
         }

@@ -10,7 +10,7 @@ use super::transition::{AttemptClose, Change, apply};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
     AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,
-    InstructionView, ProcessorId, RequestId, ResolvedBy, Timestamp,
+    InstructionView, ProcessorId, RequestId, ResolvedBy, SubjectIdentity, Timestamp,
 };
 
 /// Filters of `ListInstructions`.
@@ -88,6 +88,21 @@ impl Store {
         .await?
         .ok_or_else(|| StoreError::not_found("instruction", id))?;
         instruction(&row)
+    }
+
+    /// The identities an instruction carries to its processor (personal
+    /// data: to be kept out of what the processor sends back).
+    pub async fn sent_identities(
+        &self,
+        id: InstructionId,
+    ) -> Result<Vec<SubjectIdentity>, StoreError> {
+        let row = Sql::new(self.backend, "select payload from instructions where id = ")
+            .bind(id.to_string())
+            .query()
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::not_found("instruction", id))?;
+        super::codec::from_json(&row, "payload")
     }
 
     /// A processor acknowledges: its outcome is then due by `reply_due_at`.

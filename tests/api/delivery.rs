@@ -144,6 +144,30 @@ async fn exhausted_retries_escalate_then_retry_and_resolve(db: TestDb) {
     let r = get_request(&app, &req.request_id).await;
     assert!(r.needs_attention);
     assert!(r.instructions[0].last_error.contains("UNAVAILABLE"));
+    assert!(
+        r.instructions[0]
+            .last_error
+            .contains("retries exhausted after 4 attempts"),
+        "{}",
+        r.instructions[0].last_error
+    );
+    // Every attempt is kept as what the processor said, the last one
+    // too: the escalation is the consequence, not the answer.
+    let listed = all_instructions(&app).await;
+    let results: Vec<_> = listed[0]
+        .history
+        .iter()
+        .map(|a| (a.result.as_str(), a.error_code.as_str()))
+        .collect();
+    assert_eq!(results, [("retryable_error", "UNAVAILABLE"); 4]);
+    let (_, metrics) = app.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"dsr_delivery_attempts_total{processor="down",result="retryable_error"} 4"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("fatal_error"), "{metrics}");
 
     // Re-arm: a fresh budget of four more attempts, then escalated again.
     let rearmed = app

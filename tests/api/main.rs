@@ -13,6 +13,7 @@ mod harness;
 
 mod crash;
 mod delivery;
+mod echoes;
 mod intake;
 mod limits;
 mod observability;

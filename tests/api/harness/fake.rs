@@ -20,6 +20,9 @@ pub enum Reply {
     Accepted,
     /// A gRPC error.
     Error(tonic::Code),
+    /// A gRPC error whose message repeats every identity the delivery
+    /// carried, as many processors' messages do.
+    Echo(tonic::Code),
     /// No answer until [`FakeProcessor::release`] (then `Done(COMPLETED)`).
     Hang,
 }
@@ -62,6 +65,7 @@ impl ProcessorAdapter for Service {
         &self,
         request: Request<pb::DeliverInstructionRequest>,
     ) -> Result<Response<pb::DeliverInstructionResponse>, Status> {
+        let request_identities = request.get_ref().subject_identities.clone();
         let reply = {
             let mut s = self.0.state.lock().unwrap();
             s.deliveries.push(request.get_ref().clone());
@@ -92,6 +96,16 @@ impl ProcessorAdapter for Service {
                 result: None,
             })),
             Reply::Error(code) => Err(Status::new(code, "scripted failure")),
+            Reply::Echo(code) => {
+                let values: Vec<_> = request_identities
+                    .iter()
+                    .map(|i| i.value.as_str())
+                    .collect();
+                Err(Status::new(
+                    code,
+                    format!("no account for {}", values.join(" or ")),
+                ))
+            }
             Reply::Hang => unreachable!(),
         }
     }

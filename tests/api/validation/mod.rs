@@ -71,6 +71,8 @@ fn rejected<T: Debug>(case: &str, result: Result<Response<T>, Status>) -> Vec<St
         assert!(!v.description.contains(EMAIL), "{case}: {v:?}");
     }
     assert!(!status.message().contains(EMAIL), "{case}: {status:?}");
+    // Nor a credential written into an endpoint.
+    assert!(!status.message().contains("s3cret"), "{case}: {status:?}");
     violations(&status)
 }
 

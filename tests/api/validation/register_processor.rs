@@ -129,6 +129,16 @@ async fn register_processor_table(db: TestDb) {
             &["processor.adapter.grpc.endpoint"],
         ),
         (
+            "endpoint with user and password",
+            endpoint("https://vendor:s3cret-pw@dsr.vendor.example:443"),
+            &["processor.adapter.grpc.endpoint"],
+        ),
+        (
+            "endpoint with a token as user",
+            endpoint("http://tok3n@127.0.0.1:9"),
+            &["processor.adapter.grpc.endpoint"],
+        ),
+        (
             "grpc timeout under 100ms",
             registration(|p| p.adapter = grpc_adapter("http://127.0.0.1:9", 99)),
             &["processor.adapter.grpc.timeout"],

@@ -1,0 +1,95 @@
+//! Keeping the identities we sent out of what comes back. Processors often
+//! repeat the identity they were given in their messages ("no account for
+//! alice@example.com"); such a text would otherwise be stored with the
+//! instruction and shown by `GetRequest`, `WatchRequest` and the listings,
+//! whose contract says they hold no personal data we sent. So every text a
+//! processor returns (delivery errors, a result's explanation and reason,
+//! its sub-processors' names) has those values replaced before it is
+//! stored or logged.
+//!
+//! Values are matched as they were sent, ignoring ASCII case (a processor
+//! that lower-cases an email address still echoes it). Other spellings of
+//! the same identifier (a phone number formatted differently) are not
+//! recognised. Single characters are left alone: they identify no one,
+//! and replacing every `7` would destroy the message.
+
+use super::SubjectIdentity;
+
+/// What an echoed identity value is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// `text` with every occurrence of an identity's value replaced by
+/// [`REDACTED`], ignoring ASCII case.
+pub fn redact_identities(text: &str, identities: &[SubjectIdentity]) -> String {
+    let mut values: Vec<String> = identities
+        .iter()
+        .map(|i| i.value.to_ascii_lowercase())
+        .filter(|v| v.chars().count() > 1)
+        .collect();
+    // Longest first, so a value that contains another goes whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for value in &values {
+        // ASCII lower-casing keeps every byte offset, so positions found
+        // in the folded copy hold in the original.
+        let folded = out.to_ascii_lowercase();
+        if !folded.contains(value.as_str()) {
+            continue;
+        }
+        let mut redacted = String::with_capacity(out.len());
+        let mut last = 0;
+        for (at, _) in folded.match_indices(value.as_str()) {
+            redacted.push_str(&out[last..at]);
+            redacted.push_str(REDACTED);
+            last = at + value.len();
+        }
+        redacted.push_str(&out[last..]);
+        out = redacted;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::IdentityType;
+
+    fn identity(kind: IdentityType, value: &str) -> SubjectIdentity {
+        SubjectIdentity::new(kind, value).unwrap()
+    }
+
+    #[test]
+    fn echoed_values_are_replaced_in_any_ascii_case() {
+        let sent = [
+            identity(IdentityType::Email, "Alice@Example.com"),
+            identity(IdentityType::AccountId, "acct-42"),
+        ];
+        assert_eq!(
+            redact_identities("no account for alice@example.com (ACCT-42, acct-42)", &sent),
+            "no account for [redacted] ([redacted], [redacted])"
+        );
+        assert_eq!(redact_identities("timeout", &sent), "timeout");
+    }
+
+    #[test]
+    fn longer_values_go_whole_and_single_characters_stay() {
+        let sent = [
+            identity(IdentityType::AccountId, "42"),
+            identity(IdentityType::AccountId, "4242"),
+            identity(IdentityType::Other, "7"),
+        ];
+        assert_eq!(
+            redact_identities("id 4242 and 42, 7 retries", &sent),
+            "id [redacted] and [redacted], 7 retries"
+        );
+    }
+
+    #[test]
+    fn text_around_non_ascii_values_survives() {
+        let sent = [identity(IdentityType::Name, "Jürgen Müller")];
+        assert_eq!(
+            redact_identities("kein Konto für Jürgen Müller gefunden", &sent),
+            "kein Konto für [redacted] gefunden"
+        );
+    }
+}
