@@ -61,14 +61,14 @@ impl From<StoreError> for ApiError {
 }
 
 /// Logs an error with its whole cause chain.
-fn log_chain(e: &(dyn std::error::Error + 'static)) {
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {
         chain.push(s.to_string());
         source = s.source();
     }
-    tracing::error!(error = %chain.join(": "), "request failed");
+    chain.join(": ")
 }
 
 impl From<ApiError> for Status {
@@ -91,11 +91,16 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::Unavailable(ref source) => {
-                log_chain(source);
-                Status::unavailable("the database is unavailable; retry later")
+                // Expected while the database is away: a warning, not an
+                // error, for each call.
+                tracing::warn!(error = %chain(source), "request failed; the caller may retry");
+                Status::unavailable(match source {
+                    StoreError::Unanswered(_) | StoreError::Stopped => source.to_string(),
+                    _ => "the database is unavailable; retry later".to_string(),
+                })
             }
             ApiError::Internal(ref source) => {
-                log_chain(source);
+                tracing::error!(error = %chain(source), "request failed");
                 Status::internal("internal error")
             }
         }

@@ -283,6 +283,7 @@ impl Store {
             intake: Arc::default(),
             publisher: Arc::default(),
             submitting: Arc::default(),
+            wait: options.acquire_timeout,
         })
     }
 }

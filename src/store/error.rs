@@ -46,6 +46,14 @@ pub enum StoreError {
          SQLite serves one process — use PostgreSQL to run several replicas"
     )]
     InUse(String),
+    /// A submission got no answer from the database within the store's
+    /// wait: it may or may not have been taken in, and a retry with the
+    /// same request id tells which (submissions are idempotent).
+    #[error(
+        "the database did not answer within {0:?}; the request may or may not have been \
+         taken in: retry with the same request_id to learn which"
+    )]
+    Unanswered(std::time::Duration),
     /// The task that does this work is not running: the server is starting
     /// or shutting down.
     #[error("the server is shutting down")]
@@ -72,7 +80,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Database(e) => is_transient(e),
-            StoreError::Stopped => true,
+            StoreError::Stopped | StoreError::Unanswered(_) => true,
             StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_transient(e),
             _ => false,
         }
@@ -89,6 +97,7 @@ impl StoreError {
             StoreError::Database(e) => StoreError::Database(e.clone()),
             StoreError::InUse(m) => StoreError::InUse(m.clone()),
             StoreError::Stopped => StoreError::Stopped,
+            StoreError::Unanswered(d) => StoreError::Unanswered(*d),
             StoreError::Migrate(e) => StoreError::Corrupt(format!("migration failed: {e}")),
         }
     }

@@ -91,6 +91,9 @@ pub struct Store {
     /// Submissions this process is taking in right now (see
     /// [`Store::submissions_in_progress`]).
     submitting: Arc<std::sync::atomic::AtomicUsize>,
+    /// The longest a caller waits for the database (the pool's acquire
+    /// timeout): a submission that has no answer by then is told so.
+    wait: std::time::Duration,
 }
 
 impl Store {

@@ -32,13 +32,18 @@ impl Store {
             Turn::Other => Some(writer.others.clone().lock_owned().await),
         };
         let mut guard = writer.conn.clone().lock_owned().await;
-        let w = SqliteWriter::settled(guard.as_mut()).await?;
+        SqliteWriter::settled(guard.as_mut()).await?;
+        let mut held = HeldWriter(Some(guard));
+        let w = held.get_mut();
+        // Open from before `BEGIN`: a caller that gives up while it waits
+        // for the lock leaves a transaction that SQLite may still start,
+        // and the writer's drop (or the next writer) rolls it back.
+        w.open = true;
         sqlx::raw_sql("BEGIN IMMEDIATE")
             .execute(&mut w.conn)
             .await?;
-        w.open = true;
         Ok(WriteTx::Sqlite {
-            writer: HeldWriter(Some(guard)),
+            writer: held,
             _others: others,
         })
     }

@@ -17,6 +17,7 @@ mod echoes;
 mod intake;
 mod limits;
 mod observability;
+mod outages;
 mod processors;
 mod pull;
 mod reflection;

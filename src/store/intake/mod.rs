@@ -60,6 +60,10 @@ mod plan;
 
 use insert::{Planned, new_instructions};
 
+/// How much longer than the store's wait a submission waits for the
+/// writer's answer before giving up on its own.
+const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most submissions written in one transaction.
 const MAX_BATCH: usize = 128;
 
@@ -77,7 +81,16 @@ pub(in crate::store) struct Job {
     req: NewRequest,
     now: Timestamp,
     trace_context: Option<String>,
+    /// When its caller stops waiting (see [`Store::submit`]).
+    deadline: tokio::time::Instant,
     done: oneshot::Sender<Result<Intake, StoreError>>,
+}
+
+impl Job {
+    /// Whether nobody waits for this job's answer any more.
+    fn caller_gone(&self) -> bool {
+        self.done.is_closed()
+    }
 }
 
 /// One submission being taken in, counted in
@@ -118,7 +131,13 @@ impl Store {
 
     /// Takes a request in (idempotently on its id). `trace_context` is the
     /// submitting call's W3C `traceparent`, kept with each instruction so
-    /// that its deliveries join that trace. Answers after the commit.
+    /// that its deliveries join that trace. Answers after the commit, or
+    /// with [`StoreError::Unanswered`] when the database has not answered
+    /// within the store's wait (the acquire timeout): the caller is not
+    /// kept waiting through an outage. A submission whose caller has gone
+    /// (answered so, or hung up) before the writer reaches it is not
+    /// written; one already being written may still commit, which a retry
+    /// with the same id reveals.
     #[tracing::instrument(name = "store.submit", skip_all, fields(request_id = %req.id))]
     pub async fn submit(
         &self,
@@ -135,12 +154,20 @@ impl Store {
             req: req.clone(),
             now,
             trace_context: trace_context.map(str::to_string),
+            deadline: tokio::time::Instant::now() + self.wait,
             done,
         };
         if writer.send(job).await.is_err() {
             return Err(StoreError::Stopped);
         }
-        answer.await.unwrap_or(Err(StoreError::Stopped))
+        // The writer answers by the job's deadline; a job it dropped
+        // unanswered (its batch ran out of time) may or may not have been
+        // written. The caller's own wait is a backstop a little longer.
+        let answered = tokio::time::timeout(self.wait + ANSWER_MARGIN, answer).await;
+        match answered {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::Unanswered(self.wait)),
+        }
     }
 
     /// How many submissions this process is taking in at this moment
@@ -181,13 +208,16 @@ impl Store {
                 }
                 Inserted::Answered
             }
-            Err(e) if batch.len() > 1 => {
+            // One request may have failed its neighbours: each is tried
+            // alone. A transient failure (the database unreachable) would
+            // fail each alone too, and keep callers waiting for nothing.
+            Err(e) if batch.len() > 1 && !e.is_transient() => {
                 tracing::debug!(error = %e, "batched intake failed");
                 Inserted::Failed(batch)
             }
             Err(e) => {
-                if let Some((job, _)) = batch.into_iter().next() {
-                    let _ = job.done.send(Err(e));
+                for (job, _) in batch {
+                    let _ = job.done.send(Err(e.shared()));
                 }
                 Inserted::Answered
             }

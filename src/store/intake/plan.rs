@@ -13,6 +13,28 @@ impl Store {
     /// Writes a batch of submissions; answers every job. `registry` is the
     /// writer's copy of the processor registry (`None`: read it first).
     pub(super) async fn write_batch(&self, mut jobs: Vec<Job>, registry: &mut Option<Registry>) {
+        // A caller that has gone (it gave up waiting, or hung up) gets no
+        // request written behind its back, nor does one whose wait is over.
+        let now = tokio::time::Instant::now();
+        jobs.retain(|job| !job.caller_gone());
+        let (late, jobs): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.deadline <= now);
+        for job in late {
+            let _ = job.done.send(Err(StoreError::Unanswered(self.wait)));
+        }
+        // The batch gets as long as its most pressed caller waits: past
+        // that, its unfinished work is dropped, and every job of it is
+        // answered as dropped (it may or may not have been written).
+        let Some(deadline) = jobs.iter().map(|j| j.deadline).min() else {
+            return;
+        };
+        let written = tokio::time::timeout_at(deadline, self.write_in_time(jobs, registry));
+        if written.await.is_err() {
+            tracing::warn!("the database did not take a batch of submissions in time");
+        }
+    }
+
+    /// [`Store::write_batch`]'s work, answering every job.
+    async fn write_in_time(&self, mut jobs: Vec<Job>, registry: &mut Option<Registry>) {
         for round in 1.. {
             let read_now = registry.is_none();
             if read_now {
@@ -95,7 +117,7 @@ impl Store {
                 Inserted::Stale(jobs) => stale = jobs,
                 Inserted::Failed(left) => {
                     tracing::info!(requests, "a batched intake failed; retrying one by one");
-                    for one in left {
+                    for one in left.into_iter().filter(|(job, _)| !job.caller_gone()) {
                         if let Inserted::Stale(jobs) = self.insert_batch(vec![one], guard).await {
                             stale.extend(jobs);
                         }

@@ -40,6 +40,16 @@ impl TestDb {
         }
     }
 
+    /// A database that exists already at `url` (on a test's own server),
+    /// left in place afterwards.
+    pub fn existing(url: String) -> Self {
+        Self {
+            url,
+            _dir: None,
+            postgres: None,
+        }
+    }
+
     /// The name of the PostgreSQL database, if this is one.
     pub fn postgres_name(&self) -> Option<&str> {
         self.postgres.as_ref().map(ScratchDatabase::name)
@@ -56,7 +66,7 @@ impl TestDb {
     pub async fn try_execute(&self, statements: &str) -> Result<(), sqlx::Error> {
         use sqlx::Connection;
         let statements = sqlx::AssertSqlSafe(statements.to_string());
-        if self.postgres.is_some() {
+        if self.url.starts_with("postgres") {
             let mut conn = sqlx::PgConnection::connect(&self.url).await?;
             let done = sqlx::raw_sql(statements).execute(&mut conn).await;
             conn.close().await?;

@@ -243,13 +243,26 @@ pub fn violations(status: &tonic::Status) -> Vec<String> {
 
 /// The first page of requests (every one, in the tests' small sets).
 pub async fn all_requests(app: &TestApp) -> Vec<pb::DataSubjectRequest> {
-    app.requests
-        .clone()
-        .list_requests(pb::ListRequestsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .requests
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = app
+            .requests
+            .clone()
+            .list_requests(pb::ListRequestsRequest {
+                page_size: 500,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.requests);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// The first page of instructions (every one, in the tests' small sets).

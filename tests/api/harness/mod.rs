@@ -6,6 +6,7 @@ pub mod app;
 pub mod db;
 pub mod fake;
 pub mod fixtures;
+pub mod pg_server;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,6 +66,24 @@ macro_rules! backends {
                     module: module_path!(),
                     name: stringify!($name),
                     backends: &[$crate::harness::Backend::Sqlite, $crate::harness::Backend::Postgres],
+                    body: |db| Box::pin($name(db)),
+                }
+            }
+        )+
+    };
+}
+
+/// Registers bodies that try something only SQLite has (its one write
+/// lock), as `module::name::sqlite`.
+#[macro_export]
+macro_rules! sqlite_only {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            inventory::submit! {
+                $crate::harness::Case {
+                    module: module_path!(),
+                    name: stringify!($name),
+                    backends: &[$crate::harness::Backend::Sqlite],
                     body: |db| Box::pin($name(db)),
                 }
             }
