@@ -39,6 +39,9 @@ pub struct AdminState {
     pub clock: Arc<dyn Clock>,
     /// `Some` when this replica runs a dispatcher whose liveness counts.
     pub dispatcher: Option<Dispatcher>,
+    /// Serving beyond loopback without authentication
+    /// (`--insecure-no-auth`): said in every `/readyz` answer.
+    pub insecure: bool,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown`.
@@ -98,6 +101,12 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: dispatcher stalled\n",
+        );
+    }
+    if s.insecure {
+        return (
+            StatusCode::OK,
+            "ready (insecure: callers are not authenticated, --insecure-no-auth)\n",
         );
     }
     (StatusCode::OK, "ready\n")

@@ -94,6 +94,40 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "DSR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM; with
+    /// `--tls-key`). Read again when it changes.
+    #[arg(long, env = "DSR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "DSR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    /// Needs `--tls-cert`.
+    #[arg(long, env = "DSR_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files and the auth file are checked for changes.
+    #[arg(long, env = "DSR_RELOAD_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub reload_interval: Duration,
+
+    /// YAML file of the principals this server knows: static API tokens
+    /// (by SHA-256), JWT settings, client-certificate mappings, each with
+    /// roles (see docs/security.md). Read again when it changes.
+    #[arg(long, env = "DSR_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Listen beyond loopback without authenticating callers. Anyone who
+    /// reaches the port can then do anything but speak for a processor.
+    #[arg(long, env = "DSR_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Accept push processors at plaintext `http://` endpoints beyond
+    /// loopback (identities then cross the network readable).
+    #[arg(long, env = "DSR_ALLOW_PLAINTEXT_PROCESSORS")]
+    pub allow_plaintext_processors: bool,
 }
 
 impl Config {
@@ -105,6 +139,15 @@ impl Config {
             sqlite_sync_every_commit: self.sqlite_synchronous == SqliteSynchronous::Full,
             ..StoreOptions::default()
         }
+    }
+
+    /// The server's TLS files, when it serves TLS.
+    pub fn tls_files(&self) -> Option<crate::tls::server::TlsFiles> {
+        Some(crate::tls::server::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     /// Dispatcher settings.

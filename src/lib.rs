@@ -35,6 +35,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod batches;
 pub mod clock;
 pub mod config;
@@ -44,6 +45,7 @@ pub mod processors_file;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;
 
 /// Generated protobuf and gRPC code of `dsr.v1`.

@@ -18,15 +18,20 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminState;
 use crate::api::{InstructionApi, ProcessorApi, RequestApi};
+use crate::auth::identify::Authenticator;
+use crate::auth::layer::AuthLayer;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::adapter::Adapter;
+use crate::dispatch::destination;
 use crate::dispatch::grpc::GrpcAdapter;
 use crate::dispatch::recorder::{Recorder, RecorderTask};
+use crate::domain::Actor;
 use crate::pb;
 use crate::store::{Backend, Store};
 use crate::telemetry::{Metrics, RpcTraceLayer};
+use crate::tls::server::ServerTls;
 
 /// What tests may swap out.
 pub struct Options {
@@ -62,6 +67,16 @@ pub struct Application {
     recorder: RecorderTask,
     run_dispatcher: bool,
     clock: Arc<dyn Clock>,
+    /// Identifies callers.
+    auth: Arc<Authenticator>,
+    /// The server's TLS, when it serves TLS.
+    tls: Option<Arc<ServerTls>>,
+    /// Listening beyond loopback without authentication.
+    insecure: bool,
+    /// Push processors may be plaintext beyond loopback.
+    allow_plaintext: bool,
+    /// How often the TLS and auth files are checked for changes.
+    reload_interval: Duration,
 }
 
 impl Application {
@@ -106,12 +121,52 @@ impl Application {
             let specs = crate::processors_file::load(path)?;
             let now = options.clock.now();
             for spec in &specs {
-                store.upsert_processor(spec, now).await.with_context(|| {
-                    format!("cannot store processor {} from {}", spec.id, path.display())
-                })?;
+                destination::check(&spec.adapter, config.allow_plaintext_processors)
+                    .await
+                    .map_err(|v| {
+                        anyhow::anyhow!(
+                            "processors file {}: processor {}: {v}",
+                            path.display(),
+                            spec.id
+                        )
+                    })?;
+                store
+                    .upsert_processor(spec, &Actor::System, now)
+                    .await
+                    .with_context(|| {
+                        format!("cannot store processor {} from {}", spec.id, path.display())
+                    })?;
             }
             tracing::info!(count = specs.len(), file = %path.display(), "processors loaded");
         }
+        let auth = Arc::new(
+            Authenticator::load(store.clone(), config.auth_file.clone())
+                .await
+                .context("cannot set up authentication")?,
+        );
+        let insecure = auth.is_open() && !config.listen.ip().is_loopback();
+        if insecure && !config.insecure_no_auth {
+            anyhow::bail!(
+                "listening on {} without authentication would let anyone on the network order \
+                 deletions and read every request: configure principals with --auth-file \
+                 (DSR_AUTH_FILE; see docs/security.md), listen on loopback, or run with \
+                 --insecure-no-auth to accept the risk",
+                config.listen
+            );
+        }
+        if insecure {
+            tracing::warn!(
+                listen = %config.listen,
+                "--insecure-no-auth: callers are not authenticated; anyone who reaches the port \
+                 can do anything but speak for a processor"
+            );
+        }
+        let tls = config
+            .tls_files()
+            .map(ServerTls::load)
+            .transpose()
+            .context("cannot set up the server's TLS")?
+            .map(Arc::new);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -140,6 +195,11 @@ impl Application {
             recorder: recorder_task,
             run_dispatcher: options.run_dispatcher,
             clock: options.clock,
+            auth,
+            tls,
+            insecure,
+            allow_plaintext: config.allow_plaintext_processors,
+            reload_interval: config.reload_interval,
         })
     }
 
@@ -177,6 +237,11 @@ impl Application {
             recorder,
             run_dispatcher,
             clock,
+            auth,
+            tls,
+            insecure,
+            allow_plaintext,
+            reload_interval,
         } = self;
         // Every moving part, in the order it starts; they stop in the
         // reverse order, each after the ones that feed it.
@@ -187,6 +252,14 @@ impl Application {
         // and watchers, and this one's commits are published to them.
         tasks.start("notice listener", |stop| store.notice_listener(stop));
         tasks.start("notice publisher", |stop| store.notice_publisher(stop));
+        // Rereads the auth file and the JWKS when they change.
+        tasks.start("auth reloader", |stop| {
+            Some(auth.clone().reloader(reload_interval, stop))
+        });
+        // Rereads the server's certificates when they change.
+        tasks.start("TLS reloader", |stop| {
+            tls.clone().map(|tls| tls.reloader(reload_interval, stop))
+        });
         // Group-commits submissions: `SubmitRequest` waits for it.
         tasks.start("intake writer", |stop| Some(store.intake_writer(stop)));
         // Writes delivery results in batches: deliveries wait for it.
@@ -205,6 +278,7 @@ impl Application {
             metrics: metrics.clone(),
             clock: clock.clone(),
             dispatcher: run_dispatcher.then(|| dispatcher.clone()),
+            insecure,
         };
         tasks.start("admin listener", |stop| {
             Some(crate::admin::serve(admin_listener, admin, stop))
@@ -227,13 +301,14 @@ impl Application {
             processors: ProcessorApi {
                 store: store.clone(),
                 clock: clock.clone(),
+                allow_plaintext,
             },
             instructions: InstructionApi {
                 store: store.clone(),
                 clock: clock.clone(),
             },
         };
-        let served = serve(listener, services, shutdown).await;
+        let served = serve(listener, tls, AuthLayer::new(auth), services, shutdown).await;
         tracing::info!("gRPC server stopped; stopping the background tasks");
         tasks.stop().await;
         metrics.shutdown();
@@ -249,9 +324,11 @@ struct Services {
     instructions: InstructionApi,
 }
 
-/// Serves gRPC on `listener` until `shutdown`.
+/// Serves gRPC on `listener` (over `tls`, if any) until `shutdown`.
 async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    auth: AuthLayer,
     services: Services,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -279,26 +356,40 @@ async fn serve(
     };
     let reflection_v1 = reflection().build_v1().expect("valid descriptors");
     let reflection_v1alpha = reflection().build_v1alpha().expect("valid descriptors");
-    // Small messages, many calls: don't wait to batch packets. Set on the
-    // incoming stream itself: the builder's `tcp_nodelay` is ignored for a
-    // listener of our own, and with Nagle on, a reply would wait for the
-    // client's delayed ACK (40 ms on Linux).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let router = Server::builder()
         // Detect dead peers (and half-open watch streams) within a minute.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // One span per RPC, continuing the caller's W3C trace; outermost,
         // so everything below (health and reflection too) runs inside it.
         .layer(RpcTraceLayer)
+        // Who is calling, and may they: before any service sees the call.
+        .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(RequestServiceServer::new(services.requests))
         .add_service(ProcessorServiceServer::new(services.processors))
-        .add_service(InstructionServiceServer::new(services.instructions))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-        .await
+        .add_service(InstructionServiceServer::new(services.instructions));
+    match tls {
+        // Handshakes off the accept loop; the configuration reloaded.
+        Some(tls) => {
+            let incoming = tls.incoming(listener, shutdown.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                .await
+        }
+        // Small messages, many calls: don't wait to batch packets. Set on
+        // the incoming stream itself: the builder's `tcp_nodelay` is
+        // ignored for a listener of our own, and with Nagle on, a reply
+        // would wait for the client's delayed ACK (40 ms on Linux).
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                .await
+        }
+    }
 }
 
 /// Background tasks, each with its own stop signal.

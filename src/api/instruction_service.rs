@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
 use super::page::{decode_key, encode_key, page_size, page_token};
+use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::domain::{
-    AdapterConfig, InstructionId, InstructionView, ProcessorId, ResolvedBy, Violations,
+    Actor, AdapterConfig, InstructionId, InstructionView, ProcessorId, ResolvedBy, Violations,
 };
 use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
@@ -37,23 +37,15 @@ fn attempt_pb(a: &DeliveryAttemptRow) -> pb::DeliveryAttempt {
 }
 
 impl InstructionApi {
-    /// The processor the bearer token belongs to.
-    async fn caller(&self, metadata: &MetadataMap) -> ApiResult<ProcessorId> {
-        // The scheme is case-insensitive (RFC 7235): `bearer` is `Bearer`.
-        let token = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthenticated(
+    /// The processor whose callback token the call carries (the auth
+    /// layer found it and refused any other caller).
+    fn caller<T>(request: &Request<T>) -> ApiResult<ProcessorId> {
+        match Caller::of(request) {
+            Caller::Processor(p) => Ok(p),
+            _ => Err(ApiError::Unauthenticated(
                 "missing `authorization: Bearer <callback_token>` metadata",
-            ))?;
-        self.store
-            .authenticate(token)
-            .await?
-            .ok_or(ApiError::Unauthenticated("unknown callback token"))
+            )),
+        }
     }
 
     /// The instruction, if it belongs to `caller`.
@@ -72,7 +64,7 @@ impl InstructionApi {
         &self,
         request: Request<pb::AcknowledgeInstructionRequest>,
     ) -> ApiResult<pb::Instruction> {
-        let caller = self.caller(request.metadata()).await?;
+        let caller = Self::caller(&request)?;
         let view = self
             .owned(&caller, &request.get_ref().instruction_id)
             .await?;
@@ -80,7 +72,10 @@ impl InstructionApi {
         let now = self.clock.now();
         let due =
             now + chrono::Duration::from_std(processor.spec.completion_timeout).unwrap_or_default();
-        let view = self.store.acknowledge(view.id, due, now).await?;
+        let view = self
+            .store
+            .acknowledge(view.id, due, &Actor::Processor(caller), now)
+            .await?;
         Ok(wire::instruction(&view))
     }
 
@@ -88,7 +83,7 @@ impl InstructionApi {
         &self,
         request: Request<pb::CompleteInstructionRequest>,
     ) -> ApiResult<pb::Instruction> {
-        let caller = self.caller(request.metadata()).await?;
+        let caller = Self::caller(&request)?;
         let req = request.into_inner();
         let view = self.owned(&caller, &req.instruction_id).await?;
         let mut v = Violations::new();
@@ -110,7 +105,13 @@ impl InstructionApi {
         let result = result.redacted(&sent);
         let view = self
             .store
-            .resolve(view.id, &result, ResolvedBy::Processor, self.clock.now())
+            .resolve(
+                view.id,
+                &result,
+                ResolvedBy::Processor,
+                &Actor::Processor(caller),
+                self.clock.now(),
+            )
             .await?;
         Ok(wire::instruction(&view))
     }
@@ -119,7 +120,7 @@ impl InstructionApi {
         &self,
         request: Request<pb::PullInstructionsRequest>,
     ) -> ApiResult<pb::PullInstructionsResponse> {
-        let caller = self.caller(request.metadata()).await?;
+        let caller = Self::caller(&request)?;
         let max = match request.get_ref().max_instructions {
             0 => 10,
             n @ 1..=100 => n as u32,
@@ -210,17 +211,28 @@ impl InstructionApi {
         })
     }
 
-    async fn retry(&self, req: pb::RetryInstructionRequest) -> ApiResult<pb::Instruction> {
+    async fn retry(
+        &self,
+        req: pb::RetryInstructionRequest,
+        actor: Actor,
+    ) -> ApiResult<pb::Instruction> {
         let id = wire::parse_instruction_id(&req.instruction_id, "instruction_id")?;
         let view = self.store.instruction(id).await?;
         let processor = self.store.processor(&view.processor_id).await?;
         let deliverable = processor.spec.adapter != AdapterConfig::Manual;
-        let view = self.store.rearm(id, deliverable, self.clock.now()).await?;
-        tracing::info!(instruction_id = %id, "instruction re-armed by an operator");
+        let view = self
+            .store
+            .rearm(id, deliverable, &actor, self.clock.now())
+            .await?;
+        tracing::info!(instruction_id = %id, %actor, "instruction re-armed by an operator");
         Ok(wire::instruction(&view))
     }
 
-    async fn resolve(&self, req: pb::ResolveInstructionRequest) -> ApiResult<pb::Instruction> {
+    async fn resolve(
+        &self,
+        req: pb::ResolveInstructionRequest,
+        actor: Actor,
+    ) -> ApiResult<pb::Instruction> {
         let mut v = Violations::new();
         let id = v.take(
             "",
@@ -239,10 +251,11 @@ impl InstructionApi {
                 id,
                 &result,
                 ResolvedBy::Operator(req.note),
+                &actor,
                 self.clock.now(),
             )
             .await?;
-        tracing::info!(instruction_id = %id, state = view.state.as_str(), "instruction resolved by an operator");
+        tracing::info!(instruction_id = %id, state = view.state.as_str(), %actor, "instruction resolved by an operator");
         Ok(wire::instruction(&view))
     }
 }
@@ -281,13 +294,19 @@ impl InstructionService for InstructionApi {
         &self,
         request: Request<pb::RetryInstructionRequest>,
     ) -> Result<Response<pb::Instruction>, Status> {
-        Ok(Response::new(self.retry(request.into_inner()).await?))
+        let actor = Caller::of(&request).actor();
+        Ok(Response::new(
+            self.retry(request.into_inner(), actor).await?,
+        ))
     }
 
     async fn resolve_instruction(
         &self,
         request: Request<pb::ResolveInstructionRequest>,
     ) -> Result<Response<pb::Instruction>, Status> {
-        Ok(Response::new(self.resolve(request.into_inner()).await?))
+        let actor = Caller::of(&request).actor();
+        Ok(Response::new(
+            self.resolve(request.into_inner(), actor).await?,
+        ))
     }
 }

@@ -6,8 +6,10 @@ use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
 use super::page::{decode_key, encode_key, page_size, page_token};
+use crate::auth::Caller;
 use crate::clock::Clock;
-use crate::domain::{ProcessorId, Violations};
+use crate::dispatch::destination;
+use crate::domain::{ProcessorId, ProcessorSpec, Violations};
 use crate::pb;
 use crate::pb::processor_service_server::ProcessorService;
 use crate::store::Store;
@@ -18,6 +20,9 @@ use crate::wire;
 pub struct ProcessorApi {
     pub(crate) store: Store,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Whether push processors may be reached over plaintext `http://`
+    /// beyond loopback (see [`destination`]).
+    pub(crate) allow_plaintext: bool,
 }
 
 impl ProcessorApi {
@@ -51,6 +56,17 @@ impl ProcessorApi {
     }
 }
 
+/// Checks where a processor's deliveries would go (see [`destination`]),
+/// with paths under `processor.`.
+async fn check_destination(spec: &ProcessorSpec, allow_plaintext: bool) -> ApiResult<()> {
+    let mut v = Violations::new();
+    v.take(
+        "processor",
+        destination::check(&spec.adapter, allow_plaintext).await,
+    );
+    if v.is_empty() { Ok(()) } else { Err(v.into()) }
+}
+
 fn id_of(s: &str) -> Result<ProcessorId, ApiError> {
     wire::parse_processor_id(s, "processor_id").map_err(ApiError::from)
 }
@@ -61,13 +77,15 @@ impl ProcessorService for ProcessorApi {
         &self,
         request: Request<pb::RegisterProcessorRequest>,
     ) -> Result<Response<pb::RegisterProcessorResponse>, Status> {
+        let actor = Caller::of(&request).actor();
         let spec = wire::processor_spec(request.into_inner().processor).map_err(ApiError::from)?;
+        check_destination(&spec, self.allow_plaintext).await?;
         let (processor, token) = self
             .store
-            .register_processor(&spec, self.clock.now())
+            .register_processor(&spec, &actor, self.clock.now())
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(processor_id = %spec.id, adapter = spec.adapter.kind(), "processor registered");
+        tracing::info!(processor_id = %spec.id, adapter = spec.adapter.kind(), %actor, "processor registered");
         Ok(Response::new(pb::RegisterProcessorResponse {
             processor: Some(wire::processor(&processor)),
             callback_token: token,
@@ -94,6 +112,7 @@ impl ProcessorService for ProcessorApi {
         &self,
         request: Request<pb::UpdateProcessorRequest>,
     ) -> Result<Response<pb::Processor>, Status> {
+        let actor = Caller::of(&request).actor();
         let req = request.into_inner();
         let id_text = req
             .processor
@@ -105,12 +124,13 @@ impl ProcessorService for ProcessorApi {
         let current = self.store.processor(&id).await.map_err(ApiError::from)?;
         let spec = wire::apply_update(&current.spec, req.processor, req.update_mask)
             .map_err(ApiError::from)?;
+        check_destination(&spec, self.allow_plaintext).await?;
         let p = self
             .store
-            .update_processor(&spec, self.clock.now())
+            .update_processor(&spec, &actor, self.clock.now())
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(processor_id = %id, "processor updated");
+        tracing::info!(processor_id = %id, %actor, "processor updated");
         Ok(Response::new(wire::processor(&p)))
     }
 
@@ -119,12 +139,13 @@ impl ProcessorService for ProcessorApi {
         request: Request<pb::DisableProcessorRequest>,
     ) -> Result<Response<pb::Processor>, Status> {
         let id = id_of(&request.get_ref().processor_id)?;
+        let actor = Caller::of(&request).actor();
         let p = self
             .store
-            .disable_processor(&id, self.clock.now())
+            .disable_processor(&id, &actor, self.clock.now())
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(processor_id = %id, "processor disabled");
+        tracing::info!(processor_id = %id, %actor, "processor disabled");
         Ok(Response::new(wire::processor(&p)))
     }
 
@@ -133,12 +154,13 @@ impl ProcessorService for ProcessorApi {
         request: Request<pb::RotateCallbackTokenRequest>,
     ) -> Result<Response<pb::RotateCallbackTokenResponse>, Status> {
         let id = id_of(&request.get_ref().processor_id)?;
+        let actor = Caller::of(&request).actor();
         let token = self
             .store
-            .rotate_token(&id, self.clock.now())
+            .rotate_token(&id, &actor, self.clock.now())
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(processor_id = %id, "callback token rotated");
+        tracing::info!(processor_id = %id, %actor, "callback token rotated");
         Ok(Response::new(pb::RotateCallbackTokenResponse {
             callback_token: token,
         }))

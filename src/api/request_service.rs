@@ -13,9 +13,10 @@ use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
 use super::page::{page_size, page_token};
+use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::dispatch::Dispatcher;
-use crate::domain::{RequestId, Violations};
+use crate::domain::{RequestId, RequestSummary, Violations};
 use crate::pb;
 use crate::pb::request_service_server::RequestService;
 use crate::store::{EventKind, RequestCursor, RequestEvent, RequestFilter, Store};
@@ -52,11 +53,30 @@ fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
         r#type: kind as i32,
         request_status: wire::request_status_pb(e.request_status) as i32,
         instruction: e.instruction.as_ref().map(wire::instruction_summary),
+        actor: e
+            .actor
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    }
+}
+
+/// `NOT_FOUND` unless `caller` may see request `r`: a submitter sees only
+/// the requests it submitted, and to it the others do not exist.
+fn visible(caller: &Caller, r: &RequestSummary) -> ApiResult<()> {
+    if caller.sees_all_requests() || r.submitted_by.as_ref() == Some(&caller.actor()) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("request {}", r.id)))
     }
 }
 
 impl RequestApi {
-    async fn list(&self, req: pb::ListRequestsRequest) -> ApiResult<pb::ListRequestsResponse> {
+    async fn list(
+        &self,
+        req: pb::ListRequestsRequest,
+        caller: &Caller,
+    ) -> ApiResult<pb::ListRequestsResponse> {
         let mut v = Violations::new();
         let size = v.take("page_size", page_size(req.page_size));
         let filter = RequestFilter {
@@ -79,6 +99,7 @@ impl RequestApi {
                     wire::parse_timestamp(req.submitted_before, "submitted_before"),
                 )
                 .flatten(),
+            submitted_by: (!caller.sees_all_requests()).then(|| caller.actor()),
         };
         let after = page_token(&req.page_token)
             .and_then(|t| v.take("page_token", RequestCursor::decode(t)));
@@ -177,12 +198,13 @@ impl RequestService for RequestApi {
         request: Request<pb::SubmitRequestRequest>,
     ) -> Result<Response<pb::DataSubjectRequest>, Status> {
         let now = self.clock.now();
+        let actor = Caller::of(&request).actor();
         let new = wire::new_request(request.into_inner(), now).map_err(ApiError::from)?;
         tracing::Span::current().record("request_id", tracing::field::display(new.id));
         let trace = crate::telemetry::current_traceparent();
         let intake = self
             .store
-            .submit(&new, now, trace.as_deref())
+            .submit(&new, &actor, now, trace.as_deref())
             .await
             .map_err(ApiError::from)?;
         if intake.created {
@@ -205,6 +227,7 @@ impl RequestService for RequestApi {
         let id = wire::parse_request_id(&request.get_ref().request_id, "request_id")
             .map_err(ApiError::from)?;
         let r = self.store.request(id).await.map_err(ApiError::from)?;
+        visible(&Caller::of(&request), &r)?;
         Ok(Response::new(wire::request(&r)))
     }
 
@@ -212,7 +235,10 @@ impl RequestService for RequestApi {
         &self,
         request: Request<pb::ListRequestsRequest>,
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        let caller = Caller::of(&request);
+        Ok(Response::new(
+            self.list(request.into_inner(), &caller).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(request_id = tracing::field::Empty))]
@@ -220,6 +246,7 @@ impl RequestService for RequestApi {
         &self,
         request: Request<pb::CancelRequestRequest>,
     ) -> Result<Response<pb::DataSubjectRequest>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.take("request_id", RequestId::parse(&req.request_id));
@@ -230,12 +257,17 @@ impl RequestService for RequestApi {
             return Err(ApiError::from(v).into());
         };
         tracing::Span::current().record("request_id", tracing::field::display(id));
+        visible(
+            &caller,
+            &self.store.request(id).await.map_err(ApiError::from)?,
+        )?;
+        let actor = caller.actor();
         let (summary, reached) = self
             .store
-            .cancel(id, &req.reason, self.clock.now())
+            .cancel(id, &req.reason, &actor, self.clock.now())
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(notified = reached.len(), "request cancelled");
+        tracing::info!(notified = reached.len(), %actor, "request cancelled");
         self.dispatcher.notify_cancelled(reached, req.reason);
         Ok(Response::new(wire::request(&summary)))
     }
@@ -246,11 +278,15 @@ impl RequestService for RequestApi {
         &self,
         request: Request<pb::WatchRequestRequest>,
     ) -> Result<Response<Self::WatchRequestStream>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let id = wire::parse_request_id(&req.request_id, "request_id").map_err(ApiError::from)?;
         // Subscribe before the first read so no notice can slip between.
         let notices = self.store.subscribe_events();
-        self.store.request(id).await.map_err(ApiError::from)?;
+        visible(
+            &caller,
+            &self.store.request(id).await.map_err(ApiError::from)?,
+        )?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(Self::follow(
             self.store.clone(),
@@ -269,6 +305,13 @@ impl RequestService for RequestApi {
     ) -> Result<Response<pb::CompletionRecord>, Status> {
         let id = wire::parse_request_id(&request.get_ref().request_id, "request_id")
             .map_err(ApiError::from)?;
+        let caller = Caller::of(&request);
+        if !caller.sees_all_requests() {
+            visible(
+                &caller,
+                &self.store.request(id).await.map_err(ApiError::from)?,
+            )?;
+        }
         let (record, digest, bytes) = self
             .store
             .completion_record(id)

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use crate::domain::{
-    AttemptResult, InstructionResult, InstructionView, SubjectIdentity, redact_identities,
+    AttemptResult, InstructionResult, InstructionView, ProcessorTls, SubjectIdentity,
+    redact_identities,
 };
 
 /// What is sent: the instruction and the identities its processor accepts.
@@ -105,6 +106,8 @@ pub struct Endpoint<'a> {
     pub uri: &'a str,
     /// Deadline of one call.
     pub timeout: Duration,
+    /// TLS files beyond the public roots (`https://` only).
+    pub tls: Option<&'a ProcessorTls>,
 }
 
 /// A way of delivering instructions to push processors.

@@ -30,12 +30,18 @@ impl Dispatcher {
     }
 
     async fn deliver_in_span(&self, p: &Processor, c: Claimed) {
-        let AdapterConfig::Grpc { endpoint, timeout } = &p.spec.adapter else {
+        let AdapterConfig::Grpc {
+            endpoint,
+            timeout,
+            tls,
+        } = &p.spec.adapter
+        else {
             return;
         };
         let endpoint = Endpoint {
             uri: endpoint,
             timeout: *timeout,
+            tls: tls.as_ref(),
         };
         let delivery = Delivery {
             instruction: &c.instruction,
@@ -77,10 +83,16 @@ impl Dispatcher {
                 let Ok(p) = this.store.processor(&i.processor_id).await else {
                     continue;
                 };
-                if let AdapterConfig::Grpc { endpoint, timeout } = &p.spec.adapter {
+                if let AdapterConfig::Grpc {
+                    endpoint,
+                    timeout,
+                    tls,
+                } = &p.spec.adapter
+                {
                     let endpoint = Endpoint {
                         uri: endpoint,
                         timeout: *timeout,
+                        tls: tls.as_ref(),
                     };
                     if let Err(e) = this.adapter.cancel(endpoint, &i, &reason).await {
                         tracing::info!(instruction_id = %i.id, code = %e.code(), "cancel notice not delivered");

@@ -11,21 +11,23 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use tonic::Code;
 use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint};
-use crate::domain::InstructionView;
+use crate::domain::{InstructionView, ProcessorTls};
 use crate::pb::deliver_instruction_response::Disposition;
 use crate::pb::processor_adapter_client::ProcessorAdapterClient;
 use crate::pb::{CancelInstructionRequest, DeliverInstructionRequest};
+use crate::tls::client::{RECHECK, files_digest, processor_tls};
 use crate::wire;
 
 /// gRPC push adapter with a per-endpoint channel cache.
 #[derive(Default)]
 pub struct GrpcAdapter {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, Kept>>,
 }
 
 /// Whether a status code from a processor is worth retrying.
@@ -92,16 +94,63 @@ impl GrpcAdapter {
         endpoint: &Endpoint<'_>,
     ) -> Result<ProcessorAdapterClient<Channel>, DeliveryError> {
         let mut channels = self.channels.lock().expect("channel cache lock");
-        if let Some(ch) = channels.get(endpoint.uri) {
-            return Ok(ProcessorAdapterClient::new(ch.clone()));
+        if let Some(kept) = channels.get_mut(endpoint.uri)
+            && kept.tls.as_ref() == endpoint.tls
+            && kept.still_current()
+        {
+            return Ok(ProcessorAdapterClient::new(kept.channel.clone()));
         }
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.uri.to_string())
+        let mut builder = tonic::transport::Endpoint::from_shared(endpoint.uri.to_string())
             .map_err(|e| DeliveryError::fatal("BAD_ENDPOINT", e.to_string()))?
             .connect_timeout(endpoint.timeout)
-            .timeout(endpoint.timeout)
-            .connect_lazy();
-        channels.insert(endpoint.uri.to_string(), channel.clone());
+            .timeout(endpoint.timeout);
+        let mut digest = Vec::new();
+        if endpoint.uri.starts_with("https://") {
+            // Files that cannot be read may be a mount in progress: the
+            // delivery is retried, and escalates if they stay missing.
+            let (config, files) =
+                processor_tls(endpoint.tls).map_err(|message| DeliveryError::Retryable {
+                    code: "TLS_FILES".into(),
+                    message,
+                })?;
+            builder = builder
+                .tls_config(config)
+                .map_err(|e| DeliveryError::fatal("BAD_TLS", e.to_string()))?;
+            digest = files;
+        }
+        let channel = builder.connect_lazy();
+        channels.insert(
+            endpoint.uri.to_string(),
+            Kept {
+                channel: channel.clone(),
+                tls: endpoint.tls.cloned(),
+                digest,
+                checked: Instant::now(),
+            },
+        );
         Ok(ProcessorAdapterClient::new(channel))
+    }
+}
+
+/// A channel to one endpoint, and what it was built from.
+struct Kept {
+    channel: Channel,
+    tls: Option<ProcessorTls>,
+    /// Digest of the TLS files read for it (empty for plaintext).
+    digest: Vec<u8>,
+    /// When the files were last compared with the digest.
+    checked: Instant,
+}
+
+impl Kept {
+    /// Whether the TLS files are unchanged (checked at most every
+    /// [`RECHECK`]).
+    fn still_current(&mut self) -> bool {
+        if self.digest.is_empty() || self.checked.elapsed() < RECHECK {
+            return true;
+        }
+        self.checked = Instant::now();
+        files_digest(self.tls.as_ref()).is_ok_and(|d| d == self.digest)
     }
 }
 

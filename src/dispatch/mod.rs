@@ -45,6 +45,7 @@
 
 pub mod adapter;
 mod deliver;
+pub mod destination;
 pub mod grpc;
 pub mod recorder;
 mod slots;

@@ -87,6 +87,7 @@ mod tests {
             },
             created_at: at,
             updated_at: at,
+            updated_by: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //! This module depends on nothing else in the crate and on no tonic, prost or
 //! sqlx type.
 
+mod actor;
 mod enums;
 mod fan_out;
 mod ids;
@@ -23,12 +24,13 @@ mod request;
 mod retry;
 mod violation;
 
+pub use actor::{Actor, PrincipalName};
 pub use enums::*;
 pub use fan_out::fan_out;
 pub use ids::{InstructionId, ProcessorId, RequestId};
 pub use instruction::{InstructionEvent, InstructionState, InstructionView, Transition};
 pub use outcome::{DataRecord, InstructionResult, Outcome, ResolvedBy, SubProcessor};
-pub use processor::{AdapterConfig, Processor, ProcessorSpec, ProcessorStatus};
+pub use processor::{AdapterConfig, Processor, ProcessorSpec, ProcessorStatus, ProcessorTls};
 pub use record::{CompletionRecord, OverallOutcome, ProcessorLine};
 pub use redact::{REDACTED, redact_identities};
 pub use request::{

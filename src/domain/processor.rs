@@ -24,6 +24,9 @@ pub enum AdapterConfig {
         /// Deadline of one delivery call.
         #[serde(with = "millis")]
         timeout: Duration,
+        /// TLS files beyond the public roots (`https://` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<ProcessorTls>,
     },
     /// The processor leases its instructions with `PullInstructions`.
     Pull,
@@ -35,9 +38,19 @@ impl AdapterConfig {
     /// Default deadline of one push delivery.
     pub const DEFAULT_GRPC_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// A gRPC push adapter; checks the endpoint and timeout.
-    pub fn grpc(endpoint: &str, timeout: Option<Duration>) -> Result<Self, Violations> {
+    /// A gRPC push adapter; checks the endpoint, timeout and TLS files.
+    pub fn grpc(
+        endpoint: &str,
+        timeout: Option<Duration>,
+        tls: Option<ProcessorTls>,
+    ) -> Result<Self, Violations> {
         let mut v = Violations::new();
+        if let Some(tls) = &tls {
+            v.take("tls", tls.check());
+            if !endpoint.starts_with("https://") {
+                v.add("tls", "is only used with an https:// endpoint");
+            }
+        }
         if has_user_info(endpoint) {
             v.add(
                 "endpoint",
@@ -56,6 +69,7 @@ impl AdapterConfig {
         v.finish(|| Self::Grpc {
             endpoint: endpoint.to_string(),
             timeout,
+            tls,
         })
     }
 
@@ -66,6 +80,49 @@ impl AdapterConfig {
             Self::Pull => "pull",
             Self::Manual => "manual",
         }
+    }
+}
+
+/// Files a push processor's TLS uses beyond the public roots: its own CA,
+/// and a client certificate and key for mutual TLS. References (absolute
+/// paths, mounted from Secrets where the chart runs it), never contents,
+/// so nothing secret is stored or echoed back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorTls {
+    /// The CA that signed the processor's server certificate (PEM); when
+    /// set, it is trusted instead of the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Our client certificate for this processor (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// Its private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
+}
+
+impl ProcessorTls {
+    /// Absolute paths; a client certificate comes with its key.
+    fn check(&self) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        for (field, path) in [
+            ("ca_file", &self.ca_file),
+            ("client_cert_file", &self.client_cert_file),
+            ("client_key_file", &self.client_key_file),
+        ] {
+            if let Some(p) = path
+                && (!p.starts_with('/') || p.len() > 4096 || p.chars().any(char::is_control))
+            {
+                v.add(field, "must be an absolute path");
+            }
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            v.add(
+                "client_key_file",
+                "a client certificate and its key are given together",
+            );
+        }
+        v.finish(|| ())
     }
 }
 
@@ -245,6 +302,9 @@ pub struct Processor {
     pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
+    /// Who made the last change (`None` for changes made before changes
+    /// were attributed).
+    pub updated_by: Option<super::Actor>,
 }
 
 /// Serialises a `Duration` as integer milliseconds.
@@ -267,7 +327,7 @@ mod tests {
     #[test]
     fn endpoints() {
         for ok in ["http://127.0.0.1:5000", "https://dsr.vendor.example:443"] {
-            assert!(AdapterConfig::grpc(ok, None).is_ok(), "{ok}");
+            assert!(AdapterConfig::grpc(ok, None, None).is_ok(), "{ok}");
         }
         for bad in [
             "",
@@ -279,7 +339,7 @@ mod tests {
             "http://user:secret@host:1",
             "https://token@host:443",
         ] {
-            assert!(AdapterConfig::grpc(bad, None).is_err(), "{bad}");
+            assert!(AdapterConfig::grpc(bad, None, None).is_err(), "{bad}");
         }
     }
 }

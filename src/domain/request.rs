@@ -306,6 +306,9 @@ pub struct RequestSummary {
     pub identity_types: Vec<IdentityType>,
     /// Cancellation reason.
     pub cancel_reason: Option<String>,
+    /// Who submitted it (`None` for requests taken in before submissions
+    /// were attributed).
+    pub submitted_by: Option<super::Actor>,
     /// One line per instruction, by processor id.
     pub instructions: Vec<super::InstructionView>,
 }

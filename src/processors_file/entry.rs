@@ -8,8 +8,8 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::{
-    AdapterConfig, IdentityType, ProcessorId, ProcessorRole, ProcessorSpec, RequestKind,
-    RetryPolicy, Violations,
+    AdapterConfig, IdentityType, ProcessorId, ProcessorRole, ProcessorSpec, ProcessorTls,
+    RequestKind, RetryPolicy, Violations,
 };
 
 /// The whole file.
@@ -61,6 +61,17 @@ struct Grpc {
     endpoint: String,
     #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
+    #[serde(default)]
+    tls: Option<Tls>,
+}
+
+/// `tls: { ca_file, client_cert_file, client_key_file }` of a push adapter.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tls {
+    ca_file: Option<String>,
+    client_cert_file: Option<String>,
+    client_key_file: Option<String>,
 }
 
 /// The settings-less adapters.
@@ -123,7 +134,12 @@ impl Adapter {
         match self {
             Adapter::Grpc(g) => {
                 let mut v = Violations::new();
-                let config = v.take("grpc", AdapterConfig::grpc(&g.endpoint, g.timeout));
+                let tls = g.tls.map(|t| ProcessorTls {
+                    ca_file: t.ca_file,
+                    client_cert_file: t.client_cert_file,
+                    client_key_file: t.client_key_file,
+                });
+                let config = v.take("grpc", AdapterConfig::grpc(&g.endpoint, g.timeout, tls));
                 config.ok_or(v)
             }
             Adapter::Pull(Empty {}) => Ok(AdapterConfig::Pull),

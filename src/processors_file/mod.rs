@@ -13,7 +13,8 @@
 //!                                         # OBJECT, WITHDRAW_CONSENT
 //!     accepted_identity_types: [EMAIL, ACCOUNT_ID]
 //!     adapter: { grpc: { endpoint: "https://dsr.vendor.example:443", timeout: 10s } }
-//!     # or `adapter: { pull: {} }` / `adapter: { manual: {} }`
+//!     # or `adapter: { pull: {} }` / `adapter: { manual: {} }`; a push
+//!     # adapter may add `tls: { ca_file, client_cert_file, client_key_file }`
 //!     retry_policy:                       # optional, and so is each field
 //!       { initial_backoff: 1s, max_backoff: 5m, multiplier: 2.0, max_attempts: 8 }
 //!     ack_timeout: 5m                     # optional, default 5m
@@ -217,7 +218,8 @@ processors:
             vendor.adapter,
             AdapterConfig::grpc(
                 "https://dsr.vendor.example:443",
-                Some(Duration::from_secs(10))
+                Some(Duration::from_secs(10)),
+                None
             )
             .unwrap()
         );

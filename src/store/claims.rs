@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use super::aftermath::after_changes;
 use super::codec::{from_json, instruction, micros, qualified};
 use super::sql::{Bind, Col, Sql};
-use super::transition::after_changes;
+use super::transition::By;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     AttemptResult, InstructionEvent, InstructionState, InstructionView, ProcessorId,
@@ -240,7 +241,15 @@ impl Store {
             record_attempts(&mut tx, self.backend, &claimed, now_us).await?;
             let views: Vec<InstructionView> =
                 claimed.iter().map(|c| c.instruction.clone()).collect();
-            after_changes(&mut tx, self.backend, &views, now, &mut effects).await?;
+            after_changes(
+                &mut tx,
+                self.backend,
+                &views,
+                By::Dispatch,
+                now,
+                &mut effects,
+            )
+            .await?;
         }
         tx.commit().await?;
         tracing::Span::current().record("claimed", claimed.len());

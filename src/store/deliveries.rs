@@ -3,7 +3,7 @@
 //! reporter's lease (owner and attempt) still holds, so a dispatcher that
 //! lost its lease to a redelivery cannot overwrite the newer attempt.
 
-use super::transition::{AttemptClose, Change, apply};
+use super::transition::{AttemptClose, By, Change, apply};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
     AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionView, ResolvedBy,
@@ -117,7 +117,15 @@ impl Store {
         // A retry is not due yet: the dispatcher recomputes its sleep when
         // the delivery task ends, and other replicas need no wake-up.
         let mut effects = Effects::default();
-        let changed = apply(&mut tx, self.backend, &changes, now, &mut effects).await?;
+        let changed = apply(
+            &mut tx,
+            self.backend,
+            &changes,
+            By::Dispatch,
+            now,
+            &mut effects,
+        )
+        .await?;
         tx.commit().await?;
         self.announce(effects);
         Ok(changed)

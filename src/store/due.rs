@@ -7,9 +7,10 @@ use std::sync::LazyLock;
 
 use sqlx::Row;
 
+use super::aftermath::after_changes;
 use super::codec::{INSTRUCTION_COLUMNS, instruction, micros};
 use super::sql::Sql;
-use super::transition::after_changes;
+use super::transition::By;
 use super::{Effects, Store, StoreError};
 use crate::domain::{ProcessorId, Timestamp};
 
@@ -77,7 +78,15 @@ impl Store {
             .map(instruction)
             .collect::<Result<Vec<_>, _>>()?;
         let mut effects = Effects::default();
-        after_changes(&mut tx, self.backend, &views, now, &mut effects).await?;
+        after_changes(
+            &mut tx,
+            self.backend,
+            &views,
+            By::Dispatch,
+            now,
+            &mut effects,
+        )
+        .await?;
         tx.commit().await?;
         self.announce(effects);
         Ok(views.len())

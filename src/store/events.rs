@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use super::codec::{json, micros, request_id, time};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Store, StoreError};
-use crate::domain::{InstructionView, RequestId, RequestStatus, Timestamp};
+use crate::domain::{Actor, InstructionView, RequestId, RequestStatus, Timestamp};
 
 /// What an event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,15 +46,19 @@ pub struct RequestEvent {
     pub request_status: RequestStatus,
     /// The instruction after the change (no result).
     pub instruction: Option<InstructionView>,
+    /// Who made the change (`None` in events recorded before actors were).
+    pub actor: Option<Actor>,
 }
 
 /// The stored event body: written from a borrowed instruction (no copy on
 /// the hot path), read back into an owned one.
 #[derive(Serialize, Deserialize)]
-struct Body<I> {
+struct Body<I, A> {
     kind: EventKind,
     request_status: RequestStatus,
     instruction: Option<I>,
+    #[serde(skip_serializing_if = "Option::is_none", default = "Option::default")]
+    actor: Option<A>,
 }
 
 /// An event about to be appended.
@@ -69,6 +73,8 @@ pub(super) struct NewEvent<'a> {
     pub request_status: RequestStatus,
     /// The instruction after the change.
     pub instruction: Option<&'a InstructionView>,
+    /// Who made the change.
+    pub actor: Option<&'a Actor>,
 }
 
 /// Appends events, all in one statement.
@@ -106,6 +112,7 @@ pub(super) fn select_events(sql: &mut Sql, events: &[NewEvent<'_>], now: Timesta
                 kind: e.kind,
                 request_status: e.request_status,
                 instruction: e.instruction,
+                actor: e.actor,
             });
             vec![
                 Bind::from(e.request.to_string()),
@@ -140,7 +147,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let text: String = row.try_get("body")?;
-                let body: Body<InstructionView> = serde_json::from_str(&text)
+                let body: Body<InstructionView, Actor> = serde_json::from_str(&text)
                     .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
                 Ok(RequestEvent {
                     request_id: request_id(row, "request_id")?,
@@ -149,6 +156,7 @@ impl Store {
                     kind: body.kind,
                     request_status: body.request_status,
                     instruction: body.instruction,
+                    actor: body.actor,
                 })
             })
             .collect()

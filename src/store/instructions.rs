@@ -6,10 +6,10 @@ use sqlx::Row;
 
 use super::codec::{INSTRUCTION_COLUMNS, instruction, opt_time, state_list, time};
 use super::sql::Sql;
-use super::transition::{AttemptClose, Change, apply};
+use super::transition::{AttemptClose, By, Change, apply};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
-    AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,
+    Actor, AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,
     InstructionView, ProcessorId, RequestId, ResolvedBy, SubjectIdentity, Timestamp,
 };
 
@@ -56,6 +56,7 @@ impl Store {
     async fn change_one(
         &self,
         change: Change,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<Option<InstructionView>, StoreError> {
         let mut tx = self.begin().await?;
@@ -67,6 +68,7 @@ impl Store {
             &mut tx,
             self.backend,
             std::slice::from_ref(&change),
+            By::Actor(actor),
             now,
             &mut effects,
         )
@@ -112,6 +114,7 @@ impl Store {
         &self,
         id: InstructionId,
         reply_due_at: Timestamp,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<InstructionView, StoreError> {
         let current = self.instruction(id).await?;
@@ -126,7 +129,7 @@ impl Store {
             code: None,
             message: None,
         });
-        match self.change_one(change, now).await? {
+        match self.change_one(change, actor, now).await? {
             Some(v) => Ok(v),
             // Raced with another change; report what is there now.
             None => self.instruction(id).await,
@@ -140,6 +143,7 @@ impl Store {
         id: InstructionId,
         result: &InstructionResult,
         by: ResolvedBy,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<InstructionView, StoreError> {
         let mut change = Change::new(id, InstructionEvent::Resolve(result.outcome));
@@ -150,7 +154,7 @@ impl Store {
             code: None,
             message: None,
         });
-        match self.change_one(change, now).await? {
+        match self.change_one(change, actor, now).await? {
             Some(v) => Ok(v),
             None => {
                 let current = self.instruction(id).await?;
@@ -170,12 +174,13 @@ impl Store {
         &self,
         id: InstructionId,
         push_or_pull: bool,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<InstructionView, StoreError> {
         let mut change = Change::new(id, InstructionEvent::Rearm);
         change.next_attempt_at = push_or_pull.then_some(now);
         change.rearm = true;
-        match self.change_one(change, now).await? {
+        match self.change_one(change, actor, now).await? {
             Some(v) => Ok(v),
             None => {
                 let current = self.instruction(id).await?;

@@ -22,6 +22,7 @@
 //! sequence numbers, and exactly one transaction sees `open_instructions`
 //! reach zero: that one writes the completion record.
 
+mod aftermath;
 mod checkpoint;
 mod claims;
 mod codec;

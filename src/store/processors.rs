@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use super::codec::{from_json, json, micros, time};
 use super::sql::{Bind, Sql};
 use super::{Store, StoreError};
-use crate::domain::{Processor, ProcessorId, ProcessorSpec, ProcessorStatus, Timestamp};
+use crate::domain::{Actor, Processor, ProcessorId, ProcessorSpec, ProcessorStatus, Timestamp};
 
 /// A freshly minted callback token: shown once, stored as a hash.
 pub fn new_callback_token() -> String {
@@ -40,23 +40,28 @@ fn decode(row: &AnyRow) -> Result<Processor, StoreError> {
         },
         created_at: time(row, "created_at")?,
         updated_at: time(row, "updated_at")?,
+        updated_by: row
+            .try_get::<Option<String>, _>("updated_by")?
+            .map(|a| Actor::parse(&a).map_err(|e| StoreError::Corrupt(format!("updated_by: {e}"))))
+            .transpose()?,
     })
 }
 
-const COLUMNS: &str = "spec, status, created_at, updated_at";
+const COLUMNS: &str = "spec, status, created_at, updated_at, updated_by";
 
 impl Store {
     /// Registers a new processor; returns it with its one-time token.
     pub async fn register_processor(
         &self,
         spec: &ProcessorSpec,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<(Processor, String), StoreError> {
         let token = new_callback_token();
         let mut sql = Sql::new(
             self.backend,
             "insert into processors (id, display_name, role, country, spec, adapter_kind, status, \
-             token_hash, created_at, updated_at) values ",
+             token_hash, created_at, updated_at, updated_by) values ",
         );
         sql.rows([vec![
             Bind::from(spec.id.as_str()),
@@ -69,6 +74,7 @@ impl Store {
             Bind::from(token_hash(&token)),
             Bind::from(micros(now)),
             Bind::from(micros(now)),
+            Bind::from(actor.to_string()),
         ]])
         .push(" on conflict (id) do nothing");
         let result = sql.query().execute(&self.pool).await?;
@@ -88,11 +94,12 @@ impl Store {
     pub async fn upsert_processor(
         &self,
         spec: &ProcessorSpec,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<Processor, StoreError> {
-        match self.register_processor(spec, now).await {
+        match self.register_processor(spec, actor, now).await {
             Ok((p, _)) => Ok(p),
-            Err(StoreError::AlreadyExists(_)) => self.update_processor(spec, now).await,
+            Err(StoreError::AlreadyExists(_)) => self.update_processor(spec, actor, now).await,
             Err(e) => Err(e),
         }
     }
@@ -132,18 +139,21 @@ impl Store {
 
     /// Every processor (the registry is small: tens, not thousands).
     pub async fn all_processors(&self) -> Result<Vec<Processor>, StoreError> {
-        sqlx::query("select spec, status, created_at, updated_at from processors order by id")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from processors order by id"
+        )))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
     }
 
     /// Replaces a processor's spec.
     pub async fn update_processor(
         &self,
         spec: &ProcessorSpec,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<Processor, StoreError> {
         let result = Sql::new(self.backend, "update processors set display_name = ")
@@ -158,6 +168,8 @@ impl Store {
             .bind(spec.adapter.kind())
             .push(", updated_at = ")
             .bind(micros(now))
+            .push(", updated_by = ")
+            .bind(actor.to_string())
             .push(" where id = ")
             .bind(spec.id.as_str())
             .query()
@@ -173,6 +185,7 @@ impl Store {
     pub async fn disable_processor(
         &self,
         id: &ProcessorId,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<Processor, StoreError> {
         let result = Sql::new(
@@ -180,6 +193,8 @@ impl Store {
             "update processors set status = 'DISABLED', updated_at = ",
         )
         .bind(micros(now))
+        .push(", updated_by = ")
+        .bind(actor.to_string())
         .push(" where id = ")
         .bind(id.as_str())
         .query()
@@ -195,6 +210,7 @@ impl Store {
     pub async fn rotate_token(
         &self,
         id: &ProcessorId,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<String, StoreError> {
         let token = new_callback_token();
@@ -202,6 +218,8 @@ impl Store {
             .bind(token_hash(&token))
             .push(", updated_at = ")
             .bind(micros(now))
+            .push(", updated_by = ")
+            .bind(actor.to_string())
             .push(" where id = ")
             .bind(id.as_str())
             .query()

@@ -12,7 +12,7 @@ use super::events::{EventKind, NewEvent, append_events};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, ClosedRequest, Effects, Store, StoreError};
 use crate::domain::{
-    CompletionRecord, InstructionView, ProcessorLine, RequestId, RequestStatus, Timestamp,
+    Actor, CompletionRecord, InstructionView, ProcessorLine, RequestId, RequestStatus, Timestamp,
     Verification,
 };
 
@@ -35,7 +35,7 @@ pub(super) const CLOSED_COLUMNS: &str = "requests.id as id, requests.kind as kin
 pub(super) async fn write_records(
     conn: &mut AnyConnection,
     backend: Backend,
-    requests: &[RequestId],
+    requests: &[(RequestId, &Actor)],
     now: Timestamp,
     effects: &mut Effects,
 ) -> Result<(), StoreError> {
@@ -49,12 +49,22 @@ pub(super) async fn write_records(
     );
     sql.bind(micros(now))
         .push(" where ")
-        .in_list("id", requests.iter().map(ToString::to_string))
+        .in_list("id", requests.iter().map(|(id, _)| id.to_string()))
         .push(" returning ")
         .push(CLOSED_COLUMNS);
     let closed = sql.query().fetch_all(&mut *conn).await?;
     let closed: Vec<&AnyRow> = closed.iter().collect();
-    let events = record_closed(conn, backend, &closed, now, effects).await?;
+    let events: Vec<NewEvent> = record_closed(conn, backend, &closed, now, effects)
+        .await?
+        .into_iter()
+        .map(|last| {
+            let actor = requests.iter().find(|(id, _)| *id == last.request);
+            NewEvent {
+                actor: actor.map(|(_, a)| *a),
+                ..last
+            }
+        })
+        .collect();
     append_events(conn, backend, &events, now).await
 }
 
@@ -112,6 +122,7 @@ pub(super) async fn record_closed(
             },
             request_status: status,
             instruction: None,
+            actor: None,
         });
         let record = CompletionRecord::assemble(
             id,

@@ -12,11 +12,11 @@ use super::codec::{
     time,
 };
 use super::sql::Sql;
-use super::transition::{Change, apply};
+use super::transition::{By, Change, apply};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
-    InstructionEvent, InstructionState, InstructionView, Jurisdiction, RequestId, RequestKind,
-    RequestStatus, RequestSummary, ResolvedBy, Timestamp, Verification, Violations,
+    Actor, InstructionEvent, InstructionState, InstructionView, Jurisdiction, RequestId,
+    RequestKind, RequestStatus, RequestSummary, ResolvedBy, Timestamp, Verification, Violations,
 };
 
 /// Filters of `ListRequests`; `None` matches everything.
@@ -32,6 +32,8 @@ pub struct RequestFilter {
     pub submitted_after: Option<Timestamp>,
     /// Submitted before.
     pub submitted_before: Option<Timestamp>,
+    /// Submitted by (a submitter sees only its own).
+    pub submitted_by: Option<Actor>,
 }
 
 /// One page of requests.
@@ -70,7 +72,8 @@ impl RequestCursor {
 }
 
 const REQUEST_COLUMNS: &str = "id, kind, jurisdiction, status, submitted_at, received_at, closed_at, \
-    channel, requester, verification_level, verification_method, labels, identity_types, cancel_reason";
+    channel, requester, verification_level, verification_method, labels, identity_types, cancel_reason, \
+    submitted_by";
 
 fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSummary, StoreError> {
     Ok(RequestSummary {
@@ -90,6 +93,12 @@ fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSum
         labels: from_json(row, "labels")?,
         identity_types: from_json(row, "identity_types")?,
         cancel_reason: row.try_get("cancel_reason")?,
+        submitted_by: row
+            .try_get::<Option<String>, _>("submitted_by")?
+            .map(|a| {
+                Actor::parse(&a).map_err(|e| StoreError::Corrupt(format!("submitted_by: {e}")))
+            })
+            .transpose()?,
         instructions,
     })
 }
@@ -141,6 +150,9 @@ impl Store {
         if let Some(t) = filter.submitted_before {
             sql.push(" and submitted_at < ").bind(micros(t));
         }
+        if let Some(a) = &filter.submitted_by {
+            sql.push(" and submitted_by = ").bind(a.to_string());
+        }
         if let Some(c) = after {
             sql.push(" and (submitted_at < ")
                 .bind(c.submitted_at)
@@ -190,6 +202,7 @@ impl Store {
         &self,
         id: RequestId,
         reason: &str,
+        actor: &Actor,
         now: Timestamp,
     ) -> Result<(RequestSummary, Vec<InstructionView>), StoreError> {
         let mut tx = self.begin().await?;
@@ -240,7 +253,15 @@ impl Store {
             })
             .collect();
         let mut effects = Effects::default();
-        apply(&mut tx, self.backend, &changes, now, &mut effects).await?;
+        apply(
+            &mut tx,
+            self.backend,
+            &changes,
+            By::Actor(actor),
+            now,
+            &mut effects,
+        )
+        .await?;
         tx.commit().await?;
         self.announce(effects);
         let reached = open

@@ -14,8 +14,8 @@ use super::enums::{ProtoEnum, numbers, required, required_each};
 use super::time::{duration, duration_pb, opt_duration};
 use super::{conclude, opt_timestamp, within};
 use crate::domain::{
-    AdapterConfig, IdentityType, Processor, ProcessorId, ProcessorRole, ProcessorSpec, RequestKind,
-    RetryPolicy, Violations,
+    AdapterConfig, IdentityType, Processor, ProcessorId, ProcessorRole, ProcessorSpec,
+    ProcessorTls, RequestKind, RetryPolicy, Violations,
 };
 use crate::pb;
 use crate::pb::adapter::Kind;
@@ -89,7 +89,18 @@ fn adapter(a: Option<pb::Adapter>) -> Result<AdapterConfig, Violations> {
         Some(Kind::Grpc(g)) => {
             let mut v = Violations::new();
             let timeout = v.take("grpc.timeout", opt_duration(g.timeout));
-            let grpc = v.take("grpc", AdapterConfig::grpc(&g.endpoint, timeout.flatten()));
+            let tls = g.tls.map(|t| {
+                let path = |p: String| (!p.is_empty()).then_some(p);
+                ProcessorTls {
+                    ca_file: path(t.ca_file),
+                    client_cert_file: path(t.client_cert_file),
+                    client_key_file: path(t.client_key_file),
+                }
+            });
+            let grpc = v.take(
+                "grpc",
+                AdapterConfig::grpc(&g.endpoint, timeout.flatten(), tls),
+            );
             conclude(v, grpc)
         }
     }
@@ -128,6 +139,11 @@ pub fn processor(p: &Processor) -> pb::Processor {
         status: p.status.number(),
         created_at: opt_timestamp(Some(p.created_at)),
         updated_at: opt_timestamp(Some(p.updated_at)),
+        updated_by: p
+            .updated_by
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         ..spec_pb(&p.spec)
     }
 }
@@ -156,14 +172,24 @@ pub(super) fn spec_pb(s: &ProcessorSpec) -> pb::Processor {
         status: 0,
         created_at: None,
         updated_at: None,
+        updated_by: String::new(),
     }
 }
 
 fn adapter_pb(a: &AdapterConfig) -> pb::Adapter {
     let kind = match a {
-        AdapterConfig::Grpc { endpoint, timeout } => Kind::Grpc(pb::GrpcAdapter {
+        AdapterConfig::Grpc {
+            endpoint,
+            timeout,
+            tls,
+        } => Kind::Grpc(pb::GrpcAdapter {
             endpoint: endpoint.clone(),
             timeout: Some(duration_pb(*timeout)),
+            tls: tls.as_ref().map(|t| pb::ProcessorTls {
+                ca_file: t.ca_file.clone().unwrap_or_default(),
+                client_cert_file: t.client_cert_file.clone().unwrap_or_default(),
+                client_key_file: t.client_key_file.clone().unwrap_or_default(),
+            }),
         }),
         AdapterConfig::Pull => Kind::Pull(pb::PullAdapter {}),
         AdapterConfig::Manual => Kind::Manual(pb::ManualAdapter {}),
@@ -192,6 +218,7 @@ pub(super) mod tests {
                 kind: Some(Kind::Grpc(pb::GrpcAdapter {
                     endpoint: "https://dsr.vendor.example:443".into(),
                     timeout: None,
+                    tls: None,
                 })),
             }),
             ..Default::default()
@@ -214,7 +241,7 @@ pub(super) mod tests {
         assert_eq!(spec.max_in_flight, 16);
         assert_eq!(
             spec.adapter,
-            AdapterConfig::grpc("https://dsr.vendor.example:443", None).unwrap()
+            AdapterConfig::grpc("https://dsr.vendor.example:443", None, None).unwrap()
         );
         assert_eq!(processor_spec(Some(spec_pb(&spec))), Ok(spec));
     }
@@ -272,6 +299,7 @@ pub(super) mod tests {
                                 seconds: -1,
                                 nanos: 0,
                             }),
+                            tls: None,
                         })),
                     })
                 },
@@ -286,6 +314,7 @@ pub(super) mod tests {
                         kind: Some(Kind::Grpc(pb::GrpcAdapter {
                             endpoint: "https://dsr.vendor.example:443".into(),
                             timeout: secs(301),
+                            tls: None,
                         })),
                     })
                 },

@@ -166,6 +166,11 @@ pub fn request(r: &RequestSummary) -> pb::DataSubjectRequest {
         identity_types: numbers(&r.identity_types),
         instructions: r.instructions.iter().map(instruction_summary).collect(),
         cancel_reason: r.cancel_reason.clone().unwrap_or_default(),
+        submitted_by: r
+            .submitted_by
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
     }
 }
 
@@ -354,6 +359,7 @@ mod tests {
             labels: Labels::new([("ticket".to_string(), "T-1".to_string())]).unwrap(),
             identity_types: vec![IdentityType::Email, IdentityType::Phone],
             cancel_reason: None,
+            submitted_by: None,
             instructions: vec![escalated],
         };
         let pb = request(&summary);

@@ -145,11 +145,11 @@ async fn request_matching_no_processor_completes_at_once(db: TestDb) {
 /// generation moved and the batch is planned again).
 async fn registry_changes_count_from_the_next_submission(db: TestDb) {
     let app = TestApp::spawn_without_dispatcher(&db).await;
-    register(&app, push_processor("vendor", "http://unused:1")).await;
+    register(&app, push_processor("vendor", "http://127.0.0.1:1")).await;
     let first = submit(&app, deletion("ann@example.com")).await;
     assert_eq!(processors_of(&first), ["vendor"]);
 
-    register(&app, push_processor("archive", "http://unused:1")).await;
+    register(&app, push_processor("archive", "http://127.0.0.1:1")).await;
     let mut named = deletion("bob@example.com");
     named.processor_ids = vec!["archive".into()];
     assert_eq!(processors_of(&submit(&app, named).await), ["archive"]);
@@ -186,8 +186,8 @@ async fn registry_changes_count_from_the_next_submission(db: TestDb) {
 /// fanned out as the registry says.
 async fn a_registry_changing_at_every_batch_does_not_stop_intake(db: TestDb) {
     let app = TestApp::spawn_without_dispatcher(&db).await;
-    register(&app, push_processor("vendor", "http://unused:1")).await;
-    register(&app, push_processor("archive", "http://unused:1")).await;
+    register(&app, push_processor("vendor", "http://127.0.0.1:1")).await;
+    register(&app, push_processor("archive", "http://127.0.0.1:1")).await;
     let first = submit(&app, deletion("ann@example.com")).await;
     assert_eq!(processors_of(&first), ["archive", "vendor"]);
 

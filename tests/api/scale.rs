@@ -145,11 +145,11 @@ async fn last_instructions_finishing_together_write_one_record(db: TestDb) {
 async fn processor_changes_through_one_replica_count_at_the_next_submission_on_another(db: TestDb) {
     let intake = TestApp::spawn_without_dispatcher(&db).await;
     let admin = TestApp::spawn_without_dispatcher(&db).await;
-    register(&admin, push_processor("vendor", "http://unused:1")).await;
+    register(&admin, push_processor("vendor", "http://127.0.0.1:1")).await;
     let first = submit(&intake, deletion("ann@example.com")).await;
     assert_eq!(processors_of(&first), ["vendor"]);
 
-    register(&admin, push_processor("archive", "http://unused:1")).await;
+    register(&admin, push_processor("archive", "http://127.0.0.1:1")).await;
     let second = submit(&intake, deletion("bob@example.com")).await;
     assert_eq!(processors_of(&second), ["archive", "vendor"]);
 

@@ -187,7 +187,8 @@ async fn notices_reach_another_replica(db: TestDb) {
         let woken = work.notified();
         let request = new_request();
         let id = request.id;
-        one.submit(&request, chrono::Utc::now(), None)
+        let actor = dsr_orchestrator::domain::Actor::System;
+        one.submit(&request, &actor, chrono::Utc::now(), None)
             .await
             .unwrap();
         if let Ok(Ok(got)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {

@@ -212,6 +212,7 @@ fn definition(id: &str, addr: SocketAddr) -> pb::Processor {
                     seconds: 10,
                     nanos: 0,
                 }),
+                tls: None,
             })),
         }),
         retry_policy: Some(pb::RetryPolicy {

@@ -118,7 +118,7 @@ impl Store {
         let unmatched: Vec<_> = taken
             .iter()
             .filter(|p| p.instructions.is_empty())
-            .map(|p| p.job.req.id)
+            .map(|p| (p.job.req.id, &p.job.actor))
             .collect();
         write_records(&mut tx, self.backend, &unmatched, now, effects).await?;
         tx.commit().await?;
@@ -136,7 +136,8 @@ pub(super) struct Planned<'a> {
 /// The head of an insert of [`select_requests`]' rows.
 const INSERT_REQUESTS: &str = "insert into requests (id, kind, jurisdiction, status, \
      submitted_at, received_at, channel, requester, verification_level, verification_method, \
-     labels, identity_types, subject, fingerprint, open_instructions, event_seq) ";
+     labels, identity_types, subject, fingerprint, open_instructions, event_seq, \
+     submitted_by) ";
 
 /// Appends a `SELECT` of the planned requests as `requests` rows.
 fn select_requests(sql: &mut Sql, planned: &[Planned<'_>]) {
@@ -158,6 +159,7 @@ fn select_requests(sql: &mut Sql, planned: &[Planned<'_>]) {
             ("fingerprint", Col::Text),
             ("open_instructions", Col::Int),
             ("event_seq", Col::Int),
+            ("submitted_by", Col::Text),
         ],
         planned.iter().map(|p| {
             let (job, req) = (p.job, &p.job.req);
@@ -178,6 +180,7 @@ fn select_requests(sql: &mut Sql, planned: &[Planned<'_>]) {
                 Bind::from(req.fingerprint()),
                 Bind::from(p.instructions.len() as i64),
                 Bind::from(1i64),
+                Bind::from(job.actor.to_string()),
             ]
         }),
     );
@@ -242,6 +245,7 @@ fn first_events<'p, 'a: 'p>(planned: impl Iterator<Item = &'p Planned<'a>>) -> V
             kind: EventKind::Received,
             request_status: RequestStatus::Received,
             instruction: None,
+            actor: Some(&p.job.actor),
         })
         .collect()
 }

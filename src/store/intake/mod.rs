@@ -52,7 +52,8 @@ use crate::batches::Batches;
 use super::sql::Sql;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
-    InstructionView, NewRequest, Processor, RequestId, RequestStatus, RequestSummary, Timestamp,
+    Actor, InstructionView, NewRequest, Processor, RequestId, RequestStatus, RequestSummary,
+    Timestamp,
 };
 
 mod insert;
@@ -81,6 +82,8 @@ pub(in crate::store) struct Job {
     req: NewRequest,
     now: Timestamp,
     trace_context: Option<String>,
+    /// Who submits it.
+    actor: Actor,
     /// When its caller stops waiting (see [`Store::submit`]).
     deadline: tokio::time::Instant,
     done: oneshot::Sender<Result<Intake, StoreError>>,
@@ -142,6 +145,7 @@ impl Store {
     pub async fn submit(
         &self,
         req: &NewRequest,
+        actor: &Actor,
         now: Timestamp,
         trace_context: Option<&str>,
     ) -> Result<Intake, StoreError> {
@@ -154,6 +158,7 @@ impl Store {
             req: req.clone(),
             now,
             trace_context: trace_context.map(str::to_string),
+            actor: actor.clone(),
             deadline: tokio::time::Instant::now() + self.wait,
             done,
         };
@@ -202,7 +207,7 @@ impl Store {
                 for (job, _) in batch {
                     let result = match inserted.iter().find(|(id, _)| *id == job.req.id) {
                         Some((_, instructions)) => self.summary(&job, instructions.clone()).await,
-                        None => self.existing(&job.req).await,
+                        None => self.existing(&job.req, &job.actor).await,
                     };
                     let _ = job.done.send(result);
                 }
@@ -296,6 +301,7 @@ impl Store {
                 labels: req.labels.clone(),
                 identity_types: req.subject.types(),
                 cancel_reason: None,
+                submitted_by: Some(job.actor.clone()),
                 instructions,
             },
             created: true,
@@ -304,14 +310,20 @@ impl Store {
 
     /// The answer for an id that already existed: the stored request when
     /// the content matches, `AlreadyExists` when it does not.
-    async fn existing(&self, req: &NewRequest) -> Result<Intake, StoreError> {
-        let row = Sql::new(self.backend, "select fingerprint from requests where id = ")
-            .bind(req.id.to_string())
-            .query()
-            .fetch_one(&self.pool)
-            .await?;
+    async fn existing(&self, req: &NewRequest, actor: &Actor) -> Result<Intake, StoreError> {
+        let row = Sql::new(
+            self.backend,
+            "select fingerprint, submitted_by from requests where id = ",
+        )
+        .bind(req.id.to_string())
+        .query()
+        .fetch_one(&self.pool)
+        .await?;
         let existing: String = row.try_get("fingerprint")?;
-        if existing != req.fingerprint() {
+        let submitted_by: Option<String> = row.try_get("submitted_by")?;
+        // An id is its submitter's: another caller learns nothing of the
+        // request by repeating it.
+        if submitted_by.is_some_and(|s| s != actor.to_string()) || existing != req.fingerprint() {
             return Err(StoreError::AlreadyExists(format!(
                 "request {} already exists with different content",
                 req.id

@@ -140,7 +140,7 @@ impl Store {
             let _ = job.done.send(Err(StoreError::Invalid(v)));
         }
         for job in repeats {
-            let result = self.existing(&job.req).await;
+            let result = self.existing(&job.req, &job.actor).await;
             let _ = job.done.send(result);
         }
         None

@@ -42,6 +42,7 @@ pub fn push_processor(id: &str, endpoint: &str) -> pb::Processor {
             kind: Some(pb::adapter::Kind::Grpc(pb::GrpcAdapter {
                 endpoint: endpoint.into(),
                 timeout: ms(2000),
+                tls: None,
             })),
         }),
         retry_policy: Some(pb::RetryPolicy {
@@ -61,7 +62,7 @@ pub fn pull_processor(id: &str, ack_timeout_ms: u64) -> pb::Processor {
             kind: Some(pb::adapter::Kind::Pull(pb::PullAdapter {})),
         }),
         ack_timeout: ms(ack_timeout_ms),
-        ..push_processor(id, "http://unused:1")
+        ..push_processor(id, "http://127.0.0.1:1")
     }
 }
 

@@ -118,6 +118,7 @@ fn grpc_adapter(endpoint: &str, timeout_ms: u64) -> Option<pb::Adapter> {
         kind: Some(pb::adapter::Kind::Grpc(pb::GrpcAdapter {
             endpoint: endpoint.into(),
             timeout: ms(timeout_ms),
+            tls: None,
         })),
     })
 }

@@ -1,0 +1,210 @@
+//! Finding the caller of one call from its credentials (see the module
+//! documentation of [`super`] for the order they are tried in), against
+//! the auth file as last read. The file, and a JWKS file, are read again
+//! when they change; a JWKS URL is fetched every `jwt.refresh`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::Caller;
+use super::config::{AuthConfig, CertMatch, JwksSource};
+use super::jwt::Jwks;
+use crate::store::Store;
+use crate::tls::server::{TlsConnectInfo, certificate_names};
+
+/// The credentials a call may carry.
+pub struct Credentials<'a> {
+    /// The `authorization` header, if any.
+    pub authorization: Option<&'a str>,
+    /// The connection's TLS, if any.
+    pub tls: Option<&'a TlsConnectInfo>,
+}
+
+/// The auth file as last read, and its JWKS.
+struct State {
+    config: AuthConfig,
+    jwks: Option<Arc<Jwks>>,
+    /// Digest of the auth file and of a JWKS file, to tell a change.
+    digest: Vec<u8>,
+    /// When a JWKS URL was last fetched.
+    fetched: Instant,
+}
+
+/// Identifies callers.
+pub struct Authenticator {
+    store: Store,
+    file: Option<PathBuf>,
+    state: RwLock<Arc<State>>,
+}
+
+impl Authenticator {
+    /// Reads the auth file (`None`: the server authenticates no one but
+    /// processors) and its JWKS.
+    pub async fn load(store: Store, file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let state = read(file.as_ref()).await?;
+        Ok(Self {
+            store,
+            file,
+            state: RwLock::new(Arc::new(state)),
+        })
+    }
+
+    /// Whether no principal is configured: every caller but processors is
+    /// then anonymous.
+    pub fn is_open(&self) -> bool {
+        self.current().config.is_empty()
+    }
+
+    fn current(&self) -> Arc<State> {
+        self.state.read().expect("auth state lock").clone()
+    }
+
+    /// Reads the auth file and a JWKS file again when they changed, and
+    /// fetches a JWKS URL when it is due. Returns whether anything changed.
+    pub async fn reload(&self) -> anyhow::Result<bool> {
+        let state = self.current();
+        let due = state.config.jwt.as_ref().is_some_and(|j| {
+            matches!(j.jwks, JwksSource::Url(_)) && state.fetched.elapsed() >= j.refresh
+        });
+        if digest(self.file.as_ref(), &state.config)? == state.digest && !due {
+            return Ok(false);
+        }
+        let fresh = read(self.file.as_ref()).await?;
+        *self.state.write().expect("auth state lock") = Arc::new(fresh);
+        Ok(true)
+    }
+
+    /// Reloads every `every` until `stop`, logging what it does.
+    pub async fn reloader(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.reload().await {
+                Ok(true) => tracing::info!("authentication settings read again"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "cannot read the authentication settings again; keeping the ones in use"
+                ),
+            }
+        }
+    }
+
+    /// The caller `credentials` prove: `Ok(None)` when they carry none,
+    /// `UNAUTHENTICATED` when they are not valid, `UNAVAILABLE` when a
+    /// processor's token cannot be looked up.
+    pub async fn identify(&self, credentials: Credentials<'_>) -> Result<Option<Caller>, Status> {
+        let state = self.current();
+        if let Some(header) = credentials.authorization {
+            let token = bearer(header).ok_or_else(|| {
+                Status::unauthenticated("the authorization header must be `Bearer <token>`")
+            })?;
+            if token.starts_with("dsrcb_") {
+                return match self.store.authenticate(token).await {
+                    Ok(Some(processor)) => Ok(Some(Caller::Processor(processor))),
+                    Ok(None) => Err(Status::unauthenticated("unknown callback token")),
+                    Err(e) => Err(crate::api::error::ApiError::from(e).into()),
+                };
+            }
+            if let Some(principal) = state.config.token(token) {
+                return Ok(Some(Caller::Principal(principal.clone())));
+            }
+            if let (Some(config), Some(jwks)) = (&state.config.jwt, &state.jwks)
+                && token.split('.').count() == 3
+            {
+                return jwks
+                    .verify(token, config)
+                    .await
+                    .map(|p| Some(Caller::Principal(p)))
+                    .map_err(Status::unauthenticated);
+            }
+            return Err(Status::unauthenticated("unknown token"));
+        }
+        if let Some(leaf) = credentials
+            .tls
+            .and_then(|t| t.peer_certificates.as_ref())
+            .and_then(|chain| chain.first())
+        {
+            let (common_name, sans) = certificate_names(leaf);
+            let found = state.config.certificates.iter().find(|(m, _)| match m {
+                CertMatch::CommonName(cn) => common_name.as_ref() == Some(cn),
+                CertMatch::San(san) => sans.contains(san),
+            });
+            return match found {
+                Some((_, principal)) => Ok(Some(Caller::Principal(principal.clone()))),
+                None => Err(Status::unauthenticated(
+                    "the client certificate names no principal of this server",
+                )),
+            };
+        }
+        if state.config.is_empty() {
+            return Ok(Some(Caller::Anonymous));
+        }
+        Ok(None)
+    }
+}
+
+/// The token of `Bearer <token>`, the scheme in any case (RFC 7235).
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Reads the auth file and its JWKS.
+async fn read(file: Option<&PathBuf>) -> anyhow::Result<State> {
+    let config = match file {
+        Some(path) => AuthConfig::load(path)?,
+        None => AuthConfig::default(),
+    };
+    let jwks = match &config.jwt {
+        Some(j) => Some(Arc::new(Jwks::load(j.jwks.clone()).await?)),
+        None => None,
+    };
+    Ok(State {
+        digest: digest(file, &config)?,
+        config,
+        jwks,
+        fetched: Instant::now(),
+    })
+}
+
+/// Digest of the auth file and of the JWKS file it names.
+fn digest(file: Option<&PathBuf>, config: &AuthConfig) -> anyhow::Result<Vec<u8>> {
+    let mut hash = Sha256::new();
+    if let Some(path) = file {
+        hash.update(
+            std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the auth file {}: {e}", path.display())
+            })?,
+        );
+    }
+    if let Some(JwksSource::File(path)) = config.jwt.as_ref().map(|j| &j.jwks) {
+        hash.update([0]);
+        hash.update(std::fs::read(path).unwrap_or_default());
+    }
+    Ok(hash.finalize().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+}

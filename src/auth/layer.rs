@@ -1,0 +1,103 @@
+//! The tower layer that identifies the caller of every call and refuses
+//! what [`super::policy`] refuses, before any service sees the call. It
+//! sits inside the per-RPC span (so refusals are traced too) and outside
+//! every service; the caller it found rides in the request's extensions
+//! ([`super::Caller::of`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::Status;
+use tower::{Layer, Service};
+
+use super::identify::{Authenticator, Credentials};
+use super::policy::{self, Decision};
+use crate::tls::server::TlsConnectInfo;
+
+/// Wraps services in [`Authenticate`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    /// A layer identifying callers with `auth`.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// A service that lets a call through only when its caller may make it.
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl<S, B> Service<http::Request<B>> for Authenticate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The clone that was driven to readiness serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            // A path the server does not serve is answered UNIMPLEMENTED
+            // by the server itself.
+            let Some(allowed) = policy::allowed(req.uri().path()) else {
+                return inner.call(req).await;
+            };
+            let credentials = Credentials {
+                authorization: req
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok()),
+                tls: req.extensions().get::<TlsConnectInfo>(),
+            };
+            let caller = match auth.identify(credentials).await {
+                Ok(caller) => caller,
+                // A bad credential is refused whatever the method, but a
+                // method open to anyone (health) does not look at it.
+                Err(_) if allowed == policy::Allowed::Anyone => None,
+                Err(status) => return Ok(status.into_http()),
+            };
+            match policy::decide(allowed, caller.as_ref(), auth.is_open()) {
+                Decision::Allow => {
+                    if let Some(caller) = caller {
+                        req.extensions_mut().insert(caller);
+                    }
+                    inner.call(req).await
+                }
+                Decision::Unauthenticated(why) => Ok(Status::unauthenticated(why).into_http()),
+                Decision::Denied(why) => Ok(Status::permission_denied(why).into_http()),
+            }
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! Where deliveries may go. A push processor's endpoint is checked when it
+//! is registered or changed (by RPC or by the processors file):
+//!
+//! - `http://` (plaintext: identities would cross the network readable)
+//!   only to a loopback host, unless the operator allows plaintext
+//!   (`--allow-plaintext-processors`);
+//! - no host that is, or resolves to, a link-local address (where cloud
+//!   metadata services answer: 169.254.169.254, `fe80::/10`), a known
+//!   metadata address or name, or an unspecified, multicast or broadcast
+//!   address: a registered "processor" must not be a way to make the
+//!   orchestrator fetch its own cloud credentials.
+//!
+//! A name is resolved at the check; one that does not resolve then is
+//! taken (an internal name may resolve only where the orchestrator runs).
+//! What a name resolves to later is not checked again: keep egress to
+//! processors narrow with the chart's NetworkPolicy.
+
+use std::net::IpAddr;
+
+use crate::domain::{AdapterConfig, Violations};
+
+/// Host names of cloud metadata services.
+const METADATA_NAMES: &[&str] = &["metadata.google.internal", "metadata", "instance-data"];
+
+/// Checks the adapter's endpoint, if it has one; violations under
+/// `adapter.grpc.endpoint`.
+pub async fn check(adapter: &AdapterConfig, allow_plaintext: bool) -> Result<(), Violations> {
+    let AdapterConfig::Grpc { endpoint, .. } = adapter else {
+        return Ok(());
+    };
+    let field = "adapter.grpc.endpoint";
+    let Ok(uri) = endpoint.parse::<http::Uri>() else {
+        return Ok(()); // the domain has already refused it
+    };
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(443);
+    if METADATA_NAMES.contains(&host.as_str()) {
+        return Err(Violations::one(
+            field,
+            "must not be a cloud metadata service",
+        ));
+    }
+    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => found.map(|a| a.ip()).collect(),
+            Err(_) => Vec::new(),
+        },
+    };
+    if let Some(bad) = addresses.iter().find(|ip| forbidden(ip)) {
+        return Err(Violations::one(
+            field,
+            format!(
+                "must not resolve to a link-local, metadata, unspecified or multicast address ({bad})"
+            ),
+        ));
+    }
+    let loopback =
+        host == "localhost" || (!addresses.is_empty() && addresses.iter().all(IpAddr::is_loopback));
+    if endpoint.starts_with("http://") && !loopback && !allow_plaintext {
+        return Err(Violations::one(
+            field,
+            "must be https:// (plaintext http:// is taken only for loopback hosts, \
+             or when the server is run with --allow-plaintext-processors)",
+        ));
+    }
+    Ok(())
+}
+
+/// Addresses no delivery may go to.
+fn forbidden(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                // Alibaba Cloud's metadata service.
+                || v4.octets() == [100, 100, 100, 200]
+        }
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                // AWS's metadata service over IPv6.
+                || v6.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]
+                || v6.to_ipv4_mapped().is_some_and(|v4| forbidden(&IpAddr::V4(v4)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn grpc(endpoint: &str) -> AdapterConfig {
+        AdapterConfig::grpc(endpoint, Some(Duration::from_secs(1)), None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn destinations() {
+        for ok in [
+            "https://10.0.0.5:443",
+            "http://127.0.0.1:9",
+            "http://localhost:9",
+            "http://[::1]:9",
+        ] {
+            assert!(check(&grpc(ok), false).await.is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://169.254.169.254:80",
+            "https://metadata.google.internal:80",
+            "https://[fe80::1]:443",
+            "https://0.0.0.0:443",
+            "https://[fd00:ec2::254]:80",
+            "https://100.100.100.200:80",
+            "http://10.0.0.5:80",
+        ] {
+            assert!(check(&grpc(bad), false).await.is_err(), "{bad}");
+        }
+        assert!(check(&grpc("http://10.0.0.5:80"), true).await.is_ok());
+        assert!(
+            check(&grpc("https://169.254.169.254:80"), true)
+                .await
+                .is_err()
+        );
+        assert!(check(&AdapterConfig::Pull, false).await.is_ok());
+    }
+}

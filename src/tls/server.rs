@@ -1,0 +1,325 @@
+//! The gRPC server's TLS (`--tls-cert`, `--tls-key`), with mutual TLS when
+//! `--tls-client-ca` names the CA whose client certificates are accepted
+//! (then every connection must present one).
+//!
+//! Operators rotate certificates by replacing the files (a Kubernetes
+//! Secret update does that), so the files are read again every
+//! `--tls-reload-interval` and, when their bytes changed, a new
+//! configuration serves every new connection from then on; connections
+//! already open keep theirs and are not dropped. A broken new set (a key
+//! that does not match, a file half-written) is logged and the running
+//! configuration kept.
+//!
+//! Handshakes happen off the accept loop, each bounded in time, so a slow
+//! or silent client cannot hold up the others. Each connection carries its
+//! peer's certificate chain ([`TlsConnectInfo`]) to the calls made on it,
+//! for the principals of client certificates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The files of the server's TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA of client certificates (PEM); `None`: no client certificate.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The server's TLS configuration, replaced when its files change.
+pub struct ServerTls {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+    /// Digest of the files the current configuration was built from.
+    digest: Mutex<Vec<u8>>,
+}
+
+impl ServerTls {
+    /// Reads the files and builds the configuration; fails with a message
+    /// naming the file at fault.
+    pub fn load(files: TlsFiles) -> anyhow::Result<Self> {
+        let (config, digest) = build(&files)?;
+        Ok(Self {
+            files,
+            current: RwLock::new(Arc::new(config)),
+            digest: Mutex::new(digest),
+        })
+    }
+
+    /// Whether client certificates are required.
+    pub fn mutual(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// Reads the files again and, when they changed, serves new
+    /// connections with them. Returns whether the configuration changed.
+    pub fn reload(&self) -> anyhow::Result<bool> {
+        let digest = digest(&self.files)?;
+        if *self.digest.lock().expect("tls digest lock") == digest {
+            return Ok(false);
+        }
+        let (config, digest) = build(&self.files)?;
+        *self.current.write().expect("tls config lock") = Arc::new(config);
+        *self.digest.lock().expect("tls digest lock") = digest;
+        Ok(true)
+    }
+
+    /// Reloads every `every` until `stop`, logging what it does.
+    pub async fn reloader(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.reload() {
+                Ok(true) => {
+                    tracing::info!("TLS certificate files changed; new connections use them")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot reload the TLS files; keeping the ones in use")
+                }
+            }
+        }
+    }
+
+    /// Accepts connections on `listener` and hands out those whose
+    /// handshake succeeded, until `stop`.
+    pub fn incoming(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) -> ReceiverStream<std::io::Result<TlsConn>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, remote) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot accept a connection");
+                            continue;
+                        }
+                    },
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = tokio_rustls::TlsAcceptor::from(
+                    self.current.read().expect("tls config lock").clone(),
+                );
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send(Ok(TlsConn::new(stream, remote))).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+/// Digest of the files' bytes.
+fn digest(files: &TlsFiles) -> anyhow::Result<Vec<u8>> {
+    let mut hash = Sha256::new();
+    for path in [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        hash.update(
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        );
+        hash.update([0]);
+    }
+    Ok(hash.finalize().to_vec())
+}
+
+/// The configuration the files describe, and their digest.
+fn build(files: &TlsFiles) -> anyhow::Result<(ServerConfig, Vec<u8>)> {
+    super::install_default_provider();
+    let digest = digest(files)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("cannot read {}", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} holds no PEM certificates", files.cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no certificate", files.cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("{} holds no PEM private key", files.key.display()))?;
+    let builder = ServerConfig::builder_with_provider(super::provider())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("cannot read {}", ca.display()))?
+            {
+                roots
+                    .add(cert.with_context(|| format!("{} is not PEM", ca.display()))?)
+                    .with_context(|| {
+                        format!("{} holds an unusable CA certificate", ca.display())
+                    })?;
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider())
+                    .build()
+                    .with_context(|| {
+                        format!("{} cannot verify client certificates", ca.display())
+                    })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).with_context(|| {
+        format!(
+            "{} does not match {}",
+            files.key.display(),
+            files.cert.display()
+        )
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((config, digest))
+}
+
+/// What a call learns of its TLS connection.
+#[derive(Clone, Debug)]
+pub struct TlsConnectInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The client's certificate chain (leaf first), under mutual TLS.
+    pub peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// An accepted TLS connection.
+pub struct TlsConn {
+    stream: TlsStream<TcpStream>,
+    info: TlsConnectInfo,
+}
+
+impl TlsConn {
+    fn new(stream: TlsStream<TcpStream>, remote: SocketAddr) -> Self {
+        let peer_certificates = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+        Self {
+            stream,
+            info: TlsConnectInfo {
+                remote,
+                peer_certificates,
+            },
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = TlsConnectInfo;
+    fn connect_info(&self) -> TlsConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The common name and the DNS and URI subject alternative names of a
+/// certificate, for mapping it to a principal.
+pub fn certificate_names(der: &CertificateDer<'_>) -> (Option<String>, Vec<String>) {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
+        return (None, Vec::new());
+    };
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    let sans = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(s) | GeneralName::URI(s) => Some(s.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (common_name, sans)
+}
