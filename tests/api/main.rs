@@ -24,6 +24,7 @@ mod reflection;
 mod replicas;
 mod requests;
 mod scale;
+mod security;
 mod store;
 mod validation;
 mod wire;

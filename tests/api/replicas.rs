@@ -12,9 +12,8 @@ use std::process::{Child, Command, Stdio};
 use dsr_orchestrator::pb;
 use dsr_orchestrator::pb::request_service_client::RequestServiceClient;
 use sqlx::Row;
-use tonic::transport::Channel;
 
-use crate::harness::app::channel;
+use crate::harness::app::{Authed, Bearer, channel};
 use crate::harness::*;
 use crate::postgres_only;
 
@@ -73,7 +72,7 @@ fn start_replica(database_url: &str) -> Replica {
 /// Submits `req`, falling back to the other replicas if one is gone: the
 /// request id makes the retry idempotent.
 async fn submit_anywhere(
-    clients: &[RequestServiceClient<Channel>],
+    clients: &[RequestServiceClient<Authed>],
     first: usize,
     req: pb::SubmitRequestRequest,
 ) {
@@ -95,7 +94,10 @@ async fn three_replicas_survive_a_sigkill(db: TestDb) {
     let replicas: Vec<Replica> = (0..3).map(|_| start_replica(&db.url)).collect();
     let mut clients = Vec::new();
     for r in &replicas {
-        clients.push(RequestServiceClient::new(channel(r.addr).await));
+        clients.push(RequestServiceClient::with_interceptor(
+            channel(r.addr).await,
+            Bearer::default(),
+        ));
     }
     let mut processors =
         pb::processor_service_client::ProcessorServiceClient::new(channel(replicas[0].addr).await);

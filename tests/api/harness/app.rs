@@ -13,9 +13,67 @@ use dsr_orchestrator::startup::{Application, Options};
 use dsr_orchestrator::store::Store;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::TestDb;
+
+/// Puts `authorization: Bearer <token>` on every call, when it has one.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// Calls with `token`.
+    pub fn token(token: &str) -> Self {
+        Self(Some(
+            format!("Bearer {token}").parse().expect("a header value"),
+        ))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0
+            && !request.metadata().contains_key("authorization")
+        {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry a bearer token, or none.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// Clients of the three services, as one caller.
+#[derive(Clone)]
+pub struct Clients {
+    pub requests: RequestServiceClient<Authed>,
+    pub processors: ProcessorServiceClient<Authed>,
+    pub instructions: InstructionServiceClient<Authed>,
+}
+
+impl Clients {
+    /// Clients on `channel` calling with `bearer`.
+    pub fn new(channel: Channel, bearer: Bearer) -> Self {
+        Self {
+            requests: RequestServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            processors: ProcessorServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            instructions: InstructionServiceClient::with_interceptor(channel, bearer),
+        }
+    }
+}
+
+/// The token of the harness's own principal on servers that authenticate
+/// callers: every role, so the fixtures work as on an open server.
+pub const HARNESS_TOKEN: &str = "harness-token-with-every-role";
 
 /// A running orchestrator and clients for it.
 pub struct TestApp {
@@ -23,13 +81,32 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The admin (HTTP) listener.
     pub admin: SocketAddr,
-    pub requests: RequestServiceClient<Channel>,
-    pub processors: ProcessorServiceClient<Channel>,
-    pub instructions: InstructionServiceClient<Channel>,
+    pub requests: RequestServiceClient<Authed>,
+    pub processors: ProcessorServiceClient<Authed>,
+    pub instructions: InstructionServiceClient<Authed>,
     pub store: Store,
     pub dispatcher: Dispatcher,
+    /// The channel the clients use.
+    channel: Channel,
+    /// Holds the auth file of a server that authenticates callers.
+    _auth_dir: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The SHA-256 (hex) of a token, as the auth file lists it.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// An auth file: the harness's principal first, then `rest`, which may
+/// continue the `tokens:` list and add sections.
+pub fn harness_auth_file(rest: &str) -> String {
+    format!(
+        "tokens:\n  - principal: harness\n    sha256: {}\n    roles: [submitter, auditor, operator, admin]\n{rest}",
+        token_hash(HARNESS_TOKEN)
+    )
 }
 
 /// Test defaults: fast polling and short leases, so retries and
@@ -86,17 +163,65 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let ch = channel(addr).await;
+        let bearer = if config.auth_file.is_some() {
+            Bearer::token(HARNESS_TOKEN)
+        } else {
+            Bearer::default()
+        };
+        let clients = Clients::new(ch.clone(), bearer);
         Self {
             addr,
             admin,
-            requests: RequestServiceClient::new(ch.clone()),
-            processors: ProcessorServiceClient::new(ch.clone()),
-            instructions: InstructionServiceClient::new(ch),
+            requests: clients.requests,
+            processors: clients.processors,
+            instructions: clients.instructions,
             store,
             dispatcher,
+            channel: ch,
+            _auth_dir: None,
             shutdown,
             task,
         }
+    }
+
+    /// Starts it authenticating callers with an auth file made of
+    /// `principals` (YAML entries of its `tokens:` list, and any other
+    /// sections after them) plus the harness's own principal, which the
+    /// default clients use.
+    pub async fn spawn_authenticated(
+        db: &TestDb,
+        auth_yaml: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("auth.yaml");
+        std::fs::write(&path, harness_auth_file(auth_yaml)).expect("write the auth file");
+        let mut app = Self::spawn_with(db, Options::default(), |c| {
+            c.auth_file = Some(path);
+            tweak(c);
+        })
+        .await;
+        app._auth_dir = Some(dir);
+        app
+    }
+
+    /// The auth file of [`TestApp::spawn_authenticated`], for rewriting.
+    pub fn auth_file(&self) -> std::path::PathBuf {
+        self._auth_dir
+            .as_ref()
+            .expect("an authenticating server")
+            .path()
+            .join("auth.yaml")
+    }
+
+    /// The channel to the server (plaintext).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Clients calling as `bearer`.
+    pub fn clients(&self, bearer: Bearer) -> Clients {
+        Clients::new(self.channel.clone(), bearer)
     }
 
     /// `GET path` on the admin listener: (status code, body).

@@ -5,7 +5,6 @@ use std::time::Duration;
 use dsr_orchestrator::pb;
 use prost_types::Duration as PbDuration;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use super::{FakeProcessor, Reply, TestApp};
 
@@ -175,7 +174,7 @@ pub async fn submit_rejected(app: &TestApp, req: pb::SubmitRequestRequest) -> to
 
 /// Follows `WatchRequest` until the stream ends; returns every event.
 pub async fn watch_to_end(
-    client: &pb::request_service_client::RequestServiceClient<Channel>,
+    client: &pb::request_service_client::RequestServiceClient<super::app::Authed>,
     request_id: &str,
 ) -> Vec<pb::RequestEvent> {
     let mut stream = client

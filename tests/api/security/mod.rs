@@ -1,0 +1,36 @@
+//! Security: who may call what, how callers prove who they are, TLS on
+//! every hop, and the limits on what one caller may ask.
+
+mod credentials;
+mod roles;
+mod tls;
+
+use dsr_orchestrator::auth::Role;
+
+use crate::harness::app::token_hash;
+
+/// The token of the principal holding exactly `role`.
+pub fn role_token(role: Role) -> String {
+    format!("token-of-the-{}", role.as_str())
+}
+
+/// Auth-file entries for one principal per role (named after the role),
+/// and a second submitter, `other-submitter`.
+pub fn principals_per_role() -> String {
+    let mut yaml = String::new();
+    for role in Role::ALL {
+        yaml.push_str(&format!(
+            "  - principal: {name}\n    sha256: {hash}\n    roles: [{name}]\n",
+            name = role.as_str(),
+            hash = token_hash(&role_token(role)),
+        ));
+    }
+    yaml.push_str(&format!(
+        "  - principal: other-submitter\n    sha256: {}\n    roles: [submitter]\n",
+        token_hash(OTHER_SUBMITTER)
+    ));
+    yaml
+}
+
+/// The second submitter's token.
+pub const OTHER_SUBMITTER: &str = "token-of-another-submitter";

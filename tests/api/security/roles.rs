@@ -1,0 +1,357 @@
+//! Every RPC of every service, called by every role, without credentials,
+//! with a wrong credential and with a processor's callback token, answers
+//! as the one table in the code (`auth::policy::TABLE`) says: the calls it
+//! allows go through (OK, with inputs prepared for each), the others are
+//! PERMISSION_DENIED or UNAUTHENTICATED.
+
+use dsr_orchestrator::auth::Role;
+use dsr_orchestrator::auth::policy::{Allowed, TABLE};
+use dsr_orchestrator::pb;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+
+use super::{principals_per_role, role_token};
+use crate::backends;
+use crate::harness::app::{Bearer, Clients};
+use crate::harness::*;
+
+backends!(every_rpc_answers_every_caller_as_the_table_says);
+
+/// Who makes a call in the matrix.
+#[derive(Clone, Debug)]
+enum Who {
+    /// The principal holding exactly this role.
+    Role(Role),
+    /// No credentials at all.
+    Nobody,
+    /// A token nobody issued.
+    Wrong,
+    /// A processor's callback token.
+    Processor,
+}
+
+/// What the table says `who` gets for a method `allowed` to some.
+fn expected(allowed: Allowed, who: &Who) -> Code {
+    match (allowed, who) {
+        (Allowed::Anyone, _) => Code::Ok,
+        (_, Who::Nobody | Who::Wrong) => Code::Unauthenticated,
+        (Allowed::Processors, Who::Processor) => Code::Ok,
+        (Allowed::Processors, Who::Role(_)) => Code::PermissionDenied,
+        (_, Who::Processor) => Code::PermissionDenied,
+        (Allowed::AnyPrincipal, Who::Role(_)) => Code::Ok,
+        (Allowed::Roles(roles), Who::Role(r)) if roles.contains(r) => Code::Ok,
+        (Allowed::Roles(_), Who::Role(_)) => Code::PermissionDenied,
+    }
+}
+
+/// What the server made of one call.
+fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    match result {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// What the callers act on.
+struct World {
+    /// A processor the pull processor's instructions come from, its token.
+    puller_token: String,
+    /// A request submitted by the submitter, finished (no processor took
+    /// it), so its record exists.
+    finished: String,
+    /// A manual processor, so that new requests stay open.
+    manual: &'static str,
+}
+
+async fn every_rpc_answers_every_caller_as_the_table_says(db: TestDb) {
+    let app = TestApp::spawn_authenticated(&db, &principals_per_role(), |_| {}).await;
+    let submitter = app.clients(Bearer::token(&role_token(Role::Submitter)));
+    // Before any processor exists: it finishes at once, with its record.
+    let finished = submitter
+        .requests
+        .clone()
+        .submit_request(deletion("first@example.com"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request_id;
+    let puller_token = register(&app, pull_processor("puller", 60_000)).await;
+    let mut manual = pull_processor("manual", 60_000);
+    manual.adapter = Some(pb::Adapter {
+        kind: Some(pb::adapter::Kind::Manual(pb::ManualAdapter {})),
+    });
+    register(&app, manual).await;
+    let world = World {
+        puller_token,
+        finished,
+        manual: "manual",
+    };
+
+    let mut callers: Vec<Who> = Role::ALL.iter().map(|r| Who::Role(*r)).collect();
+    callers.extend([Who::Nobody, Who::Wrong, Who::Processor]);
+    let mut mismatches = Vec::new();
+    for (path, allowed) in TABLE {
+        for who in &callers {
+            let got = call(&app, &world, path, who).await;
+            let want = expected(*allowed, who);
+            // RetryInstruction is allowed but finds nothing escalated.
+            let got = match (*path, got) {
+                ("/dsr.v1.InstructionService/RetryInstruction", Code::FailedPrecondition) => {
+                    Code::Ok
+                }
+                (_, got) => got,
+            };
+            if got != want {
+                mismatches.push(format!("{path} as {who:?}: {got:?}, the table says {want:?}"));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    app.stop().await;
+}
+
+/// The bearer of `who`.
+fn bearer(world: &World, who: &Who) -> Bearer {
+    match who {
+        Who::Role(r) => Bearer::token(&role_token(*r)),
+        Who::Nobody => Bearer::default(),
+        Who::Wrong => Bearer::token("a-token-nobody-issued"),
+        Who::Processor => Bearer::token(&world.puller_token),
+    }
+}
+
+/// Calls the method at `path` as `who`, with inputs that make the call go
+/// through when it is allowed.
+async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
+    let c: Clients = app.clients(bearer(world, who));
+    let method = path.rsplit('/').next().unwrap();
+    match method {
+        "SubmitRequest" => code(c.requests.clone().submit_request(deletion("m@example.com")).await),
+        "GetRequest" => code(
+            c.requests
+                .clone()
+                .get_request(pb::GetRequestRequest {
+                    request_id: world.finished.clone(),
+                })
+                .await,
+        ),
+        "ListRequests" => code(c.requests.clone().list_requests(pb::ListRequestsRequest::default()).await),
+        "WatchRequest" => code(
+            c.requests
+                .clone()
+                .watch_request(pb::WatchRequestRequest {
+                    request_id: world.finished.clone(),
+                    after_sequence: 0,
+                })
+                .await,
+        ),
+        "GetCompletionRecord" => code(
+            c.requests
+                .clone()
+                .get_completion_record(pb::GetCompletionRecordRequest {
+                    request_id: world.finished.clone(),
+                })
+                .await,
+        ),
+        "CancelRequest" => {
+            // A fresh open request of the submitter's for each try.
+            let open = submit(app, to_manual(world)).await;
+            let owner = app.clients(Bearer::token(&role_token(Role::Submitter)));
+            let mine = owner
+                .requests
+                .clone()
+                .submit_request(to_manual(world))
+                .await
+                .unwrap()
+                .into_inner();
+            let target = if matches!(who, Who::Role(Role::Submitter)) {
+                mine.request_id
+            } else {
+                open.request_id
+            };
+            code(
+                c.requests
+                    .clone()
+                    .cancel_request(pb::CancelRequestRequest {
+                        request_id: target,
+                        reason: "matrix".into(),
+                    })
+                    .await,
+            )
+        }
+        "GetProcessor" => code(
+            c.processors
+                .clone()
+                .get_processor(pb::GetProcessorRequest {
+                    processor_id: "puller".into(),
+                })
+                .await,
+        ),
+        "ListProcessors" => code(c.processors.clone().list_processors(pb::ListProcessorsRequest::default()).await),
+        "RegisterProcessor" => {
+            let id = format!("p-{}", &new_id()[..8]);
+            code(
+                c.processors
+                    .clone()
+                    .register_processor(pb::RegisterProcessorRequest {
+                        processor: Some(pull_processor(&id, 60_000)),
+                    })
+                    .await,
+            )
+        }
+        "UpdateProcessor" => code(
+            c.processors
+                .clone()
+                .update_processor(pb::UpdateProcessorRequest {
+                    processor: Some(pb::Processor {
+                        processor_id: world.manual.into(),
+                        display_name: "Manual, renamed".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["display_name".into()],
+                    }),
+                })
+                .await,
+        ),
+        "DisableProcessor" => {
+            let id = format!("d-{}", &new_id()[..8]);
+            register(app, pull_processor(&id, 60_000)).await;
+            code(
+                c.processors
+                    .clone()
+                    .disable_processor(pb::DisableProcessorRequest { processor_id: id })
+                    .await,
+            )
+        }
+        "RotateCallbackToken" => {
+            let id = format!("r-{}", &new_id()[..8]);
+            register(app, pull_processor(&id, 60_000)).await;
+            code(
+                c.processors
+                    .clone()
+                    .rotate_callback_token(pb::RotateCallbackTokenRequest { processor_id: id })
+                    .await,
+            )
+        }
+        "PullInstructions" => code(
+            c.instructions
+                .clone()
+                .pull_instructions(pb::PullInstructionsRequest { max_instructions: 1 })
+                .await,
+        ),
+        "AcknowledgeInstruction" | "CompleteInstruction" => {
+            // An instruction of the puller's, pulled by the puller.
+            submit(app, deletion("ack@example.com")).await;
+            let pulled = pull(app, &world.puller_token, 1).await;
+            let instruction_id = pulled[0].instruction_id.clone();
+            if method == "AcknowledgeInstruction" {
+                code(
+                    c.instructions
+                        .clone()
+                        .acknowledge_instruction(pb::AcknowledgeInstructionRequest { instruction_id })
+                        .await,
+                )
+            } else {
+                code(
+                    c.instructions
+                        .clone()
+                        .complete_instruction(pb::CompleteInstructionRequest {
+                            instruction_id,
+                            result: result(pb::Outcome::Completed),
+                        })
+                        .await,
+                )
+            }
+        }
+        "ListInstructions" => code(
+            c.instructions
+                .clone()
+                .list_instructions(pb::ListInstructionsRequest::default())
+                .await,
+        ),
+        "RetryInstruction" | "ResolveInstruction" => {
+            let open = submit(app, to_manual(world)).await;
+            let instruction_id = open.instructions[0].instruction_id.clone();
+            if method == "RetryInstruction" {
+                code(
+                    c.instructions
+                        .clone()
+                        .retry_instruction(pb::RetryInstructionRequest { instruction_id })
+                        .await,
+                )
+            } else {
+                code(
+                    c.instructions
+                        .clone()
+                        .resolve_instruction(pb::ResolveInstructionRequest {
+                            instruction_id,
+                            result: result(pb::Outcome::NoData),
+                            note: "matrix".into(),
+                        })
+                        .await,
+                )
+            }
+        }
+        "Check" | "Watch" => {
+            let mut health = HealthClient::with_interceptor(app.channel(), bearer(world, who));
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            if method == "Check" {
+                code(health.check(request).await)
+            } else {
+                code(health.watch(request).await)
+            }
+        }
+        "ServerReflectionInfo" => {
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let requests = tokio_stream::iter([request]);
+            if path.contains("v1alpha") {
+                use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+                let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+                    host: String::new(),
+                    message_request: Some(
+                        tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(
+                            String::new(),
+                        ),
+                    ),
+                };
+                let mut client = ServerReflectionClient::with_interceptor(app.channel(), bearer(world, who));
+                first_answer(client.server_reflection_info(tokio_stream::iter([request])).await).await
+            } else {
+                use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+                let mut client = ServerReflectionClient::with_interceptor(app.channel(), bearer(world, who));
+                first_answer(client.server_reflection_info(requests).await).await
+            }
+        }
+        other => panic!("the matrix has no call for {other}: add one"),
+    }
+}
+
+/// The code of a streaming answer: its first message, or its error.
+async fn first_answer<T>(
+    result: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+) -> Code {
+    match result {
+        Ok(response) => match response.into_inner().message().await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        },
+        Err(status) => status.code(),
+    }
+}
+
+/// A deletion that only the manual processor takes (so it stays open).
+fn to_manual(world: &World) -> pb::SubmitRequestRequest {
+    pb::SubmitRequestRequest {
+        processor_ids: vec![world.manual.into()],
+        ..deletion("open@example.com")
+    }
+}

@@ -1,0 +1,1 @@
+//! TLS on every hop (written next).
