@@ -3,8 +3,10 @@
 //! and reused (HTTP/2 multiplexes every in-flight delivery to a processor on
 //! one connection). Status codes are classified here: UNAVAILABLE,
 //! DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED and INTERNAL are worth
-//! retrying; any other code means the processor will not accept this
-//! instruction as sent, so an operator must look.
+//! retrying, and so is any failure of the connection itself (refused,
+//! reset, a TLS handshake the processor ended); any other code the
+//! processor sends means it will not accept this instruction as sent, so
+//! an operator must look.
 //!
 //! Protobuf conversion goes through [`crate::wire`], the crate's one
 //! boundary between wire and domain types.
@@ -45,7 +47,13 @@ pub fn is_retryable(code: Code) -> bool {
 fn classify(status: &tonic::Status) -> DeliveryError {
     let code = code_name(status.code()).to_string();
     let message = status.message().chars().take(500).collect();
-    if is_retryable(status.code()) {
+    // A status made by our own transport, not sent by the processor (a
+    // connection refused or reset, a TLS handshake the processor ended,
+    // as it does for a missing client certificate): the processor said
+    // nothing, and may well be reached next time.
+    let from_transport = std::error::Error::source(status)
+        .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
+    if is_retryable(status.code()) || from_transport {
         DeliveryError::Retryable { code, message }
     } else {
         DeliveryError::Fatal { code, message }

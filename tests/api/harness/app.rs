@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use super::TestDb;
 
@@ -120,6 +120,18 @@ pub fn test_config(db: &TestDb) -> Config {
     config
 }
 
+/// A TLS channel to `addr` (as `localhost`).
+pub async fn tls_channel(
+    addr: SocketAddr,
+    tls: ClientTlsConfig,
+) -> Result<Channel, tonic::transport::Error> {
+    Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
 /// A channel to `addr`.
 pub async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
@@ -151,6 +163,26 @@ impl TestApp {
         options: Options,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::spawn_inner(db, options, tweak, None).await
+    }
+
+    /// Starts it serving TLS (set up by `tweak`), its clients connecting
+    /// with `client` (trusting the server's CA; with a certificate for
+    /// mutual TLS).
+    pub async fn spawn_tls(
+        db: &TestDb,
+        tweak: impl FnOnce(&mut Config),
+        client: ClientTlsConfig,
+    ) -> Self {
+        Self::spawn_inner(db, Options::default(), tweak, Some(client)).await
+    }
+
+    async fn spawn_inner(
+        db: &TestDb,
+        options: Options,
+        tweak: impl FnOnce(&mut Config),
+        client_tls: Option<ClientTlsConfig>,
+    ) -> Self {
         let mut config = test_config(db);
         tweak(&mut config);
         let app = Application::build(&config, options)
@@ -162,7 +194,10 @@ impl TestApp {
         let dispatcher = app.dispatcher().clone();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        let ch = channel(addr).await;
+        let ch = match client_tls {
+            Some(tls) => tls_channel(addr, tls).await.expect("connect over TLS"),
+            None => channel(addr).await,
+        };
         let bearer = if config.auth_file.is_some() {
             Bearer::token(HARNESS_TOKEN)
         } else {

@@ -128,6 +128,16 @@ impl ProcessorAdapter for Service {
 impl FakeProcessor {
     /// Starts a fake that answers `default` unless scripted otherwise.
     pub async fn start(default: Reply) -> Self {
+        Self::start_with(default, None).await
+    }
+
+    /// Starts a fake serving TLS with `tls` (a certificate, and a client
+    /// CA for mutual TLS). Its endpoint is `https://localhost:<port>`.
+    pub async fn start_tls(default: Reply, tls: tonic::transport::ServerTlsConfig) -> Self {
+        Self::start_with(default, Some(tls)).await
+    }
+
+    async fn start_with(default: Reply, tls: Option<tonic::transport::ServerTlsConfig>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let fake = FakeProcessor {
@@ -143,8 +153,12 @@ impl FakeProcessor {
             calls: watch::channel(0).0,
         };
         let service = ProcessorAdapterServer::new(Service(fake.clone()));
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).expect("a TLS configuration");
+        }
         tokio::spawn(
-            tonic::transport::Server::builder()
+            server
                 .add_service(service)
                 .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
         );
@@ -164,6 +178,12 @@ impl FakeProcessor {
     /// The endpoint URI to register.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The endpoint URI of a fake serving TLS (its certificate names
+    /// `localhost`).
+    pub fn tls_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
     }
 
     /// Every delivery received so far.

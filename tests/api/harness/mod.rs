@@ -7,6 +7,7 @@ pub mod db;
 pub mod fake;
 pub mod fixtures;
 pub mod pg_server;
+pub mod pki;
 
 use std::future::Future;
 use std::pin::Pin;

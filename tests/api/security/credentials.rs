@@ -76,7 +76,11 @@ async fn jwts_are_checked_against_the_jwks(db: TestDb) {
     let signer = Signer::new("k1");
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, serde_json::json!({ "keys": [signer.jwk] }).to_string()).unwrap();
+    std::fs::write(
+        &jwks,
+        serde_json::json!({ "keys": [signer.jwk] }).to_string(),
+    )
+    .unwrap();
     let app = TestApp::spawn_authenticated(
         &db,
         &format!(
@@ -88,7 +92,10 @@ async fn jwts_are_checked_against_the_jwks(db: TestDb) {
     .await;
 
     let valid = signer.sign("k1", claims("portal-jwt", &["auditor"]));
-    assert!(list_as(&app, &valid).await.is_ok(), "a valid token is taken");
+    assert!(
+        list_as(&app, &valid).await.is_ok(),
+        "a valid token is taken"
+    );
     let submitter_only = signer.sign("k1", claims("portal-jwt", &["submitter", "nonsense"]));
     let submitted = app
         .clients(Bearer::token(&submitter_only))
@@ -98,7 +105,10 @@ async fn jwts_are_checked_against_the_jwks(db: TestDb) {
         .await
         .expect("roles come from the roles claim")
         .into_inner();
-    assert_eq!(submitted.submitted_by, "portal-jwt", "the principal is the sub claim");
+    assert_eq!(
+        submitted.submitted_by, "portal-jwt",
+        "the principal is the sub claim"
+    );
     let no_role = signer.sign("k1", claims("portal-jwt", &["submitter"]));
     assert_eq!(
         app.clients(Bearer::token(&no_role))
@@ -122,8 +132,16 @@ async fn jwts_are_checked_against_the_jwks(db: TestDb) {
         ("expired", signer.sign("k1", expired), "expired"),
         ("wrong audience", signer.sign("k1", audience), "audience"),
         ("not yet valid", signer.sign("k1", early), "not valid yet"),
-        ("unknown key id", signer.sign("k9", claims("p", &["auditor"])), "key id"),
-        ("another key", stranger.sign("k1", claims("p", &["auditor"])), "signature"),
+        (
+            "unknown key id",
+            signer.sign("k9", claims("p", &["auditor"])),
+            "key id",
+        ),
+        (
+            "another key",
+            stranger.sign("k1", claims("p", &["auditor"])),
+            "signature",
+        ),
     ] {
         let status = list_as(&app, &token).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
@@ -158,7 +176,11 @@ async fn a_static_token_taken_out_of_the_auth_file_is_refused(db: TestDb) {
         }
     }
     assert_eq!(refused, Some(Code::Unauthenticated), "revoked");
-    assert!(list_as(&app, crate::harness::app::HARNESS_TOKEN).await.is_ok());
+    assert!(
+        list_as(&app, crate::harness::app::HARNESS_TOKEN)
+            .await
+            .is_ok()
+    );
     app.stop().await;
 }
 
@@ -233,8 +255,17 @@ async fn submitters_see_only_their_own_requests(db: TestDb) {
         listed(list_as(&app, &role_token(Role::Submitter)).await.unwrap()),
         ["submitter"]
     );
-    assert_eq!(listed(list_as(&app, OTHER_SUBMITTER).await.unwrap()), ["other-submitter"]);
-    assert_eq!(list_as(&app, &role_token(Role::Auditor)).await.unwrap().len(), 2);
+    assert_eq!(
+        listed(list_as(&app, OTHER_SUBMITTER).await.unwrap()),
+        ["other-submitter"]
+    );
+    assert_eq!(
+        list_as(&app, &role_token(Role::Auditor))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     app.stop().await;
 }
 

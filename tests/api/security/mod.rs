@@ -3,6 +3,7 @@
 
 mod credentials;
 mod roles;
+mod startup;
 mod tls;
 
 use dsr_orchestrator::auth::Role;

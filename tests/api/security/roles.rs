@@ -105,7 +105,9 @@ async fn every_rpc_answers_every_caller_as_the_table_says(db: TestDb) {
                 (_, got) => got,
             };
             if got != want {
-                mismatches.push(format!("{path} as {who:?}: {got:?}, the table says {want:?}"));
+                mismatches.push(format!(
+                    "{path} as {who:?}: {got:?}, the table says {want:?}"
+                ));
             }
         }
     }
@@ -129,7 +131,12 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
     let c: Clients = app.clients(bearer(world, who));
     let method = path.rsplit('/').next().unwrap();
     match method {
-        "SubmitRequest" => code(c.requests.clone().submit_request(deletion("m@example.com")).await),
+        "SubmitRequest" => code(
+            c.requests
+                .clone()
+                .submit_request(deletion("m@example.com"))
+                .await,
+        ),
         "GetRequest" => code(
             c.requests
                 .clone()
@@ -138,7 +145,12 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                 })
                 .await,
         ),
-        "ListRequests" => code(c.requests.clone().list_requests(pb::ListRequestsRequest::default()).await),
+        "ListRequests" => code(
+            c.requests
+                .clone()
+                .list_requests(pb::ListRequestsRequest::default())
+                .await,
+        ),
         "WatchRequest" => code(
             c.requests
                 .clone()
@@ -190,7 +202,12 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                 })
                 .await,
         ),
-        "ListProcessors" => code(c.processors.clone().list_processors(pb::ListProcessorsRequest::default()).await),
+        "ListProcessors" => code(
+            c.processors
+                .clone()
+                .list_processors(pb::ListProcessorsRequest::default())
+                .await,
+        ),
         "RegisterProcessor" => {
             let id = format!("p-{}", &new_id()[..8]);
             code(
@@ -240,7 +257,9 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
         "PullInstructions" => code(
             c.instructions
                 .clone()
-                .pull_instructions(pb::PullInstructionsRequest { max_instructions: 1 })
+                .pull_instructions(pb::PullInstructionsRequest {
+                    max_instructions: 1,
+                })
                 .await,
         ),
         "AcknowledgeInstruction" | "CompleteInstruction" => {
@@ -252,7 +271,9 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                 code(
                     c.instructions
                         .clone()
-                        .acknowledge_instruction(pb::AcknowledgeInstructionRequest { instruction_id })
+                        .acknowledge_instruction(pb::AcknowledgeInstructionRequest {
+                            instruction_id,
+                        })
                         .await,
                 )
             } else {
@@ -323,11 +344,18 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                         ),
                     ),
                 };
-                let mut client = ServerReflectionClient::with_interceptor(app.channel(), bearer(world, who));
-                first_answer(client.server_reflection_info(tokio_stream::iter([request])).await).await
+                let mut client =
+                    ServerReflectionClient::with_interceptor(app.channel(), bearer(world, who));
+                first_answer(
+                    client
+                        .server_reflection_info(tokio_stream::iter([request]))
+                        .await,
+                )
+                .await
             } else {
                 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-                let mut client = ServerReflectionClient::with_interceptor(app.channel(), bearer(world, who));
+                let mut client =
+                    ServerReflectionClient::with_interceptor(app.channel(), bearer(world, who));
                 first_answer(client.server_reflection_info(requests).await).await
             }
         }

@@ -139,6 +139,53 @@ async fn register_processor_table(db: TestDb) {
             &["processor.adapter.grpc.endpoint"],
         ),
         (
+            "endpoint at the cloud metadata address",
+            endpoint("https://169.254.169.254:443"),
+            &["processor.adapter.grpc.endpoint"],
+        ),
+        (
+            "endpoint at a metadata service's name",
+            endpoint("https://metadata.google.internal:443"),
+            &["processor.adapter.grpc.endpoint"],
+        ),
+        (
+            "plaintext endpoint beyond loopback",
+            endpoint("http://10.1.2.3:8080"),
+            &["processor.adapter.grpc.endpoint"],
+        ),
+        (
+            "TLS files for a plaintext endpoint",
+            registration(|p| {
+                p.adapter = Some(pb::Adapter {
+                    kind: Some(pb::adapter::Kind::Grpc(pb::GrpcAdapter {
+                        endpoint: "http://127.0.0.1:9".into(),
+                        timeout: None,
+                        tls: Some(pb::ProcessorTls {
+                            ca_file: "/etc/dsr/ca.crt".into(),
+                            ..Default::default()
+                        }),
+                    })),
+                })
+            }),
+            &["processor.adapter.grpc.tls"],
+        ),
+        (
+            "a client certificate without its key",
+            registration(|p| {
+                p.adapter = Some(pb::Adapter {
+                    kind: Some(pb::adapter::Kind::Grpc(pb::GrpcAdapter {
+                        endpoint: "https://localhost:9".into(),
+                        timeout: None,
+                        tls: Some(pb::ProcessorTls {
+                            client_cert_file: "/etc/dsr/client.crt".into(),
+                            ..Default::default()
+                        }),
+                    })),
+                })
+            }),
+            &["processor.adapter.grpc.tls.client_key_file"],
+        ),
+        (
             "grpc timeout under 100ms",
             registration(|p| p.adapter = grpc_adapter("http://127.0.0.1:9", 99)),
             &["processor.adapter.grpc.timeout"],
