@@ -128,6 +128,36 @@ pub struct Config {
     /// loopback (identities then cross the network readable).
     #[arg(long, env = "DSR_ALLOW_PLAINTEXT_PROCESSORS")]
     pub allow_plaintext_processors: bool,
+
+    /// Largest message taken or sent, in bytes (the largest valid one fits).
+    #[arg(long, env = "DSR_MAX_MESSAGE_SIZE", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024 * 1024..=64 * 1024 * 1024))]
+    pub max_message_size: u32,
+
+    /// Most concurrent streams (calls) on one HTTP/2 connection.
+    #[arg(long, env = "DSR_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+
+    /// Most calls in progress at once, all callers together; beyond it
+    /// calls are answered RESOURCE_EXHAUSTED.
+    #[arg(long, env = "DSR_MAX_CALLS_IN_FLIGHT", default_value_t = 1024)]
+    pub max_calls_in_flight: usize,
+
+    /// Calls per second one caller (principal, processor) may make.
+    #[arg(long, env = "DSR_RATE_LIMIT", default_value_t = 200.0)]
+    pub rate_limit: f64,
+
+    /// Calls one caller may make at once beyond `--rate-limit`.
+    #[arg(long, env = "DSR_RATE_BURST", default_value_t = 400.0)]
+    pub rate_burst: f64,
+
+    /// Most open WatchRequest streams, all callers together.
+    #[arg(long, env = "DSR_MAX_WATCHES", default_value_t = 1000)]
+    pub max_watches: usize,
+
+    /// Most open WatchRequest streams of one caller.
+    #[arg(long, env = "DSR_MAX_WATCHES_PER_CALLER", default_value_t = 100)]
+    pub max_watches_per_caller: usize,
 }
 
 impl Config {
@@ -148,6 +178,17 @@ impl Config {
             key: self.tls_key.clone()?,
             client_ca: self.tls_client_ca.clone(),
         })
+    }
+
+    /// The limits on callers.
+    pub fn limits(&self) -> crate::api::limits::LimitSettings {
+        crate::api::limits::LimitSettings {
+            calls_in_flight: self.max_calls_in_flight.max(1),
+            rate: self.rate_limit.max(0.001),
+            burst: self.rate_burst.max(1.0),
+            watches_per_caller: self.max_watches_per_caller,
+            watches: self.max_watches,
+        }
     }
 
     /// Dispatcher settings.

@@ -17,6 +17,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminState;
+use crate::api::limits::{LimitLayer, LimitSettings, WatchLimits};
 use crate::api::{InstructionApi, ProcessorApi, RequestApi};
 use crate::auth::identify::Authenticator;
 use crate::auth::layer::AuthLayer;
@@ -77,6 +78,17 @@ pub struct Application {
     allow_plaintext: bool,
     /// How often the TLS and auth files are checked for changes.
     reload_interval: Duration,
+    /// Bounds on callers.
+    limits: LimitSettings,
+    /// The transport's bounds: largest message, streams per connection.
+    transport: Transport,
+}
+
+/// The transport's bounds.
+#[derive(Clone, Copy, Debug)]
+struct Transport {
+    max_message_size: usize,
+    max_concurrent_streams: u32,
 }
 
 impl Application {
@@ -200,6 +212,11 @@ impl Application {
             insecure,
             allow_plaintext: config.allow_plaintext_processors,
             reload_interval: config.reload_interval,
+            limits: config.limits(),
+            transport: Transport {
+                max_message_size: config.max_message_size as usize,
+                max_concurrent_streams: config.max_concurrent_streams,
+            },
         })
     }
 
@@ -242,6 +259,8 @@ impl Application {
             insecure,
             allow_plaintext,
             reload_interval,
+            limits,
+            transport,
         } = self;
         // Every moving part, in the order it starts; they stop in the
         // reverse order, each after the ones that feed it.
@@ -297,6 +316,7 @@ impl Application {
                 dispatcher: dispatcher.clone(),
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
+                watches: WatchLimits::new(limits),
             },
             processors: ProcessorApi {
                 store: store.clone(),
@@ -308,7 +328,8 @@ impl Application {
                 clock: clock.clone(),
             },
         };
-        let served = serve(listener, tls, AuthLayer::new(auth), services, shutdown).await;
+        let layers = (AuthLayer::new(auth), LimitLayer::new(limits));
+        let served = serve(listener, tls, layers, transport, services, shutdown).await;
         tracing::info!("gRPC server stopped; stopping the background tasks");
         tasks.stop().await;
         metrics.shutdown();
@@ -328,7 +349,8 @@ struct Services {
 async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
-    auth: AuthLayer,
+    (auth, limits): (AuthLayer, LimitLayer),
+    transport: Transport,
     services: Services,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -365,12 +387,27 @@ async fn serve(
         .layer(RpcTraceLayer)
         // Who is calling, and may they: before any service sees the call.
         .layer(auth)
+        // How much may they ask: by caller, so it comes after who.
+        .layer(limits)
+        .max_concurrent_streams(Some(transport.max_concurrent_streams))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(RequestServiceServer::new(services.requests))
-        .add_service(ProcessorServiceServer::new(services.processors))
-        .add_service(InstructionServiceServer::new(services.instructions));
+        .add_service(
+            RequestServiceServer::new(services.requests)
+                .max_decoding_message_size(transport.max_message_size)
+                .max_encoding_message_size(transport.max_message_size),
+        )
+        .add_service(
+            ProcessorServiceServer::new(services.processors)
+                .max_decoding_message_size(transport.max_message_size)
+                .max_encoding_message_size(transport.max_message_size),
+        )
+        .add_service(
+            InstructionServiceServer::new(services.instructions)
+                .max_decoding_message_size(transport.max_message_size)
+                .max_encoding_message_size(transport.max_message_size),
+        );
     match tls {
         // Handshakes off the accept loop; the configuration reloaded.
         Some(tls) => {

@@ -4,6 +4,7 @@
 
 pub mod error;
 mod instruction_service;
+pub mod limits;
 mod page;
 mod processor_service;
 mod request_service;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
+use super::limits::{WatchLimits, Watching};
 use super::page::{page_size, page_token};
 use crate::auth::Caller;
 use crate::clock::Clock;
@@ -37,6 +38,8 @@ pub struct RequestApi {
     pub(crate) shutdown: CancellationToken,
     /// Counts submissions.
     pub(crate) metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    /// Bounds the open watch streams.
+    pub(crate) watches: Arc<WatchLimits>,
 }
 
 fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
@@ -119,6 +122,7 @@ impl RequestApi {
     /// Streams the history of `id` from `after`, then follows it until the
     /// terminal event or until the client goes away.
     async fn follow(
+        _watching: Watching,
         store: Store,
         id: RequestId,
         mut after: u64,
@@ -287,8 +291,10 @@ impl RequestService for RequestApi {
             &caller,
             &self.store.request(id).await.map_err(ApiError::from)?,
         )?;
+        let watching = self.watches.open(&caller)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(Self::follow(
+            watching,
             self.store.clone(),
             id,
             req.after_sequence,

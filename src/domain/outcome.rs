@@ -14,6 +14,10 @@ use super::{DeletionException, InstructionState, Violations};
 pub const MAX_SUB_PROCESSORS: usize = 100;
 /// Most data records one result may carry.
 pub const MAX_DATA_RECORDS: usize = 10_000;
+/// Most bytes of data records (categories, values, sources) one result may
+/// carry: with the rest of its message, it fits the transport's smallest
+/// message limit (1 MiB; 4 MiB by default).
+pub const MAX_DATA_RECORD_BYTES: usize = 768 * 1024;
 
 /// A processor's final answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -140,6 +144,18 @@ impl InstructionResult {
         }
         if records.len() > MAX_DATA_RECORDS {
             v.add("records", format!("at most {MAX_DATA_RECORDS} entries"));
+        }
+        let bytes: usize = records
+            .iter()
+            .map(|r| r.category.len() + r.value.len() + r.source.len())
+            .sum();
+        if bytes > MAX_DATA_RECORD_BYTES {
+            v.add(
+                "records",
+                format!(
+                    "at most {MAX_DATA_RECORD_BYTES} bytes of categories, values and sources in all"
+                ),
+            );
         }
         for (i, r) in records.iter().enumerate() {
             v.take(

@@ -1,0 +1,312 @@
+//! Bounds on what callers may ask at once, so one caller (or a flood of
+//! them) cannot starve the others or the server itself:
+//!
+//! - **calls in flight**, all callers together (`--max-calls-in-flight`):
+//!   beyond it a call is answered `RESOURCE_EXHAUSTED` at once rather than
+//!   queued behind the others;
+//! - **a rate per caller** (`--rate-limit` calls per second, bursts of
+//!   `--rate-burst`), a token bucket per principal, per processor, and one
+//!   for anonymous callers: beyond it `RESOURCE_EXHAUSTED` with a
+//!   `google.rpc.RetryInfo` saying when a call would be taken again;
+//! - **open `WatchRequest` streams**, per caller and in all
+//!   ([`WatchLimits`], used by the request service).
+//!
+//! The size of one message and the streams of one connection are bounded
+//! by the transport (`--max-message-size`, `--max-concurrent-streams`).
+//! Health checks are exempt from all of it, so probes keep answering under
+//! load.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+use crate::auth::Caller;
+
+/// The limits' settings.
+#[derive(Clone, Copy, Debug)]
+pub struct LimitSettings {
+    /// Calls in flight, all callers together.
+    pub calls_in_flight: usize,
+    /// Calls per second per caller.
+    pub rate: f64,
+    /// Calls a caller may make at once beyond the rate.
+    pub burst: f64,
+    /// Open watch streams per caller.
+    pub watches_per_caller: usize,
+    /// Open watch streams in all.
+    pub watches: usize,
+}
+
+/// Wraps services in [`Limit`].
+#[derive(Clone)]
+pub struct LimitLayer {
+    state: Arc<Shared>,
+}
+
+struct Shared {
+    settings: LimitSettings,
+    in_flight: AtomicUsize,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// A caller's token bucket.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl LimitLayer {
+    /// Limits with `settings`.
+    pub fn new(settings: LimitSettings) -> Self {
+        Self {
+            state: Arc::new(Shared {
+                settings,
+                in_flight: AtomicUsize::new(0),
+                buckets: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for LimitLayer {
+    type Service = Limit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Limit {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// A service that takes a call only within the limits.
+#[derive(Clone)]
+pub struct Limit<S> {
+    inner: S,
+    state: Arc<Shared>,
+}
+
+impl Shared {
+    /// Takes a token from `key`'s bucket, or says how long until one.
+    fn take(&self, key: &str) -> Result<(), Duration> {
+        let LimitSettings { rate, burst, .. } = self.settings;
+        let mut buckets = self.buckets.lock().expect("rate buckets lock");
+        let now = Instant::now();
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        // Buckets of callers gone quiet are dropped now and then, so the
+        // map stays the size of the active callers.
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(60));
+        }
+        Err(Duration::from_secs_f64((1.0 - buckets[key].tokens) / rate))
+    }
+}
+
+/// Counts a call in flight until dropped.
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `RESOURCE_EXHAUSTED`, with when to try again if known.
+fn exhausted(message: &str, retry_after: Option<Duration>) -> Status {
+    let mut details = ErrorDetails::new();
+    if let Some(after) = retry_after {
+        details.set_retry_info(Some(after));
+    }
+    Status::with_error_details(tonic::Code::ResourceExhausted, message, details)
+}
+
+/// The rate limit's key for `caller`.
+fn key(caller: &Caller) -> String {
+    caller.actor().to_string()
+}
+
+impl<S, B> Service<http::Request<B>> for Limit<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+            return Box::pin(inner.call(req));
+        }
+        let state = self.state.clone();
+        let settings = state.settings;
+        if state.in_flight.fetch_add(1, Ordering::Relaxed) >= settings.calls_in_flight {
+            state.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let status = exhausted(
+                "the server has too many calls in progress; retry shortly",
+                Some(Duration::from_millis(100)),
+            );
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let in_flight = InFlight(state.clone());
+        let caller = req
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous);
+        if let Err(after) = state.take(&key(&caller)) {
+            drop(in_flight);
+            let status = exhausted(
+                &format!(
+                    "the caller's rate limit ({} calls/s) is reached; retry after {} ms",
+                    settings.rate,
+                    after.as_millis().max(1)
+                ),
+                Some(after),
+            );
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        Box::pin(async move {
+            let response = inner.call(req).await;
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// Open `WatchRequest` streams, per caller and in all.
+pub struct WatchLimits {
+    settings: LimitSettings,
+    open: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+/// One open watch, counted until dropped.
+pub struct Watching {
+    limits: Arc<WatchLimits>,
+    key: String,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().expect("watch limits lock");
+        open.0 -= 1;
+        if let Some(n) = open.1.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl WatchLimits {
+    /// Limits with `settings`.
+    pub fn new(settings: LimitSettings) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            open: Mutex::default(),
+        })
+    }
+
+    /// Opens a watch for `caller`, or answers why not.
+    pub fn open(self: &Arc<Self>, caller: &Caller) -> Result<Watching, Status> {
+        let key = key(caller);
+        let mut open = self.open.lock().expect("watch limits lock");
+        if open.0 >= self.settings.watches {
+            return Err(exhausted(
+                "the server follows as many requests as it may; retry later",
+                Some(Duration::from_secs(1)),
+            ));
+        }
+        let mine = open.1.entry(key.clone()).or_default();
+        if *mine >= self.settings.watches_per_caller {
+            return Err(exhausted(
+                &format!(
+                    "the caller already follows {} requests, its limit; end one first",
+                    self.settings.watches_per_caller
+                ),
+                None,
+            ));
+        }
+        *mine += 1;
+        open.0 += 1;
+        Ok(Watching {
+            limits: self.clone(),
+            key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> LimitSettings {
+        LimitSettings {
+            calls_in_flight: 10,
+            rate: 10.0,
+            burst: 3.0,
+            watches_per_caller: 1,
+            watches: 2,
+        }
+    }
+
+    #[test]
+    fn each_caller_has_its_own_bucket() {
+        let layer = LimitLayer::new(settings());
+        for _ in 0..3 {
+            assert!(layer.state.take("a").is_ok());
+        }
+        let wait = layer.state.take("a").unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+        assert!(
+            layer.state.take("b").is_ok(),
+            "another caller is not held up"
+        );
+    }
+
+    #[test]
+    fn watches_are_counted_per_caller_and_in_all() {
+        let limits = WatchLimits::new(settings());
+        let a = Caller::Anonymous;
+        let first = limits.open(&a).unwrap();
+        assert!(limits.open(&a).is_err(), "one per caller");
+        let b = Caller::Processor(crate::domain::ProcessorId::parse("vendor").unwrap());
+        let second = limits.open(&b).unwrap();
+        let c = Caller::Processor(crate::domain::ProcessorId::parse("other").unwrap());
+        assert!(limits.open(&c).is_err(), "two in all");
+        drop(first);
+        drop(second);
+        assert!(limits.open(&c).is_ok());
+    }
+}

@@ -1,0 +1,176 @@
+//! Bounds on what callers may ask: a flood from one caller is held to its
+//! rate without starving another; open watch streams are counted per
+//! caller; a message larger than the transport takes, or a result larger
+//! than the domain takes, is a clear refusal and stores nothing.
+
+use dsr_orchestrator::auth::Role;
+use dsr_orchestrator::pb;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::{OTHER_SUBMITTER, principals_per_role, role_token};
+use crate::backends;
+use crate::harness::app::Bearer;
+use crate::harness::*;
+
+backends!(
+    a_flood_from_one_caller_does_not_starve_another,
+    watch_streams_are_bounded_per_caller,
+    oversized_input_is_refused_clearly
+);
+
+async fn a_flood_from_one_caller_does_not_starve_another(db: TestDb) {
+    let app = TestApp::spawn_authenticated(&db, &principals_per_role(), |c| {
+        c.rate_limit = 5.0;
+        c.rate_burst = 10.0;
+    })
+    .await;
+    let flooder = app.clients(Bearer::token(&role_token(Role::Submitter)));
+    let other = app.clients(Bearer::token(OTHER_SUBMITTER));
+    let mut refused = None;
+    for _ in 0..60 {
+        match flooder
+            .requests
+            .clone()
+            .list_requests(pb::ListRequestsRequest::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the flood is held to its rate");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let retry = refused.get_error_details().retry_info().cloned();
+    assert!(
+        retry.and_then(|r| r.retry_delay).is_some(),
+        "RetryInfo says when: {refused:?}"
+    );
+    // Another caller, at the same moment, is served.
+    for _ in 0..5 {
+        other
+            .requests
+            .clone()
+            .list_requests(pb::ListRequestsRequest::default())
+            .await
+            .expect("not starved");
+    }
+    app.stop().await;
+}
+
+async fn watch_streams_are_bounded_per_caller(db: TestDb) {
+    let app = TestApp::spawn_authenticated(&db, &principals_per_role(), |c| {
+        c.max_watches_per_caller = 2;
+    })
+    .await;
+    register(&app, pull_processor("puller", 60_000)).await;
+    let auditor = app.clients(Bearer::token(&role_token(Role::Auditor)));
+    let req = submit(&app, deletion("watched@example.com")).await;
+    let watch = || {
+        let mut client = auditor.requests.clone();
+        let request_id = req.request_id.clone();
+        async move {
+            client
+                .watch_request(pb::WatchRequestRequest {
+                    request_id,
+                    after_sequence: 0,
+                })
+                .await
+        }
+    };
+    let first = watch().await.expect("first").into_inner();
+    let second = watch().await.expect("second").into_inner();
+    let third = watch().await.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    // Another caller has its own count.
+    let operator = app.clients(Bearer::token(&role_token(Role::Operator)));
+    let theirs = operator
+        .requests
+        .clone()
+        .watch_request(pb::WatchRequestRequest {
+            request_id: req.request_id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .expect("another caller's watch");
+    drop(theirs);
+    // A stream that ends gives its place back (the server notices the
+    // client hung up when it next looks; wait for it, bounded).
+    drop(first);
+    let mut reopened = false;
+    for _ in 0..200 {
+        if watch().await.is_ok() {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(reopened, "a closed watch frees its place");
+    drop(second);
+    app.stop().await;
+}
+
+async fn oversized_input_is_refused_clearly(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.max_message_size = 1024 * 1024;
+    })
+    .await;
+    let token = register(&app, pull_processor("puller", 60_000)).await;
+    let mut huge = pull_processor("huge", 60_000);
+    huge.display_name = "x".repeat(2 * 1024 * 1024);
+    let too_big = app
+        .processors
+        .clone()
+        .register_processor(pb::RegisterProcessorRequest {
+            processor: Some(huge),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(too_big.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{too_big:?}"
+    );
+    assert!(too_big.message().contains("too large"), "{too_big:?}");
+
+    // An access answer whose records exceed what one result may carry.
+    let mut access = deletion("records@example.com");
+    access.kind = pb::RequestKind::Access as i32;
+    submit(&app, access).await;
+    let pulled = pull(&app, &token, 1).await;
+    let records = (0..100)
+        .map(|i| pb::DataRecord {
+            category: "identifiers".into(),
+            value: format!("{i}:{}", "v".repeat(8_000)),
+            source: "crm".into(),
+        })
+        .collect();
+    let refused = app
+        .instructions
+        .clone()
+        .complete_instruction(authed(
+            &token,
+            pb::CompleteInstructionRequest {
+                instruction_id: pulled[0].instruction_id.clone(),
+                result: Some(pb::InstructionResult {
+                    outcome: pb::Outcome::Completed as i32,
+                    records,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(violations(&refused), ["result.records"]);
+    let listed = all_instructions(&app).await;
+    assert!(
+        listed
+            .iter()
+            .all(|i| i.state() != pb::InstructionState::Completed),
+        "nothing stored"
+    );
+    app.stop().await;
+}
