@@ -5,33 +5,38 @@
 //!
 //! # Layout
 //!
-//! Dependencies point down this list: `domain` depends on nothing here,
-//! `store` on `domain`, `dispatch` on `domain`, `store` and `wire`, `api`
-//! on those, and only [`startup`] knows them all.
+//! Each module depends only on modules above it in this list, so
+//! `domain` depends on nothing here and only [`startup`] knows them all.
 //!
 //! - [`domain`]: what requests, processors, instructions and records are;
 //!   validated types, the pure instruction state machine, the fan-out, the
 //!   retry policy. No I/O, no tonic, prost or sqlx.
+//! - [`clock`]: "now", injected, so tests move time by hand.
+//! - [`batches`]: the receiving end of the batching queues (intake, the
+//!   recorder, the notice publisher), drained at shutdown.
+//! - [`processors_file`]: the declarative YAML registry loaded at startup.
 //! - [`store`]: all orchestration state in SQL (SQLite or PostgreSQL),
 //!   returning domain types: intake, claims, transitions, records, events,
 //!   notices to other replicas, throwaway databases for tests.
 //! - [`wire`]: protobuf <-> domain conversion, the only place the two
-//!   meet; used by the API and by the gRPC push adapter.
-//! - [`dispatch`]: the claim -> deliver -> record loop, delivery slots,
-//!   the recorder, and the adapter seam with its gRPC implementation.
-//! - [`api`]: the tonic services and the error -> status mapping.
+//!   meet, and the codec of every service; used by the API and by the gRPC
+//!   push adapter. [`pb`] is the generated `dsr.v1` code it converts.
 //! - [`telemetry`]: logs, OpenTelemetry traces and metrics, the per-RPC
 //!   span layer.
+//! - [`tls`]: the server's TLS, reloaded when its files change, and TLS
+//!   towards processors.
+//! - [`auth`]: who is calling (principals with roles, processors) and
+//!   what they may do: the one table, and the layer that enforces it.
+//! - [`dispatch`]: the claim -> deliver -> record loop, delivery slots,
+//!   the recorder, where deliveries may go, and the adapter seam with its
+//!   gRPC implementation.
+//! - [`api`]: the tonic services, the error -> status mapping, and the
+//!   limits on callers.
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/healthz`,
 //!   `/readyz`).
 //! - [`config`]: every setting, as flags and `DSR_*` variables.
-//! - [`processors_file`]: the declarative YAML registry loaded at startup.
-//! - [`clock`]: "now", injected, so tests move time by hand.
-//! - [`batches`]: the receiving end of the batching queues (intake, the
-//!   recorder, the notice publisher), drained at shutdown.
 //! - [`startup`]: wires everything into an [`startup::Application`] and
 //!   starts and stops every background task.
-//! - [`pb`]: the generated `dsr.v1` code.
 
 pub mod admin;
 pub mod api;

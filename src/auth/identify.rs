@@ -112,7 +112,13 @@ impl Authenticator {
                 return match self.store.authenticate(token).await {
                     Ok(Some(processor)) => Ok(Some(Caller::Processor(processor))),
                     Ok(None) => Err(Status::unauthenticated("unknown callback token")),
-                    Err(e) => Err(crate::api::error::ApiError::from(e).into()),
+                    Err(e) if e.is_transient() => Err(Status::unavailable(
+                        "the database is unavailable; retry later",
+                    )),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot look a callback token up");
+                        Err(Status::internal("internal error"))
+                    }
                 };
             }
             if let Some(principal) = state.config.token(token) {

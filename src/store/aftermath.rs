@@ -17,9 +17,37 @@ use super::codec::{micros, parsed};
 use super::events::{EventKind, NewEvent, append_events};
 use super::records::{CLOSED_COLUMNS, record_closed};
 use super::sql::{Bind, Col, Sql};
-use super::transition::By;
 use super::{Backend, Effects, StoreError};
-use crate::domain::{Actor, InstructionView, RequestId, RequestStatus, Timestamp};
+use crate::domain::{
+    Actor, InstructionState, InstructionView, RequestId, RequestStatus, Timestamp,
+};
+
+/// Who makes the changes of one call, for their events.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum By<'a> {
+    /// One actor for every change (an operator, a processor's callback,
+    /// the caller cancelling a request).
+    Actor(&'a Actor),
+    /// The dispatcher's doing: the processor for its answers (accepted or
+    /// final), the orchestrator for everything else (claims, retries,
+    /// escalations).
+    Dispatch,
+}
+
+impl By<'_> {
+    /// The actor of `view`'s change.
+    pub fn actor_for(&self, view: &InstructionView) -> Actor {
+        match self {
+            By::Actor(actor) => (*actor).clone(),
+            By::Dispatch
+                if view.state == InstructionState::Acknowledged || view.state.is_terminal() =>
+            {
+                Actor::Processor(view.processor_id.clone())
+            }
+            By::Dispatch => Actor::System,
+        }
+    }
+}
 
 /// Takes the row locks of `ids` in id order (PostgreSQL only; SQLite's
 /// `BEGIN IMMEDIATE` already serialises writers).

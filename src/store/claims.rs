@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use super::aftermath::By;
 use super::aftermath::after_changes;
 use super::codec::{from_json, instruction, micros, qualified};
 use super::sql::{Bind, Col, Sql};
-use super::transition::By;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     AttemptResult, InstructionEvent, InstructionState, InstructionView, ProcessorId,

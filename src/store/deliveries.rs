@@ -3,7 +3,8 @@
 //! reporter's lease (owner and attempt) still holds, so a dispatcher that
 //! lost its lease to a redelivery cannot overwrite the newer attempt.
 
-use super::transition::{AttemptClose, By, Change, apply};
+use super::aftermath::By;
+use super::transition::{AttemptClose, Change, apply};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
     AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionView, ResolvedBy,

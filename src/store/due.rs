@@ -7,10 +7,10 @@ use std::sync::LazyLock;
 
 use sqlx::Row;
 
+use super::aftermath::By;
 use super::aftermath::after_changes;
 use super::codec::{INSTRUCTION_COLUMNS, instruction, micros};
 use super::sql::Sql;
-use super::transition::By;
 use super::{Effects, Store, StoreError};
 use crate::domain::{ProcessorId, Timestamp};
 

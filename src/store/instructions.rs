@@ -4,9 +4,10 @@
 
 use sqlx::Row;
 
+use super::aftermath::By;
 use super::codec::{INSTRUCTION_COLUMNS, instruction, opt_time, state_list, time};
 use super::sql::Sql;
-use super::transition::{AttemptClose, By, Change, apply};
+use super::transition::{AttemptClose, Change, apply};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
     Actor, AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,

@@ -7,12 +7,13 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::aftermath::By;
 use super::codec::{
     INSTRUCTION_COLUMNS, from_json, instruction, micros, opt_time, parsed, request_id, state_list,
     time,
 };
 use super::sql::Sql;
-use super::transition::{By, Change, apply};
+use super::transition::{Change, apply};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     Actor, InstructionEvent, InstructionState, InstructionView, Jurisdiction, RequestId,

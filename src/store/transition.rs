@@ -21,41 +21,14 @@
 
 use sqlx::AnyConnection;
 
-use super::aftermath::{after_changes, lock_rows};
+use super::aftermath::{By, after_changes, lock_rows};
 use super::codec::{instruction, json, micros, qualified, state_list};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Effects, StoreError};
 use crate::domain::{
-    Actor, AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,
+    AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,
     InstructionView, ResolvedBy, Timestamp,
 };
-
-/// Who makes the changes of one call, for their events.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum By<'a> {
-    /// One actor for every change (an operator, a processor's callback,
-    /// the caller cancelling a request).
-    Actor(&'a Actor),
-    /// The dispatcher's doing: the processor for its answers (accepted or
-    /// final), the orchestrator for everything else (claims, retries,
-    /// escalations).
-    Dispatch,
-}
-
-impl By<'_> {
-    /// The actor of `view`'s change.
-    pub fn actor_for(&self, view: &InstructionView) -> Actor {
-        match self {
-            By::Actor(actor) => (*actor).clone(),
-            By::Dispatch
-                if view.state == InstructionState::Acknowledged || view.state.is_terminal() =>
-            {
-                Actor::Processor(view.processor_id.clone())
-            }
-            By::Dispatch => Actor::System,
-        }
-    }
-}
 
 /// How the open delivery-attempt entry of a changed instruction is closed.
 #[derive(Clone, Debug)]
