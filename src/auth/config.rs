@@ -14,6 +14,7 @@
 //!   principal_claim: sub                 # default `sub`
 //!   roles_claim: roles                   # default `roles`: a list, or a space-separated string
 //!   refresh: 5m                          # how often a JWKS URL is fetched again; default 5m
+//!   refetch: 10s                         # least time between fetches for unknown key ids; default 10s
 //!   leeway: 30s                          # clock skew allowed on exp and nbf; default 30s
 //! client_certificates:           # mutual TLS (needs --tls-client-ca)
 //!   - common_name: ops-console.corp.example   # or san: spiffe://corp/ns/dsr/sa/ops (DNS or URI SAN)
@@ -60,6 +61,8 @@ pub struct JwtConfig {
     pub roles_claim: String,
     /// How often a JWKS URL is fetched again.
     pub refresh: Duration,
+    /// Least time between fetches of a JWKS URL for key ids it lacks.
+    pub refetch: Duration,
     /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
 }
@@ -136,6 +139,7 @@ impl AuthConfig {
                 principal_claim: j.principal_claim.unwrap_or_else(|| "sub".into()),
                 roles_claim: j.roles_claim.unwrap_or_else(|| "roles".into()),
                 refresh: duration("jwt.refresh", j.refresh, Duration::from_secs(300))?,
+                refetch: duration("jwt.refetch", j.refetch, Duration::from_secs(10))?,
                 leeway: duration("jwt.leeway", j.leeway, Duration::from_secs(30))?,
             });
         }
@@ -207,6 +211,7 @@ struct JwtEntry {
     principal_claim: Option<String>,
     roles_claim: Option<String>,
     refresh: Option<String>,
+    refetch: Option<String>,
     leeway: Option<String>,
 }
 

@@ -6,7 +6,8 @@
 //! key (`kid`), its algorithm must be the key's, and it must carry `exp`,
 //! `iss` and `aud`; `nbf` is checked when present. A token naming a key id
 //! the set does not hold makes the server fetch a JWKS URL again (at most
-//! every ten seconds), so keys rotated at the identity provider are found
+//! every `jwt.refetch`, ten seconds by default, so unknown key ids cannot
+//! make it hammer the identity provider), so keys rotated there are found
 //! without waiting for the next refresh.
 
 use std::collections::{BTreeSet, HashMap};
@@ -19,9 +20,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use super::config::{JwksSource, JwtConfig};
 use super::{Principal, Role};
 use crate::domain::PrincipalName;
-
-/// Least time between two fetches of a JWKS URL for unknown key ids.
-const REFETCH_AFTER: Duration = Duration::from_secs(10);
 
 /// Most bytes of a JWKS document.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -75,8 +73,9 @@ impl Jwks {
         Ok(())
     }
 
-    /// The key `kid`, fetching a URL's set again when it is unknown.
-    async fn key(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
+    /// The key `kid`, fetching a URL's set again when it is unknown and
+    /// the last fetch is at least `refetch` old.
+    async fn key(&self, kid: &str, refetch: Duration) -> Option<(DecodingKey, Algorithm)> {
         if let Some(k) = self.keys.read().expect("jwks lock").get(kid) {
             return Some(k.clone());
         }
@@ -84,7 +83,7 @@ impl Jwks {
             .fetched
             .read()
             .expect("jwks lock")
-            .is_none_or(|at| at.elapsed() >= REFETCH_AFTER);
+            .is_none_or(|at| at.elapsed() >= refetch);
         if matches!(self.source, JwksSource::Url(_)) && stale {
             if let Err(e) = self.refresh().await {
                 tracing::warn!(error = %e, "cannot refresh the JWKS");
@@ -99,7 +98,7 @@ impl Jwks {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("not a JWT: {e}"))?;
         let kid = header.kid.ok_or("the JWT names no key (kid)")?;
         let (key, algorithm) = self
-            .key(&kid)
+            .key(&kid, config.refetch)
             .await
             .ok_or_else(|| format!("the JWT's key id {kid:?} is not in the JWKS"))?;
         if header.alg != algorithm {

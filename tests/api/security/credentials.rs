@@ -17,6 +17,7 @@ use crate::harness::*;
 
 backends!(
     jwts_are_checked_against_the_jwks,
+    a_jwks_url_is_fetched_again_for_a_key_it_did_not_hold,
     a_static_token_taken_out_of_the_auth_file_is_refused,
     submitters_see_only_their_own_requests,
     every_change_records_who_made_it
@@ -147,6 +148,49 @@ async fn jwts_are_checked_against_the_jwks(db: TestDb) {
         assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
         assert!(status.message().contains(says), "{case}: {status:?}");
     }
+    app.stop().await;
+}
+
+/// A JWKS served over HTTP by the test, which may change its keys.
+async fn serve_jwks(keys: std::sync::Arc<std::sync::Mutex<serde_json::Value>>) -> String {
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let keys = keys.clone();
+            async move { keys.lock().unwrap().to_string() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/jwks.json")
+}
+
+async fn a_jwks_url_is_fetched_again_for_a_key_it_did_not_hold(db: TestDb) {
+    let first = Signer::new("k1");
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(
+        serde_json::json!({ "keys": [first.jwk] }),
+    ));
+    let url = serve_jwks(keys.clone()).await;
+    let app = TestApp::spawn_authenticated(
+        &db,
+        &format!(
+            "jwt:\n  jwks_url: {url}\n  issuer: https://idp.test\n  audience: dsr-orchestrator\n  refetch: 0s\n"
+        ),
+        |_| {},
+    )
+    .await;
+    let token = first.sign("k1", claims("portal-jwt", &["auditor"]));
+    assert!(list_as(&app, &token).await.is_ok());
+    // The provider rotates its key: a token signed with the new one names
+    // a key id the server has not seen, and it fetches the set again.
+    let second = Signer::new("k2");
+    *keys.lock().unwrap() = serde_json::json!({ "keys": [first.jwk, second.jwk] });
+    let rotated = second.sign("k2", claims("portal-jwt", &["auditor"]));
+    assert!(
+        list_as(&app, &rotated).await.is_ok(),
+        "the new key was fetched"
+    );
     app.stop().await;
 }
 
