@@ -15,6 +15,8 @@
 //! - [`batches`]: the receiving end of the batching queues (intake, the
 //!   recorder, the notice publisher), drained at shutdown.
 //! - [`processors_file`]: the declarative YAML registry loaded at startup.
+//! - [`compliance_file`]: the law's clock and the verification required,
+//!   where they differ from the defaults.
 //! - [`store`]: all orchestration state in SQL (SQLite or PostgreSQL),
 //!   returning domain types: intake, claims, transitions, records, events,
 //!   notices to other replicas, throwaway databases for tests.
@@ -43,6 +45,7 @@ pub mod api;
 pub mod auth;
 pub mod batches;
 pub mod clock;
+pub mod compliance_file;
 pub mod config;
 pub mod dispatch;
 pub mod domain;

@@ -173,6 +173,10 @@ str_enum! {
         GdprArchivingResearch = "GDPR_ARCHIVING_RESEARCH",
         /// GDPR 17(3)(e).
         GdprLegalClaims = "GDPR_LEGAL_CLAIMS",
+        /// APPI Art. 35(2) and (4), proviso.
+        AppiDifficultAlternativeMeasures = "APPI_DIFFICULT_ALTERNATIVE_MEASURES",
+        /// APPI Art. 35(1), (3) and (5): the conditions are not met.
+        AppiConditionsNotMet = "APPI_CONDITIONS_NOT_MET",
         /// Another ground provided by law.
         Other = "OTHER",
     }

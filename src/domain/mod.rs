@@ -12,7 +12,9 @@
 //! sqlx type.
 
 mod actor;
+mod deadline;
 mod enums;
+pub mod exceptions;
 mod fan_out;
 mod ids;
 mod instruction;
@@ -22,9 +24,13 @@ mod record;
 mod redact;
 mod request;
 mod retry;
+mod verification;
 mod violation;
 
 pub use actor::{Actor, PrincipalName};
+pub use deadline::{
+    Calendar, DeadlinePolicy, Deadlines, ExtensionRefused, ExtensionRule, Period, Regime,
+};
 pub use enums::*;
 pub use fan_out::fan_out;
 pub use ids::{InstructionId, ProcessorId, RequestId};
@@ -38,6 +44,7 @@ pub use request::{
     Verification,
 };
 pub use retry::RetryPolicy;
+pub use verification::{AccessScope, Need, VerificationPolicy};
 pub use violation::{Violation, Violations};
 
 /// A point in time, UTC, at microsecond precision (what both databases keep).

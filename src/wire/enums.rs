@@ -118,6 +118,8 @@ proto_enum!(DeletionException {
     GdprArchivingResearch,
     GdprLegalClaims,
     Other,
+    AppiDifficultAlternativeMeasures,
+    AppiConditionsNotMet,
 });
 proto_enum!(InstructionState {
     Pending,

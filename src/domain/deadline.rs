@@ -1,0 +1,350 @@
+//! The law's clock: when a request's receipt must be confirmed and when it
+//! must be answered, per jurisdiction, and how far it may be extended.
+//! Deadlines run from when the person made the request (`submitted_at`),
+//! never from the fan-out, and a slow processor never moves them.
+//!
+//! A period ends at the end of its last day (UTC): "within 10 business
+//! days" of a request made on a Friday ends at 23:59:59.999999 of the
+//! tenth business day after that Friday. Business days skip the weekend
+//! and the holidays of the regime's calendar. Months are calendar months:
+//! one month from the 31st of January ends on the last day of February.
+//!
+//! | regime | confirm receipt | respond | extension |
+//! |---|---|---|---|
+//! | CCPA | 10 business days | 45 days | once, up to 45 more days, declared before the first deadline |
+//! | GDPR | - | 1 month | once, up to 2 more months, declared inside the first month |
+//! | APPI | - | a target (14 days by default) | none |
+//! | OTHER | - | 30 days by default | none |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{Datelike, Days, Months, NaiveDate, NaiveTime, Weekday};
+
+use super::{Jurisdiction, Timestamp};
+
+/// A length of time in the law's units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Period {
+    /// Calendar days.
+    Days(u32),
+    /// Days that are neither weekend nor holiday in the regime's calendar.
+    BusinessDays(u32),
+    /// Calendar months.
+    Months(u32),
+}
+
+impl Period {
+    /// The last day of the period that starts the day after `from`'s date.
+    fn last_day(self, from: NaiveDate, calendar: &Calendar) -> NaiveDate {
+        match self {
+            Period::Days(n) => from + Days::new(u64::from(n)),
+            Period::Months(n) => from
+                .checked_add_months(Months::new(n))
+                .unwrap_or(NaiveDate::MAX),
+            Period::BusinessDays(n) => {
+                let mut day = from;
+                let mut counted = 0;
+                while counted < n {
+                    day = day.succ_opt().unwrap_or(NaiveDate::MAX);
+                    if calendar.is_business_day(day) {
+                        counted += 1;
+                    }
+                }
+                day
+            }
+        }
+    }
+
+    /// The end of the period begun at `from`: the last instant of its
+    /// last day, UTC.
+    pub fn end(self, from: Timestamp, calendar: &Calendar) -> Timestamp {
+        end_of(self.last_day(from.date_naive(), calendar))
+    }
+}
+
+/// The last instant (microseconds) of `day`, UTC.
+fn end_of(day: NaiveDate) -> Timestamp {
+    let last = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("a valid time");
+    day.and_time(last).and_utc()
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Period::Days(n) => write!(f, "{n} days"),
+            Period::BusinessDays(n) => write!(f, "{n} business days"),
+            Period::Months(n) => write!(f, "{n} months"),
+        }
+    }
+}
+
+impl FromStr for Period {
+    type Err = String;
+
+    /// `45 days`, `10 business days`, `1 month`, `2 months`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let bad = || format!("{s:?}: expected e.g. `45 days`, `10 business days` or `1 month`");
+        let (n, unit) = match words.as_slice() {
+            [n, unit] => (n, unit.to_string()),
+            [n, "business", unit] => (n, format!("business {unit}")),
+            _ => return Err(bad()),
+        };
+        let n: u32 = n.parse().map_err(|_| bad())?;
+        if n == 0 || n > 3660 {
+            return Err(format!("{s:?}: must be 1 to 3660"));
+        }
+        match unit.as_str() {
+            "day" | "days" => Ok(Period::Days(n)),
+            "business day" | "business days" => Ok(Period::BusinessDays(n)),
+            "month" | "months" => Ok(Period::Months(n)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Which days are business days.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Calendar {
+    /// Days of the week that are never business days.
+    pub weekend: Vec<Weekday>,
+    /// Dates that are not business days.
+    pub holidays: BTreeSet<NaiveDate>,
+}
+
+impl Default for Calendar {
+    /// Saturday and Sunday off, no holidays.
+    fn default() -> Self {
+        Self {
+            weekend: vec![Weekday::Sat, Weekday::Sun],
+            holidays: BTreeSet::new(),
+        }
+    }
+}
+
+impl Calendar {
+    /// Whether `day` is a business day.
+    pub fn is_business_day(&self, day: NaiveDate) -> bool {
+        !self.weekend.contains(&day.weekday()) && !self.holidays.contains(&day)
+    }
+}
+
+/// How far a regime lets a business extend its response deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtensionRule {
+    /// The most the deadline may move.
+    pub up_to: Period,
+}
+
+/// One jurisdiction's clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Regime {
+    /// Receipt must be confirmed within this, when the law says so.
+    pub confirm_within: Option<Period>,
+    /// The request must be answered within this.
+    pub respond_within: Period,
+    /// The one extension allowed, if any.
+    pub extension: Option<ExtensionRule>,
+    /// The calendar of its business days.
+    pub calendar: Calendar,
+}
+
+/// The clocks of every jurisdiction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadlinePolicy {
+    regimes: BTreeMap<Jurisdiction, Regime>,
+}
+
+impl Default for DeadlinePolicy {
+    /// The defaults of the module documentation.
+    fn default() -> Self {
+        let regime = |confirm, respond, extension: Option<Period>| Regime {
+            confirm_within: confirm,
+            respond_within: respond,
+            extension: extension.map(|up_to| ExtensionRule { up_to }),
+            calendar: Calendar::default(),
+        };
+        Self {
+            regimes: [
+                (
+                    Jurisdiction::Ccpa,
+                    regime(
+                        Some(Period::BusinessDays(10)),
+                        Period::Days(45),
+                        Some(Period::Days(45)),
+                    ),
+                ),
+                (
+                    Jurisdiction::Gdpr,
+                    regime(None, Period::Months(1), Some(Period::Months(2))),
+                ),
+                (Jurisdiction::Appi, regime(None, Period::Days(14), None)),
+                (Jurisdiction::Other, regime(None, Period::Days(30), None)),
+            ]
+            .into(),
+        }
+    }
+}
+
+/// A request's deadlines, as set when it is taken in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// When receipt must be confirmed, if the law says.
+    pub confirm_by: Option<Timestamp>,
+    /// When the request must be answered (before any extension).
+    pub respond_by: Timestamp,
+}
+
+/// Why an extension is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExtensionRefused {
+    /// The regime allows none.
+    #[error("{0} allows no extension of the response deadline")]
+    NotAllowed(Jurisdiction),
+    /// One was declared already.
+    #[error("the response deadline was already extended once")]
+    AlreadyExtended,
+    /// The original deadline has passed: an extension is declared before it.
+    #[error("an extension is declared before the original deadline, which has passed")]
+    TooLate,
+    /// The new deadline is not later, or later than the regime allows.
+    #[error("the new deadline must be after the original and no later than {0}")]
+    OutOfRange(Timestamp),
+}
+
+impl DeadlinePolicy {
+    /// With `regime` for `jurisdiction`.
+    pub fn with(mut self, jurisdiction: Jurisdiction, regime: Regime) -> Self {
+        self.regimes.insert(jurisdiction, regime);
+        self
+    }
+
+    /// The clock of `jurisdiction`.
+    pub fn regime(&self, jurisdiction: Jurisdiction) -> &Regime {
+        &self.regimes[&jurisdiction]
+    }
+
+    /// The deadlines of a request of `jurisdiction` made at `submitted_at`.
+    pub fn deadlines(&self, jurisdiction: Jurisdiction, submitted_at: Timestamp) -> Deadlines {
+        let r = self.regime(jurisdiction);
+        Deadlines {
+            confirm_by: r.confirm_within.map(|p| p.end(submitted_at, &r.calendar)),
+            respond_by: r.respond_within.end(submitted_at, &r.calendar),
+        }
+    }
+
+    /// The deadline an extension declared `now` may move a request's
+    /// `original` deadline to: `requested`, or the latest allowed.
+    pub fn extend(
+        &self,
+        jurisdiction: Jurisdiction,
+        original: Timestamp,
+        already_extended: bool,
+        requested: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Timestamp, ExtensionRefused> {
+        let r = self.regime(jurisdiction);
+        let rule = r
+            .extension
+            .ok_or(ExtensionRefused::NotAllowed(jurisdiction))?;
+        if already_extended {
+            return Err(ExtensionRefused::AlreadyExtended);
+        }
+        if now > original {
+            return Err(ExtensionRefused::TooLate);
+        }
+        let latest = rule.up_to.end(original, &r.calendar);
+        match requested {
+            None => Ok(latest),
+            Some(t) if t > original && t <= latest => Ok(t),
+            Some(_) => Err(ExtensionRefused::OutOfRange(latest)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn business_days_skip_weekends_and_holidays() {
+        // Friday 2026-11-20; Thanksgiving Thursday 2026-11-26 a holiday.
+        let calendar = Calendar {
+            holidays: [day("2026-11-26")].into(),
+            ..Calendar::default()
+        };
+        let end = Period::BusinessDays(10).end(at("2026-11-20T15:00:00Z"), &calendar);
+        // Mon 23, Tue 24, Wed 25, (Thu 26 off), Fri 27, Mon 30, Tue 1,
+        // Wed 2, Thu 3, Fri 4, Mon 7: the tenth is Monday 7 December.
+        assert_eq!(end, at("2026-12-07T23:59:59.999999Z"));
+    }
+
+    #[test]
+    fn calendar_days_and_months() {
+        let c = Calendar::default();
+        assert_eq!(
+            Period::Days(45).end(at("2026-01-01T10:00:00Z"), &c),
+            at("2026-02-15T23:59:59.999999Z")
+        );
+        assert_eq!(
+            Period::Months(1).end(at("2026-01-31T10:00:00Z"), &c),
+            at("2026-02-28T23:59:59.999999Z")
+        );
+    }
+
+    #[test]
+    fn extensions_follow_the_regime() {
+        let policy = DeadlinePolicy::default();
+        let made = at("2026-01-01T00:00:00Z");
+        let d = policy.deadlines(Jurisdiction::Ccpa, made);
+        let inside = at("2026-01-20T00:00:00Z");
+        let latest = policy
+            .extend(Jurisdiction::Ccpa, d.respond_by, false, None, inside)
+            .unwrap();
+        assert_eq!(latest, at("2026-04-01T23:59:59.999999Z"));
+        assert_eq!(
+            policy.extend(Jurisdiction::Ccpa, d.respond_by, true, None, inside),
+            Err(ExtensionRefused::AlreadyExtended)
+        );
+        assert_eq!(
+            policy.extend(
+                Jurisdiction::Ccpa,
+                d.respond_by,
+                false,
+                None,
+                at("2026-03-01T00:00:00Z")
+            ),
+            Err(ExtensionRefused::TooLate)
+        );
+        assert!(matches!(
+            policy.extend(Jurisdiction::Ccpa, d.respond_by, false, Some(made), inside),
+            Err(ExtensionRefused::OutOfRange(_))
+        ));
+        assert_eq!(
+            policy.extend(Jurisdiction::Appi, d.respond_by, false, None, inside),
+            Err(ExtensionRefused::NotAllowed(Jurisdiction::Appi))
+        );
+        let gdpr = policy.deadlines(Jurisdiction::Gdpr, made);
+        assert_eq!(gdpr.respond_by, at("2026-02-01T23:59:59.999999Z"));
+        assert_eq!(gdpr.confirm_by, None);
+    }
+
+    #[test]
+    fn periods_are_read_as_written() {
+        assert_eq!("10 business days".parse(), Ok(Period::BusinessDays(10)));
+        assert_eq!("1 month".parse(), Ok(Period::Months(1)));
+        assert_eq!("45 days".parse(), Ok(Period::Days(45)));
+        assert!("0 days".parse::<Period>().is_err());
+        assert!("fortnight".parse::<Period>().is_err());
+    }
+}
