@@ -3,6 +3,7 @@ and parse what it produced."""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,20 @@ FULLNAME = "dsr-dsr-orchestrator"
 # kubernetes-validate ships (requirements.txt pins it).
 K8S_VERSION = os.environ.get("DSR_K8S_VERSION", "1.37")
 
-# The value sets every structural test runs on: name -> values file (None:
-# the chart's defaults).
-SCENARIOS: dict[str, str | None] = {
-    "default": None,
+# The value sets every structural test runs on: name -> values file. The
+# chart's bare defaults render nothing (they configure no authentication);
+# "default" is them plus auth.existingSecret.
+SCENARIOS: dict[str, str] = {
+    "default": "defaults-with-auth.yaml",
     "sqlite-single": "sqlite-single.yaml",
     "postgres-3": "postgres-3.yaml",
     "autoscaling-netpol-monitor": "autoscaling-netpol-monitor.yaml",
+    "tls-mtls-jwt": "tls-mtls-jwt.yaml",
+    "trial-insecure": "trial-insecure.yaml",
 }
+
+# The least a value set needs to render: an auth file.
+AUTH: dict[str, Any] = {"auth": {"existingSecret": "dsr-auth"}}
 
 
 def load_values(name: str | None) -> dict[str, Any] | None:
@@ -38,6 +45,24 @@ def load_values(name: str | None) -> dict[str, Any] | None:
     if name is None:
         return None
     return helm.values_from_yaml((VALUES / name).read_text())
+
+
+def merged(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Values layered as `helm -f a -f b` layers them: maps merge key by
+    key, anything else is replaced by the later layer."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def authed(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`values` on top of AUTH, for tests about something else."""
+    return merged(AUTH, values)
 
 
 class Rendered:

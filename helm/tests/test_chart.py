@@ -14,13 +14,16 @@ import pytest
 import yaml
 
 from conftest import (
+    AUTH,
     CHART,
     FULLNAME,
     K8S_VERSION,
     NAMESPACE,
     REPO,
     SCENARIOS,
+    authed,
     load_values,
+    merged,
 )
 
 # Kinds whose schema kubernetes-validate does not ship (CRDs): their fields
@@ -145,9 +148,16 @@ def test_settings_come_from_the_configmap(rendered, scenario):
         "DSR_DRAIN_TIMEOUT",
         "DSR_LOG_FORMAT",
         "RUST_LOG",
+        "DSR_RELOAD_INTERVAL",
+        "DSR_ALLOW_PLAINTEXT_PROCESSORS",
+        "DSR_INSECURE_NO_AUTH",
+        *LIMIT_ENV.values(),
     ):
         assert isinstance(cfg[key], str) and cfg[key], key
     assert cfg["DSR_LOG_FORMAT"] in ("json", "text")
+    # The server's flags take exactly these words.
+    assert cfg["DSR_ALLOW_PLAINTEXT_PROCESSORS"] in ("true", "false")
+    assert cfg["DSR_INSECURE_NO_AUTH"] in ("true", "false")
     # The processors file is mounted where DSR_PROCESSORS_FILE points.
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["processors"]["mountPath"] == "/etc/dsr"
@@ -164,8 +174,8 @@ def test_checksum_annotations_roll_the_pods(rendered, scenario):
 
 
 def test_a_settings_change_changes_only_the_config_checksum(render):
-    base = render(None).pod["metadata"]["annotations"]
-    changed = render({"config": {"logLevel": "debug"}}).pod["metadata"]["annotations"]
+    base = render(authed()).pod["metadata"]["annotations"]
+    changed = render(authed({"config": {"logLevel": "debug"}})).pod["metadata"]["annotations"]
     assert changed["checksum/config"] != base["checksum/config"]
     assert changed["checksum/processors"] == base["checksum/processors"]
 
@@ -244,10 +254,81 @@ def test_processors_file_round_trips(rendered, scenario):
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_notes_tell_how_to_reach_the_service(rendered, scenario):
+    values = load_values(SCENARIOS[scenario])
     notes = rendered[scenario].notes
     assert f"kubectl -n {NAMESPACE} port-forward svc/{FULLNAME} 50051:50051 9090:9090" in notes
-    assert "grpcurl -plaintext 127.0.0.1:50051 list" in notes
     assert "curl -s http://127.0.0.1:9090/readyz" in notes
+    tls = values.get("tls", {})
+    if tls.get("existingSecret"):
+        # The certificate names the Service, not the forwarded 127.0.0.1.
+        grpcurl = f"grpcurl -cacert ca.crt -authority {FULLNAME}.{NAMESPACE}.svc"
+        if tls.get("clientAuth"):
+            grpcurl = f"grpcurl -cacert ca.crt -cert client.crt -key client.key -authority {FULLNAME}.{NAMESPACE}.svc"
+        assert f"get secret {tls['existingSecret']} -o jsonpath='{{.data.ca\\.crt}}' | base64 -d > ca.crt" in notes
+        assert "-plaintext" not in notes
+    else:
+        grpcurl = "grpcurl -plaintext"
+        assert "(plaintext gRPC; keep it on a private network)" in notes
+    if values["auth"].get("existingSecret"):
+        bearer = ' -H "authorization: Bearer $DSR_TOKEN"'
+        assert f"auth file in Secret {values['auth']['existingSecret']}" in notes
+        assert "WARNING: auth.insecureNoAuth" not in notes
+    else:
+        bearer = ""
+        assert "WARNING: auth.insecureNoAuth=true: callers are NOT authenticated" in notes
+    assert f"{grpcurl}{bearer} 127.0.0.1:50051 list" in notes
+    # Health checks need no token.
+    assert f"{grpcurl} 127.0.0.1:50051 grpc.health.v1.Health/Check" in notes
+    assert f"{grpcurl}{bearer} -d '{{}}' 127.0.0.1:50051 dsr.v1.ProcessorService/ListProcessors" in notes
+
+
+LIMIT_ENV = {
+    "maxMessageSize": "DSR_MAX_MESSAGE_SIZE",
+    "maxConcurrentStreams": "DSR_MAX_CONCURRENT_STREAMS",
+    "maxCallsInFlight": "DSR_MAX_CALLS_IN_FLIGHT",
+    "rateLimit": "DSR_RATE_LIMIT",
+    "rateBurst": "DSR_RATE_BURST",
+    "maxWatches": "DSR_MAX_WATCHES",
+    "maxWatchesPerCaller": "DSR_MAX_WATCHES_PER_CALLER",
+}
+
+
+def secret_mounts(r) -> dict[str, tuple[str, dict]]:
+    """mountPath -> (Secret name, the mount) of every Secret volume."""
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    out = {}
+    for m in r.containers[0]["volumeMounts"]:
+        if "secret" in volumes[m["name"]]:
+            out[m["mountPath"]] = (volumes[m["name"]]["secret"]["secretName"], m)
+    return out
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_secrets_are_mounted_read_only_as_whole_directories(rendered, scenario):
+    r = rendered[scenario]
+    mounts = secret_mounts(r)
+    for path, (secret, m) in mounts.items():
+        assert m["readOnly"] is True, path
+        # A subPath mount never sees the Secret's updates: the server would
+        # keep reading the certificate and auth file it started with.
+        assert "subPath" not in m and "subPathExpr" not in m, path
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    for v in volumes.values():
+        if "secret" in v:
+            # Whole: no items list picking keys (a JWKS may sit beside the
+            # auth file), and no Secret is optional.
+            assert set(v["secret"]) == {"secretName"}, v
+    # Every mount point is its own: none on or inside another.
+    paths = [m["mountPath"].rstrip("/") for m in r.containers[0]["volumeMounts"]]
+    for a in paths:
+        for b in paths:
+            if a is not b:
+                assert a != b and not b.startswith(a + "/"), (a, b)
+    # Every file a setting names lies in a mounted Secret.
+    for key in ("DSR_TLS_CERT", "DSR_TLS_KEY", "DSR_TLS_CLIENT_CA", "DSR_AUTH_FILE"):
+        if key in r.config:
+            directory, _, _ = r.config[key].rpartition("/")
+            assert directory in mounts, (key, r.config[key])
 
 
 # --- the value sets one by one ---------------------------------------------
@@ -295,7 +376,7 @@ def test_sqlite_single_replica(rendered):
 
 
 def test_sqlite_without_persistence_uses_an_emptydir(render):
-    r = render({"database": {"sqlite": {"persistence": {"enabled": False}}}})
+    r = render(authed({"database": {"sqlite": {"persistence": {"enabled": False}}}}))
     assert r.maybe("PersistentVolumeClaim") is None
     volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
     assert volumes["data"] == {"name": "data", "emptyDir": {}}
@@ -303,7 +384,7 @@ def test_sqlite_without_persistence_uses_an_emptydir(render):
 
 
 def test_sqlite_with_an_existing_claim(render):
-    r = render({"database": {"sqlite": {"persistence": {"existingClaim": "dsr-data-old"}}}})
+    r = render(authed({"database": {"sqlite": {"persistence": {"existingClaim": "dsr-data-old"}}}}))
     assert r.maybe("PersistentVolumeClaim") is None
     volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "dsr-data-old"
@@ -425,7 +506,7 @@ def test_autoscaling_networkpolicy_servicemonitor(rendered):
 
 
 def test_networkpolicy_with_no_peers_admits_no_one(render):
-    r = render({"networkPolicy": {"enabled": True, "egress": {"dns": {"enabled": False}}}})
+    r = render(authed({"networkPolicy": {"enabled": True, "egress": {"dns": {"enabled": False}}}}))
     np = r.one("NetworkPolicy")
     (manifest,) = [m for m in r.manifests() if m["kind"] == "NetworkPolicy"]
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
@@ -451,14 +532,117 @@ def test_optional_objects_are_off_by_default(rendered):
 
 
 def test_reserved_values_validate_but_render_nothing(render, rendered):
-    r = render(
-        {
-            "tls": {"enabled": True, "existingSecret": "dsr-tls"},
-            "encryption": {"existingSecret": "dsr-keys"},
-            "auth": {"jwt": {"enabled": True, "issuer": "https://id.example", "audience": "dsr", "jwksUrl": "https://id.example/jwks"}},
-        }
-    )
+    r = render(authed({"encryption": {"existingSecret": "dsr-keys"}}))
     assert r.manifests() == rendered["default"].manifests()
+
+
+# --- TLS, authentication, limits -------------------------------------------
+
+
+def test_the_bare_defaults_refuse_to_render_without_authentication(render):
+    # The image listens on 0.0.0.0: a chart that installs with no values
+    # must not give the network an unauthenticated API.
+    with pytest.raises(helm.HelmError) as refused:
+        render(None)
+    message = str(refused.value)
+    for fragment in (
+        "authentication is not configured",
+        'set auth.existingSecret to a Secret whose key "auth.yaml" holds the auth file',
+        "docs/security.md",
+        "or set auth.insecureNoAuth=true to accept",
+    ):
+        assert fragment in message, f"{fragment!r} not in: {message}"
+
+
+def test_the_auth_file_is_mounted_from_its_secret(rendered):
+    r = rendered["default"]
+    assert r.config["DSR_AUTH_FILE"] == "/etc/dsr-auth/auth.yaml"
+    assert r.config["DSR_INSECURE_NO_AUTH"] == "false"
+    mounts = secret_mounts(r)
+    assert mounts["/etc/dsr-auth"][0] == "dsr-auth"
+    assert "DSR_TLS_CERT" not in r.config and "/etc/dsr-tls" not in mounts
+    # The chart's other defaults for the new settings: the server's own.
+    cfg = r.config
+    assert cfg["DSR_RELOAD_INTERVAL"] == "10s"
+    assert cfg["DSR_ALLOW_PLAINTEXT_PROCESSORS"] == "false"
+    assert {k: cfg[v] for k, v in LIMIT_ENV.items()} == {
+        "maxMessageSize": "4194304",
+        "maxConcurrentStreams": "100",
+        "maxCallsInFlight": "1024",
+        "rateLimit": "200",
+        "rateBurst": "400",
+        "maxWatches": "1000",
+        "maxWatchesPerCaller": "100",
+    }
+
+
+def test_tls_mutual_tls_jwks_and_processor_secrets(rendered):
+    r = rendered["tls-mtls-jwt"]
+    cfg = r.config
+    assert cfg["DSR_TLS_CERT"] == "/etc/dsr-tls/tls.crt"
+    assert cfg["DSR_TLS_KEY"] == "/etc/dsr-tls/tls.key"
+    assert cfg["DSR_TLS_CLIENT_CA"] == "/etc/dsr-tls/ca.crt"
+    # The auth file under a key of its own.
+    assert cfg["DSR_AUTH_FILE"] == "/etc/dsr-auth/principals.yaml"
+    assert cfg["DSR_RELOAD_INTERVAL"] == "30s"
+    assert {k: cfg[v] for k, v in LIMIT_ENV.items()} == {
+        "maxMessageSize": "8388608",
+        "maxConcurrentStreams": "64",
+        "maxCallsInFlight": "512",
+        "rateLimit": "12.5",
+        "rateBurst": "25",
+        "maxWatches": "200",
+        "maxWatchesPerCaller": "10",
+    }
+    mounts = {path: secret for path, (secret, _) in secret_mounts(r).items()}
+    assert mounts == {
+        "/etc/dsr-tls": "dsr-tls",
+        "/etc/dsr-auth": "dsr-principals",
+        "/etc/dsr-jwks": "idp-jwks",
+        "/etc/dsr-processors/vendor": "vendor-tls",
+    }
+    # The processors file's TLS files lie in the processor's Secret.
+    processors = yaml.safe_load(r.one("ConfigMap", f"{FULLNAME}-processors")["data"]["processors.yaml"])
+    tls = processors["processors"][0]["adapter"]["grpc"]["tls"]
+    assert tls == {
+        "ca_file": "/etc/dsr-processors/vendor/ca.crt",
+        "client_cert_file": "/etc/dsr-processors/vendor/tls.crt",
+        "client_key_file": "/etc/dsr-processors/vendor/tls.key",
+    }
+    # The probes still speak HTTP to the admin listener (no scheme: HTTP),
+    # which TLS on the gRPC port leaves as it is.
+    c = r.containers[0]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert "scheme" not in c[probe]["httpGet"]
+        assert c[probe]["httpGet"]["port"] == "metrics"
+
+
+def test_tls_without_client_certificates(render):
+    r = render(authed({"tls": {"existingSecret": "dsr-tls"}}))
+    assert r.config["DSR_TLS_CERT"] == "/etc/dsr-tls/tls.crt"
+    assert r.config["DSR_TLS_KEY"] == "/etc/dsr-tls/tls.key"
+    assert "DSR_TLS_CLIENT_CA" not in r.config
+    assert "-cert client.crt" not in r.notes
+    assert f"grpcurl -cacert ca.crt -authority {FULLNAME}.{NAMESPACE}.svc" in r.notes
+
+
+def test_a_trial_without_authentication_says_so(rendered):
+    r = rendered["trial-insecure"]
+    assert r.config["DSR_INSECURE_NO_AUTH"] == "true"
+    assert r.config["DSR_ALLOW_PLAINTEXT_PROCESSORS"] == "true"
+    assert "DSR_AUTH_FILE" not in r.config
+    assert secret_mounts(r) == {}
+    assert "WARNING: auth.insecureNoAuth=true" in r.notes
+
+
+def test_the_secrets_settings_roll_the_pods_but_not_their_contents(render):
+    # Paths are settings (checksum/config); the files behind them are read
+    # again by the running server, so the chart carries no checksum of
+    # Secrets it cannot see.
+    base = render(authed()).pod["metadata"]["annotations"]
+    with_tls = render(authed({"tls": {"existingSecret": "dsr-tls"}})).pod["metadata"]["annotations"]
+    assert with_tls["checksum/config"] != base["checksum/config"]
+    assert not any("secret" in k for k in base)
 
 
 # --- values Helm must refuse, with a message that says what to fix ---------
@@ -580,13 +764,109 @@ processors:
         {**POSTGRES, "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}},
         ["autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (3)"],
     ),
-    "tls enabled without a secret": (
-        {"tls": {"enabled": True}},
-        ["/tls"],
+    "no authentication": (
+        {"auth": {"existingSecret": ""}},
+        ["authentication is not configured", "auth.existingSecret", "auth.insecureNoAuth=true"],
     ),
-    "jwt enabled without issuer": (
-        {"auth": {"jwt": {"enabled": True}}},
-        ["/auth/jwt"],
+    "an auth file and insecureNoAuth": (
+        {"auth": {"insecureNoAuth": True}},
+        ["auth.insecureNoAuth=true and auth.existingSecret are both set"],
+    ),
+    "auth secret name with capitals": (
+        {"auth": {"existingSecret": "DSR_Auth"}},
+        ["/auth/existingSecret"],
+    ),
+    "auth secret key with a slash": (
+        {"auth": {"secretKey": "auth/auth.yaml"}},
+        ["/auth/secretKey", "does not match pattern"],
+    ),
+    # JWT settings live in the auth file now.
+    "auth.jwt in values": (
+        {"auth": {"jwt": {"issuer": "https://id.example"}}},
+        ["additional properties 'jwt' not allowed"],
+    ),
+    "client certificates without a TLS secret": (
+        {"tls": {"clientAuth": True}},
+        ["tls.clientAuth=true needs tls.existingSecret", "ca.crt"],
+    ),
+    "negative rate limit": (
+        {"config": {"limits": {"rateLimit": -5}}},
+        ["/config/limits/rateLimit"],
+    ),
+    "zero rate limit": (
+        {"config": {"limits": {"rateLimit": 0}}},
+        ["/config/limits/rateLimit"],
+    ),
+    "rate burst below one call": (
+        {"config": {"limits": {"rateBurst": 0.5}}},
+        ["/config/limits/rateBurst"],
+    ),
+    "message size below 1 MiB": (
+        {"config": {"limits": {"maxMessageSize": 65536}}},
+        ["/config/limits/maxMessageSize", "minimum: got 65,536"],
+    ),
+    "message size above 64 MiB": (
+        {"config": {"limits": {"maxMessageSize": 134217728}}},
+        ["/config/limits/maxMessageSize", "maximum: got"],
+    ),
+    "no concurrent streams": (
+        {"config": {"limits": {"maxConcurrentStreams": 0}}},
+        ["/config/limits/maxConcurrentStreams"],
+    ),
+    "no watches": (
+        {"config": {"limits": {"maxWatchesPerCaller": 0}}},
+        ["/config/limits/maxWatchesPerCaller"],
+    ),
+    "calls in flight as a fraction": (
+        {"config": {"limits": {"maxCallsInFlight": 10.5}}},
+        ["/config/limits/maxCallsInFlight"],
+    ),
+    "unknown limit": (
+        {"config": {"limits": {"maxCalls": 10}}},
+        ["/config/limits", "additional properties 'maxCalls' not allowed"],
+    ),
+    "reload interval in words": (
+        {"config": {"reloadInterval": "often"}},
+        ["/config/reloadInterval", "does not match pattern"],
+    ),
+    "plaintext processors as a word": (
+        {"config": {"allowPlaintextProcessors": "yes"}},
+        ["/config/allowPlaintextProcessors", "want boolean"],
+    ),
+    "processor secret at a relative path": (
+        {"processorSecrets": [{"secretName": "vendor-tls", "mountPath": "etc/vendor"}]},
+        ["/processorSecrets/0/mountPath", "does not match pattern"],
+    ),
+    "processor secret without a name": (
+        {"processorSecrets": [{"mountPath": "/etc/dsr-processors/vendor"}]},
+        ["/processorSecrets/0", "missing property 'secretName'"],
+    ),
+    "processor secret over the processors file": (
+        {"processorSecrets": [{"secretName": "vendor-tls", "mountPath": "/etc/dsr"}]},
+        ["the Secret vendor-tls cannot be mounted at /etc/dsr: it overlaps /etc/dsr, where the processors file is mounted"],
+    ),
+    "processor secret inside the auth directory": (
+        {"processorSecrets": [{"secretName": "vendor-tls", "mountPath": "/etc/dsr-auth/vendor"}]},
+        ["cannot be mounted at /etc/dsr-auth/vendor: it overlaps /etc/dsr-auth, where auth.existingSecret is mounted"],
+    ),
+    "processor secret above the database": (
+        {"processorSecrets": [{"secretName": "vendor-tls", "mountPath": "/var/lib"}]},
+        ["cannot be mounted at /var/lib: it overlaps /var/lib/dsr, where database.sqlite.mountPath is mounted"],
+    ),
+    "two secrets at one path": (
+        {
+            "auth": {"extraSecrets": [{"secretName": "idp-jwks", "mountPath": "/etc/dsr-shared"}]},
+            "processorSecrets": [{"secretName": "vendor-tls", "mountPath": "/etc/dsr-shared/"}],
+        },
+        ["the Secret vendor-tls cannot be mounted at /etc/dsr-shared: it overlaps /etc/dsr-shared, where the Secret idp-jwks is mounted"],
+    ),
+    "processor tls file at a relative path": (
+        processor(adapter={"grpc": {"endpoint": "https://dsr.vendor.example:443", "tls": {"ca_file": "ca.crt"}}}),
+        ["/processors/0/adapter/grpc/tls/ca_file", "does not match pattern"],
+    ),
+    "processor client certificate without its key": (
+        processor(adapter={"grpc": {"endpoint": "https://dsr.vendor.example:443", "tls": {"client_cert_file": "/etc/p/tls.crt"}}}),
+        ["/processors/0/adapter/grpc/tls", "client_key_file"],
     ),
     "ingress peer by ipBlock": (
         {"networkPolicy": {"ingress": {"grpc": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}}},
@@ -600,6 +880,8 @@ def test_invalid_values_are_refused_with_a_clear_message(render, case):
     values, fragments = INVALID[case]
     if isinstance(values, str):
         values = helm.values_from_yaml(values)
+    # Each case is refused for its own reason, not for lacking an auth file.
+    values = merged(AUTH, values)
     with pytest.raises(helm.HelmError) as refused:
         render(values)
     message = str(refused.value)

@@ -2,10 +2,21 @@
 
 For each value set, the settings ConfigMap becomes the environment and the
 processors ConfigMap the processors file of a real `dsr-orchestrator`
-process (on SQLite in a temporary directory, on loopback ports), which must
-load them, answer /readyz and stop cleanly on SIGTERM. This proves the
-service's own parsers accept what the chart writes (durations, enums, the
-processors file's shape and quoting).
+process (on SQLite in a temporary directory), which must load them, answer
+/readyz and stop cleanly on SIGTERM. This proves the service's own parsers
+accept what the chart writes (durations, enums, numbers, the processors
+file's shape and quoting).
+
+The gRPC listener binds 0.0.0.0 (on a free port) as it does in the pod, so
+the server applies its rules for a listener beyond loopback: it starts only
+with principals from the auth file or with DSR_INSECURE_NO_AUTH. Every
+Secret the pod mounts becomes a local directory holding what an operator
+would put in that Secret (an auth file, certificates and keys made here,
+a JWKS), and the settings and the processors file's paths into those
+mounts are translated to the local directories; a setting that names a
+file the Secret would not hold fails the test. With TLS on, a handshake
+checks the gRPC port serves the Secret's certificate and, with client
+certificates on, turns away a client without one.
 
 Needs a built binary: DSR_BINARY names one; otherwise the newest of debug/
 and release/ in cargo's target directory, which is CARGO_TARGET_DIR (relative
@@ -15,20 +26,31 @@ to the repository root) when set, else what `cargo metadata` says, else
 
 from __future__ import annotations
 
+import base64
+import datetime
+import hashlib
+import ipaddress
 import json
 import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conftest import FULLNAME, REPO, SCENARIOS
+from conftest import FULLNAME, NAMESPACE, REPO, SCENARIOS, Rendered
 
 
 NAME = "dsr-orchestrator"
@@ -85,56 +107,393 @@ def find_binary() -> tuple[Path | None, str]:
 
 
 BINARY, NO_BINARY = find_binary()
+needs_binary = pytest.mark.skipif(BINARY is None, reason=NO_BINARY)
 
 ADMIN = re.compile(r'admin\W+(127\.0\.0\.1:\d+)')
+GRPC_PORT = re.compile(r'addr\W+0\.0\.0\.0:(\d+)')
+
+# The name the server's certificate is made out to: the Service's.
+SERVICE_DNS = f"{FULLNAME}.{NAMESPACE}.svc"
+# The static token the test's auth files list (by its SHA-256).
+TOKEN = "chart-test-token"
 
 
-@pytest.mark.skipif(BINARY is None, reason=NO_BINARY)
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_the_service_starts_with_the_rendered_configuration(rendered, scenario, tmp_path):
-    assert BINARY.is_file(), f"DSR_BINARY={BINARY} is not a file"
-    r = rendered[scenario]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSR_", "OTEL_", "RUST_LOG"))}
-    env.update(r.config)
-    processors = r.one("ConfigMap", f"{FULLNAME}-processors")["data"]["processors.yaml"]
-    (tmp_path / "processors.yaml").write_text(processors)
-    env.update(
-        {
-            # Loopback and free ports here; a local SQLite file stands in for
-            # the volume or the PostgreSQL Secret.
-            "DSR_LISTEN_ADDR": "127.0.0.1:0",
-            "DSR_ADMIN_LISTEN_ADDR": "127.0.0.1:0",
-            "DSR_DATABASE_URL": f"sqlite://{tmp_path}/dsr.db",
-            "DSR_PROCESSORS_FILE": str(tmp_path / "processors.yaml"),
-        }
+# --- what the Secrets hold --------------------------------------------------
+
+
+def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    # Nothing is exported from a test: no collector is reachable.
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(BINARY)], env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        admin = None
+
+
+class Pki:
+    """A throwaway CA and the certificates it signs, as PEM."""
+
+    def __init__(self) -> None:
+        self.now = datetime.datetime.now(datetime.timezone.utc)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsr chart tests CA")])
+        self.name = name
+        self.cert = (
+            self._builder(name, self.key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        self.ca_pem = self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def _builder(self, subject: x509.Name, public_key) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self.now - datetime.timedelta(hours=1))
+            .not_valid_after(self.now + datetime.timedelta(days=1))
+        )
+
+    def leaf(self, common_name: str, dns: list[str], client: bool) -> tuple[bytes, bytes]:
+        """(certificate, key) for a server (client=False) or a client."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        if not client:
+            sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        cert = (
+            self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), key.public_key())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), pem_key(key)
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    return Pki()
+
+
+def jwks() -> bytes:
+    """A JWKS of one ES256 public key (its private key is not needed: no
+    JWT is presented, the server only has to load the set)."""
+    numbers = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+
+    def b64(n: int) -> str:
+        return base64.urlsafe_b64encode(n.to_bytes(32, "big")).rstrip(b"=").decode()
+
+    key = {"kty": "EC", "crv": "P-256", "x": b64(numbers.x), "y": b64(numbers.y), "kid": "test", "alg": "ES256", "use": "sig"}
+    return json.dumps({"keys": [key]}).encode()
+
+
+def auth_file(jwks_file: Path | None = None, client_certificates: bool = False) -> bytes:
+    """An auth file (docs/security.md) listing TOKEN."""
+    doc: dict[str, Any] = {
+        "tokens": [
+            {"principal": "chart-tests", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(), "roles": ["admin", "auditor"]}
+        ]
+    }
+    if jwks_file:
+        doc["jwt"] = {"jwks_file": str(jwks_file), "issuer": "https://idp.example", "audience": "dsr-orchestrator"}
+    if client_certificates:
+        doc["client_certificates"] = [{"common_name": "ops-console", "principal": "ops-console", "roles": ["operator"]}]
+    return yaml.safe_dump(doc).encode()
+
+
+# What an operator would put in each Secret the value sets name, by Secret:
+# key -> bytes. Paths inside the files (the JWKS) are the local ones.
+SecretData = Callable[["Pod", Pki], dict[str, bytes]]
+
+
+def server_tls(pod: "Pod", pki: Pki) -> dict[str, bytes]:
+    cert, key = pki.leaf(SERVICE_DNS, [SERVICE_DNS, "localhost"], client=False)
+    # cert-manager's layout: the CA beside the certificate.
+    return {"tls.crt": cert, "tls.key": key, "ca.crt": pki.ca_pem}
+
+
+def client_tls(pod: "Pod", pki: Pki) -> dict[str, bytes]:
+    cert, key = pki.leaf("dsr-orchestrator", ["dsr-orchestrator.example"], client=True)
+    return {"tls.crt": cert, "tls.key": key, "ca.crt": pki.ca_pem}
+
+
+SECRETS: dict[str, SecretData] = {
+    "dsr-auth": lambda pod, pki: {"auth.yaml": auth_file()},
+    "dsr-principals": lambda pod, pki: {
+        "principals.yaml": auth_file(pod.secret_dir("idp-jwks") / "jwks.json", client_certificates=True)
+    },
+    "idp-jwks": lambda pod, pki: {"jwks.json": jwks()},
+    "dsr-tls": server_tls,
+    "vendor-tls": client_tls,
+}
+
+
+class Pod:
+    """The pod's Secret mounts, each a local directory laid out as the
+    kubelet lays out a Secret volume: the keys are links through `..data`
+    into a timestamped directory, and an update writes a new directory and
+    swaps `..data` over in one rename."""
+
+    def __init__(self, r: Rendered, root: Path):
+        volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+        # pod path -> (Secret, local directory)
+        self.mounts: dict[str, tuple[str, Path]] = {}
+        for m in r.containers[0]["volumeMounts"]:
+            secret = volumes[m["name"]].get("secret")
+            if secret:
+                self.mounts[m["mountPath"].rstrip("/")] = (secret["secretName"], root / m["name"])
+
+    def fill(self, pki: Pki) -> None:
+        for secret, local in self.mounts.values():
+            if secret not in SECRETS:
+                pytest.fail(f"a value set mounts the Secret {secret}; say in SECRETS what it holds")
+            local.mkdir(parents=True)
+            self.update(secret, SECRETS[secret](self, pki))
+
+    def update(self, secret: str, data: dict[str, bytes]) -> None:
+        """Writes the Secret's new contents as the kubelet does."""
+        local = self.secret_dir(secret)
+        version = local / f"..{time.time_ns()}"
+        version.mkdir()
+        for key, value in data.items():
+            (version / key).write_bytes(value)
+        (local / "..data_tmp").symlink_to(version.name)
+        os.replace(local / "..data_tmp", local / "..data")
+        for key in data:
+            if not (local / key).is_symlink():
+                (local / key).symlink_to(f"..data/{key}")
+
+    def secret_dir(self, secret: str) -> Path:
+        (local,) = [d for s, d in self.mounts.values() if s == secret]
+        return local
+
+    def local(self, path: str) -> Path | None:
+        """The local file for a pod path in a Secret mount, else None."""
+        for mount, (_, local) in self.mounts.items():
+            if path.startswith(mount + "/"):
+                return local / path[len(mount) + 1 :]
+        return None
+
+    def translate(self, text: str) -> str:
+        """Pod paths into the mounts in `text` replaced by local ones, the
+        rest of the text untouched."""
+        for mount, (_, local) in self.mounts.items():
+            text = text.replace(mount + "/", f"{local}/")
+        return text
+
+
+# --- starting the service ---------------------------------------------------
+
+
+class Service:
+    """A running dsr-orchestrator with the rendered configuration."""
+
+    def __init__(self, r: Rendered, tmp: Path, pki: Pki, settings: dict[str, str] | None = None):
+        self.pod = Pod(r, tmp / "secrets")
+        self.pod.fill(pki)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DSR_", "OTEL_", "RUST_LOG"))}
+        for key, value in r.config.items():
+            local = self.pod.local(value)
+            if local is not None:
+                assert local.is_file(), f"{key}={value}: the Secret mounted there has no such key"
+                value = str(local)
+            env[key] = value
+        processors = self.pod.translate(r.one("ConfigMap", f"{FULLNAME}-processors")["data"]["processors.yaml"])
+        self.processors = yaml.safe_load(processors)["processors"]
+        for p in self.processors:
+            for key, path in p["adapter"].get("grpc", {}).get("tls", {}).items():
+                assert Path(path).is_file(), f"processor {p['processor_id']}: {key} is in no mounted Secret"
+        (tmp / "processors.yaml").write_text(processors)
+        env.update(
+            {
+                # Every interface, as in the pod, on a free port; a local
+                # SQLite file stands in for the volume or the PostgreSQL
+                # Secret.
+                "DSR_LISTEN_ADDR": "0.0.0.0:0",
+                "DSR_ADMIN_LISTEN_ADDR": "127.0.0.1:0",
+                "DSR_DATABASE_URL": f"sqlite://{tmp}/dsr.db",
+                "DSR_PROCESSORS_FILE": str(tmp / "processors.yaml"),
+            }
+        )
+        env.update(settings or {})
+        # Nothing is exported from a test: no collector is reachable.
+        env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        self.log = tmp / "server.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen([str(BINARY)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.admin = self.grpc_port = None
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            m = ADMIN.search(log.read_text(errors="replace"))
-            if m:
-                admin = m.group(1)
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            text = self.text()
+            m, g = ADMIN.search(text), GRPC_PORT.search(text)
+            if m and g:
+                self.admin, self.grpc_port = m.group(1), int(g.group(1))
                 break
             time.sleep(0.1)
-        assert admin, f"the service did not start:\n{log.read_text(errors='replace')}"
-        with urllib.request.urlopen(f"http://{admin}/readyz", timeout=5) as answer:
-            assert answer.status == 200
-            assert answer.read() == b"ready\n"
-        loaded = yaml.safe_load(processors)["processors"]
-        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as answer:
-            assert answer.status == 200
-        text = log.read_text(errors="replace")
-        if loaded:
-            assert re.search(rf'processors loaded\W+count\W+{len(loaded)}\b', text), text
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")
+        assert self.admin, f"the service did not start:\n{self.text()}"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as answer:
+            return answer.status, answer.read()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def start(tmp_path, pki):
+    started: list[Service] = []
+
+    def _start(r: Rendered, settings: dict[str, str] | None = None) -> Service:
+        s = Service(r, tmp_path, pki, settings)
+        started.append(s)
+        return s
+
+    yield _start
+    for s in started:
+        s.kill()
+
+
+def handshake(port: int, ca: Path, client: tuple[Path, Path] | None) -> tuple[str, bytes]:
+    """A TLS handshake with the gRPC port as a gRPC client makes it; then
+    the HTTP/2 preface, and the first bytes of the server's answer (its
+    SETTINGS frame, or an alert for a missing client certificate, which
+    TLS 1.3 sends only after the handshake). Returns the ALPN protocol and
+    the server's certificate (DER)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["h2"])
+    if client:
+        context.load_cert_chain(str(client[0]), str(client[1]))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=SERVICE_DNS) as tls:
+            tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))
+            first = tls.recv(9)
+            if not first:
+                raise ConnectionError("the server closed the connection")
+            return tls.selected_alpn_protocol() or "", tls.getpeercert(binary_form=True)
+
+
+# --- the tests --------------------------------------------------------------
+
+
+@needs_binary
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_service_starts_with_the_rendered_configuration(rendered, scenario, start, pki, tmp_path):
+    assert BINARY.is_file(), f"DSR_BINARY={BINARY} is not a file"
+    r = rendered[scenario]
+    service = start(r)
+    try:
+        status, body = service.get("/readyz")
+        assert status == 200
+        if r.config["DSR_INSECURE_NO_AUTH"] == "true":
+            assert body.startswith(b"ready (insecure: callers are not authenticated"), body
+            assert "--insecure-no-auth: callers are not authenticated" in service.text()
+        else:
+            assert body == b"ready\n"
+        assert service.get("/metrics")[0] == 200
+        if service.processors:
+            assert re.search(rf'processors loaded\W+count\W+{len(service.processors)}\b', service.text()), service.text()
+        if "DSR_TLS_CERT" in r.config:
+            ca = service.pod.local(r.config["DSR_TLS_CERT"]).with_name("ca.crt")
+            if "DSR_TLS_CLIENT_CA" in r.config:
+                # A client certificate from the Secret's CA is taken...
+                cert, key = pki.leaf("ops-console", ["ops-console.example"], client=True)
+                (tmp_path / "client.crt").write_bytes(cert)
+                (tmp_path / "client.key").write_bytes(key)
+                alpn, _ = handshake(service.grpc_port, ca, (tmp_path / "client.crt", tmp_path / "client.key"))
+                assert alpn == "h2"
+                # ...and a client without one is turned away.
+                with pytest.raises((ssl.SSLError, ConnectionError)):
+                    handshake(service.grpc_port, ca, None)
+            else:
+                assert handshake(service.grpc_port, ca, None)[0] == "h2"
+        assert service.stop() == 0, service.text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        service.kill()
+
+
+@needs_binary
+def test_secret_updates_reach_the_running_service(rendered, start, pki, tmp_path):
+    """The Secrets are mounted as directories, so the kubelet's atomic
+    updates reach the pod: a renewed certificate is served and a changed
+    auth file read again, without a restart. (The reload interval is cut
+    to a second here; the value set's is 30s.)"""
+    r = rendered["tls-mtls-jwt"]
+    service = start(r, {"DSR_RELOAD_INTERVAL": "1s"})
+    try:
+        ca = service.pod.local(r.config["DSR_TLS_CERT"]).with_name("ca.crt")
+        cert, key = pki.leaf("ops-console", ["ops-console.example"], client=True)
+        (tmp_path / "client.crt").write_bytes(cert)
+        (tmp_path / "client.key").write_bytes(key)
+        client = (tmp_path / "client.crt", tmp_path / "client.key")
+        _, before = handshake(service.grpc_port, ca, client)
+
+        renewed = server_tls(service.pod, pki)
+        service.pod.update("dsr-tls", renewed)
+        service.pod.update("dsr-principals", {"principals.yaml": auth_file(client_certificates=True)})
+        served = x509.load_pem_x509_certificate(renewed["tls.crt"]).public_bytes(serialization.Encoding.DER)
+        assert served != before
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if handshake(service.grpc_port, ca, client)[1] == served and "authentication settings read again" in service.text():
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the renewed Secrets were not taken up:\n{service.text()}")
+        assert "cannot reload" not in service.text() and "cannot read" not in service.text()
+        assert service.stop() == 0, service.text()
+    finally:
+        service.kill()
+
+
+# The settings whose chart default is a choice of the chart's, not the
+# server's: the pod listens beyond loopback, keeps SQLite on its volume and
+# logs JSON for collectors.
+CHART_CHOICES = {"DSR_LISTEN_ADDR", "DSR_ADMIN_LISTEN_ADDR", "DSR_DATABASE_URL", "DSR_LOG_FORMAT"}
+
+
+@needs_binary
+def test_the_charts_defaults_are_the_servers(rendered):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSR_")}
+    help_text = subprocess.run([str(BINARY), "--help"], env=env, capture_output=True, text=True, check=True, timeout=30).stdout
+    defaults = dict(re.findall(r"\[env: (DSR_\w+)=\]\s*\[default: ([^\]]+)\]", help_text))
+    assert "DSR_RATE_LIMIT" in defaults, help_text
+    config = rendered["default"].config
+    compared = {k: config[k] for k in defaults if k in config and k not in CHART_CHOICES}
+    assert {
+        "DSR_MAX_MESSAGE_SIZE",
+        "DSR_MAX_CONCURRENT_STREAMS",
+        "DSR_MAX_CALLS_IN_FLIGHT",
+        "DSR_RATE_LIMIT",
+        "DSR_RATE_BURST",
+        "DSR_MAX_WATCHES",
+        "DSR_MAX_WATCHES_PER_CALLER",
+        "DSR_RELOAD_INTERVAL",
+        "DSR_DRAIN_TIMEOUT",
+    } <= set(compared)
+    assert compared == {k: defaults[k] for k in compared}

@@ -95,6 +95,28 @@ surge). */}}
 {{/* Where the processors file is mounted. */}}
 {{- define "dsr.processorsDir" -}}/etc/dsr{{- end }}
 
+{{/* Where tls.existingSecret and auth.existingSecret are mounted: apart
+from the processors' directory, not inside it, so each volume has a
+mount point of its own in the read-only root filesystem. */}}
+{{- define "dsr.tlsDir" -}}/etc/dsr-tls{{- end }}
+{{- define "dsr.authDir" -}}/etc/dsr-auth{{- end }}
+
+{{/*
+The Secrets the user asks to mount (auth.extraSecrets, processorSecrets),
+as a YAML list of {name, secretName, mountPath}: the volume names are
+numbered so the same Secret may be listed twice.
+*/}}
+{{- define "dsr.extraSecretMounts" -}}
+{{- $mounts := list }}
+{{- range $i, $m := .Values.auth.extraSecrets }}
+{{- $mounts = append $mounts (dict "name" (printf "auth-extra-%d" $i) "secretName" $m.secretName "mountPath" ($m.mountPath | trimSuffix "/")) }}
+{{- end }}
+{{- range $i, $m := .Values.processorSecrets }}
+{{- $mounts = append $mounts (dict "name" (printf "processor-secret-%d" $i) "secretName" $m.secretName "mountPath" ($m.mountPath | trimSuffix "/")) }}
+{{- end }}
+{{- toYaml $mounts }}
+{{- end }}
+
 {{/* Container ports: fixed, the Service maps its own ports onto them. */}}
 {{- define "dsr.grpcContainerPort" -}}50051{{- end }}
 {{- define "dsr.metricsContainerPort" -}}9090{{- end }}
@@ -149,6 +171,31 @@ names the values to change.
 {{- $drain := include "dsr.durationSeconds" $v.config.drainTimeout | int }}
 {{- if le (int $v.terminationGracePeriodSeconds) $drain }}
   {{- fail (printf "dsr-orchestrator: terminationGracePeriodSeconds (%d) must be longer than config.drainTimeout (%s), or pods are killed before deliveries in flight drain; leave 10s or more for the rest of shutdown." (int $v.terminationGracePeriodSeconds) $v.config.drainTimeout) }}
+{{- end }}
+{{- if and $v.auth.insecureNoAuth $v.auth.existingSecret }}
+  {{- fail "dsr-orchestrator: auth.insecureNoAuth=true and auth.existingSecret are both set: with an auth file callers are authenticated, so remove auth.insecureNoAuth (or the Secret, to run unauthenticated)." }}
+{{- end }}
+{{- if not (or $v.auth.existingSecret $v.auth.insecureNoAuth) }}
+  {{- fail (printf "dsr-orchestrator: authentication is not configured, and the gRPC port is reachable beyond loopback: set auth.existingSecret to a Secret whose key %q holds the auth file (principals and their roles, see docs/security.md), or set auth.insecureNoAuth=true to accept that anyone who reaches the port may do anything but speak for a processor." $v.auth.secretKey) }}
+{{- end }}
+{{- if and $v.tls.clientAuth (not $v.tls.existingSecret) }}
+  {{- fail "dsr-orchestrator: tls.clientAuth=true needs tls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt (the CA client certificates must be signed by)." }}
+{{- end }}
+{{- /* Each volume needs a mount point of its own: no user mount on, or
+inside, another mount. */}}
+{{- $taken := dict "/tmp" "the scratch volume" (include "dsr.processorsDir" .) "the processors file" }}
+{{- if $v.tls.existingSecret }}{{ $_ := set $taken (include "dsr.tlsDir" .) "tls.existingSecret" }}{{ end }}
+{{- if $v.auth.existingSecret }}{{ $_ := set $taken (include "dsr.authDir" .) "auth.existingSecret" }}{{ end }}
+{{- if eq $v.database.mode "sqlite" }}{{ $_ := set $taken ($v.database.sqlite.mountPath | trimSuffix "/") "database.sqlite.mountPath" }}{{ end }}
+{{- range (include "dsr.extraSecretMounts" . | fromYamlArray) }}
+  {{- $path := .mountPath }}
+  {{- $secret := .secretName }}
+  {{- range $other, $owner := $taken }}
+    {{- if or (eq $path $other) (hasPrefix (printf "%s/" $other) $path) (hasPrefix (printf "%s/" $path) $other) }}
+      {{- fail (printf "dsr-orchestrator: the Secret %s cannot be mounted at %s: it overlaps %s, where %s is mounted. Give each Secret a directory of its own, outside the others." $secret $path $other $owner) }}
+    {{- end }}
+  {{- end }}
+  {{- $_ := set $taken $path (printf "the Secret %s" $secret) }}
 {{- end }}
 {{- $ids := list }}
 {{- range $v.processors }}
