@@ -25,6 +25,30 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
+/// A count of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number of at least 1".into()),
+    }
+}
+
+/// A rate above zero.
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err("must be a number above 0".into()),
+    }
+}
+
+/// A burst of at least one call.
+fn at_least_one_call(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        _ => Err("must be a number of at least 1".into()),
+    }
+}
+
 /// dsr-orchestrator: fans data-subject-rights requests out to every
 /// processor, tracks each answer and keeps one completion record per request.
 #[derive(Clone, Debug, Parser)]
@@ -135,28 +159,29 @@ pub struct Config {
     pub max_message_size: u32,
 
     /// Most concurrent streams (calls) on one HTTP/2 connection.
-    #[arg(long, env = "DSR_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    #[arg(long, env = "DSR_MAX_CONCURRENT_STREAMS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
 
     /// Most calls in progress at once, all callers together; beyond it
     /// calls are answered RESOURCE_EXHAUSTED.
-    #[arg(long, env = "DSR_MAX_CALLS_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(long, env = "DSR_MAX_CALLS_IN_FLIGHT", default_value_t = 1024, value_parser = at_least_one)]
     pub max_calls_in_flight: usize,
 
     /// Calls per second one caller (principal, processor) may make.
-    #[arg(long, env = "DSR_RATE_LIMIT", default_value_t = 200.0)]
+    #[arg(long, env = "DSR_RATE_LIMIT", default_value_t = 200.0, value_parser = positive)]
     pub rate_limit: f64,
 
     /// Calls one caller may make at once beyond `--rate-limit`.
-    #[arg(long, env = "DSR_RATE_BURST", default_value_t = 400.0)]
+    #[arg(long, env = "DSR_RATE_BURST", default_value_t = 400.0, value_parser = at_least_one_call)]
     pub rate_burst: f64,
 
     /// Most open WatchRequest streams, all callers together.
-    #[arg(long, env = "DSR_MAX_WATCHES", default_value_t = 1000)]
+    #[arg(long, env = "DSR_MAX_WATCHES", default_value_t = 1000, value_parser = at_least_one)]
     pub max_watches: usize,
 
     /// Most open WatchRequest streams of one caller.
-    #[arg(long, env = "DSR_MAX_WATCHES_PER_CALLER", default_value_t = 100)]
+    #[arg(long, env = "DSR_MAX_WATCHES_PER_CALLER", default_value_t = 100, value_parser = at_least_one)]
     pub max_watches_per_caller: usize,
 }
 
@@ -183,9 +208,9 @@ impl Config {
     /// The limits on callers.
     pub fn limits(&self) -> crate::api::limits::LimitSettings {
         crate::api::limits::LimitSettings {
-            calls_in_flight: self.max_calls_in_flight.max(1),
-            rate: self.rate_limit.max(0.001),
-            burst: self.rate_burst.max(1.0),
+            calls_in_flight: self.max_calls_in_flight,
+            rate: self.rate_limit,
+            burst: self.rate_burst,
             watches_per_caller: self.max_watches_per_caller,
             watches: self.max_watches,
         }

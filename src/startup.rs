@@ -179,6 +179,19 @@ impl Application {
             .transpose()
             .context("cannot set up the server's TLS")?
             .map(Arc::new);
+        tracing::info!(
+            tls = match &tls {
+                None => "off",
+                Some(t) if t.mutual() => "mutual (client certificates required)",
+                Some(_) => "on",
+            },
+            authentication = match &config.auth_file {
+                Some(file) => format!("principals from {}", file.display()),
+                None if insecure => "none (--insecure-no-auth)".to_string(),
+                None => "none (listening on loopback only)".to_string(),
+            },
+            "security"
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

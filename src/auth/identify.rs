@@ -54,10 +54,11 @@ impl Authenticator {
         })
     }
 
-    /// Whether no principal is configured: every caller but processors is
-    /// then anonymous.
+    /// Whether the server authenticates no one but processors: it was
+    /// started without an auth file. With one, it never opens up, not even
+    /// when the file is emptied while it runs (no principal can call then).
     pub fn is_open(&self) -> bool {
-        self.current().config.is_empty()
+        self.file.is_none()
     }
 
     fn current(&self) -> Arc<State> {
@@ -152,7 +153,7 @@ impl Authenticator {
                 )),
             };
         }
-        if state.config.is_empty() {
+        if self.is_open() {
             return Ok(Some(Caller::Anonymous));
         }
         Ok(None)

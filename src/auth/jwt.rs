@@ -33,7 +33,11 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    /// The keys of `source`, read now.
+    /// The keys of `source`, read now. A file that cannot be read is an
+    /// error (the configuration is wrong); a URL that cannot be fetched is
+    /// not (the identity provider may be away for a moment): the set
+    /// starts empty and is fetched again when a token needs it, and at
+    /// every refresh.
     pub async fn load(source: JwksSource) -> anyhow::Result<Self> {
         let jwks = Self {
             source,
@@ -41,7 +45,14 @@ impl Jwks {
             fetched: RwLock::default(),
             client: crate::tls::http_client()?,
         };
-        jwks.refresh().await?;
+        match (jwks.refresh().await, &jwks.source) {
+            (Ok(()), _) => {}
+            (Err(e), JwksSource::Url(_)) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "the JWKS cannot be fetched now; JWTs are refused until it can"
+            ),
+            (Err(e), JwksSource::File(_)) => return Err(e),
+        }
         Ok(jwks)
     }
 

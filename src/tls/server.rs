@@ -4,7 +4,7 @@
 //!
 //! Operators rotate certificates by replacing the files (a Kubernetes
 //! Secret update does that), so the files are read again every
-//! `--tls-reload-interval` and, when their bytes changed, a new
+//! `--reload-interval` and, when their bytes changed, a new
 //! configuration serves every new connection from then on; connections
 //! already open keep theirs and are not dropped. A broken new set (a key
 //! that does not match, a file half-written) is logged and the running

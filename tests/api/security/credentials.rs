@@ -225,6 +225,25 @@ async fn a_static_token_taken_out_of_the_auth_file_is_refused(db: TestDb) {
             .await
             .is_ok()
     );
+    // A file emptied of every principal leaves the server closed, not open.
+    std::fs::write(app.auth_file(), "{}").unwrap();
+    for _ in 0..200 {
+        if list_as(&app, crate::harness::app::HARNESS_TOKEN)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let anonymous = app
+        .clients(Bearer::default())
+        .requests
+        .clone()
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
     app.stop().await;
 }
 
