@@ -27,8 +27,8 @@ use chrono::{NaiveDate, Weekday};
 use serde::Deserialize;
 
 use crate::domain::{
-    Calendar, DeadlinePolicy, ExtensionRule, Jurisdiction, Need, Period, Regime, VerificationLevel,
-    VerificationPolicy,
+    Calendar, DeadlinePolicy, ExtensionRule, Jurisdiction, Need, NewRequest, Period, Regime, Terms,
+    Timestamp, VerificationLevel, VerificationPolicy,
 };
 
 /// The policies the compliance file sets.
@@ -38,6 +38,23 @@ pub struct CompliancePolicy {
     pub deadlines: DeadlinePolicy,
     /// Verification minimums.
     pub verification: VerificationPolicy,
+}
+
+impl CompliancePolicy {
+    /// The terms of `req`, taken in at `now`: its deadlines run from when
+    /// the person made it, and its verification is judged against the
+    /// minimum for its jurisdiction and need.
+    pub fn terms(&self, req: &NewRequest, now: Timestamp) -> Terms {
+        let made = req.submitted_at.unwrap_or(now);
+        Terms {
+            deadlines: self.deadlines.deadlines(req.jurisdiction, made),
+            verified: self.verification.suffices(
+                req.jurisdiction,
+                Need::of(req.kind, req.access_scope),
+                req.verification.level,
+            ),
+        }
+    }
 }
 
 /// Reads and checks the compliance file at `path`; errors name the file

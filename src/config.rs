@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::dispatch::DispatchConfig;
+use crate::domain::Period;
 use crate::store::StoreOptions;
 use crate::telemetry::LogFormat;
 
@@ -183,6 +184,30 @@ pub struct Config {
     /// Most open WatchRequest streams of one caller.
     #[arg(long, env = "DSR_MAX_WATCHES_PER_CALLER", default_value_t = 100, value_parser = at_least_one)]
     pub max_watches_per_caller: usize,
+
+    /// YAML file of the compliance policy where it differs from the
+    /// defaults: deadlines per jurisdiction, business-day calendars with
+    /// holiday files, minimum verification levels (see docs/compliance.md).
+    #[arg(long, env = "DSR_COMPLIANCE_FILE")]
+    pub compliance_file: Option<PathBuf>,
+
+    /// How long completion records and audit trails are kept after the
+    /// response, e.g. `24 months` or `730 days`; then they are purged with
+    /// the rest of the request.
+    #[arg(long, env = "DSR_RECORD_RETENTION", default_value = "24 months", value_parser = retention)]
+    pub record_retention: Period,
+
+    /// How often the retention purge looks for requests past their period.
+    #[arg(long, env = "DSR_PURGE_INTERVAL", default_value = "1h", value_parser = duration)]
+    pub purge_interval: Duration,
+}
+
+/// A retention period in days or months.
+fn retention(s: &str) -> Result<Period, String> {
+    match s.parse::<Period>()? {
+        Period::BusinessDays(_) => Err("must be in days or months".into()),
+        p => Ok(p),
+    }
 }
 
 impl Config {
@@ -213,6 +238,14 @@ impl Config {
             burst: self.rate_burst,
             watches_per_caller: self.max_watches_per_caller,
             watches: self.max_watches,
+        }
+    }
+
+    /// The compliance policy: the file's, or the defaults.
+    pub fn compliance(&self) -> anyhow::Result<crate::compliance_file::CompliancePolicy> {
+        match &self.compliance_file {
+            Some(path) => crate::compliance_file::load(path),
+            None => Ok(crate::compliance_file::CompliancePolicy::default()),
         }
     }
 

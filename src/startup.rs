@@ -22,6 +22,7 @@ use crate::api::{InstructionApi, ProcessorApi, RequestApi};
 use crate::auth::identify::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::clock::{Clock, SystemClock};
+use crate::compliance_file::CompliancePolicy;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::adapter::Adapter;
@@ -29,6 +30,7 @@ use crate::dispatch::destination;
 use crate::dispatch::grpc::GrpcAdapter;
 use crate::dispatch::recorder::{Recorder, RecorderTask};
 use crate::domain::Actor;
+use crate::domain::Period;
 use crate::pb;
 use crate::store::{Backend, Store};
 use crate::telemetry::{Metrics, RpcTraceLayer};
@@ -82,6 +84,10 @@ pub struct Application {
     limits: LimitSettings,
     /// The transport's bounds: largest message, streams per connection.
     transport: Transport,
+    /// Deadlines and verification minimums.
+    compliance: Arc<CompliancePolicy>,
+    /// How long closed requests are kept, and how often the purge looks.
+    retention: (Period, Duration),
 }
 
 /// The transport's bounds.
@@ -119,6 +125,17 @@ impl Application {
                 )
             })?
             .with_observer(metrics.clone());
+        let compliance = Arc::new(config.compliance()?);
+        let chained = store
+            .chain_unchained()
+            .await
+            .context("cannot chain the audit trails of earlier requests")?;
+        if chained > 0 {
+            tracing::info!(
+                requests = chained,
+                "chained the audit trails of earlier requests"
+            );
+        }
         match store.backend() {
             Backend::Sqlite => tracing::info!(
                 file = %store.location(),
@@ -230,6 +247,8 @@ impl Application {
                 max_message_size: config.max_message_size as usize,
                 max_concurrent_streams: config.max_concurrent_streams,
             },
+            compliance,
+            retention: (config.record_retention, config.purge_interval),
         })
     }
 
@@ -274,6 +293,8 @@ impl Application {
             reload_interval,
             limits,
             transport,
+            compliance,
+            retention,
         } = self;
         // Every moving part, in the order it starts; they stop in the
         // reverse order, each after the ones that feed it.
@@ -300,6 +321,10 @@ impl Application {
         if run_dispatcher {
             tasks.start("dispatcher", |stop| Some(dispatcher.clone().run(stop)));
         }
+        // Purges closed requests past their retention period.
+        tasks.start("retention purge", |stop| {
+            Some(store.purger(retention.0, retention.1, clock.clone(), stop))
+        });
         // Keeps the open-work gauges fresh for OTLP push.
         tasks.start("metrics refresher", |stop| {
             metrics.refresher(store.clone(), clock.clone(), Duration::from_secs(15), stop)
@@ -330,6 +355,7 @@ impl Application {
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
                 watches: WatchLimits::new(limits),
+                compliance,
             },
             processors: ProcessorApi {
                 store: store.clone(),

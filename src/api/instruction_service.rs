@@ -11,11 +11,11 @@ use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::domain::{
-    Actor, AdapterConfig, InstructionId, InstructionView, ProcessorId, ResolvedBy, Violations,
+    Actor, AdapterConfig, InstructionView, ProcessorId, ResolvedBy, Violations, reply_due,
 };
 use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
-use crate::store::{DeliveryAttemptRow, InstructionFilter, Store};
+use crate::store::{DeliveryAttemptRow, InstructionCursor, InstructionFilter, Store};
 use crate::wire;
 
 /// Implementation of `InstructionService`.
@@ -70,8 +70,7 @@ impl InstructionApi {
             .await?;
         let processor = self.store.processor(&caller).await?;
         let now = self.clock.now();
-        let due =
-            now + chrono::Duration::from_std(processor.spec.completion_timeout).unwrap_or_default();
+        let due = reply_due(now, processor.spec.completion_timeout, view.due_at);
         let view = self
             .store
             .acknowledge(view.id, due, &Actor::Processor(caller), now)
@@ -96,6 +95,12 @@ impl InstructionApi {
                 "result.records",
                 "only access and portability requests return data records",
             );
+        }
+        if let Some(why) = result
+            .as_ref()
+            .and_then(|r| r.misapplied_ground(view.jurisdiction, view.kind))
+        {
+            v.add("result.exception", why);
         }
         let (Some(result), true) = (result, v.is_empty()) else {
             return Err(v.into());
@@ -142,6 +147,7 @@ impl InstructionApi {
             .claim(
                 &caller,
                 processor.spec.max_reminders,
+                processor.spec.retry_policy.max_attempts,
                 max,
                 &owner,
                 processor.spec.ack_timeout,
@@ -179,10 +185,16 @@ impl InstructionApi {
         let request = (!req.request_id.is_empty())
             .then(|| v.take("", wire::parse_request_id(&req.request_id, "request_id")))
             .flatten();
+        let order = v
+            .take("order_by", wire::instruction_order(req.order_by))
+            .unwrap_or_default();
+        let due_before = v
+            .take("", wire::parse_timestamp(req.due_before, "due_before"))
+            .flatten();
         let after = page_token(&req.page_token).and_then(|t| {
             v.take(
                 "page_token",
-                decode_key(t).and_then(|k| InstructionId::parse(&k)),
+                decode_key(t).and_then(|k| InstructionCursor::parse(&k, order)),
             )
         });
         let (Some(size), true) = (size, v.is_empty()) else {
@@ -192,8 +204,15 @@ impl InstructionApi {
             state,
             processor,
             request,
+            due_before,
+            overdue_at: req.overdue.then(|| self.clock.now()),
+            needs_attention: req.needs_attention,
+            order,
         };
-        let page = self.store.list_instructions(&filter, after, size).await?;
+        let page = self
+            .store
+            .list_instructions(&filter, after.as_ref(), size)
+            .await?;
         let mut instructions = Vec::with_capacity(page.instructions.len());
         for i in &page.instructions {
             let history = self.store.attempts(i.id).await?;
@@ -204,10 +223,7 @@ impl InstructionApi {
         }
         Ok(pb::ListInstructionsResponse {
             instructions,
-            next_page_token: page
-                .next_after
-                .map(|id| encode_key(&id.to_string()))
-                .unwrap_or_default(),
+            next_page_token: page.next.map(|c| encode_key(&c.key())).unwrap_or_default(),
         })
     }
 
@@ -245,6 +261,10 @@ impl InstructionApi {
         let (Some(id), Some(result), true) = (id, result, v.is_empty()) else {
             return Err(v.into());
         };
+        let current = self.store.instruction(id).await?;
+        if let Some(why) = result.misapplied_ground(current.jurisdiction, current.kind) {
+            return Err(Violations::one("result.exception", why).into());
+        }
         let view = self
             .store
             .resolve(

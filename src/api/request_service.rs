@@ -16,8 +16,9 @@ use super::limits::{WatchLimits, Watching};
 use super::page::{page_size, page_token};
 use crate::auth::Caller;
 use crate::clock::Clock;
+use crate::compliance_file::CompliancePolicy;
 use crate::dispatch::Dispatcher;
-use crate::domain::{RequestId, RequestSummary, Violations};
+use crate::domain::{RequestId, RequestSummary, Violations, exceptions};
 use crate::pb;
 use crate::pb::request_service_server::RequestService;
 use crate::store::{EventKind, RequestCursor, RequestEvent, RequestFilter, Store};
@@ -40,6 +41,8 @@ pub struct RequestApi {
     pub(crate) metrics: std::sync::Arc<crate::telemetry::Metrics>,
     /// Bounds the open watch streams.
     pub(crate) watches: Arc<WatchLimits>,
+    /// The deadlines and verification minimums of each jurisdiction.
+    pub(crate) compliance: Arc<CompliancePolicy>,
 }
 
 fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
@@ -48,6 +51,8 @@ fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
         EventKind::InstructionChanged => pb::RequestEventType::InstructionChanged,
         EventKind::Completed => pb::RequestEventType::Completed,
         EventKind::Cancelled => pb::RequestEventType::Cancelled,
+        EventKind::ReceiptConfirmed => pb::RequestEventType::ReceiptConfirmed,
+        EventKind::DeadlineExtended => pb::RequestEventType::DeadlineExtended,
     };
     pb::RequestEvent {
         request_id: e.request_id.to_string(),
@@ -61,6 +66,9 @@ fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        extension: e.extension.as_ref().map(wire::extension_pb),
+        previous_hash: e.prev_hash.clone().unwrap_or_default(),
+        hash: e.hash.clone().unwrap_or_default(),
     }
 }
 
@@ -80,6 +88,7 @@ impl RequestApi {
         req: pb::ListRequestsRequest,
         caller: &Caller,
     ) -> ApiResult<pb::ListRequestsResponse> {
+        let now = self.clock.now();
         let mut v = Violations::new();
         let size = v.take("page_size", page_size(req.page_size));
         let filter = RequestFilter {
@@ -103,9 +112,17 @@ impl RequestApi {
                 )
                 .flatten(),
             submitted_by: (!caller.sees_all_requests()).then(|| caller.actor()),
+            due_before: v
+                .take("", wire::parse_timestamp(req.due_before, "due_before"))
+                .flatten(),
+            overdue_at: req.overdue.then_some(now),
+            needs_attention_at: req.needs_attention.then_some(now),
+            order: v
+                .take("order_by", wire::request_order(req.order_by))
+                .unwrap_or_default(),
         };
         let after = page_token(&req.page_token)
-            .and_then(|t| v.take("page_token", RequestCursor::decode(t)));
+            .and_then(|t| v.take("page_token", RequestCursor::decode(t, filter.order)));
         let (Some(size), true) = (size, v.is_empty()) else {
             return Err(v.into());
         };
@@ -114,7 +131,11 @@ impl RequestApi {
             .list_requests(&filter, after.as_ref(), size)
             .await?;
         Ok(pb::ListRequestsResponse {
-            requests: page.requests.iter().map(wire::request).collect(),
+            requests: page
+                .requests
+                .iter()
+                .map(|r| wire::request(r, now))
+                .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         })
     }
@@ -206,9 +227,10 @@ impl RequestService for RequestApi {
         let new = wire::new_request(request.into_inner(), now).map_err(ApiError::from)?;
         tracing::Span::current().record("request_id", tracing::field::display(new.id));
         let trace = crate::telemetry::current_traceparent();
+        let terms = self.compliance.terms(&new, now);
         let intake = self
             .store
-            .submit(&new, &actor, now, trace.as_deref())
+            .submit(&new, terms, &actor, now, trace.as_deref())
             .await
             .map_err(ApiError::from)?;
         if intake.created {
@@ -218,10 +240,11 @@ impl RequestService for RequestApi {
                 kind = %new.kind,
                 jurisdiction = %new.jurisdiction,
                 instructions = intake.request.instructions.len(),
+                verified = terms.verified,
                 "request received"
             );
         }
-        Ok(Response::new(wire::request(&intake.request)))
+        Ok(Response::new(wire::request(&intake.request, now)))
     }
 
     async fn get_request(
@@ -232,7 +255,7 @@ impl RequestService for RequestApi {
             .map_err(ApiError::from)?;
         let r = self.store.request(id).await.map_err(ApiError::from)?;
         visible(&Caller::of(&request), &r)?;
-        Ok(Response::new(wire::request(&r)))
+        Ok(Response::new(wire::request(&r, self.clock.now())))
     }
 
     async fn list_requests(
@@ -273,7 +296,7 @@ impl RequestService for RequestApi {
             .map_err(ApiError::from)?;
         tracing::info!(notified = reached.len(), %actor, "request cancelled");
         self.dispatcher.notify_cancelled(reached, req.reason);
-        Ok(Response::new(wire::request(&summary)))
+        Ok(Response::new(wire::request(&summary, self.clock.now())))
     }
 
     type WatchRequestStream = EventStream;
@@ -326,5 +349,97 @@ impl RequestService for RequestApi {
         Ok(Response::new(wire::completion_record(
             &record, &digest, bytes,
         )))
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = tracing::field::Empty))]
+    async fn confirm_receipt(
+        &self,
+        request: Request<pb::ConfirmReceiptRequest>,
+    ) -> Result<Response<pb::DataSubjectRequest>, Status> {
+        let caller = Caller::of(&request);
+        let id = wire::parse_request_id(&request.get_ref().request_id, "request_id")
+            .map_err(ApiError::from)?;
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        visible(
+            &caller,
+            &self.store.request(id).await.map_err(ApiError::from)?,
+        )?;
+        let now = self.clock.now();
+        let r = self
+            .store
+            .confirm_receipt(id, &caller.actor(), now)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(actor = %caller.actor(), "receipt confirmed");
+        Ok(Response::new(wire::request(&r, now)))
+    }
+
+    #[tracing::instrument(skip_all, fields(request_id = tracing::field::Empty))]
+    async fn extend_deadline(
+        &self,
+        request: Request<pb::ExtendDeadlineRequest>,
+    ) -> Result<Response<pb::DataSubjectRequest>, Status> {
+        let caller = Caller::of(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = v.take("request_id", RequestId::parse(&req.request_id));
+        let requested = v
+            .take("", wire::parse_timestamp(req.new_deadline, "new_deadline"))
+            .flatten();
+        if req.reason.trim().is_empty() || req.reason.chars().count() > 2000 {
+            v.add("reason", "must be 1 to 2000 characters");
+        }
+        let (Some(id), true) = (id, v.is_empty()) else {
+            return Err(ApiError::from(v).into());
+        };
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        visible(
+            &caller,
+            &self.store.request(id).await.map_err(ApiError::from)?,
+        )?;
+        let now = self.clock.now();
+        let r = self
+            .store
+            .extend_deadline(
+                id,
+                &self.compliance.deadlines,
+                requested,
+                &req.reason,
+                &caller.actor(),
+                now,
+            )
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(actor = %caller.actor(), "response deadline extended");
+        Ok(Response::new(wire::request(&r, now)))
+    }
+
+    async fn list_exceptions(
+        &self,
+        request: Request<pb::ListExceptionsRequest>,
+    ) -> Result<Response<pb::ListExceptionsResponse>, Status> {
+        let (jurisdiction, kind) = wire::list_filters(request.get_ref()).map_err(ApiError::from)?;
+        let grounds = exceptions::CATALOGUE
+            .iter()
+            .filter(|g| {
+                jurisdiction.is_none_or(|j| g.jurisdiction.is_none_or(|own| own == j))
+                    && kind.is_none_or(|k| g.kinds.contains(&k))
+            })
+            .map(wire::exception_ground)
+            .collect();
+        Ok(Response::new(pb::ListExceptionsResponse { grounds }))
+    }
+
+    async fn verify_audit_trail(
+        &self,
+        request: Request<pb::VerifyAuditTrailRequest>,
+    ) -> Result<Response<pb::AuditTrailVerification>, Status> {
+        let id = wire::parse_request_id(&request.get_ref().request_id, "request_id")
+            .map_err(ApiError::from)?;
+        let check = self.store.verify_trail(id).await.map_err(ApiError::from)?;
+        if let Some((sequence, problem)) = &check.first_break {
+            tracing::warn!(request_id = %id, sequence, problem, "audit trail broken");
+        }
+        Ok(Response::new(wire::trail_check(&id.to_string(), &check)))
     }
 }

@@ -6,7 +6,9 @@
 //! |---|---|---|
 //! | RequestService | SubmitRequest | submitter |
 //! | RequestService | GetRequest, ListRequests, WatchRequest, GetCompletionRecord | submitter (its own requests), auditor, operator |
-//! | RequestService | CancelRequest | submitter (its own requests), operator |
+//! | RequestService | CancelRequest, ConfirmReceipt, ExtendDeadline | submitter (its own requests), operator |
+//! | RequestService | VerifyAuditTrail | auditor, operator |
+//! | RequestService | ListExceptions | any authenticated principal |
 //! | ProcessorService | GetProcessor, ListProcessors | auditor, admin |
 //! | ProcessorService | RegisterProcessor, UpdateProcessor, DisableProcessor, RotateCallbackToken | admin |
 //! | InstructionService | AcknowledgeInstruction, CompleteInstruction, PullInstructions | processors (callback token) |
@@ -61,6 +63,22 @@ pub const TABLE: &[(&str, Allowed)] = &[
     (
         "/dsr.v1.RequestService/CancelRequest",
         Allowed::Roles(&[Submitter, Operator]),
+    ),
+    (
+        "/dsr.v1.RequestService/ConfirmReceipt",
+        Allowed::Roles(&[Submitter, Operator]),
+    ),
+    (
+        "/dsr.v1.RequestService/ExtendDeadline",
+        Allowed::Roles(&[Submitter, Operator]),
+    ),
+    (
+        "/dsr.v1.RequestService/ListExceptions",
+        Allowed::AnyPrincipal,
+    ),
+    (
+        "/dsr.v1.RequestService/VerifyAuditTrail",
+        Allowed::Roles(&[Auditor, Operator]),
     ),
     (
         "/dsr.v1.ProcessorService/GetProcessor",

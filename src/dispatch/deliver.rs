@@ -9,7 +9,9 @@ use tracing::Instrument;
 
 use super::Dispatcher;
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint};
-use crate::domain::{AdapterConfig, AttemptResult, InstructionView, Processor, Timestamp};
+use crate::domain::{
+    AdapterConfig, AttemptResult, InstructionView, Processor, Timestamp, reply_due,
+};
 use crate::store::{ClaimKind, Claimed, DeliveryReport, DeliveryResult};
 
 impl Dispatcher {
@@ -125,10 +127,27 @@ fn result_of(
         .map_err(|e| e.redacted(&c.identities));
     match answer {
         Ok(Answer::Accepted) => DeliveryResult::Accepted {
-            reply_due_at: now
-                + chrono::Duration::from_std(p.spec.completion_timeout).unwrap_or_default(),
+            reply_due_at: reply_due(now, p.spec.completion_timeout, instruction.due_at),
         },
-        Ok(Answer::Done(r)) => DeliveryResult::Outcome(r),
+        Ok(Answer::Done(r)) => {
+            match r.misapplied_ground(instruction.jurisdiction, instruction.kind) {
+                // A denial on a ground the request's law does not give cannot
+                // close the instruction: an operator takes it up.
+                Some(why) => {
+                    tracing::warn!(
+                        "denial on a ground that does not apply; escalated to an operator"
+                    );
+                    DeliveryResult::Escalate {
+                        attempt: AttemptResult::FatalError,
+                        code: "INVALID_ARGUMENT".into(),
+                        message: format!(
+                            "the processor denied on a ground that does not apply: {why}"
+                        ),
+                    }
+                }
+                None => DeliveryResult::Outcome(r),
+            }
+        }
         Err(DeliveryError::Retryable { code, message }) if policy.allows_another(attempts) => {
             let delay = policy.delay_after(attempts, instruction.id);
             tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");

@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::domain::{AdapterConfig, Processor, ProcessorId};
-use crate::store::{ClaimKind, ClaimOrder, Store};
+use crate::store::{Budget, ClaimKind, ClaimOrder, Store};
 use crate::telemetry::Metrics;
 use adapter::Adapter;
 pub use recorder::Recorder;
@@ -275,7 +275,11 @@ impl Dispatcher {
         let now = self.clock.now();
         let budgets: Vec<_> = processors
             .iter()
-            .map(|p| (&p.spec.id, p.spec.max_reminders))
+            .map(|p| Budget {
+                processor: &p.spec.id,
+                max_reminders: p.spec.max_reminders,
+                max_attempts: p.spec.retry_policy.max_attempts,
+            })
             .collect();
         self.store.escalate_overdue(&budgets, now).await?;
         // Free slots are shared out fairly, so the first processor of a pass
@@ -318,6 +322,7 @@ impl Dispatcher {
             .map(|((p, timeout), slots)| ClaimOrder {
                 processor: &p.spec.id,
                 max_reminders: p.spec.max_reminders,
+                max_attempts: p.spec.retry_policy.max_attempts,
                 limit: slots.len() as u32,
                 lease: *timeout + self.config.lease_margin,
             })

@@ -62,6 +62,29 @@ impl Period {
     pub fn end(self, from: Timestamp, calendar: &Calendar) -> Timestamp {
         end_of(self.last_day(from.date_naive(), calendar))
     }
+
+    /// The instant this long before `at` (business days skip weekends):
+    /// the cutoff of a retention period ending `at`.
+    pub fn before(self, at: Timestamp) -> Timestamp {
+        match self {
+            Period::Days(n) => at - chrono::Duration::days(i64::from(n)),
+            Period::Months(n) => at
+                .checked_sub_months(Months::new(n))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+            Period::BusinessDays(n) => {
+                let calendar = Calendar::default();
+                let mut t = at;
+                let mut counted = 0;
+                while counted < n {
+                    t -= chrono::Duration::days(1);
+                    if calendar.is_business_day(t.date_naive()) {
+                        counted += 1;
+                    }
+                }
+                t
+            }
+        }
+    }
 }
 
 /// The last instant (microseconds) of `day`, UTC.
@@ -195,6 +218,66 @@ pub struct Deadlines {
     pub confirm_by: Option<Timestamp>,
     /// When the request must be answered (before any extension).
     pub respond_by: Timestamp,
+}
+
+/// An extension of a request's response deadline, as declared.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Extension {
+    /// The statutory deadline it replaced.
+    pub original_deadline: Timestamp,
+    /// The new deadline.
+    pub new_deadline: Timestamp,
+    /// Why, as the person is told.
+    pub reason: String,
+    /// Who declared it.
+    pub declared_by: String,
+    /// When.
+    pub declared_at: Timestamp,
+}
+
+/// An instruction's due times: when its processor's answer is due, and
+/// when it escalates if still open.
+///
+/// The one rule: the answer is due `margin` before the request's deadline
+/// (`respond_by`), but never before the instruction was created; past that
+/// the processor is late. A late processor is reminded (an acknowledged
+/// push instruction's outcome falls due, at the latest, at `due_at`: the
+/// reminder goes out), and an instruction still open halfway from `due_at`
+/// to `respond_by` escalates to an operator, leaving the business the
+/// other half of the margin to act. The processor's own clock (retries,
+/// `ack_timeout`, `completion_timeout`, reminders) runs as before until
+/// then and may escalate sooner; it never moves these times.
+pub fn due_times(
+    respond_by: Timestamp,
+    margin: std::time::Duration,
+    created_at: Timestamp,
+) -> (Timestamp, Timestamp) {
+    let margin = chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX);
+    let due = respond_by
+        .checked_sub_signed(margin)
+        .unwrap_or(created_at)
+        .max(created_at);
+    let escalate = if respond_by > due {
+        due + (respond_by - due) / 2
+    } else {
+        due
+    };
+    (due, escalate)
+}
+
+/// When an acknowledged instruction's outcome is next due (its reminder):
+/// `completion_timeout` after `now`, but no later than its due time while
+/// that is still ahead.
+pub fn reply_due(
+    now: Timestamp,
+    completion_timeout: std::time::Duration,
+    due_at: Option<Timestamp>,
+) -> Timestamp {
+    let by_timeout = now + chrono::Duration::from_std(completion_timeout).unwrap_or_default();
+    match due_at {
+        Some(due) if due > now => by_timeout.min(due),
+        _ => by_timeout,
+    }
 }
 
 /// Why an extension is refused.
@@ -337,6 +420,43 @@ mod tests {
         let gdpr = policy.deadlines(Jurisdiction::Gdpr, made);
         assert_eq!(gdpr.respond_by, at("2026-02-01T23:59:59.999999Z"));
         assert_eq!(gdpr.confirm_by, None);
+    }
+
+    #[test]
+    fn due_times_leave_the_business_half_the_margin() {
+        let made = at("2026-01-01T00:00:00Z");
+        let week = std::time::Duration::from_secs(7 * 86400);
+        let respond_by = at("2026-02-15T00:00:00Z");
+        let (due, escalate) = due_times(respond_by, week, made);
+        assert_eq!(due, at("2026-02-08T00:00:00Z"));
+        assert_eq!(escalate, at("2026-02-11T12:00:00Z"));
+        // Already late on arrival: due at once, escalated halfway to the
+        // deadline.
+        let late = at("2026-02-14T00:00:00Z");
+        assert_eq!(
+            due_times(respond_by, week, late),
+            (late, at("2026-02-14T12:00:00Z"))
+        );
+        // Reminders fall due by the due time, then every timeout.
+        let day = std::time::Duration::from_secs(86400);
+        assert_eq!(
+            reply_due(made, 40 * day, Some(due)),
+            at("2026-02-08T00:00:00Z")
+        );
+        assert_eq!(reply_due(made, day, Some(due)), at("2026-01-02T00:00:00Z"));
+        assert_eq!(reply_due(due, day, Some(due)), at("2026-02-09T00:00:00Z"));
+    }
+
+    #[test]
+    fn retention_cutoffs() {
+        let now = at("2026-12-04T10:00:00Z");
+        assert_eq!(Period::Months(24).before(now), at("2024-12-04T10:00:00Z"));
+        assert_eq!(Period::Days(30).before(now), at("2026-11-04T10:00:00Z"));
+        // Friday 4 December, 2 business days back: Wednesday.
+        assert_eq!(
+            Period::BusinessDays(2).before(now),
+            at("2026-12-02T10:00:00Z")
+        );
     }
 
     #[test]

@@ -75,6 +75,7 @@ mod tests {
             None,
             None,
             None,
+            None,
         )
         .unwrap();
         let at = chrono::DateTime::from_timestamp(0, 0).unwrap();
@@ -109,6 +110,8 @@ mod tests {
                 .map(|p| ProcessorId::parse(p).unwrap())
                 .collect(),
             labels: Labels::default(),
+            access_scope: None,
+            requester_evidence: None,
         }
     }
 

@@ -215,6 +215,14 @@ pub struct InstructionView {
     /// Outcome deadline (ACKNOWLEDGED).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reply_due_at: Option<Timestamp>,
+    /// When the processor's answer is due: the request's deadline less the
+    /// processor's safety margin (`None` only in events recorded before
+    /// instructions had due times).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub due_at: Option<Timestamp>,
+    /// When it escalates if still open (see [`super::due_times`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub escalate_at: Option<Timestamp>,
     /// Final result (not kept in events).
     #[serde(skip)]
     pub result: Option<InstructionResult>,
@@ -254,6 +262,8 @@ mod tests {
             next_attempt_at: None,
             lease_expires_at: Some(at),
             reply_due_at: None,
+            due_at: None,
+            escalate_at: None,
             result: None,
             resolved_by: None,
         };

@@ -29,7 +29,8 @@ mod violation;
 
 pub use actor::{Actor, PrincipalName};
 pub use deadline::{
-    Calendar, DeadlinePolicy, Deadlines, ExtensionRefused, ExtensionRule, Period, Regime,
+    Calendar, DeadlinePolicy, Deadlines, Extension, ExtensionRefused, ExtensionRule, Period,
+    Regime, due_times, reply_due,
 };
 pub use enums::*;
 pub use fan_out::fan_out;
@@ -37,14 +38,15 @@ pub use ids::{InstructionId, ProcessorId, RequestId};
 pub use instruction::{InstructionEvent, InstructionState, InstructionView, Transition};
 pub use outcome::{DataRecord, InstructionResult, Outcome, ResolvedBy, SubProcessor};
 pub use processor::{AdapterConfig, Processor, ProcessorSpec, ProcessorStatus, ProcessorTls};
-pub use record::{CompletionRecord, OverallOutcome, ProcessorLine};
+pub use record::{CompletionRecord, OverallOutcome, ProcessorLine, RecordFacts};
 pub use redact::{REDACTED, redact_identities};
 pub use request::{
-    Channel, Labels, NewRequest, RequestStatus, RequestSummary, Subject, SubjectIdentity,
-    Verification,
+    Channel, Labels, MAX_EVIDENCE_REFERENCE, NewRequest, Receipt, RequestStatus, RequestSummary,
+    Subject, SubjectIdentity, Terms, Verification,
 };
 pub use retry::RetryPolicy;
 pub use verification::{AccessScope, Need, VerificationPolicy};
+pub(crate) use violation::check_len;
 pub use violation::{Violation, Violations};
 
 /// A point in time, UTC, at microsecond precision (what both databases keep).

@@ -199,6 +199,21 @@ impl InstructionResult {
         self
     }
 
+    /// Why this denial's ground cannot deny a request of `jurisdiction`
+    /// and `kind` (see [`super::exceptions::misapplied`]), if it cannot.
+    pub fn misapplied_ground(
+        &self,
+        jurisdiction: super::Jurisdiction,
+        kind: super::RequestKind,
+    ) -> Option<String> {
+        match (self.outcome, self.exception) {
+            (Outcome::Denied, Some(code)) => {
+                super::exceptions::misapplied(code, jurisdiction, kind)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether `other` is the same answer (idempotent repeat of a callback).
     pub fn same_answer(&self, other: &InstructionResult) -> bool {
         self == other

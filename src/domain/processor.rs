@@ -175,6 +175,10 @@ pub struct ProcessorSpec {
     pub max_reminders: u32,
     /// Concurrent deliveries per orchestrator replica.
     pub max_in_flight: u32,
+    /// How long before a request's deadline this processor's answer is
+    /// due (see [`super::due_times`]).
+    #[serde(with = "millis", default = "defaults::safety_margin")]
+    pub safety_margin: Duration,
 }
 
 /// Defaults for the optional settings of a processor.
@@ -188,6 +192,13 @@ pub mod defaults {
     pub const MAX_REMINDERS: u32 = 3;
     /// In-flight deliveries.
     pub const MAX_IN_FLIGHT: u32 = 16;
+    /// Safety margin before the request's deadline.
+    pub const SAFETY_MARGIN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    /// [`SAFETY_MARGIN`], for serde.
+    pub fn safety_margin() -> Duration {
+        SAFETY_MARGIN
+    }
 }
 
 impl ProcessorSpec {
@@ -206,6 +217,7 @@ impl ProcessorSpec {
         completion_timeout: Option<Duration>,
         max_reminders: Option<u32>,
         max_in_flight: Option<u32>,
+        safety_margin: Option<Duration>,
     ) -> Result<Self, Violations> {
         let mut v = Violations::new();
         v.take("display_name", check_len(display_name, 1, 200));
@@ -245,6 +257,10 @@ impl ProcessorSpec {
         if !(1..=1000).contains(&max_in_flight) {
             v.add("max_in_flight", "must be between 1 and 1000");
         }
+        let safety_margin = safety_margin.unwrap_or(defaults::SAFETY_MARGIN);
+        if safety_margin > Duration::from_secs(90 * 86400) {
+            v.add("safety_margin", "must be between 0s and 90d");
+        }
         v.finish(|| Self {
             id,
             display_name: display_name.to_string(),
@@ -258,6 +274,7 @@ impl ProcessorSpec {
             completion_timeout,
             max_reminders,
             max_in_flight,
+            safety_margin,
         })
     }
 

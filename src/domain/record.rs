@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
-    DeletionException, InstructionId, InstructionState, Jurisdiction, ProcessorId, RequestId,
-    RequestKind, Requester, SubProcessor, Timestamp, Verification,
+    AccessScope, DeletionException, Extension, InstructionId, InstructionState, Jurisdiction,
+    ProcessorId, RequestId, RequestKind, Requester, SubProcessor, Timestamp, Verification,
 };
 
 /// The nature of the response.
@@ -31,6 +31,9 @@ pub enum OverallOutcome {
     /// Cancelled.
     #[serde(rename = "CANCELLED")]
     Cancelled,
+    /// Denied at intake: verified below the jurisdiction's minimum.
+    #[serde(rename = "DENIED_UNVERIFIED")]
+    DeniedUnverified,
 }
 
 impl OverallOutcome {
@@ -41,6 +44,7 @@ impl OverallOutcome {
             Self::PartiallyFulfilled => "PARTIALLY_FULFILLED",
             Self::NotFulfilled => "NOT_FULFILLED",
             Self::Cancelled => "CANCELLED",
+            Self::DeniedUnverified => "DENIED_UNVERIFIED",
         }
     }
 
@@ -129,27 +133,94 @@ pub struct CompletionRecord {
     pub denial_basis: Vec<String>,
     /// Cancellation reason or other note.
     pub note: String,
+    /// The response deadline in force when it closed (absent from records
+    /// written before deadlines were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond_by: Option<Timestamp>,
+    /// The extension, if one was declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<Extension>,
+    /// When receipt was confirmed to the person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_confirmed_at: Option<Timestamp>,
+    /// Whether the response came by `respond_by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_time: Option<bool>,
+    /// What an access request asked to know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_scope: Option<AccessScope>,
+    /// The hash of the request's last event: the digest covers its audit
+    /// trail (empty in records written before the trail was chained).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub audit_head: String,
+}
+
+/// The facts of a request a record restates, as its closing update
+/// returned them.
+#[derive(Clone, Debug)]
+pub struct RecordFacts {
+    /// Request.
+    pub request_id: RequestId,
+    /// Nature of the request.
+    pub kind: RequestKind,
+    /// Regime.
+    pub jurisdiction: Jurisdiction,
+    /// Date of the request.
+    pub submitted_at: Timestamp,
+    /// When it was taken in.
+    pub received_at: Timestamp,
+    /// Manner in which it was made.
+    pub channel: String,
+    /// Who made it.
+    pub requester: Requester,
+    /// Verification reached.
+    pub verification: Verification,
+    /// What an access request asked to know.
+    pub access_scope: Option<AccessScope>,
+    /// The deadline in force.
+    pub respond_by: Timestamp,
+    /// The extension, if any.
+    pub extension: Option<Extension>,
+    /// When receipt was confirmed.
+    pub receipt_confirmed_at: Option<Timestamp>,
+    /// The cancellation reason, when cancelled.
+    pub cancel_reason: Option<String>,
+    /// Denied at intake for lack of verification.
+    pub denied_unverified: bool,
 }
 
 impl CompletionRecord {
-    /// Fills in the derived parts (outcome, sorted lines, denial basis).
-    #[allow(clippy::too_many_arguments)]
+    /// Fills in the derived parts (outcome, sorted lines, denial basis,
+    /// timeliness); the audit head is set by whoever chains the request's
+    /// last event.
     pub fn assemble(
-        request_id: RequestId,
-        kind: RequestKind,
-        jurisdiction: Jurisdiction,
-        submitted_at: Timestamp,
-        received_at: Timestamp,
-        channel: String,
-        requester: Requester,
-        verification: Verification,
+        facts: RecordFacts,
         responded_at: Timestamp,
         mut lines: Vec<ProcessorLine>,
-        cancel_reason: Option<String>,
     ) -> Self {
+        let RecordFacts {
+            request_id,
+            kind,
+            jurisdiction,
+            submitted_at,
+            received_at,
+            channel,
+            requester,
+            verification,
+            access_scope,
+            respond_by,
+            extension,
+            receipt_confirmed_at,
+            cancel_reason,
+            denied_unverified,
+        } = facts;
         lines.sort_by(|a, b| a.processor_id.cmp(&b.processor_id));
         let states: Vec<_> = lines.iter().map(|l| l.state).collect();
-        let outcome = OverallOutcome::from_states(cancel_reason.is_some(), &states);
+        let outcome = if denied_unverified {
+            OverallOutcome::DeniedUnverified
+        } else {
+            OverallOutcome::from_states(cancel_reason.is_some(), &states)
+        };
         let denial_basis = lines
             .iter()
             .filter(|l| l.state == InstructionState::Denied)
@@ -160,6 +231,10 @@ impl CompletionRecord {
             .collect();
         let note = match (cancel_reason, lines.is_empty()) {
             (Some(reason), _) => format!("cancelled: {reason}"),
+            (None, true) if denied_unverified => format!(
+                "denied without fan-out: verified {} where {jurisdiction} requires more for this request",
+                verification.level
+            ),
             (None, true) => "no processor matched this request's kind and identity types".into(),
             (None, false) => String::new(),
         };
@@ -177,6 +252,12 @@ impl CompletionRecord {
             lines,
             denial_basis,
             note,
+            respond_by: Some(respond_by),
+            extension,
+            receipt_confirmed_at,
+            on_time: Some(responded_at <= respond_by),
+            access_scope,
+            audit_head: String::new(),
         }
     }
 

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use super::violation::check_len;
 use super::{
-    IdentityType, InstructionState, Jurisdiction, ProcessorId, RequestId, RequestKind, Requester,
-    Timestamp, VerificationLevel, Violations,
+    AccessScope, Extension, IdentityType, InstructionState, Jurisdiction, ProcessorId, RequestId,
+    RequestKind, Requester, Timestamp, VerificationLevel, Violations,
 };
 
 /// Most identities one request may carry.
@@ -219,6 +219,39 @@ pub struct NewRequest {
     pub processor_ids: Vec<ProcessorId>,
     /// Caller labels.
     pub labels: Labels,
+    /// What an access request asks to know (`None` for other kinds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_scope: Option<AccessScope>,
+    /// An agent's or parent's evidence of permission: a reference to a
+    /// document in the caller's system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester_evidence: Option<String>,
+}
+
+/// What the law and the business's policy make of a submission, decided
+/// before it is taken in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Terms {
+    /// Its deadlines, from the jurisdiction's clock.
+    pub deadlines: super::Deadlines,
+    /// Whether its verification meets the jurisdiction's minimum for it. A
+    /// request that does not is closed at intake, without fan-out, with a
+    /// record saying it was denied for lack of verification.
+    pub verified: bool,
+}
+
+/// Longest reference to an agent's or parent's evidence.
+pub const MAX_EVIDENCE_REFERENCE: usize = 512;
+
+impl Requester {
+    /// Whether this requester acts for someone else, and so must show
+    /// their permission.
+    pub fn acts_for_another(self) -> bool {
+        matches!(
+            self,
+            Requester::AuthorizedAgent | Requester::ParentOrGuardian
+        )
+    }
 }
 
 impl NewRequest {
@@ -276,6 +309,17 @@ impl RequestStatus {
     }
 }
 
+/// The receipt confirmation owed to the person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// When it must be confirmed, if the law says.
+    pub confirm_by: Option<Timestamp>,
+    /// When it was confirmed.
+    pub confirmed_at: Option<Timestamp>,
+    /// Who confirmed it.
+    pub confirmed_by: Option<String>,
+}
+
 /// A stored request as reported to callers, with its instruction lines.
 /// Carries no identity values, only their types.
 #[derive(Clone, Debug, PartialEq)]
@@ -309,15 +353,43 @@ pub struct RequestSummary {
     /// Who submitted it (`None` for requests taken in before submissions
     /// were attributed).
     pub submitted_by: Option<super::Actor>,
+    /// What an access request asks to know.
+    pub access_scope: Option<AccessScope>,
+    /// The reference to an agent's or parent's evidence.
+    pub requester_evidence: Option<String>,
+    /// The receipt confirmation.
+    pub receipt: Receipt,
+    /// The response deadline in force (extended or not).
+    pub respond_by: Timestamp,
+    /// The extension, if one was declared.
+    pub extension: Option<Extension>,
+    /// Whether it was denied at intake for lack of verification.
+    pub denied_unverified: bool,
     /// One line per instruction, by processor id.
     pub instructions: Vec<super::InstructionView>,
 }
 
 impl RequestSummary {
-    /// True while an instruction waits for an operator.
-    pub fn needs_attention(&self) -> bool {
+    /// True while an instruction waits for an operator, or receipt is
+    /// overdue for confirmation.
+    pub fn needs_attention(&self, now: Timestamp) -> bool {
         self.instructions
             .iter()
             .any(|i| i.state == InstructionState::Escalated)
+            || self.receipt_overdue(now)
+    }
+
+    /// True while the request is open past its response deadline.
+    pub fn overdue(&self, now: Timestamp) -> bool {
+        !self.status.is_terminal() && now > self.respond_by
+    }
+
+    /// True while receipt is unconfirmed past its deadline, unless the
+    /// request was answered before that deadline (the answer confirms it).
+    pub fn receipt_overdue(&self, now: Timestamp) -> bool {
+        match (self.receipt.confirm_by, self.receipt.confirmed_at) {
+            (Some(by), None) => now > by && self.closed_at.is_none_or(|c| c > by),
+            _ => false,
+        }
     }
 }

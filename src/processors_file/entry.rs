@@ -44,6 +44,8 @@ pub(super) struct Entry {
     max_reminders: Option<u32>,
     #[serde(default)]
     max_in_flight: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    safety_margin: Option<Duration>,
 }
 
 /// `{ grpc: {...} }`, `{ pull: {} }` or `{ manual: {} }`.
@@ -120,6 +122,7 @@ impl Entry {
                 self.completion_timeout,
                 self.max_reminders,
                 self.max_in_flight,
+                self.safety_margin,
             ),
         );
         match spec {

@@ -21,6 +21,7 @@
 //!     completion_timeout: 7d              # optional, default 7d
 //!     max_reminders: 3                    # optional, default 3 (0 allowed)
 //!     max_in_flight: 16                   # optional, default 16
+//!     safety_margin: 7d                   # optional, default 7d: its answer is due this long before the request's deadline
 //! ```
 //!
 //! Names are the stable upper-case names of the domain enums (the protobuf

@@ -3,7 +3,8 @@
 //! one request across replicas; its sequence numbers, its count of open
 //! instructions, its status), the requests whose last open instruction
 //! just closed get their completion records, and every event is appended,
-//! with who made the change, in one statement.
+//! with who made the change, in one statement, chained onto its request's
+//! audit trail.
 //!
 //! Lock order, on PostgreSQL, is always: instruction rows by id, then
 //! request rows by id. Every transaction follows it, so none can deadlock
@@ -13,9 +14,10 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Row};
 
+use super::audit::write_trail;
 use super::codec::{micros, parsed};
-use super::events::{EventKind, NewEvent, append_events};
-use super::records::{CLOSED_COLUMNS, record_closed};
+use super::events::{EventKind, NewEvent};
+use super::records::{CLOSED_COLUMNS, heads_of, record_closed};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Effects, StoreError};
 use crate::domain::{
@@ -130,6 +132,7 @@ pub(super) async fn after_changes(
     .push(" returning requests.open_instructions as open_instructions, ")
     .push(CLOSED_COLUMNS);
     let rows = sql.query().fetch_all(&mut *conn).await?;
+    let heads = heads_of(&rows)?;
     // Per request: the sequence number before this change's events, and
     // the request's status as its instruction events report it.
     let mut last_seq: BTreeMap<RequestId, (i64, RequestStatus)> = BTreeMap::new();
@@ -175,11 +178,13 @@ pub(super) async fn after_changes(
             request_status: *status,
             instruction: Some(v),
             actor: Some(actor),
+            extension: None,
         });
     }
-    for last in record_closed(conn, backend, &closed, now, effects).await? {
+    let (records, last) = record_closed(conn, backend, &closed, now, effects).await?;
+    for last in last {
         let actor = closer.get(&last.request).copied();
         events.push(NewEvent { actor, ..last });
     }
-    append_events(conn, backend, &events, now).await
+    write_trail(conn, backend, &events, heads, records, now).await
 }

@@ -68,6 +68,9 @@ pub struct ClaimOrder<'a> {
     /// Its reminder budget (acknowledged instructions past it are not
     /// reminded again but escalated).
     pub max_reminders: u32,
+    /// Its delivery budget (an expired lease past it is not delivered
+    /// again but escalated).
+    pub max_attempts: u32,
     /// Most instructions to lease (its free delivery slots).
     pub limit: u32,
     /// How long the lease lasts.
@@ -76,10 +79,12 @@ pub struct ClaimOrder<'a> {
 
 impl Store {
     /// Leases up to `limit` due instructions of `processor` for `lease`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim(
         &self,
         processor: &ProcessorId,
         max_reminders: u32,
+        max_attempts: u32,
         limit: u32,
         owner: &str,
         lease: Duration,
@@ -88,6 +93,7 @@ impl Store {
         let order = ClaimOrder {
             processor,
             max_reminders,
+            max_attempts,
             limit,
             lease,
         };
@@ -200,7 +206,7 @@ impl Store {
                     "DELIVERING",
                     "lease_expires_at",
                     now_us,
-                    None,
+                    Some(("attempts_since_arm", i64::from(order.max_attempts))),
                     limit,
                 );
                 sql.push(lock).push(") d union all select id from (");

@@ -1,15 +1,16 @@
 //! The request history: an append-only, gap-free sequence of events per
 //! request, written in the same transaction as the change it describes.
 //! `WatchRequest` replays it and then follows it, so a watcher sees every
-//! change in order even if it connects late or to another replica.
+//! change in order even if it connects late or to another replica. Each
+//! event is chained to the one before it by hash (see [`super::audit`]).
 
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
-use super::codec::{json, micros, request_id, time};
+use super::codec::{json, request_id, time};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Store, StoreError};
-use crate::domain::{Actor, InstructionView, RequestId, RequestStatus, Timestamp};
+use crate::domain::{Actor, Extension, InstructionView, RequestId, RequestStatus, Timestamp};
 
 /// What an event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,10 @@ pub enum EventKind {
     Completed,
     /// The request was cancelled; terminal.
     Cancelled,
+    /// The business confirmed receipt to the person.
+    ReceiptConfirmed,
+    /// The response deadline was extended.
+    DeadlineExtended,
 }
 
 impl EventKind {
@@ -48,17 +53,25 @@ pub struct RequestEvent {
     pub instruction: Option<InstructionView>,
     /// Who made the change (`None` in events recorded before actors were).
     pub actor: Option<Actor>,
+    /// The extension a DEADLINE_EXTENDED event declares.
+    pub extension: Option<Extension>,
+    /// The previous event's hash.
+    pub prev_hash: Option<String>,
+    /// This event's hash.
+    pub hash: Option<String>,
 }
 
 /// The stored event body: written from a borrowed instruction (no copy on
 /// the hot path), read back into an owned one.
 #[derive(Serialize, Deserialize)]
-struct Body<I, A> {
+struct Body<I, A, X> {
     kind: EventKind,
     request_status: RequestStatus,
     instruction: Option<I>,
     #[serde(skip_serializing_if = "Option::is_none", default = "Option::default")]
     actor: Option<A>,
+    #[serde(skip_serializing_if = "Option::is_none", default = "Option::default")]
+    extension: Option<X>,
 }
 
 /// An event about to be appended.
@@ -75,50 +88,79 @@ pub(super) struct NewEvent<'a> {
     pub instruction: Option<&'a InstructionView>,
     /// Who made the change.
     pub actor: Option<&'a Actor>,
+    /// The extension a DEADLINE_EXTENDED event declares.
+    pub extension: Option<&'a Extension>,
 }
 
-/// Appends events, all in one statement.
-pub(super) async fn append_events(
+impl NewEvent<'_> {
+    /// The event's body as stored (and hashed).
+    pub fn body(&self) -> String {
+        json(&Body {
+            kind: self.kind,
+            request_status: self.request_status,
+            instruction: self.instruction,
+            actor: self.actor,
+            extension: self.extension,
+        })
+    }
+}
+
+/// An event as inserted: its body encoded, chained to the one before.
+#[derive(Clone, Debug)]
+pub(super) struct SealedEvent {
+    /// The request.
+    pub request: RequestId,
+    /// Its sequence number.
+    pub seq: i64,
+    /// When it was recorded (microseconds).
+    pub occurred_at: i64,
+    /// The body as stored.
+    pub body: String,
+    /// The previous event's hash.
+    pub prev_hash: String,
+    /// This event's hash.
+    pub hash: String,
+}
+
+/// Inserts sealed events, all in one statement.
+pub(super) async fn insert_events(
     conn: &mut AnyConnection,
     backend: Backend,
-    events: &[NewEvent<'_>],
-    now: Timestamp,
+    events: &[SealedEvent],
 ) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
     let mut sql = Sql::new(backend, INSERT_EVENTS);
-    select_events(&mut sql, events, now);
+    select_events(&mut sql, events);
     sql.query().execute(&mut *conn).await?;
     Ok(())
 }
 
 /// The head of an insert of [`select_events`]' rows.
 pub(super) const INSERT_EVENTS: &str =
-    "insert into request_events (request_id, seq, occurred_at, body) ";
+    "insert into request_events (request_id, seq, occurred_at, body, prev_hash, hash) ";
 
-/// Appends a `SELECT` of `events` as `request_events` rows (columns
-/// `request_id`, `seq`, `occurred_at`, `body`), for an insert to take.
-pub(super) fn select_events(sql: &mut Sql, events: &[NewEvent<'_>], now: Timestamp) {
+/// Appends a `SELECT` of `events` as `request_events` rows, for an insert
+/// to take.
+pub(super) fn select_events(sql: &mut Sql, events: &[SealedEvent]) {
     sql.select_rows(
         &[
             ("request_id", Col::Text),
             ("seq", Col::Int),
             ("occurred_at", Col::Int),
             ("body", Col::Text),
+            ("prev_hash", Col::Text),
+            ("hash", Col::Text),
         ],
         events.iter().map(|e| {
-            let body = json(&Body {
-                kind: e.kind,
-                request_status: e.request_status,
-                instruction: e.instruction,
-                actor: e.actor,
-            });
             vec![
                 Bind::from(e.request.to_string()),
                 Bind::from(e.seq),
-                Bind::from(micros(now)),
-                Bind::from(body),
+                Bind::from(e.occurred_at),
+                Bind::from(e.body.clone()),
+                Bind::from(e.prev_hash.clone()),
+                Bind::from(e.hash.clone()),
             ]
         }),
     );
@@ -134,7 +176,8 @@ impl Store {
     ) -> Result<Vec<RequestEvent>, StoreError> {
         let rows = Sql::new(
             self.backend,
-            "select request_id, seq, occurred_at, body from request_events where request_id = ",
+            "select request_id, seq, occurred_at, body, prev_hash, hash from request_events \
+             where request_id = ",
         )
         .bind(request.to_string())
         .push(" and seq > ")
@@ -147,7 +190,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let text: String = row.try_get("body")?;
-                let body: Body<InstructionView, Actor> = serde_json::from_str(&text)
+                let body: Body<InstructionView, Actor, Extension> = serde_json::from_str(&text)
                     .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
                 Ok(RequestEvent {
                     request_id: request_id(row, "request_id")?,
@@ -157,6 +200,9 @@ impl Store {
                     request_status: body.request_status,
                     instruction: body.instruction,
                     actor: body.actor,
+                    extension: body.extension,
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
                 })
             })
             .collect()

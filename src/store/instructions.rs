@@ -5,13 +5,13 @@
 use sqlx::Row;
 
 use super::aftermath::By;
-use super::codec::{INSTRUCTION_COLUMNS, instruction, opt_time, state_list, time};
+use super::codec::{INSTRUCTION_COLUMNS, instruction, micros, opt_time, state_list, time};
 use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
     Actor, AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,
-    InstructionView, ProcessorId, RequestId, ResolvedBy, SubjectIdentity, Timestamp,
+    InstructionView, ProcessorId, RequestId, ResolvedBy, SubjectIdentity, Timestamp, Violations,
 };
 
 /// Filters of `ListInstructions`.
@@ -23,16 +23,75 @@ pub struct InstructionFilter {
     pub processor: Option<ProcessorId>,
     /// Request.
     pub request: Option<RequestId>,
+    /// Open, due before this time.
+    pub due_before: Option<Timestamp>,
+    /// Open and past its due time at this time ("now").
+    pub overdue_at: Option<Timestamp>,
+    /// Escalated: waiting for an operator.
+    pub needs_attention: bool,
+    /// The order.
+    pub order: InstructionOrder,
 }
 
-/// One page of instructions, oldest first.
+/// How a page of instructions is ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InstructionOrder {
+    /// Oldest first (ids are time-ordered).
+    #[default]
+    Created,
+    /// Earliest due time first.
+    Due,
+}
+
+/// Where a page of `ListInstructions` starts: after this instruction, or
+/// after this (due time, instruction) in due order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstructionCursor {
+    /// Oldest-first order.
+    Created(InstructionId),
+    /// Due order.
+    Due(i64, InstructionId),
+}
+
+impl InstructionCursor {
+    /// Reads a key this store issued for `order`.
+    pub fn parse(key: &str, order: InstructionOrder) -> Result<Self, Violations> {
+        let bad = || Violations::one("", "is not a token this server issued for this order_by");
+        match (order, key.strip_prefix("due:")) {
+            (InstructionOrder::Created, None) => InstructionId::parse(key)
+                .map(Self::Created)
+                .map_err(|_| bad()),
+            (InstructionOrder::Due, Some(rest)) => {
+                let (due, id) = rest.split_once(':').ok_or_else(bad)?;
+                Ok(Self::Due(
+                    due.parse().map_err(|_| bad())?,
+                    InstructionId::parse(id).map_err(|_| bad())?,
+                ))
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// The key, for a page token.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Created(id) => id.to_string(),
+            Self::Due(due, id) => format!("due:{due}:{id}"),
+        }
+    }
+}
+
+/// One page of instructions.
 #[derive(Debug)]
 pub struct InstructionPage {
     /// The instructions.
     pub instructions: Vec<InstructionView>,
-    /// Id of the last one when more follow.
-    pub next_after: Option<InstructionId>,
+    /// Where the next page starts, when more follow.
+    pub next: Option<InstructionCursor>,
 }
+
+/// Instruction states that are not terminal, for SQL.
+const NOT_FINAL: &str = "('PENDING', 'DELIVERING', 'ACKNOWLEDGED', 'ESCALATED')";
 
 /// One delivery attempt, from the history table.
 #[derive(Clone, Debug, PartialEq)]
@@ -193,11 +252,12 @@ impl Store {
         }
     }
 
-    /// A page of instructions, oldest (by id, which is time-ordered) first.
+    /// A page of instructions, oldest (by id, which is time-ordered)
+    /// first, or by due time.
     pub async fn list_instructions(
         &self,
         filter: &InstructionFilter,
-        after: Option<InstructionId>,
+        after: Option<&InstructionCursor>,
         limit: u32,
     ) -> Result<InstructionPage, StoreError> {
         let mut sql = Sql::new(
@@ -215,10 +275,37 @@ impl Store {
         if let Some(r) = filter.request {
             sql.push(" and request_id = ").bind(r.to_string());
         }
-        if let Some(a) = after {
-            sql.push(" and id > ").bind(a.to_string());
+        if let Some(t) = filter.due_before {
+            sql.push(&format!(" and state in {NOT_FINAL} and due_at < "))
+                .bind(micros(t));
         }
-        sql.push(" order by id limit ").bind(i64::from(limit) + 1);
+        if let Some(now) = filter.overdue_at {
+            sql.push(&format!(" and state in {NOT_FINAL} and due_at < "))
+                .bind(micros(now));
+        }
+        if filter.needs_attention {
+            sql.push(" and state = 'ESCALATED'");
+        }
+        match after {
+            Some(InstructionCursor::Created(a)) => {
+                sql.push(" and id > ").bind(a.to_string());
+            }
+            Some(InstructionCursor::Due(due, a)) => {
+                sql.push(" and (due_at > ")
+                    .bind(*due)
+                    .push(" or (due_at = ")
+                    .bind(*due)
+                    .push(" and id > ")
+                    .bind(a.to_string())
+                    .push("))");
+            }
+            None => {}
+        }
+        match filter.order {
+            InstructionOrder::Created => sql.push(" order by id limit "),
+            InstructionOrder::Due => sql.push(" order by due_at, id limit "),
+        };
+        sql.bind(i64::from(limit) + 1);
         let rows = sql.query().fetch_all(&self.pool).await?;
         let more = rows.len() > limit as usize;
         let instructions: Vec<_> = rows
@@ -226,15 +313,16 @@ impl Store {
             .take(limit as usize)
             .map(instruction)
             .collect::<Result<_, _>>()?;
-        let next_after = if more {
-            instructions.last().map(|i: &InstructionView| i.id)
-        } else {
-            None
+        let next = match instructions.last() {
+            Some(last) if more => Some(match filter.order {
+                InstructionOrder::Created => InstructionCursor::Created(last.id),
+                InstructionOrder::Due => {
+                    InstructionCursor::Due(last.due_at.map_or(0, micros), last.id)
+                }
+            }),
+            _ => None,
         };
-        Ok(InstructionPage {
-            instructions,
-            next_after,
-        })
+        Ok(InstructionPage { instructions, next })
     }
 
     /// Every delivery attempt of an instruction, oldest first.

@@ -23,6 +23,7 @@
 //! reach zero: that one writes the completion record.
 
 mod aftermath;
+mod audit;
 mod checkpoint;
 mod claims;
 mod codec;
@@ -35,6 +36,7 @@ mod instructions;
 mod intake;
 mod notify;
 mod processors;
+mod purge;
 mod records;
 mod requests;
 pub mod scratch;
@@ -50,14 +52,18 @@ use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::domain::{InstructionView, Jurisdiction, OverallOutcome, RequestId, RequestKind};
 
+pub use audit::TrailCheck;
 pub use claims::{ClaimKind, ClaimOrder, Claimed};
 pub use connect::{Backend, StoreOptions, redact_url};
 pub use deliveries::{DeliveryReport, DeliveryResult};
+pub use due::Budget;
 pub use error::StoreError;
 pub use events::{EventKind, RequestEvent};
-pub use instructions::{DeliveryAttemptRow, InstructionFilter, InstructionPage};
+pub use instructions::{
+    DeliveryAttemptRow, InstructionCursor, InstructionFilter, InstructionOrder, InstructionPage,
+};
 pub use intake::{Intake, Submitting};
-pub use requests::{RequestCursor, RequestFilter, RequestPage};
+pub use requests::{RequestCursor, RequestFilter, RequestOrder, RequestPage};
 pub use scratch::ScratchDatabase;
 pub use stats::Stats;
 use write_tx::{SqliteTurns, SqliteWriter, Turn};

@@ -7,31 +7,68 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::codec::{from_json, instruction, micros, parsed, qualified, request_id, time};
-use super::events::{EventKind, NewEvent, append_events};
+use super::audit::write_trail;
+use super::codec::{from_json, instruction, micros, opt_time, parsed, qualified, request_id, time};
+use super::events::{EventKind, NewEvent};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, ClosedRequest, Effects, Store, StoreError};
 use crate::domain::{
-    Actor, CompletionRecord, InstructionView, ProcessorLine, RequestId, RequestStatus, Timestamp,
-    Verification,
+    AccessScope, Actor, CompletionRecord, Extension, InstructionView, ProcessorLine, RecordFacts,
+    RequestId, RequestStatus, Timestamp, Verification,
 };
 
 /// What a closing update of `requests` returns: the facts a record is
-/// assembled from, and the request's last sequence number and status.
+/// assembled from, the request's last sequence number and status, and the
+/// head of its audit trail before the change.
 pub(super) const CLOSED_COLUMNS: &str = "requests.id as id, requests.kind as kind, \
      requests.jurisdiction as jurisdiction, requests.submitted_at as submitted_at, \
      requests.received_at as received_at, requests.channel as channel, \
      requests.requester as requester, requests.verification_level as verification_level, \
      requests.verification_method as verification_method, \
      requests.cancel_reason as cancel_reason, requests.event_seq as event_seq, \
-     requests.status as status";
+     requests.status as status, requests.access_scope as access_scope, \
+     requests.respond_by as respond_by, requests.extended_from as extended_from, \
+     requests.extension_reason as extension_reason, requests.extended_by as extended_by, \
+     requests.extended_at as extended_at, requests.confirmed_at as confirmed_at, \
+     requests.denied as denied, requests.audit_head as audit_head";
+
+/// Each row's audit head (see [`CLOSED_COLUMNS`]), by request.
+pub(super) fn heads_of(rows: &[AnyRow]) -> Result<BTreeMap<RequestId, String>, StoreError> {
+    let mut heads = BTreeMap::new();
+    for row in rows {
+        if let Some(head) = row.try_get::<Option<String>, _>("audit_head")? {
+            heads.insert(request_id(row, "id")?, head);
+        }
+    }
+    Ok(heads)
+}
+
+/// The extension recorded on a request row, if any (columns
+/// `respond_by`, `extended_from`, `extension_reason`, `extended_by`,
+/// `extended_at`).
+pub(super) fn extension_of(row: &AnyRow) -> Result<Option<Extension>, StoreError> {
+    let Some(original_deadline) = opt_time(row, "extended_from")? else {
+        return Ok(None);
+    };
+    Ok(Some(Extension {
+        original_deadline,
+        new_deadline: time(row, "respond_by")?,
+        reason: row
+            .try_get::<Option<String>, _>("extension_reason")?
+            .unwrap_or_default(),
+        declared_by: row
+            .try_get::<Option<String>, _>("extended_by")?
+            .unwrap_or_default(),
+        declared_at: opt_time(row, "extended_at")?.unwrap_or(original_deadline),
+    }))
+}
 
 /// Closes `requests`, which have nothing open (COMPLETED, or CANCELLED
 /// when a cancel reason is set), and writes their records and last
-/// events: intake's requests that no processor matched. (Requests closed
-/// by their last instruction are closed by the same update that counts it,
-/// see `after_changes` in the `transition` module, and recorded by
-/// [`record_closed`].)
+/// events: intake's requests that no processor matched or that were
+/// denied for lack of verification. (Requests closed by their last
+/// instruction are closed by the same update that counts it, see
+/// `after_changes`, and recorded by [`record_closed`].)
 pub(super) async fn write_records(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -53,9 +90,10 @@ pub(super) async fn write_records(
         .push(" returning ")
         .push(CLOSED_COLUMNS);
     let closed = sql.query().fetch_all(&mut *conn).await?;
+    let heads = heads_of(&closed)?;
     let closed: Vec<&AnyRow> = closed.iter().collect();
-    let events: Vec<NewEvent> = record_closed(conn, backend, &closed, now, effects)
-        .await?
+    let (records, last) = record_closed(conn, backend, &closed, now, effects).await?;
+    let events: Vec<NewEvent> = last
         .into_iter()
         .map(|last| {
             let actor = requests.iter().find(|(id, _)| *id == last.request);
@@ -65,23 +103,24 @@ pub(super) async fn write_records(
             }
         })
         .collect();
-    append_events(conn, backend, &events, now).await
+    write_trail(conn, backend, &events, heads, records, now).await
 }
 
-/// Writes the records of requests just closed, from the rows their closing
-/// update returned ([`CLOSED_COLUMNS`]), and returns their last events
-/// (COMPLETED or CANCELLED, at the closing sequence number) for the caller
-/// to append with its own. Called once per request, in the transaction
-/// that closed it; a batch costs the same two statements whatever its size.
+/// Assembles the records of requests just closed, from the rows their
+/// closing update returned ([`CLOSED_COLUMNS`]), and their last events
+/// (COMPLETED or CANCELLED, at the closing sequence number), for the
+/// caller to chain and write with its own ([`write_trail`]). Called once
+/// per request, in the transaction that closed it; a batch costs one
+/// statement whatever its size.
 pub(super) async fn record_closed(
     conn: &mut AnyConnection,
     backend: Backend,
     closed: &[&AnyRow],
     now: Timestamp,
     effects: &mut Effects,
-) -> Result<Vec<NewEvent<'static>>, StoreError> {
+) -> Result<(Vec<CompletionRecord>, Vec<NewEvent<'static>>), StoreError> {
     if closed.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let ids = closed
         .iter()
@@ -110,7 +149,6 @@ pub(super) async fn record_closed(
     let mut events = Vec::with_capacity(closed.len());
     for req in closed {
         let id = request_id(req, "id")?;
-        let cancel_reason: Option<String> = req.try_get("cancel_reason")?;
         let status = parsed(req, "status", RequestStatus::parse)?;
         events.push(NewEvent {
             request: id,
@@ -123,24 +161,34 @@ pub(super) async fn record_closed(
             request_status: status,
             instruction: None,
             actor: None,
+            extension: None,
         });
-        let record = CompletionRecord::assemble(
-            id,
-            parsed(req, "kind", |s| s.parse().ok())?,
-            parsed(req, "jurisdiction", |s| s.parse().ok())?,
-            time(req, "submitted_at")?,
-            time(req, "received_at")?,
-            req.try_get("channel")?,
-            parsed(req, "requester", |s| s.parse().ok())?,
-            Verification {
+        let facts = RecordFacts {
+            request_id: id,
+            kind: parsed(req, "kind", |s| s.parse().ok())?,
+            jurisdiction: parsed(req, "jurisdiction", |s| s.parse().ok())?,
+            submitted_at: time(req, "submitted_at")?,
+            received_at: time(req, "received_at")?,
+            channel: req.try_get("channel")?,
+            requester: parsed(req, "requester", |s| s.parse().ok())?,
+            verification: Verification {
                 level: parsed(req, "verification_level", |s| s.parse().ok())?,
                 method: req.try_get("verification_method")?,
             },
+            access_scope: req
+                .try_get::<Option<String>, _>("access_scope")?
+                .and_then(|s| AccessScope::parse(&s)),
+            respond_by: time(req, "respond_by")?,
+            extension: extension_of(req)?,
+            receipt_confirmed_at: opt_time(req, "confirmed_at")?,
+            cancel_reason: req.try_get("cancel_reason")?,
+            denied_unverified: req.try_get::<Option<String>, _>("denied")?.is_some(),
+        };
+        records.push(CompletionRecord::assemble(
+            facts,
             now,
             lines.remove(&id).unwrap_or_default(),
-            cancel_reason,
-        );
-        records.push(record);
+        ));
     }
     effects.closed.extend(records.iter().map(|r| ClosedRequest {
         id: r.request_id,
@@ -148,6 +196,19 @@ pub(super) async fn record_closed(
         jurisdiction: r.jurisdiction,
         outcome: r.outcome,
     }));
+    Ok((records, events))
+}
+
+/// Inserts sealed records (their audit heads set), in one statement.
+pub(super) async fn insert_records(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    records: &[CompletionRecord],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
     let mut sql = Sql::new(
         backend,
         "insert into completion_records (request_id, canonical_json, digest, created_at) ",
@@ -180,7 +241,7 @@ pub(super) async fn record_closed(
             "a completion record was already written".into(),
         ));
     }
-    Ok(events)
+    Ok(())
 }
 
 /// One processor line of a record, from an instruction row joined with its

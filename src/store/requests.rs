@@ -8,16 +8,21 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::aftermath::By;
+use super::audit::write_trail;
 use super::codec::{
     INSTRUCTION_COLUMNS, from_json, instruction, micros, opt_time, parsed, request_id, state_list,
     time,
 };
-use super::sql::Sql;
+use super::events::{EventKind, NewEvent};
+use super::records::{extension_of, heads_of};
+use super::sql::{Bind, Col, Sql};
 use super::transition::{Change, apply};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
-    Actor, InstructionEvent, InstructionState, InstructionView, Jurisdiction, RequestId,
+    AccessScope, Actor, DeadlinePolicy, Extension, ExtensionRefused, InstructionEvent,
+    InstructionState, InstructionView, Jurisdiction, ProcessorSpec, Receipt, RequestId,
     RequestKind, RequestStatus, RequestSummary, ResolvedBy, Timestamp, Verification, Violations,
+    due_times,
 };
 
 /// Filters of `ListRequests`; `None` matches everything.
@@ -35,6 +40,25 @@ pub struct RequestFilter {
     pub submitted_before: Option<Timestamp>,
     /// Submitted by (a submitter sees only its own).
     pub submitted_by: Option<Actor>,
+    /// Open, with a response deadline before this time.
+    pub due_before: Option<Timestamp>,
+    /// Open and past the response deadline at this time ("now").
+    pub overdue_at: Option<Timestamp>,
+    /// Open and needing an operator at this time ("now"): an escalated
+    /// instruction, or the receipt confirmation overdue.
+    pub needs_attention_at: Option<Timestamp>,
+    /// The order.
+    pub order: RequestOrder,
+}
+
+/// How a page of requests is ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestOrder {
+    /// Newest submission first.
+    #[default]
+    Newest,
+    /// Earliest response deadline first.
+    Deadline,
 }
 
 /// One page of requests.
@@ -52,18 +76,30 @@ pub struct RequestPage {
 /// other problems.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RequestCursor {
-    submitted_at: i64,
+    /// The sort key: `submitted_at` (newest first) or `respond_by`
+    /// (deadline order).
+    #[serde(rename = "submitted_at")]
+    key: i64,
     id: String,
+    #[serde(default)]
+    order: RequestOrder,
 }
 
 impl RequestCursor {
-    /// The cursor of a page token this server issued.
-    pub fn decode(token: &str) -> Result<Self, Violations> {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
+    /// The cursor of a page token this server issued for `order`.
+    pub fn decode(token: &str, order: RequestOrder) -> Result<Self, Violations> {
+        let cursor: Self = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(token)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| Violations::one("", "is not a token this server issued"))
+            .ok_or_else(|| Violations::one("", "is not a token this server issued"))?;
+        if cursor.order != order {
+            return Err(Violations::one(
+                "",
+                "was issued for another order_by; start again without a token",
+            ));
+        }
+        Ok(cursor)
     }
 
     fn encode(&self) -> String {
@@ -74,7 +110,8 @@ impl RequestCursor {
 
 const REQUEST_COLUMNS: &str = "id, kind, jurisdiction, status, submitted_at, received_at, closed_at, \
     channel, requester, verification_level, verification_method, labels, identity_types, cancel_reason, \
-    submitted_by";
+    submitted_by, access_scope, requester_evidence, confirm_by, confirmed_at, confirmed_by, \
+    respond_by, extended_from, extension_reason, extended_by, extended_at, denied";
 
 fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSummary, StoreError> {
     Ok(RequestSummary {
@@ -100,9 +137,24 @@ fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSum
                 Actor::parse(&a).map_err(|e| StoreError::Corrupt(format!("submitted_by: {e}")))
             })
             .transpose()?,
+        access_scope: row
+            .try_get::<Option<String>, _>("access_scope")?
+            .and_then(|s| AccessScope::parse(&s)),
+        requester_evidence: row.try_get("requester_evidence")?,
+        receipt: Receipt {
+            confirm_by: opt_time(row, "confirm_by")?,
+            confirmed_at: opt_time(row, "confirmed_at")?,
+            confirmed_by: row.try_get("confirmed_by")?,
+        },
+        respond_by: time(row, "respond_by")?,
+        extension: extension_of(row)?,
+        denied_unverified: row.try_get::<Option<String>, _>("denied")?.is_some(),
         instructions,
     })
 }
+
+/// The states of open requests, for SQL.
+const OPEN: &str = "('RECEIVED', 'IN_PROGRESS')";
 
 impl Store {
     /// One request with its instruction lines, read in one snapshot.
@@ -154,16 +206,37 @@ impl Store {
         if let Some(a) = &filter.submitted_by {
             sql.push(" and submitted_by = ").bind(a.to_string());
         }
+        if let Some(t) = filter.due_before {
+            sql.push(&format!(" and status in {OPEN} and respond_by < "))
+                .bind(micros(t));
+        }
+        if let Some(now) = filter.overdue_at {
+            sql.push(&format!(" and status in {OPEN} and respond_by < "))
+                .bind(micros(now));
+        }
+        if let Some(now) = filter.needs_attention_at {
+            sql.push(&format!(
+                " and status in {OPEN} and (exists (select 1 from instructions i \
+                 where i.request_id = requests.id and i.state = 'ESCALATED') \
+                 or (confirmed_at is null and confirm_by < "
+            ))
+            .bind(micros(now))
+            .push("))");
+        }
+        let (key, cmp, dir) = match filter.order {
+            RequestOrder::Newest => ("submitted_at", "<", "desc"),
+            RequestOrder::Deadline => ("respond_by", ">", "asc"),
+        };
         if let Some(c) = after {
-            sql.push(" and (submitted_at < ")
-                .bind(c.submitted_at)
-                .push(" or (submitted_at = ")
-                .bind(c.submitted_at)
-                .push(" and id < ")
+            sql.push(&format!(" and ({key} {cmp} "))
+                .bind(c.key)
+                .push(&format!(" or ({key} = "))
+                .bind(c.key)
+                .push(&format!(" and id {cmp} "))
                 .bind(c.id.as_str())
                 .push("))");
         }
-        sql.push(" order by submitted_at desc, id desc limit ")
+        sql.push(&format!(" order by {key} {dir}, id {dir} limit "))
             .bind(i64::from(page_size) + 1);
         let mut tx = self.snapshot().await?;
         let mut rows = sql.query().fetch_all(&mut *tx).await?;
@@ -183,8 +256,12 @@ impl Store {
         let next_page_token = match requests.last() {
             Some(last) if more => Some(
                 RequestCursor {
-                    submitted_at: micros(last.submitted_at),
+                    key: micros(match filter.order {
+                        RequestOrder::Newest => last.submitted_at,
+                        RequestOrder::Deadline => last.respond_by,
+                    }),
                     id: last.id.to_string(),
+                    order: filter.order,
                 }
                 .encode(),
             ),
@@ -270,6 +347,190 @@ impl Store {
             .filter(|i| i.first_instructed_at.is_some())
             .collect();
         Ok((self.request(id).await?, reached))
+    }
+}
+
+impl Store {
+    /// Records that the business confirmed receipt to the person.
+    /// Idempotent; `FailedPrecondition` once the request is closed
+    /// unconfirmed.
+    pub async fn confirm_receipt(
+        &self,
+        id: RequestId,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<RequestSummary, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = Sql::new(self.backend, "update requests set confirmed_at = ")
+            .bind(micros(now))
+            .push(", confirmed_by = ")
+            .bind(actor.to_string())
+            .push(", event_seq = event_seq + 1 where id = ")
+            .bind(id.to_string())
+            .push(&format!(
+                " and confirmed_at is null and status in {OPEN} \
+                 returning id, event_seq, status, audit_head"
+            ))
+            .query()
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            let current = self.request(id).await?;
+            if current.receipt.confirmed_at.is_some() {
+                return Ok(current);
+            }
+            return Err(StoreError::FailedPrecondition(
+                "the request is closed: its answer has gone to the person".into(),
+            ));
+        };
+        let event = NewEvent {
+            request: id,
+            seq: row.try_get("event_seq")?,
+            kind: EventKind::ReceiptConfirmed,
+            request_status: parsed(&row, "status", RequestStatus::parse)?,
+            instruction: None,
+            actor: Some(actor),
+            extension: None,
+        };
+        let heads = heads_of(std::slice::from_ref(&row))?;
+        write_trail(&mut tx, self.backend, &[event], heads, Vec::new(), now).await?;
+        tx.commit().await?;
+        self.announce(Effects {
+            touched: vec![id],
+            ..Effects::default()
+        });
+        self.request(id).await
+    }
+
+    /// Declares the one extension `policy` allows a request: moves its
+    /// deadline (to `requested`, or the latest allowed) and its open
+    /// instructions' due times with it.
+    pub async fn extend_deadline(
+        &self,
+        id: RequestId,
+        policy: &DeadlinePolicy,
+        requested: Option<Timestamp>,
+        reason: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<RequestSummary, StoreError> {
+        let mut tx = self.begin().await?;
+        // Lock order: instruction rows, then the request row.
+        let mut open_sql = Sql::new(
+            self.backend,
+            "select i.id as id, i.created_at as created_at, p.spec as spec \
+             from instructions i join processors p on p.id = i.processor_id \
+             where i.request_id = ",
+        );
+        open_sql
+            .bind(id.to_string())
+            .push(" and i.state in (")
+            .push(&state_list(&InstructionState::sources(
+                InstructionEvent::Cancel,
+            )))
+            .push(") order by i.id");
+        if self.backend == Backend::Postgres {
+            open_sql.push(" for update of i");
+        }
+        let open = open_sql.query().fetch_all(&mut *tx).await?;
+        let mut req_sql = Sql::new(
+            self.backend,
+            "select jurisdiction, status, respond_by, extended_from from requests where id = ",
+        );
+        req_sql.bind(id.to_string());
+        if self.backend == Backend::Postgres {
+            req_sql.push(" for update");
+        }
+        let Some(req) = req_sql.query().fetch_optional(&mut *tx).await? else {
+            return Err(StoreError::not_found("request", id));
+        };
+        if parsed(&req, "status", RequestStatus::parse)?.is_terminal() {
+            return Err(StoreError::FailedPrecondition(
+                "the request is closed".into(),
+            ));
+        }
+        let jurisdiction = parsed(&req, "jurisdiction", |s| s.parse().ok())?;
+        let original = time(&req, "respond_by")?;
+        let extended = opt_time(&req, "extended_from")?.is_some();
+        let new_deadline = policy
+            .extend(jurisdiction, original, extended, requested, now)
+            .map_err(|e| match e {
+                ExtensionRefused::OutOfRange(_) => {
+                    StoreError::Invalid(Violations::one("new_deadline", e.to_string()))
+                }
+                e => StoreError::FailedPrecondition(e.to_string()),
+            })?;
+        let row = Sql::new(self.backend, "update requests set respond_by = ")
+            .bind(micros(new_deadline))
+            .push(", extended_from = respond_by, extension_reason = ")
+            .bind(reason)
+            .push(", extended_by = ")
+            .bind(actor.to_string())
+            .push(", extended_at = ")
+            .bind(micros(now))
+            .push(", event_seq = event_seq + 1 where id = ")
+            .bind(id.to_string())
+            .push(" returning id, event_seq, status, audit_head")
+            .query()
+            .fetch_one(&mut *tx)
+            .await?;
+        if !open.is_empty() {
+            let mut sql = Sql::new(self.backend, "with v as (");
+            let times = open
+                .iter()
+                .map(|r| {
+                    let spec: ProcessorSpec = from_json(r, "spec")?;
+                    let (due, escalate) =
+                        due_times(new_deadline, spec.safety_margin, time(r, "created_at")?);
+                    Ok((r.try_get::<String, _>("id")?, due, escalate))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            sql.select_rows(
+                &[
+                    ("id", Col::Text),
+                    ("due_at", Col::Int),
+                    ("escalate_at", Col::Int),
+                ],
+                times.iter().map(|(i, due, escalate)| {
+                    vec![
+                        Bind::from(i.clone()),
+                        Bind::from(micros(*due)),
+                        Bind::from(micros(*escalate)),
+                    ]
+                }),
+            );
+            sql.push(
+                ") update instructions set due_at = v.due_at, escalate_at = v.escalate_at \
+                 from v where instructions.id = v.id and ",
+            )
+            .in_cte("instructions.id", "v", "id");
+            sql.query().execute(&mut *tx).await?;
+        }
+        let extension = Extension {
+            original_deadline: original,
+            new_deadline,
+            reason: reason.to_string(),
+            declared_by: actor.to_string(),
+            declared_at: now,
+        };
+        let event = NewEvent {
+            request: id,
+            seq: row.try_get("event_seq")?,
+            kind: EventKind::DeadlineExtended,
+            request_status: parsed(&row, "status", RequestStatus::parse)?,
+            instruction: None,
+            actor: Some(actor),
+            extension: Some(&extension),
+        };
+        let heads = heads_of(std::slice::from_ref(&row))?;
+        write_trail(&mut tx, self.backend, &[event], heads, Vec::new(), now).await?;
+        tx.commit().await?;
+        self.announce(Effects {
+            touched: vec![id],
+            ..Effects::default()
+        });
+        self.request(id).await
     }
 }
 

@@ -161,6 +161,11 @@ pub(super) async fn apply(
                  result = v.result, resolved_by = v.resolved_by, \
                  attempts_since_arm = case when v.rearm = 1 then 0 else instructions.attempts_since_arm end, \
                  reminders = case when v.rearm = 1 then 0 else instructions.reminders end, \
+                 escalate_at = case when v.rearm = 1 and instructions.escalate_at <= ",
+            )
+            .bind(micros(now))
+            .push(
+                " then null else instructions.escalate_at end, \
                  resolved_at = ",
             )
             .bind(to.is_terminal().then(|| micros(now)))

@@ -10,10 +10,11 @@
 
 use crate::domain::{self, InstructionState, Jurisdiction, RequestKind, RequestStatus, Violations};
 use crate::pb;
+use crate::store::{InstructionOrder, RequestOrder};
 
 /// A domain enum with a protobuf counterpart whose zero means "not set".
 pub(super) trait ProtoEnum: Copy + Sized + 'static {
-    /// Every domain value, in wire order.
+    /// Every domain value, in the domain's order.
     const VALUES: &'static [Self];
     /// The wire number.
     fn number(self) -> i32;
@@ -117,9 +118,9 @@ proto_enum!(DeletionException {
     GdprPublicHealth,
     GdprArchivingResearch,
     GdprLegalClaims,
-    Other,
     AppiDifficultAlternativeMeasures,
     AppiConditionsNotMet,
+    Other,
 });
 proto_enum!(InstructionState {
     Pending,
@@ -142,7 +143,12 @@ proto_enum!(OverallOutcome {
     Fulfilled,
     PartiallyFulfilled,
     NotFulfilled,
-    Cancelled
+    Cancelled,
+    DeniedUnverified,
+});
+proto_enum!(AccessScope {
+    Categories,
+    SpecificPieces
 });
 
 /// "must be one of A, B, C".
@@ -207,6 +213,32 @@ pub fn instruction_state(n: i32) -> Result<Option<InstructionState>, Violations>
 /// Reports at the empty path.
 pub fn request_status(n: i32) -> Result<Option<RequestStatus>, Violations> {
     optional(n)
+}
+
+/// `ListRequests`' `order_by`: unspecified means newest first.
+pub fn request_order(n: i32) -> Result<RequestOrder, Violations> {
+    match pb::RequestOrder::try_from(n) {
+        Ok(pb::RequestOrder::Unspecified | pb::RequestOrder::Newest) => Ok(RequestOrder::Newest),
+        Ok(pb::RequestOrder::Deadline) => Ok(RequestOrder::Deadline),
+        Err(_) => Err(Violations::one(
+            "",
+            "must be one of REQUEST_ORDER_NEWEST, REQUEST_ORDER_DEADLINE",
+        )),
+    }
+}
+
+/// `ListInstructions`' `order_by`: unspecified means oldest first.
+pub fn instruction_order(n: i32) -> Result<InstructionOrder, Violations> {
+    match pb::InstructionOrder::try_from(n) {
+        Ok(pb::InstructionOrder::Unspecified | pb::InstructionOrder::Created) => {
+            Ok(InstructionOrder::Created)
+        }
+        Ok(pb::InstructionOrder::Due) => Ok(InstructionOrder::Due),
+        Err(_) => Err(Violations::one(
+            "",
+            "must be one of INSTRUCTION_ORDER_CREATED, INSTRUCTION_ORDER_DUE",
+        )),
+    }
 }
 
 /// The `kind` filter of `ListRequests`: unspecified means any kind. Reports

@@ -102,6 +102,8 @@ pub fn instruction_summary(i: &InstructionView) -> pb::InstructionSummary {
         acknowledged_at: opt_timestamp(i.acknowledged_at),
         resolved_at: opt_timestamp(i.resolved_at),
         next_attempt_at: opt_timestamp(i.next_attempt_at),
+        due_at: opt_timestamp(i.due_at),
+        escalate_at: opt_timestamp(i.escalate_at),
     }
 }
 
@@ -163,6 +165,8 @@ pub(super) mod tests {
             next_attempt_at: None,
             lease_expires_at: None,
             reply_due_at: None,
+            due_at: None,
+            escalate_at: None,
             result: Some(InstructionResult::simple(Outcome::Completed).unwrap()),
             resolved_by: Some(ResolvedBy::Operator("confirmed by phone".into())),
         }

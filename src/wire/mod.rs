@@ -23,6 +23,7 @@
 //! an error whatever the constructor says.
 
 pub mod codec;
+mod compliance;
 mod enums;
 mod ids;
 mod instruction;
@@ -33,9 +34,10 @@ mod request;
 mod time;
 mod update;
 
+pub use compliance::{exception_ground, list_filters, trail_check};
 pub use enums::{
-    instruction_state, instruction_state_pb, jurisdiction_filter, request_kind_filter,
-    request_status, request_status_pb,
+    instruction_order, instruction_state, instruction_state_pb, jurisdiction_filter,
+    request_kind_filter, request_order, request_status, request_status_pb,
 };
 pub use ids::{parse_instruction_id, parse_processor_id, parse_request_id};
 pub use instruction::{
@@ -43,7 +45,7 @@ pub use instruction::{
 };
 pub use processor::{processor, processor_spec};
 pub use record::completion_record;
-pub use request::{identity_pb, new_request, request};
+pub use request::{extension_pb, identity_pb, new_request, request};
 pub use time::{opt_timestamp, parse_timestamp, timestamp};
 pub use update::apply_update;
 

@@ -47,6 +47,7 @@ fn spec(p: pb::Processor) -> Result<ProcessorSpec, Violations> {
     let retry_policy = v.take("retry_policy", retry_policy(p.retry_policy));
     let ack_timeout = v.take("ack_timeout", opt_duration(p.ack_timeout));
     let completion_timeout = v.take("completion_timeout", opt_duration(p.completion_timeout));
+    let safety_margin = v.take("safety_margin", opt_duration(p.safety_margin));
 
     // Stand-ins for failed parts, so the constructor still checks the rest
     // (see the `convert` module docs). A bad duration becomes "unset" so
@@ -67,6 +68,7 @@ fn spec(p: pb::Processor) -> Result<ProcessorSpec, Violations> {
         completion_timeout.flatten(),
         p.max_reminders,
         unless_zero(p.max_in_flight),
+        safety_margin.flatten(),
     );
     let spec = v.take("", spec);
     conclude(v, spec)
@@ -169,6 +171,7 @@ pub(super) fn spec_pb(s: &ProcessorSpec) -> pb::Processor {
         completion_timeout: Some(duration_pb(s.completion_timeout)),
         max_reminders: Some(s.max_reminders),
         max_in_flight: s.max_in_flight,
+        safety_margin: Some(duration_pb(s.safety_margin)),
         status: 0,
         created_at: None,
         updated_at: None,

@@ -5,7 +5,7 @@
 
 use super::enums::ProtoEnum;
 use super::instruction::sub_processor_pb;
-use super::request::verification_pb;
+use super::request::{extension_pb, verification_pb};
 use super::{opt_timestamp, timestamp};
 use crate::domain::{CompletionRecord, ProcessorLine};
 use crate::pb;
@@ -33,6 +33,12 @@ pub fn completion_record(
         note: r.note.clone(),
         digest: digest.to_string(),
         canonical_json,
+        respond_by: opt_timestamp(r.respond_by),
+        extension: r.extension.as_ref().map(extension_pb),
+        receipt_confirmed_at: opt_timestamp(r.receipt_confirmed_at),
+        on_time: r.on_time.unwrap_or(false),
+        audit_head: r.audit_head.clone(),
+        access_scope: r.access_scope.map_or(0, ProtoEnum::number),
     }
 }
 
@@ -61,8 +67,8 @@ fn line(l: &ProcessorLine) -> pb::ProcessorLine {
 mod tests {
     use super::*;
     use crate::domain::{
-        DeletionException, InstructionId, InstructionState, Jurisdiction, ProcessorId, RequestId,
-        RequestKind, Requester, Verification, VerificationLevel,
+        DeletionException, InstructionId, InstructionState, Jurisdiction, ProcessorId, RecordFacts,
+        RequestId, RequestKind, Requester, Verification, VerificationLevel,
     };
 
     #[test]
@@ -86,25 +92,31 @@ mod tests {
             resolved_by: "processor".into(),
             data_records: 0,
         };
-        let record = CompletionRecord::assemble(
-            RequestId::parse("6f1c2b1e-3a4d-4c5e-9f60-718293a4b5c6").unwrap(),
-            RequestKind::Delete,
-            Jurisdiction::Gdpr,
-            at,
-            at,
-            "web_form".into(),
-            Requester::AuthorizedAgent,
-            Verification::new(VerificationLevel::ReasonablyHigh, "id document").unwrap(),
-            at,
-            vec![line],
-            None,
-        );
+        let facts = RecordFacts {
+            request_id: RequestId::parse("6f1c2b1e-3a4d-4c5e-9f60-718293a4b5c6").unwrap(),
+            kind: RequestKind::Delete,
+            jurisdiction: Jurisdiction::Gdpr,
+            submitted_at: at,
+            received_at: at,
+            channel: "web_form".into(),
+            requester: Requester::AuthorizedAgent,
+            verification: Verification::new(VerificationLevel::ReasonablyHigh, "id document")
+                .unwrap(),
+            access_scope: None,
+            respond_by: at,
+            extension: None,
+            receipt_confirmed_at: None,
+            cancel_reason: None,
+            denied_unverified: false,
+        };
+        let record = CompletionRecord::assemble(facts, at, vec![line]);
         let json = record.canonical_json();
         let digest = CompletionRecord::digest_of(&json);
         let pb = completion_record(&record, &digest, json.clone());
 
         assert_eq!(pb.outcome, pb::OverallOutcome::NotFulfilled as i32);
         assert_eq!(pb.requester, pb::Requester::AuthorizedAgent as i32);
+        assert!(pb.on_time, "answered at its deadline");
         assert_eq!((pb.digest, pb.canonical_json), (digest, json));
         assert_eq!(pb.denial_basis, record.denial_basis);
         let line = &pb.lines[0];

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 
 use chrono::TimeDelta;
 
-use super::enums::{ProtoEnum, numbers, required};
+use super::enums::{ProtoEnum, numbers, optional, required};
 use super::{conclude, instruction_summary, opt_timestamp, time, timestamp};
 use crate::domain::{
-    Channel, IdentityType, Labels, NewRequest, ProcessorId, RequestId, RequestSummary, Subject,
-    SubjectIdentity, Timestamp, Verification, VerificationLevel, Violations,
+    AccessScope, Channel, Extension, IdentityType, Labels, MAX_EVIDENCE_REFERENCE, NewRequest,
+    ProcessorId, RequestId, RequestKind, RequestSummary, Requester, Subject, SubjectIdentity,
+    Timestamp, Verification, VerificationLevel, Violations, check_len,
 };
 use crate::pb;
 
@@ -42,6 +43,11 @@ pub fn new_request(
     let verification = v.take("verification", verification(req.verification));
     let processor_ids = v.take("processor_ids", processor_ids(&req.processor_ids));
     let labels = v.take("labels", Labels::new(req.labels));
+    let access_scope = v.take("access_scope", access_scope(req.access_scope, kind));
+    let requester_evidence = v.take(
+        "requester_evidence",
+        requester_evidence(&req.requester_evidence, requester),
+    );
 
     let request = (|| {
         Some(NewRequest {
@@ -55,6 +61,8 @@ pub fn new_request(
             verification: verification?,
             processor_ids: processor_ids?,
             labels: labels?,
+            access_scope: access_scope?,
+            requester_evidence: requester_evidence?,
         })
     })();
     conclude(v, request)
@@ -116,6 +124,52 @@ fn verification(v: Option<pb::Verification>) -> Result<Verification, Violations>
     conclude(v, verification)
 }
 
+/// Required for ACCESS requests (what they ask to know decides the
+/// verification they need), unset for the others. Not judged while the
+/// kind is unknown.
+fn access_scope(n: i32, kind: Option<RequestKind>) -> Result<Option<AccessScope>, Violations> {
+    let scope = optional::<AccessScope>(n)?;
+    match (kind, scope) {
+        (Some(RequestKind::Access), None) => Err(Violations::one(
+            "",
+            "is required for ACCESS requests: CATEGORIES or SPECIFIC_PIECES",
+        )),
+        (Some(k), Some(_)) if k != RequestKind::Access => {
+            Err(Violations::one("", "is only for ACCESS requests"))
+        }
+        (_, scope) => Ok(scope),
+    }
+}
+
+/// The reference to an agent's or parent's evidence of permission:
+/// required when the requester acts for someone else, 1 to
+/// [`MAX_EVIDENCE_REFERENCE`] characters without control characters.
+fn requester_evidence(
+    reference: &str,
+    requester: Option<Requester>,
+) -> Result<Option<String>, Violations> {
+    if reference.is_empty() {
+        return match requester {
+            Some(r) if r.acts_for_another() => Err(Violations::one(
+                "",
+                format!(
+                    "is required when the requester is {}: a reference to the evidence of their permission",
+                    r.proto_name()
+                ),
+            )),
+            _ => Ok(None),
+        };
+    }
+    check_len(reference, 1, MAX_EVIDENCE_REFERENCE)?;
+    if reference.chars().any(char::is_control) || reference.trim().is_empty() {
+        return Err(Violations::one(
+            "",
+            "must be a document reference without control characters",
+        ));
+    }
+    Ok(Some(reference.to_string()))
+}
+
 /// Parsed, sorted and de-duplicated; paths like `[3]`.
 fn processor_ids(ids: &[String]) -> Result<Vec<ProcessorId>, Violations> {
     if ids.len() > MAX_PROCESSOR_IDS {
@@ -148,14 +202,15 @@ pub fn identity_pb(i: &SubjectIdentity) -> pb::SubjectIdentity {
     }
 }
 
-/// The wire form of a stored request, with one line per instruction.
-pub fn request(r: &RequestSummary) -> pb::DataSubjectRequest {
+/// The wire form of a stored request, with one line per instruction;
+/// `now` decides whether it is overdue.
+pub fn request(r: &RequestSummary, now: Timestamp) -> pb::DataSubjectRequest {
     pb::DataSubjectRequest {
         request_id: r.id.to_string(),
         kind: r.kind.number(),
         jurisdiction: r.jurisdiction.number(),
         status: r.status.number(),
-        needs_attention: r.needs_attention(),
+        needs_attention: r.needs_attention(now),
         submitted_at: Some(timestamp(r.submitted_at)),
         received_at: Some(timestamp(r.received_at)),
         closed_at: opt_timestamp(r.closed_at),
@@ -171,6 +226,26 @@ pub fn request(r: &RequestSummary) -> pb::DataSubjectRequest {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        access_scope: r.access_scope.map_or(0, ProtoEnum::number),
+        requester_evidence: r.requester_evidence.clone().unwrap_or_default(),
+        receipt_confirm_by: opt_timestamp(r.receipt.confirm_by),
+        receipt_confirmed_at: opt_timestamp(r.receipt.confirmed_at),
+        receipt_confirmed_by: r.receipt.confirmed_by.clone().unwrap_or_default(),
+        respond_by: Some(timestamp(r.respond_by)),
+        extension: r.extension.as_ref().map(extension_pb),
+        overdue: r.overdue(now),
+        receipt_overdue: r.receipt_overdue(now),
+    }
+}
+
+/// The wire form of a deadline extension.
+pub fn extension_pb(e: &Extension) -> pb::DeadlineExtension {
+    pb::DeadlineExtension {
+        original_deadline: Some(timestamp(e.original_deadline)),
+        new_deadline: Some(timestamp(e.new_deadline)),
+        reason: e.reason.clone(),
+        declared_by: e.declared_by.clone(),
+        declared_at: Some(timestamp(e.declared_at)),
     }
 }
 
@@ -224,6 +299,8 @@ mod tests {
             }),
             processor_ids: vec!["zeta-co".into(), "alpha-co".into()],
             labels: HashMap::from([("ticket".into(), "T-1".into())]),
+            access_scope: 0,
+            requester_evidence: String::new(),
         }
     }
 
@@ -316,6 +393,23 @@ mod tests {
                 },
                 &["labels[ticket]"],
             ),
+            (|r| r.access_scope = 1, &["access_scope"]),
+            (|r| r.access_scope = 7, &["access_scope"]),
+            (
+                |r| r.kind = pb::RequestKind::Access as i32,
+                &["access_scope"],
+            ),
+            (
+                |r| r.requester = pb::Requester::AuthorizedAgent as i32,
+                &["requester_evidence"],
+            ),
+            (
+                |r| {
+                    r.requester = pb::Requester::ParentOrGuardian as i32;
+                    r.requester_evidence = "x".repeat(513);
+                },
+                &["requester_evidence"],
+            ),
             (
                 |r| {
                     r.kind = 0;
@@ -360,9 +454,22 @@ mod tests {
             identity_types: vec![IdentityType::Email, IdentityType::Phone],
             cancel_reason: None,
             submitted_by: None,
+            access_scope: Some(AccessScope::Categories),
+            requester_evidence: Some("DOC-77".into()),
+            receipt: crate::domain::Receipt {
+                confirm_by: Some(now() - TimeDelta::days(1)),
+                confirmed_at: None,
+                confirmed_by: None,
+            },
+            respond_by: now() - TimeDelta::seconds(1),
+            extension: None,
+            denied_unverified: false,
             instructions: vec![escalated],
         };
-        let pb = request(&summary);
+        let pb = request(&summary, now());
+        assert!(pb.overdue && pb.receipt_overdue);
+        assert_eq!(pb.access_scope, pb::AccessScope::Categories as i32);
+        assert_eq!(pb.requester_evidence, "DOC-77");
         assert_eq!(pb.status, pb::RequestStatus::InProgress as i32);
         assert_eq!(pb.requester, pb::Requester::ParentOrGuardian as i32);
         assert!(pb.needs_attention);

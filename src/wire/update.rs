@@ -29,10 +29,11 @@ enum Field {
     CompletionTimeout,
     MaxReminders,
     MaxInFlight,
+    SafetyMargin,
 }
 
 impl Field {
-    const ALL: [(Field, &'static str); 11] = [
+    const ALL: [(Field, &'static str); 12] = [
         (Field::DisplayName, "display_name"),
         (Field::Role, "role"),
         (Field::Country, "country"),
@@ -44,6 +45,7 @@ impl Field {
         (Field::CompletionTimeout, "completion_timeout"),
         (Field::MaxReminders, "max_reminders"),
         (Field::MaxInFlight, "max_in_flight"),
+        (Field::SafetyMargin, "safety_margin"),
     ];
 
     fn parse(path: &str) -> Result<Field, Violations> {
@@ -77,6 +79,7 @@ impl Field {
             Field::CompletionTimeout => merged.completion_timeout = patch.completion_timeout,
             Field::MaxReminders => merged.max_reminders = patch.max_reminders,
             Field::MaxInFlight => merged.max_in_flight = patch.max_in_flight,
+            Field::SafetyMargin => merged.safety_margin = patch.safety_margin,
         }
     }
 }

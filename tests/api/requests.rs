@@ -205,6 +205,7 @@ async fn list_pages_and_filters(db: TestDb) {
         });
         if day == 4 {
             req.kind = pb::RequestKind::Access as i32;
+            req.access_scope = pb::AccessScope::SpecificPieces as i32;
         }
         ids.push(submit(&app, req).await.request_id);
     }

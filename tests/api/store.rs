@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use dsr_orchestrator::compliance_file::CompliancePolicy;
 use dsr_orchestrator::store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +31,8 @@ async fn migrated(db: &TestDb) {
 fn instruction(id: &str, request: &str, processor: &str) -> String {
     format!(
         "insert into instructions (id, request_id, processor_id, kind, jurisdiction, \
-         submitted_at, state, created_at) \
-         values ('{id}', '{request}', '{processor}', 'DELETE', 'CCPA', 0, 'PENDING', 0)"
+         submitted_at, state, created_at, due_at) \
+         values ('{id}', '{request}', '{processor}', 'DELETE', 'CCPA', 0, 'PENDING', 0, 0)"
     )
 }
 
@@ -78,8 +79,8 @@ async fn references_hold(db: TestDb) {
          values ('p1', 'P', 'VENDOR', 'JP', '{{}}', 'manual', 'ACTIVE', 'h1', 0, 0); \
          insert into requests (id, kind, jurisdiction, status, submitted_at, received_at, \
          channel, requester, verification_level, verification_method, labels, identity_types, \
-         subject, fingerprint, open_instructions, event_seq) values ('r1', 'DELETE', 'CCPA', \
-         'RECEIVED', 0, 0, 'test', 'SELF', 'NONE', 'none', '{{}}', '[]', null, 'f', 1, 1); \
+         subject, fingerprint, open_instructions, event_seq, respond_by) values ('r1', 'DELETE', \
+         'CCPA', 'RECEIVED', 0, 0, 'test', 'SELF', 'NONE', 'none', '{{}}', '[]', null, 'f', 1, 1, 0); \
          {}; {}; {}; {}",
         instruction("i1", "r1", "p1"),
         attempt("i1"),
@@ -100,12 +101,33 @@ async fn references_hold(db: TestDb) {
         "delete from requests where id = 'r1'".into(),
         "delete from processors where id = 'p1'".into(),
         "delete from instructions where id = 'i1'".into(),
+        "delete from request_events where request_id = 'r1'".into(),
+        "delete from completion_records where request_id = 'r1'".into(),
         "update requests set id = 'r2' where id = 'r1'".into(),
         "update instructions set request_id = 'nope' where id = 'i1'".into(),
         "update instructions set processor_id = 'nope' where id = 'i1'".into(),
     ] {
         assert!(!takes(&db, &refused).await, "refused: {refused}");
     }
+    // The retention purge's own way in, and only it, deletes.
+    let gate = match db.postgres_name() {
+        Some(_) => "set local dsr.purge = 'on'",
+        None => "update purge_gate set open = 1 where id = 1",
+    };
+    assert!(
+        takes(
+            &db,
+            &format!(
+                "{gate}; delete from delivery_attempts where instruction_id = 'i1'; \
+                 delete from instructions where id = 'i1'; \
+                 delete from request_events where request_id = 'r1'; \
+                 delete from completion_records where request_id = 'r1'; \
+                 delete from requests where id = 'r1'"
+            )
+        )
+        .await,
+        "the purge deletes"
+    );
 }
 
 /// `GetRequest` reads a request and then its instructions, and both
@@ -188,7 +210,9 @@ async fn notices_reach_another_replica(db: TestDb) {
         let request = new_request();
         let id = request.id;
         let actor = dsr_orchestrator::domain::Actor::System;
-        one.submit(&request, &actor, chrono::Utc::now(), None)
+        let now = chrono::Utc::now();
+        let terms = CompliancePolicy::default().terms(&request, now);
+        one.submit(&request, terms, &actor, now, None)
             .await
             .unwrap();
         if let Ok(Ok(got)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
@@ -234,5 +258,7 @@ fn new_request() -> dsr_orchestrator::domain::NewRequest {
         verification: Verification::new(VerificationLevel::Reasonable, "").unwrap(),
         processor_ids: vec![],
         labels: Labels::default(),
+        access_scope: None,
+        requester_evidence: None,
     }
 }

@@ -55,11 +55,13 @@ pub fn deletion(request_id: String, processor_ids: &[String]) -> pb::SubmitReque
         channel: "web_form".into(),
         requester: pb::Requester::Self_ as i32,
         verification: Some(pb::Verification {
-            level: pb::VerificationLevel::Reasonable as i32,
+            level: pb::VerificationLevel::ReasonablyHigh as i32,
             method: "dsr-bench".into(),
         }),
         processor_ids: processor_ids.to_vec(),
         labels: Default::default(),
+        access_scope: 0,
+        requester_evidence: String::new(),
     }
 }
 

@@ -3,12 +3,15 @@
 //! matched, their records), as one statement on PostgreSQL or a
 //! transaction in the writer's turn on SQLite.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use sqlx::Row;
 
+use super::super::audit::seal;
 use super::super::codec::{json, micros, request_id};
-use super::super::events::{EventKind, INSERT_EVENTS, NewEvent, append_events, select_events};
+use super::super::events::{
+    EventKind, INSERT_EVENTS, NewEvent, SealedEvent, insert_events, select_events,
+};
 use super::super::records::write_records;
 use super::super::sql::{Bind, Col, Sql};
 use super::super::{Effects, Store, StoreError, Turn};
@@ -16,7 +19,7 @@ use super::Job;
 use super::plan::GENERATION;
 use crate::domain::{
     AdapterConfig, InstructionId, InstructionState, InstructionView, Processor, RequestId,
-    RequestStatus, Timestamp,
+    RequestStatus, Timestamp, due_times,
 };
 
 impl Store {
@@ -39,8 +42,9 @@ impl Store {
                 .bind(generation),
             None => sql.push("1"),
         };
+        let (events, heads) = first_events(planned.iter(), now);
         sql.push("), r as (").push(INSERT_REQUESTS);
-        select_requests(&mut sql, planned);
+        select_requests(&mut sql, planned, &heads);
         sql.push(
             " where exists (select 1 from g) on conflict (id) do nothing returning id), i as (",
         )
@@ -50,7 +54,7 @@ impl Store {
         sql.push(") x where x.request_id in (select r.id from r)), e as (")
             .push(INSERT_EVENTS)
             .push("select * from (");
-        select_events(&mut sql, &first_events(planned.iter()), now);
+        select_events(&mut sql, &events);
         // A row without an id says the guard failed.
         sql.push(
             ") x where x.request_id in (select r.id from r)) select id from r \
@@ -88,8 +92,9 @@ impl Store {
                 return Ok(None);
             }
         }
+        let (events, heads) = first_events(planned.iter(), now);
         let mut sql = Sql::new(self.backend, INSERT_REQUESTS);
-        select_requests(&mut sql, planned);
+        select_requests(&mut sql, planned, &heads);
         // `where true`: SQLite's parser needs it before an upsert clause.
         sql.push(" where true on conflict (id) do nothing returning id");
         let inserted: HashSet<RequestId> = sql
@@ -108,13 +113,11 @@ impl Store {
             select_instructions(&mut sql, taken.iter().copied());
             sql.query().execute(&mut *tx).await?;
         }
-        append_events(
-            &mut tx,
-            self.backend,
-            &first_events(taken.iter().copied()),
-            now,
-        )
-        .await?;
+        let taken_events: Vec<SealedEvent> = events
+            .into_iter()
+            .filter(|e| inserted.contains(&e.request))
+            .collect();
+        insert_events(&mut tx, self.backend, &taken_events).await?;
         let unmatched: Vec<_> = taken
             .iter()
             .filter(|p| p.instructions.is_empty())
@@ -137,10 +140,12 @@ pub(super) struct Planned<'a> {
 const INSERT_REQUESTS: &str = "insert into requests (id, kind, jurisdiction, status, \
      submitted_at, received_at, channel, requester, verification_level, verification_method, \
      labels, identity_types, subject, fingerprint, open_instructions, event_seq, \
-     submitted_by) ";
+     submitted_by, confirm_by, respond_by, access_scope, requester_evidence, denied, \
+     audit_head) ";
 
-/// Appends a `SELECT` of the planned requests as `requests` rows.
-fn select_requests(sql: &mut Sql, planned: &[Planned<'_>]) {
+/// Appends a `SELECT` of the planned requests as `requests` rows, each
+/// with the head of its audit trail (`heads`, its first event's hash).
+fn select_requests(sql: &mut Sql, planned: &[Planned<'_>], heads: &BTreeMap<RequestId, String>) {
     sql.select_rows(
         &[
             ("id", Col::Text),
@@ -160,9 +165,16 @@ fn select_requests(sql: &mut Sql, planned: &[Planned<'_>]) {
             ("open_instructions", Col::Int),
             ("event_seq", Col::Int),
             ("submitted_by", Col::Text),
+            ("confirm_by", Col::Int),
+            ("respond_by", Col::Int),
+            ("access_scope", Col::Text),
+            ("requester_evidence", Col::Text),
+            ("denied", Col::Text),
+            ("audit_head", Col::Text),
         ],
         planned.iter().map(|p| {
             let (job, req) = (p.job, &p.job.req);
+            let deadlines = job.terms.deadlines;
             vec![
                 Bind::from(req.id.to_string()),
                 Bind::from(req.kind.as_str()),
@@ -181,6 +193,12 @@ fn select_requests(sql: &mut Sql, planned: &[Planned<'_>]) {
                 Bind::from(p.instructions.len() as i64),
                 Bind::from(1i64),
                 Bind::from(job.actor.to_string()),
+                Bind::from(deadlines.confirm_by.map(micros)),
+                Bind::from(micros(deadlines.respond_by)),
+                Bind::from(req.access_scope.map(|a| a.as_str().to_string())),
+                Bind::from(req.requester_evidence.clone()),
+                Bind::from((!job.terms.verified).then(|| "UNVERIFIED".to_string())),
+                Bind::from(heads.get(&req.id).cloned()),
             ]
         }),
     );
@@ -189,7 +207,7 @@ fn select_requests(sql: &mut Sql, planned: &[Planned<'_>]) {
 /// The head of an insert of [`select_instructions`]' rows.
 const INSERT_INSTRUCTIONS: &str = "insert into instructions (id, request_id, processor_id, \
      kind, jurisdiction, submitted_at, state, payload, next_attempt_at, created_at, \
-     trace_context) ";
+     trace_context, due_at, escalate_at) ";
 
 /// Appends a `SELECT` of the planned requests' instructions as
 /// `instructions` rows, each with the identities its processor accepts.
@@ -207,6 +225,8 @@ fn select_instructions<'p, 'a: 'p>(sql: &mut Sql, planned: impl Iterator<Item = 
             ("next_attempt_at", Col::Int),
             ("created_at", Col::Int),
             ("trace_context", Col::Text),
+            ("due_at", Col::Int),
+            ("escalate_at", Col::Int),
         ],
         planned.flat_map(|p| {
             p.instructions
@@ -230,15 +250,21 @@ fn select_instructions<'p, 'a: 'p>(sql: &mut Sql, planned: impl Iterator<Item = 
                         Bind::from(i.next_attempt_at.map(micros)),
                         Bind::from(micros(i.created_at)),
                         Bind::from(p.job.trace_context.clone()),
+                        Bind::from(i.due_at.map(micros)),
+                        Bind::from(i.escalate_at.map(micros)),
                     ]
                 })
         }),
     );
 }
 
-/// The planned requests' first events: received.
-fn first_events<'p, 'a: 'p>(planned: impl Iterator<Item = &'p Planned<'a>>) -> Vec<NewEvent<'a>> {
-    planned
+/// The planned requests' first events (received), sealed, and the heads
+/// of their audit trails.
+fn first_events<'p, 'a: 'p>(
+    planned: impl Iterator<Item = &'p Planned<'a>>,
+    now: Timestamp,
+) -> (Vec<SealedEvent>, BTreeMap<RequestId, String>) {
+    let events: Vec<NewEvent> = planned
         .map(|p| NewEvent {
             request: p.job.req.id,
             seq: 1,
@@ -246,8 +272,12 @@ fn first_events<'p, 'a: 'p>(planned: impl Iterator<Item = &'p Planned<'a>>) -> V
             request_status: RequestStatus::Received,
             instruction: None,
             actor: Some(&p.job.actor),
+            extension: None,
         })
-        .collect()
+        .collect();
+    let mut heads = BTreeMap::new();
+    let sealed = seal(&events, &mut heads, now);
+    (sealed, heads)
 }
 
 /// The instructions a request fans out to, as they are inserted.
@@ -255,29 +285,38 @@ pub(super) fn new_instructions(job: &Job, targets: &[&Processor]) -> Vec<Instruc
     let req = &job.req;
     targets
         .iter()
-        .map(|p| InstructionView {
-            id: InstructionId::new(),
-            request_id: req.id,
-            processor_id: p.spec.id.clone(),
-            kind: req.kind,
-            jurisdiction: req.jurisdiction,
-            submitted_at: req.submitted_at.unwrap_or(job.now),
-            state: InstructionState::Pending,
-            attempts: 0,
-            attempts_since_arm: 0,
-            reminders: 0,
-            last_error: None,
-            created_at: job.now,
-            first_instructed_at: None,
-            acknowledged_at: None,
-            resolved_at: None,
-            // Manual instructions wait for an operator, never for a
-            // dispatcher.
-            next_attempt_at: (p.spec.adapter != AdapterConfig::Manual).then_some(job.now),
-            lease_expires_at: None,
-            reply_due_at: None,
-            result: None,
-            resolved_by: None,
+        .map(|p| {
+            let (due_at, escalate_at) = due_times(
+                job.terms.deadlines.respond_by,
+                p.spec.safety_margin,
+                job.now,
+            );
+            InstructionView {
+                id: InstructionId::new(),
+                request_id: req.id,
+                processor_id: p.spec.id.clone(),
+                kind: req.kind,
+                jurisdiction: req.jurisdiction,
+                submitted_at: req.submitted_at.unwrap_or(job.now),
+                state: InstructionState::Pending,
+                attempts: 0,
+                attempts_since_arm: 0,
+                reminders: 0,
+                last_error: None,
+                created_at: job.now,
+                first_instructed_at: None,
+                acknowledged_at: None,
+                resolved_at: None,
+                // Manual instructions wait for an operator, never for a
+                // dispatcher.
+                next_attempt_at: (p.spec.adapter != AdapterConfig::Manual).then_some(job.now),
+                lease_expires_at: None,
+                reply_due_at: None,
+                due_at: Some(due_at),
+                escalate_at: Some(escalate_at),
+                result: None,
+                resolved_by: None,
+            }
         })
         .collect()
 }

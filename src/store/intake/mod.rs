@@ -52,8 +52,8 @@ use crate::batches::Batches;
 use super::sql::Sql;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
-    Actor, InstructionView, NewRequest, Processor, RequestId, RequestStatus, RequestSummary,
-    Timestamp,
+    Actor, InstructionView, NewRequest, Processor, Receipt, RequestId, RequestStatus,
+    RequestSummary, Terms, Timestamp,
 };
 
 mod insert;
@@ -80,6 +80,7 @@ pub struct Intake {
 /// A submission waiting for the writer.
 pub(in crate::store) struct Job {
     req: NewRequest,
+    terms: Terms,
     now: Timestamp,
     trace_context: Option<String>,
     /// Who submits it.
@@ -145,6 +146,7 @@ impl Store {
     pub async fn submit(
         &self,
         req: &NewRequest,
+        terms: Terms,
         actor: &Actor,
         now: Timestamp,
         trace_context: Option<&str>,
@@ -156,6 +158,7 @@ impl Store {
         let (done, answer) = oneshot::channel();
         let job = Job {
             req: req.clone(),
+            terms,
             now,
             trace_context: trace_context.map(str::to_string),
             actor: actor.clone(),
@@ -302,6 +305,16 @@ impl Store {
                 identity_types: req.subject.types(),
                 cancel_reason: None,
                 submitted_by: Some(job.actor.clone()),
+                access_scope: req.access_scope,
+                requester_evidence: req.requester_evidence.clone(),
+                receipt: Receipt {
+                    confirm_by: job.terms.deadlines.confirm_by,
+                    confirmed_at: None,
+                    confirmed_by: None,
+                },
+                respond_by: job.terms.deadlines.respond_by,
+                extension: None,
+                denied_unverified: false,
                 instructions,
             },
             created: true,

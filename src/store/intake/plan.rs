@@ -99,7 +99,13 @@ impl Store {
         let mut repeats = Vec::new();
         let mut invalid = Vec::new();
         for job in jobs {
-            match fan_out(&job.req, processors) {
+            // A request verified below its minimum goes to no processor.
+            let targets = if job.terms.verified {
+                fan_out(&job.req, processors)
+            } else {
+                Ok(Vec::new())
+            };
+            match targets {
                 Err(v) => invalid.push((job, v)),
                 Ok(targets) if seen.insert(job.req.id) => fresh.push((job, targets)),
                 Ok(_) => repeats.push(job),

@@ -65,7 +65,8 @@ pub fn pull_processor(id: &str, ack_timeout_ms: u64) -> pb::Processor {
     }
 }
 
-/// A deletion request for `email` (CCPA, verified, via web form).
+/// A deletion request for `email` (CCPA, verified to a reasonably high
+/// degree as deletion needs, via web form).
 pub fn deletion(email: &str) -> pb::SubmitRequestRequest {
     pb::SubmitRequestRequest {
         request_id: new_id(),
@@ -85,11 +86,13 @@ pub fn deletion(email: &str) -> pb::SubmitRequestRequest {
         channel: "web_form".into(),
         requester: pb::Requester::Self_ as i32,
         verification: Some(pb::Verification {
-            level: pb::VerificationLevel::Reasonable as i32,
-            method: "email link".into(),
+            level: pb::VerificationLevel::ReasonablyHigh as i32,
+            method: "email link + last order number".into(),
         }),
         processor_ids: vec![],
         labels: Default::default(),
+        access_scope: 0,
+        requester_evidence: String::new(),
     }
 }
 

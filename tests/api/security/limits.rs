@@ -138,6 +138,7 @@ async fn oversized_input_is_refused_clearly(db: TestDb) {
     // An access answer whose records exceed what one result may carry.
     let mut access = deletion("records@example.com");
     access.kind = pb::RequestKind::Access as i32;
+    access.access_scope = pb::AccessScope::SpecificPieces as i32;
     submit(&app, access).await;
     let pulled = pull(&app, &token, 1).await;
     let records = (0..100)

@@ -168,7 +168,21 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                 })
                 .await,
         ),
-        "CancelRequest" => {
+        "ListExceptions" => code(
+            c.requests
+                .clone()
+                .list_exceptions(pb::ListExceptionsRequest::default())
+                .await,
+        ),
+        "VerifyAuditTrail" => code(
+            c.requests
+                .clone()
+                .verify_audit_trail(pb::VerifyAuditTrailRequest {
+                    request_id: world.finished.clone(),
+                })
+                .await,
+        ),
+        "CancelRequest" | "ConfirmReceipt" | "ExtendDeadline" => {
             // A fresh open request of the submitter's for each try.
             let open = submit(app, to_manual(world)).await;
             let owner = app.clients(Bearer::token(&role_token(Role::Submitter)));
@@ -184,15 +198,31 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
             } else {
                 open.request_id
             };
-            code(
-                c.requests
-                    .clone()
-                    .cancel_request(pb::CancelRequestRequest {
-                        request_id: target,
-                        reason: "matrix".into(),
-                    })
-                    .await,
-            )
+            let mut requests = c.requests.clone();
+            match method {
+                "CancelRequest" => code(
+                    requests
+                        .cancel_request(pb::CancelRequestRequest {
+                            request_id: target,
+                            reason: "matrix".into(),
+                        })
+                        .await,
+                ),
+                "ConfirmReceipt" => code(
+                    requests
+                        .confirm_receipt(pb::ConfirmReceiptRequest { request_id: target })
+                        .await,
+                ),
+                _ => code(
+                    requests
+                        .extend_deadline(pb::ExtendDeadlineRequest {
+                            request_id: target,
+                            new_deadline: None,
+                            reason: "matrix".into(),
+                        })
+                        .await,
+                ),
+            }
         }
         "GetProcessor" => code(
             c.processors
