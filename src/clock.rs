@@ -32,6 +32,10 @@ impl ManualClock {
     pub fn new() -> Self {
         Self(Arc::new(Mutex::new(SystemClock.now())))
     }
+    /// Starts at `t`.
+    pub fn at(t: Timestamp) -> Self {
+        Self(Arc::new(Mutex::new(truncate_to_micros(t))))
+    }
     /// Moves time forward.
     pub fn advance(&self, by: Duration) {
         let mut t = self.0.lock().expect("clock lock");

@@ -19,7 +19,22 @@ pub struct Stats {
     pub open_instructions: Vec<(ProcessorId, InstructionState, u64)>,
     /// Per processor: PENDING instructions already due.
     pub due: Vec<(ProcessorId, u64)>,
+    /// Open requests by the time left to their response deadline, per
+    /// bucket of [`TIME_LEFT`].
+    pub by_time_left: Vec<(&'static str, u64)>,
+    /// Open requests whose receipt confirmation is overdue.
+    pub receipt_overdue: u64,
 }
+
+/// The buckets of time left to a response deadline: past it, under a
+/// day, under a week, under 30 days, and more.
+pub const TIME_LEFT: [&str; 5] = [
+    "overdue",
+    "under_1d",
+    "under_7d",
+    "under_30d",
+    "30d_or_more",
+];
 
 impl Store {
     /// Counts the open work as of `now`.
@@ -75,6 +90,36 @@ impl Store {
                 row.try_get::<i64, _>("n")? as u64,
             ));
         }
+        let now_us = super::codec::micros(now);
+        let day = 86_400_000_000i64;
+        let mut sql = Sql::new(self.backend, "select coalesce(sum(case when respond_by < ");
+        sql.bind(now_us)
+            .push(" then 1 else 0 end), 0) as b0, coalesce(sum(case when respond_by >= ")
+            .bind(now_us)
+            .push(" and respond_by < ")
+            .bind(now_us + day)
+            .push(" then 1 else 0 end), 0) as b1, coalesce(sum(case when respond_by >= ")
+            .bind(now_us + day)
+            .push(" and respond_by < ")
+            .bind(now_us + 7 * day)
+            .push(" then 1 else 0 end), 0) as b2, coalesce(sum(case when respond_by >= ")
+            .bind(now_us + 7 * day)
+            .push(" and respond_by < ")
+            .bind(now_us + 30 * day)
+            .push(" then 1 else 0 end), 0) as b3, coalesce(sum(case when respond_by >= ")
+            .bind(now_us + 30 * day)
+            .push(" then 1 else 0 end), 0) as b4, coalesce(sum(case when confirmed_at is null and confirm_by < ")
+            .bind(now_us)
+            .push(
+                " then 1 else 0 end), 0) as receipt from requests \
+                 where status in ('RECEIVED', 'IN_PROGRESS')",
+            );
+        let row = sql.query().fetch_one(&self.pool).await?;
+        for (i, label) in TIME_LEFT.iter().enumerate() {
+            let n: i64 = row.try_get(format!("b{i}").as_str())?;
+            stats.by_time_left.push((label, n as u64));
+        }
+        stats.receipt_overdue = row.try_get::<i64, _>("receipt")? as u64;
         Ok(stats)
     }
 }

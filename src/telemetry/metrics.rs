@@ -287,6 +287,27 @@ fn register_gauges(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dyn Cl
             }
         })
         .build();
+    let s = snapshot.clone();
+    meter
+        .u64_observable_gauge("dsr_requests_by_time_left")
+        .with_description(
+            "Open requests by the time left to their response deadline: overdue, under_1d, \
+             under_7d, under_30d, 30d_or_more.",
+        )
+        .with_callback(move |o| {
+            for (bucket, n) in &s.lock().expect("snapshot").by_time_left {
+                o.observe(*n, &[KeyValue::new("time_left", *bucket)]);
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .u64_observable_gauge("dsr_requests_receipt_overdue")
+        .with_description("Open requests whose receipt confirmation to the person is overdue.")
+        .with_callback(move |o| {
+            o.observe(s.lock().expect("snapshot").receipt_overdue, &[]);
+        })
+        .build();
     meter
         .u64_observable_gauge("dsr_queue_depth")
         .with_description("PENDING instructions already due for delivery, by processor.")

@@ -11,6 +11,7 @@
 
 mod harness;
 
+mod compliance;
 mod crash;
 mod delivery;
 mod echoes;

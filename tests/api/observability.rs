@@ -14,7 +14,8 @@ use crate::postgres_only;
 
 backends!(
     metrics_follow_a_fan_out_with_failures,
-    a_request_closed_at_intake_is_counted
+    a_request_closed_at_intake_is_counted,
+    open_requests_are_counted_by_time_left,
 );
 postgres_only!(readiness_follows_the_database,);
 
@@ -53,6 +54,64 @@ fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
             samples.keys().collect::<Vec<_>>()
         )
     })
+}
+
+/// Open requests are counted by the time left to their deadlines (never
+/// by id), and those whose receipt confirmation is overdue.
+async fn open_requests_are_counted_by_time_left(db: TestDb) {
+    let clock = dsr_orchestrator::clock::ManualClock::at(
+        chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc(),
+    );
+    let options = dsr_orchestrator::startup::Options {
+        clock: std::sync::Arc::new(clock.clone()),
+        run_dispatcher: false,
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    let mut manual = pull_processor("records-desk", 60_000);
+    manual.adapter = Some(pb::Adapter {
+        kind: Some(pb::adapter::Kind::Manual(pb::ManualAdapter {})),
+    });
+    register(&app, manual).await;
+    for jurisdiction in [
+        pb::Jurisdiction::Ccpa,
+        pb::Jurisdiction::Appi,
+        pb::Jurisdiction::Gdpr,
+    ] {
+        submit(
+            &app,
+            pb::SubmitRequestRequest {
+                jurisdiction: jurisdiction as i32,
+                ..deletion("wes@example.com")
+            },
+        )
+        .await;
+    }
+    // 16 January: APPI overdue (15th), GDPR under 30 days (1 February),
+    // CCPA 30 days or more (15 February) with its receipt overdue (15th).
+    clock.advance(std::time::Duration::from_secs(15 * 86400));
+    let (_, text) = app.admin_get("/metrics").await;
+    let m = samples(&text);
+    for (bucket, n) in [
+        ("overdue", 1.0),
+        ("under_1d", 0.0),
+        ("under_7d", 0.0),
+        ("under_30d", 1.0),
+        ("30d_or_more", 1.0),
+    ] {
+        assert_eq!(
+            value(
+                &m,
+                &format!("dsr_requests_by_time_left{{time_left=\"{bucket}\"}}")
+            ),
+            n,
+            "{bucket}"
+        );
+    }
+    assert_eq!(value(&m, "dsr_requests_receipt_overdue{}"), 1.0);
+    app.stop().await;
 }
 
 /// A request no processor takes is closed (with its record) by intake

@@ -1,0 +1,139 @@
+//! The audit trail: the request's events form a hash chain whose head the
+//! completion record's digest covers, and `VerifyAuditTrail` finds where
+//! it was edited.
+
+use dsr_orchestrator::pb;
+use sha2::Digest;
+
+use super::*;
+use crate::backends;
+
+backends!(
+    a_tampered_event_is_found,
+    the_record_covers_the_trail,
+    earlier_histories_are_chained_at_startup,
+);
+
+/// The id of a request closed by the push processor the app has.
+async fn closed_request(app: &TestApp, email: &str) -> String {
+    let req = submit(app, deletion(email)).await;
+    app.dispatcher.run_once().await.unwrap();
+    watch_to_end(&app.requests, &req.request_id).await;
+    req.request_id
+}
+
+/// What `VerifyAuditTrail` says of `id`.
+async fn verify(app: &TestApp, id: &str) -> pb::AuditTrailVerification {
+    app.requests
+        .clone()
+        .verify_audit_trail(pb::VerifyAuditTrailRequest {
+            request_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Editing one event's row in the database, or removing the last one, is
+/// reported at that event.
+async fn a_tampered_event_is_found(db: TestDb) {
+    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let id = closed_request(&app, "pat@example.com").await;
+    let intact = verify(&app, &id).await;
+    assert!(intact.intact, "{intact:?}");
+    assert!(intact.record_checked);
+    assert!(intact.events >= 4, "{intact:?}");
+
+    // Someone with database access edits the third event (the outcome).
+    db.execute(&format!(
+        "update request_events set body = body || ' ' where request_id = '{id}' and seq = 3"
+    ))
+    .await;
+    let edited = verify(&app, &id).await;
+    assert!(!edited.intact);
+    let at = edited.first_break.expect("a break");
+    assert_eq!(at.sequence, 3, "{at:?}");
+    assert!(at.problem.contains("hash"), "{at:?}");
+
+    // On another request, the last event removed: the chain still links,
+    // but no longer reaches the head the request and the record keep.
+    let other = closed_request(&app, "quin@example.com").await;
+    let last = verify(&app, &other).await.events;
+    let gate = match db.postgres_name() {
+        Some(_) => "set local dsr.purge = 'on'",
+        None => "update purge_gate set open = 1 where id = 1",
+    };
+    db.execute(&format!(
+        "begin; {gate}; delete from request_events where request_id = '{other}' and seq = {last}; commit"
+    ))
+    .await;
+    let cut = verify(&app, &other).await;
+    assert!(!cut.intact);
+    assert_eq!(cut.first_break.unwrap().sequence, 0, "the head");
+    app.stop().await;
+}
+
+/// Every event carries its hash and the previous one's, the last event's
+/// hash is the record's `audit_head`, and the record's digest is the
+/// SHA-256 of its canonical bytes, which include that head.
+async fn the_record_covers_the_trail(db: TestDb) {
+    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let id = closed_request(&app, "rae@example.com").await;
+
+    let events = watch_to_end(&app.requests, &id).await;
+    assert_eq!(events[0].previous_hash, "0".repeat(64));
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].previous_hash, pair[0].hash, "linked");
+    }
+    assert!(events.iter().all(|e| e.hash.len() == 64));
+    let record = record(&app, &id).await;
+    let head = &events.last().unwrap().hash;
+    assert_eq!(&record.audit_head, head);
+    assert_eq!(
+        record.digest,
+        hex::encode(sha2::Sha256::digest(&record.canonical_json))
+    );
+    let canonical = String::from_utf8(record.canonical_json.clone()).unwrap();
+    assert!(
+        canonical.contains(head.as_str()),
+        "the digest covers the head"
+    );
+    assert_eq!(&verify(&app, &id).await.head, head);
+    app.stop().await;
+}
+
+/// Histories written before events were chained (no hashes, no head) are
+/// chained when the server starts, and then verify.
+async fn earlier_histories_are_chained_at_startup(db: TestDb) {
+    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
+    register(&app, manual_processor("records-desk")).await;
+    let open = submit(&app, deletion("sal@example.com")).await;
+    app.stop().await;
+    db.execute(
+        "update request_events set prev_hash = null, hash = null; \
+         update requests set audit_head = null",
+    )
+    .await;
+
+    let (app, _clock) = spawn_at(&db, "2026-03-02T10:00:00Z", |_| {}).await;
+    let chained = verify(&app, &open.request_id).await;
+    assert!(chained.intact, "{chained:?}");
+    // And the chain goes on from there.
+    app.instructions
+        .clone()
+        .resolve_instruction(pb::ResolveInstructionRequest {
+            instruction_id: open.instructions[0].instruction_id.clone(),
+            result: result(pb::Outcome::NoData),
+            note: "checked by hand".into(),
+        })
+        .await
+        .unwrap();
+    let closed = verify(&app, &open.request_id).await;
+    assert!(closed.intact && closed.record_checked, "{closed:?}");
+    assert_eq!(closed.head, record(&app, &open.request_id).await.audit_head);
+    app.stop().await;
+}
