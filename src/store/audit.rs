@@ -15,8 +15,10 @@
 //!
 //! The chain is computed where the events are written, in the same
 //! transaction: the previous head comes back from the update that bumps
-//! the request row (which holds its lock), so no extra read is needed;
-//! the new heads cost one more statement per transaction.
+//! the request row (which holds its lock), so no extra read is needed,
+//! and on PostgreSQL the new heads are written by the statement that
+//! inserts the events (on SQLite, whose statements cost no round trip, by
+//! one more).
 
 use std::collections::BTreeMap;
 
@@ -24,7 +26,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
 use super::codec::micros;
-use super::events::{NewEvent, SealedEvent, insert_events};
+use super::events::{INSERT_EVENTS, NewEvent, SealedEvent, insert_events, select_events};
 use super::records::insert_records;
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Store, StoreError};
@@ -104,21 +106,33 @@ pub(super) async fn write_trail(
         r.audit_head = heads.get(&r.request_id).cloned().unwrap_or_default();
     }
     insert_records(conn, backend, &records, now).await?;
-    insert_events(conn, backend, &sealed).await?;
     let touched: BTreeMap<&RequestId, &String> = sealed
         .iter()
         .map(|e| (&e.request, &heads[&e.request]))
         .collect();
-    let mut sql = Sql::new(backend, "with v as (");
+    let mut sql = Sql::new(backend, "with h as (");
     sql.select_rows(
         &[("id", Col::Text), ("head", Col::Text)],
         touched
             .iter()
             .map(|(id, head)| vec![Bind::from(id.to_string()), Bind::from((*head).clone())]),
     );
-    sql.push(") update requests set audit_head = v.head from v where requests.id = v.id and ")
-        .in_cte("requests.id", "v", "id");
-    sql.query().execute(&mut *conn).await?;
+    match backend {
+        // One statement: the heads' update rides with the events' insert.
+        Backend::Postgres => {
+            sql.push("), u as (update requests set audit_head = h.head from h where requests.id = h.id and ")
+                .in_cte("requests.id", "h", "id")
+                .push(") ")
+                .push(INSERT_EVENTS);
+            select_events(&mut sql, &sealed);
+            sql.query().execute(&mut *conn).await?;
+        }
+        Backend::Sqlite => {
+            insert_events(conn, backend, &sealed).await?;
+            sql.push(") update requests set audit_head = h.head from h where requests.id = h.id");
+            sql.query().execute(&mut *conn).await?;
+        }
+    }
     Ok(())
 }
 
