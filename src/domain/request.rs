@@ -182,7 +182,7 @@ impl Labels {
             }
             if val.chars().count() > 256 {
                 v.add(
-                    format!("[{k}]"),
+                    format!("[{}]", shown_key(k)),
                     "label values must be at most 256 characters",
                 );
             }

@@ -1,0 +1,34 @@
+//! Writes a valid input for every RPC into the corpus of its service's fuzz
+//! target, and the example page tokens into `page_token`'s, so that a run
+//! starts from messages that get past the first checks. The corpus stays
+//! out of git; run this once before the first `cargo fuzz run`.
+
+use std::fs;
+use std::path::Path;
+
+use dsr_orchestrator_fuzz::rpc::{self, Rpc};
+
+fn main() -> std::io::Result<()> {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let targets: [(&str, &[Rpc]); 3] = [
+        ("request_service", &rpc::REQUEST_SERVICE),
+        ("processor_service", &rpc::PROCESSOR_SERVICE),
+        ("instruction_service", &rpc::INSTRUCTION_SERVICE),
+    ];
+    for (target, service) in targets {
+        let dir = corpus.join(target);
+        fs::create_dir_all(&dir)?;
+        for &rpc in service {
+            let mut input = vec![rpc::selector(rpc)];
+            input.extend(rpc.example());
+            fs::write(dir.join(format!("example-{rpc:?}")), input)?;
+        }
+    }
+    let dir = corpus.join("page_token");
+    fs::create_dir_all(&dir)?;
+    for (i, token) in rpc::example_page_tokens().iter().enumerate() {
+        fs::write(dir.join(format!("example-{i}")), token)?;
+    }
+    println!("seeded {}", corpus.display());
+    Ok(())
+}

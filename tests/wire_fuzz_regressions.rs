@@ -1,0 +1,280 @@
+//! What the fuzz targets in `fuzz/` found, kept as ordinary tests so that
+//! `cargo test` guards it without nightly or libFuzzer: inputs the fuzzer
+//! kept for reaching new code, each converted as its service converts it,
+//! with the answer it gives today; and properties that arbitrary bytes,
+//! decoded as any request message, never make a conversion panic.
+//!
+//! The conversions are those of `fuzz/src/rpc.rs`, included here rather
+//! than copied, so the targets and these tests run the same calls. Inputs
+//! are the protobuf encoding of one request message, as hex, without the
+//! selector byte the per-service targets put in front of it.
+
+#[path = "../fuzz/src/rpc.rs"]
+mod rpc;
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::select;
+use rpc::{Outcome, Rpc};
+
+/// An input the fuzzer kept: the RPC, its request message as hex, and the
+/// fields the answer names (none when the conversion succeeds).
+struct Kept {
+    rpc: Rpc,
+    message: &'static str,
+    fields: &'static [&'static str],
+}
+
+/// Inputs from the fuzzers' corpora that reach corners the unit tests in
+/// `src/wire/` do not visit.
+const KEPT: &[Kept] = &[
+    // An empty submission: every required field is named in one answer.
+    Kept {
+        rpc: Rpc::SubmitRequest,
+        message: "",
+        fields: &[
+            "request_id",
+            "kind",
+            "jurisdiction",
+            "subject_identities",
+            "channel",
+            "requester",
+            "verification",
+        ],
+    },
+    // Valid, though far from the example: one identity, no submitted_at,
+    // an empty verification method, no processors, no labels.
+    Kept {
+        rpc: Rpc::SubmitRequest,
+        message: "0a2436663163326231652d336134642d346335652d396636302d373138323933613462356336100218012218080112146a616e652e646f65406578616d706c652e636f3a32087765625f666f726d3801420e0802520a65612d6335652d392d31",
+        fields: &[],
+    },
+    // Filter timestamps whose nanos exceed a second.
+    Kept {
+        rpc: Rpc::ListRequests,
+        message: "32061080e2cfaa063a0610fbd3ebdc03",
+        fields: &["submitted_after", "submitted_before"],
+    },
+    // A page token that is nearly a cursor (damaged base64 with NULs),
+    // an unknown status number, nanos out of range.
+    Kept {
+        rpc: Rpc::ListRequests,
+        message: "0814126765794a7a64574a746158525a30525866595724694f6a45334e446b354f546b774d4441784d6a4d304e545973496d6c6b496a6f694e655978597a4a694d5755744d3245305a433030597a566c4c546c6d4e6a41744e7a45384d6a6b7a595452694e000000006e30180620022802320610ff98ebdc03",
+        fields: &["status", "submitted_after", "page_token"],
+    },
+    // A multiplier of 122880, 126 attempts, 120 reminders; no role,
+    // kinds, identity types or adapter.
+    Kept {
+        rpc: Rpc::RegisterProcessor,
+        message: "0a430a0f706c6174666f726d2d76656e646f721214506c6174666f726d2054656e646f7220476d62482202444542140a020802120308d80419000000000000fe40207e5878",
+        fields: &[
+            "processor.role",
+            "processor.adapter",
+            "processor.retry_policy.multiplier",
+            "processor.retry_policy.max_attempts",
+            "processor.supported_kinds",
+            "processor.accepted_identity_types",
+            "processor.max_reminders",
+        ],
+    },
+    // An id with control characters and NULs; an endpoint with no scheme.
+    Kept {
+        rpc: Rpc::RegisterProcessor,
+        message: "0a5c0a0f70160000000000000076656e646f721214506c6174666f726d2056656e646f7220496e632e1802220255532a0202013201013a260a240a1e3a2f2f64732e72766e406f64766e656f64722e6578616d706c65343a34331202080a",
+        fields: &["processor.processor_id", "processor.adapter.grpc.endpoint"],
+    },
+    // Valid: country, max_reminders and retry_policy replaced, the new
+    // policy leaving max_backoff to its default.
+    Kept {
+        rpc: Rpc::UpdateProcessor,
+        message: "0a430a0f706c6174666f726d2d76652d646f721214506c6174666f726d2056656e646f7220476d62482202444542140a0208023d0308d8031900000000000008402004520012344a0c646973706c61795f6e616d650a07636f756e7472790a0d6d61785f72656d696e646572730a0c72657472795f706f6c696379",
+        fields: &[],
+    },
+    // A patch without a mask.
+    Kept {
+        rpc: Rpc::UpdateProcessor,
+        message: "0a430a0f706c6166746f726d2d76656e646f721214506c6174666f4d6d205630726d2d76656e646f721214506c6174666f726d2056656e646f7220496e632e180222025553",
+        fields: &["update_mask"],
+    },
+    // Valid: an explanation that echoes a sent email next to `İ`, whose
+    // lower case is longer than itself (redaction folds ASCII only).
+    Kept {
+        rpc: Rpc::CompleteInstruction,
+        message: "0a2430313838396135642d616339362d373734622d626363652d62333039353030383932613712250803100e1a1f6a616e652e646f65406578616d706c652e636f6d72616d706c652ec4b06e65",
+        fields: &[],
+    },
+    // DENIED without its ground (exception, explanation) and with data
+    // records, which only COMPLETED may carry.
+    Kept {
+        rpc: Rpc::CompleteInstruction,
+        message: "0a2430313434356135642d616339362d373734622d626363652d623330323039396138303537127108033a2c6578706f7274656420746865206163636f756e74206f66206a616e652e646f65c19a879e6d706cf62e636f6d32120a0c4172636869766520476d624812024445322b0a0b6964656e7469666965727312146a616e652e646f65406578616d0a00000000000080706c652e636f70",
+        fields: &["result.exception", "result.explanation", "result.records"],
+    },
+    // An unknown state, ids with control characters and NULs, a token
+    // that is not base64.
+    Kept {
+        rpc: Rpc::ListInstructions,
+        message: "0864123001000000000000004e57517459574d354e6930334e7a52694c574a6a59325558596a4d774d6a41354f5745344d4455331861220f076c7074666f726d2d76656e646f722a2436663163326231652d336134642d346332652d3966363000000008323933613462356336",
+        fields: &["state", "processor_id", "request_id", "page_token"],
+    },
+    // A negative batch size.
+    Kept {
+        rpc: Rpc::PullInstructions,
+        message: "08bfffffff4e",
+        fields: &["max_instructions"],
+    },
+];
+
+/// The field paths an outcome names, in the order reported.
+fn fields(outcome: &Outcome) -> Vec<&str> {
+    match outcome {
+        Ok(()) => vec![],
+        Err(v) => v.iter().map(|v| v.field.as_str()).collect(),
+    }
+}
+
+#[test]
+fn every_rpc_has_an_example_that_converts() {
+    for rpc in rpc::all() {
+        assert_eq!(rpc.convert(&rpc.example()), Some(Ok(())), "{rpc:?}");
+    }
+}
+
+#[test]
+fn the_selector_byte_reaches_every_rpc_of_its_service() {
+    for service in [
+        &rpc::REQUEST_SERVICE[..],
+        &rpc::PROCESSOR_SERVICE,
+        &rpc::INSTRUCTION_SERVICE,
+    ] {
+        for &rpc in service {
+            let input = [rpc::selector(rpc), 0x0a, 0x00];
+            assert_eq!(
+                rpc::select(service, &input),
+                Some((rpc, &input[1..])),
+                "{rpc:?}"
+            );
+            // Selectors wrap around, so every byte picks some RPC.
+            let wrapped = [rpc::selector(rpc) + service.len() as u8];
+            assert_eq!(rpc::select(service, &wrapped), Some((rpc, &[][..])));
+        }
+        assert_eq!(rpc::select(&service, &[]), None);
+    }
+}
+
+#[test]
+fn page_tokens_are_accepted_by_the_list_method_that_issued_them_only() {
+    for (i, token) in rpc::example_page_tokens().iter().enumerate() {
+        let outcomes = rpc::page_token(token);
+        for (j, outcome) in outcomes.iter().enumerate() {
+            assert_eq!(outcome.is_ok(), i == j, "token {i} in list method {j}");
+        }
+    }
+    for garbage in ["", "!", "e30", "bm90IGpzb24", "////"] {
+        assert!(
+            rpc::page_token(garbage).iter().all(Result::is_err),
+            "{garbage:?}"
+        );
+    }
+}
+
+#[test]
+fn kept_inputs_convert_as_recorded() {
+    for kept in KEPT {
+        let bytes = hex::decode(kept.message).expect("kept inputs are hex");
+        let outcome = kept
+            .rpc
+            .convert(&bytes)
+            .unwrap_or_else(|| panic!("{:?} {}: does not decode", kept.rpc, kept.message));
+        rpc::check(kept.rpc, &outcome);
+        assert_eq!(
+            fields(&outcome),
+            kept.fields,
+            "{:?} {}",
+            kept.rpc,
+            kept.message
+        );
+    }
+}
+
+/// A label key in a field path is cut to 63 characters (`shown_key` in
+/// `src/domain/request.rs`), so an answer carries no more of a bad key than
+/// the caller needs to find it, whichever check names it (found by
+/// fuzzing: the value's check once named the key uncut).
+#[test]
+fn violations_name_a_label_key_by_at_most_63_characters() {
+    use dsr_orchestrator::pb;
+    use prost::Message;
+
+    let key = "K".repeat(1000);
+    let message = pb::SubmitRequestRequest {
+        labels: [(key, "v".repeat(300))].into(),
+        ..Default::default()
+    };
+    let outcome = Rpc::SubmitRequest
+        .convert(&message.encode_to_vec())
+        .expect("decodes");
+    let labels: Vec<&str> = fields(&outcome)
+        .into_iter()
+        .filter(|f| f.starts_with("labels["))
+        .collect();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    for field in labels {
+        let shown = field.trim_start_matches("labels[").trim_end_matches(']');
+        assert!(
+            shown.chars().count() <= 64,
+            "{} characters of the key in {:?}",
+            shown.chars().count(),
+            &field[..80]
+        );
+    }
+}
+
+/// Every RPC, for the strategies below.
+fn any_rpc() -> impl Strategy<Value = Rpc> {
+    select(rpc::all().collect::<Vec<_>>())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Random bytes, tried as the request message of every RPC. Most do
+    /// not decode (and are skipped, as the server rejects them before any
+    /// conversion); those that do carry random field values.
+    #[test]
+    fn arbitrary_bytes_never_make_a_conversion_panic(bytes in vec(any::<u8>(), 0..256)) {
+        for rpc in rpc::all() {
+            if let Some(outcome) = rpc.convert(&bytes) {
+                rpc::check(rpc, &outcome);
+            }
+        }
+    }
+
+    /// A valid message with some bytes overwritten and some appended:
+    /// these decode far more often than random bytes, and reach the
+    /// checks behind the first ones.
+    #[test]
+    fn damaged_examples_never_make_a_conversion_panic(
+        rpc in any_rpc(),
+        overwrites in vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        tail in vec(any::<u8>(), 0..24),
+    ) {
+        let mut bytes = rpc.example();
+        for (at, byte) in overwrites {
+            let at = at.index(bytes.len());
+            bytes[at] = byte;
+        }
+        bytes.extend(tail);
+        if let Some(outcome) = rpc.convert(&bytes) {
+            rpc::check(rpc, &outcome);
+        }
+    }
+
+    /// Any string as a page token of every list method.
+    #[test]
+    fn arbitrary_page_tokens_never_make_a_list_panic(token in any::<String>()) {
+        for outcome in rpc::page_token(&token) {
+            prop_assert!(outcome.map_err(|v| v.is_empty()) != Err(true));
+        }
+    }
+}
