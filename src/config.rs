@@ -197,9 +197,19 @@ pub struct Config {
     #[arg(long, env = "DSR_RECORD_RETENTION", default_value = "24 months", value_parser = retention)]
     pub record_retention: Period,
 
-    /// How often the retention purge looks for requests past their period.
-    #[arg(long, env = "DSR_PURGE_INTERVAL", default_value = "1h", value_parser = duration)]
+    /// How often the retention purge looks for requests past their period
+    /// (at least `1s`).
+    #[arg(long, env = "DSR_PURGE_INTERVAL", default_value = "1h", value_parser = at_least_a_second)]
     pub purge_interval: Duration,
+}
+
+/// A duration of at least one second.
+fn at_least_a_second(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err("must be at least 1s".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A retention period in days or months.

@@ -126,6 +126,14 @@ impl Application {
             })?
             .with_observer(metrics.clone());
         let compliance = Arc::new(config.compliance()?);
+        if config.record_retention.before(options.clock.now())
+            > crate::domain::Period::Months(24).before(options.clock.now())
+        {
+            tracing::warn!(
+                retention = %config.record_retention,
+                "records are kept less than the 24 months CCPA regs 7101 ask"
+            );
+        }
         let chained = store
             .chain_unchained()
             .await

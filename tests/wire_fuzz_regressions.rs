@@ -158,7 +158,7 @@ fn the_selector_byte_reaches_every_rpc_of_its_service() {
             let wrapped = [rpc::selector(rpc) + service.len() as u8];
             assert_eq!(rpc::select(service, &wrapped), Some((rpc, &[][..])));
         }
-        assert_eq!(rpc::select(&service, &[]), None);
+        assert_eq!(rpc::select(service, &[]), None);
     }
 }
 

@@ -244,12 +244,16 @@ pub struct Extension {
 /// push instruction's outcome falls due, at the latest, at `due_at`: the
 /// reminder goes out), and an instruction still open halfway from `due_at`
 /// to `respond_by` escalates to an operator, leaving the business the
-/// other half of the margin to act. The processor's own clock (retries,
-/// `ack_timeout`, `completion_timeout`, reminders) runs as before until
-/// then and may escalate sooner; it never moves these times.
+/// other half of the margin to act; but never sooner than `grace` (the
+/// processor's `ack_timeout`) after it was created, so that the
+/// instructions of a request that arrives already late still reach their
+/// processors before an operator is called. The processor's own clock
+/// (retries, `ack_timeout`, `completion_timeout`, reminders) runs as
+/// before until then and may escalate sooner; it never moves these times.
 pub fn due_times(
     respond_by: Timestamp,
     margin: std::time::Duration,
+    grace: std::time::Duration,
     created_at: Timestamp,
 ) -> (Timestamp, Timestamp) {
     let margin = chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX);
@@ -257,12 +261,13 @@ pub fn due_times(
         .checked_sub_signed(margin)
         .unwrap_or(created_at)
         .max(created_at);
-    let escalate = if respond_by > due {
+    let halfway = if respond_by > due {
         due + (respond_by - due) / 2
     } else {
         due
     };
-    (due, escalate)
+    let earliest = created_at + chrono::Duration::from_std(grace).unwrap_or_default();
+    (due, halfway.max(earliest))
 }
 
 /// When an acknowledged instruction's outcome is next due (its reminder):
@@ -427,15 +432,22 @@ mod tests {
         let made = at("2026-01-01T00:00:00Z");
         let week = std::time::Duration::from_secs(7 * 86400);
         let respond_by = at("2026-02-15T00:00:00Z");
-        let (due, escalate) = due_times(respond_by, week, made);
+        let five_minutes = std::time::Duration::from_secs(300);
+        let (due, escalate) = due_times(respond_by, week, five_minutes, made);
         assert_eq!(due, at("2026-02-08T00:00:00Z"));
         assert_eq!(escalate, at("2026-02-11T12:00:00Z"));
-        // Already late on arrival: due at once, escalated halfway to the
-        // deadline.
+        // Late on arrival: due at once, escalated halfway to the deadline.
         let late = at("2026-02-14T00:00:00Z");
         assert_eq!(
-            due_times(respond_by, week, late),
+            due_times(respond_by, week, five_minutes, late),
             (late, at("2026-02-14T12:00:00Z"))
+        );
+        // Past the deadline on arrival: escalated once the processor has
+        // had its grace to take it up.
+        let past = at("2026-02-20T00:00:00Z");
+        assert_eq!(
+            due_times(respond_by, week, five_minutes, past),
+            (past, at("2026-02-20T00:05:00Z"))
         );
         // Reminders fall due by the due time, then every timeout.
         let day = std::time::Duration::from_secs(86400);

@@ -384,11 +384,12 @@ impl RequestSummary {
         !self.status.is_terminal() && now > self.respond_by
     }
 
-    /// True while receipt is unconfirmed past its deadline, unless the
-    /// request was answered before that deadline (the answer confirms it).
+    /// True while the request is open and its receipt unconfirmed past
+    /// its deadline. (A closed request's answer has gone out; whether its
+    /// receipt was confirmed in time is in its record.)
     pub fn receipt_overdue(&self, now: Timestamp) -> bool {
         match (self.receipt.confirm_by, self.receipt.confirmed_at) {
-            (Some(by), None) => now > by && self.closed_at.is_none_or(|c| c > by),
+            (Some(by), None) => now > by && self.closed_at.is_none(),
             _ => false,
         }
     }

@@ -481,8 +481,12 @@ impl Store {
                 .iter()
                 .map(|r| {
                     let spec: ProcessorSpec = from_json(r, "spec")?;
-                    let (due, escalate) =
-                        due_times(new_deadline, spec.safety_margin, time(r, "created_at")?);
+                    let (due, escalate) = due_times(
+                        new_deadline,
+                        spec.safety_margin,
+                        spec.ack_timeout,
+                        time(r, "created_at")?,
+                    );
                     Ok((r.try_get::<String, _>("id")?, due, escalate))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;

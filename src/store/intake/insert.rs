@@ -289,6 +289,7 @@ pub(super) fn new_instructions(job: &Job, targets: &[&Processor]) -> Vec<Instruc
             let (due_at, escalate_at) = due_times(
                 job.terms.deadlines.respond_by,
                 p.spec.safety_margin,
+                p.spec.ack_timeout,
                 job.now,
             );
             InstructionView {

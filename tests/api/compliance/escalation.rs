@@ -16,6 +16,7 @@ backends!(
     an_unpulled_instruction_escalates_at_its_time,
     a_pull_lease_taken_again_and_again_escalates,
     an_unresolved_manual_instruction_escalates_at_its_time,
+    a_request_late_on_arrival_still_reaches_its_processors,
 );
 
 const START: &str = "2026-01-01T00:00:00Z";
@@ -203,5 +204,34 @@ async fn an_unresolved_manual_instruction_escalates_at_its_time(db: TestDb) {
     let record = record(&app, &req.request_id).await;
     assert_eq!(record.outcome(), pb::OverallOutcome::Fulfilled);
     assert!(record.on_time);
+    app.stop().await;
+}
+
+/// A request taken in after its deadline (made 60 days earlier) is
+/// overdue from the start, yet its instructions still go out: they
+/// escalate only once their processors have had their `ack_timeout` to
+/// take them up.
+async fn a_request_late_on_arrival_still_reaches_its_processors(db: TestDb) {
+    let (app, clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let mut late = deletion("yul@example.com");
+    late.submitted_at = Some(ts("2026-01-01T09:00:00Z"));
+    let req = submit(&app, late).await;
+    assert!(req.overdue);
+    let line = &req.instructions[0];
+    assert_eq!(time(&line.escalate_at), at("2026-03-02T09:05:00Z"));
+
+    app.dispatcher.run_once().await.unwrap();
+    let id = line.instruction_id.clone();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    assert_eq!(
+        fake.deliveries().len(),
+        1,
+        "delivered before any escalation"
+    );
+    clock.advance(Duration::from_secs(5 * 60));
+    app.dispatcher.run_once().await.unwrap();
+    wait_for_state(&app, &id, pb::InstructionState::Escalated).await;
     app.stop().await;
 }
