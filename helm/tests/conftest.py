@@ -34,6 +34,7 @@ SCENARIOS: dict[str, str] = {
     "autoscaling-netpol-monitor": "autoscaling-netpol-monitor.yaml",
     "tls-mtls-jwt": "tls-mtls-jwt.yaml",
     "trial-insecure": "trial-insecure.yaml",
+    "compliance-retention": "compliance-retention.yaml",
 }
 
 # The least a value set needs to render: an auth file.
@@ -116,6 +117,17 @@ class Rendered:
     @property
     def config(self) -> dict[str, str]:
         return self.one("ConfigMap", f"{FULLNAME}-config")["data"]
+
+    def configmap_mounts(self) -> dict[str, dict[str, str]]:
+        """mountPath -> data of every rendered ConfigMap the container
+        mounts (whole, as a directory)."""
+        volumes = {v["name"]: v for v in self.pod["spec"]["volumes"]}
+        out = {}
+        for m in self.containers[0]["volumeMounts"]:
+            cm = volumes[m["name"]].get("configMap")
+            if cm:
+                out[m["mountPath"].rstrip("/")] = self.one("ConfigMap", cm["name"])["data"]
+        return out
 
 
 @pytest.fixture(scope="session")

@@ -167,10 +167,47 @@ def test_settings_come_from_the_configmap(rendered, scenario):
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
+def test_retention_settings_are_passed(rendered, scenario):
+    values = load_values(SCENARIOS[scenario]) or {}
+    retention = {"records": "24 months", "purgeInterval": "1h", **values.get("retention", {})}
+    cfg = rendered[scenario].config
+    assert cfg["DSR_RECORD_RETENTION"] == retention["records"]
+    assert cfg["DSR_PURGE_INTERVAL"] == retention["purgeInterval"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_compliance_file_is_set_exactly_with_a_policy(rendered, scenario):
+    values = load_values(SCENARIOS[scenario]) or {}
+    r = rendered[scenario]
+    mounts = r.configmap_mounts()
+    if values.get("compliance", {}).get("policy"):
+        path = r.config["DSR_COMPLIANCE_FILE"]
+        directory, _, key = path.rpartition("/")
+        # The file lies in the mounted compliance ConfigMap, and so does
+        # every holidays file the rendered policy names.
+        assert key in mounts[directory], path
+        policy = yaml.safe_load(mounts[directory][key])
+        for name, calendar in policy.get("calendars", {}).items():
+            if "holidays_file" in calendar:
+                d, _, k = calendar["holidays_file"].rpartition("/")
+                assert k in mounts.get(d, {}), (name, calendar["holidays_file"])
+    else:
+        assert "DSR_COMPLIANCE_FILE" not in r.config
+        assert f"{FULLNAME}-compliance" not in {d["metadata"]["name"] for d in r.all("ConfigMap")}
+        assert "/etc/dsr-compliance" not in mounts
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_checksum_annotations_roll_the_pods(rendered, scenario):
-    annotations = rendered[scenario].pod["metadata"]["annotations"]
+    r = rendered[scenario]
+    annotations = r.pod["metadata"]["annotations"]
     for key in ("checksum/config", "checksum/processors"):
         assert re.fullmatch(r"[0-9a-f]{64}", annotations[key]), key
+    # The compliance ConfigMap's checksum exactly when there is one.
+    has_policy = any(d["metadata"]["name"] == f"{FULLNAME}-compliance" for d in r.all("ConfigMap"))
+    assert ("checksum/compliance" in annotations) == has_policy
+    if has_policy:
+        assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/compliance"])
 
 
 def test_a_settings_change_changes_only_the_config_checksum(render):
@@ -645,6 +682,125 @@ def test_the_secrets_settings_roll_the_pods_but_not_their_contents(render):
     assert not any("secret" in k for k in base)
 
 
+# --- the compliance policy and retention ------------------------------------
+
+
+def compliance_map(r) -> dict[str, str]:
+    return r.one("ConfigMap", f"{FULLNAME}-compliance")["data"]
+
+
+def test_no_compliance_values_render_no_policy(rendered):
+    r = rendered["default"]
+    assert "DSR_COMPLIANCE_FILE" not in r.config
+    assert r.config["DSR_RECORD_RETENTION"] == "24 months"
+    assert r.config["DSR_PURGE_INTERVAL"] == "1h"
+    names = {v["name"] for v in r.pod["spec"]["volumes"]}
+    assert "compliance" not in names
+    assert "compliance" not in {m["name"] for m in r.containers[0]["volumeMounts"]}
+    assert "checksum/compliance" not in r.pod["metadata"]["annotations"]
+    assert "Compliance policy: the server's defaults" in r.notes
+    assert "Retention: closed requests are kept 24 months after they close" in r.notes
+
+
+def test_a_policy_with_holidays_is_rendered_mounted_and_wired(rendered):
+    values = load_values("compliance-retention.yaml")
+    r = rendered["compliance-retention"]
+    assert r.config["DSR_COMPLIANCE_FILE"] == "/etc/dsr-compliance/policy.yaml"
+    assert r.config["DSR_RECORD_RETENTION"] == "730 days"
+    assert r.config["DSR_PURGE_INTERVAL"] == "30m"
+    c = r.containers[0]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["compliance"] == {"name": "compliance", "mountPath": "/etc/dsr-compliance", "readOnly": True}
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    assert volumes["compliance"] == {"name": "compliance", "configMap": {"name": f"{FULLNAME}-compliance"}}
+
+    data = compliance_map(r)
+    assert set(data) == {"policy.yaml", "holidays-california.txt", "holidays-eu.txt", "holidays-japan.txt"}
+    policy = yaml.safe_load(data["policy.yaml"])
+    given = values["compliance"]["policy"]
+    # The chart adds the holidays files, and nothing else.
+    assert policy["jurisdictions"] == given["jurisdictions"]
+    assert policy["verification"] == given["verification"]
+    assert policy["calendars"] == {
+        "california": {"holidays_file": "/etc/dsr-compliance/holidays-california.txt"},
+        "eu": {"holidays_file": "/etc/dsr-compliance/holidays-eu.txt"},
+        # A calendar in both keeps its weekend and gains the file.
+        "japan": {"weekend": ["saturday", "sunday"], "holidays_file": "/etc/dsr-compliance/holidays-japan.txt"},
+    }
+    # Each holidays file holds its calendar's dates, one per line, as the
+    # server reads them (`#` starts a comment).
+    for name, dates in values["compliance"]["holidays"].items():
+        text = data[f"holidays-{name}.txt"]
+        lines = [line.split("#")[0].strip() for line in text.splitlines()]
+        assert [line for line in lines if line] == dates, name
+    assert "Compliance policy: compliance.policy, in ConfigMap dsr-dsr-orchestrator-compliance" in r.notes
+    assert "with the holidays of california, eu, japan" in r.notes
+    assert "Retention: closed requests are kept 730 days after they close, then purged whole (checked every 30m)" in r.notes
+
+
+def test_a_policy_without_holidays_is_rendered_as_written(render):
+    policy = {
+        "jurisdictions": {"APPI": {"respond_within": "7 days"}},
+        "verification": {"GDPR": {"ACCESS_CATEGORIES": "REASONABLY_HIGH"}},
+        # A holidays file the operator mounts himself passes through.
+        "calendars": {"uk": {"weekend": ["sat", "sun"], "holidays_file": "/etc/uk-holidays/uk.txt"}},
+    }
+    r = render(authed({"compliance": {"policy": policy}}))
+    data = compliance_map(r)
+    assert set(data) == {"policy.yaml"}
+    assert yaml.safe_load(data["policy.yaml"]) == policy
+    assert r.config["DSR_COMPLIANCE_FILE"] == "/etc/dsr-compliance/policy.yaml"
+
+
+def test_a_calendar_only_in_holidays_is_created(render):
+    r = render(
+        authed(
+            {
+                "compliance": {
+                    "policy": {"jurisdictions": {"CCPA": {"calendar": "california"}}},
+                    "holidays": {"california": ["2026-11-26"]},
+                }
+            }
+        )
+    )
+    data = compliance_map(r)
+    assert yaml.safe_load(data["policy.yaml"]) == {
+        "calendars": {"california": {"holidays_file": "/etc/dsr-compliance/holidays-california.txt"}},
+        "jurisdictions": {"CCPA": {"calendar": "california"}},
+    }
+    assert "2026-11-26" in data["holidays-california.txt"].splitlines()
+
+
+def test_a_holiday_change_rolls_the_pods_through_the_compliance_checksum(render):
+    values = load_values("compliance-retention.yaml")
+    base = render(values).pod["metadata"]["annotations"]
+    changed_values = copy.deepcopy(values)
+    changed_values["compliance"]["holidays"]["california"].append("2026-12-24")
+    changed = render(changed_values).pod["metadata"]["annotations"]
+    assert changed["checksum/compliance"] != base["checksum/compliance"]
+    assert changed["checksum/config"] == base["checksum/config"]
+    assert changed["checksum/processors"] == base["checksum/processors"]
+    # So does a change of the policy itself.
+    changed_values = copy.deepcopy(values)
+    changed_values["compliance"]["policy"]["jurisdictions"]["APPI"]["respond_within"] = "7 days"
+    changed = render(changed_values).pod["metadata"]["annotations"]
+    assert changed["checksum/compliance"] != base["checksum/compliance"]
+    assert changed["checksum/config"] == base["checksum/config"]
+
+
+def test_a_retention_change_rolls_the_pods_through_the_config_checksum(render):
+    base = render(authed()).pod["metadata"]["annotations"]
+    changed = render(authed({"retention": {"records": "36 months"}})).pod["metadata"]["annotations"]
+    assert changed["checksum/config"] != base["checksum/config"]
+    assert changed["checksum/processors"] == base["checksum/processors"]
+
+
+def test_a_processors_safety_margin_reaches_the_file(rendered):
+    cm = rendered["compliance-retention"].one("ConfigMap", f"{FULLNAME}-processors")
+    (payroll,) = yaml.safe_load(cm["data"]["processors.yaml"])["processors"]
+    assert payroll["safety_margin"] == "10d"
+
+
 # --- values Helm must refuse, with a message that says what to fix ---------
 
 PROCESSOR = {
@@ -867,6 +1023,105 @@ processors:
     "processor client certificate without its key": (
         processor(adapter={"grpc": {"endpoint": "https://dsr.vendor.example:443", "tls": {"client_cert_file": "/etc/p/tls.crt"}}}),
         ["/processors/0/adapter/grpc/tls", "client_key_file"],
+    ),
+    "compliance policy with an unknown key": (
+        {"compliance": {"policy": {"deadlines": {}}}},
+        ["/compliance/policy", "additional properties 'deadlines' not allowed"],
+    ),
+    "compliance policy for an unknown jurisdiction": (
+        {"compliance": {"policy": {"jurisdictions": {"MARS": {"respond_within": "30 days"}}}}},
+        ["/compliance/policy/jurisdictions", "additional properties 'MARS' not allowed"],
+    ),
+    "compliance period in humantime": (
+        {"compliance": {"policy": {"jurisdictions": {"CCPA": {"respond_within": "45d"}}}}},
+        ["/compliance/policy/jurisdictions/CCPA/respond_within", "does not match pattern"],
+    ),
+    "compliance respond_within none": (
+        {"compliance": {"policy": {"jurisdictions": {"GDPR": {"respond_within": "none"}}}}},
+        ["/compliance/policy/jurisdictions/GDPR/respond_within"],
+    ),
+    "compliance need ACCESS": (
+        {"compliance": {"policy": {"verification": {"CCPA": {"ACCESS": "REASONABLE"}}}}},
+        ["/compliance/policy/verification/CCPA", "additional properties 'ACCESS' not allowed"],
+    ),
+    "compliance level HIGH": (
+        {"compliance": {"policy": {"verification": {"CCPA": {"DELETE": "HIGH"}}}}},
+        ["/compliance/policy/verification/CCPA/DELETE", "'NONE', 'REASONABLE', 'REASONABLY_HIGH'"],
+    ),
+    "compliance weekend caturday": (
+        {"compliance": {"policy": {"calendars": {"x": {"weekend": ["caturday"]}}}}},
+        ["/compliance/policy/calendars/x/weekend/0", "does not match pattern"],
+    ),
+    "compliance holidays file at a relative path": (
+        {"compliance": {"policy": {"calendars": {"x": {"holidays_file": "x.txt"}}}}},
+        ["/compliance/policy/calendars/x/holidays_file", "does not match pattern"],
+    ),
+    "holiday that is no date": (
+        {"compliance": {"policy": {"jurisdictions": {"CCPA": {"calendar": "ca"}}}, "holidays": {"ca": ["2026-13-01"]}}},
+        ["/compliance/holidays/ca/0", "does not match pattern"],
+    ),
+    "holiday listed twice": (
+        {"compliance": {"policy": {"jurisdictions": {"CCPA": {"calendar": "ca"}}}, "holidays": {"ca": ["2026-12-25", "2026-12-25"]}}},
+        ["/compliance/holidays/ca", "items at 0 and 1 are equal"],
+    ),
+    "holiday calendar name with a slash": (
+        {"compliance": {"policy": {"jurisdictions": {"CCPA": {"calendar": "us/ca"}}}, "holidays": {"us/ca": ["2026-12-25"]}}},
+        ["invalid propertyName 'us/ca'"],
+    ),
+    "jurisdiction on an undefined calendar": (
+        {"compliance": {"policy": {"jurisdictions": {"CCPA": {"calendar": "califronia"}}}, "holidays": {"california": []}}},
+        ['compliance.policy.jurisdictions.CCPA.calendar: no calendar "califronia" is defined', "compliance.holidays"],
+    ),
+    "holidays no jurisdiction uses": (
+        {"compliance": {"policy": {"jurisdictions": {"CCPA": {"calendar": "california"}}}, "holidays": {"california": [], "texas": ["2026-03-02"]}}},
+        ['compliance.holidays.texas: no jurisdiction uses the calendar "texas"'],
+    ),
+    "holidays without a policy": (
+        {"compliance": {"holidays": {"california": ["2026-11-26"]}}},
+        ['compliance.holidays.california: no jurisdiction uses the calendar "california"'],
+    ),
+    "holidays both in values and in a file": (
+        {
+            "compliance": {
+                "policy": {
+                    "calendars": {"california": {"holidays_file": "/etc/ca/holidays.txt"}},
+                    "jurisdictions": {"CCPA": {"calendar": "california"}},
+                },
+                "holidays": {"california": ["2026-11-26"]},
+            }
+        },
+        ['the calendar "california" has holidays in compliance.holidays.california and a holidays_file'],
+    ),
+    "secret inside the compliance directory": (
+        {
+            "compliance": {"policy": {"verification": {"CCPA": {"DELETE": "REASONABLY_HIGH"}}}},
+            "processorSecrets": [{"secretName": "vendor-tls", "mountPath": "/etc/dsr-compliance/vendor"}],
+        },
+        ["cannot be mounted at /etc/dsr-compliance/vendor: it overlaps /etc/dsr-compliance, where the compliance policy is mounted"],
+    ),
+    "retention in years": (
+        {"retention": {"records": "2 years"}},
+        ["/retention/records", "does not match pattern"],
+    ),
+    "retention in business days": (
+        {"retention": {"records": "500 business days"}},
+        ["/retention/records", "does not match pattern"],
+    ),
+    "purge interval of zero": (
+        {"retention": {"purgeInterval": "0s"}},
+        ["retention.purgeInterval (0s) must be above zero"],
+    ),
+    "purge interval in words": (
+        {"retention": {"purgeInterval": "hourly"}},
+        ["/retention/purgeInterval", "does not match pattern"],
+    ),
+    "unknown retention key": (
+        {"retention": {"auditTrail": "5 years"}},
+        ["/retention", "additional properties 'auditTrail' not allowed"],
+    ),
+    "processor safety margin in words": (
+        processor(safety_margin="a week"),
+        ["/processors/0/safety_margin", "does not match pattern"],
     ),
     "ingress peer by ipBlock": (
         {"networkPolicy": {"ingress": {"grpc": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}}},

@@ -5,7 +5,9 @@ processors ConfigMap the processors file of a real `dsr-orchestrator`
 process (on SQLite in a temporary directory), which must load them, answer
 /readyz and stop cleanly on SIGTERM. This proves the service's own parsers
 accept what the chart writes (durations, enums, numbers, the processors
-file's shape and quoting).
+file's shape and quoting). The compliance ConfigMap, where a value set has
+one, becomes local files too: the policy, and the holidays files its
+calendars point at.
 
 The gRPC listener binds 0.0.0.0 (on a free port) as it does in the pod, so
 the server applies its rules for a listener beyond loopback: it starts only
@@ -248,7 +250,9 @@ class Pod:
     """The pod's Secret mounts, each a local directory laid out as the
     kubelet lays out a Secret volume: the keys are links through `..data`
     into a timestamped directory, and an update writes a new directory and
-    swaps `..data` over in one rename."""
+    swaps `..data` over in one rename. The rendered ConfigMaps it mounts
+    (the compliance policy and its holidays files) are local directories
+    too, each key a file, with the pod paths in their text made local."""
 
     def __init__(self, r: Rendered, root: Path):
         volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
@@ -258,6 +262,11 @@ class Pod:
             secret = volumes[m["name"]].get("secret")
             if secret:
                 self.mounts[m["mountPath"].rstrip("/")] = (secret["secretName"], root / m["name"])
+        # pod path -> (the ConfigMap's data, local directory)
+        self.configmaps: dict[str, tuple[dict[str, str], Path]] = {}
+        names = {m["mountPath"].rstrip("/"): m["name"] for m in r.containers[0]["volumeMounts"]}
+        for path, data in r.configmap_mounts().items():
+            self.configmaps[path] = (data, root / names[path])
 
     def fill(self, pki: Pki) -> None:
         for secret, local in self.mounts.values():
@@ -265,6 +274,10 @@ class Pod:
                 pytest.fail(f"a value set mounts the Secret {secret}; say in SECRETS what it holds")
             local.mkdir(parents=True)
             self.update(secret, SECRETS[secret](self, pki))
+        for data, local in self.configmaps.values():
+            local.mkdir(parents=True)
+            for key, text in data.items():
+                (local / key).write_text(self.translate(text))
 
     def update(self, secret: str, data: dict[str, bytes]) -> None:
         """Writes the Secret's new contents as the kubelet does."""
@@ -283,9 +296,14 @@ class Pod:
         (local,) = [d for s, d in self.mounts.values() if s == secret]
         return local
 
+    def _dirs(self) -> dict[str, Path]:
+        """pod path -> local directory, of every mount laid out here."""
+        return {mount: local for mount, (_, local) in {**self.mounts, **self.configmaps}.items()}
+
     def local(self, path: str) -> Path | None:
-        """The local file for a pod path in a Secret mount, else None."""
-        for mount, (_, local) in self.mounts.items():
+        """The local file for a pod path in a Secret or ConfigMap mount,
+        else None."""
+        for mount, local in self._dirs().items():
             if path.startswith(mount + "/"):
                 return local / path[len(mount) + 1 :]
         return None
@@ -293,7 +311,7 @@ class Pod:
     def translate(self, text: str) -> str:
         """Pod paths into the mounts in `text` replaced by local ones, the
         rest of the text untouched."""
-        for mount, (_, local) in self.mounts.items():
+        for mount, local in self._dirs().items():
             text = text.replace(mount + "/", f"{local}/")
         return text
 
@@ -304,14 +322,26 @@ class Pod:
 class Service:
     """A running dsr-orchestrator with the rendered configuration."""
 
-    def __init__(self, r: Rendered, tmp: Path, pki: Pki, settings: dict[str, str] | None = None):
+    def __init__(
+        self,
+        r: Rendered,
+        tmp: Path,
+        pki: Pki,
+        settings: dict[str, str] | None = None,
+        edit: Callable[[Pod], None] | None = None,
+        fails: bool = False,
+    ):
+        """`edit` changes the laid-out mounts before the start; `fails`:
+        the service is expected to stop at startup, not to serve."""
         self.pod = Pod(r, tmp / "secrets")
         self.pod.fill(pki)
+        if edit:
+            edit(self.pod)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DSR_", "OTEL_", "RUST_LOG"))}
         for key, value in r.config.items():
             local = self.pod.local(value)
             if local is not None:
-                assert local.is_file(), f"{key}={value}: the Secret mounted there has no such key"
+                assert local.is_file(), f"{key}={value}: the volume mounted there has no such key"
                 value = str(local)
             env[key] = value
         processors = self.pod.translate(r.one("ConfigMap", f"{FULLNAME}-processors")["data"]["processors.yaml"])
@@ -338,6 +368,9 @@ class Service:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen([str(BINARY)], env=env, stdout=out, stderr=subprocess.STDOUT)
         self.admin = self.grpc_port = None
+        if fails:
+            self.proc.wait(timeout=30)
+            return
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
             text = self.text()
@@ -369,8 +402,11 @@ class Service:
 def start(tmp_path, pki):
     started: list[Service] = []
 
-    def _start(r: Rendered, settings: dict[str, str] | None = None) -> Service:
-        s = Service(r, tmp_path, pki, settings)
+    def _start(r: Rendered, settings: dict[str, str] | None = None, **kw) -> Service:
+        # A directory of its own for each start after the first.
+        where = tmp_path / f"start-{len(started)}" if started else tmp_path
+        where.mkdir(exist_ok=True)
+        s = Service(r, where, pki, settings, **kw)
         started.append(s)
         return s
 
@@ -481,7 +517,8 @@ CHART_CHOICES = {"DSR_LISTEN_ADDR", "DSR_ADMIN_LISTEN_ADDR", "DSR_DATABASE_URL",
 def test_the_charts_defaults_are_the_servers(rendered):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSR_")}
     help_text = subprocess.run([str(BINARY), "--help"], env=env, capture_output=True, text=True, check=True, timeout=30).stdout
-    defaults = dict(re.findall(r"\[env: (DSR_\w+)=\]\s*\[default: ([^\]]+)\]", help_text))
+    # A default with a space is shown quoted: [default: "24 months"].
+    defaults = {k: v.strip('"') for k, v in re.findall(r"\[env: (DSR_\w+)=\]\s*\[default: ([^\]]+)\]", help_text)}
     assert "DSR_RATE_LIMIT" in defaults, help_text
     config = rendered["default"].config
     compared = {k: config[k] for k in defaults if k in config and k not in CHART_CHOICES}
@@ -495,5 +532,41 @@ def test_the_charts_defaults_are_the_servers(rendered):
         "DSR_MAX_WATCHES_PER_CALLER",
         "DSR_RELOAD_INTERVAL",
         "DSR_DRAIN_TIMEOUT",
+        "DSR_RECORD_RETENTION",
+        "DSR_PURGE_INTERVAL",
     } <= set(compared)
     assert compared == {k: defaults[k] for k in compared}
+
+
+@needs_binary
+def test_the_service_follows_the_rendered_compliance_policy_to_its_holidays(rendered, start):
+    """The compliance policy the chart renders starts the server with the
+    calendars' holidays files the chart wrote beside it, at the paths it
+    put in the policy; and the server does read them: with one file's
+    second date broken, startup stops and names that file and line."""
+    r = rendered["compliance-retention"]
+    service = start(r)
+    try:
+        policy_file = service.pod.local(r.config["DSR_COMPLIANCE_FILE"])
+        policy = yaml.safe_load(policy_file.read_text())
+        california = Path(policy["calendars"]["california"]["holidays_file"])
+        # The rendered path, made local: the ConfigMap's file, in the same
+        # directory as the policy.
+        assert california == policy_file.with_name("holidays-california.txt")
+        assert "2026-11-26" in california.read_text().split()
+        assert service.get("/readyz") == (200, b"ready\n")
+        assert service.stop() == 0, service.text()
+    finally:
+        service.kill()
+
+    def break_a_date(pod: Pod) -> None:
+        path = pod.local("/etc/dsr-compliance/holidays-california.txt")
+        lines = path.read_text().splitlines()
+        assert lines[2] == "2026-11-27", lines
+        lines[2] = "2026-11-31"
+        path.write_text("\n".join(lines) + "\n")
+
+    broken = start(r, edit=break_a_date, fails=True)
+    local = broken.pod.local("/etc/dsr-compliance/holidays-california.txt")
+    assert broken.proc.returncode not in (0, None), broken.text()
+    assert f"{local} line 3: expected a date as YYYY-MM-DD" in broken.text(), broken.text()

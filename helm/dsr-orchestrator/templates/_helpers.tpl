@@ -101,6 +101,53 @@ mount point of its own in the read-only root filesystem. */}}
 {{- define "dsr.tlsDir" -}}/etc/dsr-tls{{- end }}
 {{- define "dsr.authDir" -}}/etc/dsr-auth{{- end }}
 
+{{/* Where the compliance ConfigMap (the policy and its holidays files) is
+mounted. */}}
+{{- define "dsr.complianceDir" -}}/etc/dsr-compliance{{- end }}
+
+{{- define "dsr.complianceConfigMapName" -}}
+{{- printf "%s-compliance" (include "dsr.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* compliance.policy and compliance.holidays, never nil. */}}
+{{- define "dsr.compliancePolicyValues" -}}
+{{- toYaml (default (dict) (default (dict) .Values.compliance).policy) }}
+{{- end }}
+{{- define "dsr.complianceHolidays" -}}
+{{- toYaml (default (dict) (default (dict) .Values.compliance).holidays) }}
+{{- end }}
+
+{{/* "true" when a compliance policy is given: then the compliance
+ConfigMap is rendered and mounted, and DSR_COMPLIANCE_FILE set. */}}
+{{- define "dsr.compliance" -}}
+{{- if include "dsr.compliancePolicyValues" . | fromYaml }}true{{ end }}
+{{- end }}
+
+{{/* The ConfigMap key of a calendar's holidays file (compliance.holidays). */}}
+{{- define "dsr.holidaysKey" -}}
+{{- printf "holidays-%s.txt" . }}
+{{- end }}
+
+{{/*
+The compliance file as the server reads it: compliance.policy, with every
+calendar of compliance.holidays given a holidays_file in the compliance
+ConfigMap (and created, with the default weekend, where the policy does
+not list it under calendars).
+*/}}
+{{- define "dsr.complianceFile" -}}
+{{- $policy := include "dsr.compliancePolicyValues" . | fromYaml }}
+{{- $calendars := default (dict) $policy.calendars }}
+{{- range $name, $days := include "dsr.complianceHolidays" . | fromYaml }}
+{{- $calendar := default (dict) (get $calendars $name) }}
+{{- $_ := set $calendar "holidays_file" (printf "%s/%s" (include "dsr.complianceDir" $) (include "dsr.holidaysKey" $name)) }}
+{{- $_ := set $calendars $name $calendar }}
+{{- end }}
+{{- if $calendars }}
+{{- $_ := set $policy "calendars" $calendars }}
+{{- end }}
+{{- toYaml $policy }}
+{{- end }}
+
 {{/*
 The Secrets the user asks to mount (auth.extraSecrets, processorSecrets),
 as a YAML list of {name, secretName, mountPath}: the volume names are
@@ -181,11 +228,35 @@ names the values to change.
 {{- if and $v.tls.clientAuth (not $v.tls.existingSecret) }}
   {{- fail "dsr-orchestrator: tls.clientAuth=true needs tls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt (the CA client certificates must be signed by)." }}
 {{- end }}
+{{- if regexMatch "^(0+(ns|us|ms|s|m|h|d|w) ?)+$" (toString $v.retention.purgeInterval) }}
+  {{- fail (printf "dsr-orchestrator: retention.purgeInterval (%s) must be above zero: it is how often the retention purge runs, e.g. 1h." $v.retention.purgeInterval) }}
+{{- end }}
+{{- $policy := include "dsr.compliancePolicyValues" . | fromYaml }}
+{{- $holidays := include "dsr.complianceHolidays" . | fromYaml }}
+{{- $calendars := default (dict) $policy.calendars }}
+{{- $used := list }}
+{{- range $jurisdiction, $regime := default (dict) $policy.jurisdictions }}
+  {{- with (default (dict) $regime).calendar }}
+    {{- if not (or (hasKey $calendars .) (hasKey $holidays .)) }}
+      {{- fail (printf "dsr-orchestrator: compliance.policy.jurisdictions.%s.calendar: no calendar %q is defined. Add it under compliance.holidays (its holiday dates; the weekend stays Saturday and Sunday) or compliance.policy.calendars (weekend, holidays_file)." $jurisdiction .) }}
+    {{- end }}
+    {{- $used = append $used . }}
+  {{- end }}
+{{- end }}
+{{- range $name, $_ := $holidays }}
+  {{- if (default (dict) (get $calendars $name)).holidays_file }}
+    {{- fail (printf "dsr-orchestrator: the calendar %q has holidays in compliance.holidays.%s and a holidays_file in compliance.policy.calendars.%s: keep one. With compliance.holidays the chart writes the file and sets the path itself." $name $name $name) }}
+  {{- end }}
+  {{- if not (has $name $used) }}
+    {{- fail (printf "dsr-orchestrator: compliance.holidays.%s: no jurisdiction uses the calendar %q, so its holidays would count for nothing. Set calendar: %s on a jurisdiction in compliance.policy.jurisdictions (e.g. CCPA), or remove the entry." $name $name $name) }}
+  {{- end }}
+{{- end }}
 {{- /* Each volume needs a mount point of its own: no user mount on, or
 inside, another mount. */}}
 {{- $taken := dict "/tmp" "the scratch volume" (include "dsr.processorsDir" .) "the processors file" }}
 {{- if $v.tls.existingSecret }}{{ $_ := set $taken (include "dsr.tlsDir" .) "tls.existingSecret" }}{{ end }}
 {{- if $v.auth.existingSecret }}{{ $_ := set $taken (include "dsr.authDir" .) "auth.existingSecret" }}{{ end }}
+{{- if include "dsr.compliance" . }}{{ $_ := set $taken (include "dsr.complianceDir" .) "the compliance policy" }}{{ end }}
 {{- if eq $v.database.mode "sqlite" }}{{ $_ := set $taken ($v.database.sqlite.mountPath | trimSuffix "/") "database.sqlite.mountPath" }}{{ end }}
 {{- range (include "dsr.extraSecretMounts" . | fromYamlArray) }}
   {{- $path := .mountPath }}
