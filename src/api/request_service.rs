@@ -82,7 +82,23 @@ fn visible(caller: &Caller, r: &RequestSummary) -> ApiResult<()> {
     }
 }
 
+/// A reason the person or the record is told: 1 to 2000 characters, not
+/// blank.
+fn check_reason(v: &mut Violations, reason: &str) {
+    if reason.trim().is_empty() || reason.chars().count() > 2000 {
+        v.add("reason", "must be 1 to 2000 characters");
+    }
+}
+
 impl RequestApi {
+    /// `NOT_FOUND` unless the request exists and `caller` may see it (and
+    /// so change it, where its role allows the change); records the id in
+    /// the call's span.
+    async fn may_change(&self, caller: &Caller, id: RequestId) -> ApiResult<()> {
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        visible(caller, &self.store.request(id).await?)
+    }
+
     async fn list(
         &self,
         req: pb::ListRequestsRequest,
@@ -277,17 +293,11 @@ impl RequestService for RequestApi {
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.take("request_id", RequestId::parse(&req.request_id));
-        if req.reason.trim().is_empty() || req.reason.chars().count() > 2000 {
-            v.add("reason", "must be 1 to 2000 characters");
-        }
+        check_reason(&mut v, &req.reason);
         let (Some(id), true) = (id, v.is_empty()) else {
             return Err(ApiError::from(v).into());
         };
-        tracing::Span::current().record("request_id", tracing::field::display(id));
-        visible(
-            &caller,
-            &self.store.request(id).await.map_err(ApiError::from)?,
-        )?;
+        self.may_change(&caller, id).await?;
         let actor = caller.actor();
         let (summary, reached) = self
             .store
@@ -359,11 +369,7 @@ impl RequestService for RequestApi {
         let caller = Caller::of(&request);
         let id = wire::parse_request_id(&request.get_ref().request_id, "request_id")
             .map_err(ApiError::from)?;
-        tracing::Span::current().record("request_id", tracing::field::display(id));
-        visible(
-            &caller,
-            &self.store.request(id).await.map_err(ApiError::from)?,
-        )?;
+        self.may_change(&caller, id).await?;
         let now = self.clock.now();
         let r = self
             .store
@@ -386,17 +392,11 @@ impl RequestService for RequestApi {
         let requested = v
             .take("", wire::parse_timestamp(req.new_deadline, "new_deadline"))
             .flatten();
-        if req.reason.trim().is_empty() || req.reason.chars().count() > 2000 {
-            v.add("reason", "must be 1 to 2000 characters");
-        }
+        check_reason(&mut v, &req.reason);
         let (Some(id), true) = (id, v.is_empty()) else {
             return Err(ApiError::from(v).into());
         };
-        tracing::Span::current().record("request_id", tracing::field::display(id));
-        visible(
-            &caller,
-            &self.store.request(id).await.map_err(ApiError::from)?,
-        )?;
+        self.may_change(&caller, id).await?;
         let now = self.clock.now();
         let r = self
             .store

@@ -286,21 +286,7 @@ impl Store {
         let mut tx = self.begin().await?;
         // Lock order everywhere: instruction rows first, then the request
         // row. (SQLite's BEGIN IMMEDIATE already serialises writers.)
-        let mut open_sql = Sql::new(
-            self.backend,
-            format!("select {INSTRUCTION_COLUMNS} from instructions where request_id = "),
-        );
-        open_sql
-            .bind(id.to_string())
-            .push(" and state in (")
-            .push(&state_list(&InstructionState::sources(
-                InstructionEvent::Cancel,
-            )))
-            .push(") order by id");
-        if self.backend == Backend::Postgres {
-            open_sql.push(" for update");
-        }
-        let open: Vec<InstructionView> = open_sql
+        let open: Vec<InstructionView> = lock_open(self.backend, INSTRUCTION_COLUMNS, id)
             .query()
             .fetch_all(&mut *tx)
             .await?
@@ -417,23 +403,14 @@ impl Store {
     ) -> Result<RequestSummary, StoreError> {
         let mut tx = self.begin().await?;
         // Lock order: instruction rows, then the request row.
-        let mut open_sql = Sql::new(
+        let open = lock_open(
             self.backend,
-            "select i.id as id, i.created_at as created_at, p.spec as spec \
-             from instructions i join processors p on p.id = i.processor_id \
-             where i.request_id = ",
-        );
-        open_sql
-            .bind(id.to_string())
-            .push(" and i.state in (")
-            .push(&state_list(&InstructionState::sources(
-                InstructionEvent::Cancel,
-            )))
-            .push(") order by i.id");
-        if self.backend == Backend::Postgres {
-            open_sql.push(" for update of i");
-        }
-        let open = open_sql.query().fetch_all(&mut *tx).await?;
+            "id, created_at, (select spec from processors p where p.id = processor_id) as spec",
+            id,
+        )
+        .query()
+        .fetch_all(&mut *tx)
+        .await?;
         let mut req_sql = Sql::new(
             self.backend,
             "select jurisdiction, status, respond_by, extended_from from requests where id = ",
@@ -536,6 +513,27 @@ impl Store {
         });
         self.request(id).await
     }
+}
+
+/// Selects `columns` of the request's instructions that are not final, in
+/// id order, locking them on PostgreSQL (lock order everywhere:
+/// instruction rows first, then the request row; SQLite's `BEGIN
+/// IMMEDIATE` already serialises writers).
+fn lock_open(backend: Backend, columns: &str, id: RequestId) -> Sql {
+    let mut sql = Sql::new(
+        backend,
+        format!("select {columns} from instructions where request_id = "),
+    );
+    sql.bind(id.to_string())
+        .push(" and state in (")
+        .push(&state_list(&InstructionState::sources(
+            InstructionEvent::Cancel,
+        )))
+        .push(") order by id");
+    if backend == Backend::Postgres {
+        sql.push(" for update");
+    }
+    sql
 }
 
 /// The instructions of several requests, each request's by processor id.
