@@ -210,39 +210,19 @@ impl Store {
         max_reminders: u32,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.begin().await?;
-        let rows = Sql::new(
+        let mut sql = Sql::new(
             self.backend,
             "update instructions set state = 'ESCALATED', reply_due_at = null, \
              last_error = 'no outcome after the last reminder' where processor_id = ",
-        )
-        .bind(processor.as_str())
-        .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
-        .bind(micros(now))
-        .push(" and reminders >= ")
-        .bind(i64::from(max_reminders))
-        .push(" returning ")
-        .push(INSTRUCTION_COLUMNS)
-        .query()
-        .fetch_all(&mut *tx)
-        .await?;
-        let views = rows
-            .iter()
-            .map(instruction)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut effects = Effects::default();
-        after_changes(
-            &mut tx,
-            self.backend,
-            &views,
-            By::Dispatch,
-            now,
-            &mut effects,
-        )
-        .await?;
-        tx.commit().await?;
-        self.announce(effects);
-        Ok(views.len())
+        );
+        sql.bind(processor.as_str())
+            .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
+            .bind(micros(now))
+            .push(" and reminders >= ")
+            .bind(i64::from(max_reminders))
+            .push(" returning ")
+            .push(INSTRUCTION_COLUMNS);
+        self.escalate_returned(sql, now).await
     }
 
     /// The earliest time the dispatcher has something to do: a push
