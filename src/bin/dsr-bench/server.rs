@@ -33,6 +33,10 @@ pub const BENCH_OWNED: [&str; 4] = [
     "DSR_LOG_FORMAT",
 ];
 
+/// The spawned server's per-caller rate and burst, unless a
+/// `--server-setting` says otherwise: far above what one machine submits.
+const UNLIMITED_RATE: &str = "1000000000";
+
 /// A running `dsr-orchestrator` child.
 pub struct Server {
     child: Child,
@@ -62,6 +66,11 @@ impl Server {
             .env("DSR_DATABASE_URL", database_url)
             .env("DSR_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn,dsr_orchestrator=info")
+            // The bench's clients are all one caller: the per-caller rate
+            // limit would measure itself, not the pipeline. A
+            // `--server-setting` puts one back.
+            .env("DSR_RATE_LIMIT", UNLIMITED_RATE)
+            .env("DSR_RATE_BURST", UNLIMITED_RATE)
             .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
