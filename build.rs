@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dsr/v1/processor_service.proto",
         "proto/dsr/v1/instruction_service.proto",
         "proto/dsr/v1/processor_adapter.proto",
+        "proto/dsr/v1/data_protection_service.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

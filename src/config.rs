@@ -197,6 +197,29 @@ pub struct Config {
     #[arg(long, env = "DSR_RECORD_RETENTION", default_value = "24 months", value_parser = retention)]
     pub record_retention: Period,
 
+    /// YAML file of the keys that seal personal data at rest and the secret
+    /// of its keyed hashes (see docs/data-protection.md). Without it (and
+    /// without `DSR_KEYS`) a server on loopback with SQLite generates a
+    /// development key file beside its database; anywhere else it refuses
+    /// to start.
+    #[arg(long, env = "DSR_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+
+    /// The keys file's text itself, instead of `--keys-file` (e.g. from a
+    /// Secret); only ever read from the environment.
+    #[arg(long = "keys", env = "DSR_KEYS", hide = true, hide_env_values = true)]
+    pub keys: Option<String>,
+
+    /// How long the personal data of a finished access or portability
+    /// request is kept for the business's report before it is erased
+    /// (other kinds are erased once finished), e.g. `7d`.
+    #[arg(long, env = "DSR_REPORT_WINDOW", default_value = "7d", value_parser = duration)]
+    pub report_window: Duration,
+
+    /// How often finished requests' personal data is erased (at least `1s`).
+    #[arg(long, env = "DSR_ERASE_INTERVAL", default_value = "30s", value_parser = at_least_a_second)]
+    pub erase_interval: Duration,
+
     /// How often the retention purge looks for requests past their period
     /// (at least `1s`).
     #[arg(long, env = "DSR_PURGE_INTERVAL", default_value = "1h", value_parser = at_least_a_second)]
@@ -210,6 +233,16 @@ fn at_least_a_second(s: &str) -> Result<Duration, String> {
         Ok(_) => Err("must be at least 1s".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Writes `text` to a new file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// A retention period in days or months.
@@ -249,6 +282,46 @@ impl Config {
             watches_per_caller: self.max_watches_per_caller,
             watches: self.max_watches,
         }
+    }
+
+    /// The keys that seal personal data at rest: the keys file, `DSR_KEYS`,
+    /// or, on loopback with a SQLite file, a development key file beside
+    /// the database (generated on first start); the second value says so.
+    pub fn keyring(&self) -> anyhow::Result<(crate::seal::Keyring, Option<PathBuf>)> {
+        use crate::seal::Keyring;
+        if let Some(path) = &self.keys_file {
+            return Ok((Keyring::load(path)?, None));
+        }
+        if let Some(text) = &self.keys {
+            let ring = Keyring::parse(text).map_err(|e| anyhow::anyhow!("DSR_KEYS: {e}"))?;
+            return Ok((ring, None));
+        }
+        let refuse = || {
+            anyhow::anyhow!(
+                "no keys to seal personal data at rest: set --keys-file (DSR_KEYS_FILE) or \
+                 DSR_KEYS (see docs/data-protection.md); only a server on loopback with \
+                 SQLite makes a development key of its own"
+            )
+        };
+        if !self.listen.ip().is_loopback() {
+            return Err(refuse());
+        }
+        let Some(db) = crate::store::sqlite_file(&self.database_url) else {
+            return Err(refuse());
+        };
+        let mut path = db.into_os_string();
+        path.push(".keys");
+        let path = PathBuf::from(path);
+        if !path.exists() {
+            let id = format!("dev-{}", chrono::Utc::now().format("%Y%m%d"));
+            write_private(&path, &Keyring::generate(&id)).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot write the development key file {}: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        Ok((Keyring::load(&path)?, Some(path)))
     }
 
     /// The compliance policy: the file's, or the defaults.

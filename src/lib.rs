@@ -17,6 +17,8 @@
 //! - [`processors_file`]: the declarative YAML registry loaded at startup.
 //! - [`compliance_file`]: the law's clock and the verification required,
 //!   where they differ from the defaults.
+//! - [`seal`]: the keys that seal personal data at rest and key its
+//!   hashes.
 //! - [`store`]: all orchestration state in SQL (SQLite or PostgreSQL),
 //!   returning domain types: intake, claims, transitions, records, events,
 //!   notices to other replicas, throwaway databases for tests.
@@ -50,6 +52,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod processors_file;
+pub mod seal;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

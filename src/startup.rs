@@ -18,7 +18,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminState;
 use crate::api::limits::{LimitLayer, LimitSettings, WatchLimits};
-use crate::api::{InstructionApi, ProcessorApi, RequestApi};
+use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
 use crate::auth::identify::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::clock::{Clock, SystemClock};
@@ -88,6 +88,9 @@ pub struct Application {
     compliance: Arc<CompliancePolicy>,
     /// How long closed requests are kept, and how often the purge looks.
     retention: (Period, Duration),
+    /// How often finished requests' personal data is erased, and how long
+    /// an access report's data waits.
+    protection: (Duration, Duration),
 }
 
 /// The transport's bounds.
@@ -116,7 +119,19 @@ impl Application {
         options: Options,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.database_url, &config.store_options())
+        let (keys, development_keys) = config.keyring()?;
+        if let Some(path) = &development_keys {
+            tracing::warn!(
+                file = %path.display(),
+                "sealing personal data with a development key kept beside the database; \
+                 configure --keys-file for anything but trying the service out"
+            );
+        }
+        let store_options = crate::store::StoreOptions {
+            keys: Some(Arc::new(keys)),
+            ..config.store_options()
+        };
+        let store = Store::connect(&config.database_url, &store_options)
             .await
             .with_context(|| {
                 format!(
@@ -257,6 +272,7 @@ impl Application {
             },
             compliance,
             retention: (config.record_retention, config.purge_interval),
+            protection: (config.erase_interval, config.report_window),
         })
     }
 
@@ -303,6 +319,7 @@ impl Application {
             transport,
             compliance,
             retention,
+            protection,
         } = self;
         // Every moving part, in the order it starts; they stop in the
         // reverse order, each after the ones that feed it.
@@ -329,6 +346,11 @@ impl Application {
         if run_dispatcher {
             tasks.start("dispatcher", |stop| Some(dispatcher.clone().run(stop)));
         }
+        // Reseals what is not under the active key, then erases finished
+        // requests' personal data.
+        tasks.start("data protection", |stop| {
+            Some(store.protector(protection.0, protection.1, clock.clone(), stop))
+        });
         // Purges closed requests past their retention period.
         tasks.start("retention purge", |stop| {
             Some(store.purger(retention.0, retention.1, clock.clone(), stop))
@@ -374,6 +396,10 @@ impl Application {
                 store: store.clone(),
                 clock: clock.clone(),
             },
+            protection: ProtectionApi {
+                store: store.clone(),
+                clock: clock.clone(),
+            },
         };
         let layers = (AuthLayer::new(auth), LimitLayer::new(limits));
         let served = serve(listener, tls, layers, transport, services, shutdown).await;
@@ -390,6 +416,7 @@ struct Services {
     requests: RequestApi,
     processors: ProcessorApi,
     instructions: InstructionApi,
+    protection: ProtectionApi,
 }
 
 /// Serves gRPC on `listener` (over `tls`, if any) until `shutdown`.
@@ -401,6 +428,7 @@ async fn serve(
     services: Services,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    use pb::data_protection_service_server::DataProtectionServiceServer;
     use pb::instruction_service_server::InstructionServiceServer;
     use pb::processor_service_server::ProcessorServiceServer;
     use pb::request_service_server::RequestServiceServer;
@@ -413,6 +441,9 @@ async fn serve(
         .await;
     health_reporter
         .set_serving::<InstructionServiceServer<InstructionApi>>()
+        .await;
+    health_reporter
+        .set_serving::<DataProtectionServiceServer<ProtectionApi>>()
         .await;
     // Reflection serves the contract, health, and `google.rpc`'s error
     // details, so that a generic client (grpcurl) can show the field
@@ -452,6 +483,11 @@ async fn serve(
         )
         .add_service(
             InstructionServiceServer::new(services.instructions)
+                .max_decoding_message_size(transport.max_message_size)
+                .max_encoding_message_size(transport.max_message_size),
+        )
+        .add_service(
+            DataProtectionServiceServer::new(services.protection)
                 .max_decoding_message_size(transport.max_message_size)
                 .max_encoding_message_size(transport.max_message_size),
         );

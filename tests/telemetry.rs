@@ -4,7 +4,7 @@
 //! transaction, the deliveries — and the test processor sees the same trace
 //! in the metadata it received. No span carries the subject's data.
 
-#[allow(dead_code)] // the api binary uses the rest of the harness
+#[allow(dead_code, unused_imports)] // the api binary uses the rest of the harness
 #[path = "api/harness/mod.rs"]
 mod harness;
 

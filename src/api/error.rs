@@ -52,7 +52,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::NotFound(what),
             StoreError::AlreadyExists(m) => ApiError::AlreadyExists(m),
-            StoreError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+            StoreError::FailedPrecondition(m) | StoreError::Sealed(m) => {
+                ApiError::FailedPrecondition(m)
+            }
             StoreError::Invalid(v) => ApiError::Invalid(v),
             e if e.is_transient() => ApiError::Unavailable(e),
             other => ApiError::Internal(other),

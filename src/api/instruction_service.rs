@@ -105,6 +105,20 @@ impl InstructionApi {
         let (Some(result), true) = (result, v.is_empty()) else {
             return Err(v.into());
         };
+        if view.state.is_terminal()
+            && self
+                .store
+                .request(view.request_id)
+                .await?
+                .identities_erased_at
+                .is_some()
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "the instruction is {} and its request finished; the request's personal data \
+                 has been erased, and it takes no further answers",
+                view.state.as_str()
+            )));
+        }
         // What the processor wrote must not repeat what we sent it.
         let sent = self.store.sent_identities(view.id).await?;
         let result = result.redacted(&sent);
@@ -216,10 +230,19 @@ impl InstructionApi {
         let mut instructions = Vec::with_capacity(page.instructions.len());
         for i in &page.instructions {
             let history = self.store.attempts(i.id).await?;
-            instructions.push(pb::Instruction {
+            let mut instruction = pb::Instruction {
                 history: history.iter().map(attempt_pb).collect(),
                 ..wire::instruction(i)
-            });
+            };
+            // The data an access answer brought, kept sealed apart from
+            // the result until the request's data is erased.
+            if i.data_records > 0
+                && let Some(result) = instruction.result.as_mut()
+            {
+                let records = self.store.data_records(i.id).await?;
+                result.records = wire::data_records_pb(&records);
+            }
+            instructions.push(instruction);
         }
         Ok(pb::ListInstructionsResponse {
             instructions,

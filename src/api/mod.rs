@@ -7,8 +7,10 @@ mod instruction_service;
 pub mod limits;
 mod page;
 mod processor_service;
+mod protection_service;
 mod request_service;
 
 pub use instruction_service::InstructionApi;
 pub use processor_service::ProcessorApi;
+pub use protection_service::ProtectionApi;
 pub use request_service::RequestApi;

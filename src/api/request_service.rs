@@ -53,6 +53,7 @@ fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
         EventKind::Cancelled => pb::RequestEventType::Cancelled,
         EventKind::ReceiptConfirmed => pb::RequestEventType::ReceiptConfirmed,
         EventKind::DeadlineExtended => pb::RequestEventType::DeadlineExtended,
+        EventKind::SuppressionRemoved => pb::RequestEventType::SuppressionRemoved,
     };
     pb::RequestEvent {
         request_id: e.request_id.to_string(),
@@ -69,6 +70,7 @@ fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
         extension: e.extension.as_ref().map(wire::extension_pb),
         previous_hash: e.prev_hash.clone().unwrap_or_default(),
         hash: e.hash.clone().unwrap_or_default(),
+        note: e.note.clone().unwrap_or_default(),
     }
 }
 

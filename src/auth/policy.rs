@@ -9,6 +9,9 @@
 //! | RequestService | CancelRequest, ConfirmReceipt, ExtendDeadline | submitter (its own requests), operator |
 //! | RequestService | VerifyAuditTrail | auditor, operator |
 //! | RequestService | ListExceptions | any authenticated principal |
+//! | DataProtectionService | CheckSuppression | submitter, operator, auditor |
+//! | DataProtectionService | RemoveSuppression | operator |
+//! | DataProtectionService | ResealData | admin |
 //! | ProcessorService | GetProcessor, ListProcessors | auditor, admin |
 //! | ProcessorService | RegisterProcessor, UpdateProcessor, DisableProcessor, RotateCallbackToken | admin |
 //! | InstructionService | AcknowledgeInstruction, CompleteInstruction, PullInstructions | processors (callback token) |
@@ -79,6 +82,18 @@ pub const TABLE: &[(&str, Allowed)] = &[
     (
         "/dsr.v1.RequestService/VerifyAuditTrail",
         Allowed::Roles(&[Auditor, Operator]),
+    ),
+    (
+        "/dsr.v1.DataProtectionService/CheckSuppression",
+        Allowed::Roles(READERS),
+    ),
+    (
+        "/dsr.v1.DataProtectionService/RemoveSuppression",
+        Allowed::Roles(&[Operator]),
+    ),
+    (
+        "/dsr.v1.DataProtectionService/ResealData",
+        Allowed::Roles(&[Admin]),
     ),
     (
         "/dsr.v1.ProcessorService/GetProcessor",

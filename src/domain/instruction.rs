@@ -229,6 +229,10 @@ pub struct InstructionView {
     /// Who recorded the result.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub resolved_by: Option<ResolvedBy>,
+    /// How many data records the result came with (they are kept apart
+    /// from it, sealed; not kept in events).
+    #[serde(skip)]
+    pub data_records: u32,
 }
 
 #[cfg(test)]
@@ -266,6 +270,7 @@ mod tests {
             escalate_at: None,
             result: None,
             resolved_by: None,
+            data_records: 0,
         };
         let compact = serde_json::to_value(&view).unwrap();
         let keys: Vec<&str> = compact

@@ -218,6 +218,14 @@ impl InstructionResult {
     pub fn same_answer(&self, other: &InstructionResult) -> bool {
         self == other
     }
+
+    /// The result without its data records, and the records (kept apart:
+    /// they are personal data, sealed at rest and erased once the request
+    /// is done).
+    pub fn split_records(mut self) -> (Self, Vec<DataRecord>) {
+        let records = std::mem::take(&mut self.records);
+        (self, records)
+    }
 }
 
 /// Checks an ISO 3166-1 alpha-2 shape (two upper-case ASCII letters).

@@ -365,6 +365,8 @@ pub struct RequestSummary {
     pub extension: Option<Extension>,
     /// Whether it was denied at intake for lack of verification.
     pub denied_unverified: bool,
+    /// When its identities, payloads and returned data were erased.
+    pub identities_erased_at: Option<Timestamp>,
     /// One line per instruction, by processor id.
     pub instructions: Vec<super::InstructionView>,
 }

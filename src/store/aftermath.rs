@@ -179,6 +179,7 @@ pub(super) async fn after_changes(
             instruction: Some(v),
             actor: Some(actor),
             extension: None,
+            note: None,
         });
     }
     let (records, last) = record_closed(conn, backend, &closed, now, effects).await?;

@@ -19,8 +19,10 @@ use sqlx::Row;
 
 use super::aftermath::By;
 use super::aftermath::after_changes;
-use super::codec::{from_json, instruction, micros, qualified};
+use super::codec::{instruction, micros, qualified};
+use super::sealed::PAYLOAD;
 use super::sql::{Bind, Col, Sql};
+use super::transition::{AttemptClose, Change, apply};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     AttemptResult, InstructionEvent, InstructionState, InstructionView, ProcessorId,
@@ -225,6 +227,10 @@ impl Store {
             rows.extend(others.query().fetch_all(&mut *tx).await?);
         }
         let mut claimed = Vec::with_capacity(rows.len());
+        // Payloads that do not open (their key is gone or wrong): leased
+        // like the others, then escalated in the same transaction, never
+        // sent.
+        let mut unreadable: Vec<Change> = Vec::new();
         for row in &rows {
             let view = instruction(row)?;
             let kind = if view.acknowledged_at.is_some() {
@@ -234,8 +240,31 @@ impl Store {
             } else {
                 ClaimKind::First
             };
+            let identities = match row.try_get::<Option<String>, _>("payload")? {
+                Some(text) => self.open_json(&text, PAYLOAD, view.id),
+                None => Err(StoreError::Sealed(format!(
+                    "{PAYLOAD} of {}: erased",
+                    view.id
+                ))),
+            };
+            let identities = match identities {
+                Ok(identities) => identities,
+                Err(StoreError::Sealed(why) | StoreError::Corrupt(why)) => {
+                    let mut c = Change::new(view.id, InstructionEvent::Escalate);
+                    c.fence = Some((owner.to_string(), view.attempts));
+                    c.last_error = Some(format!("cannot be sent: {why}"));
+                    c.close_attempt = Some(AttemptClose {
+                        result: AttemptResult::FatalError,
+                        code: Some("FAILED_PRECONDITION".into()),
+                        message: Some(why),
+                    });
+                    unreadable.push(c);
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
             claimed.push(Claimed {
-                identities: from_json(row, "payload")?,
+                identities,
                 instruction: view,
                 kind,
                 owner: owner.to_string(),
@@ -256,6 +285,22 @@ impl Store {
                 &mut effects,
             )
             .await?;
+        }
+        if !unreadable.is_empty() {
+            tracing::warn!(
+                instructions = unreadable.len(),
+                "escalated instead of sent: their payloads do not open (see their last_error)"
+            );
+            apply(
+                &mut tx,
+                self.backend,
+                &unreadable,
+                By::Dispatch,
+                now,
+                &mut effects,
+            )
+            .await?;
+            claimed.retain(|c| unreadable.iter().all(|u| u.id != c.instruction.id));
         }
         tx.commit().await?;
         tracing::Span::current().record("claimed", claimed.len());

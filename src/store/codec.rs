@@ -89,7 +89,7 @@ pub(super) fn processor_id(row: &AnyRow, col: &str) -> Result<ProcessorId, Store
 pub(super) const INSTRUCTION_COLUMNS: &str = "id, request_id, processor_id, kind, jurisdiction, \
     submitted_at, state, attempts, attempts_since_arm, reminders, last_error, created_at, \
     first_instructed_at, acknowledged_at, resolved_at, next_attempt_at, lease_expires_at, \
-    reply_due_at, due_at, escalate_at, result, resolved_by";
+    reply_due_at, due_at, escalate_at, result, resolved_by, data_records";
 
 /// [`INSTRUCTION_COLUMNS`] qualified with `table.`, for statements that join.
 pub(super) fn qualified(table: &str) -> String {
@@ -125,6 +125,7 @@ pub(super) fn instruction(row: &AnyRow) -> Result<InstructionView, StoreError> {
         escalate_at: opt_time(row, "escalate_at")?,
         result: from_opt_json(row, "result")?,
         resolved_by: from_opt_json(row, "resolved_by")?,
+        data_records: count(row, "data_records")?,
     })
 }
 

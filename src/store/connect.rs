@@ -13,6 +13,7 @@ use sqlx::migrate::Migrator;
 use tokio::sync::{Notify, broadcast};
 
 use super::{Store, StoreError};
+use crate::seal::Keyring;
 
 /// Page cache of SQLite's writer connection, in KiB. The writer's cache
 /// survives between its transactions (no other connection writes), so the
@@ -105,6 +106,9 @@ pub struct StoreOptions {
     /// write survives power loss) or only at checkpoints (`false`: survives
     /// a process crash, may lose the last commits on power loss).
     pub sqlite_sync_every_commit: bool,
+    /// The keys that seal personal data at rest; `None`: a key for this
+    /// process only (tests, tools that keep nothing).
+    pub keys: Option<Arc<Keyring>>,
 }
 
 impl Default for StoreOptions {
@@ -114,8 +118,15 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(10),
             sqlite_busy_timeout: Duration::from_secs(5),
             sqlite_sync_every_commit: true,
+            keys: None,
         }
     }
+}
+
+/// The database file of a SQLite URL: `None` for in-memory databases and
+/// for PostgreSQL.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    sqlite_path(url)
 }
 
 /// The database file named by a SQLite URL, or `None` for in-memory ones.
@@ -284,6 +295,10 @@ impl Store {
             publisher: Arc::default(),
             submitting: Arc::default(),
             wait: options.acquire_timeout,
+            keys: options
+                .keys
+                .clone()
+                .unwrap_or_else(|| Arc::new(Keyring::ephemeral())),
         })
     }
 }

@@ -113,7 +113,10 @@ impl Store {
         reports: Vec<DeliveryReport>,
         now: Timestamp,
     ) -> Result<Vec<InstructionView>, StoreError> {
-        let changes: Vec<Change> = reports.into_iter().map(|r| r.into_change(now)).collect();
+        let changes: Vec<Change> = reports
+            .into_iter()
+            .map(|r| self.sealing_records(r.into_change(now)))
+            .collect();
         let mut tx = self.begin().await?;
         // A retry is not due yet: the dispatcher recomputes its sleep when
         // the delivery task ends, and other replicas need no wake-up.

@@ -61,6 +61,10 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Sealed personal data that does not open: what it is, and why (the
+    /// key it names is missing or wrong).
+    #[error("{0}")]
+    Sealed(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -99,6 +103,7 @@ impl StoreError {
             StoreError::Stopped => StoreError::Stopped,
             StoreError::Unanswered(d) => StoreError::Unanswered(*d),
             StoreError::Migrate(e) => StoreError::Corrupt(format!("migration failed: {e}")),
+            StoreError::Sealed(m) => StoreError::Sealed(m.clone()),
         }
     }
 }

@@ -27,6 +27,8 @@ pub enum EventKind {
     ReceiptConfirmed,
     /// The response deadline was extended.
     DeadlineExtended,
+    /// After the request closed: its subject left the suppression list.
+    SuppressionRemoved,
 }
 
 impl EventKind {
@@ -55,6 +57,8 @@ pub struct RequestEvent {
     pub actor: Option<Actor>,
     /// The extension a DEADLINE_EXTENDED event declares.
     pub extension: Option<Extension>,
+    /// Why, for a SUPPRESSION_REMOVED event.
+    pub note: Option<String>,
     /// The previous event's hash.
     pub prev_hash: Option<String>,
     /// This event's hash.
@@ -72,6 +76,8 @@ struct Body<I, A, X> {
     actor: Option<A>,
     #[serde(skip_serializing_if = "Option::is_none", default = "Option::default")]
     extension: Option<X>,
+    #[serde(skip_serializing_if = "Option::is_none", default = "Option::default")]
+    note: Option<String>,
 }
 
 /// An event about to be appended.
@@ -90,6 +96,8 @@ pub(super) struct NewEvent<'a> {
     pub actor: Option<&'a Actor>,
     /// The extension a DEADLINE_EXTENDED event declares.
     pub extension: Option<&'a Extension>,
+    /// Why, for a SUPPRESSION_REMOVED event.
+    pub note: Option<&'a str>,
 }
 
 impl NewEvent<'_> {
@@ -101,6 +109,7 @@ impl NewEvent<'_> {
             instruction: self.instruction,
             actor: self.actor,
             extension: self.extension,
+            note: self.note.map(str::to_string),
         })
     }
 }
@@ -201,6 +210,7 @@ impl Store {
                     instruction: body.instruction,
                     actor: body.actor,
                     extension: body.extension,
+                    note: body.note,
                     prev_hash: row.try_get("prev_hash")?,
                     hash: row.try_get("hash")?,
                 })

@@ -30,6 +30,7 @@ mod codec;
 mod connect;
 mod deliveries;
 mod due;
+mod erase;
 mod error;
 mod events;
 mod instructions;
@@ -39,7 +40,9 @@ mod processors;
 mod purge;
 mod records;
 mod requests;
+mod reseal;
 pub mod scratch;
+mod sealed;
 mod sql;
 mod stats;
 mod transition;
@@ -54,9 +57,10 @@ use crate::domain::{InstructionView, Jurisdiction, OverallOutcome, RequestId, Re
 
 pub use audit::TrailCheck;
 pub use claims::{ClaimKind, ClaimOrder, Claimed};
-pub use connect::{Backend, StoreOptions, redact_url};
+pub use connect::{Backend, StoreOptions, redact_url, sqlite_file};
 pub use deliveries::{DeliveryReport, DeliveryResult};
 pub use due::Budget;
+pub use erase::Erased;
 pub use error::StoreError;
 pub use events::{EventKind, RequestEvent};
 pub use instructions::{
@@ -64,6 +68,7 @@ pub use instructions::{
 };
 pub use intake::{Intake, Submitting};
 pub use requests::{RequestCursor, RequestFilter, RequestOrder, RequestPage};
+pub use reseal::Resealed;
 pub use scratch::ScratchDatabase;
 pub use stats::Stats;
 use write_tx::{SqliteTurns, SqliteWriter, Turn};
@@ -101,6 +106,8 @@ pub struct Store {
     /// The longest a caller waits for the database (the pool's acquire
     /// timeout): a submission that has no answer by then is told so.
     wait: std::time::Duration,
+    /// Seals and opens personal data at rest (see [`crate::seal`]).
+    keys: Arc<crate::seal::Keyring>,
 }
 
 impl Store {

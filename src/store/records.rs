@@ -162,6 +162,7 @@ pub(super) async fn record_closed(
             instruction: None,
             actor: None,
             extension: None,
+            note: None,
         });
         let facts = RecordFacts {
             request_id: id,
@@ -268,7 +269,9 @@ fn line(row: &AnyRow, view: &InstructionView) -> Result<ProcessorLine, StoreErro
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
-        data_records: result.map_or(0, |r| r.records.len() as u32),
+        // Kept apart from the result (results written before records were
+        // sealed apart still carry theirs).
+        data_records: view.data_records + result.map_or(0, |r| r.records.len() as u32),
     })
 }
 

@@ -111,7 +111,8 @@ impl RequestCursor {
 const REQUEST_COLUMNS: &str = "id, kind, jurisdiction, status, submitted_at, received_at, closed_at, \
     channel, requester, verification_level, verification_method, labels, identity_types, cancel_reason, \
     submitted_by, access_scope, requester_evidence, confirm_by, confirmed_at, confirmed_by, \
-    respond_by, extended_from, extension_reason, extended_by, extended_at, denied";
+    respond_by, extended_from, extension_reason, extended_by, extended_at, denied, \
+    identities_erased_at";
 
 fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSummary, StoreError> {
     Ok(RequestSummary {
@@ -149,6 +150,7 @@ fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSum
         respond_by: time(row, "respond_by")?,
         extension: extension_of(row)?,
         denied_unverified: row.try_get::<Option<String>, _>("denied")?.is_some(),
+        identities_erased_at: opt_time(row, "identities_erased_at")?,
         instructions,
     })
 }
@@ -378,6 +380,7 @@ impl Store {
             instruction: None,
             actor: Some(actor),
             extension: None,
+            note: None,
         };
         let heads = heads_of(std::slice::from_ref(&row))?;
         write_trail(&mut tx, self.backend, &[event], heads, Vec::new(), now).await?;
@@ -503,6 +506,7 @@ impl Store {
             instruction: None,
             actor: Some(actor),
             extension: Some(&extension),
+            note: None,
         };
         let heads = heads_of(std::slice::from_ref(&row))?;
         write_trail(&mut tx, self.backend, &[event], heads, Vec::new(), now).await?;

@@ -62,6 +62,10 @@ pub(super) struct Change {
     pub result: Option<InstructionResult>,
     /// Who recorded the final result.
     pub resolved_by: Option<ResolvedBy>,
+    /// The result's data records, sealed (they are not in `result`).
+    pub sealed_records: Option<String>,
+    /// How many data records came with the result.
+    pub data_records: u32,
     /// Reset the retry and reminder budget (operator re-arm).
     pub rearm: bool,
     /// Close the open history entry this way.
@@ -81,6 +85,8 @@ impl Change {
             last_error: None,
             result: None,
             resolved_by: None,
+            sealed_records: None,
+            data_records: 0,
             rearm: false,
             close_attempt: None,
         }
@@ -134,6 +140,8 @@ pub(super) async fn apply(
                 ("last_error", Col::Text),
                 ("result", Col::Text),
                 ("resolved_by", Col::Text),
+                ("sealed_records", Col::Text),
+                ("data_records", Col::Int),
                 ("rearm", Col::Int),
             ],
             group.iter().map(|c| {
@@ -147,6 +155,8 @@ pub(super) async fn apply(
                     Bind::from(c.last_error.clone()),
                     Bind::from(c.result.as_ref().map(json)),
                     Bind::from(c.resolved_by.as_ref().map(json)),
+                    Bind::from(c.sealed_records.clone()),
+                    Bind::from(i64::from(c.data_records)),
                     Bind::from(i64::from(c.rearm)),
                 ]
             }),
@@ -159,6 +169,7 @@ pub(super) async fn apply(
                  acknowledged_at = coalesce(instructions.acknowledged_at, v.acknowledged_at), \
                  last_error = coalesce(v.last_error, instructions.last_error), \
                  result = v.result, resolved_by = v.resolved_by, \
+                 sealed_records = v.sealed_records, data_records = v.data_records, \
                  attempts_since_arm = case when v.rearm = 1 then 0 else instructions.attempts_since_arm end, \
                  reminders = case when v.rearm = 1 then 0 else instructions.reminders end, \
                  escalate_at = case when v.rearm = 1 and instructions.escalate_at <= ",

@@ -69,16 +69,20 @@ pub fn instruction_result_pb(r: &InstructionResult) -> pb::InstructionResult {
         explanation: r.explanation.clone(),
         reason: r.reason.clone(),
         sub_processors: r.sub_processors.iter().map(sub_processor_pb).collect(),
-        records: r
-            .records
-            .iter()
-            .map(|d| pb::DataRecord {
-                category: d.category.clone(),
-                value: d.value.clone(),
-                source: d.source.clone(),
-            })
-            .collect(),
+        records: data_records_pb(&r.records),
     }
+}
+
+/// The wire form of data records.
+pub fn data_records_pb(records: &[DataRecord]) -> Vec<pb::DataRecord> {
+    records
+        .iter()
+        .map(|d| pb::DataRecord {
+            category: d.category.clone(),
+            value: d.value.clone(),
+            source: d.source.clone(),
+        })
+        .collect()
 }
 
 /// The wire form of a sub-processor.
@@ -169,6 +173,7 @@ pub(super) mod tests {
             escalate_at: None,
             result: Some(InstructionResult::simple(Outcome::Completed).unwrap()),
             resolved_by: Some(ResolvedBy::Operator("confirmed by phone".into())),
+            data_records: 0,
         }
     }
 

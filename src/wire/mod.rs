@@ -28,6 +28,7 @@ mod enums;
 mod ids;
 mod instruction;
 mod processor;
+mod protection;
 mod record;
 mod redact;
 mod request;
@@ -41,9 +42,10 @@ pub use enums::{
 };
 pub use ids::{parse_instruction_id, parse_processor_id, parse_request_id};
 pub use instruction::{
-    instruction, instruction_result, instruction_result_pb, instruction_summary,
+    data_records_pb, instruction, instruction_result, instruction_result_pb, instruction_summary,
 };
 pub use processor::{processor, processor_spec};
+pub use protection::{MAX_CHECKED, checked_identities, resealed, suppression_statuses};
 pub use record::completion_record;
 pub use request::{extension_pb, identity_pb, new_request, request};
 pub use time::{opt_timestamp, parse_timestamp, timestamp};

@@ -84,7 +84,7 @@ fn subject(identities: Vec<pb::SubjectIdentity>) -> Result<Subject, Violations> 
     Subject::new(parsed)
 }
 
-fn identity(i: &pb::SubjectIdentity) -> Result<SubjectIdentity, Violations> {
+pub(super) fn identity(i: &pb::SubjectIdentity) -> Result<SubjectIdentity, Violations> {
     let mut v = Violations::new();
     let kind = v.take("type", required::<IdentityType>(i.r#type));
     // The value is checked even when the type is bad (see the module docs
@@ -235,6 +235,7 @@ pub fn request(r: &RequestSummary, now: Timestamp) -> pb::DataSubjectRequest {
         extension: r.extension.as_ref().map(extension_pb),
         overdue: r.overdue(now),
         receipt_overdue: r.receipt_overdue(now),
+        identities_erased_at: opt_timestamp(r.identities_erased_at),
     }
 }
 
@@ -464,6 +465,7 @@ mod tests {
             respond_by: now() - TimeDelta::seconds(1),
             extension: None,
             denied_unverified: false,
+            identities_erased_at: None,
             instructions: vec![escalated],
         };
         let pb = request(&summary, now());

@@ -20,6 +20,7 @@ mod limits;
 mod observability;
 mod outages;
 mod processors;
+mod protection;
 mod pull;
 mod reflection;
 mod replicas;

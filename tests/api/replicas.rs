@@ -45,6 +45,7 @@ fn start_replica(database_url: &str) -> Replica {
         .env("DSR_POLL_INTERVAL", "100ms")
         .env("DSR_LEASE_MARGIN", "1s")
         .env("DSR_DB_MAX_CONNECTIONS", "8")
+        .env("DSR_KEYS", &*TEST_KEYS)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -71,6 +71,11 @@ impl Server {
             // `--server-setting` puts one back.
             .env("DSR_RATE_LIMIT", UNLIMITED_RATE)
             .env("DSR_RATE_BURST", UNLIMITED_RATE)
+            // Keys of the bench's own: its databases are thrown away.
+            .env(
+                "DSR_KEYS",
+                dsr_orchestrator::seal::Keyring::generate("bench"),
+            )
             .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

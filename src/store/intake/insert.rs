@@ -13,6 +13,7 @@ use super::super::events::{
     EventKind, INSERT_EVENTS, NewEvent, SealedEvent, insert_events, select_events,
 };
 use super::super::records::write_records;
+use super::super::sealed::{PAYLOAD, SUBJECT};
 use super::super::sql::{Bind, Col, Sql};
 use super::super::{Effects, Store, StoreError, Turn};
 use super::Job;
@@ -44,13 +45,13 @@ impl Store {
         };
         let (events, heads) = first_events(planned.iter(), now);
         sql.push("), r as (").push(INSERT_REQUESTS);
-        select_requests(&mut sql, planned, &heads);
+        select_requests(&mut sql, planned, &heads, self);
         sql.push(
             " where exists (select 1 from g) on conflict (id) do nothing returning id), i as (",
         )
         .push(INSERT_INSTRUCTIONS)
         .push("select * from (");
-        select_instructions(&mut sql, planned.iter());
+        select_instructions(&mut sql, planned.iter(), self);
         sql.push(") x where x.request_id in (select r.id from r)), e as (")
             .push(INSERT_EVENTS)
             .push("select * from (");
@@ -94,7 +95,7 @@ impl Store {
         }
         let (events, heads) = first_events(planned.iter(), now);
         let mut sql = Sql::new(self.backend, INSERT_REQUESTS);
-        select_requests(&mut sql, planned, &heads);
+        select_requests(&mut sql, planned, &heads, self);
         // `where true`: SQLite's parser needs it before an upsert clause.
         sql.push(" where true on conflict (id) do nothing returning id");
         let inserted: HashSet<RequestId> = sql
@@ -110,7 +111,7 @@ impl Store {
             .collect();
         if taken.iter().any(|p| !p.instructions.is_empty()) {
             let mut sql = Sql::new(self.backend, INSERT_INSTRUCTIONS);
-            select_instructions(&mut sql, taken.iter().copied());
+            select_instructions(&mut sql, taken.iter().copied(), self);
             sql.query().execute(&mut *tx).await?;
         }
         let taken_events: Vec<SealedEvent> = events
@@ -144,8 +145,14 @@ const INSERT_REQUESTS: &str = "insert into requests (id, kind, jurisdiction, sta
      audit_head) ";
 
 /// Appends a `SELECT` of the planned requests as `requests` rows, each
-/// with the head of its audit trail (`heads`, its first event's hash).
-fn select_requests(sql: &mut Sql, planned: &[Planned<'_>], heads: &BTreeMap<RequestId, String>) {
+/// with the head of its audit trail (`heads`, its first event's hash), its
+/// subject sealed and its fingerprint keyed.
+fn select_requests(
+    sql: &mut Sql,
+    planned: &[Planned<'_>],
+    heads: &BTreeMap<RequestId, String>,
+    store: &Store,
+) {
     sql.select_rows(
         &[
             ("id", Col::Text),
@@ -188,8 +195,8 @@ fn select_requests(sql: &mut Sql, planned: &[Planned<'_>], heads: &BTreeMap<Requ
                 Bind::from(req.verification.method.as_str()),
                 Bind::from(json(&req.labels)),
                 Bind::from(json(&req.subject.types())),
-                Bind::from(json(&req.subject)),
-                Bind::from(req.fingerprint()),
+                Bind::from(store.seal_json(&req.subject, SUBJECT, req.id)),
+                Bind::from(store.keyed_fingerprint(&req.fingerprint())),
                 Bind::from(p.instructions.len() as i64),
                 Bind::from(1i64),
                 Bind::from(job.actor.to_string()),
@@ -210,8 +217,13 @@ const INSERT_INSTRUCTIONS: &str = "insert into instructions (id, request_id, pro
      trace_context, due_at, escalate_at) ";
 
 /// Appends a `SELECT` of the planned requests' instructions as
-/// `instructions` rows, each with the identities its processor accepts.
-fn select_instructions<'p, 'a: 'p>(sql: &mut Sql, planned: impl Iterator<Item = &'p Planned<'a>>) {
+/// `instructions` rows, each with the identities its processor accepts,
+/// sealed.
+fn select_instructions<'p, 'a: 'p>(
+    sql: &mut Sql,
+    planned: impl Iterator<Item = &'p Planned<'a>>,
+    store: &Store,
+) {
     sql.select_rows(
         &[
             ("id", Col::Text),
@@ -246,7 +258,7 @@ fn select_instructions<'p, 'a: 'p>(sql: &mut Sql, planned: impl Iterator<Item = 
                         Bind::from(i.jurisdiction.as_str()),
                         Bind::from(micros(i.submitted_at)),
                         Bind::from("PENDING"),
-                        Bind::from(json(&payload)),
+                        Bind::from(store.seal_json(&payload, PAYLOAD, i.id)),
                         Bind::from(i.next_attempt_at.map(micros)),
                         Bind::from(micros(i.created_at)),
                         Bind::from(p.job.trace_context.clone()),
@@ -273,6 +285,7 @@ fn first_events<'p, 'a: 'p>(
             instruction: None,
             actor: Some(&p.job.actor),
             extension: None,
+            note: None,
         })
         .collect();
     let mut heads = BTreeMap::new();
@@ -317,6 +330,7 @@ pub(super) fn new_instructions(job: &Job, targets: &[&Processor]) -> Vec<Instruc
                 escalate_at: Some(escalate_at),
                 result: None,
                 resolved_by: None,
+                data_records: 0,
             }
         })
         .collect()

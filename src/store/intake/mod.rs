@@ -315,6 +315,7 @@ impl Store {
                 respond_by: job.terms.deadlines.respond_by,
                 extension: None,
                 denied_unverified: false,
+                identities_erased_at: None,
                 instructions,
             },
             created: true,
@@ -334,9 +335,17 @@ impl Store {
         .await?;
         let existing: String = row.try_get("fingerprint")?;
         let submitted_by: Option<String> = row.try_get("submitted_by")?;
+        // Fingerprints written before they were keyed are the plain
+        // SHA-256, until the resealing pass keys them.
+        let content = req.fingerprint();
+        let same = if existing.starts_with("h:") {
+            existing == self.keyed_fingerprint(&content)
+        } else {
+            existing == content
+        };
         // An id is its submitter's: another caller learns nothing of the
         // request by repeating it.
-        if submitted_by.is_some_and(|s| s != actor.to_string()) || existing != req.fingerprint() {
+        if submitted_by.is_some_and(|s| s != actor.to_string()) || !same {
             return Err(StoreError::AlreadyExists(format!(
                 "request {} already exists with different content",
                 req.id

@@ -109,10 +109,18 @@ pub fn harness_auth_file(rest: &str) -> String {
     )
 }
 
+/// The keys every server of this test process seals with (replicas and
+/// restarts of one database share them).
+pub static TEST_KEYS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| dsr_orchestrator::seal::Keyring::generate("test"));
+
 /// Test defaults: fast polling and short leases, so retries and
-/// redeliveries happen within a test's lifetime.
+/// redeliveries happen within a test's lifetime; the tests' keys.
 pub fn test_config(db: &TestDb) -> Config {
     let mut config = Config::for_tests(&db.url);
+    config.keys = Some(TEST_KEYS.clone());
+    // Erasure runs at start and then hourly: tests that want it sooner say so.
+    config.erase_interval = Duration::from_secs(3600);
     config.poll_interval = Duration::from_millis(50);
     config.lease_margin = Duration::from_secs(2);
     config.drain_timeout = Duration::from_secs(5);

@@ -83,6 +83,26 @@ impl TestDb {
         }
     }
 
+    /// The values of a query's text columns, row by row (`None` for
+    /// null), read over a connection of its own.
+    pub async fn texts(&self, query: &str) -> Vec<Vec<Option<String>>> {
+        use sqlx::{Connection, Row};
+        let query = sqlx::AssertSqlSafe(query.to_string());
+        if self.url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            let rows = sqlx::query(query).fetch_all(&mut conn).await.unwrap();
+            rows.iter()
+                .map(|r| (0..r.len()).map(|i| r.try_get(i).unwrap()).collect())
+                .collect()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            let rows = sqlx::query(query).fetch_all(&mut conn).await.unwrap();
+            rows.iter()
+                .map(|r| (0..r.len()).map(|i| r.try_get(i).unwrap()).collect())
+                .collect()
+        }
+    }
+
     /// A connection pool for the PostgreSQL server's administrative
     /// database (to stop and start connections to this one).
     pub async fn admin_pool() -> sqlx::PgPool {

@@ -268,15 +268,28 @@ pub async fn all_requests(app: &TestApp) -> Vec<pb::DataSubjectRequest> {
     }
 }
 
-/// The first page of instructions (every one, in the tests' small sets).
+/// Every instruction, page by page.
 pub async fn all_instructions(app: &TestApp) -> Vec<pb::Instruction> {
-    app.instructions
-        .clone()
-        .list_instructions(pb::ListInstructionsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .instructions
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = app
+            .instructions
+            .clone()
+            .list_instructions(pb::ListInstructionsRequest {
+                page_size: 500,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(page.instructions);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// Push processors with these ids, each a fake answering `reply`.

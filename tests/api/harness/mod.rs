@@ -12,7 +12,7 @@ pub mod pki;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use app::TestApp;
+pub use app::{TEST_KEYS, TestApp};
 pub use db::TestDb;
 pub use fake::{FakeProcessor, Reply};
 pub use fixtures::*;

@@ -168,6 +168,37 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                 })
                 .await,
         ),
+        "CheckSuppression" | "RemoveSuppression" | "ResealData" => {
+            let mut client =
+                pb::data_protection_service_client::DataProtectionServiceClient::with_interceptor(
+                    app.channel(),
+                    bearer(world, who),
+                );
+            let identities = vec![pb::SubjectIdentity {
+                r#type: pb::IdentityType::Email as i32,
+                value: "matrix@example.com".into(),
+            }];
+            match method {
+                "CheckSuppression" => code(
+                    client
+                        .check_suppression(pb::CheckSuppressionRequest { identities })
+                        .await,
+                ),
+                "RemoveSuppression" => code(
+                    client
+                        .remove_suppression(pb::RemoveSuppressionRequest {
+                            identities,
+                            reason: "matrix".into(),
+                        })
+                        .await,
+                ),
+                _ => code(
+                    client
+                        .reseal_data(pb::ResealDataRequest { batch_size: 10 })
+                        .await,
+                ),
+            }
+        }
         "ListExceptions" => code(
             c.requests
                 .clone()

@@ -1,0 +1,302 @@
+//! Erasure of finished requests' personal data, and the suppression list.
+//!
+//! Once a request is finished (COMPLETED or CANCELLED) nothing will be
+//! sent for it again: its instructions are all final, and only PENDING,
+//! DELIVERING and ACKNOWLEDGED ones are ever claimed. So its subject's
+//! identities, its instructions' payloads and the data records processors
+//! returned are erased (`requests.identities_erased_at` says when): at
+//! once for most kinds, after the report window for access and
+//! portability requests, whose data the business still has to pass on.
+//! The completion record and the audit trail never held them and stay.
+//!
+//! Before a finished deletion's identities go, the keyed hashes of their
+//! normal forms ([`crate::domain::normal_form`]) join the suppression list
+//! (Cal. Civ. Code 1798.105(c)(2)): deletions whose outcome is FULFILLED or
+//! PARTIALLY_FULFILLED, the ones that were carried out at least in part. A
+//! cancelled deletion, one denied for lack of verification, and one no
+//! processor carried out (NOT_FULFILLED) do not count: nothing was deleted
+//! because the person asked.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::Row;
+
+use super::audit::write_trail;
+use super::codec::{micros, parsed, request_id, time};
+use super::events::{EventKind, NewEvent};
+use super::records::heads_of;
+use super::sealed::SUBJECT;
+use super::sql::{Bind, Col, Sql};
+use super::{Effects, Store, StoreError};
+use crate::domain::{
+    Actor, CompletionRecord, OverallOutcome, RequestId, RequestKind, RequestStatus, Subject,
+    SubjectIdentity, Timestamp, normal_form,
+};
+
+/// Requests erased per transaction.
+const BATCH: i64 = 100;
+
+/// What one pass of [`Store::erase_finished`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// Requests whose personal data was erased.
+    pub requests: usize,
+    /// Entries added to the suppression list.
+    pub suppressed: usize,
+    /// Requests left as they were because their subject does not open
+    /// (its key is missing or wrong): by key id or reason.
+    pub unreadable: BTreeMap<String, usize>,
+}
+
+/// A suppression list entry's hash: the keyed hash of the identity's type
+/// and normal form.
+fn entry(store: &Store, identity: &SubjectIdentity) -> String {
+    store.keys.keyed_hash(&[
+        "suppression",
+        identity.kind.as_str(),
+        &normal_form(identity),
+    ])
+}
+
+impl Store {
+    /// The data protection task, to run on a task of its own: one
+    /// resealing pass at start (values written before sealing existed, or
+    /// under an older key), then, every `interval` until `stop`, the
+    /// erasure of finished requests' personal data.
+    pub fn protector(
+        &self,
+        interval: Duration,
+        report_window: Duration,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let store = self.clone();
+        async move {
+            match store.reseal(500).await {
+                Ok(r) if r == super::Resealed::default() => {}
+                Ok(r) => tracing::info!(
+                    values = r.values,
+                    fingerprints = r.fingerprints,
+                    unreadable = ?r.unreadable,
+                    active_key = store.keys.active(),
+                    "resealed personal data at rest"
+                ),
+                Err(e) => tracing::warn!(error = %e, "resealing failed; ResealData repeats it"),
+            }
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                match store.erase_finished(clock.now(), report_window).await {
+                    Ok(e) if e == Erased::default() => {}
+                    Ok(e) => tracing::info!(
+                        requests = e.requests,
+                        suppressed = e.suppressed,
+                        unreadable = ?e.unreadable,
+                        "erased the personal data of finished requests"
+                    ),
+                    Err(StoreError::Database(e)) if matches!(*e, sqlx::Error::PoolClosed) => return,
+                    Err(e) => tracing::warn!(error = %e, "erasure failed; will retry"),
+                }
+            }
+        }
+    }
+
+    /// Erases the personal data of requests finished by `now` (access and
+    /// portability ones once `report_window` has passed since), adding
+    /// carried-out deletions to the suppression list first.
+    pub async fn erase_finished(
+        &self,
+        now: Timestamp,
+        report_window: Duration,
+    ) -> Result<Erased, StoreError> {
+        let window_start =
+            micros(now - chrono::Duration::from_std(report_window).unwrap_or_default());
+        let mut done = Erased::default();
+        let mut after: Option<(i64, String)> = None;
+        loop {
+            let mut sql = Sql::new(
+                self.backend,
+                "select r.id as id, r.kind as kind, r.status as status, r.closed_at as closed_at, \
+                 r.subject as subject, c.canonical_json as record from requests r \
+                 left join completion_records c on c.request_id = r.id \
+                 where r.identities_erased_at is null and r.status in ('COMPLETED', 'CANCELLED') \
+                 and (r.kind not in ('ACCESS', 'PORTABILITY') or r.closed_at < ",
+            );
+            sql.bind(window_start).push(")");
+            if let Some((closed, id)) = &after {
+                sql.push(" and (r.closed_at > ")
+                    .bind(*closed)
+                    .push(" or (r.closed_at = ")
+                    .bind(*closed)
+                    .push(" and r.id > ")
+                    .bind(id.clone())
+                    .push("))");
+            }
+            sql.push(" order by r.closed_at, r.id limit ").bind(BATCH);
+            let rows = sql.query().fetch_all(&self.pool).await?;
+            let Some(last) = rows.last() else {
+                return Ok(done);
+            };
+            after = Some((last.try_get("closed_at")?, last.try_get::<String, _>("id")?));
+            let mut erase: Vec<String> = Vec::with_capacity(rows.len());
+            let mut entries: Vec<(String, &'static str, String, i64)> = Vec::new();
+            for row in &rows {
+                let id = request_id(row, "id")?;
+                let suppress = parsed(row, "kind", |s| s.parse::<RequestKind>().ok())?
+                    == RequestKind::Delete
+                    && parsed(row, "status", RequestStatus::parse)? == RequestStatus::Completed
+                    && row
+                        .try_get::<Option<String>, _>("record")?
+                        .and_then(|r| serde_json::from_str::<CompletionRecord>(&r).ok())
+                        .is_some_and(|r| {
+                            matches!(
+                                r.outcome,
+                                OverallOutcome::Fulfilled | OverallOutcome::PartiallyFulfilled
+                            )
+                        });
+                if suppress && let Some(text) = row.try_get::<Option<String>, _>("subject")? {
+                    let subject: Subject = match self.open_json(&text, SUBJECT, id) {
+                        Ok(subject) => subject,
+                        Err(StoreError::Sealed(_) | StoreError::Corrupt(_)) => {
+                            let key = crate::seal::Keyring::key_of(&text).unwrap_or("unreadable");
+                            *done.unreadable.entry(key.to_string()).or_default() += 1;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let since = micros(time(row, "closed_at")?);
+                    for identity in subject.identities() {
+                        entries.push((
+                            entry(self, identity),
+                            identity.kind.as_str(),
+                            id.to_string(),
+                            since,
+                        ));
+                    }
+                }
+                erase.push(id.to_string());
+            }
+            if erase.is_empty() {
+                continue;
+            }
+            let mut tx = self.begin().await?;
+            if !entries.is_empty() {
+                let mut sql = Sql::new(
+                    self.backend,
+                    "insert into suppressions (hash, identity_type, request_id, since) ",
+                );
+                sql.select_rows(
+                    &[
+                        ("hash", Col::Text),
+                        ("identity_type", Col::Text),
+                        ("request_id", Col::Text),
+                        ("since", Col::Int),
+                    ],
+                    entries.iter().map(|(hash, kind, request, since)| {
+                        vec![
+                            Bind::from(hash.clone()),
+                            Bind::from(kind.to_string()),
+                            Bind::from(request.clone()),
+                            Bind::from(*since),
+                        ]
+                    }),
+                )
+                .push(" where true on conflict (hash) do nothing");
+                done.suppressed += sql.query().execute(&mut *tx).await?.rows_affected() as usize;
+            }
+            let mut sql = Sql::new(
+                self.backend,
+                "update instructions set payload = null, sealed_records = null where ",
+            );
+            sql.in_list("request_id", erase.clone());
+            sql.query().execute(&mut *tx).await?;
+            let mut sql = Sql::new(
+                self.backend,
+                "update requests set subject = null, identities_erased_at = ",
+            );
+            sql.bind(micros(now))
+                .push(" where identities_erased_at is null and ")
+                .in_list("id", erase.clone());
+            done.requests += sql.query().execute(&mut *tx).await?.rows_affected() as usize;
+            tx.commit().await?;
+        }
+    }
+
+    /// For each of `identities`: since when it is on the suppression list,
+    /// if it is.
+    pub async fn suppressed(
+        &self,
+        identities: &[SubjectIdentity],
+    ) -> Result<Vec<Option<Timestamp>>, StoreError> {
+        let hashes: Vec<String> = identities.iter().map(|i| entry(self, i)).collect();
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(self.backend, "select hash, since from suppressions where ");
+        sql.in_list("hash", hashes.clone());
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let mut found: BTreeMap<String, Timestamp> = BTreeMap::new();
+        for row in &rows {
+            found.insert(row.try_get("hash")?, time(row, "since")?);
+        }
+        Ok(hashes.iter().map(|h| found.get(h).copied()).collect())
+    }
+
+    /// Removes `identities` from the suppression list, and records that in
+    /// the audit trail of each request that put them there (which may
+    /// have been purged since). Returns how many entries went.
+    pub async fn remove_suppression(
+        &self,
+        identities: &[SubjectIdentity],
+        reason: &str,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let hashes: Vec<String> = identities.iter().map(|i| entry(self, i)).collect();
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::new(self.backend, "delete from suppressions where ");
+        sql.in_list("hash", hashes).push(" returning request_id");
+        let removed = sql.query().fetch_all(&mut *tx).await?;
+        let mut requests: Vec<String> = removed
+            .iter()
+            .map(|r| r.try_get::<String, _>("request_id"))
+            .collect::<Result<_, _>>()?;
+        requests.sort();
+        requests.dedup();
+        let mut effects = Effects::default();
+        if !requests.is_empty() {
+            let mut sql = Sql::new(
+                self.backend,
+                "update requests set event_seq = event_seq + 1 where ",
+            );
+            sql.in_list("id", requests)
+                .push(" returning id, event_seq, status, audit_head");
+            let rows = sql.query().fetch_all(&mut *tx).await?;
+            let heads = heads_of(&rows)?;
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id: RequestId = request_id(row, "id")?;
+                effects.touched.push(id);
+                events.push(NewEvent {
+                    request: id,
+                    seq: row.try_get("event_seq")?,
+                    kind: EventKind::SuppressionRemoved,
+                    request_status: parsed(row, "status", RequestStatus::parse)?,
+                    instruction: None,
+                    actor: Some(actor),
+                    extension: None,
+                    note: Some(reason),
+                });
+            }
+            write_trail(&mut tx, self.backend, &events, heads, Vec::new(), now).await?;
+        }
+        tx.commit().await?;
+        self.announce(effects);
+        Ok(removed.len())
+    }
+}

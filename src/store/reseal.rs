@@ -1,0 +1,248 @@
+//! Resealing: every sealed value under the active key, and nothing left
+//! from before sealing existed. One pass walks each column of personal
+//! data in id order, in batches of one transaction each, and seals again
+//! every value not sealed with the active key (values written as JSON
+//! before sealing existed, too); it keys the idempotency fingerprints not
+//! yet keyed, and moves data records still inside results into their
+//! sealed column. It runs while the service runs: each value is replaced
+//! only if it is still what was read (an erasure in between wins), so a
+//! pass can stop anywhere and the next one goes on from what is left.
+//! Values that do not open are left as they are and counted by the key
+//! they name.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::sealed::{PAYLOAD, RECORDS, SUBJECT};
+use super::sql::{Bind, Col, Sql};
+use super::{Store, StoreError};
+use crate::domain::{DataRecord, InstructionResult, Subject, SubjectIdentity};
+use crate::seal::Keyring;
+
+/// What a resealing pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Values sealed (again) under the active key.
+    pub values: u64,
+    /// Fingerprints keyed.
+    pub fingerprints: u64,
+    /// Values that do not open, by the key they name.
+    pub unreadable: BTreeMap<String, u64>,
+}
+
+/// A column of sealed values: its table, column, row key, and what its
+/// JSON holds.
+#[derive(Clone, Copy)]
+enum Column {
+    Subject,
+    Payload,
+    Records,
+}
+
+impl Column {
+    fn table(self) -> &'static str {
+        match self {
+            Column::Subject => "requests",
+            Column::Payload | Column::Records => "instructions",
+        }
+    }
+    fn column(self) -> &'static str {
+        match self {
+            Column::Subject => "subject",
+            Column::Payload => "payload",
+            Column::Records => "sealed_records",
+        }
+    }
+    fn bound(self) -> &'static str {
+        match self {
+            Column::Subject => SUBJECT,
+            Column::Payload => PAYLOAD,
+            Column::Records => RECORDS,
+        }
+    }
+}
+
+impl Store {
+    /// One resealing pass, `batch` rows per transaction.
+    pub async fn reseal(&self, batch: u32) -> Result<Resealed, StoreError> {
+        let mut done = Resealed::default();
+        for column in [Column::Subject, Column::Payload, Column::Records] {
+            self.reseal_column(column, batch, &mut done).await?;
+        }
+        self.move_records_out(batch, &mut done).await?;
+        self.key_fingerprints(batch, &mut done).await?;
+        Ok(done)
+    }
+
+    async fn reseal_column(
+        &self,
+        column: Column,
+        batch: u32,
+        done: &mut Resealed,
+    ) -> Result<(), StoreError> {
+        let current = format!("v1:{}:%", self.keys.active());
+        let mut after = String::new();
+        loop {
+            let rows = Sql::new(
+                self.backend,
+                format!(
+                    "select id, {c} as value from {t} where {c} is not null and {c} not like ",
+                    c = column.column(),
+                    t = column.table()
+                ),
+            )
+            .bind(current.clone())
+            .push(" and id > ")
+            .bind(after.clone())
+            .push(" order by id limit ")
+            .bind(i64::from(batch))
+            .query()
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.try_get("id")?;
+            let mut updates = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id: String = row.try_get("id")?;
+                let old: String = row.try_get("value")?;
+                let sealed = match column {
+                    Column::Subject => self
+                        .open_json::<Subject>(&old, column.bound(), &id)
+                        .map(|v| self.seal_json(&v, column.bound(), &id)),
+                    Column::Payload => self
+                        .open_json::<Vec<SubjectIdentity>>(&old, column.bound(), &id)
+                        .map(|v| self.seal_json(&v, column.bound(), &id)),
+                    Column::Records => self
+                        .open_json::<Vec<DataRecord>>(&old, column.bound(), &id)
+                        .map(|v| self.seal_json(&v, column.bound(), &id)),
+                };
+                match sealed {
+                    Ok(new) => updates.push((id, old, new)),
+                    Err(StoreError::Sealed(_) | StoreError::Corrupt(_)) => {
+                        let key = Keyring::key_of(&old).unwrap_or("unreadable");
+                        *done.unreadable.entry(key.to_string()).or_default() += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            done.values += self
+                .replace_values(column.table(), column.column(), &updates)
+                .await?;
+        }
+    }
+
+    /// Moves data records still inside results (written before records
+    /// were kept apart) into their sealed column.
+    async fn move_records_out(&self, batch: u32, done: &mut Resealed) -> Result<(), StoreError> {
+        let mut after = String::new();
+        loop {
+            let rows = Sql::new(
+                self.backend,
+                "select id, result from instructions where result like '%\"records\":[{%' and id > ",
+            )
+            .bind(after.clone())
+            .push(" order by id limit ")
+            .bind(i64::from(batch))
+            .query()
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.try_get("id")?;
+            let mut tx = self.begin().await?;
+            for row in &rows {
+                let id: String = row.try_get("id")?;
+                let old: String = row.try_get("result")?;
+                let result: InstructionResult = serde_json::from_str(&old).map_err(|e| {
+                    StoreError::Corrupt(format!("instructions.result of {id}: {e}"))
+                })?;
+                let (result, records) = result.split_records();
+                Sql::new(self.backend, "update instructions set result = ")
+                    .bind(serde_json::to_string(&result).expect("a result serialises"))
+                    .push(", sealed_records = ")
+                    .bind(self.seal_json(&records, RECORDS, &id))
+                    .push(", data_records = ")
+                    .bind(records.len() as i64)
+                    .push(" where id = ")
+                    .bind(id)
+                    .push(" and result = ")
+                    .bind(old)
+                    .query()
+                    .execute(&mut *tx)
+                    .await?;
+                done.values += 1;
+            }
+            tx.commit().await?;
+        }
+    }
+
+    /// Keys the idempotency fingerprints written before they were keyed.
+    async fn key_fingerprints(&self, batch: u32, done: &mut Resealed) -> Result<(), StoreError> {
+        let mut after = String::new();
+        loop {
+            let rows = Sql::new(
+                self.backend,
+                "select id, fingerprint as value from requests where fingerprint not like 'h:%' \
+                 and id > ",
+            )
+            .bind(after.clone())
+            .push(" order by id limit ")
+            .bind(i64::from(batch))
+            .query()
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.try_get("id")?;
+            let updates = rows
+                .iter()
+                .map(|row| {
+                    let old: String = row.try_get("value")?;
+                    let new = self.keyed_fingerprint(&old);
+                    Ok((row.try_get("id")?, old, new))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            done.fingerprints += self
+                .replace_values("requests", "fingerprint", &updates)
+                .await?;
+        }
+    }
+
+    /// Replaces each row's `column` by its new value where it still holds
+    /// the old one; returns how many were replaced.
+    async fn replace_values(
+        &self,
+        table: &str,
+        column: &str,
+        updates: &[(String, String, String)],
+    ) -> Result<u64, StoreError> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::new(self.backend, "with v as (");
+        sql.select_rows(
+            &[("id", Col::Text), ("old", Col::Text), ("new", Col::Text)],
+            updates.iter().map(|(id, old, new)| {
+                vec![
+                    Bind::from(id.clone()),
+                    Bind::from(old.clone()),
+                    Bind::from(new.clone()),
+                ]
+            }),
+        );
+        sql.push(&format!(
+            ") update {table} set {column} = v.new from v where {table}.id = v.id \
+             and {table}.{column} = v.old and "
+        ))
+        .in_cte(&format!("{table}.id"), "v", "id");
+        let replaced = sql.query().execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(replaced)
+    }
+}
