@@ -25,8 +25,9 @@ FULLNAME = "dsr-dsr-orchestrator"
 K8S_VERSION = os.environ.get("DSR_K8S_VERSION", "1.37")
 
 # The value sets every structural test runs on: name -> values file. The
-# chart's bare defaults render nothing (they configure no authentication);
-# "default" is them plus auth.existingSecret.
+# chart's bare defaults render nothing (they configure neither
+# authentication nor the keys that seal personal data); "default" is them
+# plus auth.existingSecret and encryption.existingSecret.
 SCENARIOS: dict[str, str] = {
     "default": "defaults-with-auth.yaml",
     "sqlite-single": "sqlite-single.yaml",
@@ -37,8 +38,11 @@ SCENARIOS: dict[str, str] = {
     "compliance-retention": "compliance-retention.yaml",
 }
 
-# The least a value set needs to render: an auth file.
-AUTH: dict[str, Any] = {"auth": {"existingSecret": "dsr-auth"}}
+# The least a value set needs to render: an auth file and the keys file.
+REQUIRED: dict[str, Any] = {
+    "auth": {"existingSecret": "dsr-auth"},
+    "encryption": {"existingSecret": "dsr-keys"},
+}
 
 
 def load_values(name: str | None) -> dict[str, Any] | None:
@@ -61,9 +65,9 @@ def merged(*layers: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def authed(values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`values` on top of AUTH, for tests about something else."""
-    return merged(AUTH, values)
+def required(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`values` on top of REQUIRED, for tests about something else."""
+    return merged(REQUIRED, values)
 
 
 class Rendered:

@@ -14,14 +14,14 @@ import pytest
 import yaml
 
 from conftest import (
-    AUTH,
+    REQUIRED,
     CHART,
     FULLNAME,
     K8S_VERSION,
     NAMESPACE,
     REPO,
     SCENARIOS,
-    authed,
+    required,
     load_values,
     merged,
 )
@@ -151,6 +151,9 @@ def test_settings_come_from_the_configmap(rendered, scenario):
         "DSR_RELOAD_INTERVAL",
         "DSR_ALLOW_PLAINTEXT_PROCESSORS",
         "DSR_INSECURE_NO_AUTH",
+        "DSR_KEYS_FILE",
+        "DSR_REPORT_WINDOW",
+        "DSR_ERASE_INTERVAL",
         *LIMIT_ENV.values(),
     ):
         assert isinstance(cfg[key], str) and cfg[key], key
@@ -173,6 +176,35 @@ def test_retention_settings_are_passed(rendered, scenario):
     cfg = rendered[scenario].config
     assert cfg["DSR_RECORD_RETENTION"] == retention["records"]
     assert cfg["DSR_PURGE_INTERVAL"] == retention["purgeInterval"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_protection_settings_are_passed(rendered, scenario):
+    values = load_values(SCENARIOS[scenario]) or {}
+    protection = {"reportWindow": "7d", "eraseInterval": "30s", **values.get("protection", {})}
+    cfg = rendered[scenario].config
+    assert cfg["DSR_REPORT_WINDOW"] == protection["reportWindow"]
+    assert cfg["DSR_ERASE_INTERVAL"] == protection["eraseInterval"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_keys_file_comes_from_the_encryption_secret(rendered, scenario):
+    values = load_values(SCENARIOS[scenario]) or {}
+    encryption = {"secretKey": "keys.yaml", **values["encryption"]}
+    r = rendered[scenario]
+    assert r.config["DSR_KEYS_FILE"] == f"/etc/dsr-keys/{encryption['secretKey']}"
+    # The Secret is mounted read-only, whole, where the setting points; the
+    # keys never appear in values, the ConfigMap or the pod's environment.
+    secret, mount = secret_mounts(r)["/etc/dsr-keys"]
+    assert secret == encryption["existingSecret"]
+    assert mount == {"name": "keys", "mountPath": "/etc/dsr-keys", "readOnly": True}
+    env = {e["name"] for e in r.containers[0]["env"]}
+    assert "DSR_KEYS" not in env and "DSR_KEYS" not in r.config
+    # The NOTES say where the keys come from, and that a change to them
+    # needs a restart.
+    assert f"sealed with the keys file in Secret {encryption['existingSecret']} (key {encryption['secretKey']})" in r.notes
+    assert "read only at startup" in r.notes
+    assert f"kubectl -n {NAMESPACE} rollout restart deployment/{FULLNAME}" in r.notes
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -211,8 +243,8 @@ def test_checksum_annotations_roll_the_pods(rendered, scenario):
 
 
 def test_a_settings_change_changes_only_the_config_checksum(render):
-    base = render(authed()).pod["metadata"]["annotations"]
-    changed = render(authed({"config": {"logLevel": "debug"}})).pod["metadata"]["annotations"]
+    base = render(required()).pod["metadata"]["annotations"]
+    changed = render(required({"config": {"logLevel": "debug"}})).pod["metadata"]["annotations"]
     assert changed["checksum/config"] != base["checksum/config"]
     assert changed["checksum/processors"] == base["checksum/processors"]
 
@@ -362,7 +394,7 @@ def test_secrets_are_mounted_read_only_as_whole_directories(rendered, scenario):
             if a is not b:
                 assert a != b and not b.startswith(a + "/"), (a, b)
     # Every file a setting names lies in a mounted Secret.
-    for key in ("DSR_TLS_CERT", "DSR_TLS_KEY", "DSR_TLS_CLIENT_CA", "DSR_AUTH_FILE"):
+    for key in ("DSR_TLS_CERT", "DSR_TLS_KEY", "DSR_TLS_CLIENT_CA", "DSR_AUTH_FILE", "DSR_KEYS_FILE"):
         if key in r.config:
             directory, _, _ = r.config[key].rpartition("/")
             assert directory in mounts, (key, r.config[key])
@@ -413,7 +445,7 @@ def test_sqlite_single_replica(rendered):
 
 
 def test_sqlite_without_persistence_uses_an_emptydir(render):
-    r = render(authed({"database": {"sqlite": {"persistence": {"enabled": False}}}}))
+    r = render(required({"database": {"sqlite": {"persistence": {"enabled": False}}}}))
     assert r.maybe("PersistentVolumeClaim") is None
     volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
     assert volumes["data"] == {"name": "data", "emptyDir": {}}
@@ -421,7 +453,7 @@ def test_sqlite_without_persistence_uses_an_emptydir(render):
 
 
 def test_sqlite_with_an_existing_claim(render):
-    r = render(authed({"database": {"sqlite": {"persistence": {"existingClaim": "dsr-data-old"}}}}))
+    r = render(required({"database": {"sqlite": {"persistence": {"existingClaim": "dsr-data-old"}}}}))
     assert r.maybe("PersistentVolumeClaim") is None
     volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "dsr-data-old"
@@ -543,7 +575,7 @@ def test_autoscaling_networkpolicy_servicemonitor(rendered):
 
 
 def test_networkpolicy_with_no_peers_admits_no_one(render):
-    r = render(authed({"networkPolicy": {"enabled": True, "egress": {"dns": {"enabled": False}}}}))
+    r = render(required({"networkPolicy": {"enabled": True, "egress": {"dns": {"enabled": False}}}}))
     np = r.one("NetworkPolicy")
     (manifest,) = [m for m in r.manifests() if m["kind"] == "NetworkPolicy"]
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
@@ -568,9 +600,49 @@ def test_optional_objects_are_off_by_default(rendered):
     assert names == {f"{FULLNAME}-config", f"{FULLNAME}-processors"}
 
 
-def test_reserved_values_validate_but_render_nothing(render, rendered):
-    r = render(authed({"encryption": {"existingSecret": "dsr-keys"}}))
-    assert r.manifests() == rendered["default"].manifests()
+def test_rendering_is_refused_without_the_keys_secret(render):
+    # Past loopback the server refuses to start without keys: a chart that
+    # rendered without them would install pods that never start.
+    for values, key in (({}, "keys.yaml"), ({"encryption": {"secretKey": "sealing.yaml"}}, "sealing.yaml")):
+        with pytest.raises(helm.HelmError) as refused:
+            render(merged({"auth": {"existingSecret": "dsr-auth"}}, values))
+        message = str(refused.value)
+        for fragment in (
+            "encryption.existingSecret is required",
+            "refuses to start without its keys",
+            f'Create a Secret whose key "{key}" holds the keys file',
+            "hmac_secret",
+            "values.yaml under encryption",
+        ):
+            assert fragment in message, f"{fragment!r} not in: {message}"
+    # A trial without authentication needs keys all the same.
+    with pytest.raises(helm.HelmError, match="encryption.existingSecret is required"):
+        render({"auth": {"insecureNoAuth": True}})
+
+
+def test_the_keys_secret_under_a_key_of_its_own(rendered):
+    r = rendered["tls-mtls-jwt"]
+    assert r.config["DSR_KEYS_FILE"] == "/etc/dsr-keys/sealing.yaml"
+    volumes = {v["name"]: v for v in r.pod["spec"]["volumes"]}
+    assert volumes["keys"] == {"name": "keys", "secret": {"secretName": "dsr-seal-keys"}}
+
+
+def test_a_keys_change_rolls_the_pods_only_through_the_settings_it_names(render):
+    # The Secret's contents are invisible to the chart (no checksum); its
+    # name and key are in the pod template and the settings.
+    base = render(required())
+    renamed = render(required({"encryption": {"existingSecret": "dsr-keys-2"}}))
+    assert renamed.pod["metadata"]["annotations"] == base.pod["metadata"]["annotations"]
+    assert renamed.pod != base.pod
+    rekeyed = render(required({"encryption": {"secretKey": "keys-2.yaml"}})).pod["metadata"]["annotations"]
+    assert rekeyed["checksum/config"] != base.pod["metadata"]["annotations"]["checksum/config"]
+
+
+@pytest.mark.parametrize("interval", ["1s", "1000ms", "500ms 500ms", "1000000us", "1000000000ns", "0s 1m", "1h 30m", "2w"])
+def test_an_erase_interval_of_a_second_or_more_renders(render, interval):
+    r = render(required({"protection": {"eraseInterval": interval, "reportWindow": "0s"}}))
+    assert r.config["DSR_ERASE_INTERVAL"] == interval
+    assert r.config["DSR_REPORT_WINDOW"] == "0s"
 
 
 # --- TLS, authentication, limits -------------------------------------------
@@ -637,6 +709,7 @@ def test_tls_mutual_tls_jwks_and_processor_secrets(rendered):
         "/etc/dsr-auth": "dsr-principals",
         "/etc/dsr-jwks": "idp-jwks",
         "/etc/dsr-processors/vendor": "vendor-tls",
+        "/etc/dsr-keys": "dsr-seal-keys",
     }
     # The processors file's TLS files lie in the processor's Secret.
     processors = yaml.safe_load(r.one("ConfigMap", f"{FULLNAME}-processors")["data"]["processors.yaml"])
@@ -655,7 +728,7 @@ def test_tls_mutual_tls_jwks_and_processor_secrets(rendered):
 
 
 def test_tls_without_client_certificates(render):
-    r = render(authed({"tls": {"existingSecret": "dsr-tls"}}))
+    r = render(required({"tls": {"existingSecret": "dsr-tls"}}))
     assert r.config["DSR_TLS_CERT"] == "/etc/dsr-tls/tls.crt"
     assert r.config["DSR_TLS_KEY"] == "/etc/dsr-tls/tls.key"
     assert "DSR_TLS_CLIENT_CA" not in r.config
@@ -668,7 +741,8 @@ def test_a_trial_without_authentication_says_so(rendered):
     assert r.config["DSR_INSECURE_NO_AUTH"] == "true"
     assert r.config["DSR_ALLOW_PLAINTEXT_PROCESSORS"] == "true"
     assert "DSR_AUTH_FILE" not in r.config
-    assert secret_mounts(r) == {}
+    # No auth file; the keys are mounted all the same.
+    assert {path: secret for path, (secret, _) in secret_mounts(r).items()} == {"/etc/dsr-keys": "dsr-trial-keys"}
     assert "WARNING: auth.insecureNoAuth=true" in r.notes
 
 
@@ -676,8 +750,8 @@ def test_the_secrets_settings_roll_the_pods_but_not_their_contents(render):
     # Paths are settings (checksum/config); the files behind them are read
     # again by the running server, so the chart carries no checksum of
     # Secrets it cannot see.
-    base = render(authed()).pod["metadata"]["annotations"]
-    with_tls = render(authed({"tls": {"existingSecret": "dsr-tls"}})).pod["metadata"]["annotations"]
+    base = render(required()).pod["metadata"]["annotations"]
+    with_tls = render(required({"tls": {"existingSecret": "dsr-tls"}})).pod["metadata"]["annotations"]
     assert with_tls["checksum/config"] != base["checksum/config"]
     assert not any("secret" in k for k in base)
 
@@ -745,7 +819,7 @@ def test_a_policy_without_holidays_is_rendered_as_written(render):
         # A holidays file the operator mounts himself passes through.
         "calendars": {"uk": {"weekend": ["sat", "sun"], "holidays_file": "/etc/uk-holidays/uk.txt"}},
     }
-    r = render(authed({"compliance": {"policy": policy}}))
+    r = render(required({"compliance": {"policy": policy}}))
     data = compliance_map(r)
     assert set(data) == {"policy.yaml"}
     assert yaml.safe_load(data["policy.yaml"]) == policy
@@ -754,7 +828,7 @@ def test_a_policy_without_holidays_is_rendered_as_written(render):
 
 def test_a_calendar_only_in_holidays_is_created(render):
     r = render(
-        authed(
+        required(
             {
                 "compliance": {
                     "policy": {"jurisdictions": {"CCPA": {"calendar": "california"}}},
@@ -789,8 +863,8 @@ def test_a_holiday_change_rolls_the_pods_through_the_compliance_checksum(render)
 
 
 def test_a_retention_change_rolls_the_pods_through_the_config_checksum(render):
-    base = render(authed()).pod["metadata"]["annotations"]
-    changed = render(authed({"retention": {"records": "36 months"}})).pod["metadata"]["annotations"]
+    base = render(required()).pod["metadata"]["annotations"]
+    changed = render(required({"retention": {"records": "36 months"}})).pod["metadata"]["annotations"]
     assert changed["checksum/config"] != base["checksum/config"]
     assert changed["checksum/processors"] == base["checksum/processors"]
 
@@ -1109,7 +1183,11 @@ processors:
     ),
     "purge interval of zero": (
         {"retention": {"purgeInterval": "0s"}},
-        ["retention.purgeInterval (0s) must be above zero"],
+        ["retention.purgeInterval (0s) must be at least 1s"],
+    ),
+    "purge interval below a second": (
+        {"retention": {"purgeInterval": "999ms"}},
+        ["retention.purgeInterval (999ms) must be at least 1s"],
     ),
     "purge interval in words": (
         {"retention": {"purgeInterval": "hourly"}},
@@ -1118,6 +1196,75 @@ processors:
     "unknown retention key": (
         {"retention": {"auditTrail": "5 years"}},
         ["/retention", "additional properties 'auditTrail' not allowed"],
+    ),
+    "no keys secret": (
+        {"encryption": {"existingSecret": ""}},
+        ["encryption.existingSecret is required", 'key "keys.yaml"'],
+    ),
+    "keys secret name with capitals": (
+        {"encryption": {"existingSecret": "DSR_Keys"}},
+        ["/encryption/existingSecret"],
+    ),
+    "keys secret key with a slash": (
+        {"encryption": {"secretKey": "keys/keys.yaml"}},
+        ["/encryption/secretKey", "does not match pattern"],
+    ),
+    # The keys never go into values.
+    "keys inlined in values": (
+        {"encryption": {"keys": [{"id": "k1", "key": "AAAA"}]}},
+        ["/encryption", "additional properties 'keys' not allowed"],
+    ),
+    "keys from extraEnv": (
+        {"extraEnv": [{"name": "DSR_KEYS", "valueFrom": {"secretKeyRef": {"name": "k", "key": "keys.yaml"}}}]},
+        ["extraEnv sets DSR_KEYS: the keys come from encryption.existingSecret"],
+    ),
+    "keys file path from extraEnv": (
+        {"extraEnv": [{"name": "DSR_KEYS_FILE", "value": "/etc/elsewhere/keys.yaml"}]},
+        ["extraEnv sets DSR_KEYS_FILE"],
+    ),
+    "processor secret inside the keys directory": (
+        {"processorSecrets": [{"secretName": "vendor-tls", "mountPath": "/etc/dsr-keys/vendor"}]},
+        ["cannot be mounted at /etc/dsr-keys/vendor: it overlaps /etc/dsr-keys, where encryption.existingSecret is mounted"],
+    ),
+    "report window in words": (
+        {"protection": {"reportWindow": "a week"}},
+        ["/protection/reportWindow", "does not match pattern"],
+    ),
+    "report window without a unit": (
+        {"protection": {"reportWindow": "7"}},
+        ["/protection/reportWindow", "does not match pattern"],
+    ),
+    "report window in months": (
+        {"protection": {"reportWindow": "1 month"}},
+        ["/protection/reportWindow", "does not match pattern"],
+    ),
+    "erase interval in words": (
+        {"protection": {"eraseInterval": "often"}},
+        ["/protection/eraseInterval", "does not match pattern"],
+    ),
+    "erase interval as a number": (
+        {"protection": {"eraseInterval": 30}},
+        ["/protection/eraseInterval", "want string"],
+    ),
+    "erase interval of zero": (
+        {"protection": {"eraseInterval": "0s"}},
+        ["protection.eraseInterval (0s) must be at least 1s", "e.g. 30s"],
+    ),
+    "erase interval of zero in two terms": (
+        {"protection": {"eraseInterval": "0m 0s"}},
+        ["protection.eraseInterval (0m 0s) must be at least 1s"],
+    ),
+    "erase interval below a second": (
+        {"protection": {"eraseInterval": "500ms"}},
+        ["protection.eraseInterval (500ms) must be at least 1s"],
+    ),
+    "erase interval just below a second": (
+        {"protection": {"eraseInterval": "999ms 999us 999ns"}},
+        ["protection.eraseInterval (999ms 999us 999ns) must be at least 1s"],
+    ),
+    "unknown protection key": (
+        {"protection": {"keepReports": "7d"}},
+        ["/protection", "additional properties 'keepReports' not allowed"],
     ),
     "processor safety margin in words": (
         processor(safety_margin="a week"),
@@ -1136,7 +1283,7 @@ def test_invalid_values_are_refused_with_a_clear_message(render, case):
     if isinstance(values, str):
         values = helm.values_from_yaml(values)
     # Each case is refused for its own reason, not for lacking an auth file.
-    values = merged(AUTH, values)
+    values = merged(REQUIRED, values)
     with pytest.raises(helm.HelmError) as refused:
         render(values)
     message = str(refused.value)

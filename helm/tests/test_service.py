@@ -11,10 +11,11 @@ calendars point at.
 
 The gRPC listener binds 0.0.0.0 (on a free port) as it does in the pod, so
 the server applies its rules for a listener beyond loopback: it starts only
-with principals from the auth file or with DSR_INSECURE_NO_AUTH. Every
-Secret the pod mounts becomes a local directory holding what an operator
-would put in that Secret (an auth file, certificates and keys made here,
-a JWKS), and the settings and the processors file's paths into those
+with principals from the auth file or with DSR_INSECURE_NO_AUTH, and only
+with the keys file that seals personal data (it makes no development key
+there). Every Secret the pod mounts becomes a local directory holding what
+an operator would put in that Secret (an auth file, a keys file, certificates
+and keys made here, a JWKS), and the settings and the processors file's paths into those
 mounts are translated to the local directories; a setting that names a
 file the Secret would not hold fails the test. With TLS on, a handshake
 checks the gRPC port serves the Secret's certificate and, with client
@@ -219,6 +220,17 @@ def auth_file(jwks_file: Path | None = None, client_certificates: bool = False) 
     return yaml.safe_dump(doc).encode()
 
 
+def keys_file(key_id: str = "chart-tests") -> bytes:
+    """A keys file (src/seal.rs): one random AES-256 key, active, and a
+    random HMAC secret, each base64 of 32 bytes."""
+    doc = {
+        "active": key_id,
+        "keys": [{"id": key_id, "key": base64.b64encode(os.urandom(32)).decode()}],
+        "hmac_secret": base64.b64encode(os.urandom(32)).decode(),
+    }
+    return yaml.safe_dump(doc).encode()
+
+
 # What an operator would put in each Secret the value sets name, by Secret:
 # key -> bytes. Paths inside the files (the JWKS) are the local ones.
 SecretData = Callable[["Pod", Pki], dict[str, bytes]]
@@ -241,6 +253,9 @@ SECRETS: dict[str, SecretData] = {
         "principals.yaml": auth_file(pod.secret_dir("idp-jwks") / "jwks.json", client_certificates=True)
     },
     "idp-jwks": lambda pod, pki: {"jwks.json": jwks()},
+    "dsr-keys": lambda pod, pki: {"keys.yaml": keys_file()},
+    "dsr-seal-keys": lambda pod, pki: {"sealing.yaml": keys_file("seal-1")},
+    "dsr-trial-keys": lambda pod, pki: {"keys.yaml": keys_file("trial")},
     "dsr-tls": server_tls,
     "vendor-tls": client_tls,
 }
@@ -331,8 +346,10 @@ class Service:
         edit: Callable[[Pod], None] | None = None,
         fails: bool = False,
     ):
-        """`edit` changes the laid-out mounts before the start; `fails`:
-        the service is expected to stop at startup, not to serve."""
+        """`settings` override the rendered ones (None removes one); `edit`
+        changes the laid-out mounts before the start; `fails`: the service
+        is expected to stop at startup, not to serve."""
+        self.tmp = tmp
         self.pod = Pod(r, tmp / "secrets")
         self.pod.fill(pki)
         if edit:
@@ -361,7 +378,11 @@ class Service:
                 "DSR_PROCESSORS_FILE": str(tmp / "processors.yaml"),
             }
         )
-        env.update(settings or {})
+        for key, value in (settings or {}).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         # Nothing is exported from a test: no collector is reachable.
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         self.log = tmp / "server.log"
@@ -452,6 +473,9 @@ def test_the_service_starts_with_the_rendered_configuration(rendered, scenario, 
         else:
             assert body == b"ready\n"
         assert service.get("/metrics")[0] == 200
+        # Sealed with the Secret's keys: no development key of its own.
+        assert "development key" not in service.text(), service.text()
+        assert not (service.tmp / "dsr.db.keys").exists()
         if service.processors:
             assert re.search(rf'processors loaded\W+count\W+{len(service.processors)}\b', service.text()), service.text()
         if "DSR_TLS_CERT" in r.config:
@@ -534,6 +558,8 @@ def test_the_charts_defaults_are_the_servers(rendered):
         "DSR_DRAIN_TIMEOUT",
         "DSR_RECORD_RETENTION",
         "DSR_PURGE_INTERVAL",
+        "DSR_REPORT_WINDOW",
+        "DSR_ERASE_INTERVAL",
     } <= set(compared)
     assert compared == {k: defaults[k] for k in compared}
 
@@ -570,3 +596,74 @@ def test_the_service_follows_the_rendered_compliance_policy_to_its_holidays(rend
     local = broken.pod.local("/etc/dsr-compliance/holidays-california.txt")
     assert broken.proc.returncode not in (0, None), broken.text()
     assert f"{local} line 3: expected a date as YYYY-MM-DD" in broken.text(), broken.text()
+
+
+@needs_binary
+def test_the_service_seals_with_the_rendered_keys_and_needs_them(rendered, start):
+    """The keys file the chart mounts is what lets the server start beyond
+    loopback: with it the server serves and makes no key of its own;
+    without DSR_KEYS_FILE it refuses to start, which is why the chart
+    refuses to render without encryption.existingSecret."""
+    r = rendered["default"]
+    service = start(r)
+    try:
+        keys = service.pod.local(r.config["DSR_KEYS_FILE"])
+        assert keys == service.pod.secret_dir("dsr-keys") / "keys.yaml"
+        assert yaml.safe_load(keys.read_text())["active"] == "chart-tests"
+        assert service.get("/readyz") == (200, b"ready\n")
+        assert "development key" not in service.text(), service.text()
+        assert not (service.tmp / "dsr.db.keys").exists()
+        assert service.stop() == 0, service.text()
+    finally:
+        service.kill()
+
+    without = start(r, {"DSR_KEYS_FILE": None}, fails=True)
+    assert without.proc.returncode not in (0, None), without.text()
+    assert "no keys to seal personal data at rest" in without.text(), without.text()
+    assert not (without.tmp / "dsr.db.keys").exists()
+
+
+# Secret contents that are no keys file, and what the server says of each.
+NOT_KEYS = {
+    "an auth file": (auth_file(), "not a keys file"),
+    "a short hmac secret": (
+        yaml.safe_dump(
+            {
+                "active": "k1",
+                "keys": [{"id": "k1", "key": base64.b64encode(os.urandom(32)).decode()}],
+                "hmac_secret": base64.b64encode(os.urandom(16)).decode(),
+            }
+        ).encode(),
+        "hmac_secret must be at least 32 bytes",
+    ),
+    "a 16-byte key": (
+        yaml.safe_dump(
+            {
+                "active": "k1",
+                "keys": [{"id": "k1", "key": base64.b64encode(os.urandom(16)).decode()}],
+                "hmac_secret": base64.b64encode(os.urandom(32)).decode(),
+            }
+        ).encode(),
+        "keys[0] (k1): the key must be 32 bytes",
+    ),
+}
+
+
+@needs_binary
+@pytest.mark.parametrize("content", NOT_KEYS)
+def test_a_secret_that_holds_no_keys_file_stops_the_service_naming_the_file(rendered, start, content):
+    r = rendered["tls-mtls-jwt"]
+    text, reason = NOT_KEYS[content]
+
+    def spoil(pod: Pod) -> None:
+        pod.update("dsr-seal-keys", {"sealing.yaml": text})
+
+    broken = start(r, edit=spoil, fails=True)
+    local = broken.pod.local(r.config["DSR_KEYS_FILE"])
+    assert local.name == "sealing.yaml"
+    assert broken.proc.returncode not in (0, None), broken.text()
+    assert f"keys file {local}: {reason}" in broken.text(), broken.text()
+    # The error names the file, never a key.
+    for line in text.decode().splitlines():
+        if "key:" in line or "hmac_secret:" in line:
+            assert line.split(":", 1)[1].strip() not in broken.text()

@@ -101,6 +101,9 @@ mount point of its own in the read-only root filesystem. */}}
 {{- define "dsr.tlsDir" -}}/etc/dsr-tls{{- end }}
 {{- define "dsr.authDir" -}}/etc/dsr-auth{{- end }}
 
+{{/* Where encryption.existingSecret (the keys file) is mounted. */}}
+{{- define "dsr.keysDir" -}}/etc/dsr-keys{{- end }}
+
 {{/* Where the compliance ConfigMap (the policy and its holidays files) is
 mounted. */}}
 {{- define "dsr.complianceDir" -}}/etc/dsr-compliance{{- end }}
@@ -187,6 +190,31 @@ seconds, rounded up.
 {{- end }}
 
 {{/*
+"true" when a humantime duration as the schema admits it (terms of
+<integer><unit>, unit ns, us, ms, s, m, h, d or w) is shorter than one
+second, zero included. Sums the terms below a second in nanoseconds; a
+term of a second or more settles it, so nothing overflows.
+*/}}
+{{- define "dsr.belowASecond" -}}
+{{- $atLeast := false }}
+{{- $ns := 0 }}
+{{- range regexFindAll "[0-9]+(ns|us|ms|s|m|h|d|w)" (toString .) -1 }}
+  {{- $n := regexReplaceAll "^([0-9]+).*$" . "${1}" | atoi }}
+  {{- $unit := regexReplaceAll "^[0-9]+" . "" }}
+  {{- if has $unit (list "s" "m" "h" "d" "w") }}
+    {{- if gt $n 0 }}{{ $atLeast = true }}{{ end }}
+  {{- else if eq $unit "ms" }}
+    {{- if ge $n 1000 }}{{ $atLeast = true }}{{ else }}{{ $ns = add $ns (mul $n 1000000) }}{{ end }}
+  {{- else if eq $unit "us" }}
+    {{- if ge $n 1000000 }}{{ $atLeast = true }}{{ else }}{{ $ns = add $ns (mul $n 1000) }}{{ end }}
+  {{- else }}
+    {{- if ge $n 1000000000 }}{{ $atLeast = true }}{{ else }}{{ $ns = add $ns $n }}{{ end }}
+  {{- end }}
+{{- end }}
+{{- if not (or $atLeast (ge (int64 $ns) 1000000000)) }}true{{ end }}
+{{- end }}
+
+{{/*
 Checks across values that values.schema.json cannot express. Each failure
 names the values to change.
 */}}
@@ -225,11 +253,22 @@ names the values to change.
 {{- if not (or $v.auth.existingSecret $v.auth.insecureNoAuth) }}
   {{- fail (printf "dsr-orchestrator: authentication is not configured, and the gRPC port is reachable beyond loopback: set auth.existingSecret to a Secret whose key %q holds the auth file (principals and their roles, see docs/security.md), or set auth.insecureNoAuth=true to accept that anyone who reaches the port may do anything but speak for a processor." $v.auth.secretKey) }}
 {{- end }}
+{{- if not $v.encryption.existingSecret }}
+  {{- fail (printf "dsr-orchestrator: encryption.existingSecret is required: the server seals personal data at rest and, listening beyond loopback, refuses to start without its keys. Create a Secret whose key %q holds the keys file (active: <key id>; keys: a list of {id, key: base64 of 32 random bytes}; hmac_secret: base64 of at least 32 random bytes; the recipe is in the chart's values.yaml under encryption) and set encryption.existingSecret to its name. Keep a copy of the keys elsewhere: without them nothing sealed can be read again." $v.encryption.secretKey) }}
+{{- end }}
+{{- range $v.extraEnv }}
+  {{- if has .name (list "DSR_KEYS" "DSR_KEYS_FILE") }}
+    {{- fail (printf "dsr-orchestrator: extraEnv sets %s: the keys come from encryption.existingSecret (DSR_KEYS_FILE, which the server reads before DSR_KEYS). Remove it from extraEnv and put the keys file in that Secret." .name) }}
+  {{- end }}
+{{- end }}
 {{- if and $v.tls.clientAuth (not $v.tls.existingSecret) }}
   {{- fail "dsr-orchestrator: tls.clientAuth=true needs tls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt (the CA client certificates must be signed by)." }}
 {{- end }}
-{{- if regexMatch "^(0+(ns|us|ms|s|m|h|d|w) ?)+$" (toString $v.retention.purgeInterval) }}
-  {{- fail (printf "dsr-orchestrator: retention.purgeInterval (%s) must be above zero: it is how often the retention purge runs, e.g. 1h." $v.retention.purgeInterval) }}
+{{- if include "dsr.belowASecond" $v.retention.purgeInterval }}
+  {{- fail (printf "dsr-orchestrator: retention.purgeInterval (%s) must be at least 1s (the server refuses less): it is how often the retention purge runs, e.g. 1h." $v.retention.purgeInterval) }}
+{{- end }}
+{{- if include "dsr.belowASecond" $v.protection.eraseInterval }}
+  {{- fail (printf "dsr-orchestrator: protection.eraseInterval (%s) must be at least 1s (the server refuses less): it is how often finished requests' personal data is erased, e.g. 30s." $v.protection.eraseInterval) }}
 {{- end }}
 {{- $policy := include "dsr.compliancePolicyValues" . | fromYaml }}
 {{- $holidays := include "dsr.complianceHolidays" . | fromYaml }}
@@ -256,6 +295,7 @@ inside, another mount. */}}
 {{- $taken := dict "/tmp" "the scratch volume" (include "dsr.processorsDir" .) "the processors file" }}
 {{- if $v.tls.existingSecret }}{{ $_ := set $taken (include "dsr.tlsDir" .) "tls.existingSecret" }}{{ end }}
 {{- if $v.auth.existingSecret }}{{ $_ := set $taken (include "dsr.authDir" .) "auth.existingSecret" }}{{ end }}
+{{- if $v.encryption.existingSecret }}{{ $_ := set $taken (include "dsr.keysDir" .) "encryption.existingSecret" }}{{ end }}
 {{- if include "dsr.compliance" . }}{{ $_ := set $taken (include "dsr.complianceDir" .) "the compliance policy" }}{{ end }}
 {{- if eq $v.database.mode "sqlite" }}{{ $_ := set $taken ($v.database.sqlite.mountPath | trimSuffix "/") "database.sqlite.mountPath" }}{{ end }}
 {{- range (include "dsr.extraSecretMounts" . | fromYamlArray) }}
