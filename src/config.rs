@@ -205,9 +205,9 @@ pub struct Config {
     #[arg(long, env = "DSR_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
 
-    /// The keys file's text itself, instead of `--keys-file` (e.g. from a
-    /// Secret); only ever read from the environment.
-    #[arg(long = "keys", env = "DSR_KEYS", hide = true, hide_env_values = true)]
+    /// The keys file's text itself, instead of `--keys-file`: read from
+    /// `DSR_KEYS` only (never a flag, which process listings show).
+    #[arg(skip = std::env::var("DSR_KEYS").ok())]
     pub keys: Option<String>,
 
     /// How long the personal data of a finished access or portability

@@ -65,6 +65,20 @@ impl MetricsService for Collector {
     }
 }
 
+/// Kills a process when dropped (a failing test leaves no server behind;
+/// after a graceful stop it finds none).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(self.0.to_string())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// The identifiers that must not leak, as written and as they might be
 /// rewritten (normal forms, fragments).
 const CANARIES: &[&str] = &[
@@ -136,6 +150,9 @@ async fn no_identifier_leaves_in_logs_traces_metrics_or_errors() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start dsr-orchestrator");
+    // Killed if the test fails before it stops the server itself.
+    let pid = child.id();
+    let _guard = KillOnDrop(pid);
     // Everything it writes, kept; its addresses read from its log.
     let output = Arc::new(Mutex::new(String::new()));
     let (addrs_tx, addrs_rx) = std::sync::mpsc::channel();

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
-use crate::store::{DeliveryAttemptRow, InstructionCursor, InstructionFilter, Store};
+use crate::store::{DeliveryAttemptRow, InstructionCursor, InstructionFilter, Store, StoreError};
 use crate::wire;
 
 /// Implementation of `InstructionService`.
@@ -239,8 +239,15 @@ impl InstructionApi {
             if i.data_records > 0
                 && let Some(result) = instruction.result.as_mut()
             {
-                let records = self.store.data_records(i.id).await?;
-                result.records = wire::data_records_pb(&records);
+                match self.store.data_records(i.id).await {
+                    Ok(records) => result.records = wire::data_records_pb(&records),
+                    // One instruction's records that do not open leave the
+                    // rest of the page readable.
+                    Err(StoreError::Sealed(why)) => {
+                        tracing::warn!(instruction_id = %i.id, %why, "data records do not open")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             instructions.push(instruction);
         }

@@ -1,21 +1,23 @@
 //! Erasure of finished requests' personal data, and the suppression list.
 //!
-//! Once a request is finished (COMPLETED or CANCELLED) nothing will be
-//! sent for it again: its instructions are all final, and only PENDING,
-//! DELIVERING and ACKNOWLEDGED ones are ever claimed. So its subject's
-//! identities, its instructions' payloads and the data records processors
-//! returned are erased (`requests.identities_erased_at` says when): at
-//! once for most kinds, after the report window for access and
-//! portability requests, whose data the business still has to pass on.
+//! A final instruction is never sent again (only PENDING, DELIVERING and
+//! ACKNOWLEDGED ones are ever claimed), so its payload goes with the update
+//! that makes it final. Once a request is finished (COMPLETED or
+//! CANCELLED) all its instructions are final, and its subject's identities
+//! and the data records processors returned are erased here
+//! (`requests.identities_erased_at` says when): at once for most kinds,
+//! after the report window for access and portability requests, whose
+//! data the business still has to pass on.
 //! The completion record and the audit trail never held them and stay.
 //!
 //! Before a finished deletion's identities go, the keyed hashes of their
 //! normal forms ([`crate::domain::normal_form`]) join the suppression list
 //! (Cal. Civ. Code 1798.105(c)(2)): deletions whose outcome is FULFILLED or
-//! PARTIALLY_FULFILLED, the ones that were carried out at least in part. A
-//! cancelled deletion, one denied for lack of verification, and one no
-//! processor carried out (NOT_FULFILLED) do not count: nothing was deleted
-//! because the person asked.
+//! PARTIALLY_FULFILLED with at least one processor line, the ones that were
+//! carried out at least in part. A cancelled deletion, one denied for lack
+//! of verification, one no processor carried out (NOT_FULFILLED) and one no
+//! processor took do not count: nothing was deleted because the person
+//! asked.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -93,6 +95,13 @@ impl Store {
                 }
                 match store.erase_finished(clock.now(), report_window).await {
                     Ok(e) if e == Erased::default() => {}
+                    Ok(e) if !e.unreadable.is_empty() => tracing::warn!(
+                        requests = e.requests,
+                        suppressed = e.suppressed,
+                        unreadable = ?e.unreadable,
+                        "finished requests left unerased: their subjects do not open \
+                         (configure the keys named)"
+                    ),
                     Ok(e) => tracing::info!(
                         requests = e.requests,
                         suppressed = e.suppressed,
@@ -154,10 +163,13 @@ impl Store {
                         .try_get::<Option<String>, _>("record")?
                         .and_then(|r| serde_json::from_str::<CompletionRecord>(&r).ok())
                         .is_some_and(|r| {
-                            matches!(
-                                r.outcome,
-                                OverallOutcome::Fulfilled | OverallOutcome::PartiallyFulfilled
-                            )
+                            // Carried out by at least one processor (one no
+                            // processor took is fulfilled, but by none).
+                            !r.lines.is_empty()
+                                && matches!(
+                                    r.outcome,
+                                    OverallOutcome::Fulfilled | OverallOutcome::PartiallyFulfilled
+                                )
                         });
                 if suppress && let Some(text) = row.try_get::<Option<String>, _>("subject")? {
                     let subject: Subject = match self.open_json(&text, SUBJECT, id) {
@@ -211,7 +223,8 @@ impl Store {
             }
             let mut sql = Sql::new(
                 self.backend,
-                "update instructions set payload = null, sealed_records = null where ",
+                "update instructions set payload = null, sealed_records = null \
+                 where (payload is not null or sealed_records is not null) and ",
             );
             sql.in_list("request_id", erase.clone());
             sql.query().execute(&mut *tx).await?;

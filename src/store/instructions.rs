@@ -158,16 +158,30 @@ impl Store {
         &self,
         id: InstructionId,
     ) -> Result<Vec<SubjectIdentity>, StoreError> {
-        let row = Sql::new(self.backend, "select payload from instructions where id = ")
-            .bind(id.to_string())
-            .query()
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::not_found("instruction", id))?;
-        // Erased once the request finished: nothing left to repeat.
-        match row.try_get::<Option<String>, _>("payload")? {
-            Some(text) => self.open_json(&text, super::sealed::PAYLOAD, id),
-            None => Ok(Vec::new()),
+        let row = Sql::new(
+            self.backend,
+            "select i.payload as payload, i.request_id as request_id, r.subject as subject \
+             from instructions i join requests r on r.id = i.request_id where i.id = ",
+        )
+        .bind(id.to_string())
+        .query()
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::not_found("instruction", id))?;
+        // A final instruction's payload is gone; its request's subject (all
+        // the identities, a superset) stays until the request is erased.
+        match (
+            row.try_get::<Option<String>, _>("payload")?,
+            row.try_get::<Option<String>, _>("subject")?,
+        ) {
+            (Some(text), _) => self.open_json(&text, super::sealed::PAYLOAD, id),
+            (None, Some(text)) => {
+                let request: String = row.try_get("request_id")?;
+                let subject: crate::domain::Subject =
+                    self.open_json(&text, super::sealed::SUBJECT, request)?;
+                Ok(subject.identities().to_vec())
+            }
+            (None, None) => Ok(Vec::new()),
         }
     }
 

@@ -81,15 +81,18 @@ impl Store {
         batch: u32,
         done: &mut Resealed,
     ) -> Result<(), StoreError> {
-        let current = format!("v1:{}:%", self.keys.active());
+        // Compared as text, not with LIKE: a key id may hold `_`.
+        let current = format!("v1:{}:", self.keys.active());
         let mut after = String::new();
         loop {
             let rows = Sql::new(
                 self.backend,
                 format!(
-                    "select id, {c} as value from {t} where {c} is not null and {c} not like ",
+                    "select id, {c} as value from {t} where {c} is not null \
+                     and substr({c}, 1, {n}) <> ",
                     c = column.column(),
-                    t = column.table()
+                    t = column.table(),
+                    n = current.len()
                 ),
             )
             .bind(current.clone())

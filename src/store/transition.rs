@@ -180,6 +180,9 @@ pub(super) async fn apply(
                  resolved_at = ",
             )
             .bind(to.is_terminal().then(|| micros(now)))
+            // A final instruction is never sent again: the identities it
+            // carried go with the same update (see `store::erase`).
+            .push(if to.is_terminal() { ", payload = null" } else { "" })
             .push(" from v where instructions.id = v.id and ")
             .in_cte("instructions.id", "v", "id")
             // SQLite: the unary `+` keeps the state guard off the

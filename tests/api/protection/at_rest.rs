@@ -26,6 +26,16 @@ async fn nothing_personal_is_stored_in_the_clear(db: TestDb) {
         fake.deliveries()[0].subject_identities[0].value,
         "Zelda.Quux@example.org"
     );
+    // Final, its instruction is never sent again: its payload went with
+    // the outcome, before the request's erasure.
+    assert_eq!(
+        db.texts(&format!(
+            "select payload from instructions where request_id = '{}'",
+            done.request_id
+        ))
+        .await,
+        [[None::<String>]]
+    );
 
     let mut access = deletion("yorick.vex@example.org");
     access.kind = pb::RequestKind::Access as i32;

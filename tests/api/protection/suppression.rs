@@ -84,7 +84,12 @@ async fn a_deleted_person_is_found_by_any_form_and_nobody_else(db: TestDb) {
     access.processor_ids = vec!["vendor".into()];
     let access = submit(&app, access).await;
     watch_to_end(&app.requests, &access.request_id).await;
-    for r in [&deleted, &cancelled, &unverified] {
+    // No processor takes an IP address: fulfilled, by nobody.
+    let mut untaken = deletion("unused@example.org");
+    untaken.subject_identities = vec![identity(pb::IdentityType::IpAddress, "198.51.100.23")];
+    let untaken = submit(&app, untaken).await;
+    assert!(untaken.instructions.is_empty());
+    for r in [&deleted, &cancelled, &unverified, &untaken] {
         wait_erased(&app, &r.request_id).await;
     }
 
@@ -101,10 +106,11 @@ async fn a_deleted_person_is_found_by_any_form_and_nobody_else(db: TestDb) {
                 identity(Email, "carl.cancel@example.org"),
                 identity(Email, "una.verified@example.org"),
                 identity(Email, "alex.access@example.org"),
+                identity(pb::IdentityType::IpAddress, "198.51.100.23"),
             ]
         )
         .await,
-        [true, true, true, true, false, false, false, false]
+        [true, true, true, true, false, false, false, false, false]
     );
     let mut client =
         dsr_orchestrator::pb::data_protection_service_client::DataProtectionServiceClient::new(
