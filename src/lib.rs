@@ -23,8 +23,9 @@
 //!   returning domain types: intake, claims, transitions, records, events,
 //!   notices to other replicas, throwaway databases for tests.
 //! - [`wire`]: protobuf <-> domain conversion, the only place the two
-//!   meet, and the codec of every service; used by the API and by the gRPC
-//!   push adapter. [`pb`] is the generated `dsr.v1` code it converts.
+//!   meet, and the codec of every service; used by the API and by the push
+//!   adapters; the JSON forms of what processors exchange over HTTP. [`pb`]
+//!   is the generated `dsr.v1` code it converts.
 //! - [`telemetry`]: logs, OpenTelemetry traces and metrics, the per-RPC
 //!   span layer.
 //! - [`tls`]: the server's TLS, reloaded when its files change, and TLS
@@ -33,9 +34,10 @@
 //!   what they may do: the one table, and the layer that enforces it.
 //! - [`dispatch`]: the claim -> deliver -> record loop, delivery slots,
 //!   the recorder, where deliveries may go, and the adapter seam with its
-//!   gRPC implementation.
-//! - [`api`]: the tonic services, the error -> status mapping, and the
-//!   limits on callers.
+//!   gRPC and signed-webhook implementations.
+//! - [`api`]: the tonic services, the HTTP callback API (the processor
+//!   methods as JSON), the error -> status mapping, and the limits on
+//!   callers.
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/healthz`,
 //!   `/readyz`).
 //! - [`config`]: every setting, as flags and `DSR_*` variables.

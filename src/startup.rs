@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::adapter::Adapter;
 use crate::dispatch::destination;
-use crate::dispatch::grpc::GrpcAdapter;
+use crate::dispatch::push::PushAdapters;
 use crate::dispatch::recorder::{Recorder, RecorderTask};
 use crate::domain::Actor;
 use crate::domain::Period;
@@ -52,7 +52,7 @@ impl Default for Options {
         Self {
             clock: Arc::new(SystemClock),
             run_dispatcher: true,
-            adapter: Arc::new(GrpcAdapter::default()),
+            adapter: Arc::new(PushAdapters::default()),
         }
     }
 }
@@ -456,7 +456,16 @@ async fn serve(
     };
     let reflection_v1 = reflection().build_v1().expect("valid descriptors");
     let reflection_v1alpha = reflection().build_v1alpha().expect("valid descriptors");
+    // The HTTP callback API shares the port, its TLS and its layers; any
+    // other path is a gRPC method this server lacks.
+    let callback_api =
+        crate::api::http::router(services.instructions.clone(), transport.max_message_size)
+            .fallback(|| async {
+                tonic::Status::unimplemented("").into_http::<axum::body::Body>()
+            });
     let router = Server::builder()
+        // HTTP/1.1 for the callback API; gRPC stays on HTTP/2.
+        .accept_http1(true)
         // Detect dead peers (and half-open watch streams) within a minute.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -468,6 +477,7 @@ async fn serve(
         // How much may they ask: by caller, so it comes after who.
         .layer(limits)
         .max_concurrent_streams(Some(transport.max_concurrent_streams))
+        .add_routes(tonic::service::Routes::from(callback_api))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

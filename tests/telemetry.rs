@@ -89,6 +89,8 @@ async fn one_trace_from_the_caller_through_every_processor() {
     for (n, f) in fakes.iter().enumerate() {
         register(&app, push_processor(&format!("traced-{n}"), &f.endpoint())).await;
     }
+    let hook = FakeHook::start(HookReply::done("OUTCOME_COMPLETED")).await;
+    register(&app, webhook_processor("traced-hook", &hook.url())).await;
     let mut call = tonic::Request::new(deletion("alice@example.com"));
     call.metadata_mut().insert(
         "traceparent",
@@ -110,6 +112,13 @@ async fn one_trace_from_the_caller_through_every_processor() {
         let tp = seen[0].as_deref().expect("delivery carried a traceparent");
         assert_eq!(tp.split('-').nth(1), Some(TRACE), "{tp}");
     }
+    let posted = hook.received();
+    assert_eq!(posted.len(), 1);
+    let tp = posted[0]
+        .traceparent
+        .as_deref()
+        .expect("webhook carried a traceparent");
+    assert_eq!(tp.split('-').nth(1), Some(TRACE), "{tp}");
 
     app.stop().await;
     tokio::task::spawn_blocking(move || telemetry.force_flush())
@@ -137,7 +146,7 @@ async fn one_trace_from_the_caller_through_every_processor() {
     );
     assert!(names.contains(&"store.submit"), "{names:?}");
     let deliveries: Vec<&&Span> = in_trace.iter().filter(|s| s.name == "deliver").collect();
-    assert_eq!(deliveries.len(), 2, "{names:?}");
+    assert_eq!(deliveries.len(), 3, "{names:?}");
     for d in &deliveries {
         assert!(
             d.links.iter().any(|l| hex::encode(&l.trace_id) == TRACE),

@@ -364,7 +364,8 @@ class Service:
         processors = self.pod.translate(r.one("ConfigMap", f"{FULLNAME}-processors")["data"]["processors.yaml"])
         self.processors = yaml.safe_load(processors)["processors"]
         for p in self.processors:
-            for key, path in p["adapter"].get("grpc", {}).get("tls", {}).items():
+            push = p["adapter"].get("grpc") or p["adapter"].get("webhook") or {}
+            for key, path in push.get("tls", {}).items():
                 assert Path(path).is_file(), f"processor {p['processor_id']}: {key} is in no mounted Secret"
         (tmp / "processors.yaml").write_text(processors)
         env.update(

@@ -173,7 +173,7 @@ where
                 "the server has too many calls in progress; retry shortly",
                 Some(Duration::from_millis(100)),
             );
-            return Box::pin(async move { Ok(status.into_http()) });
+            return Box::pin(async move { Ok(refusal(&req, status)) });
         }
         let in_flight = InFlight(state.clone());
         let caller = req
@@ -191,7 +191,7 @@ where
                 ),
                 Some(after),
             );
-            return Box::pin(async move { Ok(status.into_http()) });
+            return Box::pin(async move { Ok(refusal(&req, status)) });
         }
         Box::pin(async move {
             let response = inner.call(req).await;
@@ -261,6 +261,20 @@ impl WatchLimits {
             limits: self.clone(),
             key,
         })
+    }
+}
+
+/// A refusal in the form the caller reads: JSON for the HTTP callback
+/// API, a gRPC status otherwise.
+fn refusal<B>(req: &http::Request<B>, status: Status) -> http::Response<tonic::body::Body> {
+    if req
+        .uri()
+        .path()
+        .starts_with(crate::auth::policy::HTTP_CALLBACK_PREFIX)
+    {
+        super::http::error_response(&status).map(tonic::body::Body::new)
+    } else {
+        status.into_http()
     }
 }
 

@@ -3,6 +3,7 @@
 //! before anything else sees them.
 
 pub mod error;
+pub mod http;
 mod instruction_service;
 pub mod limits;
 mod page;

@@ -80,15 +80,16 @@ impl ProcessorService for ProcessorApi {
         let actor = Caller::of(&request).actor();
         let spec = wire::processor_spec(request.into_inner().processor).map_err(ApiError::from)?;
         check_destination(&spec, self.allow_plaintext).await?;
-        let (processor, token) = self
+        let registered = self
             .store
             .register_processor(&spec, &actor, self.clock.now())
             .await
             .map_err(ApiError::from)?;
         tracing::info!(processor_id = %spec.id, adapter = spec.adapter.kind(), %actor, "processor registered");
         Ok(Response::new(pb::RegisterProcessorResponse {
-            processor: Some(wire::processor(&processor)),
-            callback_token: token,
+            processor: Some(wire::processor(&registered.processor)),
+            callback_token: registered.callback_token,
+            webhook_secret: registered.webhook_secret.unwrap_or_default(),
         }))
     }
 
@@ -163,6 +164,23 @@ impl ProcessorService for ProcessorApi {
         tracing::info!(processor_id = %id, %actor, "callback token rotated");
         Ok(Response::new(pb::RotateCallbackTokenResponse {
             callback_token: token,
+        }))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::RotateWebhookSecretResponse>, Status> {
+        let id = id_of(&request.get_ref().processor_id)?;
+        let actor = Caller::of(&request).actor();
+        let secret = self
+            .store
+            .rotate_webhook_secret(&id, &actor, self.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(processor_id = %id, %actor, "webhook secret rotated");
+        Ok(Response::new(pb::RotateWebhookSecretResponse {
+            webhook_secret: secret,
         }))
     }
 }

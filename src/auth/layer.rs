@@ -69,17 +69,26 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
         Box::pin(async move {
-            // A path the server does not serve is answered UNIMPLEMENTED
-            // by the server itself.
-            let Some(allowed) = policy::allowed(req.uri().path()) else {
-                return inner.call(req).await;
-            };
             let credentials = Credentials {
                 authorization: req
                     .headers()
                     .get(http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok()),
                 tls: req.extensions().get::<TlsConnectInfo>(),
+            };
+            // The HTTP callback API answers in JSON, which a refusal here
+            // could not: the caller found rides along, and the service
+            // (the gRPC processor methods) refuses anyone but a processor.
+            if req.uri().path().starts_with(policy::HTTP_CALLBACK_PREFIX) {
+                if let Ok(Some(caller)) = auth.identify(credentials).await {
+                    req.extensions_mut().insert(caller);
+                }
+                return inner.call(req).await;
+            }
+            // A path the server does not serve is answered UNIMPLEMENTED
+            // by the server itself.
+            let Some(allowed) = policy::allowed(req.uri().path()) else {
+                return inner.call(req).await;
             };
             let caller = match auth.identify(credentials).await {
                 Ok(caller) => caller,

@@ -13,10 +13,11 @@
 //! | DataProtectionService | RemoveSuppression | operator |
 //! | DataProtectionService | ResealData | admin |
 //! | ProcessorService | GetProcessor, ListProcessors | auditor, admin |
-//! | ProcessorService | RegisterProcessor, UpdateProcessor, DisableProcessor, RotateCallbackToken | admin |
+//! | ProcessorService | RegisterProcessor, UpdateProcessor, DisableProcessor, RotateCallbackToken, RotateWebhookSecret | admin |
 //! | InstructionService | AcknowledgeInstruction, CompleteInstruction, PullInstructions | processors (callback token) |
 //! | InstructionService | ListInstructions | auditor, operator |
 //! | InstructionService | RetryInstruction, ResolveInstruction | operator |
+//! | HTTP callback API | `POST /v1/instructions/...` | processors (callback token; refused by the service, in JSON) |
 //! | grpc.health.v1.Health | Check, Watch | anyone, without credentials |
 //! | server reflection | ServerReflectionInfo | any authenticated principal |
 //!
@@ -120,6 +121,10 @@ pub const TABLE: &[(&str, Allowed)] = &[
         Allowed::Roles(&[Admin]),
     ),
     (
+        "/dsr.v1.ProcessorService/RotateWebhookSecret",
+        Allowed::Roles(&[Admin]),
+    ),
+    (
         "/dsr.v1.InstructionService/AcknowledgeInstruction",
         Allowed::Processors,
     ),
@@ -154,6 +159,10 @@ pub const TABLE: &[(&str, Allowed)] = &[
         Allowed::AnyPrincipal,
     ),
 ];
+
+/// Where the paths of the HTTP callback API begin: processors only, like
+/// the gRPC methods they stand for.
+pub const HTTP_CALLBACK_PREFIX: &str = "/v1/instructions/";
 
 /// Who may call the method at `path`; `None` for a path not served.
 pub fn allowed(path: &str) -> Option<Allowed> {

@@ -1,13 +1,14 @@
 //! The adapter seam: how an instruction physically reaches a processor.
-//! The dispatcher only knows this trait; gRPC push is the first
-//! implementation, and signed HTTPS webhooks, OpenDSR and federation will be
-//! further ones without the dispatcher changing.
+//! The dispatcher only knows this trait; [`super::push::PushAdapters`]
+//! implements it by handing each delivery to the protocol its processor
+//! speaks: gRPC ([`super::grpc`]) or signed HTTPS webhooks
+//! ([`super::webhook`]).
 
 use std::time::Duration;
 
 use crate::domain::{
-    AttemptResult, InstructionResult, InstructionView, ProcessorTls, SubjectIdentity,
-    redact_identities,
+    AdapterConfig, AttemptResult, InstructionResult, InstructionView, ProcessorTls,
+    SubjectIdentity, redact_identities,
 };
 
 /// What is sent: the instruction and the identities its processor accepts.
@@ -41,6 +42,9 @@ pub enum DeliveryError {
         code: String,
         /// Human-readable detail (never the identities we sent).
         message: String,
+        /// How long the processor asked us to wait before trying again
+        /// (an HTTP `Retry-After`), if it said.
+        after: Option<Duration>,
     },
     /// The processor will not take this instruction as sent (or its
     /// answer is unusable): retrying cannot help, an operator must look.
@@ -54,6 +58,16 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
+    /// A retryable error with our own `code`, the processor having named
+    /// no time to wait.
+    pub fn retryable(code: &str, message: impl Into<String>) -> Self {
+        Self::Retryable {
+            code: code.to_string(),
+            message: message.into(),
+            after: None,
+        }
+    }
+
     /// A fatal error with our own `code`.
     pub fn fatal(code: &str, message: impl Into<String>) -> Self {
         Self::Fatal {
@@ -72,16 +86,23 @@ impl DeliveryError {
     /// The code and the message, taken apart.
     pub fn into_parts(self) -> (String, String) {
         match self {
-            Self::Retryable { code, message } | Self::Fatal { code, message } => (code, message),
+            Self::Retryable { code, message, .. } | Self::Fatal { code, message } => {
+                (code, message)
+            }
         }
     }
 
     /// The error with the values of `sent` removed from its message.
     pub fn redacted(self, sent: &[SubjectIdentity]) -> Self {
         match self {
-            Self::Retryable { code, message } => Self::Retryable {
+            Self::Retryable {
+                code,
+                message,
+                after,
+            } => Self::Retryable {
                 code,
                 message: redact_identities(&message, sent),
+                after,
             },
             Self::Fatal { code, message } => Self::Fatal {
                 code,
@@ -102,12 +123,52 @@ impl DeliveryError {
 /// Where and how to reach one push processor.
 #[derive(Clone, Debug)]
 pub struct Endpoint<'a> {
-    /// URI.
+    /// URI (a gRPC endpoint, or a webhook's URL).
     pub uri: &'a str,
     /// Deadline of one call.
     pub timeout: Duration,
     /// TLS files beyond the public roots (`https://` only).
     pub tls: Option<&'a ProcessorTls>,
+    /// The protocol the processor speaks there.
+    pub protocol: Protocol<'a>,
+}
+
+/// How a push processor is spoken to.
+#[derive(Clone, Copy, Debug)]
+pub enum Protocol<'a> {
+    /// `dsr.v1.ProcessorAdapter` over gRPC.
+    Grpc,
+    /// Standard Webhooks, signed with this secret (`whsec_...`).
+    Webhook {
+        /// The processor's signing secret.
+        secret: &'a str,
+    },
+}
+
+impl<'a> Endpoint<'a> {
+    /// The endpoint of a push adapter (`None` for pull and manual); a
+    /// webhook is signed with `secret`.
+    pub fn of(adapter: &'a AdapterConfig, secret: &'a str) -> Option<Self> {
+        match adapter {
+            AdapterConfig::Grpc {
+                endpoint,
+                timeout,
+                tls,
+            } => Some(Self {
+                uri: endpoint,
+                timeout: *timeout,
+                tls: tls.as_ref(),
+                protocol: Protocol::Grpc,
+            }),
+            AdapterConfig::Webhook { url, timeout, tls } => Some(Self {
+                uri: url,
+                timeout: *timeout,
+                tls: tls.as_ref(),
+                protocol: Protocol::Webhook { secret },
+            }),
+            AdapterConfig::Pull | AdapterConfig::Manual => None,
+        }
+    }
 }
 
 /// A way of delivering instructions to push processors.

@@ -1,8 +1,10 @@
 //! One delivery: send a claimed instruction through the adapter, turn
 //! the answer into the result to record (accepted, an outcome, a retry at
 //! a time the retry policy picks, or an escalation), count it, and hand it
-//! to the recorder. Also the cancel notices to push processors.
+//! to the recorder. Also the cancel notices to push processors, and the
+//! webhook processors' signing secrets.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::Instrument;
@@ -12,7 +14,7 @@ use super::adapter::{Answer, Delivery, DeliveryError, Endpoint};
 use crate::domain::{
     AdapterConfig, AttemptResult, InstructionView, Processor, Timestamp, reply_due,
 };
-use crate::store::{ClaimKind, Claimed, DeliveryReport, DeliveryResult};
+use crate::store::{ClaimKind, Claimed, DeliveryReport, DeliveryResult, StoreError};
 
 impl Dispatcher {
     /// Delivers one claimed instruction and records the answer, in a span
@@ -32,26 +34,19 @@ impl Dispatcher {
     }
 
     async fn deliver_in_span(&self, p: &Processor, c: Claimed) {
-        let AdapterConfig::Grpc {
-            endpoint,
-            timeout,
-            tls,
-        } = &p.spec.adapter
-        else {
-            return;
-        };
-        let endpoint = Endpoint {
-            uri: endpoint,
-            timeout: *timeout,
-            tls: tls.as_ref(),
-        };
         let delivery = Delivery {
             instruction: &c.instruction,
             identities: &c.identities,
             reminder: c.kind == ClaimKind::Reminder,
         };
         let started = Instant::now();
-        let answer = self.adapter.deliver(endpoint, delivery).await;
+        let answer = match self.secret_for(p).await {
+            Ok(secret) => match Endpoint::of(&p.spec.adapter, &secret) {
+                Some(endpoint) => self.adapter.deliver(endpoint, delivery).await,
+                None => return,
+            },
+            Err(e) => Err(e),
+        };
         let took = started.elapsed();
         let result = result_of(answer, p, &c, self.clock.now());
         let (counted, code) = match &result {
@@ -76,6 +71,40 @@ impl Dispatcher {
         }
     }
 
+    /// The signing secret of a webhook processor (empty for other kinds),
+    /// opened once per version of the processor. A secret never issued,
+    /// or sealed under a key this replica lacks, is fatal: an operator
+    /// rotates it (or supplies the key); a database that does not answer
+    /// is retried.
+    async fn secret_for(&self, p: &Processor) -> Result<Arc<str>, DeliveryError> {
+        if !matches!(p.spec.adapter, AdapterConfig::Webhook { .. }) {
+            return Ok(Arc::from(""));
+        }
+        if let Some((version, secret)) = self.secrets.lock().expect("secrets lock").get(&p.spec.id)
+            && *version == p.updated_at
+        {
+            return Ok(secret.clone());
+        }
+        let secret: Arc<str> = match self.store.webhook_secret(&p.spec.id).await {
+            Ok(Some(secret)) => secret.into(),
+            Ok(None) => {
+                return Err(DeliveryError::fatal(
+                    "NO_WEBHOOK_SECRET",
+                    "no webhook secret was issued for this processor: issue one with RotateWebhookSecret",
+                ));
+            }
+            Err(e @ (StoreError::Sealed(_) | StoreError::Corrupt(_))) => {
+                return Err(DeliveryError::fatal("WEBHOOK_SECRET_SEALED", e.to_string()));
+            }
+            Err(e) => return Err(DeliveryError::retryable("UNAVAILABLE", e.to_string())),
+        };
+        self.secrets
+            .lock()
+            .expect("secrets lock")
+            .insert(p.spec.id.clone(), (p.updated_at, secret.clone()));
+        Ok(secret)
+    }
+
     /// Best-effort cancel notices to the push processors that had received
     /// the instructions; failures are logged, not retried.
     pub fn notify_cancelled(&self, instructions: Vec<InstructionView>, reason: String) {
@@ -85,20 +114,13 @@ impl Dispatcher {
                 let Ok(p) = this.store.processor(&i.processor_id).await else {
                     continue;
                 };
-                if let AdapterConfig::Grpc {
-                    endpoint,
-                    timeout,
-                    tls,
-                } = &p.spec.adapter
+                let Ok(secret) = this.secret_for(&p).await else {
+                    continue;
+                };
+                if let Some(endpoint) = Endpoint::of(&p.spec.adapter, &secret)
+                    && let Err(e) = this.adapter.cancel(endpoint, &i, &reason).await
                 {
-                    let endpoint = Endpoint {
-                        uri: endpoint,
-                        timeout: *timeout,
-                        tls: tls.as_ref(),
-                    };
-                    if let Err(e) = this.adapter.cancel(endpoint, &i, &reason).await {
-                        tracing::info!(instruction_id = %i.id, code = %e.code(), "cancel notice not delivered");
-                    }
+                    tracing::info!(instruction_id = %i.id, code = %e.code(), "cancel notice not delivered");
                 }
             }
         });
@@ -148,8 +170,15 @@ fn result_of(
                 None => DeliveryResult::Outcome(r),
             }
         }
-        Err(DeliveryError::Retryable { code, message }) if policy.allows_another(attempts) => {
-            let delay = policy.delay_after(attempts, instruction.id);
+        Err(DeliveryError::Retryable {
+            code,
+            message,
+            after,
+        }) if policy.allows_another(attempts) => {
+            // A processor that named a time is not called again sooner.
+            let delay = policy
+                .delay_after(attempts, instruction.id)
+                .max(after.unwrap_or_default());
             tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
             DeliveryResult::RetryAt {
                 at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
@@ -157,7 +186,7 @@ fn result_of(
                 message,
             }
         }
-        Err(DeliveryError::Retryable { code, message }) => {
+        Err(DeliveryError::Retryable { code, message, .. }) => {
             tracing::warn!(code = %code, attempts, "retries exhausted; escalated to an operator");
             DeliveryResult::Escalate {
                 attempt: AttemptResult::RetryableError,

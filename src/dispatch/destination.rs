@@ -25,10 +25,11 @@ const METADATA_NAMES: &[&str] = &["metadata.google.internal", "metadata", "insta
 /// Checks the adapter's endpoint, if it has one; violations under
 /// `adapter.grpc.endpoint`.
 pub async fn check(adapter: &AdapterConfig, allow_plaintext: bool) -> Result<(), Violations> {
-    let AdapterConfig::Grpc { endpoint, .. } = adapter else {
-        return Ok(());
+    let (endpoint, field) = match adapter {
+        AdapterConfig::Grpc { endpoint, .. } => (endpoint, "adapter.grpc.endpoint"),
+        AdapterConfig::Webhook { url, .. } => (url, "adapter.webhook.url"),
+        AdapterConfig::Pull | AdapterConfig::Manual => return Ok(()),
     };
-    let field = "adapter.grpc.endpoint";
     let Ok(uri) = endpoint.parse::<http::Uri>() else {
         return Ok(()); // the domain has already refused it
     };
@@ -131,5 +132,16 @@ mod tests {
                 .is_err()
         );
         assert!(check(&AdapterConfig::Pull, false).await.is_ok());
+        let webhook = |url| AdapterConfig::webhook(url, None, None).unwrap();
+        assert!(
+            check(&webhook("http://127.0.0.1:9/hook"), false)
+                .await
+                .is_ok()
+        );
+        let refused = check(&webhook("https://169.254.169.254/latest"), false).await;
+        assert_eq!(
+            refused.unwrap_err().iter().next().unwrap().field,
+            "adapter.webhook.url"
+        );
     }
 }

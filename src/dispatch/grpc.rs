@@ -22,7 +22,7 @@ use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint};
 use crate::domain::{InstructionView, ProcessorTls};
 use crate::pb::deliver_instruction_response::Disposition;
 use crate::pb::processor_adapter_client::ProcessorAdapterClient;
-use crate::pb::{CancelInstructionRequest, DeliverInstructionRequest};
+use crate::pb::{CancelInstructionRequest, DeliverInstructionResponse};
 use crate::tls::client::{RECHECK, files_digest, processor_tls};
 use crate::wire;
 
@@ -54,9 +54,28 @@ fn classify(status: &tonic::Status) -> DeliveryError {
     let from_transport = std::error::Error::source(status)
         .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
     if is_retryable(status.code()) || from_transport {
-        DeliveryError::Retryable { code, message }
+        DeliveryError::Retryable {
+            code,
+            message,
+            after: None,
+        }
     } else {
         DeliveryError::Fatal { code, message }
+    }
+}
+
+/// The answer a processor's `DeliverInstructionResponse` (over gRPC, or
+/// as a webhook's JSON) gives; an unusable one is fatal.
+pub fn answer_of(response: DeliverInstructionResponse) -> Result<Answer, DeliveryError> {
+    match response.disposition() {
+        Disposition::Accepted => Ok(Answer::Accepted),
+        Disposition::Done => wire::instruction_result(response.result)
+            .map(Answer::Done)
+            .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.to_string())),
+        Disposition::Unspecified => Err(DeliveryError::fatal(
+            "INVALID_RESULT",
+            "disposition is unspecified",
+        )),
     }
 }
 
@@ -116,11 +135,8 @@ impl GrpcAdapter {
         if endpoint.uri.starts_with("https://") {
             // Files that cannot be read may be a mount in progress: the
             // delivery is retried, and escalates if they stay missing.
-            let (config, files) =
-                processor_tls(endpoint.tls).map_err(|message| DeliveryError::Retryable {
-                    code: "TLS_FILES".into(),
-                    message,
-                })?;
+            let (config, files) = processor_tls(endpoint.tls)
+                .map_err(|message| DeliveryError::retryable("TLS_FILES", message))?;
             builder = builder
                 .tls_config(config)
                 .map_err(|e| DeliveryError::fatal("BAD_TLS", e.to_string()))?;
@@ -169,17 +185,8 @@ impl Adapter for GrpcAdapter {
         endpoint: Endpoint<'_>,
         delivery: Delivery<'_>,
     ) -> Result<Answer, DeliveryError> {
-        let i = delivery.instruction;
-        let message = DeliverInstructionRequest {
-            instruction_id: i.id.to_string(),
-            request_id: i.request_id.to_string(),
-            kind: crate::pb::RequestKind::from(i.kind) as i32,
-            jurisdiction: crate::pb::Jurisdiction::from(i.jurisdiction) as i32,
-            submitted_at: Some(wire::timestamp(i.submitted_at)),
-            subject_identities: delivery.identities.iter().map(wire::identity_pb).collect(),
-            attempt: i.attempts,
-            reminder: delivery.reminder,
-        };
+        let message =
+            wire::deliver_request(delivery.instruction, delivery.identities, delivery.reminder);
         let mut request = tonic::Request::new(message);
         request.set_timeout(endpoint.timeout);
         inject_trace_context(&mut request);
@@ -189,16 +196,7 @@ impl Adapter for GrpcAdapter {
             .await
             .map_err(|s| classify(&s))?
             .into_inner();
-        match response.disposition() {
-            Disposition::Accepted => Ok(Answer::Accepted),
-            Disposition::Done => wire::instruction_result(response.result)
-                .map(Answer::Done)
-                .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.to_string())),
-            Disposition::Unspecified => Err(DeliveryError::fatal(
-                "INVALID_RESULT",
-                "disposition is unspecified",
-            )),
-        }
+        answer_of(response)
     }
 
     async fn cancel(
@@ -247,10 +245,7 @@ mod tests {
         }
         assert_eq!(
             classify(&tonic::Status::deadline_exceeded("x")),
-            DeliveryError::Retryable {
-                code: "DEADLINE_EXCEEDED".into(),
-                message: "x".into()
-            }
+            DeliveryError::retryable("DEADLINE_EXCEEDED", "x")
         );
         assert!(matches!(
             classify(&tonic::Status::invalid_argument("x")),

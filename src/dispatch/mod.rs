@@ -47,8 +47,10 @@ pub mod adapter;
 mod deliver;
 pub mod destination;
 pub mod grpc;
+pub mod push;
 pub mod recorder;
 mod slots;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,7 +62,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::domain::{AdapterConfig, Processor, ProcessorId};
+use crate::domain::{Processor, ProcessorId, Timestamp};
 use crate::store::{Budget, ClaimKind, ClaimOrder, Store};
 use crate::telemetry::Metrics;
 use adapter::Adapter;
@@ -129,7 +131,14 @@ pub struct Dispatcher {
     heartbeat: Arc<Mutex<Instant>>,
     /// Claim passes so far: which processor reserves its slots first.
     passes: Arc<AtomicUsize>,
+    /// Webhook processors' signing secrets, opened once per version of
+    /// the processor (rotating a secret changes `updated_at`).
+    secrets: Arc<Mutex<HashMap<ProcessorId, Secret>>>,
 }
+
+/// A webhook processor's signing secret, and the `updated_at` of the
+/// processor it was read with.
+type Secret = (Timestamp, Arc<str>);
 
 impl Dispatcher {
     /// A dispatcher over `store` delivering through `adapter`, writing
@@ -158,6 +167,7 @@ impl Dispatcher {
             owner: format!("dispatcher-{}", uuid::Uuid::new_v4()).into(),
             per_processor: Arc::default(),
             passes: Arc::default(),
+            secrets: Arc::default(),
         }
     }
 
@@ -286,10 +296,7 @@ impl Dispatcher {
         // cannot take them all and leave the others to claim a few at a time.
         let mut push: Vec<(&Processor, Duration)> = processors
             .iter()
-            .filter_map(|p| match &p.spec.adapter {
-                AdapterConfig::Grpc { timeout, .. } => Some((p, *timeout)),
-                _ => None,
-            })
+            .filter_map(|p| p.spec.adapter.push_timeout().map(|t| (p, t)))
             .collect();
         // Every processor gets the same share, rounded down: the remainder
         // (fewer slots than processors) waits for the next pass. Processors

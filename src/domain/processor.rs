@@ -28,6 +28,20 @@ pub enum AdapterConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tls: Option<ProcessorTls>,
     },
+    /// The orchestrator POSTs each instruction as JSON to the processor's
+    /// URL, signed per Standard Webhooks with the processor's secret (kept
+    /// apart from the spec, sealed).
+    Webhook {
+        /// `https://` (or loopback `http://`) URL with host, optional port
+        /// and path.
+        url: String,
+        /// Deadline of one POST.
+        #[serde(with = "millis")]
+        timeout: Duration,
+        /// TLS files beyond the public roots (`https://` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<ProcessorTls>,
+    },
     /// The processor leases its instructions with `PullInstructions`.
     Pull,
     /// An operator passes instructions on and records the answers.
@@ -73,10 +87,55 @@ impl AdapterConfig {
         })
     }
 
+    /// A webhook adapter; checks the URL, timeout and TLS files.
+    pub fn webhook(
+        url: &str,
+        timeout: Option<Duration>,
+        tls: Option<ProcessorTls>,
+    ) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        if let Some(tls) = &tls {
+            v.take("tls", tls.check());
+            if !url.starts_with("https://") {
+                v.add("tls", "is only used with an https:// url");
+            }
+        }
+        if has_user_info(url) {
+            v.add(
+                "url",
+                "must not hold user information (user:password@): credentials are not taken in URLs",
+            );
+        } else if !valid_url(url) {
+            v.add(
+                "url",
+                "must be an http:// or https:// URL with a host, without a fragment, at most 2048 characters",
+            );
+        }
+        let timeout = timeout.unwrap_or(Self::DEFAULT_GRPC_TIMEOUT);
+        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
+            v.add("timeout", "must be between 100ms and 5m");
+        }
+        v.finish(|| Self::Webhook {
+            url: url.to_string(),
+            timeout,
+            tls,
+        })
+    }
+
+    /// The deadline of one delivery, for adapters the dispatcher pushes
+    /// through (gRPC, webhook); `None` for pull and manual.
+    pub fn push_timeout(&self) -> Option<Duration> {
+        match self {
+            Self::Grpc { timeout, .. } | Self::Webhook { timeout, .. } => Some(*timeout),
+            Self::Pull | Self::Manual => None,
+        }
+    }
+
     /// Stable name of the adapter kind (SQL column).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Grpc { .. } => "grpc",
+            Self::Webhook { .. } => "webhook",
             Self::Pull => "pull",
             Self::Manual => "manual",
         }
@@ -87,7 +146,7 @@ impl AdapterConfig {
 /// and a client certificate and key for mutual TLS. References (absolute
 /// paths, mounted from Secrets where the chart runs it), never contents,
 /// so nothing secret is stored or echoed back.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProcessorTls {
     /// The CA that signed the processor's server certificate (PEM); when
     /// set, it is trusted instead of the public roots.
@@ -132,6 +191,16 @@ fn has_user_info(s: &str) -> bool {
         .ok()
         .and_then(|uri| uri.authority().map(|a| a.as_str().contains('@')))
         .unwrap_or(false)
+}
+
+fn valid_url(s: &str) -> bool {
+    let Ok(uri) = s.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && !s.contains('#')
+        && s.len() <= 2048
 }
 
 fn valid_endpoint(s: &str) -> bool {
@@ -358,5 +427,30 @@ mod tests {
         ] {
             assert!(AdapterConfig::grpc(bad, None, None).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn webhook_urls() {
+        for ok in [
+            "http://127.0.0.1:5000/hook",
+            "https://dsr.vendor.example/hooks/dsr?tenant=7",
+            "https://dsr.vendor.example",
+        ] {
+            assert!(AdapterConfig::webhook(ok, None, None).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "dsr.vendor.example/hook",
+            "ftp://x:1/hook",
+            "https://user:secret@host/hook",
+            "https://host/hook#frag",
+        ] {
+            assert!(AdapterConfig::webhook(bad, None, None).is_err(), "{bad}");
+        }
+        let tls = ProcessorTls {
+            ca_file: Some("/etc/ca.pem".into()),
+            ..ProcessorTls::default()
+        };
+        assert!(AdapterConfig::webhook("http://127.0.0.1:1/h", None, Some(tls)).is_err());
     }
 }

@@ -48,11 +48,13 @@ pub(super) struct Entry {
     safety_margin: Option<Duration>,
 }
 
-/// `{ grpc: {...} }`, `{ pull: {} }` or `{ manual: {} }`.
+/// `{ grpc: {...} }`, `{ webhook: {...} }`, `{ pull: {} }` or
+/// `{ manual: {} }`.
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Adapter {
     Grpc(Grpc),
+    Webhook(Webhook),
     Pull(Empty),
     Manual(Empty),
 }
@@ -61,6 +63,18 @@ enum Adapter {
 #[serde(deny_unknown_fields)]
 struct Grpc {
     endpoint: String,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    tls: Option<Tls>,
+}
+
+/// `webhook: { url, timeout, tls }`. Its signing secret is not in the
+/// file: `RotateWebhookSecret` issues one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Webhook {
+    url: String,
     #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
     #[serde(default)]
@@ -137,16 +151,28 @@ impl Adapter {
         match self {
             Adapter::Grpc(g) => {
                 let mut v = Violations::new();
-                let tls = g.tls.map(|t| ProcessorTls {
-                    ca_file: t.ca_file,
-                    client_cert_file: t.client_cert_file,
-                    client_key_file: t.client_key_file,
-                });
+                let tls = g.tls.map(Tls::into_files);
                 let config = v.take("grpc", AdapterConfig::grpc(&g.endpoint, g.timeout, tls));
+                config.ok_or(v)
+            }
+            Adapter::Webhook(w) => {
+                let mut v = Violations::new();
+                let tls = w.tls.map(Tls::into_files);
+                let config = v.take("webhook", AdapterConfig::webhook(&w.url, w.timeout, tls));
                 config.ok_or(v)
             }
             Adapter::Pull(Empty {}) => Ok(AdapterConfig::Pull),
             Adapter::Manual(Empty {}) => Ok(AdapterConfig::Manual),
+        }
+    }
+}
+
+impl Tls {
+    fn into_files(self) -> ProcessorTls {
+        ProcessorTls {
+            ca_file: self.ca_file,
+            client_cert_file: self.client_cert_file,
+            client_key_file: self.client_key_file,
         }
     }
 }

@@ -259,9 +259,9 @@ static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
     };
     format!(
         "select min(t) as t from (\
-         select {} as t from processors p where p.adapter_kind = 'grpc' \
-         union all select {} from processors p where p.adapter_kind = 'grpc' \
-         union all select {} from processors p where p.adapter_kind = 'grpc') due",
+         select {} as t from processors p where p.adapter_kind in ('grpc', 'webhook') \
+         union all select {} from processors p where p.adapter_kind in ('grpc', 'webhook') \
+         union all select {} from processors p where p.adapter_kind in ('grpc', 'webhook')) due",
         first("next_attempt_at", "PENDING"),
         first("lease_expires_at", "DELIVERING"),
         first("reply_due_at", "ACKNOWLEDGED"),

@@ -1,7 +1,9 @@
 //! The processor registry. A processor's validated spec is kept as one JSON
 //! document (read whole, never queried by field); its callback token only as
 //! a SHA-256 hash, so a database leak does not let anyone speak for a
-//! processor.
+//! processor. A webhook processor's signing secret must be read back to
+//! sign with, so it cannot be hashed: it is sealed like personal data,
+//! bound to its processor's row, and only ever shown when it is issued.
 
 use base64::Engine;
 use rand::RngCore;
@@ -10,9 +12,12 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::codec::{from_json, json, micros, time};
+use super::sealed::WEBHOOK_SECRET;
 use super::sql::{Bind, Sql};
 use super::{Store, StoreError};
-use crate::domain::{Actor, Processor, ProcessorId, ProcessorSpec, ProcessorStatus, Timestamp};
+use crate::domain::{
+    Actor, AdapterConfig, Processor, ProcessorId, ProcessorSpec, ProcessorStatus, Timestamp,
+};
 
 /// A freshly minted callback token: shown once, stored as a hash.
 pub fn new_callback_token() -> String {
@@ -22,6 +27,27 @@ pub fn new_callback_token() -> String {
         "dsrcb_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )
+}
+
+/// A freshly minted webhook signing secret, as Standard Webhooks spells
+/// them: `whsec_` and the base64 of 32 random bytes.
+pub fn new_webhook_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// What registering a processor hands out, once.
+pub struct Registered {
+    /// The processor as stored.
+    pub processor: Processor,
+    /// Its callback token.
+    pub callback_token: String,
+    /// Its webhook signing secret, for a webhook processor.
+    pub webhook_secret: Option<String>,
 }
 
 /// The stored form of a token.
@@ -50,18 +76,37 @@ fn decode(row: &AnyRow) -> Result<Processor, StoreError> {
 const COLUMNS: &str = "spec, status, created_at, updated_at, updated_by";
 
 impl Store {
-    /// Registers a new processor; returns it with its one-time token.
+    /// Registers a new processor; returns it with its one-time token (and
+    /// webhook secret).
     pub async fn register_processor(
         &self,
         spec: &ProcessorSpec,
         actor: &Actor,
         now: Timestamp,
-    ) -> Result<(Processor, String), StoreError> {
+    ) -> Result<Registered, StoreError> {
+        self.insert_processor(spec, actor, now, true).await
+    }
+
+    /// Inserts a new processor with a fresh token, and a webhook secret
+    /// when `issue_secret` (a secret nobody will see is worse than none:
+    /// deliveries would go out signed, and fail at the processor).
+    async fn insert_processor(
+        &self,
+        spec: &ProcessorSpec,
+        actor: &Actor,
+        now: Timestamp,
+        issue_secret: bool,
+    ) -> Result<Registered, StoreError> {
         let token = new_callback_token();
+        let secret = (issue_secret && matches!(spec.adapter, AdapterConfig::Webhook { .. }))
+            .then(new_webhook_secret);
+        let sealed = secret
+            .as_ref()
+            .map(|s| self.seal_json(s, WEBHOOK_SECRET, &spec.id));
         let mut sql = Sql::new(
             self.backend,
             "insert into processors (id, display_name, role, country, spec, adapter_kind, status, \
-             token_hash, created_at, updated_at, updated_by) values ",
+             token_hash, created_at, updated_at, updated_by, webhook_secret) values ",
         );
         sql.rows([vec![
             Bind::from(spec.id.as_str()),
@@ -75,6 +120,7 @@ impl Store {
             Bind::from(micros(now)),
             Bind::from(micros(now)),
             Bind::from(actor.to_string()),
+            Bind::from(sealed),
         ]])
         .push(" on conflict (id) do nothing");
         let result = sql.query().execute(&self.pool).await?;
@@ -84,21 +130,26 @@ impl Store {
                 spec.id
             )));
         }
-        Ok((self.processor(&spec.id).await?, token))
+        Ok(Registered {
+            processor: self.processor(&spec.id).await?,
+            callback_token: token,
+            webhook_secret: secret,
+        })
     }
 
     /// Inserts or updates a processor declared in the processors file. An
-    /// existing processor keeps its token and status (a file reload does not
-    /// re-enable what an operator disabled); a new one gets a token nobody
-    /// has seen — obtain one with `RotateCallbackToken`.
+    /// existing processor keeps its token, webhook secret and status (a
+    /// file reload does not re-enable what an operator disabled); a new one
+    /// gets a token nobody has seen and no webhook secret: obtain them with
+    /// `RotateCallbackToken` and `RotateWebhookSecret`.
     pub async fn upsert_processor(
         &self,
         spec: &ProcessorSpec,
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Processor, StoreError> {
-        match self.register_processor(spec, actor, now).await {
-            Ok((p, _)) => Ok(p),
+        match self.insert_processor(spec, actor, now, false).await {
+            Ok(registered) => Ok(registered.processor),
             Err(StoreError::AlreadyExists(_)) => self.update_processor(spec, actor, now).await,
             Err(e) => Err(e),
         }
@@ -229,6 +280,56 @@ impl Store {
             return Err(StoreError::not_found("processor", id));
         }
         Ok(token)
+    }
+
+    /// Issues a new webhook signing secret for a webhook processor; returns
+    /// it. `FailedPrecondition` for another kind of processor.
+    pub async fn rotate_webhook_secret(
+        &self,
+        id: &ProcessorId,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<String, StoreError> {
+        let processor = self.processor(id).await?;
+        if !matches!(processor.spec.adapter, AdapterConfig::Webhook { .. }) {
+            return Err(StoreError::FailedPrecondition(format!(
+                "processor {id} does not use the webhook adapter"
+            )));
+        }
+        let secret = new_webhook_secret();
+        let sealed = self.seal_json(&secret, WEBHOOK_SECRET, id);
+        let result = Sql::new(self.backend, "update processors set webhook_secret = ")
+            .bind(sealed)
+            .push(", updated_at = ")
+            .bind(micros(now))
+            .push(", updated_by = ")
+            .bind(actor.to_string())
+            .push(" where id = ")
+            .bind(id.as_str())
+            .query()
+            .execute(&self.pool)
+            .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::not_found("processor", id));
+        }
+        Ok(secret)
+    }
+
+    /// A webhook processor's signing secret (`whsec_...`), if one was
+    /// issued; an error naming the key when it cannot be opened.
+    pub async fn webhook_secret(&self, id: &ProcessorId) -> Result<Option<String>, StoreError> {
+        let row = Sql::new(
+            self.backend,
+            "select webhook_secret from processors where id = ",
+        )
+        .bind(id.as_str())
+        .query()
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::not_found("processor", id))?;
+        row.try_get::<Option<String>, _>("webhook_secret")?
+            .map(|sealed| self.open_json::<String>(&sealed, WEBHOOK_SECRET, id))
+            .transpose()
     }
 
     /// The processor a callback token belongs to, if any.

@@ -1,4 +1,5 @@
-//! Resealing: every sealed value under the active key, and nothing left
+//! Resealing: every sealed value (personal data, and webhook processors'
+//! signing secrets) under the active key, and nothing left
 //! from before sealing existed. One pass walks each column of personal
 //! data in id order, in batches of one transaction each, and seals again
 //! every value not sealed with the active key (values written as JSON
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::sealed::{PAYLOAD, RECORDS, SUBJECT};
+use super::sealed::{PAYLOAD, RECORDS, SUBJECT, WEBHOOK_SECRET};
 use super::sql::{Bind, Col, Sql};
 use super::{Store, StoreError};
 use crate::domain::{DataRecord, InstructionResult, Subject, SubjectIdentity};
@@ -38,6 +39,7 @@ enum Column {
     Subject,
     Payload,
     Records,
+    WebhookSecret,
 }
 
 impl Column {
@@ -45,6 +47,7 @@ impl Column {
         match self {
             Column::Subject => "requests",
             Column::Payload | Column::Records => "instructions",
+            Column::WebhookSecret => "processors",
         }
     }
     fn column(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Column {
             Column::Subject => "subject",
             Column::Payload => "payload",
             Column::Records => "sealed_records",
+            Column::WebhookSecret => "webhook_secret",
         }
     }
     fn bound(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Column {
             Column::Subject => SUBJECT,
             Column::Payload => PAYLOAD,
             Column::Records => RECORDS,
+            Column::WebhookSecret => WEBHOOK_SECRET,
         }
     }
 }
@@ -67,7 +72,12 @@ impl Store {
     /// One resealing pass, `batch` rows per transaction.
     pub async fn reseal(&self, batch: u32) -> Result<Resealed, StoreError> {
         let mut done = Resealed::default();
-        for column in [Column::Subject, Column::Payload, Column::Records] {
+        for column in [
+            Column::Subject,
+            Column::Payload,
+            Column::Records,
+            Column::WebhookSecret,
+        ] {
             self.reseal_column(column, batch, &mut done).await?;
         }
         self.move_records_out(batch, &mut done).await?;
@@ -120,6 +130,9 @@ impl Store {
                         .map(|v| self.seal_json(&v, column.bound(), &id)),
                     Column::Records => self
                         .open_json::<Vec<DataRecord>>(&old, column.bound(), &id)
+                        .map(|v| self.seal_json(&v, column.bound(), &id)),
+                    Column::WebhookSecret => self
+                        .open_json::<String>(&old, column.bound(), &id)
                         .map(|v| self.seal_json(&v, column.bound(), &id)),
                 };
                 match sealed {

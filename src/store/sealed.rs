@@ -2,7 +2,9 @@
 //! the way out (see [`crate::seal`]). Three columns hold it: the request's
 //! subject identities (`requests.subject`), each instruction's payload
 //! (`instructions.payload`, the identities its processor accepts) and the
-//! data records a processor returned (`instructions.sealed_records`).
+//! data records a processor returned (`instructions.sealed_records`); a
+//! webhook processor's signing secret (`processors.webhook_secret`) is
+//! sealed the same way.
 //! Each value is bound to its column and row. A value written before
 //! sealing existed (JSON) is still read, until the resealing pass
 //! ([`Store::reseal`]) seals it.
@@ -25,6 +27,9 @@ pub(super) const SUBJECT: &str = "requests.subject";
 pub(super) const PAYLOAD: &str = "instructions.payload";
 /// An instruction's returned data records.
 pub(super) const RECORDS: &str = "instructions.sealed_records";
+/// A webhook processor's signing secret: not personal data, but a secret
+/// that must be read back to sign with, so it is sealed the same way.
+pub(super) const WEBHOOK_SECRET: &str = "processors.webhook_secret";
 
 impl Store {
     /// The keyring.

@@ -73,3 +73,12 @@ pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     let sc = cx.span().span_context().clone();
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
+
+/// The current span's propagation fields (`traceparent`, ...) as HTTP
+/// headers, for outgoing HTTP calls (webhooks).
+pub fn trace_headers() -> Vec<(String, String)> {
+    let cx = tracing::Span::current().context();
+    let mut fields: HashMap<String, String> = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut fields));
+    fields.into_iter().collect()
+}

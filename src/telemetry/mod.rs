@@ -30,7 +30,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-pub use context::{MetadataInjector, current_traceparent, link_and_parent, trace_id_of};
+pub use context::{
+    MetadataInjector, current_traceparent, link_and_parent, trace_headers, trace_id_of,
+};
 pub use metrics::Metrics;
 pub use rpc::RpcTraceLayer;
 

@@ -51,3 +51,58 @@ pub fn processor_tls(tls: Option<&ProcessorTls>) -> Result<(ClientTlsConfig, Vec
 pub fn files_digest(tls: Option<&ProcessorTls>) -> Result<Vec<u8>, String> {
     processor_tls(tls).map(|(_, digest)| digest)
 }
+
+/// An HTTP client for a webhook processor (see [`processor_tls`] for the
+/// files), and the digest of the files it was built from. It follows no
+/// redirect: a delivery goes where the processor was registered to take
+/// it, never where an answer points (a cloud metadata service, say).
+pub fn webhook_client(tls: Option<&ProcessorTls>) -> Result<(reqwest::Client, Vec<u8>), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let mut digest = Sha256::new();
+    let mut read = |path: &str| -> Result<Vec<u8>, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        digest.update(&bytes);
+        digest.update([0]);
+        Ok(bytes)
+    };
+    let roots = match tls.and_then(|t| t.ca_file.as_deref()) {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&read(ca)?) {
+                let cert = cert.map_err(|e| format!("{ca}: {e}"))?;
+                roots.add(cert).map_err(|e| format!("{ca}: {e}"))?;
+            }
+            roots
+        }
+        None => super::public_roots(),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(super::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match tls.and_then(|t| {
+        t.client_cert_file
+            .as_deref()
+            .zip(t.client_key_file.as_deref())
+    }) {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{cert}: {e}"))?;
+            let key_der =
+                PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| format!("{key}: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| format!("{cert}: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((client, digest.finalize().to_vec()))
+}

@@ -210,7 +210,8 @@ fn build(files: &TlsFiles) -> anyhow::Result<(ServerConfig, Vec<u8>)> {
             files.cert.display()
         )
     })?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // gRPC over HTTP/2; the HTTP callback API over either.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((config, digest))
 }
 

@@ -138,6 +138,25 @@ pub fn instruction(i: &InstructionView) -> pb::Instruction {
     }
 }
 
+/// What a push adapter delivers: the instruction and the identities its
+/// processor accepts.
+pub fn deliver_request(
+    i: &InstructionView,
+    identities: &[crate::domain::SubjectIdentity],
+    reminder: bool,
+) -> pb::DeliverInstructionRequest {
+    pb::DeliverInstructionRequest {
+        instruction_id: i.id.to_string(),
+        request_id: i.request_id.to_string(),
+        kind: pb::RequestKind::from(i.kind) as i32,
+        jurisdiction: pb::Jurisdiction::from(i.jurisdiction) as i32,
+        submitted_at: Some(super::timestamp(i.submitted_at)),
+        subject_identities: identities.iter().map(super::identity_pb).collect(),
+        attempt: i.attempts,
+        reminder,
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;

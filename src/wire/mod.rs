@@ -1,6 +1,7 @@
 //! Where protobuf messages meet domain types, and the only such place: the
-//! API services decode what callers send here, and the gRPC push adapter
-//! encodes what it delivers to processors. The generated messages that
+//! API services decode what callers send here, and the push adapters
+//! encode what they deliver to processors; [`json`] holds the JSON forms
+//! of the messages processors exchange over HTTP. The generated messages that
 //! carry personal data get their redacting `Debug` here too.
 //!
 //! Inbound, every conversion returns `Result<DomainType, Violations>` and
@@ -27,6 +28,7 @@ mod compliance;
 mod enums;
 mod ids;
 mod instruction;
+pub mod json;
 mod processor;
 mod protection;
 mod record;
@@ -42,7 +44,8 @@ pub use enums::{
 };
 pub use ids::{parse_instruction_id, parse_processor_id, parse_request_id};
 pub use instruction::{
-    data_records_pb, instruction, instruction_result, instruction_result_pb, instruction_summary,
+    data_records_pb, deliver_request, instruction, instruction_result, instruction_result_pb,
+    instruction_summary,
 };
 pub use processor::{processor, processor_spec};
 pub use protection::{MAX_CHECKED, checked_identities, resealed, suppression_statuses};

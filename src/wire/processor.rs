@@ -84,28 +84,50 @@ fn adapter(a: Option<pb::Adapter>) -> Result<AdapterConfig, Violations> {
     match a.and_then(|a| a.kind) {
         None => Err(Violations::one(
             "",
-            "is required (one of grpc, pull or manual)",
+            "is required (one of grpc, webhook, pull or manual)",
         )),
         Some(Kind::Pull(_)) => Ok(AdapterConfig::Pull),
         Some(Kind::Manual(_)) => Ok(AdapterConfig::Manual),
         Some(Kind::Grpc(g)) => {
             let mut v = Violations::new();
             let timeout = v.take("grpc.timeout", opt_duration(g.timeout));
-            let tls = g.tls.map(|t| {
-                let path = |p: String| (!p.is_empty()).then_some(p);
-                ProcessorTls {
-                    ca_file: path(t.ca_file),
-                    client_cert_file: path(t.client_cert_file),
-                    client_key_file: path(t.client_key_file),
-                }
-            });
             let grpc = v.take(
                 "grpc",
-                AdapterConfig::grpc(&g.endpoint, timeout.flatten(), tls),
+                AdapterConfig::grpc(&g.endpoint, timeout.flatten(), tls_files(g.tls)),
             );
             conclude(v, grpc)
         }
+        Some(Kind::Webhook(w)) => {
+            let mut v = Violations::new();
+            let timeout = v.take("webhook.timeout", opt_duration(w.timeout));
+            let webhook = v.take(
+                "webhook",
+                AdapterConfig::webhook(&w.url, timeout.flatten(), tls_files(w.tls)),
+            );
+            conclude(v, webhook)
+        }
     }
+}
+
+/// The TLS files of a push adapter; empty paths are unset.
+fn tls_files(tls: Option<pb::ProcessorTls>) -> Option<ProcessorTls> {
+    tls.map(|t| {
+        let path = |p: String| (!p.is_empty()).then_some(p);
+        ProcessorTls {
+            ca_file: path(t.ca_file),
+            client_cert_file: path(t.client_cert_file),
+            client_key_file: path(t.client_key_file),
+        }
+    })
+}
+
+/// The TLS files as sent.
+fn tls_pb(tls: &Option<ProcessorTls>) -> Option<pb::ProcessorTls> {
+    tls.as_ref().map(|t| pb::ProcessorTls {
+        ca_file: t.ca_file.clone().unwrap_or_default(),
+        client_cert_file: t.client_cert_file.clone().unwrap_or_default(),
+        client_key_file: t.client_key_file.clone().unwrap_or_default(),
+    })
 }
 
 /// The optional retry policy; zero fields take the defaults.
@@ -188,11 +210,12 @@ fn adapter_pb(a: &AdapterConfig) -> pb::Adapter {
         } => Kind::Grpc(pb::GrpcAdapter {
             endpoint: endpoint.clone(),
             timeout: Some(duration_pb(*timeout)),
-            tls: tls.as_ref().map(|t| pb::ProcessorTls {
-                ca_file: t.ca_file.clone().unwrap_or_default(),
-                client_cert_file: t.client_cert_file.clone().unwrap_or_default(),
-                client_key_file: t.client_key_file.clone().unwrap_or_default(),
-            }),
+            tls: tls_pb(tls),
+        }),
+        AdapterConfig::Webhook { url, timeout, tls } => Kind::Webhook(pb::WebhookAdapter {
+            url: url.clone(),
+            timeout: Some(duration_pb(*timeout)),
+            tls: tls_pb(tls),
         }),
         AdapterConfig::Pull => Kind::Pull(pb::PullAdapter {}),
         AdapterConfig::Manual => Kind::Manual(pb::ManualAdapter {}),

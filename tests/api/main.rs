@@ -29,6 +29,7 @@ mod scale;
 mod security;
 mod store;
 mod validation;
+mod webhooks;
 mod wire;
 
 use dsr_orchestrator::store::ScratchDatabase;

@@ -54,6 +54,20 @@ pub fn push_processor(id: &str, endpoint: &str) -> pb::Processor {
     }
 }
 
+/// A push processor reached by webhook at `url`.
+pub fn webhook_processor(id: &str, url: &str) -> pb::Processor {
+    pb::Processor {
+        adapter: Some(pb::Adapter {
+            kind: Some(pb::adapter::Kind::Webhook(pb::WebhookAdapter {
+                url: url.into(),
+                timeout: ms(2000),
+                tls: None,
+            })),
+        }),
+        ..push_processor(id, "http://127.0.0.1:1")
+    }
+}
+
 /// A pull processor.
 pub fn pull_processor(id: &str, ack_timeout_ms: u64) -> pb::Processor {
     pb::Processor {

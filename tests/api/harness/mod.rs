@@ -6,6 +6,7 @@ pub mod app;
 pub mod db;
 pub mod fake;
 pub mod fixtures;
+pub mod hook;
 pub mod pg_server;
 pub mod pki;
 
@@ -16,6 +17,7 @@ pub use app::{TEST_KEYS, TestApp};
 pub use db::TestDb;
 pub use fake::{FakeProcessor, Reply};
 pub use fixtures::*;
+pub use hook::{FakeHook, HookReply};
 
 /// The database a case runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

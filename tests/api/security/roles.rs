@@ -315,6 +315,16 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                     .await,
             )
         }
+        "RotateWebhookSecret" => {
+            let id = format!("w-{}", &new_id()[..8]);
+            register(app, webhook_processor(&id, "http://127.0.0.1:1/hook")).await;
+            code(
+                c.processors
+                    .clone()
+                    .rotate_webhook_secret(pb::RotateWebhookSecretRequest { processor_id: id })
+                    .await,
+            )
+        }
         "PullInstructions" => code(
             c.instructions
                 .clone()

@@ -1,0 +1,351 @@
+//! The HTTP callback API: the processor methods of `InstructionService`
+//! (acknowledge, complete, pull) as JSON over HTTP, for processors that
+//! speak webhooks rather than gRPC. `docs/openapi.yaml` describes it.
+//!
+//! It is served on the gRPC port, behind the same layers (the per-call
+//! span, authentication with the same callback tokens, the limits), and
+//! each call is handed to the gRPC service itself: the JSON body becomes
+//! the protobuf request ([`crate::wire::json`]), so validation, errors and
+//! idempotency are exactly those of the gRPC methods. A gRPC error becomes
+//! the HTTP status Google's API design maps it to, with a JSON body naming
+//! the gRPC code, the message and the field violations.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use super::error::ApiError;
+use super::instruction_service::InstructionApi;
+use crate::domain::Violations;
+use crate::pb;
+use crate::pb::instruction_service_server::InstructionService;
+use crate::wire::json;
+
+/// `AcknowledgeInstruction`.
+pub const ACKNOWLEDGE: &str = "/v1/instructions/{instruction_id}/acknowledge";
+/// `CompleteInstruction`.
+pub const COMPLETE: &str = "/v1/instructions/{instruction_id}/complete";
+/// `PullInstructions`.
+pub const PULL: &str = "/v1/instructions/pull";
+
+/// The callback API's routes, over `api`; bodies longer than `max_body`
+/// bytes are refused.
+pub fn router(api: InstructionApi, max_body: usize) -> Router {
+    Router::new()
+        .route(ACKNOWLEDGE, post(acknowledge))
+        .route(COMPLETE, post(complete))
+        .route(PULL, post(pull))
+        .with_state(Shared { api, max_body })
+}
+
+#[derive(Clone)]
+struct Shared {
+    api: InstructionApi,
+    max_body: usize,
+}
+
+/// The call as the gRPC service takes it: the message, with the
+/// request's headers as metadata and its extensions (the caller the auth
+/// layer found).
+async fn call<T>(
+    shared: &Shared,
+    request: Request,
+    parse: impl FnOnce(Bytes) -> Result<T, tonic::Status>,
+) -> Result<tonic::Request<T>, tonic::Status> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, shared.max_body)
+        .await
+        .map_err(|_| {
+            tonic::Status::resource_exhausted(format!(
+                "the body is longer than {} bytes, or could not be read",
+                shared.max_body
+            ))
+        })?;
+    let message = parse(bytes)?;
+    Ok(tonic::Request::from_http(http::Request::from_parts(
+        parts, message,
+    )))
+}
+
+/// The JSON body as `T`; an empty body is `T`'s default.
+fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, tonic::Status> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| tonic::Status::invalid_argument(json::decode_error(&e)))
+}
+
+async fn acknowledge(
+    State(shared): State<Shared>,
+    Path(instruction_id): Path<String>,
+    request: Request,
+) -> Response {
+    let answer = async {
+        let request = call(&shared, request, |_| {
+            Ok(pb::AcknowledgeInstructionRequest { instruction_id })
+        })
+        .await?;
+        shared.api.acknowledge_instruction(request).await
+    };
+    respond(answer.await.map(|r| json::instruction(r.get_ref())))
+}
+
+async fn complete(
+    State(shared): State<Shared>,
+    Path(instruction_id): Path<String>,
+    request: Request,
+) -> Response {
+    let answer = async {
+        let request = call(&shared, request, |bytes| {
+            let body: json::CompleteBody = body(&bytes)?;
+            let result = match body.result.map(json::result_pb).transpose() {
+                Ok(result) => result,
+                Err(v) => {
+                    let mut all = Violations::new();
+                    all.take::<()>("result", Err(v));
+                    return Err(ApiError::from(all).into());
+                }
+            };
+            Ok(pb::CompleteInstructionRequest {
+                instruction_id,
+                result,
+            })
+        })
+        .await?;
+        shared.api.complete_instruction(request).await
+    };
+    respond(answer.await.map(|r| json::instruction(r.get_ref())))
+}
+
+async fn pull(State(shared): State<Shared>, request: Request) -> Response {
+    let answer = async {
+        let request = call(&shared, request, |bytes| {
+            let body: json::PullBody = body(&bytes)?;
+            Ok(pb::PullInstructionsRequest {
+                max_instructions: body.max_instructions,
+            })
+        })
+        .await?;
+        shared.api.pull_instructions(request).await
+    };
+    respond(answer.await.map(|r| {
+        json::PullAnswer {
+            instructions: r
+                .get_ref()
+                .instructions
+                .iter()
+                .map(json::instruction)
+                .collect(),
+        }
+    }))
+}
+
+/// 200 with the JSON answer, or the error's status and JSON body.
+fn respond<T: serde::Serialize>(answer: Result<T, tonic::Status>) -> Response {
+    match answer {
+        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
+        Err(status) => error_response(&status),
+    }
+}
+
+/// The HTTP form of a gRPC error.
+pub fn error_response(status: &tonic::Status) -> Response {
+    let field_violations = status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|f| json::FieldViolation {
+                    field: f.field,
+                    description: f.description,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = json::Error {
+        code: crate::dispatch::grpc::code_name(status.code()).to_string(),
+        message: status.message().to_string(),
+        field_violations,
+    };
+    let mut response = (http_status(status.code()), axum::Json(body)).into_response();
+    if status.code() == Code::Unauthenticated {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    let retry_after = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// The HTTP status of a gRPC code (as `google.rpc.Code` documents it).
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Cancelled => StatusCode::from_u16(499).expect("499 is a status"),
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn keys(v: &Value) -> BTreeSet<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// `docs/openapi.yaml` names exactly the routes served, and each of its
+    /// schemas exactly the fields its JSON type writes (all filled in).
+    #[test]
+    fn openapi_matches_the_implementation() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml"))
+                .unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let served: BTreeSet<String> = [ACKNOWLEDGE, COMPLETE, PULL].map(String::from).into();
+        assert_eq!(keys(&doc["paths"]), served);
+        for path in &served {
+            assert!(doc["paths"][path]["post"].is_object(), "{path}");
+        }
+
+        let result = json::InstructionResult {
+            outcome: "OUTCOME_DENIED".into(),
+            exception: "DELETION_EXCEPTION_CCPA_LEGAL_OBLIGATION".into(),
+            explanation: "e".into(),
+            reason: "r".into(),
+            sub_processors: vec![json::SubProcessor {
+                name: "n".into(),
+                country: "US".into(),
+            }],
+            records: vec![json::DataRecord {
+                category: "c".into(),
+                value: "v".into(),
+                source: "s".into(),
+            }],
+        };
+        let identity = json::Identity {
+            identity_type: "IDENTITY_TYPE_EMAIL".into(),
+            value: "v".into(),
+        };
+        let instruction = json::Instruction {
+            instruction_id: "i".into(),
+            request_id: "r".into(),
+            processor_id: "p".into(),
+            kind: "k".into(),
+            jurisdiction: "j".into(),
+            submitted_at: "t".into(),
+            subject_identities: vec![identity.clone()],
+            state: "s".into(),
+            attempts: 1,
+            reminders: 1,
+            result: Some(result.clone()),
+            resolved_by: "processor".into(),
+            lease_expires_at: Some("t".into()),
+        };
+        let error = json::Error {
+            code: "c".into(),
+            message: "m".into(),
+            field_violations: vec![json::FieldViolation {
+                field: "f".into(),
+                description: "d".into(),
+            }],
+        };
+        let schemas = &doc["components"]["schemas"];
+        let samples: Vec<(&str, Value)> = vec![
+            ("InstructionResult", serde_json::to_value(&result).unwrap()),
+            (
+                "SubProcessor",
+                serde_json::to_value(&result.sub_processors[0]).unwrap(),
+            ),
+            (
+                "DataRecord",
+                serde_json::to_value(&result.records[0]).unwrap(),
+            ),
+            ("Identity", serde_json::to_value(&identity).unwrap()),
+            ("Instruction", serde_json::to_value(&instruction).unwrap()),
+            (
+                "CompleteBody",
+                serde_json::to_value(json::CompleteBody {
+                    result: Some(result.clone()),
+                })
+                .unwrap(),
+            ),
+            (
+                "PullBody",
+                serde_json::to_value(json::PullBody {
+                    max_instructions: 1,
+                })
+                .unwrap(),
+            ),
+            (
+                "PullAnswer",
+                serde_json::to_value(json::PullAnswer {
+                    instructions: vec![instruction.clone()],
+                })
+                .unwrap(),
+            ),
+            ("Error", serde_json::to_value(&error).unwrap()),
+        ];
+        assert_eq!(
+            keys(schemas),
+            samples.iter().map(|(n, _)| n.to_string()).collect()
+        );
+        for (name, sample) in &samples {
+            let schema = &schemas[*name];
+            assert_eq!(keys(&schema["properties"]), keys(sample), "{name}");
+            for required in schema["required"].as_array().into_iter().flatten() {
+                assert!(
+                    sample.get(required.as_str().unwrap()).is_some(),
+                    "{name}.{required}"
+                );
+            }
+        }
+        for outcome in schemas["InstructionResult"]["properties"]["outcome"]["enum"]
+            .as_array()
+            .unwrap()
+        {
+            let name = outcome.as_str().unwrap();
+            assert!(pb::Outcome::from_str_name(name).is_some(), "{name}");
+        }
+        // The documented examples are bodies the server takes.
+        let example = &doc["paths"][COMPLETE]["post"]["requestBody"]["content"]["application/json"]
+            ["example"];
+        let body: json::CompleteBody = serde_json::from_value(example.clone()).unwrap();
+        json::result_pb(body.result.unwrap()).unwrap();
+        let example =
+            &doc["paths"][PULL]["post"]["requestBody"]["content"]["application/json"]["example"];
+        serde_json::from_value::<json::PullBody>(example.clone()).unwrap();
+    }
+}

@@ -1,0 +1,430 @@
+//! The JSON forms of the messages processors exchange over HTTP: the
+//! webhook deliveries the orchestrator POSTs, the answers it takes back,
+//! and the bodies of the HTTP callback API (`docs/openapi.yaml`).
+//!
+//! They mirror the protobuf messages field for field, with the proto field
+//! names (snake_case) and enum values by their full proto names
+//! (`"OUTCOME_DELETED"`), as protobuf's JSON mapping prints them with
+//! `preserving_proto_field_name`; timestamps are RFC 3339 in UTC. Inbound
+//! bodies convert to the protobuf messages and then take the same path as
+//! a gRPC call, so validation and errors are the gRPC API's own. A JSON
+//! decoding error names the line and column, never the text around it (it
+//! may be personal data).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Violations;
+use crate::pb;
+
+/// One identity of the subject.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// `IDENTITY_TYPE_EMAIL` and so on.
+    #[serde(rename = "type")]
+    pub identity_type: String,
+    /// The value.
+    pub value: String,
+}
+
+/// A sub-processor an instruction was passed on to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubProcessor {
+    /// Its name.
+    pub name: String,
+    /// ISO 3166-1 alpha-2; empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
+}
+
+/// A piece of personal information returned for an access request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataRecord {
+    /// The category.
+    pub category: String,
+    /// The value.
+    pub value: String,
+    /// The category of source.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+}
+
+/// A processor's result (`InstructionResult`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstructionResult {
+    /// `OUTCOME_DELETED` and so on.
+    pub outcome: String,
+    /// With `OUTCOME_DENIED`: `DELETION_EXCEPTION_...`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub exception: String,
+    /// With `OUTCOME_DENIED`: what is kept and why.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub explanation: String,
+    /// With `OUTCOME_FAILED`: why.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Sub-processors it was passed on to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_processors: Vec<SubProcessor>,
+    /// For access and portability: the data found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<DataRecord>,
+}
+
+/// The `data` of a webhook delivery: `DeliverInstructionRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Stable id; de-duplicate on it.
+    pub instruction_id: String,
+    /// The request it belongs to.
+    pub request_id: String,
+    /// `REQUEST_KIND_DELETE` and so on.
+    pub kind: String,
+    /// `JURISDICTION_CCPA` and so on.
+    pub jurisdiction: String,
+    /// When the person made the request.
+    pub submitted_at: String,
+    /// The identities of the types the processor accepts.
+    pub subject_identities: Vec<Identity>,
+    /// 1-based delivery attempt.
+    pub attempt: u32,
+    /// A reminder of an overdue outcome.
+    pub reminder: bool,
+}
+
+/// The `data` of a webhook cancel notice: `CancelInstructionRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancellation {
+    /// The instruction's id.
+    pub instruction_id: String,
+    /// Why the request was cancelled.
+    pub reason: String,
+}
+
+/// What a webhook POST carries, as Standard Webhooks recommends: a type,
+/// when it was sent, and the data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event<T> {
+    /// `dsr.instruction.deliver`, `dsr.instruction.remind` or
+    /// `dsr.instruction.cancel`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When it was sent (RFC 3339).
+    pub timestamp: String,
+    /// The message.
+    pub data: T,
+}
+
+/// A processor's answer to a webhook delivery (the body of a 2xx;
+/// `DeliverInstructionResponse`). An empty body means accepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryAnswer {
+    /// `DISPOSITION_ACCEPTED` (the outcome follows by callback) or
+    /// `DISPOSITION_DONE` (with `result`).
+    pub disposition: String,
+    /// The final result, with `DISPOSITION_DONE`.
+    #[serde(default)]
+    pub result: Option<InstructionResult>,
+}
+
+/// Body of `POST /v1/instructions/{id}/complete`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    /// The outcome and its details.
+    pub result: Option<InstructionResult>,
+}
+
+/// Body of `POST /v1/instructions/pull`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullBody {
+    /// At most this many; default 10, 1 to 100.
+    #[serde(default)]
+    pub max_instructions: i32,
+}
+
+/// An instruction as the callback API answers it (`Instruction`, without
+/// the operators' history).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instruction {
+    /// Stable id.
+    pub instruction_id: String,
+    /// The request it belongs to.
+    pub request_id: String,
+    /// The processor it goes to.
+    pub processor_id: String,
+    /// `REQUEST_KIND_...`.
+    pub kind: String,
+    /// `JURISDICTION_...`.
+    pub jurisdiction: String,
+    /// When the person made the request.
+    pub submitted_at: String,
+    /// The identities, in pull answers only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_identities: Vec<Identity>,
+    /// `INSTRUCTION_STATE_...`.
+    pub state: String,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Reminders sent so far.
+    pub reminders: u32,
+    /// The result, once terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<InstructionResult>,
+    /// Who recorded the result.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resolved_by: String,
+    /// Lease end of a leased instruction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<String>,
+}
+
+/// Answer of `POST /v1/instructions/pull`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullAnswer {
+    /// The leased instructions, with identities.
+    pub instructions: Vec<Instruction>,
+}
+
+/// An error answer: the gRPC code's name, its message, and for
+/// `INVALID_ARGUMENT` the field violations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Error {
+    /// `INVALID_ARGUMENT`, `NOT_FOUND`, ...
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// The fields at fault.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_violations: Vec<FieldViolation>,
+}
+
+/// One field at fault.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldViolation {
+    /// Its path, as in the gRPC answer (`result.outcome`).
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+/// `serde_json`'s error without the text it quotes: where, and what kind.
+pub fn decode_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "could not be read",
+        serde_json::error::Category::Syntax => "is not valid JSON",
+        serde_json::error::Category::Data => {
+            "does not match the documented schema (a field of the wrong type, unknown or missing)"
+        }
+        serde_json::error::Category::Eof => "ends early",
+    };
+    format!(
+        "the JSON body {what} at line {}, column {}",
+        e.line(),
+        e.column()
+    )
+}
+
+/// An RFC 3339 timestamp (microseconds, `Z`).
+pub fn time(t: &prost_types::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn opt_time(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref().map(time).unwrap_or_default()
+}
+
+/// The proto name of an enum number, `""` for a number it lacks.
+macro_rules! name {
+    ($enum:ty, $n:expr) => {
+        <$enum>::try_from($n)
+            .map(|e| e.as_str_name())
+            .unwrap_or("")
+            .to_string()
+    };
+}
+
+/// The number of a proto enum name: empty is 0 (unset, which the gRPC
+/// checks then report), an unknown name a violation of `field`.
+macro_rules! number {
+    ($enum:ty, $name:expr, $field:expr, $v:expr) => {
+        if $name.is_empty() {
+            0
+        } else {
+            match <$enum>::from_str_name(&$name) {
+                Some(e) => e as i32,
+                None => {
+                    $v.add($field, "is not one of the documented values");
+                    0
+                }
+            }
+        }
+    };
+}
+
+/// The wire form of an identity.
+pub fn identity(i: &pb::SubjectIdentity) -> Identity {
+    Identity {
+        identity_type: name!(pb::IdentityType, i.r#type),
+        value: i.value.clone(),
+    }
+}
+
+/// A delivery's JSON from its protobuf message.
+pub fn delivery(d: &pb::DeliverInstructionRequest) -> Delivery {
+    Delivery {
+        instruction_id: d.instruction_id.clone(),
+        request_id: d.request_id.clone(),
+        kind: name!(pb::RequestKind, d.kind),
+        jurisdiction: name!(pb::Jurisdiction, d.jurisdiction),
+        submitted_at: opt_time(&d.submitted_at),
+        subject_identities: d.subject_identities.iter().map(identity).collect(),
+        attempt: d.attempt,
+        reminder: d.reminder,
+    }
+}
+
+/// A result's JSON from its protobuf message.
+pub fn result(r: &pb::InstructionResult) -> InstructionResult {
+    InstructionResult {
+        outcome: name!(pb::Outcome, r.outcome),
+        exception: if r.exception == 0 {
+            String::new()
+        } else {
+            name!(pb::DeletionException, r.exception)
+        },
+        explanation: r.explanation.clone(),
+        reason: r.reason.clone(),
+        sub_processors: r
+            .sub_processors
+            .iter()
+            .map(|s| SubProcessor {
+                name: s.name.clone(),
+                country: s.country.clone(),
+            })
+            .collect(),
+        records: r
+            .records
+            .iter()
+            .map(|d| DataRecord {
+                category: d.category.clone(),
+                value: d.value.clone(),
+                source: d.source.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A result's protobuf message from its JSON; unknown enum names are
+/// violations under `outcome` and `exception`.
+pub fn result_pb(r: InstructionResult) -> Result<pb::InstructionResult, Violations> {
+    let mut v = Violations::new();
+    let outcome = number!(pb::Outcome, r.outcome, "outcome", v);
+    let exception = number!(pb::DeletionException, r.exception, "exception", v);
+    v.finish(|| pb::InstructionResult {
+        outcome,
+        exception,
+        explanation: r.explanation,
+        reason: r.reason,
+        sub_processors: r
+            .sub_processors
+            .into_iter()
+            .map(|s| pb::SubProcessor {
+                name: s.name,
+                country: s.country,
+            })
+            .collect(),
+        records: r
+            .records
+            .into_iter()
+            .map(|d| pb::DataRecord {
+                category: d.category,
+                value: d.value,
+                source: d.source,
+            })
+            .collect(),
+    })
+}
+
+/// A webhook answer's protobuf message from its JSON.
+pub fn answer_pb(a: DeliveryAnswer) -> Result<pb::DeliverInstructionResponse, Violations> {
+    let mut v = Violations::new();
+    let disposition = number!(
+        pb::deliver_instruction_response::Disposition,
+        a.disposition,
+        "disposition",
+        v
+    );
+    let result = a.result.map(|r| v.take("result", result_pb(r)));
+    v.finish(|| pb::DeliverInstructionResponse {
+        disposition,
+        result: result.flatten(),
+    })
+}
+
+/// An instruction's JSON from its protobuf message.
+pub fn instruction(i: &pb::Instruction) -> Instruction {
+    Instruction {
+        instruction_id: i.instruction_id.clone(),
+        request_id: i.request_id.clone(),
+        processor_id: i.processor_id.clone(),
+        kind: name!(pb::RequestKind, i.kind),
+        jurisdiction: name!(pb::Jurisdiction, i.jurisdiction),
+        submitted_at: opt_time(&i.submitted_at),
+        subject_identities: i.subject_identities.iter().map(identity).collect(),
+        state: name!(pb::InstructionState, i.state),
+        attempts: i.attempts,
+        reminders: i.reminders,
+        result: i.result.as_ref().map(result),
+        resolved_by: i.resolved_by.clone(),
+        lease_expires_at: i.lease_expires_at.as_ref().map(time),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_round_trip_by_proto_names() {
+        let json = r#"{"outcome":"OUTCOME_DENIED","exception":"DELETION_EXCEPTION_CCPA_LEGAL_OBLIGATION",
+            "explanation":"kept for tax law","records":[{"category":"identifiers","value":"v"}]}"#;
+        let parsed: InstructionResult = serde_json::from_str(json).unwrap();
+        let message = result_pb(parsed.clone()).unwrap();
+        assert_eq!(message.outcome, pb::Outcome::Denied as i32);
+        assert_eq!(
+            message.exception,
+            pb::DeletionException::CcpaLegalObligation as i32
+        );
+        assert_eq!(result(&message), parsed);
+    }
+
+    #[test]
+    fn unknown_names_are_violations_and_decode_errors_quote_nothing() {
+        let bad = InstructionResult {
+            outcome: "DELETED".into(),
+            exception: "NOPE".into(),
+            ..InstructionResult::default()
+        };
+        let fields: Vec<String> = result_pb(bad)
+            .unwrap_err()
+            .iter()
+            .map(|v| v.field.clone())
+            .collect();
+        assert_eq!(fields, ["outcome", "exception"]);
+        let e = serde_json::from_str::<CompleteBody>(
+            r#"{"result": {"outcome": 7, "x": "secret@example.com"}}"#,
+        )
+        .unwrap_err();
+        let text = decode_error(&e);
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("line 1"), "{text}");
+    }
+}
