@@ -21,7 +21,8 @@
 //!   hashes.
 //! - [`store`]: all orchestration state in SQL (SQLite or PostgreSQL),
 //!   returning domain types: intake, claims, transitions, records, events,
-//!   notices to other replicas, throwaway databases for tests.
+//!   cancel notices to processors, notices to other replicas, throwaway
+//!   databases for tests.
 //! - [`wire`]: protobuf <-> domain conversion, the only place the two
 //!   meet, and the codec of every service; used by the API and by the push
 //!   adapters; the JSON forms of what processors exchange over HTTP. [`pb`]

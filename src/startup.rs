@@ -381,7 +381,6 @@ impl Application {
             requests: RequestApi {
                 store: store.clone(),
                 clock: clock.clone(),
-                dispatcher: dispatcher.clone(),
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
                 watches: WatchLimits::new(limits),

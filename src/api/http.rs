@@ -135,12 +135,16 @@ async fn pull(State(shared): State<Shared>, request: Request) -> Response {
         shared.api.pull_instructions(request).await
     };
     respond(answer.await.map(|r| {
+        let r = r.get_ref();
         json::PullAnswer {
-            instructions: r
-                .get_ref()
-                .instructions
+            instructions: r.instructions.iter().map(json::instruction).collect(),
+            cancellations: r
+                .cancellations
                 .iter()
-                .map(json::instruction)
+                .map(|c| json::Cancellation {
+                    instruction_id: c.instruction_id.clone(),
+                    reason: c.reason.clone(),
+                })
                 .collect(),
         }
     }))
@@ -313,10 +317,22 @@ mod tests {
                 "PullAnswer",
                 serde_json::to_value(json::PullAnswer {
                     instructions: vec![instruction.clone()],
+                    cancellations: vec![json::Cancellation {
+                        instruction_id: "i".into(),
+                        reason: "r".into(),
+                    }],
                 })
                 .unwrap(),
             ),
             ("Error", serde_json::to_value(&error).unwrap()),
+            (
+                "Cancellation",
+                serde_json::to_value(json::Cancellation {
+                    instruction_id: "i".into(),
+                    reason: "r".into(),
+                })
+                .unwrap(),
+            ),
         ];
         assert_eq!(
             keys(schemas),

@@ -11,7 +11,8 @@ use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::domain::{
-    Actor, AdapterConfig, InstructionView, ProcessorId, ResolvedBy, Violations, reply_due,
+    Actor, AdapterConfig, InstructionState, InstructionView, ProcessorId, ResolvedBy, Violations,
+    reply_due,
 };
 use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
@@ -68,6 +69,11 @@ impl InstructionApi {
         let view = self
             .owned(&caller, &request.get_ref().instruction_id)
             .await?;
+        if view.state == InstructionState::Cancelled {
+            // The processor has heard of the cancellation.
+            self.store.cancel_notice_done(view.id).await?;
+            return Ok(wire::instruction(&view));
+        }
         let processor = self.store.processor(&caller).await?;
         let now = self.clock.now();
         let due = reply_due(now, processor.spec.completion_timeout, view.due_at);
@@ -168,12 +174,28 @@ impl InstructionApi {
                 self.clock.now(),
             )
             .await?;
+        let cancelled = self
+            .store
+            .lease_cancel_notices(
+                Some(&caller),
+                100,
+                processor.spec.ack_timeout,
+                self.clock.now(),
+            )
+            .await?;
         Ok(pb::PullInstructionsResponse {
             instructions: claimed
                 .iter()
                 .map(|c| pb::Instruction {
                     subject_identities: c.identities.iter().map(wire::identity_pb).collect(),
                     ..wire::instruction(&c.instruction)
+                })
+                .collect(),
+            cancellations: cancelled
+                .into_iter()
+                .map(|n| pb::Cancellation {
+                    instruction_id: n.instruction_id.to_string(),
+                    reason: n.reason,
                 })
                 .collect(),
         })

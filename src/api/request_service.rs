@@ -17,7 +17,6 @@ use super::page::{page_size, page_token};
 use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::compliance_file::CompliancePolicy;
-use crate::dispatch::Dispatcher;
 use crate::domain::{RequestId, RequestSummary, Violations, exceptions};
 use crate::pb;
 use crate::pb::request_service_server::RequestService;
@@ -33,7 +32,6 @@ const WATCH_POLL: Duration = Duration::from_millis(500);
 pub struct RequestApi {
     pub(crate) store: Store,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) dispatcher: Dispatcher,
     /// Ends open watch streams at shutdown, so graceful shutdown is not held
     /// up by clients following long-running requests.
     pub(crate) shutdown: CancellationToken,
@@ -301,13 +299,12 @@ impl RequestService for RequestApi {
         };
         self.may_change(&caller, id).await?;
         let actor = caller.actor();
-        let (summary, reached) = self
+        let (summary, notices) = self
             .store
             .cancel(id, &req.reason, &actor, self.clock.now())
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(notified = reached.len(), %actor, "request cancelled");
-        self.dispatcher.notify_cancelled(reached, req.reason);
+        tracing::info!(notices, %actor, "request cancelled");
         Ok(Response::new(wire::request(&summary, self.clock.now())))
     }
 

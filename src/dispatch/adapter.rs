@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::domain::{
-    AdapterConfig, AttemptResult, InstructionResult, InstructionView, ProcessorTls,
+    AdapterConfig, AttemptResult, InstructionId, InstructionResult, InstructionView, ProcessorTls,
     SubjectIdentity, redact_identities,
 };
 
@@ -181,11 +181,11 @@ pub trait Adapter: Send + Sync + 'static {
         delivery: Delivery<'_>,
     ) -> Result<Answer, DeliveryError>;
 
-    /// Tells the processor the request was cancelled (best effort).
+    /// Tells the processor the request of `instruction` was cancelled.
     async fn cancel(
         &self,
         endpoint: Endpoint<'_>,
-        instruction: &InstructionView,
+        instruction: InstructionId,
         reason: &str,
     ) -> Result<(), DeliveryError>;
 }

@@ -1,20 +1,22 @@
 //! One delivery: send a claimed instruction through the adapter, turn
 //! the answer into the result to record (accepted, an outcome, a retry at
 //! a time the retry policy picks, or an escalation), count it, and hand it
-//! to the recorder. Also the cancel notices to push processors, and the
-//! webhook processors' signing secrets.
+//! to the recorder. Also the cancel notices to push processors (see
+//! `store::cancel_notices`), and the webhook processors' signing secrets.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::Dispatcher;
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint};
-use crate::domain::{
-    AdapterConfig, AttemptResult, InstructionView, Processor, Timestamp, reply_due,
-};
-use crate::store::{ClaimKind, Claimed, DeliveryReport, DeliveryResult, StoreError};
+use crate::domain::{AdapterConfig, AttemptResult, Processor, Timestamp, reply_due};
+use crate::store::{CancelNotice, ClaimKind, Claimed, DeliveryReport, DeliveryResult, StoreError};
+
+/// Most cancel notices a dispatcher pass starts.
+const CANCEL_NOTICES_PER_PASS: usize = 64;
 
 impl Dispatcher {
     /// Delivers one claimed instruction and records the answer, in a span
@@ -105,25 +107,92 @@ impl Dispatcher {
         Ok(secret)
     }
 
-    /// Best-effort cancel notices to the push processors that had received
-    /// the instructions; failures are logged, not retried.
-    pub fn notify_cancelled(&self, instructions: Vec<InstructionView>, reason: String) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            for i in instructions {
-                let Ok(p) = this.store.processor(&i.processor_id).await else {
-                    continue;
-                };
-                let Ok(secret) = this.secret_for(&p).await else {
-                    continue;
-                };
-                if let Some(endpoint) = Endpoint::of(&p.spec.adapter, &secret)
-                    && let Err(e) = this.adapter.cancel(endpoint, &i, &reason).await
+    /// Sends due cancel notices to push processors, each on its own task
+    /// holding a delivery slot: up to [`CANCEL_NOTICES_PER_PASS`] a pass,
+    /// within the slots free. Returns how many it started.
+    pub(super) async fn send_cancel_notices(
+        &self,
+        processors: &[Processor],
+        set: &mut JoinSet<()>,
+    ) -> Result<usize, StoreError> {
+        let free = self.global.available_permits().min(CANCEL_NOTICES_PER_PASS);
+        if free == 0 {
+            return Ok(0);
+        }
+        let Ok(mut permits) = self.global.clone().try_acquire_many_owned(free as u32) else {
+            return Ok(0);
+        };
+        // Leased past the slowest push processor's deadline.
+        let lease = processors
+            .iter()
+            .filter_map(|p| p.spec.adapter.push_timeout())
+            .max()
+            .unwrap_or_default()
+            + self.config.lease_margin;
+        let notices = self
+            .store
+            .lease_cancel_notices(None, free as u32, lease, self.clock.now())
+            .await?;
+        let started = notices.len();
+        for n in notices {
+            let Some(p) = processors.iter().find(|p| p.spec.id == n.processor_id) else {
+                continue;
+            };
+            let p = p.clone();
+            let permit = permits.split(1);
+            let this = self.clone();
+            set.spawn(async move {
+                let _permit = permit;
+                this.send_cancel_notice(&p, n).await;
+            });
+        }
+        Ok(started)
+    }
+
+    /// One cancel notice: done once the processor answered; a retryable
+    /// failure is tried again under the processor's retry policy, and
+    /// given up (logged and counted) after it or on a fatal one.
+    async fn send_cancel_notice(&self, p: &Processor, n: CancelNotice) {
+        let span = tracing::info_span!(
+            "cancel_notice",
+            otel.kind = "client",
+            instruction_id = %n.instruction_id,
+            processor_id = %p.spec.id,
+            attempt = n.attempts,
+        );
+        async {
+            let sent = match self.secret_for(p).await {
+                Ok(secret) => match Endpoint::of(&p.spec.adapter, &secret) {
+                    Some(endpoint) => self.adapter.cancel(endpoint, n.instruction_id, &n.reason).await,
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            };
+            let policy = &p.spec.retry_policy;
+            let (result, written) = match sent {
+                Ok(()) => ("sent", self.store.cancel_notice_done(n.instruction_id).await),
+                Err(DeliveryError::Retryable { after, code, .. })
+                    if n.attempts < policy.max_attempts =>
                 {
-                    tracing::info!(instruction_id = %i.id, code = %e.code(), "cancel notice not delivered");
+                    let delay = policy
+                        .delay_after(n.attempts, n.instruction_id)
+                        .max(after.unwrap_or_default());
+                    tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "cancel notice failed; will retry");
+                    let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                    ("retried", self.store.cancel_notice_retry(n.instruction_id, at).await)
                 }
+                Err(e) => {
+                    tracing::warn!(code = %e.code(), attempts = n.attempts, "cancel notice given up");
+                    ("given_up", self.store.cancel_notice_done(n.instruction_id).await)
+                }
+            };
+            self.metrics.cancel_notice(p.spec.id.as_str(), result);
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "cancel notice not updated; it is sent again when its lease ends");
             }
-        });
+        }
+        .instrument(span)
+        .await
     }
 }
 

@@ -19,7 +19,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint};
-use crate::domain::{InstructionView, ProcessorTls};
+use crate::domain::{InstructionId, ProcessorTls};
 use crate::pb::deliver_instruction_response::Disposition;
 use crate::pb::processor_adapter_client::ProcessorAdapterClient;
 use crate::pb::{CancelInstructionRequest, DeliverInstructionResponse};
@@ -202,11 +202,11 @@ impl Adapter for GrpcAdapter {
     async fn cancel(
         &self,
         endpoint: Endpoint<'_>,
-        instruction: &InstructionView,
+        instruction: InstructionId,
         reason: &str,
     ) -> Result<(), DeliveryError> {
         let mut request = tonic::Request::new(CancelInstructionRequest {
-            instruction_id: instruction.id.to_string(),
+            instruction_id: instruction.to_string(),
             reason: reason.to_string(),
         });
         request.set_timeout(endpoint.timeout);

@@ -266,15 +266,17 @@ impl Dispatcher {
         Ok(pass.claimed)
     }
 
-    /// How long to sleep: until the earliest due instruction, at most the
-    /// poll interval.
+    /// How long to sleep: until the earliest due instruction or cancel
+    /// notice, at most the poll interval.
     async fn sleep_for(&self) -> Duration {
-        match self.store.next_due().await {
-            Ok(Some(due)) => (due - self.clock.now())
+        let due = self.store.next_due().await.ok().flatten();
+        let notice = self.store.next_cancel_notice().await.ok().flatten();
+        match due.into_iter().chain(notice).min() {
+            Some(due) => (due - self.clock.now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
                 .min(self.config.poll_interval),
-            _ => self.config.poll_interval,
+            None => self.config.poll_interval,
         }
     }
 
@@ -363,6 +365,7 @@ impl Dispatcher {
                 });
             }
         }
+        claimed_total += self.send_cancel_notices(&processors, set).await?;
         Ok(Pass {
             claimed: claimed_total,
             saturated,

@@ -4,7 +4,7 @@
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, Protocol};
 use super::grpc::GrpcAdapter;
 use super::webhook::WebhookAdapter;
-use crate::domain::InstructionView;
+use crate::domain::InstructionId;
 
 /// gRPC and webhook delivery behind one [`Adapter`].
 #[derive(Default)]
@@ -35,7 +35,7 @@ impl Adapter for PushAdapters {
     async fn cancel(
         &self,
         endpoint: Endpoint<'_>,
-        instruction: &InstructionView,
+        instruction: InstructionId,
         reason: &str,
     ) -> Result<(), DeliveryError> {
         self.of(&endpoint)

@@ -31,7 +31,7 @@ use ring::hmac;
 
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint, Protocol};
 use super::grpc::answer_of;
-use crate::domain::{InstructionView, ProcessorTls, Timestamp};
+use crate::domain::{InstructionId, InstructionView, ProcessorTls, Timestamp};
 use crate::tls::client::{RECHECK, files_digest, webhook_client};
 use crate::wire::{self, json};
 
@@ -249,12 +249,12 @@ impl super::adapter::Adapter for WebhookAdapter {
     async fn cancel(
         &self,
         endpoint: Endpoint<'_>,
-        instruction: &InstructionView,
+        instruction: InstructionId,
         reason: &str,
     ) -> Result<(), DeliveryError> {
-        let id = format!("{}_cancel", instruction.id);
+        let id = format!("{instruction}_cancel");
         let data = json::Cancellation {
-            instruction_id: instruction.id.to_string(),
+            instruction_id: instruction.to_string(),
             reason: reason.to_string(),
         };
         self.post(&endpoint, &id, "dsr.instruction.cancel", data)

@@ -102,6 +102,7 @@ impl Store {
             attempts.in_list("request_id", ids.clone()).push(")");
             attempts.query().execute(&mut *tx).await?;
             for (table, column) in [
+                ("cancel_notices", "request_id"),
                 ("instructions", "request_id"),
                 ("request_events", "request_id"),
                 ("completion_records", "request_id"),

@@ -284,7 +284,7 @@ impl Store {
         reason: &str,
         actor: &Actor,
         now: Timestamp,
-    ) -> Result<(RequestSummary, Vec<InstructionView>), StoreError> {
+    ) -> Result<(RequestSummary, usize), StoreError> {
         let mut tx = self.begin().await?;
         // Lock order everywhere: instruction rows first, then the request
         // row. (SQLite's BEGIN IMMEDIATE already serialises writers.)
@@ -328,13 +328,36 @@ impl Store {
             &mut effects,
         )
         .await?;
+        // Every processor that had received an instruction is told, from
+        // this commit on, by the dispatcher or with its next pull.
+        let reached: Vec<String> = open
+            .iter()
+            .filter(|i| i.first_instructed_at.is_some())
+            .map(|i| i.id.to_string())
+            .collect();
+        let mut notices = 0;
+        if !reached.is_empty() {
+            let mut sql = Sql::new(
+                self.backend,
+                "insert into cancel_notices (instruction_id, request_id, processor_id, reason, \
+                 attempts, next_attempt_at, created_at) select i.id, i.request_id, i.processor_id, ",
+            );
+            sql.bind(reason)
+                .push(", 0, ")
+                .bind(micros(now))
+                .push(", ")
+                .bind(micros(now))
+                .push(
+                    " from instructions i join processors p on p.id = i.processor_id \
+                     where p.adapter_kind <> 'manual' and ",
+                )
+                .in_list("i.id", reached);
+            notices = sql.query().execute(&mut *tx).await?.rows_affected() as usize;
+            effects.new_work |= notices > 0;
+        }
         tx.commit().await?;
         self.announce(effects);
-        let reached = open
-            .into_iter()
-            .filter(|i| i.first_instructed_at.is_some())
-            .collect();
-        Ok((self.request(id).await?, reached))
+        Ok((self.request(id).await?, notices))
     }
 }
 

@@ -47,6 +47,7 @@ pub struct Metrics {
     claimed: Counter<u64>,
     delivery_attempts: Counter<u64>,
     delivery_failures: Counter<u64>,
+    cancel_notices: Counter<u64>,
     delivery_duration: Histogram<f64>,
     time_to_acknowledge: Histogram<f64>,
     claim_duration: Histogram<f64>,
@@ -116,6 +117,10 @@ impl Metrics {
             delivery_failures: counter(
                 "dsr_delivery_failures",
                 "Failed push deliveries, by processor and gRPC code.",
+            ),
+            cancel_notices: counter(
+                "dsr_cancel_notices",
+                "Cancel notices sent to push processors, by processor and result (sent, retried, given_up).",
             ),
             delivery_duration: histogram(
                 "dsr_delivery_duration",
@@ -196,6 +201,18 @@ impl Metrics {
             self.delivery_failures
                 .add(1, &[p, KeyValue::new("code", code.to_string())]);
         }
+    }
+
+    /// A cancel notice to a push processor was `sent`, `retried` or
+    /// `given_up`.
+    pub fn cancel_notice(&self, processor: &str, result: &'static str) {
+        self.cancel_notices.add(
+            1,
+            &[
+                KeyValue::new("processor", processor.to_string()),
+                KeyValue::new("result", result),
+            ],
+        );
     }
 
     /// Reads the open work from the database, then renders every metric in

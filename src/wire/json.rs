@@ -189,6 +189,8 @@ pub struct Instruction {
 pub struct PullAnswer {
     /// The leased instructions, with identities.
     pub instructions: Vec<Instruction>,
+    /// Pulled instructions since cancelled, until acknowledged.
+    pub cancellations: Vec<Cancellation>,
 }
 
 /// An error answer: the gRPC code's name, its message, and for

@@ -144,7 +144,7 @@ async fn cancel_mid_flight_is_watched_to_the_end(db: TestDb) {
         ]
     );
 
-    // The processor holding the instruction is told (best effort).
+    // The processor holding the instruction is told.
     slow.wait_for_calls(2).await;
     assert_eq!(slow.cancels()[0].instruction_id, slow_id);
     assert!(

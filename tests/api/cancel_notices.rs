@@ -1,0 +1,191 @@
+//! Cancel notices: durable, retried, and heard by pull processors too.
+
+use dsr_orchestrator::pb;
+
+use crate::backends;
+use crate::harness::*;
+
+backends!(
+    a_cancel_notice_survives_a_crash_before_it_is_sent,
+    cancel_notices_are_retried_like_deliveries,
+    pull_processors_hear_of_cancellations_until_they_acknowledge,
+);
+
+async fn cancel(app: &TestApp, request_id: &str, reason: &str) {
+    app.requests
+        .clone()
+        .cancel_request(pb::CancelRequestRequest {
+            request_id: request_id.into(),
+            reason: reason.into(),
+        })
+        .await
+        .expect("cancel");
+}
+
+async fn notices_left(db: &TestDb) -> Vec<String> {
+    db.texts("select instruction_id from cancel_notices order by instruction_id")
+        .await
+        .into_iter()
+        .map(|row| row[0].clone().unwrap())
+        .collect()
+}
+
+/// The cancel is committed by a replica that stops before any notice goes
+/// out; the next replica to start tells both push processors (gRPC and
+/// webhook), and nothing is left to send.
+async fn a_cancel_notice_survives_a_crash_before_it_is_sent(db: TestDb) {
+    let first = TestApp::spawn(&db).await;
+    let grpc = FakeProcessor::start(Reply::Accepted).await;
+    let hook = FakeHook::start(HookReply::accepted()).await;
+    register(&first, push_processor("grpc-slow", &grpc.endpoint())).await;
+    let secret = first
+        .processors
+        .clone()
+        .register_processor(pb::RegisterProcessorRequest {
+            processor: Some(webhook_processor("hook-slow", &hook.url())),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .webhook_secret;
+    let req = submit(&first, deletion("notice-ivan@example.com")).await;
+    for line in &req.instructions {
+        wait_for_state(
+            &first,
+            &line.instruction_id,
+            pb::InstructionState::Acknowledged,
+        )
+        .await;
+    }
+    first.stop().await;
+
+    // A replica without a dispatcher takes the cancel and goes away.
+    let second = TestApp::spawn_without_dispatcher(&db).await;
+    cancel(&second, &req.request_id, "consumer withdrew the request").await;
+    second.stop().await;
+    assert_eq!(notices_left(&db).await.len(), 2);
+    assert!(grpc.cancels().is_empty());
+    assert_eq!(hook.received().len(), 1);
+
+    let third = TestApp::spawn(&db).await;
+    grpc.wait_for_calls(2).await;
+    hook.wait_for(2).await;
+    let id_of = |processor: &str| {
+        req.instructions
+            .iter()
+            .find(|l| l.processor_id == processor)
+            .unwrap()
+            .instruction_id
+            .clone()
+    };
+    assert_eq!(grpc.cancels()[0].instruction_id, id_of("grpc-slow"));
+    assert_eq!(grpc.cancels()[0].reason, "consumer withdrew the request");
+    let notice = &hook.received()[1];
+    assert_eq!(notice.event_type(), "dsr.instruction.cancel");
+    assert_eq!(notice.instruction_id(), id_of("hook-slow"));
+    assert_eq!(notice.webhook_id, format!("{}_cancel", id_of("hook-slow")));
+    assert_eq!(
+        notice.event["data"]["reason"],
+        serde_json::json!("consumer withdrew the request")
+    );
+    assert!(notice.signed_with(&secret));
+    // Stopping waits for the notices in flight to be written off.
+    third.stop().await;
+    assert!(notices_left(&db).await.is_empty());
+}
+
+/// A notice the processor cannot take yet (503, then 429 with
+/// `Retry-After: 1`) is sent again until it is taken.
+async fn cancel_notices_are_retried_like_deliveries(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let hook = FakeHook::start(HookReply::accepted()).await;
+    register(&app, webhook_processor("hook-flaky", &hook.url())).await;
+    let req = submit(&app, deletion("notice-judy@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    hook.script([
+        HookReply::json(503, ""),
+        HookReply::json(429, "").with_header("retry-after", "1"),
+    ]);
+    cancel(&app, &req.request_id, "duplicate request").await;
+    hook.wait_for(4).await;
+    let got = hook.received();
+    let notices: Vec<_> = got[1..]
+        .iter()
+        .map(|r| (r.event_type(), r.webhook_id.as_str()))
+        .collect();
+    let cancel_id = format!("{id}_cancel");
+    assert_eq!(
+        notices,
+        [("dsr.instruction.cancel", cancel_id.as_str()); 3],
+        "the same notice, three times"
+    );
+    assert!(got[3].at - got[2].at >= std::time::Duration::from_secs(1));
+    // Both failures were counted before the third attempt was made.
+    let (_, metrics) = app.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"dsr_cancel_notices_total{processor="hook-flaky",result="retried"} 2"#),
+        "{metrics}"
+    );
+    app.stop().await;
+    assert!(notices_left(&db).await.is_empty());
+}
+
+/// A pull processor that had pulled an instruction finds its cancellation
+/// in its pulls until it acknowledges it.
+async fn pull_processors_hear_of_cancellations_until_they_acknowledge(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let token = register(&app, pull_processor("puller", 1_000)).await;
+    let req = submit(&app, deletion("notice-ken@example.com")).await;
+    let pulled = pull(&app, &token, 5).await;
+    assert_eq!(pulled.len(), 1);
+    let id = pulled[0].instruction_id.clone();
+    cancel(&app, &req.request_id, "the person asked again by phone").await;
+
+    let answer = app
+        .instructions
+        .clone()
+        .pull_instructions(authed(
+            &token,
+            pb::PullInstructionsRequest {
+                max_instructions: 5,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.instructions.is_empty());
+    assert_eq!(answer.cancellations.len(), 1);
+    assert_eq!(answer.cancellations[0].instruction_id, id);
+    assert_eq!(
+        answer.cancellations[0].reason,
+        "the person asked again by phone"
+    );
+    // Leased for the ack timeout: the next pull at once does not repeat it.
+    let again = app
+        .instructions
+        .clone()
+        .pull_instructions(authed(&token, pb::PullInstructionsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.cancellations.is_empty());
+    assert_eq!(notices_left(&db).await, std::slice::from_ref(&id));
+
+    // Acknowledging the cancelled instruction ends the notice.
+    let acked = app
+        .instructions
+        .clone()
+        .acknowledge_instruction(authed(
+            &token,
+            pb::AcknowledgeInstructionRequest {
+                instruction_id: id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.state(), pb::InstructionState::Cancelled);
+    assert!(notices_left(&db).await.is_empty());
+    app.stop().await;
+}
