@@ -116,6 +116,17 @@ pub struct Config {
     #[arg(long, env = "DSR_DRAIN_TIMEOUT", default_value = "20s", value_parser = duration)]
     pub drain_timeout: Duration,
 
+    /// Consecutive failed deliveries to one push processor that open its
+    /// circuit breaker (deliveries stop for `--breaker-cooldown`, then one
+    /// probe); 0 turns breakers off.
+    #[arg(long, env = "DSR_BREAKER_FAILURES", default_value_t = 10)]
+    pub breaker_failures: u32,
+
+    /// How long an open breaker waits before its probe, e.g. `30s`; it
+    /// doubles after each failed probe, up to 16 times this.
+    #[arg(long, env = "DSR_BREAKER_COOLDOWN", default_value = "30s", value_parser = duration)]
+    pub breaker_cooldown: Duration,
+
     /// Log format.
     #[arg(long, env = "DSR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -340,6 +351,8 @@ impl Config {
             lease_margin: self.lease_margin,
             intake_priority: self.intake_priority,
             drain_timeout: self.drain_timeout,
+            breaker_failures: self.breaker_failures,
+            breaker_cooldown: self.breaker_cooldown,
         }
     }
 

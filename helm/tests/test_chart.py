@@ -146,6 +146,8 @@ def test_settings_come_from_the_configmap(rendered, scenario):
         "DSR_LEASE_MARGIN",
         "DSR_INTAKE_PRIORITY",
         "DSR_DRAIN_TIMEOUT",
+        "DSR_BREAKER_FAILURES",
+        "DSR_BREAKER_COOLDOWN",
         "DSR_LOG_FORMAT",
         "RUST_LOG",
         "DSR_RELOAD_INTERVAL",

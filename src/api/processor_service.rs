@@ -1,5 +1,6 @@
 //! `dsr.v1.ProcessorService`: the operators' registry of processors.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -9,10 +10,10 @@ use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::dispatch::destination;
-use crate::domain::{ProcessorId, ProcessorSpec, Violations};
+use crate::domain::{Processor, ProcessorId, ProcessorSpec, Violations};
 use crate::pb;
 use crate::pb::processor_service_server::ProcessorService;
-use crate::store::Store;
+use crate::store::{Breaker, Store};
 use crate::wire;
 
 /// Implementation of `ProcessorService`.
@@ -26,6 +27,27 @@ pub struct ProcessorApi {
 }
 
 impl ProcessorApi {
+    /// `p` as shown, with its circuit breaker.
+    async fn shown(&self, p: &Processor) -> ApiResult<pb::Processor> {
+        let breakers = self.store.breakers().await?;
+        Ok(self.with_breaker(p, &breakers))
+    }
+
+    fn with_breaker(
+        &self,
+        p: &Processor,
+        breakers: &HashMap<ProcessorId, Breaker>,
+    ) -> pb::Processor {
+        pb::Processor {
+            circuit_breaker: wire::circuit_breaker(
+                &p.spec.adapter,
+                breakers.get(&p.spec.id),
+                self.clock.now(),
+            ),
+            ..wire::processor(p)
+        }
+    }
+
     async fn list(&self, req: pb::ListProcessorsRequest) -> ApiResult<pb::ListProcessorsResponse> {
         let mut v = Violations::new();
         let size = v.take("page_size", page_size(req.page_size));
@@ -49,8 +71,12 @@ impl ProcessorApi {
             Some(last) if more => encode_key(last.spec.id.as_str()),
             _ => String::new(),
         };
+        let breakers = self.store.breakers().await?;
         Ok(pb::ListProcessorsResponse {
-            processors: processors.iter().map(wire::processor).collect(),
+            processors: processors
+                .iter()
+                .map(|p| self.with_breaker(p, &breakers))
+                .collect(),
             next_page_token,
         })
     }
@@ -99,7 +125,7 @@ impl ProcessorService for ProcessorApi {
     ) -> Result<Response<pb::Processor>, Status> {
         let id = id_of(&request.get_ref().processor_id)?;
         let p = self.store.processor(&id).await.map_err(ApiError::from)?;
-        Ok(Response::new(wire::processor(&p)))
+        Ok(Response::new(self.shown(&p).await?))
     }
 
     async fn list_processors(
@@ -132,7 +158,7 @@ impl ProcessorService for ProcessorApi {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(processor_id = %id, %actor, "processor updated");
-        Ok(Response::new(wire::processor(&p)))
+        Ok(Response::new(self.shown(&p).await?))
     }
 
     async fn disable_processor(
@@ -147,7 +173,7 @@ impl ProcessorService for ProcessorApi {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(processor_id = %id, %actor, "processor disabled");
-        Ok(Response::new(wire::processor(&p)))
+        Ok(Response::new(self.shown(&p).await?))
     }
 
     async fn rotate_callback_token(
@@ -182,5 +208,27 @@ impl ProcessorService for ProcessorApi {
         Ok(Response::new(pb::RotateWebhookSecretResponse {
             webhook_secret: secret,
         }))
+    }
+
+    async fn close_circuit_breaker(
+        &self,
+        request: Request<pb::CloseCircuitBreakerRequest>,
+    ) -> Result<Response<pb::Processor>, Status> {
+        let id = id_of(&request.get_ref().processor_id)?;
+        let actor = Caller::of(&request).actor();
+        let p = self.store.processor(&id).await.map_err(ApiError::from)?;
+        if !self
+            .store
+            .close_breaker(&id)
+            .await
+            .map_err(ApiError::from)?
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "the circuit breaker of processor {id} is not open"
+            ))
+            .into());
+        }
+        tracing::warn!(processor_id = %id, %actor, "circuit breaker closed by hand");
+        Ok(Response::new(self.shown(&p).await?))
     }
 }

@@ -14,6 +14,7 @@
 //! | DataProtectionService | ResealData | admin |
 //! | ProcessorService | GetProcessor, ListProcessors | auditor, admin |
 //! | ProcessorService | RegisterProcessor, UpdateProcessor, DisableProcessor, RotateCallbackToken, RotateWebhookSecret | admin |
+//! | ProcessorService | CloseCircuitBreaker | operator, admin |
 //! | InstructionService | AcknowledgeInstruction, CompleteInstruction, PullInstructions | processors (callback token) |
 //! | InstructionService | ListInstructions | auditor, operator |
 //! | InstructionService | RetryInstruction, ResolveInstruction | operator |
@@ -123,6 +124,10 @@ pub const TABLE: &[(&str, Allowed)] = &[
     (
         "/dsr.v1.ProcessorService/RotateWebhookSecret",
         Allowed::Roles(&[Admin]),
+    ),
+    (
+        "/dsr.v1.ProcessorService/CloseCircuitBreaker",
+        Allowed::Roles(&[Operator, Admin]),
     ),
     (
         "/dsr.v1.InstructionService/AcknowledgeInstruction",

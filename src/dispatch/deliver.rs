@@ -21,7 +21,7 @@ const CANCEL_NOTICES_PER_PASS: usize = 64;
 impl Dispatcher {
     /// Delivers one claimed instruction and records the answer, in a span
     /// that joins the trace of the call that submitted the request.
-    pub(super) async fn deliver(&self, p: &Processor, c: Claimed) {
+    pub(super) async fn deliver(&self, p: &Processor, c: Claimed, probe: bool) {
         let span = tracing::info_span!(
             "deliver",
             otel.kind = "client",
@@ -30,12 +30,13 @@ impl Dispatcher {
             processor_id = %p.spec.id,
             attempt = c.attempt(),
             reminder = c.kind == ClaimKind::Reminder,
+            probe,
         );
         crate::telemetry::link_and_parent(&span, c.trace_context.as_deref());
-        self.deliver_in_span(p, c).instrument(span).await
+        self.deliver_in_span(p, c, probe).instrument(span).await
     }
 
-    async fn deliver_in_span(&self, p: &Processor, c: Claimed) {
+    async fn deliver_in_span(&self, p: &Processor, c: Claimed, probe: bool) {
         let delivery = Delivery {
             instruction: &c.instruction,
             identities: &c.identities,
@@ -59,6 +60,7 @@ impl Dispatcher {
         };
         self.metrics
             .delivery_finished(p.spec.id.as_str(), counted, code.map(String::as_str), took);
+        self.after_delivery(p, &result, probe).await;
         let report = DeliveryReport {
             id: c.instruction.id,
             owner: c.owner.clone(),

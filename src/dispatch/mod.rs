@@ -44,6 +44,7 @@
 //! `docs/decisions/0003-intake-first.md`.
 
 pub mod adapter;
+pub mod breaker;
 mod deliver;
 pub mod destination;
 pub mod grpc;
@@ -83,6 +84,10 @@ pub struct DispatchConfig {
     pub intake_priority: Duration,
     /// How long shutdown waits for deliveries in flight.
     pub drain_timeout: Duration,
+    /// Consecutive failures that open a processor's breaker (0: never).
+    pub breaker_failures: u32,
+    /// The first cool-down of an open breaker.
+    pub breaker_cooldown: Duration,
 }
 
 /// What one pass did.
@@ -104,6 +109,8 @@ impl Default for DispatchConfig {
             lease_margin: Duration::from_secs(30),
             intake_priority: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
+            breaker_failures: 10,
+            breaker_cooldown: Duration::from_secs(30),
         }
     }
 }
@@ -134,6 +141,9 @@ pub struct Dispatcher {
     /// Webhook processors' signing secrets, opened once per version of
     /// the processor (rotating a secret changes `updated_at`).
     secrets: Arc<Mutex<HashMap<ProcessorId, Secret>>>,
+    /// Consecutive failed deliveries per processor, on this replica (see
+    /// [`breaker`]).
+    failures: Arc<Mutex<HashMap<ProcessorId, u32>>>,
 }
 
 /// A webhook processor's signing secret, and the `updated_at` of the
@@ -168,6 +178,7 @@ impl Dispatcher {
             per_processor: Arc::default(),
             passes: Arc::default(),
             secrets: Arc::default(),
+            failures: Arc::default(),
         }
     }
 
@@ -300,6 +311,27 @@ impl Dispatcher {
             .iter()
             .filter_map(|p| p.spec.adapter.push_timeout().map(|t| (p, t)))
             .collect();
+        // Open breakers leave their processors out of the pass; a
+        // half-open one lets this replica probe with one delivery.
+        let breakers = self.store.breakers().await?;
+        let mut probes = Vec::new();
+        if !breakers.is_empty() {
+            let mut gated = Vec::with_capacity(push.len());
+            for (p, timeout) in push {
+                match self
+                    .gate(p, &breakers, timeout + self.config.lease_margin, now)
+                    .await?
+                {
+                    breaker::Gate::Closed => gated.push((p, timeout)),
+                    breaker::Gate::Probe => {
+                        probes.push(p.spec.id.clone());
+                        gated.push((p, timeout));
+                    }
+                    breaker::Gate::Open => {}
+                }
+            }
+            push = gated;
+        }
         // Every processor gets the same share, rounded down: the remainder
         // (fewer slots than processors) waits for the next pass. Processors
         // given equal counts take the same requests from their queues, so a
@@ -320,7 +352,9 @@ impl Dispatcher {
         let slots: Vec<_> = push
             .iter()
             .map(|(p, _)| {
-                let slots = self.reserve(p, share.min(free));
+                let probe = probes.contains(&p.spec.id);
+                let slots =
+                    self.reserve(p, share.min(free).min(if probe { 1 } else { usize::MAX }));
                 free -= slots.len();
                 slots
             })
@@ -354,6 +388,7 @@ impl Dispatcher {
             let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
             self.metrics
                 .claim_finished(p.spec.id.as_str(), took, &kinds);
+            let probe = probes.contains(&p.spec.id);
             let p = Arc::new(p.clone());
             // Unused slots are released when their permits drop here.
             for (c, permits) in claimed.into_iter().zip(slots) {
@@ -361,7 +396,7 @@ impl Dispatcher {
                 let p = p.clone();
                 set.spawn(async move {
                     let _permits = permits;
-                    this.deliver(&p, c).await;
+                    this.deliver(&p, c, probe).await;
                 });
             }
         }

@@ -24,6 +24,7 @@
 
 mod aftermath;
 mod audit;
+mod breakers;
 mod cancel_notices;
 mod checkpoint;
 mod claims;
@@ -57,6 +58,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use crate::domain::{InstructionView, Jurisdiction, OverallOutcome, RequestId, RequestKind};
 
 pub use audit::TrailCheck;
+pub use breakers::Breaker;
 pub use cancel_notices::CancelNotice;
 pub use claims::{ClaimKind, ClaimOrder, Claimed};
 pub use connect::{Backend, StoreOptions, redact_url, sqlite_file};

@@ -24,6 +24,9 @@ pub struct Stats {
     pub by_time_left: Vec<(&'static str, u64)>,
     /// Open requests whose receipt confirmation is overdue.
     pub receipt_overdue: u64,
+    /// Processors whose circuit breaker is open, and whether it is half
+    /// open (its cool-down over).
+    pub breakers: Vec<(ProcessorId, bool)>,
 }
 
 /// The buckets of time left to a response deadline: past it, under a
@@ -120,6 +123,9 @@ impl Store {
             stats.by_time_left.push((label, n as u64));
         }
         stats.receipt_overdue = row.try_get::<i64, _>("receipt")? as u64;
+        for (id, breaker) in self.breakers().await? {
+            stats.breakers.push((id, breaker.half_open(now)));
+        }
         Ok(stats)
     }
 }

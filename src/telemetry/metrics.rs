@@ -48,6 +48,7 @@ pub struct Metrics {
     delivery_attempts: Counter<u64>,
     delivery_failures: Counter<u64>,
     cancel_notices: Counter<u64>,
+    breaker_changes: Counter<u64>,
     delivery_duration: Histogram<f64>,
     time_to_acknowledge: Histogram<f64>,
     claim_duration: Histogram<f64>,
@@ -117,6 +118,10 @@ impl Metrics {
             delivery_failures: counter(
                 "dsr_delivery_failures",
                 "Failed push deliveries, by processor and gRPC code.",
+            ),
+            breaker_changes: counter(
+                "dsr_circuit_breaker_changes",
+                "Circuit breakers opened or closed by this replica, by processor and state (open, closed).",
             ),
             cancel_notices: counter(
                 "dsr_cancel_notices",
@@ -201,6 +206,18 @@ impl Metrics {
             self.delivery_failures
                 .add(1, &[p, KeyValue::new("code", code.to_string())]);
         }
+    }
+
+    /// This replica opened (`open`) or closed (`closed`) a processor's
+    /// circuit breaker.
+    pub fn breaker_changed(&self, processor: &str, state: &'static str) {
+        self.breaker_changes.add(
+            1,
+            &[
+                KeyValue::new("processor", processor.to_string()),
+                KeyValue::new("state", state),
+            ],
+        );
     }
 
     /// A cancel notice to a push processor was `sent`, `retried` or
@@ -314,6 +331,26 @@ fn register_gauges(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dyn Cl
         .with_callback(move |o| {
             for (bucket, n) in &s.lock().expect("snapshot").by_time_left {
                 o.observe(*n, &[KeyValue::new("time_left", *bucket)]);
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .u64_observable_gauge("dsr_circuit_breaker_open")
+        .with_description(
+            "1 for each push processor whose circuit breaker is open, by processor and state \
+             (open, half_open).",
+        )
+        .with_callback(move |o| {
+            for (p, half_open) in &s.lock().expect("snapshot").breakers {
+                let state = if *half_open { "half_open" } else { "open" };
+                o.observe(
+                    1,
+                    &[
+                        KeyValue::new("processor", p.to_string()),
+                        KeyValue::new("state", state),
+                    ],
+                );
             }
         })
         .build();

@@ -47,7 +47,7 @@ pub use instruction::{
     data_records_pb, deliver_request, instruction, instruction_result, instruction_result_pb,
     instruction_summary,
 };
-pub use processor::{processor, processor_spec};
+pub use processor::{circuit_breaker, processor, processor_spec};
 pub use protection::{MAX_CHECKED, checked_identities, resealed, suppression_statuses};
 pub use record::completion_record;
 pub use request::{extension_pb, identity_pb, new_request, request};

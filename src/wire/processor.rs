@@ -198,7 +198,36 @@ pub(super) fn spec_pb(s: &ProcessorSpec) -> pb::Processor {
         created_at: None,
         updated_at: None,
         updated_by: String::new(),
+        circuit_breaker: None,
     }
+}
+
+/// A push processor's circuit breaker as shown: closed without a row, open
+/// or half open (its cool-down over) with one. `None` for pull and manual
+/// processors, which have none.
+pub fn circuit_breaker(
+    adapter: &AdapterConfig,
+    breaker: Option<&crate::store::Breaker>,
+    now: crate::domain::Timestamp,
+) -> Option<pb::CircuitBreaker> {
+    use pb::circuit_breaker::State;
+    adapter.push_timeout()?;
+    Some(match breaker {
+        None => pb::CircuitBreaker {
+            state: State::Closed as i32,
+            ..Default::default()
+        },
+        Some(b) => pb::CircuitBreaker {
+            state: if b.half_open(now) {
+                State::HalfOpen
+            } else {
+                State::Open
+            } as i32,
+            opened_at: Some(super::timestamp(b.opened_at)),
+            retry_at: Some(super::timestamp(b.retry_at)),
+            failures: b.failures,
+        },
+    })
 }
 
 fn adapter_pb(a: &AdapterConfig) -> pb::Adapter {

@@ -11,6 +11,7 @@
 
 mod harness;
 
+mod breakers;
 mod cancel_notices;
 mod compliance;
 mod crash;

@@ -97,9 +97,13 @@ async fn every_rpc_answers_every_caller_as_the_table_says(db: TestDb) {
         for who in &callers {
             let got = call(&app, &world, path, who).await;
             let want = expected(*allowed, who);
-            // RetryInstruction is allowed but finds nothing escalated.
+            // RetryInstruction is allowed but finds nothing escalated;
+            // CloseCircuitBreaker, no breaker open.
             let got = match (*path, got) {
                 ("/dsr.v1.InstructionService/RetryInstruction", Code::FailedPrecondition) => {
+                    Code::Ok
+                }
+                ("/dsr.v1.ProcessorService/CloseCircuitBreaker", Code::FailedPrecondition) => {
                     Code::Ok
                 }
                 (_, got) => got,
@@ -322,6 +326,18 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                 c.processors
                     .clone()
                     .rotate_webhook_secret(pb::RotateWebhookSecretRequest { processor_id: id })
+                    .await,
+            )
+        }
+        "CloseCircuitBreaker" => {
+            // A processor without an open breaker: the answer past the
+            // policy is FAILED_PRECONDITION.
+            let id = format!("b-{}", &new_id()[..8]);
+            register(app, pull_processor(&id, 60_000)).await;
+            code(
+                c.processors
+                    .clone()
+                    .close_circuit_breaker(pb::CloseCircuitBreakerRequest { processor_id: id })
                     .await,
             )
         }

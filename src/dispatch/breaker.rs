@@ -1,0 +1,135 @@
+//! Circuit breakers: a push processor that fails
+//! `--breaker-failures` deliveries in a row (no answer, a retryable error)
+//! is left alone for `--breaker-cooldown`, then probed with one delivery;
+//! the probe's success closes the breaker, its failure opens it again for
+//! twice as long (at most [`MAX_COOLDOWN_FACTOR`] times the first).
+//!
+//! Failures are counted per replica, in memory: a replica writes only when
+//! a breaker opens or closes, never per delivery. The breaker itself is a
+//! row (see `store::breakers`) that every replica reads at each pass, so
+//! the whole deployment stops delivering to the processor together, and
+//! one replica (the one that takes the probe's lease) probes it. While a
+//! breaker is open its instructions wait without spending their retry
+//! budget; their due times still escalate them. An operator may close a
+//! breaker by hand (`CloseCircuitBreaker`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::Dispatcher;
+use crate::domain::{AttemptResult, Processor, ProcessorId, Timestamp};
+use crate::store::{Breaker, DeliveryResult, StoreError};
+
+/// The longest cool-down, in multiples of the first.
+pub const MAX_COOLDOWN_FACTOR: u32 = 16;
+
+/// What a processor's breaker allows in a pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Gate {
+    /// Deliver as usual.
+    Closed,
+    /// Deliver nothing.
+    Open,
+    /// Deliver one instruction: this replica probes.
+    Probe,
+}
+
+/// Whether a delivery's result counts against the processor's health: it
+/// did not answer, or answered that it cannot take work now. An answer,
+/// even a refusal, shows it is up.
+fn failed(result: &DeliveryResult) -> bool {
+    matches!(
+        result,
+        DeliveryResult::RetryAt { .. }
+            | DeliveryResult::Escalate {
+                attempt: AttemptResult::RetryableError,
+                ..
+            }
+    )
+}
+
+impl Dispatcher {
+    /// What `p`'s breaker allows in this pass; for a half-open one, takes
+    /// the probe's lease (for `lease`) if no replica holds it.
+    pub(super) async fn gate(
+        &self,
+        p: &Processor,
+        breakers: &HashMap<ProcessorId, Breaker>,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Gate, StoreError> {
+        Ok(match breakers.get(&p.spec.id) {
+            None => Gate::Closed,
+            Some(b) if !b.half_open(now) => Gate::Open,
+            Some(_) => {
+                if self.store.take_probe(&p.spec.id, lease, now).await? {
+                    Gate::Probe
+                } else {
+                    Gate::Open
+                }
+            }
+        })
+    }
+
+    /// Counts a delivery's `result` against `p`'s breaker, opening or
+    /// closing it when that is due.
+    pub(super) async fn after_delivery(&self, p: &Processor, result: &DeliveryResult, probe: bool) {
+        let threshold = self.config.breaker_failures;
+        if threshold == 0 {
+            return;
+        }
+        let id = &p.spec.id;
+        let now = self.clock.now();
+        let written = if failed(result) {
+            let failures = {
+                let mut counts = self.failures.lock().expect("failures lock");
+                let n = counts.entry(id.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            if probe {
+                let previous = match self.store.breakers().await {
+                    Ok(b) => b.get(id).map(|b| b.cooldown),
+                    Err(e) => return tracing::warn!(error = %e, "breaker not read"),
+                };
+                let cooldown = previous
+                    .map(|c| c * 2)
+                    .unwrap_or(self.config.breaker_cooldown)
+                    .min(self.config.breaker_cooldown * MAX_COOLDOWN_FACTOR);
+                tracing::warn!(
+                    processor_id = %id,
+                    cooldown_ms = cooldown.as_millis() as u64,
+                    "probe failed; circuit breaker open again"
+                );
+                self.metrics.breaker_changed(id.as_str(), "open");
+                self.store.open_breaker(id, failures, cooldown, now).await
+            } else if failures >= threshold {
+                self.failures.lock().expect("failures lock").remove(id);
+                tracing::warn!(
+                    processor_id = %id,
+                    failures,
+                    cooldown_ms = self.config.breaker_cooldown.as_millis() as u64,
+                    "circuit breaker open: deliveries to this processor stop for the cool-down"
+                );
+                self.metrics.breaker_changed(id.as_str(), "open");
+                self.store
+                    .open_breaker(id, failures, self.config.breaker_cooldown, now)
+                    .await
+            } else {
+                Ok(())
+            }
+        } else {
+            self.failures.lock().expect("failures lock").remove(id);
+            if probe {
+                tracing::info!(processor_id = %id, "probe answered; circuit breaker closed");
+                self.metrics.breaker_changed(id.as_str(), "closed");
+                self.store.close_breaker(id).await.map(drop)
+            } else {
+                Ok(())
+            }
+        };
+        if let Err(e) = written {
+            tracing::warn!(processor_id = %id, error = %e, "circuit breaker not updated");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Circuit breakers, shared by every replica through the database (see
+//! `dispatch::breaker` for when they open and close). A row exists only
+//! while a processor's breaker is open.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::Row;
+
+use super::codec::{from_micros, micros, processor_id};
+use super::sql::Sql;
+use super::{Store, StoreError};
+use crate::domain::{ProcessorId, Timestamp};
+
+/// An open breaker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Breaker {
+    /// When it opened.
+    pub opened_at: Timestamp,
+    /// Consecutive failed deliveries that opened it (or kept it open).
+    pub failures: u32,
+    /// When a probe may go.
+    pub retry_at: Timestamp,
+    /// The cool-down that set `retry_at`.
+    pub cooldown: Duration,
+}
+
+impl Breaker {
+    /// Whether a probe may go at `now` (the breaker is half open).
+    pub fn half_open(&self, now: Timestamp) -> bool {
+        now >= self.retry_at
+    }
+}
+
+fn at(now: Timestamp, d: Duration) -> i64 {
+    micros(now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+}
+
+impl Store {
+    /// Every open breaker.
+    pub async fn breakers(&self) -> Result<HashMap<ProcessorId, Breaker>, StoreError> {
+        let rows = sqlx::query(
+            "select processor_id, opened_at, failures, retry_at, cooldown_ms from circuit_breakers",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    processor_id(row, "processor_id")?,
+                    Breaker {
+                        opened_at: from_micros(row.try_get("opened_at")?)?,
+                        failures: row.try_get::<i64, _>("failures")? as u32,
+                        retry_at: from_micros(row.try_get("retry_at")?)?,
+                        cooldown: Duration::from_millis(
+                            row.try_get::<i64, _>("cooldown_ms")?.max(0) as u64,
+                        ),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Opens `processor`'s breaker for `cooldown` after `failures`
+    /// consecutive failures (or opens it again after a failed probe).
+    pub async fn open_breaker(
+        &self,
+        processor: &ProcessorId,
+        failures: u32,
+        cooldown: Duration,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        Sql::new(
+            self.backend,
+            "insert into circuit_breakers (processor_id, opened_at, failures, retry_at, \
+             cooldown_ms, probe_until) values (",
+        )
+        .bind(processor.as_str())
+        .push(", ")
+        .bind(micros(now))
+        .push(", ")
+        .bind(i64::from(failures))
+        .push(", ")
+        .bind(at(now, cooldown))
+        .push(", ")
+        .bind(cooldown.as_millis() as i64)
+        .push(
+            ", null) on conflict (processor_id) do update set failures = excluded.failures, \
+             retry_at = excluded.retry_at, cooldown_ms = excluded.cooldown_ms, probe_until = null",
+        )
+        .query()
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the one probe of a half-open breaker for `lease`: true for
+    /// the replica that got it.
+    pub async fn take_probe(
+        &self,
+        processor: &ProcessorId,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let taken = Sql::new(self.backend, "update circuit_breakers set probe_until = ")
+            .bind(at(now, lease))
+            .push(" where processor_id = ")
+            .bind(processor.as_str())
+            .push(" and retry_at <= ")
+            .bind(micros(now))
+            .push(" and (probe_until is null or probe_until <= ")
+            .bind(micros(now))
+            .push(")")
+            .query()
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(taken == 1)
+    }
+
+    /// Closes `processor`'s breaker; false if it was not open.
+    pub async fn close_breaker(&self, processor: &ProcessorId) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let closed = Sql::new(
+            self.backend,
+            "delete from circuit_breakers where processor_id = ",
+        )
+        .bind(processor.as_str())
+        .query()
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(closed == 1)
+    }
+}

@@ -1,0 +1,183 @@
+//! Circuit breakers: a processor that keeps failing is left alone for a
+//! cool-down, probed, and resumed; the state is in the database, shown by
+//! every replica, and an operator may close it by hand.
+
+use std::time::Duration;
+
+use dsr_orchestrator::pb;
+use dsr_orchestrator::startup::Options;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::backends;
+use crate::harness::*;
+
+backends!(
+    a_failing_processor_is_left_alone_then_probed_and_resumed,
+    an_operator_closes_a_breaker_by_hand,
+);
+
+/// A replica whose breakers open after three failures.
+async fn spawn(db: &TestDb, cooldown: Duration) -> TestApp {
+    TestApp::spawn_with(db, Options::default(), |c| {
+        c.breaker_failures = 3;
+        c.breaker_cooldown = cooldown;
+    })
+    .await
+}
+
+/// A push processor at `endpoint` that retries fast and long.
+fn fragile(id: &str, endpoint: &str) -> pb::Processor {
+    let mut p = push_processor(id, endpoint);
+    p.retry_policy.as_mut().unwrap().max_attempts = 50;
+    p
+}
+
+async fn breaker(app: &TestApp, id: &str) -> Option<pb::CircuitBreaker> {
+    app.processors
+        .clone()
+        .get_processor(pb::GetProcessorRequest {
+            processor_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .circuit_breaker
+}
+
+/// Follows the request until `n` failed deliveries were recorded (each
+/// puts the instruction back to PENDING). The dispatcher opens a breaker
+/// before it records the failure that opened it.
+async fn wait_for_failures(app: &TestApp, request_id: &str, n: usize) {
+    let mut stream = app
+        .requests
+        .clone()
+        .watch_request(pb::WatchRequestRequest {
+            request_id: request_id.into(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = 0;
+    let counted = async {
+        while let Some(e) = stream.next().await {
+            let e = e.unwrap();
+            if e.instruction.as_ref().map(|i| i.state()) == Some(pb::InstructionState::Pending) {
+                seen += 1;
+                if seen >= n {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), counted)
+        .await
+        .expect("failures recorded in time");
+}
+
+/// Three failures open the breaker; no delivery goes during the cool-down
+/// (the retry policy alone would retry within 40 ms); the probe after it
+/// succeeds, closes the breaker, and the request completes.
+async fn a_failing_processor_is_left_alone_then_probed_and_resumed(db: TestDb) {
+    let app = spawn(&db, Duration::from_secs(1)).await;
+    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
+    register(&app, fragile("fragile", &fake.endpoint())).await;
+    let req = submit(&app, deletion("breaker-liz@example.com")).await;
+    wait_for_failures(&app, &req.request_id, 3).await;
+    let open = breaker(&app, "fragile").await.unwrap();
+    assert_eq!(open.state(), pb::circuit_breaker::State::Open);
+    assert_eq!(open.failures, 3);
+    let (_, metrics) = app.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"dsr_circuit_breaker_open{processor="fragile",state="open"} 1"#),
+        "{metrics}"
+    );
+
+    fake.set_default(Reply::done(pb::Outcome::Completed));
+    watch_to_end(&app.requests, &req.request_id).await;
+    let listed = all_instructions(&app).await;
+    let history = &listed[0].history;
+    assert_eq!(history.len(), 4, "three failures, then the probe");
+    let gap = |a: &pb::DeliveryAttempt, b: &pb::DeliveryAttempt| {
+        let end = a.finished_at.unwrap();
+        let start = b.started_at.unwrap();
+        Duration::from_micros(
+            ((start.seconds - end.seconds) * 1_000_000 + i64::from(start.nanos - end.nanos) / 1000)
+                as u64,
+        )
+    };
+    assert!(gap(&history[2], &history[3]) >= Duration::from_secs(1));
+    assert_eq!(history[3].result, "outcome");
+    assert_eq!(
+        breaker(&app, "fragile").await.unwrap().state(),
+        pb::circuit_breaker::State::Closed
+    );
+    let (_, metrics) = app.admin_get("/metrics").await;
+    for state in ["open", "closed"] {
+        let line = format!(
+            r#"dsr_circuit_breaker_changes_total{{processor="fragile",state="{state}"}} 1"#
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    app.stop().await;
+}
+
+/// An open breaker is seen by every replica (on PostgreSQL, a second one
+/// closes it) and holds deliveries back
+/// until an operator closes it; closing one that is not open is refused.
+async fn an_operator_closes_a_breaker_by_hand(db: TestDb) {
+    let app = spawn(&db, Duration::from_secs(3600)).await;
+    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
+    register(&app, fragile("stuck", &fake.endpoint())).await;
+    register(&app, pull_processor("puller", 60_000)).await;
+    let mut only = deletion("breaker-mia@example.com");
+    only.processor_ids = vec!["stuck".into()];
+    let req = submit(&app, only).await;
+    wait_for_failures(&app, &req.request_id, 3).await;
+
+    // On PostgreSQL, a second replica (SQLite has one process).
+    let second = match db.postgres_name() {
+        Some(_) => Some(TestApp::spawn_without_dispatcher(&db).await),
+        None => None,
+    };
+    let other = second.as_ref().unwrap_or(&app);
+    let seen = breaker(other, "stuck").await.unwrap();
+    assert_eq!(seen.state(), pb::circuit_breaker::State::Open);
+    assert!(seen.retry_at.unwrap().seconds > seen.opened_at.unwrap().seconds + 3000);
+    assert_eq!(
+        breaker(other, "puller").await,
+        None,
+        "pull processors have none"
+    );
+
+    fake.set_default(Reply::done(pb::Outcome::Completed));
+    let closed = other
+        .processors
+        .clone()
+        .close_circuit_breaker(pb::CloseCircuitBreakerRequest {
+            processor_id: "stuck".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        closed.circuit_breaker.unwrap().state(),
+        pb::circuit_breaker::State::Closed
+    );
+    // The first replica's dispatcher sees it closed and delivers.
+    watch_to_end(&app.requests, &req.request_id).await;
+    let again = other
+        .processors
+        .clone()
+        .close_circuit_breaker(pb::CloseCircuitBreakerRequest {
+            processor_id: "stuck".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    if let Some(second) = second {
+        second.stop().await;
+    }
+    app.stop().await;
+}
