@@ -54,7 +54,7 @@ mod slots;
 pub mod webhook;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,8 @@ pub struct Dispatcher {
     /// Consecutive failed deliveries per processor, on this replica (see
     /// [`breaker`]).
     failures: Arc<Mutex<HashMap<ProcessorId, u32>>>,
+    /// Whether the last pass saw cancel notices waiting.
+    notices_waiting: Arc<AtomicBool>,
 }
 
 /// A webhook processor's signing secret, and the `updated_at` of the
@@ -179,6 +181,7 @@ impl Dispatcher {
             passes: Arc::default(),
             secrets: Arc::default(),
             failures: Arc::default(),
+            notices_waiting: Arc::default(),
         }
     }
 
@@ -281,7 +284,10 @@ impl Dispatcher {
     /// notice, at most the poll interval.
     async fn sleep_for(&self) -> Duration {
         let due = self.store.next_due().await.ok().flatten();
-        let notice = self.store.next_cancel_notice().await.ok().flatten();
+        let notice = match self.notices_waiting.load(Ordering::Relaxed) {
+            true => self.store.next_cancel_notice().await.ok().flatten(),
+            false => None,
+        };
         match due.into_iter().chain(notice).min() {
             Some(due) => (due - self.clock.now())
                 .to_std()
@@ -313,7 +319,13 @@ impl Dispatcher {
             .collect();
         // Open breakers leave their processors out of the pass; a
         // half-open one lets this replica probe with one delivery.
-        let breakers = self.store.breakers().await?;
+        let (any_breaker, any_notice) = self.store.side_work().await?;
+        self.notices_waiting.store(any_notice, Ordering::Relaxed);
+        let breakers = if any_breaker {
+            self.store.breakers().await?
+        } else {
+            HashMap::new()
+        };
         let mut probes = Vec::new();
         if !breakers.is_empty() {
             let mut gated = Vec::with_capacity(push.len());
@@ -400,7 +412,9 @@ impl Dispatcher {
                 });
             }
         }
-        claimed_total += self.send_cancel_notices(&processors, set).await?;
+        if any_notice {
+            claimed_total += self.send_cancel_notices(&processors, set).await?;
+        }
         Ok(Pass {
             claimed: claimed_total,
             saturated,

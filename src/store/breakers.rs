@@ -37,6 +37,22 @@ fn at(now: Timestamp, d: Duration) -> i64 {
 }
 
 impl Store {
+    /// Whether any breaker is open, and whether any cancel notice waits:
+    /// one cheap read, so that a dispatcher pass looks further only when
+    /// there is something to see.
+    pub async fn side_work(&self) -> Result<(bool, bool), StoreError> {
+        let row = sqlx::query(
+            "select (select count(*) from circuit_breakers) as breakers, \
+             (select count(*) from (select 1 from cancel_notices limit 1) n) as notices",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            row.try_get::<i64, _>("breakers")? > 0,
+            row.try_get::<i64, _>("notices")? > 0,
+        ))
+    }
+
     /// Every open breaker.
     pub async fn breakers(&self) -> Result<HashMap<ProcessorId, Breaker>, StoreError> {
         let rows = sqlx::query(
