@@ -525,7 +525,7 @@ def test_secret_updates_reach_the_running_service(rendered, start, pki, tmp_path
                 break
             time.sleep(0.2)
         else:
-            pytest.fail(f"the renewed Secrets were not taken up:\n{service.text()}")
+            pytest.fail(f"the renewed Secrets were never picked up:\n{service.text()}")
         assert "cannot reload" not in service.text() and "cannot read" not in service.text()
         assert service.stop() == 0, service.text()
     finally:

@@ -68,7 +68,7 @@ impl AdapterConfig {
         if has_user_info(endpoint) {
             v.add(
                 "endpoint",
-                "must not hold user information (user:password@): credentials are not taken in endpoints",
+                "must not hold user information (user:password@): an endpoint carries no credentials",
             );
         } else if !valid_endpoint(endpoint) {
             v.add(
@@ -103,7 +103,7 @@ impl AdapterConfig {
         if has_user_info(url) {
             v.add(
                 "url",
-                "must not hold user information (user:password@): credentials are not taken in URLs",
+                "must not hold user information (user:password@): a URL carries no credentials",
             );
         } else if !valid_url(url) {
             v.add(
