@@ -11,51 +11,31 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminState;
 use crate::api::limits::{LimitLayer, LimitSettings, WatchLimits};
 use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
 use crate::auth::identify::Authenticator;
 use crate::auth::layer::AuthLayer;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::compliance_file::CompliancePolicy;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::dispatch::adapter::Adapter;
 use crate::dispatch::destination;
-use crate::dispatch::push::PushAdapters;
 use crate::dispatch::recorder::{Recorder, RecorderTask};
 use crate::domain::Actor;
 use crate::domain::Period;
-use crate::pb;
 use crate::store::{Backend, Store};
-use crate::telemetry::{Metrics, RpcTraceLayer};
+use crate::telemetry::Metrics;
 use crate::tls::server::ServerTls;
 
-/// What tests may swap out.
-pub struct Options {
-    /// The source of "now".
-    pub clock: Arc<dyn Clock>,
-    /// Run the dispatcher loop in the background (tests that drive it by
-    /// hand with [`Dispatcher::run_once`] turn this off).
-    pub run_dispatcher: bool,
-    /// How instructions reach push processors.
-    pub adapter: Arc<dyn Adapter>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            clock: Arc::new(SystemClock),
-            run_dispatcher: true,
-            adapter: Arc::new(PushAdapters::default()),
-        }
-    }
-}
+mod background;
+mod options;
+mod serve;
+use background::Background;
+pub use options::Options;
+use serve::{Services, Transport, serve};
 
 /// A built, not yet running, orchestrator.
 pub struct Application {
@@ -91,13 +71,6 @@ pub struct Application {
     /// How often finished requests' personal data is erased, and how long
     /// an access report's data waits.
     protection: (Duration, Duration),
-}
-
-/// The transport's bounds.
-#[derive(Clone, Copy, Debug)]
-struct Transport {
-    max_message_size: usize,
-    max_concurrent_streams: u32,
 }
 
 impl Application {
@@ -407,146 +380,5 @@ impl Application {
         metrics.shutdown();
         store.close().await;
         served.context("gRPC server failed")
-    }
-}
-
-/// The `dsr.v1` service implementations.
-struct Services {
-    requests: RequestApi,
-    processors: ProcessorApi,
-    instructions: InstructionApi,
-    protection: ProtectionApi,
-}
-
-/// Serves gRPC on `listener` (over `tls`, if any) until `shutdown`.
-async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<ServerTls>>,
-    (auth, limits): (AuthLayer, LimitLayer),
-    transport: Transport,
-    services: Services,
-    shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    use pb::data_protection_service_server::DataProtectionServiceServer;
-    use pb::instruction_service_server::InstructionServiceServer;
-    use pb::processor_service_server::ProcessorServiceServer;
-    use pb::request_service_server::RequestServiceServer;
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RequestServiceServer<RequestApi>>()
-        .await;
-    health_reporter
-        .set_serving::<ProcessorServiceServer<ProcessorApi>>()
-        .await;
-    health_reporter
-        .set_serving::<InstructionServiceServer<InstructionApi>>()
-        .await;
-    health_reporter
-        .set_serving::<DataProtectionServiceServer<ProtectionApi>>()
-        .await;
-    // Reflection serves the contract, health, and `google.rpc`'s error
-    // details, so that a generic client (grpcurl) can show the field
-    // violations of an INVALID_ARGUMENT answer.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1().expect("valid descriptors");
-    let reflection_v1alpha = reflection().build_v1alpha().expect("valid descriptors");
-    // The HTTP callback API shares the port, its TLS and its layers; any
-    // other path is a gRPC method this server lacks.
-    let callback_api =
-        crate::api::http::router(services.instructions.clone(), transport.max_message_size)
-            .fallback(|| async {
-                tonic::Status::unimplemented("").into_http::<axum::body::Body>()
-            });
-    let router = Server::builder()
-        // HTTP/1.1 for the callback API; gRPC stays on HTTP/2.
-        .accept_http1(true)
-        // Detect dead peers (and half-open watch streams) within a minute.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        // One span per RPC, continuing the caller's W3C trace; outermost,
-        // so everything below (health and reflection too) runs inside it.
-        .layer(RpcTraceLayer)
-        // Who is calling, and may they: before any service sees the call.
-        .layer(auth)
-        // How much may they ask: by caller, so it comes after who.
-        .layer(limits)
-        .max_concurrent_streams(Some(transport.max_concurrent_streams))
-        .add_routes(tonic::service::Routes::from(callback_api))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            RequestServiceServer::new(services.requests)
-                .max_decoding_message_size(transport.max_message_size)
-                .max_encoding_message_size(transport.max_message_size),
-        )
-        .add_service(
-            ProcessorServiceServer::new(services.processors)
-                .max_decoding_message_size(transport.max_message_size)
-                .max_encoding_message_size(transport.max_message_size),
-        )
-        .add_service(
-            InstructionServiceServer::new(services.instructions)
-                .max_decoding_message_size(transport.max_message_size)
-                .max_encoding_message_size(transport.max_message_size),
-        )
-        .add_service(
-            DataProtectionServiceServer::new(services.protection)
-                .max_decoding_message_size(transport.max_message_size)
-                .max_encoding_message_size(transport.max_message_size),
-        );
-    match tls {
-        // Handshakes off the accept loop; the configuration reloaded.
-        Some(tls) => {
-            let incoming = tls.incoming(listener, shutdown.clone());
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-                .await
-        }
-        // Small messages, many calls: don't wait to batch packets. Set on
-        // the incoming stream itself: the builder's `tcp_nodelay` is
-        // ignored for a listener of our own, and with Nagle on, a reply
-        // would wait for the client's delayed ACK (40 ms on Linux).
-        None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-                .await
-        }
-    }
-}
-
-/// Background tasks, each with its own stop signal.
-#[derive(Default)]
-struct Background {
-    running: Vec<(&'static str, CancellationToken, JoinHandle<()>)>,
-}
-
-impl Background {
-    /// Spawns the task `make` returns for a fresh stop signal, if any.
-    fn start<F>(&mut self, name: &'static str, make: impl FnOnce(CancellationToken) -> Option<F>)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let stop = CancellationToken::new();
-        if let Some(task) = make(stop.clone()) {
-            self.running.push((name, stop, tokio::spawn(task)));
-        }
-    }
-
-    /// Stops the tasks one at a time, the last started first, each
-    /// finishing its work in hand before the next is told.
-    async fn stop(self) {
-        for (name, stop, task) in self.running.into_iter().rev() {
-            stop.cancel();
-            if let Err(e) = task.await {
-                tracing::error!(task = name, error = %e, "background task failed");
-            }
-        }
     }
 }

@@ -10,6 +10,7 @@ mod page;
 mod processor_service;
 mod protection_service;
 mod request_service;
+mod watch;
 
 pub use instruction_service::InstructionApi;
 pub use processor_service::ProcessorApi;

@@ -12,6 +12,7 @@
 //! sqlx type.
 
 mod actor;
+mod adapter;
 mod deadline;
 mod enums;
 pub mod exceptions;
@@ -29,6 +30,7 @@ mod verification;
 mod violation;
 
 pub use actor::{Actor, PrincipalName};
+pub use adapter::{AdapterConfig, ProcessorTls};
 pub use deadline::{
     Calendar, DeadlinePolicy, Deadlines, Extension, ExtensionRefused, ExtensionRule, Period,
     Regime, due_times, reply_due,
@@ -39,7 +41,7 @@ pub use ids::{InstructionId, ProcessorId, RequestId};
 pub use instruction::{InstructionEvent, InstructionState, InstructionView, Transition};
 pub use normalize::normal_form;
 pub use outcome::{DataRecord, InstructionResult, Outcome, ResolvedBy, SubProcessor};
-pub use processor::{AdapterConfig, Processor, ProcessorSpec, ProcessorStatus, ProcessorTls};
+pub use processor::{Processor, ProcessorSpec, ProcessorStatus};
 pub use record::{CompletionRecord, OverallOutcome, ProcessorLine, RecordFacts};
 pub use redact::{REDACTED, redact_identities};
 pub use request::{

@@ -41,6 +41,7 @@ mod notify;
 mod processors;
 mod purge;
 mod records;
+mod request_clock;
 mod requests;
 mod reseal;
 pub mod scratch;

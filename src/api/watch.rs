@@ -1,0 +1,121 @@
+//! `WatchRequest`'s stream: a request's history, then its changes as
+//! they are committed (notices from this process, polling for the other
+//! replicas'), until the terminal event.
+
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::error::ApiError;
+use super::limits::Watching;
+use crate::domain::RequestId;
+use crate::pb;
+use crate::store::{EventKind, RequestEvent, Store};
+use crate::wire;
+
+/// How often a watcher re-reads the history when no notice arrives: the
+/// fallback that lets a watcher see changes made by another replica.
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+pub(super) fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
+    let kind = match e.kind {
+        EventKind::Received => pb::RequestEventType::Received,
+        EventKind::InstructionChanged => pb::RequestEventType::InstructionChanged,
+        EventKind::Completed => pb::RequestEventType::Completed,
+        EventKind::Cancelled => pb::RequestEventType::Cancelled,
+        EventKind::ReceiptConfirmed => pb::RequestEventType::ReceiptConfirmed,
+        EventKind::DeadlineExtended => pb::RequestEventType::DeadlineExtended,
+        EventKind::SuppressionRemoved => pb::RequestEventType::SuppressionRemoved,
+    };
+    pb::RequestEvent {
+        request_id: e.request_id.to_string(),
+        sequence: e.seq,
+        occurred_at: Some(wire::timestamp(e.occurred_at)),
+        r#type: kind as i32,
+        request_status: wire::request_status_pb(e.request_status) as i32,
+        instruction: e.instruction.as_ref().map(wire::instruction_summary),
+        actor: e
+            .actor
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        extension: e.extension.as_ref().map(wire::extension_pb),
+        previous_hash: e.prev_hash.clone().unwrap_or_default(),
+        hash: e.hash.clone().unwrap_or_default(),
+        note: e.note.clone().unwrap_or_default(),
+    }
+}
+
+/// Streams the history of `id` from `after`, then follows it until the
+/// terminal event or until the client goes away.
+pub(super) async fn follow(
+    _watching: Watching,
+    store: Store,
+    id: RequestId,
+    mut after: u64,
+    mut notices: broadcast::Receiver<RequestId>,
+    tx: mpsc::Sender<Result<pb::RequestEvent, Status>>,
+    shutdown: CancellationToken,
+) {
+    let mut terminal_checked = false;
+    loop {
+        let events = match store.events_after(id, after, 500).await {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = tx.send(Err(ApiError::from(e).into())).await;
+                return;
+            }
+        };
+        for e in &events {
+            if tx.send(Ok(event_pb(e))).await.is_err() {
+                return;
+            }
+            after = e.seq;
+            if e.kind.is_terminal() {
+                return;
+            }
+        }
+        if !events.is_empty() {
+            continue;
+        }
+        // Nothing new. If the request is finished, its terminal event may
+        // have been written after our read: read once more, and end only
+        // when there is truly nothing left (a client resuming after the
+        // terminal event gets an empty, finished stream).
+        match store.request(id).await {
+            Ok(r) if r.status.is_terminal() => {
+                if terminal_checked {
+                    return;
+                }
+                terminal_checked = true;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(Err(ApiError::from(e).into())).await;
+                return;
+            }
+        }
+        let wait = async {
+            loop {
+                match notices.recv().await {
+                    Ok(changed) if changed == id => return true,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        };
+        tokio::select! {
+            open = wait => if !open { return },
+            _ = tokio::time::sleep(WATCH_POLL) => {}
+            _ = tx.closed() => return,
+            _ = shutdown.cancelled() => {
+                let _ = tx.send(Err(Status::unavailable("server shutting down; resume with after_sequence"))).await;
+                return;
+            }
+        }
+    }
+}

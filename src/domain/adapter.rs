@@ -1,0 +1,278 @@
+//! How instructions reach a processor: the adapter a processor is
+//! registered with, and the checks of where push deliveries go (a gRPC
+//! endpoint or a webhook URL) and with which TLS files.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Violations;
+use super::processor::millis;
+
+/// How instructions reach a processor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AdapterConfig {
+    /// The dispatcher calls the processor's `ProcessorAdapter` service.
+    Grpc {
+        /// `http://` or `https://` URI with host and port.
+        endpoint: String,
+        /// Deadline of one delivery call.
+        #[serde(with = "millis")]
+        timeout: Duration,
+        /// TLS files beyond the public roots (`https://` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<ProcessorTls>,
+    },
+    /// The orchestrator POSTs each instruction as JSON to the processor's
+    /// URL, signed per Standard Webhooks with the processor's secret (kept
+    /// apart from the spec, sealed).
+    Webhook {
+        /// `https://` (or loopback `http://`) URL with host, optional port
+        /// and path.
+        url: String,
+        /// Deadline of one POST.
+        #[serde(with = "millis")]
+        timeout: Duration,
+        /// TLS files beyond the public roots (`https://` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<ProcessorTls>,
+    },
+    /// The processor leases its instructions with `PullInstructions`.
+    Pull,
+    /// An operator passes instructions on and records the answers.
+    Manual,
+}
+
+impl AdapterConfig {
+    /// Default deadline of one push delivery.
+    pub const DEFAULT_GRPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A gRPC push adapter; checks the endpoint, timeout and TLS files.
+    pub fn grpc(
+        endpoint: &str,
+        timeout: Option<Duration>,
+        tls: Option<ProcessorTls>,
+    ) -> Result<Self, Violations> {
+        let target = Target {
+            field: "endpoint",
+            valid: valid_endpoint,
+            shape: "must be an http:// or https:// URI with a host and port and no path",
+        };
+        target
+            .check(endpoint, timeout, tls)
+            .map(|(timeout, tls)| Self::Grpc {
+                endpoint: endpoint.to_string(),
+                timeout,
+                tls,
+            })
+    }
+
+    /// A webhook adapter; checks the URL, timeout and TLS files.
+    pub fn webhook(
+        url: &str,
+        timeout: Option<Duration>,
+        tls: Option<ProcessorTls>,
+    ) -> Result<Self, Violations> {
+        let target = Target {
+            field: "url",
+            valid: valid_url,
+            shape: "must be an http:// or https:// URL with a host, without a fragment, \
+                    at most 2048 characters",
+        };
+        target
+            .check(url, timeout, tls)
+            .map(|(timeout, tls)| Self::Webhook {
+                url: url.to_string(),
+                timeout,
+                tls,
+            })
+    }
+
+    /// The deadline of one delivery, for adapters the dispatcher pushes
+    /// through (gRPC, webhook); `None` for pull and manual.
+    pub fn push_timeout(&self) -> Option<Duration> {
+        match self {
+            Self::Grpc { timeout, .. } | Self::Webhook { timeout, .. } => Some(*timeout),
+            Self::Pull | Self::Manual => None,
+        }
+    }
+
+    /// Stable name of the adapter kind (SQL column).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Grpc { .. } => "grpc",
+            Self::Webhook { .. } => "webhook",
+            Self::Pull => "pull",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// Files a push processor's TLS uses beyond the public roots: its own CA,
+/// and a client certificate and key for mutual TLS. References (absolute
+/// paths, mounted from Secrets where the chart runs it), never contents,
+/// so nothing secret is stored or echoed back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProcessorTls {
+    /// The CA that signed the processor's server certificate (PEM); when
+    /// set, it is trusted instead of the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Our client certificate for this processor (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// Its private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
+}
+
+impl ProcessorTls {
+    /// Absolute paths; a client certificate comes with its key.
+    fn check(&self) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        for (field, path) in [
+            ("ca_file", &self.ca_file),
+            ("client_cert_file", &self.client_cert_file),
+            ("client_key_file", &self.client_key_file),
+        ] {
+            if let Some(p) = path
+                && (!p.starts_with('/') || p.len() > 4096 || p.chars().any(char::is_control))
+            {
+                v.add(field, "must be an absolute path");
+            }
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            v.add(
+                "client_key_file",
+                "a client certificate and its key are given together",
+            );
+        }
+        v.finish(|| ())
+    }
+}
+
+/// Where a push adapter delivers (a gRPC endpoint or a webhook URL): the
+/// field it is given in, its own shape, and the rules both share.
+struct Target {
+    field: &'static str,
+    valid: fn(&str) -> bool,
+    shape: &'static str,
+}
+
+impl Target {
+    /// Checks `address`, the timeout (default 10 s) and the TLS files;
+    /// returns the timeout and the files.
+    fn check(
+        &self,
+        address: &str,
+        timeout: Option<Duration>,
+        tls: Option<ProcessorTls>,
+    ) -> Result<(Duration, Option<ProcessorTls>), Violations> {
+        let mut v = Violations::new();
+        if let Some(tls) = &tls {
+            v.take("tls", tls.check());
+            if !address.starts_with("https://") {
+                v.add(
+                    "tls",
+                    format!("is only used with an https:// {}", self.field),
+                );
+            }
+        }
+        if has_user_info(address) {
+            v.add(
+                self.field,
+                format!(
+                    "must not hold user information (user:password@): an {} carries no credentials",
+                    self.field
+                ),
+            );
+        } else if !(self.valid)(address) {
+            v.add(self.field, self.shape);
+        }
+        let timeout = timeout.unwrap_or(AdapterConfig::DEFAULT_GRPC_TIMEOUT);
+        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
+            v.add("timeout", "must be between 100ms and 5m");
+        }
+        v.finish(|| (timeout, tls))
+    }
+}
+
+/// Whether the URI's authority holds `user[:password]@`.
+fn has_user_info(s: &str) -> bool {
+    s.parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.authority().map(|a| a.as_str().contains('@')))
+        .unwrap_or(false)
+}
+
+fn valid_url(s: &str) -> bool {
+    let Ok(uri) = s.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && !s.contains('#')
+        && s.len() <= 2048
+}
+
+fn valid_endpoint(s: &str) -> bool {
+    let Ok(uri) = s.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri.port_u16().is_some()
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none()
+        && s.len() <= 2048
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        for ok in ["http://127.0.0.1:5000", "https://dsr.vendor.example:443"] {
+            assert!(AdapterConfig::grpc(ok, None, None).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1:5000",
+            "ftp://x:1",
+            "http://host",
+            "http://host:1/path",
+            "not a uri",
+            "http://user:secret@host:1",
+            "https://token@host:443",
+        ] {
+            assert!(AdapterConfig::grpc(bad, None, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn webhook_urls() {
+        for ok in [
+            "http://127.0.0.1:5000/hook",
+            "https://dsr.vendor.example/hooks/dsr?tenant=7",
+            "https://dsr.vendor.example",
+        ] {
+            assert!(AdapterConfig::webhook(ok, None, None).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "dsr.vendor.example/hook",
+            "ftp://x:1/hook",
+            "https://user:secret@host/hook",
+            "https://host/hook#frag",
+        ] {
+            assert!(AdapterConfig::webhook(bad, None, None).is_err(), "{bad}");
+        }
+        let tls = ProcessorTls {
+            ca_file: Some("/etc/ca.pem".into()),
+            ..ProcessorTls::default()
+        };
+        assert!(AdapterConfig::webhook("http://127.0.0.1:1/h", None, Some(tls)).is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! Tests of `deadline`.
+
+use super::*;
+
+fn at(s: &str) -> Timestamp {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+}
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+#[test]
+fn business_days_skip_weekends_and_holidays() {
+    // Friday 2026-11-20; Thanksgiving Thursday 2026-11-26 a holiday.
+    let calendar = Calendar {
+        holidays: [day("2026-11-26")].into(),
+        ..Calendar::default()
+    };
+    let end = Period::BusinessDays(10).end(at("2026-11-20T15:00:00Z"), &calendar);
+    // Mon 23, Tue 24, Wed 25, (Thu 26 off), Fri 27, Mon 30, Tue 1,
+    // Wed 2, Thu 3, Fri 4, Mon 7: the tenth is Monday 7 December.
+    assert_eq!(end, at("2026-12-07T23:59:59.999999Z"));
+}
+
+#[test]
+fn calendar_days_and_months() {
+    let c = Calendar::default();
+    assert_eq!(
+        Period::Days(45).end(at("2026-01-01T10:00:00Z"), &c),
+        at("2026-02-15T23:59:59.999999Z")
+    );
+    assert_eq!(
+        Period::Months(1).end(at("2026-01-31T10:00:00Z"), &c),
+        at("2026-02-28T23:59:59.999999Z")
+    );
+}
+
+#[test]
+fn extensions_follow_the_regime() {
+    let policy = DeadlinePolicy::default();
+    let made = at("2026-01-01T00:00:00Z");
+    let d = policy.deadlines(Jurisdiction::Ccpa, made);
+    let inside = at("2026-01-20T00:00:00Z");
+    let latest = policy
+        .extend(Jurisdiction::Ccpa, d.respond_by, false, None, inside)
+        .unwrap();
+    assert_eq!(latest, at("2026-04-01T23:59:59.999999Z"));
+    assert_eq!(
+        policy.extend(Jurisdiction::Ccpa, d.respond_by, true, None, inside),
+        Err(ExtensionRefused::AlreadyExtended)
+    );
+    assert_eq!(
+        policy.extend(
+            Jurisdiction::Ccpa,
+            d.respond_by,
+            false,
+            None,
+            at("2026-03-01T00:00:00Z")
+        ),
+        Err(ExtensionRefused::TooLate)
+    );
+    assert!(matches!(
+        policy.extend(Jurisdiction::Ccpa, d.respond_by, false, Some(made), inside),
+        Err(ExtensionRefused::OutOfRange(_))
+    ));
+    assert_eq!(
+        policy.extend(Jurisdiction::Appi, d.respond_by, false, None, inside),
+        Err(ExtensionRefused::NotAllowed(Jurisdiction::Appi))
+    );
+    let gdpr = policy.deadlines(Jurisdiction::Gdpr, made);
+    assert_eq!(gdpr.respond_by, at("2026-02-01T23:59:59.999999Z"));
+    assert_eq!(gdpr.confirm_by, None);
+}
+
+#[test]
+fn due_times_leave_the_business_half_the_margin() {
+    let made = at("2026-01-01T00:00:00Z");
+    let week = std::time::Duration::from_secs(7 * 86400);
+    let respond_by = at("2026-02-15T00:00:00Z");
+    let five_minutes = std::time::Duration::from_secs(300);
+    let (due, escalate) = due_times(respond_by, week, five_minutes, made);
+    assert_eq!(due, at("2026-02-08T00:00:00Z"));
+    assert_eq!(escalate, at("2026-02-11T12:00:00Z"));
+    // Late on arrival: due at once, escalated halfway to the deadline.
+    let late = at("2026-02-14T00:00:00Z");
+    assert_eq!(
+        due_times(respond_by, week, five_minutes, late),
+        (late, at("2026-02-14T12:00:00Z"))
+    );
+    // Past the deadline on arrival: escalated once the processor has
+    // had its grace to take it up.
+    let past = at("2026-02-20T00:00:00Z");
+    assert_eq!(
+        due_times(respond_by, week, five_minutes, past),
+        (past, at("2026-02-20T00:05:00Z"))
+    );
+    // Reminders fall due by the due time, then every timeout.
+    let day = std::time::Duration::from_secs(86400);
+    assert_eq!(
+        reply_due(made, 40 * day, Some(due)),
+        at("2026-02-08T00:00:00Z")
+    );
+    assert_eq!(reply_due(made, day, Some(due)), at("2026-01-02T00:00:00Z"));
+    assert_eq!(reply_due(due, day, Some(due)), at("2026-02-09T00:00:00Z"));
+}
+
+#[test]
+fn retention_cutoffs() {
+    let now = at("2026-12-04T10:00:00Z");
+    assert_eq!(Period::Months(24).before(now), at("2024-12-04T10:00:00Z"));
+    assert_eq!(Period::Days(30).before(now), at("2026-11-04T10:00:00Z"));
+    // Friday 4 December, 2 business days back: Wednesday.
+    assert_eq!(
+        Period::BusinessDays(2).before(now),
+        at("2026-12-02T10:00:00Z")
+    );
+}
+
+#[test]
+fn periods_are_read_as_written() {
+    assert_eq!("10 business days".parse(), Ok(Period::BusinessDays(10)));
+    assert_eq!("1 month".parse(), Ok(Period::Months(1)));
+    assert_eq!("45 days".parse(), Ok(Period::Days(45)));
+    assert!("0 days".parse::<Period>().is_err());
+    assert!("fortnight".parse::<Period>().is_err());
+}

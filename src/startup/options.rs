@@ -1,0 +1,28 @@
+//! What tests may swap out of a running orchestrator.
+
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::dispatch::adapter::Adapter;
+use crate::dispatch::push::PushAdapters;
+
+/// What tests may swap out.
+pub struct Options {
+    /// The source of "now".
+    pub clock: Arc<dyn Clock>,
+    /// Run the dispatcher loop in the background (tests that drive it by
+    /// hand with [`Dispatcher::run_once`] turn this off).
+    pub run_dispatcher: bool,
+    /// How instructions reach push processors.
+    pub adapter: Arc<dyn Adapter>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            run_dispatcher: true,
+            adapter: Arc::new(PushAdapters::default()),
+        }
+    }
+}
