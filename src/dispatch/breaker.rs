@@ -30,8 +30,9 @@ pub(super) enum Gate {
     Closed,
     /// Deliver nothing.
     Open,
-    /// Deliver one instruction: this replica probes.
-    Probe,
+    /// Deliver one instruction: this replica probes a breaker opened for
+    /// this cool-down.
+    Probe(Duration),
 }
 
 /// Whether a delivery's result counts against the processor's health: it
@@ -61,9 +62,9 @@ impl Dispatcher {
         Ok(match breakers.get(&p.spec.id) {
             None => Gate::Closed,
             Some(b) if !b.half_open(now) => Gate::Open,
-            Some(_) => {
+            Some(b) => {
                 if self.store.take_probe(&p.spec.id, lease, now).await? {
-                    Gate::Probe
+                    Gate::Probe(b.cooldown)
                 } else {
                     Gate::Open
                 }
@@ -72,8 +73,14 @@ impl Dispatcher {
     }
 
     /// Counts a delivery's `result` against `p`'s breaker, opening or
-    /// closing it when that is due.
-    pub(super) async fn after_delivery(&self, p: &Processor, result: &DeliveryResult, probe: bool) {
+    /// closing it when that is due; `probe` is the cool-down of the breaker
+    /// this delivery probed, if it was a probe.
+    pub(super) async fn after_delivery(
+        &self,
+        p: &Processor,
+        result: &DeliveryResult,
+        probe: Option<Duration>,
+    ) {
         let threshold = self.config.breaker_failures;
         if threshold == 0 {
             return;
@@ -87,15 +94,9 @@ impl Dispatcher {
                 *n += 1;
                 *n
             };
-            if probe {
-                let previous = match self.store.breakers().await {
-                    Ok(b) => b.get(id).map(|b| b.cooldown),
-                    Err(e) => return tracing::warn!(error = %e, "breaker not read"),
-                };
-                let cooldown = previous
-                    .map(|c| c * 2)
-                    .unwrap_or(self.config.breaker_cooldown)
-                    .min(self.config.breaker_cooldown * MAX_COOLDOWN_FACTOR);
+            if let Some(previous) = probe {
+                let cooldown =
+                    (previous * 2).min(self.config.breaker_cooldown * MAX_COOLDOWN_FACTOR);
                 tracing::warn!(
                     processor_id = %id,
                     cooldown_ms = cooldown.as_millis() as u64,
@@ -120,7 +121,7 @@ impl Dispatcher {
             }
         } else {
             self.failures.lock().expect("failures lock").remove(id);
-            if probe {
+            if probe.is_some() {
                 tracing::info!(processor_id = %id, "probe answered; circuit breaker closed");
                 self.metrics.breaker_changed(id.as_str(), "closed");
                 self.store.close_breaker(id).await.map(drop)

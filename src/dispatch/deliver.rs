@@ -5,7 +5,7 @@
 //! `store::cancel_notices`), and the webhook processors' signing secrets.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -21,7 +21,7 @@ const CANCEL_NOTICES_PER_PASS: usize = 64;
 impl Dispatcher {
     /// Delivers one claimed instruction and records the answer, in a span
     /// that joins the trace of the call that submitted the request.
-    pub(super) async fn deliver(&self, p: &Processor, c: Claimed, probe: bool) {
+    pub(super) async fn deliver(&self, p: &Processor, c: Claimed, probe: Option<Duration>) {
         let span = tracing::info_span!(
             "deliver",
             otel.kind = "client",
@@ -30,13 +30,13 @@ impl Dispatcher {
             processor_id = %p.spec.id,
             attempt = c.attempt(),
             reminder = c.kind == ClaimKind::Reminder,
-            probe,
+            probe = probe.is_some(),
         );
         crate::telemetry::link_and_parent(&span, c.trace_context.as_deref());
         self.deliver_in_span(p, c, probe).instrument(span).await
     }
 
-    async fn deliver_in_span(&self, p: &Processor, c: Claimed, probe: bool) {
+    async fn deliver_in_span(&self, p: &Processor, c: Claimed, probe: Option<Duration>) {
         let delivery = Delivery {
             instruction: &c.instruction,
             identities: &c.identities,

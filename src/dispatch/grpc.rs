@@ -13,17 +13,16 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use tonic::Code;
 use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint};
-use crate::domain::{InstructionId, ProcessorTls};
+use crate::domain::InstructionId;
 use crate::pb::deliver_instruction_response::Disposition;
 use crate::pb::processor_adapter_client::ProcessorAdapterClient;
 use crate::pb::{CancelInstructionRequest, DeliverInstructionResponse};
-use crate::tls::client::{RECHECK, files_digest, processor_tls};
+use crate::tls::client::{Freshness, processor_tls};
 use crate::wire;
 
 /// gRPC push adapter with a per-endpoint channel cache.
@@ -122,8 +121,7 @@ impl GrpcAdapter {
     ) -> Result<ProcessorAdapterClient<Channel>, DeliveryError> {
         let mut channels = self.channels.lock().expect("channel cache lock");
         if let Some(kept) = channels.get_mut(endpoint.uri)
-            && kept.tls.as_ref() == endpoint.tls
-            && kept.still_current()
+            && kept.files.still_current(endpoint.tls)
         {
             return Ok(ProcessorAdapterClient::new(kept.channel.clone()));
         }
@@ -147,35 +145,18 @@ impl GrpcAdapter {
             endpoint.uri.to_string(),
             Kept {
                 channel: channel.clone(),
-                tls: endpoint.tls.cloned(),
-                digest,
-                checked: Instant::now(),
+                files: Freshness::new(endpoint.tls, digest),
             },
         );
         Ok(ProcessorAdapterClient::new(channel))
     }
 }
 
-/// A channel to one endpoint, and what it was built from.
+/// A channel to one endpoint, and the TLS files it was built from (none
+/// watched for plaintext).
 struct Kept {
     channel: Channel,
-    tls: Option<ProcessorTls>,
-    /// Digest of the TLS files read for it (empty for plaintext).
-    digest: Vec<u8>,
-    /// When the files were last compared with the digest.
-    checked: Instant,
-}
-
-impl Kept {
-    /// Whether the TLS files are unchanged (checked at most every
-    /// [`RECHECK`]).
-    fn still_current(&mut self) -> bool {
-        if self.digest.is_empty() || self.checked.elapsed() < RECHECK {
-            return true;
-        }
-        self.checked = Instant::now();
-        files_digest(self.tls.as_ref()).is_ok_and(|d| d == self.digest)
-    }
+    files: Freshness,
 }
 
 #[tonic::async_trait]

@@ -65,7 +65,7 @@ impl Dispatcher {
         } else {
             HashMap::new()
         };
-        let mut probes = Vec::new();
+        let mut probes = HashMap::new();
         if !breakers.is_empty() {
             let mut gated = Vec::with_capacity(push.len());
             for (p, timeout) in push {
@@ -74,8 +74,8 @@ impl Dispatcher {
                     .await?
                 {
                     breaker::Gate::Closed => gated.push((p, timeout)),
-                    breaker::Gate::Probe => {
-                        probes.push(p.spec.id.clone());
+                    breaker::Gate::Probe(cooldown) => {
+                        probes.insert(p.spec.id.clone(), cooldown);
                         gated.push((p, timeout));
                     }
                     breaker::Gate::Open => {}
@@ -103,7 +103,7 @@ impl Dispatcher {
         let slots: Vec<_> = push
             .iter()
             .map(|(p, _)| {
-                let probe = probes.contains(&p.spec.id);
+                let probe = probes.contains_key(&p.spec.id);
                 let slots =
                     self.reserve(p, share.min(free).min(if probe { 1 } else { usize::MAX }));
                 free -= slots.len();
@@ -139,7 +139,7 @@ impl Dispatcher {
             let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
             self.metrics
                 .claim_finished(p.spec.id.as_str(), took, &kinds);
-            let probe = probes.contains(&p.spec.id);
+            let probe = probes.get(&p.spec.id).copied();
             let p = Arc::new(p.clone());
             // Unused slots are released when their permits drop here.
             for (c, permits) in claimed.into_iter().zip(slots) {

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -32,7 +32,7 @@ use ring::hmac;
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint, Protocol};
 use super::grpc::answer_of;
 use crate::domain::{InstructionId, InstructionView, ProcessorTls, Timestamp};
-use crate::tls::client::{RECHECK, files_digest, webhook_client};
+use crate::tls::client::{Freshness, webhook_client};
 use crate::wire::{self, json};
 
 /// The most of a processor's answer that is read (10,000 data records
@@ -50,8 +50,7 @@ pub struct WebhookAdapter {
 
 struct Kept {
     client: reqwest::Client,
-    digest: Vec<u8>,
-    checked: Instant,
+    files: Freshness,
 }
 
 /// The signature of one message: `v1,` and the base64 HMAC-SHA256 of
@@ -129,14 +128,10 @@ impl WebhookAdapter {
     fn client(&self, tls: Option<&ProcessorTls>) -> Result<reqwest::Client, DeliveryError> {
         let mut clients = self.clients.lock().expect("client cache lock");
         let key = tls.cloned();
-        if let Some(kept) = clients.get_mut(&key) {
-            let current = kept.checked.elapsed() < RECHECK || {
-                kept.checked = Instant::now();
-                files_digest(tls).is_ok_and(|d| d == kept.digest)
-            };
-            if current {
-                return Ok(kept.client.clone());
-            }
+        if let Some(kept) = clients.get_mut(&key)
+            && kept.files.still_current(tls)
+        {
+            return Ok(kept.client.clone());
         }
         // Files that cannot be read may be a mount in progress: retried.
         let (client, digest) =
@@ -145,8 +140,7 @@ impl WebhookAdapter {
             key,
             Kept {
                 client: client.clone(),
-                digest,
-                checked: Instant::now(),
+                files: Freshness::new(tls, digest),
             },
         );
         Ok(client)

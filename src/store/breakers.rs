@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::codec::{from_micros, micros, processor_id};
+use super::codec::{from_micros, micros, micros_after, processor_id};
 use super::sql::Sql;
 use super::{Store, StoreError};
 use crate::domain::{ProcessorId, Timestamp};
@@ -30,10 +30,6 @@ impl Breaker {
     pub fn half_open(&self, now: Timestamp) -> bool {
         now >= self.retry_at
     }
-}
-
-fn at(now: Timestamp, d: Duration) -> i64 {
-    micros(now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
 }
 
 impl Store {
@@ -98,7 +94,7 @@ impl Store {
         .push(", ")
         .bind(i64::from(failures))
         .push(", ")
-        .bind(at(now, cooldown))
+        .bind(micros_after(now, cooldown))
         .push(", ")
         .bind(cooldown.as_millis() as i64)
         .push(
@@ -122,7 +118,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let taken = Sql::new(self.backend, "update circuit_breakers set probe_until = ")
-            .bind(at(now, lease))
+            .bind(micros_after(now, lease))
             .push(" where processor_id = ")
             .bind(processor.as_str())
             .push(" and retry_at <= ")

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::codec::micros;
+use super::codec::{instruction_id, micros, micros_after, processor_id};
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
 use crate::domain::{InstructionId, ProcessorId, Timestamp};
@@ -34,21 +34,12 @@ pub struct CancelNotice {
 }
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<CancelNotice, StoreError> {
-    let id: String = row.try_get("instruction_id")?;
-    let processor: String = row.try_get("processor_id")?;
     Ok(CancelNotice {
-        instruction_id: InstructionId::parse(&id)
-            .map_err(|e| StoreError::Corrupt(format!("cancel_notices.instruction_id: {e}")))?,
-        processor_id: ProcessorId::parse(&processor)
-            .map_err(|e| StoreError::Corrupt(format!("cancel_notices.processor_id: {e}")))?,
+        instruction_id: instruction_id(row, "instruction_id")?,
+        processor_id: processor_id(row, "processor_id")?,
         reason: row.try_get("reason")?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
     })
-}
-
-/// The `chrono` form of a lease length.
-fn after(now: Timestamp, d: Duration) -> i64 {
-    micros(now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
 }
 
 impl Store {
@@ -66,7 +57,7 @@ impl Store {
             self.backend,
             "update cancel_notices set attempts = attempts + 1, next_attempt_at = ",
         );
-        due.bind(after(now, lease))
+        due.bind(micros_after(now, lease))
             .push(
                 " where instruction_id in (select n.instruction_id from cancel_notices n \
                  join processors p on p.id = n.processor_id where n.next_attempt_at <= ",

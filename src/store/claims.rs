@@ -19,7 +19,7 @@ use sqlx::Row;
 
 use super::aftermath::By;
 use super::aftermath::after_changes;
-use super::codec::{instruction, micros, qualified};
+use super::codec::{instruction, micros, micros_after, qualified};
 use super::sealed::PAYLOAD;
 use super::sql::{Bind, Col, Sql};
 use super::transition::{AttemptClose, Change, apply};
@@ -145,8 +145,7 @@ impl Store {
                 if n > 0 {
                     sql.push(" union all ");
                 }
-                let until =
-                    micros(now + chrono::Duration::from_std(order.lease).unwrap_or_default());
+                let until = micros_after(now, order.lease);
                 sql.push("select id, ").bind(until).push(" from (");
                 pick(&mut sql, order, *limit);
                 sql.push(") p");

@@ -18,6 +18,12 @@ pub(super) fn micros(t: Timestamp) -> i64 {
     t.timestamp_micros()
 }
 
+/// Microseconds since the epoch of `d` after `now` (a lease's end, a
+/// retry's time).
+pub(super) fn micros_after(now: Timestamp, d: std::time::Duration) -> i64 {
+    micros(now + chrono::Duration::from_std(d).unwrap_or_default())
+}
+
 /// Back from microseconds.
 pub(super) fn from_micros(v: i64) -> Result<Timestamp, StoreError> {
     chrono::DateTime::from_timestamp_micros(v)

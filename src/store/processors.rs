@@ -265,8 +265,23 @@ impl Store {
         now: Timestamp,
     ) -> Result<String, StoreError> {
         let token = new_callback_token();
-        let result = Sql::new(self.backend, "update processors set token_hash = ")
-            .bind(token_hash(&token))
+        self.set_credential(id, "token_hash", token_hash(&token), actor, now)
+            .await?;
+        Ok(token)
+    }
+
+    /// Replaces one credential column of a processor (`token_hash`,
+    /// `webhook_secret`), attributed to `actor`.
+    async fn set_credential(
+        &self,
+        id: &ProcessorId,
+        column: &str,
+        value: String,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let result = Sql::new(self.backend, format!("update processors set {column} = "))
+            .bind(value)
             .push(", updated_at = ")
             .bind(micros(now))
             .push(", updated_by = ")
@@ -279,7 +294,7 @@ impl Store {
         if result.rows_affected() == 0 {
             return Err(StoreError::not_found("processor", id));
         }
-        Ok(token)
+        Ok(())
     }
 
     /// Issues a new webhook signing secret for a webhook processor; returns
@@ -298,20 +313,8 @@ impl Store {
         }
         let secret = new_webhook_secret();
         let sealed = self.seal_json(&secret, WEBHOOK_SECRET, id);
-        let result = Sql::new(self.backend, "update processors set webhook_secret = ")
-            .bind(sealed)
-            .push(", updated_at = ")
-            .bind(micros(now))
-            .push(", updated_by = ")
-            .bind(actor.to_string())
-            .push(" where id = ")
-            .bind(id.as_str())
-            .query()
-            .execute(&self.pool)
+        self.set_credential(id, "webhook_secret", sealed, actor, now)
             .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::not_found("processor", id));
-        }
         Ok(secret)
     }
 
