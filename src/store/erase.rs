@@ -138,13 +138,16 @@ impl Store {
             );
             sql.bind(window_start).push(")");
             if let Some((closed, id)) = &after {
-                sql.push(" and (r.closed_at > ")
+                // A row-value comparison, so that the scan starts at the
+                // key in `requests_to_erase` instead of walking from the
+                // start past the entries of requests erased moments ago
+                // (dead until vacuum): an `or` of the two cases is no
+                // index range, and made each batch slower than the last.
+                sql.push(" and (r.closed_at, r.id) > (")
                     .bind(*closed)
-                    .push(" or (r.closed_at = ")
-                    .bind(*closed)
-                    .push(" and r.id > ")
+                    .push(", ")
                     .bind(id.clone())
-                    .push("))");
+                    .push(")");
             }
             sql.push(" order by r.closed_at, r.id limit ").bind(BATCH);
             let rows = sql.query().fetch_all(&self.pool).await?;
