@@ -77,7 +77,7 @@ impl Application {
     /// Connects, migrates, loads processors and binds; fails with a readable
     /// message if any of it goes wrong.
     pub async fn build(config: &Config, options: Options) -> anyhow::Result<Self> {
-        let metrics = Metrics::new(options.clock.clone())?;
+        let metrics = Metrics::new(options.clock.clone(), &config.database_url)?;
         let built = Self::build_with(config, options, metrics.clone()).await;
         if built.is_err() {
             // Nothing was exported yet; shut the provider down quietly

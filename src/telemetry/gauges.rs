@@ -11,11 +11,16 @@ use opentelemetry::metrics::Meter;
 use crate::clock::Clock;
 use crate::store::Stats;
 
+use super::families::{
+    BREAKERS_OPEN, BY_TIME_LEFT, INSTRUCTIONS_OPEN, OLDEST_OPEN_AGE, QUEUE_DEPTH, RECEIPT_OVERDUE,
+    REQUESTS_OPEN,
+};
+
 pub(super) fn register(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dyn Clock>) {
     let s = snapshot.clone();
     meter
-        .u64_observable_gauge("dsr_requests_open")
-        .with_description("Open requests (received or in progress), by status.")
+        .u64_observable_gauge(REQUESTS_OPEN.name)
+        .with_description(REQUESTS_OPEN.help)
         .with_callback(move |o| {
             for (status, n, _) in &s.lock().expect("snapshot").open_requests {
                 o.observe(*n, &[KeyValue::new("status", status.as_str())]);
@@ -24,9 +29,9 @@ pub(super) fn register(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dy
         .build();
     let s = snapshot.clone();
     meter
-        .f64_observable_gauge("dsr_requests_oldest_open_age")
+        .f64_observable_gauge(OLDEST_OPEN_AGE.name)
         .with_unit("s")
-        .with_description("Age of the oldest open request, by status.")
+        .with_description(OLDEST_OPEN_AGE.help)
         .with_callback(move |o| {
             let now = clock.now();
             for (status, _, oldest) in &s.lock().expect("snapshot").open_requests {
@@ -39,10 +44,8 @@ pub(super) fn register(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dy
         .build();
     let s = snapshot.clone();
     meter
-        .u64_observable_gauge("dsr_instructions_open")
-        .with_description(
-            "Instructions not yet terminal, by processor and state (ESCALATED ones need an operator).",
-        )
+        .u64_observable_gauge(INSTRUCTIONS_OPEN.name)
+        .with_description(INSTRUCTIONS_OPEN.help)
         .with_callback(move |o| {
             for (p, state, n) in &s.lock().expect("snapshot").open_instructions {
                 o.observe(
@@ -57,11 +60,8 @@ pub(super) fn register(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dy
         .build();
     let s = snapshot.clone();
     meter
-        .u64_observable_gauge("dsr_requests_by_time_left")
-        .with_description(
-            "Open requests by the time left to their response deadline: overdue, under_1d, \
-             under_7d, under_30d, 30d_or_more.",
-        )
+        .u64_observable_gauge(BY_TIME_LEFT.name)
+        .with_description(BY_TIME_LEFT.help)
         .with_callback(move |o| {
             for (bucket, n) in &s.lock().expect("snapshot").by_time_left {
                 o.observe(*n, &[KeyValue::new("time_left", *bucket)]);
@@ -70,11 +70,8 @@ pub(super) fn register(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dy
         .build();
     let s = snapshot.clone();
     meter
-        .u64_observable_gauge("dsr_circuit_breaker_open")
-        .with_description(
-            "1 for each push processor whose circuit breaker is open, by processor and state \
-             (open, half_open).",
-        )
+        .u64_observable_gauge(BREAKERS_OPEN.name)
+        .with_description(BREAKERS_OPEN.help)
         .with_callback(move |o| {
             for (p, half_open) in &s.lock().expect("snapshot").breakers {
                 let state = if *half_open { "half_open" } else { "open" };
@@ -90,15 +87,15 @@ pub(super) fn register(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dy
         .build();
     let s = snapshot.clone();
     meter
-        .u64_observable_gauge("dsr_requests_receipt_overdue")
-        .with_description("Open requests whose receipt confirmation to the person is overdue.")
+        .u64_observable_gauge(RECEIPT_OVERDUE.name)
+        .with_description(RECEIPT_OVERDUE.help)
         .with_callback(move |o| {
             o.observe(s.lock().expect("snapshot").receipt_overdue, &[]);
         })
         .build();
     meter
-        .u64_observable_gauge("dsr_queue_depth")
-        .with_description("PENDING instructions already due for delivery, by processor.")
+        .u64_observable_gauge(QUEUE_DEPTH.name)
+        .with_description(QUEUE_DEPTH.help)
         .with_callback(move |o| {
             for (p, n) in &snapshot.lock().expect("snapshot").due {
                 o.observe(*n, &[KeyValue::new("processor", p.to_string())]);

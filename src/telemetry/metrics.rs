@@ -9,7 +9,14 @@
 //! hook after each commit); the gauges of open work are read from the
 //! database when scraped, so every replica reports the same shared truth.
 //! New families (deadlines, circuit breakers) add instruments here with the
-//! same label vocabulary.
+//! same label vocabulary, and a [`Family`] in [`FAMILIES`].
+//!
+//! Every family is listed from the first scrape: one that has no series
+//! yet (nothing counted, no processor registered) is shown with a single
+//! zero series without labels, so dashboards and `absent()` alerts work on
+//! a fresh replica; `dsr_build_info` names the version and the backend.
+//! OpenTelemetry itself only exports series that have been recorded, so
+//! the zeros are added to the Prometheus text, not to OTLP pushes.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,14 +32,7 @@ use crate::clock::Clock;
 use crate::domain::{AttemptResult, InstructionState, InstructionView};
 use crate::store::{ClaimKind, ClosedRequest, Stats, Store, StoreObserver};
 
-/// Bucket bounds (seconds) for delivery and claim latencies.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-/// Bucket bounds (seconds) for time to acknowledge: milliseconds to days.
-const ACK_BUCKETS: &[f64] = &[
-    0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0, 604800.0,
-];
+use super::families::*;
 
 /// The instruments, and the registry Prometheus reads.
 pub struct Metrics {
@@ -56,8 +56,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the instruments. `clock` dates the age gauges.
-    pub fn new(clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Self>> {
+    /// Creates the instruments. `clock` dates the age gauges;
+    /// `database_url` names the backend in `dsr_build_info`.
+    pub fn new(clock: Arc<dyn Clock>, database_url: &str) -> anyhow::Result<Arc<Self>> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -79,74 +80,45 @@ impl Metrics {
         let meter = provider.meter("dsr-orchestrator");
         let snapshot = Arc::new(Mutex::new(Stats::default()));
         super::gauges::register(&meter, snapshot.clone(), clock);
-        let counter = |name: &'static str, help: &'static str| {
-            meter.u64_counter(name).with_description(help).build()
-        };
-        let histogram = |name: &'static str, help: &'static str, buckets: &[f64]| {
+        let counter = |f: &Family| meter.u64_counter(f.name).with_description(f.help).build();
+        let histogram = |f: &Family| {
+            let Shape::Histogram(buckets) = f.shape else {
+                unreachable!("{} is not a histogram", f.name)
+            };
             meter
-                .f64_histogram(name)
+                .f64_histogram(f.name)
                 .with_unit("s")
-                .with_description(help)
+                .with_description(f.help)
                 .with_boundaries(buckets.to_vec())
                 .build()
         };
+        let backend =
+            crate::store::Backend::from_url(database_url).map_or("unknown", |b| b.as_str());
+        meter
+            .u64_gauge(BUILD_INFO.name)
+            .with_description(BUILD_INFO.help)
+            .build()
+            .record(
+                1,
+                &[
+                    KeyValue::new("version", env!("CARGO_PKG_VERSION")),
+                    KeyValue::new("backend", backend),
+                ],
+            );
         Ok(Arc::new(Self {
-            requests_submitted: counter(
-                "dsr_requests_submitted",
-                "Requests taken in, by kind and jurisdiction.",
-            ),
-            requests_completed: counter(
-                "dsr_requests_completed",
-                "Requests that got their completion record, by kind, jurisdiction and outcome.",
-            ),
-            instructions_finished: counter(
-                "dsr_instructions_finished",
-                "Instructions that reached a terminal state, by processor and state.",
-            ),
-            escalations: counter(
-                "dsr_instructions_escalations",
-                "Instructions escalated to an operator, by processor.",
-            ),
-            claimed: counter(
-                "dsr_instructions_claimed",
-                "Instructions leased for delivery, by processor and reason (first, retry, reminder).",
-            ),
-            delivery_attempts: counter(
-                "dsr_delivery_attempts",
-                "Push delivery attempts, by processor and result.",
-            ),
-            delivery_failures: counter(
-                "dsr_delivery_failures",
-                "Failed push deliveries, by processor and gRPC code.",
-            ),
-            breaker_changes: counter(
-                "dsr_circuit_breaker_changes",
-                "Circuit breakers opened or closed by this replica, by processor and state (open, closed).",
-            ),
-            cancel_notices: counter(
-                "dsr_cancel_notices",
-                "Cancel notices sent to push processors, by processor and result (sent, retried, given_up).",
-            ),
-            delivery_duration: histogram(
-                "dsr_delivery_duration",
-                "Duration of one push delivery call, by processor.",
-                LATENCY_BUCKETS,
-            ),
-            time_to_acknowledge: histogram(
-                "dsr_time_to_acknowledge",
-                "From first delivery to the processor's acknowledgement, by processor.",
-                ACK_BUCKETS,
-            ),
-            claim_duration: histogram(
-                "dsr_claim_duration",
-                "Duration of one claim (lease) statement for one processor.",
-                LATENCY_BUCKETS,
-            ),
-            dispatch_yields: counter(
-                "dsr_dispatch_yields",
-                "Dispatcher passes that held deliveries to a quarter of --max-in-flight \
-                 while submissions queued.",
-            ),
+            requests_submitted: counter(&REQUESTS_SUBMITTED),
+            requests_completed: counter(&REQUESTS_COMPLETED),
+            instructions_finished: counter(&INSTRUCTIONS_FINISHED),
+            escalations: counter(&ESCALATIONS),
+            claimed: counter(&CLAIMED),
+            delivery_attempts: counter(&DELIVERY_ATTEMPTS),
+            delivery_failures: counter(&DELIVERY_FAILURES),
+            breaker_changes: counter(&BREAKER_CHANGES),
+            cancel_notices: counter(&CANCEL_NOTICES),
+            delivery_duration: histogram(&DELIVERY_DURATION),
+            time_to_acknowledge: histogram(&TIME_TO_ACKNOWLEDGE),
+            claim_duration: histogram(&CLAIM_DURATION),
+            dispatch_yields: counter(&DISPATCH_YIELDS),
             registry,
             provider,
             snapshot,
@@ -239,7 +211,19 @@ impl Metrics {
         *self.snapshot.lock().expect("metrics snapshot lock") = stats;
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
-        Ok(String::from_utf8(out)?)
+        let mut text = String::from_utf8(out)?;
+        let shown: std::collections::HashSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+            .collect();
+        let missing: Vec<&Family> = FAMILIES
+            .iter()
+            .filter(|f| !shown.contains(f.exported().as_str()))
+            .collect();
+        for family in missing {
+            family.zero(&mut text);
+        }
+        Ok(text)
     }
 
     /// Keeps the gauges fresh for OTLP push, every `every` until `stop`

@@ -16,6 +16,7 @@
 //! subject's data.
 
 mod context;
+mod families;
 mod gauges;
 mod metrics;
 mod rpc;

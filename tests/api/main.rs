@@ -19,6 +19,7 @@ mod delivery;
 mod echoes;
 mod intake;
 mod limits;
+mod metrics_families;
 mod observability;
 mod outages;
 mod processors;
