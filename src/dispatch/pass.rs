@@ -39,6 +39,7 @@ impl Dispatcher {
         &self,
         set: &mut JoinSet<()>,
     ) -> Result<Pass, crate::store::StoreError> {
+        self.metrics.dispatch_pass();
         let processors = self.store.all_processors().await?;
         let now = self.clock.now();
         let budgets: Vec<_> = processors
@@ -118,6 +119,8 @@ impl Dispatcher {
                 max_reminders: p.spec.max_reminders,
                 max_attempts: p.spec.retry_policy.max_attempts,
                 limit: slots.len() as u32,
+                max_in_flight: p.spec.max_in_flight,
+                per_second: p.spec.max_deliveries_per_second,
                 lease: *timeout + self.config.lease_margin,
             })
             .collect();

@@ -74,7 +74,7 @@ mod tests {
             None,
             None,
             None,
-            None,
+            crate::domain::DeliveryLimits::default(),
             None,
         )
         .unwrap();

@@ -41,7 +41,9 @@ pub use ids::{InstructionId, ProcessorId, RequestId};
 pub use instruction::{InstructionEvent, InstructionState, InstructionView, Transition};
 pub use normalize::normal_form;
 pub use outcome::{DataRecord, InstructionResult, Outcome, ResolvedBy, SubProcessor};
-pub use processor::{Processor, ProcessorSpec, ProcessorStatus};
+pub use processor::{
+    DeliveryLimits, MAX_DELIVERIES_PER_SECOND, Processor, ProcessorSpec, ProcessorStatus,
+};
 pub use record::{CompletionRecord, OverallOutcome, ProcessorLine, RecordFacts};
 pub use redact::{REDACTED, redact_identities};
 pub use request::{

@@ -41,12 +41,39 @@ pub struct ProcessorSpec {
     pub completion_timeout: Duration,
     /// Reminders before escalation.
     pub max_reminders: u32,
-    /// Concurrent deliveries per orchestrator replica.
+    /// Deliveries in flight at once, across every replica.
     pub max_in_flight: u32,
+    /// Deliveries started per second across every replica (reminders
+    /// included); 0 for no limit.
+    #[serde(default)]
+    pub max_deliveries_per_second: u32,
     /// How long before a request's deadline this processor's answer is
     /// due (see [`super::due_times`]).
     #[serde(with = "millis", default = "defaults::safety_margin")]
     pub safety_margin: Duration,
+}
+
+/// The highest `max_deliveries_per_second` a processor may be given.
+pub const MAX_DELIVERIES_PER_SECOND: u32 = 100_000;
+
+/// How much a push processor may be sent: at once and per second, counted
+/// across every replica of the deployment (see `store::limits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryLimits {
+    /// Deliveries in flight at once; unset: [`defaults::MAX_IN_FLIGHT`].
+    pub max_in_flight: Option<u32>,
+    /// Deliveries started per second; 0 for no limit.
+    pub max_deliveries_per_second: u32,
+}
+
+impl DeliveryLimits {
+    /// In flight at once only.
+    pub fn in_flight(max_in_flight: Option<u32>) -> Self {
+        Self {
+            max_in_flight,
+            max_deliveries_per_second: 0,
+        }
+    }
 }
 
 /// Defaults for the optional settings of a processor.
@@ -84,7 +111,7 @@ impl ProcessorSpec {
         ack_timeout: Option<Duration>,
         completion_timeout: Option<Duration>,
         max_reminders: Option<u32>,
-        max_in_flight: Option<u32>,
+        limits: DeliveryLimits,
         safety_margin: Option<Duration>,
     ) -> Result<Self, Violations> {
         let mut v = Violations::new();
@@ -121,9 +148,16 @@ impl ProcessorSpec {
         if max_reminders > 20 {
             v.add("max_reminders", "must be at most 20");
         }
-        let max_in_flight = max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT);
+        let max_in_flight = limits.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT);
         if !(1..=1000).contains(&max_in_flight) {
             v.add("max_in_flight", "must be between 1 and 1000");
+        }
+        let max_deliveries_per_second = limits.max_deliveries_per_second;
+        if max_deliveries_per_second > MAX_DELIVERIES_PER_SECOND {
+            v.add(
+                "max_deliveries_per_second",
+                format!("must be at most {MAX_DELIVERIES_PER_SECOND} (0 for no limit)"),
+            );
         }
         let safety_margin = safety_margin.unwrap_or(defaults::SAFETY_MARGIN);
         if safety_margin > Duration::from_secs(90 * 86400) {
@@ -142,6 +176,7 @@ impl ProcessorSpec {
             completion_timeout,
             max_reminders,
             max_in_flight,
+            max_deliveries_per_second,
             safety_margin,
         })
     }

@@ -8,8 +8,8 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::{
-    AdapterConfig, IdentityType, ProcessorId, ProcessorRole, ProcessorSpec, ProcessorTls,
-    RequestKind, RetryPolicy, Violations,
+    AdapterConfig, DeliveryLimits, IdentityType, ProcessorId, ProcessorRole, ProcessorSpec,
+    ProcessorTls, RequestKind, RetryPolicy, Violations,
 };
 
 /// The whole file.
@@ -44,6 +44,8 @@ pub(super) struct Entry {
     max_reminders: Option<u32>,
     #[serde(default)]
     max_in_flight: Option<u32>,
+    #[serde(default)]
+    max_deliveries_per_second: u32,
     #[serde(default, deserialize_with = "duration")]
     safety_margin: Option<Duration>,
 }
@@ -135,7 +137,10 @@ impl Entry {
                 self.ack_timeout,
                 self.completion_timeout,
                 self.max_reminders,
-                self.max_in_flight,
+                DeliveryLimits {
+                    max_in_flight: self.max_in_flight,
+                    max_deliveries_per_second: self.max_deliveries_per_second,
+                },
                 self.safety_margin,
             ),
         );

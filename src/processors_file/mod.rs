@@ -20,7 +20,8 @@
 //!     ack_timeout: 5m                     # optional, default 5m
 //!     completion_timeout: 7d              # optional, default 7d
 //!     max_reminders: 3                    # optional, default 3 (0 allowed)
-//!     max_in_flight: 16                   # optional, default 16
+//!     max_in_flight: 16                   # optional, default 16, across all replicas
+//!     max_deliveries_per_second: 50       # optional, default 0 (no limit), across all replicas
 //!     safety_margin: 7d                   # optional, default 7d: its answer is due this long before the request's deadline
 //! ```
 //!
@@ -173,6 +174,7 @@ processors:
     completion_timeout: 7d
     max_reminders: 0
     max_in_flight: 16
+    max_deliveries_per_second: 50
   - processor_id: group-co
     display_name: Group Co.
     role: GROUP_COMPANY
@@ -227,9 +229,11 @@ processors:
         assert_eq!(vendor.retry_policy, RetryPolicy::default());
         assert_eq!(vendor.completion_timeout, Duration::from_secs(7 * 86400));
         assert_eq!(vendor.max_reminders, 0);
+        assert_eq!(vendor.max_deliveries_per_second, 50);
 
         assert_eq!(specs[1].adapter, AdapterConfig::Pull);
         assert_eq!(specs[1].max_reminders, 3, "default");
+        assert_eq!(specs[1].max_deliveries_per_second, 0, "default");
         assert_eq!(specs[2].adapter, AdapterConfig::Manual);
         assert_eq!(specs[2].retry_policy.max_attempts, 3);
         assert_eq!(
@@ -254,12 +258,12 @@ processors:
             ),
             (
                 edited("processor_id: group-co", "processor_id: Group"),
-                15,
+                16,
                 "processors[1].processor_id: \"Group\" must be",
             ),
-            (edited("pull: {}", "push: {}"), 21, "push"),
-            (edited("manual: {}", "manual: { who: ops }"), 29, "who"),
-            (edited("max_attempts: 3", "max_attempts: -3"), 30, "-3"),
+            (edited("pull: {}", "push: {}"), 22, "push"),
+            (edited("manual: {}", "manual: { who: ops }"), 30, "who"),
+            (edited("max_attempts: 3", "max_attempts: -3"), 31, "-3"),
         ];
         for (yaml, expected_line, mentions) in cases {
             match load_str(&yaml) {

@@ -21,7 +21,7 @@ use super::aftermath::By;
 use super::aftermath::after_changes;
 use super::codec::{instruction, micros, micros_after, qualified};
 use super::sealed::PAYLOAD;
-use super::sql::{Bind, Col, Sql};
+use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
@@ -73,8 +73,13 @@ pub struct ClaimOrder<'a> {
     /// Its delivery budget (an expired lease past it is not delivered
     /// again but escalated).
     pub max_attempts: u32,
-    /// Most instructions to lease (its free delivery slots).
+    /// Most instructions to lease (this replica's free delivery slots).
     pub limit: u32,
+    /// Its deliveries in flight at once across every replica.
+    pub max_in_flight: u32,
+    /// Its deliveries started per second across every replica; 0 for no
+    /// limit.
+    pub per_second: u32,
     /// How long the lease lasts.
     pub lease: Duration,
 }
@@ -97,6 +102,8 @@ impl Store {
             max_reminders,
             max_attempts,
             limit,
+            max_in_flight: u32::MAX,
+            per_second: 0,
             lease,
         };
         let mut claimed = self.claim_many(&[order], owner, now).await?;
@@ -166,6 +173,29 @@ impl Store {
             sql
         };
         let mut tx = self.begin().await?;
+        // What the deployment-wide limits leave each processor (see
+        // `super::limits`).
+        let asked: Vec<&ClaimOrder> = orders.iter().map(|(_, o)| *o).collect();
+        let grants = self.grants(&mut tx, &asked, now).await?;
+        let granted: Vec<(usize, ClaimOrder)> = orders
+            .iter()
+            .zip(&grants.limits)
+            .filter(|(_, limit)| **limit > 0)
+            .map(|((i, o), limit)| {
+                (
+                    *i,
+                    ClaimOrder {
+                        limit: *limit,
+                        ..**o
+                    },
+                )
+            })
+            .collect();
+        if granted.is_empty() {
+            tx.commit().await?;
+            return Ok(out);
+        }
+        let orders: Vec<(usize, &ClaimOrder)> = granted.iter().map(|(i, o)| (*i, o)).collect();
         // Due first deliveries and retries, in due order straight off the
         // partial index (the common case, and the bulk of a backlog).
         let picks: Vec<_> = orders.iter().map(|(_, o)| (*o, o.limit)).collect();
@@ -225,6 +255,13 @@ impl Store {
             });
             rows.extend(others.query().fetch_all(&mut *tx).await?);
         }
+        if !grants.is_free() {
+            let mut taken: HashMap<String, u32> = HashMap::new();
+            for row in &rows {
+                *taken.entry(row.try_get("processor_id")?).or_default() += 1;
+            }
+            self.charge(&mut tx, &asked, &grants, &taken).await?;
+        }
         let mut claimed = Vec::with_capacity(rows.len());
         // Payloads that do not open (their key is gone or wrong): leased
         // like the others, then escalated in the same transaction, never
@@ -272,7 +309,7 @@ impl Store {
         }
         let mut effects = Effects::default();
         if !claimed.is_empty() {
-            record_attempts(&mut tx, self.backend, &claimed, now_us).await?;
+            super::deliveries::open_attempts(&mut tx, self.backend, &claimed, now_us).await?;
             let views: Vec<InstructionView> =
                 claimed.iter().map(|c| c.instruction.clone()).collect();
             after_changes(
@@ -338,59 +375,4 @@ fn pick_due(
     }
     sql.push(&format!(" order by {due} limit "))
         .bind(i64::from(limit));
-}
-
-/// Opens a history entry for each claimed attempt; the previous attempt of
-/// a redelivered instruction never answered, so its lease expired.
-async fn record_attempts(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    claimed: &[Claimed],
-    now_us: i64,
-) -> Result<(), StoreError> {
-    let retried: Vec<String> = claimed
-        .iter()
-        .filter(|c| c.instruction.attempts > 1)
-        .map(|c| c.instruction.id.to_string())
-        .collect();
-    if !retried.is_empty() {
-        let mut sql = Sql::new(backend, "update delivery_attempts set result = ");
-        sql.bind(AttemptResult::LeaseExpired.as_str())
-            .push(", finished_at = ")
-            .bind(now_us)
-            .push(" where result = ")
-            .bind(AttemptResult::Pending.as_str())
-            .push(" and ")
-            .in_list("instruction_id", retried);
-        sql.query().execute(&mut *conn).await?;
-    }
-    let mut sql = Sql::new(
-        backend,
-        "insert into delivery_attempts (instruction_id, attempt, started_at, result) ",
-    );
-    sql.select_rows(
-        &[
-            ("instruction_id", Col::Text),
-            ("attempt", Col::Int),
-            ("started_at", Col::Int),
-            ("result", Col::Text),
-        ],
-        claimed.iter().map(|c| {
-            vec![
-                Bind::from(c.instruction.id.to_string()),
-                Bind::from(i64::from(c.instruction.attempts)),
-                Bind::from(now_us),
-                Bind::from(
-                    if c.kind == ClaimKind::Reminder {
-                        AttemptResult::Reminder
-                    } else {
-                        AttemptResult::Pending
-                    }
-                    .as_str(),
-                ),
-            ]
-        }),
-    );
-    sql.query().execute(&mut *conn).await?;
-    Ok(())
 }

@@ -4,8 +4,10 @@
 //! lost its lease to a redelivery cannot overwrite the newer attempt.
 
 use super::aftermath::By;
+use super::claims::{ClaimKind, Claimed};
+use super::sql::{Bind, Col, Sql};
 use super::transition::{AttemptClose, Change, apply};
-use super::{Effects, Store, StoreError};
+use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionView, ResolvedBy,
     Timestamp,
@@ -134,4 +136,59 @@ impl Store {
         self.announce(effects);
         Ok(changed)
     }
+}
+
+/// Opens a history entry for each claimed attempt; the previous attempt of
+/// a redelivered instruction never answered, so its lease expired.
+pub(super) async fn open_attempts(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    claimed: &[Claimed],
+    now_us: i64,
+) -> Result<(), StoreError> {
+    let retried: Vec<String> = claimed
+        .iter()
+        .filter(|c| c.instruction.attempts > 1)
+        .map(|c| c.instruction.id.to_string())
+        .collect();
+    if !retried.is_empty() {
+        let mut sql = Sql::new(backend, "update delivery_attempts set result = ");
+        sql.bind(AttemptResult::LeaseExpired.as_str())
+            .push(", finished_at = ")
+            .bind(now_us)
+            .push(" where result = ")
+            .bind(AttemptResult::Pending.as_str())
+            .push(" and ")
+            .in_list("instruction_id", retried);
+        sql.query().execute(&mut *conn).await?;
+    }
+    let mut sql = Sql::new(
+        backend,
+        "insert into delivery_attempts (instruction_id, attempt, started_at, result) ",
+    );
+    sql.select_rows(
+        &[
+            ("instruction_id", Col::Text),
+            ("attempt", Col::Int),
+            ("started_at", Col::Int),
+            ("result", Col::Text),
+        ],
+        claimed.iter().map(|c| {
+            vec![
+                Bind::from(c.instruction.id.to_string()),
+                Bind::from(i64::from(c.instruction.attempts)),
+                Bind::from(now_us),
+                Bind::from(
+                    if c.kind == ClaimKind::Reminder {
+                        AttemptResult::Reminder
+                    } else {
+                        AttemptResult::Pending
+                    }
+                    .as_str(),
+                ),
+            ]
+        }),
+    );
+    sql.query().execute(&mut *conn).await?;
+    Ok(())
 }

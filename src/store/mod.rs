@@ -37,6 +37,7 @@ mod error;
 mod events;
 mod instructions;
 mod intake;
+mod limits;
 mod notify;
 mod processors;
 mod purge;

@@ -96,6 +96,8 @@ families! {
         "Cancel notices sent to push processors, by processor and result (sent, retried, given_up).";
     DISPATCH_YIELDS = "dsr_dispatch_yields", Shape::Counter,
         "Dispatcher passes that held deliveries to a quarter of --max-in-flight while submissions queued.";
+    DISPATCH_PASSES = "dsr_dispatch_passes", Shape::Counter,
+        "Dispatcher passes (escalate, claim, start deliveries) this replica made.";
     DELIVERY_DURATION = "dsr_delivery_duration", Shape::Histogram(LATENCY_BUCKETS),
         "Duration of one push delivery call, by processor.";
     TIME_TO_ACKNOWLEDGE = "dsr_time_to_acknowledge", Shape::Histogram(ACK_BUCKETS),

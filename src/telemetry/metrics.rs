@@ -53,6 +53,7 @@ pub struct Metrics {
     time_to_acknowledge: Histogram<f64>,
     claim_duration: Histogram<f64>,
     dispatch_yields: Counter<u64>,
+    dispatch_passes: Counter<u64>,
 }
 
 impl Metrics {
@@ -119,6 +120,7 @@ impl Metrics {
             time_to_acknowledge: histogram(&TIME_TO_ACKNOWLEDGE),
             claim_duration: histogram(&CLAIM_DURATION),
             dispatch_yields: counter(&DISPATCH_YIELDS),
+            dispatch_passes: counter(&DISPATCH_PASSES),
             registry,
             provider,
             snapshot,
@@ -153,6 +155,11 @@ impl Metrics {
                 ],
             );
         }
+    }
+
+    /// The dispatcher began a pass.
+    pub fn dispatch_pass(&self) {
+        self.dispatch_passes.add(1, &[]);
     }
 
     /// A dispatcher pass held deliveries back for intake.

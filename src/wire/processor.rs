@@ -14,8 +14,8 @@ use super::enums::{ProtoEnum, numbers, required, required_each};
 use super::time::{duration, duration_pb, opt_duration};
 use super::{conclude, opt_timestamp, within};
 use crate::domain::{
-    AdapterConfig, IdentityType, Processor, ProcessorId, ProcessorRole, ProcessorSpec,
-    ProcessorTls, RequestKind, RetryPolicy, Violations,
+    AdapterConfig, DeliveryLimits, IdentityType, Processor, ProcessorId, ProcessorRole,
+    ProcessorSpec, ProcessorTls, RequestKind, RetryPolicy, Violations,
 };
 use crate::pb;
 use crate::pb::adapter::Kind;
@@ -67,7 +67,10 @@ fn spec(p: pb::Processor) -> Result<ProcessorSpec, Violations> {
         ack_timeout.flatten(),
         completion_timeout.flatten(),
         p.max_reminders,
-        unless_zero(p.max_in_flight),
+        DeliveryLimits {
+            max_in_flight: unless_zero(p.max_in_flight),
+            max_deliveries_per_second: p.max_deliveries_per_second,
+        },
         safety_margin.flatten(),
     );
     let spec = v.take("", spec);
@@ -193,6 +196,7 @@ pub(super) fn spec_pb(s: &ProcessorSpec) -> pb::Processor {
         completion_timeout: Some(duration_pb(s.completion_timeout)),
         max_reminders: Some(s.max_reminders),
         max_in_flight: s.max_in_flight,
+        max_deliveries_per_second: s.max_deliveries_per_second,
         safety_margin: Some(duration_pb(s.safety_margin)),
         status: 0,
         created_at: None,

@@ -154,6 +154,10 @@ fn every_problem_is_reported_with_its_path() {
         (|p| p.max_reminders = Some(21), &["processor.max_reminders"]),
         (|p| p.max_in_flight = 1001, &["processor.max_in_flight"]),
         (
+            |p| p.max_deliveries_per_second = 100_001,
+            &["processor.max_deliveries_per_second"],
+        ),
+        (
             |p| {
                 p.processor_id.clear();
                 p.role = 42;

@@ -29,11 +29,12 @@ enum Field {
     CompletionTimeout,
     MaxReminders,
     MaxInFlight,
+    MaxDeliveriesPerSecond,
     SafetyMargin,
 }
 
 impl Field {
-    const ALL: [(Field, &'static str); 12] = [
+    const ALL: [(Field, &'static str); 13] = [
         (Field::DisplayName, "display_name"),
         (Field::Role, "role"),
         (Field::Country, "country"),
@@ -45,6 +46,7 @@ impl Field {
         (Field::CompletionTimeout, "completion_timeout"),
         (Field::MaxReminders, "max_reminders"),
         (Field::MaxInFlight, "max_in_flight"),
+        (Field::MaxDeliveriesPerSecond, "max_deliveries_per_second"),
         (Field::SafetyMargin, "safety_margin"),
     ];
 
@@ -79,6 +81,9 @@ impl Field {
             Field::CompletionTimeout => merged.completion_timeout = patch.completion_timeout,
             Field::MaxReminders => merged.max_reminders = patch.max_reminders,
             Field::MaxInFlight => merged.max_in_flight = patch.max_in_flight,
+            Field::MaxDeliveriesPerSecond => {
+                merged.max_deliveries_per_second = patch.max_deliveries_per_second
+            }
             Field::SafetyMargin => merged.safety_margin = patch.safety_margin,
         }
     }

@@ -30,6 +30,7 @@ mod replicas;
 mod requests;
 mod scale;
 mod security;
+mod shared_limits;
 mod store;
 mod validation;
 mod webhooks;
