@@ -309,7 +309,14 @@ impl Store {
         }
         let mut effects = Effects::default();
         if !claimed.is_empty() {
-            super::deliveries::open_attempts(&mut tx, self.backend, &claimed, now_us).await?;
+            let opened: Vec<_> = claimed
+                .iter()
+                .map(|c| {
+                    let reminder = c.kind == ClaimKind::Reminder;
+                    (c.instruction.id, c.instruction.attempts, reminder)
+                })
+                .collect();
+            super::deliveries::open_attempts(&mut tx, self.backend, &opened, now_us).await?;
             let views: Vec<InstructionView> =
                 claimed.iter().map(|c| c.instruction.clone()).collect();
             after_changes(

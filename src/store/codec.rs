@@ -144,3 +144,6 @@ pub(super) fn state_list(states: &[InstructionState]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// The states of open requests, for SQL.
+pub(super) const OPEN: &str = "('RECEIVED', 'IN_PROGRESS')";

@@ -4,7 +4,6 @@
 //! lost its lease to a redelivery cannot overwrite the newer attempt.
 
 use super::aftermath::By;
-use super::claims::{ClaimKind, Claimed};
 use super::sql::{Bind, Col, Sql};
 use super::transition::{AttemptClose, Change, apply};
 use super::{Backend, Effects, Store, StoreError};
@@ -138,18 +137,22 @@ impl Store {
     }
 }
 
+/// A claimed attempt whose history entry opens: the instruction, the
+/// attempt number, and whether it is a reminder.
+pub(super) type Opened = (InstructionId, u32, bool);
+
 /// Opens a history entry for each claimed attempt; the previous attempt of
 /// a redelivered instruction never answered, so its lease expired.
 pub(super) async fn open_attempts(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
-    claimed: &[Claimed],
+    opened: &[Opened],
     now_us: i64,
 ) -> Result<(), StoreError> {
-    let retried: Vec<String> = claimed
+    let retried: Vec<String> = opened
         .iter()
-        .filter(|c| c.instruction.attempts > 1)
-        .map(|c| c.instruction.id.to_string())
+        .filter(|(_, attempt, _)| *attempt > 1)
+        .map(|(id, _, _)| id.to_string())
         .collect();
     if !retried.is_empty() {
         let mut sql = Sql::new(backend, "update delivery_attempts set result = ");
@@ -173,13 +176,13 @@ pub(super) async fn open_attempts(
             ("started_at", Col::Int),
             ("result", Col::Text),
         ],
-        claimed.iter().map(|c| {
+        opened.iter().map(|(id, attempt, reminder)| {
             vec![
-                Bind::from(c.instruction.id.to_string()),
-                Bind::from(i64::from(c.instruction.attempts)),
+                Bind::from(id.to_string()),
+                Bind::from(i64::from(*attempt)),
                 Bind::from(now_us),
                 Bind::from(
-                    if c.kind == ClaimKind::Reminder {
+                    if *reminder {
                         AttemptResult::Reminder
                     } else {
                         AttemptResult::Pending

@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, Row};
 use super::audit::write_trail;
 use super::codec::{from_json, instruction, micros, opt_time, parsed, qualified, request_id, time};
 use super::events::{EventKind, NewEvent};
-use super::sql::{Bind, Col, Sql};
+use super::sql::Sql;
 use super::{Backend, ClosedRequest, Effects, Store, StoreError};
 use crate::domain::{
     AccessScope, Actor, CompletionRecord, Extension, InstructionView, ProcessorLine, RecordFacts,
@@ -198,51 +198,6 @@ pub(super) async fn record_closed(
         outcome: r.outcome,
     }));
     Ok((records, events))
-}
-
-/// Inserts sealed records (their audit heads set), in one statement.
-pub(super) async fn insert_records(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    records: &[CompletionRecord],
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let mut sql = Sql::new(
-        backend,
-        "insert into completion_records (request_id, canonical_json, digest, created_at) ",
-    );
-    sql.select_rows(
-        &[
-            ("request_id", Col::Text),
-            ("canonical_json", Col::Text),
-            ("digest", Col::Text),
-            ("created_at", Col::Int),
-        ],
-        records.iter().map(|r| {
-            let canonical = r.canonical_json();
-            let digest = CompletionRecord::digest_of(&canonical);
-            vec![
-                Bind::from(r.request_id.to_string()),
-                Bind::from(String::from_utf8(canonical).expect("JSON is UTF-8")),
-                Bind::from(digest),
-                Bind::from(micros(now)),
-            ]
-        }),
-    )
-    // `where true`: SQLite's parser needs it before an upsert clause.
-    .push(" where true on conflict (request_id) do nothing");
-    let inserted = sql.query().execute(&mut *conn).await?;
-    if inserted.rows_affected() != records.len() as u64 {
-        // The request row locks make this unreachable; refuse rather than
-        // report a second, different proof.
-        return Err(StoreError::Corrupt(
-            "a completion record was already written".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// One processor line of a record, from an instruction row joined with its

@@ -4,10 +4,9 @@
 use sqlx::Row;
 
 use super::audit::write_trail;
-use super::codec::{from_json, micros, opt_time, parsed, state_list, time};
+use super::codec::{OPEN, from_json, micros, opt_time, parsed, state_list, time};
 use super::events::{EventKind, NewEvent};
 use super::records::heads_of;
-use super::requests::OPEN;
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{

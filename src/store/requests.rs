@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::aftermath::By;
 use super::codec::{
-    INSTRUCTION_COLUMNS, from_json, instruction, micros, opt_time, parsed, request_id, time,
+    INSTRUCTION_COLUMNS, OPEN, from_json, instruction, micros, opt_time, parsed, request_id, time,
 };
 use super::records::extension_of;
 use super::request_clock::lock_open;
@@ -151,9 +151,6 @@ fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSum
         instructions,
     })
 }
-
-/// The states of open requests, for SQL.
-pub(super) const OPEN: &str = "('RECEIVED', 'IN_PROGRESS')";
 
 impl Store {
     /// One request with its instruction lines, read in one snapshot.
