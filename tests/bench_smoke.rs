@@ -94,5 +94,20 @@ fn main() {
             .with_ignored_flag(!reachable),
         );
     }
+    // Three replicas on one database share the work: every request still
+    // gets exactly its record, and the report says how many served.
+    trials.push(
+        Trial::test("fanout_postgres_three_replicas", move || {
+            let mut all = vec!["fanout".to_string(), "--replicas".into(), "3".into()];
+            all.extend(on_postgres(FANOUT));
+            let report = bench(&all);
+            assert_eq!(report["records_complete"], true, "{report}");
+            assert_eq!(report["replicas"], 3, "{report}");
+            assert!(report["server_cpu_pct"].as_f64().is_some(), "{report}");
+            assert!(report["machine_cpu_pct"].as_f64().is_some(), "{report}");
+            Ok(())
+        })
+        .with_ignored_flag(!reachable),
+    );
     libtest_mimic::run(&args, trials).exit();
 }

@@ -90,6 +90,12 @@ pub struct Cli {
     #[arg(long, value_name = "DSR_NAME=VALUE", conflicts_with = "target")]
     pub server_setting: Vec<String>,
 
+    /// With --spawn on PostgreSQL: start this many orchestrators on the one
+    /// fresh database, sharing the work (clients spread their connections
+    /// over them).
+    #[arg(long, default_value_t = 1, conflicts_with = "target")]
+    pub replicas: usize,
+
     /// Use an orchestrator already running at this address (host:port).
     #[arg(long)]
     pub target: Option<SocketAddr>,
@@ -121,11 +127,12 @@ pub struct Cli {
     pub preload: Option<u64>,
 
     /// backlog on PostgreSQL (spawn mode): skip the `VACUUM (ANALYZE)` run
-    /// between the preload and the measured phase. The preload stands for
-    /// history built up over days, which autovacuum would have cleaned as
-    /// it went; without it, the measured phase pays for the preload's dead
-    /// row versions (PostgreSQL servers run with autovacuum off, as CI's
-    /// does, keep them all).
+    /// after every 25,000 preloaded requests (the last chunk included, so
+    /// before the measured phase). The preload stands for history built up
+    /// over days, which autovacuum would have cleaned as it went; without
+    /// it, the preload and the measured phase pay for every dead row
+    /// version (PostgreSQL servers run with autovacuum off, as CI's does,
+    /// keep them all).
     #[arg(long)]
     pub no_vacuum: bool,
 
@@ -159,6 +166,8 @@ pub enum TargetSpec {
         keep_database: bool,
         /// `DSR_*` settings for the server, beyond the bench's own.
         settings: Vec<(String, String)>,
+        /// Orchestrators started on the database.
+        replicas: usize,
     },
     /// Connect to a running one.
     Remote {
@@ -233,6 +242,14 @@ impl Cli {
             _ if self.preload.is_some() => bail!("--preload is for the backlog scenario"),
             _ => 0,
         };
+        if !(1..=16).contains(&self.replicas) {
+            bail!("--replicas must be 1 to 16");
+        }
+        if self.replicas > 1 && !self.database_url.starts_with("postgres") {
+            bail!(
+                "--replicas above 1 needs a PostgreSQL --database-url (SQLite serves one replica)"
+            );
+        }
         let target = match self.target {
             Some(addr) => TargetSpec::Remote {
                 addr,
@@ -241,6 +258,7 @@ impl Cli {
             None => TargetSpec::Spawn {
                 database_url: self.database_url.clone(),
                 keep_database: self.keep_database,
+                replicas: self.replicas,
                 settings: self
                     .server_setting
                     .iter()
@@ -338,6 +356,16 @@ mod tests {
             "DSR_X=1",
         ];
         assert!(parse(&remote).is_err());
+    }
+
+    #[test]
+    fn replicas_share_a_postgresql_database() {
+        let pg = "postgres://postgres@127.0.0.1:5432/postgres";
+        let four = parse(&["fanout", "--replicas", "4", "--database-url", pg]).unwrap();
+        assert!(matches!(four.target, TargetSpec::Spawn { replicas: 4, .. }));
+        assert!(parse(&["fanout", "--replicas", "2"]).is_err(), "SQLite");
+        assert!(parse(&["fanout", "--replicas", "0", "--database-url", pg]).is_err());
+        assert!(parse(&["fanout", "--replicas", "2", "--target", "127.0.0.1:1"]).is_err());
     }
 
     #[test]

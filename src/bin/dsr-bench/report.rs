@@ -52,10 +52,19 @@ pub struct Report {
     /// backlog: whether the preloaded PostgreSQL database was vacuumed
     /// before the measured phase.
     pub preload_vacuumed: bool,
-    /// Server CPU during the measured phase, % of one core.
+    /// Server CPU during the measured phase, % of one core (all replicas
+    /// together).
     pub server_cpu_pct: Option<f64>,
     /// The bench's own CPU during the measured phase, % of one core.
     pub bench_cpu_pct: Option<f64>,
+    /// The whole machine's CPU during the measured phase (servers, bench,
+    /// database, anything else), % of all its cores: idle CPU beside a
+    /// slow run means waits in series, not a lack of cores.
+    pub machine_cpu_pct: Option<f64>,
+    /// The machine's cores.
+    pub cores: Option<usize>,
+    /// Orchestrator replicas sharing the work (spawned on one database).
+    pub replicas: usize,
     /// `--server-setting`s the spawned server ran with (`DSR_NAME=value`).
     pub server_settings: Vec<String>,
     /// intake: accepted requests / first submit to the last record: what
@@ -91,6 +100,7 @@ impl Report {
             &mut self.preload_requests_per_sec,
             &mut self.server_cpu_pct,
             &mut self.bench_cpu_pct,
+            &mut self.machine_cpu_pct,
             &mut self.finished_requests_per_sec,
             &mut self.wal_bytes_per_instruction,
         ] {
@@ -116,6 +126,7 @@ impl Report {
             ("requests", self.requests.to_string()),
             ("processors", self.processors.to_string()),
             ("clients", self.clients.to_string()),
+            ("replicas", self.replicas.to_string()),
             (
                 "server settings",
                 if self.server_settings.is_empty() {
@@ -160,9 +171,11 @@ impl Report {
             (
                 "CPU",
                 format!(
-                    "server {}  bench {}",
+                    "server {}  bench {}  machine {} of {} cores",
                     num(self.server_cpu_pct, " %"),
-                    num(self.bench_cpu_pct, " %")
+                    num(self.bench_cpu_pct, " %"),
+                    num(self.machine_cpu_pct, " %"),
+                    self.cores.map_or("?".into(), |n| n.to_string())
                 ),
             ),
             (

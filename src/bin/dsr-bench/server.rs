@@ -46,9 +46,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the orchestrator on `database_url`, with `settings` (`DSR_*`
+    /// Starts the orchestrator on `database_url` sealing with `keys`, with `settings` (`DSR_*`
     /// name and value) on top of the bench's own, and waits until it serves.
-    pub async fn start(database_url: &str, settings: &[(String, String)]) -> anyhow::Result<Self> {
+    pub async fn start(
+        database_url: &str,
+        keys: &str,
+        settings: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let binary = binary()?;
         let mut command = Command::new(&binary);
         // Only the settings given here: a DSR_* variable of the caller's
@@ -72,10 +76,7 @@ impl Server {
             .env("DSR_RATE_LIMIT", UNLIMITED_RATE)
             .env("DSR_RATE_BURST", UNLIMITED_RATE)
             // Keys of the bench's own: its databases are thrown away.
-            .env(
-                "DSR_KEYS",
-                dsr_orchestrator::seal::Keyring::generate("bench"),
-            )
+            .env("DSR_KEYS", keys)
             .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,10 +1,13 @@
 //! The orchestrator under measurement, spawned or already running, behind
 //! one interface: connections to it, whether it is still alive, its
-//! process's memory and CPU when the bench owns it, and the cleanup that
-//! must run however the scenario ended.
+//! processes' memory and CPU when the bench owns them, and the cleanup that
+//! must run however the scenario ended. Several replicas spawned on one
+//! database (`--replicas`) are one target: new connections go to each in
+//! turn, their CPU is summed and their peak memory is the largest.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,10 +18,12 @@ use crate::database::FreshDatabase;
 use crate::server::Server;
 use crate::usage::{Memory, RssSampler};
 
-/// A reachable orchestrator.
+/// A reachable orchestrator (one or several replicas).
 pub struct Target {
-    /// Its gRPC address.
-    pub addr: SocketAddr,
+    /// Its replicas' gRPC addresses.
+    addrs: Vec<SocketAddr>,
+    /// The replica the next connection goes to.
+    next: AtomicUsize,
     /// Its backend, when known.
     pub backend: Option<Backend>,
     /// Set when the bench spawned it.
@@ -27,9 +32,14 @@ pub struct Target {
 
 /// What a spawned target brings along.
 struct Owned {
-    server: Mutex<Server>,
+    replicas: Vec<Replica>,
     database: FreshDatabase,
     keep_database: bool,
+}
+
+/// One spawned server and its memory sampler.
+struct Replica {
+    server: Mutex<Server>,
     rss: RssSampler,
 }
 
@@ -39,7 +49,8 @@ impl Target {
     pub async fn open(spec: &TargetSpec) -> anyhow::Result<Self> {
         let target = match spec {
             TargetSpec::Remote { addr, backend } => Target {
-                addr: *addr,
+                addrs: vec![*addr],
+                next: AtomicUsize::new(0),
                 backend: *backend,
                 owned: None,
             },
@@ -47,22 +58,40 @@ impl Target {
                 database_url,
                 keep_database,
                 settings,
+                replicas,
             } => {
                 let database = FreshDatabase::create(database_url).await?;
-                let server = match Server::start(&database.url, settings).await {
-                    Ok(server) => server,
-                    Err(e) => {
-                        // Best effort: the start error is the one to report.
-                        let _ = database.finish(*keep_database).await;
-                        return Err(e);
+                // One keyring for every replica: they open each other's rows.
+                let keys = dsr_orchestrator::seal::Keyring::generate("bench");
+                let mut started = Vec::new();
+                for _ in 0..*replicas {
+                    match Server::start(&database.url, &keys, settings).await {
+                        Ok(server) => started.push(Replica {
+                            rss: RssSampler::start(server.pid()),
+                            server: Mutex::new(server),
+                        }),
+                        Err(e) => {
+                            for r in started {
+                                r.server
+                                    .into_inner()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .stop();
+                            }
+                            // Best effort: the start error is the one to report.
+                            let _ = database.finish(*keep_database).await;
+                            return Err(e);
+                        }
                     }
-                };
+                }
                 Target {
-                    addr: server.addr,
+                    addrs: started
+                        .iter()
+                        .map(|r| r.server.lock().unwrap_or_else(|p| p.into_inner()).addr)
+                        .collect(),
+                    next: AtomicUsize::new(0),
                     backend: Some(database.backend),
                     owned: Some(Owned {
-                        rss: RssSampler::start(server.pid()),
-                        server: Mutex::new(server),
+                        replicas: started,
                         database,
                         keep_database: *keep_database,
                     }),
@@ -87,46 +116,60 @@ impl Target {
             .flatten()
     }
 
-    /// A new HTTP/2 connection to the orchestrator (each simulated client
-    /// gets its own, as separate services would).
+    /// How many replicas serve.
+    pub fn replicas(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// A new HTTP/2 connection to the orchestrator, to each replica in turn
+    /// (each simulated client gets its own, as separate services would).
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        Endpoint::from_shared(format!("http://{}", self.addr))?
+        let addr = self.addrs[self.next.fetch_add(1, Ordering::Relaxed) % self.addrs.len()];
+        Endpoint::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
-            .with_context(|| format!("cannot connect to the orchestrator at {}", self.addr))
+            .with_context(|| format!("cannot connect to the orchestrator at {addr}"))
     }
 
-    /// The server's process id, as `/proc` names it, when spawned.
-    pub fn pid(&self) -> Option<&str> {
-        self.owned.as_ref().map(|o| o.rss.pid())
+    /// The servers' process ids, as `/proc` names them (none unless
+    /// spawned).
+    pub fn pids(&self) -> Vec<&str> {
+        self.owned
+            .iter()
+            .flat_map(|o| o.replicas.iter().map(|r| r.rss.pid()))
+            .collect()
     }
 
     /// An error if the spawned server has exited.
     pub fn check_alive(&self) -> anyhow::Result<()> {
         match &self.owned {
-            Some(owned) => owned
-                .server
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check_alive(),
+            Some(owned) => owned.replicas.iter().try_for_each(|r| {
+                r.server
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .check_alive()
+            }),
             None => Ok(()),
         }
     }
 
-    /// Samples the spawned server's memory, stops it and removes its
-    /// database (unless kept). Memory is unknown for a `--target`.
+    /// Samples the spawned servers' memory (the largest replica's), stops
+    /// them and removes their database (unless kept). Memory is unknown for a `--target`.
     pub async fn finish(self) -> anyhow::Result<Memory> {
         let Some(owned) = self.owned else {
             return Ok(Memory::default());
         };
-        let memory = owned.rss.finish();
-        owned
-            .server
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .stop();
+        let mut memory = Memory::default();
+        for replica in owned.replicas {
+            memory = memory.max(replica.rss.finish());
+            replica
+                .server
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .stop();
+        }
         owned.database.finish(owned.keep_database).await?;
         Ok(memory)
     }

@@ -98,28 +98,88 @@ pub struct Memory {
     pub sampled_mb: Option<f64>,
 }
 
-/// CPU used by the server and by the bench between two points.
+impl Memory {
+    /// The larger of each figure (for the largest of several replicas).
+    pub fn max(self, other: Memory) -> Memory {
+        let larger = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        Memory {
+            peak_mb: larger(self.peak_mb, other.peak_mb),
+            sampled_mb: larger(self.sampled_mb, other.sampled_mb),
+        }
+    }
+}
+
+/// The machine's CPU time so far, from the first line of `/proc/stat`:
+/// (busy, all) in clock ticks, summed over every core. Waiting for I/O
+/// counts as idle.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user and nice).
+    let all: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((all - idle, all))
+}
+
+/// CPU used by the servers, by the bench and by the whole machine between
+/// two points.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuMark {
     server: Option<f64>,
     bench: Option<f64>,
+    machine: Option<(u64, u64)>,
+}
+
+/// CPU use over a phase.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuUse {
+    /// The servers together, % of one core.
+    pub server: Option<f64>,
+    /// The bench, % of one core.
+    pub bench: Option<f64>,
+    /// The machine (servers, bench, database and anything else), % of all
+    /// its cores.
+    pub machine: Option<f64>,
 }
 
 impl CpuMark {
-    /// Reads both counters now.
-    pub fn now(server_pid: Option<&str>) -> Self {
+    /// Reads the counters now; the server's is the sum over `server_pids`
+    /// (unknown when there are none).
+    pub fn now(server_pids: &[&str]) -> Self {
+        let server = match server_pids {
+            [] => None,
+            pids => pids.iter().map(|p| cpu_seconds(p)).sum(),
+        };
         Self {
-            server: server_pid.and_then(cpu_seconds),
+            server,
             bench: cpu_seconds("self"),
+            machine: machine_ticks(),
         }
     }
 
-    /// CPU used since `self` as a percentage of one core over `wall`:
-    /// (server, bench).
-    pub fn percent_since(&self, later: &CpuMark, wall: Duration) -> (Option<f64>, Option<f64>) {
+    /// CPU used since `self` over `wall`.
+    pub fn since(&self, later: &CpuMark, wall: Duration) -> CpuUse {
         let secs = wall.as_secs_f64().max(1e-9);
         let pct = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / secs * 100.0);
-        (pct(self.server, later.server), pct(self.bench, later.bench))
+        let machine = match (self.machine, later.machine) {
+            (Some((busy0, all0)), Some((busy1, all1))) if all1 > all0 => {
+                Some((busy1 - busy0) as f64 / (all1 - all0) as f64 * 100.0)
+            }
+            _ => None,
+        };
+        CpuUse {
+            server: pct(self.server, later.server),
+            bench: pct(self.bench, later.bench),
+            machine,
+        }
     }
 }
 
@@ -135,5 +195,7 @@ mod tests {
         assert!(status_kib("self", "VmRSS").is_some_and(|kib| kib > 0));
         assert!(status_kib("self", "VmHWM").is_some());
         assert!(cpu_seconds("self").is_some());
+        let (busy, all) = machine_ticks().unwrap();
+        assert!(busy <= all && all > 0);
     }
 }

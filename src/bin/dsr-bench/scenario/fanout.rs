@@ -13,7 +13,7 @@ use crate::records::{self, Records};
 use crate::report::Report;
 use crate::stats::Percentiles;
 use crate::submission;
-use crate::usage::CpuMark;
+use crate::usage::{CpuMark, CpuUse};
 use crate::wal::WalMark;
 
 /// What one fan-out of a batch of requests measured.
@@ -29,7 +29,7 @@ pub struct Phase {
     /// Deliveries beyond one per instruction.
     pub redeliveries: i64,
     /// CPU % of one core (server, bench) from first submit to last answer.
-    pub cpu: (Option<f64>, Option<f64>),
+    pub cpu: CpuUse,
     /// WAL bytes per instruction, first submit to last record verified
     /// (PostgreSQL).
     pub wal: Option<f64>,
@@ -48,7 +48,7 @@ pub async fn measure(bench: &Bench<'_>, count: u64, label: &str) -> anyhow::Resu
     let settings = bench.settings;
     bench.fleet.reset();
     let wal_start = wal_mark(bench).await?;
-    let cpu_start = CpuMark::now(bench.target.pid());
+    let cpu_start = CpuMark::now(&bench.target.pids());
     let started = Instant::now();
     let first_submit = SystemTime::now();
     progress::note(
@@ -87,7 +87,7 @@ pub async fn measure(bench: &Bench<'_>, count: u64, label: &str) -> anyhow::Resu
     let deadline = Instant::now() + settings.timeout;
     let expected = count * u64::from(settings.processors);
     records::await_answers(bench.target, &bench.fleet, expected, deadline).await?;
-    let cpu = cpu_start.percent_since(&CpuMark::now(bench.target.pid()), started.elapsed());
+    let cpu = cpu_start.since(&CpuMark::now(&bench.target.pids()), started.elapsed());
     let records = records::verify(
         bench.target,
         &batch.submitted,
@@ -142,7 +142,9 @@ pub fn fill(report: &mut Report, mut phase: Phase, processors: u32) {
     report.time_to_last_record_s = phase.time_to_last_record.map(|d| d.as_secs_f64());
     report.redeliveries = Some(phase.redeliveries);
     report.records_complete = phase.records.complete();
-    (report.server_cpu_pct, report.bench_cpu_pct) = phase.cpu;
+    report.server_cpu_pct = phase.cpu.server;
+    report.bench_cpu_pct = phase.cpu.bench;
+    report.machine_cpu_pct = phase.cpu.machine;
     report.wal_bytes_per_instruction = phase.wal;
 }
 

@@ -47,7 +47,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         ),
     );
     let processor_ids: Arc<[String]> = bench.fleet.ids().into();
-    let cpu_start = CpuMark::now(bench.target.pid());
+    let cpu_start = CpuMark::now(&bench.target.pids());
     let started = Instant::now();
     let until = started + settings.duration;
     let tasks: Vec<_> = clients
@@ -69,7 +69,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         all.last_error = run.last_error.or(all.last_error);
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_start.percent_since(&CpuMark::now(bench.target.pid()), elapsed);
+    let cpu = cpu_start.since(&CpuMark::now(&bench.target.pids()), elapsed);
     bar.finish_with_message(format!("{} requests", all.submitted.len()));
     let accepted = all.submitted.len() as u64;
     progress::note(
@@ -117,7 +117,9 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         .map(|t| accepted as f64 / t.max(1e-9));
     report.redeliveries = Some(bench.fleet.deliveries() as i64 - expected as i64);
     report.records_complete = records.complete();
-    (report.server_cpu_pct, report.bench_cpu_pct) = cpu;
+    report.server_cpu_pct = cpu.server;
+    report.bench_cpu_pct = cpu.bench;
+    report.machine_cpu_pct = cpu.machine;
     Ok(report)
 }
 

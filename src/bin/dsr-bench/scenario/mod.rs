@@ -33,6 +33,8 @@ impl Bench<'_> {
             backend: self.target.backend.map_or("unknown", |b| b.as_str()),
             processors: self.settings.processors,
             clients: self.settings.clients,
+            replicas: self.target.replicas(),
+            cores: std::thread::available_parallelism().ok().map(|n| n.get()),
             preload: self.settings.preload,
             server_settings: match &self.settings.target {
                 TargetSpec::Spawn { settings, .. } => {
