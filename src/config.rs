@@ -94,8 +94,9 @@ pub struct Config {
     #[arg(long, env = "DSR_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Full)]
     pub sqlite_synchronous: SqliteSynchronous,
 
-    /// Most deliveries in flight at once across all processors.
-    #[arg(long, env = "DSR_MAX_IN_FLIGHT", default_value_t = 256)]
+    /// Most deliveries in flight at once across all processors (see
+    /// `docs/decisions/0008-deliveries-in-flight.md`).
+    #[arg(long, env = "DSR_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
     /// Longest pause between dispatcher passes when nothing wakes it, e.g. `1s`.

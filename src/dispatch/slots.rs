@@ -20,10 +20,10 @@ pub const QUEUING_SUBMISSIONS: usize = 8;
 /// While deliveries yield, they keep `max_in_flight` divided by this...
 const YIELDING_SHARE: usize = 4;
 
-/// ... and at most this many slots: what the share keeps at the default
-/// `max_in_flight` (256). A larger `max_in_flight` is there to speed the
-/// fan-out up, not to slow bursts down with it (see
-/// `docs/decisions/0003-intake-first.md`).
+/// ... and at most this many slots: what the share keeps at a
+/// `max_in_flight` of 256. A larger `max_in_flight` (the default is 1,024)
+/// is there to keep slow processors busy and speed the fan-out up, not to
+/// slow bursts down with it (see `docs/decisions/0003-intake-first.md`).
 pub const HELD_SLOTS: usize = 64;
 
 /// A processor's delivery slots and the limit they were sized for.

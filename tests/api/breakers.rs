@@ -104,8 +104,8 @@ async fn a_failing_processor_is_left_alone_then_probed_and_resumed(db: TestDb) {
     // load may come later).
     let opened = open.opened_at.unwrap();
     let probe = history[3].started_at.unwrap();
-    let gap = (probe.seconds - opened.seconds) * 1_000_000
-        + i64::from(probe.nanos - opened.nanos) / 1000;
+    let gap =
+        (probe.seconds - opened.seconds) * 1_000_000 + i64::from(probe.nanos - opened.nanos) / 1000;
     assert!(gap >= 1_000_000, "probe {gap} µs after the opening");
     assert_eq!(history[3].result, "outcome");
     assert_eq!(
