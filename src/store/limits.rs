@@ -7,11 +7,12 @@
 //! (DELIVERING rows whose lease has not expired, whoever holds them) and,
 //! for a rate-limited processor, its row in `delivery_rates`. On PostgreSQL
 //! the claim first takes each processor's claim lock, a transaction-scoped
-//! advisory lock that it only *tries*: a replica that finds another one
-//! claiming for the same processor leaves that processor out of this pass
-//! rather than wait, so replicas never queue behind each other, and the
-//! count and the rate read after the lock see every claim committed before
-//! it. SQLite serves one replica through one writer: its transactions take
+//! advisory lock, all of them in the order of their ids: a replica claiming
+//! for a processor another one is claiming for waits for that claim's
+//! commit (milliseconds), and the count and the rate it reads after the
+//! lock see every claim committed before it. Skipping the processor
+//! instead would leave the replica that lost the race idle until its next
+//! pass, a poll interval later. SQLite serves one replica through one writer: its transactions take
 //! turns already, and the replica's own delivery slots are the count, so
 //! only the rate is read there.
 //!
@@ -66,25 +67,24 @@ impl Store {
         let now_us = micros(now);
         let mut limits: Vec<u32> = orders.iter().map(|o| o.limit).collect();
         if self.backend == Backend::Postgres {
-            let ids = orders.iter().map(|o| o.processor.to_string());
+            // In one order (by id), so that two claims never wait for
+            // each other's locks crosswise.
+            let mut ids: Vec<String> = orders.iter().map(|o| o.processor.to_string()).collect();
+            ids.sort();
+            ids.dedup();
             let mut sql = Sql::new(
                 self.backend,
                 format!(
-                    "select v.id as id, pg_try_advisory_xact_lock({CLAIM_LOCK_CLASS}::int, \
-                     hashtext(v.id)) as mine from ("
+                    "select count(pg_advisory_xact_lock({CLAIM_LOCK_CLASS}::int, \
+                     hashtext(v.id))) as locked from (select id from ("
                 ),
             );
-            sql.select_rows(&[("id", Col::Text)], ids.map(|id| [Bind::from(id)]))
-                .push(") v");
-            let mut mine: HashMap<String, bool> = HashMap::new();
-            for row in sql.query().fetch_all(&mut *conn).await? {
-                mine.insert(row.try_get("id")?, row.try_get("mine")?);
-            }
-            for (limit, order) in limits.iter_mut().zip(orders) {
-                if !mine.get(order.processor.as_str()).copied().unwrap_or(false) {
-                    *limit = 0;
-                }
-            }
+            sql.select_rows(
+                &[("id", Col::Text)],
+                ids.into_iter().map(|id| [Bind::from(id)]),
+            )
+            .push(") s order by id offset 0) v");
+            sql.query().execute(&mut *conn).await?;
             let counted: Vec<String> = orders
                 .iter()
                 .zip(&limits)
