@@ -12,9 +12,9 @@
 //! commit (milliseconds), and the count and the rate it reads after the
 //! lock see every claim committed before it. Skipping the processor
 //! instead would leave the replica that lost the race idle until its next
-//! pass, a poll interval later. SQLite serves one replica through one writer: its transactions take
-//! turns already, and the replica's own delivery slots are the count, so
-//! only the rate is read there.
+//! pass, a poll interval later. SQLite serves one replica through one
+//! writer: its transactions take turns already, and the replica's own
+//! delivery slots are the count, so only the rate is read there.
 //!
 //! A lease that expired is not counted: its delivery is over or its holder
 //! is gone, and the instruction is due again. A delivery whose answer is
