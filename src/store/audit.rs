@@ -15,10 +15,8 @@
 //!
 //! The chain is computed where the events are written, in the same
 //! transaction: the previous head comes back from the update that bumps
-//! the request row (which holds its lock), so no extra read is needed,
-//! and on PostgreSQL the new heads are written by the statement that
-//! inserts the events (on SQLite, whose statements cost no round trip, by
-//! one more).
+//! the request row (which holds its lock), and on PostgreSQL the new heads
+//! ride with the events' insert (on SQLite, by one more statement).
 
 use std::collections::BTreeMap;
 
@@ -117,10 +115,9 @@ pub(super) async fn write_trail(
             .map(|(id, head)| vec![Bind::from(id.to_string()), Bind::from((*head).clone())]),
     );
     match backend {
-        // One statement: the heads' update rides with the events' insert.
-        // The rows are found by key, each head by a lookup in `h`: a join
-        // with `h` (a set of unknown size to the planner) hashed the whole
-        // requests table once it had grown.
+        // One statement: the heads' update rides with the events' insert;
+        // rows found by key, each head by a lookup in `h` (a join with `h`,
+        // of unknown size to the planner, hashes the whole requests table).
         Backend::Postgres => {
             sql.push(
                 "), u as (update requests set audit_head = \
@@ -399,17 +396,5 @@ pub(super) async fn insert_records(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hash_covers_every_part() {
-        let base = event_hash(GENESIS, "r", 1, 10, "{}");
-        assert_eq!(base.len(), 64);
-        assert_ne!(base, event_hash(GENESIS, "r", 2, 10, "{}"));
-        assert_ne!(base, event_hash(GENESIS, "r", 1, 11, "{}"));
-        assert_ne!(base, event_hash(GENESIS, "s", 1, 10, "{}"));
-        assert_ne!(base, event_hash(GENESIS, "r", 1, 10, "{ }"));
-        assert_ne!(base, event_hash(&base, "r", 1, 10, "{}"));
-    }
-}
+#[path = "audit_tests.rs"]
+mod tests;
