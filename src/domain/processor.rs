@@ -66,16 +66,6 @@ pub struct DeliveryLimits {
     pub max_deliveries_per_second: u32,
 }
 
-impl DeliveryLimits {
-    /// In flight at once only.
-    pub fn in_flight(max_in_flight: Option<u32>) -> Self {
-        Self {
-            max_in_flight,
-            max_deliveries_per_second: 0,
-        }
-    }
-}
-
 /// Defaults for the optional settings of a processor.
 pub mod defaults {
     use std::time::Duration;

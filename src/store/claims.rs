@@ -253,13 +253,13 @@ impl Store {
                 );
                 sql.push(lock).push(") a) o limit ").bind(i64::from(limit));
             });
-            rows.extend(others.query().fetch_all(&mut *tx).await?);
-        }
-        if !grants.is_free() {
-            let mut taken: HashMap<String, u32> = HashMap::new();
-            for row in &rows {
+            let more = others.query().fetch_all(&mut *tx).await?;
+            for row in &more {
                 *taken.entry(row.try_get("processor_id")?).or_default() += 1;
             }
+            rows.extend(more);
+        }
+        if !grants.is_free() {
             self.charge(&mut tx, &asked, &grants, &taken).await?;
         }
         let mut claimed = Vec::with_capacity(rows.len());

@@ -81,35 +81,27 @@ impl Store {
             );
             sql.select_rows(
                 &[("id", Col::Text)],
-                ids.into_iter().map(|id| [Bind::from(id)]),
+                ids.iter().map(|id| [Bind::from(id.clone())]),
             )
             .push(") s order by id offset 0) v");
             sql.query().execute(&mut *conn).await?;
-            let counted: Vec<String> = orders
-                .iter()
-                .zip(&limits)
-                .filter(|(_, l)| **l > 0)
-                .map(|(o, _)| o.processor.to_string())
-                .collect();
-            if !counted.is_empty() {
-                let mut sql = Sql::new(
-                    self.backend,
-                    "select processor_id, count(*) as n from instructions \
-                     where state = 'DELIVERING' and lease_expires_at > ",
-                );
-                sql.bind(now_us)
-                    .push(" and ")
-                    .in_list("processor_id", counted)
-                    .push(" group by processor_id");
-                let mut busy: HashMap<String, i64> = HashMap::new();
-                for row in sql.query().fetch_all(&mut *conn).await? {
-                    busy.insert(row.try_get("processor_id")?, row.try_get("n")?);
-                }
-                for (limit, order) in limits.iter_mut().zip(orders) {
-                    let n = busy.get(order.processor.as_str()).copied().unwrap_or(0);
-                    let room = i64::from(order.max_in_flight).saturating_sub(n).max(0);
-                    *limit = (*limit).min(u32::try_from(room).unwrap_or(u32::MAX));
-                }
+            let mut sql = Sql::new(
+                self.backend,
+                "select processor_id, count(*) as n from instructions \
+                 where state = 'DELIVERING' and lease_expires_at > ",
+            );
+            sql.bind(now_us)
+                .push(" and ")
+                .in_list("processor_id", ids)
+                .push(" group by processor_id");
+            let mut busy: HashMap<String, i64> = HashMap::new();
+            for row in sql.query().fetch_all(&mut *conn).await? {
+                busy.insert(row.try_get("processor_id")?, row.try_get("n")?);
+            }
+            for (limit, order) in limits.iter_mut().zip(orders) {
+                let n = busy.get(order.processor.as_str()).copied().unwrap_or(0);
+                let room = i64::from(order.max_in_flight).saturating_sub(n).max(0);
+                *limit = (*limit).min(u32::try_from(room).unwrap_or(u32::MAX));
             }
         }
         let rated_ids: Vec<String> = orders

@@ -2,12 +2,14 @@
 //! person, and the one extension of the response deadline.
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::audit::write_trail;
 use super::codec::{OPEN, from_json, micros, opt_time, parsed, state_list, time};
 use super::events::{EventKind, NewEvent};
 use super::records::heads_of;
 use super::sql::{Bind, Col, Sql};
+use super::write_tx::WriteTx;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     Actor, DeadlinePolicy, Extension, ExtensionRefused, InstructionEvent, InstructionState,
@@ -48,24 +50,8 @@ impl Store {
                 "the request is closed: its answer has gone to the person".into(),
             ));
         };
-        let event = NewEvent {
-            request: id,
-            seq: row.try_get("event_seq")?,
-            kind: EventKind::ReceiptConfirmed,
-            request_status: parsed(&row, "status", RequestStatus::parse)?,
-            instruction: None,
-            actor: Some(actor),
-            extension: None,
-            note: None,
-        };
-        let heads = heads_of(std::slice::from_ref(&row))?;
-        write_trail(&mut tx, self.backend, &[event], heads, Vec::new(), now).await?;
-        tx.commit().await?;
-        self.announce(Effects {
-            touched: vec![id],
-            ..Effects::default()
-        });
-        self.request(id).await
+        self.finish_change(tx, id, &row, EventKind::ReceiptConfirmed, actor, None, now)
+            .await
     }
 
     /// Declares the one extension `policy` allows a request: moves its
@@ -174,17 +160,36 @@ impl Store {
             declared_by: actor.to_string(),
             declared_at: now,
         };
+        let kind = EventKind::DeadlineExtended;
+        self.finish_change(tx, id, &row, kind, actor, Some(&extension), now)
+            .await
+    }
+
+    /// Ends a change to request `id` whose row update returned `row` (`id,
+    /// event_seq, status, audit_head`): its event on the audit trail, the
+    /// commit, the notice to watchers; returns the request as it is now.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_change(
+        &self,
+        mut tx: WriteTx,
+        id: RequestId,
+        row: &AnyRow,
+        kind: EventKind,
+        actor: &Actor,
+        extension: Option<&Extension>,
+        now: Timestamp,
+    ) -> Result<RequestSummary, StoreError> {
         let event = NewEvent {
             request: id,
             seq: row.try_get("event_seq")?,
-            kind: EventKind::DeadlineExtended,
-            request_status: parsed(&row, "status", RequestStatus::parse)?,
+            kind,
+            request_status: parsed(row, "status", RequestStatus::parse)?,
             instruction: None,
             actor: Some(actor),
-            extension: Some(&extension),
+            extension,
             note: None,
         };
-        let heads = heads_of(std::slice::from_ref(&row))?;
+        let heads = heads_of(std::slice::from_ref(row))?;
         write_trail(&mut tx, self.backend, &[event], heads, Vec::new(), now).await?;
         tx.commit().await?;
         self.announce(Effects {
