@@ -25,9 +25,10 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
     if settings.preload > 0 {
         // On PostgreSQL the preload goes in chunks, each followed by the
         // vacuum autovacuum would have run while such a history built up
-        // (the development machines run without autovacuum, and a preload
-        // of 200,000 requests left a million dead row versions behind,
-        // slowing it down as it went). Elsewhere it goes in one.
+        // (the development machines run without autovacuum, and without
+        // the vacuums a preload of 200,000 requests leaves about a million
+        // dead row versions and slows down as it goes). Elsewhere it goes
+        // in one.
         let vacuuming = settings.vacuum
             && bench.target.backend == Some(Backend::Postgres)
             && bench.target.database_url().is_some();
