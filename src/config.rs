@@ -166,6 +166,13 @@ pub struct Config {
     #[arg(long, env = "DSR_ALLOW_PLAINTEXT_PROCESSORS")]
     pub allow_plaintext_processors: bool,
 
+    /// This orchestrator's URL as processors reach it (the gRPC port), e.g.
+    /// `https://dsr.example.com`: OpenDSR processors are given
+    /// `<URL>/opendsr/callbacks/<processor_id>` for their status callbacks.
+    /// Unset: they are polled only.
+    #[arg(long, env = "DSR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Largest message taken or sent, in bytes (the largest valid one fits).
     #[arg(long, env = "DSR_MAX_MESSAGE_SIZE", default_value_t = 4 * 1024 * 1024,
           value_parser = clap::value_parser!(u32).range(1024 * 1024..=64 * 1024 * 1024))]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminState;
 use crate::api::limits::{LimitLayer, LimitSettings, WatchLimits};
+use crate::api::opendsr::OpenDsrCallbacks;
 use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
 use crate::auth::identify::Authenticator;
 use crate::auth::layer::AuthLayer;
@@ -23,6 +24,7 @@ use crate::compliance_file::CompliancePolicy;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::destination;
+use crate::dispatch::push::PushAdapters;
 use crate::dispatch::recorder::{Recorder, RecorderTask};
 use crate::domain::Actor;
 use crate::domain::Period;
@@ -217,7 +219,9 @@ impl Application {
         let dispatcher = Dispatcher::new(
             store.clone(),
             options.clock.clone(),
-            options.adapter,
+            options
+                .adapter
+                .unwrap_or_else(|| Arc::new(PushAdapters::new(config.public_url.clone()))),
             recorder,
             config.dispatch_config(),
             metrics.clone(),
@@ -371,6 +375,15 @@ impl Application {
             protection: ProtectionApi {
                 store: store.clone(),
                 clock: clock.clone(),
+            },
+            opendsr: OpenDsrCallbacks {
+                instructions: InstructionApi {
+                    store: store.clone(),
+                    clock: clock.clone(),
+                },
+                store: store.clone(),
+                keys: Arc::default(),
+                metrics: metrics.clone(),
             },
         };
         let layers = (AuthLayer::new(auth), LimitLayer::new(limits));

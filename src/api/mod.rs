@@ -6,6 +6,7 @@ pub mod error;
 pub mod http;
 mod instruction_service;
 pub mod limits;
+pub mod opendsr;
 mod page;
 mod processor_service;
 mod protection_service;

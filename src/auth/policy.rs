@@ -19,6 +19,7 @@
 //! | InstructionService | ListInstructions | auditor, operator |
 //! | InstructionService | RetryInstruction, ResolveInstruction | operator |
 //! | HTTP callback API | `POST /v1/instructions/...` | processors (callback token; refused by the service, in JSON) |
+//! | OpenDSR callbacks | `POST /opendsr/callbacks/...` | OpenDSR processors (their signature, checked by the service) |
 //! | grpc.health.v1.Health | Check, Watch | anyone, without credentials |
 //! | server reflection | ServerReflectionInfo | any authenticated principal |
 //!
@@ -168,6 +169,10 @@ pub const TABLE: &[(&str, Allowed)] = &[
 /// Where the paths of the HTTP callback API begin: processors only, like
 /// the gRPC methods they stand for.
 pub const HTTP_CALLBACK_PREFIX: &str = "/v1/instructions/";
+
+/// Where the OpenDSR status callbacks are: open at this layer, each
+/// verified by its processor's signature (see `crate::api::opendsr`).
+pub const OPENDSR_CALLBACK_PREFIX: &str = "/opendsr/callbacks/";
 
 /// Who may call the method at `path`; `None` for a path not served.
 pub fn allowed(path: &str) -> Option<Allowed> {

@@ -1,14 +1,15 @@
 //! The adapter seam: how an instruction physically reaches a processor.
 //! The dispatcher only knows this trait; [`super::push::PushAdapters`]
 //! implements it by handing each delivery to the protocol its processor
-//! speaks: gRPC ([`super::grpc`]) or signed HTTPS webhooks
-//! ([`super::webhook`]).
+//! speaks: gRPC ([`super::grpc`]), signed HTTPS webhooks
+//! ([`super::webhook`]), another orchestrator ([`super::federation`]) or
+//! OpenDSR ([`super::opendsr`]).
 
 use std::time::Duration;
 
 use crate::domain::{
     AdapterConfig, AttemptResult, InstructionId, InstructionResult, InstructionView, ProcessorTls,
-    SubjectIdentity, redact_identities,
+    RequestSummary, SubjectIdentity, redact_identities,
 };
 
 /// What is sent: the instruction and the identities its processor accepts.
@@ -18,8 +19,12 @@ pub struct Delivery<'a> {
     pub instruction: &'a InstructionView,
     /// Identities for this processor only.
     pub identities: &'a [SubjectIdentity],
-    /// True for a reminder of an overdue outcome.
+    /// True for a reminder of an overdue outcome (for the adapters that
+    /// poll, a poll).
     pub reminder: bool,
+    /// The request's facts, for adapters that submit a request of their
+    /// own (federation); `None` for the others.
+    pub request: Option<&'a RequestSummary>,
 }
 
 /// A processor's answer to a delivery.
@@ -143,6 +148,13 @@ pub enum Protocol<'a> {
         /// The processor's signing secret.
         secret: &'a str,
     },
+    /// `dsr.v1.RequestService` of another orchestrator.
+    Dsr {
+        /// The file holding our bearer token there.
+        token_file: Option<&'a str>,
+    },
+    /// OpenDSR.
+    OpenDsr,
 }
 
 impl<'a> Endpoint<'a> {
@@ -165,6 +177,28 @@ impl<'a> Endpoint<'a> {
                 timeout: *timeout,
                 tls: tls.as_ref(),
                 protocol: Protocol::Webhook { secret },
+            }),
+            AdapterConfig::Dsr {
+                endpoint,
+                timeout,
+                tls,
+                token_file,
+                ..
+            } => Some(Self {
+                uri: endpoint,
+                timeout: *timeout,
+                tls: tls.as_ref(),
+                protocol: Protocol::Dsr {
+                    token_file: token_file.as_deref(),
+                },
+            }),
+            AdapterConfig::OpenDsr {
+                url, timeout, tls, ..
+            } => Some(Self {
+                uri: url,
+                timeout: *timeout,
+                tls: tls.as_ref(),
+                protocol: Protocol::OpenDsr,
             }),
             AdapterConfig::Pull | AdapterConfig::Manual => None,
         }

@@ -37,12 +37,19 @@ impl Dispatcher {
     }
 
     async fn deliver_in_span(&self, p: &Processor, c: Claimed, probe: Option<Duration>) {
+        let started = Instant::now();
+        // A federated processor is given a request of its own, made of
+        // the request's facts (a failed read is retried).
+        let request = match p.spec.adapter {
+            AdapterConfig::Dsr { .. } => self.store.request(c.instruction.request_id).await.ok(),
+            _ => None,
+        };
         let delivery = Delivery {
             instruction: &c.instruction,
             identities: &c.identities,
             reminder: c.kind == ClaimKind::Reminder,
+            request: request.as_ref(),
         };
-        let started = Instant::now();
         let answer = match self.secret_for(p).await {
             Ok(secret) => match Endpoint::of(&p.spec.adapter, &secret) {
                 Some(endpoint) => self.adapter.deliver(endpoint, delivery).await,
@@ -211,7 +218,15 @@ fn result_of(
 ) -> DeliveryResult {
     let policy = &p.spec.retry_policy;
     let instruction = &c.instruction;
-    let attempts = instruction.attempts_since_arm;
+    // The polls of an adapter that polls are reminders, which count as
+    // attempts; they are no failures, so its retry budget leaves them out.
+    let attempts = if p.spec.adapter.poll_interval().is_some() {
+        instruction
+            .attempts_since_arm
+            .saturating_sub(instruction.reminders)
+    } else {
+        instruction.attempts_since_arm
+    };
     let answer = answer
         .map(|a| match a {
             Answer::Done(r) => Answer::Done(r.redacted(&c.identities)),
@@ -219,8 +234,16 @@ fn result_of(
         })
         .map_err(|e| e.redacted(&c.identities));
     match answer {
+        // An adapter that polls asks again after its poll interval.
         Ok(Answer::Accepted) => DeliveryResult::Accepted {
-            reply_due_at: reply_due(now, p.spec.completion_timeout, instruction.due_at),
+            reply_due_at: reply_due(
+                now,
+                p.spec
+                    .adapter
+                    .poll_interval()
+                    .unwrap_or(p.spec.completion_timeout),
+                instruction.due_at,
+            ),
         },
         Ok(Answer::Done(r)) => {
             match r.misapplied_ground(instruction.jurisdiction, instruction.kind) {

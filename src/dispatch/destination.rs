@@ -28,6 +28,8 @@ pub async fn check(adapter: &AdapterConfig, allow_plaintext: bool) -> Result<(),
     let (endpoint, field) = match adapter {
         AdapterConfig::Grpc { endpoint, .. } => (endpoint, "adapter.grpc.endpoint"),
         AdapterConfig::Webhook { url, .. } => (url, "adapter.webhook.url"),
+        AdapterConfig::Dsr { endpoint, .. } => (endpoint, "adapter.dsr.endpoint"),
+        AdapterConfig::OpenDsr { url, .. } => (url, "adapter.opendsr.url"),
         AdapterConfig::Pull | AdapterConfig::Manual => return Ok(()),
     };
     let Ok(uri) = endpoint.parse::<http::Uri>() else {

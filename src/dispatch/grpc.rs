@@ -28,8 +28,13 @@ use crate::wire;
 /// gRPC push adapter with a per-endpoint channel cache.
 #[derive(Default)]
 pub struct GrpcAdapter {
-    channels: Mutex<HashMap<String, Kept>>,
+    channels: Channels,
 }
+
+/// Channels to push endpoints, created lazily, one per endpoint, and
+/// rebuilt when the endpoint's TLS files change.
+#[derive(Default)]
+pub(super) struct Channels(Mutex<HashMap<String, Kept>>);
 
 /// Whether a status code from a processor is worth retrying.
 pub fn is_retryable(code: Code) -> bool {
@@ -43,7 +48,8 @@ pub fn is_retryable(code: Code) -> bool {
     )
 }
 
-fn classify(status: &tonic::Status) -> DeliveryError {
+/// A processor's status as a delivery error: retryable or fatal.
+pub(super) fn classify(status: &tonic::Status) -> DeliveryError {
     let code = code_name(status.code()).to_string();
     let message = status.message().chars().take(500).collect();
     // A status made by our own transport, not sent by the processor (a
@@ -103,7 +109,7 @@ pub fn code_name(code: Code) -> &'static str {
 
 /// Puts the current span's W3C trace context into the call's metadata, so
 /// the processor's own spans join the trace.
-fn inject_trace_context<T>(request: &mut tonic::Request<T>) {
+pub(super) fn inject_trace_context<T>(request: &mut tonic::Request<T>) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = tracing::Span::current().context();
     opentelemetry::global::get_text_map_propagator(|p| {
@@ -114,16 +120,14 @@ fn inject_trace_context<T>(request: &mut tonic::Request<T>) {
     });
 }
 
-impl GrpcAdapter {
-    fn client(
-        &self,
-        endpoint: &Endpoint<'_>,
-    ) -> Result<ProcessorAdapterClient<Channel>, DeliveryError> {
-        let mut channels = self.channels.lock().expect("channel cache lock");
+impl Channels {
+    /// The channel to `endpoint`.
+    pub(super) fn get(&self, endpoint: &Endpoint<'_>) -> Result<Channel, DeliveryError> {
+        let mut channels = self.0.lock().expect("channel cache lock");
         if let Some(kept) = channels.get_mut(endpoint.uri)
             && kept.files.still_current(endpoint.tls)
         {
-            return Ok(ProcessorAdapterClient::new(kept.channel.clone()));
+            return Ok(kept.channel.clone());
         }
         let mut builder = tonic::transport::Endpoint::from_shared(endpoint.uri.to_string())
             .map_err(|e| DeliveryError::fatal("BAD_ENDPOINT", e.to_string()))?
@@ -148,7 +152,16 @@ impl GrpcAdapter {
                 files: Freshness::new(endpoint.tls, digest),
             },
         );
-        Ok(ProcessorAdapterClient::new(channel))
+        Ok(channel)
+    }
+}
+
+impl GrpcAdapter {
+    fn client(
+        &self,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<ProcessorAdapterClient<Channel>, DeliveryError> {
+        self.channels.get(endpoint).map(ProcessorAdapterClient::new)
     }
 }
 

@@ -46,7 +46,7 @@ impl Dispatcher {
             .iter()
             .map(|p| Budget {
                 processor: &p.spec.id,
-                max_reminders: p.spec.max_reminders,
+                max_reminders: p.spec.reminder_budget(),
                 max_attempts: p.spec.retry_policy.max_attempts,
             })
             .collect();
@@ -116,7 +116,7 @@ impl Dispatcher {
             .zip(&slots)
             .map(|((p, timeout), slots)| ClaimOrder {
                 processor: &p.spec.id,
-                max_reminders: p.spec.max_reminders,
+                max_reminders: p.spec.reminder_budget(),
                 max_attempts: p.spec.retry_policy.max_attempts,
                 limit: slots.len() as u32,
                 max_in_flight: p.spec.max_in_flight,

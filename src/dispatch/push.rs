@@ -2,15 +2,30 @@
 //! to the protocol its processor speaks (see [`super::adapter::Protocol`]).
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, Protocol};
+use super::federation::FederationAdapter;
 use super::grpc::GrpcAdapter;
+use super::opendsr::OpenDsrAdapter;
 use super::webhook::WebhookAdapter;
 use crate::domain::InstructionId;
 
-/// gRPC and webhook delivery behind one [`Adapter`].
+/// Every push protocol behind one [`Adapter`].
 #[derive(Default)]
 pub struct PushAdapters {
     grpc: GrpcAdapter,
     webhook: WebhookAdapter,
+    federation: FederationAdapter,
+    opendsr: OpenDsrAdapter,
+}
+
+impl PushAdapters {
+    /// Every protocol; OpenDSR processors are offered status callbacks
+    /// under `public_url` (without it they are polled only).
+    pub fn new(public_url: Option<String>) -> Self {
+        Self {
+            opendsr: OpenDsrAdapter::new(public_url),
+            ..Self::default()
+        }
+    }
 }
 
 impl PushAdapters {
@@ -18,6 +33,8 @@ impl PushAdapters {
         match endpoint.protocol {
             Protocol::Grpc => &self.grpc,
             Protocol::Webhook { .. } => &self.webhook,
+            Protocol::Dsr { .. } => &self.federation,
+            Protocol::OpenDsr => &self.opendsr,
         }
     }
 }

@@ -45,8 +45,13 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Webhook push adapter with a client cache per set of TLS files.
 #[derive(Default)]
 pub struct WebhookAdapter {
-    clients: Mutex<HashMap<Option<ProcessorTls>, Kept>>,
+    clients: HttpClients,
 }
+
+/// HTTP clients kept per set of TLS files, built again when the files
+/// change.
+#[derive(Default)]
+pub(super) struct HttpClients(Mutex<HashMap<Option<ProcessorTls>, Kept>>);
 
 struct Kept {
     client: reqwest::Client,
@@ -77,7 +82,7 @@ fn message_id(i: &InstructionView, reminder: bool) -> String {
 }
 
 /// How long a `Retry-After` asks to wait: delay-seconds or an HTTP date.
-fn retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+pub(super) fn retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let value = value.trim();
     let wait = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
@@ -92,7 +97,7 @@ fn retry_after(value: &str, now: Timestamp) -> Option<Duration> {
 }
 
 /// What a non-2xx status means.
-fn refused(status: reqwest::StatusCode, after: Option<Duration>) -> DeliveryError {
+pub(super) fn refused(status: reqwest::StatusCode, after: Option<Duration>) -> DeliveryError {
     let code = format!("HTTP_{}", status.as_u16());
     let message = format!(
         "the processor answered {} {}",
@@ -114,7 +119,7 @@ fn refused(status: reqwest::StatusCode, after: Option<Duration>) -> DeliveryErro
 }
 
 /// A failed request that got no answer: always worth retrying.
-fn unanswered(e: &reqwest::Error) -> DeliveryError {
+pub(super) fn unanswered(e: &reqwest::Error) -> DeliveryError {
     if e.is_timeout() {
         DeliveryError::retryable("DEADLINE_EXCEEDED", "the processor did not answer in time")
     } else if e.is_connect() {
@@ -124,9 +129,10 @@ fn unanswered(e: &reqwest::Error) -> DeliveryError {
     }
 }
 
-impl WebhookAdapter {
-    fn client(&self, tls: Option<&ProcessorTls>) -> Result<reqwest::Client, DeliveryError> {
-        let mut clients = self.clients.lock().expect("client cache lock");
+impl HttpClients {
+    /// The client for `tls`.
+    pub(super) fn get(&self, tls: Option<&ProcessorTls>) -> Result<reqwest::Client, DeliveryError> {
+        let mut clients = self.0.lock().expect("client cache lock");
         let key = tls.cloned();
         if let Some(kept) = clients.get_mut(&key)
             && kept.files.still_current(tls)
@@ -145,7 +151,37 @@ impl WebhookAdapter {
         );
         Ok(client)
     }
+}
 
+/// The answer's body, `Retry-After` honoured on a refusal; at most
+/// [`MAX_ANSWER_BYTES`].
+pub(super) async fn answer_body(
+    mut response: reqwest::Response,
+    now: Timestamp,
+) -> Result<Vec<u8>, DeliveryError> {
+    let status = response.status();
+    if !status.is_success() {
+        let after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, now));
+        return Err(refused(status, after));
+    }
+    let mut answer = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| unanswered(&e))? {
+        if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(DeliveryError::fatal(
+                "INVALID_RESULT",
+                format!("the answer is longer than {MAX_ANSWER_BYTES} bytes"),
+            ));
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    Ok(answer)
+}
+
+impl WebhookAdapter {
     /// POSTs one signed event; returns the answer's body.
     async fn post<T: serde::Serialize>(
         &self,
@@ -174,7 +210,8 @@ impl WebhookAdapter {
             )
         })?;
         let mut request = self
-            .client(endpoint.tls)?
+            .clients
+            .get(endpoint.tls)?
             .post(endpoint.uri)
             .timeout(endpoint.timeout)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -184,31 +221,12 @@ impl WebhookAdapter {
         for (name, value) in crate::telemetry::trace_headers() {
             request = request.header(name, value);
         }
-        let mut response = request
+        let response = request
             .body(body)
             .send()
             .await
             .map_err(|e| unanswered(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let after = response
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry_after(v, now));
-            return Err(refused(status, after));
-        }
-        let mut answer = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| unanswered(&e))? {
-            if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(DeliveryError::fatal(
-                    "INVALID_RESULT",
-                    format!("the answer is longer than {MAX_ANSWER_BYTES} bytes"),
-                ));
-            }
-            answer.extend_from_slice(&chunk);
-        }
-        Ok(answer)
+        answer_body(response, now).await
     }
 }
 

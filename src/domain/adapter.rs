@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Violations;
 use super::processor::millis;
+use super::{IdentityType, RequestKind, Violations};
 
 /// How instructions reach a processor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +38,41 @@ pub enum AdapterConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tls: Option<ProcessorTls>,
     },
+    /// Federation: the processor is another dsr-orchestrator, given each
+    /// instruction as a request of its own and polled for its record.
+    Dsr {
+        /// Its gRPC endpoint (the rules of a gRPC adapter's).
+        endpoint: String,
+        /// Deadline of one call.
+        #[serde(with = "millis")]
+        timeout: Duration,
+        /// TLS files beyond the public roots (`https://` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<ProcessorTls>,
+        /// The file holding our bearer token there (a reference, never
+        /// the token).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_file: Option<String>,
+        /// How often an open downstream request is asked for its state.
+        #[serde(with = "millis")]
+        poll_interval: Duration,
+    },
+    /// OpenDSR: each instruction is POSTed to the processor's
+    /// `/opendsr/requests`; its status comes by signed callback and by
+    /// polling.
+    OpenDsr {
+        /// The processor's base URL (the rules of a webhook URL).
+        url: String,
+        /// Deadline of one HTTP call.
+        #[serde(with = "millis")]
+        timeout: Duration,
+        /// TLS files beyond the public roots (`https://` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<ProcessorTls>,
+        /// How often an open OpenDSR request's status is polled.
+        #[serde(with = "millis")]
+        poll_interval: Duration,
+    },
     /// The processor leases its instructions with `PullInstructions`.
     Pull,
     /// An operator passes instructions on and records the answers.
@@ -54,12 +89,7 @@ impl AdapterConfig {
         timeout: Option<Duration>,
         tls: Option<ProcessorTls>,
     ) -> Result<Self, Violations> {
-        let target = Target {
-            field: "endpoint",
-            valid: valid_endpoint,
-            shape: "must be an http:// or https:// URI with a host and port and no path",
-        };
-        target
+        ENDPOINT
             .check(endpoint, timeout, tls)
             .map(|(timeout, tls)| Self::Grpc {
                 endpoint: endpoint.to_string(),
@@ -74,14 +104,7 @@ impl AdapterConfig {
         timeout: Option<Duration>,
         tls: Option<ProcessorTls>,
     ) -> Result<Self, Violations> {
-        let target = Target {
-            field: "url",
-            valid: valid_url,
-            shape: "must be an http:// or https:// URL with a host, without a fragment, \
-                    at most 2048 characters",
-        };
-        target
-            .check(url, timeout, tls)
+        URL.check(url, timeout, tls)
             .map(|(timeout, tls)| Self::Webhook {
                 url: url.to_string(),
                 timeout,
@@ -89,13 +112,99 @@ impl AdapterConfig {
             })
     }
 
+    /// Default interval between polls of a federated or OpenDSR request.
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+    /// A federation adapter: another orchestrator's endpoint (checked as
+    /// a gRPC adapter's), the file of our token there, the poll interval.
+    pub fn dsr(
+        endpoint: &str,
+        timeout: Option<Duration>,
+        tls: Option<ProcessorTls>,
+        token_file: Option<String>,
+        poll_interval: Option<Duration>,
+    ) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        let checked = v.take("", ENDPOINT.check(endpoint, timeout, tls));
+        if let Some(path) = &token_file
+            && !absolute_path(path)
+        {
+            v.add("token_file", "must be an absolute path");
+        }
+        let poll_interval = v.take("poll_interval", poll_interval_or_default(poll_interval));
+        match (checked, poll_interval) {
+            (Some((timeout, tls)), Some(poll_interval)) if v.is_empty() => Ok(Self::Dsr {
+                endpoint: endpoint.to_string(),
+                timeout,
+                tls,
+                token_file,
+                poll_interval,
+            }),
+            _ => Err(v),
+        }
+    }
+
+    /// An OpenDSR adapter: the processor's base URL (checked as a webhook
+    /// URL), the poll interval.
+    pub fn opendsr(
+        url: &str,
+        timeout: Option<Duration>,
+        tls: Option<ProcessorTls>,
+        poll_interval: Option<Duration>,
+    ) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        let checked = v.take("", URL.check(url, timeout, tls));
+        let poll_interval = v.take("poll_interval", poll_interval_or_default(poll_interval));
+        match (checked, poll_interval) {
+            (Some((timeout, tls)), Some(poll_interval)) if v.is_empty() => Ok(Self::OpenDsr {
+                url: url.to_string(),
+                timeout,
+                tls,
+                poll_interval,
+            }),
+            _ => Err(v),
+        }
+    }
+
     /// The deadline of one delivery, for adapters the dispatcher pushes
-    /// through (gRPC, webhook); `None` for pull and manual.
+    /// through; `None` for pull and manual.
     pub fn push_timeout(&self) -> Option<Duration> {
         match self {
-            Self::Grpc { timeout, .. } | Self::Webhook { timeout, .. } => Some(*timeout),
+            Self::Grpc { timeout, .. }
+            | Self::Webhook { timeout, .. }
+            | Self::Dsr { timeout, .. }
+            | Self::OpenDsr { timeout, .. } => Some(*timeout),
             Self::Pull | Self::Manual => None,
         }
+    }
+
+    /// For adapters that follow an accepted instruction by asking
+    /// (federation, OpenDSR): how often. Their reminders are these polls,
+    /// unbounded in number; the instruction's due time ends them.
+    pub fn poll_interval(&self) -> Option<Duration> {
+        match self {
+            Self::Dsr { poll_interval, .. } | Self::OpenDsr { poll_interval, .. } => {
+                Some(*poll_interval)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the adapter's protocol has a word for requests of `kind`
+    /// (OpenDSR: `access`, `erasure` and `portability` only).
+    pub fn can_say_kind(&self, kind: RequestKind) -> bool {
+        !matches!(self, Self::OpenDsr { .. })
+            || matches!(
+                kind,
+                RequestKind::Access | RequestKind::Delete | RequestKind::Portability
+            )
+    }
+
+    /// Whether the adapter's protocol has a word for identities of `kind`
+    /// (OpenDSR: `email` and `controller_customer_id` only).
+    pub fn can_say_identity(&self, kind: IdentityType) -> bool {
+        !matches!(self, Self::OpenDsr { .. })
+            || matches!(kind, IdentityType::Email | IdentityType::AccountId)
     }
 
     /// Stable name of the adapter kind (SQL column).
@@ -103,6 +212,8 @@ impl AdapterConfig {
         match self {
             Self::Grpc { .. } => "grpc",
             Self::Webhook { .. } => "webhook",
+            Self::Dsr { .. } => "dsr",
+            Self::OpenDsr { .. } => "opendsr",
             Self::Pull => "pull",
             Self::Manual => "manual",
         }
@@ -137,7 +248,7 @@ impl ProcessorTls {
             ("client_key_file", &self.client_key_file),
         ] {
             if let Some(p) = path
-                && (!p.starts_with('/') || p.len() > 4096 || p.chars().any(char::is_control))
+                && !absolute_path(p)
             {
                 v.add(field, "must be an absolute path");
             }
@@ -152,8 +263,37 @@ impl ProcessorTls {
     }
 }
 
-/// Where a push adapter delivers (a gRPC endpoint or a webhook URL): the
-/// field it is given in, its own shape, and the rules both share.
+/// The poll interval, 1 s to 1 d (default 5 min).
+fn poll_interval_or_default(given: Option<Duration>) -> Result<Duration, Violations> {
+    let interval = given.unwrap_or(AdapterConfig::DEFAULT_POLL_INTERVAL);
+    if interval < Duration::from_secs(1) || interval > Duration::from_secs(86_400) {
+        return Err(Violations::one("", "must be between 1s and 1d"));
+    }
+    Ok(interval)
+}
+
+/// An absolute path of sane length without control characters.
+fn absolute_path(p: &str) -> bool {
+    p.starts_with('/') && p.len() <= 4096 && !p.chars().any(char::is_control)
+}
+
+/// A gRPC endpoint (gRPC push, federation).
+const ENDPOINT: Target = Target {
+    field: "endpoint",
+    valid: valid_endpoint,
+    shape: "must be an http:// or https:// URI with a host and port and no path",
+};
+
+/// A URL (webhooks, OpenDSR).
+const URL: Target = Target {
+    field: "url",
+    valid: valid_url,
+    shape: "must be an http:// or https:// URL with a host, without a fragment, \
+            at most 2048 characters",
+};
+
+/// Where a push adapter delivers (a gRPC endpoint or a URL): the field it
+/// is given in, its own shape, and the rules both share.
 struct Target {
     field: &'static str,
     valid: fn(&str) -> bool,

@@ -87,6 +87,17 @@ pub mod defaults {
 }
 
 impl ProcessorSpec {
+    /// The reminders an overdue instruction gets before it escalates: for
+    /// an adapter that polls (its reminders are its polls) no limit, the
+    /// instruction's due time ends them.
+    pub fn reminder_budget(&self) -> u32 {
+        if self.adapter.poll_interval().is_some() {
+            u32::MAX
+        } else {
+            self.max_reminders
+        }
+    }
+
     /// Checks every cross-field rule; lists are sorted and de-duplicated.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -123,6 +134,23 @@ impl ProcessorSpec {
             v.add(
                 "accepted_identity_types",
                 "at least one identity type is required",
+            );
+        }
+        // OpenDSR has no request type for some kinds and no identity type
+        // for some identities: such a processor cannot be sent them.
+        if let Some(k) = supported_kinds.iter().find(|k| !adapter.can_say_kind(**k)) {
+            v.add(
+                "supported_kinds",
+                format!("{k} cannot be sent over OpenDSR (ACCESS, DELETE and PORTABILITY can)"),
+            );
+        }
+        if let Some(t) = accepted_identity_types
+            .iter()
+            .find(|t| !adapter.can_say_identity(**t))
+        {
+            v.add(
+                "accepted_identity_types",
+                format!("{t} cannot be sent over OpenDSR (EMAIL and ACCOUNT_ID can)"),
             );
         }
         let ack_timeout = ack_timeout.unwrap_or(defaults::ACK_TIMEOUT);

@@ -50,13 +50,16 @@ pub(super) struct Entry {
     safety_margin: Option<Duration>,
 }
 
-/// `{ grpc: {...} }`, `{ webhook: {...} }`, `{ pull: {} }` or
-/// `{ manual: {} }`.
+/// `{ grpc: {...} }`, `{ webhook: {...} }`, `{ dsr: {...} }`,
+/// `{ opendsr: {...} }`, `{ pull: {} }` or `{ manual: {} }`.
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Adapter {
     Grpc(Grpc),
     Webhook(Webhook),
+    Dsr(Dsr),
+    #[serde(rename = "opendsr")]
+    OpenDsr(OpenDsr),
     Pull(Empty),
     Manual(Empty),
 }
@@ -81,6 +84,35 @@ struct Webhook {
     timeout: Option<Duration>,
     #[serde(default)]
     tls: Option<Tls>,
+}
+
+/// `dsr: { endpoint, timeout, tls, token_file, poll_interval }`: another
+/// orchestrator.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Dsr {
+    endpoint: String,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    tls: Option<Tls>,
+    #[serde(default)]
+    token_file: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    poll_interval: Option<Duration>,
+}
+
+/// `opendsr: { url, timeout, tls, poll_interval }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenDsr {
+    url: String,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    tls: Option<Tls>,
+    #[serde(default, deserialize_with = "duration")]
+    poll_interval: Option<Duration>,
 }
 
 /// `tls: { ca_file, client_cert_file, client_key_file }` of a push adapter.
@@ -164,6 +196,24 @@ impl Adapter {
                 let mut v = Violations::new();
                 let tls = w.tls.map(Tls::into_files);
                 let config = v.take("webhook", AdapterConfig::webhook(&w.url, w.timeout, tls));
+                config.ok_or(v)
+            }
+            Adapter::Dsr(d) => {
+                let mut v = Violations::new();
+                let tls = d.tls.map(Tls::into_files);
+                let config = v.take(
+                    "dsr",
+                    AdapterConfig::dsr(&d.endpoint, d.timeout, tls, d.token_file, d.poll_interval),
+                );
+                config.ok_or(v)
+            }
+            Adapter::OpenDsr(o) => {
+                let mut v = Violations::new();
+                let tls = o.tls.map(Tls::into_files);
+                let config = v.take(
+                    "opendsr",
+                    AdapterConfig::opendsr(&o.url, o.timeout, tls, o.poll_interval),
+                );
                 config.ok_or(v)
             }
             Adapter::Pull(Empty {}) => Ok(AdapterConfig::Pull),

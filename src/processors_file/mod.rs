@@ -13,8 +13,11 @@
 //!                                         # OBJECT, WITHDRAW_CONSENT
 //!     accepted_identity_types: [EMAIL, ACCOUNT_ID]
 //!     adapter: { grpc: { endpoint: "https://dsr.vendor.example:443", timeout: 10s } }
-//!     # or `adapter: { pull: {} }` / `adapter: { manual: {} }`; a push
-//!     # adapter may add `tls: { ca_file, client_cert_file, client_key_file }`
+//!     # or `{ webhook: { url, timeout } }` (Standard Webhooks),
+//!     # `{ dsr: { endpoint, timeout, token_file, poll_interval } }` (another
+//!     # orchestrator), `{ opendsr: { url, timeout, poll_interval } }`,
+//!     # `{ pull: {} }` or `{ manual: {} }`; a push adapter may add
+//!     # `tls: { ca_file, client_cert_file, client_key_file }`
 //!     retry_policy:                       # optional, and so is each field
 //!       { initial_backoff: 1s, max_backoff: 5m, multiplier: 2.0, max_attempts: 8 }
 //!     ack_timeout: 5m                     # optional, default 5m
@@ -203,6 +206,41 @@ processors:
     fn edited(from: &str, to: &str) -> String {
         assert!(EXAMPLE.contains(from), "{from}");
         EXAMPLE.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn federated_and_opendsr_processors_load() {
+        let dsr = edited(
+            "adapter: { pull: {} }",
+            "adapter: { dsr: { endpoint: \"https://dsr.group.example:443\", token_file: /run/dsr/token, poll_interval: 1m } }",
+        );
+        let specs = load_str(&dsr).unwrap();
+        assert_eq!(
+            specs[1].adapter,
+            AdapterConfig::dsr(
+                "https://dsr.group.example:443",
+                None,
+                None,
+                Some("/run/dsr/token".into()),
+                Some(Duration::from_secs(60))
+            )
+            .unwrap()
+        );
+        let opendsr = edited(
+            "adapter: { pull: {} }",
+            "adapter: { opendsr: { url: \"https://opendsr.vendor.example\" } }",
+        );
+        let specs = load_str(&opendsr).unwrap();
+        assert_eq!(
+            specs[1].adapter.poll_interval(),
+            Some(AdapterConfig::DEFAULT_POLL_INTERVAL)
+        );
+        let relative = edited(
+            "adapter: { pull: {} }",
+            "adapter: { dsr: { endpoint: \"https://dsr.group.example:443\", token_file: token } }",
+        );
+        let err = load_str(&relative).unwrap_err().to_string();
+        assert!(err.contains("adapter.dsr.token_file"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::dispatch::adapter::Adapter;
+#[cfg(doc)]
 use crate::dispatch::push::PushAdapters;
 
 /// What tests may swap out.
@@ -13,8 +14,9 @@ pub struct Options {
     /// Run the dispatcher loop in the background (tests that drive it by
     /// hand with [`Dispatcher::run_once`] turn this off).
     pub run_dispatcher: bool,
-    /// How instructions reach push processors.
-    pub adapter: Arc<dyn Adapter>,
+    /// How instructions reach push processors (`None`: every protocol,
+    /// [`PushAdapters`], offering OpenDSR callbacks under `--public-url`).
+    pub adapter: Option<Arc<dyn Adapter>>,
 }
 
 impl Default for Options {
@@ -22,7 +24,7 @@ impl Default for Options {
         Self {
             clock: Arc::new(SystemClock),
             run_dispatcher: true,
-            adapter: Arc::new(PushAdapters::default()),
+            adapter: None,
         }
     }
 }

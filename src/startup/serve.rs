@@ -11,6 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::limits::LimitLayer;
+use crate::api::opendsr::OpenDsrCallbacks;
 use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
 use crate::auth::layer::AuthLayer;
 use crate::pb;
@@ -30,6 +31,7 @@ pub(super) struct Services {
     pub(super) processors: ProcessorApi,
     pub(super) instructions: InstructionApi,
     pub(super) protection: ProtectionApi,
+    pub(super) opendsr: OpenDsrCallbacks,
 }
 
 /// Serves gRPC on `listener` (over `tls`, if any) until `shutdown`.
@@ -69,10 +71,15 @@ pub(super) async fn serve(
     };
     let reflection_v1 = reflection().build_v1().expect("valid descriptors");
     let reflection_v1alpha = reflection().build_v1alpha().expect("valid descriptors");
-    // The HTTP callback API shares the port, its TLS and its layers; any
-    // other path is a gRPC method this server lacks.
+    // The HTTP callback API and the OpenDSR callbacks share the port, its
+    // TLS and its layers; any other path is a gRPC method this server
+    // lacks.
     let callback_api =
         crate::api::http::router(services.instructions.clone(), transport.max_message_size)
+            .merge(crate::api::opendsr::router(
+                services.opendsr,
+                transport.max_message_size,
+            ))
             .fallback(|| async {
                 tonic::Status::unimplemented("").into_http::<axum::body::Body>()
             });

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::codec::{instruction_id, micros, micros_after, processor_id};
+use super::codec::{PUSH_KINDS, instruction_id, micros, micros_after, processor_id};
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
 use crate::domain::{InstructionId, ProcessorId, Timestamp};
@@ -65,7 +65,7 @@ impl Store {
             .bind(micros(now));
         match processor {
             Some(p) => due.push(" and n.processor_id = ").bind(p.as_str()),
-            None => due.push(" and p.adapter_kind in ('grpc', 'webhook')"),
+            None => due.push(" and p.adapter_kind in ").push(PUSH_KINDS),
         };
         due.push(" order by n.next_attempt_at limit ")
             .bind(i64::from(limit));
@@ -114,11 +114,11 @@ impl Store {
 
     /// The earliest time a push processor's notice falls due, if any.
     pub async fn next_cancel_notice(&self) -> Result<Option<Timestamp>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "select min(n.next_attempt_at) as t from cancel_notices n \
              join processors p on p.id = n.processor_id \
-             where p.adapter_kind in ('grpc', 'webhook')",
-        )
+             where p.adapter_kind in {PUSH_KINDS}"
+        )))
         .fetch_one(&self.pool)
         .await?;
         row.try_get::<Option<i64>, _>("t")?

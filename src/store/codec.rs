@@ -145,5 +145,8 @@ pub(super) fn state_list(states: &[InstructionState]) -> String {
         .join(", ")
 }
 
+/// The adapter kinds the dispatcher pushes through, for SQL.
+pub(super) const PUSH_KINDS: &str = "('grpc', 'webhook', 'dsr', 'opendsr')";
+
 /// The states of open requests, for SQL.
 pub(super) const OPEN: &str = "('RECEIVED', 'IN_PROGRESS')";

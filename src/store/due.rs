@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::aftermath::By;
 use super::aftermath::after_changes;
-use super::codec::{INSTRUCTION_COLUMNS, instruction, micros};
+use super::codec::{INSTRUCTION_COLUMNS, PUSH_KINDS, instruction, micros};
 use super::sql::Sql;
 use super::{Effects, Store, StoreError};
 use crate::domain::{AttemptResult, ProcessorId, Timestamp};
@@ -259,9 +259,9 @@ static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
     };
     format!(
         "select min(t) as t from (\
-         select {} as t from processors p where p.adapter_kind in ('grpc', 'webhook') \
-         union all select {} from processors p where p.adapter_kind in ('grpc', 'webhook') \
-         union all select {} from processors p where p.adapter_kind in ('grpc', 'webhook')) due",
+         select {} as t from processors p where p.adapter_kind in {PUSH_KINDS} \
+         union all select {} from processors p where p.adapter_kind in {PUSH_KINDS} \
+         union all select {} from processors p where p.adapter_kind in {PUSH_KINDS}) due",
         first("next_attempt_at", "PENDING"),
         first("lease_expires_at", "DELIVERING"),
         first("reply_due_at", "ACKNOWLEDGED"),

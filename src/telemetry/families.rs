@@ -94,6 +94,8 @@ families! {
         "Circuit breakers opened or closed by this replica, by processor and state (open, closed).";
     CANCEL_NOTICES = "dsr_cancel_notices", Shape::Counter,
         "Cancel notices sent to push processors, by processor and result (sent, retried, given_up).";
+    OPENDSR_CALLBACKS = "dsr_opendsr_callbacks", Shape::Counter,
+        "OpenDSR status callbacks, by processor and result (applied, unsigned, bad_signature, no_certificate, rejected).";
     DISPATCH_YIELDS = "dsr_dispatch_yields", Shape::Counter,
         "Dispatcher passes that held deliveries to a quarter of --max-in-flight while submissions queued.";
     DISPATCH_PASSES = "dsr_dispatch_passes", Shape::Counter,

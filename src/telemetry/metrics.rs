@@ -48,6 +48,7 @@ pub struct Metrics {
     delivery_attempts: Counter<u64>,
     delivery_failures: Counter<u64>,
     cancel_notices: Counter<u64>,
+    opendsr_callbacks: Counter<u64>,
     breaker_changes: Counter<u64>,
     delivery_duration: Histogram<f64>,
     time_to_acknowledge: Histogram<f64>,
@@ -116,6 +117,7 @@ impl Metrics {
             delivery_failures: counter(&DELIVERY_FAILURES),
             breaker_changes: counter(&BREAKER_CHANGES),
             cancel_notices: counter(&CANCEL_NOTICES),
+            opendsr_callbacks: counter(&OPENDSR_CALLBACKS),
             delivery_duration: histogram(&DELIVERY_DURATION),
             time_to_acknowledge: histogram(&TIME_TO_ACKNOWLEDGE),
             claim_duration: histogram(&CLAIM_DURATION),
@@ -195,6 +197,18 @@ impl Metrics {
             &[
                 KeyValue::new("processor", processor.to_string()),
                 KeyValue::new("state", state),
+            ],
+        );
+    }
+
+    /// An OpenDSR status callback was `applied`, or refused (`unsigned`,
+    /// `bad_signature`, `no_certificate`, `rejected`).
+    pub fn opendsr_callback(&self, processor: &str, result: &'static str) {
+        self.opendsr_callbacks.add(
+            1,
+            &[
+                KeyValue::new("processor", processor.to_string()),
+                KeyValue::new("result", result),
             ],
         );
     }

@@ -29,6 +29,7 @@ mod enums;
 mod ids;
 mod instruction;
 pub mod json;
+pub mod opendsr;
 mod processor;
 mod protection;
 mod record;

@@ -87,7 +87,7 @@ fn adapter(a: Option<pb::Adapter>) -> Result<AdapterConfig, Violations> {
     match a.and_then(|a| a.kind) {
         None => Err(Violations::one(
             "",
-            "is required (one of grpc, webhook, pull or manual)",
+            "is required (one of grpc, webhook, dsr, opendsr, pull or manual)",
         )),
         Some(Kind::Pull(_)) => Ok(AdapterConfig::Pull),
         Some(Kind::Manual(_)) => Ok(AdapterConfig::Manual),
@@ -108,6 +108,33 @@ fn adapter(a: Option<pb::Adapter>) -> Result<AdapterConfig, Violations> {
                 AdapterConfig::webhook(&w.url, timeout.flatten(), tls_files(w.tls)),
             );
             conclude(v, webhook)
+        }
+        Some(Kind::Dsr(d)) => {
+            let mut v = Violations::new();
+            let timeout = v.take("dsr.timeout", opt_duration(d.timeout));
+            let poll = v.take("dsr.poll_interval", opt_duration(d.poll_interval));
+            let token_file = (!d.token_file.is_empty()).then_some(d.token_file);
+            let dsr = v.take(
+                "dsr",
+                AdapterConfig::dsr(
+                    &d.endpoint,
+                    timeout.flatten(),
+                    tls_files(d.tls),
+                    token_file,
+                    poll.flatten(),
+                ),
+            );
+            conclude(v, dsr)
+        }
+        Some(Kind::Opendsr(o)) => {
+            let mut v = Violations::new();
+            let timeout = v.take("opendsr.timeout", opt_duration(o.timeout));
+            let poll = v.take("opendsr.poll_interval", opt_duration(o.poll_interval));
+            let opendsr = v.take(
+                "opendsr",
+                AdapterConfig::opendsr(&o.url, timeout.flatten(), tls_files(o.tls), poll.flatten()),
+            );
+            conclude(v, opendsr)
         }
     }
 }
@@ -249,6 +276,30 @@ fn adapter_pb(a: &AdapterConfig) -> pb::Adapter {
             url: url.clone(),
             timeout: Some(duration_pb(*timeout)),
             tls: tls_pb(tls),
+        }),
+        AdapterConfig::Dsr {
+            endpoint,
+            timeout,
+            tls,
+            token_file,
+            poll_interval,
+        } => Kind::Dsr(pb::DsrAdapter {
+            endpoint: endpoint.clone(),
+            timeout: Some(duration_pb(*timeout)),
+            tls: tls_pb(tls),
+            token_file: token_file.clone().unwrap_or_default(),
+            poll_interval: Some(duration_pb(*poll_interval)),
+        }),
+        AdapterConfig::OpenDsr {
+            url,
+            timeout,
+            tls,
+            poll_interval,
+        } => Kind::Opendsr(pb::OpenDsrAdapter {
+            url: url.clone(),
+            timeout: Some(duration_pb(*timeout)),
+            tls: tls_pb(tls),
+            poll_interval: Some(duration_pb(*poll_interval)),
         }),
         AdapterConfig::Pull => Kind::Pull(pb::PullAdapter {}),
         AdapterConfig::Manual => Kind::Manual(pb::ManualAdapter {}),

@@ -40,6 +40,16 @@ impl TestDb {
         }
     }
 
+    /// A fresh database of the same backend as `other` (for a second,
+    /// separate orchestrator).
+    pub async fn like(other: &TestDb) -> Self {
+        if other.postgres.is_some() {
+            Self::postgres().await
+        } else {
+            Self::sqlite().await
+        }
+    }
+
     /// A database that exists already at `url` (on a test's own server),
     /// left in place afterwards.
     pub fn existing(url: String) -> Self {

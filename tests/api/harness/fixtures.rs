@@ -68,6 +68,38 @@ pub fn webhook_processor(id: &str, url: &str) -> pb::Processor {
     }
 }
 
+/// Another orchestrator at `endpoint`, polled every `poll_ms`.
+pub fn dsr_processor(id: &str, endpoint: &str, poll_ms: u64) -> pb::Processor {
+    pb::Processor {
+        role: pb::ProcessorRole::GroupCompany as i32,
+        adapter: Some(pb::Adapter {
+            kind: Some(pb::adapter::Kind::Dsr(pb::DsrAdapter {
+                endpoint: endpoint.into(),
+                timeout: ms(5000),
+                tls: None,
+                token_file: String::new(),
+                poll_interval: ms(poll_ms),
+            })),
+        }),
+        ..push_processor(id, "http://127.0.0.1:1")
+    }
+}
+
+/// An OpenDSR processor at `url`, polled every `poll_ms`.
+pub fn opendsr_processor(id: &str, url: &str, poll_ms: u64) -> pb::Processor {
+    pb::Processor {
+        adapter: Some(pb::Adapter {
+            kind: Some(pb::adapter::Kind::Opendsr(pb::OpenDsrAdapter {
+                url: url.into(),
+                timeout: ms(2000),
+                tls: None,
+                poll_interval: ms(poll_ms),
+            })),
+        }),
+        ..push_processor(id, "http://127.0.0.1:1")
+    }
+}
+
 /// A pull processor.
 pub fn pull_processor(id: &str, ack_timeout_ms: u64) -> pb::Processor {
     pb::Processor {

@@ -7,6 +7,7 @@ pub mod db;
 pub mod fake;
 pub mod fixtures;
 pub mod hook;
+pub mod opendsr;
 pub mod pg_server;
 pub mod pki;
 
@@ -18,6 +19,7 @@ pub use db::TestDb;
 pub use fake::{FakeProcessor, Reply};
 pub use fixtures::*;
 pub use hook::{FakeHook, HookReply};
+pub use opendsr::FakeOpenDsr;
 
 /// The database a case runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

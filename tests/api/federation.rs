@@ -1,0 +1,204 @@
+//! Federation: an upstream orchestrator delivering to a downstream one
+//! (two real servers, each on its own database), as a caller the
+//! downstream authenticates by a bearer token read from a file.
+
+use dsr_orchestrator::pb;
+
+use crate::backends;
+use crate::harness::app::token_hash;
+use crate::harness::*;
+
+backends!(
+    a_downstream_orchestrator_answers_with_its_whole_chain,
+    cancelling_upstream_cancels_the_downstream_request,
+    a_downstream_that_refuses_the_caller_escalates,
+);
+
+/// The token the upstream presents downstream.
+const UPSTREAM_TOKEN: &str = "upstream-orchestrator-token";
+
+/// A downstream orchestrator that knows the upstream as a submitter, with
+/// one push processor; and an upstream whose `group-co` is that
+/// downstream, polled every `poll_ms`, its token in a file.
+async fn pair(db: &TestDb, reply: Reply, poll_ms: u64) -> Pair {
+    let down_db = TestDb::like(db).await;
+    let principal = format!(
+        "  - principal: upstream\n    sha256: {}\n    roles: [submitter]\n",
+        token_hash(UPSTREAM_TOKEN)
+    );
+    let downstream = TestApp::spawn_authenticated(&down_db, &principal, |_| {}).await;
+    let warehouse = FakeProcessor::start(reply).await;
+    let warehouse_token = register(
+        &downstream,
+        push_processor("warehouse", &warehouse.endpoint()),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{UPSTREAM_TOKEN}\n")).unwrap();
+    let upstream = TestApp::spawn(db).await;
+    let mut group = dsr_processor("group-co", &format!("http://{}", downstream.addr), poll_ms);
+    if let Some(pb::adapter::Kind::Dsr(d)) = group.adapter.as_mut().and_then(|a| a.kind.as_mut()) {
+        d.token_file = token_file.display().to_string();
+    }
+    register(&upstream, group).await;
+    Pair {
+        upstream,
+        downstream,
+        warehouse,
+        warehouse_token,
+        _down_db: down_db,
+        dir,
+    }
+}
+
+/// Two orchestrators, the downstream's processor, and what must live as
+/// long as they do (bind `_down_db` and `dir`: a field left to `..` is
+/// dropped at once).
+struct Pair {
+    upstream: TestApp,
+    downstream: TestApp,
+    warehouse: FakeProcessor,
+    warehouse_token: String,
+    _down_db: TestDb,
+    dir: tempfile::TempDir,
+}
+
+/// The downstream request an upstream instruction became.
+async fn downstream_request(downstream: &TestApp, instruction_id: &str) -> pb::DataSubjectRequest {
+    get_request(downstream, instruction_id).await
+}
+
+/// The upstream request goes downstream under the instruction's id with
+/// the request's facts; while the downstream works the instruction is
+/// acknowledged and polled; the downstream's record becomes the outcome,
+/// and its processor the upstream line's sub-processor.
+async fn a_downstream_orchestrator_answers_with_its_whole_chain(db: TestDb) {
+    let Pair {
+        upstream,
+        downstream,
+        warehouse,
+        warehouse_token,
+        _down_db,
+        dir: _dir,
+    } = pair(&db, Reply::Accepted, 1000).await;
+    let req = submit(&upstream, deletion("federated-fay@example.com")).await;
+    let line = &req.instructions[0];
+    assert_eq!(line.processor_id, "group-co");
+    wait_for_state(
+        &upstream,
+        &line.instruction_id,
+        pb::InstructionState::Acknowledged,
+    )
+    .await;
+
+    let down = downstream_request(&downstream, &line.instruction_id).await;
+    assert_eq!(down.kind, pb::RequestKind::Delete as i32);
+    assert_eq!(down.jurisdiction, pb::Jurisdiction::Ccpa as i32);
+    assert_eq!(down.channel, "web_form");
+    assert_eq!(down.requester, pb::Requester::Self_ as i32);
+    assert_eq!(
+        down.verification.as_ref().unwrap().level,
+        pb::VerificationLevel::ReasonablyHigh as i32
+    );
+    assert_eq!(down.submitted_at, req.submitted_at);
+    assert_eq!(
+        down.labels.get("dsr.upstream_request_id"),
+        Some(&req.request_id)
+    );
+    assert_eq!(down.submitted_by, "upstream");
+    // Only the identities group-co accepts went on (the phone did not).
+    assert_eq!(down.identity_types, [pb::IdentityType::Email as i32]);
+
+    // The downstream processor finishes; the upstream's next poll sees it.
+    warehouse.wait_for_calls(1).await;
+    let down_line = &down.instructions[0].instruction_id;
+    downstream
+        .instructions
+        .clone()
+        .complete_instruction(authed(
+            &warehouse_token,
+            pb::CompleteInstructionRequest {
+                instruction_id: down_line.clone(),
+                result: Some(pb::InstructionResult {
+                    outcome: pb::Outcome::Completed as i32,
+                    sub_processors: vec![pb::SubProcessor {
+                        name: "Cold Storage KK".into(),
+                        country: "JP".into(),
+                    }],
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    watch_to_end(&upstream.requests, &req.request_id).await;
+    let record = record(&upstream, &req.request_id).await;
+    assert_eq!(record.outcome, pb::OverallOutcome::Fulfilled as i32);
+    let line = &record.lines[0];
+    assert_eq!(line.state, pb::InstructionState::Completed as i32);
+    let chain: Vec<(&str, &str)> = line
+        .sub_processors
+        .iter()
+        .map(|s| (s.name.as_str(), s.country.as_str()))
+        .collect();
+    assert_eq!(chain, [("warehouse Ltd.", "JP"), ("Cold Storage KK", "JP")]);
+    // Exactly one downstream request, however often it was asked.
+    assert_eq!(all_requests(&downstream).await.len(), 1);
+}
+
+/// A cancel upstream becomes a cancel of the downstream request, which
+/// tells the downstream's own processor.
+async fn cancelling_upstream_cancels_the_downstream_request(db: TestDb) {
+    let Pair {
+        upstream,
+        downstream,
+        warehouse,
+        _down_db,
+        dir: _dir,
+        ..
+    } = pair(&db, Reply::Accepted, 60_000).await;
+    let req = submit(&upstream, deletion("federated-gus@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
+    upstream
+        .requests
+        .clone()
+        .cancel_request(pb::CancelRequestRequest {
+            request_id: req.request_id.clone(),
+            reason: "the person withdrew the request".into(),
+        })
+        .await
+        .unwrap();
+    watch_to_end(&downstream.requests, &id).await;
+    let down = get_request(&downstream, &id).await;
+    assert_eq!(down.status, pb::RequestStatus::Cancelled as i32);
+    assert_eq!(down.cancel_reason, "the person withdrew the request");
+    // The downstream tells its own processor in turn.
+    warehouse.wait_for_calls(2).await;
+    assert_eq!(warehouse.cancels().len(), 1);
+}
+
+/// A downstream that does not know the token refuses: the instruction
+/// escalates at once (retrying cannot help), saying why.
+async fn a_downstream_that_refuses_the_caller_escalates(db: TestDb) {
+    let Pair {
+        upstream,
+        downstream,
+        dir,
+        _down_db,
+        ..
+    } = pair(&db, Reply::Accepted, 1000).await;
+    std::fs::write(dir.path().join("token"), "not-the-token").unwrap();
+    let req = submit(&upstream, deletion("federated-hal@example.com")).await;
+    let id = &req.instructions[0].instruction_id;
+    let escalated = wait_for_state(&upstream, id, pb::InstructionState::Escalated).await;
+    let codes: Vec<&str> = escalated
+        .history
+        .iter()
+        .map(|a| a.error_code.as_str())
+        .collect();
+    assert_eq!(codes, ["UNAUTHENTICATED"]);
+    assert!(all_requests(&downstream).await.is_empty());
+}

@@ -1,0 +1,212 @@
+//! OpenDSR processors: requests POSTed, statuses polled and taken by
+//! signed callback, cancels sent as DELETE; against a fake OpenDSR
+//! processor (a real HTTP server) that signs with a key made for it.
+
+use dsr_orchestrator::pb;
+
+use crate::backends;
+use crate::harness::*;
+
+backends!(
+    an_opendsr_processor_completes_by_signed_callback,
+    an_opendsr_processor_is_polled_and_retried_without_duplicates,
+    a_refused_opendsr_request_escalates,
+    cancelling_reaches_the_opendsr_processor,
+    opendsr_processors_take_only_what_opendsr_can_say,
+);
+
+/// The orchestrator's public URL in these tests.
+const PUBLIC_URL: &str = "https://orchestrator.test";
+
+/// An orchestrator offering callbacks under [`PUBLIC_URL`], with the fake
+/// registered as `vendor`, polled every `poll_ms`.
+async fn with_vendor(db: &TestDb, poll_ms: u64) -> (TestApp, FakeOpenDsr) {
+    let fake = FakeOpenDsr::start().await;
+    let app = TestApp::spawn_with(db, Default::default(), |c| {
+        c.public_url = Some(PUBLIC_URL.into());
+    })
+    .await;
+    register(&app, opendsr_processor("vendor", &fake.url(), poll_ms)).await;
+    (app, fake)
+}
+
+/// POSTs a callback to the orchestrator; returns the HTTP status.
+async fn callback(app: &TestApp, body: &[u8], signature: Option<&str>) -> u16 {
+    // This client's TLS (unused on plain HTTP) takes ring, as the server's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{}/opendsr/callbacks/vendor", app.addr))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(s) = signature {
+        request = request.header("X-OpenDSR-Signature", s);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// The POSTed request carries the instruction id, the mapped type,
+/// the accepted identities only, the law and the callback URL; an
+/// unsigned or badly signed callback is refused and counted; a signed
+/// `completed` completes the instruction and closes the request.
+async fn an_opendsr_processor_completes_by_signed_callback(db: TestDb) {
+    let (app, fake) = with_vendor(&db, 3_600_000).await;
+    let req = submit(&app, deletion("opendsr-ida@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+
+    let posted = fake.posted();
+    assert_eq!(posted.len(), 1);
+    let sent = &posted[0];
+    assert_eq!(sent["subject_request_id"], id.as_str());
+    assert_eq!(sent["subject_request_type"], "erasure");
+    assert_eq!(sent["regulation"], "ccpa");
+    assert_eq!(sent["api_version"], "2.0");
+    assert_eq!(
+        sent["subject_identities"],
+        serde_json::json!([{"identity_type": "email", "identity_value": "opendsr-ida@example.com", "identity_format": "raw"}])
+    );
+    assert_eq!(
+        sent["status_callback_urls"],
+        serde_json::json!([format!("{PUBLIC_URL}/opendsr/callbacks/vendor")])
+    );
+
+    let body = FakeOpenDsr::callback_body(&id, "completed");
+    assert_eq!(callback(&app, &body, None).await, 401);
+    let other = FakeOpenDsr::callback_body(&id, "cancelled");
+    assert_eq!(callback(&app, &body, Some(&fake.sign(&other))).await, 403);
+    assert_eq!(callback(&app, &body, Some("not base64!")).await, 403);
+    assert_eq!(
+        wait_for_state(&app, &id, pb::InstructionState::Acknowledged)
+            .await
+            .state(),
+        pb::InstructionState::Acknowledged,
+        "a refused callback changes nothing"
+    );
+    assert_eq!(callback(&app, &body, Some(&fake.sign(&body))).await, 202);
+    watch_to_end(&app.requests, &req.request_id).await;
+    let record = record(&app, &req.request_id).await;
+    assert_eq!(record.outcome, pb::OverallOutcome::Fulfilled as i32);
+    assert_eq!(
+        record.lines[0].state,
+        pb::InstructionState::Completed as i32
+    );
+    // The same callback again is harmless.
+    assert_eq!(callback(&app, &body, Some(&fake.sign(&body))).await, 202);
+
+    let (_, metrics) = app.admin_get("/metrics").await;
+    for (result, n) in [("unsigned", 1), ("bad_signature", 2), ("applied", 2)] {
+        let line =
+            format!(r#"dsr_opendsr_callbacks_total{{processor="vendor",result="{result}"}} {n}"#);
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    app.stop().await;
+}
+
+/// A POST refused with 503 and `Retry-After` is retried no sooner than
+/// asked; the retry asks first (404: not there) and then POSTs; the
+/// request is then polled until the processor reports `completed`.
+async fn an_opendsr_processor_is_polled_and_retried_without_duplicates(db: TestDb) {
+    let (app, fake) = with_vendor(&db, 1000).await;
+    fake.script([HookReply::json(503, "").with_header("retry-after", "1")]);
+    let started = std::time::Instant::now();
+    let req = submit(&app, deletion("opendsr-jon@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(fake.posted().len(), 2, "the refused POST and its retry");
+    let asked = fake.polls();
+    assert_eq!(asked, 1, "the retry asked before it POSTed");
+
+    fake.set_status(&id, "in_progress");
+    fake.wait_for_calls(2 + asked + 1).await;
+    assert_eq!(
+        wait_for_state(&app, &id, pb::InstructionState::Acknowledged)
+            .await
+            .state(),
+        pb::InstructionState::Acknowledged
+    );
+    fake.set_status(&id, "completed");
+    watch_to_end(&app.requests, &req.request_id).await;
+    let record = record(&app, &req.request_id).await;
+    assert_eq!(
+        record.lines[0].state,
+        pb::InstructionState::Completed as i32
+    );
+    assert_eq!(fake.posted().len(), 2, "polls never POST again");
+    app.stop().await;
+}
+
+/// A 400 means the processor will not take the request as sent: the
+/// instruction escalates at once.
+async fn a_refused_opendsr_request_escalates(db: TestDb) {
+    let (app, fake) = with_vendor(&db, 1000).await;
+    fake.script([HookReply::json(
+        400,
+        r#"{"error":{"code":400,"message":"unsupported identity"}}"#,
+    )]);
+    let req = submit(&app, deletion("opendsr-kim@example.com")).await;
+    let id = &req.instructions[0].instruction_id;
+    let escalated = wait_for_state(&app, id, pb::InstructionState::Escalated).await;
+    let codes: Vec<&str> = escalated
+        .history
+        .iter()
+        .map(|a| a.error_code.as_str())
+        .collect();
+    assert_eq!(codes, ["HTTP_400"]);
+    app.stop().await;
+}
+
+/// Cancelling the request sends `DELETE /opendsr/requests/{id}`.
+async fn cancelling_reaches_the_opendsr_processor(db: TestDb) {
+    let (app, fake) = with_vendor(&db, 3_600_000).await;
+    let req = submit(&app, deletion("opendsr-lea@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    app.requests
+        .clone()
+        .cancel_request(pb::CancelRequestRequest {
+            request_id: req.request_id.clone(),
+            reason: "the person withdrew the request".into(),
+        })
+        .await
+        .unwrap();
+    fake.wait_for_calls(2).await;
+    assert_eq!(fake.deleted(), [id]);
+    app.stop().await;
+}
+
+/// OpenDSR has no word for a correction or a phone number: a processor
+/// on it cannot be registered for them.
+async fn opendsr_processors_take_only_what_opendsr_can_say(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let mut processor = opendsr_processor("vendor", "https://opendsr.vendor.example", 1000);
+    processor
+        .supported_kinds
+        .push(pb::RequestKind::Correct as i32);
+    processor
+        .accepted_identity_types
+        .push(pb::IdentityType::Phone as i32);
+    let refused = app
+        .processors
+        .clone()
+        .register_processor(pb::RegisterProcessorRequest {
+            processor: Some(processor),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let fields = violations(&refused);
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.starts_with("processor.supported_kinds")),
+        "{fields:?}"
+    );
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.starts_with("processor.accepted_identity_types")),
+        "{fields:?}"
+    );
+    app.stop().await;
+}
