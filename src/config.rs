@@ -170,7 +170,7 @@ pub struct Config {
     /// `https://dsr.example.com`: OpenDSR processors are given
     /// `<URL>/opendsr/callbacks/<processor_id>` for their status callbacks.
     /// Unset: they are polled only.
-    #[arg(long, env = "DSR_PUBLIC_URL")]
+    #[arg(long, env = "DSR_PUBLIC_URL", value_parser = public_url)]
     pub public_url: Option<String>,
 
     /// Largest message taken or sent, in bytes (the largest valid one fits).
@@ -246,6 +246,20 @@ pub struct Config {
 }
 
 /// A duration of at least one second.
+/// An `http://` or `https://` URL with a host, without query or fragment.
+fn public_url(s: &str) -> Result<String, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("{e}"))?;
+    let ok = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri.query().is_none()
+        && !s.contains('#');
+    if ok {
+        Ok(s.trim_end_matches('/').to_string())
+    } else {
+        Err("must be an http:// or https:// URL with a host, without query or fragment".into())
+    }
+}
+
 fn at_least_a_second(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d >= Duration::from_secs(1) => Ok(d),

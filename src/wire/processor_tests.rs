@@ -179,3 +179,50 @@ fn every_problem_is_reported_with_its_path() {
     }
     assert_eq!(fields(processor_spec(None)), ["processor"]);
 }
+
+#[test]
+fn federation_and_opendsr_adapters_round_trip_and_name_their_faults() {
+    let mut p = valid();
+    p.adapter = Some(pb::Adapter {
+        kind: Some(Kind::Dsr(pb::DsrAdapter {
+            endpoint: "https://dsr.group.example:443".into(),
+            timeout: None,
+            tls: None,
+            token_file: "/run/secrets/dsr/token".into(),
+            poll_interval: secs(60),
+        })),
+    });
+    let spec = processor_spec(Some(p.clone())).unwrap();
+    assert_eq!(spec.adapter.poll_interval(), Some(Duration::from_secs(60)));
+    assert_eq!(processor_spec(Some(spec_pb(&spec))), Ok(spec));
+
+    let mut opendsr = valid();
+    opendsr.adapter = Some(pb::Adapter {
+        kind: Some(Kind::Opendsr(pb::OpenDsrAdapter {
+            url: "https://opendsr.vendor.example".into(),
+            timeout: None,
+            tls: None,
+            poll_interval: None,
+        })),
+    });
+    let spec = processor_spec(Some(opendsr)).unwrap();
+    assert_eq!(
+        spec.adapter.poll_interval(),
+        Some(AdapterConfig::DEFAULT_POLL_INTERVAL)
+    );
+    assert_eq!(processor_spec(Some(spec_pb(&spec))), Ok(spec));
+
+    if let Some(Kind::Dsr(d)) = p.adapter.as_mut().and_then(|a| a.kind.as_mut()) {
+        d.endpoint = "https://dsr.group.example/path".into();
+        d.token_file = "token".into();
+        d.poll_interval = secs(0);
+    }
+    assert_eq!(
+        fields(processor_spec(Some(p))),
+        [
+            "processor.adapter.dsr.endpoint",
+            "processor.adapter.dsr.token_file",
+            "processor.adapter.dsr.poll_interval"
+        ]
+    );
+}

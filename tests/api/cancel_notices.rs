@@ -31,8 +31,8 @@ async fn notices_left(db: &TestDb) -> Vec<String> {
 }
 
 /// The cancel is committed by a replica that stops before any notice goes
-/// out; the next replica to start tells both push processors (gRPC and
-/// webhook), and nothing is left to send.
+/// out; the next replica to start tells every push processor (gRPC,
+/// webhook, OpenDSR), and nothing is left to send.
 async fn a_cancel_notice_survives_a_crash_before_it_is_sent(db: TestDb) {
     let first = TestApp::spawn(&db).await;
     let grpc = FakeProcessor::start(Reply::Accepted).await;
@@ -48,6 +48,12 @@ async fn a_cancel_notice_survives_a_crash_before_it_is_sent(db: TestDb) {
         .unwrap()
         .into_inner()
         .webhook_secret;
+    let opendsr = FakeOpenDsr::start().await;
+    register(
+        &first,
+        opendsr_processor("opendsr-slow", &opendsr.url(), 3_600_000),
+    )
+    .await;
     let req = submit(&first, deletion("notice-ivan@example.com")).await;
     for line in &req.instructions {
         wait_for_state(
@@ -63,13 +69,15 @@ async fn a_cancel_notice_survives_a_crash_before_it_is_sent(db: TestDb) {
     let second = TestApp::spawn_without_dispatcher(&db).await;
     cancel(&second, &req.request_id, "consumer withdrew the request").await;
     second.stop().await;
-    assert_eq!(notices_left(&db).await.len(), 2);
+    assert_eq!(notices_left(&db).await.len(), 3);
     assert!(grpc.cancels().is_empty());
     assert_eq!(hook.received().len(), 1);
+    assert!(opendsr.deleted().is_empty());
 
     let third = TestApp::spawn(&db).await;
     grpc.wait_for_calls(2).await;
     hook.wait_for(2).await;
+    opendsr.wait_for_calls(2).await;
     let id_of = |processor: &str| {
         req.instructions
             .iter()
@@ -89,6 +97,7 @@ async fn a_cancel_notice_survives_a_crash_before_it_is_sent(db: TestDb) {
         serde_json::json!("consumer withdrew the request")
     );
     assert!(notice.signed_with(&secret));
+    assert_eq!(opendsr.deleted(), [id_of("opendsr-slow")]);
     // Stopping waits for the notices in flight to be written off.
     third.stop().await;
     assert!(notices_left(&db).await.is_empty());

@@ -149,7 +149,8 @@ async fn a_downstream_orchestrator_answers_with_its_whole_chain(db: TestDb) {
 }
 
 /// A cancel upstream becomes a cancel of the downstream request, which
-/// tells the downstream's own processor.
+/// tells the downstream's own processor, even when the replica that took
+/// the cancel stopped before any notice went out.
 async fn cancelling_upstream_cancels_the_downstream_request(db: TestDb) {
     let Pair {
         upstream,
@@ -162,7 +163,10 @@ async fn cancelling_upstream_cancels_the_downstream_request(db: TestDb) {
     let req = submit(&upstream, deletion("federated-gus@example.com")).await;
     let id = req.instructions[0].instruction_id.clone();
     wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
-    upstream
+    upstream.stop().await;
+
+    let cancelling = TestApp::spawn_without_dispatcher(&db).await;
+    cancelling
         .requests
         .clone()
         .cancel_request(pb::CancelRequestRequest {
@@ -171,6 +175,11 @@ async fn cancelling_upstream_cancels_the_downstream_request(db: TestDb) {
         })
         .await
         .unwrap();
+    cancelling.stop().await;
+    let down = get_request(&downstream, &id).await;
+    assert_eq!(down.status, pb::RequestStatus::InProgress as i32);
+
+    let _restarted = TestApp::spawn(&db).await;
     watch_to_end(&downstream.requests, &id).await;
     let down = get_request(&downstream, &id).await;
     assert_eq!(down.status, pb::RequestStatus::Cancelled as i32);
