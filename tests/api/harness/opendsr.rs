@@ -2,7 +2,8 @@
 //! `POST /opendsr/requests`, `GET` and `DELETE /opendsr/requests/{id}`,
 //! `GET /discovery` and the certificate it names. It signs what it sends
 //! (its status callbacks, which the test posts) with an RSA key made for
-//! it by `openssl` at start, using ring, not the orchestrator's code.
+//! it at start, both by the `openssl` command, not the orchestrator's
+//! code or its libraries.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ pub struct FakeOpenDsr {
     pub addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
     calls: watch::Sender<usize>,
-    key: Arc<ring::rsa::KeyPair>,
+    key_path: Arc<std::path::PathBuf>,
     cert_pem: Arc<String>,
     _dir: Arc<tempfile::TempDir>,
 }
@@ -64,9 +65,6 @@ impl FakeOpenDsr {
             "{}",
             String::from_utf8_lossy(&made.stderr)
         );
-        let key_pem = std::fs::read_to_string(&key_path).unwrap();
-        let der = pem_body(&key_pem, "PRIVATE KEY");
-        let key = ring::rsa::KeyPair::from_pkcs8(&der).expect("a PKCS#8 RSA key");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fake = Self {
             addr: listener.local_addr().unwrap(),
@@ -78,7 +76,7 @@ impl FakeOpenDsr {
                 polls: 0,
             })),
             calls: watch::Sender::new(0),
-            key: Arc::new(key),
+            key_path: Arc::new(key_path),
             cert_pem: Arc::new(std::fs::read_to_string(&cert_path).unwrap()),
             _dir: Arc::new(dir),
         };
@@ -137,19 +135,21 @@ impl FakeOpenDsr {
             .unwrap();
     }
 
-    /// The base64 RSA-SHA256 signature of `body` with this processor's key.
+    /// The base64 RSA-SHA256 (PKCS#1 v1.5) signature of `body` with this
+    /// processor's key, made by `openssl dgst`.
     pub fn sign(&self, body: &[u8]) -> String {
-        let rng = ring::rand::SystemRandom::new();
-        let mut signature = vec![0; self.key.public().modulus_len()];
-        self.key
-            .sign(
-                &ring::signature::RSA_PKCS1_SHA256,
-                &rng,
-                body,
-                &mut signature,
-            )
-            .unwrap();
-        STANDARD.encode(signature)
+        use std::io::Write;
+        let mut openssl = std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(self.key_path.as_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl runs");
+        openssl.stdin.take().unwrap().write_all(body).unwrap();
+        let signed = openssl.wait_with_output().unwrap();
+        assert!(signed.status.success());
+        STANDARD.encode(signed.stdout)
     }
 
     /// A status callback body for request `id`.
@@ -168,21 +168,6 @@ impl FakeOpenDsr {
     fn called(&self) {
         self.calls.send_modify(|c| *c += 1);
     }
-}
-
-/// The DER inside a PEM block labelled `label`.
-fn pem_body(pem: &str, label: &str) -> Vec<u8> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let inner = &pem[pem.find(&begin).unwrap() + begin.len()..pem.find(&end).unwrap()];
-    STANDARD
-        .decode(
-            inner
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect::<String>(),
-        )
-        .unwrap()
 }
 
 async fn create(State(fake): State<FakeOpenDsr>, body: Bytes) -> Response {
