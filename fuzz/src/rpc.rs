@@ -321,6 +321,7 @@ impl Rpc {
                         category: "identifiers".into(),
                         value: "jane.doe@example.com".into(),
                         source: "signup".into(),
+                        ..Default::default()
                     }],
                     sub_processors: vec![pb::SubProcessor {
                         name: "Archive GmbH".into(),

@@ -255,8 +255,14 @@ mod tests {
             }],
             records: vec![json::DataRecord {
                 category: "c".into(),
+                category_label: "l".into(),
+                field: "f".into(),
                 value: "v".into(),
                 source: "s".into(),
+                purpose: "p".into(),
+                collected_at: "2026-01-01T00:00:00Z".into(),
+                disclosed_to: vec!["d".into()],
+                sold_or_shared: true,
             }],
         };
         let identity = json::Identity {

@@ -2,6 +2,7 @@
 //! to gRPC statuses. Messages become domain types through [`crate::wire`]
 //! before anything else sees them.
 
+mod access_report;
 pub mod error;
 pub mod http;
 mod instruction_service;

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::access_report;
 use super::error::{ApiError, ApiResult};
 use super::limits::WatchLimits;
 use super::page::{page_size, page_token};
@@ -124,6 +125,7 @@ impl RequestApi {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RequestEvent, Status>> + Send>>;
+type ReportStream = Pin<Box<dyn Stream<Item = Result<pb::AccessReportPart, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RequestService for RequestApi {
@@ -227,6 +229,41 @@ impl RequestService for RequestApi {
             notices,
             tx,
             self.shutdown.clone(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type GetAccessReportStream = ReportStream;
+
+    #[tracing::instrument(skip_all, fields(request_id = tracing::field::Empty))]
+    async fn get_access_report(
+        &self,
+        request: Request<pb::GetAccessReportRequest>,
+    ) -> Result<Response<Self::GetAccessReportStream>, Status> {
+        let id = wire::parse_request_id(&request.get_ref().request_id, "request_id")
+            .map_err(ApiError::from)?;
+        let caller = Caller::of(&request);
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        let summary = self.store.request(id).await.map_err(ApiError::from)?;
+        visible(&caller, &summary)?;
+        let record = match self.store.completion_record(id).await {
+            Ok((record, _, _)) => record,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "request {id} is still open: its report follows its last answer"
+                ))
+                .into());
+            }
+            Err(e) => return Err(ApiError::from(e).into()),
+        };
+        let pieces = access_report::scope_of(&record, summary.access_scope)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(access_report::stream(
+            self.store.clone(),
+            record,
+            summary.access_scope,
+            pieces,
+            tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -13,6 +13,7 @@
 
 mod actor;
 mod adapter;
+mod data_record;
 mod deadline;
 mod enums;
 pub mod exceptions;
@@ -31,6 +32,7 @@ mod violation;
 
 pub use actor::{Actor, PrincipalName};
 pub use adapter::{AdapterConfig, ProcessorTls};
+pub use data_record::{CATEGORIES, DataRecord, Disclosures};
 pub use deadline::{
     Calendar, DeadlinePolicy, Deadlines, Extension, ExtensionRefused, ExtensionRule, Period,
     Regime, due_times, reply_due,
@@ -40,7 +42,7 @@ pub use fan_out::fan_out;
 pub use ids::{InstructionId, ProcessorId, RequestId};
 pub use instruction::{InstructionEvent, InstructionState, InstructionView, Transition};
 pub use normalize::normal_form;
-pub use outcome::{DataRecord, InstructionResult, Outcome, ResolvedBy, SubProcessor};
+pub use outcome::{InstructionResult, Outcome, ResolvedBy, SubProcessor};
 pub use processor::{
     DeliveryLimits, MAX_DELIVERIES_PER_SECOND, Processor, ProcessorSpec, ProcessorStatus,
 };

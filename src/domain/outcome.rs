@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::violation::check_len;
-use super::{DeletionException, InstructionState, Violations};
+use super::{DataRecord, DeletionException, InstructionState, Violations};
 
 /// Most sub-processors one result may list.
 pub const MAX_SUB_PROCESSORS: usize = 100;
@@ -55,23 +55,6 @@ pub struct SubProcessor {
     pub name: String,
     /// ISO 3166-1 alpha-2, or empty.
     pub country: String,
-}
-
-/// One piece of personal information found for an access request.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataRecord {
-    /// Category, 1 to 100 characters.
-    pub category: String,
-    /// The value (personal data).
-    pub value: String,
-    /// Category of source.
-    pub source: String,
-}
-
-impl fmt::Debug for DataRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DataRecord({}, <redacted>)", self.category)
-    }
 }
 
 /// A validated result: denials carry their legal basis, failures a reason.
@@ -145,31 +128,15 @@ impl InstructionResult {
         if records.len() > MAX_DATA_RECORDS {
             v.add("records", format!("at most {MAX_DATA_RECORDS} entries"));
         }
-        let bytes: usize = records
-            .iter()
-            .map(|r| r.category.len() + r.value.len() + r.source.len())
-            .sum();
+        let bytes: usize = records.iter().map(DataRecord::text_bytes).sum();
         if bytes > MAX_DATA_RECORD_BYTES {
             v.add(
                 "records",
-                format!(
-                    "at most {MAX_DATA_RECORD_BYTES} bytes of categories, values and sources in all"
-                ),
+                format!("at most {MAX_DATA_RECORD_BYTES} bytes of texts in all"),
             );
         }
         for (i, r) in records.iter().enumerate() {
-            v.take(
-                &format!("records[{i}].category"),
-                check_len(&r.category, 1, 100),
-            );
-            v.take(
-                &format!("records[{i}].value"),
-                check_len(&r.value, 0, 10_000),
-            );
-            v.take(
-                &format!("records[{i}].source"),
-                check_len(&r.source, 0, 200),
-            );
+            r.check(&format!("records[{i}]"), &mut v);
         }
         v.finish(|| Self {
             outcome,

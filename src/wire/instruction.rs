@@ -7,7 +7,7 @@
 //! passes them on.
 
 use super::enums::{ProtoEnum, optional, required};
-use super::{conclude, opt_timestamp, timestamp};
+use super::{conclude, opt_timestamp, parse_timestamp, timestamp};
 use crate::domain::{DataRecord, InstructionResult, InstructionView, SubProcessor, Violations};
 use crate::pb;
 
@@ -35,10 +35,11 @@ pub fn instruction_result(
     let records = r
         .records
         .into_iter()
-        .map(|d| DataRecord {
-            category: d.category,
-            value: d.value,
-            source: d.source,
+        .enumerate()
+        .map(|(i, d)| {
+            let at = format!("records[{i}].collected_at");
+            let collected_at = v.take(&at, parse_timestamp(d.collected_at, "")).flatten();
+            data_record(d, collected_at)
         })
         .collect();
     // No stand-in for a bad outcome or exception: the cross-field rules
@@ -73,16 +74,39 @@ pub fn instruction_result_pb(r: &InstructionResult) -> pb::InstructionResult {
     }
 }
 
+/// A data record as sent (its rules are checked with the result's).
+fn data_record(d: pb::DataRecord, collected_at: Option<crate::domain::Timestamp>) -> DataRecord {
+    DataRecord {
+        category: d.category,
+        category_label: d.category_label,
+        field: d.field,
+        value: d.value,
+        source: d.source,
+        purpose: d.purpose,
+        collected_at,
+        disclosed_to: d.disclosed_to,
+        sold_or_shared: d.sold_or_shared,
+    }
+}
+
 /// The wire form of data records.
 pub fn data_records_pb(records: &[DataRecord]) -> Vec<pb::DataRecord> {
-    records
-        .iter()
-        .map(|d| pb::DataRecord {
-            category: d.category.clone(),
-            value: d.value.clone(),
-            source: d.source.clone(),
-        })
-        .collect()
+    records.iter().map(data_record_pb).collect()
+}
+
+/// The wire form of one data record.
+pub fn data_record_pb(d: &DataRecord) -> pb::DataRecord {
+    pb::DataRecord {
+        category: d.category.clone(),
+        value: d.value.clone(),
+        source: d.source.clone(),
+        field: d.field.clone(),
+        purpose: d.purpose.clone(),
+        collected_at: opt_timestamp(d.collected_at),
+        disclosed_to: d.disclosed_to.clone(),
+        sold_or_shared: d.sold_or_shared,
+        category_label: d.category_label.clone(),
+    }
 }
 
 /// The wire form of a sub-processor.
@@ -234,6 +258,7 @@ pub(super) mod tests {
                 category: "identifiers".into(),
                 value: "jane@example.com".into(),
                 source: "signup".into(),
+                ..Default::default()
             }],
             ..Default::default()
         }

@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::json_records::{DataRecord, record_json, record_pb};
 use crate::domain::Violations;
 use crate::pb;
 
@@ -36,19 +37,6 @@ pub struct SubProcessor {
     /// ISO 3166-1 alpha-2; empty when unknown.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub country: String,
-}
-
-/// A piece of personal information returned for an access request.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataRecord {
-    /// The category.
-    pub category: String,
-    /// The value.
-    pub value: String,
-    /// The category of source.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source: String,
 }
 
 /// A processor's result (`InstructionResult`).
@@ -312,15 +300,7 @@ pub fn result(r: &pb::InstructionResult) -> InstructionResult {
                 country: s.country.clone(),
             })
             .collect(),
-        records: r
-            .records
-            .iter()
-            .map(|d| DataRecord {
-                category: d.category.clone(),
-                value: d.value.clone(),
-                source: d.source.clone(),
-            })
-            .collect(),
+        records: r.records.iter().map(record_json).collect(),
     }
 }
 
@@ -330,7 +310,7 @@ pub fn result_pb(r: InstructionResult) -> Result<pb::InstructionResult, Violatio
     let mut v = Violations::new();
     let outcome = number!(pb::Outcome, r.outcome, "outcome", v);
     let exception = number!(pb::DeletionException, r.exception, "exception", v);
-    v.finish(|| pb::InstructionResult {
+    let result = pb::InstructionResult {
         outcome,
         exception,
         explanation: r.explanation,
@@ -346,13 +326,11 @@ pub fn result_pb(r: InstructionResult) -> Result<pb::InstructionResult, Violatio
         records: r
             .records
             .into_iter()
-            .map(|d| pb::DataRecord {
-                category: d.category,
-                value: d.value,
-                source: d.source,
-            })
+            .enumerate()
+            .map(|(i, d)| record_pb(d, &format!("records[{i}]"), &mut v))
             .collect(),
-    })
+    };
+    v.finish(|| result)
 }
 
 /// A webhook answer's protobuf message from its JSON.

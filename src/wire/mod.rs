@@ -29,6 +29,7 @@ mod enums;
 mod ids;
 mod instruction;
 pub mod json;
+mod json_records;
 pub mod opendsr;
 mod processor;
 mod protection;
@@ -45,8 +46,8 @@ pub use enums::{
 };
 pub use ids::{parse_instruction_id, parse_processor_id, parse_request_id};
 pub use instruction::{
-    data_records_pb, deliver_request, instruction, instruction_result, instruction_result_pb,
-    instruction_summary,
+    data_record_pb, data_records_pb, deliver_request, instruction, instruction_result,
+    instruction_result_pb, instruction_summary,
 };
 pub use processor::{circuit_breaker, processor, processor_spec};
 pub use protection::{MAX_CHECKED, checked_identities, resealed, suppression_statuses};

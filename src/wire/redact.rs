@@ -89,6 +89,7 @@ mod tests {
                 category: "identifiers".into(),
                 value: "jane@example.com".into(),
                 source: "signup form".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -11,6 +11,7 @@
 
 mod harness;
 
+mod access_report;
 mod breakers;
 mod cancel_notices;
 mod compliance;

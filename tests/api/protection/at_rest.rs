@@ -59,6 +59,7 @@ async fn nothing_personal_is_stored_in_the_clear(db: TestDb) {
                         category: "identifiers".into(),
                         value: "loyalty card QX-771-SECRET".into(),
                         source: "store visits".into(),
+                        ..Default::default()
                     }],
                     ..Default::default()
                 }),
@@ -141,6 +142,7 @@ async fn nothing_personal_is_stored_in_the_clear(db: TestDb) {
                         category: "identifiers".into(),
                         value: "loyalty card QX-771-SECRET".into(),
                         source: "store visits".into(),
+                        ..Default::default()
                     }],
                     ..Default::default()
                 }),

@@ -71,6 +71,7 @@ async fn finished_requests_lose_their_personal_data(db: TestDb) {
         category: "identifiers".into(),
         value: "membership TU-1138".into(),
         source: "signup".into(),
+        ..Default::default()
     };
     answer(of(&access), vec![data.clone()]).await.unwrap();
 

@@ -146,6 +146,7 @@ async fn oversized_input_is_refused_clearly(db: TestDb) {
             category: "identifiers".into(),
             value: format!("{i}:{}", "v".repeat(8_000)),
             source: "crm".into(),
+            ..Default::default()
         })
         .collect();
     let refused = app

@@ -62,6 +62,9 @@ struct World {
     /// A request submitted by the submitter, finished (no processor took
     /// it), so its record exists.
     finished: String,
+    /// An access request of the submitter's, finished like `finished`, so
+    /// its report exists.
+    finished_access: String,
     /// A manual processor, so that new requests stay open.
     manual: &'static str,
 }
@@ -78,6 +81,18 @@ async fn every_rpc_answers_every_caller_as_the_table_says(db: TestDb) {
         .unwrap()
         .into_inner()
         .request_id;
+    let finished_access = submitter
+        .requests
+        .clone()
+        .submit_request(pb::SubmitRequestRequest {
+            kind: pb::RequestKind::Access as i32,
+            access_scope: pb::AccessScope::Categories as i32,
+            ..deletion("second@example.com")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request_id;
     let puller_token = register(&app, pull_processor("puller", 60_000)).await;
     let mut manual = pull_processor("manual", 60_000);
     manual.adapter = Some(pb::Adapter {
@@ -87,6 +102,7 @@ async fn every_rpc_answers_every_caller_as_the_table_says(db: TestDb) {
     let world = World {
         puller_token,
         finished,
+        finished_access,
         manual: "manual",
     };
 
@@ -164,6 +180,17 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                 })
                 .await,
         ),
+        "GetAccessReport" => {
+            first_answer(
+                c.requests
+                    .clone()
+                    .get_access_report(pb::GetAccessReportRequest {
+                        request_id: world.finished_access.clone(),
+                    })
+                    .await,
+            )
+            .await
+        }
         "GetCompletionRecord" => code(
             c.requests
                 .clone()

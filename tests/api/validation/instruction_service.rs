@@ -172,6 +172,7 @@ async fn processor_callbacks_table(db: TestDb) {
                     category: "identifiers".into(),
                     value: "x".into(),
                     source: String::new(),
+                    ..Default::default()
                 }]
             }),
             &["result.records"],
@@ -184,6 +185,7 @@ async fn processor_callbacks_table(db: TestDb) {
                     category: "identifiers".into(),
                     value: "x".into(),
                     source: String::new(),
+                    ..Default::default()
                 }]
             }),
             &["result.records"],

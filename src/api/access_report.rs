@@ -1,0 +1,143 @@
+//! `GetAccessReport`: what the business owes the person for a finished
+//! access or portability request, streamed.
+//!
+//! The report is built from the completion record (which processor
+//! answered what, under which display name) and each completed
+//! instruction's stored data records, one instruction at a time: a part
+//! for the processor's disclosures, then its specific pieces in parts of
+//! [`PIECES_PER_PART`] when the person asked for them, then the totals.
+//! Only the sets of category, source, purpose and recipient names are held
+//! across instructions, never the records, and the stream's channel is
+//! short, so a slow reader holds the producer back instead of the server
+//! buffering the report.
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::error::{ApiError, ApiResult};
+use crate::domain::{
+    AccessScope, CompletionRecord, DataRecord, Disclosures, InstructionState, RequestKind,
+};
+use crate::pb;
+use crate::pb::access_report_part::Part;
+use crate::store::Store;
+use crate::wire;
+
+/// Most specific pieces in one part of the stream.
+pub const PIECES_PER_PART: usize = 500;
+
+/// What the report covers, checked before the stream starts: the record
+/// of a finished ACCESS or PORTABILITY request, and whether the specific
+/// pieces are in it.
+pub fn scope_of(record: &CompletionRecord, scope: Option<AccessScope>) -> ApiResult<bool> {
+    match record.kind {
+        RequestKind::Portability => Ok(true),
+        RequestKind::Access => Ok(scope == Some(AccessScope::SpecificPieces)),
+        other => Err(ApiError::FailedPrecondition(format!(
+            "a {other} request has no access report"
+        ))),
+    }
+}
+
+/// Sends the report of `record` into `tx`, stopping early if the reader
+/// went away; a failure to read is the stream's last item.
+pub async fn stream(
+    store: Store,
+    record: CompletionRecord,
+    scope: Option<AccessScope>,
+    pieces: bool,
+    tx: mpsc::Sender<Result<pb::AccessReportPart, Status>>,
+) {
+    if let Err(status) = produce(&store, &record, scope, pieces, &tx).await {
+        let _ = tx.send(Err(status)).await;
+    }
+}
+
+async fn produce(
+    store: &Store,
+    record: &CompletionRecord,
+    scope: Option<AccessScope>,
+    pieces: bool,
+    tx: &mpsc::Sender<Result<pb::AccessReportPart, Status>>,
+) -> Result<(), Status> {
+    let send = |part: Part| async move {
+        tx.send(Ok(pb::AccessReportPart { part: Some(part) }))
+            .await
+            .map_err(|_| Status::cancelled("the reader went away"))
+    };
+    let header = pb::AccessReportHeader {
+        request_id: record.request_id.to_string(),
+        kind: pb::RequestKind::from(record.kind) as i32,
+        jurisdiction: pb::Jurisdiction::from(record.jurisdiction) as i32,
+        access_scope: if pieces {
+            pb::AccessScope::SpecificPieces as i32
+        } else {
+            scope.map_or(0, |_| pb::AccessScope::Categories as i32)
+        },
+        submitted_at: Some(wire::timestamp(record.submitted_at)),
+        responded_at: Some(wire::timestamp(record.responded_at)),
+    };
+    send(Part::Header(header)).await?;
+    let mut totals = Disclosures::default();
+    for line in &record.lines {
+        let records = if line.state == InstructionState::Completed {
+            store
+                .data_records(line.instruction_id)
+                .await
+                .map_err(ApiError::from)?
+        } else {
+            Vec::new()
+        };
+        if records.len() < line.data_records as usize {
+            return Err(ApiError::FailedPrecondition(format!(
+                "the data of request {} was erased after its report window",
+                record.request_id
+            ))
+            .into());
+        }
+        let mut disclosed = Disclosures::default();
+        records.iter().for_each(|r| disclosed.add(r));
+        totals.merge(&disclosed);
+        let explanation = match line.state {
+            InstructionState::Failed => line.reason.clone(),
+            _ => line.explanation.clone(),
+        };
+        send(Part::Processor(pb::ProcessorDisclosures {
+            processor_id: line.processor_id.to_string(),
+            display_name: line.display_name.clone(),
+            state: wire::instruction_state_pb(line.state) as i32,
+            exception: line
+                .exception
+                .map_or(0, |e| pb::DeletionException::from(e) as i32),
+            explanation,
+            disclosures: Some(disclosures_pb(&disclosed)),
+        }))
+        .await?;
+        if pieces {
+            for chunk in records.chunks(PIECES_PER_PART) {
+                send(Part::Pieces(pieces_pb(line.processor_id.as_str(), chunk))).await?;
+            }
+        }
+    }
+    send(Part::Totals(disclosures_pb(&totals))).await
+}
+
+fn pieces_pb(processor: &str, records: &[DataRecord]) -> pb::SpecificPieces {
+    pb::SpecificPieces {
+        processor_id: processor.to_string(),
+        records: records.iter().map(wire::data_record_pb).collect(),
+    }
+}
+
+fn disclosures_pb(d: &Disclosures) -> pb::Disclosures {
+    let list = |set: &std::collections::BTreeSet<String>| set.iter().cloned().collect();
+    pb::Disclosures {
+        categories: list(&d.categories),
+        sources: list(&d.sources),
+        purposes: list(&d.purposes),
+        third_parties: list(&d.third_parties),
+        sold_or_shared: list(&d.sold_or_shared),
+        disclosed_for_business_purpose: list(&d.disclosed_for_business_purpose),
+        pieces: d.pieces,
+    }
+}

@@ -1,0 +1,258 @@
+//! The access report: the seven disclosures of a right-to-know response,
+//! by processor, assembled from what three processors answered, streamed
+//! through the real server.
+
+use dsr_orchestrator::pb;
+use prost_types::Timestamp;
+use tokio_stream::StreamExt;
+
+use crate::backends;
+use crate::harness::*;
+
+backends!(
+    the_report_discloses_what_each_processor_answered,
+    a_categories_only_request_gets_no_specific_pieces,
+    reports_are_for_finished_access_requests_of_their_submitter,
+);
+
+/// An access request for `email`, asking for `scope`.
+fn access(email: &str, scope: pb::AccessScope) -> pb::SubmitRequestRequest {
+    pb::SubmitRequestRequest {
+        kind: pb::RequestKind::Access as i32,
+        access_scope: scope as i32,
+        ..deletion(email)
+    }
+}
+
+fn record(category: &str, field: &str, value: &str) -> pb::DataRecord {
+    pb::DataRecord {
+        category: category.into(),
+        field: field.into(),
+        value: value.into(),
+        source: "the consumer".into(),
+        purpose: "providing the service".into(),
+        collected_at: Some(Timestamp {
+            seconds: 1_767_225_600,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// What the CRM processor holds: three pieces in two categories, one
+/// disclosed to payment processors, one sold or shared to ad networks,
+/// one in a category of its own.
+fn crm_records() -> Vec<pb::DataRecord> {
+    let mut email = record("identifiers", "email", "report-amy@example.com");
+    email.disclosed_to = vec!["payment processors".into()];
+    let mut clicks = record("internet_activity", "page_views", "412 views in 2026");
+    clicks.source = "our website".into();
+    clicks.purpose = "advertising".into();
+    clicks.disclosed_to = vec!["advertising networks".into()];
+    clicks.sold_or_shared = true;
+    let mut tier = record("other", "loyalty_tier", "gold");
+    tier.category_label = "loyalty programme".into();
+    vec![email, clicks, tier]
+}
+
+/// Three processors: `crm` answers with its records, `archive` holds
+/// nothing, `ledger` denies on a ground the law gives.
+async fn three_processors(app: &TestApp) -> Vec<FakeProcessor> {
+    let crm = FakeProcessor::start(Reply::Done(pb::InstructionResult {
+        outcome: pb::Outcome::Completed as i32,
+        records: crm_records(),
+        ..Default::default()
+    }))
+    .await;
+    let archive = FakeProcessor::start(Reply::done(pb::Outcome::NoData)).await;
+    let ledger = FakeProcessor::start(Reply::Done(pb::InstructionResult {
+        outcome: pb::Outcome::Denied as i32,
+        exception: pb::DeletionException::Other as i32,
+        explanation: "Cal. Civ. Code 1798.145(a)(1)(E): held for a pending legal claim".into(),
+        ..Default::default()
+    }))
+    .await;
+    register(app, push_processor("crm", &crm.endpoint())).await;
+    register(app, push_processor("archive", &archive.endpoint())).await;
+    register(app, push_processor("ledger", &ledger.endpoint())).await;
+    vec![crm, archive, ledger]
+}
+
+/// The whole report, part by part.
+async fn report(
+    app: &TestApp,
+    request_id: &str,
+) -> Result<Vec<pb::access_report_part::Part>, tonic::Status> {
+    let mut stream = app
+        .requests
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest {
+            request_id: request_id.into(),
+        })
+        .await?
+        .into_inner();
+    let mut parts = Vec::new();
+    while let Some(part) = stream.next().await {
+        parts.push(part?.part.expect("a part"));
+    }
+    Ok(parts)
+}
+
+fn strings(list: &[String]) -> Vec<&str> {
+    list.iter().map(String::as_str).collect()
+}
+
+async fn the_report_discloses_what_each_processor_answered(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let _fakes = three_processors(&app).await;
+    let req = submit(
+        &app,
+        access("report-amy@example.com", pb::AccessScope::SpecificPieces),
+    )
+    .await;
+    watch_to_end(&app.requests, &req.request_id).await;
+    let parts = report(&app, &req.request_id).await.unwrap();
+    use pb::access_report_part::Part;
+
+    let Part::Header(header) = &parts[0] else {
+        panic!("the header first: {:?}", parts[0]);
+    };
+    assert_eq!(header.request_id, req.request_id);
+    assert_eq!(header.kind, pb::RequestKind::Access as i32);
+    assert_eq!(header.access_scope, pb::AccessScope::SpecificPieces as i32);
+    assert_eq!(header.submitted_at, req.submitted_at);
+
+    // Processors in id order: archive, crm (and its pieces), ledger; then
+    // the totals.
+    assert_eq!(parts.len(), 6, "{parts:?}");
+    let Part::Processor(archive) = &parts[1] else {
+        panic!("{:?}", parts[1])
+    };
+    assert_eq!(archive.processor_id, "archive");
+    assert_eq!(archive.state, pb::InstructionState::NoData as i32);
+    assert_eq!(archive.disclosures, Some(pb::Disclosures::default()));
+
+    let Part::Processor(crm) = &parts[2] else {
+        panic!("{:?}", parts[2])
+    };
+    assert_eq!(crm.processor_id, "crm");
+    assert_eq!(crm.display_name, "crm Ltd.");
+    assert_eq!(crm.state, pb::InstructionState::Completed as i32);
+    let d = crm.disclosures.as_ref().unwrap();
+    assert_eq!(
+        strings(&d.categories),
+        [
+            "identifiers",
+            "internet_activity",
+            "other: loyalty programme"
+        ]
+    );
+    assert_eq!(strings(&d.sources), ["our website", "the consumer"]);
+    assert_eq!(
+        strings(&d.purposes),
+        ["advertising", "providing the service"]
+    );
+    assert_eq!(
+        strings(&d.third_parties),
+        ["advertising networks", "payment processors"]
+    );
+    assert_eq!(strings(&d.sold_or_shared), ["internet_activity"]);
+    assert_eq!(strings(&d.disclosed_for_business_purpose), ["identifiers"]);
+    assert_eq!(d.pieces, 3);
+
+    let Part::Pieces(pieces) = &parts[3] else {
+        panic!("{:?}", parts[3])
+    };
+    assert_eq!(pieces.processor_id, "crm");
+    assert_eq!(
+        pieces.records,
+        crm_records(),
+        "every field as the processor sent it"
+    );
+
+    let Part::Processor(ledger) = &parts[4] else {
+        panic!("{:?}", parts[4])
+    };
+    assert_eq!(ledger.processor_id, "ledger");
+    assert_eq!(ledger.state, pb::InstructionState::Denied as i32);
+    assert_eq!(ledger.exception, pb::DeletionException::Other as i32);
+    assert!(ledger.explanation.starts_with("Cal. Civ. Code 1798.145"));
+    assert_eq!(ledger.disclosures, Some(pb::Disclosures::default()));
+
+    let Part::Totals(totals) = &parts[5] else {
+        panic!("{:?}", parts[5])
+    };
+    assert_eq!(Some(totals), crm.disclosures.as_ref());
+    app.stop().await;
+}
+
+async fn a_categories_only_request_gets_no_specific_pieces(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let _fakes = three_processors(&app).await;
+    let req = submit(
+        &app,
+        access("report-bob@example.com", pb::AccessScope::Categories),
+    )
+    .await;
+    watch_to_end(&app.requests, &req.request_id).await;
+    let parts = report(&app, &req.request_id).await.unwrap();
+    use pb::access_report_part::Part;
+    let Part::Header(header) = &parts[0] else {
+        panic!("{:?}", parts[0])
+    };
+    assert_eq!(header.access_scope, pb::AccessScope::Categories as i32);
+    assert!(
+        parts.iter().all(|p| !matches!(p, Part::Pieces(_))),
+        "{parts:?}"
+    );
+    let Part::Totals(totals) = parts.last().unwrap() else {
+        panic!()
+    };
+    assert_eq!(totals.pieces, 3);
+    assert_eq!(totals.categories.len(), 3);
+    app.stop().await;
+}
+
+/// An open request, a deletion, and someone else's request have no report
+/// for the caller.
+async fn reports_are_for_finished_access_requests_of_their_submitter(db: TestDb) {
+    let principal = format!(
+        "  - principal: other-portal\n    sha256: {}\n    roles: [submitter]\n",
+        crate::harness::app::token_hash("other-portal-token")
+    );
+    let app = TestApp::spawn_authenticated(&db, &principal, |_| {}).await;
+    let slow = FakeProcessor::start(Reply::Hang).await;
+    register(&app, push_processor("slow", &slow.endpoint())).await;
+    let open = submit(
+        &app,
+        access("report-cid@example.com", pb::AccessScope::Categories),
+    )
+    .await;
+    slow.wait_for_calls(1).await;
+    let refused = report(&app, &open.request_id).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+
+    slow.release();
+    watch_to_end(&app.requests, &open.request_id).await;
+    let other = app.clients(crate::harness::app::Bearer::token("other-portal-token"));
+    let hidden = other
+        .requests
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest {
+            request_id: open.request_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+
+    slow.set_default(Reply::done(pb::Outcome::Completed));
+    let deletion = submit(&app, deletion("report-dan@example.com")).await;
+    watch_to_end(&app.requests, &deletion.request_id).await;
+    let refused = report(&app, &deletion.request_id).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    app.stop().await;
+}
