@@ -36,6 +36,7 @@ SCENARIOS: dict[str, str] = {
     "tls-mtls-jwt": "tls-mtls-jwt.yaml",
     "trial-insecure": "trial-insecure.yaml",
     "compliance-retention": "compliance-retention.yaml",
+    "federation-opendsr": "federation-opendsr.yaml",
 }
 
 # The least a value set needs to render: an auth file and the keys file.

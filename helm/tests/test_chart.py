@@ -877,6 +877,74 @@ def test_a_processors_safety_margin_reaches_the_file(rendered):
     assert payroll["safety_margin"] == "10d"
 
 
+def test_federation_and_opendsr_processors_reach_the_file(rendered):
+    r = rendered["federation-opendsr"]
+    text = r.one("ConfigMap", f"{FULLNAME}-processors")["data"]["processors.yaml"]
+    processors = {p["processor_id"]: p for p in yaml.safe_load(text)["processors"]}
+    assert processors["group-emea"]["adapter"] == {
+        "dsr": {
+            "endpoint": "https://dsr.group-emea.example:443",
+            "timeout": "15s",
+            "tls": {"ca_file": "/etc/dsr-processors/group-emea/ca.crt"},
+            "token_file": "/etc/dsr-processors/group-emea/token",
+            "poll_interval": "10m",
+        }
+    }
+    assert processors["ads-vendor"]["adapter"] == {
+        "opendsr": {"url": "https://opendsr.ads.example", "timeout": "5s", "poll_interval": "2m"}
+    }
+    assert processors["ads-vendor"]["supported_kinds"] == ["DELETE", "ACCESS", "PORTABILITY"]
+    assert processors["ads-vendor"]["accepted_identity_types"] == ["EMAIL", "ACCOUNT_ID"]
+    # The token and the CA lie in the Secret processorSecrets mounts.
+    mounts = {path: secret for path, (secret, _) in secret_mounts(r).items()}
+    assert mounts["/etc/dsr-processors/group-emea"] == "group-emea-dsr"
+    # The OpenDSR processor is told where to call back.
+    assert r.config["DSR_PUBLIC_URL"] == "https://dsr.example.com"
+    assert "OpenDSR processors (ads-vendor) call back at" in r.notes
+    assert "https://dsr.example.com/opendsr/callbacks/<processor_id>" in r.notes
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_public_url_is_set_only_when_given(rendered, scenario):
+    values = load_values(SCENARIOS[scenario]) or {}
+    given = (values.get("config") or {}).get("publicUrl")
+    if given:
+        assert rendered[scenario].config["DSR_PUBLIC_URL"] == given
+    else:
+        assert "DSR_PUBLIC_URL" not in rendered[scenario].config
+
+
+@pytest.mark.parametrize("url", ["http://dsr.privacy.svc:50051", "https://dsr.example.com/eu/"])
+def test_a_public_url_renders_as_dsr_public_url(render, url):
+    r = render(required({"config": {"publicUrl": url}}))
+    assert r.config["DSR_PUBLIC_URL"] == url
+
+
+def test_an_opendsr_processor_without_a_public_url_is_polled_only(render):
+    opendsr = processor(adapter={"opendsr": {"url": "https://opendsr.vendor.example"}})
+    r = render(required(opendsr))
+    assert "DSR_PUBLIC_URL" not in r.config
+    assert "OpenDSR processors (platform-vendor) are polled only: set config.publicUrl" in r.notes
+
+
+def test_push_processors_without_egress_are_warned_of(render):
+    r = render(
+        required(
+            {
+                "networkPolicy": {"enabled": True, "ingress": {"grpc": [{"podSelector": {}}]}},
+                "processors": [
+                    dict(PROCESSOR, processor_id="group-emea", adapter={"dsr": {"endpoint": "https://dsr.group.example:443"}}),
+                    dict(PROCESSOR, processor_id="ads-vendor", adapter={"opendsr": {"url": "https://opendsr.vendor.example"}}),
+                    dict(PROCESSOR, processor_id="distributor"),
+                ],
+            }
+        )
+    )
+    assert "processor group-emea is a push processor (dsr) but" in r.notes
+    assert "processor ads-vendor is a push processor (opendsr) but" in r.notes
+    assert "processor distributor is a push processor" not in r.notes
+
+
 # --- values Helm must refuse, with a message that says what to fix ---------
 
 PROCESSOR = {
@@ -971,6 +1039,54 @@ processors:
     "processor endpoint with a path": (
         processor(adapter={"grpc": {"endpoint": "https://dsr.vendor.example:443/dsr"}}),
         ["/processors/0/adapter/grpc/endpoint"],
+    ),
+    "opendsr adapter without url": (
+        processor(adapter={"opendsr": {"timeout": "10s"}}),
+        ["/processors/0/adapter/opendsr", "missing property 'url'"],
+    ),
+    "opendsr url with a fragment": (
+        processor(adapter={"opendsr": {"url": "https://opendsr.vendor.example/#x"}}),
+        ["/processors/0/adapter/opendsr/url", "does not match pattern"],
+    ),
+    "opendsr processor of a kind OpenDSR cannot say": (
+        processor(supported_kinds=["DELETE", "CORRECT"], adapter={"opendsr": {"url": "https://opendsr.vendor.example"}}),
+        ["/processors/0/supported_kinds/1", "value must be one of 'ACCESS', 'DELETE', 'PORTABILITY'"],
+    ),
+    "opendsr processor taking phone numbers": (
+        processor(accepted_identity_types=["PHONE"], adapter={"opendsr": {"url": "https://opendsr.vendor.example"}}),
+        ["/processors/0/accepted_identity_types/0", "value must be one of 'EMAIL', 'ACCOUNT_ID'"],
+    ),
+    "dsr adapter without endpoint": (
+        processor(adapter={"dsr": {"token_file": "/etc/dsr-processors/group/token"}}),
+        ["/processors/0/adapter/dsr", "missing property 'endpoint'"],
+    ),
+    "dsr adapter with an unknown key": (
+        processor(adapter={"dsr": {"endpoint": "https://dsr.group.example:443", "token": "s3cret"}}),
+        ["/processors/0/adapter/dsr", "additional properties 'token' not allowed"],
+    ),
+    "dsr adapter with a relative token_file": (
+        processor(adapter={"dsr": {"endpoint": "https://dsr.group.example:443", "token_file": "secrets/token"}}),
+        ["/processors/0/adapter/dsr/token_file", "does not match pattern"],
+    ),
+    "dsr endpoint with a path": (
+        processor(adapter={"dsr": {"endpoint": "https://dsr.group.example:443/dsr"}}),
+        ["/processors/0/adapter/dsr/endpoint", "does not match pattern"],
+    ),
+    "dsr poll interval in words": (
+        processor(adapter={"dsr": {"endpoint": "https://dsr.group.example:443", "poll_interval": "hourly"}}),
+        ["/processors/0/adapter/dsr/poll_interval", "does not match pattern"],
+    ),
+    "dsr tls with an unknown key": (
+        processor(adapter={"dsr": {"endpoint": "https://dsr.group.example:443", "tls": {"ca": "/etc/ca.crt"}}}),
+        ["/processors/0/adapter/dsr/tls", "additional properties 'ca' not allowed"],
+    ),
+    "public url without a scheme": (
+        {"config": {"publicUrl": "dsr.example.com"}},
+        ["/config/publicUrl", "does not match pattern"],
+    ),
+    "public url with a query": (
+        {"config": {"publicUrl": "https://dsr.example.com/?x=1"}},
+        ["/config/publicUrl", "does not match pattern"],
     ),
     "duplicate processor ids": (
         {"processors": [PROCESSOR, PROCESSOR]},

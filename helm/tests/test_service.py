@@ -258,6 +258,8 @@ SECRETS: dict[str, SecretData] = {
     "dsr-trial-keys": lambda pod, pki: {"keys.yaml": keys_file("trial")},
     "dsr-tls": server_tls,
     "vendor-tls": client_tls,
+    # A federated orchestrator's: our bearer token there, and its CA.
+    "group-emea-dsr": lambda pod, pki: {"token": b"chart-test-upstream-token\n", "ca.crt": pki.ca_pem},
 }
 
 
@@ -364,9 +366,11 @@ class Service:
         processors = self.pod.translate(r.one("ConfigMap", f"{FULLNAME}-processors")["data"]["processors.yaml"])
         self.processors = yaml.safe_load(processors)["processors"]
         for p in self.processors:
-            push = p["adapter"].get("grpc") or p["adapter"].get("webhook") or {}
+            (push,) = p["adapter"].values()
             for key, path in push.get("tls", {}).items():
                 assert Path(path).is_file(), f"processor {p['processor_id']}: {key} is in no mounted Secret"
+            if "token_file" in push:
+                assert Path(push["token_file"]).is_file(), f"processor {p['processor_id']}: token_file is in no mounted Secret"
         (tmp / "processors.yaml").write_text(processors)
         env.update(
             {
