@@ -13,6 +13,7 @@ backends!(
     a_refused_opendsr_request_escalates,
     cancelling_reaches_the_opendsr_processor,
     opendsr_processors_take_only_what_opendsr_can_say,
+    a_failing_opendsr_processor_opens_its_breaker_then_is_probed,
 );
 
 /// The orchestrator's public URL in these tests.
@@ -206,5 +207,41 @@ async fn opendsr_processors_take_only_what_opendsr_can_say(db: TestDb) {
             .any(|f| f.starts_with("processor.accepted_identity_types")),
         "{fields:?}"
     );
+    app.stop().await;
+}
+
+/// Three refused POSTs open the processor's breaker; after the cool-down
+/// one probe goes, succeeds and closes it.
+async fn a_failing_opendsr_processor_opens_its_breaker_then_is_probed(db: TestDb) {
+    let fake = FakeOpenDsr::start().await;
+    let app = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.breaker_failures = 3;
+        c.breaker_cooldown = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut vendor = opendsr_processor("vendor", &fake.url(), 3_600_000);
+    vendor.retry_policy.as_mut().unwrap().max_attempts = 50;
+    register(&app, vendor).await;
+    fake.script((0..3).map(|_| HookReply::json(503, "")));
+    let req = submit(&app, deletion("opendsr-max@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    let acknowledged = wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    let history = &acknowledged.history;
+    assert_eq!(history.len(), 4, "three failures and the probe");
+    // The cool-down runs from the breaker's opening, a little before the
+    // third failure is written; the retry policy alone would try again
+    // within 40 ms.
+    let third = history[2].finished_at.as_ref().unwrap();
+    let probe = history[3].started_at.as_ref().unwrap();
+    assert!(
+        probe.seconds * 1000 + i64::from(probe.nanos) / 1_000_000
+            >= third.seconds * 1000 + i64::from(third.nanos) / 1_000_000 + 500
+    );
+    let (_, metrics) = app.admin_get("/metrics").await;
+    for state in ["open", "closed"] {
+        let line =
+            format!(r#"dsr_circuit_breaker_changes_total{{processor="vendor",state="{state}"}} 1"#);
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
     app.stop().await;
 }
