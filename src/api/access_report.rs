@@ -3,20 +3,22 @@
 //!
 //! The report is built from the completion record (which processor
 //! answered what, under which display name) and each completed
-//! instruction's stored data records, one instruction at a time: a part
-//! for the processor's disclosures, then its specific pieces in parts of
-//! [`PIECES_PER_PART`] when the person asked for them, then the totals.
-//! Only the sets of category, source, purpose and recipient names are held
-//! across instructions, never the records, and the stream's channel is
-//! short, so a slow reader holds the producer back instead of the server
-//! buffering the report.
+//! instruction's stored data records (those of its result, then each
+//! uploaded chunk), one batch at a time: a part for the processor's
+//! disclosures, then its specific pieces in parts of [`PIECES_PER_PART`]
+//! when the person asked for them, then the totals. Only one batch (at
+//! most 10,000 records) and the sets of category, source, purpose and
+//! recipient names are held, never the whole answer, and the stream's
+//! channel is short, so a slow reader holds the producer back instead of
+//! the server buffering the report.
 
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::error::{ApiError, ApiResult};
 use crate::domain::{
-    AccessScope, CompletionRecord, DataRecord, Disclosures, InstructionState, RequestKind,
+    AccessScope, CompletionRecord, DataRecord, Disclosures, InstructionId, InstructionState,
+    RequestKind,
 };
 use crate::pb;
 use crate::pb::access_report_part::Part;
@@ -80,23 +82,27 @@ async fn produce(
     send(Part::Header(header)).await?;
     let mut totals = Disclosures::default();
     for line in &record.lines {
-        let records = if line.state == InstructionState::Completed {
-            store
-                .data_records(line.instruction_id)
-                .await
-                .map_err(ApiError::from)?
+        // The disclosures come first, so the records are read twice: once
+        // to fold them, once (when asked for) to send them, one batch at
+        // a time.
+        let batches = if line.state == InstructionState::Completed {
+            batches_of(store, line.instruction_id).await?
         } else {
             Vec::new()
         };
-        if records.len() < line.data_records as usize {
+        let mut disclosed = Disclosures::default();
+        for batch in &batches {
+            for r in &read(store, line.instruction_id, *batch).await? {
+                disclosed.add(r);
+            }
+        }
+        if disclosed.pieces < u64::from(line.data_records) {
             return Err(ApiError::FailedPrecondition(format!(
                 "the data of request {} was erased after its report window",
                 record.request_id
             ))
             .into());
         }
-        let mut disclosed = Disclosures::default();
-        records.iter().for_each(|r| disclosed.add(r));
         totals.merge(&disclosed);
         let explanation = match line.state {
             InstructionState::Failed => line.reason.clone(),
@@ -114,12 +120,38 @@ async fn produce(
         }))
         .await?;
         if pieces {
-            for chunk in records.chunks(PIECES_PER_PART) {
-                send(Part::Pieces(pieces_pb(line.processor_id.as_str(), chunk))).await?;
+            for batch in &batches {
+                let records = read(store, line.instruction_id, *batch).await?;
+                for chunk in records.chunks(PIECES_PER_PART) {
+                    send(Part::Pieces(pieces_pb(line.processor_id.as_str(), chunk))).await?;
+                }
             }
         }
     }
     send(Part::Totals(disclosures_pb(&totals))).await
+}
+
+/// Where an instruction's records are: its result's, then each uploaded
+/// chunk.
+#[derive(Clone, Copy)]
+enum Batch {
+    Result,
+    Chunk(u32),
+}
+
+async fn batches_of(store: &Store, id: InstructionId) -> Result<Vec<Batch>, Status> {
+    let chunks = store.chunk_indexes(id).await.map_err(ApiError::from)?;
+    Ok(std::iter::once(Batch::Result)
+        .chain(chunks.into_iter().map(Batch::Chunk))
+        .collect())
+}
+
+async fn read(store: &Store, id: InstructionId, batch: Batch) -> Result<Vec<DataRecord>, Status> {
+    let records = match batch {
+        Batch::Result => store.data_records(id).await,
+        Batch::Chunk(index) => store.chunk(id, index).await,
+    };
+    Ok(records.map_err(ApiError::from)?)
 }
 
 fn pieces_pb(processor: &str, records: &[DataRecord]) -> pb::SpecificPieces {

@@ -40,7 +40,7 @@ fn attempt_pb(a: &DeliveryAttemptRow) -> pb::DeliveryAttempt {
 impl InstructionApi {
     /// The processor whose callback token the call carries (the auth
     /// layer found it and refused any other caller).
-    fn caller<T>(request: &Request<T>) -> ApiResult<ProcessorId> {
+    pub(super) fn caller<T>(request: &Request<T>) -> ApiResult<ProcessorId> {
         match Caller::of(request) {
             Caller::Processor(p) => Ok(p),
             _ => Err(ApiError::Unauthenticated(
@@ -353,6 +353,13 @@ impl InstructionService for InstructionApi {
         request: Request<pb::PullInstructionsRequest>,
     ) -> Result<Response<pb::PullInstructionsResponse>, Status> {
         Ok(Response::new(self.pull(request).await?))
+    }
+
+    async fn upload_data_records(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadDataRecordsRequest>>,
+    ) -> Result<Response<pb::UploadDataRecordsResponse>, Status> {
+        Ok(Response::new(self.upload(request).await?))
     }
 
     async fn list_instructions(

@@ -12,6 +12,7 @@ mod page;
 mod processor_service;
 mod protection_service;
 mod request_service;
+mod upload;
 mod watch;
 
 pub use instruction_service::InstructionApi;

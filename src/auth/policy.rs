@@ -16,7 +16,7 @@
 //! | ProcessorService | GetProcessor, ListProcessors | auditor, admin |
 //! | ProcessorService | RegisterProcessor, UpdateProcessor, DisableProcessor, RotateCallbackToken, RotateWebhookSecret | admin |
 //! | ProcessorService | CloseCircuitBreaker | operator, admin |
-//! | InstructionService | AcknowledgeInstruction, CompleteInstruction, PullInstructions | processors (callback token) |
+//! | InstructionService | AcknowledgeInstruction, CompleteInstruction, PullInstructions, UploadDataRecords | processors (callback token) |
 //! | InstructionService | ListInstructions | auditor, operator |
 //! | InstructionService | RetryInstruction, ResolveInstruction | operator |
 //! | HTTP callback API | `POST /v1/instructions/...` | processors (callback token; refused by the service, in JSON) |
@@ -145,6 +145,10 @@ pub const TABLE: &[(&str, Allowed)] = &[
     ),
     (
         "/dsr.v1.InstructionService/PullInstructions",
+        Allowed::Processors,
+    ),
+    (
+        "/dsr.v1.InstructionService/UploadDataRecords",
         Allowed::Processors,
     ),
     (

@@ -233,6 +233,13 @@ impl Store {
             sql.query().execute(&mut *tx).await?;
             let mut sql = Sql::new(
                 self.backend,
+                "delete from data_record_chunks where instruction_id in \
+                 (select id from instructions where ",
+            );
+            sql.in_list("request_id", erase.clone()).push(")");
+            sql.query().execute(&mut *tx).await?;
+            let mut sql = Sql::new(
+                self.backend,
                 "update requests set subject = null, identities_erased_at = ",
             );
             sql.bind(micros(now))

@@ -240,10 +240,12 @@ impl Store {
                 // Records are kept apart from the stored result: compare
                 // the rest, and how many.
                 let (answer, records) = result.clone().split_records();
+                let chunked = self.chunk_totals(id).await?.records;
                 match &current.result {
                     Some(r)
                         if r.same_answer(&answer)
-                            && current.data_records as usize == records.len() =>
+                            && u64::from(current.data_records)
+                                == records.len() as u64 + chunked =>
                     {
                         Ok(current)
                     }

@@ -27,6 +27,7 @@ mod audit;
 mod breakers;
 mod cancel_notices;
 mod checkpoint;
+mod chunks;
 mod claims;
 mod codec;
 mod connect;
@@ -62,6 +63,7 @@ use crate::domain::{InstructionView, Jurisdiction, OverallOutcome, RequestId, Re
 pub use audit::TrailCheck;
 pub use breakers::Breaker;
 pub use cancel_notices::CancelNotice;
+pub use chunks::{ChunkRefused, ChunkTotals, MAX_CHUNKS};
 pub use claims::{ClaimKind, ClaimOrder, Claimed};
 pub use connect::{Backend, StoreOptions, redact_url, sqlite_file};
 pub use deliveries::{DeliveryReport, DeliveryResult};

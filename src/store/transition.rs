@@ -169,7 +169,7 @@ pub(super) async fn apply(
                  acknowledged_at = coalesce(instructions.acknowledged_at, v.acknowledged_at), \
                  last_error = coalesce(v.last_error, instructions.last_error), \
                  result = v.result, resolved_by = v.resolved_by, \
-                 sealed_records = v.sealed_records, data_records = v.data_records, \
+                 sealed_records = v.sealed_records, \
                  attempts_since_arm = case when v.rearm = 1 then 0 else instructions.attempts_since_arm end, \
                  reminders = case when v.rearm = 1 then 0 else instructions.reminders end, \
                  escalate_at = case when v.rearm = 1 and instructions.escalate_at <= ",
@@ -180,6 +180,14 @@ pub(super) async fn apply(
                  resolved_at = ",
             )
             .bind(to.is_terminal().then(|| micros(now)))
+            // A final result counts the records uploaded in chunks too (the
+            // row lock taken above keeps any from coming in after).
+            .push(if to.is_terminal() {
+                ", data_records = v.data_records + coalesce((select sum(c.records) \
+                 from data_record_chunks c where c.instruction_id = instructions.id), 0)"
+            } else {
+                ", data_records = v.data_records"
+            })
             // A final instruction is never sent again: the identities it
             // carried go with the same update (see `store::erase`).
             .push(if to.is_terminal() { ", payload = null" } else { "" })

@@ -74,6 +74,53 @@ pub fn instruction_result_pb(r: &InstructionResult) -> pb::InstructionResult {
     }
 }
 
+/// Most records in one uploaded chunk.
+pub const MAX_CHUNK_RECORDS: usize = 1000;
+
+/// Checks one uploaded chunk: its instruction id, its index (below
+/// `max_chunks`), and 1 to [`MAX_CHUNK_RECORDS`] valid records within the
+/// bytes a result may hold.
+pub fn upload_chunk(
+    m: pb::UploadDataRecordsRequest,
+    max_chunks: u32,
+) -> Result<(crate::domain::InstructionId, u32, Vec<DataRecord>), Violations> {
+    let mut v = Violations::new();
+    let id = v.take(
+        "",
+        super::parse_instruction_id(&m.instruction_id, "instruction_id"),
+    );
+    if m.chunk_index >= max_chunks {
+        v.add("chunk_index", format!("must be below {max_chunks}"));
+    }
+    if m.records.is_empty() || m.records.len() > MAX_CHUNK_RECORDS {
+        v.add(
+            "records",
+            format!("must hold 1 to {MAX_CHUNK_RECORDS} records"),
+        );
+    }
+    let records: Vec<DataRecord> = m
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let at = format!("records[{i}].collected_at");
+            let collected_at = v.take(&at, parse_timestamp(d.collected_at, "")).flatten();
+            data_record(d, collected_at)
+        })
+        .collect();
+    let bytes: usize = records.iter().map(DataRecord::text_bytes).sum();
+    if bytes > crate::domain::MAX_DATA_RECORD_BYTES {
+        v.add("records", "at most 768 KiB of texts in one chunk");
+    }
+    for (i, r) in records.iter().enumerate() {
+        r.check(&format!("records[{i}]"), &mut v);
+    }
+    match id {
+        Some(id) if v.is_empty() => Ok((id, m.chunk_index, records)),
+        _ => Err(v),
+    }
+}
+
 /// A data record as sent (its rules are checked with the result's).
 fn data_record(d: pb::DataRecord, collected_at: Option<crate::domain::Timestamp>) -> DataRecord {
     DataRecord {

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use super::json_records::{DataRecord, record_json, record_pb};
+pub use super::json_records::{DataRecord, UploadAnswer, UploadBody, record_json, record_pb};
 use crate::domain::Violations;
 use crate::pb;
 

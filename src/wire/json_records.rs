@@ -39,6 +39,29 @@ pub struct DataRecord {
     pub sold_or_shared: bool,
 }
 
+/// `POST /v1/instructions/{id}/records`: one chunk of `UploadDataRecords`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadBody {
+    /// The chunk's index, 0 to 999.
+    #[serde(default)]
+    pub chunk_index: u32,
+    /// 1 to 1000 records.
+    #[serde(default)]
+    pub records: Vec<DataRecord>,
+}
+
+/// Its answer: what the instruction holds in chunks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadAnswer {
+    /// The instruction.
+    pub instruction_id: String,
+    /// Chunks it holds.
+    pub chunks: u32,
+    /// Records in them.
+    pub records: u64,
+}
+
 /// The JSON of a record.
 pub fn record_json(d: &pb::DataRecord) -> DataRecord {
     DataRecord {

@@ -13,6 +13,7 @@ backends!(
     the_report_discloses_what_each_processor_answered,
     a_categories_only_request_gets_no_specific_pieces,
     reports_are_for_finished_access_requests_of_their_submitter,
+    a_processor_uploads_a_hundred_thousand_records_in_chunks,
 );
 
 /// An access request for `email`, asking for `scope`.
@@ -24,7 +25,7 @@ fn access(email: &str, scope: pb::AccessScope) -> pb::SubmitRequestRequest {
     }
 }
 
-fn record(category: &str, field: &str, value: &str) -> pb::DataRecord {
+fn piece(category: &str, field: &str, value: &str) -> pb::DataRecord {
     pb::DataRecord {
         category: category.into(),
         field: field.into(),
@@ -43,14 +44,14 @@ fn record(category: &str, field: &str, value: &str) -> pb::DataRecord {
 /// disclosed to payment processors, one sold or shared to ad networks,
 /// one in a category of its own.
 fn crm_records() -> Vec<pb::DataRecord> {
-    let mut email = record("identifiers", "email", "report-amy@example.com");
+    let mut email = piece("identifiers", "email", "report-amy@example.com");
     email.disclosed_to = vec!["payment processors".into()];
-    let mut clicks = record("internet_activity", "page_views", "412 views in 2026");
+    let mut clicks = piece("internet_activity", "page_views", "412 views in 2026");
     clicks.source = "our website".into();
     clicks.purpose = "advertising".into();
     clicks.disclosed_to = vec!["advertising networks".into()];
     clicks.sold_or_shared = true;
-    let mut tier = record("other", "loyalty_tier", "gold");
+    let mut tier = piece("other", "loyalty_tier", "gold");
     tier.category_label = "loyalty programme".into();
     vec![email, clicks, tier]
 }
@@ -254,5 +255,124 @@ async fn reports_are_for_finished_access_requests_of_their_submitter(db: TestDb)
     watch_to_end(&app.requests, &deletion.request_id).await;
     let refused = report(&app, &deletion.request_id).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    app.stop().await;
+}
+
+/// A chunk of `n` records numbered from `first`.
+fn chunk(instruction_id: &str, index: u32, first: usize, n: usize) -> pb::UploadDataRecordsRequest {
+    pb::UploadDataRecordsRequest {
+        instruction_id: instruction_id.into(),
+        chunk_index: index,
+        records: (first..first + n)
+            .map(|i| pb::DataRecord {
+                category: if i % 2 == 0 {
+                    "identifiers"
+                } else {
+                    "internet_activity"
+                }
+                .into(),
+                field: "event".into(),
+                value: format!("event {i}"),
+                source: "our website".into(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// 100,000 records in 100 chunks over one gRPC stream, one chunk sent
+/// twice in it and another again over HTTP: the instruction holds each
+/// once, the record line counts them, and the report streams them all in
+/// parts of 500.
+async fn a_processor_uploads_a_hundred_thousand_records_in_chunks(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let big = FakeProcessor::start(Reply::Accepted).await;
+    let token = register(&app, push_processor("big", &big.endpoint())).await;
+    let req = submit(
+        &app,
+        access("report-eve@example.com", pb::AccessScope::SpecificPieces),
+    )
+    .await;
+    let id = req.instructions[0].instruction_id.clone();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+
+    let mut chunks: Vec<_> = (0..100u32)
+        .map(|c| chunk(&id, c, c as usize * 1000, 1000))
+        .collect();
+    chunks.insert(8, chunk(&id, 7, 7000, 1000));
+    let answer = app
+        .instructions
+        .clone()
+        .upload_data_records(authed(&token, tokio_stream::iter(chunks)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((answer.chunks, answer.records), (100, 100_000));
+
+    // The same chunk again over the HTTP callback API changes nothing.
+    let again = serde_json::json!({
+        "chunk_index": 0,
+        "records": [{"category": "identifiers", "value": "event 0"}],
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let answered: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/v1/instructions/{id}/records", app.addr))
+        .bearer_auth(&token)
+        .json(&again)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answered["chunks"], 100);
+    assert_eq!(answered["records"], 100_000);
+
+    app.instructions
+        .clone()
+        .complete_instruction(authed(
+            &token,
+            pb::CompleteInstructionRequest {
+                instruction_id: id.clone(),
+                result: result(pb::Outcome::Completed),
+            },
+        ))
+        .await
+        .unwrap();
+    watch_to_end(&app.requests, &req.request_id).await;
+    assert_eq!(
+        record(&app, &req.request_id).await.lines[0].data_records,
+        100_000
+    );
+    // A finished instruction takes no more chunks.
+    let late = app
+        .instructions
+        .clone()
+        .upload_data_records(authed(&token, tokio_stream::iter([chunk(&id, 100, 0, 1)])))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+
+    let parts = report(&app, &req.request_id).await.unwrap();
+    use pb::access_report_part::Part;
+    let mut values = std::collections::HashSet::new();
+    let mut piece_parts = 0;
+    for part in &parts {
+        if let Part::Pieces(p) = part {
+            assert!(p.records.len() <= 500);
+            piece_parts += 1;
+            values.extend(p.records.iter().map(|r| r.value.clone()));
+        }
+    }
+    assert_eq!(piece_parts, 200);
+    assert_eq!(values.len(), 100_000, "every record once");
+    let Part::Totals(totals) = parts.last().unwrap() else {
+        panic!()
+    };
+    assert_eq!(totals.pieces, 100_000);
+    assert_eq!(
+        strings(&totals.categories),
+        ["identifiers", "internet_activity"]
+    );
     app.stop().await;
 }

@@ -73,6 +73,23 @@ async fn finished_requests_lose_their_personal_data(db: TestDb) {
         source: "signup".into(),
         ..Default::default()
     };
+    // One more record uploaded in a chunk, sealed in a table of its own.
+    app.instructions
+        .clone()
+        .upload_data_records(authed(
+            &token,
+            tokio_stream::iter([pb::UploadDataRecordsRequest {
+                instruction_id: of(&access),
+                chunk_index: 0,
+                records: vec![pb::DataRecord {
+                    category: "identifiers".into(),
+                    value: "loyalty QX-5521".into(),
+                    ..Default::default()
+                }],
+            }]),
+        ))
+        .await
+        .unwrap();
     answer(of(&access), vec![data.clone()]).await.unwrap();
 
     let erased = wait_erased(&app, &deletion.request_id).await;
@@ -136,8 +153,36 @@ async fn finished_requests_lose_their_personal_data(db: TestDb) {
     );
     assert_eq!(
         record(&app, &access.request_id).await.lines[0].data_records,
-        1
+        2
     );
+    assert_eq!(
+        db.texts("select cast(count(*) as text) from data_record_chunks")
+            .await[0][0]
+            .as_deref(),
+        Some("0")
+    );
+    let gone = app
+        .requests
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest {
+            request_id: access.request_id.clone(),
+        })
+        .await;
+    let gone = match gone {
+        Err(status) => status,
+        Ok(stream) => {
+            use tokio_stream::StreamExt;
+            let mut stream = stream.into_inner();
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(status)) => break status,
+                    None => panic!("a report of erased data"),
+                }
+            }
+        }
+    };
+    assert_eq!(gone.code(), tonic::Code::FailedPrecondition);
     assert_eq!(
         db.texts(&format!(
             "select sealed_records from instructions where request_id = '{}'",

@@ -376,6 +376,38 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                 })
                 .await,
         ),
+        "UploadDataRecords" => {
+            // An access instruction of the puller's, pulled by the puller.
+            submit(
+                app,
+                pb::SubmitRequestRequest {
+                    kind: pb::RequestKind::Access as i32,
+                    access_scope: pb::AccessScope::Categories as i32,
+                    ..deletion("upload@example.com")
+                },
+            )
+            .await;
+            let pulled = pull(app, &world.puller_token, 100).await;
+            let access = pulled
+                .iter()
+                .find(|i| i.kind == pb::RequestKind::Access as i32)
+                .expect("the access instruction");
+            let chunk = pb::UploadDataRecordsRequest {
+                instruction_id: access.instruction_id.clone(),
+                chunk_index: 0,
+                records: vec![pb::DataRecord {
+                    category: "identifiers".into(),
+                    value: "v".into(),
+                    ..Default::default()
+                }],
+            };
+            code(
+                c.instructions
+                    .clone()
+                    .upload_data_records(tokio_stream::iter([chunk]))
+                    .await,
+            )
+        }
         "AcknowledgeInstruction" | "CompleteInstruction" => {
             // An instruction of the puller's, pulled by the puller.
             submit(app, deletion("ack@example.com")).await;

@@ -1,0 +1,215 @@
+//! Data records uploaded in chunks (`UploadDataRecords`), for a processor
+//! whose answer to an access request is too large for one message.
+//!
+//! Each chunk is one row of `data_record_chunks`, keyed by its instruction
+//! and index and sealed like the records of a result (bound to both), so a
+//! chunk sent again after a lost answer is a no-op, never a duplicate. A
+//! chunk is taken only while its instruction is open, in a transaction
+//! that locks the instruction's row; the final result locks the same row
+//! and counts the chunks' records into `data_records` (see
+//! `store::transition`), so no chunk slips in after the count. Readers
+//! take one chunk at a time ([`Store::chunk`]), so a report over many
+//! records never holds them all.
+
+use sqlx::Row;
+
+use super::aftermath::lock_rows;
+use super::sql::Sql;
+use super::{Store, StoreError};
+use crate::domain::{DataRecord, InstructionId, InstructionState, ProcessorId};
+
+/// A chunk's sealed column, for binding.
+const CHUNK: &str = "data_record_chunks.sealed";
+
+/// Most chunks one instruction may have (a million records at most, at
+/// 1,000 a chunk).
+pub const MAX_CHUNKS: u32 = 1000;
+
+/// What an instruction holds in chunks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkTotals {
+    /// Chunks stored.
+    pub chunks: u32,
+    /// Records in them.
+    pub records: u64,
+}
+
+/// Why a chunk was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkRefused {
+    /// The instruction is another processor's (or does not exist).
+    #[error("instruction {0} not found")]
+    NotFound(InstructionId),
+    /// It is final, or not of a kind that returns data.
+    #[error("{0}")]
+    NotNow(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Stores chunk `index` of `records` for `instruction`, answered by
+    /// `processor`; a chunk stored before under the same index is kept as
+    /// it was. Returns what the instruction holds in chunks now.
+    pub async fn put_chunk(
+        &self,
+        instruction: InstructionId,
+        processor: &ProcessorId,
+        index: u32,
+        records: &[DataRecord],
+    ) -> Result<ChunkTotals, ChunkRefused> {
+        let mut tx = self.begin().await?;
+        let id = instruction.to_string();
+        lock_rows(&mut tx, self.backend, "instructions", vec![id.clone()]).await?;
+        let row = Sql::new(
+            self.backend,
+            "select processor_id, state, kind from instructions where id = ",
+        )
+        .bind(id.clone())
+        .query()
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let Some(row) = row else {
+            return Err(ChunkRefused::NotFound(instruction));
+        };
+        let owner: String = row.try_get("processor_id").map_err(StoreError::from)?;
+        if owner != processor.as_str() {
+            return Err(ChunkRefused::NotFound(instruction));
+        }
+        let state: String = row.try_get("state").map_err(StoreError::from)?;
+        let kind: String = row.try_get("kind").map_err(StoreError::from)?;
+        if !matches!(kind.as_str(), "ACCESS" | "PORTABILITY") {
+            return Err(ChunkRefused::NotNow(format!(
+                "a {kind} instruction takes no data records"
+            )));
+        }
+        let open = InstructionState::parse(&state).is_some_and(|s| !s.is_terminal());
+        if !open {
+            return Err(ChunkRefused::NotNow(format!(
+                "the instruction is already {state}: upload its records before completing it"
+            )));
+        }
+        let totals = chunk_totals(&mut tx, self.backend, &id).await?;
+        let exists = Sql::new(
+            self.backend,
+            "select 1 as one from data_record_chunks where instruction_id = ",
+        )
+        .bind(id.clone())
+        .push(" and chunk = ")
+        .bind(i64::from(index))
+        .query()
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?
+        .is_some();
+        if exists {
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(totals);
+        }
+        if totals.chunks >= MAX_CHUNKS {
+            return Err(ChunkRefused::NotNow(format!(
+                "an instruction holds at most {MAX_CHUNKS} chunks"
+            )));
+        }
+        let sealed = self.seal_json(records, CHUNK, chunk_row(instruction, index));
+        Sql::new(
+            self.backend,
+            "insert into data_record_chunks (instruction_id, chunk, records, sealed) values (",
+        )
+        .bind(id.clone())
+        .push(", ")
+        .bind(i64::from(index))
+        .push(", ")
+        .bind(records.len() as i64)
+        .push(", ")
+        .bind(sealed)
+        .push(")")
+        .query()
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(ChunkTotals {
+            chunks: totals.chunks + 1,
+            records: totals.records + records.len() as u64,
+        })
+    }
+
+    /// The indexes of an instruction's chunks, in order.
+    pub async fn chunk_indexes(&self, instruction: InstructionId) -> Result<Vec<u32>, StoreError> {
+        let rows = Sql::new(
+            self.backend,
+            "select chunk from data_record_chunks where instruction_id = ",
+        )
+        .bind(instruction.to_string())
+        .push(" order by chunk")
+        .query()
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("chunk")? as u32))
+            .collect()
+    }
+
+    /// The records of one chunk (none once erased).
+    pub async fn chunk(
+        &self,
+        instruction: InstructionId,
+        index: u32,
+    ) -> Result<Vec<DataRecord>, StoreError> {
+        let row = Sql::new(
+            self.backend,
+            "select sealed from data_record_chunks where instruction_id = ",
+        )
+        .bind(instruction.to_string())
+        .push(" and chunk = ")
+        .bind(i64::from(index))
+        .query()
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => self.open_json(
+                &row.try_get::<String, _>("sealed")?,
+                CHUNK,
+                chunk_row(instruction, index),
+            ),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// What `instruction` holds in chunks.
+    pub async fn chunk_totals(
+        &self,
+        instruction: InstructionId,
+    ) -> Result<ChunkTotals, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        chunk_totals(&mut conn, self.backend, &instruction.to_string()).await
+    }
+}
+
+/// The row a chunk's seal is bound to.
+fn chunk_row(instruction: InstructionId, index: u32) -> String {
+    format!("{instruction}/{index}")
+}
+
+async fn chunk_totals(
+    conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    id: &str,
+) -> Result<ChunkTotals, StoreError> {
+    let row = Sql::new(
+        backend,
+        "select count(*) as chunks, coalesce(sum(records), 0) as records \
+         from data_record_chunks where instruction_id = ",
+    )
+    .bind(id.to_string())
+    .query()
+    .fetch_one(conn)
+    .await?;
+    Ok(ChunkTotals {
+        chunks: row.try_get::<i64, _>("chunks")? as u32,
+        records: row.try_get::<i64, _>("records")? as u64,
+    })
+}
