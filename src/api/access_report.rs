@@ -134,19 +134,23 @@ async fn produce(
 /// Where an instruction's records are: its result's, then each uploaded
 /// chunk.
 #[derive(Clone, Copy)]
-enum Batch {
+pub(super) enum Batch {
     Result,
     Chunk(u32),
 }
 
-async fn batches_of(store: &Store, id: InstructionId) -> Result<Vec<Batch>, Status> {
+pub(super) async fn batches_of(store: &Store, id: InstructionId) -> Result<Vec<Batch>, Status> {
     let chunks = store.chunk_indexes(id).await.map_err(ApiError::from)?;
     Ok(std::iter::once(Batch::Result)
         .chain(chunks.into_iter().map(Batch::Chunk))
         .collect())
 }
 
-async fn read(store: &Store, id: InstructionId, batch: Batch) -> Result<Vec<DataRecord>, Status> {
+pub(super) async fn read(
+    store: &Store,
+    id: InstructionId,
+    batch: Batch,
+) -> Result<Vec<DataRecord>, Status> {
     let records = match batch {
         Batch::Result => store.data_records(id).await,
         Batch::Chunk(index) => store.chunk(id, index).await,

@@ -4,6 +4,7 @@
 
 mod access_report;
 pub mod error;
+mod export;
 pub mod http;
 mod instruction_service;
 pub mod limits;

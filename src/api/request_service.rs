@@ -10,14 +10,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::access_report;
 use super::error::{ApiError, ApiResult};
 use super::limits::WatchLimits;
 use super::page::{page_size, page_token};
+use super::{access_report, export};
 use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::compliance_file::CompliancePolicy;
-use crate::domain::{RequestId, RequestSummary, Violations, exceptions};
+use crate::domain::{
+    AccessScope, CompletionRecord, RequestId, RequestSummary, Violations, exceptions,
+};
 use crate::pb;
 use crate::pb::request_service_server::RequestService;
 use crate::store::{RequestCursor, RequestFilter, Store};
@@ -58,6 +60,31 @@ fn check_reason(v: &mut Violations, reason: &str) {
 }
 
 impl RequestApi {
+    /// The completion record (and its digest) of a finished access or
+    /// portability request `caller` may see, its scope, and whether the
+    /// specific pieces are part of what the person gets.
+    async fn finished_access<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+    ) -> ApiResult<(CompletionRecord, String, Option<AccessScope>, bool)> {
+        let id = wire::parse_request_id(id, "request_id")?;
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        let summary = self.store.request(id).await?;
+        visible(&Caller::of(request), &summary)?;
+        let (record, digest) = match self.store.completion_record(id).await {
+            Ok((record, digest, _)) => (record, digest),
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "request {id} is still open: its report follows its last answer"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let pieces = access_report::scope_of(&record, summary.access_scope)?;
+        Ok((record, digest, summary.access_scope, pieces))
+    }
+
     /// `NOT_FOUND` unless the request exists and `caller` may see it (and
     /// so change it, where its role allows the change); records the id in
     /// the call's span.
@@ -126,6 +153,7 @@ impl RequestApi {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RequestEvent, Status>> + Send>>;
 type ReportStream = Pin<Box<dyn Stream<Item = Result<pb::AccessReportPart, Status>> + Send>>;
+type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RequestService for RequestApi {
@@ -240,29 +268,43 @@ impl RequestService for RequestApi {
         &self,
         request: Request<pb::GetAccessReportRequest>,
     ) -> Result<Response<Self::GetAccessReportStream>, Status> {
-        let id = wire::parse_request_id(&request.get_ref().request_id, "request_id")
-            .map_err(ApiError::from)?;
-        let caller = Caller::of(&request);
-        tracing::Span::current().record("request_id", tracing::field::display(id));
-        let summary = self.store.request(id).await.map_err(ApiError::from)?;
-        visible(&caller, &summary)?;
-        let record = match self.store.completion_record(id).await {
-            Ok((record, _, _)) => record,
-            Err(crate::store::StoreError::NotFound(_)) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "request {id} is still open: its report follows its last answer"
-                ))
-                .into());
-            }
-            Err(e) => return Err(ApiError::from(e).into()),
-        };
-        let pieces = access_report::scope_of(&record, summary.access_scope)?;
+        let (record, _, scope, pieces) = self
+            .finished_access(&request, &request.get_ref().request_id)
+            .await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(access_report::stream(
             self.store.clone(),
             record,
-            summary.access_scope,
+            scope,
             pieces,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ExportAccessDataStream = ExportStream;
+
+    #[tracing::instrument(skip_all, fields(request_id = tracing::field::Empty))]
+    async fn export_access_data(
+        &self,
+        request: Request<pb::ExportAccessDataRequest>,
+    ) -> Result<Response<Self::ExportAccessDataStream>, Status> {
+        let format = pb::ExportFormat::try_from(request.get_ref().format).map_err(|_| {
+            ApiError::from(Violations::one(
+                "format",
+                "must be one of EXPORT_FORMAT_JSON, EXPORT_FORMAT_CSV",
+            ))
+        })?;
+        let (record, digest, _, pieces) = self
+            .finished_access(&request, &request.get_ref().request_id)
+            .await?;
+        export::exportable(pieces)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(export::stream(
+            self.store.clone(),
+            record,
+            digest,
+            format,
             tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -8,7 +8,7 @@
 //! | RequestService | GetRequest, ListRequests, WatchRequest, GetCompletionRecord | submitter (its own requests), auditor, operator |
 //! | RequestService | CancelRequest, ConfirmReceipt, ExtendDeadline | submitter (its own requests), operator |
 //! | RequestService | VerifyAuditTrail | auditor, operator |
-//! | RequestService | GetAccessReport | submitter (its own requests), auditor |
+//! | RequestService | GetAccessReport, ExportAccessData | submitter (its own requests), auditor |
 //! | RequestService | ListExceptions | any authenticated principal |
 //! | DataProtectionService | CheckSuppression | submitter, operator, auditor |
 //! | DataProtectionService | RemoveSuppression | operator |
@@ -69,6 +69,10 @@ pub const TABLE: &[(&str, Allowed)] = &[
     ),
     (
         "/dsr.v1.RequestService/GetAccessReport",
+        Allowed::Roles(&[Submitter, Auditor]),
+    ),
+    (
+        "/dsr.v1.RequestService/ExportAccessData",
         Allowed::Roles(&[Submitter, Auditor]),
     ),
     (

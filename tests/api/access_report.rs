@@ -14,6 +14,8 @@ backends!(
     a_categories_only_request_gets_no_specific_pieces,
     reports_are_for_finished_access_requests_of_their_submitter,
     a_processor_uploads_a_hundred_thousand_records_in_chunks,
+    the_export_validates_against_its_published_schema,
+    a_categories_only_request_has_nothing_to_export,
 );
 
 /// An access request for `email`, asking for `scope`.
@@ -374,5 +376,145 @@ async fn a_processor_uploads_a_hundred_thousand_records_in_chunks(db: TestDb) {
         strings(&totals.categories),
         ["identifiers", "internet_activity"]
     );
+    app.stop().await;
+}
+
+/// Every file of an export: its name, its bytes, and the SHA-256 its last
+/// chunk named (checked against the bytes).
+async fn export(
+    app: &TestApp,
+    request_id: &str,
+    format: pb::ExportFormat,
+) -> Result<Vec<(String, Vec<u8>)>, tonic::Status> {
+    use sha2::Digest;
+    let mut stream = app
+        .requests
+        .clone()
+        .export_access_data(pb::ExportAccessDataRequest {
+            request_id: request_id.into(),
+            format: format as i32,
+        })
+        .await?
+        .into_inner();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut open = false;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        assert!(chunk.data.len() <= 64 * 1024);
+        if !open {
+            files.push((chunk.file.clone(), Vec::new()));
+            open = true;
+        }
+        let (name, bytes) = files.last_mut().unwrap();
+        assert_eq!(*name, chunk.file);
+        bytes.extend_from_slice(&chunk.data);
+        if !chunk.sha256.is_empty() {
+            assert_eq!(chunk.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+            open = false;
+        }
+    }
+    assert!(!open, "every file ends with its digest");
+    Ok(files)
+}
+
+/// The JSON export validates against its published schema, holds what
+/// each processor answered and names the record it was made from; two
+/// exports are the same bytes. The CSV form is one file per category.
+async fn the_export_validates_against_its_published_schema(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let _fakes = three_processors(&app).await;
+    let req = submit(
+        &app,
+        access("export-fay@example.com", pb::AccessScope::SpecificPieces),
+    )
+    .await;
+    watch_to_end(&app.requests, &req.request_id).await;
+
+    let files = export(&app, &req.request_id, pb::ExportFormat::Json)
+        .await
+        .unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].0, "access-export.json");
+    let document: serde_json::Value = serde_json::from_slice(&files[0].1).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/access-export.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&document)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{document}");
+    // The schema is no formality: a record of no category fails it.
+    let mut broken = document.clone();
+    broken["processors"][1]["records"][0]["category"] = "hobbies".into();
+    assert!(!validator.is_valid(&broken));
+
+    assert_eq!(
+        document["request"]["record_digest"],
+        record(&app, &req.request_id).await.digest.as_str()
+    );
+    let processors = document["processors"].as_array().unwrap();
+    let ids: Vec<&str> = processors
+        .iter()
+        .map(|p| p["processor_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["archive", "crm", "ledger"]);
+    assert_eq!(processors[0]["state"], "NO_DATA");
+    assert_eq!(processors[1]["records"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        processors[1]["records"][0]["value"],
+        "report-amy@example.com"
+    );
+    assert_eq!(
+        processors[1]["records"][0]["collected_at"],
+        "2026-01-01T00:00:00.000000Z"
+    );
+    assert_eq!(processors[2]["state"], "DENIED");
+    assert_eq!(processors[2]["exception"], "OTHER");
+    let again = export(&app, &req.request_id, pb::ExportFormat::Json)
+        .await
+        .unwrap();
+    assert_eq!(again, files, "the same bytes, so the same digest");
+
+    let csv = export(&app, &req.request_id, pb::ExportFormat::Csv)
+        .await
+        .unwrap();
+    let names: Vec<&str> = csv.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["identifiers.csv", "internet_activity.csv", "other.csv"]
+    );
+    let identifiers = String::from_utf8(csv[0].1.clone()).unwrap();
+    assert_eq!(
+        identifiers,
+        "processor_id,field,value,source,purpose,collected_at,disclosed_to,sold_or_shared,category_label\r\n\
+         crm,email,report-amy@example.com,the consumer,providing the service,2026-01-01T00:00:00.000000Z,payment processors,false,\r\n"
+    );
+    app.stop().await;
+}
+
+/// A categories-only request has no pieces to export.
+async fn a_categories_only_request_has_nothing_to_export(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let _fakes = three_processors(&app).await;
+    let req = submit(
+        &app,
+        access("export-gil@example.com", pb::AccessScope::Categories),
+    )
+    .await;
+    watch_to_end(&app.requests, &req.request_id).await;
+    let refused = export(&app, &req.request_id, pb::ExportFormat::Json)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     app.stop().await;
 }

@@ -62,8 +62,8 @@ struct World {
     /// A request submitted by the submitter, finished (no processor took
     /// it), so its record exists.
     finished: String,
-    /// An access request of the submitter's, finished like `finished`, so
-    /// its report exists.
+    /// An access request of the submitter's for specific pieces, finished
+    /// like `finished`, so its report and export exist.
     finished_access: String,
     /// A manual processor, so that new requests stay open.
     manual: &'static str,
@@ -86,7 +86,7 @@ async fn every_rpc_answers_every_caller_as_the_table_says(db: TestDb) {
         .clone()
         .submit_request(pb::SubmitRequestRequest {
             kind: pb::RequestKind::Access as i32,
-            access_scope: pb::AccessScope::Categories as i32,
+            access_scope: pb::AccessScope::SpecificPieces as i32,
             ..deletion("second@example.com")
         })
         .await
@@ -186,6 +186,18 @@ async fn call(app: &TestApp, world: &World, path: &str, who: &Who) -> Code {
                     .clone()
                     .get_access_report(pb::GetAccessReportRequest {
                         request_id: world.finished_access.clone(),
+                    })
+                    .await,
+            )
+            .await
+        }
+        "ExportAccessData" => {
+            first_answer(
+                c.requests
+                    .clone()
+                    .export_access_data(pb::ExportAccessDataRequest {
+                        request_id: world.finished_access.clone(),
+                        format: pb::ExportFormat::Json as i32,
                     })
                     .await,
             )
