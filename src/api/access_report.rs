@@ -13,9 +13,11 @@
 //! the server buffering the report.
 
 use tokio::sync::mpsc;
-use tonic::Status;
+use tonic::{Request, Status};
 
 use super::error::{ApiError, ApiResult};
+use super::request_service::{RequestApi, visible};
+use crate::auth::Caller;
 use crate::domain::{
     AccessScope, CompletionRecord, DataRecord, Disclosures, InstructionId, InstructionState,
     RequestKind,
@@ -24,6 +26,41 @@ use crate::pb;
 use crate::pb::access_report_part::Part;
 use crate::store::Store;
 use crate::wire;
+
+impl RequestApi {
+    /// The completion record (and its digest) of a finished access or
+    /// portability request `caller` may see, its scope, and whether the
+    /// specific pieces are part of what the person gets.
+    pub(super) async fn finished_access<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+    ) -> ApiResult<(CompletionRecord, String, Option<AccessScope>, bool)> {
+        let id = wire::parse_request_id(id, "request_id")?;
+        tracing::Span::current().record("request_id", tracing::field::display(id));
+        let summary = self.store.request(id).await?;
+        visible(&Caller::of(request), &summary)?;
+        let (record, digest) = match self.store.completion_record(id).await {
+            Ok((record, digest, _)) => (record, digest),
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "request {id} is still open: its report follows its last answer"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let pieces = scope_of(&record, summary.access_scope)?;
+        Ok((record, digest, summary.access_scope, pieces))
+    }
+
+    /// Who fetches a report or an export, now.
+    pub(super) fn fetch<T>(&self, request: &Request<T>) -> Fetch {
+        Fetch {
+            actor: Caller::of(request).actor(),
+            at: self.clock.now(),
+        }
+    }
+}
 
 /// Most specific pieces in one part of the stream.
 pub const PIECES_PER_PART: usize = 500;
@@ -48,9 +85,10 @@ pub async fn stream(
     record: CompletionRecord,
     scope: Option<AccessScope>,
     pieces: bool,
+    fetched: Fetch,
     tx: mpsc::Sender<Result<pb::AccessReportPart, Status>>,
 ) {
-    if let Err(status) = produce(&store, &record, scope, pieces, &tx).await {
+    if let Err(status) = produce(&store, &record, scope, pieces, &fetched, &tx).await {
         let _ = tx.send(Err(status)).await;
     }
 }
@@ -60,6 +98,7 @@ async fn produce(
     record: &CompletionRecord,
     scope: Option<AccessScope>,
     pieces: bool,
+    fetched: &Fetch,
     tx: &mpsc::Sender<Result<pb::AccessReportPart, Status>>,
 ) -> Result<(), Status> {
     let send = |part: Part| async move {
@@ -128,7 +167,42 @@ async fn produce(
             }
         }
     }
+    // The fetch is on the audit trail before the report is whole.
+    fetched
+        .record(
+            store,
+            record,
+            if pieces {
+                "access report with specific pieces"
+            } else {
+                "access report"
+            },
+        )
+        .await?;
     send(Part::Totals(disclosures_pb(&totals))).await
+}
+
+/// Who is fetching, for the audit trail.
+pub struct Fetch {
+    /// The caller.
+    pub actor: crate::domain::Actor,
+    /// When.
+    pub at: crate::domain::Timestamp,
+}
+
+impl Fetch {
+    /// Appends the fetch of `what` to the request's audit trail.
+    pub(super) async fn record(
+        &self,
+        store: &Store,
+        record: &CompletionRecord,
+        what: &str,
+    ) -> Result<(), Status> {
+        store
+            .record_fetch(record.request_id, what, &self.actor, self.at)
+            .await
+            .map_err(|e| ApiError::from(e).into())
+    }
 }
 
 /// Where an instruction's records are: its result's, then each uploaded

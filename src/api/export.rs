@@ -10,13 +10,14 @@
 //! time, in chunks of [`CHUNK_BYTES`], each file's SHA-256 computed on the
 //! way and sent with its last chunk. The document holds nothing that
 //! changes between two exports of the same request (no time of export), so
-//! its digest does not change either.
+//! its digest does not change either. Each file's fetch, with its digest,
+//! goes on the request's audit trail before its last chunk is sent.
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::access_report::{batches_of, read};
+use super::access_report::{Fetch, batches_of, read};
 use super::error::ApiError;
 use crate::domain::{CATEGORIES, CompletionRecord, DataRecord, InstructionState};
 use crate::pb;
@@ -31,6 +32,13 @@ pub const FORMAT: &str = "dsr-orchestrator/access-export";
 pub const VERSION: u32 = 1;
 
 type Sender = mpsc::Sender<Result<pb::ExportChunk, Status>>;
+
+/// What a finished file is recorded against.
+struct Fetched<'a> {
+    store: &'a Store,
+    record: &'a CompletionRecord,
+    fetch: &'a Fetch,
+}
 
 /// One file being sent.
 struct File<'a> {
@@ -72,8 +80,15 @@ impl<'a> File<'a> {
             .map_err(|_| Status::cancelled("the reader went away"))
     }
 
-    async fn finish(mut self) -> Result<(), Status> {
+    /// Sends the last chunk, with the file's digest, once the fetch is on
+    /// the audit trail.
+    async fn finish(mut self, fetched: &Fetched<'_>) -> Result<(), Status> {
         let digest = hex::encode(std::mem::take(&mut self.hash).finalize());
+        let what = format!("export {} sha256 {digest}", self.name);
+        fetched
+            .fetch
+            .record(fetched.store, fetched.record, &what)
+            .await?;
         self.send(digest).await
     }
 }
@@ -85,11 +100,17 @@ pub async fn stream(
     record: CompletionRecord,
     digest: String,
     format: pb::ExportFormat,
+    fetch: Fetch,
     tx: Sender,
 ) {
+    let fetched = Fetched {
+        store: &store,
+        record: &record,
+        fetch: &fetch,
+    };
     let sent = match format {
-        pb::ExportFormat::Csv => csv(&store, &record, &tx).await,
-        _ => json_document(&store, &record, &digest, &tx).await,
+        pb::ExportFormat::Csv => csv(&fetched, &tx).await,
+        _ => json_document(&fetched, &digest, &tx).await,
     };
     if let Err(status) = sent {
         let _ = tx.send(Err(status)).await;
@@ -104,12 +125,8 @@ fn record_json(r: &DataRecord) -> json::DataRecord {
     json::record_json(&wire::data_record_pb(r))
 }
 
-async fn json_document(
-    store: &Store,
-    record: &CompletionRecord,
-    digest: &str,
-    tx: &Sender,
-) -> Result<(), Status> {
+async fn json_document(fetched: &Fetched<'_>, digest: &str, tx: &Sender) -> Result<(), Status> {
+    let (store, record) = (fetched.store, fetched.record);
     let mut file = File::new("access-export.json", tx);
     let request = serde_json::json!({
         "request_id": record.request_id.to_string(),
@@ -159,7 +176,7 @@ async fn json_document(
         file.write(b"]}").await?;
     }
     file.write(b"]}").await?;
-    file.finish().await
+    file.finish(fetched).await
 }
 
 /// The CSV columns.
@@ -174,7 +191,8 @@ fn field(text: &str) -> String {
     }
 }
 
-async fn csv(store: &Store, record: &CompletionRecord, tx: &Sender) -> Result<(), Status> {
+async fn csv(fetched: &Fetched<'_>, tx: &Sender) -> Result<(), Status> {
+    let (store, record) = (fetched.store, fetched.record);
     let completed: Vec<_> = record
         .lines
         .iter()
@@ -217,7 +235,7 @@ async fn csv(store: &Store, record: &CompletionRecord, tx: &Sender) -> Result<()
                 }
             }
         }
-        file.finish().await?;
+        file.finish(fetched).await?;
     }
     Ok(())
 }

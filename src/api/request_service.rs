@@ -17,9 +17,7 @@ use super::{access_report, export};
 use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::compliance_file::CompliancePolicy;
-use crate::domain::{
-    AccessScope, CompletionRecord, RequestId, RequestSummary, Violations, exceptions,
-};
+use crate::domain::{RequestId, RequestSummary, Violations, exceptions};
 use crate::pb;
 use crate::pb::request_service_server::RequestService;
 use crate::store::{RequestCursor, RequestFilter, Store};
@@ -43,7 +41,7 @@ pub struct RequestApi {
 
 /// `NOT_FOUND` unless `caller` may see request `r`: a submitter sees only
 /// the requests it submitted, and to it the others do not exist.
-fn visible(caller: &Caller, r: &RequestSummary) -> ApiResult<()> {
+pub(super) fn visible(caller: &Caller, r: &RequestSummary) -> ApiResult<()> {
     if caller.sees_all_requests() || r.submitted_by.as_ref() == Some(&caller.actor()) {
         Ok(())
     } else {
@@ -60,31 +58,6 @@ fn check_reason(v: &mut Violations, reason: &str) {
 }
 
 impl RequestApi {
-    /// The completion record (and its digest) of a finished access or
-    /// portability request `caller` may see, its scope, and whether the
-    /// specific pieces are part of what the person gets.
-    async fn finished_access<T>(
-        &self,
-        request: &Request<T>,
-        id: &str,
-    ) -> ApiResult<(CompletionRecord, String, Option<AccessScope>, bool)> {
-        let id = wire::parse_request_id(id, "request_id")?;
-        tracing::Span::current().record("request_id", tracing::field::display(id));
-        let summary = self.store.request(id).await?;
-        visible(&Caller::of(request), &summary)?;
-        let (record, digest) = match self.store.completion_record(id).await {
-            Ok((record, digest, _)) => (record, digest),
-            Err(crate::store::StoreError::NotFound(_)) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "request {id} is still open: its report follows its last answer"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let pieces = access_report::scope_of(&record, summary.access_scope)?;
-        Ok((record, digest, summary.access_scope, pieces))
-    }
-
     /// `NOT_FOUND` unless the request exists and `caller` may see it (and
     /// so change it, where its role allows the change); records the id in
     /// the call's span.
@@ -271,12 +244,14 @@ impl RequestService for RequestApi {
         let (record, _, scope, pieces) = self
             .finished_access(&request, &request.get_ref().request_id)
             .await?;
+        let fetch = self.fetch(&request);
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(access_report::stream(
             self.store.clone(),
             record,
             scope,
             pieces,
+            fetch,
             tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -299,12 +274,14 @@ impl RequestService for RequestApi {
             .finished_access(&request, &request.get_ref().request_id)
             .await?;
         export::exportable(pieces)?;
+        let fetch = self.fetch(&request);
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(export::stream(
             self.store.clone(),
             record,
             digest,
             format,
+            fetch,
             tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

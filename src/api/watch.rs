@@ -28,6 +28,7 @@ pub(super) fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
         EventKind::ReceiptConfirmed => pb::RequestEventType::ReceiptConfirmed,
         EventKind::DeadlineExtended => pb::RequestEventType::DeadlineExtended,
         EventKind::SuppressionRemoved => pb::RequestEventType::SuppressionRemoved,
+        EventKind::DataFetched => pb::RequestEventType::DataFetched,
     };
     pb::RequestEvent {
         request_id: e.request_id.to_string(),

@@ -29,6 +29,8 @@ pub enum EventKind {
     DeadlineExtended,
     /// After the request closed: its subject left the suppression list.
     SuppressionRemoved,
+    /// After the request closed: its access report or export was fetched.
+    DataFetched,
 }
 
 impl EventKind {
@@ -57,7 +59,8 @@ pub struct RequestEvent {
     pub actor: Option<Actor>,
     /// The extension a DEADLINE_EXTENDED event declares.
     pub extension: Option<Extension>,
-    /// Why, for a SUPPRESSION_REMOVED event.
+    /// Why, for a SUPPRESSION_REMOVED event; what was fetched, for a
+    /// DATA_FETCHED one.
     pub note: Option<String>,
     /// The previous event's hash.
     pub prev_hash: Option<String>,

@@ -493,6 +493,38 @@ async fn the_export_validates_against_its_published_schema(db: TestDb) {
         names,
         ["identifiers.csv", "internet_activity.csv", "other.csv"]
     );
+    // Each fetch is on the audit trail, which still checks out.
+    let id = dsr_orchestrator::domain::RequestId::parse(&req.request_id).unwrap();
+    let fetched: Vec<String> = app
+        .store
+        .events_after(id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == dsr_orchestrator::store::EventKind::DataFetched)
+        .map(|e| e.note.unwrap())
+        .collect();
+    assert_eq!(fetched.len(), 5, "{fetched:?}");
+    {
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(&files[0].1));
+        assert_eq!(
+            fetched[0],
+            format!("export access-export.json sha256 {sha}")
+        );
+    }
+    assert!(fetched[2].starts_with("export identifiers.csv sha256 "));
+    let verified = app
+        .requests
+        .clone()
+        .verify_audit_trail(pb::VerifyAuditTrailRequest {
+            request_id: req.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verified.intact, "{verified:?}");
+
     let identifiers = String::from_utf8(csv[0].1.clone()).unwrap();
     assert_eq!(
         identifiers,
