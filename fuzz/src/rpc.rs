@@ -713,6 +713,7 @@ fn example_submission() -> pb::SubmitRequestRequest {
         labels: [("ticket".to_string(), "T-1".to_string())].into(),
         access_scope: pb::AccessScope::Unspecified as i32,
         requester_evidence: String::new(),
+        lookback_start: None,
     }
 }
 

@@ -66,6 +66,8 @@ fn openapi_matches_the_implementation() {
         result: Some(result.clone()),
         resolved_by: "processor".into(),
         lease_expires_at: Some("t".into()),
+        access_scope: "ACCESS_SCOPE_CATEGORIES".into(),
+        lookback_start: "t".into(),
     };
     let error = json::Error {
         code: "c".into(),

@@ -183,14 +183,20 @@ impl InstructionApi {
                 self.clock.now(),
             )
             .await?;
+        let mut instructions = Vec::with_capacity(claimed.len());
+        for c in &claimed {
+            let mut i = wire::instruction(&c.instruction);
+            i.subject_identities = c.identities.iter().map(wire::identity_pb).collect();
+            // An access instruction says what the person asks.
+            if c.instruction.kind.returns_data() {
+                let r = self.store.request(c.instruction.request_id).await?;
+                let asks = wire::deliver_request(&c.instruction, &[], false, Some(&r));
+                (i.access_scope, i.lookback_start) = (asks.access_scope, asks.lookback_start);
+            }
+            instructions.push(i);
+        }
         Ok(pb::PullInstructionsResponse {
-            instructions: claimed
-                .iter()
-                .map(|c| pb::Instruction {
-                    subject_identities: c.identities.iter().map(wire::identity_pb).collect(),
-                    ..wire::instruction(&c.instruction)
-                })
-                .collect(),
+            instructions,
             cancellations: cancelled
                 .into_iter()
                 .map(|n| pb::Cancellation {

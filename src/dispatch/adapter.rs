@@ -22,8 +22,9 @@ pub struct Delivery<'a> {
     /// True for a reminder of an overdue outcome (for the adapters that
     /// poll, a poll).
     pub reminder: bool,
-    /// The request's facts, for adapters that submit a request of their
-    /// own (federation); `None` for the others.
+    /// The request's facts, for access and portability instructions and
+    /// for adapters that submit a request of their own (federation);
+    /// `None` for the others.
     pub request: Option<&'a RequestSummary>,
 }
 

@@ -39,10 +39,14 @@ impl Dispatcher {
     async fn deliver_in_span(&self, p: &Processor, c: Claimed, probe: Option<Duration>) {
         let started = Instant::now();
         // A federated processor is given a request of its own, made of
-        // the request's facts (a failed read is retried).
-        let request = match p.spec.adapter {
-            AdapterConfig::Dsr { .. } => self.store.request(c.instruction.request_id).await.ok(),
-            _ => None,
+        // the request's facts (a failed read is retried); an access
+        // instruction says what the person asks (scope, how far back).
+        let facts = matches!(p.spec.adapter, AdapterConfig::Dsr { .. })
+            || c.instruction.kind.returns_data();
+        let request = if facts {
+            self.store.request(c.instruction.request_id).await.ok()
+        } else {
+            None
         };
         let delivery = Delivery {
             instruction: &c.instruction,

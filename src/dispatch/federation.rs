@@ -97,6 +97,7 @@ fn submission(delivery: &Delivery<'_>) -> Result<pb::SubmitRequestRequest, Deliv
     message.verification = upstream.verification;
     message.access_scope = upstream.access_scope;
     message.requester_evidence = upstream.requester_evidence;
+    message.lookback_start = upstream.lookback_start;
     message
         .labels
         .insert(UPSTREAM_LABEL.to_string(), i.request_id.to_string());

@@ -179,8 +179,12 @@ impl Adapter for GrpcAdapter {
         endpoint: Endpoint<'_>,
         delivery: Delivery<'_>,
     ) -> Result<Answer, DeliveryError> {
-        let message =
-            wire::deliver_request(delivery.instruction, delivery.identities, delivery.reminder);
+        let message = wire::deliver_request(
+            delivery.instruction,
+            delivery.identities,
+            delivery.reminder,
+            delivery.request,
+        );
         let mut request = tonic::Request::new(message);
         request.set_timeout(endpoint.timeout);
         inject_trace_context(&mut request);

@@ -237,8 +237,12 @@ impl super::adapter::Adapter for WebhookAdapter {
         endpoint: Endpoint<'_>,
         delivery: Delivery<'_>,
     ) -> Result<Answer, DeliveryError> {
-        let message =
-            wire::deliver_request(delivery.instruction, delivery.identities, delivery.reminder);
+        let message = wire::deliver_request(
+            delivery.instruction,
+            delivery.identities,
+            delivery.reminder,
+            delivery.request,
+        );
         let event_type = if delivery.reminder {
             "dsr.instruction.remind"
         } else {

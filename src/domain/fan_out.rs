@@ -112,6 +112,7 @@ mod tests {
             labels: Labels::default(),
             access_scope: None,
             requester_evidence: None,
+            lookback_start: None,
         }
     }
 

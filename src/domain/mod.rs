@@ -20,6 +20,7 @@ pub mod exceptions;
 mod fan_out;
 mod ids;
 mod instruction;
+pub mod lookback;
 mod normalize;
 mod outcome;
 mod processor;
@@ -50,10 +51,10 @@ pub use record::{CompletionRecord, OverallOutcome, ProcessorLine, RecordFacts};
 pub use redact::{REDACTED, redact_identities};
 pub use request::{
     Channel, Labels, MAX_EVIDENCE_REFERENCE, NewRequest, Receipt, RequestStatus, RequestSummary,
-    Subject, SubjectIdentity, Terms, Verification,
+    Subject, SubjectIdentity, Terms,
 };
 pub use retry::RetryPolicy;
-pub use verification::{AccessScope, Need, VerificationPolicy};
+pub use verification::{AccessScope, Need, Verification, VerificationPolicy};
 pub(crate) use violation::check_len;
 pub use violation::{Violation, Violations};
 

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::violation::check_len;
 use super::{
     AccessScope, Extension, IdentityType, InstructionState, Jurisdiction, ProcessorId, RequestId,
-    RequestKind, Requester, Timestamp, VerificationLevel, Violations,
+    RequestKind, Requester, Timestamp, Verification, Violations,
 };
 
 /// Most identities one request may carry.
@@ -125,27 +125,6 @@ impl Channel {
     }
 }
 
-/// Verification done by the caller.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verification {
-    /// Degree of certainty.
-    pub level: VerificationLevel,
-    /// How it was reached (no personal data), at most 512 characters.
-    pub method: String,
-}
-
-impl Verification {
-    /// Checks the method text.
-    pub fn new(level: VerificationLevel, method: &str) -> Result<Self, Violations> {
-        let mut v = Violations::new();
-        v.take("method", check_len(method, 0, 512));
-        v.finish(|| Self {
-            level,
-            method: method.to_string(),
-        })
-    }
-}
-
 /// A label key as a violation names it: a key too long to be valid is cut
 /// to its first 63 characters and marked, so that an error never carries
 /// more than the caller needs to find the key.
@@ -226,6 +205,10 @@ pub struct NewRequest {
     /// document in the caller's system.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requester_evidence: Option<String>,
+    /// How far back an access or portability request reaches, as asked
+    /// (see [`super::lookback`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback_start: Option<Timestamp>,
 }
 
 /// What the law and the business's policy make of a submission, decided
@@ -357,6 +340,8 @@ pub struct RequestSummary {
     pub access_scope: Option<AccessScope>,
     /// The reference to an agent's or parent's evidence.
     pub requester_evidence: Option<String>,
+    /// How far back it reaches (in force, see [`super::lookback`]).
+    pub lookback_start: Option<Timestamp>,
     /// The receipt confirmation.
     pub receipt: Receipt,
     /// The response deadline in force (extended or not).

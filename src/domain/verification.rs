@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Jurisdiction, RequestKind, VerificationLevel};
+use super::violation::check_len;
+use super::{Jurisdiction, RequestKind, VerificationLevel, Violations};
 
 /// What an access request asks to know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -150,6 +151,27 @@ impl VerificationPolicy {
         level: VerificationLevel,
     ) -> bool {
         level >= self.minimum(jurisdiction, need)
+    }
+}
+
+/// Verification done by the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Degree of certainty.
+    pub level: VerificationLevel,
+    /// How it was reached (no personal data), at most 512 characters.
+    pub method: String,
+}
+
+impl Verification {
+    /// Checks the method text.
+    pub fn new(level: VerificationLevel, method: &str) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        v.take("method", check_len(method, 0, 512));
+        v.finish(|| Self {
+            level,
+            method: method.to_string(),
+        })
     }
 }
 

@@ -17,6 +17,7 @@ use super::request_clock::lock_open;
 use super::sql::Sql;
 use super::transition::{Change, apply};
 use super::{Backend, Effects, Store, StoreError};
+use crate::domain::lookback;
 use crate::domain::{
     AccessScope, Actor, InstructionEvent, InstructionView, Jurisdiction, Receipt, RequestId,
     RequestKind, RequestStatus, RequestSummary, ResolvedBy, Timestamp, Verification, Violations,
@@ -109,9 +110,12 @@ const REQUEST_COLUMNS: &str = "id, kind, jurisdiction, status, submitted_at, rec
     channel, requester, verification_level, verification_method, labels, identity_types, cancel_reason, \
     submitted_by, access_scope, requester_evidence, confirm_by, confirmed_at, confirmed_by, \
     respond_by, extended_from, extension_reason, extended_by, extended_at, denied, \
-    identities_erased_at";
+    identities_erased_at, lookback_start";
 
 fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSummary, StoreError> {
+    let kind = parsed(row, "kind", |s| s.parse().ok())?;
+    let jurisdiction = parsed(row, "jurisdiction", |s| s.parse().ok())?;
+    let submitted_at = time(row, "submitted_at")?;
     Ok(RequestSummary {
         id: request_id(row, "id")?,
         kind: parsed(row, "kind", |s| s.parse().ok())?,
@@ -139,6 +143,12 @@ fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSum
             .try_get::<Option<String>, _>("access_scope")?
             .and_then(|s| AccessScope::parse(&s)),
         requester_evidence: row.try_get("requester_evidence")?,
+        lookback_start: lookback::in_force(
+            kind,
+            jurisdiction,
+            submitted_at,
+            opt_time(row, "lookback_start")?,
+        ),
         receipt: Receipt {
             confirm_by: opt_time(row, "confirm_by")?,
             confirmed_at: opt_time(row, "confirmed_at")?,

@@ -182,9 +182,10 @@ pub fn instruction_summary(i: &InstructionView) -> pb::InstructionSummary {
     }
 }
 
-/// The wire form of an instruction, without `subject_identities` and
-/// `history`: the caller adds the identities (pull answers only) and the
-/// delivery attempts (operator views only).
+/// The wire form of an instruction, without `subject_identities`,
+/// `history` and what an access request asks: the caller adds the
+/// identities and the request's terms (pull answers only) and the delivery
+/// attempts (operator views only).
 pub fn instruction(i: &InstructionView) -> pb::Instruction {
     pb::Instruction {
         instruction_id: i.id.to_string(),
@@ -206,15 +207,19 @@ pub fn instruction(i: &InstructionView) -> pb::Instruction {
         history: Vec::new(),
         lease_expires_at: opt_timestamp(i.lease_expires_at),
         summary: Some(instruction_summary(i)),
+        access_scope: 0,
+        lookback_start: None,
     }
 }
 
-/// What a push adapter delivers: the instruction and the identities its
-/// processor accepts.
+/// What a push adapter delivers: the instruction, the identities its
+/// processor accepts, and for access and portability what the request
+/// asks (from `request`, its facts).
 pub fn deliver_request(
     i: &InstructionView,
     identities: &[crate::domain::SubjectIdentity],
     reminder: bool,
+    request: Option<&crate::domain::RequestSummary>,
 ) -> pb::DeliverInstructionRequest {
     pb::DeliverInstructionRequest {
         instruction_id: i.id.to_string(),
@@ -225,6 +230,10 @@ pub fn deliver_request(
         subject_identities: identities.iter().map(super::identity_pb).collect(),
         attempt: i.attempts,
         reminder,
+        access_scope: request
+            .and_then(|r| r.access_scope)
+            .map_or(0, ProtoEnum::number),
+        lookback_start: request.and_then(|r| opt_timestamp(r.lookback_start)),
     }
 }
 

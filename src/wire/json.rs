@@ -81,6 +81,13 @@ pub struct Delivery {
     pub attempt: u32,
     /// A reminder of an overdue outcome.
     pub reminder: bool,
+    /// For access: `ACCESS_SCOPE_CATEGORIES` or
+    /// `ACCESS_SCOPE_SPECIFIC_PIECES`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_scope: String,
+    /// For access and portability: what was collected from this time on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lookback_start: String,
 }
 
 /// The `data` of a webhook cancel notice: `CancelInstructionRequest`.
@@ -170,6 +177,13 @@ pub struct Instruction {
     /// Lease end of a leased instruction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<String>,
+    /// In pulls of access instructions: categories or specific pieces.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_scope: String,
+    /// In pulls of access and portability instructions: report what was
+    /// collected from this time on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lookback_start: String,
 }
 
 /// Answer of `POST /v1/instructions/pull`.
@@ -278,6 +292,12 @@ pub fn delivery(d: &pb::DeliverInstructionRequest) -> Delivery {
         subject_identities: d.subject_identities.iter().map(identity).collect(),
         attempt: d.attempt,
         reminder: d.reminder,
+        access_scope: if d.access_scope == 0 {
+            String::new()
+        } else {
+            name!(pb::AccessScope, d.access_scope)
+        },
+        lookback_start: opt_time(&d.lookback_start),
     }
 }
 
@@ -365,6 +385,12 @@ pub fn instruction(i: &pb::Instruction) -> Instruction {
         result: i.result.as_ref().map(result),
         resolved_by: i.resolved_by.clone(),
         lease_expires_at: i.lease_expires_at.as_ref().map(time),
+        access_scope: if i.access_scope == 0 {
+            String::new()
+        } else {
+            name!(pb::AccessScope, i.access_scope)
+        },
+        lookback_start: opt_time(&i.lookback_start),
     }
 }
 

@@ -48,6 +48,19 @@ pub fn new_request(
         "requester_evidence",
         requester_evidence(&req.requester_evidence, requester),
     );
+    let lookback_start = v
+        .take(
+            "",
+            super::parse_timestamp(req.lookback_start, "lookback_start"),
+        )
+        .flatten();
+    if let (Some(kind), Some(jurisdiction), Some(at)) = (kind, jurisdiction, submitted_at) {
+        let made = at.unwrap_or(now);
+        v.take(
+            "lookback_start",
+            crate::domain::lookback::check(kind, jurisdiction, made, lookback_start),
+        );
+    }
 
     let request = (|| {
         Some(NewRequest {
@@ -63,6 +76,7 @@ pub fn new_request(
             labels: labels?,
             access_scope: access_scope?,
             requester_evidence: requester_evidence?,
+            lookback_start,
         })
     })();
     conclude(v, request)
@@ -228,6 +242,7 @@ pub fn request(r: &RequestSummary, now: Timestamp) -> pb::DataSubjectRequest {
             .unwrap_or_default(),
         access_scope: r.access_scope.map_or(0, ProtoEnum::number),
         requester_evidence: r.requester_evidence.clone().unwrap_or_default(),
+        lookback_start: opt_timestamp(r.lookback_start),
         receipt_confirm_by: opt_timestamp(r.receipt.confirm_by),
         receipt_confirmed_at: opt_timestamp(r.receipt.confirmed_at),
         receipt_confirmed_by: r.receipt.confirmed_by.clone().unwrap_or_default(),

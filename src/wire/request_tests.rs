@@ -38,6 +38,7 @@ fn valid() -> pb::SubmitRequestRequest {
         labels: HashMap::from([("ticket".into(), "T-1".into())]),
         access_scope: 0,
         requester_evidence: String::new(),
+        lookback_start: None,
     }
 }
 
@@ -193,6 +194,7 @@ fn stored_requests_go_out_without_identity_values() {
         submitted_by: None,
         access_scope: Some(AccessScope::Categories),
         requester_evidence: Some("DOC-77".into()),
+        lookback_start: None,
         receipt: crate::domain::Receipt {
             confirm_by: Some(now() - TimeDelta::days(1)),
             confirmed_at: None,

@@ -16,6 +16,7 @@ backends!(
     a_processor_uploads_a_hundred_thousand_records_in_chunks,
     the_export_validates_against_its_published_schema,
     a_categories_only_request_has_nothing_to_export,
+    processors_are_told_what_the_person_asks,
 );
 
 /// An access request for `email`, asking for `scope`.
@@ -548,5 +549,70 @@ async fn a_categories_only_request_has_nothing_to_export(db: TestDb) {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    app.stop().await;
+}
+
+/// An access instruction tells its processor (pushed or pulled) the scope
+/// and how far back to look: under the CCPA 12 months unless the person
+/// asked for more, back to 2022; under the GDPR everything.
+async fn processors_are_told_what_the_person_asks(db: TestDb) {
+    use chrono::{Months, TimeZone, Utc};
+    let app = TestApp::spawn(&db).await;
+    let pushed = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("crm", &pushed.endpoint())).await;
+    let token = register(&app, pull_processor("puller", 60_000)).await;
+    let when = |t: &Timestamp| Utc.timestamp_opt(t.seconds, t.nanos as u32).unwrap();
+
+    let req = submit(
+        &app,
+        access("asks-hal@example.com", pb::AccessScope::SpecificPieces),
+    )
+    .await;
+    let submitted = when(req.submitted_at.as_ref().unwrap());
+    let year_before = submitted.checked_sub_months(Months::new(12)).unwrap();
+    assert_eq!(req.lookback_start.as_ref().map(when), Some(year_before));
+    pushed.wait_for_calls(1).await;
+    let delivered = &pushed.deliveries()[0];
+    assert_eq!(
+        delivered.access_scope,
+        pb::AccessScope::SpecificPieces as i32
+    );
+    assert_eq!(
+        delivered.lookback_start.as_ref().map(when),
+        Some(year_before)
+    );
+    let pulled = pull(&app, &token, 10).await;
+    assert_eq!(
+        pulled[0].access_scope,
+        pb::AccessScope::SpecificPieces as i32
+    );
+    assert_eq!(
+        pulled[0].lookback_start.as_ref().map(when),
+        Some(year_before)
+    );
+
+    // Further back, to 2022, on request; not before.
+    let start_2022 = Timestamp {
+        seconds: 1_640_995_200,
+        nanos: 0,
+    };
+    let mut further = access("asks-ida@example.com", pb::AccessScope::Categories);
+    further.lookback_start = Some(start_2022);
+    let req = submit(&app, further.clone()).await;
+    assert_eq!(req.lookback_start, Some(start_2022));
+    further.request_id = new_id();
+    further.lookback_start = Some(Timestamp {
+        seconds: start_2022.seconds - 1,
+        nanos: 0,
+    });
+    let refused = submit_rejected(&app, further).await;
+    assert_eq!(violations(&refused), ["lookback_start"]);
+
+    // The GDPR covers everything held.
+    let mut gdpr = access("asks-jo@example.com", pb::AccessScope::Categories);
+    gdpr.jurisdiction = pb::Jurisdiction::Gdpr as i32;
+    gdpr.verification.as_mut().unwrap().level = pb::VerificationLevel::ReasonablyHigh as i32;
+    let req = submit(&app, gdpr).await;
+    assert_eq!(req.lookback_start, None);
     app.stop().await;
 }

@@ -260,5 +260,6 @@ fn new_request() -> dsr_orchestrator::domain::NewRequest {
         labels: Labels::default(),
         access_scope: None,
         requester_evidence: None,
+        lookback_start: None,
     }
 }

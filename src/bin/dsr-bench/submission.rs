@@ -62,6 +62,7 @@ pub fn deletion(request_id: String, processor_ids: &[String]) -> pb::SubmitReque
         labels: Default::default(),
         access_scope: 0,
         requester_evidence: String::new(),
+        lookback_start: None,
     }
 }
 

@@ -142,7 +142,7 @@ const INSERT_REQUESTS: &str = "insert into requests (id, kind, jurisdiction, sta
      submitted_at, received_at, channel, requester, verification_level, verification_method, \
      labels, identity_types, subject, fingerprint, open_instructions, event_seq, \
      submitted_by, confirm_by, respond_by, access_scope, requester_evidence, denied, \
-     audit_head) ";
+     audit_head, lookback_start) ";
 
 /// Appends a `SELECT` of the planned requests as `requests` rows, each
 /// with the head of its audit trail (`heads`, its first event's hash), its
@@ -178,6 +178,7 @@ fn select_requests(
             ("requester_evidence", Col::Text),
             ("denied", Col::Text),
             ("audit_head", Col::Text),
+            ("lookback_start", Col::Int),
         ],
         planned.iter().map(|p| {
             let (job, req) = (p.job, &p.job.req);
@@ -206,6 +207,7 @@ fn select_requests(
                 Bind::from(req.requester_evidence.clone()),
                 Bind::from((!job.terms.verified).then(|| "UNVERIFIED".to_string())),
                 Bind::from(heads.get(&req.id).cloned()),
+                Bind::from(req.lookback_start.map(micros)),
             ]
         }),
     );

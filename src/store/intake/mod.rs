@@ -307,6 +307,12 @@ impl Store {
                 submitted_by: Some(job.actor.clone()),
                 access_scope: req.access_scope,
                 requester_evidence: req.requester_evidence.clone(),
+                lookback_start: crate::domain::lookback::in_force(
+                    req.kind,
+                    req.jurisdiction,
+                    req.submitted_at.unwrap_or(job.now),
+                    req.lookback_start,
+                ),
                 receipt: Receipt {
                     confirm_by: job.terms.deadlines.confirm_by,
                     confirmed_at: None,

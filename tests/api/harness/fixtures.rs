@@ -139,6 +139,7 @@ pub fn deletion(email: &str) -> pb::SubmitRequestRequest {
         labels: Default::default(),
         access_scope: 0,
         requester_evidence: String::new(),
+        lookback_start: None,
     }
 }
 
