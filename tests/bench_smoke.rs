@@ -38,6 +38,14 @@ fn run(scenario: &str, args: &[impl AsRef<str>]) {
     let report = bench(&all);
     assert_eq!(report["scenario"], scenario, "{report}");
     assert_eq!(report["records_complete"], true, "{report}");
+    if scenario == "access-report" {
+        assert_eq!(report["records"], 2500, "{report}");
+        assert!(
+            report["report_records_per_sec"].as_f64().is_some(),
+            "{report}"
+        );
+        return;
+    }
     if scenario == "intake" {
         let rate = report["requests_per_sec"].as_f64().unwrap_or_default();
         assert!(rate > 0.0, "{report}");
@@ -59,6 +67,7 @@ fn run(scenario: &str, args: &[impl AsRef<str>]) {
 const INTAKE: &[&str] = &["--duration", "1", "--clients", "4"];
 const FANOUT: &[&str] = &["--requests", "20", "--processors", "3"];
 const BACKLOG: &[&str] = &["--preload", "20", "--requests", "10"];
+const ACCESS_REPORT: &[&str] = &["--requests", "2500"];
 
 fn on_postgres(args: &[&str]) -> Vec<String> {
     let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -81,7 +90,12 @@ fn main() {
         );
     }
     let mut trials = Vec::new();
-    for (scenario, args) in [("intake", INTAKE), ("fanout", FANOUT), ("backlog", BACKLOG)] {
+    for (scenario, args) in [
+        ("intake", INTAKE),
+        ("fanout", FANOUT),
+        ("backlog", BACKLOG),
+        ("access-report", ACCESS_REPORT),
+    ] {
         trials.push(Trial::test(format!("{scenario}_sqlite"), move || {
             run(scenario, args);
             Ok(())

@@ -22,6 +22,9 @@ pub enum ScenarioKind {
     /// Preload K finished requests, then run `fanout`: does the cost per
     /// request grow with the history?
     Backlog,
+    /// One processor uploads R data records in chunks; its access report
+    /// is streamed back: records/s each way, and the server's peak memory.
+    AccessReport,
 }
 
 impl ScenarioKind {
@@ -31,6 +34,7 @@ impl ScenarioKind {
             Self::Intake => "intake",
             Self::Fanout => "fanout",
             Self::Backlog => "backlog",
+            Self::AccessReport => "access-report",
         }
     }
 }
@@ -105,7 +109,7 @@ pub struct Cli {
     pub backend: Option<Backend>,
 
     /// fanout/backlog: requests to submit and follow to their records
-    /// [default: 2000].
+    /// [default: 2000]; access-report: records to upload [default: 100000].
     #[arg(long)]
     pub requests: Option<u64>,
 
@@ -232,6 +236,7 @@ impl Cli {
                 }
                 0
             }
+            ScenarioKind::AccessReport => self.requests.unwrap_or(100_000),
             _ => self.requests.unwrap_or(2000),
         };
         if self.scenario != ScenarioKind::Intake && requests == 0 {

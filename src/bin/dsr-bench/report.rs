@@ -76,6 +76,12 @@ pub struct Report {
     /// per instruction from the first submit to the last record verified
     /// (the whole cluster's WAL).
     pub wal_bytes_per_instruction: Option<f64>,
+    /// access-report: data records uploaded.
+    pub records: Option<u64>,
+    /// access-report: records uploaded per second (in chunks of 1,000).
+    pub upload_records_per_sec: Option<f64>,
+    /// access-report: specific pieces streamed per second in the report.
+    pub report_records_per_sec: Option<f64>,
 }
 
 /// Three decimals are plenty and keep the JSON readable.
@@ -103,6 +109,8 @@ impl Report {
             &mut self.machine_cpu_pct,
             &mut self.finished_requests_per_sec,
             &mut self.wal_bytes_per_instruction,
+            &mut self.upload_records_per_sec,
+            &mut self.report_records_per_sec,
         ] {
             r(field);
         }
@@ -181,6 +189,15 @@ impl Report {
             (
                 "WAL/instruction",
                 num(self.wal_bytes_per_instruction, " bytes"),
+            ),
+            (
+                "data records",
+                format!(
+                    "{}  upload {}  report {}",
+                    self.records.map_or("-".into(), |n| n.to_string()),
+                    num(self.upload_records_per_sec, "/s"),
+                    num(self.report_records_per_sec, "/s")
+                ),
             ),
             ("records complete", self.records_complete.to_string()),
         ];

@@ -1,8 +1,9 @@
-//! The three scenarios. Each starts from a [`Bench`] (the target, the
+//! The scenarios. Each starts from a [`Bench`] (the target, the
 //! registered fake processors and the settings) and returns a [`Report`];
 //! none of them starts or stops the orchestrator, so the same code measures
 //! a spawned server and a `--target`.
 
+mod access_report;
 mod backlog;
 mod fanout;
 mod intake;
@@ -78,5 +79,6 @@ pub async fn run(settings: &Settings, target: &Target) -> anyhow::Result<Report>
         ScenarioKind::Intake => intake::run(&bench).await,
         ScenarioKind::Fanout => fanout::run(&bench).await,
         ScenarioKind::Backlog => backlog::run(&bench).await,
+        ScenarioKind::AccessReport => access_report::run(&bench).await,
     }
 }
