@@ -182,9 +182,13 @@ pub(super) async fn apply(
             .bind(to.is_terminal().then(|| micros(now)))
             // A final result counts the records uploaded in chunks too (the
             // row lock taken above keeps any from coming in after).
+            // Only access and portability instructions have chunks: the
+            // others (most of them) never look.
             .push(if to.is_terminal() {
-                ", data_records = v.data_records + coalesce((select sum(c.records) \
-                 from data_record_chunks c where c.instruction_id = instructions.id), 0)"
+                ", data_records = v.data_records + case \
+                 when instructions.kind in ('ACCESS', 'PORTABILITY') then coalesce(( \
+                 select sum(c.records) from data_record_chunks c \
+                 where c.instruction_id = instructions.id), 0) else 0 end"
             } else {
                 ", data_records = v.data_records"
             })
