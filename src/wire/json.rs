@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::json_records::{DataRecord, UploadAnswer, UploadBody, record_json, record_pb};
+pub use super::time::rfc3339 as time;
 use crate::domain::Violations;
 use crate::pb;
 
@@ -232,13 +233,6 @@ pub fn decode_error(e: &serde_json::Error) -> String {
         e.line(),
         e.column()
     )
-}
-
-/// An RFC 3339 timestamp (microseconds, `Z`).
-pub fn time(t: &prost_types::Timestamp) -> String {
-    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn opt_time(t: &Option<prost_types::Timestamp>) -> String {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::json::time;
+use super::time::rfc3339 as time;
 use crate::domain::Violations;
 use crate::pb;
 

@@ -95,6 +95,14 @@ pub(super) fn duration_pb(d: Duration) -> prost_types::Duration {
     }
 }
 
+/// An RFC 3339 timestamp (microseconds, `Z`), as the JSON of the HTTP
+/// callback API and the exports write it.
+pub fn rfc3339(t: &prost_types::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
