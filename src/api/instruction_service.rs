@@ -189,9 +189,9 @@ impl InstructionApi {
             i.subject_identities = c.identities.iter().map(wire::identity_pb).collect();
             // An access instruction says what the person asks.
             if c.instruction.kind.returns_data() {
-                let r = self.store.request(c.instruction.request_id).await?;
-                let asks = wire::deliver_request(&c.instruction, &[], false, Some(&r));
-                (i.access_scope, i.lookback_start) = (asks.access_scope, asks.lookback_start);
+                let r = Some(self.store.request(c.instruction.request_id).await?);
+                i.access_scope = wire::access_scope_of(r.as_ref());
+                i.lookback_start = wire::lookback_of(r.as_ref());
             }
             instructions.push(i);
         }

@@ -24,7 +24,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, Protocol};
-use super::grpc::{Channels, classify, inject_trace_context};
+use super::grpc::{Channels, call_to, classify};
 use crate::domain::InstructionId;
 use crate::pb;
 use crate::pb::request_service_client::RequestServiceClient;
@@ -54,9 +54,7 @@ impl FederationAdapter {
 
 /// `message` as a call to `endpoint`: its deadline, our token, the trace.
 fn call<T>(endpoint: &Endpoint<'_>, message: T) -> Result<tonic::Request<T>, DeliveryError> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(endpoint.timeout);
-    inject_trace_context(&mut request);
+    let mut request = call_to(endpoint, message);
     if let Protocol::Dsr {
         token_file: Some(path),
     } = endpoint.protocol

@@ -107,9 +107,18 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// `message` as a call to `endpoint`: its deadline, and the current span's
+/// trace context.
+pub(super) fn call_to<T>(endpoint: &Endpoint<'_>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(endpoint.timeout);
+    inject_trace_context(&mut request);
+    request
+}
+
 /// Puts the current span's W3C trace context into the call's metadata, so
 /// the processor's own spans join the trace.
-pub(super) fn inject_trace_context<T>(request: &mut tonic::Request<T>) {
+fn inject_trace_context<T>(request: &mut tonic::Request<T>) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = tracing::Span::current().context();
     opentelemetry::global::get_text_map_propagator(|p| {
@@ -185,9 +194,7 @@ impl Adapter for GrpcAdapter {
             delivery.reminder,
             delivery.request,
         );
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(endpoint.timeout);
-        inject_trace_context(&mut request);
+        let request = call_to(&endpoint, message);
         let response = self
             .client(&endpoint)?
             .deliver_instruction(request)
@@ -203,12 +210,11 @@ impl Adapter for GrpcAdapter {
         instruction: InstructionId,
         reason: &str,
     ) -> Result<(), DeliveryError> {
-        let mut request = tonic::Request::new(CancelInstructionRequest {
+        let message = CancelInstructionRequest {
             instruction_id: instruction.to_string(),
             reason: reason.to_string(),
-        });
-        request.set_timeout(endpoint.timeout);
-        inject_trace_context(&mut request);
+        };
+        let request = call_to(&endpoint, message);
         self.client(&endpoint)?
             .cancel_instruction(request)
             .await

@@ -34,7 +34,7 @@ pub struct ChunkTotals {
     pub records: u64,
 }
 
-/// Why a chunk was not taken.
+/// Why a chunk is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkRefused {
     /// The instruction is another processor's (or does not exist).

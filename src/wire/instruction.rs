@@ -230,11 +230,24 @@ pub fn deliver_request(
         subject_identities: identities.iter().map(super::identity_pb).collect(),
         attempt: i.attempts,
         reminder,
-        access_scope: request
-            .and_then(|r| r.access_scope)
-            .map_or(0, ProtoEnum::number),
-        lookback_start: request.and_then(|r| opt_timestamp(r.lookback_start)),
+        access_scope: access_scope_of(request),
+        lookback_start: lookback_of(request),
     }
+}
+
+/// An access request's scope on the wire (0 for none, or no request).
+pub fn access_scope_of(request: Option<&crate::domain::RequestSummary>) -> i32 {
+    request
+        .and_then(|r| r.access_scope)
+        .map_or(0, ProtoEnum::number)
+}
+
+/// The start of an access or portability request's look-back on the
+/// wire, if it has one.
+pub fn lookback_of(
+    request: Option<&crate::domain::RequestSummary>,
+) -> Option<prost_types::Timestamp> {
+    request.and_then(|r| opt_timestamp(r.lookback_start))
 }
 
 #[cfg(test)]

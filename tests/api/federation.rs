@@ -203,11 +203,6 @@ async fn a_downstream_that_refuses_the_caller_escalates(db: TestDb) {
     let req = submit(&upstream, deletion("federated-hal@example.com")).await;
     let id = &req.instructions[0].instruction_id;
     let escalated = wait_for_state(&upstream, id, pb::InstructionState::Escalated).await;
-    let codes: Vec<&str> = escalated
-        .history
-        .iter()
-        .map(|a| a.error_code.as_str())
-        .collect();
-    assert_eq!(codes, ["UNAUTHENTICATED"]);
+    assert_eq!(error_codes(&escalated), ["UNAUTHENTICATED"]);
     assert!(all_requests(&downstream).await.is_empty());
 }

@@ -146,12 +146,7 @@ async fn a_refused_opendsr_request_escalates(db: TestDb) {
     let req = submit(&app, deletion("opendsr-kim@example.com")).await;
     let id = &req.instructions[0].instruction_id;
     let escalated = wait_for_state(&app, id, pb::InstructionState::Escalated).await;
-    let codes: Vec<&str> = escalated
-        .history
-        .iter()
-        .map(|a| a.error_code.as_str())
-        .collect();
-    assert_eq!(codes, ["HTTP_400"]);
+    assert_eq!(error_codes(&escalated), ["HTTP_400"]);
     app.stop().await;
 }
 

@@ -395,3 +395,12 @@ pub async fn wait_for_state(
         .expect("state not reached in time");
     find().await
 }
+
+/// The error code of each delivery attempt of `instruction`, in order.
+pub fn error_codes(instruction: &pb::Instruction) -> Vec<&str> {
+    instruction
+        .history
+        .iter()
+        .map(|a| a.error_code.as_str())
+        .collect()
+}
