@@ -44,6 +44,7 @@ fn run(scenario: &str, args: &[impl AsRef<str>]) {
             report["report_records_per_sec"].as_f64().is_some(),
             "{report}"
         );
+        assert!(report["close_ms"].as_f64().is_some(), "{report}");
         return;
     }
     if scenario == "intake" {

@@ -18,9 +18,9 @@ use tonic::{Request, Status};
 use super::error::{ApiError, ApiResult};
 use super::request_service::{RequestApi, visible};
 use crate::auth::Caller;
+use crate::domain::export::pieces_owed;
 use crate::domain::{
     AccessScope, CompletionRecord, DataRecord, Disclosures, InstructionId, InstructionState,
-    RequestKind,
 };
 use crate::pb;
 use crate::pb::access_report_part::Part;
@@ -28,20 +28,20 @@ use crate::store::Store;
 use crate::wire;
 
 impl RequestApi {
-    /// The completion record (and its digest) of a finished access or
-    /// portability request `caller` may see, its scope, and whether the
-    /// specific pieces are part of what the person gets.
+    /// The completion record of a finished access or portability request
+    /// `caller` may see, its scope, and whether the specific pieces are
+    /// part of what the person gets.
     pub(super) async fn finished_access<T>(
         &self,
         request: &Request<T>,
         id: &str,
-    ) -> ApiResult<(CompletionRecord, String, Option<AccessScope>, bool)> {
+    ) -> ApiResult<(CompletionRecord, Option<AccessScope>, bool)> {
         let id = wire::parse_request_id(id, "request_id")?;
         tracing::Span::current().record("request_id", tracing::field::display(id));
         let summary = self.store.request(id).await?;
         visible(&Caller::of(request), &summary)?;
-        let (record, digest) = match self.store.completion_record(id).await {
-            Ok((record, digest, _)) => (record, digest),
+        let record = match self.store.completion_record(id).await {
+            Ok((record, _, _)) => record,
             Err(crate::store::StoreError::NotFound(_)) => {
                 return Err(ApiError::FailedPrecondition(format!(
                     "request {id} is still open: its report follows its last answer"
@@ -50,7 +50,10 @@ impl RequestApi {
             Err(e) => return Err(e.into()),
         };
         let pieces = scope_of(&record, summary.access_scope)?;
-        Ok((record, digest, summary.access_scope, pieces))
+        if summary.identities_erased_at.is_some() {
+            return Err(erased(id));
+        }
+        Ok((record, summary.access_scope, pieces))
     }
 
     /// Who fetches a report or an export, now.
@@ -69,13 +72,9 @@ pub const PIECES_PER_PART: usize = 500;
 /// of a finished ACCESS or PORTABILITY request, and whether the specific
 /// pieces are in it.
 pub fn scope_of(record: &CompletionRecord, scope: Option<AccessScope>) -> ApiResult<bool> {
-    match record.kind {
-        RequestKind::Portability => Ok(true),
-        RequestKind::Access => Ok(scope == Some(AccessScope::SpecificPieces)),
-        other => Err(ApiError::FailedPrecondition(format!(
-            "a {other} request has no access report"
-        ))),
-    }
+    pieces_owed(record.kind, scope).ok_or_else(|| {
+        ApiError::FailedPrecondition(format!("a {} request has no access report", record.kind))
+    })
 }
 
 /// Sends the report of `record` into `tx`, stopping early if the reader
@@ -136,11 +135,7 @@ async fn produce(
             }
         }
         if disclosed.pieces < u64::from(line.data_records) {
-            return Err(ApiError::FailedPrecondition(format!(
-                "the data of request {} was erased after its report window",
-                record.request_id
-            ))
-            .into());
+            return Err(erased(record.request_id).into());
         }
         totals.merge(&disclosed);
         let explanation = match line.state {
@@ -180,6 +175,13 @@ async fn produce(
         )
         .await?;
     send(Part::Totals(disclosures_pb(&totals))).await
+}
+
+/// The answer once a request's data is gone.
+fn erased(id: crate::domain::RequestId) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "the data of request {id} was erased after its report window"
+    ))
 }
 
 /// Who is fetching, for the audit trail.

@@ -2,16 +2,16 @@
 //! portability request, streamed.
 //!
 //! The JSON form is one document, `access-export.json`, whose shape is
-//! published as `docs/access-export.schema.json` (format
-//! `dsr-orchestrator/access-export`, version 1): the request's facts, then
-//! each processor in id order with how it answered and its records. The
-//! CSV form is one file per category present, `<category>.csv`, with a
-//! header row. Either is written as it is read, one batch of records at a
-//! time, in chunks of [`CHUNK_BYTES`], each file's SHA-256 computed on the
-//! way and sent with its last chunk. The document holds nothing that
-//! changes between two exports of the same request (no time of export), so
-//! its digest does not change either. Each file's fetch, with its digest,
-//! goes on the request's audit trail before its last chunk is sent.
+//! published as `docs/access-export.schema.json` and written by
+//! [`ExportJson`]: the request's facts, then each processor in id order
+//! with how it answered and its records. Its SHA-256 is the completion
+//! record's `export_sha256`, hashed from the same bytes when the request
+//! closed. The CSV form is one file per category present,
+//! `<category>.csv`, with a header row. Either is written as it is read,
+//! one batch of records at a time, in chunks of [`CHUNK_BYTES`], each
+//! file's SHA-256 computed on the way and sent with its last chunk. Each
+//! file's fetch, with its digest, goes on the request's audit trail before
+//! its last chunk is sent.
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -19,17 +19,13 @@ use tonic::Status;
 
 use super::access_report::{Fetch, batches_of, read};
 use super::error::ApiError;
-use crate::domain::{CATEGORIES, CompletionRecord, DataRecord, InstructionState};
+use crate::domain::export::{ExportJson, rfc3339};
+use crate::domain::{CATEGORIES, CompletionRecord, InstructionState};
 use crate::pb;
 use crate::store::Store;
-use crate::wire::{self, json};
 
 /// Most bytes in one chunk.
 pub const CHUNK_BYTES: usize = 64 * 1024;
-/// The JSON document's format name and version.
-pub const FORMAT: &str = "dsr-orchestrator/access-export";
-/// Its version.
-pub const VERSION: u32 = 1;
 
 type Sender = mpsc::Sender<Result<pb::ExportChunk, Status>>;
 
@@ -58,11 +54,17 @@ impl<'a> File<'a> {
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), Status> {
+    /// Adds `bytes`, sending every chunk that fills up (none larger than
+    /// [`CHUNK_BYTES`]).
+    async fn write(&mut self, mut bytes: &[u8]) -> Result<(), Status> {
         self.hash.update(bytes);
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= CHUNK_BYTES {
-            self.send(String::new()).await?;
+        while !bytes.is_empty() {
+            let take = bytes.len().min(CHUNK_BYTES - self.buf.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buf.len() == CHUNK_BYTES {
+                self.send(String::new()).await?;
+            }
         }
         Ok(())
     }
@@ -94,11 +96,9 @@ impl<'a> File<'a> {
 }
 
 /// Sends the export of `record` in `format` into `tx`.
-/// (`digest` is the record's, which the JSON document names.)
 pub async fn stream(
     store: Store,
     record: CompletionRecord,
-    digest: String,
     format: pb::ExportFormat,
     fetch: Fetch,
     tx: Sender,
@@ -110,72 +110,32 @@ pub async fn stream(
     };
     let sent = match format {
         pb::ExportFormat::Csv => csv(&fetched, &tx).await,
-        _ => json_document(&fetched, &digest, &tx).await,
+        _ => json_document(&fetched, &tx).await,
     };
     if let Err(status) = sent {
         let _ = tx.send(Err(status)).await;
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("export values serialise")
-}
-
-fn record_json(r: &DataRecord) -> json::DataRecord {
-    json::record_json(&wire::data_record_pb(r))
-}
-
-async fn json_document(fetched: &Fetched<'_>, digest: &str, tx: &Sender) -> Result<(), Status> {
+/// The JSON document, written by [`ExportJson`] as the closing
+/// transaction hashed it into the record's `export_sha256`.
+async fn json_document(fetched: &Fetched<'_>, tx: &Sender) -> Result<(), Status> {
     let (store, record) = (fetched.store, fetched.record);
     let mut file = File::new("access-export.json", tx);
-    let request = serde_json::json!({
-        "request_id": record.request_id.to_string(),
-        "kind": record.kind.as_str(),
-        "jurisdiction": record.jurisdiction.as_str(),
-        "submitted_at": wire::json::time(&wire::timestamp(record.submitted_at)),
-        "responded_at": wire::json::time(&wire::timestamp(record.responded_at)),
-        "record_digest": digest,
-    });
-    let head = format!(
-        r#"{{"format":"{FORMAT}","version":{VERSION},"request":{},"processors":["#,
-        String::from_utf8(to_json(&request)).expect("JSON is UTF-8")
-    );
-    file.write(head.as_bytes()).await?;
-    for (n, line) in record.lines.iter().enumerate() {
-        let mut answer = serde_json::json!({
-            "processor_id": line.processor_id.as_str(),
-            "display_name": line.display_name,
-            "state": line.state.as_str(),
-        });
-        if let Some(e) = line.exception {
-            answer["exception"] = e.as_str().into();
-            answer["explanation"] = line.explanation.clone().into();
-        }
-        if line.state == InstructionState::Failed {
-            answer["reason"] = line.reason.clone().into();
-        }
-        let mut opening = to_json(&answer);
-        opening.pop(); // the closing brace: the records follow
-        if n > 0 {
-            file.write(b",").await?;
-        }
-        file.write(&opening).await?;
-        file.write(br#","records":["#).await?;
-        let mut first = true;
+    let (mut doc, head) = ExportJson::head(record);
+    file.write(&head).await?;
+    for line in &record.lines {
+        file.write(&doc.open(line)).await?;
         if line.state == InstructionState::Completed {
             for batch in batches_of(store, line.instruction_id).await? {
                 for r in read(store, line.instruction_id, batch).await? {
-                    if !first {
-                        file.write(b",").await?;
-                    }
-                    first = false;
-                    file.write(&to_json(&record_json(&r))).await?;
+                    file.write(&doc.record(&r)).await?;
                 }
             }
         }
-        file.write(b"]}").await?;
+        file.write(doc.close()).await?;
     }
-    file.write(b"]}").await?;
+    file.write(doc.tail()).await?;
     file.finish(fetched).await
 }
 
@@ -217,17 +177,16 @@ async fn csv(fetched: &Fetched<'_>, tx: &Sender) -> Result<(), Status> {
                     if r.category != *category {
                         continue;
                     }
-                    let j = record_json(&r);
                     let row = [
                         field(line.processor_id.as_str()),
-                        field(&j.field),
-                        field(&j.value),
-                        field(&j.source),
-                        field(&j.purpose),
-                        field(&j.collected_at),
-                        field(&j.disclosed_to.join("; ")),
-                        (if j.sold_or_shared { "true" } else { "false" }).to_string(),
-                        field(&j.category_label),
+                        field(&r.field),
+                        field(&r.value),
+                        field(&r.source),
+                        field(&r.purpose),
+                        r.collected_at.map(rfc3339).unwrap_or_default(),
+                        field(&r.disclosed_to.join("; ")),
+                        (if r.sold_or_shared { "true" } else { "false" }).to_string(),
+                        field(&r.category_label),
                     ]
                     .join(",");
                     file.write(row.as_bytes()).await?;

@@ -241,7 +241,7 @@ impl RequestService for RequestApi {
         &self,
         request: Request<pb::GetAccessReportRequest>,
     ) -> Result<Response<Self::GetAccessReportStream>, Status> {
-        let (record, _, scope, pieces) = self
+        let (record, scope, pieces) = self
             .finished_access(&request, &request.get_ref().request_id)
             .await?;
         let fetch = self.fetch(&request);
@@ -270,7 +270,7 @@ impl RequestService for RequestApi {
                 "must be one of EXPORT_FORMAT_JSON, EXPORT_FORMAT_CSV",
             ))
         })?;
-        let (record, digest, _, pieces) = self
+        let (record, _, pieces) = self
             .finished_access(&request, &request.get_ref().request_id)
             .await?;
         export::exportable(pieces)?;
@@ -279,7 +279,6 @@ impl RequestService for RequestApi {
         tokio::spawn(export::stream(
             self.store.clone(),
             record,
-            digest,
             format,
             fetch,
             tx,

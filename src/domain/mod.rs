@@ -17,6 +17,7 @@ mod data_record;
 mod deadline;
 mod enums;
 pub mod exceptions;
+pub mod export;
 mod fan_out;
 mod ids;
 mod instruction;

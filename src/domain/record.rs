@@ -153,6 +153,12 @@ pub struct CompletionRecord {
     /// trail (empty in records written before the trail was chained).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub audit_head: String,
+    /// The SHA-256 (lower-case hex) of the request's portable export, the
+    /// JSON document `ExportAccessData` streams (see
+    /// [`super::export`]): set on finished access requests that asked for
+    /// the specific pieces, and on portability requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_sha256: Option<String>,
 }
 
 /// The facts of a request a record restates, as its closing update
@@ -258,6 +264,7 @@ impl CompletionRecord {
             on_time: Some(responded_at <= respond_by),
             access_scope,
             audit_head: String::new(),
+            export_sha256: None,
         }
     }
 

@@ -23,6 +23,7 @@ use super::{Backend, Effects, StoreError};
 use crate::domain::{
     Actor, InstructionState, InstructionView, RequestId, RequestStatus, Timestamp,
 };
+use crate::seal::Keyring;
 
 /// Who makes the changes of one call, for their events.
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +79,7 @@ pub(super) async fn lock_rows(
 pub(super) async fn after_changes(
     conn: &mut AnyConnection,
     backend: Backend,
+    keys: &Keyring,
     changed: &[InstructionView],
     by: By<'_>,
     now: Timestamp,
@@ -182,7 +184,7 @@ pub(super) async fn after_changes(
             note: None,
         });
     }
-    let (records, last) = record_closed(conn, backend, &closed, now, effects).await?;
+    let (records, last) = record_closed(conn, backend, keys, &closed, now, effects).await?;
     for last in last {
         let actor = closer.get(&last.request).copied();
         events.push(NewEvent { actor, ..last });

@@ -322,6 +322,7 @@ impl Store {
             after_changes(
                 &mut tx,
                 self.backend,
+                &self.keys,
                 &views,
                 By::Dispatch,
                 now,
@@ -337,6 +338,7 @@ impl Store {
             apply(
                 &mut tx,
                 self.backend,
+                &self.keys,
                 &unreadable,
                 By::Dispatch,
                 now,

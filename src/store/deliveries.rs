@@ -125,6 +125,7 @@ impl Store {
         let changed = apply(
             &mut tx,
             self.backend,
+            &self.keys,
             &changes,
             By::Dispatch,
             now,

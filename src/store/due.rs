@@ -192,6 +192,7 @@ impl Store {
         after_changes(
             &mut tx,
             self.backend,
+            &self.keys,
             &views,
             By::Dispatch,
             now,

@@ -127,6 +127,7 @@ impl Store {
         let changed = apply(
             &mut tx,
             self.backend,
+            &self.keys,
             std::slice::from_ref(&change),
             By::Actor(actor),
             now,

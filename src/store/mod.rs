@@ -36,6 +36,7 @@ mod due;
 mod erase;
 mod error;
 mod events;
+mod export_digest;
 mod fetches;
 mod instructions;
 mod intake;

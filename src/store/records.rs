@@ -10,12 +10,15 @@ use sqlx::{AnyConnection, Row};
 use super::audit::write_trail;
 use super::codec::{from_json, instruction, micros, opt_time, parsed, qualified, request_id, time};
 use super::events::{EventKind, NewEvent};
+use super::export_digest::export_sha256;
 use super::sql::Sql;
 use super::{Backend, ClosedRequest, Effects, Store, StoreError};
+use crate::domain::export::pieces_owed;
 use crate::domain::{
     AccessScope, Actor, CompletionRecord, Extension, InstructionView, ProcessorLine, RecordFacts,
     RequestId, RequestStatus, Timestamp, Verification,
 };
+use crate::seal::Keyring;
 
 /// What a closing update of `requests` returns: the facts a record is
 /// assembled from, the request's last sequence number and status, and the
@@ -72,6 +75,7 @@ pub(super) fn extension_of(row: &AnyRow) -> Result<Option<Extension>, StoreError
 pub(super) async fn write_records(
     conn: &mut AnyConnection,
     backend: Backend,
+    keys: &Keyring,
     requests: &[(RequestId, &Actor)],
     now: Timestamp,
     effects: &mut Effects,
@@ -92,7 +96,7 @@ pub(super) async fn write_records(
     let closed = sql.query().fetch_all(&mut *conn).await?;
     let heads = heads_of(&closed)?;
     let closed: Vec<&AnyRow> = closed.iter().collect();
-    let (records, last) = record_closed(conn, backend, &closed, now, effects).await?;
+    let (records, last) = record_closed(conn, backend, keys, &closed, now, effects).await?;
     let events: Vec<NewEvent> = last
         .into_iter()
         .map(|last| {
@@ -115,6 +119,7 @@ pub(super) async fn write_records(
 pub(super) async fn record_closed(
     conn: &mut AnyConnection,
     backend: Backend,
+    keys: &Keyring,
     closed: &[&AnyRow],
     now: Timestamp,
     effects: &mut Effects,
@@ -185,11 +190,21 @@ pub(super) async fn record_closed(
             cancel_reason: req.try_get("cancel_reason")?,
             denied_unverified: req.try_get::<Option<String>, _>("denied")?.is_some(),
         };
-        records.push(CompletionRecord::assemble(
-            facts,
-            now,
-            lines.remove(&id).unwrap_or_default(),
-        ));
+        let mut record =
+            CompletionRecord::assemble(facts, now, lines.remove(&id).unwrap_or_default());
+        if pieces_owed(record.kind, record.access_scope) == Some(true) {
+            record.export_sha256 = match export_sha256(conn, backend, keys, &record).await {
+                Ok(digest) => Some(digest),
+                // Records that do not open (a key removed too early) must
+                // not hold the request open: its record goes without.
+                Err(e @ (StoreError::Sealed(_) | StoreError::Corrupt(_))) => {
+                    tracing::error!(request_id = %id, error = %e, "the export digest could not be taken; the record goes without it");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        records.push(record);
     }
     effects.closed.extend(records.iter().map(|r| ClosedRequest {
         id: r.request_id,

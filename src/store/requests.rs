@@ -326,6 +326,7 @@ impl Store {
         apply(
             &mut tx,
             self.backend,
+            &self.keys,
             &changes,
             By::Actor(actor),
             now,

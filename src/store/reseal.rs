@@ -1,4 +1,5 @@
-//! Resealing: every sealed value (personal data, and webhook processors'
+//! Resealing: every sealed value (personal data, the chunks of data
+//! records uploaded for access requests, and webhook processors'
 //! signing secrets) under the active key, and nothing left
 //! from before sealing existed. One pass walks each column of personal
 //! data in id order, in batches of one transaction each, and seals again
@@ -15,11 +16,15 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
+use super::chunks::{CHUNK, chunk_row};
 use super::sealed::{PAYLOAD, RECORDS, SUBJECT, WEBHOOK_SECRET};
 use super::sql::{Bind, Col, Sql};
 use super::{Store, StoreError};
 use crate::domain::{DataRecord, InstructionResult, Subject, SubjectIdentity};
 use crate::seal::Keyring;
+
+/// Most chunks of data records resealed in one transaction.
+const CHUNKS_PER_TX: u32 = 8;
 
 /// What a resealing pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,9 +85,73 @@ impl Store {
         ] {
             self.reseal_column(column, batch, &mut done).await?;
         }
+        self.reseal_chunks(batch, &mut done).await?;
         self.move_records_out(batch, &mut done).await?;
         self.key_fingerprints(batch, &mut done).await?;
         Ok(done)
+    }
+
+    /// Reseals the chunks of data records uploaded for access requests
+    /// (keyed by instruction and index, each bound to both), at most
+    /// [`CHUNKS_PER_TX`] per transaction: a chunk holds up to 1,000
+    /// records.
+    async fn reseal_chunks(&self, batch: u32, done: &mut Resealed) -> Result<(), StoreError> {
+        let current = format!("v1:{}:", self.keys.active());
+        let mut after = (String::new(), -1i64);
+        loop {
+            let rows = Sql::new(
+                self.backend,
+                format!(
+                    "select instruction_id, chunk, sealed from data_record_chunks \
+                     where substr(sealed, 1, {}) <> ",
+                    current.len()
+                ),
+            )
+            .bind(current.clone())
+            .push(" and (instruction_id, chunk) > (")
+            .bind(after.0.clone())
+            .push(", ")
+            .bind(after.1)
+            .push(") order by instruction_id, chunk limit ")
+            .bind(i64::from(batch.min(CHUNKS_PER_TX)))
+            .query()
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = (last.try_get("instruction_id")?, last.try_get("chunk")?);
+            let mut tx = self.begin().await?;
+            for row in &rows {
+                let (id, index): (String, i64) =
+                    (row.try_get("instruction_id")?, row.try_get("chunk")?);
+                let old: String = row.try_get("sealed")?;
+                let bound_to = chunk_row(&id, index);
+                match self.open_json::<Vec<DataRecord>>(&old, CHUNK, &bound_to) {
+                    Ok(records) => {
+                        done.values +=
+                            Sql::new(self.backend, "update data_record_chunks set sealed = ")
+                                .bind(self.seal_json(&records, CHUNK, &bound_to))
+                                .push(" where instruction_id = ")
+                                .bind(id)
+                                .push(" and chunk = ")
+                                .bind(index)
+                                .push(" and sealed = ")
+                                .bind(old)
+                                .query()
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                    }
+                    Err(StoreError::Sealed(_) | StoreError::Corrupt(_)) => {
+                        let key = Keyring::key_of(&old).unwrap_or("unreadable");
+                        *done.unreadable.entry(key.to_string()).or_default() += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            tx.commit().await?;
+        }
     }
 
     async fn reseal_column(

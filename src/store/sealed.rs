@@ -12,12 +12,12 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::codec::from_opt_json;
 use super::sql::Sql;
 use super::transition::Change;
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use crate::domain::{DataRecord, InstructionId, InstructionResult};
 use crate::seal::{Keyring, bound};
 
@@ -56,15 +56,7 @@ impl Store {
         column: &str,
         id: impl std::fmt::Display,
     ) -> Result<T, StoreError> {
-        let json = if Keyring::is_sealed(text) {
-            self.keys
-                .open(text, &bound(column, &id))
-                .map_err(|e| StoreError::Sealed(format!("{column} of {id}: {e}")))?
-        } else {
-            text.as_bytes().to_vec()
-        };
-        serde_json::from_slice(&json)
-            .map_err(|e| StoreError::Corrupt(format!("{column} of {id}: {e}")))
+        open_json(&self.keys, text, column, id)
     }
 
     /// `change` with its result's data records taken out of the result
@@ -83,22 +75,8 @@ impl Store {
     /// The data records a processor returned for an instruction: none
     /// once they were erased.
     pub async fn data_records(&self, id: InstructionId) -> Result<Vec<DataRecord>, StoreError> {
-        let row = Sql::new(
-            self.backend,
-            "select sealed_records, result from instructions where id = ",
-        )
-        .bind(id.to_string())
-        .query()
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::not_found("instruction", id))?;
-        match row.try_get::<Option<String>, _>("sealed_records")? {
-            Some(text) => self.open_json(&text, RECORDS, id),
-            // Written before records were sealed apart: in the result.
-            None => Ok(from_opt_json::<InstructionResult>(&row, "result")?
-                .map(|r| r.records)
-                .unwrap_or_default()),
-        }
+        let mut conn = self.pool.acquire().await?;
+        result_records(&mut conn, self.backend, &self.keys, id).await
     }
 
     /// The idempotency fingerprint as stored: a keyed hash of the
@@ -106,5 +84,47 @@ impl Store {
     /// confirm a guessed identity.
     pub(super) fn keyed_fingerprint(&self, sha256: &str) -> String {
         format!("h:{}", self.keys.keyed_hash(&["fingerprint", sha256]))
+    }
+}
+
+/// Opens `text` with `keys`, sealed for `column` of the row `id` (or
+/// written as JSON before sealing existed).
+pub(super) fn open_json<T: DeserializeOwned>(
+    keys: &Keyring,
+    text: &str,
+    column: &str,
+    id: impl std::fmt::Display,
+) -> Result<T, StoreError> {
+    let json = if Keyring::is_sealed(text) {
+        keys.open(text, &bound(column, &id))
+            .map_err(|e| StoreError::Sealed(format!("{column} of {id}: {e}")))?
+    } else {
+        text.as_bytes().to_vec()
+    };
+    serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(format!("{column} of {id}: {e}")))
+}
+
+/// The data records of instruction `id`'s result, read through `conn`.
+pub(super) async fn result_records(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &Keyring,
+    id: InstructionId,
+) -> Result<Vec<DataRecord>, StoreError> {
+    let row = Sql::new(
+        backend,
+        "select sealed_records, result from instructions where id = ",
+    )
+    .bind(id.to_string())
+    .query()
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found("instruction", id))?;
+    match row.try_get::<Option<String>, _>("sealed_records")? {
+        Some(text) => open_json(keys, &text, RECORDS, id),
+        // Written before records were sealed apart: in the result.
+        None => Ok(from_opt_json::<InstructionResult>(&row, "result")?
+            .map(|r| r.records)
+            .unwrap_or_default()),
     }
 }

@@ -29,6 +29,7 @@ use crate::domain::{
     AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionState,
     InstructionView, ResolvedBy, Timestamp,
 };
+use crate::seal::Keyring;
 
 /// How the open delivery-attempt entry of a changed instruction is closed.
 #[derive(Clone, Debug)]
@@ -105,6 +106,7 @@ fn target(event: InstructionEvent) -> Option<InstructionState> {
 pub(super) async fn apply(
     conn: &mut AnyConnection,
     backend: Backend,
+    keys: &Keyring,
     changes: &[Change],
     by: By<'_>,
     now: Timestamp,
@@ -217,7 +219,7 @@ pub(super) async fn apply(
         }
     }
     close_attempts(conn, backend, changes, &changed, now).await?;
-    after_changes(conn, backend, &changed, by, now, effects).await?;
+    after_changes(conn, backend, keys, &changed, by, now, effects).await?;
     Ok(changed)
 }
 

@@ -39,6 +39,7 @@ pub fn completion_record(
         on_time: r.on_time.unwrap_or(false),
         audit_head: r.audit_head.clone(),
         access_scope: r.access_scope.map_or(0, ProtoEnum::number),
+        export_sha256: r.export_sha256.clone().unwrap_or_default(),
     }
 }
 

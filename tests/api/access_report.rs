@@ -337,16 +337,23 @@ async fn a_processor_uploads_a_hundred_thousand_records_in_chunks(db: TestDb) {
             &token,
             pb::CompleteInstructionRequest {
                 instruction_id: id.clone(),
-                result: result(pb::Outcome::Completed),
+                // One more record with the result itself: it comes first.
+                result: Some(pb::InstructionResult {
+                    outcome: pb::Outcome::Completed as i32,
+                    records: vec![pb::DataRecord {
+                        category: "identifiers".into(),
+                        value: "with the result".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
             },
         ))
         .await
         .unwrap();
     watch_to_end(&app.requests, &req.request_id).await;
-    assert_eq!(
-        record(&app, &req.request_id).await.lines[0].data_records,
-        100_000
-    );
+    let closed = record(&app, &req.request_id).await;
+    assert_eq!(closed.lines[0].data_records, 100_001);
     // A finished instruction takes no more chunks.
     let late = app
         .instructions
@@ -367,17 +374,33 @@ async fn a_processor_uploads_a_hundred_thousand_records_in_chunks(db: TestDb) {
             values.extend(p.records.iter().map(|r| r.value.clone()));
         }
     }
-    assert_eq!(piece_parts, 200);
-    assert_eq!(values.len(), 100_000, "every record once");
+    assert_eq!(piece_parts, 201);
+    assert_eq!(values.len(), 100_001, "every record once");
     let Part::Totals(totals) = parts.last().unwrap() else {
         panic!()
     };
-    assert_eq!(totals.pieces, 100_000);
+    assert_eq!(totals.pieces, 100_001);
     assert_eq!(
         strings(&totals.categories),
         ["identifiers", "internet_activity"]
     );
+
+    // The export the record named when the request closed, hashed from
+    // the result's records and every chunk, is the file sent now.
+    let files = export(&app, &req.request_id, pb::ExportFormat::Json)
+        .await
+        .unwrap();
+    let document: serde_json::Value = serde_json::from_slice(&files[0].1).unwrap();
+    let records = document["processors"][0]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 100_001);
+    assert_eq!(records[0]["value"], "with the result");
+    assert_eq!(closed.export_sha256, sha256_hex(&files[0].1));
     app.stop().await;
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Every file of an export: its name, its bytes, and the SHA-256 its last
@@ -419,7 +442,7 @@ async fn export(
 }
 
 /// The JSON export validates against its published schema, holds what
-/// each processor answered and names the record it was made from; two
+/// each processor answered and is the file the completion record names; two
 /// exports are the same bytes. The CSV form is one file per category.
 async fn the_export_validates_against_its_published_schema(db: TestDb) {
     let app = TestApp::spawn(&db).await;
@@ -459,10 +482,9 @@ async fn the_export_validates_against_its_published_schema(db: TestDb) {
     broken["processors"][1]["records"][0]["category"] = "hobbies".into();
     assert!(!validator.is_valid(&broken));
 
-    assert_eq!(
-        document["request"]["record_digest"],
-        record(&app, &req.request_id).await.digest.as_str()
-    );
+    // The record, written when the request closed, names this file.
+    let closed = record(&app, &req.request_id).await;
+    assert_eq!(closed.export_sha256, sha256_hex(&files[0].1));
     let processors = document["processors"].as_array().unwrap();
     let ids: Vec<&str> = processors
         .iter()
@@ -506,14 +528,13 @@ async fn the_export_validates_against_its_published_schema(db: TestDb) {
         .map(|e| e.note.unwrap())
         .collect();
     assert_eq!(fetched.len(), 5, "{fetched:?}");
-    {
-        use sha2::Digest;
-        let sha = hex::encode(sha2::Sha256::digest(&files[0].1));
-        assert_eq!(
-            fetched[0],
-            format!("export access-export.json sha256 {sha}")
-        );
-    }
+    assert_eq!(
+        fetched[0],
+        format!(
+            "export access-export.json sha256 {}",
+            sha256_hex(&files[0].1)
+        )
+    );
     assert!(fetched[2].starts_with("export identifiers.csv sha256 "));
     let verified = app
         .requests
@@ -549,6 +570,7 @@ async fn a_categories_only_request_has_nothing_to_export(db: TestDb) {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(record(&app, &req.request_id).await.export_sha256, "");
     app.stop().await;
 }
 

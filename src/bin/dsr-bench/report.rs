@@ -82,6 +82,9 @@ pub struct Report {
     pub upload_records_per_sec: Option<f64>,
     /// access-report: specific pieces streamed per second in the report.
     pub report_records_per_sec: Option<f64>,
+    /// access-report: how long the call that completed the instruction
+    /// took (closing the request hashes its export into the record).
+    pub close_ms: Option<f64>,
 }
 
 /// Three decimals are plenty and keep the JSON readable.
@@ -111,6 +114,7 @@ impl Report {
             &mut self.wal_bytes_per_instruction,
             &mut self.upload_records_per_sec,
             &mut self.report_records_per_sec,
+            &mut self.close_ms,
         ] {
             r(field);
         }
@@ -193,9 +197,10 @@ impl Report {
             (
                 "data records",
                 format!(
-                    "{}  upload {}  report {}",
+                    "{}  upload {}  close {}  report {}",
                     self.records.map_or("-".into(), |n| n.to_string()),
                     num(self.upload_records_per_sec, "/s"),
+                    num(self.close_ms, " ms"),
                     num(self.report_records_per_sec, "/s")
                 ),
             ),

@@ -124,7 +124,7 @@ impl Store {
             .filter(|p| p.instructions.is_empty())
             .map(|p| (p.job.req.id, &p.job.actor))
             .collect();
-        write_records(&mut tx, self.backend, &unmatched, now, effects).await?;
+        write_records(&mut tx, self.backend, &self.keys, &unmatched, now, effects).await?;
         tx.commit().await?;
         Ok(Some(inserted))
     }

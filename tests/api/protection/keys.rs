@@ -47,7 +47,10 @@ async fn sealed_values(db: &TestDb) -> Vec<(String, String)> {
         .filter(|(c, _)| {
             matches!(
                 c.as_str(),
-                "requests.subject" | "instructions.payload" | "instructions.sealed_records"
+                "requests.subject"
+                    | "instructions.payload"
+                    | "instructions.sealed_records"
+                    | "data_record_chunks.sealed"
             )
         })
         .collect();
@@ -90,6 +93,28 @@ async fn rotation_under_load_reseals_every_row(db: TestDb) {
                 .request_id,
         );
     }
+    // An access request whose processor uploaded a chunk of records.
+    let mut access = deletion("chunked@example.org");
+    access.kind = pb::RequestKind::Access as i32;
+    access.access_scope = pb::AccessScope::SpecificPieces as i32;
+    let access = submit(&app, access).await;
+    let access_instruction = access.instructions[0].instruction_id.clone();
+    app.instructions
+        .clone()
+        .upload_data_records(authed(
+            &token,
+            tokio_stream::iter([pb::UploadDataRecordsRequest {
+                instruction_id: access_instruction.clone(),
+                chunk_index: 0,
+                records: vec![pb::DataRecord {
+                    category: "identifiers".into(),
+                    value: "loyalty QX-5521".into(),
+                    ..Default::default()
+                }],
+            }]),
+        ))
+        .await
+        .unwrap();
     assert_eq!(key_ids(&db).await, ["k1"]);
     app.stop().await;
 
@@ -129,8 +154,26 @@ async fn rotation_under_load_reseals_every_row(db: TestDb) {
     };
     let app = spawn_with(keys_file(("k2", &k2), &[]), quiet).await;
     let pulled = pull(&app, &token, 100).await;
-    assert_eq!(pulled.len(), 60);
+    assert_eq!(pulled.len(), 61);
     assert!(pulled.iter().all(|i| i.subject_identities.len() == 1));
+    // The resealed chunk opens: the request closes with its export digest
+    // and the chunk's record is exported.
+    app.instructions
+        .clone()
+        .complete_instruction(authed(
+            &token,
+            pb::CompleteInstructionRequest {
+                instruction_id: access_instruction,
+                result: result(pb::Outcome::Completed),
+            },
+        ))
+        .await
+        .unwrap();
+    watch_to_end(&app.requests, &access.request_id).await;
+    assert_eq!(
+        record(&app, &access.request_id).await.export_sha256.len(),
+        64
+    );
     for id in before.iter().chain(&during) {
         get_request(&app, id).await;
     }

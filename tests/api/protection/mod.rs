@@ -30,6 +30,7 @@ pub async fn stored_texts(db: &TestDb) -> Vec<(String, String)> {
         ("completion_records", "request_id, canonical_json"),
         ("delivery_attempts", "instruction_id, error_message"),
         ("suppressions", "hash, identity_type"),
+        ("data_record_chunks", "instruction_id, sealed"),
     ] {
         let names: Vec<&str> = columns.split(", ").collect();
         for row in db.texts(&format!("select {columns} from {table}")).await {

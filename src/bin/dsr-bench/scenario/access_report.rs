@@ -1,9 +1,11 @@
 //! `access-report`: one access request whose one processor (a pull
 //! processor of the bench's own) uploads `--requests` data records in
 //! chunks of 1,000, completes, and then has its report streamed back.
-//! The figures: records uploaded per second, records streamed per second
-//! in the report, and the server's peak memory over the whole run, which
-//! shows whether the report is held whole (it should not be).
+//! The figures: records uploaded per second, how long completing the
+//! instruction took (closing the request hashes its export into the
+//! completion record), records streamed per second in the report, and the
+//! server's peak memory over the whole run, which shows whether the
+//! report is held whole (it should not be).
 
 use std::time::Instant;
 
@@ -113,6 +115,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
     if stored.records != count {
         bail!("{} records stored, {count} sent", stored.records);
     }
+    let closing = Instant::now();
     instructions
         .complete_instruction(authed(
             &token,
@@ -126,6 +129,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         ))
         .await
         .context("cannot complete the instruction")?;
+    let close = closing.elapsed();
 
     progress::note(None, "access-report: streaming the report");
     let started = Instant::now();
@@ -153,6 +157,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
     report.duration_s = (upload + streamed).as_secs_f64();
     report.upload_records_per_sec = Some(count as f64 / upload.as_secs_f64());
     report.report_records_per_sec = Some(count as f64 / streamed.as_secs_f64());
+    report.close_ms = Some(close.as_secs_f64() * 1000.0);
     report.records_complete = true;
     Ok(report)
 }
