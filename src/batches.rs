@@ -35,6 +35,30 @@ impl<T> Batches<T> {
     }
 }
 
+/// [`Batches`] shared by several writers, so that more than one batch can
+/// be written at once: each writer takes the next batch when it is free,
+/// and while one commits the next takes what queued meanwhile. Only one
+/// writer waits on the queue at a time; the others wait for their turn.
+pub struct SharedBatches<T>(std::sync::Arc<tokio::sync::Mutex<Batches<T>>>);
+
+impl<T> Clone for SharedBatches<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> SharedBatches<T> {
+    /// Shares `batches`.
+    pub fn new(batches: Batches<T>) -> Self {
+        Self(std::sync::Arc::new(tokio::sync::Mutex::new(batches)))
+    }
+
+    /// The next batch (see [`Batches::next`]).
+    pub async fn next(&self) -> Option<Vec<T>> {
+        self.0.lock().await.next().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +76,34 @@ mod tests {
         assert_eq!(batches.next().await, Some(vec![2]));
         assert!(tx.send(3).await.is_err(), "closed to new items");
         assert_eq!(batches.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn shared_batches_hand_each_item_to_one_writer() {
+        let (tx, rx) = mpsc::channel(64);
+        let stop = CancellationToken::new();
+        let shared = SharedBatches::new(Batches::new(rx, 4, stop.clone()));
+        let writers: Vec<_> = (0..3)
+            .map(|_| {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Some(batch) = shared.next().await {
+                        got.extend(batch);
+                    }
+                    got
+                })
+            })
+            .collect();
+        for i in 0..50 {
+            tx.send(i).await.unwrap();
+        }
+        stop.cancel();
+        let mut all = Vec::new();
+        for w in writers {
+            all.extend(w.await.unwrap());
+        }
+        all.sort();
+        assert_eq!(all, (0..50).collect::<Vec<_>>());
     }
 }

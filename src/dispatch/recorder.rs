@@ -7,13 +7,24 @@
 //! the whole batch. A result still queued when the process dies is simply
 //! lost with it: the lease expires and the instruction is redelivered with
 //! the same id, exactly as if the delivery itself had been cut short.
+//!
+//! On PostgreSQL on a machine with cores to spare, more than one batch is
+//! written at once ([`Store::batch_writers`]), each on its own
+//! connection: while one commits (the server flushes its WAL) the next
+//! takes the results that arrived meanwhile, so recording keeps pace with
+//! deliveries instead of taking turns with its own commits. Batches lock
+//! their instructions and then their requests, each in id order, so two
+//! of them touching the same request wait for each other rather than
+//! deadlock, as two replicas' recorders do.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::batches::Batches;
+use tokio::task::JoinSet;
+
+use crate::batches::{Batches, SharedBatches};
 
 use crate::clock::Clock;
 use crate::store::{DeliveryReport, Store};
@@ -70,16 +81,24 @@ impl RecorderTask {
     /// runs, deliveries wait for their results to be written.
     pub async fn run(self, stop: CancellationToken) {
         let RecorderTask { store, clock, rx } = self;
-        let mut batches = Batches::new(rx, MAX_BATCH, stop);
-        while let Some(batch) = batches.next().await {
-            let applied = write(&store, clock.as_ref(), &batch).await;
-            for p in batch {
-                let ok = applied
-                    .as_ref()
-                    .is_some_and(|ids| ids.contains(&p.report.id));
-                let _ = p.done.send(ok);
-            }
+        let batches = SharedBatches::new(Batches::new(rx, MAX_BATCH, stop));
+        let writers = store.batch_writers();
+        let mut running = JoinSet::new();
+        for _ in 0..writers {
+            let (batches, store, clock) = (batches.clone(), store.clone(), clock.clone());
+            running.spawn(async move {
+                while let Some(batch) = batches.next().await {
+                    let applied = write(&store, clock.as_ref(), &batch).await;
+                    for p in batch {
+                        let ok = applied
+                            .as_ref()
+                            .is_some_and(|ids| ids.contains(&p.report.id));
+                        let _ = p.done.send(ok);
+                    }
+                }
+            });
         }
+        while running.join_next().await.is_some() {}
     }
 }
 

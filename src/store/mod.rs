@@ -126,6 +126,23 @@ impl Store {
         self.backend
     }
 
+    /// How many write transactions a batching writer (intake, the
+    /// recorder) keeps in flight: on PostgreSQL one per four cores of this
+    /// machine, one to four, so that a replica with cores to spare
+    /// overlaps a batch's commit with writing the next, while one on a
+    /// small machine, where PostgreSQL already has the cores busy, does
+    /// not split its batches for nothing (on two cores three recorder
+    /// writers carried less than one); on SQLite, whose writers take
+    /// turns anyway, one.
+    pub fn batch_writers(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / 4)
+                .clamp(1, 4),
+        }
+    }
+
     /// Where the data lives: the SQLite file's absolute path, or the
     /// PostgreSQL URL with its password masked.
     pub fn location(&self) -> String {

@@ -8,7 +8,7 @@
 //! # Group commit
 //!
 //! The cost of taking a request in is dominated by its commit (an fsync on
-//! either backend). Submissions therefore go through one writer task per
+//! either backend). Submissions therefore go through a writer task per
 //! process, which takes every submission waiting at that moment — one when
 //! traffic is light, dozens under load — and writes them in a single
 //! transaction with multi-row statements. Nobody is answered before that
@@ -21,7 +21,13 @@
 //! round trip per batch instead of five. (The fsync is not what a batch
 //! waits for here — about 60 µs on the development machines — but
 //! PostgreSQL's work on the rows and the trips between the two processes
-//! on two busy cores.)
+//! on two busy cores.) On a machine with cores to spare, several writers
+//! share the queue ([`Store::batch_writers`]), each with its own copy of
+//! the registry: while one batch commits the next is already being
+//! written, from what queued meanwhile. Two batches holding the same
+//! request id (an idempotent repeat racing its original) meet on the
+//! primary key: the second waits for the first's commit and then finds the
+//! request there, as it would across replicas.
 //!
 //! # The processor registry, kept
 //!
@@ -47,7 +53,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::batches::Batches;
+use crate::batches::{Batches, SharedBatches};
 
 use super::sql::Sql;
 use super::{Backend, Effects, Store, StoreError};
@@ -125,11 +131,19 @@ impl Store {
                 tracing::warn!("an intake writer is already running");
                 return;
             }
-            let mut batches = Batches::new(rx, MAX_BATCH, stop);
-            let mut registry = None;
-            while let Some(jobs) = batches.next().await {
-                store.write_batch(jobs, &mut registry).await;
+            let batches = SharedBatches::new(Batches::new(rx, MAX_BATCH, stop));
+            let writers = store.batch_writers();
+            let mut running = tokio::task::JoinSet::new();
+            for _ in 0..writers {
+                let (batches, store) = (batches.clone(), store.clone());
+                running.spawn(async move {
+                    let mut registry = None;
+                    while let Some(jobs) = batches.next().await {
+                        store.write_batch(jobs, &mut registry).await;
+                    }
+                });
             }
+            while running.join_next().await.is_some() {}
         }
     }
 
