@@ -36,7 +36,7 @@ pub(super) fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
         occurred_at: Some(wire::timestamp(e.occurred_at)),
         r#type: kind as i32,
         request_status: wire::request_status_pb(e.request_status) as i32,
-        instruction: e.instruction.as_ref().map(wire::instruction_summary),
+        instruction: e.instruction.as_ref().map(wire::snapshot_summary),
         actor: e
             .actor
             .as_ref()

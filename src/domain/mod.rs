@@ -29,6 +29,7 @@ mod record;
 mod redact;
 mod request;
 mod retry;
+mod snapshot;
 mod verification;
 mod violation;
 
@@ -55,6 +56,7 @@ pub use request::{
     Subject, SubjectIdentity, Terms,
 };
 pub use retry::RetryPolicy;
+pub use snapshot::{InstructionSnapshot, SnapshotOf};
 pub use verification::{AccessScope, Need, Verification, VerificationPolicy};
 pub(crate) use violation::check_len;
 pub use violation::{Violation, Violations};

@@ -10,7 +10,10 @@ use sqlx::{AnyConnection, Row};
 use super::codec::{json, request_id, time};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Store, StoreError};
-use crate::domain::{Actor, Extension, InstructionView, RequestId, RequestStatus, Timestamp};
+use crate::domain::{
+    Actor, Extension, InstructionSnapshot, InstructionView, RequestId, RequestStatus, SnapshotOf,
+    Timestamp,
+};
 
 /// What an event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +56,8 @@ pub struct RequestEvent {
     pub kind: EventKind,
     /// The request's status after it.
     pub request_status: RequestStatus,
-    /// The instruction after the change (no result).
-    pub instruction: Option<InstructionView>,
+    /// The instruction after the change.
+    pub instruction: Option<InstructionSnapshot>,
     /// Who made the change (`None` in events recorded before actors were).
     pub actor: Option<Actor>,
     /// The extension a DEADLINE_EXTENDED event declares.
@@ -69,7 +72,8 @@ pub struct RequestEvent {
 }
 
 /// The stored event body: written from a borrowed instruction (no copy on
-/// the hot path), read back into an owned one.
+/// the hot path), read back into an owned snapshot of it (see
+/// [`crate::domain::InstructionSnapshot`] for what an event keeps).
 #[derive(Serialize, Deserialize)]
 struct Body<I, A, X> {
     kind: EventKind,
@@ -109,7 +113,7 @@ impl NewEvent<'_> {
         json(&Body {
             kind: self.kind,
             request_status: self.request_status,
-            instruction: self.instruction,
+            instruction: self.instruction.map(SnapshotOf::from),
             actor: self.actor,
             extension: self.extension,
             note: self.note.map(str::to_string),
@@ -202,7 +206,7 @@ impl Store {
         rows.iter()
             .map(|row| {
                 let text: String = row.try_get("body")?;
-                let body: Body<InstructionView, Actor, Extension> = serde_json::from_str(&text)
+                let body: Body<InstructionSnapshot, Actor, Extension> = serde_json::from_str(&text)
                     .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
                 Ok(RequestEvent {
                     request_id: request_id(row, "request_id")?,

@@ -8,7 +8,9 @@
 
 use super::enums::{ProtoEnum, optional, required};
 use super::{conclude, opt_timestamp, parse_timestamp, timestamp};
-use crate::domain::{DataRecord, InstructionResult, InstructionView, SubProcessor, Violations};
+use crate::domain::{
+    DataRecord, InstructionResult, InstructionSnapshot, InstructionView, SubProcessor, Violations,
+};
 use crate::pb;
 
 /// Checks a reported result. Paths are relative to the result message
@@ -166,6 +168,11 @@ pub(super) fn sub_processor_pb(s: &SubProcessor) -> pb::SubProcessor {
 
 /// The summary line of an instruction, as listed in its request.
 pub fn instruction_summary(i: &InstructionView) -> pb::InstructionSummary {
+    snapshot_summary(&i.into())
+}
+
+/// The summary line of an instruction as an event shows it.
+pub fn snapshot_summary(i: &InstructionSnapshot) -> pb::InstructionSummary {
     pb::InstructionSummary {
         instruction_id: i.id.to_string(),
         processor_id: i.processor_id.to_string(),

@@ -47,7 +47,8 @@ pub use enums::{
 pub use ids::{parse_instruction_id, parse_processor_id, parse_request_id};
 pub use instruction::{
     access_scope_of, data_record_pb, data_records_pb, deliver_request, instruction,
-    instruction_result, instruction_result_pb, instruction_summary, lookback_of, upload_chunk,
+    instruction_result, instruction_result_pb, instruction_summary, lookback_of, snapshot_summary,
+    upload_chunk,
 };
 pub use processor::{circuit_breaker, processor, processor_spec};
 pub use protection::{MAX_CHECKED, checked_identities, resealed, suppression_statuses};
