@@ -129,6 +129,18 @@ const KEPT: &[Kept] = &[
         message: "08bfffffff4e",
         fields: &["max_instructions"],
     },
+    // An empty chunk of data records: no instruction, no records.
+    Kept {
+        rpc: Rpc::UploadDataRecords,
+        message: "",
+        fields: &["instruction_id", "records"],
+    },
+    // An export in a format that does not exist.
+    Kept {
+        rpc: Rpc::ExportAccessData,
+        message: "1009",
+        fields: &["format"],
+    },
 ];
 
 /// The field paths an outcome names, in the order reported.

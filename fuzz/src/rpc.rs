@@ -28,7 +28,9 @@ use dsr_orchestrator::domain::{
     SubjectIdentity, Timestamp, Violations,
 };
 use dsr_orchestrator::pb;
-use dsr_orchestrator::store::{InstructionCursor, InstructionOrder, RequestCursor, RequestOrder};
+use dsr_orchestrator::store::{
+    InstructionCursor, InstructionOrder, MAX_CHUNKS, RequestCursor, RequestOrder,
+};
 use dsr_orchestrator::wire;
 use prost::Message;
 
@@ -45,6 +47,8 @@ pub enum Rpc {
     ExtendDeadline,
     ListExceptions,
     VerifyAuditTrail,
+    GetAccessReport,
+    ExportAccessData,
     RegisterProcessor,
     GetProcessor,
     ListProcessors,
@@ -54,13 +58,14 @@ pub enum Rpc {
     AcknowledgeInstruction,
     CompleteInstruction,
     PullInstructions,
+    UploadDataRecords,
     ListInstructions,
     RetryInstruction,
     ResolveInstruction,
 }
 
 /// The RPCs of `RequestService`, in the order of the proto file.
-pub const REQUEST_SERVICE: [Rpc; 10] = [
+pub const REQUEST_SERVICE: [Rpc; 12] = [
     Rpc::SubmitRequest,
     Rpc::GetRequest,
     Rpc::ListRequests,
@@ -71,6 +76,8 @@ pub const REQUEST_SERVICE: [Rpc; 10] = [
     Rpc::ExtendDeadline,
     Rpc::ListExceptions,
     Rpc::VerifyAuditTrail,
+    Rpc::GetAccessReport,
+    Rpc::ExportAccessData,
 ];
 
 /// The RPCs of `ProcessorService`, in the order of the proto file.
@@ -84,10 +91,11 @@ pub const PROCESSOR_SERVICE: [Rpc; 6] = [
 ];
 
 /// The RPCs of `InstructionService`, in the order of the proto file.
-pub const INSTRUCTION_SERVICE: [Rpc; 6] = [
+pub const INSTRUCTION_SERVICE: [Rpc; 7] = [
     Rpc::AcknowledgeInstruction,
     Rpc::CompleteInstruction,
     Rpc::PullInstructions,
+    Rpc::UploadDataRecords,
     Rpc::ListInstructions,
     Rpc::RetryInstruction,
     Rpc::ResolveInstruction,
@@ -159,6 +167,11 @@ impl Rpc {
                 let req: pb::VerifyAuditTrailRequest = decode(bytes)?;
                 wire::parse_request_id(&req.request_id, "request_id").map(drop)
             }
+            Rpc::GetAccessReport => {
+                let req: pb::GetAccessReportRequest = decode(bytes)?;
+                wire::parse_request_id(&req.request_id, "request_id").map(drop)
+            }
+            Rpc::ExportAccessData => export_access_data(decode(bytes)?),
             Rpc::RegisterProcessor => {
                 let req: pb::RegisterProcessorRequest = decode(bytes)?;
                 wire::processor_spec(req.processor).map(drop)
@@ -183,6 +196,10 @@ impl Rpc {
             }
             Rpc::CompleteInstruction => complete_instruction(decode(bytes)?),
             Rpc::PullInstructions => pull_instructions(decode(bytes)?),
+            Rpc::UploadDataRecords => {
+                let req: pb::UploadDataRecordsRequest = decode(bytes)?;
+                wire::upload_chunk(req, MAX_CHUNKS).map(drop)
+            }
             Rpc::ListInstructions => list_instructions(decode(bytes)?),
             Rpc::RetryInstruction => {
                 let req: pb::RetryInstructionRequest = decode(bytes)?;
@@ -260,6 +277,15 @@ impl Rpc {
                 request_id: REQUEST_ID.into(),
             }
             .encode_to_vec(),
+            Rpc::GetAccessReport => pb::GetAccessReportRequest {
+                request_id: REQUEST_ID.into(),
+            }
+            .encode_to_vec(),
+            Rpc::ExportAccessData => pb::ExportAccessDataRequest {
+                request_id: REQUEST_ID.into(),
+                format: pb::ExportFormat::Csv as i32,
+            }
+            .encode_to_vec(),
             Rpc::RegisterProcessor => pb::RegisterProcessorRequest {
                 processor: Some(example_processor(PROCESSOR_ID)),
             }
@@ -329,6 +355,20 @@ impl Rpc {
                     }],
                     ..Default::default()
                 }),
+            }
+            .encode_to_vec(),
+            Rpc::UploadDataRecords => pb::UploadDataRecordsRequest {
+                instruction_id: INSTRUCTION_ID.into(),
+                chunk_index: 7,
+                records: vec![pb::DataRecord {
+                    category: "internet_activity".into(),
+                    field: "page_view".into(),
+                    value: "/account/settings".into(),
+                    source: "our website".into(),
+                    purpose: "analytics".into(),
+                    disclosed_to: vec!["analytics providers".into()],
+                    ..Default::default()
+                }],
             }
             .encode_to_vec(),
             Rpc::PullInstructions => pb::PullInstructionsRequest {
@@ -557,6 +597,17 @@ fn stored_processors(id: &ProcessorId, patch: Option<&pb::Processor>) -> Vec<Pro
         .collect();
     specs.extend(patch.and_then(|p| wire::processor_spec(Some(p.clone())).ok()));
     specs
+}
+
+/// `ExportAccessData` before the store: the format, then the request id.
+fn export_access_data(req: pb::ExportAccessDataRequest) -> Outcome {
+    if pb::ExportFormat::try_from(req.format).is_err() {
+        return Err(Violations::one(
+            "format",
+            "must be one of EXPORT_FORMAT_JSON, EXPORT_FORMAT_CSV",
+        ));
+    }
+    wire::parse_request_id(&req.request_id, "request_id").map(drop)
 }
 
 /// `InstructionApi::complete` after the instruction was found: the result,
