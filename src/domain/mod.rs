@@ -56,7 +56,7 @@ pub use request::{
     Subject, SubjectIdentity, Terms,
 };
 pub use retry::RetryPolicy;
-pub use snapshot::{InstructionSnapshot, SnapshotOf};
+pub use snapshot::InstructionSnapshot;
 pub use verification::{AccessScope, Need, Verification, VerificationPolicy};
 pub(crate) use violation::check_len;
 pub use violation::{Violation, Violations};

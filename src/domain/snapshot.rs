@@ -69,50 +69,6 @@ impl From<&InstructionView> for InstructionSnapshot {
     }
 }
 
-/// The same, borrowed from an instruction, for writing an event body
-/// without copying.
-#[derive(Serialize)]
-pub struct SnapshotOf<'a> {
-    id: &'a InstructionId,
-    processor_id: &'a ProcessorId,
-    state: InstructionState,
-    attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_error: Option<&'a str>,
-    created_at: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    first_instructed_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    acknowledged_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resolved_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_attempt_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    due_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    escalate_at: Option<Timestamp>,
-}
-
-impl<'a> From<&'a InstructionView> for SnapshotOf<'a> {
-    fn from(v: &'a InstructionView) -> Self {
-        Self {
-            id: &v.id,
-            processor_id: &v.processor_id,
-            state: v.state,
-            attempts: v.attempts,
-            last_error: v.last_error.as_deref(),
-            created_at: v.created_at,
-            first_instructed_at: v.first_instructed_at,
-            acknowledged_at: v.acknowledged_at,
-            resolved_at: v.resolved_at,
-            next_attempt_at: v.next_attempt_at,
-            due_at: v.due_at,
-            escalate_at: v.escalate_at,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +92,7 @@ mod tests {
             "due_at": at,
         }))
         .unwrap();
-        let written = serde_json::to_string(&SnapshotOf::from(&view)).unwrap();
+        let written = serde_json::to_string(&InstructionSnapshot::from(&view)).unwrap();
         assert!(!written.contains("request_id") && !written.contains("lease"));
         let read: InstructionSnapshot = serde_json::from_str(&written).unwrap();
         assert_eq!(read, InstructionSnapshot::from(&view));

@@ -11,8 +11,7 @@ use super::codec::{json, request_id, time};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Store, StoreError};
 use crate::domain::{
-    Actor, Extension, InstructionSnapshot, InstructionView, RequestId, RequestStatus, SnapshotOf,
-    Timestamp,
+    Actor, Extension, InstructionSnapshot, InstructionView, RequestId, RequestStatus, Timestamp,
 };
 
 /// What an event reports.
@@ -71,9 +70,8 @@ pub struct RequestEvent {
     pub hash: Option<String>,
 }
 
-/// The stored event body: written from a borrowed instruction (no copy on
-/// the hot path), read back into an owned snapshot of it (see
-/// [`crate::domain::InstructionSnapshot`] for what an event keeps).
+/// The stored event body, with a snapshot of the instruction that changed
+/// (see [`crate::domain::InstructionSnapshot`] for what an event keeps).
 #[derive(Serialize, Deserialize)]
 struct Body<I, A, X> {
     kind: EventKind,
@@ -113,7 +111,7 @@ impl NewEvent<'_> {
         json(&Body {
             kind: self.kind,
             request_status: self.request_status,
-            instruction: self.instruction.map(SnapshotOf::from),
+            instruction: self.instruction.map(InstructionSnapshot::from),
             actor: self.actor,
             extension: self.extension,
             note: self.note.map(str::to_string),

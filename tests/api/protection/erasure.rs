@@ -74,22 +74,7 @@ async fn finished_requests_lose_their_personal_data(db: TestDb) {
         ..Default::default()
     };
     // One more record uploaded in a chunk, sealed in a table of its own.
-    app.instructions
-        .clone()
-        .upload_data_records(authed(
-            &token,
-            tokio_stream::iter([pb::UploadDataRecordsRequest {
-                instruction_id: of(&access),
-                chunk_index: 0,
-                records: vec![pb::DataRecord {
-                    category: "identifiers".into(),
-                    value: "loyalty QX-5521".into(),
-                    ..Default::default()
-                }],
-            }]),
-        ))
-        .await
-        .unwrap();
+    upload_one_record(&app, &token, &of(&access)).await;
     answer(of(&access), vec![data.clone()]).await.unwrap();
 
     let erased = wait_erased(&app, &deletion.request_id).await;

@@ -99,22 +99,7 @@ async fn rotation_under_load_reseals_every_row(db: TestDb) {
     access.access_scope = pb::AccessScope::SpecificPieces as i32;
     let access = submit(&app, access).await;
     let access_instruction = access.instructions[0].instruction_id.clone();
-    app.instructions
-        .clone()
-        .upload_data_records(authed(
-            &token,
-            tokio_stream::iter([pb::UploadDataRecordsRequest {
-                instruction_id: access_instruction.clone(),
-                chunk_index: 0,
-                records: vec![pb::DataRecord {
-                    category: "identifiers".into(),
-                    value: "loyalty QX-5521".into(),
-                    ..Default::default()
-                }],
-            }]),
-        ))
-        .await
-        .unwrap();
+    upload_one_record(&app, &token, &access_instruction).await;
     assert_eq!(key_ids(&db).await, ["k1"]);
     app.stop().await;
 

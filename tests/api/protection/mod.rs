@@ -13,6 +13,27 @@ use dsr_orchestrator::pb;
 
 use crate::harness::*;
 
+/// Uploads chunk 0 of `instruction`'s data records: one identifier,
+/// `loyalty QX-5521`.
+pub async fn upload_one_record(app: &TestApp, token: &str, instruction: &str) {
+    app.instructions
+        .clone()
+        .upload_data_records(authed(
+            token,
+            tokio_stream::iter([pb::UploadDataRecordsRequest {
+                instruction_id: instruction.to_string(),
+                chunk_index: 0,
+                records: vec![pb::DataRecord {
+                    category: "identifiers".into(),
+                    value: "loyalty QX-5521".into(),
+                    ..Default::default()
+                }],
+            }]),
+        ))
+        .await
+        .unwrap();
+}
+
 /// Every text the database holds where personal data could be, with the
 /// table and column it is in.
 pub async fn stored_texts(db: &TestDb) -> Vec<(String, String)> {
