@@ -14,14 +14,10 @@
 use sqlx::Row;
 
 use super::aftermath::lock_rows;
-use super::sealed::open_json;
+use super::opened::{CHUNK, chunk_indexes, chunk_records, chunk_row};
 use super::sql::Sql;
 use super::{Store, StoreError};
 use crate::domain::{DataRecord, InstructionId, InstructionState, ProcessorId};
-use crate::seal::Keyring;
-
-/// A chunk's sealed column, for binding.
-pub(super) const CHUNK: &str = "data_record_chunks.sealed";
 
 /// Most chunks one instruction may have (a million records at most, at
 /// 1,000 a chunk).
@@ -165,14 +161,6 @@ impl Store {
     }
 }
 
-/// The row a chunk's seal is bound to.
-pub(super) fn chunk_row(
-    instruction: impl std::fmt::Display,
-    index: impl std::fmt::Display,
-) -> String {
-    format!("{instruction}/{index}")
-}
-
 async fn chunk_totals(
     conn: &mut sqlx::AnyConnection,
     backend: super::Backend,
@@ -191,53 +179,4 @@ async fn chunk_totals(
         chunks: row.try_get::<i64, _>("chunks")? as u32,
         records: row.try_get::<i64, _>("records")? as u64,
     })
-}
-
-/// The indexes of an instruction's chunks, in order, read through `conn`.
-pub(super) async fn chunk_indexes(
-    conn: &mut sqlx::AnyConnection,
-    backend: super::Backend,
-    instruction: InstructionId,
-) -> Result<Vec<u32>, StoreError> {
-    let rows = Sql::new(
-        backend,
-        "select chunk from data_record_chunks where instruction_id = ",
-    )
-    .bind(instruction.to_string())
-    .push(" order by chunk")
-    .query()
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok(r.try_get::<i64, _>("chunk")? as u32))
-        .collect()
-}
-
-/// The records of one chunk (none once erased), read through `conn`.
-pub(super) async fn chunk_records(
-    conn: &mut sqlx::AnyConnection,
-    backend: super::Backend,
-    keys: &Keyring,
-    instruction: InstructionId,
-    index: u32,
-) -> Result<Vec<DataRecord>, StoreError> {
-    let row = Sql::new(
-        backend,
-        "select sealed from data_record_chunks where instruction_id = ",
-    )
-    .bind(instruction.to_string())
-    .push(" and chunk = ")
-    .bind(i64::from(index))
-    .query()
-    .fetch_optional(conn)
-    .await?;
-    match row {
-        Some(row) => open_json(
-            keys,
-            &row.try_get::<String, _>("sealed")?,
-            CHUNK,
-            chunk_row(instruction, index),
-        ),
-        None => Ok(Vec::new()),
-    }
 }

@@ -15,8 +15,7 @@
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 
-use super::chunks::{chunk_indexes, chunk_records};
-use super::sealed::result_records;
+use super::opened::{chunk_indexes, chunk_records, result_records};
 use super::{Backend, StoreError};
 use crate::domain::export::ExportJson;
 use crate::domain::{CompletionRecord, InstructionState};

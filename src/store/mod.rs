@@ -42,6 +42,7 @@ mod instructions;
 mod intake;
 mod limits;
 mod notify;
+mod opened;
 mod processors;
 mod purge;
 mod records;

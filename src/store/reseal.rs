@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::chunks::{CHUNK, chunk_row};
+use super::opened::{CHUNK, chunk_row};
 use super::sealed::{PAYLOAD, RECORDS, SUBJECT, WEBHOOK_SECRET};
 use super::sql::{Bind, Col, Sql};
 use super::{Store, StoreError};

@@ -1,10 +1,11 @@
 //! Personal data in the store's columns: sealed on the way in, opened on
-//! the way out (see [`crate::seal`]). Three columns hold it: the request's
+//! the way out (see [`crate::seal`]). Four columns hold it: the request's
 //! subject identities (`requests.subject`), each instruction's payload
-//! (`instructions.payload`, the identities its processor accepts) and the
-//! data records a processor returned (`instructions.sealed_records`); a
-//! webhook processor's signing secret (`processors.webhook_secret`) is
-//! sealed the same way.
+//! (`instructions.payload`, the identities its processor accepts), the
+//! data records a processor returned with its result
+//! (`instructions.sealed_records`) and those it uploaded in chunks
+//! (`data_record_chunks.sealed`, read in `opened`); a webhook processor's
+//! signing secret (`processors.webhook_secret`) is sealed the same way.
 //! Each value is bound to its column and row. A value written before
 //! sealing existed (JSON) is still read, until the resealing pass
 //! ([`Store::reseal`]) seals it.
@@ -12,13 +13,10 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use sqlx::{AnyConnection, Row};
-
-use super::codec::from_opt_json;
-use super::sql::Sql;
+use super::opened::{open_json, result_records};
 use super::transition::Change;
-use super::{Backend, Store, StoreError};
-use crate::domain::{DataRecord, InstructionId, InstructionResult};
+use super::{Store, StoreError};
+use crate::domain::{DataRecord, InstructionId};
 use crate::seal::{Keyring, bound};
 
 /// The columns that hold personal data.
@@ -26,7 +24,7 @@ pub(super) const SUBJECT: &str = "requests.subject";
 /// An instruction's identities.
 pub(super) const PAYLOAD: &str = "instructions.payload";
 /// An instruction's returned data records.
-pub(super) const RECORDS: &str = "instructions.sealed_records";
+pub(super) use super::opened::RECORDS;
 /// A webhook processor's signing secret: not personal data, but a secret
 /// that must be read back to sign with, so it is sealed the same way.
 pub(super) const WEBHOOK_SECRET: &str = "processors.webhook_secret";
@@ -84,47 +82,5 @@ impl Store {
     /// confirm a guessed identity.
     pub(super) fn keyed_fingerprint(&self, sha256: &str) -> String {
         format!("h:{}", self.keys.keyed_hash(&["fingerprint", sha256]))
-    }
-}
-
-/// Opens `text` with `keys`, sealed for `column` of the row `id` (or
-/// written as JSON before sealing existed).
-pub(super) fn open_json<T: DeserializeOwned>(
-    keys: &Keyring,
-    text: &str,
-    column: &str,
-    id: impl std::fmt::Display,
-) -> Result<T, StoreError> {
-    let json = if Keyring::is_sealed(text) {
-        keys.open(text, &bound(column, &id))
-            .map_err(|e| StoreError::Sealed(format!("{column} of {id}: {e}")))?
-    } else {
-        text.as_bytes().to_vec()
-    };
-    serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(format!("{column} of {id}: {e}")))
-}
-
-/// The data records of instruction `id`'s result, read through `conn`.
-pub(super) async fn result_records(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    keys: &Keyring,
-    id: InstructionId,
-) -> Result<Vec<DataRecord>, StoreError> {
-    let row = Sql::new(
-        backend,
-        "select sealed_records, result from instructions where id = ",
-    )
-    .bind(id.to_string())
-    .query()
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| StoreError::not_found("instruction", id))?;
-    match row.try_get::<Option<String>, _>("sealed_records")? {
-        Some(text) => open_json(keys, &text, RECORDS, id),
-        // Written before records were sealed apart: in the result.
-        None => Ok(from_opt_json::<InstructionResult>(&row, "result")?
-            .map(|r| r.records)
-            .unwrap_or_default()),
     }
 }

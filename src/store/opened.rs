@@ -1,0 +1,118 @@
+//! Sealed data records read through a given connection: the records of
+//! an instruction's result and of its uploaded chunks, opened with the
+//! keyring. The store's own readers pass a pooled connection; the
+//! transaction that closes an access request passes its own, to hash the
+//! export it will name (see `export_digest`).
+
+use serde::de::DeserializeOwned;
+use sqlx::{AnyConnection, Row};
+
+use super::codec::from_opt_json;
+use super::sql::Sql;
+use super::{Backend, StoreError};
+use crate::domain::{DataRecord, InstructionId, InstructionResult};
+use crate::seal::{Keyring, bound};
+
+/// An instruction's returned data records.
+pub(super) const RECORDS: &str = "instructions.sealed_records";
+/// A chunk's sealed column, for binding.
+pub(super) const CHUNK: &str = "data_record_chunks.sealed";
+
+/// The row a chunk's seal is bound to.
+pub(super) fn chunk_row(
+    instruction: impl std::fmt::Display,
+    index: impl std::fmt::Display,
+) -> String {
+    format!("{instruction}/{index}")
+}
+
+/// Opens `text` with `keys`, sealed for `column` of the row `id` (or
+/// written as JSON before sealing existed).
+pub(super) fn open_json<T: DeserializeOwned>(
+    keys: &Keyring,
+    text: &str,
+    column: &str,
+    id: impl std::fmt::Display,
+) -> Result<T, StoreError> {
+    let json = if Keyring::is_sealed(text) {
+        keys.open(text, &bound(column, &id))
+            .map_err(|e| StoreError::Sealed(format!("{column} of {id}: {e}")))?
+    } else {
+        text.as_bytes().to_vec()
+    };
+    serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(format!("{column} of {id}: {e}")))
+}
+
+/// The data records of instruction `id`'s result, read through `conn`.
+pub(super) async fn result_records(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &Keyring,
+    id: InstructionId,
+) -> Result<Vec<DataRecord>, StoreError> {
+    let row = Sql::new(
+        backend,
+        "select sealed_records, result from instructions where id = ",
+    )
+    .bind(id.to_string())
+    .query()
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| StoreError::not_found("instruction", id))?;
+    match row.try_get::<Option<String>, _>("sealed_records")? {
+        Some(text) => open_json(keys, &text, RECORDS, id),
+        // Written before records were sealed apart: in the result.
+        None => Ok(from_opt_json::<InstructionResult>(&row, "result")?
+            .map(|r| r.records)
+            .unwrap_or_default()),
+    }
+}
+
+/// The indexes of an instruction's chunks, in order, read through `conn`.
+pub(super) async fn chunk_indexes(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    instruction: InstructionId,
+) -> Result<Vec<u32>, StoreError> {
+    let rows = Sql::new(
+        backend,
+        "select chunk from data_record_chunks where instruction_id = ",
+    )
+    .bind(instruction.to_string())
+    .push(" order by chunk")
+    .query()
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<i64, _>("chunk")? as u32))
+        .collect()
+}
+
+/// The records of one chunk (none once erased), read through `conn`.
+pub(super) async fn chunk_records(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &Keyring,
+    instruction: InstructionId,
+    index: u32,
+) -> Result<Vec<DataRecord>, StoreError> {
+    let row = Sql::new(
+        backend,
+        "select sealed from data_record_chunks where instruction_id = ",
+    )
+    .bind(instruction.to_string())
+    .push(" and chunk = ")
+    .bind(i64::from(index))
+    .query()
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        Some(row) => open_json(
+            keys,
+            &row.try_get::<String, _>("sealed")?,
+            CHUNK,
+            chunk_row(instruction, index),
+        ),
+        None => Ok(Vec::new()),
+    }
+}
