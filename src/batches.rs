@@ -59,6 +59,33 @@ impl<T> SharedBatches<T> {
     }
 }
 
+impl<T: Send + 'static> SharedBatches<T> {
+    /// Runs `writers` tasks made by `writer`, each given these batches,
+    /// until all have ended (stopped and drained); a writer's panic is
+    /// passed on once they have.
+    pub async fn run<F, Fut>(self, writers: usize, writer: F)
+    where
+        F: Fn(Self) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut running = tokio::task::JoinSet::new();
+        for _ in 0..writers.max(1) {
+            running.spawn(writer(self.clone()));
+        }
+        let mut panicked = None;
+        while let Some(ended) = running.join_next().await {
+            if let Err(e) = ended
+                && e.is_panic()
+            {
+                panicked.get_or_insert(e.into_panic());
+            }
+        }
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,26 +110,22 @@ mod tests {
         let (tx, rx) = mpsc::channel(64);
         let stop = CancellationToken::new();
         let shared = SharedBatches::new(Batches::new(rx, 4, stop.clone()));
-        let writers: Vec<_> = (0..3)
-            .map(|_| {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    while let Some(batch) = shared.next().await {
-                        got.extend(batch);
-                    }
-                    got
-                })
-            })
-            .collect();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let taken = got.clone();
+        let writers = tokio::spawn(shared.run(3, move |batches| {
+            let got = taken.clone();
+            async move {
+                while let Some(batch) = batches.next().await {
+                    got.lock().unwrap().extend(batch);
+                }
+            }
+        }));
         for i in 0..50 {
             tx.send(i).await.unwrap();
         }
         stop.cancel();
-        let mut all = Vec::new();
-        for w in writers {
-            all.extend(w.await.unwrap());
-        }
+        writers.await.unwrap();
+        let mut all = got.lock().unwrap().clone();
         all.sort();
         assert_eq!(all, (0..50).collect::<Vec<_>>());
     }

@@ -21,10 +21,11 @@ use crate::auth::Caller;
 use crate::domain::export::pieces_owed;
 use crate::domain::{
     AccessScope, CompletionRecord, DataRecord, Disclosures, InstructionId, InstructionState,
+    ProcessorLine,
 };
 use crate::pb;
 use crate::pb::access_report_part::Part;
-use crate::store::Store;
+use crate::store::{RecordBatch, Store};
 use crate::wire;
 
 impl RequestApi {
@@ -40,15 +41,8 @@ impl RequestApi {
         tracing::Span::current().record("request_id", tracing::field::display(id));
         let summary = self.store.request(id).await?;
         visible(&Caller::of(request), &summary)?;
-        let record = match self.store.completion_record(id).await {
-            Ok((record, _, _)) => record,
-            Err(crate::store::StoreError::NotFound(_)) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "request {id} is still open: its report follows its last answer"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        // Open: FAILED_PRECONDITION, the record is written when it finishes.
+        let (record, _, _) = self.store.completion_record(id).await?;
         let pieces = scope_of(&record, summary.access_scope)?;
         if summary.identities_erased_at.is_some() {
             return Err(erased(id));
@@ -123,11 +117,7 @@ async fn produce(
         // The disclosures come first, so the records are read twice: once
         // to fold them, once (when asked for) to send them, one batch at
         // a time.
-        let batches = if line.state == InstructionState::Completed {
-            batches_of(store, line.instruction_id).await?
-        } else {
-            Vec::new()
-        };
+        let batches = batches_of(store, line).await?;
         let mut disclosed = Disclosures::default();
         for batch in &batches {
             for r in &read(store, line.instruction_id, *batch).await? {
@@ -207,31 +197,30 @@ impl Fetch {
     }
 }
 
-/// Where an instruction's records are: its result's, then each uploaded
-/// chunk.
-#[derive(Clone, Copy)]
-pub(super) enum Batch {
-    Result,
-    Chunk(u32),
-}
-
-pub(super) async fn batches_of(store: &Store, id: InstructionId) -> Result<Vec<Batch>, Status> {
-    let chunks = store.chunk_indexes(id).await.map_err(ApiError::from)?;
-    Ok(std::iter::once(Batch::Result)
-        .chain(chunks.into_iter().map(Batch::Chunk))
-        .collect())
+/// The batches of a completed line's records, in the store's one order;
+/// none for a line that did not complete.
+pub(super) async fn batches_of(
+    store: &Store,
+    line: &ProcessorLine,
+) -> Result<Vec<RecordBatch>, Status> {
+    if line.state != InstructionState::Completed {
+        return Ok(Vec::new());
+    }
+    Ok(store
+        .record_batches(line.instruction_id)
+        .await
+        .map_err(ApiError::from)?)
 }
 
 pub(super) async fn read(
     store: &Store,
     id: InstructionId,
-    batch: Batch,
+    batch: RecordBatch,
 ) -> Result<Vec<DataRecord>, Status> {
-    let records = match batch {
-        Batch::Result => store.data_records(id).await,
-        Batch::Chunk(index) => store.chunk(id, index).await,
-    };
-    Ok(records.map_err(ApiError::from)?)
+    Ok(store
+        .batch_records(id, batch)
+        .await
+        .map_err(ApiError::from)?)
 }
 
 fn pieces_pb(processor: &str, records: &[DataRecord]) -> pb::SpecificPieces {

@@ -20,7 +20,7 @@ use tonic::Status;
 use super::access_report::{Fetch, batches_of, read};
 use super::error::ApiError;
 use crate::domain::export::{ExportJson, rfc3339};
-use crate::domain::{CATEGORIES, CompletionRecord, InstructionState};
+use crate::domain::{CATEGORIES, CompletionRecord};
 use crate::pb;
 use crate::store::Store;
 
@@ -126,11 +126,9 @@ async fn json_document(fetched: &Fetched<'_>, tx: &Sender) -> Result<(), Status>
     file.write(&head).await?;
     for line in &record.lines {
         file.write(&doc.open(line)).await?;
-        if line.state == InstructionState::Completed {
-            for batch in batches_of(store, line.instruction_id).await? {
-                for r in read(store, line.instruction_id, batch).await? {
-                    file.write(&doc.record(&r)).await?;
-                }
+        for batch in batches_of(store, line).await? {
+            for r in read(store, line.instruction_id, batch).await? {
+                file.write(&doc.record(&r)).await?;
             }
         }
         file.write(doc.close()).await?;
@@ -153,17 +151,16 @@ fn field(text: &str) -> String {
 
 async fn csv(fetched: &Fetched<'_>, tx: &Sender) -> Result<(), Status> {
     let (store, record) = (fetched.store, fetched.record);
-    let completed: Vec<_> = record
-        .lines
-        .iter()
-        .filter(|l| l.state == InstructionState::Completed)
-        .collect();
+    let mut lines = Vec::with_capacity(record.lines.len());
+    for line in &record.lines {
+        lines.push((line, batches_of(store, line).await?));
+    }
     // Which categories are there, then one file for each, in the
     // statute's order: one pass over the records per file.
     let mut present = std::collections::BTreeSet::new();
-    for line in &completed {
-        for batch in batches_of(store, line.instruction_id).await? {
-            for r in read(store, line.instruction_id, batch).await? {
+    for (line, batches) in &lines {
+        for batch in batches {
+            for r in read(store, line.instruction_id, *batch).await? {
                 present.insert(r.category);
             }
         }
@@ -171,9 +168,9 @@ async fn csv(fetched: &Fetched<'_>, tx: &Sender) -> Result<(), Status> {
     for category in CATEGORIES.iter().filter(|c| present.contains(**c)) {
         let mut file = File::new(&format!("{category}.csv"), tx);
         file.write(COLUMNS.as_bytes()).await?;
-        for line in &completed {
-            for batch in batches_of(store, line.instruction_id).await? {
-                for r in read(store, line.instruction_id, batch).await? {
+        for (line, batches) in &lines {
+            for batch in batches {
+                for r in read(store, line.instruction_id, *batch).await? {
                     if r.category != *category {
                         continue;
                     }

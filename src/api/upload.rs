@@ -54,7 +54,6 @@ impl InstructionApi {
         message: pb::UploadDataRecordsRequest,
     ) -> ApiResult<(InstructionId, ChunkTotals)> {
         let (id, index, records) = wire::upload_chunk(message, MAX_CHUNKS)?;
-        tracing::Span::current().record("instruction_id", tracing::field::display(id));
         match self.store.put_chunk(id, caller, index, &records).await {
             Ok(totals) => Ok((id, totals)),
             Err(ChunkRefused::NotFound(id)) => Err(ApiError::NotFound(format!("instruction {id}"))),

@@ -22,8 +22,6 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use tokio::task::JoinSet;
-
 use crate::batches::{Batches, SharedBatches};
 
 use crate::clock::Clock;
@@ -81,24 +79,23 @@ impl RecorderTask {
     /// runs, deliveries wait for their results to be written.
     pub async fn run(self, stop: CancellationToken) {
         let RecorderTask { store, clock, rx } = self;
-        let batches = SharedBatches::new(Batches::new(rx, MAX_BATCH, stop));
         let writers = store.batch_writers();
-        let mut running = JoinSet::new();
-        for _ in 0..writers {
-            let (batches, store, clock) = (batches.clone(), store.clone(), clock.clone());
-            running.spawn(async move {
-                while let Some(batch) = batches.next().await {
-                    let applied = write(&store, clock.as_ref(), &batch).await;
-                    for p in batch {
-                        let ok = applied
-                            .as_ref()
-                            .is_some_and(|ids| ids.contains(&p.report.id));
-                        let _ = p.done.send(ok);
+        SharedBatches::new(Batches::new(rx, MAX_BATCH, stop))
+            .run(writers, move |batches| {
+                let (store, clock) = (store.clone(), clock.clone());
+                async move {
+                    while let Some(batch) = batches.next().await {
+                        let applied = write(&store, clock.as_ref(), &batch).await;
+                        for p in batch {
+                            let ok = applied
+                                .as_ref()
+                                .is_some_and(|ids| ids.contains(&p.report.id));
+                            let _ = p.done.send(ok);
+                        }
                     }
                 }
-            });
-        }
-        while running.join_next().await.is_some() {}
+            })
+            .await;
     }
 }
 

@@ -131,6 +131,25 @@ impl DataRecord {
     }
 }
 
+/// Checks a set of records sent together (a result's, or one uploaded
+/// chunk): their texts within [`super::MAX_DATA_RECORD_BYTES`] in all,
+/// and each record's rules under `records[i]`.
+pub fn check_records(records: &[DataRecord], v: &mut Violations) {
+    let bytes: usize = records.iter().map(DataRecord::text_bytes).sum();
+    if bytes > super::MAX_DATA_RECORD_BYTES {
+        v.add(
+            "records",
+            format!(
+                "at most {} bytes of texts in all",
+                super::MAX_DATA_RECORD_BYTES
+            ),
+        );
+    }
+    for (i, r) in records.iter().enumerate() {
+        r.check(&format!("records[{i}]"), v);
+    }
+}
+
 /// The disclosures of a right-to-know response, gathered record by record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Disclosures {

@@ -35,7 +35,7 @@ mod violation;
 
 pub use actor::{Actor, PrincipalName};
 pub use adapter::{AdapterConfig, ProcessorTls};
-pub use data_record::{CATEGORIES, DataRecord, Disclosures};
+pub use data_record::{CATEGORIES, DataRecord, Disclosures, check_records};
 pub use deadline::{
     Calendar, DeadlinePolicy, Deadlines, Extension, ExtensionRefused, ExtensionRule, Period,
     Regime, due_times, reply_due,

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::violation::check_len;
-use super::{DataRecord, DeletionException, InstructionState, Violations};
+use super::{DataRecord, DeletionException, InstructionState, Violations, check_records};
 
 /// Most sub-processors one result may list.
 pub const MAX_SUB_PROCESSORS: usize = 100;
@@ -128,16 +128,7 @@ impl InstructionResult {
         if records.len() > MAX_DATA_RECORDS {
             v.add("records", format!("at most {MAX_DATA_RECORDS} entries"));
         }
-        let bytes: usize = records.iter().map(DataRecord::text_bytes).sum();
-        if bytes > MAX_DATA_RECORD_BYTES {
-            v.add(
-                "records",
-                format!("at most {MAX_DATA_RECORD_BYTES} bytes of texts in all"),
-            );
-        }
-        for (i, r) in records.iter().enumerate() {
-            r.check(&format!("records[{i}]"), &mut v);
-        }
+        check_records(&records, &mut v);
         v.finish(|| Self {
             outcome,
             exception,

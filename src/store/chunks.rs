@@ -8,16 +8,16 @@
 //! that locks the instruction's row; the final result locks the same row
 //! and counts the chunks' records into `data_records` (see
 //! `store::transition`), so no chunk slips in after the count. Readers
-//! take one chunk at a time ([`Store::chunk`]), so a report over many
+//! take one chunk at a time ([`Store::batch_records`]), so a report over many
 //! records never holds them all.
 
 use sqlx::Row;
 
 use super::aftermath::lock_rows;
-use super::opened::{CHUNK, chunk_indexes, chunk_records, chunk_row};
+use super::opened::{CHUNK, RecordBatch, batch_records, chunk_row, record_batches};
 use super::sql::Sql;
 use super::{Store, StoreError};
-use crate::domain::{DataRecord, InstructionId, InstructionState, ProcessorId};
+use crate::domain::{DataRecord, InstructionId, InstructionState, ProcessorId, RequestKind};
 
 /// Most chunks one instruction may have (a million records at most, at
 /// 1,000 a chunk).
@@ -57,6 +57,8 @@ impl Store {
         index: u32,
         records: &[DataRecord],
     ) -> Result<ChunkTotals, ChunkRefused> {
+        // Sealed before the transaction: on SQLite it holds the one writer.
+        let sealed = self.seal_json(records, CHUNK, chunk_row(instruction, index));
         let mut tx = self.begin().await?;
         let id = instruction.to_string();
         lock_rows(&mut tx, self.backend, "instructions", vec![id.clone()]).await?;
@@ -78,7 +80,10 @@ impl Store {
         }
         let state: String = row.try_get("state").map_err(StoreError::from)?;
         let kind: String = row.try_get("kind").map_err(StoreError::from)?;
-        if !matches!(kind.as_str(), "ACCESS" | "PORTABILITY") {
+        if !kind
+            .parse::<RequestKind>()
+            .is_ok_and(RequestKind::returns_data)
+        {
             return Err(ChunkRefused::NotNow(format!(
                 "a {kind} instruction takes no data records"
             )));
@@ -111,7 +116,6 @@ impl Store {
                 "an instruction holds at most {MAX_CHUNKS} chunks"
             )));
         }
-        let sealed = self.seal_json(records, CHUNK, chunk_row(instruction, index));
         Sql::new(
             self.backend,
             "insert into data_record_chunks (instruction_id, chunk, records, sealed) values (",
@@ -135,20 +139,24 @@ impl Store {
         })
     }
 
-    /// The indexes of an instruction's chunks, in order.
-    pub async fn chunk_indexes(&self, instruction: InstructionId) -> Result<Vec<u32>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        chunk_indexes(&mut conn, self.backend, instruction).await
-    }
-
-    /// The records of one chunk (none once erased).
-    pub async fn chunk(
+    /// The batches of `instruction`'s data records, in the order every
+    /// reader takes them (see [`RecordBatch`]).
+    pub async fn record_batches(
         &self,
         instruction: InstructionId,
-        index: u32,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        record_batches(&mut conn, self.backend, instruction).await
+    }
+
+    /// The records of one batch (none once erased).
+    pub async fn batch_records(
+        &self,
+        instruction: InstructionId,
+        batch: RecordBatch,
     ) -> Result<Vec<DataRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        chunk_records(&mut conn, self.backend, &self.keys, instruction, index).await
+        batch_records(&mut conn, self.backend, &self.keys, instruction, batch).await
     }
 
     /// What `instruction` holds in chunks.

@@ -8,14 +8,16 @@
 //! writes, read through the closing transaction's connection one batch at
 //! a time (a result's records, then each uploaded chunk), so it holds at
 //! most one chunk whatever the answer's size. The cost falls on that one
-//! transaction, about as long as streaming the export takes (0.16 to 0.2 s
-//! for 100,000 records on a 2-core machine, `dsr-bench access-report`'s
-//! `close_ms`), once per request, instead of on every later reader.
+//! transaction, about as long as streaming the export takes (the whole
+//! closing call took 137 ms on SQLite and 151 ms on PostgreSQL for 100,000
+//! records on a 2-core machine: `dsr-bench access-report`'s `close_ms` in
+//! `docs/benchmarks.md`), once per request, instead of on every later
+//! reader.
 
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 
-use super::opened::{chunk_indexes, chunk_records, result_records};
+use super::opened::{batch_records, record_batches};
 use super::{Backend, StoreError};
 use crate::domain::export::ExportJson;
 use crate::domain::{CompletionRecord, InstructionState};
@@ -35,11 +37,8 @@ pub(super) async fn export_sha256(
         hash.update(doc.open(line));
         if line.state == InstructionState::Completed {
             let id = line.instruction_id;
-            for r in result_records(conn, backend, keys, id).await? {
-                hash.update(doc.record(&r));
-            }
-            for index in chunk_indexes(conn, backend, id).await? {
-                for r in chunk_records(conn, backend, keys, id, index).await? {
+            for batch in record_batches(conn, backend, id).await? {
+                for r in batch_records(conn, backend, keys, id, batch).await? {
                     hash.update(doc.record(&r));
                 }
             }

@@ -78,6 +78,7 @@ pub use instructions::{
     DeliveryAttemptRow, InstructionCursor, InstructionFilter, InstructionOrder, InstructionPage,
 };
 pub use intake::{Intake, Submitting};
+pub use opened::RecordBatch;
 pub use requests::{RequestCursor, RequestFilter, RequestOrder, RequestPage};
 pub use reseal::Resealed;
 pub use scratch::ScratchDatabase;

@@ -1,6 +1,7 @@
 //! Sealed data records read through a given connection: the records of
 //! an instruction's result and of its uploaded chunks, opened with the
-//! keyring. The store's own readers pass a pooled connection; the
+//! keyring, in one order ([`RecordBatch`]) for every reader: the report,
+//! the export, and the export's hash, which must match byte for byte. The store's own readers pass a pooled connection; the
 //! transaction that closes an access request passes its own, to hash the
 //! export it will name (see `export_digest`).
 
@@ -18,6 +19,42 @@ pub(super) const RECORDS: &str = "instructions.sealed_records";
 /// A chunk's sealed column, for binding.
 pub(super) const CHUNK: &str = "data_record_chunks.sealed";
 
+/// Where an instruction's data records are, in the order every reader
+/// takes them: its result's, then each uploaded chunk by index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordBatch {
+    /// The records that came with the result.
+    Result,
+    /// One uploaded chunk.
+    Chunk(u32),
+}
+
+/// The batches of instruction `id`'s records, in order.
+pub(super) async fn record_batches(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    id: InstructionId,
+) -> Result<Vec<RecordBatch>, StoreError> {
+    let chunks = chunk_indexes(conn, backend, id).await?;
+    Ok(std::iter::once(RecordBatch::Result)
+        .chain(chunks.into_iter().map(RecordBatch::Chunk))
+        .collect())
+}
+
+/// The records of one batch of instruction `id`.
+pub(super) async fn batch_records(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &Keyring,
+    id: InstructionId,
+    batch: RecordBatch,
+) -> Result<Vec<DataRecord>, StoreError> {
+    match batch {
+        RecordBatch::Result => result_records(conn, backend, keys, id).await,
+        RecordBatch::Chunk(index) => chunk_records(conn, backend, keys, id, index).await,
+    }
+}
+
 /// The row a chunk's seal is bound to.
 pub(super) fn chunk_row(
     instruction: impl std::fmt::Display,
@@ -26,8 +63,8 @@ pub(super) fn chunk_row(
     format!("{instruction}/{index}")
 }
 
-/// Opens `text` with `keys`, sealed for `column` of the row `id` (or
-/// written as JSON before sealing existed).
+/// Opens `text` with `keys`, sealed for `column` of the row `id`; a plain
+/// JSON value (one the resealing pass has not sealed yet) is read as it is.
 pub(super) fn open_json<T: DeserializeOwned>(
     keys: &Keyring,
     text: &str,

@@ -10,6 +10,7 @@ use super::enums::{ProtoEnum, optional, required};
 use super::{conclude, opt_timestamp, parse_timestamp, timestamp};
 use crate::domain::{
     DataRecord, InstructionResult, InstructionSnapshot, InstructionView, SubProcessor, Violations,
+    check_records,
 };
 use crate::pb;
 
@@ -34,16 +35,7 @@ pub fn instruction_result(
             country: s.country,
         })
         .collect();
-    let records = r
-        .records
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let at = format!("records[{i}].collected_at");
-            let collected_at = v.take(&at, parse_timestamp(d.collected_at, "")).flatten();
-            data_record(d, collected_at)
-        })
-        .collect();
+    let records = data_records(r.records, &mut v);
     // No stand-in for a bad outcome or exception: the cross-field rules
     // depend on both, and a guess would add complaints the caller never
     // caused.
@@ -100,8 +92,19 @@ pub fn upload_chunk(
             format!("must hold 1 to {MAX_CHUNK_RECORDS} records"),
         );
     }
-    let records: Vec<DataRecord> = m
-        .records
+    let records = data_records(m.records, &mut v);
+    check_records(&records, &mut v);
+    match id {
+        Some(id) if v.is_empty() => Ok((id, m.chunk_index, records)),
+        _ => Err(v),
+    }
+}
+
+/// Data records as sent, with a violation under `records[i].collected_at`
+/// for each time that does not convert (their other rules are checked
+/// with the result's, or the chunk's).
+fn data_records(records: Vec<pb::DataRecord>, v: &mut Violations) -> Vec<DataRecord> {
+    records
         .into_iter()
         .enumerate()
         .map(|(i, d)| {
@@ -109,21 +112,10 @@ pub fn upload_chunk(
             let collected_at = v.take(&at, parse_timestamp(d.collected_at, "")).flatten();
             data_record(d, collected_at)
         })
-        .collect();
-    let bytes: usize = records.iter().map(DataRecord::text_bytes).sum();
-    if bytes > crate::domain::MAX_DATA_RECORD_BYTES {
-        v.add("records", "at most 768 KiB of texts in one chunk");
-    }
-    for (i, r) in records.iter().enumerate() {
-        r.check(&format!("records[{i}]"), &mut v);
-    }
-    match id {
-        Some(id) if v.is_empty() => Ok((id, m.chunk_index, records)),
-        _ => Err(v),
-    }
+        .collect()
 }
 
-/// A data record as sent (its rules are checked with the result's).
+/// A data record as sent.
 fn data_record(d: pb::DataRecord, collected_at: Option<crate::domain::Timestamp>) -> DataRecord {
     DataRecord {
         category: d.category,

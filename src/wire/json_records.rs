@@ -84,10 +84,7 @@ pub fn record_pb(d: DataRecord, at: &str, v: &mut Violations) -> pb::DataRecord 
         None
     } else {
         match chrono::DateTime::parse_from_rfc3339(&d.collected_at) {
-            Ok(t) => Some(prost_types::Timestamp {
-                seconds: t.timestamp(),
-                nanos: t.timestamp_subsec_nanos().min(999_999_999) as i32,
-            }),
+            Ok(t) => Some(super::timestamp(t.to_utc())),
             Err(_) => {
                 v.add(
                     format!("{at}.collected_at"),

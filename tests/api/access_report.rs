@@ -398,11 +398,6 @@ async fn a_processor_uploads_a_hundred_thousand_records_in_chunks(db: TestDb) {
     app.stop().await;
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 /// Every file of an export: its name, its bytes, and the SHA-256 its last
 /// chunk named (checked against the bytes).
 async fn export(
@@ -410,7 +405,6 @@ async fn export(
     request_id: &str,
     format: pb::ExportFormat,
 ) -> Result<Vec<(String, Vec<u8>)>, tonic::Status> {
-    use sha2::Digest;
     let mut stream = app
         .requests
         .clone()
@@ -433,7 +427,7 @@ async fn export(
         assert_eq!(*name, chunk.file);
         bytes.extend_from_slice(&chunk.data);
         if !chunk.sha256.is_empty() {
-            assert_eq!(chunk.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+            assert_eq!(chunk.sha256, sha256_hex(bytes));
             open = false;
         }
     }

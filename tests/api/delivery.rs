@@ -62,11 +62,7 @@ async fn deletion_fans_out_to_three_processors(db: TestDb) {
         assert_eq!(line.resolved_by, "processor");
     }
     // The digest covers exactly the canonical bytes returned with it.
-    use sha2::Digest;
-    assert_eq!(
-        record.digest,
-        hex::encode(sha2::Sha256::digest(&record.canonical_json))
-    );
+    assert_eq!(record.digest, sha256_hex(&record.canonical_json));
     // No raw identifiers in the record.
     let text = String::from_utf8(record.canonical_json.clone()).unwrap();
     assert!(!text.contains("alice@example.com"));

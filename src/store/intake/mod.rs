@@ -131,19 +131,18 @@ impl Store {
                 tracing::warn!("an intake writer is already running");
                 return;
             }
-            let batches = SharedBatches::new(Batches::new(rx, MAX_BATCH, stop));
             let writers = store.batch_writers();
-            let mut running = tokio::task::JoinSet::new();
-            for _ in 0..writers {
-                let (batches, store) = (batches.clone(), store.clone());
-                running.spawn(async move {
-                    let mut registry = None;
-                    while let Some(jobs) = batches.next().await {
-                        store.write_batch(jobs, &mut registry).await;
+            SharedBatches::new(Batches::new(rx, MAX_BATCH, stop))
+                .run(writers, move |batches| {
+                    let store = store.clone();
+                    async move {
+                        let mut registry = None;
+                        while let Some(jobs) = batches.next().await {
+                            store.write_batch(jobs, &mut registry).await;
+                        }
                     }
-                });
-            }
-            while running.join_next().await.is_some() {}
+                })
+                .await;
         }
     }
 

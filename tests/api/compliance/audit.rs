@@ -3,7 +3,6 @@
 //! it was edited.
 
 use dsr_orchestrator::pb;
-use sha2::Digest;
 
 use super::*;
 use crate::backends;
@@ -93,10 +92,7 @@ async fn the_record_covers_the_trail(db: TestDb) {
     let record = record(&app, &id).await;
     let head = &events.last().unwrap().hash;
     assert_eq!(&record.audit_head, head);
-    assert_eq!(
-        record.digest,
-        hex::encode(sha2::Sha256::digest(&record.canonical_json))
-    );
+    assert_eq!(record.digest, sha256_hex(&record.canonical_json));
     let canonical = String::from_utf8(record.canonical_json.clone()).unwrap();
     assert!(
         canonical.contains(head.as_str()),

@@ -96,8 +96,13 @@ pub struct TestApp {
 
 /// The SHA-256 (hex) of a token, as the auth file lists it.
 pub fn token_hash(token: &str) -> String {
+    sha256_hex(token.as_bytes())
+}
+
+/// The lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// An auth file: the harness's principal first, then `rest`, which may

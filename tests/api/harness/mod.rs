@@ -14,7 +14,7 @@ pub mod pki;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use app::{TEST_KEYS, TestApp};
+pub use app::{TEST_KEYS, TestApp, sha256_hex};
 pub use db::TestDb;
 pub use fake::{FakeProcessor, Reply};
 pub use fixtures::*;

@@ -141,8 +141,9 @@ async fn rotation_under_load_reseals_every_row(db: TestDb) {
     let pulled = pull(&app, &token, 100).await;
     assert_eq!(pulled.len(), 61);
     assert!(pulled.iter().all(|i| i.subject_identities.len() == 1));
-    // The resealed chunk opens: the request closes with its export digest
-    // and the chunk's record is exported.
+    // The resealed chunk opens: the request closes with its export digest,
+    // hashed from the chunk's record (a chunk that did not open leaves it
+    // empty).
     app.instructions
         .clone()
         .complete_instruction(authed(
