@@ -24,16 +24,15 @@ use std::time::Duration;
 
 use sqlx::Row;
 
-use super::audit::write_trail;
 use super::codec::{micros, parsed, request_id, time};
-use super::events::{EventKind, NewEvent};
-use super::records::heads_of;
+use super::events::EventKind;
+use super::fetches::{Note, append_notes};
 use super::sealed::SUBJECT;
 use super::sql::{Bind, Col, Sql};
 use super::{Effects, Store, StoreError};
 use crate::domain::{
-    Actor, CompletionRecord, OverallOutcome, RequestId, RequestKind, RequestStatus, Subject,
-    SubjectIdentity, Timestamp, normal_form,
+    Actor, CompletionRecord, OverallOutcome, RequestKind, RequestStatus, Subject, SubjectIdentity,
+    Timestamp, normal_form,
 };
 
 /// Requests erased per transaction.
@@ -291,33 +290,16 @@ impl Store {
             .collect::<Result<_, _>>()?;
         requests.sort();
         requests.dedup();
-        let mut effects = Effects::default();
-        if !requests.is_empty() {
-            let mut sql = Sql::new(
-                self.backend,
-                "update requests set event_seq = event_seq + 1 where ",
-            );
-            sql.in_list("id", requests)
-                .push(" returning id, event_seq, status, audit_head");
-            let rows = sql.query().fetch_all(&mut *tx).await?;
-            let heads = heads_of(&rows)?;
-            let mut events = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let id: RequestId = request_id(row, "id")?;
-                effects.touched.push(id);
-                events.push(NewEvent {
-                    request: id,
-                    seq: row.try_get("event_seq")?,
-                    kind: EventKind::SuppressionRemoved,
-                    request_status: parsed(row, "status", RequestStatus::parse)?,
-                    instruction: None,
-                    actor: Some(actor),
-                    extension: None,
-                    note: Some(reason),
-                });
-            }
-            write_trail(&mut tx, self.backend, &events, heads, Vec::new(), now).await?;
-        }
+        let note = Note {
+            kind: EventKind::SuppressionRemoved,
+            actor,
+            text: reason,
+        };
+        let touched = append_notes(&mut tx, self.backend, requests, note, now).await?;
+        let effects = Effects {
+            touched,
+            ..Effects::default()
+        };
         tx.commit().await?;
         self.announce(effects);
         Ok(removed.len())

@@ -101,7 +101,7 @@ pub(super) struct NewEvent<'a> {
     pub actor: Option<&'a Actor>,
     /// The extension a DEADLINE_EXTENDED event declares.
     pub extension: Option<&'a Extension>,
-    /// Why, for a SUPPRESSION_REMOVED event.
+    /// Why, for a SUPPRESSION_REMOVED event; what, for a DATA_FETCHED one.
     pub note: Option<&'a str>,
 }
 

@@ -118,10 +118,10 @@ fn decode(row: &AnyRow, instructions: Vec<InstructionView>) -> Result<RequestSum
     let submitted_at = time(row, "submitted_at")?;
     Ok(RequestSummary {
         id: request_id(row, "id")?,
-        kind: parsed(row, "kind", |s| s.parse().ok())?,
-        jurisdiction: parsed(row, "jurisdiction", |s| s.parse().ok())?,
+        kind,
+        jurisdiction,
         status: parsed(row, "status", RequestStatus::parse)?,
-        submitted_at: time(row, "submitted_at")?,
+        submitted_at,
         received_at: time(row, "received_at")?,
         closed_at: opt_time(row, "closed_at")?,
         channel: row.try_get("channel")?,

@@ -121,7 +121,9 @@ impl Store {
                 return Ok(());
             };
             after = (last.try_get("instruction_id")?, last.try_get("chunk")?);
-            let mut tx = self.begin().await?;
+            // Opened and sealed again before the transaction, which then
+            // only writes (on SQLite it holds the one writer).
+            let mut updates = Vec::with_capacity(rows.len());
             for row in &rows {
                 let (id, index): (String, i64) =
                     (row.try_get("instruction_id")?, row.try_get("chunk")?);
@@ -129,19 +131,8 @@ impl Store {
                 let bound_to = chunk_row(&id, index);
                 match self.open_json::<Vec<DataRecord>>(&old, CHUNK, &bound_to) {
                     Ok(records) => {
-                        done.values +=
-                            Sql::new(self.backend, "update data_record_chunks set sealed = ")
-                                .bind(self.seal_json(&records, CHUNK, &bound_to))
-                                .push(" where instruction_id = ")
-                                .bind(id)
-                                .push(" and chunk = ")
-                                .bind(index)
-                                .push(" and sealed = ")
-                                .bind(old)
-                                .query()
-                                .execute(&mut *tx)
-                                .await?
-                                .rows_affected();
+                        let new = self.seal_json(&records, CHUNK, &bound_to);
+                        updates.push((id, index, old, new));
                     }
                     Err(StoreError::Sealed(_) | StoreError::Corrupt(_)) => {
                         let key = Keyring::key_of(&old).unwrap_or("unreadable");
@@ -149,6 +140,24 @@ impl Store {
                     }
                     Err(e) => return Err(e),
                 }
+            }
+            if updates.is_empty() {
+                continue;
+            }
+            let mut tx = self.begin().await?;
+            for (id, index, old, new) in updates {
+                done.values += Sql::new(self.backend, "update data_record_chunks set sealed = ")
+                    .bind(new)
+                    .push(" where instruction_id = ")
+                    .bind(id)
+                    .push(" and chunk = ")
+                    .bind(index)
+                    .push(" and sealed = ")
+                    .bind(old)
+                    .query()
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             }
             tx.commit().await?;
         }
