@@ -133,8 +133,8 @@ impl Store {
     /// machine, one to four, so that a replica with cores to spare
     /// overlaps a batch's commit with writing the next, while one on a
     /// small machine, where PostgreSQL already has the cores busy, does
-    /// not split its batches for nothing (on two cores three recorder
-    /// writers carried less than one); on SQLite, whose writers take
+    /// not split its batches for nothing (on two cores three recorder and
+    /// two intake writers carried less than one of each); on SQLite, whose writers take
     /// turns anyway, one.
     pub fn batch_writers(&self) -> usize {
         match self.backend {
