@@ -38,7 +38,7 @@ pub(super) enum Gate {
 /// Whether a delivery's result counts against the processor's health: it
 /// did not answer, or answered that it cannot take work now. An answer,
 /// even a refusal, shows it is up.
-fn failed(result: &DeliveryResult) -> bool {
+pub(super) fn failed(result: &DeliveryResult) -> bool {
     matches!(
         result,
         DeliveryResult::RetryAt { .. }

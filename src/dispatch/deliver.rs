@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::Dispatcher;
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint};
+use super::concurrency::Ticket;
+use super::{Dispatcher, breaker};
 use crate::domain::{AdapterConfig, AttemptResult, Processor, Timestamp, reply_due};
 use crate::store::{CancelNotice, ClaimKind, Claimed, DeliveryReport, DeliveryResult, StoreError};
 
@@ -21,7 +22,13 @@ const CANCEL_NOTICES_PER_PASS: usize = 64;
 impl Dispatcher {
     /// Delivers one claimed instruction and records the answer, in a span
     /// that joins the trace of the call that submitted the request.
-    pub(super) async fn deliver(&self, p: &Processor, c: Claimed, probe: Option<Duration>) {
+    pub(super) async fn deliver(
+        &self,
+        p: &Processor,
+        c: Claimed,
+        probe: Option<Duration>,
+        ticket: Option<Ticket>,
+    ) {
         let span = tracing::info_span!(
             "deliver",
             otel.kind = "client",
@@ -33,11 +40,20 @@ impl Dispatcher {
             probe = probe.is_some(),
         );
         crate::telemetry::link_and_parent(&span, c.trace_context.as_deref());
-        self.deliver_in_span(p, c, probe).instrument(span).await
+        self.deliver_in_span(p, c, probe, ticket)
+            .instrument(span)
+            .await
     }
 
-    async fn deliver_in_span(&self, p: &Processor, c: Claimed, probe: Option<Duration>) {
+    async fn deliver_in_span(
+        &self,
+        p: &Processor,
+        c: Claimed,
+        probe: Option<Duration>,
+        ticket: Option<Ticket>,
+    ) {
         let started = Instant::now();
+        let sent_at = self.clock.now();
         // A federated processor is given a request of its own, made of
         // the request's facts (a failed read is retried); an access
         // instruction says what the person asks (scope, how far back).
@@ -62,7 +78,12 @@ impl Dispatcher {
             Err(e) => Err(e),
         };
         let took = started.elapsed();
-        let result = result_of(answer, p, &c, self.clock.now());
+        let now = self.clock.now();
+        let result = result_of(answer, p, &c, now);
+        if let Some(ticket) = ticket {
+            let latency = (now - sent_at).to_std().unwrap_or_default();
+            self.observe(p, ticket, latency, breaker::failed(&result));
+        }
         let (counted, code) = match &result {
             DeliveryResult::Accepted { .. } => (AttemptResult::Accepted, None),
             DeliveryResult::Outcome(_) => (AttemptResult::Outcome, None),

@@ -45,6 +45,7 @@
 
 pub mod adapter;
 pub mod breaker;
+pub mod concurrency;
 mod deliver;
 pub mod destination;
 pub mod federation;
@@ -132,8 +133,8 @@ pub struct Dispatcher {
     /// Global delivery slots.
     global: Arc<Semaphore>,
     /// Per-processor delivery slots, created on first sight of a processor
-    /// and resized when its `max_in_flight` changes.
-    per_processor: Arc<Mutex<HashMap<ProcessorId, slots::Slots>>>,
+    /// and made again when its `max_in_flight` changes.
+    per_processor: Arc<Mutex<HashMap<ProcessorId, slots::ProcessorSlots>>>,
     /// Delivery and claim metrics.
     metrics: Arc<Metrics>,
     /// When the loop last turned (a monotonic instant; construction before

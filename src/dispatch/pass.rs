@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::{Dispatcher, Pass, breaker};
+use super::{Dispatcher, Pass, breaker, concurrency};
 use crate::domain::Processor;
 use crate::store::{Budget, ClaimKind, ClaimOrder};
 
@@ -119,7 +119,7 @@ impl Dispatcher {
                 max_reminders: p.spec.reminder_budget(),
                 max_attempts: p.spec.retry_policy.max_attempts,
                 limit: slots.len() as u32,
-                max_in_flight: p.spec.max_in_flight,
+                max_in_flight: p.spec.max_in_flight.unwrap_or(concurrency::CEILING),
                 per_second: p.spec.max_deliveries_per_second,
                 lease: *timeout + self.config.lease_margin,
             })
@@ -143,6 +143,7 @@ impl Dispatcher {
             self.metrics
                 .claim_finished(p.spec.id.as_str(), took, &kinds);
             let probe = probes.get(&p.spec.id).copied();
+            let ticket = self.ticket(p, slots.len() - claimed.len());
             let p = Arc::new(p.clone());
             // Unused slots are released when their permits drop here.
             for (c, permits) in claimed.into_iter().zip(slots) {
@@ -150,7 +151,7 @@ impl Dispatcher {
                 let p = p.clone();
                 set.spawn(async move {
                     let _permits = permits;
-                    this.deliver(&p, c, probe).await;
+                    this.deliver(&p, c, probe, ticket).await;
                 });
             }
         }

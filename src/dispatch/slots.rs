@@ -1,7 +1,8 @@
 //! Delivery slots: how many deliveries may be in flight, overall
-//! (`max_in_flight`) and per processor (its `max_in_flight`), and how many
-//! a pass may fill while callers queue to submit (intake first, see the
-//! module documentation of [`super`]).
+//! (`max_in_flight`) and per processor (its `max_in_flight`, or the
+//! adaptive limit of [`super::concurrency`] when it has none), and how
+//! many a pass may fill while callers queue to submit (intake first, see
+//! the module documentation of [`super`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Dispatcher;
+use super::concurrency::{AdaptiveLimit, CEILING, START, Ticket};
 use crate::domain::{Processor, Timestamp};
 use crate::store::StoreError;
 
@@ -26,8 +28,39 @@ const YIELDING_SHARE: usize = 4;
 /// slow bursts down with it (see `docs/decisions/0003-intake-first.md`).
 pub const HELD_SLOTS: usize = 64;
 
-/// A processor's delivery slots and the limit they were sized for.
-pub(super) type Slots = (u32, Arc<Semaphore>);
+/// A processor's delivery slots on this replica.
+pub(super) struct ProcessorSlots {
+    /// The processor's `max_in_flight` they were made for (`None`:
+    /// adaptive).
+    made_for: Option<u32>,
+    /// One permit per delivery in flight, as many as `made_for` allows
+    /// (the adaptive [`CEILING`] when unset).
+    semaphore: Arc<Semaphore>,
+    /// The adaptive limit, for a processor without a `max_in_flight`.
+    adaptive: Option<AdaptiveLimit>,
+}
+
+impl ProcessorSlots {
+    fn new(made_for: Option<u32>) -> Self {
+        Self {
+            made_for,
+            semaphore: Arc::new(Semaphore::new(made_for.unwrap_or(CEILING) as usize)),
+            adaptive: made_for.is_none().then(AdaptiveLimit::default),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.made_for.unwrap_or(CEILING) as usize - self.semaphore.available_permits()
+    }
+
+    /// Deliveries that may be in flight now.
+    fn limit(&self) -> u32 {
+        match &self.adaptive {
+            Some(a) => a.get(),
+            None => self.made_for.unwrap_or(CEILING),
+        }
+    }
+}
 
 /// One delivery's slot: a global permit and one of its processor's.
 pub(super) type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
@@ -62,28 +95,27 @@ impl Dispatcher {
     }
 
     /// Takes up to `most` (global, per-processor) slot pairs, as many as
-    /// are free now.
+    /// are free now within the processor's limit.
     pub(super) fn reserve(&self, p: &Processor, most: usize) -> Vec<Slot> {
-        let sem = {
-            let mut map = self.per_processor.lock().expect("semaphore map lock");
+        let (sem, room) = {
+            let mut map = self.per_processor.lock().expect("slots lock");
             let entry = map.entry(p.spec.id.clone()).or_insert_with(|| {
-                (
-                    p.spec.max_in_flight,
-                    Arc::new(Semaphore::new(p.spec.max_in_flight as usize)),
-                )
+                self.metrics
+                    .delivery_limit(p.spec.id.as_str(), p.spec.max_in_flight.unwrap_or(START));
+                ProcessorSlots::new(p.spec.max_in_flight)
             });
-            if entry.0 != p.spec.max_in_flight {
-                // Resized: new deliveries use the new limit; old permits
+            if entry.made_for != p.spec.max_in_flight {
+                // Changed: new deliveries use the new limit; old permits
                 // drain from the old semaphore.
-                *entry = (
-                    p.spec.max_in_flight,
-                    Arc::new(Semaphore::new(p.spec.max_in_flight as usize)),
-                );
+                *entry = ProcessorSlots::new(p.spec.max_in_flight);
+                self.metrics
+                    .delivery_limit(p.spec.id.as_str(), entry.limit());
             }
-            entry.1.clone()
+            let room = (entry.limit() as usize).saturating_sub(entry.in_flight());
+            (entry.semaphore.clone(), room)
         };
         let mut slots = Vec::new();
-        while slots.len() < most
+        while slots.len() < most.min(room)
             && let (Ok(g), Ok(s)) = (
                 self.global.clone().try_acquire_owned(),
                 sem.clone().try_acquire_owned(),
@@ -92,5 +124,33 @@ impl Dispatcher {
             slots.push((g, s));
         }
         slots
+    }
+
+    /// The ticket of the deliveries to `p` a pass starts, holding `unused`
+    /// slots it is about to give back; `None` for a fixed limit.
+    pub(super) fn ticket(&self, p: &Processor, unused: usize) -> Option<Ticket> {
+        let map = self.per_processor.lock().expect("slots lock");
+        let entry = map.get(&p.spec.id)?;
+        let adaptive = entry.adaptive.as_ref()?;
+        Some(adaptive.ticket(entry.in_flight().saturating_sub(unused)))
+    }
+
+    /// Teaches `p`'s adaptive limit the answer of a delivery that started
+    /// with `ticket`: it `took` this long, and `failed` if `p` could not
+    /// cope.
+    pub(super) fn observe(&self, p: &Processor, ticket: Ticket, took: Duration, failed: bool) {
+        let Some(timeout) = p.spec.adapter.push_timeout() else {
+            return;
+        };
+        let mut map = self.per_processor.lock().expect("slots lock");
+        let Some(adaptive) = map.get_mut(&p.spec.id).and_then(|e| e.adaptive.as_mut()) else {
+            return;
+        };
+        let before = adaptive.get();
+        adaptive.observe(ticket, took, timeout, failed);
+        if adaptive.get() != before {
+            self.metrics
+                .delivery_limit(p.spec.id.as_str(), adaptive.get());
+        }
     }
 }

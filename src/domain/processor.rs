@@ -41,8 +41,11 @@ pub struct ProcessorSpec {
     pub completion_timeout: Duration,
     /// Reminders before escalation.
     pub max_reminders: u32,
-    /// Deliveries in flight at once, across every replica.
-    pub max_in_flight: u32,
+    /// Deliveries in flight at once, across every replica; `None`: an
+    /// adaptive limit learnt from the processor's answers (see
+    /// `dispatch::concurrency`).
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
     /// Deliveries started per second across every replica (reminders
     /// included); 0 for no limit.
     #[serde(default)]
@@ -60,7 +63,7 @@ pub const MAX_DELIVERIES_PER_SECOND: u32 = 100_000;
 /// across every replica of the deployment (see `store::limits`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryLimits {
-    /// Deliveries in flight at once; unset: [`defaults::MAX_IN_FLIGHT`].
+    /// Deliveries in flight at once; unset: an adaptive limit.
     pub max_in_flight: Option<u32>,
     /// Deliveries started per second; 0 for no limit.
     pub max_deliveries_per_second: u32,
@@ -75,8 +78,6 @@ pub mod defaults {
     pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
     /// Reminders.
     pub const MAX_REMINDERS: u32 = 3;
-    /// In-flight deliveries.
-    pub const MAX_IN_FLIGHT: u32 = 16;
     /// Safety margin before the request's deadline.
     pub const SAFETY_MARGIN: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -166,8 +167,8 @@ impl ProcessorSpec {
         if max_reminders > 20 {
             v.add("max_reminders", "must be at most 20");
         }
-        let max_in_flight = limits.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT);
-        if !(1..=1000).contains(&max_in_flight) {
+        let max_in_flight = limits.max_in_flight;
+        if max_in_flight.is_some_and(|n| !(1..=1000).contains(&n)) {
             v.add("max_in_flight", "must be between 1 and 1000");
         }
         let max_deliveries_per_second = limits.max_deliveries_per_second;

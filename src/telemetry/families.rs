@@ -118,6 +118,8 @@ families! {
         "1 for each push processor whose circuit breaker is open, by processor and state (open, half_open).";
     RECEIPT_OVERDUE = "dsr_requests_receipt_overdue", Shape::Gauge,
         "Open requests whose receipt confirmation to the person is overdue.";
+    DELIVERY_LIMIT = "dsr_delivery_limit", Shape::Gauge,
+        "Deliveries this replica may have in flight to a push processor, by processor: its max_in_flight, or the adaptive limit learnt from its answers when it has none.";
     QUEUE_DEPTH = "dsr_queue_depth", Shape::Gauge,
         "PENDING instructions already due for delivery, by processor.";
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider as _};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prometheus::{Encoder, TextEncoder};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,7 @@ pub struct Metrics {
     claim_duration: Histogram<f64>,
     dispatch_yields: Counter<u64>,
     dispatch_passes: Counter<u64>,
+    delivery_limit: Gauge<u64>,
 }
 
 impl Metrics {
@@ -123,6 +124,10 @@ impl Metrics {
             claim_duration: histogram(&CLAIM_DURATION),
             dispatch_yields: counter(&DISPATCH_YIELDS),
             dispatch_passes: counter(&DISPATCH_PASSES),
+            delivery_limit: meter
+                .u64_gauge(DELIVERY_LIMIT.name)
+                .with_description(DELIVERY_LIMIT.help)
+                .build(),
             registry,
             provider,
             snapshot,
@@ -187,6 +192,15 @@ impl Metrics {
             self.delivery_failures
                 .add(1, &[p, KeyValue::new("code", code.to_string())]);
         }
+    }
+
+    /// This replica may now have `limit` deliveries in flight to a
+    /// processor.
+    pub fn delivery_limit(&self, processor: &str, limit: u32) {
+        self.delivery_limit.record(
+            u64::from(limit),
+            &[KeyValue::new("processor", processor.to_string())],
+        );
     }
 
     /// This replica opened (`open`) or closed (`closed`) a processor's

@@ -222,7 +222,7 @@ pub(super) fn spec_pb(s: &ProcessorSpec) -> pb::Processor {
         ack_timeout: Some(duration_pb(s.ack_timeout)),
         completion_timeout: Some(duration_pb(s.completion_timeout)),
         max_reminders: Some(s.max_reminders),
-        max_in_flight: s.max_in_flight,
+        max_in_flight: s.max_in_flight.unwrap_or(0),
         max_deliveries_per_second: s.max_deliveries_per_second,
         safety_margin: Some(duration_pb(s.safety_margin)),
         status: 0,

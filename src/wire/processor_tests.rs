@@ -39,7 +39,7 @@ fn unset_fields_take_defaults_and_round_trip() {
     );
     assert_eq!(spec.retry_policy, RetryPolicy::default());
     assert_eq!(spec.max_reminders, 3);
-    assert_eq!(spec.max_in_flight, 16);
+    assert_eq!(spec.max_in_flight, None, "adaptive");
     assert_eq!(
         spec.adapter,
         AdapterConfig::grpc("https://dsr.vendor.example:443", None, None).unwrap()

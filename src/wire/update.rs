@@ -205,6 +205,23 @@ mod tests {
     }
 
     #[test]
+    fn a_masked_zero_max_in_flight_makes_the_limit_adaptive() {
+        let fixed = pb::Processor {
+            max_in_flight: 40,
+            ..Default::default()
+        };
+        let updated = apply_update(&current(), Some(fixed), mask(&["max_in_flight"])).unwrap();
+        assert_eq!(updated.max_in_flight, Some(40));
+        let adaptive = apply_update(
+            &updated,
+            Some(pb::Processor::default()),
+            mask(&["max_in_flight"]),
+        )
+        .unwrap();
+        assert_eq!(adaptive.max_in_flight, None);
+    }
+
+    #[test]
     fn zero_reminders_survive_an_unrelated_update() {
         let mut current = current();
         current.max_reminders = 0;
@@ -213,7 +230,7 @@ mod tests {
             ..Default::default()
         };
         let updated = apply_update(&current, Some(patch), mask(&["max_in_flight"])).unwrap();
-        assert_eq!((updated.max_reminders, updated.max_in_flight), (0, 4));
+        assert_eq!((updated.max_reminders, updated.max_in_flight), (0, Some(4)));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 mod harness;
 
 mod access_report;
+mod adaptive_limits;
 mod breakers;
 mod cancel_notices;
 mod compliance;

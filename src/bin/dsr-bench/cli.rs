@@ -149,6 +149,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.0)]
     pub failure_rate: f64,
 
+    /// The fake processors' registered `max_in_flight`, 1 to 1000; unset
+    /// (the default) for the adaptive limit.
+    #[arg(long)]
+    pub processor_max_in_flight: Option<u32>,
+
     /// Seconds to wait, per phase, for every request's completion record
     /// before giving up.
     #[arg(long, default_value_t = 600)]
@@ -205,6 +210,8 @@ pub struct Settings {
     pub processor_latency: Duration,
     /// Fake processors' UNAVAILABLE fraction.
     pub failure_rate: f64,
+    /// Fake processors' registered `max_in_flight` (`None`: adaptive).
+    pub processor_max_in_flight: Option<u32>,
     /// Per-phase wait for records.
     pub timeout: Duration,
     /// Print the JSON line.
@@ -225,6 +232,12 @@ impl Cli {
         }
         if !(0.0..=0.9).contains(&self.failure_rate) {
             bail!("--failure-rate must be between 0 and 0.9");
+        }
+        if self
+            .processor_max_in_flight
+            .is_some_and(|n| !(1..=1000).contains(&n))
+        {
+            bail!("--processor-max-in-flight must be 1 to 1000");
         }
         if self.timeout == 0 {
             bail!("--timeout must be at least 1 second");
@@ -282,6 +295,7 @@ impl Cli {
             vacuum: !self.no_vacuum,
             processor_latency: Duration::from_millis(self.processor_latency_ms),
             failure_rate: self.failure_rate,
+            processor_max_in_flight: self.processor_max_in_flight,
             timeout: Duration::from_secs(self.timeout),
             json: self.json,
         })

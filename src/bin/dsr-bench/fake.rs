@@ -35,6 +35,9 @@ pub struct Behaviour {
     pub latency: Duration,
     /// Fraction of deliveries answered UNAVAILABLE.
     pub failure_rate: f64,
+    /// The `max_in_flight` the fakes are registered with (`None`: unset,
+    /// the adaptive limit).
+    pub max_in_flight: Option<u32>,
 }
 
 /// What all fakes of the fleet have seen since the last [`Fleet::reset`].
@@ -149,7 +152,7 @@ impl Fleet {
             };
             processors
                 .register_processor(pb::RegisterProcessorRequest {
-                    processor: Some(definition(&id, addr)),
+                    processor: Some(definition(&id, addr, behaviour.max_in_flight)),
                 })
                 .await
                 .with_context(|| format!("cannot register fake processor {id}"))?;
@@ -196,8 +199,9 @@ impl Drop for Fleet {
 
 /// A push processor taking deletions of e-mail identities, with fast
 /// retries (10 ms doubling to 1 s) and the largest retry budget, so that a
-/// simulated failure rate delays instructions but never escalates them.
-fn definition(id: &str, addr: SocketAddr) -> pb::Processor {
+/// simulated failure rate delays instructions but never escalates them;
+/// `max_in_flight` if given; on every other setting the defaults.
+fn definition(id: &str, addr: SocketAddr, max_in_flight: Option<u32>) -> pb::Processor {
     pb::Processor {
         processor_id: id.to_string(),
         display_name: format!("dsr-bench fake processor {id}"),
@@ -227,7 +231,7 @@ fn definition(id: &str, addr: SocketAddr) -> pb::Processor {
             multiplier: 2.0,
             max_attempts: 100,
         }),
-        max_in_flight: 256,
+        max_in_flight: max_in_flight.unwrap_or(0),
         ..Default::default()
     }
 }
