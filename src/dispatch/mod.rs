@@ -1,8 +1,9 @@
 //! The dispatcher: claim -> deliver -> record, forever.
 //!
 //! Each tick leases, for every push processor, as many due instructions as
-//! it has free delivery slots (a per-processor limit, `max_in_flight`,
-//! inside a global one, shared out fairly per pass), all processors in one
+//! it has free delivery slots (a per-processor limit, `max_in_flight` or
+//! the adaptive one of [`concurrency`], inside a global one, shared out
+//! fairly per pass), all processors in one
 //! transaction: a request fanned out to five processors costs one claim
 //! commit, not five. Per-processor limits keep one slow processor from
 //! starving the others and bound what each receives at once. Every leased
