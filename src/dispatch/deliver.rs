@@ -55,27 +55,32 @@ impl Dispatcher {
         let started = Instant::now();
         let sent_at = self.clock.now();
         // A federated processor is given a request of its own, made of
-        // the request's facts (a failed read is retried); an access
-        // instruction says what the person asks (scope, how far back).
+        // the request's facts; an access instruction says what the person
+        // asks (scope, how far back). Without them nothing is sent: a
+        // failed read is retried, an unreadable request escalates.
         let facts = matches!(p.spec.adapter, AdapterConfig::Dsr { .. })
             || c.instruction.kind.returns_data();
-        let request = if facts {
-            self.store.request(c.instruction.request_id).await.ok()
-        } else {
-            None
+        let request = match facts {
+            true => match self.store.request(c.instruction.request_id).await {
+                Ok(request) => Ok(Some(request)),
+                Err(e) => Err(unreadable("REQUEST_UNREADABLE", e)),
+            },
+            false => Ok(None),
         };
-        let delivery = Delivery {
-            instruction: &c.instruction,
-            identities: &c.identities,
-            reminder: c.kind == ClaimKind::Reminder,
-            request: request.as_ref(),
-        };
-        let answer = match self.secret_for(p).await {
-            Ok(secret) => match Endpoint::of(&p.spec.adapter, &secret) {
-                Some(endpoint) => self.adapter.deliver(endpoint, delivery).await,
+        let answer = match (request, self.secret_for(p).await) {
+            (Ok(request), Ok(secret)) => match Endpoint::of(&p.spec.adapter, &secret) {
+                Some(endpoint) => {
+                    let delivery = Delivery {
+                        instruction: &c.instruction,
+                        identities: &c.identities,
+                        reminder: c.kind == ClaimKind::Reminder,
+                        request: request.as_ref(),
+                    };
+                    self.adapter.deliver(endpoint, delivery).await
+                }
                 None => return,
             },
-            Err(e) => Err(e),
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         let took = started.elapsed();
         let now = self.clock.now();
@@ -129,10 +134,7 @@ impl Dispatcher {
                     "no webhook secret was issued for this processor: issue one with RotateWebhookSecret",
                 ));
             }
-            Err(e @ (StoreError::Sealed(_) | StoreError::Corrupt(_))) => {
-                return Err(DeliveryError::fatal("WEBHOOK_SECRET_SEALED", e.to_string()));
-            }
-            Err(e) => return Err(DeliveryError::retryable("UNAVAILABLE", e.to_string())),
+            Err(e) => return Err(unreadable("WEBHOOK_SECRET_SEALED", e)),
         };
         self.secrets
             .lock()
@@ -227,6 +229,18 @@ impl Dispatcher {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// A failure to read what a delivery needs: retried while the database
+/// may answer later; fatal, as `code`, when what is stored cannot be read
+/// (sealed under a key this replica lacks, corrupt, or gone).
+fn unreadable(code: &str, e: StoreError) -> DeliveryError {
+    match e {
+        StoreError::Sealed(_) | StoreError::Corrupt(_) | StoreError::NotFound(_) => {
+            DeliveryError::fatal(code, e.to_string())
+        }
+        e => DeliveryError::retryable("UNAVAILABLE", e.to_string()),
     }
 }
 

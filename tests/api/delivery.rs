@@ -14,6 +14,7 @@ backends!(
     asynchronous_outcome_by_callback,
     denial_with_exception_is_partial_fulfilment,
     an_idle_dispatcher_delivers_new_work_at_once,
+    an_access_instruction_is_not_sent_without_the_request_it_serves,
 );
 
 /// Test 1: a deletion to three push processors ends COMPLETED with a
@@ -372,5 +373,42 @@ async fn an_idle_dispatcher_delivers_new_work_at_once(db: TestDb) {
     submit(&app, deletion("olga@example.com")).await;
     fake.wait_for_calls(1).await;
     assert_eq!(fake.deliveries().len(), 1);
+    app.stop().await;
+}
+
+/// An access delivery says what the person asks (scope, look-back), read
+/// from the request at each delivery. A request that cannot be read is not
+/// replaced by a delivery without them: the instruction escalates with
+/// the reason kept, and the processor is sent nothing.
+async fn an_access_instruction_is_not_sent_without_the_request_it_serves(db: TestDb) {
+    let options = dsr_orchestrator::startup::Options {
+        run_dispatcher: false,
+        ..Default::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("crm", &fake.endpoint())).await;
+    let req = submit(
+        &app,
+        pb::SubmitRequestRequest {
+            kind: pb::RequestKind::Access as i32,
+            access_scope: pb::AccessScope::Categories as i32,
+            ..deletion("ann@example.com")
+        },
+    )
+    .await;
+    // A value no submission can store: the row no longer decodes.
+    db.execute("update requests set submitted_by = 'not an actor'")
+        .await;
+
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    let i = wait_for_state(
+        &app,
+        &req.instructions[0].instruction_id,
+        pb::InstructionState::Escalated,
+    )
+    .await;
+    assert_eq!(error_codes(&i), ["REQUEST_UNREADABLE"]);
+    assert!(fake.deliveries().is_empty(), "nothing was sent");
     app.stop().await;
 }
