@@ -44,7 +44,7 @@ pub const START: u32 = 16;
 
 /// The most the limit grows to; also the processor's limit across every
 /// replica of the deployment.
-pub const CEILING: u32 = 256;
+pub const CEILING: u32 = crate::domain::MAX_ADAPTIVE_IN_FLIGHT;
 
 /// What a delivery carries from its start to its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -47,7 +47,8 @@ pub use instruction::{InstructionEvent, InstructionState, InstructionView, Trans
 pub use normalize::normal_form;
 pub use outcome::{InstructionResult, MAX_DATA_RECORD_BYTES, Outcome, ResolvedBy, SubProcessor};
 pub use processor::{
-    DeliveryLimits, MAX_DELIVERIES_PER_SECOND, Processor, ProcessorSpec, ProcessorStatus,
+    DeliveryLimits, MAX_ADAPTIVE_IN_FLIGHT, MAX_DELIVERIES_PER_SECOND, Processor, ProcessorSpec,
+    ProcessorStatus,
 };
 pub use record::{CompletionRecord, OverallOutcome, ProcessorLine, RecordFacts};
 pub use redact::{REDACTED, redact_identities};

@@ -42,9 +42,9 @@ pub struct ProcessorSpec {
     /// Reminders before escalation.
     pub max_reminders: u32,
     /// Deliveries in flight at once, across every replica; `None`: an
-    /// adaptive limit learnt from the processor's answers (see
-    /// `dispatch::concurrency`).
-    #[serde(default)]
+    /// adaptive limit learnt from the processor's answers, at most
+    /// [`MAX_ADAPTIVE_IN_FLIGHT`] (see `dispatch::concurrency`).
+    #[serde(flatten, with = "in_flight")]
     pub max_in_flight: Option<u32>,
     /// Deliveries started per second across every replica (reminders
     /// included); 0 for no limit.
@@ -55,6 +55,10 @@ pub struct ProcessorSpec {
     #[serde(with = "millis", default = "defaults::safety_margin")]
     pub safety_margin: Duration,
 }
+
+/// The most deliveries in flight to a processor without a `max_in_flight`,
+/// across every replica.
+pub const MAX_ADAPTIVE_IN_FLIGHT: u32 = 256;
 
 /// The highest `max_deliveries_per_second` a processor may be given.
 pub const MAX_DELIVERIES_PER_SECOND: u32 = 100_000;
@@ -256,5 +260,91 @@ pub(crate) mod millis {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// `max_in_flight` as stored: always a number, so that a replica of the
+/// release before the adaptive limit (which requires one) still reads every
+/// processor during a rolling upgrade, taking the adaptive limit's
+/// ceiling as a fixed limit; `max_in_flight_adaptive` says which it is.
+mod in_flight {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::MAX_ADAPTIVE_IN_FLIGHT;
+
+    #[derive(Serialize, Deserialize)]
+    struct Stored {
+        max_in_flight: u32,
+        #[serde(default)]
+        max_in_flight_adaptive: bool,
+    }
+
+    pub fn serialize<S: Serializer>(limit: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        Stored {
+            max_in_flight: limit.unwrap_or(MAX_ADAPTIVE_IN_FLIGHT),
+            max_in_flight_adaptive: limit.is_none(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        let stored = Stored::deserialize(d)?;
+        Ok((!stored.max_in_flight_adaptive).then_some(stored.max_in_flight))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde_json::{Value, json};
+
+        use crate::domain::{
+            AdapterConfig, DeliveryLimits, IdentityType, ProcessorId, ProcessorRole, ProcessorSpec,
+            RequestKind, RetryPolicy,
+        };
+
+        fn spec(max_in_flight: Option<u32>) -> ProcessorSpec {
+            ProcessorSpec::new(
+                ProcessorId::parse("crm").unwrap(),
+                "CRM",
+                ProcessorRole::Vendor,
+                "JP",
+                vec![RequestKind::Delete],
+                vec![IdentityType::Email],
+                AdapterConfig::grpc("https://crm.example:443", None, None).unwrap(),
+                RetryPolicy::default(),
+                None,
+                None,
+                None,
+                DeliveryLimits {
+                    max_in_flight,
+                    max_deliveries_per_second: 0,
+                },
+                None,
+            )
+            .unwrap()
+        }
+
+        #[test]
+        fn an_adaptive_limit_is_stored_as_its_ceiling_and_a_flag() {
+            let stored: Value = serde_json::to_value(spec(None)).unwrap();
+            assert_eq!(stored["max_in_flight"], json!(256));
+            assert_eq!(stored["max_in_flight_adaptive"], json!(true));
+            let back: ProcessorSpec = serde_json::from_value(stored).unwrap();
+            assert_eq!(back.max_in_flight, None);
+        }
+
+        #[test]
+        fn a_set_limit_and_one_stored_without_the_flag_are_fixed() {
+            let stored: Value = serde_json::to_value(spec(Some(40))).unwrap();
+            assert_eq!(stored["max_in_flight"], json!(40));
+            let back: ProcessorSpec = serde_json::from_value(stored.clone()).unwrap();
+            assert_eq!(back.max_in_flight, Some(40));
+            let mut older = stored;
+            older
+                .as_object_mut()
+                .unwrap()
+                .remove("max_in_flight_adaptive");
+            let back: ProcessorSpec = serde_json::from_value(older).unwrap();
+            assert_eq!(back.max_in_flight, Some(40));
+        }
     }
 }
