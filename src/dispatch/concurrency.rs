@@ -19,7 +19,7 @@
 //! - **Halves** on a failure that says the processor cannot cope (no
 //!   answer in time, or a retryable error: the failures that count for
 //!   its circuit breaker), down to one.
-//! - **Shrinks by a tenth** on an answer that took more than half the
+//! - **Shrinks by a tenth** (at least one) on an answer that took more than half the
 //!   processor's delivery timeout: it is queueing, close to answering
 //!   too late.
 //!
@@ -34,8 +34,7 @@
 //! before the last decrease carry no news about the limit it set, so they
 //! cannot cut it again (each delivery carries the decrease count at its
 //! start, a [`Ticket`]). Each replica learns on its own, from its own
-//! deliveries; latency is read from the service's clock, so a test's
-//! manual clock sees none.
+//! deliveries, and starts again at [`START`] when it restarts.
 
 use std::time::Duration;
 
@@ -103,7 +102,7 @@ impl AdaptiveLimit {
             }
         } else if took > timeout / 2 {
             if current {
-                self.cut(self.limit - self.limit / 10);
+                self.cut(self.limit - (self.limit / 10).max(1));
             }
         } else if ticket.busy && self.limit < CEILING {
             if self.limit < self.threshold {
@@ -185,6 +184,14 @@ mod tests {
         // Half the timeout is still in good time.
         round(&mut l, Duration::from_millis(5_000), false);
         assert_eq!(l.get(), 117);
+        // Below ten, a tenth is still one.
+        for _ in 0..30 {
+            round(&mut l, FAST, true);
+        }
+        round(&mut l, FAST, false);
+        assert_eq!(l.get(), 2);
+        round(&mut l, Duration::from_millis(5_001), false);
+        assert_eq!(l.get(), 1);
     }
 
     #[test]

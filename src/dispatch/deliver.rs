@@ -53,7 +53,6 @@ impl Dispatcher {
         ticket: Option<Ticket>,
     ) {
         let started = Instant::now();
-        let sent_at = self.clock.now();
         // A federated processor is given a request of its own, made of
         // the request's facts; an access instruction says what the person
         // asks (scope, how far back). Without them nothing is sent: a
@@ -86,8 +85,7 @@ impl Dispatcher {
         let now = self.clock.now();
         let result = result_of(answer, p, &c, now);
         if let Some(ticket) = ticket {
-            let latency = (now - sent_at).to_std().unwrap_or_default();
-            self.observe(p, ticket, latency, breaker::failed(&result));
+            self.observe(p, ticket, took, breaker::failed(&result));
         }
         let (counted, code) = match &result {
             DeliveryResult::Accepted { .. } => (AttemptResult::Accepted, None),
@@ -232,15 +230,15 @@ impl Dispatcher {
     }
 }
 
-/// A failure to read what a delivery needs: retried while the database
-/// may answer later; fatal, as `code`, when what is stored cannot be read
-/// (sealed under a key this replica lacks, corrupt, or gone).
+/// A failure to read what a delivery needs: retried when the database
+/// may answer later (a transient failure); fatal, as `code`, otherwise
+/// (sealed under a key this replica lacks, a row that does not decode,
+/// one that is gone).
 fn unreadable(code: &str, e: StoreError) -> DeliveryError {
-    match e {
-        StoreError::Sealed(_) | StoreError::Corrupt(_) | StoreError::NotFound(_) => {
-            DeliveryError::fatal(code, e.to_string())
-        }
-        e => DeliveryError::retryable("UNAVAILABLE", e.to_string()),
+    if e.is_transient() {
+        DeliveryError::retryable("UNAVAILABLE", e.to_string())
+    } else {
+        DeliveryError::fatal(code, e.to_string())
     }
 }
 

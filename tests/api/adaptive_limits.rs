@@ -1,8 +1,8 @@
 //! The adaptive delivery limit of a push processor registered without a
 //! `max_in_flight`: it doubles per round trip while the processor keeps
 //! up, up to its ceiling, halves once per round trip of failures, and
-//! grows back one per round trip. One pass at a time on a manual clock
-//! (so no answer looks slow), each pass a round trip.
+//! grows back one per round trip. One pass at a time, each pass a round
+//! trip; the fake answers at once, far from half its 2 s timeout.
 
 use std::sync::Arc;
 
