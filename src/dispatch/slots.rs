@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Dispatcher;
-use super::concurrency::{AdaptiveLimit, CEILING, START, Ticket};
+use super::concurrency::{AdaptiveLimit, CEILING, Ticket};
 use crate::domain::{Processor, Timestamp};
 use crate::store::StoreError;
 
@@ -99,18 +99,18 @@ impl Dispatcher {
     pub(super) fn reserve(&self, p: &Processor, most: usize) -> Vec<Slot> {
         let (sem, room) = {
             let mut map = self.per_processor.lock().expect("slots lock");
-            let entry = map.entry(p.spec.id.clone()).or_insert_with(|| {
+            let current = map
+                .get(&p.spec.id)
+                .is_some_and(|e| e.made_for == p.spec.max_in_flight);
+            if !current {
+                // New, or its max_in_flight changed: new deliveries use the
+                // new limit; old permits drain from the old semaphore.
+                let slots = ProcessorSlots::new(p.spec.max_in_flight);
                 self.metrics
-                    .delivery_limit(p.spec.id.as_str(), p.spec.max_in_flight.unwrap_or(START));
-                ProcessorSlots::new(p.spec.max_in_flight)
-            });
-            if entry.made_for != p.spec.max_in_flight {
-                // Changed: new deliveries use the new limit; old permits
-                // drain from the old semaphore.
-                *entry = ProcessorSlots::new(p.spec.max_in_flight);
-                self.metrics
-                    .delivery_limit(p.spec.id.as_str(), entry.limit());
+                    .delivery_limit(p.spec.id.as_str(), slots.limit());
+                map.insert(p.spec.id.clone(), slots);
             }
+            let entry = &map[&p.spec.id];
             let room = (entry.limit() as usize).saturating_sub(entry.in_flight());
             (entry.semaphore.clone(), room)
         };

@@ -35,9 +35,6 @@ pub struct Behaviour {
     pub latency: Duration,
     /// Fraction of deliveries answered UNAVAILABLE.
     pub failure_rate: f64,
-    /// The `max_in_flight` the fakes are registered with (`None`: unset,
-    /// the adaptive limit).
-    pub max_in_flight: Option<u32>,
 }
 
 /// What all fakes of the fleet have seen since the last [`Fleet::reset`].
@@ -111,11 +108,13 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts `count` fakes on free loopback ports and registers them as
-    /// push processors. `tag`, when given, is appended to every id so that
-    /// runs against a long-lived orchestrator do not collide.
+    /// push processors, with `max_in_flight` if given (unset: the adaptive
+    /// limit). `tag`, when given, is appended to every id so that runs
+    /// against a long-lived orchestrator do not collide.
     pub async fn start(
         count: u32,
         behaviour: Behaviour,
+        max_in_flight: Option<u32>,
         tag: Option<&str>,
         processors: &mut ProcessorServiceClient<Channel>,
     ) -> anyhow::Result<Self> {
@@ -152,7 +151,7 @@ impl Fleet {
             };
             processors
                 .register_processor(pb::RegisterProcessorRequest {
-                    processor: Some(definition(&id, addr, behaviour.max_in_flight)),
+                    processor: Some(definition(&id, addr, max_in_flight)),
                 })
                 .await
                 .with_context(|| format!("cannot register fake processor {id}"))?;

@@ -61,11 +61,11 @@ pub async fn run(settings: &Settings, target: &Target) -> anyhow::Result<Report>
     let behaviour = Behaviour {
         latency: settings.processor_latency,
         failure_rate: settings.failure_rate,
-        max_in_flight: settings.processor_max_in_flight,
     };
     let fleet = Fleet::start(
         settings.processors,
         behaviour,
+        settings.processor_max_in_flight,
         tag.as_deref(),
         &mut processors,
     )
