@@ -1,10 +1,12 @@
 //! What follows every change to instructions, in the same transaction:
-//! each request is bumped (its row lock taken, which serialises changes to
-//! one request across replicas; its sequence numbers, its count of open
-//! instructions, its status), the requests whose last open instruction
-//! just closed get their completion records, and every event is appended,
-//! with who made the change, in one statement, chained onto its request's
-//! audit trail.
+//! each request is read with its row lock (which serialises changes to one
+//! request across replicas) and bumped (its sequence numbers, its count of
+//! open instructions, its status), the requests whose last open
+//! instruction just closed get their completion records, and every event
+//! is appended, with who made the change, chained onto its request's audit
+//! trail. The bump is computed from the locked read and written by the
+//! update that keeps the new audit head: one new version of each request
+//! row a transaction, where a bump and then a head took two.
 //!
 //! Lock order, on PostgreSQL, is always: instruction rows by id, then
 //! request rows by id. Every transaction follows it, so none can deadlock
@@ -14,11 +16,11 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Row};
 
-use super::audit::write_trail;
+use super::audit::{Bump, write_trail};
 use super::codec::{micros, parsed};
 use super::events::{EventKind, NewEvent};
-use super::records::{CLOSED_COLUMNS, heads_of, record_closed};
-use super::sql::{Bind, Col, Sql};
+use super::records::{CLOSED_COLUMNS, Closing, heads_of, record_closed};
+use super::sql::Sql;
 use super::{Backend, Effects, StoreError};
 use crate::domain::{
     Actor, InstructionState, InstructionView, RequestId, RequestStatus, Timestamp,
@@ -74,8 +76,8 @@ pub(super) async fn lock_rows(
 /// Records that `changed` just changed: bumps each request (lock, sequence
 /// numbers, open count, RECEIVED -> IN_PROGRESS, and closed when nothing is
 /// left open), writes the records of the requests it closed, and appends
-/// every event in order, the closed requests' last ones included, in one
-/// statement.
+/// every event in order, the closed requests' last ones included, with the
+/// requests' update in one statement (PostgreSQL; two on SQLite).
 pub(super) async fn after_changes(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -97,68 +99,51 @@ pub(super) async fn after_changes(
         e.0 += 1;
         e.1 += i64::from(v.state.is_terminal());
     }
-    lock_rows(
-        conn,
+    // The rows are read, and on PostgreSQL locked in id order, first; what
+    // the change moves on them is computed here and written by the one
+    // update that also keeps the new audit heads (`write_trail`).
+    let mut sql = Sql::new(
         backend,
-        "requests",
-        per_request.keys().map(ToString::to_string).collect(),
-    )
-    .await?;
-    let mut sql = Sql::new(backend, "with v as (");
-    sql.select_rows(
-        &[("id", Col::Text), ("n", Col::Int), ("closes", Col::Int)],
-        per_request.iter().map(|(id, (n, closes))| {
-            vec![
-                Bind::from(id.to_string()),
-                Bind::from(*n),
-                Bind::from(*closes),
-            ]
-        }),
+        "select requests.open_instructions as open_instructions, ",
     );
-    // A request whose last open instruction closes here is closed by the
-    // same update (one row version, not two): its status, its closing time
-    // and one more sequence number, for its last event.
-    let closing = "(v.closes > 0 and requests.open_instructions = v.closes)";
-    sql.push(&format!(
-        ") update requests set \
-         event_seq = requests.event_seq + v.n + case when {closing} then 1 else 0 end, \
-         open_instructions = requests.open_instructions - v.closes, \
-         status = case when {closing} then \
-             case when requests.cancel_reason is null then 'COMPLETED' else 'CANCELLED' end \
-           when requests.status = 'RECEIVED' then 'IN_PROGRESS' else requests.status end, \
-         closed_at = case when {closing} then "
-    ))
-    .bind(micros(now))
-    .push(" else requests.closed_at end from v where requests.id = v.id and ")
-    .in_cte("requests.id", "v", "id")
-    .push(" returning requests.open_instructions as open_instructions, ")
-    .push(CLOSED_COLUMNS);
+    sql.push(CLOSED_COLUMNS)
+        .push(" from requests where ")
+        .in_list("requests.id", per_request.keys().map(ToString::to_string));
+    if backend == Backend::Postgres {
+        sql.push(" order by requests.id for update");
+    }
     let rows = sql.query().fetch_all(&mut *conn).await?;
     let heads = heads_of(&rows)?;
     // Per request: the sequence number before this change's events, and
     // the request's status as its instruction events report it.
     let mut last_seq: BTreeMap<RequestId, (i64, RequestStatus)> = BTreeMap::new();
+    let mut bumps = BTreeMap::new();
     let mut closed = Vec::new();
     for row in &rows {
         let id = super::codec::request_id(row, "id")?;
-        let seq: i64 = row.try_get("event_seq")?;
-        let open: i64 = row.try_get("open_instructions")?;
         let (n, closes) = per_request[&id];
-        let closes_here = closes > 0 && open == 0;
-        let before = seq - n - i64::from(closes_here);
+        let before: i64 = row.try_get("event_seq")?;
+        let open: i64 = row.try_get("open_instructions")?;
         let status = parsed(row, "status", RequestStatus::parse)?;
-        let during = match status {
-            // Closed by this change: until its last event the request is
-            // what it was, in progress, or still received when nothing but
-            // its first event came before (a cancel before any claim).
+        let cancelled = row.try_get::<Option<String>, _>("cancel_reason")?.is_some();
+        let bump = bump(before, open, status, cancelled, n, closes, micros(now));
+        // Closed by this change: until its last event the request is what
+        // it was, in progress, or still received when nothing but its
+        // first event came before (a cancel before any claim).
+        let during = match bump.status {
             s if s.is_terminal() && before == 1 => RequestStatus::Received,
             s if s.is_terminal() => RequestStatus::InProgress,
             s => s,
         };
         last_seq.insert(id, (before, during));
-        if closes_here {
-            closed.push(row);
+        if bump.closed_at.is_some() {
+            closed.push(Closing {
+                row,
+                status: bump.status,
+                seq: bump.event_seq,
+            });
         }
+        bumps.insert(id, bump);
     }
     let actors: Vec<Actor> = changed.iter().map(|v| by.actor_for(v)).collect();
     // A request's last event is by whoever made the change that closed it.
@@ -189,5 +174,66 @@ pub(super) async fn after_changes(
         let actor = closer.get(&last.request).copied();
         events.push(NewEvent { actor, ..last });
     }
-    write_trail(conn, backend, &events, heads, records, now).await
+    write_trail(conn, backend, &events, heads, &bumps, records, now).await
+}
+
+/// What `n` events of which `closes` close an instruction do to a request
+/// that had sequence number `seq`, `open` instructions open and `status`:
+/// one more sequence number each, and one for the request's last event
+/// when its last open instruction closes here, which closes it (COMPLETED,
+/// or CANCELLED when it was `cancelled`) at `now`; a RECEIVED request is
+/// otherwise IN_PROGRESS from its first change on.
+fn bump(
+    seq: i64,
+    open: i64,
+    status: RequestStatus,
+    cancelled: bool,
+    n: i64,
+    closes: i64,
+    now: i64,
+) -> Bump {
+    let closing = closes > 0 && open == closes;
+    Bump {
+        event_seq: seq + n + i64::from(closing),
+        open_instructions: open - closes,
+        status: match status {
+            _ if closing && cancelled => RequestStatus::Cancelled,
+            _ if closing => RequestStatus::Completed,
+            RequestStatus::Received => RequestStatus::InProgress,
+            s => s,
+        },
+        closed_at: closing.then_some(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_change_moves_a_request_in_progress_and_counts_its_events() {
+        let b = bump(1, 5, RequestStatus::Received, false, 5, 0, 7);
+        assert_eq!((b.event_seq, b.open_instructions), (6, 5));
+        assert_eq!(b.status, RequestStatus::InProgress);
+        assert_eq!(b.closed_at, None);
+    }
+
+    #[test]
+    fn closing_the_last_open_instructions_closes_the_request_with_one_more_event() {
+        let b = bump(6, 2, RequestStatus::InProgress, false, 3, 2, 7);
+        assert_eq!((b.event_seq, b.open_instructions), (10, 0));
+        assert_eq!(b.status, RequestStatus::Completed);
+        assert_eq!(b.closed_at, Some(7));
+        let cancelled = bump(1, 1, RequestStatus::Received, true, 1, 1, 7);
+        assert_eq!(cancelled.status, RequestStatus::Cancelled);
+        assert_eq!(cancelled.event_seq, 3);
+    }
+
+    #[test]
+    fn closing_some_of_the_open_instructions_leaves_the_request_open() {
+        let b = bump(6, 3, RequestStatus::InProgress, true, 2, 2, 7);
+        assert_eq!((b.event_seq, b.open_instructions), (8, 1));
+        assert_eq!(b.status, RequestStatus::InProgress);
+        assert_eq!(b.closed_at, None);
+    }
 }

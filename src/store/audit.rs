@@ -14,9 +14,11 @@
 //! [`Store::verify_trail`] says which, and where first.
 //!
 //! The chain is computed where the events are written, in the same
-//! transaction: the previous head comes back from the update that bumps
-//! the request row (which holds its lock), and on PostgreSQL the new heads
-//! ride with the events' insert (on SQLite, by one more statement).
+//! transaction: the previous head comes from the request row as read under
+//! its lock (or as returned by the update that took it), and the new
+//! heads are written by one update of the request rows, which also
+//! carries what the change moves on them (a [`Bump`]); on PostgreSQL that
+//! update rides with the events' insert (on SQLite, one more statement).
 
 use std::collections::BTreeMap;
 
@@ -27,7 +29,7 @@ use super::codec::micros;
 use super::events::{INSERT_EVENTS, NewEvent, SealedEvent, insert_events, select_events};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Store, StoreError};
-use crate::domain::{CompletionRecord, RequestId, Timestamp};
+use crate::domain::{CompletionRecord, RequestId, RequestStatus, Timestamp};
 
 /// The previous hash of a request's first event.
 pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -83,15 +85,32 @@ pub(super) fn seal(
         .collect()
 }
 
+/// What a change moves on its request row besides the audit head, written
+/// by the same update as the head, so that a transaction leaves one new
+/// version of each request row, not two (see `after_changes`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bump {
+    /// The request's last sequence number after the change.
+    pub event_seq: i64,
+    /// Its instructions still open.
+    pub open_instructions: i64,
+    /// Its status after the change.
+    pub status: RequestStatus,
+    /// When it closed, if this change closed it (microseconds).
+    pub closed_at: Option<i64>,
+}
+
 /// Writes what closes a change: chains `events` onto `heads` (as the
 /// request rows held them before this transaction), seals each of
 /// `records` with its request's new head, inserts the records and the
-/// events, and keeps the new heads on the request rows.
+/// events, and keeps the new heads on the request rows, with each
+/// request's [`Bump`] where `bumps` has one.
 pub(super) async fn write_trail(
     conn: &mut AnyConnection,
     backend: Backend,
     events: &[NewEvent<'_>],
     mut heads: BTreeMap<RequestId, String>,
+    bumps: &BTreeMap<RequestId, Bump>,
     mut records: Vec<CompletionRecord>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
@@ -109,32 +128,47 @@ pub(super) async fn write_trail(
         .collect();
     let mut sql = Sql::new(backend, "with h as (");
     sql.select_rows(
-        &[("id", Col::Text), ("head", Col::Text)],
-        touched
-            .iter()
-            .map(|(id, head)| vec![Bind::from(id.to_string()), Bind::from((*head).clone())]),
+        &[
+            ("id", Col::Text),
+            ("head", Col::Text),
+            ("seq", Col::Int),
+            ("open", Col::Int),
+            ("status", Col::Text),
+            ("closed_at", Col::Int),
+        ],
+        touched.iter().map(|(id, head)| {
+            let bump = bumps.get(*id);
+            vec![
+                Bind::from(id.to_string()),
+                Bind::from((*head).clone()),
+                Bind::from(bump.map(|b| b.event_seq)),
+                Bind::from(bump.map(|b| b.open_instructions)),
+                Bind::from(bump.map(|b| b.status.as_str().to_string())),
+                Bind::from(bump.and_then(|b| b.closed_at)),
+            ]
+        }),
     );
+    // Each row's new values by a lookup in `h` (a join with `h`, of
+    // unknown size to the planner, hashes the whole requests table); what
+    // a row has no bump for stays as it is.
+    let set = ") update requests set \
+         (audit_head, event_seq, open_instructions, status, closed_at) = \
+         (select h.head, coalesce(h.seq, requests.event_seq), \
+         coalesce(h.open, requests.open_instructions), coalesce(h.status, requests.status), \
+         coalesce(h.closed_at, requests.closed_at) from h where h.id = requests.id) where ";
     match backend {
-        // One statement: the heads' update rides with the events' insert;
-        // rows found by key, each head by a lookup in `h` (a join with `h`,
-        // of unknown size to the planner, hashes the whole requests table).
+        // One statement: the rows' update rides with the events' insert.
         Backend::Postgres => {
-            sql.push(
-                "), u as (update requests set audit_head = \
-                 (select h.head from h where h.id = requests.id) where ",
-            )
-            .in_cte("requests.id", "h", "id")
-            .push(") ")
-            .push(INSERT_EVENTS);
+            sql.push(&set.replacen(") update", "), u as (update", 1))
+                .in_cte("requests.id", "h", "id")
+                .push(") ")
+                .push(INSERT_EVENTS);
             select_events(&mut sql, &sealed);
             sql.query().execute(&mut *conn).await?;
         }
         Backend::Sqlite => {
             insert_events(conn, backend, &sealed).await?;
-            sql.push(
-                ") update requests set audit_head = (select h.head from h where h.id = requests.id) \
-                 where requests.id in (select id from h)",
-            );
+            sql.push(set).push("requests.id in (select id from h)");
             sql.query().execute(&mut *conn).await?;
         }
     }

@@ -20,9 +20,10 @@ use crate::domain::{
 };
 use crate::seal::Keyring;
 
-/// What a closing update of `requests` returns: the facts a record is
-/// assembled from, the request's last sequence number and status, and the
-/// head of its audit trail before the change.
+/// What a closing update of `requests` returns, or the read that locks a
+/// request before a change (`after_changes`): the facts a record is
+/// assembled from, the request's sequence number and status, and the head
+/// of its audit trail before the change.
 pub(super) const CLOSED_COLUMNS: &str = "requests.id as id, requests.kind as kind, \
      requests.jurisdiction as jurisdiction, requests.submitted_at as submitted_at, \
      requests.received_at as received_at, requests.channel as channel, \
@@ -93,9 +94,18 @@ pub(super) async fn write_records(
         .in_list("id", requests.iter().map(|(id, _)| id.to_string()))
         .push(" returning ")
         .push(CLOSED_COLUMNS);
-    let closed = sql.query().fetch_all(&mut *conn).await?;
-    let heads = heads_of(&closed)?;
-    let closed: Vec<&AnyRow> = closed.iter().collect();
+    let rows = sql.query().fetch_all(&mut *conn).await?;
+    let heads = heads_of(&rows)?;
+    let closed = rows
+        .iter()
+        .map(|row| {
+            Ok(Closing {
+                row,
+                status: parsed(row, "status", RequestStatus::parse)?,
+                seq: row.try_get("event_seq")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let (records, last) = record_closed(conn, backend, keys, &closed, now, effects).await?;
     let events: Vec<NewEvent> = last
         .into_iter()
@@ -107,11 +117,32 @@ pub(super) async fn write_records(
             }
         })
         .collect();
-    write_trail(conn, backend, &events, heads, records, now).await
+    write_trail(
+        conn,
+        backend,
+        &events,
+        heads,
+        &BTreeMap::new(),
+        records,
+        now,
+    )
+    .await
 }
 
-/// Assembles the records of requests just closed, from the rows their
-/// closing update returned ([`CLOSED_COLUMNS`]), and their last events
+/// A request closing in this transaction: its row as read (with
+/// [`CLOSED_COLUMNS`]), and its status and last sequence number once
+/// closed.
+pub(super) struct Closing<'r> {
+    /// The row.
+    pub row: &'r AnyRow,
+    /// COMPLETED or CANCELLED.
+    pub status: RequestStatus,
+    /// The sequence number of its last event.
+    pub seq: i64,
+}
+
+/// Assembles the records of requests just closed, from their rows
+/// ([`Closing`]), and their last events
 /// (COMPLETED or CANCELLED, at the closing sequence number), for the
 /// caller to chain and write with its own ([`write_trail`]). Called once
 /// per request, in the transaction that closed it; a batch costs one
@@ -120,7 +151,7 @@ pub(super) async fn record_closed(
     conn: &mut AnyConnection,
     backend: Backend,
     keys: &Keyring,
-    closed: &[&AnyRow],
+    closed: &[Closing<'_>],
     now: Timestamp,
     effects: &mut Effects,
 ) -> Result<(Vec<CompletionRecord>, Vec<NewEvent<'static>>), StoreError> {
@@ -129,7 +160,7 @@ pub(super) async fn record_closed(
     }
     let ids = closed
         .iter()
-        .map(|row| row.try_get::<String, _>("id"))
+        .map(|c| c.row.try_get::<String, _>("id"))
         .collect::<Result<Vec<_>, _>>()?;
     let mut sql = Sql::new(
         backend,
@@ -152,12 +183,16 @@ pub(super) async fn record_closed(
 
     let mut records = Vec::with_capacity(closed.len());
     let mut events = Vec::with_capacity(closed.len());
-    for req in closed {
+    for &Closing {
+        row: req,
+        status,
+        seq,
+    } in closed
+    {
         let id = request_id(req, "id")?;
-        let status = parsed(req, "status", RequestStatus::parse)?;
         events.push(NewEvent {
             request: id,
-            seq: req.try_get("event_seq")?,
+            seq,
             kind: if status == RequestStatus::Cancelled {
                 EventKind::Cancelled
             } else {
