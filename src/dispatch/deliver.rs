@@ -66,9 +66,14 @@ impl Dispatcher {
             },
             false => Ok(None),
         };
+        // Whether the processor was asked: a failure before that is this
+        // replica's (its database), not the processor's, and neither its
+        // breaker nor its delivery limit learns from it.
+        let mut sent = false;
         let answer = match (request, self.secret_for(p).await) {
             (Ok(request), Ok(secret)) => match Endpoint::of(&p.spec.adapter, &secret) {
                 Some(endpoint) => {
+                    sent = true;
                     let delivery = Delivery {
                         instruction: &c.instruction,
                         identities: &c.identities,
@@ -84,7 +89,7 @@ impl Dispatcher {
         let took = started.elapsed();
         let now = self.clock.now();
         let result = result_of(answer, p, &c, now);
-        if let Some(ticket) = ticket {
+        if let Some(ticket) = ticket.filter(|_| sent) {
             self.observe(p, ticket, took, breaker::failed(&result));
         }
         let (counted, code) = match &result {
@@ -95,7 +100,9 @@ impl Dispatcher {
         };
         self.metrics
             .delivery_finished(p.spec.id.as_str(), counted, code.map(String::as_str), took);
-        self.after_delivery(p, &result, probe).await;
+        if sent {
+            self.after_delivery(p, &result, probe).await;
+        }
         let report = DeliveryReport {
             id: c.instruction.id,
             owner: c.owner.clone(),

@@ -2,8 +2,10 @@
 //! cool-down, probed, and resumed; the state is in the database, shown by
 //! every replica, and an operator may close it by hand.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
 use tokio_stream::StreamExt;
@@ -15,6 +17,7 @@ use crate::harness::*;
 backends!(
     a_failing_processor_is_left_alone_then_probed_and_resumed,
     an_operator_closes_a_breaker_by_hand,
+    a_probe_this_replica_could_not_send_leaves_the_breaker_open,
 );
 
 /// A replica whose breakers open after three failures.
@@ -178,5 +181,66 @@ async fn an_operator_closes_a_breaker_by_hand(db: TestDb) {
     if let Some(second) = second {
         second.stop().await;
     }
+    app.stop().await;
+}
+
+/// A probe that fails on this replica's side (its request does not read
+/// back) tells nothing about the processor: the instruction escalates,
+/// nothing was sent, and the breaker is not closed.
+async fn a_probe_this_replica_could_not_send_leaves_the_breaker_open(db: TestDb) {
+    let clock = ManualClock::new();
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| {
+        c.breaker_failures = 1;
+        c.breaker_cooldown = Duration::from_secs(60);
+    })
+    .await;
+    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
+    let mut p = push_processor("fragile", &fake.endpoint());
+    p.retry_policy.as_mut().unwrap().max_attempts = 1;
+    register(&app, p).await;
+    submit(&app, deletion("probe-ann@example.com")).await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(
+        breaker(&app, "fragile").await.unwrap().state(),
+        pb::circuit_breaker::State::Open
+    );
+    // The next instruction is the probe; its request no longer decodes
+    // (a value no submission can store).
+    let access = submit(
+        &app,
+        pb::SubmitRequestRequest {
+            kind: pb::RequestKind::Access as i32,
+            access_scope: pb::AccessScope::Categories as i32,
+            ..deletion("probe-ben@example.com")
+        },
+    )
+    .await;
+    db.execute(&format!(
+        "update requests set submitted_by = 'not an actor' where id = '{}'",
+        access.request_id
+    ))
+    .await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0, "cooling down");
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "the probe");
+
+    let listed = all_instructions(&app).await;
+    let probe = listed
+        .iter()
+        .find(|i| i.request_id == access.request_id)
+        .unwrap();
+    assert_eq!(probe.state(), pb::InstructionState::Escalated);
+    assert_eq!(error_codes(probe), ["REQUEST_UNREADABLE"]);
+    assert_eq!(fake.deliveries().len(), 1, "only the first was sent");
+    // Not closed: still waiting for a probe that reaches the processor.
+    assert_eq!(
+        breaker(&app, "fragile").await.unwrap().state(),
+        pb::circuit_breaker::State::HalfOpen
+    );
     app.stop().await;
 }
