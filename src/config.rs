@@ -94,6 +94,14 @@ pub struct Config {
     #[arg(long, env = "DSR_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Full)]
     pub sqlite_synchronous: SqliteSynchronous,
 
+    /// PostgreSQL only: write transactions intake and the recorder each
+    /// keep in flight while work queues, 1 to 8, each on a connection of
+    /// its own; `0` picks one per four cores (1 to 4). SQLite writes one
+    /// at a time whatever this says.
+    #[arg(long, env = "DSR_WRITE_TRANSACTIONS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub write_transactions: u32,
+
     /// Most deliveries in flight at once across all processors (see
     /// `docs/decisions/0008-deliveries-in-flight.md`).
     #[arg(long, env = "DSR_MAX_IN_FLIGHT", default_value_t = 1024)]
@@ -293,6 +301,7 @@ impl Config {
             max_connections: self.db_max_connections,
             acquire_timeout: self.db_acquire_timeout,
             sqlite_sync_every_commit: self.sqlite_synchronous == SqliteSynchronous::Full,
+            write_transactions: self.write_transactions as usize,
             ..StoreOptions::default()
         }
     }

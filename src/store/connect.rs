@@ -109,6 +109,10 @@ pub struct StoreOptions {
     /// The keys that seal personal data at rest; `None`: a key for this
     /// process only (tests, tools that keep nothing).
     pub keys: Option<Arc<Keyring>>,
+    /// PostgreSQL: write transactions intake and the recorder each keep
+    /// in flight; 0 picks them by the machine's cores (see
+    /// [`Store::batch_writers`]). SQLite always has one.
+    pub write_transactions: usize,
 }
 
 impl Default for StoreOptions {
@@ -119,6 +123,7 @@ impl Default for StoreOptions {
             sqlite_busy_timeout: Duration::from_secs(5),
             sqlite_sync_every_commit: true,
             keys: None,
+            write_transactions: 0,
         }
     }
 }
@@ -295,6 +300,13 @@ impl Store {
             publisher: Arc::default(),
             submitting: Arc::default(),
             wait: options.acquire_timeout,
+            writers: match (backend, options.write_transactions) {
+                (Backend::Sqlite, _) => 1,
+                (Backend::Postgres, 0) => std::thread::available_parallelism()
+                    .map_or(1, |n| n.get() / 4)
+                    .clamp(1, 4),
+                (Backend::Postgres, n) => n,
+            },
             keys: options
                 .keys
                 .clone()

@@ -120,6 +120,9 @@ pub struct Store {
     wait: std::time::Duration,
     /// Seals and opens personal data at rest (see [`crate::seal`]).
     keys: Arc<crate::seal::Keyring>,
+    /// Write transactions a batching writer keeps in flight (see
+    /// [`Store::batch_writers`]).
+    writers: usize,
 }
 
 impl Store {
@@ -129,20 +132,15 @@ impl Store {
     }
 
     /// How many write transactions a batching writer (intake, the
-    /// recorder) keeps in flight: on PostgreSQL one per four cores of this
-    /// machine, one to four, so that a replica with cores to spare
-    /// overlaps a batch's commit with writing the next, while one on a
-    /// small machine, where PostgreSQL already has the cores busy, does
-    /// not split its batches for nothing (on two cores three recorder and
-    /// two intake writers carried less than one of each); on SQLite, whose writers take
-    /// turns anyway, one.
+    /// recorder) keeps in flight: `--write-transactions` when set, or on
+    /// PostgreSQL one per four cores of this machine, one to four, so that
+    /// a replica with cores to spare overlaps a batch's commit with writing
+    /// the next, while one on a small machine, where PostgreSQL already has
+    /// the cores busy, does not split its batches for nothing (on two cores
+    /// three recorder and two intake writers carried less than one of
+    /// each); on SQLite, whose writers take turns anyway, always one.
     pub fn batch_writers(&self) -> usize {
-        match self.backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => std::thread::available_parallelism()
-                .map_or(1, |n| n.get() / 4)
-                .clamp(1, 4),
-        }
+        self.writers
     }
 
     /// Where the data lives: the SQLite file's absolute path, or the

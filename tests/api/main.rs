@@ -39,6 +39,7 @@ mod store;
 mod validation;
 mod webhooks;
 mod wire;
+mod writers;
 
 use dsr_orchestrator::store::ScratchDatabase;
 use dsr_orchestrator::store::scratch::test_server_url;
