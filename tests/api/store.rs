@@ -13,6 +13,7 @@ use crate::{backends, postgres_only};
 
 backends!(references_hold);
 postgres_only!(
+    a_reference_check_probes_the_key_however_the_parent_grew,
     a_request_is_read_in_one_snapshot,
     notices_reach_another_replica,
     a_database_migrated_with_an_earlier_comment_still_opens
@@ -128,6 +129,63 @@ async fn references_hold(db: TestDb) {
         .await,
         "the purge deletes"
     );
+}
+
+/// Requests `prefix1` to `prefix{n}`, bare.
+fn requests(prefix: &str, n: u32) -> String {
+    format!(
+        "insert into requests (id, kind, jurisdiction, status, submitted_at, received_at, \
+         channel, requester, verification_level, verification_method, labels, identity_types, \
+         subject, fingerprint, open_instructions, event_seq, respond_by) select '{prefix}' || g, \
+         'DELETE', 'CCPA', 'RECEIVED', 0, 0, 'test', 'SELF', 'NONE', 'none', '{{}}', '[]', null, \
+         'f', 1, 1, 0 from generate_series(1, {n}) g"
+    )
+}
+
+/// The first event of requests `prefix{from}` to `prefix{to}`, in one
+/// statement (one reference check).
+fn events(prefix: &str, from: u32, to: u32) -> String {
+    format!(
+        "insert into request_events (request_id, seq, occurred_at, body) \
+         select '{prefix}' || g, 1, 0, '{{}}' from generate_series({from}, {to}) g"
+    )
+}
+
+/// A reference check costs one probe of the parent's primary key per new
+/// row, however small the parent was when the session first ran it
+/// (PL/pgSQL keeps that plan for the session, and pooled connections live
+/// long): first run over ten requests, then over 20,010, ten new events
+/// read ten requests, where a plan that matches them against the whole
+/// table read all of them.
+async fn a_reference_check_probes_the_key_however_the_parent_grew(db: TestDb) {
+    use sqlx::{Connection, Row};
+    migrated(&db).await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for statement in [requests("a", 10), events("a", 1, 10), requests("b", 20_000)] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let fetched = "select idx_tup_fetch + seq_tup_read as n from pg_stat_xact_user_tables \
+                   where relname = 'requests'";
+    let mut tx = conn.begin().await.unwrap();
+    let before: i64 = sqlx::query(fetched)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .get("n");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(events("b", 19_991, 20_000)))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let after: i64 = sqlx::query(fetched)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .get("n");
+    tx.rollback().await.unwrap();
+    assert!(after - before <= 10, "{} requests read", after - before);
 }
 
 /// `GetRequest` reads a request and then its instructions, and both
