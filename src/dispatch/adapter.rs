@@ -63,7 +63,48 @@ pub enum DeliveryError {
     },
 }
 
+/// Codes of the failures a replica meets before it sends anything: its own
+/// configuration or data is at fault (an endpoint or TLS setting that does
+/// not build, files it cannot read, a secret that does not decode, an
+/// instruction the protocol cannot carry), and the processor was not
+/// asked. They tell nothing about the processor's health (see
+/// [`DeliveryError::is_local`]).
+pub mod local {
+    /// The endpoint does not make a channel (or is of another kind).
+    pub const BAD_ENDPOINT: &str = "BAD_ENDPOINT";
+    /// The TLS settings do not make a client.
+    pub const BAD_TLS: &str = "BAD_TLS";
+    /// The TLS files cannot be read.
+    pub const TLS_FILES: &str = "TLS_FILES";
+    /// A federated processor's token file cannot be read or holds none.
+    pub const TOKEN_FILE: &str = "TOKEN_FILE";
+    /// A webhook's signing secret does not decode.
+    pub const BAD_WEBHOOK_SECRET: &str = "BAD_WEBHOOK_SECRET";
+    /// The protocol has no message for the instruction's kind.
+    pub const UNSUPPORTED_KIND: &str = "UNSUPPORTED_KIND";
+    /// A federated delivery came without its request's facts.
+    pub const NO_REQUEST: &str = "NO_REQUEST";
+
+    /// Every one of them.
+    pub(crate) const ALL: [&str; 7] = [
+        BAD_ENDPOINT,
+        BAD_TLS,
+        TLS_FILES,
+        TOKEN_FILE,
+        BAD_WEBHOOK_SECRET,
+        UNSUPPORTED_KIND,
+        NO_REQUEST,
+    ];
+}
+
 impl DeliveryError {
+    /// Whether the replica failed before it sent anything (one of the
+    /// [`local`] codes; a processor's own codes are gRPC code names and
+    /// `HTTP_` statuses, never these).
+    pub fn is_local(&self) -> bool {
+        local::ALL.contains(&self.code())
+    }
+
     /// A retryable error with our own `code`, the processor having named
     /// no time to wait.
     pub fn retryable(code: &str, message: impl Into<String>) -> Self {
@@ -223,4 +264,25 @@ pub trait Adapter: Send + Sync + 'static {
         instruction: InstructionId,
         reason: &str,
     ) -> Result<(), DeliveryError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_before_sending_are_local() {
+        for code in local::ALL {
+            assert!(DeliveryError::fatal(code, "x").is_local(), "{code}");
+            assert!(DeliveryError::retryable(code, "x").is_local(), "{code}");
+        }
+        for code in [
+            "UNAVAILABLE",
+            "DEADLINE_EXCEEDED",
+            "HTTP_503",
+            "INVALID_RESULT",
+        ] {
+            assert!(!DeliveryError::retryable(code, "x").is_local(), "{code}");
+        }
+    }
 }

@@ -67,8 +67,8 @@ impl Dispatcher {
             false => Ok(None),
         };
         // Whether the processor was asked: a failure before that is this
-        // replica's (its database), not the processor's, and neither its
-        // breaker nor its delivery limit learns from it.
+        // replica's (its database, its settings), not the processor's,
+        // and neither its breaker nor its delivery limit learns from it.
         let mut sent = false;
         let answer = match (request, self.secret_for(p).await) {
             (Ok(request), Ok(secret)) => match Endpoint::of(&p.spec.adapter, &secret) {
@@ -86,6 +86,9 @@ impl Dispatcher {
             },
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
+        // An adapter that failed before it sent anything did not ask the
+        // processor either.
+        let sent = sent && !matches!(&answer, Err(e) if e.is_local());
         let took = started.elapsed();
         let now = self.clock.now();
         let result = result_of(answer, p, &c, now);

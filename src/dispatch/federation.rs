@@ -23,7 +23,7 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, Protocol};
+use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, Protocol, local};
 use super::grpc::{Channels, call_to, classify};
 use crate::domain::InstructionId;
 use crate::pb;
@@ -62,10 +62,10 @@ fn call<T>(endpoint: &Endpoint<'_>, message: T) -> Result<tonic::Request<T>, Del
         // A file that cannot be read may be a mount in progress: retried,
         // and escalated if it stays missing.
         let token = std::fs::read_to_string(path).map_err(|e| {
-            DeliveryError::retryable("TOKEN_FILE", format!("cannot read {path}: {e}"))
+            DeliveryError::retryable(local::TOKEN_FILE, format!("cannot read {path}: {e}"))
         })?;
         let value = MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
-            DeliveryError::fatal("TOKEN_FILE", format!("{path} holds no usable token"))
+            DeliveryError::fatal(local::TOKEN_FILE, format!("{path} holds no usable token"))
         })?;
         request.metadata_mut().insert("authorization", value);
     }
@@ -76,7 +76,7 @@ fn call<T>(endpoint: &Endpoint<'_>, message: T) -> Result<tonic::Request<T>, Del
 fn submission(delivery: &Delivery<'_>) -> Result<pb::SubmitRequestRequest, DeliveryError> {
     let Some(facts) = delivery.request else {
         return Err(DeliveryError::retryable(
-            "NO_REQUEST",
+            local::NO_REQUEST,
             "the request's facts could not be read",
         ));
     };

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint};
+use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, local};
 use crate::domain::InstructionId;
 use crate::pb::deliver_instruction_response::Disposition;
 use crate::pb::processor_adapter_client::ProcessorAdapterClient;
@@ -139,7 +139,7 @@ impl Channels {
             return Ok(kept.channel.clone());
         }
         let mut builder = tonic::transport::Endpoint::from_shared(endpoint.uri.to_string())
-            .map_err(|e| DeliveryError::fatal("BAD_ENDPOINT", e.to_string()))?
+            .map_err(|e| DeliveryError::fatal(local::BAD_ENDPOINT, e.to_string()))?
             .connect_timeout(endpoint.timeout)
             .timeout(endpoint.timeout);
         let mut digest = Vec::new();
@@ -147,10 +147,10 @@ impl Channels {
             // Files that cannot be read may be a mount in progress: the
             // delivery is retried, and escalates if they stay missing.
             let (config, files) = processor_tls(endpoint.tls)
-                .map_err(|message| DeliveryError::retryable("TLS_FILES", message))?;
+                .map_err(|message| DeliveryError::retryable(local::TLS_FILES, message))?;
             builder = builder
                 .tls_config(config)
-                .map_err(|e| DeliveryError::fatal("BAD_TLS", e.to_string()))?;
+                .map_err(|e| DeliveryError::fatal(local::BAD_TLS, e.to_string()))?;
             digest = files;
         }
         let channel = builder.connect_lazy();

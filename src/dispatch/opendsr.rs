@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 
-use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint};
+use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, local};
 use super::webhook::{HttpClients, answer_body, unanswered};
 use crate::domain::{
     InstructionId, InstructionResult, Outcome, ProcessorId, ProcessorTls, Violations,
@@ -136,7 +136,7 @@ impl Adapter for OpenDsrAdapter {
             .map(|u| format!("{u}{}", callback_path(&i.processor_id)));
         let Some(body) = wire::new_request(i, delivery.identities, callback) else {
             return Err(DeliveryError::fatal(
-                "UNSUPPORTED_KIND",
+                local::UNSUPPORTED_KIND,
                 format!("OpenDSR has no request type for {}", i.kind),
             ));
         };

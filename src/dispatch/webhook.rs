@@ -29,7 +29,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::hmac;
 
-use super::adapter::{Answer, Delivery, DeliveryError, Endpoint, Protocol};
+use super::adapter::{Answer, Delivery, DeliveryError, Endpoint, Protocol, local};
 use super::grpc::answer_of;
 use crate::domain::{InstructionId, InstructionView, ProcessorTls, Timestamp};
 use crate::tls::client::{Freshness, webhook_client};
@@ -141,7 +141,7 @@ impl HttpClients {
         }
         // Files that cannot be read may be a mount in progress: retried.
         let (client, digest) =
-            webhook_client(tls).map_err(|m| DeliveryError::retryable("TLS_FILES", m))?;
+            webhook_client(tls).map_err(|m| DeliveryError::retryable(local::TLS_FILES, m))?;
         clients.insert(
             key,
             Kept {
@@ -192,7 +192,7 @@ impl WebhookAdapter {
     ) -> Result<Vec<u8>, DeliveryError> {
         let Protocol::Webhook { secret } = endpoint.protocol else {
             return Err(DeliveryError::fatal(
-                "BAD_ENDPOINT",
+                local::BAD_ENDPOINT,
                 "not a webhook endpoint",
             ));
         };
@@ -205,7 +205,7 @@ impl WebhookAdapter {
         .expect("events always serialise");
         let signature = sign(secret, id, now.timestamp(), &body).ok_or_else(|| {
             DeliveryError::fatal(
-                "BAD_WEBHOOK_SECRET",
+                local::BAD_WEBHOOK_SECRET,
                 "the stored webhook secret is not whsec_ and base64; rotate it",
             )
         })?;

@@ -15,12 +15,12 @@
 //!
 //! # Exactly-once aggregation
 //!
-//! Every change to an instruction also updates its request row
-//! (`event_seq = event_seq + 1`, and `open_instructions - 1` when the
-//! instruction became terminal) with `RETURNING`. That update takes the
-//! request's row lock, so changes to one request serialise, events get gap-free
-//! sequence numbers, and exactly one transaction sees `open_instructions`
-//! reach zero: that one writes the completion record.
+//! Every change to an instruction also reads its request row with the
+//! row's lock and then updates it (`event_seq` one more per event, and
+//! `open_instructions` one less per instruction that became terminal; see
+//! `aftermath`). The lock makes changes to one request serialise, so
+//! events get gap-free sequence numbers, and exactly one transaction sees
+//! `open_instructions` reach zero: that one writes the completion record.
 
 mod aftermath;
 mod audit;
