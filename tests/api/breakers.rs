@@ -18,6 +18,7 @@ backends!(
     a_failing_processor_is_left_alone_then_probed_and_resumed,
     an_operator_closes_a_breaker_by_hand,
     a_probe_this_replica_could_not_send_leaves_the_breaker_open,
+    failures_of_this_replicas_own_settings_do_not_open_the_breaker,
 );
 
 /// A replica whose breakers open after three failures.
@@ -242,5 +243,42 @@ async fn a_probe_this_replica_could_not_send_leaves_the_breaker_open(db: TestDb)
         breaker(&app, "fragile").await.unwrap().state(),
         pb::circuit_breaker::State::HalfOpen
     );
+    app.stop().await;
+}
+
+/// A delivery that fails on this replica's own settings (its TLS files
+/// cannot be read) is retried, but the processor was never asked: the
+/// breaker, set to open at the first failure, stays closed.
+async fn failures_of_this_replicas_own_settings_do_not_open_the_breaker(db: TestDb) {
+    let options = Options {
+        clock: Arc::new(ManualClock::new()),
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| c.breaker_failures = 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("processors-ca.crt");
+    let mut p = push_processor("misread", "https://localhost:9");
+    if let Some(pb::adapter::Kind::Grpc(g)) = p.adapter.as_mut().and_then(|a| a.kind.as_mut()) {
+        g.tls = Some(pb::ProcessorTls {
+            ca_file: ca_file.display().to_string(),
+            ..Default::default()
+        });
+    }
+    register(&app, p).await;
+    let req = submit(&app, deletion("misread-ann@example.com")).await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+
+    let listed = all_instructions(&app).await;
+    let i = listed
+        .iter()
+        .find(|i| i.request_id == req.request_id)
+        .unwrap();
+    assert_eq!(i.state(), pb::InstructionState::Pending, "retried");
+    assert_eq!(error_codes(i), ["TLS_FILES"]);
+    let state = breaker(&app, "misread")
+        .await
+        .map_or(pb::circuit_breaker::State::Closed, |b| b.state());
+    assert_eq!(state, pb::circuit_breaker::State::Closed);
     app.stop().await;
 }
