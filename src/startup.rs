@@ -115,16 +115,6 @@ impl Application {
                 )
             })?
             .with_observer(metrics.clone());
-        let writers = store.batch_writers() as u32;
-        let needed = 2 * writers + 2;
-        if config.write_transactions > 0 && store.backend() == Backend::Postgres {
-            anyhow::ensure!(
-                config.db_max_connections >= needed,
-                "--write-transactions {writers} needs --db-max-connections of at least {needed}: \
-                 intake and the recorder each hold that many connections while they write, and \
-                 claims and reads need two more"
-            );
-        }
         let compliance = Arc::new(config.compliance()?);
         if config.record_retention.before(options.clock.now())
             > crate::domain::Period::Months(24).before(options.clock.now())

@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Row};
 
-use super::audit::{Bump, write_trail};
 use super::codec::{micros, parsed};
 use super::events::{EventKind, NewEvent};
 use super::records::{CLOSED_COLUMNS, Closing, heads_of, record_closed};
 use super::sql::Sql;
+use super::trail::{Bump, write_trail};
 use super::{Backend, Effects, StoreError};
 use crate::domain::{
     Actor, InstructionState, InstructionView, RequestId, RequestStatus, Timestamp,

@@ -197,6 +197,23 @@ impl Store {
                 "database URL must start with sqlite:, postgres:// or postgresql://".into(),
             ))
         })?;
+        // Intake's and the recorder's writers each hold a connection while
+        // they write; claims and reads need two more.
+        let needed = 2 * options.write_transactions + 2;
+        if backend == Backend::Postgres
+            && options.write_transactions > 0
+            && (options.max_connections as usize) < needed
+        {
+            return Err(StoreError::from(sqlx::Error::Configuration(
+                format!(
+                    "--write-transactions {} needs --db-max-connections of at least {needed}: \
+                     intake and the recorder each hold that many connections while they \
+                     write, and claims and reads need two more",
+                    options.write_transactions
+                )
+                .into(),
+            )));
+        }
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
                 let sep = if url.contains('?') { '&' } else { '?' };

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Row};
 
-use super::audit::write_trail;
 use super::codec::{parsed, request_id};
 use super::events::{EventKind, NewEvent};
 use super::records::heads_of;
 use super::sql::Sql;
+use super::trail::write_trail;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{Actor, RequestId, RequestStatus, Timestamp};
 

@@ -53,6 +53,7 @@ pub mod scratch;
 mod sealed;
 mod sql;
 mod stats;
+mod trail;
 mod transition;
 mod write_tx;
 

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::audit::write_trail;
 use super::codec::{from_json, instruction, micros, opt_time, parsed, qualified, request_id, time};
 use super::events::{EventKind, NewEvent};
 use super::export_digest::export_sha256;
 use super::sql::Sql;
+use super::trail::write_trail;
 use super::{Backend, ClosedRequest, Effects, Store, StoreError};
 use crate::domain::export::pieces_owed;
 use crate::domain::{

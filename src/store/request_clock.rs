@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::audit::write_trail;
 use super::codec::{OPEN, from_json, micros, opt_time, parsed, state_list, time};
 use super::events::{EventKind, NewEvent};
 use super::records::heads_of;
 use super::sql::{Bind, Col, Sql};
+use super::trail::write_trail;
 use super::write_tx::WriteTx;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{

@@ -107,8 +107,9 @@ async fn write_transactions_need_connections_to_hold_them(db: TestDb) {
         let refused = Application::build(&config, Options::default())
             .await
             .err()
-            .expect("refused")
-            .to_string();
+            .expect("refused");
+        // As the server prints it: the error and its causes.
+        let refused = format!("{refused:#}");
         assert!(
             refused.contains("--db-max-connections of at least 10"),
             "{refused}"

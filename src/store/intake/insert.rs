@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use sqlx::Row;
 
-use super::super::audit::seal;
 use super::super::codec::{json, micros, request_id};
 use super::super::events::{
     EventKind, INSERT_EVENTS, NewEvent, SealedEvent, insert_events, select_events,
@@ -15,6 +14,7 @@ use super::super::events::{
 use super::super::records::write_records;
 use super::super::sealed::{PAYLOAD, SUBJECT};
 use super::super::sql::{Bind, Col, Sql};
+use super::super::trail::seal;
 use super::super::{Effects, Store, StoreError, Turn};
 use super::Job;
 use super::plan::GENERATION;
