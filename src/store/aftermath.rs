@@ -20,7 +20,7 @@ use super::codec::{micros, parsed};
 use super::events::{EventKind, NewEvent};
 use super::records::{CLOSED_COLUMNS, Closing, heads_of, record_closed};
 use super::sql::Sql;
-use super::trail::{Bump, write_trail};
+use super::trail::{Bump, write_changes};
 use super::{Backend, Effects, StoreError};
 use crate::domain::{
     Actor, InstructionState, InstructionView, RequestId, RequestStatus, Timestamp,
@@ -101,7 +101,7 @@ pub(super) async fn after_changes(
     }
     // The rows are read, and on PostgreSQL locked in id order, first; what
     // the change moves on them is computed here and written by the one
-    // update that also keeps the new audit heads (`write_trail`).
+    // update that also keeps the new audit heads (`write_changes`).
     let mut sql = Sql::new(
         backend,
         "select requests.open_instructions as open_instructions, ",
@@ -174,7 +174,7 @@ pub(super) async fn after_changes(
         let actor = closer.get(&last.request).copied();
         events.push(NewEvent { actor, ..last });
     }
-    write_trail(conn, backend, &events, heads, &bumps, records, now).await
+    write_changes(conn, backend, &events, heads, &bumps, records, now).await
 }
 
 /// What `n` events of which `closes` close an instruction do to a request

@@ -3,8 +3,6 @@
 //! closing event like a later removal from the suppression list (both
 //! through [`append_notes`]).
 
-use std::collections::BTreeMap;
-
 use sqlx::{AnyConnection, Row};
 
 use super::codec::{parsed, request_id};
@@ -85,15 +83,6 @@ pub(super) async fn append_notes(
             note: Some(note.text),
         });
     }
-    write_trail(
-        conn,
-        backend,
-        &events,
-        heads,
-        &BTreeMap::new(),
-        Vec::new(),
-        now,
-    )
-    .await?;
+    write_trail(conn, backend, &events, heads, Vec::new(), now).await?;
     Ok(events.iter().map(|e| e.request).collect())
 }

@@ -91,34 +91,32 @@ impl Store {
             // count of them all was a bitmap scan, which marks nothing, and
             // visited every row claimed within a lease's length (tens of
             // milliseconds a claim at a few thousand deliveries a second).
+            // Each processor up to the largest limit asked for it; orders
+            // without a limit need no count.
             let mut caps: HashMap<&str, u32> = HashMap::new();
             for o in orders {
                 let cap = caps.entry(o.processor.as_str()).or_default();
                 *cap = (*cap).max(o.max_in_flight);
             }
-            // Orders without a limit need no count.
-            let counted: Vec<&String> = ids
-                .iter()
-                .filter(|id| caps.get(id.as_str()).is_some_and(|cap| *cap < u32::MAX))
-                .collect();
+            caps.retain(|_, cap| *cap < u32::MAX);
             let mut sql = Sql::new(self.backend, "");
-            for (n, id) in counted.iter().enumerate() {
+            for (n, (id, cap)) in caps.iter().enumerate() {
                 if n > 0 {
                     sql.push(" union all ");
                 }
                 sql.push("select cast(")
-                    .bind((*id).clone())
+                    .bind(*id)
                     .push(" as text) as processor_id, (select count(*) from (select 1 from instructions \
                            where processor_id = ")
-                    .bind((*id).clone())
+                    .bind(*id)
                     .push(" and state = 'DELIVERING' and lease_expires_at > ")
                     .bind(now_us)
                     .push(" limit ")
-                    .bind(i64::from(caps.get(id.as_str()).copied().unwrap_or(0)))
+                    .bind(i64::from(*cap))
                     .push(") x) as n");
             }
             let mut busy: HashMap<String, i64> = HashMap::new();
-            let rows = match counted.is_empty() {
+            let rows = match caps.is_empty() {
                 true => Vec::new(),
                 false => sql.query().fetch_all(&mut *conn).await?,
             };

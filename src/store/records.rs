@@ -117,16 +117,7 @@ pub(super) async fn write_records(
             }
         })
         .collect();
-    write_trail(
-        conn,
-        backend,
-        &events,
-        heads,
-        &BTreeMap::new(),
-        records,
-        now,
-    )
-    .await
+    write_trail(conn, backend, &events, heads, records, now).await
 }
 
 /// A request closing in this transaction: its row as read (with

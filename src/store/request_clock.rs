@@ -1,8 +1,6 @@
 //! The business's side of a request's clock: confirming receipt to the
 //! person, and the one extension of the response deadline.
 
-use std::collections::BTreeMap;
-
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -192,16 +190,7 @@ impl Store {
             note: None,
         };
         let heads = heads_of(std::slice::from_ref(row))?;
-        write_trail(
-            &mut tx,
-            self.backend,
-            &[event],
-            heads,
-            &BTreeMap::new(),
-            Vec::new(),
-            now,
-        )
-        .await?;
+        write_trail(&mut tx, self.backend, &[event], heads, Vec::new(), now).await?;
         tx.commit().await?;
         self.announce(Effects {
             touched: vec![id],

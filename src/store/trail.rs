@@ -67,9 +67,23 @@ pub(super) struct Bump {
 /// Writes what closes a change: chains `events` onto `heads` (as the
 /// request rows held them before this transaction), seals each of
 /// `records` with its request's new head, inserts the records and the
-/// events, and keeps the new heads on the request rows, with each
-/// request's [`Bump`] where `bumps` has one.
+/// events, and keeps the new heads on the request rows (whose counters the
+/// caller has already moved).
 pub(super) async fn write_trail(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    events: &[NewEvent<'_>],
+    heads: BTreeMap<RequestId, String>,
+    records: Vec<CompletionRecord>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let no_bumps = BTreeMap::new();
+    write_changes(conn, backend, events, heads, &no_bumps, records, now).await
+}
+
+/// [`write_trail`], with each request's [`Bump`] (where `bumps` has one)
+/// written by the same update as its new head.
+pub(super) async fn write_changes(
     conn: &mut AnyConnection,
     backend: Backend,
     events: &[NewEvent<'_>],
@@ -115,7 +129,7 @@ pub(super) async fn write_trail(
     // Each row's new values by a lookup in `h` (a join with `h`, of
     // unknown size to the planner, hashes the whole requests table); what
     // a row has no bump for stays as it is.
-    let set = ") update requests set \
+    let set = "update requests set \
          (audit_head, event_seq, open_instructions, status, closed_at) = \
          (select h.head, coalesce(h.seq, requests.event_seq), \
          coalesce(h.open, requests.open_instructions), coalesce(h.status, requests.status), \
@@ -123,7 +137,8 @@ pub(super) async fn write_trail(
     match backend {
         // One statement: the rows' update rides with the events' insert.
         Backend::Postgres => {
-            sql.push(&set.replacen(") update", "), u as (update", 1))
+            sql.push("), u as (")
+                .push(set)
                 .in_cte("requests.id", "h", "id")
                 .push(") ")
                 .push(INSERT_EVENTS);
@@ -132,7 +147,9 @@ pub(super) async fn write_trail(
         }
         Backend::Sqlite => {
             insert_events(conn, backend, &sealed).await?;
-            sql.push(set).push("requests.id in (select id from h)");
+            sql.push(") ")
+                .push(set)
+                .push("requests.id in (select id from h)");
             sql.query().execute(&mut *conn).await?;
         }
     }
