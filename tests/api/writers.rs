@@ -3,22 +3,25 @@
 //! PostgreSQL (SQLite writes one at a time whatever the setting), and
 //! every guarantee holds: each acknowledged request is stored once, each
 //! instruction delivered once, each request closed by exactly one record
-//! over a gap-free, intact audit trail.
+//! over a gap-free, intact audit trail; and one batch waiting on a lock
+//! does not hold up the next.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::{Application, Options};
 use dsr_orchestrator::store::Backend;
 
-use crate::backends;
 use crate::harness::app::test_config;
 use crate::harness::*;
+use crate::{backends, postgres_only};
 
 backends!(
     several_write_transactions_lose_nothing_and_record_once,
     write_transactions_need_connections_to_hold_them,
 );
+postgres_only!(a_batch_that_waits_does_not_hold_up_the_next,);
 
 async fn several_write_transactions_lose_nothing_and_record_once(db: TestDb) {
     const CLIENTS: usize = 16;
@@ -119,4 +122,112 @@ async fn write_transactions_need_connections_to_hold_them(db: TestDb) {
         assert_eq!(app.store.batch_writers(), 1);
         app.stop().await;
     }
+}
+
+/// Two intake writers overlap: while one batch waits on a lock, the
+/// other takes the submissions queued behind it. The lock is a request
+/// id: another transaction has inserted a row with it and not committed,
+/// so the batch holding a submission of that id waits on the primary key
+/// (as an idempotent repeat racing its original does). With one writer
+/// the second submission would queue behind the waiting batch.
+async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(&db, Options::default(), |c| c.write_transactions = 2).await;
+    assert_eq!(app.store.batch_writers(), 2);
+    register(&app, pull_processor("puller", 60_000)).await;
+    let model = submit(&app, deletion("model@example.com")).await.request_id;
+
+    // The held id: a copy of the model's row under it, not committed.
+    let held = new_id();
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("begin").execute(&mut holder).await.unwrap();
+    sqlx::query("create temporary table held as select * from requests where id = $1")
+        .bind(&model)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::query("update held set id = $1")
+        .bind(&held)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::raw_sql("insert into requests select * from held")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let holder_pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+
+    let mut first = deletion("first@example.com");
+    first.request_id = held.clone();
+    let waiting = {
+        let client = app.requests.clone();
+        tokio::spawn(async move { client.clone().submit_request(first).await })
+    };
+    // Until a writer's batch waits for the holder.
+    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut blocked = false;
+    for _ in 0..1000 {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where $1 = any(pg_blocking_pids(pid))",
+        )
+        .bind(holder_pid)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if n > 0 {
+            blocked = true;
+            break;
+        }
+        // Polling another process's locks: nothing to await instead.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        blocked,
+        "the first submission's batch waits for the held id"
+    );
+
+    // The other writer takes the next submission and commits it.
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.requests
+            .clone()
+            .submit_request(deletion("second@example.com")),
+    )
+    .await
+    .expect("the second submission is not held up by the waiting batch")
+    .unwrap()
+    .into_inner();
+    assert!(!waiting.is_finished(), "the first batch still waits");
+    let stored = db
+        .texts("select cast(count(*) as text) from requests")
+        .await;
+    assert_eq!(
+        stored[0][0].as_deref(),
+        Some("2"),
+        "the model and the second"
+    );
+
+    // The holder gives the id up: the waiting batch inserts its request.
+    sqlx::raw_sql("rollback")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let first = waiting.await.unwrap().unwrap().into_inner();
+    assert_eq!(first.request_id, held);
+    for id in [&model, &held, &second.request_id] {
+        let request = app
+            .requests
+            .clone()
+            .get_request(pb::GetRequestRequest {
+                request_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(request.instructions.len(), 1, "{id}");
+    }
+    app.stop().await;
 }
