@@ -3,13 +3,15 @@
 //! closing event like a later removal from the suppression list (both
 //! through [`append_notes`]).
 
+use std::collections::BTreeMap;
+
 use sqlx::{AnyConnection, Row};
 
 use super::codec::{parsed, request_id};
 use super::events::{EventKind, NewEvent};
 use super::records::heads_of;
 use super::sql::Sql;
-use super::trail::write_trail;
+use super::trail::{Bump, write_changes};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{Actor, RequestId, RequestStatus, Timestamp};
 
@@ -62,27 +64,44 @@ pub(super) async fn append_notes(
     if requests.is_empty() {
         return Ok(Vec::new());
     }
+    // Read under its lock, in id order, and written once, by the update
+    // that keeps the new audit head.
     let mut sql = Sql::new(
         backend,
-        "update requests set event_seq = event_seq + 1 where ",
+        "select id, event_seq, open_instructions, status, audit_head from requests where ",
     );
-    sql.in_list("id", requests)
-        .push(" returning id, event_seq, status, audit_head");
+    sql.in_list("id", requests).push(" order by id");
+    if backend == Backend::Postgres {
+        sql.push(" for update");
+    }
     let rows = sql.query().fetch_all(&mut *conn).await?;
     let heads = heads_of(&rows)?;
+    let mut bumps = BTreeMap::new();
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
+        let request = request_id(row, "id")?;
+        let seq = row.try_get::<i64, _>("event_seq")? + 1;
+        let status = parsed(row, "status", RequestStatus::parse)?;
+        bumps.insert(
+            request,
+            Bump {
+                event_seq: seq,
+                open_instructions: row.try_get("open_instructions")?,
+                status,
+                closed_at: None,
+            },
+        );
         events.push(NewEvent {
-            request: request_id(row, "id")?,
-            seq: row.try_get("event_seq")?,
+            request,
+            seq,
             kind: note.kind,
-            request_status: parsed(row, "status", RequestStatus::parse)?,
+            request_status: status,
             instruction: None,
             actor: Some(note.actor),
             extension: None,
             note: Some(note.text),
         });
     }
-    write_trail(conn, backend, &events, heads, Vec::new(), now).await?;
+    write_changes(conn, backend, &events, heads, &bumps, Vec::new(), now).await?;
     Ok(events.iter().map(|e| e.request).collect())
 }

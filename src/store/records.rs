@@ -11,7 +11,7 @@ use super::codec::{from_json, instruction, micros, opt_time, parsed, qualified, 
 use super::events::{EventKind, NewEvent};
 use super::export_digest::export_sha256;
 use super::sql::Sql;
-use super::trail::write_trail;
+use super::trail::{Bump, write_changes};
 use super::{Backend, ClosedRequest, Effects, Store, StoreError};
 use crate::domain::export::pieces_owed;
 use crate::domain::{
@@ -84,28 +84,37 @@ pub(super) async fn write_records(
     if requests.is_empty() {
         return Ok(());
     }
-    let mut sql = Sql::new(
-        backend,
-        "update requests set status = case when cancel_reason is null then 'COMPLETED' \
-         else 'CANCELLED' end, event_seq = event_seq + 1, closed_at = ",
-    );
-    sql.bind(micros(now))
-        .push(" where ")
-        .in_list("id", requests.iter().map(|(id, _)| id.to_string()))
-        .push(" returning ")
-        .push(CLOSED_COLUMNS);
+    // Read under its lock (rows in id order, as every transaction locks
+    // them) and written once, by the update that keeps the new audit head.
+    let mut sql = Sql::new(backend, "select ");
+    sql.push(CLOSED_COLUMNS)
+        .push(", requests.open_instructions as open_instructions from requests where ")
+        .in_list("requests.id", requests.iter().map(|(id, _)| id.to_string()))
+        .push(" order by requests.id");
+    if backend == Backend::Postgres {
+        sql.push(" for update");
+    }
     let rows = sql.query().fetch_all(&mut *conn).await?;
     let heads = heads_of(&rows)?;
-    let closed = rows
-        .iter()
-        .map(|row| {
-            Ok(Closing {
-                row,
-                status: parsed(row, "status", RequestStatus::parse)?,
-                seq: row.try_get("event_seq")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut bumps = BTreeMap::new();
+    let mut closed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let status = match row.try_get::<Option<String>, _>("cancel_reason")? {
+            None => RequestStatus::Completed,
+            Some(_) => RequestStatus::Cancelled,
+        };
+        let seq = row.try_get::<i64, _>("event_seq")? + 1;
+        bumps.insert(
+            request_id(row, "id")?,
+            Bump {
+                event_seq: seq,
+                open_instructions: row.try_get("open_instructions")?,
+                status,
+                closed_at: Some(micros(now)),
+            },
+        );
+        closed.push(Closing { row, status, seq });
+    }
     let (records, last) = record_closed(conn, backend, keys, &closed, now, effects).await?;
     let events: Vec<NewEvent> = last
         .into_iter()
@@ -117,7 +126,7 @@ pub(super) async fn write_records(
             }
         })
         .collect();
-    write_trail(conn, backend, &events, heads, records, now).await
+    write_changes(conn, backend, &events, heads, &bumps, records, now).await
 }
 
 /// A request closing in this transaction: its row as read (with

@@ -133,6 +133,19 @@ async fn request_matching_no_processor_completes_at_once(db: TestDb) {
     assert!(record.lines.is_empty());
     assert!(record.note.contains("no processor matched"));
     assert_eq!(record.submitted_at, Some(submitted));
+    // The closing event follows the first, and the record covers the trail.
+    let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(seqs, [1, 2]);
+    let check = app
+        .requests
+        .clone()
+        .verify_audit_trail(pb::VerifyAuditTrailRequest {
+            request_id: r.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(check.intact && check.record_checked, "{check:?}");
     assert!(fake.deliveries().is_empty());
     app.stop().await;
 }
