@@ -144,7 +144,7 @@ pub(super) struct Closing<'r> {
 /// Assembles the records of requests just closed, from their rows
 /// ([`Closing`]), and their last events
 /// (COMPLETED or CANCELLED, at the closing sequence number), for the
-/// caller to chain and write with its own ([`write_trail`]). Called once
+/// caller to chain and write with its own ([`write_changes`]). Called once
 /// per request, in the transaction that closed it; a batch costs one
 /// statement whatever its size.
 pub(super) async fn record_closed(

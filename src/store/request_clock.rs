@@ -4,11 +4,10 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::codec::{OPEN, from_json, micros, opt_time, parsed, state_list, time};
+use super::codec::{from_json, micros, opt_time, parsed, request_id, state_list, time};
 use super::events::{EventKind, NewEvent};
-use super::records::heads_of;
 use super::sql::{Bind, Col, Sql};
-use super::trail::write_trail;
+use super::trail::write_one;
 use super::write_tx::WriteTx;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
@@ -27,30 +26,34 @@ impl Store {
         now: Timestamp,
     ) -> Result<RequestSummary, StoreError> {
         let mut tx = self.begin().await?;
-        let row = Sql::new(self.backend, "update requests set confirmed_at = ")
-            .bind(micros(now))
-            .push(", confirmed_by = ")
-            .bind(actor.to_string())
-            .push(", event_seq = event_seq + 1 where id = ")
-            .bind(id.to_string())
-            .push(&format!(
-                " and confirmed_at is null and status in {OPEN} \
-                 returning id, event_seq, status, audit_head"
-            ))
-            .query()
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
+        let mut sql = Sql::new(
+            self.backend,
+            "select id, event_seq, status, audit_head, confirmed_at from requests where id = ",
+        );
+        sql.bind(id.to_string());
+        if self.backend == Backend::Postgres {
+            sql.push(" for update");
+        }
+        let Some(row) = sql.query().fetch_optional(&mut *tx).await? else {
             tx.rollback().await?;
-            let current = self.request(id).await?;
-            if current.receipt.confirmed_at.is_some() {
-                return Ok(current);
-            }
+            return Err(StoreError::not_found("request", id));
+        };
+        if opt_time(&row, "confirmed_at")?.is_some() {
+            tx.rollback().await?;
+            return self.request(id).await;
+        }
+        if parsed(&row, "status", RequestStatus::parse)?.is_terminal() {
+            tx.rollback().await?;
             return Err(StoreError::FailedPrecondition(
                 "the request is closed: its answer has gone to the person".into(),
             ));
-        };
-        self.finish_change(tx, id, &row, EventKind::ReceiptConfirmed, actor, None, now)
+        }
+        let set = vec![
+            ("confirmed_at", Bind::from(micros(now))),
+            ("confirmed_by", Bind::from(actor.to_string())),
+        ];
+        let kind = EventKind::ReceiptConfirmed;
+        self.finish_change(tx, &row, kind, actor, None, set, now)
             .await
     }
 
@@ -78,7 +81,8 @@ impl Store {
         .await?;
         let mut req_sql = Sql::new(
             self.backend,
-            "select jurisdiction, status, respond_by, extended_from from requests where id = ",
+            "select id, jurisdiction, status, respond_by, extended_from, event_seq, audit_head \
+             from requests where id = ",
         );
         req_sql.bind(id.to_string());
         if self.backend == Backend::Postgres {
@@ -103,20 +107,6 @@ impl Store {
                 }
                 e => StoreError::FailedPrecondition(e.to_string()),
             })?;
-        let row = Sql::new(self.backend, "update requests set respond_by = ")
-            .bind(micros(new_deadline))
-            .push(", extended_from = respond_by, extension_reason = ")
-            .bind(reason)
-            .push(", extended_by = ")
-            .bind(actor.to_string())
-            .push(", extended_at = ")
-            .bind(micros(now))
-            .push(", event_seq = event_seq + 1 where id = ")
-            .bind(id.to_string())
-            .push(" returning id, event_seq, status, audit_head")
-            .query()
-            .fetch_one(&mut *tx)
-            .await?;
         if !open.is_empty() {
             let mut sql = Sql::new(self.backend, "with v as (");
             let times = open
@@ -160,28 +150,38 @@ impl Store {
             declared_by: actor.to_string(),
             declared_at: now,
         };
+        let set = vec![
+            ("respond_by", Bind::from(micros(new_deadline))),
+            ("extended_from", Bind::from(micros(original))),
+            ("extension_reason", Bind::from(reason)),
+            ("extended_by", Bind::from(actor.to_string())),
+            ("extended_at", Bind::from(micros(now))),
+        ];
         let kind = EventKind::DeadlineExtended;
-        self.finish_change(tx, id, &row, kind, actor, Some(&extension), now)
+        self.finish_change(tx, &req, kind, actor, Some(&extension), set, now)
             .await
     }
 
-    /// Ends a change to request `id` whose row update returned `row` (`id,
-    /// event_seq, status, audit_head`): its event on the audit trail, the
-    /// commit, the notice to watchers; returns the request as it is now.
+    /// Ends a change to the request whose row, read under its lock, is
+    /// `row` (`id, event_seq, status, audit_head`): its event on the audit
+    /// trail and the row's one update (the change's columns, `set`, with
+    /// the new head), the commit, the notice to watchers; returns the
+    /// request as it is now.
     #[allow(clippy::too_many_arguments)]
     async fn finish_change(
         &self,
         mut tx: WriteTx,
-        id: RequestId,
         row: &AnyRow,
         kind: EventKind,
         actor: &Actor,
         extension: Option<&Extension>,
+        set: Vec<(&str, Bind)>,
         now: Timestamp,
     ) -> Result<RequestSummary, StoreError> {
+        let id = request_id(row, "id")?;
         let event = NewEvent {
             request: id,
-            seq: row.try_get("event_seq")?,
+            seq: row.try_get::<i64, _>("event_seq")? + 1,
             kind,
             request_status: parsed(row, "status", RequestStatus::parse)?,
             instruction: None,
@@ -189,8 +189,8 @@ impl Store {
             extension,
             note: None,
         };
-        let heads = heads_of(std::slice::from_ref(row))?;
-        write_trail(&mut tx, self.backend, &[event], heads, Vec::new(), now).await?;
+        let head = row.try_get::<Option<String>, _>("audit_head")?;
+        write_one(&mut tx, self.backend, &event, head, set, now).await?;
         tx.commit().await?;
         self.announce(Effects {
             touched: vec![id],

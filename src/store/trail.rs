@@ -64,25 +64,42 @@ pub(super) struct Bump {
     pub closed_at: Option<i64>,
 }
 
+/// Writes one request's change and its event together: chains `event`
+/// onto `head` (the request's head before it), inserts the event, and
+/// writes the request row once, with the new head, the event's sequence
+/// number and the change's own columns (`set`: column names and values).
+/// The caller holds the row's lock.
+pub(super) async fn write_one(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    event: &NewEvent<'_>,
+    head: Option<String>,
+    set: Vec<(&str, Bind)>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut heads = BTreeMap::new();
+    if let Some(head) = head {
+        heads.insert(event.request, head);
+    }
+    let sealed = seal(std::slice::from_ref(event), &mut heads, now);
+    insert_events(conn, backend, &sealed).await?;
+    let mut sql = Sql::new(backend, "update requests set audit_head = ");
+    sql.bind(heads[&event.request].clone())
+        .push(", event_seq = ")
+        .bind(event.seq);
+    for (column, value) in set {
+        sql.push(&format!(", {column} = ")).bind(value);
+    }
+    sql.push(" where id = ").bind(event.request.to_string());
+    sql.query().execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// Writes what closes a change: chains `events` onto `heads` (as the
 /// request rows held them before this transaction), seals each of
 /// `records` with its request's new head, inserts the records and the
-/// events, and keeps the new heads on the request rows (whose counters the
-/// caller has already moved).
-pub(super) async fn write_trail(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    events: &[NewEvent<'_>],
-    heads: BTreeMap<RequestId, String>,
-    records: Vec<CompletionRecord>,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let no_bumps = BTreeMap::new();
-    write_changes(conn, backend, events, heads, &no_bumps, records, now).await
-}
-
-/// [`write_trail`], with each request's [`Bump`] (where `bumps` has one)
-/// written by the same update as its new head.
+/// events, and keeps the new heads on the request rows, each with its
+/// [`Bump`] (where `bumps` has one) in the same update.
 pub(super) async fn write_changes(
     conn: &mut AnyConnection,
     backend: Backend,

@@ -126,6 +126,8 @@ async fn ccpa_receipt_deadline_crosses_a_weekend_and_a_holiday(db: TestDb) {
     );
     let record = record(&app, &made.request_id).await;
     assert_eq!(record.receipt_confirmed_at, when);
+    let check = verify(&app, &made.request_id).await;
+    assert!(check.intact && check.record_checked, "{check:?}");
     app.requests
         .clone()
         .cancel_request(pb::CancelRequestRequest {
@@ -211,6 +213,10 @@ async fn an_extension_is_declared_once_and_in_time(db: TestDb) {
 
     let twice = extend(&made.request_id, None, "again").await.unwrap_err();
     assert_eq!(twice.code(), Code::FailedPrecondition, "{twice:?}");
+    // The extension's event is chained onto the trail.
+    let check = verify(&app, &made.request_id).await;
+    assert!(check.intact, "{check:?}");
+    assert_eq!(check.events, 2, "received and extended");
 
     // Declared after the original deadline: too late.
     let other = submit(&app, deletion("dora@example.com")).await;
@@ -466,4 +472,16 @@ async fn lists_filter_and_order_by_deadline(db: TestDb) {
     .await;
     assert_eq!(escalated, std::slice::from_ref(&appi.request_id));
     app.stop().await;
+}
+
+/// What `VerifyAuditTrail` says of `id`.
+async fn verify(app: &TestApp, id: &str) -> pb::AuditTrailVerification {
+    app.requests
+        .clone()
+        .verify_audit_trail(pb::VerifyAuditTrailRequest {
+            request_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
