@@ -530,15 +530,7 @@ async fn the_export_validates_against_its_published_schema(db: TestDb) {
         )
     );
     assert!(fetched[2].starts_with("export identifiers.csv sha256 "));
-    let verified = app
-        .requests
-        .clone()
-        .verify_audit_trail(pb::VerifyAuditTrailRequest {
-            request_id: req.request_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let verified = verify_trail(&app, &req.request_id).await;
     assert!(verified.intact, "{verified:?}");
 
     let identifiers = String::from_utf8(csv[0].1.clone()).unwrap();

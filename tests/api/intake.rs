@@ -136,15 +136,7 @@ async fn request_matching_no_processor_completes_at_once(db: TestDb) {
     // The closing event follows the first, and the record covers the trail.
     let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(seqs, [1, 2]);
-    let check = app
-        .requests
-        .clone()
-        .verify_audit_trail(pb::VerifyAuditTrailRequest {
-            request_id: r.request_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let check = verify_trail(&app, &r.request_id).await;
     assert!(check.intact && check.record_checked, "{check:?}");
     assert!(fake.deliveries().is_empty());
     app.stop().await;

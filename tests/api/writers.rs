@@ -70,15 +70,7 @@ async fn several_write_transactions_lose_nothing_and_record_once(db: TestDb) {
         let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
         assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
         assert_eq!(record(&app, id).await.lines.len(), 3);
-        let check = app
-            .requests
-            .clone()
-            .verify_audit_trail(pb::VerifyAuditTrailRequest {
-                request_id: id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let check = verify_trail(&app, id).await;
         assert!(check.intact && check.record_checked, "{check:?}");
     }
     for fake in &fakes {
@@ -218,16 +210,7 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
     let first = waiting.await.unwrap().unwrap().into_inner();
     assert_eq!(first.request_id, held);
     for id in [&model, &held, &second.request_id] {
-        let request = app
-            .requests
-            .clone()
-            .get_request(pb::GetRequestRequest {
-                request_id: id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(request.instructions.len(), 1, "{id}");
+        assert_eq!(get_request(&app, id).await.instructions.len(), 1, "{id}");
     }
     app.stop().await;
 }

@@ -21,18 +21,6 @@ async fn closed_request(app: &TestApp, email: &str) -> String {
     req.request_id
 }
 
-/// What `VerifyAuditTrail` says of `id`.
-async fn verify(app: &TestApp, id: &str) -> pb::AuditTrailVerification {
-    app.requests
-        .clone()
-        .verify_audit_trail(pb::VerifyAuditTrailRequest {
-            request_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Editing one event's row in the database, or removing the last one, is
 /// reported at that event.
 async fn a_tampered_event_is_found(db: TestDb) {
@@ -40,7 +28,7 @@ async fn a_tampered_event_is_found(db: TestDb) {
     let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
     register(&app, push_processor("vendor", &fake.endpoint())).await;
     let id = closed_request(&app, "pat@example.com").await;
-    let intact = verify(&app, &id).await;
+    let intact = verify_trail(&app, &id).await;
     assert!(intact.intact, "{intact:?}");
     assert!(intact.record_checked);
     assert!(intact.events >= 4, "{intact:?}");
@@ -50,7 +38,7 @@ async fn a_tampered_event_is_found(db: TestDb) {
         "update request_events set body = body || ' ' where request_id = '{id}' and seq = 3"
     ))
     .await;
-    let edited = verify(&app, &id).await;
+    let edited = verify_trail(&app, &id).await;
     assert!(!edited.intact);
     let at = edited.first_break.expect("a break");
     assert_eq!(at.sequence, 3, "{at:?}");
@@ -59,7 +47,7 @@ async fn a_tampered_event_is_found(db: TestDb) {
     // On another request, the last event removed: the chain still links,
     // but no longer reaches the head the request and the record keep.
     let other = closed_request(&app, "quin@example.com").await;
-    let last = verify(&app, &other).await.events;
+    let last = verify_trail(&app, &other).await.events;
     let gate = match db.postgres_name() {
         Some(_) => "set local dsr.purge = 'on'",
         None => "update purge_gate set open = 1 where id = 1",
@@ -68,7 +56,7 @@ async fn a_tampered_event_is_found(db: TestDb) {
         "begin; {gate}; delete from request_events where request_id = '{other}' and seq = {last}; commit"
     ))
     .await;
-    let cut = verify(&app, &other).await;
+    let cut = verify_trail(&app, &other).await;
     assert!(!cut.intact);
     assert_eq!(cut.first_break.unwrap().sequence, 0, "the head");
     app.stop().await;
@@ -98,7 +86,7 @@ async fn the_record_covers_the_trail(db: TestDb) {
         canonical.contains(head.as_str()),
         "the digest covers the head"
     );
-    assert_eq!(&verify(&app, &id).await.head, head);
+    assert_eq!(&verify_trail(&app, &id).await.head, head);
     app.stop().await;
 }
 
@@ -116,7 +104,7 @@ async fn earlier_histories_are_chained_at_startup(db: TestDb) {
     .await;
 
     let (app, _clock) = spawn_at(&db, "2026-03-02T10:00:00Z", |_| {}).await;
-    let chained = verify(&app, &open.request_id).await;
+    let chained = verify_trail(&app, &open.request_id).await;
     assert!(chained.intact, "{chained:?}");
     // And the chain goes on from there.
     app.instructions
@@ -128,7 +116,7 @@ async fn earlier_histories_are_chained_at_startup(db: TestDb) {
         })
         .await
         .unwrap();
-    let closed = verify(&app, &open.request_id).await;
+    let closed = verify_trail(&app, &open.request_id).await;
     assert!(closed.intact && closed.record_checked, "{closed:?}");
     assert_eq!(closed.head, record(&app, &open.request_id).await.audit_head);
     app.stop().await;

@@ -126,7 +126,7 @@ async fn ccpa_receipt_deadline_crosses_a_weekend_and_a_holiday(db: TestDb) {
     );
     let record = record(&app, &made.request_id).await;
     assert_eq!(record.receipt_confirmed_at, when);
-    let check = verify(&app, &made.request_id).await;
+    let check = verify_trail(&app, &made.request_id).await;
     assert!(check.intact && check.record_checked, "{check:?}");
     app.requests
         .clone()
@@ -214,7 +214,7 @@ async fn an_extension_is_declared_once_and_in_time(db: TestDb) {
     let twice = extend(&made.request_id, None, "again").await.unwrap_err();
     assert_eq!(twice.code(), Code::FailedPrecondition, "{twice:?}");
     // The extension's event is chained onto the trail.
-    let check = verify(&app, &made.request_id).await;
+    let check = verify_trail(&app, &made.request_id).await;
     assert!(check.intact, "{check:?}");
     assert_eq!(check.events, 2, "received and extended");
 
@@ -472,16 +472,4 @@ async fn lists_filter_and_order_by_deadline(db: TestDb) {
     .await;
     assert_eq!(escalated, std::slice::from_ref(&appi.request_id));
     app.stop().await;
-}
-
-/// What `VerifyAuditTrail` says of `id`.
-async fn verify(app: &TestApp, id: &str) -> pb::AuditTrailVerification {
-    app.requests
-        .clone()
-        .verify_audit_trail(pb::VerifyAuditTrailRequest {
-            request_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }

@@ -102,15 +102,7 @@ async fn the_purge_removes_only_what_is_past_its_period(db: TestDb) {
 
 /// The audit trail of `id`, checked intact.
 async fn verify_intact(app: &TestApp, id: &str) -> pb::AuditTrailVerification {
-    let v = app
-        .requests
-        .clone()
-        .verify_audit_trail(pb::VerifyAuditTrailRequest {
-            request_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let v = verify_trail(app, id).await;
     assert!(v.intact, "{v:?}");
     v
 }

@@ -260,6 +260,18 @@ pub async fn get_request(app: &TestApp, id: &str) -> pb::DataSubjectRequest {
         .into_inner()
 }
 
+/// What `VerifyAuditTrail` says of the request's audit trail.
+pub async fn verify_trail(app: &TestApp, id: &str) -> pb::AuditTrailVerification {
+    app.requests
+        .clone()
+        .verify_audit_trail(pb::VerifyAuditTrailRequest {
+            request_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// The completion record.
 pub async fn record(app: &TestApp, request_id: &str) -> pb::CompletionRecord {
     app.requests

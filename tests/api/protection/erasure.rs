@@ -183,15 +183,7 @@ async fn finished_requests_lose_their_personal_data(db: TestDb) {
     );
 
     // The record and the audit trail stay whole.
-    let trail = app
-        .requests
-        .clone()
-        .verify_audit_trail(pb::VerifyAuditTrailRequest {
-            request_id: deletion.request_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let trail = verify_trail(&app, &deletion.request_id).await;
     assert!(trail.intact && trail.record_checked, "{trail:?}");
 
     // Nothing is sent for a finished request again: it has nothing left

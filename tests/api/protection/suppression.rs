@@ -174,15 +174,7 @@ async fn a_deleted_person_is_found_by_any_form_and_nobody_else(db: TestDb) {
         last.note.as_deref(),
         Some("the customer signed up again and asked to be contacted")
     );
-    let trail = app
-        .requests
-        .clone()
-        .verify_audit_trail(pb::VerifyAuditTrailRequest {
-            request_id: deleted.request_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let trail = verify_trail(&app, &deleted.request_id).await;
     assert!(trail.intact, "{trail:?}");
     assert_nowhere(
         &db,
