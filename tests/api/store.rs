@@ -210,24 +210,9 @@ async fn a_request_is_read_in_one_snapshot(db: TestDb) {
         tokio::spawn(async move { store.request(id).await })
     };
     // Wait until the read has read the request and waits for the lock.
-    let name = db.postgres_name().unwrap().to_string();
-    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let waiting = "select count(*) from pg_stat_activity where datname = $1 \
-                   and wait_event_type = 'Lock' and query like '%from instructions%'";
-    let mut blocked = false;
-    for _ in 0..500 {
-        let n: i64 = sqlx::query_scalar(waiting)
-            .bind(&name)
-            .fetch_one(&mut watcher)
-            .await
-            .unwrap();
-        if n > 0 {
-            blocked = true;
-            break;
-        }
-        // Polling another process's progress: nothing to await instead.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let blocked = db
+        .until_waiting("query like $1", "%from instructions%")
+        .await;
     assert!(blocked, "the read waits for the lock on instructions");
     sqlx::raw_sql("update instructions set attempts = attempts + 7; commit")
         .execute(&mut blocker)

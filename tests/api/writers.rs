@@ -159,23 +159,12 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
         tokio::spawn(async move { client.clone().submit_request(first).await })
     };
     // Until a writer's batch waits for the holder.
-    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let mut blocked = false;
-    for _ in 0..1000 {
-        let n: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity where $1 = any(pg_blocking_pids(pid))",
+    let blocked = db
+        .until_waiting(
+            "cast($1 as int) = any(pg_blocking_pids(pid))",
+            &holder_pid.to_string(),
         )
-        .bind(holder_pid)
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
-        if n > 0 {
-            blocked = true;
-            break;
-        }
-        // Polling another process's locks: nothing to await instead.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        .await;
     assert!(
         blocked,
         "the first submission's batch waits for the held id"

@@ -113,6 +113,32 @@ impl TestDb {
         }
     }
 
+    /// Waits (up to ten seconds) until some session of this PostgreSQL
+    /// database waits for a lock and `condition` holds of it (an SQL
+    /// predicate on `pg_stat_activity`'s columns with `$1` bound to
+    /// `value`); whether one did.
+    pub async fn until_waiting(&self, condition: &str, value: &str) -> bool {
+        use sqlx::Connection;
+        let mut watcher = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        let query = format!(
+            "select count(*) from pg_stat_activity where datname = current_database() \
+             and wait_event_type = 'Lock' and {condition}"
+        );
+        for _ in 0..1000 {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(query.clone()))
+                .bind(value)
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap();
+            if n > 0 {
+                return true;
+            }
+            // Polling another process's locks: nothing to await instead.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     /// A connection pool for the PostgreSQL server's administrative
     /// database (to stop and start connections to this one).
     pub async fn admin_pool() -> sqlx::PgPool {
