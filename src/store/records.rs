@@ -20,10 +20,10 @@ use crate::domain::{
 };
 use crate::seal::Keyring;
 
-/// What a closing update of `requests` returns, or the read that locks a
-/// request before a change (`after_changes`): the facts a record is
-/// assembled from, the request's sequence number and status, and the head
-/// of its audit trail before the change.
+/// What the read that locks a request before a change returns
+/// (`after_changes`, and `write_records` for requests closed at intake):
+/// the facts a record is assembled from, the request's sequence number
+/// and status, and the head of its audit trail before the change.
 pub(super) const CLOSED_COLUMNS: &str = "requests.id as id, requests.kind as kind, \
      requests.jurisdiction as jurisdiction, requests.submitted_at as submitted_at, \
      requests.received_at as received_at, requests.channel as channel, \

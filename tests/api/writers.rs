@@ -121,10 +121,16 @@ async fn write_transactions_need_connections_to_hold_them(db: TestDb) {
 /// id: another transaction has inserted a row with it and not committed,
 /// so the batch holding a submission of that id waits on the primary key
 /// (as an idempotent repeat racing its original does). With one writer
-/// the second submission would queue behind the waiting batch.
+/// the second submission would queue behind the waiting batch until the
+/// first gave up (`--db-acquire-timeout`, a minute here), far past the
+/// few seconds it is given.
 async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
     use sqlx::Connection;
-    let app = TestApp::spawn_with(&db, Options::default(), |c| c.write_transactions = 2).await;
+    let app = TestApp::spawn_with(&db, Options::default(), |c| {
+        c.write_transactions = 2;
+        c.db_acquire_timeout = Duration::from_secs(60);
+    })
+    .await;
     assert_eq!(app.store.batch_writers(), 2);
     register(&app, pull_processor("puller", 60_000)).await;
     let model = submit(&app, deletion("model@example.com")).await.request_id;
@@ -172,7 +178,7 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
 
     // The other writer takes the next submission and commits it.
     let second = tokio::time::timeout(
-        Duration::from_secs(30),
+        Duration::from_secs(5),
         app.requests
             .clone()
             .submit_request(deletion("second@example.com")),
