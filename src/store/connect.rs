@@ -18,9 +18,10 @@ use crate::seal::Keyring;
 /// Page cache of SQLite's writer connection, in KiB. The writer's cache
 /// survives between its transactions (no other connection writes), so the
 /// upper levels of every index stay in memory; SQLite's default is 2 MiB.
-/// 32 MiB keeps a replica with a history of 200,000 requests under 250 MB
-/// resident (`dsr-bench backlog`); a 64 MiB cache holds 25 MB more, for
-/// intake about 5 % faster and a backlog fan-out no faster.
+/// 32 MiB keeps a replica with a history of 200,000 requests well under
+/// 250 MB resident (`dsr-bench backlog`); a 64 MiB cache held about
+/// 25 MiB more, for intake about 5 % faster and a backlog fan-out no
+/// faster.
 const SQLITE_WRITER_CACHE_KIB: u32 = 32 * 1024;
 
 /// Page cache of each pooled (reading) SQLite connection, in KiB. SQLite
