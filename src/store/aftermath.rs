@@ -18,7 +18,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::codec::{micros, parsed};
 use super::events::{EventKind, NewEvent};
-use super::records::{CLOSED_COLUMNS, Closing, heads_of, record_closed};
+use super::records::{Closing, heads_of, lock_requests, record_closed};
 use super::sql::Sql;
 use super::trail::{Bump, write_changes};
 use super::{Backend, Effects, StoreError};
@@ -102,17 +102,8 @@ pub(super) async fn after_changes(
     // The rows are read, and on PostgreSQL locked in id order, first; what
     // the change moves on them is computed here and written by the one
     // update that also keeps the new audit heads (`write_changes`).
-    let mut sql = Sql::new(
-        backend,
-        "select requests.open_instructions as open_instructions, ",
-    );
-    sql.push(CLOSED_COLUMNS)
-        .push(" from requests where ")
-        .in_list("requests.id", per_request.keys().map(ToString::to_string));
-    if backend == Backend::Postgres {
-        sql.push(" order by requests.id for update");
-    }
-    let rows = sql.query().fetch_all(&mut *conn).await?;
+    let ids = per_request.keys().map(ToString::to_string);
+    let rows = lock_requests(conn, backend, ids).await?;
     let heads = heads_of(&rows)?;
     // Per request: the sequence number before this change's events, and
     // the request's status as its instruction events report it.

@@ -15,10 +15,10 @@
 //!
 //! The chain is computed where the events are written, in the same
 //! transaction: the previous head comes from the request row as read under
-//! its lock (or as returned by the update that took it), and the new
-//! heads are written by one update of the request rows, which also
-//! carries what the change moves on them (a `Bump`); on PostgreSQL that
-//! update rides with the events' insert (on SQLite, one more statement).
+//! its lock, and the new heads are written by one update of the request
+//! rows, which also carries what the change moves on them (a `Bump`, or a
+//! single request's changed columns); on PostgreSQL a batch's update rides
+//! with the events' insert (on SQLite, one more statement).
 //! The writing side is [`super::trail`].
 
 use std::collections::BTreeMap;

@@ -9,8 +9,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::codec::{parsed, request_id};
 use super::events::{EventKind, NewEvent};
-use super::records::heads_of;
-use super::sql::Sql;
+use super::records::{heads_of, lock_requests};
 use super::trail::{Bump, write_changes};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{Actor, RequestId, RequestStatus, Timestamp};
@@ -64,17 +63,9 @@ pub(super) async fn append_notes(
     if requests.is_empty() {
         return Ok(Vec::new());
     }
-    // Read under its lock, in id order, and written once, by the update
-    // that keeps the new audit head.
-    let mut sql = Sql::new(
-        backend,
-        "select id, event_seq, open_instructions, status, audit_head from requests where ",
-    );
-    sql.in_list("id", requests).push(" order by id");
-    if backend == Backend::Postgres {
-        sql.push(" for update");
-    }
-    let rows = sql.query().fetch_all(&mut *conn).await?;
+    // Read under their locks and written once, by the update that keeps
+    // the new audit heads.
+    let rows = lock_requests(conn, backend, requests).await?;
     let heads = heads_of(&rows)?;
     let mut bumps = BTreeMap::new();
     let mut events = Vec::with_capacity(rows.len());

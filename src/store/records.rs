@@ -20,11 +20,10 @@ use crate::domain::{
 };
 use crate::seal::Keyring;
 
-/// What the read that locks a request before a change returns
-/// (`after_changes`, and `write_records` for requests closed at intake):
-/// the facts a record is assembled from, the request's sequence number
-/// and status, and the head of its audit trail before the change.
-pub(super) const CLOSED_COLUMNS: &str = "requests.id as id, requests.kind as kind, \
+/// What [`lock_requests`] reads of a request before a change: the facts
+/// a record is assembled from, the request's sequence number and status,
+/// and the head of its audit trail before the change.
+const CLOSED_COLUMNS: &str = "requests.id as id, requests.kind as kind, \
      requests.jurisdiction as jurisdiction, requests.submitted_at as submitted_at, \
      requests.received_at as received_at, requests.channel as channel, \
      requests.requester as requester, requests.verification_level as verification_level, \
@@ -35,6 +34,28 @@ pub(super) const CLOSED_COLUMNS: &str = "requests.id as id, requests.kind as kin
      requests.extension_reason as extension_reason, requests.extended_by as extended_by, \
      requests.extended_at as extended_at, requests.confirmed_at as confirmed_at, \
      requests.denied as denied, requests.audit_head as audit_head";
+
+/// Reads the rows of requests `ids` before a change to them: the
+/// [`CLOSED_COLUMNS`] and the count of open instructions, locked on
+/// PostgreSQL in id order, the order every transaction locks request rows
+/// in (SQLite's one writer needs no lock).
+pub(super) async fn lock_requests<S: Into<String>>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: impl IntoIterator<Item = S>,
+) -> Result<Vec<AnyRow>, StoreError> {
+    let mut sql = Sql::new(
+        backend,
+        "select requests.open_instructions as open_instructions, ",
+    );
+    sql.push(CLOSED_COLUMNS)
+        .push(" from requests where ")
+        .in_list("requests.id", ids);
+    if backend == Backend::Postgres {
+        sql.push(" order by requests.id for update");
+    }
+    Ok(sql.query().fetch_all(&mut *conn).await?)
+}
 
 /// Each row's audit head (see [`CLOSED_COLUMNS`]), by request.
 pub(super) fn heads_of(rows: &[AnyRow]) -> Result<BTreeMap<RequestId, String>, StoreError> {
@@ -84,17 +105,10 @@ pub(super) async fn write_records(
     if requests.is_empty() {
         return Ok(());
     }
-    // Read under its lock (rows in id order, as every transaction locks
-    // them) and written once, by the update that keeps the new audit head.
-    let mut sql = Sql::new(backend, "select ");
-    sql.push(CLOSED_COLUMNS)
-        .push(", requests.open_instructions as open_instructions from requests where ")
-        .in_list("requests.id", requests.iter().map(|(id, _)| id.to_string()))
-        .push(" order by requests.id");
-    if backend == Backend::Postgres {
-        sql.push(" for update");
-    }
-    let rows = sql.query().fetch_all(&mut *conn).await?;
+    // Read under their locks and written once, by the update that keeps
+    // the new audit heads.
+    let ids = requests.iter().map(|(id, _)| id.to_string());
+    let rows = lock_requests(conn, backend, ids).await?;
     let heads = heads_of(&rows)?;
     let mut bumps = BTreeMap::new();
     let mut closed = Vec::with_capacity(rows.len());

@@ -161,8 +161,8 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
     let mut first = deletion("first@example.com");
     first.request_id = held.clone();
     let waiting = {
-        let client = app.requests.clone();
-        tokio::spawn(async move { client.clone().submit_request(first).await })
+        let mut client = app.requests.clone();
+        tokio::spawn(async move { client.submit_request(first).await })
     };
     // Until a writer's batch waits for the holder.
     let blocked = db
