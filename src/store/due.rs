@@ -11,7 +11,7 @@ use super::aftermath::By;
 use super::aftermath::after_changes;
 use super::codec::{INSTRUCTION_COLUMNS, PUSH_KINDS, instruction, micros};
 use super::sql::Sql;
-use super::{Effects, Store, StoreError};
+use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{AttemptResult, ProcessorId, Timestamp};
 
 /// One processor's budgets, for [`Store::escalate_overdue`].
@@ -45,31 +45,27 @@ impl Store {
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let mut escalated = self.escalate_late(now).await?;
-        escalated += self.escalate_spent_leases(budgets, now).await?;
-        // Overdue outcomes are rare and every dispatcher pass asks: one
-        // look for all processors, without a write transaction (and its
-        // lock on SQLite).
-        let rows = Sql::new(
-            self.backend,
-            "select processor_id, max(reminders) as reminders from instructions \
-             where state = 'ACKNOWLEDGED' and reply_due_at <= ",
-        )
-        .bind(micros(now))
-        .push(" group by processor_id")
-        .query()
-        .fetch_all(&self.pool)
-        .await?;
+        // Spent leases and outcomes overdue past the last reminder are rare
+        // and every dispatcher pass asks: one look for all processors,
+        // without a write transaction (and its lock on SQLite).
+        if budgets.is_empty() {
+            return Ok(escalated);
+        }
+        let rows = spent_sql(self.backend, budgets, micros(now))
+            .query()
+            .fetch_all(&self.pool)
+            .await?;
         for row in rows {
             let id: String = row.try_get("processor_id")?;
-            let most: i64 = row.try_get("reminders")?;
-            if let Some(b) = budgets
-                .iter()
-                .find(|b| b.processor.as_str() == id && most >= i64::from(b.max_reminders))
-            {
-                escalated += self
-                    .escalate_processor(b.processor, b.max_reminders, now)
-                    .await?;
-            }
+            let kind: String = row.try_get("kind")?;
+            let Some(b) = budgets.iter().find(|b| b.processor.as_str() == id) else {
+                continue;
+            };
+            escalated += match kind.as_str() {
+                LEASES => self.escalate_spent_leases(b, now).await?,
+                REPLIES => self.escalate_processor(b, now).await?,
+                _ => 0,
+            };
         }
         Ok(escalated)
     }
@@ -78,21 +74,13 @@ impl Store {
     async fn escalate_late(&self, now: Timestamp) -> Result<usize, StoreError> {
         let now_us = micros(now);
         // Read first, without a write transaction: usually nothing is late.
-        let ids: Vec<String> = Sql::new(
-            self.backend,
-            "select id from instructions where escalate_at <= ",
-        )
-        .bind(now_us)
-        .push(" and state in ('PENDING', 'DELIVERING', 'ACKNOWLEDGED') and (")
-        .push(CLOCKED)
-        .bind(now_us)
-        .push(")) order by escalate_at limit 500")
-        .query()
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
+        let ids: Vec<String> = late_sql(self.backend, now_us)
+            .query()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         if ids.is_empty() {
             return Ok(0);
         }
@@ -114,52 +102,30 @@ impl Store {
         self.escalate_returned(sql, now).await
     }
 
-    /// Escalates expired leases whose delivery budget is spent.
+    /// Escalates a processor's expired leases whose delivery budget is
+    /// spent.
     async fn escalate_spent_leases(
         &self,
-        budgets: &[Budget<'_>],
+        b: &Budget<'_>,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
-        let now_us = micros(now);
-        let rows = Sql::new(
+        let mut sql = Sql::new(
             self.backend,
-            "select processor_id, max(attempts_since_arm) as attempts from instructions \
-             where state = 'DELIVERING' and lease_expires_at <= ",
-        )
-        .bind(now_us)
-        .push(" group by processor_id")
-        .query()
-        .fetch_all(&self.pool)
-        .await?;
-        let mut escalated = 0;
-        for row in rows {
-            let id: String = row.try_get("processor_id")?;
-            let most: i64 = row.try_get("attempts")?;
-            let Some(b) = budgets
-                .iter()
-                .find(|b| b.processor.as_str() == id && most >= i64::from(b.max_attempts))
-            else {
-                continue;
-            };
-            let mut sql = Sql::new(
-                self.backend,
-                "update instructions set state = 'ESCALATED', lease_owner = null, \
-                 lease_expires_at = null, last_error = 'delivered ",
-            );
-            sql.push(&format!(
-                "{} times without an answer' where processor_id = ",
-                b.max_attempts
-            ))
-            .bind(b.processor.as_str())
-            .push(" and state = 'DELIVERING' and lease_expires_at <= ")
-            .bind(now_us)
-            .push(" and attempts_since_arm >= ")
-            .bind(i64::from(b.max_attempts))
-            .push(" returning ")
-            .push(INSTRUCTION_COLUMNS);
-            escalated += self.escalate_returned(sql, now).await?;
-        }
-        Ok(escalated)
+            "update instructions set state = 'ESCALATED', lease_owner = null, \
+             lease_expires_at = null, last_error = 'delivered ",
+        );
+        sql.push(&format!(
+            "{} times without an answer' where processor_id = ",
+            b.max_attempts
+        ))
+        .bind(b.processor.as_str())
+        .push(" and state = 'DELIVERING' and lease_expires_at <= ")
+        .bind(micros(now))
+        .push(" and attempts_since_arm >= ")
+        .bind(i64::from(b.max_attempts))
+        .push(" returning ")
+        .push(INSTRUCTION_COLUMNS);
+        self.escalate_returned(sql, now).await
     }
 
     /// Runs an escalating `update ... returning` in its own transaction,
@@ -204,11 +170,10 @@ impl Store {
         Ok(views.len())
     }
 
-    /// Escalates one processor's overdue outcomes past `max_reminders`.
+    /// Escalates a processor's outcomes overdue past its last reminder.
     async fn escalate_processor(
         &self,
-        processor: &ProcessorId,
-        max_reminders: u32,
+        b: &Budget<'_>,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let mut sql = Sql::new(
@@ -216,11 +181,11 @@ impl Store {
             "update instructions set state = 'ESCALATED', reply_due_at = null, \
              last_error = 'no outcome after the last reminder' where processor_id = ",
         );
-        sql.bind(processor.as_str())
+        sql.bind(b.processor.as_str())
             .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
             .bind(micros(now))
             .push(" and reminders >= ")
-            .bind(i64::from(max_reminders))
+            .bind(i64::from(b.max_reminders))
             .push(" returning ")
             .push(INSTRUCTION_COLUMNS);
         self.escalate_returned(sql, now).await
@@ -250,6 +215,85 @@ impl Store {
     }
 }
 
+/// The kind of [`spent_sql`]'s rows for spent leases (the other is
+/// [`REPLIES`]).
+const LEASES: &str = "leases";
+/// The kind of [`spent_sql`]'s rows for outcomes overdue past the last
+/// reminder.
+const REPLIES: &str = "replies";
+
+/// The ids of open instructions past their escalation time, at most 500,
+/// read off the partial index `instructions_escalate`, whose range up to
+/// now is empty while nothing is late. SQLite is told to use it: it keeps
+/// no statistics, takes the equality on the state for a selective one,
+/// and otherwise walked `instructions_by_state` through every open
+/// instruction at every dispatcher pass (6 ms a pass in a fanout with
+/// 50,000 open, 12 ms with 40,000 acknowledged).
+fn late_sql(backend: Backend, now_us: i64) -> Sql {
+    let hint = match backend {
+        Backend::Sqlite => " indexed by instructions_escalate",
+        Backend::Postgres => "",
+    };
+    let mut sql = Sql::new(
+        backend,
+        format!("select id from instructions{hint} where escalate_at <= "),
+    );
+    sql.bind(now_us)
+        .push(" and state in ('PENDING', 'DELIVERING', 'ACKNOWLEDGED') and (")
+        .push(CLOCKED)
+        .bind(now_us)
+        .push(")) order by escalate_at limit 500");
+    sql
+}
+
+/// `(processor_id, kind)` for each processor with an expired lease whose
+/// delivery budget is spent ([`LEASES`]) or an outcome overdue past its
+/// last reminder ([`REPLIES`]). Each is an `exists` probe of that
+/// processor's range of due rows in its partial index
+/// (`instructions_due_lease`, `instructions_due_reply`), so the cost
+/// follows the overdue rows, not the open ones: one `max()` per
+/// processor over all acknowledged instructions read every instruction
+/// waiting for an outcome at every pass, and processors take days to
+/// answer.
+fn spent_sql(backend: Backend, budgets: &[Budget<'_>], now_us: i64) -> Sql {
+    let mut sql = Sql::new(backend, "");
+    for b in budgets {
+        for (kind, state, due, count, budget) in [
+            (
+                LEASES,
+                "DELIVERING",
+                "lease_expires_at",
+                "attempts_since_arm",
+                b.max_attempts,
+            ),
+            (
+                REPLIES,
+                "ACKNOWLEDGED",
+                "reply_due_at",
+                "reminders",
+                b.max_reminders,
+            ),
+        ] {
+            if !sql.text.is_empty() {
+                sql.push(" union all ");
+            }
+            sql.push("select cast(")
+                .bind(b.processor.as_str())
+                .push(&format!(
+                    " as text) as processor_id, '{kind}' as kind where exists \
+                     (select 1 from instructions where processor_id = "
+                ))
+                .bind(b.processor.as_str())
+                .push(&format!(" and state = '{state}' and {due} <= "))
+                .bind(now_us)
+                .push(&format!(" and {count} >= "))
+                .bind(i64::from(budget))
+                .push(")");
+        }
+    }
+    sql
+}
+
 /// The [`Store::next_due`] statement.
 static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
     let first = |column: &str, state: &str| {
@@ -268,3 +312,60 @@ static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
         first("reply_due_at", "ACKNOWLEDGED"),
     )
 });
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+    use super::*;
+
+    /// SQLite's plan for `sql`, one line per step.
+    async fn plan(store: &Store, sql: Sql) -> Vec<String> {
+        let mut explain = Sql::new(Backend::Sqlite, "explain query plan ");
+        explain.text.push_str(&sql.text);
+        explain.binds = sql.binds;
+        explain
+            .query()
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String, _>("detail").unwrap())
+            .collect()
+    }
+
+    /// Every pass reads late and spent work off the partial indexes that
+    /// hold only due rows, never through all open instructions (SQLite
+    /// plans without statistics, so the plan is fixed).
+    #[tokio::test]
+    async fn per_pass_reads_probe_the_due_indexes_on_sqlite() {
+        let (_dir, store) = testing::sqlite().await;
+        let late = plan(&store, late_sql(Backend::Sqlite, 1)).await;
+        assert!(
+            late.iter()
+                .any(|d| d.contains("USING INDEX instructions_escalate")),
+            "{late:?}"
+        );
+        let (a, b) = (
+            ProcessorId::parse("pa").unwrap(),
+            ProcessorId::parse("pb").unwrap(),
+        );
+        let budgets = [&a, &b].map(|processor| Budget {
+            processor,
+            max_reminders: 3,
+            max_attempts: 5,
+        });
+        let spent = plan(&store, spent_sql(Backend::Sqlite, &budgets, 1)).await;
+        for index in ["instructions_due_lease", "instructions_due_reply"] {
+            let probes = spent.iter().filter(|d| d.contains(index)).count();
+            assert_eq!(probes, 2, "{index} once per processor: {spent:?}");
+        }
+        for steps in [&late, &spent] {
+            assert!(
+                steps
+                    .iter()
+                    .all(|d| !d.contains("instructions_by_state") && !d.starts_with("SCAN")),
+                "{steps:?}"
+            );
+        }
+    }
+}
