@@ -47,6 +47,9 @@ fn run(scenario: &str, args: &[impl AsRef<str>]) {
         assert!(report["close_ms"].as_f64().is_some(), "{report}");
         return;
     }
+    if scenario == "backlog" {
+        assert_eq!(report["awaiting"], 5, "{report}");
+    }
     if scenario == "intake" {
         let rate = report["requests_per_sec"].as_f64().unwrap_or_default();
         assert!(rate > 0.0, "{report}");
@@ -67,7 +70,7 @@ fn run(scenario: &str, args: &[impl AsRef<str>]) {
 
 const INTAKE: &[&str] = &["--duration", "1", "--clients", "4"];
 const FANOUT: &[&str] = &["--requests", "20", "--processors", "3"];
-const BACKLOG: &[&str] = &["--preload", "20", "--requests", "10"];
+const BACKLOG: &[&str] = &["--preload", "20", "--awaiting", "5", "--requests", "10"];
 const ACCESS_REPORT: &[&str] = &["--requests", "2500"];
 
 fn on_postgres(args: &[&str]) -> Vec<String> {

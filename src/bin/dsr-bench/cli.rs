@@ -130,6 +130,12 @@ pub struct Cli {
     #[arg(long)]
     pub preload: Option<u64>,
 
+    /// backlog: requests, after the preload, whose processors accept them
+    /// and never send the outcome (their instructions wait, acknowledged,
+    /// through the measured phase).
+    #[arg(long, default_value_t = 0)]
+    pub awaiting: u64,
+
     /// backlog on PostgreSQL (spawn mode): skip the `VACUUM (ANALYZE)` run
     /// after every 25,000 preloaded requests (the last chunk included, so
     /// before the measured phase). The preload stands for history built up
@@ -204,6 +210,9 @@ pub struct Settings {
     pub duration: Duration,
     /// Finished requests to preload (backlog only; 0 otherwise).
     pub preload: u64,
+    /// Requests left waiting for outcomes after the preload (backlog
+    /// only; 0 otherwise).
+    pub awaiting: u64,
     /// backlog: vacuum the preloaded PostgreSQL database before measuring.
     pub vacuum: bool,
     /// Fake processors' answer delay.
@@ -260,6 +269,9 @@ impl Cli {
             _ if self.preload.is_some() => bail!("--preload is for the backlog scenario"),
             _ => 0,
         };
+        if self.awaiting > 0 && self.scenario != ScenarioKind::Backlog {
+            bail!("--awaiting is for the backlog scenario");
+        }
         if !(1..=16).contains(&self.replicas) {
             bail!("--replicas must be 1 to 16");
         }
@@ -292,6 +304,7 @@ impl Cli {
             clients: self.clients,
             duration: Duration::from_secs_f64(self.duration),
             preload,
+            awaiting: self.awaiting,
             vacuum: !self.no_vacuum,
             processor_latency: Duration::from_millis(self.processor_latency_ms),
             failure_rate: self.failure_rate,
@@ -391,6 +404,8 @@ mod tests {
     fn flags_of_other_scenarios_are_refused() {
         assert!(parse(&["intake", "--requests", "5"]).is_err());
         assert!(parse(&["fanout", "--preload", "5"]).is_err());
+        assert!(parse(&["fanout", "--awaiting", "5"]).is_err());
+        assert_eq!(parse(&["backlog", "--awaiting", "5"]).unwrap().awaiting, 5);
         assert!(parse(&["fanout", "--failure-rate", "1"]).is_err());
     }
 }

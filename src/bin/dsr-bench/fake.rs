@@ -3,7 +3,9 @@
 //! a gRPC push per instruction while the processor side costs next to
 //! nothing. They answer DONE/COMPLETED at once, or after a configured delay,
 //! or (a configured fraction of the time) UNAVAILABLE, which the
-//! orchestrator retries.
+//! orchestrator retries. While told to accept ([`Fleet::set_accepting`])
+//! they answer ACCEPTED instead and never send the outcome: the
+//! instruction waits, acknowledged, for days.
 //!
 //! The fleet counts what it sees: every delivery (so retries and
 //! redeliveries show up as deliveries beyond one per instruction) and the
@@ -13,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +48,10 @@ struct Counters {
     done: Mutex<HashSet<String>>,
     /// `done.len()`, readable without the lock.
     done_count: AtomicU64,
+    /// Whether deliveries are answered ACCEPTED.
+    accepting: AtomicBool,
+    /// Deliveries answered ACCEPTED.
+    accepted: AtomicU64,
 }
 
 /// The service behind every fake (they share the counters).
@@ -68,6 +74,13 @@ impl ProcessorAdapter for Fake {
         if self.behaviour.failure_rate > 0.0 && rand::random::<f64>() < self.behaviour.failure_rate
         {
             return Err(Status::unavailable("dsr-bench: simulated outage"));
+        }
+        if self.counters.accepting.load(Ordering::Relaxed) {
+            self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            return Ok(Response::new(pb::DeliverInstructionResponse {
+                disposition: Disposition::Accepted as i32,
+                result: None,
+            }));
         }
         let id = request.into_inner().instruction_id;
         // A poisoned lock only means another delivery panicked; the set is
@@ -175,6 +188,18 @@ impl Fleet {
         done.clear();
         self.counters.done_count.store(0, Ordering::Relaxed);
         self.counters.deliveries.store(0, Ordering::Relaxed);
+        self.counters.accepted.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether deliveries from now on are answered ACCEPTED (the outcome
+    /// never follows) instead of DONE.
+    pub fn set_accepting(&self, accepting: bool) {
+        self.counters.accepting.store(accepting, Ordering::Relaxed);
+    }
+
+    /// Deliveries answered ACCEPTED since the last reset.
+    pub fn accepted(&self) -> u64 {
+        self.counters.accepted.load(Ordering::Relaxed)
     }
 
     /// Deliveries received since the last reset.

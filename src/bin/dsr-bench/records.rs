@@ -61,9 +61,21 @@ pub async fn await_answers(
     expected: u64,
     deadline: Instant,
 ) -> anyhow::Result<()> {
+    await_count(target, || fleet.done(), expected, deadline).await
+}
+
+/// Waits until `count` reaches `expected`, or `deadline`, polling it (the
+/// fakes' counters, in the bench's own memory) every 50 ms; fails if the
+/// spawned server dies meanwhile.
+pub async fn await_count(
+    target: &Target,
+    count: impl Fn() -> u64,
+    expected: u64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     let bar = progress::bar("instructions", expected);
     loop {
-        let done = fleet.done();
+        let done = count();
         bar.set_position(done.min(expected));
         if done >= expected || Instant::now() >= deadline {
             break;

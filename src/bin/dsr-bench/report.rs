@@ -41,6 +41,8 @@ pub struct Report {
     pub redeliveries: Option<i64>,
     /// Finished requests preloaded before the measured phase.
     pub preload: u64,
+    /// backlog: requests waiting for outcomes through the measured phase.
+    pub awaiting: u64,
     /// Peak resident memory of the spawned server (`VmHWM`), MiB.
     pub rss_mb: Option<f64>,
     /// Every accepted request got a record with a line per processor.
@@ -149,6 +151,7 @@ impl Report {
             ),
             ("preloaded", self.preload.to_string()),
             ("preload rate", num(self.preload_requests_per_sec, " req/s")),
+            ("awaiting outcomes", self.awaiting.to_string()),
             (
                 "preload vacuumed",
                 if self.preload_vacuumed { "yes" } else { "no" }.to_string(),
@@ -255,6 +258,7 @@ mod tests {
             "time_to_last_record_s",
             "redeliveries",
             "preload",
+            "awaiting",
             "rss_mb",
             "records_complete",
             "finished_requests_per_sec",

@@ -3,6 +3,12 @@
 //! history (claims, watches and record writes should touch only open work,
 //! so it should not). The preload goes through the public API with the same
 //! processors, so the history looks exactly like real history.
+//!
+//! With `--awaiting N`, N more requests follow the preload whose
+//! processors accept and never answer: their instructions wait,
+//! acknowledged, for outcomes due in days, as a processor's do while it
+//! works through its deletions. The dispatcher's passes must not pay for
+//! them either (their reminders and escalations are far off).
 
 use std::time::Instant;
 
@@ -13,7 +19,9 @@ use super::Bench;
 use super::fanout;
 use crate::cli::Backend;
 use crate::progress;
+use crate::records;
 use crate::report::Report;
+use crate::submission;
 
 /// Requests preloaded between two vacuums on PostgreSQL.
 const PRELOAD_CHUNK: u64 = 25_000;
@@ -69,13 +77,60 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<Report> {
         );
         report.preload_requests_per_sec = rate;
         report.preload_vacuumed = vacuuming;
-        if let Some(url) = bench.target.postgres_url() {
-            checkpoint(url).await;
-        }
+    }
+    if settings.awaiting > 0 {
+        awaiting(bench, settings.awaiting).await?;
+    }
+    if settings.preload + settings.awaiting > 0
+        && let Some(url) = bench.target.postgres_url()
+    {
+        checkpoint(url).await;
     }
     let phase = fanout::measure(bench, settings.requests, "backlog").await?;
     fanout::fill(&mut report, phase, settings.processors);
     Ok(report)
+}
+
+/// Submits `count` requests whose processors accept them and never send
+/// the outcome, and waits until every instruction has been accepted.
+async fn awaiting(bench: &Bench<'_>, count: u64) -> anyhow::Result<()> {
+    let settings = bench.settings;
+    let started = Instant::now();
+    bench.fleet.reset();
+    bench.fleet.set_accepting(true);
+    progress::note(
+        None,
+        &format!("awaiting: submitting {count} requests whose processors accept and never answer"),
+    );
+    let bar = progress::bar("submitted", count);
+    let batch = submission::submit_all(
+        bench.target,
+        count,
+        settings.clients,
+        bench.fleet.ids(),
+        &bar,
+    )
+    .await?;
+    bar.finish();
+    let expected = batch.submitted.len() as u64 * u64::from(settings.processors);
+    let deadline = Instant::now() + settings.timeout;
+    records::await_count(bench.target, || bench.fleet.accepted(), expected, deadline).await?;
+    bench.fleet.set_accepting(false);
+    let accepted = bench.fleet.accepted();
+    if accepted < expected {
+        bail!(
+            "awaiting: {accepted} of {expected} instructions accepted after {} s",
+            settings.timeout.as_secs()
+        );
+    }
+    progress::note(
+        None,
+        &format!(
+            "awaiting: {count} requests acknowledged by every processor in {:.2} s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(())
 }
 
 /// `VACUUM (ANALYZE)` of the preloaded database: what autovacuum would have

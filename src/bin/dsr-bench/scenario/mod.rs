@@ -37,6 +37,7 @@ impl Bench<'_> {
             replicas: self.target.replicas(),
             cores: std::thread::available_parallelism().ok().map(|n| n.get()),
             preload: self.settings.preload,
+            awaiting: self.settings.awaiting,
             server_settings: match &self.settings.target {
                 TargetSpec::Spawn { settings, .. } => {
                     settings.iter().map(|(k, v)| format!("{k}={v}")).collect()
