@@ -21,7 +21,6 @@ use crate::cli::Backend;
 use crate::progress;
 use crate::records;
 use crate::report::Report;
-use crate::submission;
 
 /// Requests preloaded between two vacuums on PostgreSQL.
 const PRELOAD_CHUNK: u64 = 25_000;
@@ -102,16 +101,7 @@ async fn awaiting(bench: &Bench<'_>, count: u64) -> anyhow::Result<()> {
         None,
         &format!("awaiting: submitting {count} requests whose processors accept and never answer"),
     );
-    let bar = progress::bar("submitted", count);
-    let batch = submission::submit_all(
-        bench.target,
-        count,
-        settings.clients,
-        bench.fleet.ids(),
-        &bar,
-    )
-    .await?;
-    bar.finish();
+    let batch = bench.submit(count).await?;
     let expected = batch.submitted.len() as u64 * u64::from(settings.processors);
     let deadline = Instant::now() + settings.timeout;
     records::await_count(bench.target, || bench.fleet.accepted(), expected, deadline).await?;

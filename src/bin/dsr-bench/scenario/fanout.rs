@@ -12,7 +12,6 @@ use crate::progress;
 use crate::records::{self, Records};
 use crate::report::Report;
 use crate::stats::Percentiles;
-use crate::submission;
 use crate::usage::{CpuMark, CpuUse};
 use crate::wal::WalMark;
 
@@ -58,16 +57,7 @@ pub async fn measure(bench: &Bench<'_>, count: u64, label: &str) -> anyhow::Resu
             settings.processors, settings.clients
         ),
     );
-    let bar = progress::bar("submitted", count);
-    let batch = submission::submit_all(
-        bench.target,
-        count,
-        settings.clients,
-        bench.fleet.ids(),
-        &bar,
-    )
-    .await?;
-    bar.finish();
+    let batch = bench.submit(count).await?;
     progress::note(
         None,
         &format!(

@@ -47,6 +47,22 @@ impl Bench<'_> {
             ..Report::default()
         }
     }
+
+    /// Submits `count` requests to every processor of the fleet with the
+    /// run's submitters, showing a progress bar.
+    async fn submit(&self, count: u64) -> anyhow::Result<crate::submission::Batch> {
+        let bar = crate::progress::bar("submitted", count);
+        let batch = crate::submission::submit_all(
+            self.target,
+            count,
+            self.settings.clients,
+            self.fleet.ids(),
+            &bar,
+        )
+        .await?;
+        bar.finish();
+        Ok(batch)
+    }
 }
 
 /// Starts and registers the fake processors, then runs the scenario.
