@@ -133,8 +133,8 @@ pub struct Cli {
     /// backlog: requests, after the preload, whose processors accept them
     /// and never send the outcome (their instructions wait, acknowledged,
     /// through the measured phase).
-    #[arg(long, default_value_t = 0)]
-    pub awaiting: u64,
+    #[arg(long)]
+    pub awaiting: Option<u64>,
 
     /// backlog on PostgreSQL (spawn mode): skip the `VACUUM (ANALYZE)` run
     /// after every 25,000 preloaded requests (the last chunk included, so
@@ -269,7 +269,7 @@ impl Cli {
             _ if self.preload.is_some() => bail!("--preload is for the backlog scenario"),
             _ => 0,
         };
-        if self.awaiting > 0 && self.scenario != ScenarioKind::Backlog {
+        if self.awaiting.is_some() && self.scenario != ScenarioKind::Backlog {
             bail!("--awaiting is for the backlog scenario");
         }
         if !(1..=16).contains(&self.replicas) {
@@ -304,7 +304,7 @@ impl Cli {
             clients: self.clients,
             duration: Duration::from_secs_f64(self.duration),
             preload,
-            awaiting: self.awaiting,
+            awaiting: self.awaiting.unwrap_or(0),
             vacuum: !self.no_vacuum,
             processor_latency: Duration::from_millis(self.processor_latency_ms),
             failure_rate: self.failure_rate,
@@ -404,7 +404,7 @@ mod tests {
     fn flags_of_other_scenarios_are_refused() {
         assert!(parse(&["intake", "--requests", "5"]).is_err());
         assert!(parse(&["fanout", "--preload", "5"]).is_err());
-        assert!(parse(&["fanout", "--awaiting", "5"]).is_err());
+        assert!(parse(&["fanout", "--awaiting", "0"]).is_err());
         assert_eq!(parse(&["backlog", "--awaiting", "5"]).unwrap().awaiting, 5);
         assert!(parse(&["fanout", "--failure-rate", "1"]).is_err());
     }

@@ -50,8 +50,10 @@ struct Counters {
     done_count: AtomicU64,
     /// Whether deliveries are answered ACCEPTED.
     accepting: AtomicBool,
-    /// Deliveries answered ACCEPTED.
-    accepted: AtomicU64,
+    /// Instruction ids answered ACCEPTED.
+    accepted: Mutex<HashSet<String>>,
+    /// `accepted.len()`, readable without the lock.
+    accepted_count: AtomicU64,
 }
 
 /// The service behind every fake (they share the counters).
@@ -76,7 +78,15 @@ impl ProcessorAdapter for Fake {
             return Err(Status::unavailable("dsr-bench: simulated outage"));
         }
         if self.counters.accepting.load(Ordering::Relaxed) {
-            self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            let id = request.into_inner().instruction_id;
+            let mut accepted = self
+                .counters
+                .accepted
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if accepted.insert(id) {
+                self.counters.accepted_count.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(Response::new(pb::DeliverInstructionResponse {
                 disposition: Disposition::Accepted as i32,
                 result: None,
@@ -188,7 +198,12 @@ impl Fleet {
         done.clear();
         self.counters.done_count.store(0, Ordering::Relaxed);
         self.counters.deliveries.store(0, Ordering::Relaxed);
-        self.counters.accepted.store(0, Ordering::Relaxed);
+        self.counters
+            .accepted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        self.counters.accepted_count.store(0, Ordering::Relaxed);
     }
 
     /// Whether deliveries from now on are answered ACCEPTED (the outcome
@@ -197,9 +212,9 @@ impl Fleet {
         self.counters.accepting.store(accepting, Ordering::Relaxed);
     }
 
-    /// Deliveries answered ACCEPTED since the last reset.
+    /// Distinct instructions answered ACCEPTED since the last reset.
     pub fn accepted(&self) -> u64 {
-        self.counters.accepted.load(Ordering::Relaxed)
+        self.counters.accepted_count.load(Ordering::Relaxed)
     }
 
     /// Deliveries received since the last reset.

@@ -146,7 +146,7 @@ async fn vacuum(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `CHECKPOINT` after the preload, so that the measured phase starts
+/// A `CHECKPOINT` after the preload and the awaiting requests, so that the measured phase starts
 /// right after one, as the empty database's does (each run's `DROP
 /// DATABASE` ends with one). Otherwise the measured phase inherits the
 /// preload's checkpoint debt (hundreds of megabytes of WAL, thousands of
@@ -165,11 +165,11 @@ async fn checkpoint(url: &str) {
     .await;
     let note = match done {
         Ok(()) => format!(
-            "preload: checkpoint in {:.1} s",
+            "checkpoint before the measured phase in {:.1} s",
             started.elapsed().as_secs_f64()
         ),
         Err(e) => {
-            format!("preload: no checkpoint ({e}); the measured phase may pay for the preload's")
+            format!("no checkpoint before the measured phase ({e}); it may pay for the preload's")
         }
     };
     progress::note(None, &note);
