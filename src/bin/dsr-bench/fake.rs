@@ -39,21 +39,44 @@ pub struct Behaviour {
     pub failure_rate: f64,
 }
 
+/// Distinct instruction ids, and how many, readable without the lock.
+#[derive(Default)]
+struct Seen {
+    ids: Mutex<HashSet<String>>,
+    count: AtomicU64,
+}
+
+impl Seen {
+    fn insert(&self, id: String) {
+        // A poisoned lock only means another delivery panicked; the set is
+        // still a valid set.
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.insert(id) {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn clear(&self) {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.count.store(0, Ordering::Relaxed);
+    }
+}
+
 /// What all fakes of the fleet have seen since the last [`Fleet::reset`].
 #[derive(Default)]
 struct Counters {
     /// Every DeliverInstruction call, answered or not.
     deliveries: AtomicU64,
-    /// Instruction ids answered DONE at least once.
-    done: Mutex<HashSet<String>>,
-    /// `done.len()`, readable without the lock.
-    done_count: AtomicU64,
+    /// Instructions answered DONE at least once.
+    done: Seen,
     /// Whether deliveries are answered ACCEPTED.
     accepting: AtomicBool,
-    /// Instruction ids answered ACCEPTED.
-    accepted: Mutex<HashSet<String>>,
-    /// `accepted.len()`, readable without the lock.
-    accepted_count: AtomicU64,
+    /// Instructions answered ACCEPTED.
+    accepted: Seen,
 }
 
 /// The service behind every fake (they share the counters).
@@ -77,33 +100,15 @@ impl ProcessorAdapter for Fake {
         {
             return Err(Status::unavailable("dsr-bench: simulated outage"));
         }
+        let id = request.into_inner().instruction_id;
         if self.counters.accepting.load(Ordering::Relaxed) {
-            let id = request.into_inner().instruction_id;
-            let mut accepted = self
-                .counters
-                .accepted
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if accepted.insert(id) {
-                self.counters.accepted_count.fetch_add(1, Ordering::Relaxed);
-            }
+            self.counters.accepted.insert(id);
             return Ok(Response::new(pb::DeliverInstructionResponse {
                 disposition: Disposition::Accepted as i32,
                 result: None,
             }));
         }
-        let id = request.into_inner().instruction_id;
-        // A poisoned lock only means another delivery panicked; the set is
-        // still a valid set.
-        let mut done = self
-            .counters
-            .done
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if done.insert(id) {
-            self.counters.done_count.fetch_add(1, Ordering::Relaxed);
-        }
-        drop(done);
+        self.counters.done.insert(id);
         Ok(Response::new(pb::DeliverInstructionResponse {
             disposition: Disposition::Done as i32,
             result: Some(pb::InstructionResult {
@@ -190,20 +195,9 @@ impl Fleet {
 
     /// Forgets what was seen so far (between preload and measured phase).
     pub fn reset(&self) {
-        let mut done = self
-            .counters
-            .done
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        done.clear();
-        self.counters.done_count.store(0, Ordering::Relaxed);
+        self.counters.done.clear();
+        self.counters.accepted.clear();
         self.counters.deliveries.store(0, Ordering::Relaxed);
-        self.counters
-            .accepted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
-        self.counters.accepted_count.store(0, Ordering::Relaxed);
     }
 
     /// Whether deliveries from now on are answered ACCEPTED (the outcome
@@ -214,7 +208,7 @@ impl Fleet {
 
     /// Distinct instructions answered ACCEPTED since the last reset.
     pub fn accepted(&self) -> u64 {
-        self.counters.accepted_count.load(Ordering::Relaxed)
+        self.counters.accepted.len()
     }
 
     /// Deliveries received since the last reset.
@@ -224,7 +218,7 @@ impl Fleet {
 
     /// Distinct instructions answered DONE since the last reset.
     pub fn done(&self) -> u64 {
-        self.counters.done_count.load(Ordering::Relaxed)
+        self.counters.done.len()
     }
 }
 
