@@ -105,3 +105,21 @@ async fn a_second_process_on_one_sqlite_file_is_refused() {
         .await
         .expect("free again");
 }
+
+/// SQLite is compiled (`.cargo/config.toml`) without its memory
+/// statistics, which put every allocation of every connection behind one
+/// process-wide mutex; a build that lost the setting fails here rather
+/// than quietly carrying less.
+#[tokio::test]
+async fn sqlite_is_built_without_memory_statistics() {
+    let (_dir, store) = testing::sqlite().await;
+    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "{options:?}"
+    );
+    store.close().await;
+}
