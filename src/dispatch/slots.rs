@@ -94,26 +94,16 @@ impl Dispatcher {
         Ok((all / YIELDING_SHARE).clamp(1, HELD_SLOTS))
     }
 
+    /// How many more deliveries `p` may have in flight now, within its
+    /// limit (not counting the global slots).
+    pub(super) fn room(&self, p: &Processor) -> usize {
+        self.slots_of(p).1
+    }
+
     /// Takes up to `most` (global, per-processor) slot pairs, as many as
     /// are free now within the processor's limit.
     pub(super) fn reserve(&self, p: &Processor, most: usize) -> Vec<Slot> {
-        let (sem, room) = {
-            let mut map = self.per_processor.lock().expect("slots lock");
-            let current = map
-                .get(&p.spec.id)
-                .is_some_and(|e| e.made_for == p.spec.max_in_flight);
-            if !current {
-                // New, or its max_in_flight changed: new deliveries use the
-                // new limit; old permits drain from the old semaphore.
-                let slots = ProcessorSlots::new(p.spec.max_in_flight);
-                self.metrics
-                    .delivery_limit(p.spec.id.as_str(), slots.limit());
-                map.insert(p.spec.id.clone(), slots);
-            }
-            let entry = &map[&p.spec.id];
-            let room = (entry.limit() as usize).saturating_sub(entry.in_flight());
-            (entry.semaphore.clone(), room)
-        };
+        let (sem, room) = self.slots_of(p);
         let mut slots = Vec::new();
         while slots.len() < most.min(room)
             && let (Ok(g), Ok(s)) = (
@@ -124,6 +114,26 @@ impl Dispatcher {
             slots.push((g, s));
         }
         slots
+    }
+
+    /// `p`'s slots, made on first sight of it and again when its
+    /// `max_in_flight` changed, and the room left in them.
+    fn slots_of(&self, p: &Processor) -> (Arc<Semaphore>, usize) {
+        let mut map = self.per_processor.lock().expect("slots lock");
+        let current = map
+            .get(&p.spec.id)
+            .is_some_and(|e| e.made_for == p.spec.max_in_flight);
+        if !current {
+            // New, or its max_in_flight changed: new deliveries use the
+            // new limit; old permits drain from the old semaphore.
+            let slots = ProcessorSlots::new(p.spec.max_in_flight);
+            self.metrics
+                .delivery_limit(p.spec.id.as_str(), slots.limit());
+            map.insert(p.spec.id.clone(), slots);
+        }
+        let entry = &map[&p.spec.id];
+        let room = (entry.limit() as usize).saturating_sub(entry.in_flight());
+        (entry.semaphore.clone(), room)
     }
 
     /// The ticket of the deliveries to `p` a pass starts, holding `unused`

@@ -16,6 +16,8 @@ backends!(
     concurrency_is_bounded_per_processor_and_overall,
     scarce_slots_reach_every_processor_in_turn,
     slots_are_shared_evenly_and_requests_claimed_whole,
+    processors_with_unequal_room_claim_the_same_requests,
+    a_processor_with_little_room_holds_no_one_back,
     deliveries_yield_to_queuing_submissions_until_late,
     deliveries_never_yield_with_intake_priority_off,
     held_deliveries_keep_at_most_held_slots,
@@ -127,6 +129,74 @@ async fn slots_are_shared_evenly_and_requests_claimed_whole(db: TestDb) {
     }
     assert_eq!(first_two, 2);
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 6);
+    app.stop().await;
+}
+
+/// Push processors, each completing at once and registered with the
+/// given `max_in_flight`.
+async fn limited_processors(app: &TestApp, limits: &[(&str, u32)]) -> Vec<FakeProcessor> {
+    let mut fakes = Vec::new();
+    for (id, limit) in limits {
+        let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+        let mut spec = push_processor(id, &fake.endpoint());
+        spec.max_in_flight = *limit;
+        register(app, spec).await;
+        fakes.push(fake);
+    }
+    fakes
+}
+
+/// How many instructions of each of `requests` are completed.
+async fn completed_per_request(app: &TestApp, requests: &[pb::DataSubjectRequest]) -> Vec<usize> {
+    let mut done = Vec::new();
+    for r in requests {
+        let got = get_request(app, &r.request_id).await;
+        done.push(
+            got.instructions
+                .iter()
+                .filter(|i| i.state() == pb::InstructionState::Completed)
+                .count(),
+        );
+    }
+    done
+}
+
+/// Processors whose room differs a little (limits 4, 4 and 3) each claim
+/// as much as the one with the least, so every pass takes whole requests:
+/// were the first two to take a fourth, its third instruction would go
+/// out in the next pass, and from then on every pass would split one.
+async fn processors_with_unequal_room_claim_the_same_requests(db: TestDb) {
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 100).await;
+    let fakes = limited_processors(&app, &[("pa", 4), ("pb", 4), ("pc", 3)]).await;
+    let mut requests = Vec::new();
+    for n in 0..8 {
+        requests.push(submit(&app, deletion(&format!("e{n}@example.com"))).await);
+    }
+    for (pass, whole) in [(1, 3), (2, 6), (3, 8)] {
+        app.dispatcher.run_once().await.unwrap();
+        let done = completed_per_request(&app, &requests).await;
+        assert!(
+            done.iter().all(|&d| d == 0 || d == 3),
+            "pass {pass} split a request: {done:?}"
+        );
+        assert_eq!(done.iter().filter(|&&d| d == 3).count(), whole, "{done:?}");
+    }
+    let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
+    assert_eq!(delivered, [8, 8, 8]);
+    app.stop().await;
+}
+
+/// A processor with much less room than the others (a limit of 1 against
+/// 4) takes what it has, and the others are not held to it.
+async fn a_processor_with_little_room_holds_no_one_back(db: TestDb) {
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 100).await;
+    let fakes = limited_processors(&app, &[("pa", 4), ("pb", 4), ("slow", 1)]).await;
+    for n in 0..8 {
+        submit(&app, deletion(&format!("s{n}@example.com"))).await;
+    }
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 9);
+    let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
+    assert_eq!(delivered, [4, 4, 1]);
     app.stop().await;
 }
 
