@@ -104,11 +104,17 @@ impl Dispatcher {
         let cap = self.cap(now).await?;
         let mut free = self.free_under(cap);
         let share = (free / push.len().max(1)).max(1);
-        let wants: Vec<usize> = push
+        let wants: Vec<Want> = push
             .iter()
             .map(|(p, _)| match probes.contains_key(&p.spec.id) {
-                true => self.room(p).min(1),
-                false => self.room(p).min(share),
+                true => Want {
+                    most: self.room(p).min(1),
+                    evened: false,
+                },
+                false => Want {
+                    most: self.room(p).min(share),
+                    evened: self.backlogged(p),
+                },
             })
             .collect();
         let slots: Vec<_> = push
@@ -148,6 +154,7 @@ impl Dispatcher {
         for (((p, _), slots), claimed) in push.into_iter().zip(slots).zip(claims) {
             claimed_total += claimed.len();
             saturated |= !slots.is_empty() && claimed.len() == slots.len();
+            self.claimed(p, claimed.len(), slots.len());
             let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
             self.metrics
                 .claim_finished(p.spec.id.as_str(), took, &kinds);
@@ -175,51 +182,95 @@ impl Dispatcher {
     }
 }
 
-/// Evens out what the processors of a pass claim, given what each `wants`
-/// (its share, within its own room): every processor that wants at least
-/// half of the most any wants gets the least among them; those below
-/// (a processor with little room, a circuit breaker's probe) keep theirs.
+/// What one processor of a pass may claim, before [`even_out`].
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    /// Its share, within its own room (1 at most for a breaker's probe).
+    most: usize,
+    /// Whether it takes part in evening out: its last claim took all it
+    /// was given (so its queue has more), and it is no probe.
+    evened: bool,
+}
+
+/// Evens out what the processors of a pass claim: every processor taking
+/// part that wants at least half of the most any of them wants gets the
+/// least among them; the rest keep theirs. Those that keep theirs are
+/// processors with little room (a slow one), probes, and processors whose
+/// last claim found less due work than it was given (an idle one, or one
+/// whose queue holds other requests).
 ///
-/// Each processor leases from the front of its queue, and the queues hold a
-/// request's instructions in one order. A processor that claims fewer than
-/// the others in one pass falls behind them by the difference, and stays
-/// behind while their counts are equal: from then on every pass leaves the
-/// same number of requests claimed for some processors and not for others,
-/// and those requests are claimed, and recorded, in two transactions each,
-/// whose locks of the request rows meet. Left to the rooms, the offsets
-/// add up: in a fanout of 10,000 × 5 on PostgreSQL, 61 % of requests had
-/// their instructions claimed in two passes or three. A processor far
-/// behind the others (little room, a slow one) is not waited for: it
-/// could only hold the rest back.
-fn even_out(wants: &[usize]) -> Vec<usize> {
-    let most = wants.iter().copied().max().unwrap_or(0);
+/// Each processor leases from the front of its queue, and the queues of
+/// processors fed alike hold a request's instructions in one order. A
+/// processor that claims fewer than the others in one pass falls behind
+/// them by the difference, and stays behind while their counts are equal:
+/// from then on every pass leaves the same number of requests claimed for
+/// some processors and not for others, and those requests are claimed, and
+/// recorded, in two transactions each, whose locks of the request rows
+/// meet. Left to the rooms, the offsets add up: in a fanout of
+/// 10,000 × 5 on PostgreSQL, 61 % of requests had their instructions
+/// claimed in two passes or three. A processor far behind the others is
+/// not waited for: it could only hold the rest back. This evens out the
+/// slots reserved; a claim can still take fewer (a deployment-wide limit,
+/// a rate).
+fn even_out(wants: &[Want]) -> Vec<usize> {
+    let most = wants
+        .iter()
+        .filter(|w| w.evened)
+        .map(|w| w.most)
+        .max()
+        .unwrap_or(0);
+    let close = |w: &Want| w.evened && 2 * w.most >= most;
     let level = wants
         .iter()
-        .copied()
-        .filter(|w| 2 * w >= most)
+        .filter(|w| close(w))
+        .map(|w| w.most)
         .min()
         .unwrap_or(0);
     wants
         .iter()
-        .map(|&w| if 2 * w >= most { level } else { w })
+        .map(|w| if close(w) { level } else { w.most })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::even_out;
+    use super::{Want, even_out};
+
+    /// Wants taking part in evening out.
+    fn busy(most: &[usize]) -> Vec<Want> {
+        most.iter()
+            .map(|&most| Want { most, evened: true })
+            .collect()
+    }
 
     #[test]
     fn processors_close_to_the_most_claim_the_same() {
-        assert_eq!(even_out(&[51, 40, 51, 30, 51]), vec![30, 30, 30, 30, 30]);
-        assert_eq!(even_out(&[51, 51, 51]), vec![51, 51, 51]);
+        assert_eq!(even_out(&busy(&[51, 40, 51, 30, 51])), vec![30; 5]);
+        assert_eq!(even_out(&busy(&[51, 51, 51])), vec![51, 51, 51]);
     }
 
     #[test]
     fn processors_far_behind_keep_theirs_and_hold_no_one_back() {
-        assert_eq!(even_out(&[51, 1, 45, 10]), vec![45, 1, 45, 10]);
-        assert_eq!(even_out(&[0, 51]), vec![0, 51]);
+        assert_eq!(even_out(&busy(&[51, 1, 45, 10])), vec![45, 1, 45, 10]);
+        assert_eq!(even_out(&busy(&[1, 1, 50])), vec![1, 1, 50]);
+        assert_eq!(even_out(&busy(&[0, 51])), vec![0, 51]);
+        assert_eq!(even_out(&busy(&[0, 0])), vec![0, 0]);
         assert_eq!(even_out(&[]), Vec::<usize>::new());
-        assert_eq!(even_out(&[0, 0]), vec![0, 0]);
+    }
+
+    #[test]
+    fn idle_processors_and_probes_neither_take_part_nor_set_the_level() {
+        let mut wants = busy(&[50, 48, 45, 52]);
+        wants.push(Want {
+            most: 200,
+            evened: false,
+        });
+        assert_eq!(even_out(&wants), vec![45, 45, 45, 45, 200]);
+        let mut wants = busy(&[2, 2]);
+        wants.push(Want {
+            most: 1,
+            evened: false,
+        });
+        assert_eq!(even_out(&wants), vec![2, 2, 1]);
     }
 }

@@ -38,6 +38,9 @@ pub(super) struct ProcessorSlots {
     semaphore: Arc<Semaphore>,
     /// The adaptive limit, for a processor without a `max_in_flight`.
     adaptive: Option<AdaptiveLimit>,
+    /// Whether its last claim took every slot reserved for it (true until
+    /// it first claims): more due work is likely waiting in its queue.
+    backlogged: bool,
 }
 
 impl ProcessorSlots {
@@ -46,6 +49,7 @@ impl ProcessorSlots {
             made_for,
             semaphore: Arc::new(Semaphore::new(made_for.unwrap_or(CEILING) as usize)),
             adaptive: made_for.is_none().then(AdaptiveLimit::default),
+            backlogged: true,
         }
     }
 
@@ -98,6 +102,23 @@ impl Dispatcher {
     /// limit (not counting the global slots).
     pub(super) fn room(&self, p: &Processor) -> usize {
         self.slots_of(p).1
+    }
+
+    /// Whether `p`'s last claim took every slot reserved for it.
+    pub(super) fn backlogged(&self, p: &Processor) -> bool {
+        let map = self.per_processor.lock().expect("slots lock");
+        map.get(&p.spec.id).is_none_or(|e| e.backlogged)
+    }
+
+    /// Notes what `p`'s claim took: `claimed` of `reserved` slots.
+    pub(super) fn claimed(&self, p: &Processor, claimed: usize, reserved: usize) {
+        if reserved == 0 {
+            return;
+        }
+        let mut map = self.per_processor.lock().expect("slots lock");
+        if let Some(entry) = map.get_mut(&p.spec.id) {
+            entry.backlogged = claimed == reserved;
+        }
     }
 
     /// Takes up to `most` (global, per-processor) slot pairs, as many as

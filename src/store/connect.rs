@@ -293,7 +293,10 @@ impl Store {
         // now so a wrong URL or an unreachable server fails startup.
         pool.acquire().await?;
         match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Sqlite => {
+                SQLITE_MIGRATIONS.run(&pool).await?;
+                warn_of_memory_statistics(&pool).await?;
+            }
             Backend::Postgres => {
                 accept_reworded(&pool).await?;
                 POSTGRES_MIGRATIONS.run(&pool).await?
@@ -342,6 +345,24 @@ impl Store {
                 .unwrap_or_else(|| Arc::new(Keyring::ephemeral())),
         })
     }
+}
+
+/// Warns when the SQLite linked in keeps memory statistics: a build made
+/// without this repository's `.cargo/config.toml` (see "SQLite: one
+/// writer" in `docs/design.md`), which serves the same, about a tenth
+/// slower.
+async fn warn_of_memory_statistics(pool: &sqlx::AnyPool) -> Result<(), StoreError> {
+    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+        .fetch_all(pool)
+        .await?;
+    if !options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0") {
+        tracing::warn!(
+            "this build's SQLite keeps memory statistics, which serialise its \
+             connections' allocations; build from the repository's directory, \
+             where .cargo/config.toml turns them off"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
