@@ -156,7 +156,7 @@ impl Dispatcher {
         for (((p, _), slots), claimed) in push.into_iter().zip(slots).zip(claims) {
             claimed_total += claimed.len();
             saturated |= !slots.is_empty() && claimed.len() == slots.len();
-            self.claimed(p, claimed.len(), slots.len());
+            self.note_claim(p, claimed.len(), slots.len());
             let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
             self.metrics
                 .claim_finished(p.spec.id.as_str(), took, &kinds);
@@ -220,14 +220,13 @@ struct Want {
 /// the rest back. This evens out the slots reserved; a claim can still
 /// take fewer (a deployment-wide limit, a rate).
 fn even_out(wants: &[Want]) -> Vec<usize> {
-    let most_of = |backlogged: bool| {
-        wants
-            .iter()
-            .filter(|w| !w.probe && (w.backlogged || !backlogged))
-            .map(|w| w.most)
-            .max()
-    };
-    let most = most_of(true).or_else(|| most_of(false)).unwrap_or(0);
+    let taking_part = || wants.iter().filter(|w| !w.probe);
+    let most = taking_part()
+        .filter(|w| w.backlogged)
+        .map(|w| w.most)
+        .max()
+        .or_else(|| taking_part().map(|w| w.most).max())
+        .unwrap_or(0);
     let close = |w: &Want| !w.probe && 2 * w.most >= most;
     let level = wants
         .iter()

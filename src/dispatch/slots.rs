@@ -111,7 +111,7 @@ impl Dispatcher {
     }
 
     /// Notes what `p`'s claim took: `claimed` of `reserved` slots.
-    pub(super) fn claimed(&self, p: &Processor, claimed: usize, reserved: usize) {
+    pub(super) fn note_claim(&self, p: &Processor, claimed: usize, reserved: usize) {
         if reserved == 0 {
             return;
         }

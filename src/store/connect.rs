@@ -352,10 +352,7 @@ impl Store {
 /// writer" in `docs/design.md`), which serves the same, about a tenth
 /// slower.
 async fn warn_of_memory_statistics(pool: &sqlx::AnyPool) -> Result<(), StoreError> {
-    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
-        .fetch_all(pool)
-        .await?;
-    if !options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0") {
+    if keeps_memory_statistics(pool).await? {
         tracing::warn!(
             "this build's SQLite keeps memory statistics, which serialise its \
              connections' allocations; build from the repository's directory, \
@@ -363,6 +360,15 @@ async fn warn_of_memory_statistics(pool: &sqlx::AnyPool) -> Result<(), StoreErro
         );
     }
     Ok(())
+}
+
+/// Whether the SQLite behind `pool` was compiled with its memory
+/// statistics on (without `SQLITE_DEFAULT_MEMSTATUS=0`).
+async fn keeps_memory_statistics(pool: &sqlx::AnyPool) -> Result<bool, StoreError> {
+    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+        .fetch_all(pool)
+        .await?;
+    Ok(!options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"))
 }
 
 #[cfg(test)]

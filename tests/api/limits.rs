@@ -114,13 +114,7 @@ async fn slots_are_shared_evenly_and_requests_claimed_whole(db: TestDb) {
     // The first two requests, whole: every instruction of theirs was
     // delivered, none of the other two's.
     let mut first_two = 0;
-    for r in &requests {
-        let got = get_request(&app, &r.request_id).await;
-        let done = got
-            .instructions
-            .iter()
-            .filter(|i| i.state() == pb::InstructionState::Completed)
-            .count();
+    for done in completed_per_request(&app, &requests).await {
         assert!(
             done == 0 || done == 3,
             "request split across passes: {done} of 3"
