@@ -119,11 +119,12 @@ impl Dispatcher {
                 },
             })
             .collect();
+        let evened = even_out(&wants);
         let slots: Vec<_> = push
             .iter()
-            .zip(even_out(&wants))
-            .map(|((p, _), most)| {
-                let slots = self.reserve(p, most.min(free));
+            .zip(&evened)
+            .map(|((p, _), (most, _))| {
+                let slots = self.reserve(p, (*most).min(free));
                 free -= slots.len();
                 slots
             })
@@ -131,7 +132,8 @@ impl Dispatcher {
         let orders: Vec<ClaimOrder> = push
             .iter()
             .zip(&slots)
-            .map(|((p, timeout), slots)| ClaimOrder {
+            .zip(&evened)
+            .map(|(((p, timeout), slots), (_, aligned))| ClaimOrder {
                 processor: &p.spec.id,
                 max_reminders: p.spec.reminder_budget(),
                 max_attempts: p.spec.retry_policy.max_attempts,
@@ -139,6 +141,7 @@ impl Dispatcher {
                 max_in_flight: p.spec.max_in_flight.unwrap_or(concurrency::CEILING),
                 per_second: p.spec.max_deliveries_per_second,
                 lease: *timeout + self.config.lease_margin,
+                aligned: *aligned,
             })
             .collect();
         if orders.iter().all(|o| o.limit == 0) {
@@ -197,12 +200,13 @@ struct Want {
 
 /// Evens out what the processors of a pass claim: every processor taking
 /// part that wants at least half of the most any of them wants gets the
-/// least among them; the rest keep theirs. Probes never take part. The
-/// most is taken over processors whose last claim took all it was given
-/// (their queues have more), or over all when none did, so that an idle
-/// processor (all room, nothing due) cannot make the busy ones look far
-/// behind; the idle one is evened with them and claims nothing anyway.
-/// Processors with little room (a slow one) keep theirs.
+/// least among them, and is aligned with the others (see below); the rest
+/// keep theirs. Probes never take part. The most is taken over processors
+/// whose last claim took all it was given (their queues have more), or
+/// over all when none did, so that an idle processor (all room, nothing
+/// due) cannot make the busy ones look far behind; the idle one is evened
+/// with them and claims nothing anyway. Processors with little room (a
+/// slow one) keep theirs and are not aligned.
 ///
 /// Each processor leases from the front of its queue, and the queues of
 /// processors fed alike hold a request's instructions in one order. A
@@ -213,13 +217,13 @@ struct Want {
 /// recorded, in two transactions each, whose locks of the request rows
 /// meet. Left to the rooms, the offsets add up: in a fanout of
 /// 10,000 × 5 on PostgreSQL, 61 % of requests had their instructions
-/// claimed in two passes or three; leaving processors whose queue had
-/// just run short out of the evening (their rooms differ, and the next
-/// work to arrive is taken unevenly), 39 % of a 20,000 × 5 fanout. A
-/// processor far behind the others is not waited for: it could only hold
-/// the rest back. This evens out the slots reserved; a claim can still
-/// take fewer (a deployment-wide limit, a rate).
-fn even_out(wants: &[Want]) -> Vec<usize> {
+/// claimed in two passes or three. A processor far behind the others is
+/// not waited for: it could only hold the rest back. Equal counts keep
+/// aligned queues aligned; the claim closes the offsets that remain
+/// (the aligned processors' picks end where the shortest of theirs ends,
+/// see [`crate::store::ClaimOrder::aligned`]), and so a processor that fell
+/// behind while it had little room catches up once it has room again.
+fn even_out(wants: &[Want]) -> Vec<(usize, bool)> {
     let taking_part = || wants.iter().filter(|w| !w.probe);
     let most = taking_part()
         .filter(|w| w.backlogged)
@@ -236,13 +240,24 @@ fn even_out(wants: &[Want]) -> Vec<usize> {
         .unwrap_or(0);
     wants
         .iter()
-        .map(|w| if close(w) { level } else { w.most })
+        .map(|w| {
+            if close(w) {
+                (level, true)
+            } else {
+                (w.most, false)
+            }
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::{Want, even_out};
+
+    /// What `even_out` gives each processor, without whether it is aligned.
+    fn counts(wants: &[Want]) -> Vec<usize> {
+        even_out(wants).into_iter().map(|(n, _)| n).collect()
+    }
 
     /// Wants of processors with a backlog.
     fn busy(most: &[usize]) -> Vec<Want> {
@@ -257,8 +272,8 @@ mod tests {
 
     #[test]
     fn processors_close_to_the_most_claim_the_same() {
-        assert_eq!(even_out(&busy(&[51, 40, 51, 30, 51])), vec![30; 5]);
-        assert_eq!(even_out(&busy(&[51, 51, 51])), vec![51, 51, 51]);
+        assert_eq!(counts(&busy(&[51, 40, 51, 30, 51])), vec![30; 5]);
+        assert_eq!(counts(&busy(&[51, 51, 51])), vec![51, 51, 51]);
         // Queues that all ran short: evened all the same.
         let drained: Vec<Want> = busy(&[51, 40])
             .into_iter()
@@ -267,16 +282,16 @@ mod tests {
                 ..w
             })
             .collect();
-        assert_eq!(even_out(&drained), vec![40, 40]);
+        assert_eq!(counts(&drained), vec![40, 40]);
     }
 
     #[test]
     fn processors_far_behind_keep_theirs_and_hold_no_one_back() {
-        assert_eq!(even_out(&busy(&[51, 1, 45, 10])), vec![45, 1, 45, 10]);
-        assert_eq!(even_out(&busy(&[1, 1, 50])), vec![1, 1, 50]);
-        assert_eq!(even_out(&busy(&[0, 51])), vec![0, 51]);
-        assert_eq!(even_out(&busy(&[0, 0])), vec![0, 0]);
-        assert_eq!(even_out(&[]), Vec::<usize>::new());
+        assert_eq!(counts(&busy(&[51, 1, 45, 10])), vec![45, 1, 45, 10]);
+        assert_eq!(counts(&busy(&[1, 1, 50])), vec![1, 1, 50]);
+        assert_eq!(counts(&busy(&[0, 51])), vec![0, 51]);
+        assert_eq!(counts(&busy(&[0, 0])), vec![0, 0]);
+        assert_eq!(counts(&[]), Vec::<usize>::new());
     }
 
     #[test]
@@ -287,13 +302,27 @@ mod tests {
             backlogged: false,
             probe: false,
         });
-        assert_eq!(even_out(&wants), vec![45, 45, 45, 45, 45]);
+        assert_eq!(counts(&wants), vec![45, 45, 45, 45, 45]);
         let mut wants = busy(&[2, 2]);
         wants.push(Want {
             most: 1,
             backlogged: false,
             probe: true,
         });
-        assert_eq!(even_out(&wants), vec![2, 2, 1]);
+        assert_eq!(counts(&wants), vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn only_the_processors_evened_are_aligned() {
+        let aligned =
+            |wants: &[Want]| -> Vec<bool> { even_out(wants).into_iter().map(|(_, a)| a).collect() };
+        assert_eq!(aligned(&busy(&[51, 1, 45, 10])), [true, false, true, false]);
+        let mut wants = busy(&[2, 2]);
+        wants.push(Want {
+            most: 1,
+            backlogged: false,
+            probe: true,
+        });
+        assert_eq!(aligned(&wants), [true, true, false]);
     }
 }

@@ -8,9 +8,14 @@
 //! each read in due order off its partial index); on PostgreSQL the
 //! candidate rows are picked `FOR UPDATE SKIP LOCKED`, so replicas claiming
 //! at the same moment take disjoint rows instead of queueing behind each
-//! other. The lease owner and the attempt
-//! number together fence the holder: a dispatcher whose lease expired and
-//! was re-claimed can no longer record anything for that instruction.
+//! other. Each processor's picks are read in due order, equal due times
+//! in request order, one order for every processor, and the processors
+//! the dispatcher evened out are aligned: none leases past the last pick of
+//! one that took all it was allowed (see `super::picks`), so a processor that
+//! fell behind the others catches up and requests are leased whole. The
+//! lease owner and the attempt number together fence the holder: a
+//! dispatcher whose lease expired and was re-claimed can no longer record
+//! anything for that instruction.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +25,7 @@ use sqlx::Row;
 use super::aftermath::By;
 use super::aftermath::after_changes;
 use super::codec::{instruction, micros, micros_after, qualified};
+use super::picks::{PICKED, align, pick_due};
 use super::sealed::PAYLOAD;
 use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
@@ -82,6 +88,14 @@ pub struct ClaimOrder<'a> {
     pub per_second: u32,
     /// How long the lease lasts.
     pub lease: Duration,
+    /// Whether its first deliveries and retries are aligned with the other
+    /// aligned orders of the pass: when some of them picked all they were
+    /// allowed, each aligned order leases its picks only up to where the
+    /// shortest of those ends, in due order, so that a processor whose
+    /// queue is behind the others' catches up instead of splitting every
+    /// request after. Orders are aligned only while every aligned order of
+    /// the pass has slots.
+    pub aligned: bool,
 }
 
 impl Store {
@@ -105,6 +119,7 @@ impl Store {
             max_in_flight: u32::MAX,
             per_second: 0,
             lease,
+            aligned: false,
         };
         let mut claimed = self.claim_many(&[order], owner, now).await?;
         Ok(claimed.pop().unwrap_or_default())
@@ -129,6 +144,7 @@ impl Store {
             Some(InstructionState::Delivering)
         );
         let mut out: Vec<Vec<Claimed>> = orders.iter().map(|_| Vec::new()).collect();
+        let even = orders.iter().filter(|o| o.aligned).all(|o| o.limit > 0);
         let orders: Vec<(usize, &ClaimOrder)> = orders
             .iter()
             .enumerate()
@@ -138,27 +154,14 @@ impl Store {
             return Ok(out);
         }
         let now_us = micros(now);
-        let lock = if self.backend == Backend::Postgres {
-            " for update skip locked"
-        } else {
-            ""
+        let lock = match self.backend {
+            Backend::Postgres => " for update skip locked",
+            Backend::Sqlite => "",
         };
-        // Leases picked rows; each processor's lease length rides with its
-        // rows (`v`), the pick is a union of per-processor index scans.
-        let lease_sql = |picks: &[(&ClaimOrder, u32)],
-                         pick: &dyn Fn(&mut Sql, &ClaimOrder, u32)| {
-            let mut sql = Sql::new(self.backend, "with v (id, lease_until) as (");
-            for (n, (order, limit)) in picks.iter().enumerate() {
-                if n > 0 {
-                    sql.push(" union all ");
-                }
-                let until = micros_after(now, order.lease);
-                sql.push("select id, ").bind(until).push(" from (");
-                pick(&mut sql, order, *limit);
-                sql.push(") p");
-            }
+        // Leases the rows of a preceding `v (id, lease_until)`.
+        let lease = |sql: &mut Sql| {
             sql.push(
-                ") update instructions set state = 'DELIVERING', attempts = attempts + 1, \
+                " update instructions set state = 'DELIVERING', attempts = attempts + 1, \
                  attempts_since_arm = attempts_since_arm + 1, \
                  reminders = reminders + case when state = 'ACKNOWLEDGED' then 1 else 0 end, \
                  next_attempt_at = null, reply_due_at = null, lease_owner = ",
@@ -170,7 +173,27 @@ impl Store {
             .in_cte("instructions.id", "v", "id")
             .push(" returning payload, trace_context, ")
             .push(&qualified("instructions"));
-            sql
+        };
+        // Each processor's picks, a union of per-processor index scans:
+        // every branch (`branch`, numbered) carries its lease's end, whether
+        // it is aligned and its limit (`lim`) beside its rows.
+        let picked = |sql: &mut Sql,
+                      picks: &[(&ClaimOrder, u32, bool)],
+                      pick: &dyn Fn(&mut Sql, &ClaimOrder, u32)| {
+            for (n, (order, limit, aligned)) in picks.iter().enumerate() {
+                if n > 0 {
+                    sql.push(" union all ");
+                }
+                let until = micros_after(now, order.lease);
+                sql.push("select id, processor_id, request_id, next_attempt_at, ")
+                    .bind(until)
+                    .push(&format!(
+                        " as lease_until, {n} as branch, {} as aligned, {limit} as lim from (",
+                        i32::from(*aligned)
+                    ));
+                pick(sql, order, *limit);
+                sql.push(") p");
+            }
         };
         let mut tx = self.begin().await?;
         // What the deployment-wide limits leave each processor (see
@@ -198,8 +221,15 @@ impl Store {
         let orders: Vec<(usize, &ClaimOrder)> = granted.iter().map(|(i, o)| (*i, o)).collect();
         // Due first deliveries and retries, in due order straight off the
         // partial index (the common case, and the bulk of a backlog).
-        let picks: Vec<_> = orders.iter().map(|(_, o)| (*o, o.limit)).collect();
-        let pending = lease_sql(&picks, &|sql, order, limit| {
+        // Aligning needs every aligned processor in the pass: with fewer
+        // slots than processors, some go without, and holding the others
+        // to those that had one would only leave slots empty.
+        let picks: Vec<_> = orders
+            .iter()
+            .map(|(_, o)| (*o, o.limit, even && o.aligned))
+            .collect();
+        let mut pending = Sql::new(self.backend, "with p as (");
+        picked(&mut pending, &picks, &|sql, order, limit| {
             pick_due(
                 sql,
                 order.processor,
@@ -211,6 +241,9 @@ impl Store {
             );
             sql.push(lock);
         });
+        pending.push(")");
+        align(&mut pending);
+        lease(&mut pending);
         let mut rows = pending.query().fetch_all(&mut *tx).await?;
         let mut taken: HashMap<String, u32> = HashMap::new();
         for row in &rows {
@@ -222,15 +255,16 @@ impl Store {
             .iter()
             .filter_map(|(_, o)| {
                 let used = taken.get(o.processor.as_str()).copied().unwrap_or(0);
-                (used < o.limit).then_some((*o, o.limit - used))
+                (used < o.limit).then_some((*o, o.limit - used, false))
             })
             .collect();
         if !room.is_empty() {
             // Each kind is read in due order off its own partial index (one
             // `OR` of both made PostgreSQL scan the table: 0.8 s a pass with
             // a million instructions), at most `limit` of both together.
-            let others = lease_sql(&room, &|sql, order, limit| {
-                sql.push("select id from (select id from (");
+            let mut others = Sql::new(self.backend, "with v as (");
+            picked(&mut others, &room, &|sql, order, limit| {
+                sql.push(&format!("select {PICKED} from (select {PICKED} from ("));
                 pick_due(
                     sql,
                     order.processor,
@@ -240,7 +274,8 @@ impl Store {
                     Some(("attempts_since_arm", i64::from(order.max_attempts))),
                     limit,
                 );
-                sql.push(lock).push(") d union all select id from (");
+                sql.push(lock)
+                    .push(&format!(") d union all select {PICKED} from ("));
                 let budget = ("reminders", i64::from(order.max_reminders));
                 pick_due(
                     sql,
@@ -253,6 +288,8 @@ impl Store {
                 );
                 sql.push(lock).push(") a) o limit ").bind(i64::from(limit));
             });
+            others.push(")");
+            lease(&mut others);
             let more = others.query().fetch_all(&mut *tx).await?;
             for row in &more {
                 *taken.entry(row.try_get("processor_id")?).or_default() += 1;
@@ -360,28 +397,4 @@ impl Store {
         }
         Ok(out)
     }
-}
-
-/// Appends `select id from instructions where processor_id = ? and state =
-/// '<state>' and <due> <= now [and <column> < <below>] order by <due> limit
-/// ?`: one processor's due rows of one state, read in due order off that
-/// state's partial `(processor_id, due)` index.
-fn pick_due(
-    sql: &mut Sql,
-    processor: &ProcessorId,
-    state: &str,
-    due: &str,
-    now_us: i64,
-    below: Option<(&str, i64)>,
-    limit: u32,
-) {
-    sql.push("select id from instructions where processor_id = ")
-        .bind(processor.as_str())
-        .push(&format!(" and state = '{state}' and {due} <= "))
-        .bind(now_us);
-    if let Some((column, bound)) = below {
-        sql.push(&format!(" and {column} < ")).bind(bound);
-    }
-    sql.push(&format!(" order by {due} limit "))
-        .bind(i64::from(limit));
 }

@@ -43,6 +43,7 @@ mod intake;
 mod limits;
 mod notify;
 mod opened;
+mod picks;
 mod processors;
 mod purge;
 mod records;

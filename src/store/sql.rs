@@ -99,6 +99,11 @@ pub(super) struct Sql {
 }
 
 impl Sql {
+    /// The backend the text is written for.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     pub fn new(backend: Backend, text: impl Into<String>) -> Self {
         Self {
             text: text.into(),

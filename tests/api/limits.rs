@@ -18,6 +18,7 @@ backends!(
     slots_are_shared_evenly_and_requests_claimed_whole,
     processors_with_unequal_room_claim_the_same_requests,
     a_processor_with_little_room_holds_no_one_back,
+    a_processor_that_fell_behind_catches_up_without_splitting,
     deliveries_yield_to_queuing_submissions_until_late,
     deliveries_never_yield_with_intake_priority_off,
     held_deliveries_keep_at_most_held_slots,
@@ -193,6 +194,48 @@ async fn a_processor_with_little_room_holds_no_one_back(db: TestDb) {
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 7);
     let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
     assert_eq!(delivered, [4, 1, 1, 1]);
+    app.stop().await;
+}
+
+/// A processor that fell behind the others while it had little room
+/// catches up once it has as much as they do: the pass that evens them
+/// leases the others' requests only as far as the one behind reached, and
+/// every request goes out whole, none split between passes.
+async fn a_processor_that_fell_behind_catches_up_without_splitting(db: TestDb) {
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 100).await;
+    let fakes = limited_processors(&app, &[("pa", 4), ("pb", 1)]).await;
+    let mut requests = Vec::new();
+    for n in 0..12 {
+        requests.push(submit(&app, deletion(&format!("b{n}@example.com"))).await);
+    }
+    // Room for 4 and for 1: pb is left three requests behind.
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 5);
+    let done = completed_per_request(&app, &requests).await;
+    assert_eq!(done.iter().filter(|&&d| d == 1).count(), 3, "{done:?}");
+    let mut pb = push_processor("pb", &fakes[1].endpoint());
+    pb.max_in_flight = 4;
+    app.processors
+        .clone()
+        .update_processor(pb::UpdateProcessorRequest {
+            processor: Some(pb),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["max_in_flight".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    // pb leases the three it is behind and one more; pa that one only.
+    for (pass, whole) in [(2, 5), (3, 9), (4, 12)] {
+        app.dispatcher.run_once().await.unwrap();
+        let done = completed_per_request(&app, &requests).await;
+        assert!(
+            done.iter().all(|&d| d == 0 || d == 2),
+            "pass {pass} split a request: {done:?}"
+        );
+        assert_eq!(done.iter().filter(|&&d| d == 2).count(), whole, "{done:?}");
+    }
+    let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
+    assert_eq!(delivered, [12, 12]);
     app.stop().await;
 }
 

@@ -1,0 +1,72 @@
+//! What a claim picks, and in which order: each processor's due rows of
+//! one state, in due order off that state's partial index, and, among the
+//! pending ones, how far each processor of an even pass may lease so that
+//! they all lease the same requests (see [`super::claims`]).
+
+use super::Backend;
+use super::sql::Sql;
+use crate::domain::ProcessorId;
+
+/// Appends, after a `with p as (...)` of picks (see `claim_many`), the
+/// CTEs that end in `v (id, lease_until)`: what to lease of them. Picks
+/// of orders that are not aligned are all leased. The aligned orders that
+/// picked all they were allowed (their queues hold more) set the cutoff:
+/// the earliest, in due order, of their last picks. Aligned orders lease
+/// their picks up to it and leave the rest in their queues for the next
+/// pass. So queues in one order that are offset (one processor behind the
+/// others by a few requests) meet again: the one behind leases its older
+/// picks, the others only those it reached too, and the requests past the
+/// cutoff go out whole later rather than split now.
+pub(super) fn align(sql: &mut Sql) {
+    let request = match sql.backend() {
+        Backend::Postgres => "p.request_id collate \"C\"",
+        Backend::Sqlite => "p.request_id",
+    };
+    sql.push(&format!(
+        ", b as (select branch, count(*) as n, max(next_attempt_at) as d from p group by branch), \
+         f as (select p.next_attempt_at as d, max({request}) as r from p \
+         join b on b.branch = p.branch and p.next_attempt_at = b.d \
+         where p.aligned = 1 and b.n = p.lim group by p.branch, p.next_attempt_at), \
+         c as (select d, r from f order by d, r limit 1), \
+         v as (select id, lease_until from p where p.aligned = 0 \
+         or not exists (select 1 from c) or p.next_attempt_at < (select d from c) \
+         or (p.next_attempt_at = (select d from c) and {request} <= (select r from c)))"
+    ));
+}
+
+/// Appends `select id, ... from instructions where processor_id = ? and
+/// state = '<state>' and <due> <= now [and <column> < <below>] order by
+/// <due> [, request_id] limit ?`: one processor's due rows of one state,
+/// read in due order off that state's partial `(processor_id, due)` index.
+pub(super) fn pick_due(
+    sql: &mut Sql,
+    processor: &ProcessorId,
+    state: &str,
+    due: &str,
+    now_us: i64,
+    below: Option<(&str, i64)>,
+    limit: u32,
+) {
+    sql.push(&format!(
+        "select {PICKED} from instructions where processor_id = "
+    ))
+    .bind(processor.as_str())
+    .push(&format!(" and state = '{state}' and {due} <= "))
+    .bind(now_us);
+    if let Some((column, bound)) = below {
+        sql.push(&format!(" and {column} < ")).bind(bound);
+    }
+    // Pending rows, the ones aligned, with equal due times in request
+    // order, byte by byte on both backends (their index carries it), so
+    // that every processor's picks and `align` see one order.
+    let tie = match (state, sql.backend()) {
+        ("PENDING", Backend::Postgres) => ", request_id collate \"C\"",
+        ("PENDING", Backend::Sqlite) => ", request_id",
+        _ => "",
+    };
+    sql.push(&format!(" order by {due}{tie} limit "))
+        .bind(i64::from(limit));
+}
+
+/// The columns a pick reads.
+pub(super) const PICKED: &str = "id, processor_id, request_id, next_attempt_at";
