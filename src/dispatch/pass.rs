@@ -215,14 +215,13 @@ struct Want {
 /// from then on every pass leaves the same number of requests claimed for
 /// some processors and not for others, and those requests are claimed, and
 /// recorded, in two transactions each, whose locks of the request rows
-/// meet. Left to the rooms, the offsets add up: in a fanout of
-/// 10,000 × 5 on PostgreSQL, 61 % of requests had their instructions
-/// claimed in two passes or three. A processor far behind the others is
-/// not waited for: it could only hold the rest back. Equal counts keep
-/// aligned queues aligned; the claim closes the offsets that remain
-/// (the aligned processors' picks end where the shortest of theirs ends,
-/// see [`crate::store::ClaimOrder::aligned`]), and so a processor that fell
-/// behind while it had little room catches up once it has room again.
+/// meet; left to the rooms, such offsets add up pass after pass. A
+/// processor far behind the others is not waited for: it could only hold
+/// the rest back. Equal counts keep aligned queues aligned, and the claim
+/// closes the offsets that remain (no aligned processor leases past the
+/// earliest last pick of those that took all they were allowed, see
+/// [`crate::store::ClaimOrder::aligned`]), so a processor that fell behind
+/// while it had little room catches up once it has room again.
 fn even_out(wants: &[Want]) -> Vec<(usize, bool)> {
     let taking_part = || wants.iter().filter(|w| !w.probe);
     let most = taking_part()

@@ -24,8 +24,8 @@ use sqlx::Row;
 
 use super::aftermath::By;
 use super::aftermath::after_changes;
-use super::codec::{instruction, micros, micros_after, qualified};
-use super::picks::{PICKED, align, pick_due};
+use super::codec::{instruction, micros, qualified};
+use super::picks::{PICKED, align, pick_due, picked};
 use super::sealed::PAYLOAD;
 use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
@@ -90,11 +90,12 @@ pub struct ClaimOrder<'a> {
     pub lease: Duration,
     /// Whether its first deliveries and retries are aligned with the other
     /// aligned orders of the pass: when some of them picked all they were
-    /// allowed, each aligned order leases its picks only up to where the
-    /// shortest of those ends, in due order, so that a processor whose
-    /// queue is behind the others' catches up instead of splitting every
-    /// request after. Orders are aligned only while every aligned order of
-    /// the pass has slots.
+    /// allowed, no aligned order leases past the earliest, in due order,
+    /// of their last picks, so that a processor whose queue is a little
+    /// behind the others' catches up instead of splitting every request
+    /// after (see `super::picks::align`). Orders are aligned only while
+    /// every aligned order of the pass has all the slots it asked for: none
+    /// went without, and no deployment-wide limit or rate cut one.
     pub aligned: bool,
 }
 
@@ -144,7 +145,7 @@ impl Store {
             Some(InstructionState::Delivering)
         );
         let mut out: Vec<Vec<Claimed>> = orders.iter().map(|_| Vec::new()).collect();
-        let even = orders.iter().filter(|o| o.aligned).all(|o| o.limit > 0);
+        let all_asked = orders;
         let orders: Vec<(usize, &ClaimOrder)> = orders
             .iter()
             .enumerate()
@@ -174,32 +175,21 @@ impl Store {
             .push(" returning payload, trace_context, ")
             .push(&qualified("instructions"));
         };
-        // Each processor's picks, a union of per-processor index scans:
-        // every branch (`branch`, numbered) carries its lease's end, whether
-        // it is aligned and its limit (`lim`) beside its rows.
-        let picked = |sql: &mut Sql,
-                      picks: &[(&ClaimOrder, u32, bool)],
-                      pick: &dyn Fn(&mut Sql, &ClaimOrder, u32)| {
-            for (n, (order, limit, aligned)) in picks.iter().enumerate() {
-                if n > 0 {
-                    sql.push(" union all ");
-                }
-                let until = micros_after(now, order.lease);
-                sql.push("select id, processor_id, request_id, next_attempt_at, ")
-                    .bind(until)
-                    .push(&format!(
-                        " as lease_until, {n} as branch, {} as aligned, {limit} as lim from (",
-                        i32::from(*aligned)
-                    ));
-                pick(sql, order, *limit);
-                sql.push(") p");
-            }
-        };
         let mut tx = self.begin().await?;
         // What the deployment-wide limits leave each processor (see
         // `super::limits`).
         let asked: Vec<&ClaimOrder> = orders.iter().map(|(_, o)| *o).collect();
         let grants = self.grants(&mut tx, &asked, now).await?;
+        // Aligning needs every aligned processor in the pass with all the
+        // slots it was given: with fewer slots than processors some go
+        // without, and one that a deployment-wide limit or rate holds back
+        // would hold the others to its pace; aligning them would only leave
+        // slots empty.
+        let even = orders
+            .iter()
+            .zip(&grants.limits)
+            .all(|((_, o), limit)| !o.aligned || *limit == o.limit)
+            && all_asked.iter().filter(|o| o.aligned).all(|o| o.limit > 0);
         let granted: Vec<(usize, ClaimOrder)> = orders
             .iter()
             .zip(&grants.limits)
@@ -209,6 +199,7 @@ impl Store {
                     *i,
                     ClaimOrder {
                         limit: *limit,
+                        aligned: even && o.aligned,
                         ..**o
                     },
                 )
@@ -221,15 +212,9 @@ impl Store {
         let orders: Vec<(usize, &ClaimOrder)> = granted.iter().map(|(i, o)| (*i, o)).collect();
         // Due first deliveries and retries, in due order straight off the
         // partial index (the common case, and the bulk of a backlog).
-        // Aligning needs every aligned processor in the pass: with fewer
-        // slots than processors, some go without, and holding the others
-        // to those that had one would only leave slots empty.
-        let picks: Vec<_> = orders
-            .iter()
-            .map(|(_, o)| (*o, o.limit, even && o.aligned))
-            .collect();
+        let picks: Vec<_> = orders.iter().map(|(_, o)| (*o, o.limit)).collect();
         let mut pending = Sql::new(self.backend, "with p as (");
-        picked(&mut pending, &picks, &|sql, order, limit| {
+        picked(&mut pending, &picks, now, &|sql, order, limit| {
             pick_due(
                 sql,
                 order.processor,
@@ -255,15 +240,20 @@ impl Store {
             .iter()
             .filter_map(|(_, o)| {
                 let used = taken.get(o.processor.as_str()).copied().unwrap_or(0);
-                (used < o.limit).then_some((*o, o.limit - used, false))
+                let rest = ClaimOrder {
+                    aligned: false,
+                    ..**o
+                };
+                (used < o.limit).then_some((rest, o.limit - used))
             })
             .collect();
         if !room.is_empty() {
             // Each kind is read in due order off its own partial index (one
             // `OR` of both made PostgreSQL scan the table: 0.8 s a pass with
             // a million instructions), at most `limit` of both together.
-            let mut others = Sql::new(self.backend, "with v as (");
-            picked(&mut others, &room, &|sql, order, limit| {
+            let room: Vec<_> = room.iter().map(|(o, limit)| (o, *limit)).collect();
+            let mut others = Sql::new(self.backend, "with v as (select id, lease_until from (");
+            picked(&mut others, &room, now, &|sql, order, limit| {
                 sql.push(&format!("select {PICKED} from (select {PICKED} from ("));
                 pick_due(
                     sql,
@@ -288,7 +278,7 @@ impl Store {
                 );
                 sql.push(lock).push(") a) o limit ").bind(i64::from(limit));
             });
-            others.push(")");
+            others.push(") o)");
             lease(&mut others);
             let more = others.query().fetch_all(&mut *tx).await?;
             for row in &more {

@@ -4,29 +4,65 @@
 //! they all lease the same requests (see [`super::claims`]).
 
 use super::Backend;
+use super::claims::ClaimOrder;
+use super::codec::micros_after;
 use super::sql::Sql;
-use crate::domain::ProcessorId;
+use crate::domain::{ProcessorId, Timestamp};
 
-/// Appends, after a `with p as (...)` of picks (see `claim_many`), the
-/// CTEs that end in `v (id, lease_until)`: what to lease of them. Picks
-/// of orders that are not aligned are all leased. The aligned orders that
-/// picked all they were allowed (their queues hold more) set the cutoff:
-/// the earliest, in due order, of their last picks. Aligned orders lease
-/// their picks up to it and leave the rest in their queues for the next
-/// pass. So queues in one order that are offset (one processor behind the
-/// others by a few requests) meet again: the one behind leases its older
-/// picks, the others only those it reached too, and the requests past the
-/// cutoff go out whole later rather than split now.
+/// Appends each order's picks (what `pick` appends for it), a union of
+/// per-processor index scans: every branch carries its number
+/// (`branch`), its lease's end, whether it is aligned and its limit
+/// (`lim`) beside its rows, for [`align`] and the lease.
+pub(super) fn picked(
+    sql: &mut Sql,
+    picks: &[(&ClaimOrder, u32)],
+    now: Timestamp,
+    pick: &dyn Fn(&mut Sql, &ClaimOrder, u32),
+) {
+    for (n, (order, limit)) in picks.iter().enumerate() {
+        if n > 0 {
+            sql.push(" union all ");
+        }
+        sql.push(&format!("select {PICKED}, "))
+            .bind(micros_after(now, order.lease))
+            .push(&format!(" as lease_until, {n} as branch, "))
+            .bind(i64::from(order.aligned))
+            .push(" as aligned, ")
+            .bind(i64::from(*limit))
+            .push(" as lim from (");
+        pick(sql, order, *limit);
+        sql.push(") q");
+    }
+}
+
+/// Appends, after a `with p as (...)` of [`picked`] rows, the CTEs that
+/// end in `v (id, lease_until)`: what to lease of them. Picks of orders
+/// that are not aligned are all leased. The aligned orders that picked all
+/// they were allowed (their queues hold more) set the cutoff: the
+/// earliest, in due order, of their last picks. Aligned orders lease their
+/// picks up to it and leave the rest in their queues for the next pass.
+/// So queues in one order that are offset (one processor behind the
+/// others by fewer requests than a pass takes) meet again: the one behind
+/// leases its older picks, the others only those it reached too, and the
+/// requests past the cutoff go out whole later rather than split now. An
+/// order whose last pick is due before the front of the queue furthest
+/// ahead (a processor far behind: back from an open breaker, added late,
+/// or fed other requests) sets no cutoff: waiting for it would hold the
+/// others for passes on end.
 pub(super) fn align(sql: &mut Sql) {
     let request = match sql.backend() {
         Backend::Postgres => "p.request_id collate \"C\"",
         Backend::Sqlite => "p.request_id",
     };
     sql.push(&format!(
-        ", b as (select branch, count(*) as n, max(next_attempt_at) as d from p group by branch), \
+        ", b as (select branch, count(*) as n, min(next_attempt_at) as lo, \
+         max(next_attempt_at) as d from p group by branch), \
+         x as (select max(lo) as front from b where branch in \
+         (select branch from p where p.aligned = 1)), \
          f as (select p.next_attempt_at as d, max({request}) as r from p \
          join b on b.branch = p.branch and p.next_attempt_at = b.d \
-         where p.aligned = 1 and b.n = p.lim group by p.branch, p.next_attempt_at), \
+         where p.aligned = 1 and b.n = p.lim and b.d >= (select front from x) \
+         group by p.branch, p.next_attempt_at), \
          c as (select d, r from f order by d, r limit 1), \
          v as (select id, lease_until from p where p.aligned = 0 \
          or not exists (select 1 from c) or p.next_attempt_at < (select d from c) \

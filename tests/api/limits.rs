@@ -19,6 +19,7 @@ backends!(
     processors_with_unequal_room_claim_the_same_requests,
     a_processor_with_little_room_holds_no_one_back,
     a_processor_that_fell_behind_catches_up_without_splitting,
+    a_processor_far_behind_is_not_waited_for,
     deliveries_yield_to_queuing_submissions_until_late,
     deliveries_never_yield_with_intake_priority_off,
     held_deliveries_keep_at_most_held_slots,
@@ -236,6 +237,45 @@ async fn a_processor_that_fell_behind_catches_up_without_splitting(db: TestDb) {
     }
     let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
     assert_eq!(delivered, [12, 12]);
+    app.stop().await;
+}
+
+/// A processor further behind than a pass takes (the first pick of the
+/// others is due after its last) is not waited for: the others lease
+/// their own picks while it works through its older ones.
+async fn a_processor_far_behind_is_not_waited_for(db: TestDb) {
+    let clock = Arc::new(ManualClock::new());
+    let options = Options {
+        clock: clock.clone(),
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| c.max_in_flight = 100).await;
+    let fakes = limited_processors(&app, &[("pa", 4), ("pb", 1)]).await;
+    for n in 0..20 {
+        submit(&app, deletion(&format!("f{n}@example.com"))).await;
+        clock.advance(Duration::from_millis(1));
+    }
+    // Three passes at 4 and 1: pb is nine requests behind, more than a
+    // pass of 4 takes.
+    for _ in 0..3 {
+        assert_eq!(app.dispatcher.run_once().await.unwrap(), 5);
+    }
+    let mut pb = push_processor("pb", &fakes[1].endpoint());
+    pb.max_in_flight = 4;
+    app.processors
+        .clone()
+        .update_processor(pb::UpdateProcessorRequest {
+            processor: Some(pb),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["max_in_flight".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 8, "4 each");
+    let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
+    assert_eq!(delivered, [16, 7]);
     app.stop().await;
 }
 
