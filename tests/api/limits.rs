@@ -29,11 +29,36 @@ backends!(
 );
 
 fn one_pass_at_a_time() -> Options {
-    Options {
-        clock: Arc::new(ManualClock::new()),
+    manual_passes().0
+}
+
+/// Options for an app whose passes are run by hand, on a manual clock, and
+/// the clock.
+fn manual_passes() -> (Options, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    let options = Options {
+        clock: clock.clone(),
         run_dispatcher: false,
         ..Options::default()
-    }
+    };
+    (options, clock)
+}
+
+/// Gives push processor `id` (answered by `fake`) a `max_in_flight` of
+/// `limit`.
+async fn set_max_in_flight(app: &TestApp, id: &str, fake: &FakeProcessor, limit: u32) {
+    let mut spec = push_processor(id, &fake.endpoint());
+    spec.max_in_flight = limit;
+    app.processors
+        .clone()
+        .update_processor(pb::UpdateProcessorRequest {
+            processor: Some(spec),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["max_in_flight".into()],
+            }),
+        })
+        .await
+        .unwrap();
 }
 
 /// A pass claims no more than a processor's `max_in_flight`, and no more
@@ -213,18 +238,7 @@ async fn a_processor_that_fell_behind_catches_up_without_splitting(db: TestDb) {
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 5);
     let done = completed_per_request(&app, &requests).await;
     assert_eq!(done.iter().filter(|&&d| d == 1).count(), 3, "{done:?}");
-    let mut pb = push_processor("pb", &fakes[1].endpoint());
-    pb.max_in_flight = 4;
-    app.processors
-        .clone()
-        .update_processor(pb::UpdateProcessorRequest {
-            processor: Some(pb),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["max_in_flight".into()],
-            }),
-        })
-        .await
-        .unwrap();
+    set_max_in_flight(&app, "pb", &fakes[1], 4).await;
     // pb leases the three it is behind and one more; pa that one only.
     for (pass, whole) in [(2, 5), (3, 9), (4, 12)] {
         app.dispatcher.run_once().await.unwrap();
@@ -244,12 +258,7 @@ async fn a_processor_that_fell_behind_catches_up_without_splitting(db: TestDb) {
 /// others is due after its last) is not waited for: the others lease
 /// their own picks while it works through its older ones.
 async fn a_processor_far_behind_is_not_waited_for(db: TestDb) {
-    let clock = Arc::new(ManualClock::new());
-    let options = Options {
-        clock: clock.clone(),
-        run_dispatcher: false,
-        ..Options::default()
-    };
+    let (options, clock) = manual_passes();
     let app = TestApp::spawn_with(&db, options, |c| c.max_in_flight = 100).await;
     let fakes = limited_processors(&app, &[("pa", 4), ("pb", 1)]).await;
     for n in 0..20 {
@@ -261,18 +270,7 @@ async fn a_processor_far_behind_is_not_waited_for(db: TestDb) {
     for _ in 0..3 {
         assert_eq!(app.dispatcher.run_once().await.unwrap(), 5);
     }
-    let mut pb = push_processor("pb", &fakes[1].endpoint());
-    pb.max_in_flight = 4;
-    app.processors
-        .clone()
-        .update_processor(pb::UpdateProcessorRequest {
-            processor: Some(pb),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["max_in_flight".into()],
-            }),
-        })
-        .await
-        .unwrap();
+    set_max_in_flight(&app, "pb", &fakes[1], 4).await;
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 8, "4 each");
     let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
     assert_eq!(delivered, [16, 7]);
@@ -287,12 +285,7 @@ async fn slots_and_a_queue(
     count: usize,
     tweak: impl FnOnce(&mut dsr_orchestrator::config::Config),
 ) -> (TestApp, Arc<ManualClock>, FakeProcessor) {
-    let clock = Arc::new(ManualClock::new());
-    let options = Options {
-        clock: clock.clone(),
-        run_dispatcher: false,
-        ..Options::default()
-    };
+    let (options, clock) = manual_passes();
     let app = TestApp::spawn_with(db, options, |c| {
         c.max_in_flight = slots;
         tweak(c);
@@ -427,12 +420,7 @@ async fn a_free_slot_is_used_within_a_poll_interval_without_a_refill(db: TestDb)
 /// must not count as deliveries running late, or the hold would be off for
 /// good.
 async fn a_pull_processors_expired_lease_does_not_end_the_hold(db: TestDb) {
-    let clock = Arc::new(ManualClock::new());
-    let options = Options {
-        clock: clock.clone(),
-        run_dispatcher: false,
-        ..Options::default()
-    };
+    let (options, clock) = manual_passes();
     let app = TestApp::spawn_with(&db, options, |c| c.max_in_flight = 16).await;
     let token = register(&app, pull_processor("mainframe", 1_000)).await;
     submit(&app, deletion("gone@example.com")).await;
