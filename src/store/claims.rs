@@ -145,7 +145,7 @@ impl Store {
             Some(InstructionState::Delivering)
         );
         let mut out: Vec<Vec<Claimed>> = orders.iter().map(|_| Vec::new()).collect();
-        let all_asked = orders;
+        let every_aligned_has_slots = orders.iter().filter(|o| o.aligned).all(|o| o.limit > 0);
         let orders: Vec<(usize, &ClaimOrder)> = orders
             .iter()
             .enumerate()
@@ -189,7 +189,7 @@ impl Store {
             .iter()
             .zip(&grants.limits)
             .all(|((_, o), limit)| !o.aligned || *limit == o.limit)
-            && all_asked.iter().filter(|o| o.aligned).all(|o| o.limit > 0);
+            && every_aligned_has_slots;
         let granted: Vec<(usize, ClaimOrder)> = orders
             .iter()
             .zip(&grants.limits)
@@ -212,7 +212,7 @@ impl Store {
         let orders: Vec<(usize, &ClaimOrder)> = granted.iter().map(|(i, o)| (*i, o)).collect();
         // Due first deliveries and retries, in due order straight off the
         // partial index (the common case, and the bulk of a backlog).
-        let picks: Vec<_> = orders.iter().map(|(_, o)| (*o, o.limit)).collect();
+        let picks: Vec<_> = orders.iter().map(|(_, o)| (**o, o.limit)).collect();
         let mut pending = Sql::new(self.backend, "with p as (");
         picked(&mut pending, &picks, now, &|sql, order, limit| {
             pick_due(
@@ -251,7 +251,6 @@ impl Store {
             // Each kind is read in due order off its own partial index (one
             // `OR` of both made PostgreSQL scan the table: 0.8 s a pass with
             // a million instructions), at most `limit` of both together.
-            let room: Vec<_> = room.iter().map(|(o, limit)| (o, *limit)).collect();
             let mut others = Sql::new(self.backend, "with v as (select id, lease_until from (");
             picked(&mut others, &room, now, &|sql, order, limit| {
                 sql.push(&format!("select {PICKED} from (select {PICKED} from ("));

@@ -15,7 +15,7 @@ use crate::domain::{ProcessorId, Timestamp};
 /// (`lim`) beside its rows, for [`align`] and the lease.
 pub(super) fn picked(
     sql: &mut Sql,
-    picks: &[(&ClaimOrder, u32)],
+    picks: &[(ClaimOrder, u32)],
     now: Timestamp,
     pick: &dyn Fn(&mut Sql, &ClaimOrder, u32),
 ) {
