@@ -177,8 +177,7 @@ impl InstructionApi {
         let cancelled = self
             .store
             .lease_cancel_notices(
-                Some(&caller),
-                100,
+                &[(&caller, 100)],
                 processor.spec.ack_timeout,
                 self.clock.now(),
             )

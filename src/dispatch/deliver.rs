@@ -4,6 +4,7 @@
 //! to the recorder. Also the cancel notices to push processors (see
 //! `store::cancel_notices`), and the webhook processors' signing secrets.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +13,9 @@ use tracing::Instrument;
 
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint};
 use super::concurrency::Ticket;
+use super::slots::Slot;
 use super::{Dispatcher, breaker};
-use crate::domain::{AdapterConfig, AttemptResult, Processor, Timestamp, reply_due};
+use crate::domain::{AdapterConfig, AttemptResult, Processor, ProcessorId, Timestamp, reply_due};
 use crate::store::{CancelNotice, ClaimKind, Claimed, DeliveryReport, DeliveryResult, StoreError};
 
 /// Most cancel notices a dispatcher pass starts.
@@ -152,20 +154,34 @@ impl Dispatcher {
     }
 
     /// Sends due cancel notices to push processors, each on its own task
-    /// holding a delivery slot: up to [`CANCEL_NOTICES_PER_PASS`] a pass,
-    /// within the slots free. Returns how many it started.
+    /// holding a delivery slot, global and of its processor (a notice is a
+    /// call like a delivery, and counts against the processor's limit on
+    /// this replica): up to [`CANCEL_NOTICES_PER_PASS`] a pass, within the
+    /// slots free. Returns how many it started.
     pub(super) async fn send_cancel_notices(
         &self,
         processors: &[Processor],
         set: &mut JoinSet<()>,
     ) -> Result<usize, StoreError> {
-        let free = self.global.available_permits().min(CANCEL_NOTICES_PER_PASS);
+        let mut free = self.global.available_permits().min(CANCEL_NOTICES_PER_PASS);
         if free == 0 {
             return Ok(0);
         }
-        let Ok(mut permits) = self.global.clone().try_acquire_many_owned(free as u32) else {
-            return Ok(0);
-        };
+        let now = self.clock.now();
+        let mut slots: HashMap<ProcessorId, Vec<Slot>> = HashMap::new();
+        for (id, due) in self.store.due_cancel_notices(now).await? {
+            let Some(p) = processors.iter().find(|p| p.spec.id == id) else {
+                continue;
+            };
+            let reserved = self.reserve(p, (due as usize).min(free));
+            free -= reserved.len();
+            slots.insert(id, reserved);
+            if free == 0 {
+                break;
+            }
+        }
+        let asks: Vec<(&ProcessorId, u32)> =
+            slots.iter().map(|(id, s)| (id, s.len() as u32)).collect();
         // Leased past the slowest push processor's deadline.
         let lease = processors
             .iter()
@@ -173,20 +189,20 @@ impl Dispatcher {
             .max()
             .unwrap_or_default()
             + self.config.lease_margin;
-        let notices = self
-            .store
-            .lease_cancel_notices(None, free as u32, lease, self.clock.now())
-            .await?;
-        let started = notices.len();
+        let notices = self.store.lease_cancel_notices(&asks, lease, now).await?;
+        let mut started = 0;
         for n in notices {
             let Some(p) = processors.iter().find(|p| p.spec.id == n.processor_id) else {
                 continue;
             };
+            let Some(slot) = slots.get_mut(&n.processor_id).and_then(Vec::pop) else {
+                continue;
+            };
             let p = p.clone();
-            let permit = permits.split(1);
             let this = self.clone();
+            started += 1;
             set.spawn(async move {
-                let _permit = permit;
+                let _slot = slot;
                 this.send_cancel_notice(&p, n).await;
             });
         }

@@ -145,8 +145,14 @@ impl Dispatcher {
             })
             .collect();
         if orders.iter().all(|o| o.limit == 0) {
+            // Nothing to claim (evened out to none, say, beside a processor
+            // with no room), but a processor with room takes its notices.
+            let notices = match any_notice {
+                true => self.send_cancel_notices(&processors, set).await?,
+                false => 0,
+            };
             return Ok(Pass {
-                claimed: 0,
+                claimed: notices,
                 saturated: !push.is_empty(),
                 cap,
             });

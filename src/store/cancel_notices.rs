@@ -43,34 +43,74 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<CancelNotice, StoreError> {
 }
 
 impl Store {
-    /// Leases up to `limit` due notices: to push processors (`processor`
-    /// `None`, for the dispatcher), or to one pull processor (for its
-    /// pull), each for `lease`.
+    /// Push processors with notices due, and how many each.
+    pub async fn due_cancel_notices(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<(ProcessorId, u32)>, StoreError> {
+        let rows = Sql::new(
+            self.backend,
+            format!(
+                "select n.processor_id, count(*) as n from cancel_notices n \
+                 join processors p on p.id = n.processor_id \
+                 where p.adapter_kind in {PUSH_KINDS} and n.next_attempt_at <= "
+            ),
+        )
+        .bind(micros(now))
+        .push(" group by n.processor_id order by n.processor_id")
+        .query()
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let n: i64 = row.try_get("n")?;
+                Ok((
+                    processor_id(row, "processor_id")?,
+                    n.clamp(0, i64::from(u32::MAX)) as u32,
+                ))
+            })
+            .collect()
+    }
+
+    /// Leases due notices, each for `lease`: for each processor of `asks`
+    /// up to its number, the earliest due first. The dispatcher asks for
+    /// as many as it has delivery slots for each push processor; a pull
+    /// processor's pull for its own.
     pub async fn lease_cancel_notices(
         &self,
-        processor: Option<&ProcessorId>,
-        limit: u32,
+        asks: &[(&ProcessorId, u32)],
         lease: Duration,
         now: Timestamp,
     ) -> Result<Vec<CancelNotice>, StoreError> {
+        let asks: Vec<_> = asks.iter().filter(|(_, n)| *n > 0).collect();
+        if asks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lock = match self.backend {
+            Backend::Postgres => " for update skip locked",
+            Backend::Sqlite => "",
+        };
         let mut due = Sql::new(
             self.backend,
             "update cancel_notices set attempts = attempts + 1, next_attempt_at = ",
         );
         due.bind(micros_after(now, lease))
-            .push(
-                " where instruction_id in (select n.instruction_id from cancel_notices n \
-                 join processors p on p.id = n.processor_id where n.next_attempt_at <= ",
+            .push(" where instruction_id in (");
+        for (i, (processor, limit)) in asks.iter().enumerate() {
+            if i > 0 {
+                due.push(" union all ");
+            }
+            due.push(
+                "select instruction_id from (select instruction_id from cancel_notices \
+                 where processor_id = ",
             )
-            .bind(micros(now));
-        match processor {
-            Some(p) => due.push(" and n.processor_id = ").bind(p.as_str()),
-            None => due.push(" and p.adapter_kind in ").push(PUSH_KINDS),
-        };
-        due.push(" order by n.next_attempt_at limit ")
-            .bind(i64::from(limit));
-        if self.backend == Backend::Postgres {
-            due.push(" for update of n skip locked");
+            .bind(processor.as_str())
+            .push(" and next_attempt_at <= ")
+            .bind(micros(now))
+            .push(" order by next_attempt_at limit ")
+            .bind(i64::from(*limit))
+            .push(lock)
+            .push(&format!(") q{i}"));
         }
         due.push(") returning instruction_id, processor_id, reason, attempts");
         let mut tx = self.begin().await?;

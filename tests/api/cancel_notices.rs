@@ -1,4 +1,7 @@
-//! Cancel notices: durable, retried, and heard by pull processors too.
+//! Cancel notices: durable, retried, within their processor's limit,
+//! and heard by pull processors too.
+
+use std::time::Duration;
 
 use dsr_orchestrator::pb;
 
@@ -9,6 +12,7 @@ backends!(
     a_cancel_notice_survives_a_crash_before_it_is_sent,
     cancel_notices_are_retried_like_deliveries,
     pull_processors_hear_of_cancellations_until_they_acknowledge,
+    a_cancel_notice_waits_for_a_slot_of_its_processor,
 );
 
 async fn cancel(app: &TestApp, request_id: &str, reason: &str) {
@@ -197,4 +201,75 @@ async fn pull_processors_hear_of_cancellations_until_they_acknowledge(db: TestDb
     assert_eq!(acked.state(), pb::InstructionState::Cancelled);
     assert!(notices_left(&db).await.is_empty());
     app.stop().await;
+}
+
+/// A notice is a call to the processor like a delivery, and waits for a
+/// slot of its processor. Two processors acknowledge a request; one may
+/// take a single delivery at a time, and is sent one that hangs. When the
+/// request is cancelled, the other hears at once; the busy one's notice
+/// is neither sent nor leased through two more passes, and goes out once
+/// the hanging delivery has answered.
+async fn a_cancel_notice_waits_for_a_slot_of_its_processor(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let busy = FakeProcessor::start(Reply::Accepted).await;
+    let roomy = FakeProcessor::start(Reply::Accepted).await;
+    let mut p = push_processor("one-at-a-time", &busy.endpoint());
+    p.max_in_flight = 1;
+    // No timeout frees its slot while the test looks.
+    if let Some(pb::adapter::Kind::Grpc(grpc)) = p.adapter.as_mut().and_then(|a| a.kind.as_mut()) {
+        grpc.timeout = ms(60_000);
+    }
+    register(&app, p).await;
+    register(&app, push_processor("roomy", &roomy.endpoint())).await;
+    let withdrawn = submit(&app, deletion("notice-ken@example.com")).await;
+    for line in &withdrawn.instructions {
+        wait_for_state(
+            &app,
+            &line.instruction_id,
+            pb::InstructionState::Acknowledged,
+        )
+        .await;
+    }
+    let id_of = |processor: &str| {
+        withdrawn
+            .instructions
+            .iter()
+            .find(|l| l.processor_id == processor)
+            .unwrap()
+            .instruction_id
+            .clone()
+    };
+    busy.script([Reply::Hang]);
+    let hanging = submit(&app, deletion("notice-lee@example.com")).await;
+    busy.wait_for_calls(2).await;
+
+    cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
+    roomy.wait_for_calls(3).await;
+    assert_eq!(roomy.cancels()[0].instruction_id, id_of("roomy"));
+    app.two_more_passes().await;
+    assert!(busy.cancels().is_empty());
+    let waiting = db
+        .texts("select instruction_id, cast(attempts as text) from cancel_notices")
+        .await;
+    assert_eq!(
+        waiting,
+        [[Some(id_of("one-at-a-time")), Some("0".to_string())]]
+    );
+
+    busy.release();
+    busy.wait_for_calls(3).await;
+    assert_eq!(busy.cancels().len(), 1);
+    assert_eq!(busy.cancels()[0].instruction_id, id_of("one-at-a-time"));
+    for line in &hanging.instructions {
+        let state = match line.processor_id.as_str() {
+            "roomy" => pb::InstructionState::Acknowledged,
+            _ => pb::InstructionState::Completed,
+        };
+        wait_for_state(&app, &line.instruction_id, state).await;
+    }
+    app.stop().await;
+    assert!(notices_left(&db).await.is_empty());
 }

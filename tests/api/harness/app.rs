@@ -272,6 +272,28 @@ impl TestApp {
         Clients::new(self.channel.clone(), bearer)
     }
 
+    /// This replica's `dsr_dispatch_passes_total`.
+    pub async fn passes(&self) -> u64 {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("dsr_dispatch_passes_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no dsr_dispatch_passes_total:\n{text}"))
+    }
+
+    /// Waits until the dispatcher has made two more passes than now: a
+    /// check that nothing was sent made after it had two chances to send.
+    pub async fn two_more_passes(&self) {
+        let target = self.passes().await + 2;
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while self.passes().await < target {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the dispatcher stopped passing");
+    }
+
     /// `GET path` on the admin listener: (status code, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
