@@ -237,9 +237,10 @@ pub struct Config {
     #[arg(skip = std::env::var("DSR_KEYS").ok())]
     pub keys: Option<String>,
 
-    /// How long the personal data of a finished access or portability
+    /// How long the personal data of a completed access or portability
     /// request is kept for the business's report before it is erased
-    /// (other kinds are erased once finished), e.g. `7d`.
+    /// (other kinds, and cancelled requests, are erased once finished),
+    /// e.g. `7d`.
     #[arg(long, env = "DSR_REPORT_WINDOW", default_value = "7d", value_parser = duration)]
     pub report_window: Duration,
 

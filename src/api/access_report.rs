@@ -21,7 +21,7 @@ use crate::auth::Caller;
 use crate::domain::export::pieces_owed;
 use crate::domain::{
     AccessScope, CompletionRecord, DataRecord, Disclosures, InstructionId, InstructionState,
-    ProcessorLine,
+    ProcessorLine, RequestStatus,
 };
 use crate::pb;
 use crate::pb::access_report_part::Part;
@@ -29,7 +29,7 @@ use crate::store::{RecordBatch, Store};
 use crate::wire;
 
 impl RequestApi {
-    /// The completion record of a finished access or portability request
+    /// The completion record of a completed access or portability request
     /// `caller` may see, its scope, and whether the specific pieces are
     /// part of what the person gets.
     pub(super) async fn finished_access<T>(
@@ -44,6 +44,13 @@ impl RequestApi {
         // Open: FAILED_PRECONDITION, the record is written when it finishes.
         let (record, _, _) = self.store.completion_record(id).await?;
         let pieces = scope_of(&record, summary.access_scope)?;
+        // Withdrawn: what processors answered before the cancel is not
+        // given out.
+        if summary.status == RequestStatus::Cancelled {
+            return Err(ApiError::FailedPrecondition(format!(
+                "request {id} was cancelled: a cancelled request has no access report or export"
+            )));
+        }
         if summary.identities_erased_at.is_some() {
             return Err(erased(id));
         }

@@ -6,8 +6,9 @@
 //! CANCELLED) all its instructions are final, and its subject's identities
 //! and the data records processors returned are erased here
 //! (`requests.identities_erased_at` says when): at once for most kinds,
-//! after the report window for access and portability requests, whose
-//! data the business still has to pass on.
+//! after the report window for completed access and portability requests,
+//! whose data the business still has to pass on (a cancelled one's is
+//! never passed on, and goes at once).
 //! The completion record and the audit trail never held them and stay.
 //!
 //! Before a finished deletion's identities go, the keyed hashes of their
@@ -114,8 +115,9 @@ impl Store {
         }
     }
 
-    /// Erases the personal data of requests finished by `now` (access and
-    /// portability ones once `report_window` has passed since), adding
+    /// Erases the personal data of requests finished by `now` (completed
+    /// access and portability ones once `report_window` has passed since),
+    /// adding
     /// carried-out deletions to the suppression list first.
     pub async fn erase_finished(
         &self,
@@ -133,7 +135,8 @@ impl Store {
                  r.subject as subject, c.canonical_json as record from requests r \
                  left join completion_records c on c.request_id = r.id \
                  where r.identities_erased_at is null and r.status in ('COMPLETED', 'CANCELLED') \
-                 and (r.kind not in ('ACCESS', 'PORTABILITY') or r.closed_at < ",
+                 and (r.kind not in ('ACCESS', 'PORTABILITY') or r.status = 'CANCELLED' \
+                 or r.closed_at < ",
             );
             sql.bind(window_start).push(")");
             if let Some((closed, id)) = &after {

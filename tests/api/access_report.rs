@@ -17,6 +17,7 @@ backends!(
     the_export_validates_against_its_published_schema,
     a_categories_only_request_has_nothing_to_export,
     processors_are_told_what_the_person_asks,
+    a_cancelled_request_has_no_report,
 );
 
 /// An access request for `email`, asking for `scope`.
@@ -622,5 +623,70 @@ async fn processors_are_told_what_the_person_asks(db: TestDb) {
     gdpr.verification.as_mut().unwrap().level = pb::VerificationLevel::ReasonablyHigh as i32;
     let req = submit(&app, gdpr).await;
     assert_eq!(req.lookback_start, None);
+    app.stop().await;
+}
+
+/// What processors answered before a request was cancelled is not given
+/// out: the person withdrew it. `crm` has answered with its records,
+/// `slow` has not when the request is cancelled; its report and its export
+/// are refused, and its data is erased at once, not kept for the report
+/// window.
+async fn a_cancelled_request_has_no_report(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.erase_interval = std::time::Duration::from_millis(20);
+    })
+    .await;
+    let crm = FakeProcessor::start(Reply::Done(pb::InstructionResult {
+        outcome: pb::Outcome::Completed as i32,
+        records: crm_records(),
+        ..Default::default()
+    }))
+    .await;
+    let slow = FakeProcessor::start(Reply::Hang).await;
+    register(&app, push_processor("crm", &crm.endpoint())).await;
+    register(&app, push_processor("slow", &slow.endpoint())).await;
+    let req = submit(
+        &app,
+        access("report-eve@example.com", pb::AccessScope::SpecificPieces),
+    )
+    .await;
+    let answered = req
+        .instructions
+        .iter()
+        .find(|l| l.processor_id == "crm")
+        .unwrap();
+    wait_for_state(
+        &app,
+        &answered.instruction_id,
+        pb::InstructionState::Completed,
+    )
+    .await;
+    slow.wait_for_calls(1).await;
+    app.requests
+        .clone()
+        .cancel_request(pb::CancelRequestRequest {
+            request_id: req.request_id.clone(),
+            reason: "consumer withdrew the request".into(),
+        })
+        .await
+        .expect("cancel");
+    slow.release();
+
+    let refused = report(&app, &req.request_id).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("cancelled"), "{refused:?}");
+    let refused = export(&app, &req.request_id, pb::ExportFormat::Json)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    crate::protection::wait_erased(&app, &req.request_id).await;
     app.stop().await;
 }
