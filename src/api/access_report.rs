@@ -1,4 +1,4 @@
-//! `GetAccessReport`: what the business owes the person for a finished
+//! `GetAccessReport`: what the business owes the person for a completed
 //! access or portability request, streamed.
 //!
 //! The report is built from the completion record (which processor

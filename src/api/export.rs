@@ -1,4 +1,4 @@
-//! `ExportAccessData`: the portable export of a finished access or
+//! `ExportAccessData`: the portable export of a completed access or
 //! portability request, streamed.
 //!
 //! The JSON form is one document, `access-export.json`, whose shape is

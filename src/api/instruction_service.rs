@@ -11,8 +11,8 @@ use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::domain::{
-    Actor, AdapterConfig, InstructionState, InstructionView, ProcessorId, ResolvedBy, Violations,
-    reply_due,
+    Actor, AdapterConfig, InstructionState, InstructionView, ProcessorId, RequestStatus,
+    ResolvedBy, Violations, reply_due,
 };
 use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
@@ -262,9 +262,11 @@ impl InstructionApi {
                 ..wire::instruction(i)
             };
             // The data an access answer brought, kept sealed apart from
-            // the result until the request's data is erased.
+            // the result until the request's data is erased; a cancelled
+            // request's is not given out (see `access_report`).
             if i.data_records > 0
                 && let Some(result) = instruction.result.as_mut()
+                && self.store.request(i.request_id).await?.status != RequestStatus::Cancelled
             {
                 match self.store.data_records(i.id).await {
                     Ok(records) => result.records = wire::data_records_pb(&records),

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -168,8 +169,15 @@ impl Dispatcher {
             return Ok(0);
         }
         let now = self.clock.now();
+        // Who reserves first rotates from pass to pass, so a processor with
+        // many notices due cannot take every pass's slots for good.
+        let mut due = self.store.due_cancel_notices(now).await?;
+        if !due.is_empty() {
+            let first = self.passes.load(Ordering::Relaxed) % due.len();
+            due.rotate_left(first);
+        }
         let mut slots: HashMap<ProcessorId, Vec<Slot>> = HashMap::new();
-        for (id, due) in self.store.due_cancel_notices(now).await? {
+        for (id, due) in due {
             let Some(p) = processors.iter().find(|p| p.spec.id == id) else {
                 continue;
             };

@@ -141,7 +141,8 @@ pub struct Dispatcher {
     /// When the loop last turned (a monotonic instant; construction before
     /// the first turn), for readiness.
     heartbeat: Arc<Mutex<Instant>>,
-    /// Claim passes so far: which processor reserves its slots first.
+    /// Claim passes so far: which processor reserves its slots (and its
+    /// cancel notices' slots) first.
     passes: Arc<AtomicUsize>,
     /// Webhook processors' signing secrets, opened once per version of
     /// the processor (rotating a secret changes `updated_at`).

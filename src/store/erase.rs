@@ -8,7 +8,7 @@
 //! (`requests.identities_erased_at` says when): at once for most kinds,
 //! after the report window for completed access and portability requests,
 //! whose data the business still has to pass on (a cancelled one's is
-//! never passed on, and goes at once).
+//! never passed on, and goes like any other kind's).
 //! The completion record and the audit trail never held them and stay.
 //!
 //! Before a finished deletion's identities go, the keyed hashes of their

@@ -628,14 +628,12 @@ async fn processors_are_told_what_the_person_asks(db: TestDb) {
 
 /// What processors answered before a request was cancelled is not given
 /// out: the person withdrew it. `crm` has answered with its records,
-/// `slow` has not when the request is cancelled; its report and its export
-/// are refused, and its data is erased at once, not kept for the report
-/// window.
+/// `slow` has not when the request is cancelled. Its report and its export
+/// are refused and `ListInstructions` shows no records, before the data is
+/// erased; then a replica erases it at once, not after the report window.
 async fn a_cancelled_request_has_no_report(db: TestDb) {
-    let app = TestApp::spawn_with(&db, Default::default(), |c| {
-        c.erase_interval = std::time::Duration::from_millis(20);
-    })
-    .await;
+    // The default erase interval: nothing is erased while this one looks.
+    let app = TestApp::spawn(&db).await;
     let crm = FakeProcessor::start(Reply::Done(pb::InstructionResult {
         outcome: pb::Outcome::Completed as i32,
         records: crm_records(),
@@ -654,13 +652,15 @@ async fn a_cancelled_request_has_no_report(db: TestDb) {
         .instructions
         .iter()
         .find(|l| l.processor_id == "crm")
-        .unwrap();
-    wait_for_state(
-        &app,
-        &answered.instruction_id,
-        pb::InstructionState::Completed,
-    )
-    .await;
+        .unwrap()
+        .instruction_id
+        .clone();
+    wait_for_state(&app, &answered, pb::InstructionState::Completed).await;
+    let records_of = |all: Vec<pb::Instruction>| {
+        let line = all.into_iter().find(|i| i.instruction_id == answered);
+        line.and_then(|i| i.result).map_or(0, |r| r.records.len())
+    };
+    assert_eq!(records_of(all_instructions(&app).await), 3);
     slow.wait_for_calls(1).await;
     app.requests
         .clone()
@@ -687,6 +687,19 @@ async fn a_cancelled_request_has_no_report(db: TestDb) {
         tonic::Code::FailedPrecondition,
         "{refused:?}"
     );
-    crate::protection::wait_erased(&app, &req.request_id).await;
+    assert_eq!(records_of(all_instructions(&app).await), 0);
+    assert!(
+        get_request(&app, &req.request_id)
+            .await
+            .identities_erased_at
+            .is_none()
+    );
     app.stop().await;
+
+    let eraser = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.erase_interval = std::time::Duration::from_millis(20);
+    })
+    .await;
+    crate::protection::wait_erased(&eraser, &req.request_id).await;
+    eraser.stop().await;
 }
