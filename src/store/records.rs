@@ -15,8 +15,8 @@ use super::trail::{Bump, write_changes};
 use super::{Backend, ClosedRequest, Effects, Store, StoreError};
 use crate::domain::export::pieces_owed;
 use crate::domain::{
-    AccessScope, Actor, CompletionRecord, Extension, InstructionView, ProcessorLine, RecordFacts,
-    RequestId, RequestStatus, Timestamp, Verification,
+    AccessScope, Actor, CompletionRecord, Extension, InstructionView, OverallOutcome,
+    ProcessorLine, RecordFacts, RequestId, RequestStatus, Timestamp, Verification,
 };
 use crate::seal::Keyring;
 
@@ -241,7 +241,11 @@ pub(super) async fn record_closed(
         };
         let mut record =
             CompletionRecord::assemble(facts, now, lines.remove(&id).unwrap_or_default());
-        if pieces_owed(record.kind, record.access_scope) == Some(true) {
+        // A cancelled request's export is never given out (see
+        // `api::access_report`): its record names none.
+        if pieces_owed(record.kind, record.access_scope) == Some(true)
+            && record.outcome != OverallOutcome::Cancelled
+        {
             record.export_sha256 = match export_sha256(conn, backend, keys, &record).await {
                 Ok(digest) => Some(digest),
                 // Records that do not open (a key removed too early) must

@@ -688,6 +688,7 @@ async fn a_cancelled_request_has_no_report(db: TestDb) {
         "{refused:?}"
     );
     assert_eq!(records_of(all_instructions(&app).await), 0);
+    assert_eq!(record(&app, &req.request_id).await.export_sha256, "");
     assert!(
         get_request(&app, &req.request_id)
             .await
