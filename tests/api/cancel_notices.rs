@@ -26,6 +26,32 @@ async fn cancel(app: &TestApp, request_id: &str, reason: &str) {
         .expect("cancel");
 }
 
+/// Submits a deletion of `email` and waits until every processor has
+/// acknowledged its instruction.
+async fn acknowledged(app: &TestApp, email: &str) -> pb::DataSubjectRequest {
+    let req = submit(app, deletion(email)).await;
+    for line in &req.instructions {
+        wait_for_state(
+            app,
+            &line.instruction_id,
+            pb::InstructionState::Acknowledged,
+        )
+        .await;
+    }
+    req
+}
+
+/// The id of `req`'s instruction to `processor`.
+fn instruction_of(req: &pb::DataSubjectRequest, processor: &str) -> String {
+    let line = req
+        .instructions
+        .iter()
+        .find(|l| l.processor_id == processor);
+    line.expect("an instruction to the processor")
+        .instruction_id
+        .clone()
+}
+
 async fn notices_left(db: &TestDb) -> Vec<String> {
     db.texts("select instruction_id from cancel_notices order by instruction_id")
         .await
@@ -58,15 +84,7 @@ async fn a_cancel_notice_survives_a_crash_before_it_is_sent(db: TestDb) {
         opendsr_processor("opendsr-slow", &opendsr.url(), 3_600_000),
     )
     .await;
-    let req = submit(&first, deletion("notice-ivan@example.com")).await;
-    for line in &req.instructions {
-        wait_for_state(
-            &first,
-            &line.instruction_id,
-            pb::InstructionState::Acknowledged,
-        )
-        .await;
-    }
+    let req = acknowledged(&first, "notice-ivan@example.com").await;
     first.stop().await;
 
     // A replica without a dispatcher takes the cancel and goes away.
@@ -82,14 +100,7 @@ async fn a_cancel_notice_survives_a_crash_before_it_is_sent(db: TestDb) {
     grpc.wait_for_calls(2).await;
     hook.wait_for(2).await;
     opendsr.wait_for_calls(2).await;
-    let id_of = |processor: &str| {
-        req.instructions
-            .iter()
-            .find(|l| l.processor_id == processor)
-            .unwrap()
-            .instruction_id
-            .clone()
-    };
+    let id_of = |processor: &str| instruction_of(&req, processor);
     assert_eq!(grpc.cancels()[0].instruction_id, id_of("grpc-slow"));
     assert_eq!(grpc.cancels()[0].reason, "consumer withdrew the request");
     let notice = &hook.received()[1];
@@ -224,24 +235,8 @@ async fn a_cancel_notice_waits_for_a_slot_of_its_processor(db: TestDb) {
     }
     register(&app, p).await;
     register(&app, push_processor("roomy", &roomy.endpoint())).await;
-    let withdrawn = submit(&app, deletion("notice-ken@example.com")).await;
-    for line in &withdrawn.instructions {
-        wait_for_state(
-            &app,
-            &line.instruction_id,
-            pb::InstructionState::Acknowledged,
-        )
-        .await;
-    }
-    let id_of = |processor: &str| {
-        withdrawn
-            .instructions
-            .iter()
-            .find(|l| l.processor_id == processor)
-            .unwrap()
-            .instruction_id
-            .clone()
-    };
+    let withdrawn = acknowledged(&app, "notice-ken@example.com").await;
+    let id_of = |processor: &str| instruction_of(&withdrawn, processor);
     busy.script([Reply::Hang]);
     let hanging = submit(&app, deletion("notice-lee@example.com")).await;
     busy.wait_for_calls(2).await;
