@@ -176,20 +176,23 @@ impl Dispatcher {
             let first = self.passes.load(Ordering::Relaxed) % due.len();
             due.rotate_left(first);
         }
-        let mut slots: HashMap<ProcessorId, Vec<Slot>> = HashMap::new();
+        // Each processor with notices due, and the slots reserved for them.
+        let mut slots: HashMap<ProcessorId, (&Processor, Vec<Slot>)> = HashMap::new();
         for (id, due) in due {
             let Some(p) = processors.iter().find(|p| p.spec.id == id) else {
                 continue;
             };
             let reserved = self.reserve(p, (due as usize).min(free));
             free -= reserved.len();
-            slots.insert(id, reserved);
+            slots.insert(id, (p, reserved));
             if free == 0 {
                 break;
             }
         }
-        let asks: Vec<(&ProcessorId, u32)> =
-            slots.iter().map(|(id, s)| (id, s.len() as u32)).collect();
+        let asks: Vec<(&ProcessorId, u32)> = slots
+            .iter()
+            .map(|(id, (_, s))| (id, s.len() as u32))
+            .collect();
         // Leased past the slowest push processor's deadline.
         let lease = processors
             .iter()
@@ -200,10 +203,11 @@ impl Dispatcher {
         let notices = self.store.lease_cancel_notices(&asks, lease, now).await?;
         let mut started = 0;
         for n in notices {
-            let Some(p) = processors.iter().find(|p| p.spec.id == n.processor_id) else {
-                continue;
-            };
-            let Some(slot) = slots.get_mut(&n.processor_id).and_then(Vec::pop) else {
+            // At most as many notices as slots were leased per processor.
+            let Some((p, slot)) = slots
+                .get_mut(&n.processor_id)
+                .and_then(|(p, s)| Some((*p, s.pop()?)))
+            else {
                 continue;
             };
             let p = p.clone();

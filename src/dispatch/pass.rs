@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use super::slots::Slot;
 use super::{Dispatcher, Pass, breaker, concurrency};
-use crate::domain::Processor;
+use crate::domain::{Processor, ProcessorId, Timestamp};
 use crate::store::{Budget, ClaimKind, ClaimOrder};
 
 impl Dispatcher {
@@ -144,21 +145,43 @@ impl Dispatcher {
                 aligned: *aligned,
             })
             .collect();
-        if orders.iter().all(|o| o.limit == 0) {
-            // Nothing to claim (evened out to none, say, beside a processor
-            // with no room), but a processor with room takes its notices.
-            let notices = match any_notice {
-                true => self.send_cancel_notices(&processors, set).await?,
-                false => 0,
-            };
-            return Ok(Pass {
-                claimed: notices,
-                saturated: !push.is_empty(),
-                cap,
-            });
-        }
+        let (claimed, saturated) = match orders.iter().all(|o| o.limit == 0) {
+            // Nothing to claim: every processor is out of room, or evened
+            // out to none beside one that is. Wait for deliveries to end.
+            true => (0, !push.is_empty()),
+            false => {
+                self.claim_and_deliver(push, slots, &orders, &probes, now, set)
+                    .await?
+            }
+        };
+        // Notices hold slots of their own, so they go whether or not the
+        // pass claimed anything.
+        let notices = match any_notice {
+            true => self.send_cancel_notices(&processors, set).await?,
+            false => 0,
+        };
+        Ok(Pass {
+            claimed: claimed + notices,
+            saturated,
+            cap,
+        })
+    }
+
+    /// Claims `orders` (one per processor of `push`, each within its
+    /// `slots`) and starts each delivery on its own task in `set`. Returns
+    /// how many it claimed, and whether some processor filled every slot
+    /// it had.
+    async fn claim_and_deliver(
+        &self,
+        push: Vec<(&Processor, Duration)>,
+        slots: Vec<Vec<Slot>>,
+        orders: &[ClaimOrder<'_>],
+        probes: &HashMap<ProcessorId, Duration>,
+        now: Timestamp,
+        set: &mut JoinSet<()>,
+    ) -> Result<(usize, bool), crate::store::StoreError> {
         let started = Instant::now();
-        let claims = self.store.claim_many(&orders, &self.owner, now).await?;
+        let claims = self.store.claim_many(orders, &self.owner, now).await?;
         let took = started.elapsed();
         let mut claimed_total = 0;
         let mut saturated = false;
@@ -182,14 +205,7 @@ impl Dispatcher {
                 });
             }
         }
-        if any_notice {
-            claimed_total += self.send_cancel_notices(&processors, set).await?;
-        }
-        Ok(Pass {
-            claimed: claimed_total,
-            saturated,
-            cap,
-        })
+        Ok((claimed_total, saturated))
     }
 }
 

@@ -182,6 +182,28 @@ async fn completed_per_request(app: &TestApp, requests: &[pb::DataSubjectRequest
     done
 }
 
+/// Runs passes `from..` and checks after each that it split no request
+/// (each has none or all `processors` of its instructions completed) and
+/// that the requests completed whole so far are the next of `whole`.
+async fn passes_take_whole_requests(
+    app: &TestApp,
+    requests: &[pb::DataSubjectRequest],
+    processors: usize,
+    from: usize,
+    whole: &[usize],
+) {
+    for (pass, whole) in (from..).zip(whole) {
+        app.dispatcher.run_once().await.unwrap();
+        let done = completed_per_request(app, requests).await;
+        assert!(
+            done.iter().all(|&d| d == 0 || d == processors),
+            "pass {pass} split a request: {done:?}"
+        );
+        let complete = done.iter().filter(|&&d| d == processors).count();
+        assert_eq!(complete, *whole, "{done:?}");
+    }
+}
+
 /// Processors whose room differs a little (limits 4, 4 and 3) each claim
 /// as much as the one with the least, so every pass takes whole requests:
 /// were the first two to take a fourth, its third instruction would go
@@ -193,15 +215,7 @@ async fn processors_with_unequal_room_claim_the_same_requests(db: TestDb) {
     for n in 0..8 {
         requests.push(submit(&app, deletion(&format!("e{n}@example.com"))).await);
     }
-    for (pass, whole) in [(1, 3), (2, 6), (3, 8)] {
-        app.dispatcher.run_once().await.unwrap();
-        let done = completed_per_request(&app, &requests).await;
-        assert!(
-            done.iter().all(|&d| d == 0 || d == 3),
-            "pass {pass} split a request: {done:?}"
-        );
-        assert_eq!(done.iter().filter(|&&d| d == 3).count(), whole, "{done:?}");
-    }
+    passes_take_whole_requests(&app, &requests, 3, 1, &[3, 6, 8]).await;
     let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
     assert_eq!(delivered, [8, 8, 8]);
     app.stop().await;
@@ -240,15 +254,7 @@ async fn a_processor_that_fell_behind_catches_up_without_splitting(db: TestDb) {
     assert_eq!(done.iter().filter(|&&d| d == 1).count(), 3, "{done:?}");
     set_max_in_flight(&app, "pb", &fakes[1], 4).await;
     // pb leases the three it is behind and one more; pa that one only.
-    for (pass, whole) in [(2, 5), (3, 9), (4, 12)] {
-        app.dispatcher.run_once().await.unwrap();
-        let done = completed_per_request(&app, &requests).await;
-        assert!(
-            done.iter().all(|&d| d == 0 || d == 2),
-            "pass {pass} split a request: {done:?}"
-        );
-        assert_eq!(done.iter().filter(|&&d| d == 2).count(), whole, "{done:?}");
-    }
+    passes_take_whole_requests(&app, &requests, 2, 2, &[5, 9, 12]).await;
     let delivered: Vec<usize> = fakes.iter().map(|f| f.deliveries().len()).collect();
     assert_eq!(delivered, [12, 12]);
     app.stop().await;
