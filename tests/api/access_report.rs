@@ -648,13 +648,7 @@ async fn a_cancelled_request_has_no_report(db: TestDb) {
         access("report-eve@example.com", pb::AccessScope::SpecificPieces),
     )
     .await;
-    let answered = req
-        .instructions
-        .iter()
-        .find(|l| l.processor_id == "crm")
-        .unwrap()
-        .instruction_id
-        .clone();
+    let answered = instruction_of(&req, "crm");
     wait_for_state(&app, &answered, pb::InstructionState::Completed).await;
     let records_of = |all: Vec<pb::Instruction>| {
         let line = all.into_iter().find(|i| i.instruction_id == answered);
@@ -662,14 +656,7 @@ async fn a_cancelled_request_has_no_report(db: TestDb) {
     };
     assert_eq!(records_of(all_instructions(&app).await), 3);
     slow.wait_for_calls(1).await;
-    app.requests
-        .clone()
-        .cancel_request(pb::CancelRequestRequest {
-            request_id: req.request_id.clone(),
-            reason: "consumer withdrew the request".into(),
-        })
-        .await
-        .expect("cancel");
+    cancel(&app, &req.request_id, "consumer withdrew the request").await;
     slow.release();
 
     let refused = report(&app, &req.request_id).await.unwrap_err();

@@ -15,17 +15,6 @@ backends!(
     a_cancel_notice_waits_for_a_slot_of_its_processor,
 );
 
-async fn cancel(app: &TestApp, request_id: &str, reason: &str) {
-    app.requests
-        .clone()
-        .cancel_request(pb::CancelRequestRequest {
-            request_id: request_id.into(),
-            reason: reason.into(),
-        })
-        .await
-        .expect("cancel");
-}
-
 /// Submits a deletion of `email` and waits until every processor has
 /// acknowledged its instruction.
 async fn acknowledged(app: &TestApp, email: &str) -> pb::DataSubjectRequest {
@@ -39,17 +28,6 @@ async fn acknowledged(app: &TestApp, email: &str) -> pb::DataSubjectRequest {
         .await;
     }
     req
-}
-
-/// The id of `req`'s instruction to `processor`.
-fn instruction_of(req: &pb::DataSubjectRequest, processor: &str) -> String {
-    let line = req
-        .instructions
-        .iter()
-        .find(|l| l.processor_id == processor);
-    line.expect("an instruction to the processor")
-        .instruction_id
-        .clone()
 }
 
 async fn notices_left(db: &TestDb) -> Vec<String> {

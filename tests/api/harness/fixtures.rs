@@ -416,3 +416,26 @@ pub fn error_codes(instruction: &pb::Instruction) -> Vec<&str> {
         .map(|a| a.error_code.as_str())
         .collect()
 }
+
+/// Cancels `request_id` for `reason`.
+pub async fn cancel(app: &TestApp, request_id: &str, reason: &str) {
+    app.requests
+        .clone()
+        .cancel_request(pb::CancelRequestRequest {
+            request_id: request_id.into(),
+            reason: reason.into(),
+        })
+        .await
+        .expect("cancel");
+}
+
+/// The id of `req`'s instruction to `processor`.
+pub fn instruction_of(req: &pb::DataSubjectRequest, processor: &str) -> String {
+    let line = req
+        .instructions
+        .iter()
+        .find(|l| l.processor_id == processor);
+    line.expect("an instruction to the processor")
+        .instruction_id
+        .clone()
+}
