@@ -115,9 +115,9 @@ pub struct Config {
     #[arg(long, env = "DSR_LEASE_MARGIN", default_value = "30s", value_parser = duration)]
     pub lease_margin: Duration,
 
-    /// While submissions queue, deliveries keep a quarter of
-    /// `--max-in-flight` (64 at most) until the oldest due delivery to a
-    /// push processor is this late, e.g. `30s`; `0s` turns the rule off.
+    /// While submissions queue, deliveries not waiting for a processor's
+    /// answer keep to a quarter of `--max-in-flight` (64 at most) until the
+    /// oldest due push delivery is this late, e.g. `30s`; `0s` turns it off.
     #[arg(long, env = "DSR_INTAKE_PRIORITY", default_value = "30s", value_parser = duration)]
     pub intake_priority: Duration,
 

@@ -83,6 +83,7 @@ impl Dispatcher {
                         reminder: c.kind == ClaimKind::Reminder,
                         request: request.as_ref(),
                     };
+                    let _awaiting = self.awaiting_answer();
                     self.adapter.deliver(endpoint, delivery).await
                 }
                 None => return,
@@ -235,7 +236,10 @@ impl Dispatcher {
         async {
             let sent = match self.secret_for(p).await {
                 Ok(secret) => match Endpoint::of(&p.spec.adapter, &secret) {
-                    Some(endpoint) => self.adapter.cancel(endpoint, n.instruction_id, &n.reason).await,
+                    Some(endpoint) => {
+                        let _awaiting = self.awaiting_answer();
+                        self.adapter.cancel(endpoint, n.instruction_id, &n.reason).await
+                    }
                     None => Ok(()),
                 },
                 Err(e) => Err(e),

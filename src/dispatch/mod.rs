@@ -28,10 +28,13 @@
 //!
 //! Intake and deliveries share the replica's cores and its database. While
 //! callers queue to submit ([`QUEUING_SUBMISSIONS`] or more submissions in
-//! progress at once), a pass fills only a quarter of `max_in_flight`, and
-//! at most [`HELD_SLOTS`], so a burst of submissions is answered faster and
-//! the fan-out catches up after it: callers wait on intake synchronously,
-//! deliveries have days.
+//! progress at once), a pass keeps the deliveries in the replica's own
+//! hands (being claimed or written back, not waiting for a processor's
+//! answer) to a quarter of `max_in_flight`, and at most [`HELD_SLOTS`], so
+//! a burst of submissions is answered faster and the fan-out catches up
+//! after it: callers wait on intake synchronously, deliveries have days.
+//! Deliveries waiting for slow processors cost intake nothing and are not
+//! held (see [`slots`]).
 //! The hold is bounded by lateness, not by time: once the oldest due work
 //! of push processors (see [`Store::next_due`]) is `intake_priority` late
 //! (default 30 s), passes take every free slot
@@ -102,8 +105,8 @@ struct Pass {
     /// Some processor filled every slot it had (more due work is likely
     /// waiting for slots).
     saturated: bool,
-    /// Deliveries in flight the pass filled up to.
-    cap: usize,
+    /// What the pass filled up to.
+    cap: slots::Cap,
 }
 
 impl Default for DispatchConfig {
@@ -152,6 +155,9 @@ pub struct Dispatcher {
     failures: Arc<Mutex<HashMap<ProcessorId, u32>>>,
     /// Whether the last pass saw cancel notices waiting.
     notices_waiting: Arc<AtomicBool>,
+    /// Calls to processors waiting for their answers (deliveries and
+    /// cancel notices), which intake first does not hold back.
+    awaiting: Arc<AtomicUsize>,
 }
 
 /// A webhook processor's signing secret, and the `updated_at` of the
@@ -188,6 +194,7 @@ impl Dispatcher {
             secrets: Arc::default(),
             failures: Arc::default(),
             notices_waiting: Arc::default(),
+            awaiting: Arc::default(),
         }
     }
 
@@ -209,7 +216,10 @@ impl Dispatcher {
                     Pass {
                         claimed: 0,
                         saturated: false,
-                        cap: self.config.max_in_flight,
+                        cap: slots::Cap {
+                            most: self.config.max_in_flight,
+                            held: false,
+                        },
                     }
                 }
             };
@@ -231,12 +241,14 @@ impl Dispatcher {
             tokio::pin!(sleep);
             // Wait for a reason to claim again: new work, due work, or
             // enough finished deliveries to make a claim worth its
-            // transaction (a quarter of the pass's slots, or all of them). New
+            // transaction (a quarter of the pass's slots, or all of them;
+            // while deliveries yield to intake, those sent on to processors
+            // free theirs too, seen at the next wake-up from intake). New
             // work with most slots busy waits for that refill too: under a
             // stream of submissions every intake commit wakes the loop, and
             // claiming at once filled the one or two slots just freed, in a
             // claim transaction (and request bumps) of its own each time.
-            let refill = (cap / 4).max(1);
+            let refill = (cap.most / 4).max(1);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,

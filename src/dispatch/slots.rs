@@ -3,8 +3,18 @@
 //! adaptive limit of [`super::concurrency`] when it has none), and how
 //! many a pass may fill while callers queue to submit (intake first, see
 //! the module documentation of [`super`]).
+//!
+//! The hold counts the deliveries in the replica's own hands: being
+//! claimed, written back, or waiting for a pass, not those waiting for a
+//! processor's answer. What competes with intake for the cores and the
+//! database is the claim and the write of each delivery, the same for a
+//! processor answering in 200 ms as for one answering at once. Counted in
+//! slots, the 64 held would carry about 320 deliveries a second to
+//! processors answering in 200 ms (64 / 0.2 s), many times fewer than to
+//! processors answering at once for the same work of the replica's.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -19,7 +29,8 @@ use crate::store::StoreError;
 /// queuing for it rather than arriving now and then.
 pub const QUEUING_SUBMISSIONS: usize = 8;
 
-/// While deliveries yield, they keep `max_in_flight` divided by this...
+/// While deliveries yield, those in the replica's own hands (not waiting
+/// for a processor's answer) keep `max_in_flight` divided by this...
 const YIELDING_SHARE: usize = 4;
 
 /// ... and at most this many slots: what the share keeps at a
@@ -69,19 +80,54 @@ impl ProcessorSlots {
 /// One delivery's slot: a global permit and one of its processor's.
 pub(super) type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
+/// A call to a processor waiting for its answer, counted while it lives
+/// (see [`Dispatcher::awaiting_answer`]).
+pub(super) struct Awaiting(Arc<AtomicUsize>);
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a pass may fill, and the loop waits to refill.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cap {
+    /// Deliveries in flight, or (`held`) in the replica's own hands.
+    pub most: usize,
+    /// Whether deliveries yield to intake: those waiting for processors'
+    /// answers do not count against `most`.
+    pub held: bool,
+}
+
 impl Dispatcher {
-    /// Deliveries that may start before `cap` are in flight.
-    pub(super) fn free_under(&self, cap: usize) -> usize {
-        let in_flight = self.config.max_in_flight - self.global.available_permits();
-        cap.saturating_sub(in_flight)
+    /// Deliveries that may start now under `cap` (and `max_in_flight`).
+    pub(super) fn free_under(&self, cap: Cap) -> usize {
+        let free = self.global.available_permits();
+        let mut counted = self.config.max_in_flight - free;
+        if cap.held {
+            counted = counted.saturating_sub(self.awaiting.load(Ordering::Relaxed));
+        }
+        cap.most.saturating_sub(counted).min(free)
     }
 
-    /// The deliveries in flight this pass may fill up to: all of
-    /// `max_in_flight`, or a quarter of it (at most [`HELD_SLOTS`]) while
+    /// Counts a call to a processor, from now until the returned guard
+    /// drops (once the processor answered, or the call failed).
+    pub(super) fn awaiting_answer(&self) -> Awaiting {
+        self.awaiting.fetch_add(1, Ordering::Relaxed);
+        Awaiting(self.awaiting.clone())
+    }
+
+    /// What this pass may fill: all of `max_in_flight`; or, while
     /// submissions queue and the oldest due work of push processors is
-    /// less than `intake_priority` late.
-    pub(super) async fn cap(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let all = self.config.max_in_flight;
+    /// less than `intake_priority` late, a quarter of it (at most
+    /// [`HELD_SLOTS`]) in the replica's own hands, besides the deliveries
+    /// waiting for processors' answers.
+    pub(super) async fn cap(&self, now: Timestamp) -> Result<Cap, StoreError> {
+        let all = Cap {
+            most: self.config.max_in_flight,
+            held: false,
+        };
         if self.config.intake_priority.is_zero()
             || self.store.submissions_in_progress() < QUEUING_SUBMISSIONS
         {
@@ -95,7 +141,10 @@ impl Dispatcher {
             return Ok(all);
         }
         self.metrics.dispatch_yielded();
-        Ok((all / YIELDING_SHARE).clamp(1, HELD_SLOTS))
+        Ok(Cap {
+            most: (all.most / YIELDING_SHARE).clamp(1, HELD_SLOTS),
+            held: true,
+        })
     }
 
     /// How many more deliveries `p` may have in flight now, within its

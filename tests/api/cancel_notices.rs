@@ -205,12 +205,8 @@ async fn a_cancel_notice_waits_for_a_slot_of_its_processor(db: TestDb) {
     .await;
     let busy = FakeProcessor::start(Reply::Accepted).await;
     let roomy = FakeProcessor::start(Reply::Accepted).await;
-    let mut p = push_processor("one-at-a-time", &busy.endpoint());
+    let mut p = patient_push_processor("one-at-a-time", &busy.endpoint());
     p.max_in_flight = 1;
-    // No timeout frees its slot while the test looks.
-    if let Some(pb::adapter::Kind::Grpc(grpc)) = p.adapter.as_mut().and_then(|a| a.kind.as_mut()) {
-        grpc.timeout = ms(60_000);
-    }
     register(&app, p).await;
     register(&app, push_processor("roomy", &roomy.endpoint())).await;
     let withdrawn = acknowledged(&app, "notice-ken@example.com").await;

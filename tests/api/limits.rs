@@ -23,6 +23,7 @@ backends!(
     deliveries_yield_to_queuing_submissions_until_late,
     deliveries_never_yield_with_intake_priority_off,
     held_deliveries_keep_at_most_held_slots,
+    deliveries_waiting_for_answers_are_not_held,
     non_retryable_errors_escalate_at_once,
     a_free_slot_is_used_within_a_poll_interval_without_a_refill,
     a_pull_processors_expired_lease_does_not_end_the_hold
@@ -366,6 +367,42 @@ async fn held_deliveries_keep_at_most_held_slots(db: TestDb) {
     app.stop().await;
 }
 
+/// The hold counts the deliveries in the replica's own hands, not those
+/// waiting for a processor's answer: while a slow processor still owes the
+/// answers to one held pass's deliveries, the next pass starts as many
+/// more. Its claim and the writing of its results are what compete with
+/// intake, the same for a slow processor as for one answering at once.
+async fn deliveries_waiting_for_answers_are_not_held(db: TestDb) {
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 16).await;
+    let slow = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    slow.script(vec![Reply::Hang; 8]);
+    let mut vendor = patient_push_processor("slow", &slow.endpoint());
+    vendor.max_in_flight = 16;
+    register(&app, vendor).await;
+    for n in 0..12 {
+        submit(&app, deletion(&format!("w{n}@example.com"))).await;
+    }
+    let queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
+        .map(|_| app.store.submission_started())
+        .collect();
+    let pass = || {
+        let dispatcher = app.dispatcher.clone();
+        tokio::spawn(async move { dispatcher.run_once().await.unwrap() })
+    };
+    // A quarter of 16 each time, all four waiting for their answers.
+    let first = pass();
+    slow.wait_for_calls(4).await;
+    let second = pass();
+    slow.wait_for_calls(8).await;
+    assert_eq!(slow.deliveries().len(), 8, "two passes of four");
+    slow.release();
+    assert_eq!((first.await.unwrap(), second.await.unwrap()), (4, 4));
+    drop(queue);
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
+    assert_eq!(slow.deliveries().len(), 12);
+    app.stop().await;
+}
+
 /// Codes other than UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
 /// ABORTED and INTERNAL escalate after one attempt, with the error kept.
 async fn non_retryable_errors_escalate_at_once(db: TestDb) {
@@ -395,13 +432,8 @@ async fn non_retryable_errors_escalate_at_once(db: TestDb) {
 async fn a_free_slot_is_used_within_a_poll_interval_without_a_refill(db: TestDb) {
     let app = TestApp::spawn_with(&db, Options::default(), |c| c.max_in_flight = 8).await;
     let slow = FakeProcessor::start(Reply::Hang).await;
-    let mut held = push_processor("slow", &slow.endpoint());
     // Busy for the whole test: no timeout frees a slot.
-    if let Some(pb::adapter::Kind::Grpc(grpc)) = held.adapter.as_mut().and_then(|a| a.kind.as_mut())
-    {
-        grpc.timeout = ms(60_000);
-    }
-    register(&app, held).await;
+    register(&app, patient_push_processor("slow", &slow.endpoint())).await;
     for n in 0..7 {
         submit(&app, deletion(&format!("s{n}@example.com"))).await;
     }

@@ -54,6 +54,16 @@ pub fn push_processor(id: &str, endpoint: &str) -> pb::Processor {
     }
 }
 
+/// A push processor whose deliveries time out only after a minute: one
+/// hanging on a delivery holds its slot for as long as a test looks.
+pub fn patient_push_processor(id: &str, endpoint: &str) -> pb::Processor {
+    let mut p = push_processor(id, endpoint);
+    if let Some(pb::adapter::Kind::Grpc(grpc)) = p.adapter.as_mut().and_then(|a| a.kind.as_mut()) {
+        grpc.timeout = ms(60_000);
+    }
+    p
+}
+
 /// A push processor reached by webhook at `url`.
 pub fn webhook_processor(id: &str, url: &str) -> pb::Processor {
     pb::Processor {
