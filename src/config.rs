@@ -115,9 +115,9 @@ pub struct Config {
     #[arg(long, env = "DSR_LEASE_MARGIN", default_value = "30s", value_parser = duration)]
     pub lease_margin: Duration,
 
-    /// While submissions queue, deliveries not waiting for a processor's
-    /// answer keep to a quarter of `--max-in-flight` (64 at most) until the
-    /// oldest due push delivery is this late, e.g. `30s`; `0s` turns it off.
+    /// While submissions queue, claims stop at a quarter of `--max-in-flight` (64 at most)
+    /// being claimed or written back (not awaiting processors) until the oldest due push
+    /// delivery is this late, e.g. `30s`; `0s` turns the rule off.
     #[arg(long, env = "DSR_INTAKE_PRIORITY", default_value = "30s", value_parser = duration)]
     pub intake_priority: Duration,
 

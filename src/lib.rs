@@ -54,6 +54,7 @@ pub mod compliance_file;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod in_progress;
 pub mod processors_file;
 pub mod seal;
 pub mod startup;

@@ -33,8 +33,8 @@
 //! answer) to a quarter of `max_in_flight`, and at most [`HELD_SLOTS`], so
 //! a burst of submissions is answered faster and the fan-out catches up
 //! after it: callers wait on intake synchronously, deliveries have days.
-//! Deliveries waiting for slow processors cost intake nothing and are not
-//! held (see [`slots`]).
+//! Deliveries waiting for slow processors cost intake little and are not
+//! held (see the `slots` module).
 //! The hold is bounded by lateness, not by time: once the oldest due work
 //! of push processors (see [`Store::next_due`]) is `intake_priority` late
 //! (default 30 s), passes take every free slot
@@ -72,6 +72,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::domain::{ProcessorId, Timestamp};
+use crate::in_progress::InProgress;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use adapter::Adapter;
@@ -157,7 +158,7 @@ pub struct Dispatcher {
     notices_waiting: Arc<AtomicBool>,
     /// Calls to processors waiting for their answers (deliveries and
     /// cancel notices), which intake first does not hold back.
-    awaiting: Arc<AtomicUsize>,
+    awaiting: InProgress,
 }
 
 /// A webhook processor's signing secret, and the `updated_at` of the
@@ -194,7 +195,7 @@ impl Dispatcher {
             secrets: Arc::default(),
             failures: Arc::default(),
             notices_waiting: Arc::default(),
-            awaiting: Arc::default(),
+            awaiting: InProgress::default(),
         }
     }
 
@@ -216,10 +217,7 @@ impl Dispatcher {
                     Pass {
                         claimed: 0,
                         saturated: false,
-                        cap: slots::Cap {
-                            most: self.config.max_in_flight,
-                            held: false,
-                        },
+                        cap: slots::Cap::all(self.config.max_in_flight),
                     }
                 }
             };
@@ -241,19 +239,23 @@ impl Dispatcher {
             tokio::pin!(sleep);
             // Wait for a reason to claim again: new work, due work, or
             // enough finished deliveries to make a claim worth its
-            // transaction (a quarter of the pass's slots, or all of them;
-            // while deliveries yield to intake, those sent on to processors
-            // free theirs too, seen at the next wake-up from intake). New
+            // transaction (a quarter of the pass's slots, or all of them).
+            // While deliveries yield to intake, those sent on to processors
+            // count as finished, seen at the next wake-up from intake. New
             // work with most slots busy waits for that refill too: under a
             // stream of submissions every intake commit wakes the loop, and
             // claiming at once filled the one or two slots just freed, in a
             // claim transaction (and request bumps) of its own each time.
+            // After a pass in which no processor had room, new work waits
+            // for a delivery to end: until then it could not be claimed, and
+            // every intake commit of a burst would start a pass for nothing.
             let refill = (cap.most / 4).max(1);
+            let no_room = saturated && claimed == 0;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,
                     _ = wake.notified() => {
-                        if in_flight.is_empty() || self.free_under(cap) >= refill {
+                        if in_flight.is_empty() || !no_room && self.free_under(cap) >= refill {
                             break;
                         }
                     }

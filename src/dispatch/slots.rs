@@ -4,17 +4,16 @@
 //! many a pass may fill while callers queue to submit (intake first, see
 //! the module documentation of [`super`]).
 //!
-//! The hold counts the deliveries in the replica's own hands: being
-//! claimed, written back, or waiting for a pass, not those waiting for a
-//! processor's answer. What competes with intake for the cores and the
-//! database is the claim and the write of each delivery, the same for a
-//! processor answering in 200 ms as for one answering at once. Counted in
-//! slots, the 64 held would carry about 320 deliveries a second to
-//! processors answering in 200 ms (64 / 0.2 s), many times fewer than to
-//! processors answering at once for the same work of the replica's.
+//! The hold counts the deliveries in the replica's own hands (being
+//! claimed or written back), not those waiting for a processor's answer:
+//! what competes with intake for the cores and the database is each
+//! delivery's claim and the write of its result, the same for a processor
+//! answering in 200 ms as for one answering at once (see
+//! `docs/decisions/0003-intake-first.md`). It gates claims: a held pass
+//! claims only up to it, while answers that come back together are
+//! written back together.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::Dispatcher;
 use super::concurrency::{AdaptiveLimit, CEILING, Ticket};
 use crate::domain::{Processor, Timestamp};
+use crate::in_progress::Counted;
 use crate::store::StoreError;
 
 /// Submissions in progress at once from which deliveries yield to intake:
@@ -80,16 +80,6 @@ impl ProcessorSlots {
 /// One delivery's slot: a global permit and one of its processor's.
 pub(super) type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
-/// A call to a processor waiting for its answer, counted while it lives
-/// (see [`Dispatcher::awaiting_answer`]).
-pub(super) struct Awaiting(Arc<AtomicUsize>);
-
-impl Drop for Awaiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// What a pass may fill, and the loop waits to refill.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Cap {
@@ -100,22 +90,31 @@ pub(super) struct Cap {
     pub held: bool,
 }
 
+impl Cap {
+    /// Every slot of `max_in_flight`, nothing held.
+    pub fn all(max_in_flight: usize) -> Self {
+        Self {
+            most: max_in_flight,
+            held: false,
+        }
+    }
+}
+
 impl Dispatcher {
     /// Deliveries that may start now under `cap` (and `max_in_flight`).
     pub(super) fn free_under(&self, cap: Cap) -> usize {
         let free = self.global.available_permits();
         let mut counted = self.config.max_in_flight - free;
         if cap.held {
-            counted = counted.saturating_sub(self.awaiting.load(Ordering::Relaxed));
+            counted = counted.saturating_sub(self.awaiting.get());
         }
         cap.most.saturating_sub(counted).min(free)
     }
 
     /// Counts a call to a processor, from now until the returned guard
     /// drops (once the processor answered, or the call failed).
-    pub(super) fn awaiting_answer(&self) -> Awaiting {
-        self.awaiting.fetch_add(1, Ordering::Relaxed);
-        Awaiting(self.awaiting.clone())
+    pub(super) fn awaiting_answer(&self) -> Counted {
+        self.awaiting.start()
     }
 
     /// What this pass may fill: all of `max_in_flight`; or, while
@@ -124,10 +123,7 @@ impl Dispatcher {
     /// [`HELD_SLOTS`]) in the replica's own hands, besides the deliveries
     /// waiting for processors' answers.
     pub(super) async fn cap(&self, now: Timestamp) -> Result<Cap, StoreError> {
-        let all = Cap {
-            most: self.config.max_in_flight,
-            held: false,
-        };
+        let all = Cap::all(self.config.max_in_flight);
         if self.config.intake_priority.is_zero()
             || self.store.submissions_in_progress() < QUEUING_SUBMISSIONS
         {

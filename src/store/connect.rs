@@ -330,7 +330,7 @@ impl Store {
             sqlite_writer,
             intake: Arc::default(),
             publisher: Arc::default(),
-            submitting: Arc::default(),
+            submitting: Default::default(),
             wait: options.acquire_timeout,
             writers: match (backend, options.write_transactions) {
                 (Backend::Sqlite, _) => 1,

@@ -79,7 +79,7 @@ pub use events::{EventKind, RequestEvent};
 pub use instructions::{
     DeliveryAttemptRow, InstructionCursor, InstructionFilter, InstructionOrder, InstructionPage,
 };
-pub use intake::{Intake, Submitting};
+pub use intake::Intake;
 pub use opened::RecordBatch;
 pub use requests::{RequestCursor, RequestFilter, RequestOrder, RequestPage};
 pub use reseal::Resealed;
@@ -116,7 +116,7 @@ pub struct Store {
     publisher: Arc<OnceLock<mpsc::Sender<notify::Notice>>>,
     /// Submissions this process is taking in right now (see
     /// [`Store::submissions_in_progress`]).
-    submitting: Arc<std::sync::atomic::AtomicUsize>,
+    submitting: crate::in_progress::InProgress,
     /// The longest a caller waits for the database (the pool's acquire
     /// timeout): a submission that has no answer by then is told so.
     wait: std::time::Duration,

@@ -97,7 +97,7 @@ families! {
     OPENDSR_CALLBACKS = "dsr_opendsr_callbacks", Shape::Counter,
         "OpenDSR status callbacks, by processor and result (applied, unsigned, bad_signature, no_certificate, rejected).";
     DISPATCH_YIELDS = "dsr_dispatch_yields", Shape::Counter,
-        "Dispatcher passes that held deliveries to a quarter of --max-in-flight while submissions queued.";
+        "Dispatcher passes that claimed only up to a quarter of --max-in-flight (64 at most) not waiting for processors' answers, while submissions queued.";
     DISPATCH_PASSES = "dsr_dispatch_passes", Shape::Counter,
         "Dispatcher passes (escalate, claim, start deliveries) this replica made.";
     DELIVERY_DURATION = "dsr_delivery_duration", Shape::Histogram(LATENCY_BUCKETS),

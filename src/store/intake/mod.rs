@@ -46,14 +46,13 @@
 //! processor registered since). See
 //! `docs/decisions/0004-processor-registry-generation.md`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::batches::{Batches, SharedBatches};
+use crate::in_progress::Counted;
 
 use super::sql::Sql;
 use super::{Backend, Effects, Store, StoreError};
@@ -100,17 +99,6 @@ impl Job {
     /// Whether nobody waits for this job's answer any more.
     fn caller_gone(&self) -> bool {
         self.done.is_closed()
-    }
-}
-
-/// One submission being taken in, counted in
-/// [`Store::submissions_in_progress`] until dropped.
-#[must_use = "the submission counts as in progress only while this lives"]
-pub struct Submitting(Arc<AtomicUsize>);
-
-impl Drop for Submitting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -195,15 +183,14 @@ impl Store {
     /// (waiting for the writer or for their batch's commit). The dispatcher
     /// reads it to hold deliveries back while callers queue for intake.
     pub fn submissions_in_progress(&self) -> usize {
-        self.submitting.load(Ordering::Relaxed)
+        self.submitting.get()
     }
 
     /// Counts a submission as in progress until the guard drops: what
     /// [`Store::submit`] does for each call (public so that tests can stand
     /// for callers queuing at intake).
-    pub fn submission_started(&self) -> Submitting {
-        self.submitting.fetch_add(1, Ordering::Relaxed);
-        Submitting(self.submitting.clone())
+    pub fn submission_started(&self) -> Counted {
+        self.submitting.start()
     }
 
     /// Inserts the batch in one transaction and answers each job. On a

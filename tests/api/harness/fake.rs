@@ -77,10 +77,13 @@ impl ProcessorAdapter for Service {
             s.traceparents.push(traceparent);
             s.script.pop_front().unwrap_or_else(|| s.default.clone())
         };
+        // A hanging call waits from before it is counted, so a release
+        // that follows `wait_for_calls` reaches it.
+        let released = self.0.release.notified();
         self.0.calls.send_modify(|n| *n += 1);
         let reply = match reply {
             Reply::Hang => {
-                self.0.release.notified().await;
+                released.await;
                 Reply::done(pb::Outcome::Completed)
             }
             other => other,
