@@ -46,7 +46,6 @@
 //! processor registered since). See
 //! `docs/decisions/0004-processor-registry-generation.md`.
 
-
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
