@@ -28,11 +28,12 @@
 //!
 //! Intake and deliveries share the replica's cores and its database. While
 //! callers queue to submit ([`QUEUING_SUBMISSIONS`] or more submissions in
-//! progress at once), a pass keeps the deliveries in the replica's own
+//! progress at once), a pass claims only while fewer than a quarter of
+//! `max_in_flight`, and at most [`HELD_SLOTS`], are in the replica's own
 //! hands (being claimed or written back, not waiting for a processor's
-//! answer) to a quarter of `max_in_flight`, and at most [`HELD_SLOTS`], so
-//! a burst of submissions is answered faster and the fan-out catches up
-//! after it: callers wait on intake synchronously, deliveries have days.
+//! answer), so a burst of submissions is answered faster and the fan-out
+//! catches up after it: callers wait on intake synchronously, deliveries
+//! have days.
 //! Deliveries waiting for slow processors cost intake little and are not
 //! held (see the `slots` module).
 //! The hold is bounded by lateness, not by time: once the oldest due work

@@ -29,8 +29,9 @@ use crate::store::StoreError;
 /// queuing for it rather than arriving now and then.
 pub const QUEUING_SUBMISSIONS: usize = 8;
 
-/// While deliveries yield, those in the replica's own hands (not waiting
-/// for a processor's answer) keep `max_in_flight` divided by this...
+/// While deliveries yield, a pass claims only up to `max_in_flight`
+/// divided by this in the replica's own hands (not waiting for a
+/// processor's answer)...
 const YIELDING_SHARE: usize = 4;
 
 /// ... and at most this many slots: what the share keeps at a
