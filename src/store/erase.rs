@@ -117,8 +117,7 @@ impl Store {
 
     /// Erases the personal data of requests finished by `now` (completed
     /// access and portability ones once `report_window` has passed since),
-    /// adding
-    /// carried-out deletions to the suppression list first.
+    /// adding carried-out deletions to the suppression list first.
     pub async fn erase_finished(
         &self,
         now: Timestamp,

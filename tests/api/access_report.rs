@@ -630,7 +630,8 @@ async fn processors_are_told_what_the_person_asks(db: TestDb) {
 /// out: the person withdrew it. `crm` has answered with its records,
 /// `slow` has not when the request is cancelled. Its report and its export
 /// are refused and `ListInstructions` shows no records, before the data is
-/// erased; then a replica erases it at once, not after the report window.
+/// erased; then a replica with a short erase interval erases it, without
+/// waiting out the report window.
 async fn a_cancelled_request_has_no_report(db: TestDb) {
     // The default erase interval: nothing is erased while this one looks.
     let app = TestApp::spawn(&db).await;
