@@ -102,8 +102,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=8))]
     pub write_transactions: u32,
 
-    /// Most deliveries in flight at once across all processors (see
-    /// `docs/decisions/0008-deliveries-in-flight.md`).
+    /// Most deliveries claimed or awaiting answers at once across all processors, and
+    /// most results being written (see `docs/decisions/0008-deliveries-in-flight.md`).
     #[arg(long, env = "DSR_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 

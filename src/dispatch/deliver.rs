@@ -23,12 +23,15 @@ use crate::store::{CancelNotice, ClaimKind, Claimed, DeliveryReport, DeliveryRes
 const CANCEL_NOTICES_PER_PASS: usize = 64;
 
 impl Dispatcher {
-    /// Delivers one claimed instruction and records the answer, in a span
-    /// that joins the trace of the call that submitted the request.
+    /// Delivers one claimed instruction in its `slot` and records the
+    /// answer, in a span that joins the trace of the call that submitted
+    /// the request. Once the processor answered, the slot's global permit
+    /// is handed over to a write-back one ([`Dispatcher::hand_over`]).
     pub(super) async fn deliver(
         &self,
         p: &Processor,
         c: Claimed,
+        slot: Slot,
         probe: Option<Duration>,
         ticket: Option<Ticket>,
     ) {
@@ -43,7 +46,7 @@ impl Dispatcher {
             probe = probe.is_some(),
         );
         crate::telemetry::link_and_parent(&span, c.trace_context.as_deref());
-        self.deliver_in_span(p, c, probe, ticket)
+        self.deliver_in_span(p, c, slot, probe, ticket)
             .instrument(span)
             .await
     }
@@ -52,6 +55,7 @@ impl Dispatcher {
         &self,
         p: &Processor,
         c: Claimed,
+        slot: Slot,
         probe: Option<Duration>,
         ticket: Option<Ticket>,
     ) {
@@ -116,6 +120,7 @@ impl Dispatcher {
             attempt: c.attempt(),
             result,
         };
+        let _writing = self.hand_over(slot).await;
         if !self.recorder.record(report).await {
             tracing::info!(
                 "result not recorded (lease lost to a newer claim, or the write failed); \

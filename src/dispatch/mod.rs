@@ -67,7 +67,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -136,8 +136,14 @@ pub struct Dispatcher {
     recorder: Recorder,
     /// Lease owner name of this dispatcher (unique per process).
     owner: Arc<str>,
-    /// Global delivery slots.
+    /// Global delivery slots, held from the claim to the processor's
+    /// answer.
     global: Arc<Semaphore>,
+    /// Write-back slots, held from the processor's answer until its result
+    /// is written (see the `slots` module).
+    writing: Arc<Semaphore>,
+    /// Told when a delivery hands its global slot over.
+    freed: Arc<Notify>,
     /// Per-processor delivery slots, created on first sight of a processor
     /// and made again when its `max_in_flight` changes.
     per_processor: Arc<Mutex<HashMap<ProcessorId, slots::ProcessorSlots>>>,
@@ -189,6 +195,8 @@ impl Dispatcher {
             clock,
             adapter,
             global: Arc::new(Semaphore::new(config.max_in_flight)),
+            writing: Arc::new(Semaphore::new(config.max_in_flight)),
+            freed: Arc::default(),
             config,
             owner: format!("dispatcher-{}", uuid::Uuid::new_v4()).into(),
             per_processor: Arc::default(),
@@ -261,6 +269,11 @@ impl Dispatcher {
                         }
                     }
                     _ = &mut sleep => break,
+                    _ = self.freed.notified() => {
+                        if !no_room && self.free_under(cap) >= refill {
+                            break;
+                        }
+                    }
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
                         while in_flight.try_join_next().is_some() {}
                         if in_flight.is_empty() || self.free_under(cap) >= refill {

@@ -200,8 +200,7 @@ impl Dispatcher {
                 let this = self.clone();
                 let p = p.clone();
                 set.spawn(async move {
-                    let _permits = permits;
-                    this.deliver(&p, c, probe, ticket).await;
+                    this.deliver(&p, c, permits, probe, ticket).await;
                 });
             }
         }

@@ -1,7 +1,9 @@
 //! The recorder: writes delivery results in batches.
 //!
 //! Delivery tasks hand their result to the recorder and wait for it to be
-//! durable before releasing their delivery slot. The recorder takes whatever
+//! durable before releasing their processor's delivery slot (their global
+//! slot they have handed over to a write-back slot already, see
+//! `dispatch::slots`). The recorder takes whatever
 //! results are waiting — one when the system is quiet, hundreds under load —
 //! and writes them in one transaction, so the cost of a commit is shared by
 //! the whole batch. A result still queued when the process dies is simply

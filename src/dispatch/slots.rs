@@ -4,6 +4,14 @@
 //! many a pass may fill while callers queue to submit (intake first, see
 //! the module documentation of [`super`]).
 //!
+//! A delivery holds its global slot from its claim until its processor
+//! answers, and then, while the recorder writes its result, a write-back
+//! slot (as many as `max_in_flight`) in its place: at the commits of
+//! recorder batches a slot would otherwise stand idle for the batch
+//! it waits in, and with processors answering in 200 ms that is a tenth of
+//! its round. Its processor's slot it holds until the result is written,
+//! as the claim counts it against the processor's limit until then.
+//!
 //! The hold counts the deliveries in the replica's own hands (being
 //! claimed or written back), not those waiting for a processor's answer:
 //! what competes with intake for the cores and the database is each
@@ -81,6 +89,11 @@ impl ProcessorSlots {
 /// One delivery's slot: a global permit and one of its processor's.
 pub(super) type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
+/// A delivery's slot once its processor answered: a write-back permit in
+/// place of the global one, and still its processor's (the claim counts a
+/// delivery against its processor until its result is written).
+pub(super) type WritingSlot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
 /// What a pass may fill, and the loop waits to refill.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Cap {
@@ -107,9 +120,26 @@ impl Dispatcher {
         let free = self.global.available_permits();
         let mut counted = self.config.max_in_flight - free;
         if cap.held {
-            counted = counted.saturating_sub(self.awaiting.get());
+            let writing = self.config.max_in_flight - self.writing.available_permits();
+            counted = counted.saturating_sub(self.awaiting.get()) + writing;
         }
         cap.most.saturating_sub(counted).min(free)
+    }
+
+    /// Hands a delivery whose processor answered from its global slot to
+    /// a write-back one (waiting while `max_in_flight` results are being
+    /// written), so the global slot starts the next delivery while the
+    /// recorder writes this one's result, and wakes the loop to refill.
+    pub(super) async fn hand_over(&self, (global, own): Slot) -> WritingSlot {
+        let writing = self
+            .writing
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the write-back semaphore is never closed");
+        drop(global);
+        self.freed.notify_one();
+        (writing, own)
     }
 
     /// Counts a call to a processor, from now until the returned guard

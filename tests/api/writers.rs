@@ -3,8 +3,9 @@
 //! PostgreSQL (SQLite writes one at a time whatever the setting), and
 //! every guarantee holds: each acknowledged request is stored once, each
 //! instruction delivered once, each request closed by exactly one record
-//! over a gap-free, intact audit trail; and one batch waiting on a lock
-//! does not hold up the next.
+//! over a gap-free, intact audit trail; one batch waiting on a lock
+//! does not hold up the next; and a result waiting to be written holds no
+//! delivery slot.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -21,7 +22,10 @@ backends!(
     several_write_transactions_lose_nothing_and_record_once,
     write_transactions_need_connections_to_hold_them,
 );
-postgres_only!(a_batch_that_waits_does_not_hold_up_the_next,);
+postgres_only!(
+    a_batch_that_waits_does_not_hold_up_the_next,
+    a_result_being_written_holds_no_delivery_slot,
+);
 
 async fn several_write_transactions_lose_nothing_and_record_once(db: TestDb) {
     const CLIENTS: usize = 16;
@@ -206,6 +210,77 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
     assert_eq!(first.request_id, held);
     for id in [&model, &held, &second.request_id] {
         assert_eq!(get_request(&app, id).await.instructions.len(), 1, "{id}");
+    }
+    app.stop().await;
+}
+
+/// A delivery's global slot comes free when its processor answers, not
+/// once its result is written: while the recorder's batch waits on a lock,
+/// the one slot of `--max-in-flight 1` starts the next delivery. The lock
+/// is the instruction's row, held by another transaction. (PostgreSQL
+/// only: on SQLite the one writer's wait would hold the claim up as well.)
+async fn a_result_being_written_holds_no_delivery_slot(db: TestDb) {
+    use sqlx::Connection;
+    let options = Options {
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| c.max_in_flight = 1).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    fake.script(vec![Reply::Hang]);
+    register(&app, patient_push_processor("vendor", &fake.endpoint())).await;
+    let first = submit(&app, deletion("first@example.com")).await;
+    let pass = || {
+        let dispatcher = app.dispatcher.clone();
+        tokio::spawn(async move { dispatcher.run_once().await.unwrap() })
+    };
+    let first_pass = pass();
+    fake.wait_for_calls(1).await;
+
+    // The claim has committed; the instruction's row is locked before the
+    // processor answers, so writing the answer waits.
+    let held = instruction_of(&first, "vendor");
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("begin").execute(&mut holder).await.unwrap();
+    sqlx::query("select id from instructions where id = $1 for update")
+        .bind(&held)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let holder_pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    fake.release();
+    let blocked = db
+        .until_waiting(
+            "cast($1 as int) = any(pg_blocking_pids(pid))",
+            &holder_pid.to_string(),
+        )
+        .await;
+    assert!(blocked, "the recorder's batch waits for the held row");
+
+    // The answer handed its slot on before it reached the recorder.
+    let second = submit(&app, deletion("second@example.com")).await;
+    let second_pass = pass();
+    fake.wait_for_calls(2).await;
+    let state: String = sqlx::query_scalar("select state from instructions where id = $1")
+        .bind(&held)
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(state, "DELIVERING", "the first answer is not written yet");
+
+    sqlx::raw_sql("rollback")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first_pass.await.unwrap(), second_pass.await.unwrap()),
+        (1, 1)
+    );
+    for req in [&first, &second] {
+        assert_eq!(record(&app, &req.request_id).await.lines.len(), 1);
     }
     app.stop().await;
 }
