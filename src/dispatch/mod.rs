@@ -15,10 +15,11 @@
 //! writing `next_attempt_at` (exponential backoff with jitter, see
 //! [`crate::domain::RetryPolicy`]); fatal ones and exhausted budgets escalate
 //! to an operator. Nothing sleeps per instruction: the loop sleeps until the
-//! earliest due time, the poll interval, a wake-up from intake, or a quarter
-//! of its slots coming free, whichever comes first (a wake-up while fewer
-//! slots are free waits for them, or at most the poll interval: claims come
-//! in batches, not one per submission); a pass that filled its slots skips
+//! earliest due time, the poll interval, a wake-up from intake, or a
+//! refill coming free (a quarter of the slots not waiting for processors'
+//! answers), whichever comes first (a wake-up while fewer slots are free
+//! waits for them, or at most the poll interval: claims come in batches,
+//! not one per submission); a pass that filled its slots skips
 //! the due-time lookup, as finishing deliveries wake it anyway. Shutdown
 //! stops claiming and waits (up to the drain timeout) for deliveries in
 //! flight; any it abandons are redelivered after their lease expires, with
@@ -247,8 +248,10 @@ impl Dispatcher {
             let sleep = tokio::time::sleep(pause);
             tokio::pin!(sleep);
             // Wait for a reason to claim again: new work, due work, or
-            // enough finished deliveries to make a claim worth its
-            // transaction (a quarter of the pass's slots, or all of them).
+            // enough slots freed to make a claim worth its transaction (a
+            // quarter of the pass's slots not waiting for processors'
+            // answers, or all of them): slots waiting on slow processors
+            // would otherwise make the ones freed wait long for a pass.
             // While deliveries yield to intake, those sent on to processors
             // count as finished, seen at the next wake-up from intake. New
             // work with most slots busy waits for that refill too: under a
@@ -258,25 +261,24 @@ impl Dispatcher {
             // After a pass in which no processor had room, new work waits
             // for a delivery to end: until then it could not be claimed, and
             // every intake commit of a burst would start a pass for nothing.
-            let refill = (cap.most / 4).max(1);
             let no_room = saturated && claimed == 0;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,
                     _ = wake.notified() => {
-                        if in_flight.is_empty() || !no_room && self.free_under(cap) >= refill {
+                        if in_flight.is_empty() || !no_room && self.refilled(cap) {
                             break;
                         }
                     }
                     _ = &mut sleep => break,
                     _ = self.freed.notified() => {
-                        if !no_room && self.free_under(cap) >= refill {
+                        if !no_room && self.refilled(cap) {
                             break;
                         }
                     }
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
                         while in_flight.try_join_next().is_some() {}
-                        if in_flight.is_empty() || self.free_under(cap) >= refill {
+                        if in_flight.is_empty() || self.refilled(cap) {
                             break;
                         }
                     }

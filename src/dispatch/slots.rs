@@ -126,6 +126,14 @@ impl Dispatcher {
         cap.most.saturating_sub(counted).min(free)
     }
 
+    /// Whether enough slots are free under `cap` to make a claim worth
+    /// its transaction: a quarter of those not waiting for processors'
+    /// answers.
+    pub(super) fn refilled(&self, cap: Cap) -> bool {
+        let waiting = if cap.held { 0 } else { self.awaiting.get() };
+        self.free_under(cap) >= (cap.most.saturating_sub(waiting) / 4).max(1)
+    }
+
     /// Hands a delivery whose processor answered from its global slot to
     /// a write-back one (waiting while `max_in_flight` results are being
     /// written), so the global slot starts the next delivery while the
