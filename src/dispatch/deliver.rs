@@ -99,6 +99,7 @@ impl Dispatcher {
         let sent = sent && !matches!(&answer, Err(e) if e.is_local());
         let took = started.elapsed();
         let now = self.clock.now();
+        let _writing = self.hand_over(slot).await;
         let result = result_of(answer, p, &c, now);
         if let Some(ticket) = ticket.filter(|_| sent) {
             self.observe(p, ticket, took, breaker::failed(&result));
@@ -120,7 +121,6 @@ impl Dispatcher {
             attempt: c.attempt(),
             result,
         };
-        let _writing = self.hand_over(slot).await;
         if !self.recorder.record(report).await {
             tracing::info!(
                 "result not recorded (lease lost to a newer claim, or the write failed); \

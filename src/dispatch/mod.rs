@@ -262,6 +262,10 @@ impl Dispatcher {
             // for a delivery to end: until then it could not be claimed, and
             // every intake commit of a burst would start a pass for nothing.
             let no_room = saturated && claimed == 0;
+            // A delivery handing its slot over at the answer frees a slot
+            // of the replica's, not of its processor's: a reason to pass
+            // only if the replica's slots were short of a refill.
+            let short = !self.refilled(cap);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,
@@ -272,7 +276,7 @@ impl Dispatcher {
                     }
                     _ = &mut sleep => break,
                     _ = self.freed.notified() => {
-                        if !no_room && self.refilled(cap) {
+                        if short && self.refilled(cap) {
                             break;
                         }
                     }

@@ -6,11 +6,12 @@
 //!
 //! A delivery holds its global slot from its claim until its processor
 //! answers, and then, while the recorder writes its result, a write-back
-//! slot (as many as `max_in_flight`) in its place: at the commits of
-//! recorder batches a slot would otherwise stand idle for the batch
-//! it waits in, and with processors answering in 200 ms that is a tenth of
-//! its round. Its processor's slot it holds until the result is written,
-//! as the claim counts it against the processor's limit until then.
+//! slot (as many as `max_in_flight`) in its place: the slot would
+//! otherwise stand idle while its answer waits for and rides in a
+//! recorder batch (about 9 % more carried with processors answering in
+//! 200 ms, see `docs/decisions/0008-deliveries-in-flight.md`). Its
+//! processor's slot it holds until the result is written, as the claim
+//! counts it against the processor's limit until then.
 //!
 //! The hold counts the deliveries in the replica's own hands (being
 //! claimed or written back), not those waiting for a processor's answer:
