@@ -129,7 +129,6 @@ async fn write_transactions_need_connections_to_hold_them(db: TestDb) {
 /// first gave up (`--db-acquire-timeout`, a minute here), far past the
 /// few seconds it is given.
 async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
-    use sqlx::Connection;
     let app = TestApp::spawn_with(&db, Options::default(), |c| {
         c.write_transactions = 2;
         c.db_acquire_timeout = Duration::from_secs(60);
@@ -141,8 +140,7 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
 
     // The held id: a copy of the model's row under it, not committed.
     let held = new_id();
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql("begin").execute(&mut holder).await.unwrap();
+    let (mut holder, holder_pid) = open_transaction(&db).await;
     sqlx::query("create temporary table held as select * from requests where id = $1")
         .bind(&model)
         .execute(&mut holder)
@@ -157,10 +155,6 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
         .execute(&mut holder)
         .await
         .unwrap();
-    let holder_pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
-        .fetch_one(&mut holder)
-        .await
-        .unwrap();
 
     let mut first = deletion("first@example.com");
     first.request_id = held.clone();
@@ -169,14 +163,8 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
         tokio::spawn(async move { client.submit_request(first).await })
     };
     // Until a writer's batch waits for the holder.
-    let blocked = db
-        .until_waiting(
-            "cast($1 as int) = any(pg_blocking_pids(pid))",
-            &holder_pid.to_string(),
-        )
-        .await;
     assert!(
-        blocked,
+        someone_waits_for(&db, holder_pid).await,
         "the first submission's batch waits for the held id"
     );
 
@@ -223,7 +211,6 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
 /// (PostgreSQL only: on SQLite the one writer's wait would hold the claim
 /// up as well.)
 async fn a_result_being_written_leaves_its_slot_to_the_next_delivery(db: TestDb) {
-    use sqlx::Connection;
     let app = TestApp::spawn_with(&db, Options::default(), |c| {
         c.max_in_flight = 1;
         c.poll_interval = Duration::from_secs(3600);
@@ -240,26 +227,18 @@ async fn a_result_being_written_leaves_its_slot_to_the_next_delivery(db: TestDb)
     // The claim has committed; the instruction's row is locked before the
     // processor answers, so writing the answer waits.
     let held = instruction_of(&first, "vendor");
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql("begin").execute(&mut holder).await.unwrap();
+    let (mut holder, holder_pid) = open_transaction(&db).await;
     sqlx::query("select id from instructions where id = $1 for update")
         .bind(&held)
         .execute(&mut holder)
         .await
         .unwrap();
-    let holder_pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
-        .fetch_one(&mut holder)
-        .await
-        .unwrap();
     assert_eq!(fake.deliveries().len(), 1, "the second waits for the slot");
     fake.release();
-    let blocked = db
-        .until_waiting(
-            "cast($1 as int) = any(pg_blocking_pids(pid))",
-            &holder_pid.to_string(),
-        )
-        .await;
-    assert!(blocked, "the recorder's batch waits for the held row");
+    assert!(
+        someone_waits_for(&db, holder_pid).await,
+        "the recorder's batch waits for the held row"
+    );
 
     // The answer handed its slot on before it reached the recorder.
     fake.wait_for_calls(2).await;
@@ -284,4 +263,26 @@ async fn a_result_being_written_leaves_its_slot_to_the_next_delivery(db: TestDb)
         assert_eq!(record(&app, &req.request_id).await.lines.len(), 1);
     }
     app.stop().await;
+}
+
+/// A connection of its own with a transaction open, to hold locks the
+/// server's transactions then wait for, and its backend's pid.
+async fn open_transaction(db: &TestDb) -> (sqlx::PgConnection, i32) {
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("begin").execute(&mut holder).await.unwrap();
+    let pid = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    (holder, pid)
+}
+
+/// Whether a session comes to wait for a lock the backend `pid` holds.
+async fn someone_waits_for(db: &TestDb, pid: i32) -> bool {
+    db.until_waiting(
+        "cast($1 as int) = any(pg_blocking_pids(pid))",
+        &pid.to_string(),
+    )
+    .await
 }
