@@ -99,7 +99,9 @@ impl Dispatcher {
         let sent = sent && !matches!(&answer, Err(e) if e.is_local());
         let took = started.elapsed();
         let now = self.clock.now();
-        let _writing = self.hand_over(slot).await;
+        // The processor's slot is held until the answer is written.
+        let (global, _own) = slot;
+        let _writing = self.hand_over(global).await;
         let result = result_of(answer, p, &c, now);
         if let Some(ticket) = ticket.filter(|_| sent) {
             self.observe(p, ticket, took, breaker::failed(&result));

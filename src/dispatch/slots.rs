@@ -90,11 +90,6 @@ impl ProcessorSlots {
 /// One delivery's slot: a global permit and one of its processor's.
 pub(super) type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
-/// A delivery's slot once its processor answered: a write-back permit in
-/// place of the global one, and still its processor's (the claim counts a
-/// delivery against its processor until its result is written).
-pub(super) type WritingSlot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
-
 /// What a pass may fill, and the loop waits to refill.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Cap {
@@ -135,11 +130,12 @@ impl Dispatcher {
         self.free_under(cap) >= (cap.most.saturating_sub(waiting) / 4).max(1)
     }
 
-    /// Hands a delivery whose processor answered from its global slot to
-    /// a write-back one (waiting while `max_in_flight` results are being
-    /// written), so the global slot starts the next delivery while the
-    /// recorder writes this one's result, and wakes the loop to refill.
-    pub(super) async fn hand_over(&self, (global, own): Slot) -> WritingSlot {
+    /// Hands a delivery whose processor answered from its `global` slot
+    /// to a write-back one (waiting while `max_in_flight` results are
+    /// being written), so the global slot starts the next delivery while
+    /// the recorder writes this one's result, and wakes the loop to
+    /// refill. The delivery keeps its processor's slot meanwhile.
+    pub(super) async fn hand_over(&self, global: OwnedSemaphorePermit) -> OwnedSemaphorePermit {
         let writing = self
             .writing
             .clone()
@@ -148,7 +144,7 @@ impl Dispatcher {
             .expect("the write-back semaphore is never closed");
         drop(global);
         self.freed.notify_one();
-        (writing, own)
+        writing
     }
 
     /// Counts a call to a processor, from now until the returned guard
