@@ -254,11 +254,13 @@ impl InstructionApi {
             .store
             .list_instructions(&filter, after.as_ref(), size)
             .await?;
+        let ids: Vec<_> = page.instructions.iter().map(|i| i.id).collect();
+        let mut history = self.store.attempts(&ids).await?;
         let mut instructions = Vec::with_capacity(page.instructions.len());
         for i in &page.instructions {
-            let history = self.store.attempts(i.id).await?;
+            let attempts = history.remove(&i.id).unwrap_or_default();
             let mut instruction = pb::Instruction {
-                history: history.iter().map(attempt_pb).collect(),
+                history: attempts.iter().map(attempt_pb).collect(),
                 ..wire::instruction(i)
             };
             // The data an access answer brought, kept sealed apart from

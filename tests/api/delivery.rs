@@ -81,7 +81,8 @@ async fn deletion_fans_out_to_three_processors(db: TestDb) {
     app.stop().await;
 }
 
-/// Test 3: UNAVAILABLE twice, then success: three attempts, errors kept.
+/// Test 3: UNAVAILABLE twice, then success: three attempts, errors kept,
+/// and listed with the instruction they belong to.
 async fn retryable_errors_are_retried_and_kept(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
@@ -90,6 +91,8 @@ async fn retryable_errors_are_retried_and_kept(db: TestDb) {
         Reply::Error(Code::Unavailable),
     ]);
     register(&app, push_processor("flaky", &fake.endpoint())).await;
+    let steady = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("steady", &steady.endpoint())).await;
     let req = submit(&app, deletion("bob@example.com")).await;
     watch_to_end(&app.requests, &req.request_id).await;
 
@@ -116,12 +119,23 @@ async fn retryable_errors_are_retried_and_kept(db: TestDb) {
         .unwrap()
         .into_inner()
         .instructions;
-    let history = &listed[0].history;
-    let results: Vec<_> = history.iter().map(|a| a.result.as_str()).collect();
-    assert_eq!(results, ["retryable_error", "retryable_error", "outcome"]);
-    assert_eq!(history[0].error_code, "UNAVAILABLE");
-    assert_eq!(listed[0].state(), pb::InstructionState::Completed);
-    assert_eq!(record(&app, &req.request_id).await.lines[0].attempts, 3);
+    let results = |processor: &str| -> Vec<(String, String)> {
+        let listed = listed.iter().find(|i| i.processor_id == processor).unwrap();
+        assert_eq!(listed.state(), pb::InstructionState::Completed);
+        let history = listed.history.iter();
+        history
+            .map(|a| (a.result.clone(), a.error_code.clone()))
+            .collect()
+    };
+    let failed = ("retryable_error".to_string(), "UNAVAILABLE".to_string());
+    let answered = ("outcome".to_string(), String::new());
+    assert_eq!(results("flaky"), [failed.clone(), failed, answered.clone()]);
+    assert_eq!(results("steady"), [answered]);
+    let record = record(&app, &req.request_id).await;
+    let attempts: Vec<_> = (record.lines.iter())
+        .map(|l| (l.processor_id.as_str(), l.attempts))
+        .collect();
+    assert_eq!(attempts, [("flaky", 3), ("steady", 1)]);
     app.stop().await;
 }
 
