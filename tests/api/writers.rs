@@ -4,12 +4,15 @@
 //! every guarantee holds: each acknowledged request is stored once, each
 //! instruction delivered once, each request closed by exactly one record
 //! over a gap-free, intact audit trail; one batch waiting on a lock
-//! does not hold up the next; and a result waiting to be written leaves
-//! its slot of the replica's to the next delivery.
+//! does not hold up the next; a result waiting to be written leaves its
+//! slot of the replica's to the next delivery, and no more results wait
+//! than `--max-in-flight`; while callers queue, results waiting to be
+//! written count against the hold.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use dsr_orchestrator::dispatch::QUEUING_SUBMISSIONS;
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::{Application, Options};
 use dsr_orchestrator::store::Backend;
@@ -25,6 +28,8 @@ backends!(
 postgres_only!(
     a_batch_that_waits_does_not_hold_up_the_next,
     a_result_being_written_leaves_its_slot_to_the_next_delivery,
+    results_waiting_to_be_written_are_bounded_by_max_in_flight,
+    results_being_written_count_against_the_hold,
 );
 
 async fn several_write_transactions_lose_nothing_and_record_once(db: TestDb) {
@@ -262,6 +267,124 @@ async fn a_result_being_written_leaves_its_slot_to_the_next_delivery(db: TestDb)
         .await;
         assert_eq!(record(&app, &req.request_id).await.lines.len(), 1);
     }
+    app.stop().await;
+}
+
+/// At most `--max-in-flight` answers wait for the recorder: while its
+/// batch waits on a lock, the first answer holds the one write-back slot
+/// of `--max-in-flight 1`, the second answer keeps its global slot, and a
+/// third request is not delivered until the lock goes. A database that
+/// stalls thus holds a replica to twice `--max-in-flight` deliveries in
+/// memory.
+async fn results_waiting_to_be_written_are_bounded_by_max_in_flight(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Options::default(), |c| c.max_in_flight = 1).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    fake.script(vec![Reply::Hang]);
+    register(&app, patient_push_processor("vendor", &fake.endpoint())).await;
+    let first = submit(&app, deletion("first@example.com")).await;
+    fake.wait_for_calls(1).await;
+    let (mut holder, holder_pid) = open_transaction(&db).await;
+    sqlx::query("select id from instructions where id = $1 for update")
+        .bind(instruction_of(&first, "vendor"))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    fake.release();
+    assert!(
+        someone_waits_for(&db, holder_pid).await,
+        "the recorder's batch waits for the held row"
+    );
+
+    // The second is delivered in the slot the first handed over, and its
+    // answer finds the one write-back slot taken.
+    let second = submit(&app, deletion("second@example.com")).await;
+    fake.wait_for_calls(2).await;
+    let third = submit(&app, deletion("third@example.com")).await;
+    app.two_more_passes().await;
+    assert_eq!(fake.deliveries().len(), 2, "the third waits for a slot");
+
+    sqlx::raw_sql("rollback")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    fake.wait_for_calls(3).await;
+    for req in [&first, &second, &third] {
+        wait_for_state(
+            &app,
+            &instruction_of(req, "vendor"),
+            pb::InstructionState::Completed,
+        )
+        .await;
+        assert_eq!(record(&app, &req.request_id).await.lines.len(), 1);
+    }
+    app.stop().await;
+}
+
+/// While callers queue to submit, a pass claims only up to a quarter of
+/// `--max-in-flight` in the replica's own hands, and results waiting to
+/// be written are in its hands: with a held pass's four answers waiting
+/// on a lock, the next held pass claims nothing; once they are written,
+/// it claims four again.
+async fn results_being_written_count_against_the_hold(db: TestDb) {
+    let manual = Options {
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, manual, |c| c.max_in_flight = 16).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    fake.script(vec![Reply::Hang; 4]);
+    register(&app, patient_push_processor("vendor", &fake.endpoint())).await;
+    for n in 0..8 {
+        submit(&app, deletion(&format!("held-{n}@example.com"))).await;
+    }
+    let queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
+        .map(|_| app.store.submission_started())
+        .collect();
+    let pass = || {
+        let dispatcher = app.dispatcher.clone();
+        tokio::spawn(async move { dispatcher.run_once().await.unwrap() })
+    };
+
+    // A held pass's four deliveries wait for answers whose writing will
+    // wait on their rows.
+    let first = pass();
+    fake.wait_for_calls(4).await;
+    let (mut holder, holder_pid) = open_transaction(&db).await;
+    let sent: Vec<String> = fake
+        .deliveries()
+        .into_iter()
+        .map(|d| d.instruction_id)
+        .collect();
+    sqlx::query("select id from instructions where id = any($1) for update")
+        .bind(&sent)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    fake.release();
+    assert!(
+        someone_waits_for(&db, holder_pid).await,
+        "the recorder's batch waits for the held rows"
+    );
+    let answered = r#"dsr_delivery_attempts_total{processor="vendor",result="outcome"} 4"#;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !app.admin_get("/metrics").await.1.contains(answered) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("all four answers are in");
+
+    // (A pass that claimed would wait for its results behind the lock.)
+    let second = tokio::time::timeout(Duration::from_secs(30), pass()).await;
+    let second = second.expect("the held pass ends at once").unwrap();
+    assert_eq!(second, 0, "four being written fill the hold");
+    sqlx::raw_sql("rollback")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(first.await.unwrap(), 4);
+    assert_eq!(pass().await.unwrap(), 4, "written, they leave the hold");
+    drop(queue);
     app.stop().await;
 }
 
