@@ -71,7 +71,7 @@ impl InstructionApi {
             .await?;
         if view.state == InstructionState::Cancelled {
             // The processor has heard of the cancellation.
-            self.store.cancel_notice_done(view.id).await?;
+            self.store.cancel_notice_done(view.id, None).await?;
             return Ok(wire::instruction(&view));
         }
         let processor = self.store.processor(&caller).await?;

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint};
 use super::concurrency::Ticket;
-use super::slots::Slot;
+use super::slots::{Cap, Slot};
 use super::{Dispatcher, breaker};
 use crate::domain::{AdapterConfig, AttemptResult, Processor, ProcessorId, Timestamp, reply_due};
 use crate::store::{CancelNotice, ClaimKind, Claimed, DeliveryReport, DeliveryResult, StoreError};
@@ -162,17 +162,19 @@ impl Dispatcher {
         Ok(secret)
     }
 
-    /// Sends due cancel notices to push processors, each on its own task
-    /// holding a delivery slot, global and of its processor (a notice is a
-    /// call like a delivery, and counts against the processor's limit on
-    /// this replica): up to [`CANCEL_NOTICES_PER_PASS`] a pass, within the
-    /// slots free. Returns how many it started.
+    /// Sends due cancel notices to `processors` (push processors), each on
+    /// its own task holding a delivery slot, global and of its processor
+    /// (a notice is a call like a delivery, and counts against the
+    /// processor's limit on this replica): up to
+    /// [`CANCEL_NOTICES_PER_PASS`] a pass, within the slots free under the
+    /// pass's `cap`. Returns how many it started.
     pub(super) async fn send_cancel_notices(
         &self,
-        processors: &[Processor],
+        processors: &[&Processor],
+        cap: Cap,
         set: &mut JoinSet<()>,
     ) -> Result<usize, StoreError> {
-        let mut free = self.global.available_permits().min(CANCEL_NOTICES_PER_PASS);
+        let mut free = self.free_under(cap).min(CANCEL_NOTICES_PER_PASS);
         if free == 0 {
             return Ok(0);
         }
@@ -187,7 +189,7 @@ impl Dispatcher {
         // Each processor with notices due, and the slots reserved for them.
         let mut slots: HashMap<ProcessorId, (&Processor, Vec<Slot>)> = HashMap::new();
         for (id, due) in due {
-            let Some(p) = processors.iter().find(|p| p.spec.id == id) else {
+            let Some(p) = processors.iter().copied().find(|p| p.spec.id == id) else {
                 continue;
             };
             let reserved = self.reserve(p, (due as usize).min(free));
@@ -222,8 +224,7 @@ impl Dispatcher {
             let this = self.clone();
             started += 1;
             set.spawn(async move {
-                let _slot = slot;
-                this.send_cancel_notice(&p, n).await;
+                this.send_cancel_notice(&p, n, slot).await;
             });
         }
         Ok(started)
@@ -231,8 +232,9 @@ impl Dispatcher {
 
     /// One cancel notice: done once the processor answered; a retryable
     /// failure is tried again under the processor's retry policy, and
-    /// given up (logged and counted) after it or on a fatal one.
-    async fn send_cancel_notice(&self, p: &Processor, n: CancelNotice) {
+    /// given up (logged and counted) after it or on a fatal one. Its
+    /// `slot` is handed over at the answer, as a delivery's is.
+    async fn send_cancel_notice(&self, p: &Processor, n: CancelNotice, slot: Slot) {
         let span = tracing::info_span!(
             "cancel_notice",
             otel.kind = "client",
@@ -251,9 +253,18 @@ impl Dispatcher {
                 },
                 Err(e) => Err(e),
             };
+            // Both slots come free at the answer: the processor's, as the
+            // claim does not count notices against its limit across
+            // replicas; the replica's, handed over while the row is written.
+            let (global, own) = slot;
+            drop(own);
+            let _writing = self.hand_over(global).await;
             let policy = &p.spec.retry_policy;
+            // Fenced by the attempt leased: one leased again since is the
+            // new holder's to finish.
+            let (id, attempt) = (n.instruction_id, n.attempts);
             let (result, written) = match sent {
-                Ok(()) => ("sent", self.store.cancel_notice_done(n.instruction_id).await),
+                Ok(()) => ("sent", self.store.cancel_notice_done(id, Some(attempt)).await),
                 Err(DeliveryError::Retryable { after, code, .. })
                     if n.attempts < policy.max_attempts =>
                 {
@@ -262,11 +273,11 @@ impl Dispatcher {
                         .max(after.unwrap_or_default());
                     tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "cancel notice failed; will retry");
                     let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    ("retried", self.store.cancel_notice_retry(n.instruction_id, at).await)
+                    ("retried", self.store.cancel_notice_retry(id, attempt, at).await)
                 }
                 Err(e) => {
                     tracing::warn!(code = %e.code(), attempts = n.attempts, "cancel notice given up");
-                    ("given_up", self.store.cancel_notice_done(n.instruction_id).await)
+                    ("given_up", self.store.cancel_notice_done(id, Some(attempt)).await)
                 }
             };
             self.metrics.cancel_notice(p.spec.id.as_str(), result);

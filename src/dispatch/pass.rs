@@ -103,6 +103,20 @@ impl Dispatcher {
             push.rotate_left(first);
         }
         let cap = self.cap(now).await?;
+        // Cancel notices go first, within the pass's slots: they are few,
+        // and after the deliveries a backlog would leave them none. Only
+        // processors whose breakers are closed get them: an outage would
+        // otherwise spend a notice's retries.
+        let notices = match any_notice {
+            true => {
+                let closed: Vec<&Processor> = (push.iter())
+                    .filter(|(p, _)| !probes.contains_key(&p.spec.id))
+                    .map(|(p, _)| *p)
+                    .collect();
+                self.send_cancel_notices(&closed, cap, set).await?
+            }
+            false => 0,
+        };
         let mut free = self.free_under(cap);
         let share = (free / push.len().max(1)).max(1);
         let wants: Vec<Want> = push
@@ -153,12 +167,6 @@ impl Dispatcher {
                 self.claim_and_deliver(push, slots, &orders, &probes, now, set)
                     .await?
             }
-        };
-        // Notices hold slots of their own, so they go whether or not the
-        // pass claimed anything.
-        let notices = match any_notice {
-            true => self.send_cancel_notices(&processors, set).await?,
-            false => 0,
         };
         Ok(Pass {
             claimed: claimed + notices,

@@ -6,7 +6,8 @@
 //!
 //! A delivery holds its global slot from its claim until its processor
 //! answers, and then, while the recorder writes its result, a write-back
-//! slot (as many as `max_in_flight`) in its place: the slot would
+//! slot (as many as `max_in_flight`) in its place (a cancel notice
+//! likewise, while its row is written): the slot would
 //! otherwise stand idle while its answer waits for and rides in a
 //! recorder batch (about 9 % more carried with processors answering in
 //! 200 ms, see `docs/decisions/0008-deliveries-in-flight.md`). Its

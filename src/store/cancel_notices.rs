@@ -4,9 +4,10 @@
 //! had already received (delivered to a push processor, or leased by a
 //! pull one); manual processors are told by the operator who cancels. A
 //! push processor's notice is sent by the dispatcher of any replica, which
-//! leases it by moving `next_attempt_at` past the call's deadline, deletes
-//! it once the processor answered, and otherwise reschedules it under the
-//! processor's retry policy, like a delivery. A pull processor's notices
+//! leases it by moving `next_attempt_at` past the call's deadline (and
+//! counting the attempt), deletes it once the processor answered, and
+//! otherwise reschedules it under the processor's retry policy, like a
+//! delivery; both writes are fenced by the attempt leased. A pull processor's notices
 //! come with its pulls, leased for its ack timeout, until it acknowledges
 //! each (`AcknowledgeInstruction` on the cancelled instruction). Either
 //! way a crash loses none: the row stays until the processor has it.
@@ -119,25 +120,34 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
-    /// The processor has the notice: it is done.
-    pub async fn cancel_notice_done(&self, id: InstructionId) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        Sql::new(
+    /// The processor has the notice: it is done. A sender passes the
+    /// `attempt` it leased: a notice leased again since (its lease ran out
+    /// first) is left to its new holder, who sends it again.
+    pub async fn cancel_notice_done(
+        &self,
+        id: InstructionId,
+        attempt: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let mut sql = Sql::new(
             self.backend,
             "delete from cancel_notices where instruction_id = ",
-        )
-        .bind(id.to_string())
-        .query()
-        .execute(&mut *tx)
-        .await?;
+        );
+        sql.bind(id.to_string());
+        if let Some(attempt) = attempt {
+            sql.push(" and attempts = ").bind(i64::from(attempt));
+        }
+        let mut tx = self.begin().await?;
+        sql.query().execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Tries the notice again at `at`.
+    /// Tries the notice leased as `attempt` again at `at`, unless it was
+    /// leased again since.
     pub async fn cancel_notice_retry(
         &self,
         id: InstructionId,
+        attempt: u32,
         at: Timestamp,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
@@ -145,6 +155,8 @@ impl Store {
             .bind(micros(at))
             .push(" where instruction_id = ")
             .bind(id.to_string())
+            .push(" and attempts = ")
+            .bind(i64::from(attempt))
             .query()
             .execute(&mut *tx)
             .await?;

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::pb;
+use dsr_orchestrator::startup::Options;
+use tonic::Code;
 
 use crate::backends;
 use crate::harness::*;
@@ -13,6 +16,9 @@ backends!(
     cancel_notices_are_retried_like_deliveries,
     pull_processors_hear_of_cancellations_until_they_acknowledge,
     a_cancel_notice_waits_for_a_slot_of_its_processor,
+    a_cancel_notice_goes_before_a_backlog_of_deliveries,
+    a_cancel_notice_waits_while_its_processors_breaker_is_open,
+    a_notice_leased_again_is_finished_by_its_new_holder_only,
 );
 
 /// Submits a deletion of `email` and waits until every processor has
@@ -252,4 +258,151 @@ async fn a_cancel_notice_waits_for_a_slot_of_its_processor(db: TestDb) {
     }
     app.stop().await;
     assert!(notices_left(&db).await.is_empty());
+}
+
+/// A pass sends cancel notices before it claims: with two slots and more
+/// deliveries due than that, the notice still goes in the next pass.
+async fn a_cancel_notice_goes_before_a_backlog_of_deliveries(db: TestDb) {
+    let manual = Options {
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, manual, |c| c.max_in_flight = 2).await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let withdrawn = submit(&app, deletion("notice-ada@example.com")).await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    for n in 0..3 {
+        submit(&app, deletion(&format!("notice-backlog-{n}@example.com"))).await;
+    }
+    cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
+
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 2);
+    let cancels = fake.cancels();
+    assert_eq!(cancels.len(), 1, "the notice took one of the two slots");
+    assert_eq!(
+        cancels[0].instruction_id,
+        instruction_of(&withdrawn, "vendor")
+    );
+    assert_eq!(fake.deliveries().len(), 2, "the backlog took the other");
+    app.stop().await;
+    assert!(notices_left(&db).await.is_empty());
+}
+
+/// A processor whose circuit breaker is open gets no cancel notice, which
+/// would only spend the notice's retries on the outage: the notice waits,
+/// its budget whole, until the breaker closes.
+async fn a_cancel_notice_waits_while_its_processors_breaker_is_open(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Options::default(), |c| {
+        c.breaker_failures = 3;
+        c.breaker_cooldown = Duration::from_secs(3600);
+        c.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    let mut fragile = push_processor("fragile", &fake.endpoint());
+    fragile.retry_policy.as_mut().unwrap().max_attempts = 50;
+    register(&app, fragile).await;
+    let withdrawn = acknowledged(&app, "notice-may@example.com").await;
+    fake.set_default(Reply::Error(Code::Unavailable));
+    submit(&app, deletion("notice-ned@example.com")).await;
+    fake.wait_for_calls(4).await;
+    let processor = |app: &TestApp| {
+        let mut client = app.processors.clone();
+        async move {
+            let get = pb::GetProcessorRequest {
+                processor_id: "fragile".into(),
+            };
+            client.get_processor(get).await.unwrap().into_inner()
+        }
+    };
+    let open = Some(pb::circuit_breaker::State::Open as i32);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while processor(&app).await.circuit_breaker.map(|b| b.state) != open {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the breaker opens after three failures");
+
+    cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
+    app.two_more_passes().await;
+    assert!(
+        fake.cancels().is_empty(),
+        "no notice while the breaker is open"
+    );
+    let waiting = db
+        .texts("select instruction_id, cast(attempts as text) from cancel_notices")
+        .await;
+    let id = instruction_of(&withdrawn, "fragile");
+    assert_eq!(waiting, [[Some(id.clone()), Some("0".to_string())]]);
+
+    fake.set_default(Reply::Accepted);
+    let close = pb::CloseCircuitBreakerRequest {
+        processor_id: "fragile".into(),
+    };
+    app.processors
+        .clone()
+        .close_circuit_breaker(close)
+        .await
+        .unwrap();
+    fake.wait_for_calls(6).await;
+    let cancels = fake.cancels();
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].instruction_id, id);
+    app.stop().await;
+    assert!(notices_left(&db).await.is_empty());
+}
+
+/// A notice whose lease ran out before its sender wrote the answer, and
+/// which another pass leased again, is finished by its new holder only:
+/// the first sender's delete or rescheduling, fenced by the attempt it
+/// leased, changes nothing.
+async fn a_notice_leased_again_is_finished_by_its_new_holder_only(db: TestDb) {
+    let manual = Options {
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, manual, |_| {}).await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let withdrawn = submit(&app, deletion("notice-eve@example.com")).await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
+
+    let vendor = ProcessorId::parse("vendor").unwrap();
+    let lease = Duration::from_secs(1);
+    let now = chrono::Utc::now();
+    let later = now + chrono::Duration::seconds(2);
+    let store = &app.store;
+    let ask = [(&vendor, 1)];
+    let first = store.lease_cancel_notices(&ask, lease, now);
+    let first = first.await.unwrap().remove(0);
+    let second = store.lease_cancel_notices(&ask, lease, later);
+    let second = second.await.unwrap().remove(0);
+    assert_eq!((first.attempts, second.attempts), (1, 2));
+    let id = first.instruction_id;
+    let leased_until = || async {
+        db.texts("select cast(next_attempt_at as text) from cancel_notices")
+            .await
+    };
+    let second_lease = leased_until().await;
+    let in_an_hour = later + chrono::Duration::hours(1);
+    store.cancel_notice_retry(id, 1, in_an_hour).await.unwrap();
+    store.cancel_notice_done(id, Some(1)).await.unwrap();
+    assert_eq!(
+        leased_until().await,
+        second_lease,
+        "the first sender's writes"
+    );
+
+    store.cancel_notice_retry(id, 2, in_an_hour).await.unwrap();
+    assert_ne!(
+        leased_until().await,
+        second_lease,
+        "rescheduled by its holder"
+    );
+    store.cancel_notice_done(id, Some(2)).await.unwrap();
+    assert!(notices_left(&db).await.is_empty());
+    app.stop().await;
 }

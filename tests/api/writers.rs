@@ -4,10 +4,10 @@
 //! every guarantee holds: each acknowledged request is stored once, each
 //! instruction delivered once, each request closed by exactly one record
 //! over a gap-free, intact audit trail; one batch waiting on a lock
-//! does not hold up the next; a result waiting to be written leaves its
-//! slot of the replica's to the next delivery, and no more results wait
-//! than `--max-in-flight`; while callers queue, results waiting to be
-//! written count against the hold.
+//! does not hold up the next; a result (or a cancel notice's answer)
+//! waiting to be written leaves its slot of the replica's to the next
+//! delivery, and no more results wait than `--max-in-flight`; while
+//! callers queue, results waiting to be written count against the hold.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -28,6 +28,7 @@ backends!(
 postgres_only!(
     a_batch_that_waits_does_not_hold_up_the_next,
     a_result_being_written_leaves_its_slot_to_the_next_delivery,
+    a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery,
     results_waiting_to_be_written_are_bounded_by_max_in_flight,
     results_being_written_count_against_the_hold,
 );
@@ -386,6 +387,68 @@ async fn results_being_written_count_against_the_hold(db: TestDb) {
     assert_eq!(pass().await.unwrap(), 4, "written, they leave the hold");
     drop(queue);
     app.stop().await;
+}
+
+/// A cancel notice, too, hands its slot of the replica's on when its
+/// processor answers: while the notice's row is locked by another
+/// transaction, so that its answer cannot be written, the one slot of
+/// `--max-in-flight 1` delivers the next request.
+async fn a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Options::default(), |c| {
+        c.max_in_flight = 1;
+        c.poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, patient_push_processor("vendor", &fake.endpoint())).await;
+    let withdrawn = submit(&app, deletion("withdrawn@example.com")).await;
+    let notified = instruction_of(&withdrawn, "vendor");
+    wait_for_state(&app, &notified, pb::InstructionState::Acknowledged).await;
+
+    // The notice is sent and waits for its answer in the one slot.
+    fake.hang_cancels();
+    cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
+    fake.wait_for_calls(2).await;
+    let (mut holder, holder_pid) = open_transaction(&db).await;
+    sqlx::query("select instruction_id from cancel_notices where instruction_id = $1 for update")
+        .bind(&notified)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let next = submit(&app, deletion("next@example.com")).await;
+    assert_eq!(fake.deliveries().len(), 1, "the next waits for the slot");
+    fake.release();
+    assert!(
+        someone_waits_for(&db, holder_pid).await,
+        "writing the notice's answer waits for its held row"
+    );
+
+    // The answered notice handed its slot on before its row was written.
+    fake.wait_for_calls(3).await;
+    assert_eq!(
+        fake.deliveries()[1].instruction_id,
+        instruction_of(&next, "vendor")
+    );
+    let unwritten: i64 = sqlx::query_scalar("select count(*) from cancel_notices")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(unwritten, 1, "the notice's answer is not written yet");
+
+    sqlx::raw_sql("rollback")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    wait_for_state(
+        &app,
+        &instruction_of(&next, "vendor"),
+        pb::InstructionState::Acknowledged,
+    )
+    .await;
+    assert_eq!(fake.cancels().len(), 1);
+    app.stop().await;
+    let left = db.texts("select instruction_id from cancel_notices").await;
+    assert!(left.is_empty(), "the notice is done once its row is free");
 }
 
 /// A connection of its own with a transaction open, to hold locks the

@@ -44,6 +44,8 @@ struct State {
     /// The `traceparent` metadata of each delivery, in order.
     traceparents: Vec<Option<String>>,
     cancels: Vec<pb::CancelInstructionRequest>,
+    /// Cancel notices wait for [`FakeProcessor::release`] before answering.
+    cancels_hang: bool,
 }
 
 /// A running fake processor.
@@ -117,13 +119,16 @@ impl ProcessorAdapter for Service {
         &self,
         request: Request<pb::CancelInstructionRequest>,
     ) -> Result<Response<pb::CancelInstructionResponse>, Status> {
-        self.0
-            .state
-            .lock()
-            .unwrap()
-            .cancels
-            .push(request.into_inner());
+        let hang = {
+            let mut s = self.0.state.lock().unwrap();
+            s.cancels.push(request.into_inner());
+            s.cancels_hang
+        };
+        let released = self.0.release.notified();
         self.0.calls.send_modify(|n| *n += 1);
+        if hang {
+            released.await;
+        }
         Ok(Response::new(pb::CancelInstructionResponse {}))
     }
 }
@@ -151,6 +156,7 @@ impl FakeProcessor {
                 deliveries: Vec::new(),
                 traceparents: Vec::new(),
                 cancels: Vec::new(),
+                cancels_hang: false,
             })),
             release: Arc::new(Notify::new()),
             calls: watch::channel(0).0,
@@ -171,6 +177,12 @@ impl FakeProcessor {
     /// Answers the next deliveries with `replies`, in order.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Makes cancel notices wait for [`FakeProcessor::release`] before
+    /// they are answered.
+    pub fn hang_cancels(&self) {
+        self.state.lock().unwrap().cancels_hang = true;
     }
 
     /// Changes the answer used when the script is empty.
