@@ -1,7 +1,8 @@
 //! Circuit breakers: a push processor that fails
 //! `--breaker-failures` deliveries in a row (no answer, a retryable error)
-//! is left alone for `--breaker-cooldown`, then probed with one delivery;
-//! the probe's success closes the breaker, its failure opens it again for
+//! is left alone for `--breaker-cooldown`, then probed with one delivery
+//! (or one cancel notice, see `super::notices`); the probe's success
+//! closes the breaker, its failure opens it again for
 //! twice as long (at most [`MAX_COOLDOWN_FACTOR`] times the first).
 //!
 //! Failures are counted per replica, in memory: a replica writes only when
@@ -72,22 +73,18 @@ impl Dispatcher {
         })
     }
 
-    /// Counts a delivery's `result` against `p`'s breaker, opening or
-    /// closing it when that is due; `probe` is the cool-down of the breaker
-    /// this delivery probed, if it was a probe.
-    pub(super) async fn after_delivery(
-        &self,
-        p: &Processor,
-        result: &DeliveryResult,
-        probe: Option<Duration>,
-    ) {
+    /// Counts a call that reached `p` against its breaker (`failed`: see
+    /// [`failed`] for a delivery), opening or closing it when that is due;
+    /// `probe` is the cool-down of the breaker this call probed, if it was
+    /// a probe.
+    pub(super) async fn after_call(&self, p: &Processor, failed: bool, probe: Option<Duration>) {
         let threshold = self.config.breaker_failures;
         if threshold == 0 {
             return;
         }
         let id = &p.spec.id;
         let now = self.clock.now();
-        let written = if failed(result) {
+        let written = if failed {
             let failures = {
                 let mut counts = self.failures.lock().expect("failures lock");
                 let n = counts.entry(id.clone()).or_default();

@@ -1,26 +1,19 @@
 //! One delivery: send a claimed instruction through the adapter, turn
 //! the answer into the result to record (accepted, an outcome, a retry at
 //! a time the retry policy picks, or an escalation), count it, and hand it
-//! to the recorder. Also the cancel notices to push processors (see
-//! `store::cancel_notices`), and the webhook processors' signing secrets.
+//! to the recorder. Also the webhook processors' signing secrets.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint};
 use super::concurrency::Ticket;
-use super::slots::{Cap, Slot};
+use super::slots::Slot;
 use super::{Dispatcher, breaker};
-use crate::domain::{AdapterConfig, AttemptResult, Processor, ProcessorId, Timestamp, reply_due};
-use crate::store::{CancelNotice, ClaimKind, Claimed, DeliveryReport, DeliveryResult, StoreError};
-
-/// Most cancel notices a dispatcher pass starts.
-const CANCEL_NOTICES_PER_PASS: usize = 64;
+use crate::domain::{AdapterConfig, AttemptResult, Processor, Timestamp, reply_due};
+use crate::store::{ClaimKind, Claimed, DeliveryReport, DeliveryResult, StoreError};
 
 impl Dispatcher {
     /// Delivers one claimed instruction in its `slot` and records the
@@ -115,7 +108,7 @@ impl Dispatcher {
         self.metrics
             .delivery_finished(p.spec.id.as_str(), counted, code.map(String::as_str), took);
         if sent {
-            self.after_delivery(p, &result, probe).await;
+            self.after_call(p, breaker::failed(&result), probe).await;
         }
         let report = DeliveryReport {
             id: c.instruction.id,
@@ -136,7 +129,7 @@ impl Dispatcher {
     /// or sealed under a key this replica lacks, is fatal: an operator
     /// rotates it (or supplies the key); a database that does not answer
     /// is retried.
-    async fn secret_for(&self, p: &Processor) -> Result<Arc<str>, DeliveryError> {
+    pub(super) async fn secret_for(&self, p: &Processor) -> Result<Arc<str>, DeliveryError> {
         if !matches!(p.spec.adapter, AdapterConfig::Webhook { .. }) {
             return Ok(Arc::from(""));
         }
@@ -160,133 +153,6 @@ impl Dispatcher {
             .expect("secrets lock")
             .insert(p.spec.id.clone(), (p.updated_at, secret.clone()));
         Ok(secret)
-    }
-
-    /// Sends due cancel notices to `processors` (push processors), each on
-    /// its own task holding a delivery slot, global and of its processor
-    /// (a notice is a call like a delivery, and counts against the
-    /// processor's limit on this replica): up to
-    /// [`CANCEL_NOTICES_PER_PASS`] a pass, within the slots free under the
-    /// pass's `cap`. Returns how many it started.
-    pub(super) async fn send_cancel_notices(
-        &self,
-        processors: &[&Processor],
-        cap: Cap,
-        set: &mut JoinSet<()>,
-    ) -> Result<usize, StoreError> {
-        let mut free = self.free_under(cap).min(CANCEL_NOTICES_PER_PASS);
-        if free == 0 {
-            return Ok(0);
-        }
-        let now = self.clock.now();
-        // Who reserves first rotates from pass to pass, so a processor with
-        // many notices due cannot take every pass's slots for good.
-        let mut due = self.store.due_cancel_notices(now).await?;
-        if !due.is_empty() {
-            let first = self.passes.load(Ordering::Relaxed) % due.len();
-            due.rotate_left(first);
-        }
-        // Each processor with notices due, and the slots reserved for them.
-        let mut slots: HashMap<ProcessorId, (&Processor, Vec<Slot>)> = HashMap::new();
-        for (id, due) in due {
-            let Some(p) = processors.iter().copied().find(|p| p.spec.id == id) else {
-                continue;
-            };
-            let reserved = self.reserve(p, (due as usize).min(free));
-            free -= reserved.len();
-            slots.insert(id, (p, reserved));
-            if free == 0 {
-                break;
-            }
-        }
-        let asks: Vec<(&ProcessorId, u32)> = slots
-            .iter()
-            .map(|(id, (_, s))| (id, s.len() as u32))
-            .collect();
-        // Leased past the slowest push processor's deadline.
-        let lease = processors
-            .iter()
-            .filter_map(|p| p.spec.adapter.push_timeout())
-            .max()
-            .unwrap_or_default()
-            + self.config.lease_margin;
-        let notices = self.store.lease_cancel_notices(&asks, lease, now).await?;
-        let mut started = 0;
-        for n in notices {
-            // At most as many notices as slots were leased per processor.
-            let Some((p, slot)) = slots
-                .get_mut(&n.processor_id)
-                .and_then(|(p, s)| Some((*p, s.pop()?)))
-            else {
-                continue;
-            };
-            let p = p.clone();
-            let this = self.clone();
-            started += 1;
-            set.spawn(async move {
-                this.send_cancel_notice(&p, n, slot).await;
-            });
-        }
-        Ok(started)
-    }
-
-    /// One cancel notice: done once the processor answered; a retryable
-    /// failure is tried again under the processor's retry policy, and
-    /// given up (logged and counted) after it or on a fatal one. Its
-    /// `slot` is handed over at the answer, as a delivery's is.
-    async fn send_cancel_notice(&self, p: &Processor, n: CancelNotice, slot: Slot) {
-        let span = tracing::info_span!(
-            "cancel_notice",
-            otel.kind = "client",
-            instruction_id = %n.instruction_id,
-            processor_id = %p.spec.id,
-            attempt = n.attempts,
-        );
-        async {
-            let sent = match self.secret_for(p).await {
-                Ok(secret) => match Endpoint::of(&p.spec.adapter, &secret) {
-                    Some(endpoint) => {
-                        let _awaiting = self.awaiting_answer();
-                        self.adapter.cancel(endpoint, n.instruction_id, &n.reason).await
-                    }
-                    None => Ok(()),
-                },
-                Err(e) => Err(e),
-            };
-            // Both slots come free at the answer: the processor's, as the
-            // claim does not count notices against its limit across
-            // replicas; the replica's, handed over while the row is written.
-            let (global, own) = slot;
-            drop(own);
-            let _writing = self.hand_over(global).await;
-            let policy = &p.spec.retry_policy;
-            // Fenced by the attempt leased: one leased again since is the
-            // new holder's to finish.
-            let (id, attempt) = (n.instruction_id, n.attempts);
-            let (result, written) = match sent {
-                Ok(()) => ("sent", self.store.cancel_notice_done(id, Some(attempt)).await),
-                Err(DeliveryError::Retryable { after, code, .. })
-                    if n.attempts < policy.max_attempts =>
-                {
-                    let delay = policy
-                        .delay_after(n.attempts, n.instruction_id)
-                        .max(after.unwrap_or_default());
-                    tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "cancel notice failed; will retry");
-                    let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    ("retried", self.store.cancel_notice_retry(id, attempt, at).await)
-                }
-                Err(e) => {
-                    tracing::warn!(code = %e.code(), attempts = n.attempts, "cancel notice given up");
-                    ("given_up", self.store.cancel_notice_done(id, Some(attempt)).await)
-                }
-            };
-            self.metrics.cancel_notice(p.spec.id.as_str(), result);
-            if let Err(e) = written {
-                tracing::warn!(error = %e, "cancel notice not updated; it is sent again when its lease ends");
-            }
-        }
-        .instrument(span)
-        .await
     }
 }
 

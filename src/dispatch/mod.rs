@@ -56,6 +56,7 @@ mod deliver;
 pub mod destination;
 pub mod federation;
 pub mod grpc;
+mod notices;
 pub mod opendsr;
 mod pass;
 pub mod push;

@@ -1,10 +1,10 @@
-//! One dispatcher pass: escalate overdue work, share the free delivery
-//! slots out between push processors (leaving out those whose circuit
-//! breaker is open), claim for all of them in one transaction, start each
-//! delivery on its own task, and send due cancel notices; and how long to
-//! sleep after it.
+//! One dispatcher pass: escalate overdue work, send due cancel notices
+//! (see `super::notices`), share the free delivery slots out between push
+//! processors (leaving out those whose circuit breaker is open), claim for
+//! all of them in one transaction, and start each delivery on its own
+//! task; and how long to sleep after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -34,8 +34,8 @@ impl Dispatcher {
         }
     }
 
-    /// Escalates overdue work and claims due work for every processor, all
-    /// processors in one claim transaction.
+    /// Escalates overdue work, sends due cancel notices, and claims due
+    /// work for every processor, all processors in one claim transaction.
     pub(super) async fn tick(
         &self,
         set: &mut JoinSet<()>,
@@ -103,20 +103,20 @@ impl Dispatcher {
             push.rotate_left(first);
         }
         let cap = self.cap(now).await?;
-        // Cancel notices go first, within the pass's slots: they are few,
-        // and after the deliveries a backlog would leave them none. Only
-        // processors whose breakers are closed get them: an outage would
-        // otherwise spend a notice's retries.
-        let notices = match any_notice {
+        // Cancel notices go first, within the pass's slots (see
+        // `super::notices`); a processor whose probe a notice took gets no
+        // probe delivery besides.
+        let (notices, probing) = match any_notice {
             true => {
-                let closed: Vec<&Processor> = (push.iter())
-                    .filter(|(p, _)| !probes.contains_key(&p.spec.id))
-                    .map(|(p, _)| *p)
+                let gated: Vec<_> = (push.iter())
+                    .map(|(p, _)| (*p, probes.get(&p.spec.id).copied()))
                     .collect();
-                self.send_cancel_notices(&closed, cap, set).await?
+                self.send_cancel_notices(&gated, cap, set).await?
             }
-            false => 0,
+            false => (0, HashSet::new()),
         };
+        probes.retain(|id, _| !probing.contains(id));
+        push.retain(|(p, _)| !probing.contains(&p.spec.id));
         let mut free = self.free_under(cap);
         let share = (free / push.len().max(1)).max(1);
         let wants: Vec<Want> = push

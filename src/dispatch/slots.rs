@@ -6,13 +6,14 @@
 //!
 //! A delivery holds its global slot from its claim until its processor
 //! answers, and then, while the recorder writes its result, a write-back
-//! slot (as many as `max_in_flight`) in its place (a cancel notice
-//! likewise, while its row is written): the slot would
+//! slot (as many as `max_in_flight`) in its place: the slot would
 //! otherwise stand idle while its answer waits for and rides in a
 //! recorder batch (about 9 % more carried with processors answering in
 //! 200 ms, see `docs/decisions/0008-deliveries-in-flight.md`). Its
 //! processor's slot it holds until the result is written, as the claim
-//! counts it against the processor's limit until then.
+//! counts it against the processor's limit until then. A cancel notice
+//! hands its global slot over the same way while its row is written, but
+//! frees its processor's slot at the answer: no claim counts notices.
 //!
 //! The hold counts the deliveries in the replica's own hands (being
 //! claimed or written back), not those waiting for a processor's answer:

@@ -7,16 +7,17 @@
 //! leases it by moving `next_attempt_at` past the call's deadline (and
 //! counting the attempt), deletes it once the processor answered, and
 //! otherwise reschedules it under the processor's retry policy, like a
-//! delivery; both writes are fenced by the attempt leased. A pull processor's notices
-//! come with its pulls, leased for its ack timeout, until it acknowledges
-//! each (`AcknowledgeInstruction` on the cancelled instruction). Either
-//! way a crash loses none: the row stays until the processor has it.
+//! delivery; both writes are fenced by the attempt leased. A pull
+//! processor's notices come with its pulls, leased for its ack timeout,
+//! until it acknowledges each (`AcknowledgeInstruction` on the cancelled
+//! instruction). Either way a crash loses none: the row stays until the
+//! processor has it.
 
 use std::time::Duration;
 
 use sqlx::Row;
 
-use super::codec::{PUSH_KINDS, instruction_id, micros, micros_after, processor_id};
+use super::codec::{PUSH_KINDS, count, instruction_id, micros, micros_after, processor_id};
 use super::sql::Sql;
 use super::{Backend, Store, StoreError};
 use crate::domain::{InstructionId, ProcessorId, Timestamp};
@@ -39,7 +40,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<CancelNotice, StoreError> {
         instruction_id: instruction_id(row, "instruction_id")?,
         processor_id: processor_id(row, "processor_id")?,
         reason: row.try_get("reason")?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        attempts: count(row, "attempts")?,
     })
 }
 
@@ -122,12 +123,13 @@ impl Store {
 
     /// The processor has the notice: it is done. A sender passes the
     /// `attempt` it leased: a notice leased again since (its lease ran out
-    /// first) is left to its new holder, who sends it again.
+    /// first) is left to its new holder, who sends it again. Returns
+    /// whether the notice was there to finish.
     pub async fn cancel_notice_done(
         &self,
         id: InstructionId,
         attempt: Option<u32>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut sql = Sql::new(
             self.backend,
             "delete from cancel_notices where instruction_id = ",
@@ -137,21 +139,21 @@ impl Store {
             sql.push(" and attempts = ").bind(i64::from(attempt));
         }
         let mut tx = self.begin().await?;
-        sql.query().execute(&mut *tx).await?;
+        let done = sql.query().execute(&mut *tx).await?.rows_affected() > 0;
         tx.commit().await?;
-        Ok(())
+        Ok(done)
     }
 
     /// Tries the notice leased as `attempt` again at `at`, unless it was
-    /// leased again since.
+    /// leased again since; returns whether it was rescheduled.
     pub async fn cancel_notice_retry(
         &self,
         id: InstructionId,
         attempt: u32,
         at: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        Sql::new(self.backend, "update cancel_notices set next_attempt_at = ")
+        let done = Sql::new(self.backend, "update cancel_notices set next_attempt_at = ")
             .bind(micros(at))
             .push(" where instruction_id = ")
             .bind(id.to_string())
@@ -159,9 +161,11 @@ impl Store {
             .bind(i64::from(attempt))
             .query()
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected()
+            > 0;
         tx.commit().await?;
-        Ok(())
+        Ok(done)
     }
 
     /// The earliest time a push processor's notice falls due, if any.

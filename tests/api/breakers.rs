@@ -30,25 +30,6 @@ async fn spawn(db: &TestDb, cooldown: Duration) -> TestApp {
     .await
 }
 
-/// A push processor at `endpoint` that retries fast and long.
-fn fragile(id: &str, endpoint: &str) -> pb::Processor {
-    let mut p = push_processor(id, endpoint);
-    p.retry_policy.as_mut().unwrap().max_attempts = 50;
-    p
-}
-
-async fn breaker(app: &TestApp, id: &str) -> Option<pb::CircuitBreaker> {
-    app.processors
-        .clone()
-        .get_processor(pb::GetProcessorRequest {
-            processor_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .circuit_breaker
-}
-
 /// Follows the request until `n` failed deliveries were recorded (each
 /// puts the instruction back to PENDING). The dispatcher opens a breaker
 /// before it records the failure that opened it.

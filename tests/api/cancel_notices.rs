@@ -18,6 +18,7 @@ backends!(
     a_cancel_notice_waits_for_a_slot_of_its_processor,
     a_cancel_notice_goes_before_a_backlog_of_deliveries,
     a_cancel_notice_waits_while_its_processors_breaker_is_open,
+    a_cancel_notice_probes_a_breaker_no_delivery_can,
     a_notice_leased_again_is_finished_by_its_new_holder_only,
 );
 
@@ -289,42 +290,50 @@ async fn a_cancel_notice_goes_before_a_backlog_of_deliveries(db: TestDb) {
     assert!(notices_left(&db).await.is_empty());
 }
 
-/// A processor whose circuit breaker is open gets no cancel notice, which
-/// would only spend the notice's retries on the outage: the notice waits,
-/// its budget whole, until the breaker closes.
-async fn a_cancel_notice_waits_while_its_processors_breaker_is_open(db: TestDb) {
-    let app = TestApp::spawn_with(&db, Options::default(), |c| {
+/// A replica whose breakers open after three failures and cool down for
+/// `cooldown`, a processor `fragile` retrying up to `attempts` times, and
+/// a request it acknowledged; then its breaker is opened by three
+/// failures of another request's delivery.
+async fn acknowledged_then_broken(
+    db: &TestDb,
+    cooldown: Duration,
+    attempts: u32,
+) -> (TestApp, FakeProcessor, pb::DataSubjectRequest) {
+    let app = TestApp::spawn_with(db, Options::default(), |c| {
         c.breaker_failures = 3;
-        c.breaker_cooldown = Duration::from_secs(3600);
+        c.breaker_cooldown = cooldown;
         c.poll_interval = Duration::from_millis(20);
     })
     .await;
     let fake = FakeProcessor::start(Reply::Accepted).await;
-    let mut fragile = push_processor("fragile", &fake.endpoint());
-    fragile.retry_policy.as_mut().unwrap().max_attempts = 50;
-    register(&app, fragile).await;
+    let mut processor = fragile("fragile", &fake.endpoint());
+    processor.retry_policy.as_mut().unwrap().max_attempts = attempts;
+    register(&app, processor).await;
     let withdrawn = acknowledged(&app, "notice-may@example.com").await;
     fake.set_default(Reply::Error(Code::Unavailable));
     submit(&app, deletion("notice-ned@example.com")).await;
     fake.wait_for_calls(4).await;
-    let processor = |app: &TestApp| {
-        let mut client = app.processors.clone();
-        async move {
-            let get = pb::GetProcessorRequest {
-                processor_id: "fragile".into(),
-            };
-            client.get_processor(get).await.unwrap().into_inner()
-        }
-    };
-    let open = Some(pb::circuit_breaker::State::Open as i32);
+    let open = pb::circuit_breaker::State::Open;
+    until_breaker(&app, open, "the breaker opens after three failures").await;
+    (app, fake, withdrawn)
+}
+
+/// Waits until `fragile`'s breaker is in `state`.
+async fn until_breaker(app: &TestApp, state: pb::circuit_breaker::State, what: &str) {
     tokio::time::timeout(Duration::from_secs(30), async {
-        while processor(&app).await.circuit_breaker.map(|b| b.state) != open {
+        while breaker(app, "fragile").await.map(|b| b.state()) != Some(state) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the breaker opens after three failures");
+    .expect(what);
+}
 
+/// A processor whose circuit breaker is open gets no cancel notice, which
+/// would only spend the notice's retries on the outage: the notice waits,
+/// its budget whole, until the breaker closes.
+async fn a_cancel_notice_waits_while_its_processors_breaker_is_open(db: TestDb) {
+    let (app, fake, withdrawn) = acknowledged_then_broken(&db, Duration::from_secs(3600), 50).await;
     cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
     app.two_more_passes().await;
     assert!(
@@ -350,6 +359,31 @@ async fn a_cancel_notice_waits_while_its_processors_breaker_is_open(db: TestDb) 
     let cancels = fake.cancels();
     assert_eq!(cancels.len(), 1);
     assert_eq!(cancels[0].instruction_id, id);
+    app.stop().await;
+    assert!(notices_left(&db).await.is_empty());
+}
+
+/// With no delivery left to probe it (the one that opened it escalated),
+/// a half-open breaker is probed by a cancel notice: the processor's
+/// answer closes it.
+async fn a_cancel_notice_probes_a_breaker_no_delivery_can(db: TestDb) {
+    let (app, fake, withdrawn) = acknowledged_then_broken(&db, Duration::from_millis(200), 3).await;
+    let ned = wait_for_state(
+        &app,
+        &fake.deliveries()[1].instruction_id,
+        pb::InstructionState::Escalated,
+    )
+    .await;
+    assert_eq!(ned.attempts, 3);
+    cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
+    let closed = pb::circuit_breaker::State::Closed;
+    until_breaker(&app, closed, "the notice's answer closes the breaker").await;
+    let cancels = fake.cancels();
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(
+        cancels[0].instruction_id,
+        instruction_of(&withdrawn, "fragile")
+    );
     app.stop().await;
     assert!(notices_left(&db).await.is_empty());
 }
@@ -388,21 +422,24 @@ async fn a_notice_leased_again_is_finished_by_its_new_holder_only(db: TestDb) {
     };
     let second_lease = leased_until().await;
     let in_an_hour = later + chrono::Duration::hours(1);
-    store.cancel_notice_retry(id, 1, in_an_hour).await.unwrap();
-    store.cancel_notice_done(id, Some(1)).await.unwrap();
+    let stale = (
+        store.cancel_notice_retry(id, 1, in_an_hour).await.unwrap(),
+        store.cancel_notice_done(id, Some(1)).await.unwrap(),
+    );
+    assert_eq!(stale, (false, false));
     assert_eq!(
         leased_until().await,
         second_lease,
         "the first sender's writes"
     );
 
-    store.cancel_notice_retry(id, 2, in_an_hour).await.unwrap();
+    assert!(store.cancel_notice_retry(id, 2, in_an_hour).await.unwrap());
     assert_ne!(
         leased_until().await,
         second_lease,
         "rescheduled by its holder"
     );
-    store.cancel_notice_done(id, Some(2)).await.unwrap();
+    assert!(store.cancel_notice_done(id, Some(2)).await.unwrap());
     assert!(notices_left(&db).await.is_empty());
     app.stop().await;
 }

@@ -416,7 +416,6 @@ async fn a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery(db: 
         .await
         .unwrap();
     let next = submit(&app, deletion("next@example.com")).await;
-    assert_eq!(fake.deliveries().len(), 1, "the next waits for the slot");
     fake.release();
     assert!(
         someone_waits_for(&db, holder_pid).await,

@@ -64,6 +64,26 @@ pub fn patient_push_processor(id: &str, endpoint: &str) -> pb::Processor {
     p
 }
 
+/// A push processor at `endpoint` that retries fast and long.
+pub fn fragile(id: &str, endpoint: &str) -> pb::Processor {
+    let mut p = push_processor(id, endpoint);
+    p.retry_policy.as_mut().unwrap().max_attempts = 50;
+    p
+}
+
+/// The circuit breaker `GetProcessor` shows for processor `id`.
+pub async fn breaker(app: &TestApp, id: &str) -> Option<pb::CircuitBreaker> {
+    app.processors
+        .clone()
+        .get_processor(pb::GetProcessorRequest {
+            processor_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .circuit_breaker
+}
+
 /// A push processor reached by webhook at `url`.
 pub fn webhook_processor(id: &str, url: &str) -> pb::Processor {
     pb::Processor {
