@@ -314,9 +314,7 @@ async fn slots_and_a_queue(
 async fn deliveries_yield_to_queuing_submissions_until_late(db: TestDb) {
     let (app, clock, fake) = slots_and_a_queue(&db, 16, 44, |_| {}).await;
     // Callers waiting for intake, as many as count as a queue.
-    let mut queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
-        .map(|_| app.store.submission_started())
-        .collect();
+    let mut queue = app.callers_queuing();
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
     // One fewer: no queue, every slot.
     queue.pop();
@@ -357,9 +355,7 @@ async fn deliveries_never_yield_with_intake_priority_off(db: TestDb) {
 async fn held_deliveries_keep_at_most_held_slots(db: TestDb) {
     let count = HELD_SLOTS + 16;
     let (app, _clock, fake) = slots_and_a_queue(&db, 512, count, |_| {}).await;
-    let queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
-        .map(|_| app.store.submission_started())
-        .collect();
+    let queue = app.callers_queuing();
     assert_eq!(app.dispatcher.run_once().await.unwrap(), HELD_SLOTS);
     drop(queue);
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 16);
@@ -382,17 +378,11 @@ async fn deliveries_waiting_for_answers_are_not_held(db: TestDb) {
     for n in 0..12 {
         submit(&app, deletion(&format!("w{n}@example.com"))).await;
     }
-    let queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
-        .map(|_| app.store.submission_started())
-        .collect();
-    let pass = || {
-        let dispatcher = app.dispatcher.clone();
-        tokio::spawn(async move { dispatcher.run_once().await.unwrap() })
-    };
+    let queue = app.callers_queuing();
     // A quarter of 16 each time, all four waiting for their answers.
-    let first = pass();
+    let first = app.spawn_pass();
     slow.wait_for_calls(4).await;
-    let second = pass();
+    let second = app.spawn_pass();
     slow.wait_for_calls(8).await;
     assert_eq!(slow.deliveries().len(), 8, "two passes of four");
     slow.release();
@@ -479,9 +469,7 @@ async fn a_pull_processors_expired_lease_does_not_end_the_hold(db: TestDb) {
         req.processor_ids = vec!["vendor".into()];
         submit(&app, req).await;
     }
-    let queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
-        .map(|_| app.store.submission_started())
-        .collect();
+    let queue = app.callers_queuing();
     assert_eq!(
         app.dispatcher.run_once().await.unwrap(),
         4,

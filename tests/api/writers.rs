@@ -12,7 +12,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use dsr_orchestrator::dispatch::QUEUING_SUBMISSIONS;
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::{Application, Options};
 use dsr_orchestrator::store::Backend;
@@ -196,10 +195,7 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
     );
 
     // The holder gives the id up: the waiting batch inserts its request.
-    sqlx::raw_sql("rollback")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    rollback(holder).await;
     let first = waiting.await.unwrap().unwrap().into_inner();
     assert_eq!(first.request_id, held);
     for id in [&model, &held, &second.request_id] {
@@ -234,11 +230,7 @@ async fn a_result_being_written_leaves_its_slot_to_the_next_delivery(db: TestDb)
     // processor answers, so writing the answer waits.
     let held = instruction_of(&first, "vendor");
     let (mut holder, holder_pid) = open_transaction(&db).await;
-    sqlx::query("select id from instructions where id = $1 for update")
-        .bind(&held)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    lock_instructions(&mut holder, std::slice::from_ref(&held)).await;
     assert_eq!(fake.deliveries().len(), 1, "the second waits for the slot");
     fake.release();
     assert!(
@@ -255,19 +247,8 @@ async fn a_result_being_written_leaves_its_slot_to_the_next_delivery(db: TestDb)
         .unwrap();
     assert_eq!(state, "DELIVERING", "the first answer is not written yet");
 
-    sqlx::raw_sql("rollback")
-        .execute(&mut holder)
-        .await
-        .unwrap();
-    for req in [&first, &second] {
-        wait_for_state(
-            &app,
-            &instruction_of(req, "vendor"),
-            pb::InstructionState::Completed,
-        )
-        .await;
-        assert_eq!(record(&app, &req.request_id).await.lines.len(), 1);
-    }
+    rollback(holder).await;
+    completed_with_records(&app, &[&first, &second]).await;
     app.stop().await;
 }
 
@@ -285,11 +266,7 @@ async fn results_waiting_to_be_written_are_bounded_by_max_in_flight(db: TestDb) 
     let first = submit(&app, deletion("first@example.com")).await;
     fake.wait_for_calls(1).await;
     let (mut holder, holder_pid) = open_transaction(&db).await;
-    sqlx::query("select id from instructions where id = $1 for update")
-        .bind(instruction_of(&first, "vendor"))
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    lock_instructions(&mut holder, &[instruction_of(&first, "vendor")]).await;
     fake.release();
     assert!(
         someone_waits_for(&db, holder_pid).await,
@@ -304,20 +281,9 @@ async fn results_waiting_to_be_written_are_bounded_by_max_in_flight(db: TestDb) 
     app.two_more_passes().await;
     assert_eq!(fake.deliveries().len(), 2, "the third waits for a slot");
 
-    sqlx::raw_sql("rollback")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    rollback(holder).await;
     fake.wait_for_calls(3).await;
-    for req in [&first, &second, &third] {
-        wait_for_state(
-            &app,
-            &instruction_of(req, "vendor"),
-            pb::InstructionState::Completed,
-        )
-        .await;
-        assert_eq!(record(&app, &req.request_id).await.lines.len(), 1);
-    }
+    completed_with_records(&app, &[&first, &second, &third]).await;
     app.stop().await;
 }
 
@@ -338,17 +304,11 @@ async fn results_being_written_count_against_the_hold(db: TestDb) {
     for n in 0..8 {
         submit(&app, deletion(&format!("held-{n}@example.com"))).await;
     }
-    let queue: Vec<_> = (0..QUEUING_SUBMISSIONS)
-        .map(|_| app.store.submission_started())
-        .collect();
-    let pass = || {
-        let dispatcher = app.dispatcher.clone();
-        tokio::spawn(async move { dispatcher.run_once().await.unwrap() })
-    };
+    let queue = app.callers_queuing();
 
     // A held pass's four deliveries wait for answers whose writing will
     // wait on their rows.
-    let first = pass();
+    let first = app.spawn_pass();
     fake.wait_for_calls(4).await;
     let (mut holder, holder_pid) = open_transaction(&db).await;
     let sent: Vec<String> = fake
@@ -356,11 +316,7 @@ async fn results_being_written_count_against_the_hold(db: TestDb) {
         .into_iter()
         .map(|d| d.instruction_id)
         .collect();
-    sqlx::query("select id from instructions where id = any($1) for update")
-        .bind(&sent)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    lock_instructions(&mut holder, &sent).await;
     fake.release();
     assert!(
         someone_waits_for(&db, holder_pid).await,
@@ -376,15 +332,16 @@ async fn results_being_written_count_against_the_hold(db: TestDb) {
     .expect("all four answers are in");
 
     // (A pass that claimed would wait for its results behind the lock.)
-    let second = tokio::time::timeout(Duration::from_secs(30), pass()).await;
+    let second = tokio::time::timeout(Duration::from_secs(30), app.spawn_pass()).await;
     let second = second.expect("the held pass ends at once").unwrap();
     assert_eq!(second, 0, "four being written fill the hold");
-    sqlx::raw_sql("rollback")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    rollback(holder).await;
     assert_eq!(first.await.unwrap(), 4);
-    assert_eq!(pass().await.unwrap(), 4, "written, they leave the hold");
+    assert_eq!(
+        app.spawn_pass().await.unwrap(),
+        4,
+        "written, they leave the hold"
+    );
     drop(queue);
     app.stop().await;
 }
@@ -434,10 +391,7 @@ async fn a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery(db: 
         .unwrap();
     assert_eq!(unwritten, 1, "the notice's answer is not written yet");
 
-    sqlx::raw_sql("rollback")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    rollback(holder).await;
     wait_for_state(
         &app,
         &instruction_of(&next, "vendor"),
@@ -448,6 +402,33 @@ async fn a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery(db: 
     app.stop().await;
     let left = db.texts("select instruction_id from cancel_notices").await;
     assert!(left.is_empty(), "the notice is done once its row is free");
+}
+
+/// Takes the row locks of instructions `ids` in `holder`'s transaction.
+async fn lock_instructions(holder: &mut sqlx::PgConnection, ids: &[String]) {
+    sqlx::query("select id from instructions where id = any($1) for update")
+        .bind(ids)
+        .execute(holder)
+        .await
+        .unwrap();
+}
+
+/// Ends `holder`'s transaction, and with it the locks it held.
+async fn rollback(mut holder: sqlx::PgConnection) {
+    sqlx::raw_sql("rollback")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+}
+
+/// Waits until each of `requests`' one instruction (to `vendor`) is
+/// COMPLETED, and checks each request's record.
+async fn completed_with_records(app: &TestApp, requests: &[&pb::DataSubjectRequest]) {
+    for req in requests {
+        let id = instruction_of(req, "vendor");
+        wait_for_state(app, &id, pb::InstructionState::Completed).await;
+        assert_eq!(record(app, &req.request_id).await.lines.len(), 1);
+    }
 }
 
 /// A connection of its own with a transaction open, to hold locks the

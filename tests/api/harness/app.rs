@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use dsr_orchestrator::config::Config;
-use dsr_orchestrator::dispatch::Dispatcher;
+use dsr_orchestrator::dispatch::{Dispatcher, QUEUING_SUBMISSIONS};
+use dsr_orchestrator::in_progress::Counted;
 use dsr_orchestrator::pb::instruction_service_client::InstructionServiceClient;
 use dsr_orchestrator::pb::processor_service_client::ProcessorServiceClient;
 use dsr_orchestrator::pb::request_service_client::RequestServiceClient;
@@ -279,6 +280,22 @@ impl TestApp {
             .find_map(|l| l.strip_prefix("dsr_dispatch_passes_total "))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no dsr_dispatch_passes_total:\n{text}"))
+    }
+
+    /// As many submissions counted in progress as make deliveries yield
+    /// to intake, until the guards drop: callers queuing, without calls.
+    pub fn callers_queuing(&self) -> Vec<Counted> {
+        (0..QUEUING_SUBMISSIONS)
+            .map(|_| self.store.submission_started())
+            .collect()
+    }
+
+    /// A pass run by hand (`run_once`) on a task of its own, so the test
+    /// can act while the pass waits for its deliveries; yields how many it
+    /// claimed.
+    pub fn spawn_pass(&self) -> JoinHandle<usize> {
+        let dispatcher = self.dispatcher.clone();
+        tokio::spawn(async move { dispatcher.run_once().await.unwrap() })
     }
 
     /// Waits until the dispatcher has made two more passes than now: a
