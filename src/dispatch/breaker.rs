@@ -31,8 +31,8 @@ pub(super) enum Gate {
     Closed,
     /// Deliver nothing.
     Open,
-    /// Deliver one instruction: this replica probes a breaker opened for
-    /// this cool-down.
+    /// Send one cancel notice or deliver one instruction: this replica
+    /// probes a breaker opened for this cool-down.
     Probe(Duration),
 }
 

@@ -138,35 +138,44 @@ impl Dispatcher {
             let (global, own) = slot;
             drop(own);
             let _writing = self.hand_over(global).await;
-            if probe.is_some() && asked && !matches!(&sent, Err(e) if e.is_local()) {
-                let failed = matches!(sent, Err(DeliveryError::Retryable { .. }));
+            let reached = asked && !matches!(&sent, Err(e) if e.is_local());
+            let failed = reached && matches!(sent, Err(DeliveryError::Retryable { .. }));
+            if probe.is_some() && reached {
                 self.after_call(p, failed, probe).await;
             }
+            // A probe that failed gives its attempt back: the outage failed,
+            // not the notice, and the breaker holds the notice again.
+            let refund = probe.is_some() && failed;
             let policy = &p.spec.retry_policy;
             // Fenced by the attempt leased: one leased again since is the
             // new holder's to finish.
             let (id, attempt) = (n.instruction_id, n.attempts);
-            let (result, written) = match sent {
-                Ok(()) => ("sent", self.store.cancel_notice_done(id, Some(attempt)).await),
+            let (result, written, given_up) = match sent {
+                Ok(()) => ("sent", self.store.cancel_notice_done(id, Some(attempt)).await, None),
                 Err(DeliveryError::Retryable { after, code, .. })
-                    if n.attempts < policy.max_attempts =>
+                    if refund || n.attempts < policy.max_attempts =>
                 {
                     let delay = policy
                         .delay_after(n.attempts, n.instruction_id)
                         .max(after.unwrap_or_default());
                     tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "cancel notice failed; will retry");
                     let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    ("retried", self.store.cancel_notice_retry(id, attempt, at).await)
+                    ("retried", self.store.cancel_notice_retry(id, attempt, at, refund).await, None)
                 }
                 Err(e) => {
-                    tracing::warn!(code = %e.code(), attempts = n.attempts, "cancel notice given up");
-                    ("given_up", self.store.cancel_notice_done(id, Some(attempt)).await)
+                    let written = self.store.cancel_notice_done(id, Some(attempt)).await;
+                    ("given_up", written, Some(e.code().to_string()))
                 }
             };
             // Counted once written: one leased again since is counted by
             // its new holder.
             match written {
-                Ok(true) => self.metrics.cancel_notice(p.spec.id.as_str(), result),
+                Ok(true) => {
+                    if let Some(code) = given_up {
+                        tracing::warn!(code = %code, attempts = n.attempts, "cancel notice given up");
+                    }
+                    self.metrics.cancel_notice(p.spec.id.as_str(), result)
+                }
                 Ok(false) => tracing::info!(
                     "cancel notice leased again before its answer was written; its new holder finishes it"
                 ),

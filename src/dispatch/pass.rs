@@ -59,7 +59,8 @@ impl Dispatcher {
             .filter_map(|p| p.spec.adapter.push_timeout().map(|t| (p, t)))
             .collect();
         // Open breakers leave their processors out of the pass; a
-        // half-open one lets this replica probe with one delivery.
+        // half-open one lets this replica probe with one cancel notice or
+        // one delivery.
         let (any_breaker, any_notice) = self.store.side_work().await?;
         self.notices_waiting.store(any_notice, Ordering::Relaxed);
         let breakers = if any_breaker {

@@ -145,16 +145,20 @@ impl Store {
     }
 
     /// Tries the notice leased as `attempt` again at `at`, unless it was
-    /// leased again since; returns whether it was rescheduled.
+    /// leased again since; `refund` gives the attempt back. Returns
+    /// whether it was rescheduled.
     pub async fn cancel_notice_retry(
         &self,
         id: InstructionId,
         attempt: u32,
         at: Timestamp,
+        refund: bool,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let done = Sql::new(self.backend, "update cancel_notices set next_attempt_at = ")
             .bind(micros(at))
+            .push(", attempts = attempts - ")
+            .bind(i64::from(refund))
             .push(" where instruction_id = ")
             .bind(id.to_string())
             .push(" and attempts = ")

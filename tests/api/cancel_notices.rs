@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::pb;
+use dsr_orchestrator::pb::circuit_breaker::State;
 use dsr_orchestrator::startup::Options;
 use tonic::Code;
 
@@ -19,6 +20,7 @@ backends!(
     a_cancel_notice_goes_before_a_backlog_of_deliveries,
     a_cancel_notice_waits_while_its_processors_breaker_is_open,
     a_cancel_notice_probes_a_breaker_no_delivery_can,
+    a_failed_probe_spends_none_of_the_notices_attempts,
     a_notice_leased_again_is_finished_by_its_new_holder_only,
 );
 
@@ -313,15 +315,19 @@ async fn acknowledged_then_broken(
     fake.set_default(Reply::Error(Code::Unavailable));
     submit(&app, deletion("notice-ned@example.com")).await;
     fake.wait_for_calls(4).await;
-    let open = pb::circuit_breaker::State::Open;
-    until_breaker(&app, open, "the breaker opens after three failures").await;
+    // Open, or half open once a short cool-down is over.
+    let opened = [State::Open, State::HalfOpen];
+    until_breaker(&app, &opened, "the breaker opens after three failures").await;
     (app, fake, withdrawn)
 }
 
-/// Waits until `fragile`'s breaker is in `state`.
-async fn until_breaker(app: &TestApp, state: pb::circuit_breaker::State, what: &str) {
+/// Waits until `fragile`'s breaker is in one of `states`.
+async fn until_breaker(app: &TestApp, states: &[pb::circuit_breaker::State], what: &str) {
     tokio::time::timeout(Duration::from_secs(30), async {
-        while breaker(app, "fragile").await.map(|b| b.state()) != Some(state) {
+        while !breaker(app, "fragile")
+            .await
+            .is_some_and(|b| states.contains(&b.state()))
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -376,14 +382,46 @@ async fn a_cancel_notice_probes_a_breaker_no_delivery_can(db: TestDb) {
     .await;
     assert_eq!(ned.attempts, 3);
     cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
-    let closed = pb::circuit_breaker::State::Closed;
-    until_breaker(&app, closed, "the notice's answer closes the breaker").await;
+    let closed = [State::Closed];
+    until_breaker(&app, &closed, "the notice's answer closes the breaker").await;
     let cancels = fake.cancels();
     assert_eq!(cancels.len(), 1);
     assert_eq!(
         cancels[0].instruction_id,
         instruction_of(&withdrawn, "fragile")
     );
+    app.stop().await;
+    assert!(notices_left(&db).await.is_empty());
+}
+
+/// A probe notice that fails opens the breaker again and gives its
+/// attempt back: the outage failed, not the notice. With a budget of three
+/// attempts, more than three failed probes still leave the notice to be
+/// sent once the processor answers.
+async fn a_failed_probe_spends_none_of_the_notices_attempts(db: TestDb) {
+    let (app, fake, withdrawn) = acknowledged_then_broken(&db, Duration::from_millis(50), 3).await;
+    let escalated = &fake.deliveries()[1].instruction_id;
+    wait_for_state(&app, escalated, pb::InstructionState::Escalated).await;
+    fake.fail_cancels(Some(Code::Unavailable));
+    cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
+    let retried = |metrics: &str| -> u64 {
+        let line = r#"dsr_cancel_notices_total{processor="fragile",result="retried"} "#;
+        let count = metrics.lines().find_map(|l| l.strip_prefix(line));
+        count.map_or(0, |n| n.parse().unwrap())
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while retried(&app.admin_get("/metrics").await.1) < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("four failed probes");
+    let (_, metrics) = app.admin_get("/metrics").await;
+    assert!(!metrics.contains(r#"result="given_up""#), "{metrics}");
+
+    fake.fail_cancels(None);
+    let closed = [State::Closed];
+    until_breaker(&app, &closed, "the notice's answer closes the breaker").await;
     app.stop().await;
     assert!(notices_left(&db).await.is_empty());
 }
@@ -423,7 +461,10 @@ async fn a_notice_leased_again_is_finished_by_its_new_holder_only(db: TestDb) {
     let second_lease = leased_until().await;
     let in_an_hour = later + chrono::Duration::hours(1);
     let stale = (
-        store.cancel_notice_retry(id, 1, in_an_hour).await.unwrap(),
+        store
+            .cancel_notice_retry(id, 1, in_an_hour, false)
+            .await
+            .unwrap(),
         store.cancel_notice_done(id, Some(1)).await.unwrap(),
     );
     assert_eq!(stale, (false, false));
@@ -433,7 +474,12 @@ async fn a_notice_leased_again_is_finished_by_its_new_holder_only(db: TestDb) {
         "the first sender's writes"
     );
 
-    assert!(store.cancel_notice_retry(id, 2, in_an_hour).await.unwrap());
+    assert!(
+        store
+            .cancel_notice_retry(id, 2, in_an_hour, false)
+            .await
+            .unwrap()
+    );
     assert_ne!(
         leased_until().await,
         second_lease,

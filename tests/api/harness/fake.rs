@@ -46,6 +46,8 @@ struct State {
     cancels: Vec<pb::CancelInstructionRequest>,
     /// Cancel notices wait for [`FakeProcessor::release`] before answering.
     cancels_hang: bool,
+    /// Cancel notices are answered with this error.
+    cancels_fail: Option<tonic::Code>,
 }
 
 /// A running fake processor.
@@ -119,17 +121,20 @@ impl ProcessorAdapter for Service {
         &self,
         request: Request<pb::CancelInstructionRequest>,
     ) -> Result<Response<pb::CancelInstructionResponse>, Status> {
-        let hang = {
+        let (hang, fail) = {
             let mut s = self.0.state.lock().unwrap();
             s.cancels.push(request.into_inner());
-            s.cancels_hang
+            (s.cancels_hang, s.cancels_fail)
         };
         let released = self.0.release.notified();
         self.0.calls.send_modify(|n| *n += 1);
         if hang {
             released.await;
         }
-        Ok(Response::new(pb::CancelInstructionResponse {}))
+        match fail {
+            Some(code) => Err(Status::new(code, "scripted failure")),
+            None => Ok(Response::new(pb::CancelInstructionResponse {})),
+        }
     }
 }
 
@@ -157,6 +162,7 @@ impl FakeProcessor {
                 traceparents: Vec::new(),
                 cancels: Vec::new(),
                 cancels_hang: false,
+                cancels_fail: None,
             })),
             release: Arc::new(Notify::new()),
             calls: watch::channel(0).0,
@@ -183,6 +189,11 @@ impl FakeProcessor {
     /// they are answered.
     pub fn hang_cancels(&self) {
         self.state.lock().unwrap().cancels_hang = true;
+    }
+
+    /// Answers cancel notices with `code` (`None`: at once, as done).
+    pub fn fail_cancels(&self, code: Option<tonic::Code>) {
+        self.state.lock().unwrap().cancels_fail = code;
     }
 
     /// Changes the answer used when the script is empty.
