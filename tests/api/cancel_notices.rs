@@ -280,7 +280,13 @@ async fn a_cancel_notice_goes_before_a_backlog_of_deliveries(db: TestDb) {
     }
     cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
 
-    assert_eq!(app.dispatcher.run_once().await.unwrap(), 2);
+    // The notice's answer waits, so its slot stays taken through the
+    // pass's claim (an answer hands the slot over at once).
+    fake.hang_cancels();
+    let pass = app.spawn_pass();
+    fake.wait_for_calls(3).await;
+    fake.release();
+    assert_eq!(pass.await.unwrap(), 2);
     let cancels = fake.cancels();
     assert_eq!(cancels.len(), 1, "the notice took one of the two slots");
     assert_eq!(
