@@ -116,8 +116,10 @@ impl Dispatcher {
             }
             false => (0, HashSet::new()),
         };
-        probes.retain(|id, _| !probing.contains(id));
-        push.retain(|(p, _)| !probing.contains(&p.spec.id));
+        if !probing.is_empty() {
+            probes.retain(|id, _| !probing.contains(id));
+            push.retain(|(p, _)| !probing.contains(&p.spec.id));
+        }
         let mut free = self.free_under(cap);
         let share = (free / push.len().max(1)).max(1);
         let wants: Vec<Want> = push

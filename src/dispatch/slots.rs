@@ -132,11 +132,12 @@ impl Dispatcher {
         self.free_under(cap) >= (cap.most.saturating_sub(waiting) / 4).max(1)
     }
 
-    /// Hands a delivery whose processor answered from its `global` slot
-    /// to a write-back one (waiting while `max_in_flight` results are
-    /// being written), so the global slot starts the next delivery while
-    /// the recorder writes this one's result, and wakes the loop to
-    /// refill. The delivery keeps its processor's slot meanwhile.
+    /// Hands a call whose processor answered (a delivery or a cancel
+    /// notice) from its `global` slot to a write-back one (waiting while
+    /// `max_in_flight` results are being written), so the global slot
+    /// starts the next delivery while this one's result is written, and
+    /// wakes the loop to refill. The caller keeps or drops its
+    /// processor's slot itself.
     pub(super) async fn hand_over(&self, global: OwnedSemaphorePermit) -> OwnedSemaphorePermit {
         let writing = self
             .writing
