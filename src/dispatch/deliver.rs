@@ -95,7 +95,8 @@ impl Dispatcher {
         // The processor's slot is held until the answer is written.
         let (global, _own) = slot;
         let _writing = self.hand_over(global).await;
-        let result = result_of(answer, p, &c, now);
+        // A probe that reached the processor and failed spends no budget.
+        let result = result_of(answer, p, &c, now, probe.is_some() && sent);
         if let Some(ticket) = ticket.filter(|_| sent) {
             self.observe(p, ticket, took, breaker::failed(&result));
         }
@@ -171,13 +172,18 @@ fn unreadable(code: &str, e: StoreError) -> DeliveryError {
 /// What to record for the delivery `c` to `p` that got `answer` at `now`:
 /// a retryable failure is retried at the time the retry policy picks while
 /// the budget lasts, and escalates after it (the attempt itself is kept as
-/// what the processor said). Texts from the processor lose the identities
-/// it was sent (see [`crate::domain::redact_identities`]).
+/// what the processor said). A retryable failure of a circuit breaker's
+/// `probe` is retried and gives its attempt back: it shows the outage goes
+/// on, and an outage spends no instruction's budget (the breaker, opened
+/// again, holds the instruction back meanwhile). Texts from the processor
+/// lose the identities it was sent (see
+/// [`crate::domain::redact_identities`]).
 fn result_of(
     answer: Result<Answer, DeliveryError>,
     p: &Processor,
     c: &Claimed,
     now: Timestamp,
+    probe: bool,
 ) -> DeliveryResult {
     let policy = &p.spec.retry_policy;
     let instruction = &c.instruction;
@@ -231,7 +237,7 @@ fn result_of(
             code,
             message,
             after,
-        }) if policy.allows_another(attempts) => {
+        }) if probe || policy.allows_another(attempts) => {
             // A processor that named a time is not called again sooner.
             let delay = policy
                 .delay_after(attempts, instruction.id)
@@ -241,6 +247,7 @@ fn result_of(
                 at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
                 code,
                 message,
+                refund: probe,
             }
         }
         Err(DeliveryError::Retryable { code, message, .. }) => {

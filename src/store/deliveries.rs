@@ -30,6 +30,9 @@ pub enum DeliveryResult {
         code: String,
         /// Error message.
         message: String,
+        /// Whether the attempt is given back to the retry budget (a
+        /// failed circuit-breaker probe); it stays in the history.
+        refund: bool,
     },
     /// Give up and escalate (fatal error or budget exhausted).
     Escalate {
@@ -77,9 +80,15 @@ impl DeliveryReport {
                 c.close_attempt = Some(close(AttemptResult::Outcome, None, None));
                 c
             }
-            DeliveryResult::RetryAt { at, code, message } => {
+            DeliveryResult::RetryAt {
+                at,
+                code,
+                message,
+                refund,
+            } => {
                 let mut c = Change::new(self.id, InstructionEvent::RetryLater);
                 c.next_attempt_at = Some(at);
+                c.refund = refund;
                 c.last_error = Some(format!("{code}: {message}"));
                 c.close_attempt = Some(close(
                     AttemptResult::RetryableError,

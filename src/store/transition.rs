@@ -69,6 +69,9 @@ pub(super) struct Change {
     pub data_records: u32,
     /// Reset the retry and reminder budget (operator re-arm).
     pub rearm: bool,
+    /// Give the attempt just made back to the retry budget (a failed
+    /// circuit-breaker probe: the outage, not the instruction, failed).
+    pub refund: bool,
     /// Close the open history entry this way.
     pub close_attempt: Option<AttemptClose>,
 }
@@ -89,6 +92,7 @@ impl Change {
             sealed_records: None,
             data_records: 0,
             rearm: false,
+            refund: false,
             close_attempt: None,
         }
     }
@@ -145,6 +149,7 @@ pub(super) async fn apply(
                 ("sealed_records", Col::Text),
                 ("data_records", Col::Int),
                 ("rearm", Col::Int),
+                ("refund", Col::Int),
             ],
             group.iter().map(|c| {
                 vec![
@@ -160,6 +165,7 @@ pub(super) async fn apply(
                     Bind::from(c.sealed_records.clone()),
                     Bind::from(i64::from(c.data_records)),
                     Bind::from(i64::from(c.rearm)),
+                    Bind::from(i64::from(c.refund)),
                 ]
             }),
         );
@@ -172,7 +178,8 @@ pub(super) async fn apply(
                  last_error = coalesce(v.last_error, instructions.last_error), \
                  result = v.result, resolved_by = v.resolved_by, \
                  sealed_records = v.sealed_records, \
-                 attempts_since_arm = case when v.rearm = 1 then 0 else instructions.attempts_since_arm end, \
+                 attempts_since_arm = case when v.rearm = 1 then 0 \
+                 else instructions.attempts_since_arm - v.refund end, \
                  reminders = case when v.rearm = 1 then 0 else instructions.reminders end, \
                  escalate_at = case when v.rearm = 1 and instructions.escalate_at <= ",
             )
@@ -196,7 +203,11 @@ pub(super) async fn apply(
             })
             // A final instruction is never sent again: the identities it
             // carried go with the same update (see `store::erase`).
-            .push(if to.is_terminal() { ", payload = null" } else { "" })
+            .push(if to.is_terminal() {
+                ", payload = null"
+            } else {
+                ""
+            })
             .push(" from v where instructions.id = v.id and ")
             .in_cte("instructions.id", "v", "id")
             // SQLite: the unary `+` keeps the state guard off the

@@ -18,6 +18,7 @@ backends!(
     a_failing_processor_is_left_alone_then_probed_and_resumed,
     an_operator_closes_a_breaker_by_hand,
     a_probe_this_replica_could_not_send_leaves_the_breaker_open,
+    a_failed_probe_spends_none_of_the_instructions_budget,
     failures_of_this_replicas_own_settings_do_not_open_the_breaker,
 );
 
@@ -224,6 +225,68 @@ async fn a_probe_this_replica_could_not_send_leaves_the_breaker_open(db: TestDb)
         breaker(&app, "fragile").await.unwrap().state(),
         pb::circuit_breaker::State::HalfOpen
     );
+    app.stop().await;
+}
+
+/// A probe that reaches the processor and fails gives its attempt back:
+/// with a budget of two attempts, the first failure opens the breaker and
+/// two failed probes later the instruction is still waiting, not
+/// escalated; the probe after the outage completes it. Every attempt stays
+/// in its history.
+async fn a_failed_probe_spends_none_of_the_instructions_budget(db: TestDb) {
+    let clock = ManualClock::new();
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| {
+        c.breaker_failures = 1;
+        c.breaker_cooldown = Duration::from_secs(60);
+    })
+    .await;
+    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
+    let mut p = push_processor("fragile", &fake.endpoint());
+    p.retry_policy.as_mut().unwrap().max_attempts = 2;
+    register(&app, p).await;
+    let req = submit(&app, deletion("probe-cat@example.com")).await;
+    let state = || async { all_instructions(&app).await[0].state() };
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    let breaker_state = || async { breaker(&app, "fragile").await.unwrap().state() };
+    assert_eq!(breaker_state().await, pb::circuit_breaker::State::Open);
+    // Each failed probe opens the breaker again, for twice as long.
+    for cooldown in [60, 120] {
+        clock.advance(Duration::from_secs(cooldown + 1));
+        assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "a probe");
+        assert_eq!(state().await, pb::InstructionState::Pending);
+        assert_eq!(breaker_state().await, pb::circuit_breaker::State::Open);
+    }
+
+    fake.set_default(Reply::done(pb::Outcome::Completed));
+    clock.advance(Duration::from_secs(241));
+    assert_eq!(
+        app.dispatcher.run_once().await.unwrap(),
+        1,
+        "the last probe"
+    );
+    let listed = all_instructions(&app).await;
+    assert_eq!(listed[0].request_id, req.request_id);
+    assert_eq!(listed[0].state(), pb::InstructionState::Completed);
+    let results: Vec<&str> = listed[0]
+        .history
+        .iter()
+        .map(|h| h.result.as_str())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "retryable_error",
+            "retryable_error",
+            "retryable_error",
+            "outcome"
+        ]
+    );
+    assert_eq!(breaker_state().await, pb::circuit_breaker::State::Closed);
     app.stop().await;
 }
 
