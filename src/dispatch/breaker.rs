@@ -11,7 +11,9 @@
 //! the whole deployment stops delivering to the processor together, and
 //! one replica (the one that takes the probe's lease) probes it. While a
 //! breaker is open its instructions wait without spending their retry
-//! budget; their due times still escalate them. An operator may close a
+//! budget, and a probe that reached the processor and failed gives its
+//! attempt back (see `deliver::result_of`); their due times still
+//! escalate them. An operator may close a
 //! breaker by hand (`CloseCircuitBreaker`).
 
 use std::collections::HashMap;
@@ -71,6 +73,21 @@ impl Dispatcher {
                 }
             }
         })
+    }
+
+    /// Gives back the probe of `p`'s breaker that [`Dispatcher::gate`]
+    /// took in this pass (at `now`, for `timeout` and the lease margin)
+    /// when the pass had nothing to probe with, so that work due just
+    /// after need not wait for the lease to run out.
+    pub(super) async fn unused_probe(&self, p: &Processor, timeout: Duration, now: Timestamp) {
+        let lease = timeout + self.config.lease_margin;
+        if let Err(e) = self.store.release_probe(&p.spec.id, lease, now).await {
+            tracing::warn!(
+                processor_id = %p.spec.id,
+                error = %e,
+                "probe not given back; it is free again when its lease runs out"
+            );
+        }
     }
 
     /// Counts a call that reached `p` against its breaker (`failed`: see

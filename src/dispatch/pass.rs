@@ -165,7 +165,12 @@ impl Dispatcher {
         let (claimed, saturated) = match orders.iter().all(|o| o.limit == 0) {
             // Nothing to claim: every processor is out of room, or evened
             // out to none beside one that is. Wait for deliveries to end.
-            true => (0, !push.is_empty()),
+            true => {
+                for (p, timeout) in push.iter().filter(|(p, _)| probes.contains_key(&p.spec.id)) {
+                    self.unused_probe(p, *timeout, now).await;
+                }
+                (0, !push.is_empty())
+            }
             false => {
                 self.claim_and_deliver(push, slots, &orders, &probes, now, set)
                     .await?
@@ -196,7 +201,7 @@ impl Dispatcher {
         let took = started.elapsed();
         let mut claimed_total = 0;
         let mut saturated = false;
-        for (((p, _), slots), claimed) in push.into_iter().zip(slots).zip(claims) {
+        for (((p, timeout), slots), claimed) in push.into_iter().zip(slots).zip(claims) {
             claimed_total += claimed.len();
             saturated |= !slots.is_empty() && claimed.len() == slots.len();
             self.note_claim(p, claimed.len(), slots.len());
@@ -204,6 +209,9 @@ impl Dispatcher {
             self.metrics
                 .claim_finished(p.spec.id.as_str(), took, &kinds);
             let probe = probes.get(&p.spec.id).copied();
+            if probe.is_some() && claimed.is_empty() {
+                self.unused_probe(p, timeout, now).await;
+            }
             let ticket = self.ticket(p, slots.len() - claimed.len());
             let p = Arc::new(p.clone());
             // Unused slots are released when their permits drop here.

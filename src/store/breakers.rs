@@ -134,6 +134,31 @@ impl Store {
         Ok(taken == 1)
     }
 
+    /// Gives back the probe [`Store::take_probe`] took at `now` for
+    /// `lease`, when the pass found nothing to probe with: the next pass,
+    /// on any replica, may take it at once. A lease already taken again
+    /// (after this one ran out) is left alone.
+    pub async fn release_probe(
+        &self,
+        processor: &ProcessorId,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        Sql::new(
+            self.backend,
+            "update circuit_breakers set probe_until = null where processor_id = ",
+        )
+        .bind(processor.as_str())
+        .push(" and probe_until = ")
+        .bind(micros_after(now, lease))
+        .query()
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Closes `processor`'s breaker; false if it was not open.
     pub async fn close_breaker(&self, processor: &ProcessorId) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;

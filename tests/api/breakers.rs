@@ -19,6 +19,7 @@ backends!(
     an_operator_closes_a_breaker_by_hand,
     a_probe_this_replica_could_not_send_leaves_the_breaker_open,
     a_failed_probe_spends_none_of_the_instructions_budget,
+    a_pass_with_nothing_to_probe_leaves_the_probe_free,
     failures_of_this_replicas_own_settings_do_not_open_the_breaker,
 );
 
@@ -287,6 +288,53 @@ async fn a_failed_probe_spends_none_of_the_instructions_budget(db: TestDb) {
         ]
     );
     assert_eq!(breaker_state().await, pb::circuit_breaker::State::Closed);
+    app.stop().await;
+}
+
+/// A pass that finds a breaker half open but nothing due for its
+/// processor gives the probe it took back: an instruction due just after
+/// is the probe of the next pass, not held until the probe's lease runs
+/// out (its push timeout and the lease margin; the clock stands still).
+async fn a_pass_with_nothing_to_probe_leaves_the_probe_free(db: TestDb) {
+    let clock = ManualClock::new();
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| {
+        c.breaker_failures = 1;
+        c.breaker_cooldown = Duration::from_secs(60);
+    })
+    .await;
+    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
+    let mut p = push_processor("fragile", &fake.endpoint());
+    p.retry_policy.as_mut().unwrap().max_attempts = 1;
+    register(&app, p).await;
+    // The one failure opens the breaker and escalates its instruction:
+    // nothing is left due.
+    submit(&app, deletion("probe-dan@example.com")).await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        app.dispatcher.run_once().await.unwrap(),
+        0,
+        "nothing to probe"
+    );
+
+    fake.set_default(Reply::done(pb::Outcome::Completed));
+    let due = submit(&app, deletion("probe-eve@example.com")).await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "the probe");
+    let listed = all_instructions(&app).await;
+    let probe = listed
+        .iter()
+        .find(|i| i.request_id == due.request_id)
+        .unwrap();
+    assert_eq!(probe.state(), pb::InstructionState::Completed);
+    assert_eq!(
+        breaker(&app, "fragile").await.map(|b| b.state()),
+        Some(pb::circuit_breaker::State::Closed)
+    );
     app.stop().await;
 }
 
