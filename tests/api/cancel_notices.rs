@@ -18,6 +18,7 @@ backends!(
     pull_processors_hear_of_cancellations_until_they_acknowledge,
     a_cancel_notice_waits_for_a_slot_of_its_processor,
     a_cancel_notice_goes_before_a_backlog_of_deliveries,
+    cancel_notices_keep_within_the_intake_hold,
     a_cancel_notice_waits_while_its_processors_breaker_is_open,
     a_cancel_notice_probes_a_breaker_no_delivery_can,
     a_failed_probe_spends_none_of_the_notices_attempts,
@@ -296,6 +297,38 @@ async fn a_cancel_notice_goes_before_a_backlog_of_deliveries(db: TestDb) {
     assert_eq!(fake.deliveries().len(), 2, "the backlog took the other");
     app.stop().await;
     assert!(notices_left(&db).await.is_empty());
+}
+
+/// While callers queue, notices take no more slots than the pass's held
+/// cap (a quarter of `--max-in-flight` 16): of six due, one pass sends
+/// four.
+async fn cancel_notices_keep_within_the_intake_hold(db: TestDb) {
+    let manual = Options {
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, manual, |c| c.max_in_flight = 16).await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let mut withdrawn = Vec::new();
+    for n in 0..6 {
+        withdrawn.push(submit(&app, deletion(&format!("notice-held-{n}@example.com"))).await);
+    }
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 6);
+    for req in &withdrawn {
+        cancel(&app, &req.request_id, "consumer withdrew the request").await;
+    }
+
+    // The answers wait, so the pass cannot reuse a notice's slot.
+    fake.hang_cancels();
+    let queuing = app.callers_queuing();
+    let pass = app.spawn_pass();
+    fake.wait_for_calls(6 + 4).await;
+    fake.release();
+    assert_eq!(pass.await.unwrap(), 4);
+    assert_eq!(fake.cancels().len(), 4);
+    drop(queuing);
+    app.stop().await;
 }
 
 /// A replica whose breakers open after three failures and cool down for
