@@ -125,7 +125,17 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
     }
     let provider = builder.build();
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(SERVICE_NAME));
+    // Spans carry the fields we give them and nothing per poll: tracking
+    // busy and idle time reads the clock at every enter and exit of every
+    // instrumented future, and the thread and source-location attributes
+    // are allocated for every span; together they cost about 2 % of the
+    // server's instructions per fanned-out instruction (counted with
+    // callgrind) and say nothing an operator needs.
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
+        .with_tracer(provider.tracer(SERVICE_NAME));
     let tracer_provider = exported.then_some(provider);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (text, json) = match format {
