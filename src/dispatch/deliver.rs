@@ -92,9 +92,6 @@ impl Dispatcher {
         let sent = sent && !matches!(&answer, Err(e) if e.is_local());
         let took = started.elapsed();
         let now = self.clock.now();
-        // The processor's slot is held until the answer is written.
-        let (global, _own) = slot;
-        let _writing = self.hand_over(global).await;
         // A probe that reached the processor and failed spends no budget.
         let result = result_of(answer, p, &c, now, probe.is_some() && sent);
         if let Some(ticket) = ticket.filter(|_| sent) {
@@ -108,9 +105,16 @@ impl Dispatcher {
         };
         self.metrics
             .delivery_finished(p.spec.id.as_str(), counted, code.map(String::as_str), took);
+        // The breaker learns of the answer before the hand-over, which
+        // waits for a write-back slot while the recorder is stalled: a
+        // probe's answer closes or reopens its breaker within the probe's
+        // lease, whatever the database does.
         if sent {
             self.after_call(p, breaker::failed(&result), probe).await;
         }
+        // The processor's slot is held until the answer is written.
+        let (global, _own) = slot;
+        let _writing = self.hand_over(global).await;
         let report = DeliveryReport {
             id: c.instruction.id,
             owner: c.owner.clone(),

@@ -7,11 +7,14 @@
 //! does not hold up the next; a result (or a cancel notice's answer)
 //! waiting to be written leaves its slot of the replica's to the next
 //! delivery, and no more results wait than `--max-in-flight`; while
-//! callers queue, results waiting to be written count against the hold.
+//! callers queue, results waiting to be written count against the hold;
+//! a breaker's probe closes it whatever the recorder waits for.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
+use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::{Application, Options};
 use dsr_orchestrator::store::Backend;
@@ -30,6 +33,7 @@ postgres_only!(
     a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery,
     results_waiting_to_be_written_are_bounded_by_max_in_flight,
     results_being_written_count_against_the_hold,
+    a_probes_answer_closes_the_breaker_while_results_wait_to_be_written,
 );
 
 async fn several_write_transactions_lose_nothing_and_record_once(db: TestDb) {
@@ -405,6 +409,69 @@ async fn a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery(db: 
 }
 
 /// Takes the row locks of instructions `ids` in `holder`'s transaction.
+/// A probe's answer closes its breaker before the delivery waits for a
+/// write-back slot: with `--max-in-flight 1` and another processor's
+/// result stuck behind a row lock in the recorder, the probe that answers
+/// cannot hand its slot over, yet the breaker is closed, within the
+/// probe's lease, not once the database lets the recorder go on.
+async fn a_probes_answer_closes_the_breaker_while_results_wait_to_be_written(db: TestDb) {
+    let clock = ManualClock::new();
+    let manual = Options {
+        clock: Arc::new(clock.clone()),
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, manual, |c| {
+        c.max_in_flight = 1;
+        c.breaker_failures = 1;
+        c.breaker_cooldown = Duration::from_secs(60);
+    })
+    .await;
+    let down = FakeProcessor::start(Reply::Error(tonic::Code::Unavailable)).await;
+    let steady = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    steady.script(vec![Reply::Hang]);
+    register(&app, fragile("fragile", &down.endpoint())).await;
+    register(&app, patient_push_processor("vendor", &steady.endpoint())).await;
+    let only = |email: &str, processor: &str| pb::SubmitRequestRequest {
+        processor_ids: vec![processor.into()],
+        ..deletion(email)
+    };
+    let probed = submit(&app, only("probed@example.com", "fragile")).await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    let state = || async { breaker(&app, "fragile").await.map(|b| b.state()) };
+    assert_eq!(state().await, Some(pb::circuit_breaker::State::Open));
+
+    // The vendor's answer waits in the recorder, holding the one
+    // write-back slot.
+    let stuck = submit(&app, only("stuck@example.com", "vendor")).await;
+    let first = app.spawn_pass();
+    steady.wait_for_calls(1).await;
+    let (mut holder, holder_pid) = open_transaction(&db).await;
+    lock_instructions(&mut holder, &[instruction_of(&stuck, "vendor")]).await;
+    steady.release();
+    assert!(someone_waits_for(&db, holder_pid).await);
+
+    down.set_default(Reply::done(pb::Outcome::Completed));
+    clock.advance(Duration::from_secs(61));
+    let second = app.spawn_pass();
+    down.wait_for_calls(2).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while state().await != Some(pb::circuit_breaker::State::Closed) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the probe's answer closes the breaker while the recorder waits");
+
+    rollback(holder).await;
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(second.await.unwrap(), 1);
+    let done = pb::InstructionState::Completed;
+    wait_for_state(&app, &instruction_of(&probed, "fragile"), done).await;
+    completed_with_records(&app, &[&stuck]).await;
+    app.stop().await;
+}
+
 async fn lock_instructions(holder: &mut sqlx::PgConnection, ids: &[String]) {
     sqlx::query("select id from instructions where id = any($1) for update")
         .bind(ids)
