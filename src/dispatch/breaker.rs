@@ -9,11 +9,15 @@
 //! a breaker opens or closes, never per delivery. The breaker itself is a
 //! row (see `store::breakers`) that every replica reads at each pass, so
 //! the whole deployment stops delivering to the processor together, and
-//! one replica (the one that takes the probe's lease) probes it. While a
-//! breaker is open its instructions wait without spending their retry
-//! budget, and a probe that reached the processor and failed gives its
-//! attempt back (see `deliver::result_of`); their due times still
-//! escalate them. An operator may close a
+//! one replica (the one that takes the probe's lease) probes it. A replica
+//! takes the lease only when the processor has work due, and a pass that
+//! then claims nothing for it gives the lease back, so that work due just
+//! after need not wait for the lease to run out.
+//!
+//! While a breaker is open its instructions wait without spending their
+//! retry budget; their due times still escalate them. A probe that
+//! reached the processor, failed and opened the breaker again gives its
+//! attempt back (see `deliver::result_of`). An operator may close a
 //! breaker by hand (`CloseCircuitBreaker`).
 
 use std::collections::HashMap;
@@ -53,8 +57,9 @@ pub(super) fn failed(result: &DeliveryResult) -> bool {
 }
 
 impl Dispatcher {
-    /// What `p`'s breaker allows in this pass; for a half-open one, takes
-    /// the probe's lease (for `lease`) if no replica holds it.
+    /// What `p`'s breaker allows in this pass; for a half-open one with
+    /// work due to probe it, takes the probe's lease (for `lease`) if no
+    /// replica holds it.
     pub(super) async fn gate(
         &self,
         p: &Processor,
@@ -66,7 +71,9 @@ impl Dispatcher {
             None => Gate::Closed,
             Some(b) if !b.half_open(now) => Gate::Open,
             Some(b) => {
-                if self.store.take_probe(&p.spec.id, lease, now).await? {
+                if self.store.probe_due(&p.spec.id, now).await?
+                    && self.store.take_probe(&p.spec.id, lease, now).await?
+                {
                     Gate::Probe(b.cooldown)
                 } else {
                     Gate::Open
@@ -93,11 +100,18 @@ impl Dispatcher {
     /// Counts a call that reached `p` against its breaker (`failed`: see
     /// [`failed`] for a delivery), opening or closing it when that is due;
     /// `probe` is the cool-down of the breaker this call probed, if it was
-    /// a probe.
-    pub(super) async fn after_call(&self, p: &Processor, failed: bool, probe: Option<Duration>) {
+    /// a probe. Returns whether a failed probe opened the breaker again:
+    /// only then does the call give its attempt back, as the breaker holds
+    /// its work from then on.
+    pub(super) async fn after_call(
+        &self,
+        p: &Processor,
+        failed: bool,
+        probe: Option<Duration>,
+    ) -> bool {
         let threshold = self.config.breaker_failures;
         if threshold == 0 {
-            return;
+            return false;
         }
         let id = &p.spec.id;
         let now = self.clock.now();
@@ -117,7 +131,11 @@ impl Dispatcher {
                     "probe failed; circuit breaker open again"
                 );
                 self.metrics.breaker_changed(id.as_str(), "open");
-                self.store.open_breaker(id, failures, cooldown, now).await
+                let reopened = self.store.open_breaker(id, failures, cooldown, now).await;
+                if let Err(e) = &reopened {
+                    tracing::warn!(processor_id = %id, error = %e, "circuit breaker not updated");
+                }
+                return reopened.is_ok();
             } else if failures >= threshold {
                 self.failures.lock().expect("failures lock").remove(id);
                 tracing::warn!(
@@ -146,5 +164,6 @@ impl Dispatcher {
         if let Err(e) = written {
             tracing::warn!(processor_id = %id, error = %e, "circuit breaker not updated");
         }
+        false
     }
 }

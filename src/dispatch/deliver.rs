@@ -92,10 +92,22 @@ impl Dispatcher {
         let sent = sent && !matches!(&answer, Err(e) if e.is_local());
         let took = started.elapsed();
         let now = self.clock.now();
-        // A probe that reached the processor and failed spends no budget.
-        let result = result_of(answer, p, &c, now, probe.is_some() && sent);
+        // What counts against the processor's health (see
+        // `breaker::failed`): no answer, or a retryable error.
+        let failed = sent && matches!(answer, Err(DeliveryError::Retryable { .. }));
+        // The breaker learns of the answer before the hand-over, which
+        // waits for a write-back slot while the recorder is stalled: a
+        // probe's answer closes or reopens its breaker within the probe's
+        // lease, whatever the database does. A probe that opened it again
+        // spends no budget.
+        let reopened = match sent {
+            true => self.after_call(p, failed, probe).await,
+            false => false,
+        };
+        let result = result_of(answer, p, &c, now, reopened);
+        debug_assert_eq!(failed, sent && breaker::failed(&result));
         if let Some(ticket) = ticket.filter(|_| sent) {
-            self.observe(p, ticket, took, breaker::failed(&result));
+            self.observe(p, ticket, took, failed);
         }
         let (counted, code) = match &result {
             DeliveryResult::Accepted { .. } => (AttemptResult::Accepted, None),
@@ -105,13 +117,6 @@ impl Dispatcher {
         };
         self.metrics
             .delivery_finished(p.spec.id.as_str(), counted, code.map(String::as_str), took);
-        // The breaker learns of the answer before the hand-over, which
-        // waits for a write-back slot while the recorder is stalled: a
-        // probe's answer closes or reopens its breaker within the probe's
-        // lease, whatever the database does.
-        if sent {
-            self.after_call(p, breaker::failed(&result), probe).await;
-        }
         // The processor's slot is held until the answer is written.
         let (global, _own) = slot;
         let _writing = self.hand_over(global).await;
@@ -176,24 +181,27 @@ fn unreadable(code: &str, e: StoreError) -> DeliveryError {
 /// What to record for the delivery `c` to `p` that got `answer` at `now`:
 /// a retryable failure is retried at the time the retry policy picks while
 /// the budget lasts, and escalates after it (the attempt itself is kept as
-/// what the processor said). A retryable failure of a circuit breaker's
-/// `probe` is retried and gives its attempt back: it shows the outage goes
-/// on, and an outage spends no instruction's budget (the breaker, opened
-/// again, holds the instruction back meanwhile). Texts from the processor
-/// lose the identities it was sent (see
-/// [`crate::domain::redact_identities`]).
+/// what the processor said). The retryable failure of a circuit breaker's
+/// probe that opened the breaker again (`reopened`) is retried and gives
+/// back what it spent of the retry budget: it shows the outage goes on,
+/// and an outage spends no instruction's budget (the breaker holds the
+/// instruction back meanwhile). Texts from the processor lose the
+/// identities it was sent (see [`crate::domain::redact_identities`]).
 fn result_of(
     answer: Result<Answer, DeliveryError>,
     p: &Processor,
     c: &Claimed,
     now: Timestamp,
-    probe: bool,
+    reopened: bool,
 ) -> DeliveryResult {
     let policy = &p.spec.retry_policy;
     let instruction = &c.instruction;
     // The polls of an adapter that polls are reminders, which count as
     // attempts; they are no failures, so its retry budget leaves them out.
-    let attempts = if p.spec.adapter.poll_interval().is_some() {
+    let polls = p.spec.adapter.poll_interval().is_some();
+    // A poll spent none of the budget, so it has none to give back.
+    let refund = reopened && !(polls && c.kind == ClaimKind::Reminder);
+    let attempts = if polls {
         instruction
             .attempts_since_arm
             .saturating_sub(instruction.reminders)
@@ -241,7 +249,7 @@ fn result_of(
             code,
             message,
             after,
-        }) if probe || policy.allows_another(attempts) => {
+        }) if refund || policy.allows_another(attempts) => {
             // A processor that named a time is not called again sooner.
             let delay = policy
                 .delay_after(attempts, instruction.id)
@@ -251,7 +259,7 @@ fn result_of(
                 at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
                 code,
                 message,
-                refund: probe,
+                refund,
             }
         }
         Err(DeliveryError::Retryable { code, message, .. }) => {

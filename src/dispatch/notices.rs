@@ -135,18 +135,19 @@ impl Dispatcher {
             let reached = asked && !matches!(&sent, Err(e) if e.is_local());
             let failed = reached && matches!(sent, Err(DeliveryError::Retryable { .. }));
             // A probe's breaker learns first, as a delivery's does.
-            if probe.is_some() && reached {
-                self.after_call(p, failed, probe).await;
-            }
-            // Both slots come free at the answer: the processor's, as the
-            // claim does not count notices against its limit across
-            // replicas; the replica's, handed over while the row is written.
+            let reopened = match probe.is_some() && reached {
+                true => self.after_call(p, failed, probe).await,
+                false => false,
+            };
+            // Then both slots come free: the processor's, as the claim does
+            // not count notices against its limit across replicas; the
+            // replica's, handed over while the row is written.
             let (global, own) = slot;
             drop(own);
             let _writing = self.hand_over(global).await;
             // A probe that failed gives its attempt back: the outage failed,
-            // not the notice, and the breaker holds the notice again.
-            let refund = probe.is_some() && failed;
+            // not the notice, and the breaker, open again, holds the notice.
+            let refund = reopened;
             let policy = &p.spec.retry_policy;
             // Fenced by the attempt leased: one leased again since is the
             // new holder's to finish.

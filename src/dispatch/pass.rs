@@ -103,6 +103,9 @@ impl Dispatcher {
             let first = self.passes.fetch_add(1, Ordering::Relaxed) % push.len();
             push.rotate_left(first);
         }
+        // Probes go first: with fewer free slots than processors, one
+        // slot decides whether a whole processor's deliveries resume.
+        push.sort_by_key(|(p, _)| !probes.contains_key(&p.spec.id));
         let cap = self.cap(now).await?;
         // Cancel notices go first, within the pass's slots (see
         // `super::notices`); a processor whose probe a notice took gets no
@@ -164,7 +167,8 @@ impl Dispatcher {
             .collect();
         let (claimed, saturated) = match orders.iter().all(|o| o.limit == 0) {
             // Nothing to claim: every processor is out of room, or evened
-            // out to none beside one that is. Wait for deliveries to end.
+            // out to none beside one that is. Wait for deliveries to end,
+            // and give back the probes this pass took.
             true => {
                 for (p, timeout) in push.iter().filter(|(p, _)| probes.contains_key(&p.spec.id)) {
                     self.unused_probe(p, *timeout, now).await;

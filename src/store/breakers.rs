@@ -108,6 +108,48 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `processor` has work due at `now` that could probe its
+    /// breaker: a delivery, a redelivery or a reminder, or a cancel notice.
+    /// Each is one probe of the front of a partial index (or of the
+    /// notices of the processor): a read, where taking and giving back
+    /// the probe at every pass of every replica would be two writes.
+    pub async fn probe_due(
+        &self,
+        processor: &ProcessorId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut sql = Sql::new(self.backend, "select ");
+        let due = [
+            ("next_attempt_at", "PENDING", "retry"),
+            ("lease_expires_at", "DELIVERING", "lease"),
+            ("reply_due_at", "ACKNOWLEDGED", "reply"),
+        ];
+        for (column, state, alias) in due {
+            sql.push(&format!(
+                "(select {column} from instructions where processor_id = "
+            ))
+            .bind(processor.as_str())
+            .push(&format!(
+                " and state = '{state}' and {column} is not null \
+                 order by {column} limit 1) as {alias}, "
+            ));
+        }
+        sql.push("(select min(next_attempt_at) from cancel_notices where processor_id = ")
+            .bind(processor.as_str())
+            .push(") as notice");
+        let row = sql.query().fetch_one(&self.pool).await?;
+        let now = micros(now);
+        for column in ["retry", "lease", "reply", "notice"] {
+            if row
+                .try_get::<Option<i64>, _>(column)?
+                .is_some_and(|t| t <= now)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Takes the one probe of a half-open breaker for `lease`: true for
     /// the replica that got it.
     pub async fn take_probe(

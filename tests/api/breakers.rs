@@ -256,11 +256,16 @@ async fn a_failed_probe_spends_none_of_the_instructions_budget(db: TestDb) {
     let breaker_state = || async { breaker(&app, "fragile").await.unwrap().state() };
     assert_eq!(breaker_state().await, pb::circuit_breaker::State::Open);
     // Each failed probe opens the breaker again, for twice as long.
+    // The budget spent stays at the first failure's one attempt.
     for cooldown in [60, 120] {
         clock.advance(Duration::from_secs(cooldown + 1));
         assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "a probe");
         assert_eq!(state().await, pb::InstructionState::Pending);
         assert_eq!(breaker_state().await, pb::circuit_breaker::State::Open);
+        let spent = db
+            .texts("select cast(attempts_since_arm as text) from instructions")
+            .await;
+        assert_eq!(spent, [[Some("1".to_string())]]);
     }
 
     fake.set_default(Reply::done(pb::Outcome::Completed));
@@ -291,10 +296,11 @@ async fn a_failed_probe_spends_none_of_the_instructions_budget(db: TestDb) {
     app.stop().await;
 }
 
-/// A pass that finds a breaker half open but nothing due for its
-/// processor gives the probe it took back: an instruction due just after
-/// is the probe of the next pass, not held until the probe's lease runs
-/// out (its push timeout and the lease margin; the clock stands still).
+/// A pass that takes a half-open breaker's probe but claims nothing to
+/// send with it (the one instruction due cannot be opened, and escalates)
+/// gives the probe back: an instruction due just after is the probe of
+/// the next pass, not held until the probe's lease runs out (its push
+/// timeout and the lease margin; the clock stands still).
 async fn a_pass_with_nothing_to_probe_leaves_the_probe_free(db: TestDb) {
     let clock = ManualClock::new();
     let options = Options {
@@ -311,26 +317,31 @@ async fn a_pass_with_nothing_to_probe_leaves_the_probe_free(db: TestDb) {
     let mut p = push_processor("fragile", &fake.endpoint());
     p.retry_policy.as_mut().unwrap().max_attempts = 1;
     register(&app, p).await;
-    // The one failure opens the breaker and escalates its instruction:
-    // nothing is left due.
+    // The one failure opens the breaker and spends its instruction's
+    // budget.
     submit(&app, deletion("probe-dan@example.com")).await;
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    let unreadable = submit(&app, deletion("probe-eli@example.com")).await;
+    db.execute(&format!(
+        "update instructions set payload = 'not sealed' where request_id = '{}'",
+        unreadable.request_id
+    ))
+    .await;
     clock.advance(Duration::from_secs(61));
-    assert_eq!(
-        app.dispatcher.run_once().await.unwrap(),
-        0,
-        "nothing to probe"
-    );
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0, "nothing sent");
+    let lease = db.texts("select cast(probe_until as text) from circuit_breakers");
+    assert_eq!(lease.await, [[None]], "the probe is free again");
 
     fake.set_default(Reply::done(pb::Outcome::Completed));
     let due = submit(&app, deletion("probe-eve@example.com")).await;
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "the probe");
     let listed = all_instructions(&app).await;
-    let probe = listed
-        .iter()
-        .find(|i| i.request_id == due.request_id)
-        .unwrap();
-    assert_eq!(probe.state(), pb::InstructionState::Completed);
+    let state = |req: &pb::DataSubjectRequest| {
+        let i = listed.iter().find(|i| i.request_id == req.request_id);
+        i.unwrap().state()
+    };
+    assert_eq!(state(&unreadable), pb::InstructionState::Escalated);
+    assert_eq!(state(&due), pb::InstructionState::Completed);
     assert_eq!(
         breaker(&app, "fragile").await.map(|b| b.state()),
         Some(pb::circuit_breaker::State::Closed)

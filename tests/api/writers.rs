@@ -408,7 +408,6 @@ async fn a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery(db: 
     assert!(left.is_empty(), "the notice is done once its row is free");
 }
 
-/// Takes the row locks of instructions `ids` in `holder`'s transaction.
 /// A probe's answer closes its breaker before the delivery waits for a
 /// write-back slot: with `--max-in-flight 1` and another processor's
 /// result stuck behind a row lock in the recorder, the probe that answers
@@ -472,6 +471,7 @@ async fn a_probes_answer_closes_the_breaker_while_results_wait_to_be_written(db:
     app.stop().await;
 }
 
+/// Takes the row locks of instructions `ids` in `holder`'s transaction.
 async fn lock_instructions(holder: &mut sqlx::PgConnection, ids: &[String]) {
     sqlx::query("select id from instructions where id = any($1) for update")
         .bind(ids)
