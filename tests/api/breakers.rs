@@ -32,6 +32,28 @@ async fn spawn(db: &TestDb, cooldown: Duration) -> TestApp {
     .await
 }
 
+/// A replica on a standing clock that passes only when told, whose
+/// breakers open at the first failure for 60 s, and processor `fragile`,
+/// failing with UNAVAILABLE, allowed `attempts` attempts.
+async fn standing(db: &TestDb, attempts: u32) -> (TestApp, ManualClock, FakeProcessor) {
+    let clock = ManualClock::new();
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(db, options, |c| {
+        c.breaker_failures = 1;
+        c.breaker_cooldown = Duration::from_secs(60);
+    })
+    .await;
+    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
+    let mut p = push_processor("fragile", &fake.endpoint());
+    p.retry_policy.as_mut().unwrap().max_attempts = attempts;
+    register(&app, p).await;
+    (app, clock, fake)
+}
+
 /// Follows the request until `n` failed deliveries were recorded (each
 /// puts the instruction back to PENDING). The dispatcher opens a breaker
 /// before it records the failure that opened it.
@@ -172,21 +194,7 @@ async fn an_operator_closes_a_breaker_by_hand(db: TestDb) {
 /// back) tells nothing about the processor: the instruction escalates,
 /// nothing was sent, and the breaker is not closed.
 async fn a_probe_this_replica_could_not_send_leaves_the_breaker_open(db: TestDb) {
-    let clock = ManualClock::new();
-    let options = Options {
-        clock: Arc::new(clock.clone()),
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, options, |c| {
-        c.breaker_failures = 1;
-        c.breaker_cooldown = Duration::from_secs(60);
-    })
-    .await;
-    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
-    let mut p = push_processor("fragile", &fake.endpoint());
-    p.retry_policy.as_mut().unwrap().max_attempts = 1;
-    register(&app, p).await;
+    let (app, clock, fake) = standing(&db, 1).await;
     submit(&app, deletion("probe-ann@example.com")).await;
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
     assert_eq!(
@@ -235,21 +243,7 @@ async fn a_probe_this_replica_could_not_send_leaves_the_breaker_open(db: TestDb)
 /// escalated; the probe after the outage completes it. Every attempt stays
 /// in its history.
 async fn a_failed_probe_spends_none_of_the_instructions_budget(db: TestDb) {
-    let clock = ManualClock::new();
-    let options = Options {
-        clock: Arc::new(clock.clone()),
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, options, |c| {
-        c.breaker_failures = 1;
-        c.breaker_cooldown = Duration::from_secs(60);
-    })
-    .await;
-    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
-    let mut p = push_processor("fragile", &fake.endpoint());
-    p.retry_policy.as_mut().unwrap().max_attempts = 2;
-    register(&app, p).await;
+    let (app, clock, fake) = standing(&db, 2).await;
     let req = submit(&app, deletion("probe-cat@example.com")).await;
     let state = || async { all_instructions(&app).await[0].state() };
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
@@ -302,21 +296,7 @@ async fn a_failed_probe_spends_none_of_the_instructions_budget(db: TestDb) {
 /// the next pass, not held until the probe's lease runs out (its push
 /// timeout and the lease margin; the clock stands still).
 async fn a_pass_with_nothing_to_probe_leaves_the_probe_free(db: TestDb) {
-    let clock = ManualClock::new();
-    let options = Options {
-        clock: Arc::new(clock.clone()),
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, options, |c| {
-        c.breaker_failures = 1;
-        c.breaker_cooldown = Duration::from_secs(60);
-    })
-    .await;
-    let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
-    let mut p = push_processor("fragile", &fake.endpoint());
-    p.retry_policy.as_mut().unwrap().max_attempts = 1;
-    register(&app, p).await;
+    let (app, clock, fake) = standing(&db, 1).await;
     // The one failure opens the breaker and spends its instruction's
     // budget.
     submit(&app, deletion("probe-dan@example.com")).await;
