@@ -199,8 +199,11 @@ fn result_of(
     // The polls of an adapter that polls are reminders, which count as
     // attempts; they are no failures, so its retry budget leaves them out.
     let polls = p.spec.adapter.poll_interval().is_some();
-    // A poll spent none of the budget, so it has none to give back.
-    let refund = reopened && !(polls && c.kind == ClaimKind::Reminder);
+    // A polling adapter's probe gives nothing back: a poll of an
+    // acknowledged instruction spent none of the budget, and whether this
+    // claim was such a poll or the retry of a failed one (which spent
+    // one) is not known here. Never refunding cannot grant extra tries.
+    let refund = reopened && !polls;
     let attempts = if polls {
         instruction
             .attempts_since_arm
