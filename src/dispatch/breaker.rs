@@ -24,8 +24,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::Dispatcher;
-use crate::domain::{AttemptResult, Processor, ProcessorId, Timestamp};
-use crate::store::{Breaker, DeliveryResult, StoreError};
+use super::adapter::DeliveryError;
+use crate::domain::{Processor, ProcessorId, Timestamp};
+use crate::store::{Breaker, StoreError};
 
 /// The longest cool-down, in multiples of the first.
 pub const MAX_COOLDOWN_FACTOR: u32 = 16;
@@ -42,18 +43,20 @@ pub(super) enum Gate {
     Probe(Duration),
 }
 
-/// Whether a delivery's result counts against the processor's health: it
-/// did not answer, or answered that it cannot take work now. An answer,
-/// even a refusal, shows it is up.
-pub(super) fn failed(result: &DeliveryResult) -> bool {
-    matches!(
-        result,
-        DeliveryResult::RetryAt { .. }
-            | DeliveryResult::Escalate {
-                attempt: AttemptResult::RetryableError,
-                ..
-            }
-    )
+/// Whether a call (a delivery or a cancel notice) that this replica
+/// `asked` the processor reached it: a failure before the call left (its
+/// request or secret unreadable, a setting that does not build), or an
+/// adapter's failure before it sent anything, is this replica's, and
+/// neither the breaker nor the delivery limit learns from it.
+pub(super) fn reached<T>(asked: bool, answer: &Result<T, DeliveryError>) -> bool {
+    asked && !matches!(answer, Err(e) if e.is_local())
+}
+
+/// Whether a call's answer counts against the processor's health: it did
+/// not answer, or answered that it cannot take work now (a retryable
+/// error). An answer, even a refusal, shows it is up.
+pub(super) fn failed<T>(answer: &Result<T, DeliveryError>) -> bool {
+    matches!(answer, Err(DeliveryError::Retryable { .. }))
 }
 
 impl Dispatcher {

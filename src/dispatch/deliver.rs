@@ -66,9 +66,7 @@ impl Dispatcher {
             },
             false => Ok(None),
         };
-        // Whether the processor was asked: a failure before that is this
-        // replica's (its database, its settings), not the processor's,
-        // and neither its breaker nor its delivery limit learns from it.
+        // Whether the processor was asked (see `breaker::reached`).
         let mut sent = false;
         let answer = match (request, self.secret_for(p).await) {
             (Ok(request), Ok(secret)) => match Endpoint::of(&p.spec.adapter, &secret) {
@@ -87,14 +85,10 @@ impl Dispatcher {
             },
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
-        // An adapter that failed before it sent anything did not ask the
-        // processor either.
-        let sent = sent && !matches!(&answer, Err(e) if e.is_local());
+        let sent = breaker::reached(sent, &answer);
+        let failed = sent && breaker::failed(&answer);
         let took = started.elapsed();
         let now = self.clock.now();
-        // What counts against the processor's health (see
-        // `breaker::failed`): no answer, or a retryable error.
-        let failed = sent && matches!(answer, Err(DeliveryError::Retryable { .. }));
         // The breaker learns of the answer before the hand-over, which
         // waits for a write-back slot while the recorder is stalled: a
         // probe's answer closes or reopens its breaker within the probe's
@@ -105,7 +99,6 @@ impl Dispatcher {
             false => false,
         };
         let result = result_of(answer, p, &c, now, reopened);
-        debug_assert_eq!(failed, sent && breaker::failed(&result));
         if let Some(ticket) = ticket.filter(|_| sent) {
             self.observe(p, ticket, took, failed);
         }

@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::Dispatcher;
 use super::adapter::{DeliveryError, Endpoint};
 use super::slots::{Cap, Slot};
+use super::{Dispatcher, breaker};
 use crate::domain::{Processor, ProcessorId};
 use crate::store::{CancelNotice, StoreError};
 
@@ -132,8 +132,8 @@ impl Dispatcher {
                 },
                 Err(e) => Err(e),
             };
-            let reached = asked && !matches!(&sent, Err(e) if e.is_local());
-            let failed = reached && matches!(sent, Err(DeliveryError::Retryable { .. }));
+            let reached = breaker::reached(asked, &sent);
+            let failed = reached && breaker::failed(&sent);
             // A probe's breaker learns first, as a delivery's does.
             let reopened = match probe.is_some() && reached {
                 true => self.after_call(p, failed, probe).await,
@@ -145,9 +145,6 @@ impl Dispatcher {
             let (global, own) = slot;
             drop(own);
             let _writing = self.hand_over(global).await;
-            // A probe that failed gives its attempt back: the outage failed,
-            // not the notice, and the breaker, open again, holds the notice.
-            let refund = reopened;
             let policy = &p.spec.retry_policy;
             // Fenced by the attempt leased: one leased again since is the
             // new holder's to finish.
@@ -155,14 +152,17 @@ impl Dispatcher {
             let (result, written, given_up) = match sent {
                 Ok(()) => ("sent", self.store.cancel_notice_done(id, Some(attempt)).await, None),
                 Err(DeliveryError::Retryable { after, code, .. })
-                    if refund || n.attempts < policy.max_attempts =>
+                    if reopened || n.attempts < policy.max_attempts =>
                 {
                     let delay = policy
                         .delay_after(n.attempts, n.instruction_id)
                         .max(after.unwrap_or_default());
                     tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "cancel notice failed; will retry");
                     let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    ("retried", self.store.cancel_notice_retry(id, attempt, at, refund).await, None)
+                    // A probe that failed and opened the breaker again
+                    // gives its attempt back: the outage failed, not the
+                    // notice, and the breaker holds the notice.
+                    ("retried", self.store.cancel_notice_retry(id, attempt, at, reopened).await, None)
                 }
                 Err(e) => {
                     let written = self.store.cancel_notice_done(id, Some(attempt)).await;

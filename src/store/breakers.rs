@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::codec::{from_micros, micros, micros_after, processor_id};
+use super::due::first_due;
 use super::sql::Sql;
 use super::{Store, StoreError};
 use crate::domain::{ProcessorId, Timestamp};
@@ -118,26 +119,19 @@ impl Store {
         processor: &ProcessorId,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut sql = Sql::new(self.backend, "select ");
-        let due = [
-            ("next_attempt_at", "PENDING", "retry"),
-            ("lease_expires_at", "DELIVERING", "lease"),
-            ("reply_due_at", "ACKNOWLEDGED", "reply"),
-        ];
-        for (column, state, alias) in due {
-            sql.push(&format!(
-                "(select {column} from instructions where processor_id = "
-            ))
-            .bind(processor.as_str())
-            .push(&format!(
-                " and state = '{state}' and {column} is not null \
-                 order by {column} limit 1) as {alias}, "
-            ));
-        }
-        sql.push("(select min(next_attempt_at) from cancel_notices where processor_id = ")
-            .bind(processor.as_str())
-            .push(") as notice");
-        let row = sql.query().fetch_one(&self.pool).await?;
+        let sql = format!(
+            "select {} as retry, {} as lease, {} as reply, \
+             (select min(next_attempt_at) from cancel_notices n where n.processor_id = p.id) \
+             as notice from processors p where p.id = ",
+            first_due("next_attempt_at", "PENDING"),
+            first_due("lease_expires_at", "DELIVERING"),
+            first_due("reply_due_at", "ACKNOWLEDGED"),
+        );
+        let mut sql = Sql::new(self.backend, sql);
+        sql.bind(processor.as_str());
+        let Some(row) = sql.query().fetch_optional(&self.pool).await? else {
+            return Ok(false);
+        };
         let now = micros(now);
         for column in ["retry", "lease", "reply", "notice"] {
             if row

@@ -292,22 +292,25 @@ fn spent_sql(backend: Backend, budgets: &[Budget<'_>], now_us: i64) -> Sql {
     sql
 }
 
+/// The earliest `column` of processor `p.id`'s instructions in `state`:
+/// one probe of the front of its partial index.
+pub(super) fn first_due(column: &str, state: &str) -> String {
+    format!(
+        "(select {column} from instructions i where i.processor_id = p.id \
+         and i.state = '{state}' and i.{column} is not null order by i.{column} limit 1)"
+    )
+}
+
 /// The [`Store::next_due`] statement.
 static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
-    let first = |column: &str, state: &str| {
-        format!(
-            "(select {column} from instructions i where i.processor_id = p.id \
-             and i.state = '{state}' and i.{column} is not null order by i.{column} limit 1)"
-        )
-    };
     format!(
         "select min(t) as t from (\
          select {} as t from processors p where p.adapter_kind in {PUSH_KINDS} \
          union all select {} from processors p where p.adapter_kind in {PUSH_KINDS} \
          union all select {} from processors p where p.adapter_kind in {PUSH_KINDS}) due",
-        first("next_attempt_at", "PENDING"),
-        first("lease_expires_at", "DELIVERING"),
-        first("reply_due_at", "ACKNOWLEDGED"),
+        first_due("next_attempt_at", "PENDING"),
+        first_due("lease_expires_at", "DELIVERING"),
+        first_due("reply_due_at", "ACKNOWLEDGED"),
     )
 });
 

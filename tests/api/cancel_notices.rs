@@ -356,22 +356,14 @@ async fn acknowledged_then_broken(
     fake.wait_for_calls(4).await;
     // Open, or half open once a short cool-down is over.
     let opened = [State::Open, State::HalfOpen];
-    until_breaker(&app, &opened, "the breaker opens after three failures").await;
+    until_breaker(
+        &app,
+        "fragile",
+        &opened,
+        "the breaker opens after three failures",
+    )
+    .await;
     (app, fake, withdrawn)
-}
-
-/// Waits until `fragile`'s breaker is in one of `states`.
-async fn until_breaker(app: &TestApp, states: &[pb::circuit_breaker::State], what: &str) {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !breaker(app, "fragile")
-            .await
-            .is_some_and(|b| states.contains(&b.state()))
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect(what);
 }
 
 /// A processor whose circuit breaker is open gets no cancel notice, which
@@ -422,7 +414,13 @@ async fn a_cancel_notice_probes_a_breaker_no_delivery_can(db: TestDb) {
     assert_eq!(ned.attempts, 3);
     cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
     let closed = [State::Closed];
-    until_breaker(&app, &closed, "the notice's answer closes the breaker").await;
+    until_breaker(
+        &app,
+        "fragile",
+        &closed,
+        "the notice's answer closes the breaker",
+    )
+    .await;
     let cancels = fake.cancels();
     assert_eq!(cancels.len(), 1);
     assert_eq!(
@@ -460,7 +458,13 @@ async fn a_failed_probe_spends_none_of_the_notices_attempts(db: TestDb) {
 
     fake.fail_cancels(None);
     let closed = [State::Closed];
-    until_breaker(&app, &closed, "the notice's answer closes the breaker").await;
+    until_breaker(
+        &app,
+        "fragile",
+        &closed,
+        "the notice's answer closes the breaker",
+    )
+    .await;
     app.stop().await;
     assert!(notices_left(&db).await.is_empty());
 }

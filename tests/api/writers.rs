@@ -454,13 +454,9 @@ async fn a_probes_answer_closes_the_breaker_while_results_wait_to_be_written(db:
     clock.advance(Duration::from_secs(61));
     let second = app.spawn_pass();
     down.wait_for_calls(2).await;
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while state().await != Some(pb::circuit_breaker::State::Closed) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the probe's answer closes the breaker while the recorder waits");
+    let closed = [pb::circuit_breaker::State::Closed];
+    let what = "the probe's answer closes the breaker while the recorder waits";
+    until_breaker(&app, "fragile", &closed, what).await;
 
     rollback(holder).await;
     assert_eq!(first.await.unwrap(), 1);

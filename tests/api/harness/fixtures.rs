@@ -84,6 +84,26 @@ pub async fn breaker(app: &TestApp, id: &str) -> Option<pb::CircuitBreaker> {
         .circuit_breaker
 }
 
+/// Waits (30 s at most) until processor `id`'s breaker, as `GetProcessor`
+/// shows it, is in one of `states`.
+pub async fn until_breaker(
+    app: &TestApp,
+    id: &str,
+    states: &[pb::circuit_breaker::State],
+    what: &str,
+) {
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !breaker(app, id)
+            .await
+            .is_some_and(|b| states.contains(&b.state()))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect(what);
+}
+
 /// A push processor reached by webhook at `url`.
 pub fn webhook_processor(id: &str, url: &str) -> pb::Processor {
     pb::Processor {
