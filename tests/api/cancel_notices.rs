@@ -25,6 +25,25 @@ backends!(
     a_notice_leased_again_is_finished_by_its_new_holder_only,
 );
 
+/// A replica whose passes run only when the test says
+/// (`--max-in-flight` as given, else the default), and a processor
+/// `vendor` that accepts every delivery.
+async fn by_hand(db: &TestDb, max_in_flight: Option<usize>) -> (TestApp, FakeProcessor) {
+    let manual = Options {
+        run_dispatcher: false,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(db, manual, |c| {
+        if let Some(n) = max_in_flight {
+            c.max_in_flight = n;
+        }
+    })
+    .await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    (app, fake)
+}
+
 /// Submits a deletion of `email` and waits until every processor has
 /// acknowledged its instruction.
 async fn acknowledged(app: &TestApp, email: &str) -> pb::DataSubjectRequest {
@@ -267,13 +286,7 @@ async fn a_cancel_notice_waits_for_a_slot_of_its_processor(db: TestDb) {
 /// A pass sends cancel notices before it claims: with two slots and more
 /// deliveries due than that, the notice still goes in the next pass.
 async fn a_cancel_notice_goes_before_a_backlog_of_deliveries(db: TestDb) {
-    let manual = Options {
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, manual, |c| c.max_in_flight = 2).await;
-    let fake = FakeProcessor::start(Reply::Accepted).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, fake) = by_hand(&db, Some(2)).await;
     let withdrawn = submit(&app, deletion("notice-ada@example.com")).await;
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
     for n in 0..3 {
@@ -303,13 +316,7 @@ async fn a_cancel_notice_goes_before_a_backlog_of_deliveries(db: TestDb) {
 /// cap (a quarter of `--max-in-flight` 16): of six due, one pass sends
 /// four.
 async fn cancel_notices_keep_within_the_intake_hold(db: TestDb) {
-    let manual = Options {
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, manual, |c| c.max_in_flight = 16).await;
-    let fake = FakeProcessor::start(Reply::Accepted).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, fake) = by_hand(&db, Some(16)).await;
     let mut withdrawn = Vec::new();
     for n in 0..6 {
         withdrawn.push(submit(&app, deletion(&format!("notice-held-{n}@example.com"))).await);
@@ -474,13 +481,7 @@ async fn a_failed_probe_spends_none_of_the_notices_attempts(db: TestDb) {
 /// the first sender's delete or rescheduling, fenced by the attempt it
 /// leased, changes nothing.
 async fn a_notice_leased_again_is_finished_by_its_new_holder_only(db: TestDb) {
-    let manual = Options {
-        run_dispatcher: false,
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, manual, |_| {}).await;
-    let fake = FakeProcessor::start(Reply::Accepted).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, _fake) = by_hand(&db, None).await;
     let withdrawn = submit(&app, deletion("notice-eve@example.com")).await;
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
     cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
