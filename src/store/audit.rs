@@ -1,12 +1,17 @@
 //! The audit trail: each request's events form a hash chain. An event
-//! stores the hash of the one before it (64 zeros for the first) and its
-//! own, the SHA-256 of
+//! stores its hash, the SHA-256 of
 //!
 //! ```text
 //! previous hash \n request id \n sequence \n occurred_at (µs) \n body
 //! ```
 //!
-//! where the body is the event's JSON exactly as stored. The request row
+//! where the body is the event's JSON exactly as stored and the previous
+//! hash is the stored hash of the event before it (64 zeros for the
+//! first). The previous hash is read from that event rather than stored
+//! again: a second copy proves nothing the recomputation does not (a
+//! verifier chains every hash from the first event on), and every event
+//! would write it to the log once more. Rows that keep a copy
+//! (`prev_hash`) must match the event before. The request row
 //! keeps the hash of its last event (`audit_head`), and the completion
 //! record, written with the last event, carries that head, so the record's
 //! digest covers the whole history: an event edited, removed or inserted
@@ -123,18 +128,18 @@ impl Store {
             if seq as u64 != expected {
                 note(expected, "the event is missing");
             }
-            let stored_prev: Option<String> = row.try_get("prev_hash")?;
+            let kept_prev: Option<String> = row.try_get("prev_hash")?;
             let stored: Option<String> = row.try_get("hash")?;
-            let (Some(stored_prev), Some(stored)) = (stored_prev, stored) else {
+            let Some(stored) = stored else {
                 note(seq as u64, "the event has no hash");
                 continue;
             };
-            if stored_prev != prev {
+            if kept_prev.is_some_and(|kept| kept != prev) {
                 note(seq as u64, "the event does not link to the one before it");
             }
             let body: String = row.try_get("body")?;
             let occurred_at: i64 = row.try_get("occurred_at")?;
-            let hash = event_hash(&stored_prev, &request, seq, occurred_at, &body);
+            let hash = event_hash(&prev, &request, seq, occurred_at, &body);
             if hash != stored {
                 note(seq as u64, "the event's hash does not match its content");
             }
@@ -212,7 +217,7 @@ impl Store {
                     .unwrap_or_else(|| GENESIS.to_string());
                 let hash = event_hash(&prev, &request, seq, occurred_at, &body);
                 heads.insert(request.clone(), hash.clone());
-                links.push((request, seq, prev, hash));
+                links.push((request, seq, hash));
             }
             for chunk in links.chunks(500) {
                 let mut sql = Sql::new(self.backend, "with v as (");
@@ -220,20 +225,18 @@ impl Store {
                     &[
                         ("request_id", Col::Text),
                         ("seq", Col::Int),
-                        ("prev_hash", Col::Text),
                         ("hash", Col::Text),
                     ],
-                    chunk.iter().map(|(r, seq, prev, hash)| {
+                    chunk.iter().map(|(r, seq, hash)| {
                         vec![
                             Bind::from(r.clone()),
                             Bind::from(*seq),
-                            Bind::from(prev.clone()),
                             Bind::from(hash.clone()),
                         ]
                     }),
                 );
                 sql.push(
-                    ") update request_events set prev_hash = v.prev_hash, hash = v.hash \
+                    ") update request_events set hash = v.hash \
                      from v where request_events.request_id = v.request_id \
                      and request_events.seq = v.seq",
                 );

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
+use super::audit::GENESIS;
 use super::codec::{json, request_id, time};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Store, StoreError};
@@ -64,7 +65,8 @@ pub struct RequestEvent {
     /// Why, for a SUPPRESSION_REMOVED event; what was fetched, for a
     /// DATA_FETCHED one.
     pub note: Option<String>,
-    /// The previous event's hash.
+    /// The previous event's hash, read from that event (see
+    /// [`super::audit`]).
     pub prev_hash: Option<String>,
     /// This event's hash.
     pub hash: Option<String>,
@@ -130,9 +132,8 @@ pub(super) struct SealedEvent {
     pub occurred_at: i64,
     /// The body as stored.
     pub body: String,
-    /// The previous event's hash.
-    pub prev_hash: String,
-    /// This event's hash.
+    /// This event's hash (the previous one is that event's, not stored
+    /// again).
     pub hash: String,
 }
 
@@ -153,7 +154,7 @@ pub(super) async fn insert_events(
 
 /// The head of an insert of [`select_events`]' rows.
 pub(super) const INSERT_EVENTS: &str =
-    "insert into request_events (request_id, seq, occurred_at, body, prev_hash, hash) ";
+    "insert into request_events (request_id, seq, occurred_at, body, hash) ";
 
 /// Appends a `SELECT` of `events` as `request_events` rows, for an insert
 /// to take.
@@ -164,7 +165,6 @@ pub(super) fn select_events(sql: &mut Sql, events: &[SealedEvent]) {
             ("seq", Col::Int),
             ("occurred_at", Col::Int),
             ("body", Col::Text),
-            ("prev_hash", Col::Text),
             ("hash", Col::Text),
         ],
         events.iter().map(|e| {
@@ -173,7 +173,6 @@ pub(super) fn select_events(sql: &mut Sql, events: &[SealedEvent]) {
                 Bind::from(e.seq),
                 Bind::from(e.occurred_at),
                 Bind::from(e.body.clone()),
-                Bind::from(e.prev_hash.clone()),
                 Bind::from(e.hash.clone()),
             ]
         }),
@@ -181,7 +180,10 @@ pub(super) fn select_events(sql: &mut Sql, events: &[SealedEvent]) {
 }
 
 impl Store {
-    /// Events of `request` after sequence `after`, in order (at most `limit`).
+    /// Events of `request` after sequence `after`, in order (at most
+    /// `limit`). Each event's previous hash is read from the event before
+    /// it (the one at `after` too, for the first), where a row does not
+    /// keep its own copy (see [`super::audit`]).
     pub async fn events_after(
         &self,
         request: RequestId,
@@ -194,32 +196,50 @@ impl Store {
              where request_id = ",
         )
         .bind(request.to_string())
-        .push(" and seq > ")
+        .push(" and seq >= ")
         .bind(after as i64)
         .push(" order by seq limit ")
-        .bind(i64::from(limit))
+        .bind(i64::from(limit) + 1)
         .query()
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let text: String = row.try_get("body")?;
-                let body: Body<InstructionSnapshot, Actor, Extension> = serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
-                Ok(RequestEvent {
-                    request_id: request_id(row, "request_id")?,
-                    seq: row.try_get::<i64, _>("seq")? as u64,
-                    occurred_at: time(row, "occurred_at")?,
-                    kind: body.kind,
-                    request_status: body.request_status,
-                    instruction: body.instruction,
-                    actor: body.actor,
-                    extension: body.extension,
-                    note: body.note,
-                    prev_hash: row.try_get("prev_hash")?,
-                    hash: row.try_get("hash")?,
-                })
-            })
-            .collect()
+        let mut events = Vec::with_capacity(rows.len());
+        // The hash of the event before the row at hand; sequence numbers
+        // have no gaps, so it is the previous row's.
+        let mut before: Option<String> = None;
+        for row in &rows {
+            let seq = row.try_get::<i64, _>("seq")? as u64;
+            let hash: Option<String> = row.try_get("hash")?;
+            if seq <= after {
+                before = hash;
+                continue;
+            }
+            if events.len() == limit as usize {
+                break;
+            }
+            let prev_hash = match row.try_get::<Option<String>, _>("prev_hash")? {
+                Some(kept) => Some(kept),
+                None if seq == 1 => Some(GENESIS.to_string()),
+                None => before.take(),
+            };
+            let text: String = row.try_get("body")?;
+            let body: Body<InstructionSnapshot, Actor, Extension> = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
+            events.push(RequestEvent {
+                request_id: request_id(row, "request_id")?,
+                seq,
+                occurred_at: time(row, "occurred_at")?,
+                kind: body.kind,
+                request_status: body.request_status,
+                instruction: body.instruction,
+                actor: body.actor,
+                extension: body.extension,
+                note: body.note,
+                prev_hash,
+                hash: hash.clone(),
+            });
+            before = hash;
+        }
+        Ok(events)
     }
 }

@@ -31,18 +31,14 @@ pub(super) fn seal(
         .map(|e| {
             let request = e.request.to_string();
             let body = e.body();
-            let prev = heads
-                .get(&e.request)
-                .cloned()
-                .unwrap_or_else(|| GENESIS.to_string());
-            let hash = event_hash(&prev, &request, e.seq, occurred_at, &body);
+            let prev = heads.get(&e.request).map_or(GENESIS, String::as_str);
+            let hash = event_hash(prev, &request, e.seq, occurred_at, &body);
             heads.insert(e.request, hash.clone());
             SealedEvent {
                 request: e.request,
                 seq: e.seq,
                 occurred_at,
                 body,
-                prev_hash: prev,
                 hash,
             }
         })

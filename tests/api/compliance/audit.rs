@@ -3,6 +3,7 @@
 //! it was edited.
 
 use dsr_orchestrator::pb;
+use tokio_stream::StreamExt;
 
 use super::*;
 use crate::backends;
@@ -10,6 +11,8 @@ use crate::backends;
 backends!(
     a_tampered_event_is_found,
     the_record_covers_the_trail,
+    a_previous_hash_is_read_from_the_event_before,
+    a_previous_hash_kept_on_a_row_must_link,
     earlier_histories_are_chained_at_startup,
 );
 
@@ -87,6 +90,88 @@ async fn the_record_covers_the_trail(db: TestDb) {
         "the digest covers the head"
     );
     assert_eq!(&verify_trail(&app, &id).await.head, head);
+    app.stop().await;
+}
+
+/// The events of a request as `WatchRequest` streams them after
+/// `after`, up to its closing event.
+async fn watch_after(app: &TestApp, id: &str, after: u64) -> Vec<pb::RequestEvent> {
+    let stream = app
+        .requests
+        .clone()
+        .watch_request(pb::WatchRequestRequest {
+            request_id: id.into(),
+            after_sequence: after,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the stream ends at the closing event")
+    .into_iter()
+    .map(|e| e.expect("event"))
+    .collect()
+}
+
+/// Each hash is written once: no row keeps a copy of the previous one, and
+/// a watch that resumes in the middle of the history still gets every
+/// event's previous hash, the first one's from the event it resumed after.
+async fn a_previous_hash_is_read_from_the_event_before(db: TestDb) {
+    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let id = closed_request(&app, "ros@example.com").await;
+
+    let kept = db
+        .texts("select cast(count(*) as text) from request_events where prev_hash is not null")
+        .await;
+    assert_eq!(kept[0][0].as_deref(), Some("0"), "no copies written");
+    let all = watch_after(&app, &id, 0).await;
+    assert!(all.len() >= 4, "{all:?}");
+    for after in 1..all.len() {
+        let resumed = watch_after(&app, &id, after as u64).await;
+        assert_eq!(resumed, all[after..], "resumed after {after}");
+        assert_eq!(resumed[0].previous_hash, all[after - 1].hash);
+    }
+    app.stop().await;
+}
+
+/// A row that keeps a copy of the previous hash, as histories chained by
+/// earlier versions do, verifies when the copy links and breaks there when
+/// it does not; `WatchRequest` shows the copy.
+async fn a_previous_hash_kept_on_a_row_must_link(db: TestDb) {
+    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let id = closed_request(&app, "sol@example.com").await;
+    let derived = watch_after(&app, &id, 0).await;
+
+    db.execute(&format!(
+        "update request_events set prev_hash = (select p.hash from request_events p \
+         where p.request_id = request_events.request_id and p.seq = request_events.seq - 1) \
+         where request_id = '{id}' and seq > 1"
+    ))
+    .await;
+    let linked = verify_trail(&app, &id).await;
+    assert!(linked.intact, "{linked:?}");
+    assert_eq!(watch_after(&app, &id, 0).await, derived);
+
+    db.execute(&format!(
+        "update request_events set prev_hash = '{}' where request_id = '{id}' and seq = 2",
+        "0".repeat(64)
+    ))
+    .await;
+    let broken = verify_trail(&app, &id).await;
+    assert!(!broken.intact);
+    let at = broken.first_break.expect("a break");
+    assert_eq!(at.sequence, 2, "{at:?}");
+    assert!(at.problem.contains("link"), "{at:?}");
+    let shown = watch_after(&app, &id, 1).await;
+    assert_eq!(shown[0].previous_hash, "0".repeat(64), "the copy as kept");
     app.stop().await;
 }
 
