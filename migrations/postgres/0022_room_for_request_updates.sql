@@ -1,0 +1,16 @@
+-- Room on each page for the updates that follow every request's insert.
+--
+-- A request row is updated in every transaction that changes one of its
+-- instructions (the claim's and the recorder's, with the request's new
+-- sequence number, audit head, open count and status): three or four
+-- times in the seconds after its insert. The fifth of each page that
+-- migration 0004 left free holds about three of its 540-byte versions,
+-- so many later versions (about 1.4 of a request's 3.4) still went to
+-- another page, each with a lock record on the old one, the whole row
+-- logged, and new entries in every index even when no indexed column
+-- changed. Half-full pages keep them on the row's page, as for
+-- instructions (see docs/decisions/0002-half-full-pages.md).
+--
+-- The setting applies to pages written from now on; existing ones are not
+-- rewritten.
+alter table requests set (fillfactor = 50);
