@@ -106,6 +106,38 @@ fn due_times_leave_the_business_half_the_margin() {
 }
 
 #[test]
+fn an_extension_lifts_a_reply_time_capped_at_the_old_due_time() {
+    let day = std::time::Duration::from_secs(86400);
+    let acked = at("2026-01-01T00:00:00Z");
+    let old_due = at("2026-02-08T00:00:00Z");
+    let new_due = at("2026-03-25T00:00:00Z");
+    let now = at("2026-01-21T00:00:00Z");
+    let capped = reply_due(acked, 40 * day, Some(old_due));
+    assert_eq!(capped, old_due);
+    // Counted from the acknowledgement the cap cut short.
+    assert_eq!(
+        reply_due_extended(capped, old_due, new_due, Some((acked, 0)), 40 * day, now),
+        Some(at("2026-02-10T00:00:00Z"))
+    );
+    // After a reminder the last acceptance is unknown: from now.
+    assert_eq!(
+        reply_due_extended(capped, old_due, new_due, Some((acked, 1)), 40 * day, now),
+        Some(at("2026-03-02T00:00:00Z"))
+    );
+    // Capped by the new due time too.
+    assert_eq!(
+        reply_due_extended(capped, old_due, new_due, Some((acked, 0)), 90 * day, now),
+        Some(new_due)
+    );
+    // Not capped: it stays.
+    let uncapped = reply_due(acked, day, Some(old_due));
+    assert_eq!(
+        reply_due_extended(uncapped, old_due, new_due, Some((acked, 0)), day, now),
+        None
+    );
+}
+
+#[test]
 fn retention_cutoffs() {
     let now = at("2026-12-04T10:00:00Z");
     assert_eq!(Period::Months(24).before(now), at("2024-12-04T10:00:00Z"));

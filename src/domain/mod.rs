@@ -38,7 +38,7 @@ pub use adapter::{AdapterConfig, ProcessorTls};
 pub use data_record::{CATEGORIES, DataRecord, Disclosures, check_records};
 pub use deadline::{
     Calendar, DeadlinePolicy, Deadlines, Extension, ExtensionRefused, ExtensionRule, Period,
-    Regime, due_times, reply_due,
+    Regime, due_times, reply_due, reply_due_extended,
 };
 pub use enums::*;
 pub use fan_out::fan_out;

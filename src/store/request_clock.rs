@@ -13,6 +13,7 @@ use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     Actor, DeadlinePolicy, Extension, ExtensionRefused, InstructionEvent, InstructionState,
     ProcessorSpec, RequestId, RequestStatus, RequestSummary, Timestamp, Violations, due_times,
+    reply_due_extended,
 };
 
 impl Store {
@@ -59,7 +60,8 @@ impl Store {
 
     /// Declares the one extension `policy` allows a request: moves its
     /// deadline (to `requested`, or the latest allowed) and its open
-    /// instructions' due times with it.
+    /// instructions' due times with it, and the reply times that the old
+    /// due times capped (see [`reply_due_extended`]).
     pub async fn extend_deadline(
         &self,
         id: RequestId,
@@ -73,7 +75,8 @@ impl Store {
         // Lock order: instruction rows, then the request row.
         let open = lock_open(
             self.backend,
-            "id, created_at, (select spec from processors p where p.id = processor_id) as spec",
+            "id, created_at, state, due_at, reply_due_at, acknowledged_at, reminders, \
+             (select spec from processors p where p.id = processor_id) as spec",
             id,
         )
         .query()
@@ -119,7 +122,27 @@ impl Store {
                         spec.ack_timeout,
                         time(r, "created_at")?,
                     );
-                    Ok((r.try_get::<String, _>("id")?, due, escalate))
+                    let reply = match opt_time(r, "reply_due_at")? {
+                        Some(reply)
+                            if r.try_get::<String, _>("state")?
+                                == InstructionState::Acknowledged.as_str() =>
+                        {
+                            let acknowledged = opt_time(r, "acknowledged_at")?;
+                            let reminders = r.try_get::<i64, _>("reminders")?;
+                            reply_due_extended(
+                                reply,
+                                time(r, "due_at")?,
+                                due,
+                                acknowledged.map(|at| (at, reminders as u32)),
+                                spec.adapter
+                                    .poll_interval()
+                                    .unwrap_or(spec.completion_timeout),
+                                now,
+                            )
+                        }
+                        _ => None,
+                    };
+                    Ok((r.try_get::<String, _>("id")?, due, escalate, reply))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             sql.select_rows(
@@ -127,17 +150,20 @@ impl Store {
                     ("id", Col::Text),
                     ("due_at", Col::Int),
                     ("escalate_at", Col::Int),
+                    ("reply_due_at", Col::Int),
                 ],
-                times.iter().map(|(i, due, escalate)| {
+                times.iter().map(|(i, due, escalate, reply)| {
                     vec![
                         Bind::from(i.clone()),
                         Bind::from(micros(*due)),
                         Bind::from(micros(*escalate)),
+                        Bind::from(reply.map(micros)),
                     ]
                 }),
             );
             sql.push(
-                ") update instructions set due_at = v.due_at, escalate_at = v.escalate_at \
+                ") update instructions set due_at = v.due_at, escalate_at = v.escalate_at, \
+                 reply_due_at = coalesce(v.reply_due_at, instructions.reply_due_at) \
                  from v where instructions.id = v.id and ",
             )
             .in_cte("instructions.id", "v", "id");

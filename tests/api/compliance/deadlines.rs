@@ -13,6 +13,7 @@ use crate::backends;
 backends!(
     ccpa_receipt_deadline_crosses_a_weekend_and_a_holiday,
     an_extension_is_declared_once_and_in_time,
+    an_extension_moves_a_reminder_the_old_due_time_held_back,
     gdpr_extension_inside_the_first_month,
     lists_filter_and_order_by_deadline,
 );
@@ -258,6 +259,56 @@ async fn an_extension_is_declared_once_and_in_time(db: TestDb) {
     assert_eq!(record.extension, Some(x));
     assert_eq!(time(&record.respond_by), at("2026-04-01T23:59:59.999999Z"));
     assert!(record.on_time);
+    app.stop().await;
+}
+
+/// A processor that accepted an instruction owes its outcome within its
+/// completion timeout, but no later than the instruction's due time: 40
+/// days after 1 January is cut to the due time, 8 February. The extension
+/// moves the due time to 25 March, and the reminder with it to 40 days
+/// after the acceptance (10 February), not at the old due time.
+async fn an_extension_moves_a_reminder_the_old_due_time_held_back(db: TestDb) {
+    let (app, clock) = spawn_at(&db, "2026-01-01T00:00:00Z", |_| {}).await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    let mut processor = push_processor("archive", &fake.endpoint());
+    processor.completion_timeout = ms(40 * 86_400_000);
+    register(&app, processor).await;
+    let made = submit(&app, deletion("fern@example.com")).await;
+    let id = made.instructions[0].instruction_id.clone();
+    assert_eq!(
+        time(&made.instructions[0].due_at),
+        at("2026-02-08T23:59:59.999999Z")
+    );
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+
+    clock.advance(Duration::from_secs(20 * 86400));
+    let extended = app
+        .requests
+        .clone()
+        .extend_deadline(pb::ExtendDeadlineRequest {
+            request_id: made.request_id.clone(),
+            new_deadline: None,
+            reason: "records held by an archive vendor must be recalled".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        time(&extended.instructions[0].due_at),
+        at("2026-03-25T23:59:59.999999Z")
+    );
+
+    // Past the old due time: no reminder yet.
+    clock.advance(Duration::from_secs(19 * 86400));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0, "9 February");
+    assert_eq!(fake.deliveries().len(), 1);
+    // 40 days after the acceptance: reminded.
+    clock.advance(Duration::from_secs(86400));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "10 February");
+    let d = fake.deliveries();
+    assert_eq!(d.len(), 2);
+    assert!(d[1].reminder);
     app.stop().await;
 }
 
