@@ -204,14 +204,16 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut events = Vec::with_capacity(rows.len());
-        // The hash of the event before the row at hand; sequence numbers
-        // have no gaps, so it is the previous row's.
-        let mut before: Option<String> = None;
+        // The previous row's sequence number and hash. Sequence numbers have
+        // no gaps; where one is missing (a row removed behind the server's
+        // back) the event shows no previous hash rather than a link to an
+        // event that is not the one before it.
+        let mut before: Option<(u64, Option<String>)> = None;
         for row in &rows {
             let seq = row.try_get::<i64, _>("seq")? as u64;
             let hash: Option<String> = row.try_get("hash")?;
             if seq <= after {
-                before = hash;
+                before = Some((seq, hash));
                 continue;
             }
             if events.len() == limit as usize {
@@ -220,7 +222,10 @@ impl Store {
             let prev_hash = match row.try_get::<Option<String>, _>("prev_hash")? {
                 Some(kept) => Some(kept),
                 None if seq == 1 => Some(GENESIS.to_string()),
-                None => before.take(),
+                None => before
+                    .take()
+                    .filter(|(s, _)| *s + 1 == seq)
+                    .and_then(|(_, h)| h),
             };
             let text: String = row.try_get("body")?;
             let body: Body<InstructionSnapshot, Actor, Extension> = serde_json::from_str(&text)
@@ -238,7 +243,7 @@ impl Store {
                 prev_hash,
                 hash: hash.clone(),
             });
-            before = hash;
+            before = Some((seq, hash));
         }
         Ok(events)
     }

@@ -119,7 +119,8 @@ async fn watch_after(app: &TestApp, id: &str, after: u64) -> Vec<pb::RequestEven
 
 /// Each hash is written once: no row keeps a copy of the previous one, and
 /// a watch that resumes in the middle of the history still gets every
-/// event's previous hash, the first one's from the event it resumed after.
+/// event's previous hash, the first one's from the event it resumed after;
+/// across a missing event it gets none.
 async fn a_previous_hash_is_read_from_the_event_before(db: TestDb) {
     let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
     let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
@@ -137,12 +138,27 @@ async fn a_previous_hash_is_read_from_the_event_before(db: TestDb) {
         assert_eq!(resumed, all[after..], "resumed after {after}");
         assert_eq!(resumed[0].previous_hash, all[after - 1].hash);
     }
+
+    // An event removed behind the server's back: the one after it shows
+    // no previous hash rather than a link to the one before the gap.
+    let gate = match db.postgres_name() {
+        Some(_) => "set local dsr.purge = 'on'",
+        None => "update purge_gate set open = 1 where id = 1",
+    };
+    db.execute(&format!(
+        "begin; {gate}; delete from request_events where request_id = '{id}' and seq = 2; commit"
+    ))
+    .await;
+    let gapped = watch_after(&app, &id, 0).await;
+    assert_eq!(gapped[1].sequence, 3);
+    assert_eq!(gapped[1].previous_hash, "", "no link across the gap");
+    assert_eq!(gapped[2].previous_hash, all[2].hash);
     app.stop().await;
 }
 
-/// A row that keeps a copy of the previous hash, as histories chained by
-/// earlier versions do, verifies when the copy links and breaks there when
-/// it does not; `WatchRequest` shows the copy.
+/// A row that keeps a copy of the previous hash verifies when the copy
+/// links and breaks there when it does not; `WatchRequest` shows the
+/// copy.
 async fn a_previous_hash_kept_on_a_row_must_link(db: TestDb) {
     let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
     let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
