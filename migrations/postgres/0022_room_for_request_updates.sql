@@ -4,12 +4,12 @@
 -- instructions (the claim's and the recorder's, with the request's new
 -- sequence number, audit head, open count and status): three or four
 -- times in the seconds after its insert. The fifth of each page that
--- migration 0004 left free holds about three of its 540-byte versions,
--- so many later versions (about 1.4 of a request's 3.4) still went to
--- another page, each with a lock record on the old one, the whole row
--- logged, and new entries in every index even when no indexed column
--- changed. Half-full pages keep them on the row's page, as for
--- instructions (see docs/decisions/0002-half-full-pages.md).
+-- migration 0004 leaves free holds about three of its 540-byte versions,
+-- so about 1.4 of a request's 3.4 updates move the version to another
+-- page, each with a lock record on the old one, the whole row logged, and
+-- new entries in every index even when no indexed column changes.
+-- Half-full pages keep them on the row's page, as for instructions (see
+-- docs/decisions/0002-half-full-pages.md).
 --
 -- The setting applies to pages written from now on; existing ones are not
 -- rewritten.

@@ -289,14 +289,14 @@ pub fn reply_due(
 /// due time from `old_due` to `new_due`, or `None` when it stays: one that
 /// [`reply_due`] capped at the old due time is computed again under the new
 /// one, with `wait` (the completion timeout, or a polling adapter's
-/// interval). It counts from the acknowledgement when no reminder came
-/// since and the cap did apply to it (so it was the acceptance the cap cut
-/// short), and otherwise from `now`, which no acceptance can be after.
+/// interval). It counts from `accepted_at`, the acceptance that set the
+/// reply time where that is known and the cap did apply to it, and
+/// otherwise from `now`, which no acceptance can be after.
 pub fn reply_due_extended(
     reply_due_at: Timestamp,
     old_due: Timestamp,
     new_due: Timestamp,
-    acknowledged: Option<(Timestamp, u32)>,
+    accepted_at: Option<Timestamp>,
     wait: std::time::Duration,
     now: Timestamp,
 ) -> Option<Timestamp> {
@@ -304,8 +304,8 @@ pub fn reply_due_extended(
         return None;
     }
     let span = chrono::Duration::from_std(wait).unwrap_or_default();
-    let since = match acknowledged {
-        Some((at, 0)) if at + span >= old_due => at,
+    let since = match accepted_at {
+        Some(at) if at + span >= old_due => at,
         _ => now,
     };
     Some(reply_due(since, wait, Some(new_due)))

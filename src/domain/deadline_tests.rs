@@ -114,25 +114,30 @@ fn an_extension_lifts_a_reply_time_capped_at_the_old_due_time() {
     let now = at("2026-01-21T00:00:00Z");
     let capped = reply_due(acked, 40 * day, Some(old_due));
     assert_eq!(capped, old_due);
-    // Counted from the acknowledgement the cap cut short.
+    // Counted from the acceptance the cap cut short.
     assert_eq!(
-        reply_due_extended(capped, old_due, new_due, Some((acked, 0)), 40 * day, now),
+        reply_due_extended(capped, old_due, new_due, Some(acked), 40 * day, now),
         Some(at("2026-02-10T00:00:00Z"))
     );
-    // After a reminder the last acceptance is unknown: from now.
+    // The acceptance unknown: from now.
     assert_eq!(
-        reply_due_extended(capped, old_due, new_due, Some((acked, 1)), 40 * day, now),
+        reply_due_extended(capped, old_due, new_due, None, 40 * day, now),
         Some(at("2026-03-02T00:00:00Z"))
+    );
+    // An acceptance the cap did not cut short cannot be the one: from now.
+    assert_eq!(
+        reply_due_extended(capped, old_due, new_due, Some(acked), 30 * day, now),
+        Some(at("2026-02-20T00:00:00Z"))
     );
     // Capped by the new due time too.
     assert_eq!(
-        reply_due_extended(capped, old_due, new_due, Some((acked, 0)), 90 * day, now),
+        reply_due_extended(capped, old_due, new_due, Some(acked), 90 * day, now),
         Some(new_due)
     );
     // Not capped: it stays.
     let uncapped = reply_due(acked, day, Some(old_due));
     assert_eq!(
-        reply_due_extended(uncapped, old_due, new_due, Some((acked, 0)), day, now),
+        reply_due_extended(uncapped, old_due, new_due, Some(acked), day, now),
         None
     );
 }

@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::codec::{from_json, micros, opt_time, parsed, request_id, state_list, time};
+use super::codec::{count, from_json, micros, opt_time, parsed, request_id, state_list, time};
 use super::events::{EventKind, NewEvent};
 use super::sql::{Bind, Col, Sql};
 use super::trail::write_one;
@@ -76,6 +76,7 @@ impl Store {
         let open = lock_open(
             self.backend,
             "id, created_at, state, due_at, reply_due_at, acknowledged_at, reminders, \
+             attempts, attempts_since_arm, \
              (select spec from processors p where p.id = processor_id) as spec",
             id,
         )
@@ -127,13 +128,19 @@ impl Store {
                             if r.try_get::<String, _>("state")?
                                 == InstructionState::Acknowledged.as_str() =>
                         {
-                            let acknowledged = opt_time(r, "acknowledged_at")?;
-                            let reminders = r.try_get::<i64, _>("reminders")?;
+                            // The first acknowledgement is the acceptance
+                            // that set the reply time unless a reminder
+                            // went out since, or the instruction was
+                            // re-armed (or given an attempt back), which
+                            // sets its counts apart.
+                            let only = count(r, "reminders")? == 0
+                                && count(r, "attempts")? == count(r, "attempts_since_arm")?;
+                            let accepted = opt_time(r, "acknowledged_at")?.filter(|_| only);
                             reply_due_extended(
                                 reply,
                                 time(r, "due_at")?,
                                 due,
-                                acknowledged.map(|at| (at, reminders as u32)),
+                                accepted,
                                 spec.adapter
                                     .poll_interval()
                                     .unwrap_or(spec.completion_timeout),
