@@ -24,12 +24,42 @@ async fn closed_request(app: &TestApp, email: &str) -> String {
     req.request_id
 }
 
+/// An app with a push processor that completes at once (kept alive by the
+/// returned fake).
+async fn with_vendor(db: &TestDb) -> (TestApp, FakeProcessor) {
+    let (app, _clock) = spawn_at(db, "2026-03-02T09:00:00Z", |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    (app, fake)
+}
+
+/// Removes event `seq` of `request` behind the server's back, through the
+/// purge's gate (the only way a row of the trail can go).
+async fn remove_event(db: &TestDb, request: &str, seq: u64) {
+    let gate = match db.postgres_name() {
+        Some(_) => "set local dsr.purge = 'on'",
+        None => "update purge_gate set open = 1 where id = 1",
+    };
+    db.execute(&format!(
+        "begin; {gate}; delete from request_events where request_id = '{request}' and seq = {seq}; commit"
+    ))
+    .await;
+}
+
+/// Asserts that `VerifyAuditTrail` finds `request`'s first break at event
+/// `seq`, with `word` in what it says.
+async fn breaks_at(app: &TestApp, request: &str, seq: u64, word: &str) {
+    let check = verify_trail(app, request).await;
+    assert!(!check.intact);
+    let at = check.first_break.expect("a break");
+    assert_eq!(at.sequence, seq, "{at:?}");
+    assert!(at.problem.contains(word), "{at:?}");
+}
+
 /// Editing one event's row in the database, or removing the last one, is
 /// reported at that event.
 async fn a_tampered_event_is_found(db: TestDb) {
-    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, _fake) = with_vendor(&db).await;
     let id = closed_request(&app, "pat@example.com").await;
     let intact = verify_trail(&app, &id).await;
     assert!(intact.intact, "{intact:?}");
@@ -41,24 +71,13 @@ async fn a_tampered_event_is_found(db: TestDb) {
         "update request_events set body = body || ' ' where request_id = '{id}' and seq = 3"
     ))
     .await;
-    let edited = verify_trail(&app, &id).await;
-    assert!(!edited.intact);
-    let at = edited.first_break.expect("a break");
-    assert_eq!(at.sequence, 3, "{at:?}");
-    assert!(at.problem.contains("hash"), "{at:?}");
+    breaks_at(&app, &id, 3, "hash").await;
 
     // On another request, the last event removed: the chain still links,
     // but no longer reaches the head the request and the record keep.
     let other = closed_request(&app, "quin@example.com").await;
     let last = verify_trail(&app, &other).await.events;
-    let gate = match db.postgres_name() {
-        Some(_) => "set local dsr.purge = 'on'",
-        None => "update purge_gate set open = 1 where id = 1",
-    };
-    db.execute(&format!(
-        "begin; {gate}; delete from request_events where request_id = '{other}' and seq = {last}; commit"
-    ))
-    .await;
+    remove_event(&db, &other, last).await;
     let cut = verify_trail(&app, &other).await;
     assert!(!cut.intact);
     assert_eq!(cut.first_break.unwrap().sequence, 0, "the head");
@@ -69,9 +88,7 @@ async fn a_tampered_event_is_found(db: TestDb) {
 /// hash is the record's `audit_head`, and the record's digest is the
 /// SHA-256 of its canonical bytes, which include that head.
 async fn the_record_covers_the_trail(db: TestDb) {
-    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, _fake) = with_vendor(&db).await;
     let id = closed_request(&app, "rae@example.com").await;
 
     let events = watch_to_end(&app.requests, &id).await;
@@ -122,9 +139,7 @@ async fn watch_after(app: &TestApp, id: &str, after: u64) -> Vec<pb::RequestEven
 /// event's previous hash, the first one's from the event it resumed after;
 /// across a missing event it gets none.
 async fn a_previous_hash_is_read_from_the_event_before(db: TestDb) {
-    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, _fake) = with_vendor(&db).await;
     let id = closed_request(&app, "ros@example.com").await;
 
     let kept = db
@@ -141,14 +156,7 @@ async fn a_previous_hash_is_read_from_the_event_before(db: TestDb) {
 
     // An event removed behind the server's back: the one after it shows
     // no previous hash rather than a link to the one before the gap.
-    let gate = match db.postgres_name() {
-        Some(_) => "set local dsr.purge = 'on'",
-        None => "update purge_gate set open = 1 where id = 1",
-    };
-    db.execute(&format!(
-        "begin; {gate}; delete from request_events where request_id = '{id}' and seq = 2; commit"
-    ))
-    .await;
+    remove_event(&db, &id, 2).await;
     let gapped = watch_after(&app, &id, 0).await;
     assert_eq!(gapped[1].sequence, 3);
     assert_eq!(gapped[1].previous_hash, "", "no link across the gap");
@@ -160,9 +168,7 @@ async fn a_previous_hash_is_read_from_the_event_before(db: TestDb) {
 /// links and breaks there when it does not; `WatchRequest` shows the
 /// copy.
 async fn a_previous_hash_kept_on_a_row_must_link(db: TestDb) {
-    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, _fake) = with_vendor(&db).await;
     let id = closed_request(&app, "sol@example.com").await;
     let derived = watch_after(&app, &id, 0).await;
 
@@ -181,11 +187,7 @@ async fn a_previous_hash_kept_on_a_row_must_link(db: TestDb) {
         "0".repeat(64)
     ))
     .await;
-    let broken = verify_trail(&app, &id).await;
-    assert!(!broken.intact);
-    let at = broken.first_break.expect("a break");
-    assert_eq!(at.sequence, 2, "{at:?}");
-    assert!(at.problem.contains("link"), "{at:?}");
+    breaks_at(&app, &id, 2, "link").await;
     let shown = watch_after(&app, &id, 1).await;
     assert_eq!(shown[0].previous_hash, "0".repeat(64), "the copy as kept");
     app.stop().await;
