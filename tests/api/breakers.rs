@@ -37,11 +37,7 @@ async fn spawn(db: &TestDb, cooldown: Duration) -> TestApp {
 /// failing with UNAVAILABLE, allowed `attempts` attempts.
 async fn standing(db: &TestDb, attempts: u32) -> (TestApp, ManualClock, FakeProcessor) {
     let clock = ManualClock::new();
-    let options = Options {
-        clock: Arc::new(clock.clone()),
-        run_dispatcher: false,
-        ..Options::default()
-    };
+    let options = manual_options(&clock);
     let app = TestApp::spawn_with(db, options, |c| {
         c.breaker_failures = 1;
         c.breaker_cooldown = Duration::from_secs(60);

@@ -420,14 +420,7 @@ async fn a_cancel_notice_probes_a_breaker_no_delivery_can(db: TestDb) {
     .await;
     assert_eq!(ned.attempts, 3);
     cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
-    let closed = [State::Closed];
-    until_breaker(
-        &app,
-        "fragile",
-        &closed,
-        "the notice's answer closes the breaker",
-    )
-    .await;
+    until_the_notice_closes_the_breaker(&app).await;
     let cancels = fake.cancels();
     assert_eq!(cancels.len(), 1);
     assert_eq!(
@@ -436,6 +429,19 @@ async fn a_cancel_notice_probes_a_breaker_no_delivery_can(db: TestDb) {
     );
     app.stop().await;
     assert!(notices_left(&db).await.is_empty());
+}
+
+/// Waits until the notice's answer has closed the fragile processor's
+/// breaker.
+async fn until_the_notice_closes_the_breaker(app: &TestApp) {
+    let closed = [State::Closed];
+    until_breaker(
+        app,
+        "fragile",
+        &closed,
+        "the notice's answer closes the breaker",
+    )
+    .await;
 }
 
 /// A probe notice that fails opens the breaker again and gives its
@@ -464,14 +470,7 @@ async fn a_failed_probe_spends_none_of_the_notices_attempts(db: TestDb) {
     assert!(!metrics.contains(r#"result="given_up""#), "{metrics}");
 
     fake.fail_cancels(None);
-    let closed = [State::Closed];
-    until_breaker(
-        &app,
-        "fragile",
-        &closed,
-        "the notice's answer closes the breaker",
-    )
-    .await;
+    until_the_notice_closes_the_breaker(&app).await;
     app.stop().await;
     assert!(notices_left(&db).await.is_empty());
 }

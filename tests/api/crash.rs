@@ -5,7 +5,6 @@
 //! instruction id.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use dsr_orchestrator::clock::ManualClock;
@@ -101,11 +100,7 @@ async fn crash_mid_fan_out_loses_nothing(db: TestDb) {
     // Second life, on the same database, with a clock we move past the
     // dead dispatcher's leases.
     let clock = ManualClock::new();
-    let options = Options {
-        clock: Arc::new(clock.clone()),
-        run_dispatcher: false,
-        ..Options::default()
-    };
+    let options = manual_options(&clock);
     let app = TestApp::spawn_with(&db, options, |_| {}).await;
     let mut passes = 0;
     loop {

@@ -2,12 +2,10 @@
 //! completion timeouts and reminders) driven by a manual clock: the
 //! dispatcher runs one pass at a time and nothing sleeps.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
-use dsr_orchestrator::startup::Options;
 use tonic::Code;
 
 use crate::backends;
@@ -19,19 +17,11 @@ backends!(
     overdue_outcomes_get_reminders_then_escalate,
 );
 
-fn manual(clock: &ManualClock) -> Options {
-    Options {
-        clock: Arc::new(clock.clone()),
-        run_dispatcher: false,
-        ..Options::default()
-    }
-}
-
 /// Test 6: a pulled instruction not acknowledged within the ack timeout is
 /// offered again; an acknowledged one is not, and completes.
 async fn pull_leases_expire_and_are_offered_again(db: TestDb) {
     let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual(&clock), |_| {}).await;
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
     let token = register(&app, pull_processor("mainframe", 60_000)).await;
     let req = submit(&app, deletion("heidi@example.com")).await;
 
@@ -107,7 +97,7 @@ async fn pull_leases_expire_and_are_offered_again(db: TestDb) {
 /// the scheduled time; then the retry goes out with the same id.
 async fn backoff_waits_for_its_time(db: TestDb) {
     let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual(&clock), |_| {}).await;
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
     let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
     fake.script([Reply::Error(Code::ResourceExhausted)]);
     let mut processor = push_processor("slow-down", &fake.endpoint());
@@ -156,7 +146,7 @@ async fn backoff_waits_for_its_time(db: TestDb) {
 /// run out.
 async fn overdue_outcomes_get_reminders_then_escalate(db: TestDb) {
     let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual(&clock), |_| {}).await;
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
     let fake = FakeProcessor::start(Reply::Accepted).await;
     let mut processor = push_processor("silent", &fake.endpoint());
     processor.completion_timeout = ms(3_600_000);

@@ -11,7 +11,6 @@
 //! a breaker's probe closes it whatever the recorder waits for.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use dsr_orchestrator::clock::ManualClock;
@@ -415,11 +414,7 @@ async fn a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery(db: 
 /// probe's lease, not once the database lets the recorder go on.
 async fn a_probes_answer_closes_the_breaker_while_results_wait_to_be_written(db: TestDb) {
     let clock = ManualClock::new();
-    let manual = Options {
-        clock: Arc::new(clock.clone()),
-        run_dispatcher: false,
-        ..Options::default()
-    };
+    let manual = manual_options(&clock);
     let app = TestApp::spawn_with(&db, manual, |c| {
         c.max_in_flight = 1;
         c.breaker_failures = 1;

@@ -9,13 +9,10 @@ mod escalation;
 mod gates;
 mod retention;
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::config::Config;
 use dsr_orchestrator::pb;
-use dsr_orchestrator::startup::Options;
 
 use crate::harness::*;
 
@@ -44,11 +41,7 @@ pub async fn spawn_at(
     tweak: impl FnOnce(&mut Config),
 ) -> (TestApp, ManualClock) {
     let clock = ManualClock::at(at(start));
-    let options = Options {
-        clock: Arc::new(clock.clone()),
-        run_dispatcher: false,
-        ..Options::default()
-    };
+    let options = manual_options(&clock);
     (TestApp::spawn_with(db, options, tweak).await, clock)
 }
 

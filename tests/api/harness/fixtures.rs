@@ -7,6 +7,8 @@ use prost_types::Duration as PbDuration;
 use tokio_stream::StreamExt;
 
 use super::{FakeProcessor, Reply, TestApp};
+use dsr_orchestrator::clock::ManualClock;
+use dsr_orchestrator::startup::Options;
 
 /// A fresh request id.
 pub fn new_id() -> String {
@@ -488,4 +490,14 @@ pub fn instruction_of(req: &pb::DataSubjectRequest, processor: &str) -> String {
     line.expect("an instruction to the processor")
         .instruction_id
         .clone()
+}
+
+/// Server options for a test that moves time and passes by hand: `clock`,
+/// and no dispatcher of its own (the test calls `dispatcher.run_once`).
+pub fn manual_options(clock: &ManualClock) -> Options {
+    Options {
+        clock: std::sync::Arc::new(clock.clone()),
+        run_dispatcher: false,
+        ..Options::default()
+    }
 }

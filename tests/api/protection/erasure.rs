@@ -2,12 +2,10 @@
 //! returned data go (access data after the report window); its record and
 //! audit trail stay; nothing is sent for it again.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
-use dsr_orchestrator::startup::Options;
 use tonic::Code;
 
 use super::*;
@@ -20,11 +18,7 @@ backends!(finished_requests_lose_their_personal_data);
 /// claimed or pulled, and a late answer is told why it is refused.
 async fn finished_requests_lose_their_personal_data(db: TestDb) {
     let clock = ManualClock::new();
-    let options = Options {
-        clock: Arc::new(clock.clone()),
-        run_dispatcher: false,
-        ..Options::default()
-    };
+    let options = manual_options(&clock);
     let app = TestApp::spawn_with(&db, options, |c| {
         c.erase_interval = Duration::from_millis(20);
     })
