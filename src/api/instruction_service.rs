@@ -76,7 +76,7 @@ impl InstructionApi {
         }
         let processor = self.store.processor(&caller).await?;
         let now = self.clock.now();
-        let due = reply_due(now, processor.spec.completion_timeout, view.due_at);
+        let due = reply_due(now, processor.spec.reply_wait(), view.due_at);
         let view = self
             .store
             .acknowledge(view.id, due, &Actor::Processor(caller), now)

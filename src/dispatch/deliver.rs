@@ -213,14 +213,7 @@ fn result_of(
     match answer {
         // An adapter that polls asks again after its poll interval.
         Ok(Answer::Accepted) => DeliveryResult::Accepted {
-            reply_due_at: reply_due(
-                now,
-                p.spec
-                    .adapter
-                    .poll_interval()
-                    .unwrap_or(p.spec.completion_timeout),
-                instruction.due_at,
-            ),
+            reply_due_at: reply_due(now, p.spec.reply_wait(), instruction.due_at),
         },
         Ok(Answer::Done(r)) => {
             match r.misapplied_ground(instruction.jurisdiction, instruction.kind) {

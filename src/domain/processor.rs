@@ -92,6 +92,15 @@ pub mod defaults {
 }
 
 impl ProcessorSpec {
+    /// How long an acknowledged instruction waits for its outcome before a
+    /// reminder: the completion timeout, or for an adapter that polls (its
+    /// reminders are its polls) the poll interval.
+    pub fn reply_wait(&self) -> std::time::Duration {
+        self.adapter
+            .poll_interval()
+            .unwrap_or(self.completion_timeout)
+    }
+
     /// The reminders an overdue instruction gets before it escalates: for
     /// an adapter that polls (its reminders are its polls) no limit, the
     /// instruction's due time ends them.

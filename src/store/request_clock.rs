@@ -75,7 +75,7 @@ impl Store {
         // Lock order: instruction rows, then the request row.
         let open = lock_open(
             self.backend,
-            "id, created_at, state, due_at, reply_due_at, acknowledged_at, reminders, \
+            "id, created_at, due_at, reply_due_at, acknowledged_at, reminders, \
              attempts, attempts_since_arm, \
              (select spec from processors p where p.id = processor_id) as spec",
             id,
@@ -123,32 +123,7 @@ impl Store {
                         spec.ack_timeout,
                         time(r, "created_at")?,
                     );
-                    let reply = match opt_time(r, "reply_due_at")? {
-                        Some(reply)
-                            if r.try_get::<String, _>("state")?
-                                == InstructionState::Acknowledged.as_str() =>
-                        {
-                            // The first acknowledgement is the acceptance
-                            // that set the reply time unless a reminder
-                            // went out since, or the instruction was
-                            // re-armed (or given an attempt back), which
-                            // sets its counts apart.
-                            let only = count(r, "reminders")? == 0
-                                && count(r, "attempts")? == count(r, "attempts_since_arm")?;
-                            let accepted = opt_time(r, "acknowledged_at")?.filter(|_| only);
-                            reply_due_extended(
-                                reply,
-                                time(r, "due_at")?,
-                                due,
-                                accepted,
-                                spec.adapter
-                                    .poll_interval()
-                                    .unwrap_or(spec.completion_timeout),
-                                now,
-                            )
-                        }
-                        _ => None,
-                    };
+                    let reply = extended_reply(r, &spec, due, now)?;
                     Ok((r.try_get::<String, _>("id")?, due, escalate, reply))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
@@ -231,6 +206,34 @@ impl Store {
         });
         self.request(id).await
     }
+}
+
+/// The reply time of the open instruction `row` (read by
+/// `extend_deadline`) once the extension moves its due time to `due`, if
+/// it moves (see [`reply_due_extended`]). Only an acknowledged instruction
+/// has a reply time. Its first acknowledgement is the acceptance that set
+/// it unless a reminder went out since, or the instruction was re-armed
+/// (or given an attempt back), which sets its two attempt counts apart.
+fn extended_reply(
+    row: &AnyRow,
+    spec: &ProcessorSpec,
+    due: Timestamp,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, StoreError> {
+    let Some(reply) = opt_time(row, "reply_due_at")? else {
+        return Ok(None);
+    };
+    let only = count(row, "reminders")? == 0
+        && count(row, "attempts")? == count(row, "attempts_since_arm")?;
+    let accepted = opt_time(row, "acknowledged_at")?.filter(|_| only);
+    Ok(reply_due_extended(
+        reply,
+        time(row, "due_at")?,
+        due,
+        accepted,
+        spec.reply_wait(),
+        now,
+    ))
 }
 
 /// Selects `columns` of the request's instructions that are not final, in
