@@ -104,7 +104,7 @@ pub struct Config {
 
     /// Most deliveries claimed or awaiting answers at once across all processors, and
     /// most results being written (see `docs/decisions/0008-deliveries-in-flight.md`).
-    #[arg(long, env = "DSR_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = at_least_one)]
+    #[arg(long, env = "DSR_MAX_IN_FLIGHT", default_value_t = 2048, value_parser = at_least_one)]
     pub max_in_flight: usize,
 
     /// Longest pause between dispatcher passes when nothing wakes it, e.g. `1s`.

@@ -15,7 +15,7 @@
 //!   per round trip above it. It never passes [`CEILING`], which is also
 //!   what the processor is sent across every replica (see
 //!   `store::limits`): a slow processor holds at most a quarter of the
-//!   default 1,024 slots of a replica, never every one.
+//!   default 2,048 slots of a replica, never every one.
 //! - **Halves** on a failure that says the processor cannot cope (no
 //!   answer in time, or a retryable error: the failures that count for
 //!   its circuit breaker), down to one.
@@ -147,11 +147,11 @@ mod tests {
     fn doubles_per_round_trip_up_to_the_ceiling() {
         let mut l = AdaptiveLimit::default();
         let mut seen = vec![l.get()];
-        for _ in 0..5 {
+        for _ in 0..6 {
             round(&mut l, FAST, false);
             seen.push(l.get());
         }
-        assert_eq!(seen, [16, 32, 64, 128, 256, 256]);
+        assert_eq!(seen, [16, 32, 64, 128, 256, 512, 512]);
     }
 
     #[test]
@@ -197,10 +197,10 @@ mod tests {
     #[test]
     fn slow_but_steady_answers_grow_it_like_fast_ones() {
         let mut l = AdaptiveLimit::default();
-        for _ in 0..4 {
+        for _ in 0..5 {
             round(&mut l, Duration::from_millis(200), false);
         }
-        assert_eq!(l.get(), 256);
+        assert_eq!(l.get(), 512);
     }
 
     #[test]

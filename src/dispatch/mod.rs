@@ -116,7 +116,7 @@ struct Pass {
 impl Default for DispatchConfig {
     fn default() -> Self {
         Self {
-            max_in_flight: 1024,
+            max_in_flight: 2048,
             poll_interval: Duration::from_secs(1),
             lease_margin: Duration::from_secs(30),
             intake_priority: Duration::from_secs(30),

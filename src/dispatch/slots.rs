@@ -46,7 +46,7 @@ pub const QUEUING_SUBMISSIONS: usize = 8;
 const YIELDING_SHARE: usize = 4;
 
 /// ... and at most this many slots: what the share keeps at a
-/// `max_in_flight` of 256. A larger `max_in_flight` (the default is 1,024)
+/// `max_in_flight` of 256. A larger `max_in_flight` (the default is 2,048)
 /// is there to keep slow processors busy and speed the fan-out up, not to
 /// slow bursts down with it (see `docs/decisions/0003-intake-first.md`).
 pub const HELD_SLOTS: usize = 64;

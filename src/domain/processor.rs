@@ -58,7 +58,7 @@ pub struct ProcessorSpec {
 
 /// The most deliveries in flight to a processor without a `max_in_flight`,
 /// across every replica.
-pub const MAX_ADAPTIVE_IN_FLIGHT: u32 = 256;
+pub const MAX_ADAPTIVE_IN_FLIGHT: u32 = 512;
 
 /// The highest `max_deliveries_per_second` a processor may be given.
 pub const MAX_DELIVERIES_PER_SECOND: u32 = 100_000;
@@ -335,7 +335,7 @@ mod in_flight {
         #[test]
         fn an_adaptive_limit_is_stored_as_its_ceiling_and_a_flag() {
             let stored: Value = serde_json::to_value(spec(None)).unwrap();
-            assert_eq!(stored["max_in_flight"], json!(256));
+            assert_eq!(stored["max_in_flight"], json!(512));
             assert_eq!(stored["max_in_flight_adaptive"], json!(true));
             let back: ProcessorSpec = serde_json::from_value(stored).unwrap();
             assert_eq!(back.max_in_flight, None);

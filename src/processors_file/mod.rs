@@ -23,7 +23,7 @@
 //!     ack_timeout: 5m                     # optional, default 5m
 //!     completion_timeout: 7d              # optional, default 7d
 //!     max_reminders: 3                    # optional, default 3 (0 allowed)
-//!     max_in_flight: 16                   # optional, across all replicas; unset: adaptive, from 16, at most 256
+//!     max_in_flight: 16                   # optional, across all replicas; unset: adaptive, from 16, at most 512
 //!     max_deliveries_per_second: 50       # optional, default 0 (no limit), across all replicas
 //!     safety_margin: 7d                   # optional, default 7d: its answer is due this long before the request's deadline
 //! ```
