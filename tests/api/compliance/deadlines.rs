@@ -14,6 +14,7 @@ backends!(
     ccpa_receipt_deadline_crosses_a_weekend_and_a_holiday,
     an_extension_is_declared_once_and_in_time,
     an_extension_moves_a_reminder_the_old_due_time_held_back,
+    a_re_armed_instruction_is_reminded_a_wait_after_the_extension,
     gdpr_extension_inside_the_first_month,
     lists_filter_and_order_by_deadline,
 );
@@ -309,6 +310,85 @@ async fn an_extension_moves_a_reminder_the_old_due_time_held_back(db: TestDb) {
     let d = fake.deliveries();
     assert_eq!(d.len(), 2);
     assert!(d[1].reminder);
+    app.stop().await;
+}
+
+/// The same for an instruction re-armed after it escalated: its first
+/// acknowledgement is not the acceptance that set its reply time, so the
+/// reply time counts from the extension instead, a wait late at most and
+/// never early. Accepted on 1 January, escalated with no reminder to send,
+/// given 40 days and a reminder, re-armed and accepted again on 7 January
+/// (reply capped at the due time, 8 February), extended on 21 January: the
+/// reminder goes on 2 March, not on 10 February as counted from the first
+/// acceptance.
+async fn a_re_armed_instruction_is_reminded_a_wait_after_the_extension(db: TestDb) {
+    let (app, clock) = spawn_at(&db, "2026-01-01T00:00:00Z", |_| {}).await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    let mut processor = push_processor("archive", &fake.endpoint());
+    processor.completion_timeout = ms(5 * 86_400_000);
+    processor.max_reminders = Some(0);
+    register(&app, processor).await;
+    let made = submit(&app, deletion("gil@example.com")).await;
+    let id = made.instructions[0].instruction_id.clone();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    clock.advance(Duration::from_secs(5 * 86400));
+    app.dispatcher.run_once().await.unwrap();
+    wait_for_state(&app, &id, pb::InstructionState::Escalated).await;
+
+    app.processors
+        .clone()
+        .update_processor(pb::UpdateProcessorRequest {
+            processor: Some(pb::Processor {
+                processor_id: "archive".into(),
+                completion_timeout: ms(40 * 86_400_000),
+                max_reminders: Some(1),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["completion_timeout".into(), "max_reminders".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(86400));
+    app.instructions
+        .clone()
+        .retry_instruction(pb::RetryInstructionRequest {
+            instruction_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    let again = wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    let summary = again.summary.unwrap();
+    assert_eq!(summary.attempts, 2);
+    assert_eq!(
+        time(&summary.acknowledged_at),
+        at("2026-01-01T00:00:00Z"),
+        "the first acknowledgement is kept"
+    );
+
+    clock.advance(Duration::from_secs(14 * 86400));
+    app.requests
+        .clone()
+        .extend_deadline(pb::ExtendDeadlineRequest {
+            request_id: made.request_id.clone(),
+            new_deadline: None,
+            reason: "records held by an archive vendor must be recalled".into(),
+        })
+        .await
+        .unwrap();
+    for (days, day) in [(20, "10 February"), (19, "1 March")] {
+        clock.advance(Duration::from_secs(days * 86400));
+        assert_eq!(app.dispatcher.run_once().await.unwrap(), 0, "{day}");
+    }
+    assert_eq!(fake.deliveries().len(), 2);
+    clock.advance(Duration::from_secs(86400));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "2 March");
+    let d = fake.deliveries();
+    assert_eq!(d.len(), 3);
+    assert!(d[2].reminder);
     app.stop().await;
 }
 
