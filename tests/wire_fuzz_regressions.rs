@@ -1,8 +1,10 @@
 //! What the fuzz targets in `fuzz/` found, kept as ordinary tests so that
 //! `cargo test` guards it without nightly or libFuzzer: inputs the fuzzer
 //! kept for reaching new code, each converted as its service converts it,
-//! with the answer it gives today; and properties that arbitrary bytes,
-//! decoded as any request message, never make a conversion panic.
+//! with the answer it gives today; the field paths the newer targets'
+//! rejections name; and properties that arbitrary bytes, decoded as any
+//! request message, and arbitrary JSON, as any callback body, never make a
+//! conversion panic.
 //!
 //! The conversions are those of `fuzz/src/rpc.rs`, included here rather
 //! than copied, so the targets and these tests run the same calls. Inputs
@@ -15,7 +17,8 @@ mod rpc;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
-use rpc::{Outcome, Rpc};
+use rpc::{Body, Outcome, Rpc};
+use serde_json::Value;
 
 /// An input the fuzzer kept: the RPC, its request message as hex, and the
 /// fields the answer names (none when the conversion succeeds).
@@ -159,11 +162,77 @@ fn every_rpc_has_an_example_that_converts() {
 }
 
 #[test]
+fn every_callback_body_has_an_example_that_converts() {
+    for body in rpc::BODIES {
+        assert_eq!(body.convert(&body.example()), Some(Ok(())), "{body:?}");
+    }
+}
+
+/// Rejections of the suppression list's and the callback API's inputs
+/// name the fields at fault, as the gRPC API's do: the JSON's own checks
+/// (an enum name, a time) and the gRPC method's behind them.
+#[test]
+fn rejections_name_their_fields() {
+    use dsr_orchestrator::pb;
+    use prost::Message;
+
+    let cases: [(Option<Outcome>, &[&str]); 9] = [
+        (Rpc::CheckSuppression.convert(b""), &["identities"]),
+        (
+            Rpc::RemoveSuppression.convert(
+                &pb::RemoveSuppressionRequest {
+                    identities: vec![pb::SubjectIdentity::default()],
+                    reason: " ".into(),
+                }
+                .encode_to_vec(),
+            ),
+            &["identities[0].type", "identities[0].value", "reason"],
+        ),
+        (
+            Rpc::ResealData.convert(&pb::ResealDataRequest { batch_size: 10_001 }.encode_to_vec()),
+            &["batch_size"],
+        ),
+        (Body::Complete.convert(b""), &["result"]),
+        (
+            Body::Complete.convert(br#"{"result": {"outcome": "OUTCOME_SHRUGGED"}}"#),
+            &["result.outcome"],
+        ),
+        (
+            Body::Complete.convert(br#"{"result": {"outcome": "OUTCOME_DENIED"}}"#),
+            &["result.exception", "result.explanation"],
+        ),
+        (
+            Body::Pull.convert(br#"{"max_instructions": 101}"#),
+            &["max_instructions"],
+        ),
+        (
+            Body::Upload.convert(
+                br#"{"records": [{"category": "identifiers", "value": "x",
+                    "collected_at": "yesterday"}]}"#,
+            ),
+            &["records[0].collected_at"],
+        ),
+        (Body::Upload.convert(b"{}"), &["records"]),
+    ];
+    for (i, (outcome, expected)) in cases.into_iter().enumerate() {
+        let outcome = outcome.unwrap_or_else(|| panic!("case {i} does not parse"));
+        rpc::check(i, &outcome);
+        assert_eq!(fields(&outcome), expected, "case {i}");
+    }
+    assert_eq!(
+        Body::Pull.convert(b"max_instructions = 3"),
+        None,
+        "not JSON"
+    );
+}
+
+#[test]
 fn the_selector_byte_reaches_every_rpc_of_its_service() {
     for service in [
         &rpc::REQUEST_SERVICE[..],
         &rpc::PROCESSOR_SERVICE,
         &rpc::INSTRUCTION_SERVICE,
+        &rpc::DATA_PROTECTION_SERVICE,
     ] {
         for &rpc in service {
             let input = [rpc::selector(rpc), 0x0a, 0x00];
@@ -253,6 +322,92 @@ fn any_rpc() -> impl Strategy<Value = Rpc> {
     select(rpc::all().collect::<Vec<_>>())
 }
 
+/// The callback API's field names, and one it does not have.
+const KEYS: &[&str] = &[
+    "result",
+    "outcome",
+    "exception",
+    "explanation",
+    "reason",
+    "sub_processors",
+    "name",
+    "country",
+    "records",
+    "category",
+    "category_label",
+    "field",
+    "value",
+    "source",
+    "purpose",
+    "collected_at",
+    "disclosed_to",
+    "sold_or_shared",
+    "max_instructions",
+    "chunk_index",
+    "extra",
+];
+
+/// Any string, often one of the names and values the callback API knows.
+fn any_string() -> impl Strategy<Value = Value> {
+    let known = select(vec![
+        "OUTCOME_COMPLETED",
+        "OUTCOME_DENIED",
+        "OUTCOME_FAILED",
+        "DELETION_EXCEPTION_CCPA_LEGAL_OBLIGATION",
+        "identifiers",
+        "other",
+        "2026-01-02T03:04:05Z",
+        "DE",
+    ]);
+    prop_oneof![
+        any::<String>().prop_map(Value::from),
+        known.prop_map(Value::from)
+    ]
+}
+
+/// Any JSON, its strings often names the callback API knows and its
+/// objects keyed by the API's field names.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        any_string(),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..4).prop_map(Value::Array),
+            vec((select(KEYS.to_vec()), inner), 0..6).prop_map(|fields| {
+                Value::Object(
+                    fields
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                )
+            }),
+        ]
+    })
+}
+
+/// The JSON pointer of every node of `v`, `at` for `v` itself.
+fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                pointers(item, format!("{at}/{i}"), out);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields {
+                pointers(item, format!("{at}/{key}"), out);
+            }
+        }
+        _ => {}
+    }
+    out.push(at);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -285,6 +440,39 @@ proptest! {
         bytes.extend(tail);
         if let Some(outcome) = rpc.convert(&bytes) {
             rpc::check(rpc, &outcome);
+        }
+    }
+
+    /// Any JSON as the body of every callback route.
+    #[test]
+    fn arbitrary_json_bodies_never_make_a_conversion_panic(value in any_json()) {
+        let bytes = serde_json::to_vec(&value).unwrap();
+        for body in rpc::BODIES {
+            if let Some(outcome) = body.convert(&bytes) {
+                rpc::check(body, &outcome);
+            }
+        }
+    }
+
+    /// A route's example body with some of its values (or the whole of it)
+    /// replaced, mostly by strings (most of its values are strings), else
+    /// by any JSON: these parse far more often than arbitrary JSON, and
+    /// reach the checks behind the first ones.
+    #[test]
+    fn damaged_callback_bodies_never_make_a_conversion_panic(
+        body in select(rpc::BODIES.to_vec()),
+        edits in vec((any::<prop::sample::Index>(), prop_oneof![3 => any_string(), 1 => any_json()]), 1..4),
+    ) {
+        let mut value: Value = serde_json::from_slice(&body.example()).unwrap();
+        for (at, new) in edits {
+            let mut all = Vec::new();
+            pointers(&value, String::new(), &mut all);
+            let at = &all[at.index(all.len())];
+            *value.pointer_mut(at).expect("a node of the value") = new;
+        }
+        let bytes = serde_json::to_vec(&value).unwrap();
+        if let Some(outcome) = body.convert(&bytes) {
+            rpc::check(body, &outcome);
         }
     }
 

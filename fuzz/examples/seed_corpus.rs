@@ -1,19 +1,21 @@
 //! Writes a valid input for every RPC into the corpus of its service's fuzz
-//! target, and the example page tokens into `page_token`'s, so that a run
+//! target, one for every callback route into `callback_body`'s, and the
+//! example page tokens into `page_token`'s, so that a run
 //! starts from messages that get past the first checks. The corpus stays
 //! out of git; run this once before the first `cargo fuzz run`.
 
 use std::fs;
 use std::path::Path;
 
-use dsr_orchestrator_fuzz::rpc::{self, Rpc};
+use dsr_orchestrator_fuzz::rpc::{self, BODIES, Rpc};
 
 fn main() -> std::io::Result<()> {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let targets: [(&str, &[Rpc]); 3] = [
+    let targets: [(&str, &[Rpc]); 4] = [
         ("request_service", &rpc::REQUEST_SERVICE),
         ("processor_service", &rpc::PROCESSOR_SERVICE),
         ("instruction_service", &rpc::INSTRUCTION_SERVICE),
+        ("data_protection_service", &rpc::DATA_PROTECTION_SERVICE),
     ];
     for (target, service) in targets {
         let dir = corpus.join(target);
@@ -23,6 +25,13 @@ fn main() -> std::io::Result<()> {
             input.extend(rpc.example());
             fs::write(dir.join(format!("example-{rpc:?}")), input)?;
         }
+    }
+    let dir = corpus.join("callback_body");
+    fs::create_dir_all(&dir)?;
+    for (selector, body) in (0u8..).zip(BODIES) {
+        let mut input = vec![selector];
+        input.extend(body.example());
+        fs::write(dir.join(format!("example-{body:?}")), input)?;
     }
     let dir = corpus.join("page_token");
     fs::create_dir_all(&dir)?;

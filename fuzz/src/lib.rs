@@ -1,6 +1,8 @@
 //! The fuzz targets' shared half: [`rpc`] decodes and converts every
-//! request message of the public services as the services do, and
-//! [`fuzz_service`] is the body of the three per-service targets.
+//! request message of the public services as the services do, and every
+//! body of the HTTP callback API as its routes do; [`fuzz_service`] is the
+//! body of the four per-service targets, [`fuzz_body`] that of
+//! `callback_body`.
 
 pub mod rpc;
 
@@ -13,5 +15,18 @@ pub fn fuzz_service(service: &[rpc::Rpc], data: &[u8]) {
         && let Some(outcome) = rpc.convert(message)
     {
         rpc::check(rpc, &outcome);
+    }
+}
+
+/// Runs one input of `callback_body`: the first byte picks the route (of
+/// [`rpc::BODIES`]), the rest is parsed as its JSON body and converted.
+/// Bodies that are not the route's JSON are skipped, as the route refuses
+/// them before any conversion.
+pub fn fuzz_body(data: &[u8]) {
+    if let Some((&selector, json)) = data.split_first() {
+        let body = rpc::BODIES[usize::from(selector) % rpc::BODIES.len()];
+        if let Some(outcome) = body.convert(json) {
+            rpc::check(body, &outcome);
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! Every request message of `RequestService`, `ProcessorService` and
-//! `InstructionService`, decoded from bytes and converted into domain types
-//! the way its service does it. The fuzz targets run these conversions on
+//! Every request message of `RequestService`, `ProcessorService`,
+//! `InstructionService` and `DataProtectionService`, decoded from bytes and
+//! converted into domain types the way its service does it, and every body
+//! of the HTTP callback API ([`Body`]), parsed as JSON and converted the way
+//! its route does it. The fuzz targets run these conversions on
 //! whatever libFuzzer makes up; `tests/wire_fuzz_regressions.rs` includes
 //! this very file (`#[path]`), so the inputs kept there go through the same
 //! calls.
@@ -34,7 +36,7 @@ use dsr_orchestrator::store::{
 use dsr_orchestrator::wire;
 use prost::Message;
 
-/// One RPC of the three public services, named after it.
+/// One RPC of the four public services, named after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rpc {
     SubmitRequest,
@@ -62,6 +64,9 @@ pub enum Rpc {
     ListInstructions,
     RetryInstruction,
     ResolveInstruction,
+    CheckSuppression,
+    RemoveSuppression,
+    ResealData,
 }
 
 /// The RPCs of `RequestService`, in the order of the proto file.
@@ -101,12 +106,20 @@ pub const INSTRUCTION_SERVICE: [Rpc; 7] = [
     Rpc::ResolveInstruction,
 ];
 
-/// Every RPC of the three services.
+/// The RPCs of `DataProtectionService`, in the order of the proto file.
+pub const DATA_PROTECTION_SERVICE: [Rpc; 3] = [
+    Rpc::CheckSuppression,
+    Rpc::RemoveSuppression,
+    Rpc::ResealData,
+];
+
+/// Every RPC of the four services.
 pub fn all() -> impl Iterator<Item = Rpc> {
     REQUEST_SERVICE
         .into_iter()
         .chain(PROCESSOR_SERVICE)
         .chain(INSTRUCTION_SERVICE)
+        .chain(DATA_PROTECTION_SERVICE)
 }
 
 /// How a fuzz target that covers a whole service reads its input: the
@@ -122,6 +135,7 @@ pub fn selector(rpc: Rpc) -> u8 {
         &REQUEST_SERVICE[..],
         &PROCESSOR_SERVICE,
         &INSTRUCTION_SERVICE,
+        &DATA_PROTECTION_SERVICE,
     ]
     .iter()
     .find_map(|service| service.iter().position(|&r| r == rpc))
@@ -206,6 +220,18 @@ impl Rpc {
                 wire::parse_instruction_id(&req.instruction_id, "instruction_id").map(drop)
             }
             Rpc::ResolveInstruction => resolve_instruction(decode(bytes)?),
+            Rpc::CheckSuppression => {
+                let req: pb::CheckSuppressionRequest = decode(bytes)?;
+                wire::checked_identities(&req.identities).map(drop)
+            }
+            Rpc::RemoveSuppression => {
+                let req: pb::RemoveSuppressionRequest = decode(bytes)?;
+                wire::suppression_removal(&req).map(drop)
+            }
+            Rpc::ResealData => {
+                let req: pb::ResealDataRequest = decode(bytes)?;
+                wire::reseal_batch(req.batch_size).map(drop)
+            }
         })
     }
 
@@ -405,8 +431,85 @@ impl Rpc {
                 note: "confirmed with the vendor by phone".into(),
             }
             .encode_to_vec(),
+            Rpc::CheckSuppression => pb::CheckSuppressionRequest {
+                identities: example_identities(),
+            }
+            .encode_to_vec(),
+            Rpc::RemoveSuppression => pb::RemoveSuppressionRequest {
+                identities: example_identities(),
+                reason: "the person asked to hear from us again".into(),
+            }
+            .encode_to_vec(),
+            Rpc::ResealData => pb::ResealDataRequest { batch_size: 2_000 }.encode_to_vec(),
         }
     }
+}
+
+/// A body of the HTTP callback API, named after its route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// `POST /v1/instructions/{id}/complete`.
+    Complete,
+    /// `POST /v1/instructions/pull`.
+    Pull,
+    /// `POST /v1/instructions/{id}/records`.
+    Upload,
+}
+
+/// Every body of the HTTP callback API.
+pub const BODIES: [Body; 3] = [Body::Complete, Body::Pull, Body::Upload];
+
+impl Body {
+    /// Parses `bytes` as this route's JSON body and converts it as the
+    /// route does, then as the gRPC method it stands for does (the
+    /// instruction id is the path's, a valid one here); `None` when the
+    /// bytes are not the body's JSON, which the route refuses before any
+    /// conversion.
+    pub fn convert(self, bytes: &[u8]) -> Option<Outcome> {
+        let id = || INSTRUCTION_ID.to_string();
+        Some(match self {
+            Body::Complete => wire::json::complete_pb(wire::json::from_body(bytes).ok()?, id())
+                .and_then(complete_instruction),
+            Body::Pull => {
+                pull_instructions(wire::json::pull_pb(wire::json::from_body(bytes).ok()?))
+            }
+            Body::Upload => wire::json::upload_pb(wire::json::from_body(bytes).ok()?, id())
+                .and_then(|req| wire::upload_chunk(req, MAX_CHUNKS).map(drop)),
+        })
+    }
+
+    /// A valid body of this route, as the callback API's documentation
+    /// shows them.
+    pub fn example(self) -> Vec<u8> {
+        match self {
+            Body::Complete => br#"{"result": {"outcome": "OUTCOME_COMPLETED",
+                "records": [{"category": "identifiers", "field": "email",
+                  "value": "jane.doe@example.com", "source": "signup",
+                  "purpose": "account", "collected_at": "2026-01-02T03:04:05Z",
+                  "disclosed_to": ["payment processors"], "sold_or_shared": false}],
+                "sub_processors": [{"name": "Archive GmbH", "country": "DE"}]}}"#
+                .to_vec(),
+            Body::Pull => br#"{"max_instructions": 25}"#.to_vec(),
+            Body::Upload => br#"{"chunk_index": 3, "records": [{"category": "other",
+                "category_label": "loyalty points", "value": "1200",
+                "source": "our stores", "purpose": "rewards"}]}"#
+                .to_vec(),
+        }
+    }
+}
+
+/// The identities of the suppression list's examples.
+fn example_identities() -> Vec<pb::SubjectIdentity> {
+    vec![
+        pb::SubjectIdentity {
+            r#type: pb::IdentityType::Email as i32,
+            value: "jane.doe@example.com".into(),
+        },
+        pb::SubjectIdentity {
+            r#type: pb::IdentityType::Phone as i32,
+            value: "+81 3-1234-5678".into(),
+        },
+    ]
 }
 
 /// Decodes a page token of any list method, as each of them would: a
@@ -444,7 +547,7 @@ pub fn example_page_tokens() -> [String; 3] {
 /// violation (`Violations` is documented as non-empty), and each violation
 /// names the field it is about (`google.rpc.BadRequest` field violations
 /// "naming each bad field", docs/api.md).
-pub fn check(rpc: Rpc, outcome: &Outcome) {
+pub fn check(rpc: impl std::fmt::Debug, outcome: &Outcome) {
     if let Err(v) = outcome {
         assert!(!v.is_empty(), "{rpc:?}: rejected without a violation");
         for violation in v.iter() {

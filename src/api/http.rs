@@ -21,7 +21,6 @@ use tonic_types::StatusExt;
 
 use super::error::ApiError;
 use super::instruction_service::InstructionApi;
-use crate::domain::Violations;
 use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
 use crate::wire::json;
@@ -77,11 +76,7 @@ async fn call<T>(
 
 /// The JSON body as `T`; an empty body is `T`'s default.
 fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, tonic::Status> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| tonic::Status::invalid_argument(json::decode_error(&e)))
+    json::from_body(bytes).map_err(tonic::Status::invalid_argument)
 }
 
 async fn acknowledge(
@@ -106,19 +101,7 @@ async fn complete(
 ) -> Response {
     let answer = async {
         let request = call(&shared, request, |bytes| {
-            let body: json::CompleteBody = body(&bytes)?;
-            let result = match body.result.map(json::result_pb).transpose() {
-                Ok(result) => result,
-                Err(v) => {
-                    let mut all = Violations::new();
-                    all.take::<()>("result", Err(v));
-                    return Err(ApiError::from(all).into());
-                }
-            };
-            Ok(pb::CompleteInstructionRequest {
-                instruction_id,
-                result,
-            })
+            json::complete_pb(body(&bytes)?, instruction_id).map_err(|v| ApiError::from(v).into())
         })
         .await?;
         shared.api.complete_instruction(request).await
@@ -128,13 +111,7 @@ async fn complete(
 
 async fn pull(State(shared): State<Shared>, request: Request) -> Response {
     let answer = async {
-        let request = call(&shared, request, |bytes| {
-            let body: json::PullBody = body(&bytes)?;
-            Ok(pb::PullInstructionsRequest {
-                max_instructions: body.max_instructions,
-            })
-        })
-        .await?;
+        let request = call(&shared, request, |bytes| Ok(json::pull_pb(body(&bytes)?))).await?;
         shared.api.pull_instructions(request).await
     };
     respond(answer.await.map(|r| {
@@ -160,20 +137,7 @@ async fn upload(
 ) -> Response {
     let answer = async {
         let request = call(&shared, request, |bytes| {
-            let body: json::UploadBody = body(&bytes)?;
-            let mut v = Violations::new();
-            let records = body
-                .records
-                .into_iter()
-                .enumerate()
-                .map(|(i, d)| json::record_pb(d, &format!("records[{i}]"), &mut v))
-                .collect();
-            v.finish(|| pb::UploadDataRecordsRequest {
-                instruction_id,
-                chunk_index: body.chunk_index,
-                records,
-            })
-            .map_err(|v| ApiError::from(v).into())
+            json::upload_pb(body(&bytes)?, instruction_id).map_err(|v| ApiError::from(v).into())
         })
         .await?;
         let caller = InstructionApi::caller(&request)?;

@@ -8,7 +8,6 @@ use tonic::{Request, Response, Status};
 use super::error::ApiError;
 use crate::auth::Caller;
 use crate::clock::Clock;
-use crate::domain::Violations;
 use crate::pb;
 use crate::pb::data_protection_service_server::DataProtectionService;
 use crate::store::Store;
@@ -43,14 +42,7 @@ impl DataProtectionService for ProtectionApi {
     ) -> Result<Response<pb::RemoveSuppressionResponse>, Status> {
         let actor = Caller::of(&request).actor();
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let identities = v.take("", wire::checked_identities(&req.identities));
-        if req.reason.trim().is_empty() || req.reason.chars().count() > 2000 {
-            v.add("reason", "must be 1 to 2000 characters");
-        }
-        let (Some(identities), true) = (identities, v.is_empty()) else {
-            return Err(ApiError::from(v).into());
-        };
+        let identities = wire::suppression_removal(&req).map_err(ApiError::from)?;
         let removed = self
             .store
             .remove_suppression(&identities, &req.reason, &actor, self.clock.now())
@@ -66,17 +58,7 @@ impl DataProtectionService for ProtectionApi {
         &self,
         request: Request<pb::ResealDataRequest>,
     ) -> Result<Response<pb::ResealDataResponse>, Status> {
-        let batch = match request.get_ref().batch_size {
-            0 => 500,
-            n @ 1..=10_000 => n,
-            _ => {
-                return Err(ApiError::from(Violations::one(
-                    "batch_size",
-                    "must be between 1 and 10000",
-                ))
-                .into());
-            }
-        };
+        let batch = wire::reseal_batch(request.get_ref().batch_size).map_err(ApiError::from)?;
         let done = self.store.reseal(batch).await.map_err(ApiError::from)?;
         tracing::info!(
             values = done.values,

@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::json_bodies::{complete_pb, from_body, pull_pb, upload_pb};
 pub use super::json_records::{DataRecord, UploadAnswer, UploadBody, record_json, record_pb};
 pub use super::time::rfc3339 as time;
 use crate::domain::Violations;

@@ -29,6 +29,7 @@ mod enums;
 mod ids;
 mod instruction;
 pub mod json;
+mod json_bodies;
 mod json_records;
 pub mod opendsr;
 mod processor;
@@ -51,7 +52,10 @@ pub use instruction::{
     upload_chunk,
 };
 pub use processor::{circuit_breaker, processor, processor_spec};
-pub use protection::{MAX_CHECKED, checked_identities, resealed, suppression_statuses};
+pub use protection::{
+    MAX_CHECKED, checked_identities, reseal_batch, resealed, suppression_removal,
+    suppression_statuses,
+};
 pub use record::completion_record;
 pub use request::{extension_pb, identity_pb, new_request, request};
 pub use time::{opt_timestamp, parse_timestamp, timestamp};

@@ -29,6 +29,30 @@ pub fn checked_identities(
     conclude(v, Some(parsed))
 }
 
+/// A removal from the suppression list: its identities (as
+/// [`checked_identities`]) and a reason of 1 to 2,000 characters, kept in
+/// the audit trail.
+pub fn suppression_removal(
+    req: &pb::RemoveSuppressionRequest,
+) -> Result<Vec<SubjectIdentity>, Violations> {
+    let mut v = Violations::new();
+    let identities = v.take("", checked_identities(&req.identities));
+    if req.reason.trim().is_empty() || req.reason.chars().count() > 2000 {
+        v.add("reason", "must be 1 to 2000 characters");
+    }
+    conclude(v, identities)
+}
+
+/// How many values a resealing pass takes per batch: `batch_size`, 500
+/// when unset, at most 10,000.
+pub fn reseal_batch(batch_size: u32) -> Result<u32, Violations> {
+    match batch_size {
+        0 => Ok(500),
+        n @ 1..=10_000 => Ok(n),
+        _ => Err(Violations::one("batch_size", "must be between 1 and 10000")),
+    }
+}
+
 /// The answer of a check.
 pub fn suppression_statuses(found: &[Option<Timestamp>]) -> pb::CheckSuppressionResponse {
     pb::CheckSuppressionResponse {

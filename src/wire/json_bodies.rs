@@ -1,0 +1,59 @@
+//! The HTTP callback API's request bodies (see [`super::json`]) as the
+//! protobuf requests of the gRPC methods they stand for, so that a call
+//! over HTTP takes the gRPC call's path from here on. A body's own
+//! violations are named by their place in it (`result.outcome`,
+//! `records[2].category`).
+
+use serde::de::DeserializeOwned;
+
+use super::json::{CompleteBody, PullBody, UploadBody, decode_error, record_pb, result_pb};
+use crate::domain::Violations;
+use crate::pb;
+
+/// A request body as `T`: a blank one is `T`'s default, and one that is not
+/// `T`'s JSON is refused with where it went wrong ([`decode_error`]).
+pub fn from_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| decode_error(&e))
+}
+
+/// `POST /v1/instructions/{id}/complete`.
+pub fn complete_pb(
+    body: CompleteBody,
+    instruction_id: String,
+) -> Result<pb::CompleteInstructionRequest, Violations> {
+    let mut v = Violations::new();
+    let result = body.result.map(|r| v.take("result", result_pb(r)));
+    v.finish(|| pb::CompleteInstructionRequest {
+        instruction_id,
+        result: result.flatten(),
+    })
+}
+
+/// `POST /v1/instructions/pull`.
+pub fn pull_pb(body: PullBody) -> pb::PullInstructionsRequest {
+    pb::PullInstructionsRequest {
+        max_instructions: body.max_instructions,
+    }
+}
+
+/// `POST /v1/instructions/{id}/records`.
+pub fn upload_pb(
+    body: UploadBody,
+    instruction_id: String,
+) -> Result<pb::UploadDataRecordsRequest, Violations> {
+    let mut v = Violations::new();
+    let records = body
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| record_pb(d, &format!("records[{i}]"), &mut v))
+        .collect();
+    v.finish(|| pb::UploadDataRecordsRequest {
+        instruction_id,
+        chunk_index: body.chunk_index,
+        records,
+    })
+}
