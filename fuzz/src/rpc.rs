@@ -498,7 +498,8 @@ impl Body {
     }
 }
 
-/// The identities of the suppression list's examples.
+/// The identities of the examples: a submission's subject, or the
+/// identities checked against the suppression list.
 fn example_identities() -> Vec<pb::SubjectIdentity> {
     vec![
         pb::SubjectIdentity {
@@ -506,8 +507,8 @@ fn example_identities() -> Vec<pb::SubjectIdentity> {
             value: "jane.doe@example.com".into(),
         },
         pb::SubjectIdentity {
-            r#type: pb::IdentityType::Phone as i32,
-            value: "+81 3-1234-5678".into(),
+            r#type: pb::IdentityType::AccountId as i32,
+            value: "A-1001".into(),
         },
     ]
 }
@@ -843,16 +844,7 @@ fn example_submission() -> pb::SubmitRequestRequest {
         request_id: REQUEST_ID.into(),
         kind: pb::RequestKind::Delete as i32,
         jurisdiction: pb::Jurisdiction::Ccpa as i32,
-        subject_identities: vec![
-            pb::SubjectIdentity {
-                r#type: pb::IdentityType::Email as i32,
-                value: "jane.doe@example.com".into(),
-            },
-            pb::SubjectIdentity {
-                r#type: pb::IdentityType::AccountId as i32,
-                value: "A-1001".into(),
-            },
-        ],
+        subject_identities: example_identities(),
         submitted_at: Some(prost_types::Timestamp {
             seconds: 1_779_999_000,
             nanos: 123_456_789,

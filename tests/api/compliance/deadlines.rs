@@ -263,18 +263,17 @@ async fn an_extension_is_declared_once_and_in_time(db: TestDb) {
     app.stop().await;
 }
 
+/// Where the extension tests below start.
+const JANUARY: &str = "2026-01-01T00:00:00Z";
+
 /// A processor that accepted an instruction owes its outcome within its
 /// completion timeout, but no later than the instruction's due time: 40
 /// days after 1 January is cut to the due time, 8 February. The extension
 /// moves the due time to 25 March, and the reminder with it to 40 days
 /// after the acceptance (10 February), not at the old due time.
 async fn an_extension_moves_a_reminder_the_old_due_time_held_back(db: TestDb) {
-    let (app, clock) = spawn_at(&db, "2026-01-01T00:00:00Z", |_| {}).await;
-    let fake = FakeProcessor::start(Reply::Accepted).await;
-    let mut processor = push_processor("archive", &fake.endpoint());
-    processor.completion_timeout = ms(40 * 86_400_000);
-    register(&app, processor).await;
-    let made = submit(&app, deletion("fern@example.com")).await;
+    let (app, clock, fake, made) =
+        accepting_processor(&db, JANUARY, "archive", 40, None, "fern@example.com").await;
     let id = made.instructions[0].instruction_id.clone();
     assert_eq!(
         time(&made.instructions[0].due_at),
@@ -284,33 +283,56 @@ async fn an_extension_moves_a_reminder_the_old_due_time_held_back(db: TestDb) {
     wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
 
     clock.advance(Duration::from_secs(20 * 86400));
-    let extended = app
-        .requests
-        .clone()
-        .extend_deadline(pb::ExtendDeadlineRequest {
-            request_id: made.request_id.clone(),
-            new_deadline: None,
-            reason: "records held by an archive vendor must be recalled".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let extended = extend_for_the_archive(&app, &made.request_id).await;
     assert_eq!(
         time(&extended.instructions[0].due_at),
         at("2026-03-25T23:59:59.999999Z")
     );
 
-    // Past the old due time: no reminder yet.
-    clock.advance(Duration::from_secs(19 * 86400));
-    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0, "9 February");
-    assert_eq!(fake.deliveries().len(), 1);
-    // 40 days after the acceptance: reminded.
-    clock.advance(Duration::from_secs(86400));
-    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "10 February");
-    let d = fake.deliveries();
-    assert_eq!(d.len(), 2);
-    assert!(d[1].reminder);
+    // Past the old due time: no reminder yet; 40 days after the
+    // acceptance: reminded.
+    reminded_only_at(
+        &app,
+        &clock,
+        &fake,
+        &[(19, "9 February"), (1, "10 February")],
+    )
+    .await;
     app.stop().await;
+}
+
+/// The deadline of `request` extended by its regime's default, for an
+/// archive vendor's recall.
+async fn extend_for_the_archive(app: &TestApp, request: &str) -> pb::DataSubjectRequest {
+    app.requests
+        .clone()
+        .extend_deadline(pb::ExtendDeadlineRequest {
+            request_id: request.to_string(),
+            new_deadline: None,
+            reason: "records held by an archive vendor must be recalled".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Moves `clock` on by each step's days and runs a pass: nothing is sent
+/// until the last step, whose pass reminds the processor `fake` plays.
+async fn reminded_only_at(
+    app: &TestApp,
+    clock: &ManualClock,
+    fake: &FakeProcessor,
+    steps: &[(u64, &str)],
+) {
+    let before = fake.deliveries().len();
+    for (i, (days, day)) in steps.iter().enumerate() {
+        clock.advance(Duration::from_secs(days * 86400));
+        let sent = usize::from(i + 1 == steps.len());
+        assert_eq!(app.dispatcher.run_once().await.unwrap(), sent, "{day}");
+    }
+    let d = fake.deliveries();
+    assert_eq!(d.len(), before + 1);
+    assert!(d[before].reminder);
 }
 
 /// The same for an instruction re-armed after it escalated: its first
@@ -322,13 +344,8 @@ async fn an_extension_moves_a_reminder_the_old_due_time_held_back(db: TestDb) {
 /// reminder goes on 2 March, not on 10 February as counted from the first
 /// acceptance.
 async fn a_re_armed_instruction_is_reminded_a_wait_after_the_extension(db: TestDb) {
-    let (app, clock) = spawn_at(&db, "2026-01-01T00:00:00Z", |_| {}).await;
-    let fake = FakeProcessor::start(Reply::Accepted).await;
-    let mut processor = push_processor("archive", &fake.endpoint());
-    processor.completion_timeout = ms(5 * 86_400_000);
-    processor.max_reminders = Some(0);
-    register(&app, processor).await;
-    let made = submit(&app, deletion("gil@example.com")).await;
+    let (app, clock, fake, made) =
+        accepting_processor(&db, JANUARY, "archive", 5, Some(0), "gil@example.com").await;
     let id = made.instructions[0].instruction_id.clone();
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
     wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
@@ -352,13 +369,7 @@ async fn a_re_armed_instruction_is_reminded_a_wait_after_the_extension(db: TestD
         .await
         .unwrap();
     clock.advance(Duration::from_secs(86400));
-    app.instructions
-        .clone()
-        .retry_instruction(pb::RetryInstructionRequest {
-            instruction_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    rearm(&app, &id).await;
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
     let again = wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
     let summary = again.summary.unwrap();
@@ -370,25 +381,15 @@ async fn a_re_armed_instruction_is_reminded_a_wait_after_the_extension(db: TestD
     );
 
     clock.advance(Duration::from_secs(14 * 86400));
-    app.requests
-        .clone()
-        .extend_deadline(pb::ExtendDeadlineRequest {
-            request_id: made.request_id.clone(),
-            new_deadline: None,
-            reason: "records held by an archive vendor must be recalled".into(),
-        })
-        .await
-        .unwrap();
-    for (days, day) in [(20, "10 February"), (19, "1 March")] {
-        clock.advance(Duration::from_secs(days * 86400));
-        assert_eq!(app.dispatcher.run_once().await.unwrap(), 0, "{day}");
-    }
-    assert_eq!(fake.deliveries().len(), 2);
-    clock.advance(Duration::from_secs(86400));
-    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "2 March");
-    let d = fake.deliveries();
-    assert_eq!(d.len(), 3);
-    assert!(d[2].reminder);
+    extend_for_the_archive(&app, &made.request_id).await;
+    reminded_only_at(
+        &app,
+        &clock,
+        &fake,
+        &[(20, "10 February"), (19, "1 March"), (1, "2 March")],
+    )
+    .await;
+    assert_eq!(fake.deliveries().len(), 3);
     app.stop().await;
 }
 

@@ -33,13 +33,8 @@ fn move_to(clock: &dsr_orchestrator::clock::ManualClock, t: &str) {
 /// time instead, it is reminded then, and escalates at noon on the 12th,
 /// three and a half days before the request's deadline.
 async fn a_late_push_processor_is_reminded_then_escalated_before_the_deadline(db: TestDb) {
-    let (app, clock) = spawn_at(&db, START, |_| {}).await;
-    let fake = FakeProcessor::start(Reply::Accepted).await;
-    let mut processor = push_processor("slow-vendor", &fake.endpoint());
-    processor.completion_timeout = ms(30 * 86_400_000);
-    processor.max_reminders = Some(5);
-    register(&app, processor).await;
-    let req = submit(&app, deletion("hal@example.com")).await;
+    let (app, clock, fake, req) =
+        accepting_processor(&db, START, "slow-vendor", 30, Some(5), "hal@example.com").await;
     let id = req.instructions[0].instruction_id.clone();
 
     app.dispatcher.run_once().await.unwrap();
@@ -117,13 +112,7 @@ async fn an_unpulled_instruction_escalates_at_its_time(db: TestDb) {
     assert_eq!(escalated.attempts, 0, "never pulled");
     // An operator's re-arm hands it back without the clock taking it
     // again at once.
-    app.instructions
-        .clone()
-        .retry_instruction(pb::RetryInstructionRequest {
-            instruction_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    rearm(&app, &id).await;
     app.dispatcher.run_once().await.unwrap();
     let rearmed = get_request(&app, &req.request_id).await;
     assert_eq!(

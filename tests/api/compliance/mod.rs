@@ -45,6 +45,39 @@ pub async fn spawn_at(
     (TestApp::spawn_with(db, options, tweak).await, clock)
 }
 
+/// A server at `start` (as [`spawn_at`]) with one push processor, `name`,
+/// that accepts every delivery and then owes the outcome within
+/// `completion_days`, reminded at most `reminders` times (`None`: the
+/// default); and one deletion for it, from `email`.
+pub async fn accepting_processor(
+    db: &TestDb,
+    start: &str,
+    name: &str,
+    completion_days: u64,
+    reminders: Option<u32>,
+    email: &str,
+) -> (TestApp, ManualClock, FakeProcessor, pb::DataSubjectRequest) {
+    let (app, clock) = spawn_at(db, start, |_| {}).await;
+    let fake = FakeProcessor::start(Reply::Accepted).await;
+    let mut processor = push_processor(name, &fake.endpoint());
+    processor.completion_timeout = ms(completion_days * 86_400_000);
+    processor.max_reminders = reminders;
+    register(&app, processor).await;
+    let made = submit(&app, deletion(email)).await;
+    (app, clock, fake, made)
+}
+
+/// An operator's re-arm of the escalated instruction `id`.
+pub async fn rearm(app: &TestApp, id: &str) {
+    app.instructions
+        .clone()
+        .retry_instruction(pb::RetryInstructionRequest {
+            instruction_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
 /// A manual processor handling every kind, accepting emails.
 pub fn manual_processor(id: &str) -> pb::Processor {
     pb::Processor {
