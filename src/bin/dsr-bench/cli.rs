@@ -88,7 +88,7 @@ pub struct Cli {
     pub keep_database: bool,
 
     /// With --spawn: a setting for the spawned orchestrator, as
-    /// `DSR_NAME=value` (repeatable), e.g. `DSR_MAX_IN_FLIGHT=1024`. Without
+    /// `DSR_NAME=value` (repeatable), e.g. `DSR_MAX_IN_FLIGHT=4096`. Without
     /// it the server runs on its defaults: the caller's own `DSR_*`
     /// variables never reach it.
     #[arg(long, value_name = "DSR_NAME=VALUE", conflicts_with = "target")]

@@ -263,7 +263,7 @@ async fn an_extension_is_declared_once_and_in_time(db: TestDb) {
     app.stop().await;
 }
 
-/// Where the extension tests below start.
+/// Where the CCPA extension tests below start.
 const JANUARY: &str = "2026-01-01T00:00:00Z";
 
 /// A processor that accepted an instruction owes its outcome within its
@@ -335,7 +335,8 @@ async fn reminded_only_at(
     assert!(d[before].reminder);
 }
 
-/// The same for an instruction re-armed after it escalated: its first
+/// As `an_extension_moves_a_reminder_the_old_due_time_held_back`, for an
+/// instruction re-armed after it escalated: its first
 /// acknowledgement is not the acceptance that set its reply time, so the
 /// reply time counts from the extension instead, a wait late at most and
 /// never early. Accepted on 1 January, escalated with no reminder to send,
