@@ -23,10 +23,9 @@ pub fn fuzz_service(service: &[rpc::Rpc], data: &[u8]) {
 /// Bodies that are not the route's JSON are skipped, as the route refuses
 /// them before any conversion.
 pub fn fuzz_body(data: &[u8]) {
-    if let Some((&selector, json)) = data.split_first() {
-        let body = rpc::BODIES[usize::from(selector) % rpc::BODIES.len()];
-        if let Some(outcome) = body.convert(json) {
-            rpc::check(body, &outcome);
-        }
+    if let Some((body, json)) = rpc::select(&rpc::BODIES, data)
+        && let Some(outcome) = body.convert(json)
+    {
+        rpc::check(body, &outcome);
     }
 }

@@ -122,9 +122,10 @@ pub fn all() -> impl Iterator<Item = Rpc> {
         .chain(DATA_PROTECTION_SERVICE)
 }
 
-/// How a fuzz target that covers a whole service reads its input: the
-/// first byte picks the RPC, the rest is its request message.
-pub fn select<'a>(service: &[Rpc], data: &'a [u8]) -> Option<(Rpc, &'a [u8])> {
+/// How a fuzz target that covers a whole service (or every callback
+/// route) reads its input: the first byte picks the RPC (the route), the
+/// rest is its request message (its body).
+pub fn select<'a, T: Copy>(service: &[T], data: &'a [u8]) -> Option<(T, &'a [u8])> {
     let (&selector, message) = data.split_first()?;
     Some((service[usize::from(selector) % service.len()], message))
 }
