@@ -70,16 +70,17 @@ pub struct Application {
     compliance: Arc<CompliancePolicy>,
     /// How long closed requests are kept, and how often the purge looks.
     retention: (Period, Duration),
-    /// How often finished requests' personal data is erased, and how long
-    /// an access report's data waits.
-    protection: (Duration, Duration),
+    /// How often finished requests' personal data is erased and how long an
+    /// access report's data waits (`None`: [`Options::run_protection`] off).
+    protection: Option<(Duration, Duration)>,
 }
 
 impl Application {
     /// Connects, migrates, loads processors and binds; fails with a readable
     /// message if any of it goes wrong.
     pub async fn build(config: &Config, options: Options) -> anyhow::Result<Self> {
-        let metrics = Metrics::new(options.clock.clone(), &config.database_url)?;
+        let clock = options.clock.clone();
+        let metrics = Metrics::new(clock, &config.database_url, config.report_window)?;
         let built = Self::build_with(config, options, metrics.clone()).await;
         if built.is_err() {
             // Nothing was exported yet; shut the provider down quietly
@@ -249,7 +250,9 @@ impl Application {
             },
             compliance,
             retention: (config.record_retention, config.purge_interval),
-            protection: (config.erase_interval, config.report_window),
+            protection: options
+                .run_protection
+                .then_some((config.erase_interval, config.report_window)),
         })
     }
 
@@ -326,7 +329,7 @@ impl Application {
         // Reseals what is not under the active key, then erases finished
         // requests' personal data.
         tasks.start("data protection", |stop| {
-            Some(store.protector(protection.0, protection.1, clock.clone(), stop))
+            protection.map(|(every, window)| store.protector(every, window, clock.clone(), stop))
         });
         // Purges closed requests past their retention period.
         tasks.start("retention purge", |stop| {

@@ -14,6 +14,11 @@ pub struct Options {
     /// Run the dispatcher loop in the background (tests that drive it by
     /// hand with [`Dispatcher::run_once`] turn this off).
     pub run_dispatcher: bool,
+    /// Run the data protection task in the background: resealing at
+    /// start, then erasure every `--erase-interval` (tests that erase and
+    /// reseal by hand, with [`crate::store::Store::erase_finished`] and
+    /// [`crate::store::Store::reseal`], turn this off).
+    pub run_protection: bool,
     /// How instructions reach push processors (`None`: every protocol,
     /// [`PushAdapters`], offering OpenDSR callbacks under `--public-url`).
     pub adapter: Option<Arc<dyn Adapter>>,
@@ -24,6 +29,7 @@ impl Default for Options {
         Self {
             clock: Arc::new(SystemClock),
             run_dispatcher: true,
+            run_protection: true,
             adapter: None,
         }
     }

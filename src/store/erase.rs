@@ -61,6 +61,27 @@ fn entry(store: &Store, identity: &SubjectIdentity) -> String {
     ])
 }
 
+/// When the report window of requests closed at its start ends at `now`,
+/// in the store's microseconds.
+pub(super) fn report_window_start(now: Timestamp, report_window: Duration) -> i64 {
+    micros(now - chrono::Duration::from_std(report_window).unwrap_or_default())
+}
+
+/// Appends the condition of a request whose personal data is due for
+/// erasure (`requests_to_erase` holds them and a few more): finished, not
+/// yet erased, and, for a completed access or portability request, closed
+/// before `window_start`. `alias` prefixes the `requests` columns.
+pub(super) fn due_for_erasure(sql: &mut Sql, alias: &str, window_start: i64) {
+    let r = alias;
+    sql.push(&format!(
+        "{r}identities_erased_at is null and {r}status in ('COMPLETED', 'CANCELLED') \
+         and ({r}kind not in ('ACCESS', 'PORTABILITY') or {r}status = 'CANCELLED' \
+         or {r}closed_at < "
+    ))
+    .bind(window_start)
+    .push(")");
+}
+
 impl Store {
     /// The data protection task, to run on a task of its own: one
     /// resealing pass at start (values written before sealing existed, or
@@ -123,8 +144,7 @@ impl Store {
         now: Timestamp,
         report_window: Duration,
     ) -> Result<Erased, StoreError> {
-        let window_start =
-            micros(now - chrono::Duration::from_std(report_window).unwrap_or_default());
+        let window_start = report_window_start(now, report_window);
         let mut done = Erased::default();
         let mut after: Option<(i64, String)> = None;
         loop {
@@ -132,12 +152,9 @@ impl Store {
                 self.backend,
                 "select r.id as id, r.kind as kind, r.status as status, r.closed_at as closed_at, \
                  r.subject as subject, c.canonical_json as record from requests r \
-                 left join completion_records c on c.request_id = r.id \
-                 where r.identities_erased_at is null and r.status in ('COMPLETED', 'CANCELLED') \
-                 and (r.kind not in ('ACCESS', 'PORTABILITY') or r.status = 'CANCELLED' \
-                 or r.closed_at < ",
+                 left join completion_records c on c.request_id = r.id where ",
             );
-            sql.bind(window_start).push(")");
+            due_for_erasure(&mut sql, "r.", window_start);
             if let Some((closed, id)) = &after {
                 // A row-value comparison, so that the scan starts at the
                 // key in `requests_to_erase` instead of walking from the
@@ -201,6 +218,7 @@ impl Store {
                 continue;
             }
             let mut tx = self.begin().await?;
+            let mut suppressed = 0;
             if !entries.is_empty() {
                 let mut sql = Sql::new(
                     self.backend,
@@ -223,7 +241,7 @@ impl Store {
                     }),
                 )
                 .push(" where true on conflict (hash) do nothing");
-                done.suppressed += sql.query().execute(&mut *tx).await?.rows_affected() as usize;
+                suppressed = sql.query().execute(&mut *tx).await?.rows_affected() as usize;
             }
             let mut sql = Sql::new(
                 self.backend,
@@ -246,8 +264,13 @@ impl Store {
             sql.bind(micros(now))
                 .push(" where identities_erased_at is null and ")
                 .in_list("id", erase.clone());
-            done.requests += sql.query().execute(&mut *tx).await?.rows_affected() as usize;
+            let erased = sql.query().execute(&mut *tx).await?.rows_affected() as usize;
             tx.commit().await?;
+            done.requests += erased;
+            done.suppressed += suppressed;
+            if let Some(observer) = self.observer.get() {
+                observer.personal_data_erased(erased, suppressed);
+            }
         }
     }
 

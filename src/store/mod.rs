@@ -262,6 +262,13 @@ pub trait StoreObserver: Send + Sync + 'static {
     fn instruction_changed(&self, _view: &InstructionView) {}
     /// A request got its completion record.
     fn request_closed(&self, _closed: &ClosedRequest) {}
+    /// `requests` finished requests lost their personal data, and
+    /// `suppressed` identities joined the suppression list, in one
+    /// committed transaction.
+    fn personal_data_erased(&self, _requests: usize, _suppressed: usize) {}
+    /// A resealing pass sealed `values` again under the active key and
+    /// keyed `fingerprints` (what it committed, also when it then failed).
+    fn resealed(&self, _values: u64, _fingerprints: u64) {}
 }
 
 /// Helpers for the store's unit tests.

@@ -74,21 +74,33 @@ impl Column {
 }
 
 impl Store {
-    /// One resealing pass, `batch` rows per transaction.
+    /// One resealing pass, `batch` rows per transaction. What it
+    /// committed is told to the observer, also when a later step fails.
     pub async fn reseal(&self, batch: u32) -> Result<Resealed, StoreError> {
         let mut done = Resealed::default();
+        let pass = self.reseal_into(batch, &mut done).await;
+        if let Some(observer) = self.observer.get()
+            && (done.values > 0 || done.fingerprints > 0)
+        {
+            observer.resealed(done.values, done.fingerprints);
+        }
+        pass.map(|()| done)
+    }
+
+    /// The steps of [`Store::reseal`], each adding what it committed to
+    /// `done`.
+    async fn reseal_into(&self, batch: u32, done: &mut Resealed) -> Result<(), StoreError> {
         for column in [
             Column::Subject,
             Column::Payload,
             Column::Records,
             Column::WebhookSecret,
         ] {
-            self.reseal_column(column, batch, &mut done).await?;
+            self.reseal_column(column, batch, done).await?;
         }
-        self.reseal_chunks(batch, &mut done).await?;
-        self.move_records_out(batch, &mut done).await?;
-        self.key_fingerprints(batch, &mut done).await?;
-        Ok(done)
+        self.reseal_chunks(batch, done).await?;
+        self.move_records_out(batch, done).await?;
+        self.key_fingerprints(batch, done).await
     }
 
     /// Reseals the chunks of data records uploaded for access requests
@@ -145,8 +157,9 @@ impl Store {
                 continue;
             }
             let mut tx = self.begin().await?;
+            let mut resealed = 0;
             for (id, index, old, new) in updates {
-                done.values += Sql::new(self.backend, "update data_record_chunks set sealed = ")
+                resealed += Sql::new(self.backend, "update data_record_chunks set sealed = ")
                     .bind(new)
                     .push(" where instruction_id = ")
                     .bind(id)
@@ -160,6 +173,7 @@ impl Store {
                     .rows_affected();
             }
             tx.commit().await?;
+            done.values += resealed;
         }
     }
 
@@ -248,6 +262,7 @@ impl Store {
             };
             after = last.try_get("id")?;
             let mut tx = self.begin().await?;
+            let mut moved = 0;
             for row in &rows {
                 let id: String = row.try_get("id")?;
                 let old: String = row.try_get("result")?;
@@ -255,7 +270,7 @@ impl Store {
                     StoreError::Corrupt(format!("instructions.result of {id}: {e}"))
                 })?;
                 let (result, records) = result.split_records();
-                Sql::new(self.backend, "update instructions set result = ")
+                moved += Sql::new(self.backend, "update instructions set result = ")
                     .bind(serde_json::to_string(&result).expect("a result serialises"))
                     .push(", sealed_records = ")
                     .bind(self.seal_json(&records, RECORDS, &id))
@@ -267,10 +282,11 @@ impl Store {
                     .bind(old)
                     .query()
                     .execute(&mut *tx)
-                    .await?;
-                done.values += 1;
+                    .await?
+                    .rows_affected();
             }
             tx.commit().await?;
+            done.values += moved;
         }
     }
 

@@ -1,7 +1,8 @@
 //! Point-in-time counts for the gauges: open requests and their age, open
-//! instructions by processor and state, and the due queue. Each query reads
-//! only open rows through a partial index, so its cost follows the amount of
-//! open work, not the size of the history.
+//! instructions by processor and state, the due queue, and finished
+//! requests still holding personal data due for erasure. Each query reads
+//! only open (or not yet erased) rows through a partial index, so its cost
+//! follows the amount of open work, not the size of the history.
 
 use sqlx::Row;
 
@@ -27,6 +28,9 @@ pub struct Stats {
     /// Processors whose circuit breaker is open, and whether it is half
     /// open (its cool-down over).
     pub breakers: Vec<(ProcessorId, bool)>,
+    /// Finished requests whose personal data is due for erasure (see
+    /// [`Store::erase_finished`]) and still held.
+    pub awaiting_erasure: u64,
 }
 
 /// The buckets of time left to a response deadline: past it, under a
@@ -40,8 +44,13 @@ pub const TIME_LEFT: [&str; 5] = [
 ];
 
 impl Store {
-    /// Counts the open work as of `now`.
-    pub async fn stats(&self, now: Timestamp) -> Result<Stats, StoreError> {
+    /// Counts the open work as of `now`; completed access and portability
+    /// requests are due for erasure `report_window` after they closed.
+    pub async fn stats(
+        &self,
+        now: Timestamp,
+        report_window: std::time::Duration,
+    ) -> Result<Stats, StoreError> {
         let mut stats = Stats::default();
         let rows = sqlx::query(
             "select status, count(*) as n, min(received_at) as oldest from requests \
@@ -123,6 +132,12 @@ impl Store {
             stats.by_time_left.push((label, n as u64));
         }
         stats.receipt_overdue = row.try_get::<i64, _>("receipt")? as u64;
+        // The eraser's own selection, counted.
+        let mut sql = Sql::new(self.backend, "select count(*) as n from requests where ");
+        let window_start = super::erase::report_window_start(now, report_window);
+        super::erase::due_for_erasure(&mut sql, "", window_start);
+        let row = sql.query().fetch_one(&self.pool).await?;
+        stats.awaiting_erasure = row.try_get::<i64, _>("n")? as u64;
         for (id, breaker) in self.breakers().await? {
             stats.breakers.push((id, breaker.half_open(now)));
         }

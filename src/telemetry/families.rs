@@ -122,4 +122,12 @@ families! {
         "Deliveries this replica may have in flight to a push processor, by processor: its max_in_flight, or the adaptive limit learnt from its answers when it has none.";
     QUEUE_DEPTH = "dsr_queue_depth", Shape::Gauge,
         "PENDING instructions already due for delivery, by processor.";
+    REQUESTS_ERASED = "dsr_requests_erased", Shape::Counter,
+        "Finished requests whose personal data (identities, payloads, returned data records) this replica erased.";
+    SUPPRESSION_ADDED = "dsr_suppression_entries_added", Shape::Counter,
+        "Identities of carried-out deletions this replica added to the suppression list (as keyed hashes).";
+    RESEALED = "dsr_resealed", Shape::Counter,
+        "Personal data at rest this replica sealed again under the active key (what: values), and idempotency fingerprints it keyed (what: fingerprints).";
+    AWAITING_ERASURE = "dsr_requests_awaiting_erasure", Shape::Gauge,
+        "Finished requests whose personal data is due for erasure and still held; above zero for longer than --erase-interval, the eraser is failing or cannot open them.";
 }

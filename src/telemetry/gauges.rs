@@ -1,7 +1,8 @@
 //! The gauges of open work, read from the snapshot of [`Stats`] that the
 //! metrics refresh from the database before each scrape (and on a timer for
 //! OTLP push): open requests and their age, open instructions, the due
-//! queue, requests by time left, receipts overdue, open circuit breakers.
+//! queue, requests by time left, receipts overdue, open circuit breakers,
+//! finished requests awaiting erasure.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,8 +13,8 @@ use crate::clock::Clock;
 use crate::store::Stats;
 
 use super::families::{
-    BREAKERS_OPEN, BY_TIME_LEFT, INSTRUCTIONS_OPEN, OLDEST_OPEN_AGE, QUEUE_DEPTH, RECEIPT_OVERDUE,
-    REQUESTS_OPEN,
+    AWAITING_ERASURE, BREAKERS_OPEN, BY_TIME_LEFT, INSTRUCTIONS_OPEN, OLDEST_OPEN_AGE, QUEUE_DEPTH,
+    RECEIPT_OVERDUE, REQUESTS_OPEN,
 };
 
 pub(super) fn register(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dyn Clock>) {
@@ -91,6 +92,14 @@ pub(super) fn register(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dy
         .with_description(RECEIPT_OVERDUE.help)
         .with_callback(move |o| {
             o.observe(s.lock().expect("snapshot").receipt_overdue, &[]);
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .u64_observable_gauge(AWAITING_ERASURE.name)
+        .with_description(AWAITING_ERASURE.help)
+        .with_callback(move |o| {
+            o.observe(s.lock().expect("snapshot").awaiting_erasure, &[]);
         })
         .build();
     meter

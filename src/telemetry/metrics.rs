@@ -56,12 +56,23 @@ pub struct Metrics {
     dispatch_yields: Counter<u64>,
     dispatch_passes: Counter<u64>,
     delivery_limit: Gauge<u64>,
+    requests_erased: Counter<u64>,
+    suppression_added: Counter<u64>,
+    resealed: Counter<u64>,
+    /// How long a completed access or portability request keeps its data
+    /// (`--report-window`), for the gauge of requests awaiting erasure.
+    report_window: Duration,
 }
 
 impl Metrics {
     /// Creates the instruments. `clock` dates the age gauges;
-    /// `database_url` names the backend in `dsr_build_info`.
-    pub fn new(clock: Arc<dyn Clock>, database_url: &str) -> anyhow::Result<Arc<Self>> {
+    /// `database_url` names the backend in `dsr_build_info`;
+    /// `report_window` is the server's `--report-window`.
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        database_url: &str,
+        report_window: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -128,6 +139,10 @@ impl Metrics {
                 .u64_gauge(DELIVERY_LIMIT.name)
                 .with_description(DELIVERY_LIMIT.help)
                 .build(),
+            requests_erased: counter(&REQUESTS_ERASED),
+            suppression_added: counter(&SUPPRESSION_ADDED),
+            resealed: counter(&RESEALED),
+            report_window,
             registry,
             provider,
             snapshot,
@@ -242,7 +257,7 @@ impl Metrics {
     /// Reads the open work from the database, then renders every metric in
     /// the Prometheus text format.
     pub async fn render(&self, store: &Store, clock: &dyn Clock) -> anyhow::Result<String> {
-        let stats = store.stats(clock.now()).await?;
+        let stats = store.stats(clock.now(), self.report_window).await?;
         *self.snapshot.lock().expect("metrics snapshot lock") = stats;
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
@@ -282,7 +297,7 @@ impl Metrics {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match store.stats(clock.now()).await {
+                match store.stats(clock.now(), this.report_window).await {
                     Ok(stats) => *this.snapshot.lock().expect("metrics snapshot lock") = stats,
                     Err(e) => tracing::warn!(error = %e, "could not refresh the open-work gauges"),
                 }
@@ -322,5 +337,17 @@ impl StoreObserver for Metrics {
                 KeyValue::new("outcome", c.outcome.as_str()),
             ],
         );
+    }
+
+    fn personal_data_erased(&self, requests: usize, suppressed: usize) {
+        self.requests_erased.add(requests as u64, &[]);
+        self.suppression_added.add(suppressed as u64, &[]);
+    }
+
+    fn resealed(&self, values: u64, fingerprints: u64) {
+        self.resealed
+            .add(values, &[KeyValue::new("what", "values")]);
+        self.resealed
+            .add(fingerprints, &[KeyValue::new("what", "fingerprints")]);
     }
 }

@@ -15,30 +15,6 @@ backends!(
     without_keys_only_a_trial_server_starts,
 );
 
-/// A keys file whose active key is `active`, with `others` besides, and
-/// the tests' HMAC secret (the fingerprints and the list stay valid).
-fn keys_file(active: (&str, &str), others: &[(&str, &str)]) -> String {
-    let secret = TEST_KEYS
-        .lines()
-        .find_map(|l| l.strip_prefix("hmac_secret: "))
-        .expect("the tests' secret");
-    let mut text = format!("active: {}\nkeys:\n", active.0);
-    for (id, key) in std::iter::once(&active).chain(others) {
-        text.push_str(&format!("  - id: {id}\n    key: {key}\n"));
-    }
-    text.push_str(&format!("hmac_secret: {secret}\n"));
-    text
-}
-
-/// A fresh random key, base64.
-fn new_key() -> String {
-    let text = Keyring::generate("x");
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("key: "))
-        .unwrap()
-        .to_string()
-}
-
 /// The sealed values in the database, with their columns, sorted.
 async fn sealed_values(db: &TestDb) -> Vec<(String, String)> {
     let mut values: Vec<_> = stored_texts(db)

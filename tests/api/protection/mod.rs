@@ -3,6 +3,7 @@
 //! that rotate.
 
 mod at_rest;
+mod counted;
 mod erasure;
 mod keys;
 mod suppression;
@@ -10,6 +11,7 @@ mod suppression;
 use std::time::{Duration, Instant};
 
 use dsr_orchestrator::pb;
+use dsr_orchestrator::seal::Keyring;
 
 use crate::harness::*;
 
@@ -109,4 +111,28 @@ pub fn deletion_of(email: &str, phone: &str, name: &str) -> pb::SubmitRequestReq
         },
     ];
     req
+}
+
+/// A keys file whose active key is `active`, with `others` besides, and
+/// the tests' HMAC secret (the fingerprints and the list stay valid).
+pub fn keys_file(active: (&str, &str), others: &[(&str, &str)]) -> String {
+    let secret = TEST_KEYS
+        .lines()
+        .find_map(|l| l.strip_prefix("hmac_secret: "))
+        .expect("the tests' secret");
+    let mut text = format!("active: {}\nkeys:\n", active.0);
+    for (id, key) in std::iter::once(&active).chain(others) {
+        text.push_str(&format!("  - id: {id}\n    key: {key}\n"));
+    }
+    text.push_str(&format!("hmac_secret: {secret}\n"));
+    text
+}
+
+/// A fresh random key, base64.
+pub fn new_key() -> String {
+    let text = Keyring::generate("x");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("key: "))
+        .unwrap()
+        .to_string()
 }
