@@ -6,6 +6,7 @@
 //! ```yaml
 //! calendars:                         # business days, by calendar name
 //!   california:
+//!     time_zone: America/Los_Angeles # whose days count (an IANA name); UTC by default
 //!     weekend: [saturday, sunday]    # the default
 //!     holidays_file: /etc/dsr/holidays/california.txt   # one YYYY-MM-DD per line; `#` comments
 //! jurisdictions:                     # each key optional; unnamed ones keep their defaults
@@ -140,6 +141,14 @@ pub fn parse(text: &str) -> anyhow::Result<CompliancePolicy> {
 
 fn calendar(name: &str, c: CalendarEntry) -> anyhow::Result<Calendar> {
     let mut calendar = Calendar::default();
+    if let Some(zone) = c.time_zone {
+        calendar.zone = zone.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "calendars.{name}.time_zone: unknown time zone {zone:?} (an IANA name, such as \
+                 America/Los_Angeles or Asia/Tokyo)"
+            )
+        })?;
+    }
     if let Some(days) = c.weekend {
         calendar.weekend = days
             .iter()
@@ -188,6 +197,7 @@ struct File {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CalendarEntry {
+    time_zone: Option<String>,
     weekend: Option<Vec<String>>,
     holidays_file: Option<PathBuf>,
 }
@@ -216,7 +226,7 @@ mod tests {
         )
         .unwrap();
         let policy = parse(&format!(
-            "calendars:\n  ca: {{holidays_file: {}}}\n\
+            "calendars:\n  ca: {{holidays_file: {}, time_zone: America/Los_Angeles}}\n\
              jurisdictions:\n  CCPA: {{calendar: ca}}\n  APPI: {{respond_within: 7 days}}\n\
              verification:\n  GDPR: {{ACCESS_CATEGORIES: REASONABLY_HIGH}}\n",
             holidays.display()
@@ -225,6 +235,9 @@ mod tests {
         let ccpa = policy.deadlines.regime(Jurisdiction::Ccpa);
         assert_eq!(ccpa.respond_within, Period::Days(45));
         assert_eq!(ccpa.calendar.holidays.len(), 2);
+        assert_eq!(ccpa.calendar.zone, chrono_tz::America::Los_Angeles);
+        let appi = policy.deadlines.regime(Jurisdiction::Appi);
+        assert_eq!(appi.calendar.zone, chrono_tz::UTC);
         assert_eq!(
             policy.deadlines.regime(Jurisdiction::Appi).respond_within,
             Period::Days(7)
@@ -252,6 +265,10 @@ mod tests {
             ),
             ("jurisdictions: {MARS: {}}", "jurisdictions.MARS"),
             ("jurisdictions: {CCPA: {calendar: nope}}", "no calendar"),
+            (
+                "calendars: {jp: {time_zone: Asia/Kyoto}}",
+                "calendars.jp.time_zone: unknown time zone",
+            ),
             (
                 "verification: {CCPA: {DELETE: MAYBE}}",
                 "verification.CCPA.DELETE",

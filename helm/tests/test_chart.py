@@ -800,8 +800,12 @@ def test_a_policy_with_holidays_is_rendered_mounted_and_wired(rendered):
     assert policy["calendars"] == {
         "california": {"holidays_file": "/etc/dsr-compliance/holidays-california.txt"},
         "eu": {"holidays_file": "/etc/dsr-compliance/holidays-eu.txt"},
-        # A calendar in both keeps its weekend and gains the file.
-        "japan": {"weekend": ["saturday", "sunday"], "holidays_file": "/etc/dsr-compliance/holidays-japan.txt"},
+        # A calendar in both keeps its time zone and weekend and gains the file.
+        "japan": {
+            "time_zone": "Asia/Tokyo",
+            "weekend": ["saturday", "sunday"],
+            "holidays_file": "/etc/dsr-compliance/holidays-japan.txt",
+        },
     }
     # Each holidays file holds its calendar's dates, one per line, as the
     # server reads them (`#` starts a comment).
@@ -1243,6 +1247,10 @@ processors:
     "compliance weekend caturday": (
         {"compliance": {"policy": {"calendars": {"x": {"weekend": ["caturday"]}}}}},
         ["/compliance/policy/calendars/x/weekend/0", "does not match pattern"],
+    ),
+    "compliance time zone that is no name": (
+        {"compliance": {"policy": {"calendars": {"x": {"time_zone": "+09:00"}}}}},
+        ["/compliance/policy/calendars/x/time_zone", "does not match pattern"],
     ),
     "compliance holidays file at a relative path": (
         {"compliance": {"policy": {"calendars": {"x": {"holidays_file": "x.txt"}}}}},

@@ -3,10 +3,12 @@
 //! Deadlines run from when the person made the request (`submitted_at`),
 //! never from the fan-out, and a slow processor never moves them.
 //!
-//! A period ends at the end of its last day (UTC): "within 10 business
-//! days" of a request made on a Friday ends at 23:59:59.999999 of the
-//! tenth business day after that Friday. Business days skip the weekend
-//! and the holidays of the regime's calendar. Months are calendar months:
+//! A period ends at the end of its last day, its days those of the
+//! regime's calendar (UTC unless it names a time zone, see
+//! [`super::calendar`]): "within 10 business days" of a request made on a
+//! Friday ends at 23:59:59.999999 of the tenth business day after that
+//! Friday. Business days skip the weekend and the holidays of the
+//! calendar. Months are calendar months:
 //! one month from the 31st of January ends on the last day of February.
 //!
 //! | regime | confirm receipt | respond | extension |
@@ -16,13 +18,13 @@
 //! | APPI | - | a target (14 days by default) | none |
 //! | OTHER | - | 30 days by default | none |
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{Datelike, Days, Months, NaiveDate, NaiveTime, Weekday};
+use chrono::{Days, Months, NaiveDate};
 
-use super::{Jurisdiction, Timestamp};
+use super::{Calendar, Jurisdiction, Timestamp};
 
 /// A length of time in the law's units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,9 +60,9 @@ impl Period {
     }
 
     /// The end of the period begun at `from`: the last instant of its
-    /// last day, UTC.
+    /// last day, both days those of the calendar's zone.
     pub fn end(self, from: Timestamp, calendar: &Calendar) -> Timestamp {
-        end_of(self.last_day(from.date_naive(), calendar))
+        calendar.end_of(self.last_day(calendar.day_of(from), calendar))
     }
 
     /// The instant this long before `at` (business days skip weekends):
@@ -85,12 +87,6 @@ impl Period {
             }
         }
     }
-}
-
-/// The last instant (microseconds) of `day`, UTC.
-fn end_of(day: NaiveDate) -> Timestamp {
-    let last = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("a valid time");
-    day.and_time(last).and_utc()
 }
 
 impl fmt::Display for Period {
@@ -125,32 +121,6 @@ impl FromStr for Period {
             "month" | "months" => Ok(Period::Months(n)),
             _ => Err(bad()),
         }
-    }
-}
-
-/// Which days are business days.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Calendar {
-    /// Days of the week that are never business days.
-    pub weekend: Vec<Weekday>,
-    /// Dates that are not business days.
-    pub holidays: BTreeSet<NaiveDate>,
-}
-
-impl Default for Calendar {
-    /// Saturday and Sunday off, no holidays.
-    fn default() -> Self {
-        Self {
-            weekend: vec![Weekday::Sat, Weekday::Sun],
-            holidays: BTreeSet::new(),
-        }
-    }
-}
-
-impl Calendar {
-    /// Whether `day` is a business day.
-    pub fn is_business_day(&self, day: NaiveDate) -> bool {
-        !self.weekend.contains(&day.weekday()) && !self.holidays.contains(&day)
     }
 }
 

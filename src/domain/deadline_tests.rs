@@ -37,6 +37,92 @@ fn calendar_days_and_months() {
 }
 
 #[test]
+fn days_are_the_calendars_own() {
+    // 23:30 UTC on Friday 6 March is Saturday 08:30 in Tokyo: 14 days run
+    // from Saturday and end at the end of a Tokyo day.
+    let tokyo = Calendar {
+        zone: chrono_tz::Asia::Tokyo,
+        ..Calendar::default()
+    };
+    let made = at("2026-03-06T23:30:00Z");
+    assert_eq!(
+        Period::Days(14).end(made, &Calendar::default()),
+        at("2026-03-20T23:59:59.999999Z")
+    );
+    assert_eq!(
+        Period::Days(14).end(made, &tokyo),
+        at("2026-03-21T23:59:59.999999+09:00")
+    );
+    // 03:00 UTC on Saturday 7 March is Friday 19:00 in Los Angeles; ten
+    // business days end on Friday 20 March, after the clocks went
+    // forward on 8 March, so at 23:59:59.999999 Pacific Daylight Time.
+    let california = Calendar {
+        zone: chrono_tz::America::Los_Angeles,
+        ..Calendar::default()
+    };
+    let made = at("2026-03-07T03:00:00Z");
+    assert_eq!(
+        Period::BusinessDays(10).end(made, &california),
+        at("2026-03-20T23:59:59.999999-07:00")
+    );
+    // An extension counts from the original deadline's own day.
+    let regime = Regime {
+        confirm_within: None,
+        respond_within: Period::Days(45),
+        extension: Some(ExtensionRule {
+            up_to: Period::Days(45),
+        }),
+        calendar: california,
+    };
+    let policy = DeadlinePolicy::default().with(Jurisdiction::Ccpa, regime);
+    let respond_by = policy.deadlines(Jurisdiction::Ccpa, made).respond_by;
+    assert_eq!(respond_by, at("2026-04-20T23:59:59.999999-07:00"));
+    let latest = policy.extend(Jurisdiction::Ccpa, respond_by, false, None, made);
+    assert_eq!(latest, Ok(at("2026-06-04T23:59:59.999999-07:00")));
+}
+
+#[test]
+fn a_day_ends_just_before_the_next_begins_wherever_clocks_jump() {
+    // Santiago skips midnight when summer time begins (00:00 becomes
+    // 01:00), Lord Howe moves by half an hour, London by an hour at 01:00.
+    let zones = [
+        chrono_tz::UTC,
+        chrono_tz::Asia::Tokyo,
+        chrono_tz::America::Los_Angeles,
+        chrono_tz::America::Santiago,
+        chrono_tz::Australia::Lord_Howe,
+        chrono_tz::Europe::London,
+    ];
+    for zone in zones {
+        let calendar = Calendar {
+            zone,
+            ..Calendar::default()
+        };
+        let mut day = day("2026-01-01");
+        while day < self::day("2027-01-01") {
+            let end = calendar.end_of(day);
+            let next = end + chrono::Duration::microseconds(1);
+            assert_eq!(calendar.day_of(end), day, "{zone} {day}");
+            assert_eq!(
+                calendar.day_of(next),
+                day.succ_opt().unwrap(),
+                "{zone} {day}"
+            );
+            day = day.succ_opt().unwrap();
+        }
+    }
+    // The day Santiago's clocks skip midnight: it begins at 01:00, -03.
+    let santiago = Calendar {
+        zone: chrono_tz::America::Santiago,
+        ..Calendar::default()
+    };
+    assert_eq!(
+        santiago.end_of(day("2026-09-05")),
+        at("2026-09-06T00:59:59.999999-03:00")
+    );
+}
+
+#[test]
 fn extensions_follow_the_regime() {
     let policy = DeadlinePolicy::default();
     let made = at("2026-01-01T00:00:00Z");

@@ -13,6 +13,7 @@
 
 mod actor;
 mod adapter;
+mod calendar;
 mod data_record;
 mod deadline;
 mod enums;
@@ -35,10 +36,11 @@ mod violation;
 
 pub use actor::{Actor, PrincipalName};
 pub use adapter::{AdapterConfig, ProcessorTls};
+pub use calendar::Calendar;
 pub use data_record::{CATEGORIES, DataRecord, Disclosures, check_records};
 pub use deadline::{
-    Calendar, DeadlinePolicy, Deadlines, Extension, ExtensionRefused, ExtensionRule, Period,
-    Regime, due_times, reply_due, reply_due_extended,
+    DeadlinePolicy, Deadlines, Extension, ExtensionRefused, ExtensionRule, Period, Regime,
+    due_times, reply_due, reply_due_extended,
 };
 pub use enums::*;
 pub use fan_out::fan_out;

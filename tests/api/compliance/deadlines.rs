@@ -12,12 +12,64 @@ use crate::backends;
 
 backends!(
     ccpa_receipt_deadline_crosses_a_weekend_and_a_holiday,
+    deadlines_count_the_days_of_the_calendars_time_zone,
     an_extension_is_declared_once_and_in_time,
     an_extension_moves_a_reminder_the_old_due_time_held_back,
     a_re_armed_instruction_is_reminded_a_wait_after_the_extension,
     gdpr_extension_inside_the_first_month,
     lists_filter_and_order_by_deadline,
 );
+
+/// Calendars that name a time zone count its days: a CCPA request made on
+/// Friday evening in Los Angeles (Saturday in UTC) runs from Friday, and
+/// ends at the end of a Pacific day, in daylight saving time by then; an
+/// APPI request made on Saturday morning in Tokyo (Friday in UTC) runs
+/// from Saturday, and is overdue once Tokyo's last day ends, not before.
+/// A regime whose calendar names no zone keeps UTC days.
+async fn deadlines_count_the_days_of_the_calendars_time_zone(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = compliance_file(
+        dir.path(),
+        "calendars:\n  tokyo: {time_zone: Asia/Tokyo}\n  \
+         california: {time_zone: America/Los_Angeles}\n\
+         jurisdictions:\n  APPI: {calendar: tokyo}\n  CCPA: {calendar: california}\n",
+        &[],
+    );
+    let (app, clock) = spawn_at(&db, "2026-03-07T03:00:00Z", |c| {
+        c.compliance_file = Some(file);
+    })
+    .await;
+    register(&app, manual_processor("records-desk")).await;
+
+    let ccpa = submit(&app, deletion("cleo@example.com")).await;
+    assert_eq!(
+        time(&ccpa.receipt_confirm_by),
+        at("2026-03-20T23:59:59.999999-07:00")
+    );
+    assert_eq!(
+        time(&ccpa.respond_by),
+        at("2026-04-20T23:59:59.999999-07:00")
+    );
+    let mut appi = deletion_under("dai@example.com", pb::Jurisdiction::Appi);
+    appi.submitted_at = Some(ts("2026-03-06T23:30:00Z"));
+    let appi = submit(&app, appi).await;
+    assert_eq!(
+        time(&appi.respond_by),
+        at("2026-03-21T23:59:59.999999+09:00")
+    );
+    let gdpr = submit(
+        &app,
+        deletion_under("eva@example.com", pb::Jurisdiction::Gdpr),
+    )
+    .await;
+    assert_eq!(time(&gdpr.respond_by), at("2026-04-07T23:59:59.999999Z"));
+
+    // 14:59 UTC on 21 March is 23:59 in Tokyo: not overdue yet.
+    clock.advance(Duration::from_secs(14 * 86400 + 11 * 3600 + 59 * 60));
+    assert!(!get_request(&app, &appi.request_id).await.overdue);
+    clock.advance(Duration::from_secs(60));
+    assert!(get_request(&app, &appi.request_id).await.overdue);
+}
 
 /// A CCPA request made on Friday 20 November 2026, with Thanksgiving
 /// (Thursday 26th) a holiday of its calendar: receipt must be confirmed by
