@@ -4,19 +4,26 @@
 //! with the answer it gives today; the field paths the newer targets'
 //! rejections name; and properties that arbitrary bytes, decoded as any
 //! request message, and arbitrary JSON, as any callback body, never make a
-//! conversion panic.
+//! conversion panic; and that processors' answers to deliveries, whatever
+//! they hold, give an answer or fail the delivery for good, saying why.
 //!
-//! The conversions are those of `fuzz/src/rpc.rs`, included here rather
-//! than copied, so the targets and these tests run the same calls. Inputs
+//! The conversions are those of `fuzz/src/rpc.rs` and
+//! `fuzz/src/replies.rs`, included here rather than copied, so the targets
+//! and these tests run the same calls. Inputs
 //! are the protobuf encoding of one request message, as hex, without the
 //! selector byte the per-service targets put in front of it.
 
+#[path = "../fuzz/src/replies.rs"]
+mod replies;
 #[path = "../fuzz/src/rpc.rs"]
 mod rpc;
 
+use dsr_orchestrator::dispatch::adapter::{Answer, DeliveryError};
+use dsr_orchestrator::domain::Outcome as Decided;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
+use replies::{Converted, Reply};
 use rpc::{Body, Outcome, Rpc};
 use serde_json::Value;
 
@@ -166,6 +173,146 @@ fn every_callback_body_has_an_example_that_converts() {
     for body in rpc::BODIES {
         assert_eq!(body.convert(&body.example()), Some(Ok(())), "{body:?}");
     }
+}
+
+/// The outcome an answer gives: `Some(None)` for accepted, `Some(Some(_))`
+/// for a result at once, `None` for a failure.
+fn decided(converted: &Converted) -> Option<Option<Decided>> {
+    match converted {
+        Ok(Answer::Accepted) => Some(None),
+        Ok(Answer::Done(result)) => Some(Some(result.outcome)),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn every_processor_answer_has_an_example_that_converts() {
+    let expected = [
+        (Reply::Grpc, Decided::Denied),
+        (Reply::Webhook, Decided::Completed),
+        (Reply::OpenDsr, Decided::Completed),
+        (Reply::Federation, Decided::Completed),
+    ];
+    assert_eq!(expected.map(|(r, _)| r), replies::REPLIES);
+    for (reply, outcome) in expected {
+        let converted = reply.convert(&reply.example()).expect("decodes");
+        assert_eq!(decided(&converted), Some(Some(outcome)), "{reply:?}");
+    }
+}
+
+/// What processors send that cannot be used fails the delivery for good,
+/// with `INVALID_RESULT` and a message naming what is wrong; what can be
+/// used gives its answer.
+#[test]
+fn processor_answers_are_used_or_refused_for_good() {
+    use dsr_orchestrator::pb;
+    use prost::Message;
+
+    let downstream = |state: pb::InstructionState, exception: i32| {
+        pb::CompletionRecord {
+            lines: vec![pb::ProcessorLine {
+                processor_id: "archive".into(),
+                display_name: "Archive GmbH".into(),
+                state: state as i32,
+                exception,
+                explanation: "kept".into(),
+                ..pb::ProcessorLine::default()
+            }],
+            ..pb::CompletionRecord::default()
+        }
+        .encode_to_vec()
+    };
+    let legal = pb::DeletionException::GdprLegalObligation as i32;
+    let used: [(Reply, &[u8], Option<Decided>); 6] = [
+        (Reply::Webhook, b" \r\n", None),
+        (
+            Reply::Webhook,
+            br#"{"disposition": "DISPOSITION_ACCEPTED"}"#,
+            None,
+        ),
+        (
+            Reply::OpenDsr,
+            br#"{"subject_request_id": "x", "request_status": "in_progress"}"#,
+            None,
+        ),
+        (
+            Reply::OpenDsr,
+            br#"{"subject_request_id": "x", "request_status": "cancelled"}"#,
+            Some(Decided::Failed),
+        ),
+        (
+            Reply::Federation,
+            &downstream(pb::InstructionState::Denied, legal),
+            Some(Decided::Denied),
+        ),
+        (
+            Reply::Federation,
+            &downstream(pb::InstructionState::Failed, 0),
+            Some(Decided::Failed),
+        ),
+    ];
+    for (i, (reply, bytes, outcome)) in used.into_iter().enumerate() {
+        let converted = reply.convert(bytes).expect("decodes");
+        assert_eq!(
+            decided(&converted),
+            Some(outcome),
+            "case {i}: {converted:?}"
+        );
+    }
+    let refused: [(Reply, &[u8], &str); 8] = [
+        (Reply::Grpc, b"", "disposition is unspecified"),
+        (
+            Reply::Grpc,
+            &pb::DeliverInstructionResponse {
+                disposition: pb::deliver_instruction_response::Disposition::Done as i32,
+                result: None,
+            }
+            .encode_to_vec(),
+            "result: is required",
+        ),
+        (Reply::Webhook, b"OK", "is not valid JSON"),
+        (
+            Reply::Webhook,
+            br#"{"disposition": "DISPOSITION_DONE"}"#,
+            "result: is required",
+        ),
+        (
+            Reply::Webhook,
+            br#"{"disposition": "DISPOSITION_ACCEPTED", "note": 1}"#,
+            "does not match the documented schema",
+        ),
+        (
+            Reply::OpenDsr,
+            br#"{"subject_request_id": "x", "request_status": "lost"}"#,
+            "request_status",
+        ),
+        (
+            Reply::OpenDsr,
+            br#"{"request_status": 7}"#,
+            "not an OpenDSR status",
+        ),
+        // A downstream denial without its ground.
+        (
+            Reply::Federation,
+            &downstream(pb::InstructionState::Denied, 0),
+            "makes no valid result: exception",
+        ),
+    ];
+    for (i, (reply, bytes, says)) in refused.into_iter().enumerate() {
+        let converted = reply.convert(bytes).expect("decodes");
+        replies::check(reply, &converted);
+        let Err(DeliveryError::Fatal { message, .. }) = &converted else {
+            panic!("case {i}: used: {converted:?}");
+        };
+        assert!(message.contains(says), "case {i}: {message}");
+    }
+    // What the processor sent is not repeated in the failure, which is
+    // logged and kept as the instruction's last error.
+    let echoed = Reply::OpenDsr.convert(br#"{"subject_request_id": 987654321}"#);
+    let Some(Err(DeliveryError::Fatal { message, .. })) = echoed else {
+        panic!("used: {echoed:?}");
+    };
+    assert!(!message.contains("987654321"), "{message}");
 }
 
 /// Rejections of the suppression list's and the callback API's inputs
@@ -322,7 +469,8 @@ fn any_rpc() -> impl Strategy<Value = Rpc> {
     select(rpc::all().collect::<Vec<_>>())
 }
 
-/// The callback API's field names, and one it does not have.
+/// The callback API's and processors' answers' field names, and one
+/// neither has.
 const KEYS: &[&str] = &[
     "result",
     "outcome",
@@ -344,16 +492,26 @@ const KEYS: &[&str] = &[
     "sold_or_shared",
     "max_instructions",
     "chunk_index",
+    "disposition",
+    "subject_request_id",
+    "request_status",
+    "expected_completion_time",
+    "api_version",
     "extra",
 ];
 
-/// Any string, often one of the names and values the callback API knows.
+/// Any string, often one of the names and values the callback API and
+/// processors' answers use.
 fn any_string() -> impl Strategy<Value = Value> {
     let known = select(vec![
         "OUTCOME_COMPLETED",
         "OUTCOME_DENIED",
         "OUTCOME_FAILED",
         "DELETION_EXCEPTION_CCPA_LEGAL_OBLIGATION",
+        "DISPOSITION_DONE",
+        "DISPOSITION_ACCEPTED",
+        "completed",
+        "in_progress",
         "identifiers",
         "other",
         "2026-01-02T03:04:05Z",
@@ -474,6 +632,54 @@ proptest! {
         if let Some(outcome) = body.convert(&bytes) {
             rpc::check(body, &outcome);
         }
+    }
+
+    /// Random bytes as every kind of processor answer, and a valid answer
+    /// with some bytes overwritten and some appended.
+    #[test]
+    fn arbitrary_and_damaged_answers_are_used_or_refused_for_good(
+        random in vec(any::<u8>(), 0..256),
+        reply in select(replies::REPLIES.to_vec()),
+        overwrites in vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        tail in vec(any::<u8>(), 0..24),
+    ) {
+        for reply in replies::REPLIES {
+            if let Some(converted) = reply.convert(&random) {
+                replies::check(reply, &converted);
+            }
+        }
+        let mut bytes = reply.example();
+        for (at, byte) in overwrites {
+            let at = at.index(bytes.len());
+            bytes[at] = byte;
+        }
+        bytes.extend(tail);
+        if let Some(converted) = reply.convert(&bytes) {
+            replies::check(reply, &converted);
+        }
+    }
+
+    /// Any JSON as a webhook's answer and as an OpenDSR status, and their
+    /// examples with values replaced, as for the callback bodies above.
+    #[test]
+    fn arbitrary_and_damaged_json_answers_are_used_or_refused_for_good(
+        value in any_json(),
+        reply in select(vec![Reply::Webhook, Reply::OpenDsr]),
+        edits in vec((any::<prop::sample::Index>(), prop_oneof![3 => any_string(), 1 => any_json()]), 1..4),
+    ) {
+        let bytes = serde_json::to_vec(&value).unwrap();
+        for reply in [Reply::Webhook, Reply::OpenDsr] {
+            replies::check(reply, &reply.convert(&bytes).expect("JSON is not decoded first"));
+        }
+        let mut value: Value = serde_json::from_slice(&reply.example()).unwrap();
+        for (at, new) in edits {
+            let mut all = Vec::new();
+            pointers(&value, String::new(), &mut all);
+            let at = &all[at.index(all.len())];
+            *value.pointer_mut(at).expect("a node of the value") = new;
+        }
+        let bytes = serde_json::to_vec(&value).unwrap();
+        replies::check(reply, &reply.convert(&bytes).expect("JSON is not decoded first"));
     }
 
     /// Any string as a page token of every list method.

@@ -1,5 +1,6 @@
 //! Writes a valid input for every RPC into the corpus of its service's fuzz
-//! target, one for every callback route into `callback_body`'s, and the
+//! target, one for every callback route into `callback_body`'s, one for
+//! every kind of processor answer into `processor_answer`'s, and the
 //! example page tokens into `page_token`'s, so that a run
 //! starts from messages that get past the first checks. The corpus stays
 //! out of git; run this once before the first `cargo fuzz run`.
@@ -7,6 +8,7 @@
 use std::fs;
 use std::path::Path;
 
+use dsr_orchestrator_fuzz::replies::REPLIES;
 use dsr_orchestrator_fuzz::rpc::{self, BODIES, Rpc};
 
 fn main() -> std::io::Result<()> {
@@ -32,6 +34,13 @@ fn main() -> std::io::Result<()> {
         let mut input = vec![selector];
         input.extend(body.example());
         fs::write(dir.join(format!("example-{body:?}")), input)?;
+    }
+    let dir = corpus.join("processor_answer");
+    fs::create_dir_all(&dir)?;
+    for (selector, reply) in (0u8..).zip(REPLIES) {
+        let mut input = vec![selector];
+        input.extend(reply.example());
+        fs::write(dir.join(format!("example-{reply:?}")), input)?;
     }
     let dir = corpus.join("page_token");
     fs::create_dir_all(&dir)?;

@@ -123,8 +123,9 @@ pub fn all() -> impl Iterator<Item = Rpc> {
 }
 
 /// How a fuzz target that covers a whole service (or every callback
-/// route) reads its input: the first byte picks the RPC (the route), the
-/// rest is its request message (its body).
+/// route, or every kind of processor answer) reads its input: the first
+/// byte picks the RPC (the route, the kind), the rest is its request
+/// message (its body, the answer).
 pub fn select<'a, T: Copy>(service: &[T], data: &'a [u8]) -> Option<(T, &'a [u8])> {
     let (&selector, message) = data.split_first()?;
     Some((service[usize::from(selector) % service.len()], message))

@@ -146,9 +146,7 @@ impl Adapter for FederationAdapter {
             .await
             .map_err(|s| classify(&s))?
             .into_inner();
-        wire::instruction_result(Some(result_of_record(&record)))
-            .map(Answer::Done)
-            .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.to_string()))
+        answer_of_record(&record)
     }
 
     async fn cancel(
@@ -173,6 +171,18 @@ impl Adapter for FederationAdapter {
             Err(s) => Err(classify(&s)),
         }
     }
+}
+
+/// The answer a closed downstream request's completion record gives: its
+/// [`result_of_record`], or `INVALID_RESULT` (for good) when that is not a
+/// valid result.
+pub fn answer_of_record(record: &pb::CompletionRecord) -> Result<Answer, DeliveryError> {
+    wire::instruction_result(Some(result_of_record(record)))
+        .map(Answer::Done)
+        .map_err(|v| {
+            let why = format!("the downstream completion record makes no valid result: {v}");
+            DeliveryError::fatal("INVALID_RESULT", why)
+        })
 }
 
 /// This instruction's result from the downstream completion record:

@@ -70,13 +70,14 @@ pub(super) fn classify(status: &tonic::Status) -> DeliveryError {
 }
 
 /// The answer a processor's `DeliverInstructionResponse` (over gRPC, or
-/// as a webhook's JSON) gives; an unusable one is fatal.
+/// as a webhook's JSON) gives; an unusable one is fatal, its message naming
+/// the response's fields at fault (`result`, `result.outcome`, ...).
 pub fn answer_of(response: DeliverInstructionResponse) -> Result<Answer, DeliveryError> {
     match response.disposition() {
         Disposition::Accepted => Ok(Answer::Accepted),
         Disposition::Done => wire::instruction_result(response.result)
             .map(Answer::Done)
-            .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.to_string())),
+            .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.under("result").to_string())),
         Disposition::Unspecified => Err(DeliveryError::fatal(
             "INVALID_RESULT",
             "disposition is unspecified",

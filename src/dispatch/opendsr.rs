@@ -88,11 +88,19 @@ impl OpenDsrAdapter {
         let request = client.get(Self::requests_url(endpoint, Some(id)));
         match self.send(endpoint, request).await? {
             None => Ok(None),
-            Some(body) => serde_json::from_slice(&body).map(Some).map_err(|e| {
-                DeliveryError::fatal("INVALID_RESULT", format!("not an OpenDSR status: {e}"))
-            }),
+            Some(body) => status_of(&body).map(Some),
         }
     }
+}
+
+/// A processor's status from the body of its answer. The failure says
+/// where the body went wrong, not what it held (see
+/// [`crate::wire::json::decode_error`]).
+pub fn status_of(body: &[u8]) -> Result<wire::Status, DeliveryError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let why = crate::wire::json::decode_error(&e);
+        DeliveryError::fatal("INVALID_RESULT", format!("not an OpenDSR status: {why}"))
+    })
 }
 
 /// What a status means for the instruction.

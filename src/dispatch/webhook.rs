@@ -230,6 +230,21 @@ impl WebhookAdapter {
     }
 }
 
+/// What the body of a processor's 2xx answer to a delivery means: empty
+/// (or blank), accepted; else a `DeliveryAnswer` in JSON. A body that is
+/// not one, or whose result is not valid, fails the delivery for good
+/// (`INVALID_RESULT`): the processor must be fixed, an operator looks.
+pub fn answer_of_body(body: &[u8]) -> Result<Answer, DeliveryError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Answer::Accepted);
+    }
+    let answer: json::DeliveryAnswer = serde_json::from_slice(body)
+        .map_err(|e| DeliveryError::fatal("INVALID_RESULT", json::decode_error(&e)))?;
+    let answer = json::answer_pb(answer)
+        .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.to_string()))?;
+    answer_of(answer)
+}
+
 #[tonic::async_trait]
 impl super::adapter::Adapter for WebhookAdapter {
     async fn deliver(
@@ -252,14 +267,7 @@ impl super::adapter::Adapter for WebhookAdapter {
         let body = self
             .post(&endpoint, &id, event_type, json::delivery(&message))
             .await?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Answer::Accepted);
-        }
-        let answer: json::DeliveryAnswer = serde_json::from_slice(&body)
-            .map_err(|e| DeliveryError::fatal("INVALID_RESULT", json::decode_error(&e)))?;
-        let answer = json::answer_pb(answer)
-            .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.to_string()))?;
-        answer_of(answer)
+        answer_of_body(&body)
     }
 
     async fn cancel(
