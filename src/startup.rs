@@ -26,9 +26,8 @@ use crate::dispatch::Dispatcher;
 use crate::dispatch::destination;
 use crate::dispatch::push::PushAdapters;
 use crate::dispatch::recorder::{Recorder, RecorderTask};
-use crate::domain::Actor;
-use crate::domain::Period;
-use crate::store::{Backend, Store};
+use crate::domain::{Actor, Period};
+use crate::store::{Backend, ErasureSchedule, Store};
 use crate::telemetry::Metrics;
 use crate::tls::server::ServerTls;
 
@@ -70,9 +69,9 @@ pub struct Application {
     compliance: Arc<CompliancePolicy>,
     /// How long closed requests are kept, and how often the purge looks.
     retention: (Period, Duration),
-    /// How often finished requests' personal data is erased and how long an
-    /// access report's data waits (`None`: [`Options::run_protection`] off).
-    protection: Option<(Duration, Duration)>,
+    /// When finished requests' personal data is erased (`None`: the data
+    /// protection task is off, [`Options::run_protection`]).
+    protection: Option<ErasureSchedule>,
 }
 
 impl Application {
@@ -80,7 +79,8 @@ impl Application {
     /// message if any of it goes wrong.
     pub async fn build(config: &Config, options: Options) -> anyhow::Result<Self> {
         let clock = options.clock.clone();
-        let metrics = Metrics::new(clock, &config.database_url, config.report_window)?;
+        let erasure = ErasureSchedule::new(config.erase_interval, config.report_window);
+        let metrics = Metrics::new(clock, &config.database_url, erasure)?;
         let built = Self::build_with(config, options, metrics.clone()).await;
         if built.is_err() {
             // Nothing was exported yet; shut the provider down quietly
@@ -95,6 +95,7 @@ impl Application {
         options: Options,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
+        let erasure = ErasureSchedule::new(config.erase_interval, config.report_window);
         let (keys, development_keys) = config.keyring()?;
         if let Some(path) = &development_keys {
             tracing::warn!(
@@ -250,9 +251,7 @@ impl Application {
             },
             compliance,
             retention: (config.record_retention, config.purge_interval),
-            protection: options
-                .run_protection
-                .then_some((config.erase_interval, config.report_window)),
+            protection: options.run_protection.then_some(erasure),
         })
     }
 
@@ -329,7 +328,7 @@ impl Application {
         // Reseals what is not under the active key, then erases finished
         // requests' personal data.
         tasks.start("data protection", |stop| {
-            protection.map(|(every, window)| store.protector(every, window, clock.clone(), stop))
+            protection.map(|schedule| store.protector(schedule, clock.clone(), stop))
         });
         // Purges closed requests past their retention period.
         tasks.start("retention purge", |stop| {

@@ -2,7 +2,7 @@
 //! target, one for every callback route into `callback_body`'s, one for
 //! every kind of processor answer into `processor_answer`'s, and the
 //! example page tokens into `page_token`'s, so that a run
-//! starts from messages that get past the first checks. The corpus stays
+//! starts from inputs that get past the first checks. The corpus stays
 //! out of git; run this once before the first `cargo fuzz run`.
 
 use std::fs;

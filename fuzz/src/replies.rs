@@ -105,7 +105,8 @@ pub fn check(reply: Reply, converted: &Converted) {
         Err(DeliveryError::Fatal { code, message }) => {
             assert_eq!(code, "INVALID_RESULT", "{reply:?}: {message}");
             assert!(!message.trim().is_empty(), "{reply:?}: no message");
-            let unnamed = message.starts_with(':') || message.contains("; :");
+            let unnamed = message.starts_with(':') || message.contains(": :");
+            let unnamed = unnamed || message.contains("; :");
             assert!(!unnamed, "{reply:?}: a complaint names no field: {message}");
         }
         Err(e) => panic!("{reply:?}: an unusable answer taken as retryable: {e}"),

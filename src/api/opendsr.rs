@@ -118,7 +118,9 @@ impl OpenDsrCallbacks {
         let status: Status = match serde_json::from_slice(body) {
             Ok(s) => s,
             Err(e) => {
-                let status = tonic::Status::invalid_argument(format!("not an OpenDSR status: {e}"));
+                let why = crate::wire::json::decode_error(&e);
+                let status =
+                    tonic::Status::invalid_argument(format!("not an OpenDSR status: {why}"));
                 return (error_response(&status), "rejected");
             }
         };

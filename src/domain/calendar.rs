@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{Datelike, Days, LocalResult, NaiveDate, TimeZone, Weekday};
+use chrono::{Datelike, LocalResult, NaiveDate, TimeZone, Weekday};
 use chrono_tz::Tz;
 
 use super::Timestamp;
@@ -49,19 +49,34 @@ impl Calendar {
 
     /// The last instant (microseconds) of `day` in the calendar's zone:
     /// just before the next day begins there. Where clocks skip midnight
-    /// (a change to daylight saving time at 00:00), the next day begins
-    /// at its first instant that exists.
+    /// (a change of offset at 00:00), the next day begins at its first
+    /// instant that exists, found by bisection between instants a day
+    /// apart around it, whatever the size of the jump.
     pub fn end_of(&self, day: NaiveDate) -> Timestamp {
-        let next = day.checked_add_days(Days::new(1)).unwrap_or(NaiveDate::MAX);
-        let begins = (0..=24)
-            .find_map(|hour| {
-                let local = next.and_hms_opt(0, 0, 0)? + chrono::Duration::hours(hour);
-                match self.zone.from_local_datetime(&local) {
-                    LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.to_utc()),
-                    LocalResult::None => None,
+        let Some(next) = day.succ_opt() else {
+            return chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        };
+        let midnight = next.and_hms_opt(0, 0, 0).expect("midnight exists");
+        let begins = match self.zone.from_local_datetime(&midnight) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.to_utc(),
+            LocalResult::None => {
+                // In microseconds. No offset is beyond ±26 hours: `before`
+                // is on `day` or earlier, `after` on a later day.
+                let hours = 26 * 3_600_000_000;
+                let naive = midnight.and_utc().timestamp_micros();
+                let (mut before, mut after) = (naive - hours, naive + hours);
+                let instant = |us| chrono::DateTime::from_timestamp_micros(us).expect("in range");
+                while after - before > 1 {
+                    let middle = before + (after - before) / 2;
+                    if self.day_of(instant(middle)) > day {
+                        after = middle;
+                    } else {
+                        before = middle;
+                    }
                 }
-            })
-            .unwrap_or_else(|| next.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+                instant(after)
+            }
+        };
         begins - chrono::Duration::microseconds(1)
     }
 }

@@ -111,14 +111,33 @@ fn a_day_ends_just_before_the_next_begins_wherever_clocks_jump() {
             day = day.succ_opt().unwrap();
         }
     }
-    // The day Santiago's clocks skip midnight: it begins at 01:00, -03.
+    // The day before Santiago's clocks skip midnight ends at 24:00, -04
+    // (01:00, -03); the day before Kathmandu's went from +05:30 to +05:45
+    // at 00:00 on 1 January 1986, it ended at 24:00, +05:30 (00:15,
+    // +05:45).
     let santiago = Calendar {
         zone: chrono_tz::America::Santiago,
         ..Calendar::default()
     };
     assert_eq!(
         santiago.end_of(day("2026-09-05")),
-        at("2026-09-06T00:59:59.999999-03:00")
+        at("2026-09-05T23:59:59.999999-04:00")
+    );
+    let kathmandu = Calendar {
+        zone: chrono_tz::Asia::Kathmandu,
+        ..Calendar::default()
+    };
+    assert_eq!(
+        kathmandu.end_of(day("1985-12-31")),
+        at("1985-12-31T23:59:59.999999+05:30")
+    );
+    assert_eq!(
+        kathmandu.day_of(at("1985-12-31T18:30:00Z")),
+        day("1986-01-01")
+    );
+    assert_eq!(
+        Calendar::default().end_of(NaiveDate::MAX),
+        chrono::DateTime::<chrono::Utc>::MAX_UTC
     );
 }
 

@@ -61,16 +61,48 @@ fn entry(store: &Store, identity: &SubjectIdentity) -> String {
     ])
 }
 
-/// When the report window of requests closed at its start ends at `now`,
-/// in the store's microseconds.
-pub(super) fn report_window_start(now: Timestamp, report_window: Duration) -> i64 {
-    micros(now - chrono::Duration::from_std(report_window).unwrap_or_default())
+/// When finished requests' personal data goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErasureSchedule {
+    /// How often each replica erases (`--erase-interval`).
+    pub every: Duration,
+    /// How long a completed access or portability request keeps its data
+    /// for the report (`--report-window`); the others are due once
+    /// finished.
+    pub report_window: Duration,
+}
+
+impl ErasureSchedule {
+    /// Erasure every `every`; access and portability data kept for
+    /// `report_window`.
+    pub fn new(every: Duration, report_window: Duration) -> Self {
+        Self {
+            every,
+            report_window,
+        }
+    }
+
+    /// How long past its due time a request's erasure may take before it
+    /// counts as overdue: two passes.
+    pub fn grace(self) -> Duration {
+        self.every.saturating_mul(2)
+    }
+}
+
+/// The instant `span` before `at` (the earliest instant there is, for a
+/// span longer than the calendar).
+pub(super) fn before(at: Timestamp, span: Duration) -> Timestamp {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|d| at.checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
 /// Appends the condition of a request whose personal data is due for
 /// erasure (`requests_to_erase` holds them and a few more): finished, not
 /// yet erased, and, for a completed access or portability request, closed
-/// before `window_start`. `alias` prefixes the `requests` columns.
+/// before `window_start`, when its report window began. `alias` prefixes
+/// the `requests` columns.
 pub(super) fn due_for_erasure(sql: &mut Sql, alias: &str, window_start: i64) {
     let r = alias;
     sql.push(&format!(
@@ -85,12 +117,11 @@ pub(super) fn due_for_erasure(sql: &mut Sql, alias: &str, window_start: i64) {
 impl Store {
     /// The data protection task, to run on a task of its own: one
     /// resealing pass at start (values written before sealing existed, or
-    /// under an older key), then, every `interval` until `stop`, the
+    /// under an older key), then, every `schedule.every` until `stop`, the
     /// erasure of finished requests' personal data.
     pub fn protector(
         &self,
-        interval: Duration,
-        report_window: Duration,
+        schedule: ErasureSchedule,
         clock: std::sync::Arc<dyn crate::clock::Clock>,
         stop: tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
@@ -107,14 +138,17 @@ impl Store {
                 ),
                 Err(e) => tracing::warn!(error = %e, "resealing failed; ResealData repeats it"),
             }
-            let mut ticks = tokio::time::interval(interval);
+            let mut ticks = tokio::time::interval(schedule.every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
-                match store.erase_finished(clock.now(), report_window).await {
+                match store
+                    .erase_finished(clock.now(), schedule.report_window)
+                    .await
+                {
                     Ok(e) if e == Erased::default() => {}
                     Ok(e) if !e.unreadable.is_empty() => tracing::warn!(
                         requests = e.requests,
@@ -144,7 +178,7 @@ impl Store {
         now: Timestamp,
         report_window: Duration,
     ) -> Result<Erased, StoreError> {
-        let window_start = report_window_start(now, report_window);
+        let window_start = micros(before(now, report_window));
         let mut done = Erased::default();
         let mut after: Option<(i64, String)> = None;
         loop {

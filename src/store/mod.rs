@@ -73,7 +73,7 @@ pub use claims::{ClaimKind, ClaimOrder, Claimed};
 pub use connect::{Backend, StoreOptions, redact_url, sqlite_file};
 pub use deliveries::{DeliveryReport, DeliveryResult};
 pub use due::Budget;
-pub use erase::Erased;
+pub use erase::{Erased, ErasureSchedule};
 pub use error::StoreError;
 pub use events::{EventKind, RequestEvent};
 pub use instructions::{
@@ -266,8 +266,8 @@ pub trait StoreObserver: Send + Sync + 'static {
     /// `suppressed` identities joined the suppression list, in one
     /// committed transaction.
     fn personal_data_erased(&self, _requests: usize, _suppressed: usize) {}
-    /// A resealing pass sealed `values` again under the active key and
-    /// keyed `fingerprints` (what it committed, also when it then failed).
+    /// One committed resealing transaction wrote `values` under the active
+    /// key and keyed `fingerprints`.
     fn resealed(&self, _values: u64, _fingerprints: u64) {}
 }
 

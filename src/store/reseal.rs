@@ -74,33 +74,36 @@ impl Column {
 }
 
 impl Store {
-    /// One resealing pass, `batch` rows per transaction. What it
-    /// committed is told to the observer, also when a later step fails.
+    /// One resealing pass, `batch` rows per transaction. Each
+    /// transaction's work is told to the observer once it is committed, so
+    /// a pass cut short (an error, a caller gone) is counted as far as it
+    /// went.
     pub async fn reseal(&self, batch: u32) -> Result<Resealed, StoreError> {
         let mut done = Resealed::default();
-        let pass = self.reseal_into(batch, &mut done).await;
-        if let Some(observer) = self.observer.get()
-            && (done.values > 0 || done.fingerprints > 0)
-        {
-            observer.resealed(done.values, done.fingerprints);
-        }
-        pass.map(|()| done)
-    }
-
-    /// The steps of [`Store::reseal`], each adding what it committed to
-    /// `done`.
-    async fn reseal_into(&self, batch: u32, done: &mut Resealed) -> Result<(), StoreError> {
         for column in [
             Column::Subject,
             Column::Payload,
             Column::Records,
             Column::WebhookSecret,
         ] {
-            self.reseal_column(column, batch, done).await?;
+            self.reseal_column(column, batch, &mut done).await?;
         }
-        self.reseal_chunks(batch, done).await?;
-        self.move_records_out(batch, done).await?;
-        self.key_fingerprints(batch, done).await
+        self.reseal_chunks(batch, &mut done).await?;
+        self.move_records_out(batch, &mut done).await?;
+        self.key_fingerprints(batch, &mut done).await?;
+        Ok(done)
+    }
+
+    /// Adds what one committed transaction did to `done`, and tells the
+    /// observer.
+    fn committed(&self, done: &mut Resealed, values: u64, fingerprints: u64) {
+        done.values += values;
+        done.fingerprints += fingerprints;
+        if let Some(observer) = self.observer.get()
+            && values + fingerprints > 0
+        {
+            observer.resealed(values, fingerprints);
+        }
     }
 
     /// Reseals the chunks of data records uploaded for access requests
@@ -173,7 +176,7 @@ impl Store {
                     .rows_affected();
             }
             tx.commit().await?;
-            done.values += resealed;
+            self.committed(done, resealed, 0);
         }
     }
 
@@ -236,9 +239,10 @@ impl Store {
                     Err(e) => return Err(e),
                 }
             }
-            done.values += self
+            let resealed = self
                 .replace_values(column.table(), column.column(), &updates)
                 .await?;
+            self.committed(done, resealed, 0);
         }
     }
 
@@ -286,7 +290,7 @@ impl Store {
                     .rows_affected();
             }
             tx.commit().await?;
-            done.values += moved;
+            self.committed(done, moved, 0);
         }
     }
 
@@ -317,9 +321,10 @@ impl Store {
                     Ok((row.try_get("id")?, old, new))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
-            done.fingerprints += self
+            let keyed = self
                 .replace_values("requests", "fingerprint", &updates)
                 .await?;
+            self.committed(done, 0, keyed);
         }
     }
 

@@ -28,9 +28,10 @@ pub struct Stats {
     /// Processors whose circuit breaker is open, and whether it is half
     /// open (its cool-down over).
     pub breakers: Vec<(ProcessorId, bool)>,
-    /// Finished requests whose personal data is due for erasure (see
-    /// [`Store::erase_finished`]) and still held.
-    pub awaiting_erasure: u64,
+    /// Finished requests whose personal data was due for erasure (see
+    /// [`Store::erase_finished`]) longer than the schedule's grace ago, and
+    /// is still held.
+    pub erasure_overdue: u64,
 }
 
 /// The buckets of time left to a response deadline: past it, under a
@@ -44,12 +45,12 @@ pub const TIME_LEFT: [&str; 5] = [
 ];
 
 impl Store {
-    /// Counts the open work as of `now`; completed access and portability
-    /// requests are due for erasure `report_window` after they closed.
+    /// Counts the open work as of `now`, and the erasures overdue under
+    /// `erasure`.
     pub async fn stats(
         &self,
         now: Timestamp,
-        report_window: std::time::Duration,
+        erasure: super::ErasureSchedule,
     ) -> Result<Stats, StoreError> {
         let mut stats = Stats::default();
         let rows = sqlx::query(
@@ -132,12 +133,16 @@ impl Store {
             stats.by_time_left.push((label, n as u64));
         }
         stats.receipt_overdue = row.try_get::<i64, _>("receipt")? as u64;
-        // The eraser's own selection, counted.
+        // What the eraser would have taken a grace ago (two of its passes),
+        // still there: at `then`, finished and due.
+        let then = super::erase::before(now, erasure.grace());
+        let window_start = super::erase::before(then, erasure.report_window);
         let mut sql = Sql::new(self.backend, "select count(*) as n from requests where ");
-        let window_start = super::erase::report_window_start(now, report_window);
-        super::erase::due_for_erasure(&mut sql, "", window_start);
+        super::erase::due_for_erasure(&mut sql, "", super::codec::micros(window_start));
+        sql.push(" and closed_at < ")
+            .bind(super::codec::micros(then));
         let row = sql.query().fetch_one(&self.pool).await?;
-        stats.awaiting_erasure = row.try_get::<i64, _>("n")? as u64;
+        stats.erasure_overdue = row.try_get::<i64, _>("n")? as u64;
         for (id, breaker) in self.breakers().await? {
             stats.breakers.push((id, breaker.half_open(now)));
         }

@@ -127,7 +127,7 @@ families! {
     SUPPRESSION_ADDED = "dsr_suppression_entries_added", Shape::Counter,
         "Identities of carried-out deletions this replica added to the suppression list (as keyed hashes).";
     RESEALED = "dsr_resealed", Shape::Counter,
-        "Personal data at rest this replica sealed again under the active key (what: values), and idempotency fingerprints it keyed (what: fingerprints).";
-    AWAITING_ERASURE = "dsr_requests_awaiting_erasure", Shape::Gauge,
-        "Finished requests whose personal data is due for erasure and still held; above zero for longer than --erase-interval, the eraser is failing or cannot open them.";
+        "Sealed values at rest this replica wrote under the active key, resealed or sealed for the first time (what: values), and idempotency fingerprints it keyed (what: fingerprints).";
+    ERASURE_OVERDUE = "dsr_requests_erasure_overdue", Shape::Gauge,
+        "Finished requests whose personal data was due for erasure more than two --erase-interval ago and is still held: the eraser is failing, or cannot open their subjects.";
 }

@@ -2,7 +2,7 @@
 //! metrics refresh from the database before each scrape (and on a timer for
 //! OTLP push): open requests and their age, open instructions, the due
 //! queue, requests by time left, receipts overdue, open circuit breakers,
-//! finished requests awaiting erasure.
+//! finished requests whose erasure is overdue.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::store::Stats;
 
 use super::families::{
-    AWAITING_ERASURE, BREAKERS_OPEN, BY_TIME_LEFT, INSTRUCTIONS_OPEN, OLDEST_OPEN_AGE, QUEUE_DEPTH,
+    BREAKERS_OPEN, BY_TIME_LEFT, ERASURE_OVERDUE, INSTRUCTIONS_OPEN, OLDEST_OPEN_AGE, QUEUE_DEPTH,
     RECEIPT_OVERDUE, REQUESTS_OPEN,
 };
 
@@ -96,10 +96,10 @@ pub(super) fn register(meter: &Meter, snapshot: Arc<Mutex<Stats>>, clock: Arc<dy
         .build();
     let s = snapshot.clone();
     meter
-        .u64_observable_gauge(AWAITING_ERASURE.name)
-        .with_description(AWAITING_ERASURE.help)
+        .u64_observable_gauge(ERASURE_OVERDUE.name)
+        .with_description(ERASURE_OVERDUE.help)
         .with_callback(move |o| {
-            o.observe(s.lock().expect("snapshot").awaiting_erasure, &[]);
+            o.observe(s.lock().expect("snapshot").erasure_overdue, &[]);
         })
         .build();
     meter

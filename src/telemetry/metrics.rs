@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::domain::{AttemptResult, InstructionState, InstructionView};
-use crate::store::{ClaimKind, ClosedRequest, Stats, Store, StoreObserver};
+use crate::store::{ClaimKind, ClosedRequest, ErasureSchedule, Stats, Store, StoreObserver};
 
 use super::families::*;
 
@@ -59,19 +59,19 @@ pub struct Metrics {
     requests_erased: Counter<u64>,
     suppression_added: Counter<u64>,
     resealed: Counter<u64>,
-    /// How long a completed access or portability request keeps its data
-    /// (`--report-window`), for the gauge of requests awaiting erasure.
-    report_window: Duration,
+    /// When finished requests' personal data goes, for the gauge of
+    /// erasures overdue.
+    erasure: ErasureSchedule,
 }
 
 impl Metrics {
     /// Creates the instruments. `clock` dates the age gauges;
     /// `database_url` names the backend in `dsr_build_info`;
-    /// `report_window` is the server's `--report-window`.
+    /// `erasure` is the server's erasure schedule.
     pub fn new(
         clock: Arc<dyn Clock>,
         database_url: &str,
-        report_window: Duration,
+        erasure: ErasureSchedule,
     ) -> anyhow::Result<Arc<Self>> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
@@ -142,7 +142,7 @@ impl Metrics {
             requests_erased: counter(&REQUESTS_ERASED),
             suppression_added: counter(&SUPPRESSION_ADDED),
             resealed: counter(&RESEALED),
-            report_window,
+            erasure,
             registry,
             provider,
             snapshot,
@@ -257,7 +257,7 @@ impl Metrics {
     /// Reads the open work from the database, then renders every metric in
     /// the Prometheus text format.
     pub async fn render(&self, store: &Store, clock: &dyn Clock) -> anyhow::Result<String> {
-        let stats = store.stats(clock.now(), self.report_window).await?;
+        let stats = store.stats(clock.now(), self.erasure).await?;
         *self.snapshot.lock().expect("metrics snapshot lock") = stats;
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
@@ -297,7 +297,7 @@ impl Metrics {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match store.stats(clock.now(), this.report_window).await {
+                match store.stats(clock.now(), this.erasure).await {
                     Ok(stats) => *this.snapshot.lock().expect("metrics snapshot lock") = stats,
                     Err(e) => tracing::warn!(error = %e, "could not refresh the open-work gauges"),
                 }

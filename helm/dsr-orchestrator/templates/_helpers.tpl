@@ -277,7 +277,7 @@ names the values to change.
 {{- range $jurisdiction, $regime := default (dict) $policy.jurisdictions }}
   {{- with (default (dict) $regime).calendar }}
     {{- if not (or (hasKey $calendars .) (hasKey $holidays .)) }}
-      {{- fail (printf "dsr-orchestrator: compliance.policy.jurisdictions.%s.calendar: no calendar %q is defined. Add it under compliance.holidays (its holiday dates; the weekend stays Saturday and Sunday) or compliance.policy.calendars (weekend, holidays_file)." $jurisdiction .) }}
+      {{- fail (printf "dsr-orchestrator: compliance.policy.jurisdictions.%s.calendar: no calendar %q is defined. Add it under compliance.holidays (its holiday dates; the weekend stays Saturday and Sunday) or compliance.policy.calendars (time_zone, weekend, holidays_file)." $jurisdiction .) }}
     {{- end }}
     {{- $used = append $used . }}
   {{- end }}

@@ -1,6 +1,7 @@
 //! Statutory deadlines: set at intake from when the person made the
-//! request, business days skipping weekends and holidays, receipt
-//! confirmation, the one extension, and the lists by deadline.
+//! request, business days skipping weekends and holidays, days counted in
+//! the calendar's time zone, receipt confirmation, the one extension, and
+//! the lists by deadline.
 
 use std::time::Duration;
 

@@ -275,11 +275,18 @@ impl TestApp {
 
     /// This replica's `dsr_dispatch_passes_total`.
     pub async fn passes(&self) -> u64 {
-        let (_, text) = self.admin_get("/metrics").await;
+        self.sample("dsr_dispatch_passes_total").await as u64
+    }
+
+    /// The value of `series` (a name with its labels, as the text format
+    /// writes them) on this replica's `/metrics`.
+    pub async fn sample(&self, series: &str) -> f64 {
+        let (status, text) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200);
         text.lines()
-            .find_map(|l| l.strip_prefix("dsr_dispatch_passes_total "))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no dsr_dispatch_passes_total:\n{text}"))
+            .unwrap_or_else(|| panic!("no {series}:\n{text}"))
     }
 
     /// As many submissions counted in progress as make deliveries yield

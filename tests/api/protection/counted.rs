@@ -1,8 +1,8 @@
 //! Erasure and resealing on `/metrics`: the requests erased and the
-//! suppression entries they left, the finished requests whose personal
-//! data is due and still held, and the values resealed. The data protection
-//! task is off here and the test erases and reseals by hand, at the moments
-//! it chooses (the task's own passes are `erasure`'s subject).
+//! suppression entries they left, the finished requests whose erasure is
+//! overdue, and the values resealed. The data protection task is off here
+//! and the test erases and reseals by hand, at the moments it chooses (the
+//! task's own passes are `erasure`'s subject).
 
 use std::time::Duration;
 
@@ -15,21 +15,17 @@ use crate::backends;
 
 backends!(erasure_and_resealing_are_counted);
 
-/// The value of `series` (a name with its labels, as the text format
-/// writes them) on `app`'s `/metrics`.
-async fn sample(app: &TestApp, series: &str) -> f64 {
-    let (status, text) = app.admin_get("/metrics").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {series}:\n{text}"))
-}
+/// `--erase-interval` in the tests: an erasure is overdue two intervals
+/// after it fell due.
+const ERASE_INTERVAL: Duration = Duration::from_secs(3600);
+/// `--report-window`, the default.
+const REPORT_WINDOW: Duration = Duration::from_secs(7 * 86400);
 
-/// A finished deletion is due for erasure at once and a completed access
-/// request after the report window; the gauge shows them until a pass
-/// erases them, and the counters count what the pass did. After a key
-/// rotation, a resealing pass counts the values it sealed again.
+/// A finished deletion falls due for erasure at once, a completed access
+/// request after the report window; each is overdue two erase intervals
+/// later, and counted so until a pass erases it; the counters count what
+/// the pass did. After a key rotation, a resealing pass counts the values
+/// it sealed again.
 async fn erasure_and_resealing_are_counted(db: TestDb) {
     let clock = ManualClock::new();
     let (k1, k2) = (new_key(), new_key());
@@ -39,18 +35,25 @@ async fn erasure_and_resealing_are_counted(db: TestDb) {
             run_protection: false,
             ..manual_options(&clock)
         };
-        async move { TestApp::spawn_with(db, options, move |c| c.keys = Some(keys)).await }
+        async move {
+            TestApp::spawn_with(db, options, move |c| {
+                c.keys = Some(keys);
+                c.erase_interval = ERASE_INTERVAL;
+                c.report_window = REPORT_WINDOW;
+            })
+            .await
+        }
     };
     let app = spawn(keys_file(("k1", &k1), &[])).await;
     let token = register(&app, pull_processor("archive", 60_000)).await;
-    let deletion = submit(&app, deletion("nina.counted@example.org")).await;
-    let mut access = crate::harness::deletion("otto.counted@example.org");
+    let deleted = submit(&app, deletion("nina.counted@example.org")).await;
+    let mut access = deletion("otto.counted@example.org");
     access.kind = pb::RequestKind::Access as i32;
     access.access_scope = pb::AccessScope::SpecificPieces as i32;
     let access = submit(&app, access).await;
-    let open = submit(&app, crate::harness::deletion("paula.open@example.org")).await;
-    let awaiting = "dsr_requests_awaiting_erasure";
-    assert_eq!(sample(&app, awaiting).await, 0.0, "nothing finished yet");
+    let open = submit(&app, deletion("paula.open@example.org")).await;
+    let overdue = "dsr_requests_erasure_overdue";
+    assert_eq!(app.sample(overdue).await, 0.0, "nothing finished yet");
 
     for instruction in pull(&app, &token, 10).await {
         if instruction.request_id == open.request_id {
@@ -72,32 +75,37 @@ async fn erasure_and_resealing_are_counted(db: TestDb) {
             .await
             .unwrap();
     }
-    assert_eq!(record(&app, &deletion.request_id).await.lines.len(), 1);
+    assert_eq!(record(&app, &deleted.request_id).await.lines.len(), 1);
     assert_eq!(record(&app, &access.request_id).await.lines.len(), 1);
-    // The deletion is due; the access request keeps its data for the
-    // report (7 days by default), then it is due too.
-    assert_eq!(sample(&app, awaiting).await, 1.0);
-    clock.advance(Duration::from_secs(7 * 86400 + 60));
-    assert_eq!(sample(&app, awaiting).await, 2.0);
-    assert_eq!(sample(&app, "dsr_requests_erased_total").await, 0.0);
+    // The deletion is due at once, overdue two erase intervals later.
+    assert_eq!(app.sample(overdue).await, 0.0);
+    let minute = Duration::from_secs(60);
+    clock.advance(2 * ERASE_INTERVAL - minute);
+    assert_eq!(app.sample(overdue).await, 0.0);
+    clock.advance(2 * minute);
+    assert_eq!(app.sample(overdue).await, 1.0);
+    // The access request keeps its data for the report, then likewise.
+    clock.advance(REPORT_WINDOW - 2 * minute);
+    assert_eq!(app.sample(overdue).await, 1.0);
+    clock.advance(2 * minute);
+    assert_eq!(app.sample(overdue).await, 2.0);
+    assert_eq!(app.sample("dsr_requests_erased_total").await, 0.0);
 
     let erased = app
         .store
-        .erase_finished(clock.now(), Duration::from_secs(7 * 86400))
+        .erase_finished(clock.now(), REPORT_WINDOW)
         .await
         .unwrap();
     assert_eq!(erased.requests, 2, "{erased:?}");
-    let listed = db
-        .texts("select cast(count(*) as text) from suppressions")
-        .await;
-    let listed: f64 = listed[0][0].as_deref().unwrap().parse().unwrap();
-    assert!(listed >= 2.0, "the deletion's identities: {listed}");
-    assert_eq!(sample(&app, awaiting).await, 0.0);
-    assert_eq!(sample(&app, "dsr_requests_erased_total").await, 2.0);
-    assert_eq!(
-        sample(&app, "dsr_suppression_entries_added_total").await,
-        listed
-    );
+    // The deletion's two identities, and nothing of the access request.
+    let listed = db.texts("select request_id from suppressions").await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for row in &listed {
+        assert_eq!(row[0].as_deref(), Some(deleted.request_id.as_str()));
+    }
+    assert_eq!(app.sample(overdue).await, 0.0);
+    assert_eq!(app.sample("dsr_requests_erased_total").await, 2.0);
+    assert_eq!(app.sample("dsr_suppression_entries_added_total").await, 2.0);
     app.stop().await;
 
     // The open request's subject and payload are all that is still
@@ -120,9 +128,9 @@ async fn erasure_and_resealing_are_counted(db: TestDb) {
     let resealed = app.store.reseal(500).await.unwrap();
     assert_eq!(resealed.values as f64, under_k1, "{resealed:?}");
     assert_eq!(sealed("k1").await, 0.0);
-    assert_eq!(sample(&app, values).await, under_k1);
+    assert_eq!(app.sample(values).await, under_k1);
     // A pass with nothing left to do counts nothing.
     assert_eq!(app.store.reseal(500).await.unwrap().values, 0);
-    assert_eq!(sample(&app, values).await, under_k1);
+    assert_eq!(app.sample(values).await, under_k1);
     app.stop().await;
 }
