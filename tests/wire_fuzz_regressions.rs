@@ -566,6 +566,35 @@ fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
     out.push(at);
 }
 
+/// `example` with the bytes of `overwrites` written over it (at indexes
+/// taken modulo its length) and `tail` appended: these decode far more
+/// often than random bytes.
+fn damaged(
+    mut example: Vec<u8>,
+    overwrites: Vec<(prop::sample::Index, u8)>,
+    tail: Vec<u8>,
+) -> Vec<u8> {
+    for (at, byte) in overwrites {
+        let at = at.index(example.len());
+        example[at] = byte;
+    }
+    example.extend(tail);
+    example
+}
+
+/// The JSON `example` with the node at each index of `edits` (in the
+/// order of [`pointers`]) replaced by its value.
+fn edited(example: &[u8], edits: Vec<(prop::sample::Index, Value)>) -> Vec<u8> {
+    let mut value: Value = serde_json::from_slice(example).unwrap();
+    for (at, new) in edits {
+        let mut all = Vec::new();
+        pointers(&value, String::new(), &mut all);
+        let at = &all[at.index(all.len())];
+        *value.pointer_mut(at).expect("a node of the value") = new;
+    }
+    serde_json::to_vec(&value).unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -590,12 +619,7 @@ proptest! {
         overwrites in vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
         tail in vec(any::<u8>(), 0..24),
     ) {
-        let mut bytes = rpc.example();
-        for (at, byte) in overwrites {
-            let at = at.index(bytes.len());
-            bytes[at] = byte;
-        }
-        bytes.extend(tail);
+        let bytes = damaged(rpc.example(), overwrites, tail);
         if let Some(outcome) = rpc.convert(&bytes) {
             rpc::check(rpc, &outcome);
         }
@@ -621,14 +645,7 @@ proptest! {
         body in select(rpc::BODIES.to_vec()),
         edits in vec((any::<prop::sample::Index>(), prop_oneof![3 => any_string(), 1 => any_json()]), 1..4),
     ) {
-        let mut value: Value = serde_json::from_slice(&body.example()).unwrap();
-        for (at, new) in edits {
-            let mut all = Vec::new();
-            pointers(&value, String::new(), &mut all);
-            let at = &all[at.index(all.len())];
-            *value.pointer_mut(at).expect("a node of the value") = new;
-        }
-        let bytes = serde_json::to_vec(&value).unwrap();
+        let bytes = edited(&body.example(), edits);
         if let Some(outcome) = body.convert(&bytes) {
             rpc::check(body, &outcome);
         }
@@ -648,12 +665,7 @@ proptest! {
                 replies::check(reply, &converted);
             }
         }
-        let mut bytes = reply.example();
-        for (at, byte) in overwrites {
-            let at = at.index(bytes.len());
-            bytes[at] = byte;
-        }
-        bytes.extend(tail);
+        let bytes = damaged(reply.example(), overwrites, tail);
         if let Some(converted) = reply.convert(&bytes) {
             replies::check(reply, &converted);
         }
@@ -671,14 +683,7 @@ proptest! {
         for reply in [Reply::Webhook, Reply::OpenDsr] {
             replies::check(reply, &reply.convert(&bytes).expect("JSON is not decoded first"));
         }
-        let mut value: Value = serde_json::from_slice(&reply.example()).unwrap();
-        for (at, new) in edits {
-            let mut all = Vec::new();
-            pointers(&value, String::new(), &mut all);
-            let at = &all[at.index(all.len())];
-            *value.pointer_mut(at).expect("a node of the value") = new;
-        }
-        let bytes = serde_json::to_vec(&value).unwrap();
+        let bytes = edited(&reply.example(), edits);
         replies::check(reply, &reply.convert(&bytes).expect("JSON is not decoded first"));
     }
 

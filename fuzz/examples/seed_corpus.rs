@@ -28,25 +28,27 @@ fn main() -> std::io::Result<()> {
             fs::write(dir.join(format!("example-{rpc:?}")), input)?;
         }
     }
-    let dir = corpus.join("callback_body");
-    fs::create_dir_all(&dir)?;
-    for (selector, body) in (0u8..).zip(BODIES) {
-        let mut input = vec![selector];
-        input.extend(body.example());
-        fs::write(dir.join(format!("example-{body:?}")), input)?;
-    }
-    let dir = corpus.join("processor_answer");
-    fs::create_dir_all(&dir)?;
-    for (selector, reply) in (0u8..).zip(REPLIES) {
-        let mut input = vec![selector];
-        input.extend(reply.example());
-        fs::write(dir.join(format!("example-{reply:?}")), input)?;
-    }
+    let bodies = BODIES.map(|b| (format!("{b:?}"), b.example()));
+    selected(&corpus.join("callback_body"), &bodies)?;
+    let replies = REPLIES.map(|r| (format!("{r:?}"), r.example()));
+    selected(&corpus.join("processor_answer"), &replies)?;
     let dir = corpus.join("page_token");
     fs::create_dir_all(&dir)?;
     for (i, token) in rpc::example_page_tokens().iter().enumerate() {
         fs::write(dir.join(format!("example-{i}")), token)?;
     }
     println!("seeded {}", corpus.display());
+    Ok(())
+}
+
+/// Writes each of `examples` (a name and its bytes) into `dir` behind the
+/// selector byte that picks it: its place in the list.
+fn selected(dir: &Path, examples: &[(String, Vec<u8>)]) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    for (selector, (name, example)) in (0u8..).zip(examples) {
+        let mut input = vec![selector];
+        input.extend(example);
+        fs::write(dir.join(format!("example-{name}")), input)?;
+    }
     Ok(())
 }
