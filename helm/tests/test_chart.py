@@ -28,7 +28,7 @@ from conftest import (
 
 # Kinds whose schema kubernetes-validate does not ship (CRDs): their fields
 # are asserted by hand below.
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 SELECTOR = {"app.kubernetes.io/name": "dsr-orchestrator", "app.kubernetes.io/instance": "dsr"}
 
@@ -576,6 +576,32 @@ def test_autoscaling_networkpolicy_servicemonitor(rendered):
     assert json.loads(dash["data"]["dsr-orchestrator.json"]) == shipped
 
 
+def test_the_prometheus_rule_carries_the_shipped_alerts(render):
+    r = render(required({"prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}}))
+    rule = r.one("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"] == FULLNAME
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    shipped = yaml.safe_load((CHART / "alerts" / "dsr-orchestrator.yaml").read_text())
+    assert rule["spec"] == shipped
+    alerts = [a for g in shipped["groups"] for a in g["rules"]]
+    assert len(alerts) == 7
+    for a in alerts:
+        assert set(a) == {"alert", "expr", "for", "labels", "annotations"}, a["alert"]
+        assert a["labels"]["severity"] in {"critical", "warning"}, a["alert"]
+        assert a["annotations"]["summary"] and a["annotations"]["description"], a["alert"]
+    # Helm does not template the file: Prometheus fills {{ $value }} in.
+    assert "{{ $value }}" in alerts[0]["annotations"]["description"]
+    # Each alert of the operations guide's alert tables is among them.
+    guide = (REPO / "docs" / "operations.md").read_text()
+    exprs = {a["expr"] for a in alerts}
+    for expr in ("dsr_requests_receipt_overdue", "dsr_requests_erasure_overdue", 'state="ESCALATED"'):
+        assert expr in guide and any(expr in e for e in exprs), expr
+    other = render(required({"prometheusRule": {"enabled": True, "namespace": "monitoring"}}))
+    assert other.one("PrometheusRule")["metadata"]["namespace"] == "monitoring"
+
+
 def test_networkpolicy_with_no_peers_admits_no_one(render):
     r = render(required({"networkPolicy": {"enabled": True, "egress": {"dns": {"enabled": False}}}}))
     np = r.one("NetworkPolicy")
@@ -596,7 +622,7 @@ def test_pdb_min_available_replaces_max_unavailable(render):
 
 def test_optional_objects_are_off_by_default(rendered):
     kinds = rendered["default"].kinds()
-    for kind in ("ServiceMonitor", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget"):
+    for kind in ("ServiceMonitor", "PrometheusRule", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget"):
         assert kind not in kinds
     names = {d["metadata"]["name"] for d in rendered["default"].all("ConfigMap")}
     assert names == {f"{FULLNAME}-config", f"{FULLNAME}-processors"}

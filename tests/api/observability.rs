@@ -1,6 +1,6 @@
 //! The admin listener: metrics after real traffic (with the right labels and
 //! no personal data), readiness following the database, and the dashboard
-//! querying only metrics that exist.
+//! and the chart's alerts querying only metrics that exist.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -322,15 +322,21 @@ async fn metrics_follow_a_fan_out_with_failures(db: TestDb) {
     );
     assert!(!m.contains_key(r#"dsr_requests_open{status="IN_PROGRESS"}"#));
 
-    // The dashboard queries only metrics that exist (once traffic made
-    // every family appear).
+    // The dashboard and the chart's alerts query only metrics that exist
+    // (once traffic made every family appear).
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string("helm/dsr-orchestrator/dashboards/dsr-orchestrator.json").unwrap(),
     )
     .expect("the dashboard is well-formed JSON");
+    let alerts: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string("helm/dsr-orchestrator/alerts/dsr-orchestrator.yaml").unwrap(),
+    )
+    .expect("the alerts are well-formed YAML");
     let mut exprs = Vec::new();
     collect_exprs(&dashboard, &mut exprs);
-    assert!(!exprs.is_empty());
+    let panels = exprs.len();
+    collect_exprs(&alerts, &mut exprs);
+    assert!(panels > 0 && exprs.len() - panels == 7, "{exprs:?}");
     let names: BTreeSet<&str> = first
         .keys()
         .chain(m.keys())
@@ -352,7 +358,7 @@ async fn metrics_follow_a_fan_out_with_failures(db: TestDb) {
         .collect();
     assert!(
         missing.is_empty(),
-        "the dashboard queries metrics that do not exist: {missing:?}"
+        "the dashboard or the alerts query metrics that do not exist: {missing:?}"
     );
 
     app.stop().await;
