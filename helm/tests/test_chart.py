@@ -10,6 +10,7 @@ import re
 
 import helm_python as helm
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 
@@ -600,6 +601,31 @@ def test_the_prometheus_rule_carries_the_shipped_alerts(render):
         assert expr in guide and any(expr in e for e in exprs), expr
     other = render(required({"prometheusRule": {"enabled": True, "namespace": "monitoring"}}))
     assert other.one("PrometheusRule")["metadata"]["namespace"] == "monitoring"
+
+
+def dashboard_queries(v):
+    """Every `expr` of the dashboard's JSON, Grafana's variables filled in."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if k == "expr" and isinstance(x, str):
+                yield x.replace("$__rate_interval", "5m").replace("$processor", ".*")
+            else:
+                yield from dashboard_queries(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from dashboard_queries(x)
+
+
+def test_alerts_and_dashboard_queries_are_promql():
+    alerts = yaml.safe_load((CHART / "alerts" / "dsr-orchestrator.yaml").read_text())
+    queries = [a["expr"] for g in alerts["groups"] for a in g["rules"]]
+    dashboard = json.loads((CHART / "dashboards" / "dsr-orchestrator.json").read_text())
+    queries += list(dashboard_queries(dashboard))
+    assert len(queries) > 20
+    for q in queries:
+        promql_parser.parse(q)
+    with pytest.raises(ValueError):
+        promql_parser.parse("max(dsr_requests_erasure_overdue > ")
 
 
 def test_networkpolicy_with_no_peers_admits_no_one(render):
