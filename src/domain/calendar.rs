@@ -50,11 +50,15 @@ impl Calendar {
     /// The last instant (microseconds) of `day` in the calendar's zone:
     /// just before the next day begins there. Where clocks skip midnight
     /// (a change of offset at 00:00), the next day begins at its first
-    /// instant that exists, found by bisection between instants a day
-    /// apart around it, whatever the size of the jump.
+    /// instant that exists, found by bisection between the instants 26
+    /// hours either side of it, whatever the size of the jump.
     pub fn end_of(&self, day: NaiveDate) -> Timestamp {
+        let last = || {
+            let max = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_micros();
+            chrono::DateTime::from_timestamp_micros(max).expect("the latest microsecond")
+        };
         let Some(next) = day.succ_opt() else {
-            return chrono::DateTime::<chrono::Utc>::MAX_UTC;
+            return last();
         };
         let midnight = next.and_hms_opt(0, 0, 0).expect("midnight exists");
         let begins = match self.zone.from_local_datetime(&midnight) {
@@ -65,7 +69,11 @@ impl Calendar {
                 let hours = 26 * 3_600_000_000;
                 let naive = midnight.and_utc().timestamp_micros();
                 let (mut before, mut after) = (naive - hours, naive + hours);
-                let instant = |us| chrono::DateTime::from_timestamp_micros(us).expect("in range");
+                let instant = |us: i64| match chrono::DateTime::from_timestamp_micros(us) {
+                    Some(t) => t,
+                    None if us < 0 => chrono::DateTime::<chrono::Utc>::MIN_UTC,
+                    None => last(),
+                };
                 while after - before > 1 {
                     let middle = before + (after - before) / 2;
                     if self.day_of(instant(middle)) > day {

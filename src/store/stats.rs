@@ -1,6 +1,6 @@
 //! Point-in-time counts for the gauges: open requests and their age, open
 //! instructions by processor and state, the due queue, and finished
-//! requests still holding personal data due for erasure. Each query reads
+//! requests whose erasure is overdue. Each query reads
 //! only open (or not yet erased) rows through a partial index, so its cost
 //! follows the amount of open work, not the size of the history.
 

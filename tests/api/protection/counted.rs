@@ -4,11 +4,14 @@
 //! and the test erases and reseals by hand, at the moments it chooses (the
 //! task's own passes are `erasure`'s subject).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dsr_orchestrator::clock::{Clock, ManualClock};
 use dsr_orchestrator::pb;
+use dsr_orchestrator::seal::Keyring;
 use dsr_orchestrator::startup::Options;
+use dsr_orchestrator::store::{Store, StoreObserver, StoreOptions};
 
 use super::*;
 use crate::backends;
@@ -21,11 +24,21 @@ const ERASE_INTERVAL: Duration = Duration::from_secs(3600);
 /// `--report-window`, the default.
 const REPORT_WINDOW: Duration = Duration::from_secs(7 * 86400);
 
+/// What a store told its observer of resealing, call by call.
+#[derive(Default)]
+struct Resealings(Mutex<Vec<(u64, u64)>>);
+
+impl StoreObserver for Resealings {
+    fn resealed(&self, values: u64, fingerprints: u64) {
+        self.0.lock().unwrap().push((values, fingerprints));
+    }
+}
+
 /// A finished deletion falls due for erasure at once, a completed access
 /// request after the report window; each is overdue two erase intervals
 /// later, and counted so until a pass erases it; the counters count what
 /// the pass did. After a key rotation, a resealing pass counts the values
-/// it sealed again.
+/// it sealed again, each transaction's as it commits.
 async fn erasure_and_resealing_are_counted(db: TestDb) {
     let clock = ManualClock::new();
     let (k1, k2) = (new_key(), new_key());
@@ -133,4 +146,22 @@ async fn erasure_and_resealing_are_counted(db: TestDb) {
     assert_eq!(app.store.reseal(500).await.unwrap().values, 0);
     assert_eq!(app.sample(values).await, under_k1);
     app.stop().await;
+
+    // Each transaction is told as it commits: back under k1, one value a
+    // transaction, one call each.
+    let keys = Keyring::parse(&keys_file(("k1", &k1), &[("k2", &k2)])).unwrap();
+    let options = StoreOptions {
+        keys: Some(Arc::new(keys)),
+        ..StoreOptions::default()
+    };
+    let told = Arc::new(Resealings::default());
+    let store = Store::connect(&db.url, &options)
+        .await
+        .unwrap()
+        .with_observer(told.clone());
+    let resealed = store.reseal(1).await.unwrap();
+    assert_eq!(resealed.values as f64, under_k1, "{resealed:?}");
+    let calls = told.0.lock().unwrap().clone();
+    assert_eq!(calls, vec![(1, 0); under_k1 as usize]);
+    store.close().await;
 }
