@@ -18,6 +18,7 @@ backends!(
     pull_processors_hear_of_cancellations_until_they_acknowledge,
     a_cancel_notice_waits_for_a_slot_of_its_processor,
     a_cancel_notice_goes_before_a_backlog_of_deliveries,
+    processors_take_turns_at_the_first_notice_slot,
     cancel_notices_keep_within_the_intake_hold,
     a_cancel_notice_waits_while_its_processors_breaker_is_open,
     a_cancel_notice_probes_a_breaker_no_delivery_can,
@@ -310,6 +311,38 @@ async fn a_cancel_notice_goes_before_a_backlog_of_deliveries(db: TestDb) {
     assert_eq!(fake.deliveries().len(), 2, "the backlog took the other");
     app.stop().await;
     assert!(notices_left(&db).await.is_empty());
+}
+
+/// With one slot a pass and notices due to two processors, who reserves
+/// first rotates: two passes send one notice to each, not both to the
+/// processor that comes first.
+async fn processors_take_turns_at_the_first_notice_slot(db: TestDb) {
+    let (app, vendor) = by_hand(&db, Some(1)).await;
+    let other = FakeProcessor::start(Reply::Accepted).await;
+    register(&app, push_processor("other", &other.endpoint())).await;
+    let withdrawn = [
+        submit(&app, deletion("notice-turn-1@example.com")).await,
+        submit(&app, deletion("notice-turn-2@example.com")).await,
+    ];
+    // One delivery a pass, until all four have gone out.
+    for _ in 0..8 {
+        if vendor.deliveries().len() + other.deliveries().len() == 4 {
+            break;
+        }
+        app.dispatcher.run_once().await.unwrap();
+    }
+    assert_eq!(vendor.deliveries().len(), 2);
+    assert_eq!(other.deliveries().len(), 2);
+    for request in &withdrawn {
+        cancel(&app, &request.request_id, "consumer withdrew the request").await;
+    }
+    assert_eq!(notices_left(&db).await.len(), 4);
+
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(vendor.cancels().len(), 1, "one each");
+    assert_eq!(other.cancels().len(), 1, "one each");
+    app.stop().await;
 }
 
 /// While callers queue, notices take no more slots than the pass's held
