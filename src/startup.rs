@@ -81,7 +81,7 @@ impl Application {
         let clock = options.clock.clone();
         let erasure = ErasureSchedule::new(config.erase_interval, config.report_window);
         let metrics = Metrics::new(clock, &config.database_url, erasure)?;
-        let built = Self::build_with(config, options, metrics.clone()).await;
+        let built = Self::build_with(config, options, metrics.clone(), erasure).await;
         if built.is_err() {
             // Nothing was exported yet; shut the provider down quietly
             // rather than have its drop complain after the error.
@@ -94,8 +94,8 @@ impl Application {
         config: &Config,
         options: Options,
         metrics: Arc<Metrics>,
+        erasure: ErasureSchedule,
     ) -> anyhow::Result<Self> {
-        let erasure = ErasureSchedule::new(config.erase_interval, config.report_window);
         let (keys, development_keys) = config.keyring()?;
         if let Some(path) = &development_keys {
             tracing::warn!(

@@ -16,8 +16,8 @@
 //! applies to, and the kind and sent identities of the instruction a
 //! `CompleteInstruction` answers.
 //!
-//! Where a service converts inline (a cancel reason, a pull size, a list's
-//! filters and page token) the calls are repeated here, not factored out
+//! Where a service converts inline (a pull size, a list's filters and page
+//! token, which reason or note it checks) the calls are repeated here, not factored out
 //! of `src/`: a change to a handler's checks must be mirrored here. Two
 //! helpers of the services are private to `api::page` and cannot be called
 //! from here: `page_size` (a range check on an `i32`) is left out, and the
@@ -588,9 +588,7 @@ fn extend_deadline(req: pb::ExtendDeadlineRequest) -> Outcome {
     let mut v = Violations::new();
     v.take("request_id", RequestId::parse(&req.request_id));
     v.take("", wire::parse_timestamp(req.new_deadline, "new_deadline"));
-    if req.reason.trim().is_empty() || req.reason.chars().count() > 2000 {
-        v.add("reason", "must be 1 to 2000 characters");
-    }
+    wire::check_reason(&mut v, "reason", &req.reason);
     v.finish(|| ())
 }
 
@@ -622,9 +620,7 @@ fn list_requests(req: pb::ListRequestsRequest) -> Outcome {
 fn cancel_request(req: pb::CancelRequestRequest) -> Outcome {
     let mut v = Violations::new();
     v.take("request_id", RequestId::parse(&req.request_id));
-    if req.reason.trim().is_empty() || req.reason.chars().count() > 2000 {
-        v.add("reason", "must be 1 to 2000 characters");
-    }
+    wire::check_reason(&mut v, "reason", &req.reason);
     v.finish(|| ())
 }
 
@@ -807,9 +803,7 @@ fn resolve_instruction(req: pb::ResolveInstructionRequest) -> Outcome {
         wire::parse_instruction_id(&req.instruction_id, "instruction_id"),
     );
     let result = v.take("result", wire::instruction_result(req.result));
-    if req.note.trim().is_empty() || req.note.chars().count() > 2000 {
-        v.add("note", "must be 1 to 2000 characters");
-    }
+    wire::check_reason(&mut v, "note", &req.note);
     // The handler then reads the instruction: a CCPA deletion's, here.
     if v.is_empty()
         && let Some(why) =

@@ -316,9 +316,7 @@ impl InstructionApi {
             wire::parse_instruction_id(&req.instruction_id, "instruction_id"),
         );
         let result = v.take("result", wire::instruction_result(req.result));
-        if req.note.trim().is_empty() || req.note.chars().count() > 2000 {
-            v.add("note", "must be 1 to 2000 characters");
-        }
+        wire::check_reason(&mut v, "note", &req.note);
         let (Some(id), Some(result), true) = (id, result, v.is_empty()) else {
             return Err(v.into());
         };

@@ -115,12 +115,10 @@ impl OpenDsrCallbacks {
             };
             return ((status, refused.to_string()).into_response(), counted);
         }
-        let status: Status = match serde_json::from_slice(body) {
+        let status = match Status::parse(body) {
             Ok(s) => s,
-            Err(e) => {
-                let why = crate::wire::json::decode_error(&e);
-                let status =
-                    tonic::Status::invalid_argument(format!("not an OpenDSR status: {why}"));
+            Err(why) => {
+                let status = tonic::Status::invalid_argument(why);
                 return (error_response(&status), "rejected");
             }
         };

@@ -49,14 +49,6 @@ pub(super) fn visible(caller: &Caller, r: &RequestSummary) -> ApiResult<()> {
     }
 }
 
-/// A reason the person or the record is told: 1 to 2000 characters, not
-/// blank.
-fn check_reason(v: &mut Violations, reason: &str) {
-    if reason.trim().is_empty() || reason.chars().count() > 2000 {
-        v.add("reason", "must be 1 to 2000 characters");
-    }
-}
-
 impl RequestApi {
     /// `NOT_FOUND` unless the request exists and `caller` may see it (and
     /// so change it, where its role allows the change); records the id in
@@ -190,7 +182,7 @@ impl RequestService for RequestApi {
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.take("request_id", RequestId::parse(&req.request_id));
-        check_reason(&mut v, &req.reason);
+        wire::check_reason(&mut v, "reason", &req.reason);
         let (Some(id), true) = (id, v.is_empty()) else {
             return Err(ApiError::from(v).into());
         };
@@ -340,7 +332,7 @@ impl RequestService for RequestApi {
         let requested = v
             .take("", wire::parse_timestamp(req.new_deadline, "new_deadline"))
             .flatten();
-        check_reason(&mut v, &req.reason);
+        wire::check_reason(&mut v, "reason", &req.reason);
         let (Some(id), true) = (id, v.is_empty()) else {
             return Err(ApiError::from(v).into());
         };

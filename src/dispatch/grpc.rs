@@ -75,9 +75,9 @@ pub(super) fn classify(status: &tonic::Status) -> DeliveryError {
 pub fn answer_of(response: DeliverInstructionResponse) -> Result<Answer, DeliveryError> {
     match response.disposition() {
         Disposition::Accepted => Ok(Answer::Accepted),
-        Disposition::Done => wire::instruction_result(response.result)
+        Disposition::Done => wire::within("result", wire::instruction_result(response.result))
             .map(Answer::Done)
-            .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.under("result").to_string())),
+            .map_err(|v| DeliveryError::fatal("INVALID_RESULT", v.to_string())),
         Disposition::Unspecified => Err(DeliveryError::fatal(
             "INVALID_RESULT",
             "disposition is unspecified",

@@ -93,14 +93,9 @@ impl OpenDsrAdapter {
     }
 }
 
-/// A processor's status from the body of its answer. The failure says
-/// where the body went wrong, not what it held (see
-/// [`crate::wire::json::decode_error`]).
+/// A processor's status from the body of its answer ([`wire::Status::parse`]).
 pub fn status_of(body: &[u8]) -> Result<wire::Status, DeliveryError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let why = crate::wire::json::decode_error(&e);
-        DeliveryError::fatal("INVALID_RESULT", format!("not an OpenDSR status: {why}"))
-    })
+    wire::Status::parse(body).map_err(|why| DeliveryError::fatal("INVALID_RESULT", why))
 }
 
 /// What a status means for the instruction.

@@ -63,14 +63,6 @@ impl Violations {
         }
     }
 
-    /// These violations with their fields under `prefix`, named as
-    /// [`Violations::take`] names them.
-    pub fn under(self, prefix: &str) -> Violations {
-        let mut v = Violations::new();
-        v.take::<()>(prefix, Err(self));
-        v
-    }
-
     /// `Ok(value)` when nothing was recorded, otherwise the violations.
     pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Violations> {
         if self.0.is_empty() {

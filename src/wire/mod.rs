@@ -64,9 +64,17 @@ pub use update::apply_update;
 use crate::domain::Violations;
 
 /// Re-roots the violations of `result` under `prefix`.
-fn within<T>(prefix: &str, result: Result<T, Violations>) -> Result<T, Violations> {
+pub fn within<T>(prefix: &str, result: Result<T, Violations>) -> Result<T, Violations> {
     let mut v = Violations::new();
     v.take(prefix, result).ok_or(v)
+}
+
+/// Records a violation of `field` unless `text` (a reason or a note the
+/// record keeps) is 1 to 2,000 characters and not blank.
+pub fn check_reason(v: &mut Violations, field: &str, text: &str) {
+    if text.trim().is_empty() || text.chars().count() > 2000 {
+        v.add(field, "must be 1 to 2000 characters");
+    }
 }
 
 /// `Ok(value)` when nothing was recorded in `v`. `value` is only `None`

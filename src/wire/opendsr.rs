@@ -100,6 +100,14 @@ pub enum Progress {
 }
 
 impl Status {
+    /// A status from the body of a processor's answer or callback; the
+    /// refusal says where the body went wrong, not what it held (see
+    /// [`super::json::decode_error`]).
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(body)
+            .map_err(|e| format!("not an OpenDSR status: {}", super::json::decode_error(&e)))
+    }
+
     /// The progress reported; `None` for a status OpenDSR does not name.
     pub fn progress(&self) -> Option<Progress> {
         match self.request_status.as_str() {

@@ -37,9 +37,7 @@ pub fn suppression_removal(
 ) -> Result<Vec<SubjectIdentity>, Violations> {
     let mut v = Violations::new();
     let identities = v.take("", checked_identities(&req.identities));
-    if req.reason.trim().is_empty() || req.reason.chars().count() > 2000 {
-        v.add("reason", "must be 1 to 2000 characters");
-    }
+    super::check_reason(&mut v, "reason", &req.reason);
     conclude(v, identities)
 }
 
