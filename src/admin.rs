@@ -1,5 +1,13 @@
-//! The admin listener: plain HTTP, separate from the gRPC port so that it
+//! The admin listener: HTTP/1.1, separate from the gRPC port so that it
 //! can be exposed to the cluster's monitoring while gRPC stays private.
+//! With `--admin-tls` it serves TLS with the gRPC port's certificate
+//! (reloaded with it), so that scrapes cross the network encrypted like
+//! every other hop; it asks for no client certificate, since Kubernetes
+//! probes present none. With `--metrics-token-file`, `/metrics` answers
+//! only a scraper that presents the file's bearer token, read again at
+//! every scrape so that a rotated Secret takes effect without a restart;
+//! the probes stay open, as the kubelet calls them without credentials and
+//! they tell nothing but whether the replica serves.
 //!
 //! - `/metrics`: every metric in the Prometheus text format.
 //! - `/healthz`: the process is alive (always 200 while it serves).
@@ -8,22 +16,31 @@
 //!   reason otherwise. Load balancers stop sending calls to a replica that
 //!   lost its database and send them again when it comes back.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
 
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::tls::server::{ServerTls, TlsConn};
 
 /// How long `/readyz` waits for the database.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,29 +61,188 @@ pub struct AdminState {
     pub insecure: bool,
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+/// The admin listener, bound, with its TLS and the metrics token's file.
+pub struct AdminListener {
+    tcp: TcpListener,
+    addr: SocketAddr,
+    tls: Option<Arc<ServerTls>>,
+    metrics_token: Option<Arc<PathBuf>>,
+}
+
+impl AdminListener {
+    /// Binds `--admin-listen`, loads the TLS of `--admin-tls` and reads the
+    /// token of `--metrics-token-file`, so that a mistake in either stops
+    /// the start with a message naming the file.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let tls = match (config.admin_tls, config.tls_files()) {
+            (false, _) => None,
+            (true, None) => anyhow::bail!("--admin-tls needs --tls-cert and --tls-key"),
+            (true, Some(files)) => Some(Arc::new(
+                ServerTls::load_admin(files).context("cannot set up the admin listener's TLS")?,
+            )),
+        };
+        if let Some(path) = &config.metrics_token_file {
+            read_token(path).await.context("--metrics-token-file")?;
+        }
+        let tcp = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+        Ok(Self {
+            addr: tcp.local_addr()?,
+            tcp,
+            tls,
+            metrics_token: config.metrics_token_file.clone().map(Arc::new),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https` with `--admin-tls`, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self.tls {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown`, reading its
+/// TLS files again every `reload_interval`.
+pub async fn serve(
+    listener: AdminListener,
+    state: AdminState,
+    reload_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let token = listener.metrics_token;
     let app = Router::new()
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(move |s: State<AdminState>, headers: HeaderMap| metrics(s, headers, token.clone())),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state);
-    // As on the gRPC listener: a response written in pieces is not held
-    // back by Nagle's algorithm waiting for the scraper's acknowledgement.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an admin connection");
+    let served = match listener.tls {
+        Some(tls) => {
+            tokio::spawn(tls.clone().reloader(reload_interval, shutdown.clone()));
+            let conns = TlsListener {
+                conns: tls.incoming(listener.tcp, shutdown.clone()),
+                addr: listener.addr,
+            };
+            axum::serve(conns, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
         }
-    });
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
+        None => {
+            // As on the gRPC listener: a response written in pieces is not
+            // held back by Nagle's algorithm waiting for the scraper's
+            // acknowledgement.
+            let tcp = listener.tcp.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on an admin connection");
+                }
+            });
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "the admin listener failed");
     }
 }
 
-async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+/// The connections whose TLS handshake succeeded, for `axum::serve`.
+struct TlsListener {
+    conns: ReceiverStream<std::io::Result<TlsConn>>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TlsConn, SocketAddr) {
+        loop {
+            match self.conns.next().await {
+                Some(Ok(conn)) => {
+                    let remote = conn.connect_info().remote;
+                    return (conn, remote);
+                }
+                Some(Err(_)) => continue,
+                // The accepting task stopped: shutdown is under way, and
+                // the graceful shutdown ends the serving.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+/// The token in `path`: its one word, surrounding whitespace (a trailing
+/// newline) taken off.
+async fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!(
+            "{} must hold one token, without spaces or control characters",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
+}
+
+/// Whether `headers` carry `Authorization: Bearer <expected>`. The tokens
+/// are compared by their SHA-256, so the comparison's time says nothing
+/// about how much of a guess was right.
+fn presents(headers: &HeaderMap, expected: &str) -> bool {
+    let Some((scheme, given)) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+    else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && Sha256::digest(given.trim().as_bytes()) == Sha256::digest(expected.as_bytes())
+}
+
+async fn metrics(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    token: Option<Arc<PathBuf>>,
+) -> Response {
+    if let Some(path) = token {
+        match read_token(&path).await {
+            Ok(expected) if presents(&headers, &expected) => {}
+            Ok(_) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")],
+                    "the metrics need the bearer token of --metrics-token-file\n",
+                )
+                    .into_response();
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the metrics token; refusing scrapes");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "metrics unavailable: the metrics token cannot be read\n",
+                )
+                    .into_response();
+            }
+        }
+    }
     match s.metrics.render(&s.store, s.clock.as_ref()).await {
         Ok(text) => (
             StatusCode::OK,

@@ -13,6 +13,11 @@ use crate::domain::Period;
 use crate::store::StoreOptions;
 use crate::telemetry::LogFormat;
 
+mod values;
+use values::{
+    at_least_a_second, at_least_one, at_least_one_call, duration, positive, public_url, retention,
+};
+
 /// SQLite durability level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SqliteSynchronous {
@@ -20,34 +25,6 @@ pub enum SqliteSynchronous {
     Full,
     /// fsync at checkpoints.
     Normal,
-}
-
-fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
-    humantime::parse_duration(s)
-}
-
-/// A count of at least 1.
-fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err("must be a whole number of at least 1".into()),
-    }
-}
-
-/// A rate above zero.
-fn positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err("must be a number above 0".into()),
-    }
-}
-
-/// A burst of at least one call.
-fn at_least_one_call(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
-        _ => Err("must be a number of at least 1".into()),
-    }
 }
 
 /// dsr-orchestrator: fans data-subject-rights requests out to every
@@ -70,6 +47,18 @@ pub struct Config {
         default_value = "127.0.0.1:9090"
     )]
     pub admin_listen: SocketAddr,
+
+    /// Serve the admin listener over TLS with the `--tls-cert` pair,
+    /// reloaded with it. It asks for no client certificate, whatever
+    /// `--tls-client-ca` says: Kubernetes probes present none.
+    #[arg(long, env = "DSR_ADMIN_TLS")]
+    pub admin_tls: bool,
+
+    /// A file holding the bearer token `/metrics` requires
+    /// (`Authorization: Bearer TOKEN`). Read at every scrape, so replacing
+    /// it takes effect at once; `/healthz` and `/readyz` stay open.
+    #[arg(long, env = "DSR_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 
     /// Database URL: `sqlite://FILE` (embedded, one process) or
     /// `postgres://USER@HOST/DB`. The SQLite file is created if missing.
@@ -254,29 +243,6 @@ pub struct Config {
     pub purge_interval: Duration,
 }
 
-/// A duration of at least one second.
-/// An `http://` or `https://` URL with a host, without query or fragment.
-fn public_url(s: &str) -> Result<String, String> {
-    let uri: http::Uri = s.parse().map_err(|e| format!("{e}"))?;
-    let ok = matches!(uri.scheme_str(), Some("http" | "https"))
-        && uri.host().is_some_and(|h| !h.is_empty())
-        && uri.query().is_none()
-        && !s.contains('#');
-    if ok {
-        Ok(s.trim_end_matches('/').to_string())
-    } else {
-        Err("must be an http:// or https:// URL with a host, without query or fragment".into())
-    }
-}
-
-fn at_least_a_second(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
-        Ok(_) => Err("must be at least 1s".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// Writes `text` to a new file only its owner may read.
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -285,14 +251,6 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(text.as_bytes())
-}
-
-/// A retention period in days or months.
-fn retention(s: &str) -> Result<Period, String> {
-    match s.parse::<Period>()? {
-        Period::BusinessDays(_) => Err("must be in days or months".into()),
-        p => Ok(p),
-    }
 }
 
 impl Config {

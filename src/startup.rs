@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::AdminState;
+use crate::admin::{AdminListener, AdminState};
 use crate::api::limits::{LimitLayer, LimitSettings, WatchLimits};
 use crate::api::opendsr::OpenDsrCallbacks;
 use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
@@ -42,8 +42,7 @@ use serve::{Services, Transport, serve};
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
-    admin_listener: TcpListener,
-    admin_addr: SocketAddr,
+    admin: AdminListener,
     metrics: Arc<Metrics>,
     store: Store,
     dispatcher: Dispatcher,
@@ -213,10 +212,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let admin_listener = TcpListener::bind(config.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
-        let admin_addr = admin_listener.local_addr()?;
+        let admin = AdminListener::bind(config).await?;
         let (recorder, recorder_task) = Recorder::new(store.clone(), options.clock.clone());
         let dispatcher = Dispatcher::new(
             store.clone(),
@@ -231,8 +227,7 @@ impl Application {
         Ok(Self {
             listener,
             addr,
-            admin_listener,
-            admin_addr,
+            admin,
             metrics,
             store,
             dispatcher,
@@ -262,7 +257,7 @@ impl Application {
 
     /// The bound admin (HTTP) address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.admin.addr()
     }
 
     /// The store (tests inspect it).
@@ -281,8 +276,7 @@ impl Application {
         let Application {
             listener,
             addr,
-            admin_listener,
-            admin_addr,
+            admin: admin_listener,
             metrics,
             store,
             dispatcher,
@@ -346,13 +340,19 @@ impl Application {
             dispatcher: run_dispatcher.then(|| dispatcher.clone()),
             insecure,
         };
+        let admin_url = format!("{}://{}", admin_listener.scheme(), admin_listener.addr());
         tasks.start("admin listener", |stop| {
-            Some(crate::admin::serve(admin_listener, admin, stop))
+            Some(crate::admin::serve(
+                admin_listener,
+                admin,
+                reload_interval,
+                stop,
+            ))
         });
 
         tracing::info!(
             addr = %addr,
-            admin = %admin_addr,
+            admin = %admin_url,
             backend = store.backend().as_str(),
             "serving gRPC"
         );

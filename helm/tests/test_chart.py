@@ -123,7 +123,8 @@ def test_probes_hit_the_admin_listener(rendered, scenario):
         }
         for probe, path in probes.items():
             assert probe in c, f"{c['name']} has no {probe}"
-            assert c[probe]["httpGet"] == {"path": path, "port": "metrics"}
+            scheme = {"scheme": "HTTPS"} if rendered[scenario].config["DSR_ADMIN_TLS"] == "true" else {}
+            assert c[probe]["httpGet"] == {"path": path, "port": "metrics", **scheme}
             assert c[probe]["timeoutSeconds"] >= 3  # /readyz waits up to 2 s
         # Room for migrations (and another replica's migration lock).
         startup = c["startupProbe"]
@@ -157,6 +158,7 @@ def test_settings_come_from_the_configmap(rendered, scenario):
         "DSR_KEYS_FILE",
         "DSR_REPORT_WINDOW",
         "DSR_ERASE_INTERVAL",
+        "DSR_ADMIN_TLS",
         *LIMIT_ENV.values(),
     ):
         assert isinstance(cfg[key], str) and cfg[key], key
@@ -164,6 +166,7 @@ def test_settings_come_from_the_configmap(rendered, scenario):
     # The server's flags take exactly these words.
     assert cfg["DSR_ALLOW_PLAINTEXT_PROCESSORS"] in ("true", "false")
     assert cfg["DSR_INSECURE_NO_AUTH"] in ("true", "false")
+    assert cfg["DSR_ADMIN_TLS"] in ("true", "false")
     # The processors file is mounted where DSR_PROCESSORS_FILE points.
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["processors"]["mountPath"] == "/etc/dsr"
@@ -329,7 +332,11 @@ def test_notes_tell_how_to_reach_the_service(rendered, scenario):
     values = load_values(SCENARIOS[scenario])
     notes = rendered[scenario].notes
     assert f"kubectl -n {NAMESPACE} port-forward svc/{FULLNAME} 50051:50051 9090:9090" in notes
-    assert "curl -s http://127.0.0.1:9090/readyz" in notes
+    if values.get("admin", {}).get("tls"):
+        svc = f"{FULLNAME}.{NAMESPACE}.svc"
+        assert f"curl -s --cacert ca.crt --resolve {svc}:9090:127.0.0.1 https://{svc}:9090/readyz" in notes
+    else:
+        assert "curl -s http://127.0.0.1:9090/readyz" in notes
     tls = values.get("tls", {})
     if tls.get("existingSecret"):
         # The certificate names the Service, not the forwarded 127.0.0.1.
@@ -764,7 +771,10 @@ def test_tls_mutual_tls_jwks_and_processor_secrets(rendered):
         "/etc/dsr-jwks": "idp-jwks",
         "/etc/dsr-processors/vendor": "vendor-tls",
         "/etc/dsr-keys": "dsr-seal-keys",
+        "/etc/dsr-metrics-token": "dsr-scrape",
     }
+    assert cfg["DSR_ADMIN_TLS"] == "true"
+    assert cfg["DSR_METRICS_TOKEN_FILE"] == "/etc/dsr-metrics-token/bearer"
     # The processors file's TLS files lie in the processor's Secret.
     processors = yaml.safe_load(r.one("ConfigMap", f"{FULLNAME}-processors")["data"]["processors.yaml"])
     tls = processors["processors"][0]["adapter"]["grpc"]["tls"]
@@ -773,11 +783,11 @@ def test_tls_mutual_tls_jwks_and_processor_secrets(rendered):
         "client_cert_file": "/etc/dsr-processors/vendor/tls.crt",
         "client_key_file": "/etc/dsr-processors/vendor/tls.key",
     }
-    # The probes still speak HTTP to the admin listener (no scheme: HTTP),
-    # which TLS on the gRPC port leaves as it is.
+    # The probes speak HTTPS to the admin listener (admin.tls), and need
+    # no client certificate for it, mutual TLS on the gRPC port or not.
     c = r.containers[0]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert "scheme" not in c[probe]["httpGet"]
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS"
         assert c[probe]["httpGet"]["port"] == "metrics"
 
 
@@ -788,6 +798,73 @@ def test_tls_without_client_certificates(render):
     assert "DSR_TLS_CLIENT_CA" not in r.config
     assert "-cert client.crt" not in r.notes
     assert f"grpcurl -cacert ca.crt -authority {FULLNAME}.{NAMESPACE}.svc" in r.notes
+
+
+ADMIN_TLS = {
+    "tls": {"existingSecret": "dsr-tls"},
+    "admin": {"tls": True, "metricsToken": {"secretName": "dsr-scrape", "secretKey": "bearer"}},
+    "serviceMonitor": {
+        "enabled": True,
+        "tlsConfig": {"ca": {"secret": {"name": "dsr-tls", "key": "ca.crt"}}, "serverName": f"{FULLNAME}.{NAMESPACE}.svc"},
+    },
+}
+
+
+def test_the_admin_port_over_tls_with_a_metrics_token(render):
+    r = render(required(ADMIN_TLS))
+    assert r.config["DSR_ADMIN_TLS"] == "true"
+    assert r.config["DSR_METRICS_TOKEN_FILE"] == "/etc/dsr-metrics-token/bearer"
+    # The token's Secret is mounted whole, beside the certificate's.
+    secret, mount = secret_mounts(r)["/etc/dsr-metrics-token"]
+    assert secret == "dsr-scrape"
+    assert mount == {"name": "metrics-token", "mountPath": "/etc/dsr-metrics-token", "readOnly": True}
+    # The probes speak HTTPS and carry no token: they need none.
+    c = r.containers[0]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS"
+        assert "httpHeaders" not in c[probe]["httpGet"]
+    ports = {p["name"]: p for p in r.one("Service")["spec"]["ports"]}
+    assert ports["metrics"]["appProtocol"] == "https"
+    # Prometheus scrapes over TLS, verifying, and presents the token.
+    assert r.one("ServiceMonitor")["spec"]["endpoints"] == [
+        {
+            "port": "metrics",
+            "path": "/metrics",
+            "scheme": "https",
+            "interval": "30s",
+            "scrapeTimeout": "10s",
+            "tlsConfig": ADMIN_TLS["serviceMonitor"]["tlsConfig"],
+            "authorization": {"type": "Bearer", "credentials": {"name": "dsr-scrape", "key": "bearer"}},
+        }
+    ]
+    svc = f"{FULLNAME}.{NAMESPACE}.svc"
+    assert f"https://{svc}:9090   (TLS with the same certificate; /metrics needs the bearer token in Secret dsr-scrape)" in r.notes
+    assert f"curl -s --cacert ca.crt --resolve {svc}:9090:127.0.0.1 https://{svc}:9090/readyz" in r.notes
+    for doc in r.manifests():
+        if doc["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_a_metrics_token_over_plain_http(render):
+    r = render(required({"admin": {"metricsToken": {"secretName": "dsr-scrape"}}, "serviceMonitor": {"enabled": True}}))
+    assert r.config["DSR_ADMIN_TLS"] == "false"
+    assert r.config["DSR_METRICS_TOKEN_FILE"] == "/etc/dsr-metrics-token/token"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert "scheme" not in r.containers[0][probe]["httpGet"]
+    (endpoint,) = r.one("ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "http" and "tlsConfig" not in endpoint
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "dsr-scrape", "key": "token"}}
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if "admin" not in load_values(SCENARIOS[s])])
+def test_the_admin_port_is_plain_and_open_unless_asked(rendered, scenario):
+    r = rendered[scenario]
+    assert r.config["DSR_ADMIN_TLS"] == "false"
+    assert "DSR_METRICS_TOKEN_FILE" not in r.config
+    ports = {p["name"]: p for p in r.one("Service")["spec"]["ports"]}
+    assert ports["metrics"]["appProtocol"] == "http"
+    assert "/etc/dsr-metrics-token" not in secret_mounts(r)
+    assert "/metrics needs no token" in r.notes
 
 
 def test_a_trial_without_authentication_says_so(rendered):
@@ -1175,6 +1252,22 @@ processors:
     "an auth file and insecureNoAuth": (
         {"auth": {"insecureNoAuth": True}},
         ["auth.insecureNoAuth=true and auth.existingSecret are both set"],
+    ),
+    "admin TLS without a TLS secret": (
+        {"admin": {"tls": True}},
+        ["admin.tls=true needs tls.existingSecret"],
+    ),
+    "metrics token secret name with capitals": (
+        {"admin": {"metricsToken": {"secretName": "DSR_Scrape"}}},
+        ["/admin/metricsToken/secretName"],
+    ),
+    "metrics token secret key with a slash": (
+        {"admin": {"metricsToken": {"secretName": "dsr-scrape", "secretKey": "a/token"}}},
+        ["/admin/metricsToken/secretKey", "does not match pattern"],
+    ),
+    "processor secret over the metrics token": (
+        {"processorSecrets": [{"secretName": "vendor-tls", "mountPath": "/etc/dsr-metrics-token"}], "admin": {"metricsToken": {"secretName": "dsr-scrape"}}},
+        ["cannot be mounted at /etc/dsr-metrics-token: it overlaps /etc/dsr-metrics-token, where admin.metricsToken.secretName is mounted"],
     ),
     "auth secret name with capitals": (
         {"auth": {"existingSecret": "DSR_Auth"}},

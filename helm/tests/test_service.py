@@ -42,6 +42,7 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -112,7 +113,7 @@ def find_binary() -> tuple[Path | None, str]:
 BINARY, NO_BINARY = find_binary()
 needs_binary = pytest.mark.skipif(BINARY is None, reason=NO_BINARY)
 
-ADMIN = re.compile(r'admin\W+(127\.0\.0\.1:\d+)')
+ADMIN = re.compile(r'admin\W+(?:https?://)?(127\.0\.0\.1:\d+)')
 GRPC_PORT = re.compile(r'addr\W+0\.0\.0\.0:(\d+)')
 
 # The name the server's certificate is made out to: the Service's.
@@ -257,6 +258,7 @@ SECRETS: dict[str, SecretData] = {
     "dsr-seal-keys": lambda pod, pki: {"sealing.yaml": keys_file("seal-1")},
     "dsr-trial-keys": lambda pod, pki: {"keys.yaml": keys_file("trial")},
     "dsr-tls": server_tls,
+    "dsr-scrape": lambda pod, pki: {"bearer": b"chart-test-scrape-token\n"},
     "vendor-tls": client_tls,
     # A federated orchestrator's: our bearer token there, and its CA.
     "group-emea-dsr": lambda pod, pki: {"token": b"chart-test-upstream-token\n", "ca.crt": pki.ca_pem},
@@ -390,6 +392,7 @@ class Service:
                 env[key] = value
         # Nothing is exported from a test: no collector is reachable.
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        self.env = env
         self.log = tmp / "server.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen([str(BINARY)], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -410,9 +413,34 @@ class Service:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def get(self, path: str) -> tuple[int, bytes]:
-        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as answer:
-            return answer.status, answer.read()
+    def get(self, path: str, bearer: str | None = "configured") -> tuple[int, bytes]:
+        """`GET path` on the admin listener, over TLS (verified against the
+        certificate's CA, as the Service's name) when the configuration
+        says so, with the bearer token of DSR_METRICS_TOKEN_FILE unless
+        `bearer` is another token or None."""
+        if bearer == "configured":
+            token = self.env.get("DSR_METRICS_TOKEN_FILE")
+            bearer = Path(token).read_text().strip() if token else None
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        if self.env.get("DSR_ADMIN_TLS") != "true":
+            request = urllib.request.Request(f"http://{self.admin}{path}", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as refused:
+                return refused.code, refused.read()
+        context = ssl.create_default_context(cafile=str(Path(self.env["DSR_TLS_CERT"]).with_name("ca.crt")))
+        host, port = self.admin.rsplit(":", 1)
+        lines = [f"GET {path} HTTP/1.0", f"Host: {SERVICE_DNS}"] + [f"{k}: {v}" for k, v in headers.items()]
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=SERVICE_DNS) as tls:
+                assert tls.selected_alpn_protocol() in (None, "http/1.1")
+                tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+                answer = b""
+                while chunk := tls.recv(65536):
+                    answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), body
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -478,6 +506,11 @@ def test_the_service_starts_with_the_rendered_configuration(rendered, scenario, 
         else:
             assert body == b"ready\n"
         assert service.get("/metrics")[0] == 200
+        if "DSR_METRICS_TOKEN_FILE" in r.config:
+            # The probes need no token; the metrics do.
+            assert service.get("/healthz", bearer=None)[0] == 200
+            assert service.get("/metrics", bearer=None)[0] == 401
+            assert service.get("/metrics", bearer="a-guess")[0] == 401
         # Sealed with the Secret's keys: no development key of its own.
         assert "development key" not in service.text(), service.text()
         assert not (service.tmp / "dsr.db.keys").exists()

@@ -48,9 +48,19 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// What a listener serves, which decides the protocols its TLS offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Served {
+    /// gRPC over HTTP/2, and the HTTP callback API over either version.
+    Api,
+    /// The admin endpoints, over HTTP/1.1.
+    Admin,
+}
+
 /// The server's TLS configuration, replaced when its files change.
 pub struct ServerTls {
     files: TlsFiles,
+    served: Served,
     current: RwLock<Arc<ServerConfig>>,
     /// Digest of the files the current configuration was built from.
     digest: Mutex<Vec<u8>>,
@@ -60,9 +70,25 @@ impl ServerTls {
     /// Reads the files and builds the configuration; fails with a message
     /// naming the file at fault.
     pub fn load(files: TlsFiles) -> anyhow::Result<Self> {
-        let (config, digest) = build(&files)?;
+        Self::load_for(files, Served::Api)
+    }
+
+    /// The admin listener's TLS (`--admin-tls`): the same certificate,
+    /// HTTP/1.1, and no client certificate asked for, since Kubernetes
+    /// probes present none.
+    pub fn load_admin(files: TlsFiles) -> anyhow::Result<Self> {
+        let files = TlsFiles {
+            client_ca: None,
+            ..files
+        };
+        Self::load_for(files, Served::Admin)
+    }
+
+    fn load_for(files: TlsFiles, served: Served) -> anyhow::Result<Self> {
+        let (config, digest) = build(&files, served)?;
         Ok(Self {
             files,
+            served,
             current: RwLock::new(Arc::new(config)),
             digest: Mutex::new(digest),
         })
@@ -80,7 +106,7 @@ impl ServerTls {
         if *self.digest.lock().expect("tls digest lock") == digest {
             return Ok(false);
         }
-        let (config, digest) = build(&self.files)?;
+        let (config, digest) = build(&self.files, self.served)?;
         *self.current.write().expect("tls config lock") = Arc::new(config);
         *self.digest.lock().expect("tls digest lock") = digest;
         Ok(true)
@@ -95,13 +121,20 @@ impl ServerTls {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            let listener = match self.served {
+                Served::Api => "gRPC",
+                Served::Admin => "admin",
+            };
             match self.reload() {
                 Ok(true) => {
-                    tracing::info!("TLS certificate files changed; new connections use them")
+                    tracing::info!(
+                        listener,
+                        "TLS certificate files changed; new connections use them"
+                    )
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot reload the TLS files; keeping the ones in use")
+                    tracing::warn!(listener, error = %format!("{e:#}"), "cannot reload the TLS files; keeping the ones in use")
                 }
             }
         }
@@ -167,7 +200,7 @@ fn digest(files: &TlsFiles) -> anyhow::Result<Vec<u8>> {
 }
 
 /// The configuration the files describe, and their digest.
-fn build(files: &TlsFiles) -> anyhow::Result<(ServerConfig, Vec<u8>)> {
+fn build(files: &TlsFiles, served: Served) -> anyhow::Result<(ServerConfig, Vec<u8>)> {
     super::install_default_provider();
     let digest = digest(files)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
@@ -210,8 +243,10 @@ fn build(files: &TlsFiles) -> anyhow::Result<(ServerConfig, Vec<u8>)> {
             files.cert.display()
         )
     })?;
-    // gRPC over HTTP/2; the HTTP callback API over either.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = match served {
+        Served::Api => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Served::Admin => vec![b"http/1.1".to_vec()],
+    };
     Ok((config, digest))
 }
 

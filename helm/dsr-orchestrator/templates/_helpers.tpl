@@ -104,6 +104,9 @@ mount point of its own in the read-only root filesystem. */}}
 {{/* Where encryption.existingSecret (the keys file) is mounted. */}}
 {{- define "dsr.keysDir" -}}/etc/dsr-keys{{- end }}
 
+{{/* Where admin.metricsToken.secretName (the metrics token) is mounted. */}}
+{{- define "dsr.metricsTokenDir" -}}/etc/dsr-metrics-token{{- end }}
+
 {{/* Where the compliance ConfigMap (the policy and its holidays files) is
 mounted. */}}
 {{- define "dsr.complianceDir" -}}/etc/dsr-compliance{{- end }}
@@ -264,6 +267,9 @@ names the values to change.
 {{- if and $v.tls.clientAuth (not $v.tls.existingSecret) }}
   {{- fail "dsr-orchestrator: tls.clientAuth=true needs tls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt (the CA client certificates must be signed by)." }}
 {{- end }}
+{{- if and $v.admin.tls (not $v.tls.existingSecret) }}
+  {{- fail "dsr-orchestrator: admin.tls=true needs tls.existingSecret: the admin port serves TLS with the gRPC port's certificate (tls.crt, tls.key)." }}
+{{- end }}
 {{- if include "dsr.belowASecond" $v.retention.purgeInterval }}
   {{- fail (printf "dsr-orchestrator: retention.purgeInterval (%s) must be at least 1s (the server refuses less): it is how often the retention purge runs, e.g. 1h." $v.retention.purgeInterval) }}
 {{- end }}
@@ -296,6 +302,7 @@ inside, another mount. */}}
 {{- if $v.tls.existingSecret }}{{ $_ := set $taken (include "dsr.tlsDir" .) "tls.existingSecret" }}{{ end }}
 {{- if $v.auth.existingSecret }}{{ $_ := set $taken (include "dsr.authDir" .) "auth.existingSecret" }}{{ end }}
 {{- if $v.encryption.existingSecret }}{{ $_ := set $taken (include "dsr.keysDir" .) "encryption.existingSecret" }}{{ end }}
+{{- if $v.admin.metricsToken.secretName }}{{ $_ := set $taken (include "dsr.metricsTokenDir" .) "admin.metricsToken.secretName" }}{{ end }}
 {{- if include "dsr.compliance" . }}{{ $_ := set $taken (include "dsr.complianceDir" .) "the compliance policy" }}{{ end }}
 {{- if eq $v.database.mode "sqlite" }}{{ $_ := set $taken ($v.database.sqlite.mountPath | trimSuffix "/") "database.sqlite.mountPath" }}{{ end }}
 {{- range (include "dsr.extraSecretMounts" . | fromYamlArray) }}

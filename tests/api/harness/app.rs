@@ -320,23 +320,12 @@ impl TestApp {
 
     /// `GET path` on the admin listener: (status code, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.admin)
+        let stream = tokio::net::TcpStream::connect(self.admin)
             .await
             .expect("admin listener");
-        // HTTP/1.0: the answer is close-delimited, never chunked.
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin);
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.unwrap();
-        let text = String::from_utf8(raw).expect("utf-8 response");
-        let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status code");
-        (status, body.to_string())
+        http_get(stream, &self.admin.to_string(), path, None)
+            .await
+            .expect("HTTP response")
     }
 
     /// Graceful stop, as on SIGTERM.
@@ -344,4 +333,31 @@ impl TestApp {
         self.shutdown.cancel();
         self.task.await.unwrap().expect("clean shutdown");
     }
+}
+
+/// `GET path` over `stream` with HTTP/1.0 (close-delimited, never
+/// chunked), with `Authorization: Bearer <bearer>` when given: (status
+/// code, body), or `None` when what came back is no HTTP response.
+pub async fn http_get(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    host: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    // A peer that closes without TLS's close_notify still said what it had.
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8(raw).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head
+        .strip_prefix("HTTP/1.")?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((status, body.to_string()))
 }

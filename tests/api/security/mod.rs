@@ -1,6 +1,7 @@
 //! Security: who may call what, how callers prove who they are, TLS on
 //! every hop, and the limits on what one caller may ask.
 
+mod admin;
 mod credentials;
 mod limits;
 mod roles;

@@ -136,7 +136,7 @@ fn in_transport(status: &tonic::Status) -> bool {
 }
 
 /// A client trusting `ca`, with `identity` for mutual TLS.
-fn client_tls(ca: &Ca, identity: Option<&Issued>) -> ClientTlsConfig {
+pub(super) fn client_tls(ca: &Ca, identity: Option<&Issued>) -> ClientTlsConfig {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&ca.pem))
         .domain_name("localhost");
@@ -147,7 +147,7 @@ fn client_tls(ca: &Ca, identity: Option<&Issued>) -> ClientTlsConfig {
 }
 
 /// Writes `cert` over the server's files.
-fn install(dir: &std::path::Path, cert: &Issued) {
+pub(super) fn install(dir: &std::path::Path, cert: &Issued) {
     // Written aside and renamed in place, as a Secret update swaps them.
     for (name, content) in [("server.crt", &cert.cert), ("server.key", &cert.key)] {
         let aside = dir.join(format!("{name}.new"));

@@ -1,0 +1,65 @@
+//! The parsers of configuration values that clap's own do not cover.
+
+use std::time::Duration;
+
+use crate::domain::Period;
+
+/// A duration such as `10s` or `2m 30s`.
+pub(super) fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+/// A count of at least 1.
+pub(super) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number of at least 1".into()),
+    }
+}
+
+/// A rate above zero.
+pub(super) fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err("must be a number above 0".into()),
+    }
+}
+
+/// A burst of at least one call.
+pub(super) fn at_least_one_call(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        _ => Err("must be a number of at least 1".into()),
+    }
+}
+
+/// An `http://` or `https://` URL with a host, without query or fragment.
+pub(super) fn public_url(s: &str) -> Result<String, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("{e}"))?;
+    let ok = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri.query().is_none()
+        && !s.contains('#');
+    if ok {
+        Ok(s.trim_end_matches('/').to_string())
+    } else {
+        Err("must be an http:// or https:// URL with a host, without query or fragment".into())
+    }
+}
+
+/// A duration of at least one second.
+pub(super) fn at_least_a_second(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err("must be at least 1s".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A retention period in days or months.
+pub(super) fn retention(s: &str) -> Result<Period, String> {
+    match s.parse::<Period>()? {
+        Period::BusinessDays(_) => Err("must be in days or months".into()),
+        p => Ok(p),
+    }
+}
