@@ -100,12 +100,9 @@ impl AdminListener {
         self.addr
     }
 
-    /// `https` with `--admin-tls`, else `http`.
-    pub fn scheme(&self) -> &'static str {
-        match self.tls {
-            Some(_) => "https",
-            None => "http",
-        }
+    /// Whether it serves TLS (`--admin-tls`).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 }
 

@@ -340,7 +340,7 @@ impl Application {
             dispatcher: run_dispatcher.then(|| dispatcher.clone()),
             insecure,
         };
-        let admin_url = format!("{}://{}", admin_listener.scheme(), admin_listener.addr());
+        let (admin_addr, admin_tls) = (admin_listener.addr(), admin_listener.tls());
         tasks.start("admin listener", |stop| {
             Some(crate::admin::serve(
                 admin_listener,
@@ -352,7 +352,8 @@ impl Application {
 
         tracing::info!(
             addr = %addr,
-            admin = %admin_url,
+            admin = %admin_addr,
+            admin_tls,
             backend = store.backend().as_str(),
             "serving gRPC"
         );

@@ -113,7 +113,7 @@ def find_binary() -> tuple[Path | None, str]:
 BINARY, NO_BINARY = find_binary()
 needs_binary = pytest.mark.skipif(BINARY is None, reason=NO_BINARY)
 
-ADMIN = re.compile(r'admin\W+(?:https?://)?(127\.0\.0\.1:\d+)')
+ADMIN = re.compile(r'admin\W+(127\.0\.0\.1:\d+)')
 GRPC_PORT = re.compile(r'addr\W+0\.0\.0\.0:(\d+)')
 
 # The name the server's certificate is made out to: the Service's.
