@@ -11,8 +11,8 @@ use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::domain::{
-    Actor, AdapterConfig, InstructionState, InstructionView, ProcessorId, RequestStatus,
-    ResolvedBy, Violations, reply_due,
+    Actor, AdapterConfig, InstructionState, InstructionView, ProcessorId, ResolvedBy, Violations,
+    reply_due,
 };
 use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
@@ -256,6 +256,10 @@ impl InstructionApi {
             .await?;
         let ids: Vec<_> = page.instructions.iter().map(|i| i.id).collect();
         let mut history = self.store.attempts(&ids).await?;
+        // The data access answers brought, sealed apart from their results.
+        let with_records = page.instructions.iter().filter(|i| i.data_records > 0);
+        let with_records: Vec<_> = with_records.map(|i| i.id).collect();
+        let mut records = self.store.data_records_of(&with_records).await?;
         let mut instructions = Vec::with_capacity(page.instructions.len());
         for i in &page.instructions {
             let attempts = history.remove(&i.id).unwrap_or_default();
@@ -263,15 +267,11 @@ impl InstructionApi {
                 history: attempts.iter().map(attempt_pb).collect(),
                 ..wire::instruction(i)
             };
-            // The data an access answer brought, kept sealed apart from
-            // the result until the request's data is erased; a cancelled
-            // request's is not given out (see `access_report`).
-            if i.data_records > 0
-                && let Some(result) = instruction.result.as_mut()
-                && self.store.request(i.request_id).await?.status != RequestStatus::Cancelled
+            if let (Some(result), Some(opened)) =
+                (instruction.result.as_mut(), records.remove(&i.id))
             {
-                match self.store.data_records(i.id).await {
-                    Ok(records) => result.records = wire::data_records_pb(&records),
+                match opened {
+                    Ok(opened) => result.records = wire::data_records_pb(&opened),
                     // One instruction's records that do not open leave the
                     // rest of the page readable.
                     Err(StoreError::Sealed(why)) => {

@@ -6,6 +6,7 @@
 //! export it will name (see `export_digest`).
 
 use serde::de::DeserializeOwned;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::codec::from_opt_json;
@@ -96,10 +97,20 @@ pub(super) async fn result_records(
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| StoreError::not_found("instruction", id))?;
+    records_of_row(keys, &row, id)
+}
+
+/// The data records of instruction `id`'s result, from its row's
+/// `sealed_records` and `result`.
+pub(super) fn records_of_row(
+    keys: &Keyring,
+    row: &AnyRow,
+    id: InstructionId,
+) -> Result<Vec<DataRecord>, StoreError> {
     match row.try_get::<Option<String>, _>("sealed_records")? {
         Some(text) => open_json(keys, &text, RECORDS, id),
         // Written before records were sealed apart: in the result.
-        None => Ok(from_opt_json::<InstructionResult>(&row, "result")?
+        None => Ok(from_opt_json::<InstructionResult>(row, "result")?
             .map(|r| r.records)
             .unwrap_or_default()),
     }

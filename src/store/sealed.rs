@@ -10,10 +10,14 @@
 //! sealing existed (JSON) is still read, until the resealing pass
 //! ([`Store::reseal`]) seals it.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::opened::{open_json, result_records};
+use super::codec::instruction_id;
+use super::opened::{open_json, records_of_row};
+use super::sql::Sql;
 use super::transition::Change;
 use super::{Store, StoreError};
 use crate::domain::{DataRecord, InstructionId};
@@ -70,11 +74,34 @@ impl Store {
         change
     }
 
-    /// The data records a processor returned for an instruction: none
-    /// once they were erased.
-    pub async fn data_records(&self, id: InstructionId) -> Result<Vec<DataRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        result_records(&mut conn, self.backend, &self.keys, id).await
+    /// The data records the processors returned with the results of
+    /// `ids` (none once erased), in one read: a page of instructions would
+    /// otherwise take one per row. Instructions of cancelled requests are
+    /// left out, as their data is not given out (see `access_report`).
+    /// Each instruction's records open on their own, so one whose seal
+    /// does not open gets its error and the others their records.
+    pub async fn data_records_of(
+        &self,
+        ids: &[InstructionId],
+    ) -> Result<HashMap<InstructionId, Result<Vec<DataRecord>, StoreError>>, StoreError> {
+        let mut opened = HashMap::new();
+        if ids.is_empty() {
+            return Ok(opened);
+        }
+        let rows = Sql::new(
+            self.backend,
+            "select i.id, i.sealed_records, i.result from instructions i \
+             join requests r on r.id = i.request_id where r.status <> 'CANCELLED' and ",
+        )
+        .in_list("i.id", ids.iter().map(ToString::to_string))
+        .query()
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            let id = instruction_id(row, "id")?;
+            opened.insert(id, records_of_row(&self.keys, row, id));
+        }
+        Ok(opened)
     }
 
     /// The idempotency fingerprint as stored: a keyed hash of the

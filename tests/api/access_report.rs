@@ -18,6 +18,7 @@ backends!(
     a_categories_only_request_has_nothing_to_export,
     processors_are_told_what_the_person_asks,
     a_cancelled_request_has_no_report,
+    a_page_of_instructions_shows_the_records_that_open,
 );
 
 /// An access request for `email`, asking for `scope`.
@@ -691,4 +692,60 @@ async fn a_cancelled_request_has_no_report(db: TestDb) {
     .await;
     crate::protection::wait_erased(&eraser, &req.request_id).await;
     eraser.stop().await;
+}
+
+/// `ListInstructions` reads the records of a page's instructions together,
+/// and opens each instruction's on its own: `billing`'s sealed records are
+/// replaced by `crm`'s, which are bound to `crm`'s row and do not open in
+/// `billing`'s. The page still comes back, `crm` with its records and
+/// `billing` with its result but none.
+async fn a_page_of_instructions_shows_the_records_that_open(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let answer = Reply::Done(pb::InstructionResult {
+        outcome: pb::Outcome::Completed as i32,
+        records: crm_records(),
+        ..Default::default()
+    });
+    let crm = FakeProcessor::start(answer.clone()).await;
+    let billing = FakeProcessor::start(answer).await;
+    register(&app, push_processor("crm", &crm.endpoint())).await;
+    register(&app, push_processor("billing", &billing.endpoint())).await;
+    let req = submit(
+        &app,
+        access("page-ann@example.com", pb::AccessScope::SpecificPieces),
+    )
+    .await;
+    let (crm_id, billing_id) = (instruction_of(&req, "crm"), instruction_of(&req, "billing"));
+    for id in [&crm_id, &billing_id] {
+        wait_for_state(&app, id, pb::InstructionState::Completed).await;
+    }
+    let records_of = |all: &[pb::Instruction], id: &str| {
+        let line = all.iter().find(|i| i.instruction_id == id).expect("listed");
+        line.result.as_ref().expect("a result").records.len()
+    };
+    let listed = all_instructions(&app).await;
+    assert_eq!(
+        (
+            records_of(&listed, &crm_id),
+            records_of(&listed, &billing_id)
+        ),
+        (3, 3)
+    );
+
+    db.execute(&format!(
+        "update instructions set sealed_records = \
+         (select sealed_records from instructions where id = '{crm_id}') \
+         where id = '{billing_id}'"
+    ))
+    .await;
+    let listed = all_instructions(&app).await;
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        (
+            records_of(&listed, &crm_id),
+            records_of(&listed, &billing_id)
+        ),
+        (3, 0)
+    );
+    app.stop().await;
 }
