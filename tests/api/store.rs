@@ -1,6 +1,6 @@
 //! The store beneath the API, where only the database can show it: the
-//! references every row keeps, the snapshot a read sees, and the notices
-//! replicas send each other.
+//! references every row keeps, the snapshot a read sees, the notices
+//! replicas send each other, and the page layout its updates rely on.
 
 use std::time::Duration;
 
@@ -16,7 +16,8 @@ postgres_only!(
     a_reference_check_probes_the_key_however_the_parent_grew,
     a_request_is_read_in_one_snapshot,
     notices_reach_another_replica,
-    a_database_migrated_with_an_earlier_comment_still_opens
+    a_database_migrated_with_an_earlier_comment_still_opens,
+    tables_updated_after_their_inserts_keep_half_full_pages
 );
 
 /// A migrated, empty database.
@@ -282,6 +283,30 @@ async fn a_database_migrated_with_an_earlier_comment_still_opens(db: TestDb) {
     )
     .await;
     migrated(&db).await;
+}
+
+/// Decision 0002: the rows updated within seconds of their insert get
+/// half-full pages, so those updates stay on the row's page. A later
+/// migration that rebuilt one of these tables without the setting would
+/// lose it silently; this says which.
+async fn tables_updated_after_their_inserts_keep_half_full_pages(db: TestDb) {
+    use sqlx::{Connection, Row};
+    migrated(&db).await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for table in ["requests", "instructions", "delivery_attempts"] {
+        let options: Vec<String> =
+            sqlx::query("select reloptions from pg_class where relname = $1 and relkind = 'r'")
+                .bind(table)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+                .get::<Option<Vec<String>>, _>("reloptions")
+                .unwrap_or_default();
+        assert!(
+            options.contains(&"fillfactor=50".to_string()),
+            "{table}: {options:?}"
+        );
+    }
 }
 
 /// A valid deletion request for the store, with a fresh id.
