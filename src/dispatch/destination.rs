@@ -12,15 +12,16 @@
 //!
 //! A name is resolved at the check; one that does not resolve then is
 //! taken (an internal name may resolve only where the orchestrator runs).
-//! What a name resolves to later is not checked again: keep egress to
-//! processors narrow with the chart's NetworkPolicy.
+//! What it resolves to later is checked again at every connection, by the
+//! same rule (see [`super::lookup`]).
 
 use std::net::IpAddr;
 
 use crate::domain::{AdapterConfig, Violations};
 
 /// Host names of cloud metadata services.
-const METADATA_NAMES: &[&str] = &["metadata.google.internal", "metadata", "instance-data"];
+pub(super) const METADATA_NAMES: &[&str] =
+    &["metadata.google.internal", "metadata", "instance-data"];
 
 /// Checks the adapter's endpoint, if it has one; violations under
 /// `adapter.grpc.endpoint`.
@@ -75,7 +76,7 @@ pub async fn check(adapter: &AdapterConfig, allow_plaintext: bool) -> Result<(),
 }
 
 /// Addresses no delivery may go to.
-fn forbidden(ip: &IpAddr) -> bool {
+pub(super) fn forbidden(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             v4.is_link_local()

@@ -44,6 +44,15 @@ pub struct FederationAdapter {
 }
 
 impl FederationAdapter {
+    /// An adapter whose connections resolve names through `lookup`.
+    pub fn new(lookup: super::lookup::Lookup) -> Self {
+        Self {
+            channels: Channels::new(lookup),
+        }
+    }
+}
+
+impl FederationAdapter {
     fn client(
         &self,
         endpoint: &Endpoint<'_>,

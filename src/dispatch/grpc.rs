@@ -18,6 +18,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, local};
+use super::lookup::{GuardedConnector, Lookup, refusal};
 use crate::domain::InstructionId;
 use crate::pb::deliver_instruction_response::Disposition;
 use crate::pb::processor_adapter_client::ProcessorAdapterClient;
@@ -31,10 +32,23 @@ pub struct GrpcAdapter {
     channels: Channels,
 }
 
+impl GrpcAdapter {
+    /// An adapter whose connections resolve names through `lookup`.
+    pub fn new(lookup: Lookup) -> Self {
+        Self {
+            channels: Channels::new(lookup),
+        }
+    }
+}
+
 /// Channels to push endpoints, created lazily, one per endpoint, and
-/// rebuilt when the endpoint's TLS files change.
+/// rebuilt when the endpoint's TLS files change; each connection goes
+/// only where the lookup allows (see [`super::lookup`]).
 #[derive(Default)]
-pub(super) struct Channels(Mutex<HashMap<String, Kept>>);
+pub(super) struct Channels {
+    kept: Mutex<HashMap<String, Kept>>,
+    lookup: Lookup,
+}
 
 /// Whether a status code from a processor is worth retrying.
 pub fn is_retryable(code: Code) -> bool {
@@ -58,6 +72,9 @@ pub(super) fn classify(status: &tonic::Status) -> DeliveryError {
     // nothing, and may well be reached next time.
     let from_transport = std::error::Error::source(status)
         .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
+    if let Some(refused) = from_transport.then(|| refusal(status)).flatten() {
+        return DeliveryError::retryable("UNAVAILABLE", format!("not connected: {refused}"));
+    }
     if is_retryable(status.code()) || from_transport {
         DeliveryError::Retryable {
             code,
@@ -131,9 +148,17 @@ fn inject_trace_context<T>(request: &mut tonic::Request<T>) {
 }
 
 impl Channels {
+    /// Channels whose connections resolve names through `lookup`.
+    pub(super) fn new(lookup: Lookup) -> Self {
+        Self {
+            kept: Mutex::default(),
+            lookup,
+        }
+    }
+
     /// The channel to `endpoint`.
     pub(super) fn get(&self, endpoint: &Endpoint<'_>) -> Result<Channel, DeliveryError> {
-        let mut channels = self.0.lock().expect("channel cache lock");
+        let mut channels = self.kept.lock().expect("channel cache lock");
         if let Some(kept) = channels.get_mut(endpoint.uri)
             && kept.files.still_current(endpoint.tls)
         {
@@ -154,7 +179,7 @@ impl Channels {
                 .map_err(|e| DeliveryError::fatal(local::BAD_TLS, e.to_string()))?;
             digest = files;
         }
-        let channel = builder.connect_lazy();
+        let channel = builder.connect_with_connector_lazy(GuardedConnector(self.lookup.clone()));
         channels.insert(
             endpoint.uri.to_string(),
             Kept {

@@ -56,6 +56,7 @@ mod deliver;
 pub mod destination;
 pub mod federation;
 pub mod grpc;
+pub mod lookup;
 mod notices;
 pub mod opendsr;
 mod pass;

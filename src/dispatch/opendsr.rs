@@ -44,10 +44,11 @@ pub struct OpenDsrAdapter {
 }
 
 impl OpenDsrAdapter {
-    /// An adapter offering callbacks under `public_url`, if given.
-    pub fn new(public_url: Option<String>) -> Self {
+    /// An adapter offering callbacks under `public_url`, if given, whose
+    /// connections resolve names through `lookup`.
+    pub fn new(public_url: Option<String>, lookup: super::lookup::Lookup) -> Self {
         Self {
-            clients: HttpClients::default(),
+            clients: HttpClients::new(lookup),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
         }
     }

@@ -4,12 +4,12 @@
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, Protocol};
 use super::federation::FederationAdapter;
 use super::grpc::GrpcAdapter;
+use super::lookup::Lookup;
 use super::opendsr::OpenDsrAdapter;
 use super::webhook::WebhookAdapter;
 use crate::domain::InstructionId;
 
 /// Every push protocol behind one [`Adapter`].
-#[derive(Default)]
 pub struct PushAdapters {
     grpc: GrpcAdapter,
     webhook: WebhookAdapter,
@@ -21,9 +21,17 @@ impl PushAdapters {
     /// Every protocol; OpenDSR processors are offered status callbacks
     /// under `public_url` (without it they are polled only).
     pub fn new(public_url: Option<String>) -> Self {
+        Self::with_lookup(public_url, Lookup::default())
+    }
+
+    /// The same, with names resolved through `lookup` instead of the
+    /// system's resolver.
+    pub fn with_lookup(public_url: Option<String>, lookup: Lookup) -> Self {
         Self {
-            opendsr: OpenDsrAdapter::new(public_url),
-            ..Self::default()
+            grpc: GrpcAdapter::new(lookup.clone()),
+            webhook: WebhookAdapter::new(lookup.clone()),
+            federation: FederationAdapter::new(lookup.clone()),
+            opendsr: OpenDsrAdapter::new(public_url, lookup),
         }
     }
 }

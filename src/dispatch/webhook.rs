@@ -22,7 +22,7 @@
 //! processor's trust settings) and built again when the files change.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -31,6 +31,7 @@ use ring::hmac;
 
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint, Protocol, local};
 use super::grpc::answer_of;
+use super::lookup::{Lookup, refusal};
 use crate::domain::{InstructionId, InstructionView, ProcessorTls, Timestamp};
 use crate::tls::client::{Freshness, webhook_client};
 use crate::wire::{self, json};
@@ -48,10 +49,23 @@ pub struct WebhookAdapter {
     clients: HttpClients,
 }
 
+impl WebhookAdapter {
+    /// An adapter whose connections resolve names through `lookup`.
+    pub fn new(lookup: Lookup) -> Self {
+        Self {
+            clients: HttpClients::new(lookup),
+        }
+    }
+}
+
 /// HTTP clients kept per set of TLS files, built again when the files
-/// change.
+/// change; each connection goes only where the lookup allows (see
+/// [`super::lookup`]).
 #[derive(Default)]
-pub(super) struct HttpClients(Mutex<HashMap<Option<ProcessorTls>, Kept>>);
+pub(super) struct HttpClients {
+    kept: Mutex<HashMap<Option<ProcessorTls>, Kept>>,
+    lookup: Lookup,
+}
 
 struct Kept {
     client: reqwest::Client,
@@ -122,6 +136,8 @@ pub(super) fn refused(status: reqwest::StatusCode, after: Option<Duration>) -> D
 pub(super) fn unanswered(e: &reqwest::Error) -> DeliveryError {
     if e.is_timeout() {
         DeliveryError::retryable("DEADLINE_EXCEEDED", "the processor did not answer in time")
+    } else if let Some(refused) = refusal(e) {
+        DeliveryError::retryable("UNAVAILABLE", format!("not connected: {refused}"))
     } else if e.is_connect() {
         DeliveryError::retryable("UNAVAILABLE", "cannot connect to the processor")
     } else {
@@ -130,9 +146,17 @@ pub(super) fn unanswered(e: &reqwest::Error) -> DeliveryError {
 }
 
 impl HttpClients {
+    /// Clients whose connections resolve names through `lookup`.
+    pub(super) fn new(lookup: Lookup) -> Self {
+        Self {
+            kept: Mutex::default(),
+            lookup,
+        }
+    }
+
     /// The client for `tls`.
     pub(super) fn get(&self, tls: Option<&ProcessorTls>) -> Result<reqwest::Client, DeliveryError> {
-        let mut clients = self.0.lock().expect("client cache lock");
+        let mut clients = self.kept.lock().expect("client cache lock");
         let key = tls.cloned();
         if let Some(kept) = clients.get_mut(&key)
             && kept.files.still_current(tls)
@@ -140,8 +164,8 @@ impl HttpClients {
             return Ok(kept.client.clone());
         }
         // Files that cannot be read may be a mount in progress: retried.
-        let (client, digest) =
-            webhook_client(tls).map_err(|m| DeliveryError::retryable(local::TLS_FILES, m))?;
+        let (client, digest) = webhook_client(tls, Arc::new(self.lookup.clone()))
+            .map_err(|m| DeliveryError::retryable(local::TLS_FILES, m))?;
         clients.insert(
             key,
             Kept {

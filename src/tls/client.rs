@@ -10,6 +10,7 @@
 //! contents change (a certificate rotated), as checked at most every
 //! [`RECHECK`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -117,10 +118,14 @@ impl Freshness {
 }
 
 /// An HTTP client for a webhook processor (see [`processor_tls`] for the
-/// files), and the digest of the files it was built from. It follows no
-/// redirect: a delivery goes where the processor was registered to take
-/// it, never where an answer points (a cloud metadata service, say).
-pub fn webhook_client(tls: Option<&ProcessorTls>) -> Result<(reqwest::Client, Vec<u8>), String> {
+/// files) that resolves names with `resolver`, and the digest of the files
+/// it was built from. It follows no redirect: a delivery goes where the
+/// processor was registered to take it, never where an answer points (a
+/// cloud metadata service, say).
+pub fn webhook_client(
+    tls: Option<&ProcessorTls>,
+    resolver: Arc<dyn reqwest::dns::Resolve>,
+) -> Result<(reqwest::Client, Vec<u8>), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -155,6 +160,7 @@ pub fn webhook_client(tls: Option<&ProcessorTls>) -> Result<(reqwest::Client, Ve
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(resolver)
         .build()
         .map_err(|e| e.to_string())?;
     Ok((client, files.digest))

@@ -4,6 +4,7 @@
 mod admin;
 mod credentials;
 mod limits;
+mod rebinding;
 mod roles;
 mod startup;
 mod tls;

@@ -1,0 +1,233 @@
+//! Where a connection to a processor may go, decided again at every
+//! connection. [`super::destination`] checks a processor's host when it is
+//! registered, but a name can be pointed elsewhere afterwards (DNS
+//! rebinding): at a cloud metadata service, say, whose answers would then
+//! come back to the orchestrator as a processor's. So every connection
+//! the push adapters open resolves the name through a [`Lookup`], which
+//! drops the addresses no delivery may go to (the same rule as at
+//! registration) and refuses the connection when none is left. The
+//! refusal fails the delivery as retryable, saying why (see
+//! [`refusal`]), so the instruction escalates if the name stays pointed
+//! there. gRPC channels connect through [`GuardedConnector`]; HTTP
+//! clients (webhooks, OpenDSR) resolve through the same lookup.
+//!
+//! An address written in the endpoint is not looked up: it cannot change
+//! after the registration checked it.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::destination::{METADATA_NAMES, forbidden};
+
+/// Addresses found for a name.
+pub type Resolved = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
+
+/// Turns a host name into addresses: the system's resolver, or a test's.
+pub trait Resolver: Send + Sync + 'static {
+    /// The addresses of `host`, with `port`.
+    fn resolve(&self, host: &str, port: u16) -> Resolved;
+}
+
+/// The system's resolver.
+struct System;
+
+impl Resolver for System {
+    fn resolve(&self, host: &str, port: u16) -> Resolved {
+        let host = host.to_string();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
+    }
+}
+
+/// Resolves processors' host names, keeping only the addresses a delivery
+/// may go to.
+#[derive(Clone)]
+pub struct Lookup(Arc<dyn Resolver>);
+
+impl Default for Lookup {
+    /// The system's resolver.
+    fn default() -> Self {
+        Self(Arc::new(System))
+    }
+}
+
+impl Lookup {
+    /// Names resolved by `resolver`.
+    pub fn new(resolver: impl Resolver) -> Self {
+        Self(Arc::new(resolver))
+    }
+
+    /// The addresses of `host` (a name, or an address as written in a
+    /// URL) at `port` that a delivery may go to; an error saying why when
+    /// there is none.
+    pub async fn allowed(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+        if METADATA_NAMES.contains(&host.as_str()) {
+            return Err(refused(format!("{host} is a cloud metadata service")));
+        }
+        let found = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => self.0.resolve(&host, port).await?,
+        };
+        let (allowed, kept_out): (Vec<_>, Vec<_>) =
+            found.into_iter().partition(|a| !forbidden(&a.ip()));
+        match (allowed.is_empty(), kept_out.first()) {
+            (false, _) => Ok(allowed),
+            (true, Some(bad)) => Err(refused(format!(
+                "{host} resolves to {}, a link-local, metadata, unspecified or multicast \
+                 address no delivery may go to",
+                bad.ip()
+            ))),
+            (true, None) => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host} resolves to no address"),
+            )),
+        }
+    }
+}
+
+/// A connection not made because the processor's host is, or resolves
+/// only to, addresses no delivery may go to.
+#[derive(Debug)]
+pub struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn refused(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, Refused(why))
+}
+
+/// The [`Refused`] somewhere in `error`'s chain of causes, if any: what a
+/// failed delivery reports instead of "cannot connect".
+pub fn refusal<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(r) = e.downcast_ref::<Refused>() {
+            return Some(r);
+        }
+        // An I/O error's own `source` skips the error it carries.
+        cause = match e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(carried) => Some(carried as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+impl reqwest::dns::Resolve for Lookup {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let lookup = self.clone();
+        Box::pin(async move {
+            // reqwest puts the URL's port on the addresses itself.
+            let found = lookup.allowed(name.as_str(), 0).await?;
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Opens the TCP connections of gRPC channels to processors (TLS, when
+/// the endpoint has it, is added by the channel), to the addresses
+/// [`Lookup::allowed`] keeps, in turn until one answers.
+#[derive(Clone, Default)]
+pub struct GuardedConnector(pub Lookup);
+
+impl tower::Service<http::Uri> for GuardedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let lookup = self.0.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default();
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("http") => 80,
+                _ => 443,
+            });
+            let mut last = None;
+            for address in lookup.allowed(host, port).await? {
+                match TcpStream::connect(address).await {
+                    Ok(tcp) => {
+                        tcp.set_nodelay(true)?;
+                        return Ok(TokioIo::new(tcp));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers every name with `addresses`.
+    struct Fixed(Vec<IpAddr>);
+
+    impl Resolver for Fixed {
+        fn resolve(&self, _: &str, port: u16) -> Resolved {
+            let found = self.0.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+            Box::pin(async move { Ok(found) })
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_the_addresses_a_delivery_may_go_to_are_kept() {
+        let mixed = Lookup::new(Fixed(vec![ip("169.254.169.254"), ip("10.0.0.7")]));
+        let kept = mixed.allowed("crm.example", 443).await.unwrap();
+        assert_eq!(kept, vec![SocketAddr::new(ip("10.0.0.7"), 443)]);
+
+        let rebound = Lookup::new(Fixed(vec![ip("169.254.169.254"), ip("fe80::1")]));
+        let e = rebound.allowed("crm.example", 443).await.unwrap_err();
+        let why = refusal(&e).expect("a refusal").to_string();
+        assert!(
+            why.contains("crm.example resolves to 169.254.169.254"),
+            "{why}"
+        );
+
+        for host in ["metadata.google.internal", "[fd00:ec2::254]", "0.0.0.0"] {
+            let e = mixed.allowed(host, 80).await.unwrap_err();
+            assert!(refusal(&e).is_some(), "{host}");
+        }
+        let none = Lookup::new(Fixed(vec![]));
+        let e = none.allowed("gone.example", 443).await.unwrap_err();
+        assert!(refusal(&e).is_none());
+        // An address in the URL is taken as written.
+        let kept = none.allowed("[::1]", 9).await.unwrap();
+        assert_eq!(kept, vec![SocketAddr::new(ip("::1"), 9)]);
+    }
+
+    #[test]
+    fn a_refusal_is_found_through_the_errors_that_wrap_it() {
+        let inner = refused("x resolves to 169.254.169.254".into());
+        let wrapped = io::Error::other(inner);
+        assert!(refusal(&wrapped).is_some());
+        assert!(refusal(&io::Error::other("refused")).is_none());
+    }
+}
