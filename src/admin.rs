@@ -35,6 +35,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
+use crate::auth::identify::bearer;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -83,6 +84,12 @@ impl AdminListener {
         };
         if let Some(path) = &config.metrics_token_file {
             read_token(path).await.context("--metrics-token-file")?;
+            if tls.is_none() && !config.admin_listen.ip().is_loopback() {
+                tracing::warn!(
+                    admin = %config.admin_listen,
+                    "--metrics-token-file without --admin-tls: scrapers send the token in the clear"
+                );
+            }
         }
         let tcp = TcpListener::bind(config.admin_listen)
             .await
@@ -125,14 +132,16 @@ pub async fn serve(
         .with_state(state);
     let served = match listener.tls {
         Some(tls) => {
-            tokio::spawn(tls.clone().reloader(reload_interval, shutdown.clone()));
             let conns = TlsListener {
-                conns: tls.incoming(listener.tcp, shutdown.clone()),
+                conns: tls.clone().incoming(listener.tcp, shutdown.clone()),
                 addr: listener.addr,
             };
-            axum::serve(conns, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            // The certificate is read again while the listener serves,
+            // and both stop at shutdown.
+            let reloading = tls.reloader(reload_interval, shutdown.clone());
+            let serving =
+                axum::serve(conns, app).with_graceful_shutdown(shutdown.cancelled_owned());
+            tokio::join!(reloading, serving).1
         }
         None => {
             // As on the gRPC listener: a response written in pieces is not
@@ -203,15 +212,11 @@ async fn read_token(path: &Path) -> anyhow::Result<String> {
 /// are compared by their SHA-256, so the comparison's time says nothing
 /// about how much of a guess was right.
 fn presents(headers: &HeaderMap, expected: &str) -> bool {
-    let Some((scheme, given)) = headers
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-    else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case("bearer")
-        && Sha256::digest(given.trim().as_bytes()) == Sha256::digest(expected.as_bytes())
+        .and_then(bearer)
+        .is_some_and(|given| Sha256::digest(given) == Sha256::digest(expected))
 }
 
 async fn metrics(

@@ -1257,6 +1257,10 @@ processors:
         {"admin": {"tls": True}},
         ["admin.tls=true needs tls.existingSecret"],
     ),
+    "admin TLS scraped without a tlsConfig": (
+        {"tls": {"existingSecret": "dsr-tls"}, "admin": {"tls": True}, "serviceMonitor": {"enabled": True}},
+        ["admin.tls=true with serviceMonitor.enabled needs serviceMonitor.tlsConfig"],
+    ),
     "metrics token secret name with capitals": (
         {"admin": {"metricsToken": {"secretName": "DSR_Scrape"}}},
         ["/admin/metricsToken/secretName"],

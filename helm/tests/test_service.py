@@ -430,11 +430,13 @@ class Service:
             except urllib.error.HTTPError as refused:
                 return refused.code, refused.read()
         context = ssl.create_default_context(cafile=str(Path(self.env["DSR_TLS_CERT"]).with_name("ca.crt")))
+        # Offered as a browser would: the admin listener speaks HTTP/1.1 only.
+        context.set_alpn_protocols(["h2", "http/1.1"])
         host, port = self.admin.rsplit(":", 1)
         lines = [f"GET {path} HTTP/1.0", f"Host: {SERVICE_DNS}"] + [f"{k}: {v}" for k, v in headers.items()]
         with socket.create_connection((host, int(port)), timeout=5) as raw:
             with context.wrap_socket(raw, server_hostname=SERVICE_DNS) as tls:
-                assert tls.selected_alpn_protocol() in (None, "http/1.1")
+                assert tls.selected_alpn_protocol() == "http/1.1"
                 tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
                 answer = b""
                 while chunk := tls.recv(65536):

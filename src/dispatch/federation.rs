@@ -50,9 +50,7 @@ impl FederationAdapter {
             channels: Channels::new(lookup),
         }
     }
-}
 
-impl FederationAdapter {
     fn client(
         &self,
         endpoint: &Endpoint<'_>,

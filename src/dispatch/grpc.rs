@@ -18,7 +18,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, local};
-use super::lookup::{GuardedConnector, Lookup, refusal};
+use super::lookup::{Lookup, connector, refusal};
 use crate::domain::InstructionId;
 use crate::pb::deliver_instruction_response::Disposition;
 use crate::pb::processor_adapter_client::ProcessorAdapterClient;
@@ -179,7 +179,8 @@ impl Channels {
                 .map_err(|e| DeliveryError::fatal(local::BAD_TLS, e.to_string()))?;
             digest = files;
         }
-        let channel = builder.connect_with_connector_lazy(GuardedConnector(self.lookup.clone()));
+        let channel =
+            builder.connect_with_connector_lazy(connector(self.lookup.clone(), endpoint.timeout));
         channels.insert(
             endpoint.uri.to_string(),
             Kept {

@@ -4,12 +4,12 @@
 //! rebinding): at a cloud metadata service, say, whose answers would then
 //! come back to the orchestrator as a processor's. So every connection
 //! the push adapters open resolves the name through a [`Lookup`], which
-//! drops the addresses no delivery may go to (the same rule as at
-//! registration) and refuses the connection when none is left. The
+//! drops the addresses registration refuses (link-local, metadata,
+//! unspecified, multicast) and refuses the connection when none is left. The
 //! refusal fails the delivery as retryable, saying why (see
 //! [`refusal`]), so the instruction escalates if the name stays pointed
-//! there. gRPC channels connect through [`GuardedConnector`]; HTTP
-//! clients (webhooks, OpenDSR) resolve through the same lookup.
+//! there. gRPC channels connect through [`connector`]; HTTP clients
+//! (webhooks, OpenDSR) resolve through the same lookup.
 //!
 //! An address written in the endpoint is not looked up: it cannot change
 //! after the registration checked it.
@@ -20,9 +20,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 
 use super::destination::{METADATA_NAMES, forbidden};
 
@@ -141,14 +142,8 @@ impl reqwest::dns::Resolve for Lookup {
     }
 }
 
-/// Opens the TCP connections of gRPC channels to processors (TLS, when
-/// the endpoint has it, is added by the channel), to the addresses
-/// [`Lookup::allowed`] keeps, in turn until one answers.
-#[derive(Clone, Default)]
-pub struct GuardedConnector(pub Lookup);
-
-impl tower::Service<http::Uri> for GuardedConnector {
-    type Response = TokioIo<TcpStream>;
+impl tower::Service<Name> for Lookup {
+    type Response = std::vec::IntoIter<SocketAddr>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -156,27 +151,22 @@ impl tower::Service<http::Uri> for GuardedConnector {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let lookup = self.0.clone();
-        Box::pin(async move {
-            let host = uri.host().unwrap_or_default();
-            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                Some("http") => 80,
-                _ => 443,
-            });
-            let mut last = None;
-            for address in lookup.allowed(host, port).await? {
-                match TcpStream::connect(address).await {
-                    Ok(tcp) => {
-                        tcp.set_nodelay(true)?;
-                        return Ok(TokioIo::new(tcp));
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
-        })
+    fn call(&mut self, name: Name) -> Self::Future {
+        let lookup = self.clone();
+        // The connector puts the URI's port on the addresses itself.
+        Box::pin(async move { Ok(lookup.allowed(name.as_str(), 0).await?.into_iter()) })
     }
+}
+
+/// The TCP connector of gRPC channels to processors (the channel adds
+/// TLS when the endpoint has it): hyper's, with its racing of IPv6 and
+/// IPv4 and its timeout per address, resolving through `lookup`.
+pub fn connector(lookup: Lookup, connect_timeout: Duration) -> HttpConnector<Lookup> {
+    let mut http = HttpConnector::new_with_resolver(lookup);
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http
 }
 
 #[cfg(test)]

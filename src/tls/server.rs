@@ -1,6 +1,8 @@
-//! The gRPC server's TLS (`--tls-cert`, `--tls-key`), with mutual TLS when
-//! `--tls-client-ca` names the CA whose client certificates are accepted
-//! (then every connection must present one).
+//! The server's TLS (`--tls-cert`, `--tls-key`): the gRPC port's, with
+//! mutual TLS when `--tls-client-ca` names the CA whose client
+//! certificates are accepted (then every connection must present one), and
+//! the admin port's with `--admin-tls` (the same files, no client
+//! certificate, HTTP/1.1).
 //!
 //! Operators rotate certificates by replacing the files (a Kubernetes
 //! Secret update does that), so the files are read again every

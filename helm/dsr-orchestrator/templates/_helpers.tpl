@@ -270,6 +270,9 @@ names the values to change.
 {{- if and $v.admin.tls (not $v.tls.existingSecret) }}
   {{- fail "dsr-orchestrator: admin.tls=true needs tls.existingSecret: the admin port serves TLS with the gRPC port's certificate (tls.crt, tls.key)." }}
 {{- end }}
+{{- if and $v.admin.tls $v.serviceMonitor.enabled (not $v.serviceMonitor.tlsConfig) }}
+  {{- fail "dsr-orchestrator: admin.tls=true with serviceMonitor.enabled needs serviceMonitor.tlsConfig: Prometheus must verify the admin port's certificate, e.g. {ca: {secret: {name: <tls.existingSecret>, key: ca.crt}}, serverName: <the Service's DNS name>}." }}
+{{- end }}
 {{- if include "dsr.belowASecond" $v.retention.purgeInterval }}
   {{- fail (printf "dsr-orchestrator: retention.purgeInterval (%s) must be at least 1s (the server refuses less): it is how often the retention purge runs, e.g. 1h." $v.retention.purgeInterval) }}
 {{- end }}

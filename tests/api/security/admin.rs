@@ -45,11 +45,15 @@ async fn get_tls(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // Offered as a browser would: the listener serves HTTP/1.1 only.
+    let mut config = config;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .ok()?;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     http_get(stream, "localhost", path, bearer).await
 }
 
@@ -67,16 +71,22 @@ async fn the_admin_listener_serves_tls_and_the_metrics_need_the_token(db: TestDb
     let token_file = dir.path().join("metrics-token");
     write_token(&token_file, "first-scrape-token");
     let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    // Mutual TLS on the gRPC port; the admin port asks for no certificate.
+    let clients = Ca::new("client CA");
+    let client_ca = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca, &clients.pem).unwrap();
+    let harness = clients.client("harness-client", None);
     let app = TestApp::spawn_tls(
         &db,
         |c| {
             c.tls_cert = Some(cert.clone());
             c.tls_key = Some(key.clone());
+            c.tls_client_ca = Some(client_ca.clone());
             c.admin_tls = true;
             c.metrics_token_file = Some(token_file.clone());
             c.reload_interval = Duration::from_millis(50);
         },
-        client_tls(&first, None),
+        client_tls(&first, Some(&harness)),
     )
     .await;
     let admin = app.admin;
@@ -120,10 +130,12 @@ async fn the_admin_listener_serves_tls_and_the_metrics_need_the_token(db: TestDb
     assert_eq!(new.map(|r| r.0), Some(200));
 
     // A token file that went missing refuses every scrape rather than
-    // serving them unguarded.
+    // serving them unguarded; the probes still answer.
     std::fs::remove_file(&token_file).unwrap();
     let gone = get_tls(admin, &first, "/metrics", Some("second-scrape-token")).await;
     assert_eq!(gone.map(|r| r.0), Some(503));
+    let probe = get_tls(admin, &first, "/readyz", None).await;
+    assert_eq!(probe.map(|r| r.0), Some(200));
     write_token(&token_file, "third-scrape-token");
 
     // A renewed certificate is served to new connections: the server
