@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminListener, AdminState};
+use crate::admin::{self, AdminListener, AdminState};
 use crate::api::limits::{LimitLayer, LimitSettings, WatchLimits};
 use crate::api::opendsr::OpenDsrCallbacks;
 use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
@@ -217,9 +217,10 @@ impl Application {
         let dispatcher = Dispatcher::new(
             store.clone(),
             options.clock.clone(),
-            options
-                .adapter
-                .unwrap_or_else(|| Arc::new(PushAdapters::new(config.public_url.clone()))),
+            options.adapter.unwrap_or_else(|| {
+                let plaintext = config.allow_plaintext_processors;
+                Arc::new(PushAdapters::new(config.public_url.clone(), plaintext))
+            }),
             recorder,
             config.dispatch_config(),
             metrics.clone(),
@@ -341,14 +342,8 @@ impl Application {
             insecure,
         };
         let (admin_addr, admin_tls) = (admin_listener.addr(), admin_listener.tls());
-        tasks.start("admin listener", |stop| {
-            Some(crate::admin::serve(
-                admin_listener,
-                admin,
-                reload_interval,
-                stop,
-            ))
-        });
+        let serve_admin = |stop| admin::serve(admin_listener, admin, reload_interval, stop);
+        tasks.start("admin listener", |stop| Some(serve_admin(stop)));
 
         tracing::info!(
             addr = %addr,

@@ -179,8 +179,10 @@ impl Channels {
                 .map_err(|e| DeliveryError::fatal(local::BAD_TLS, e.to_string()))?;
             digest = files;
         }
-        let channel =
-            builder.connect_with_connector_lazy(connector(self.lookup.clone(), endpoint.timeout));
+        let channel = builder.connect_with_connector_lazy(connector(
+            self.lookup.for_url(endpoint.uri),
+            endpoint.timeout,
+        ));
         channels.insert(
             endpoint.uri.to_string(),
             Kept {

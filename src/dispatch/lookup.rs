@@ -8,7 +8,8 @@
 //! unspecified, multicast) and refuses the connection when none is left. The
 //! refusal fails the delivery as retryable, saying why (see
 //! [`refusal`]), so the instruction escalates if the name stays pointed
-//! there. gRPC channels connect through [`connector`]; HTTP clients
+//! there. A plaintext `http://` endpoint is kept to loopback addresses,
+//! as at registration, unless `--allow-plaintext-processors`. gRPC channels connect through [`connector`]; HTTP clients
 //! (webhooks, OpenDSR) resolve through the same lookup.
 //!
 //! An address written in the endpoint is not looked up: it cannot change
@@ -53,19 +54,55 @@ impl Resolver for System {
 /// Resolves processors' host names, keeping only the addresses a delivery
 /// may go to.
 #[derive(Clone)]
-pub struct Lookup(Arc<dyn Resolver>);
+pub struct Lookup {
+    resolver: Arc<dyn Resolver>,
+    /// Plaintext `http://` endpoints may go beyond loopback
+    /// (`--allow-plaintext-processors`).
+    allow_plaintext: bool,
+    /// Keep loopback addresses only: this lookup serves a plaintext
+    /// endpoint, and plaintext may not go beyond loopback.
+    loopback_only: bool,
+}
 
 impl Default for Lookup {
-    /// The system's resolver.
+    /// The system's resolver, plaintext allowed anywhere.
     fn default() -> Self {
-        Self(Arc::new(System))
+        Self::new(System)
     }
 }
 
 impl Lookup {
-    /// Names resolved by `resolver`.
+    /// Names resolved by `resolver`, plaintext allowed anywhere.
     pub fn new(resolver: impl Resolver) -> Self {
-        Self(Arc::new(resolver))
+        Self {
+            resolver: Arc::new(resolver),
+            allow_plaintext: true,
+            loopback_only: false,
+        }
+    }
+
+    /// The same, with plaintext `http://` endpoints kept to loopback
+    /// addresses unless `allow` (the registration's rule, applied again
+    /// at each connection).
+    pub fn plaintext_beyond_loopback(self, allow: bool) -> Self {
+        Self {
+            allow_plaintext: allow,
+            ..self
+        }
+    }
+
+    /// The lookup for connections to `url`: kept to loopback when it is
+    /// plaintext and plaintext may not go further.
+    pub fn for_url(&self, url: &str) -> Self {
+        Self {
+            loopback_only: !self.allow_plaintext && url.starts_with("http://"),
+            ..self.clone()
+        }
+    }
+
+    /// Whether it keeps loopback addresses only.
+    pub fn loopback_only(&self) -> bool {
+        self.loopback_only
     }
 
     /// The addresses of `host` (a name, or an address as written in a
@@ -78,12 +115,18 @@ impl Lookup {
         }
         let found = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => self.0.resolve(&host, port).await?,
+            Err(_) => self.resolver.resolve(&host, port).await?,
         };
-        let (allowed, kept_out): (Vec<_>, Vec<_>) =
-            found.into_iter().partition(|a| !forbidden(&a.ip()));
+        let (allowed, kept_out): (Vec<_>, Vec<_>) = found
+            .into_iter()
+            .partition(|a| !forbidden(&a.ip()) && (!self.loopback_only || a.ip().is_loopback()));
         match (allowed.is_empty(), kept_out.first()) {
             (false, _) => Ok(allowed),
+            (true, Some(bad)) if !forbidden(&bad.ip()) => Err(refused(format!(
+                "{host} resolves to {}, beyond loopback, where plaintext http:// may not go \
+                 (--allow-plaintext-processors)",
+                bad.ip()
+            ))),
             (true, Some(bad)) => Err(refused(format!(
                 "{host} resolves to {}, a link-local, metadata, unspecified or multicast \
                  address no delivery may go to",
@@ -211,6 +254,32 @@ mod tests {
         // An address in the URL is taken as written.
         let kept = none.allowed("[::1]", 9).await.unwrap();
         assert_eq!(kept, vec![SocketAddr::new(ip("::1"), 9)]);
+    }
+
+    #[tokio::test]
+    async fn plaintext_stays_on_loopback_unless_allowed() {
+        let both = || Lookup::new(Fixed(vec![ip("10.0.0.7"), ip("127.0.0.1")]));
+        let strict = both().plaintext_beyond_loopback(false);
+        let plain = strict.for_url("http://crm.example:8080");
+        let kept = plain.allowed("crm.example", 80).await.unwrap();
+        assert_eq!(kept, vec![SocketAddr::new(ip("127.0.0.1"), 80)]);
+        let kept = strict
+            .for_url("https://crm.example")
+            .allowed("crm.example", 443)
+            .await;
+        assert_eq!(kept.unwrap().len(), 2);
+        let away = Lookup::new(Fixed(vec![ip("10.0.0.7")])).plaintext_beyond_loopback(false);
+        let e = (away
+            .for_url("http://crm.example")
+            .allowed("crm.example", 80)
+            .await)
+            .unwrap_err();
+        let why = refusal(&e).expect("a refusal").to_string();
+        assert!(why.contains("10.0.0.7, beyond loopback"), "{why}");
+        let allowed = both()
+            .plaintext_beyond_loopback(true)
+            .for_url("http://crm.example");
+        assert_eq!(allowed.allowed("crm.example", 80).await.unwrap().len(), 2);
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl OpenDsrAdapter {
         endpoint: &Endpoint<'_>,
         id: InstructionId,
     ) -> Result<Option<wire::Status>, DeliveryError> {
-        let client = self.clients.get(endpoint.tls)?;
+        let client = self.clients.get(endpoint.uri, endpoint.tls)?;
         let request = client.get(Self::requests_url(endpoint, Some(id)));
         match self.send(endpoint, request).await? {
             None => Ok(None),
@@ -144,7 +144,7 @@ impl Adapter for OpenDsrAdapter {
                 format!("OpenDSR has no request type for {}", i.kind),
             ));
         };
-        let client = self.clients.get(endpoint.tls)?;
+        let client = self.clients.get(endpoint.uri, endpoint.tls)?;
         let request = client.post(Self::requests_url(&endpoint, None)).json(&body);
         match self.send(&endpoint, request).await? {
             Some(_) => Ok(Answer::Accepted),
@@ -161,7 +161,7 @@ impl Adapter for OpenDsrAdapter {
         instruction: InstructionId,
         _reason: &str,
     ) -> Result<(), DeliveryError> {
-        let client = self.clients.get(endpoint.tls)?;
+        let client = self.clients.get(endpoint.uri, endpoint.tls)?;
         let request = client.delete(Self::requests_url(&endpoint, Some(instruction)));
         // A request the processor never had has nothing to stop.
         self.send(&endpoint, request).await.map(drop)
@@ -253,7 +253,7 @@ impl CallbackKeys {
     async fn fetch(&self, url: &str, tls: Option<&ProcessorTls>) -> Result<Vec<u8>, Violations> {
         let fail =
             |what: &str, e: &dyn std::fmt::Display| Violations::one("", format!("{what}: {e}"));
-        let client = self.clients.get(tls).map_err(|e| fail("client", &e))?;
+        let client = self.clients.get(url, tls).map_err(|e| fail("client", &e))?;
         let timeout = Duration::from_secs(10);
         let discovery: wire::Discovery = client
             .get(format!("{}/discovery", url.trim_end_matches('/')))

@@ -19,9 +19,11 @@ pub struct PushAdapters {
 
 impl PushAdapters {
     /// Every protocol; OpenDSR processors are offered status callbacks
-    /// under `public_url` (without it they are polled only).
-    pub fn new(public_url: Option<String>) -> Self {
-        Self::with_lookup(public_url, Lookup::default())
+    /// under `public_url` (without it they are polled only); plaintext
+    /// endpoints are reached beyond loopback only with `allow_plaintext`.
+    pub fn new(public_url: Option<String>, allow_plaintext: bool) -> Self {
+        let lookup = Lookup::default().plaintext_beyond_loopback(allow_plaintext);
+        Self::with_lookup(public_url, lookup)
     }
 
     /// The same, with names resolved through `lookup` instead of the

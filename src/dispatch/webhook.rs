@@ -63,7 +63,9 @@ impl WebhookAdapter {
 /// [`super::lookup`]).
 #[derive(Default)]
 pub(super) struct HttpClients {
-    kept: Mutex<HashMap<Option<ProcessorTls>, Kept>>,
+    /// By TLS files, and whether the client is kept to loopback (see
+    /// [`Lookup::for_url`]).
+    kept: Mutex<HashMap<(Option<ProcessorTls>, bool), Kept>>,
     lookup: Lookup,
 }
 
@@ -154,17 +156,22 @@ impl HttpClients {
         }
     }
 
-    /// The client for `tls`.
-    pub(super) fn get(&self, tls: Option<&ProcessorTls>) -> Result<reqwest::Client, DeliveryError> {
+    /// The client for `url` with `tls`.
+    pub(super) fn get(
+        &self,
+        url: &str,
+        tls: Option<&ProcessorTls>,
+    ) -> Result<reqwest::Client, DeliveryError> {
+        let lookup = self.lookup.for_url(url);
         let mut clients = self.kept.lock().expect("client cache lock");
-        let key = tls.cloned();
+        let key = (tls.cloned(), lookup.loopback_only());
         if let Some(kept) = clients.get_mut(&key)
             && kept.files.still_current(tls)
         {
             return Ok(kept.client.clone());
         }
         // Files that cannot be read may be a mount in progress: retried.
-        let (client, digest) = webhook_client(tls, Arc::new(self.lookup.clone()))
+        let (client, digest) = webhook_client(tls, Arc::new(lookup))
             .map_err(|m| DeliveryError::retryable(local::TLS_FILES, m))?;
         clients.insert(
             key,
@@ -235,7 +242,7 @@ impl WebhookAdapter {
         })?;
         let mut request = self
             .clients
-            .get(endpoint.tls)?
+            .get(endpoint.uri, endpoint.tls)?
             .post(endpoint.uri)
             .timeout(endpoint.timeout)
             .header(http::header::CONTENT_TYPE, "application/json")
