@@ -24,6 +24,8 @@ use crate::compliance_file::CompliancePolicy;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::destination;
+use crate::dispatch::lookup::Lookup;
+use crate::dispatch::opendsr::CallbackKeys;
 use crate::dispatch::push::PushAdapters;
 use crate::dispatch::recorder::{Recorder, RecorderTask};
 use crate::domain::{Actor, Period};
@@ -380,7 +382,9 @@ impl Application {
                     clock: clock.clone(),
                 },
                 store: store.clone(),
-                keys: Arc::default(),
+                keys: Arc::new(CallbackKeys::new(
+                    Lookup::default().plaintext_beyond_loopback(allow_plaintext),
+                )),
                 metrics: metrics.clone(),
             },
         };

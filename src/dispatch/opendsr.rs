@@ -191,11 +191,22 @@ const REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// The keys OpenDSR processors sign their callbacks with: the public key
 /// of the certificate each one's `/discovery` names, kept per processor
 /// and base URL and fetched again hourly, or when a signature fails to
-/// verify (at most every 30 s).
+/// verify (at most every 30 s). The fetches connect where the lookup
+/// allows, as deliveries do.
 #[derive(Default)]
 pub struct CallbackKeys {
     clients: HttpClients,
     keys: Mutex<HashMap<(ProcessorId, String), Kept>>,
+}
+
+impl CallbackKeys {
+    /// Keys fetched through connections that resolve names with `lookup`.
+    pub fn new(lookup: super::lookup::Lookup) -> Self {
+        Self {
+            clients: HttpClients::new(lookup),
+            keys: Mutex::default(),
+        }
+    }
 }
 
 /// A processor's key (PKCS#1 DER) and when it was fetched.
