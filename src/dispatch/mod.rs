@@ -56,6 +56,7 @@ mod deliver;
 pub mod destination;
 pub mod federation;
 pub mod grpc;
+mod http_clients;
 pub mod lookup;
 mod notices;
 pub mod opendsr;

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, local};
-use super::webhook::{HttpClients, answer_body, unanswered};
+use super::http_clients::HttpClients;
+use super::webhook::{answer_body, unanswered};
 use crate::domain::{
     InstructionId, InstructionResult, Outcome, ProcessorId, ProcessorTls, Violations,
 };

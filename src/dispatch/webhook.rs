@@ -18,11 +18,8 @@
 //! every other status are fatal: the processor will not take this
 //! instruction as sent, an operator must look. No redirect is followed.
 //!
-//! Clients are kept per set of TLS files (one connection pool per
-//! processor's trust settings) and built again when the files change.
+//! Clients are kept per set of TLS files (see the `http_clients` module).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -31,9 +28,9 @@ use ring::hmac;
 
 use super::adapter::{Answer, Delivery, DeliveryError, Endpoint, Protocol, local};
 use super::grpc::answer_of;
+use super::http_clients::HttpClients;
 use super::lookup::{Lookup, refusal};
-use crate::domain::{InstructionId, InstructionView, ProcessorTls, Timestamp};
-use crate::tls::client::{Freshness, webhook_client};
+use crate::domain::{InstructionId, InstructionView, Timestamp};
 use crate::wire::{self, json};
 
 /// The most of a processor's answer that is read (10,000 data records
@@ -56,22 +53,6 @@ impl WebhookAdapter {
             clients: HttpClients::new(lookup),
         }
     }
-}
-
-/// HTTP clients kept per set of TLS files, built again when the files
-/// change; each connection goes only where the lookup allows (see
-/// [`super::lookup`]).
-#[derive(Default)]
-pub(super) struct HttpClients {
-    /// By TLS files, and whether the client is kept to loopback (see
-    /// [`Lookup::for_url`]).
-    kept: Mutex<HashMap<(Option<ProcessorTls>, bool), Kept>>,
-    lookup: Lookup,
-}
-
-struct Kept {
-    client: reqwest::Client,
-    files: Freshness,
 }
 
 /// The signature of one message: `v1,` and the base64 HMAC-SHA256 of
@@ -144,43 +125,6 @@ pub(super) fn unanswered(e: &reqwest::Error) -> DeliveryError {
         DeliveryError::retryable("UNAVAILABLE", "cannot connect to the processor")
     } else {
         DeliveryError::retryable("UNAVAILABLE", "the connection to the processor failed")
-    }
-}
-
-impl HttpClients {
-    /// Clients whose connections resolve names through `lookup`.
-    pub(super) fn new(lookup: Lookup) -> Self {
-        Self {
-            kept: Mutex::default(),
-            lookup,
-        }
-    }
-
-    /// The client for `url` with `tls`.
-    pub(super) fn get(
-        &self,
-        url: &str,
-        tls: Option<&ProcessorTls>,
-    ) -> Result<reqwest::Client, DeliveryError> {
-        let lookup = self.lookup.for_url(url);
-        let mut clients = self.kept.lock().expect("client cache lock");
-        let key = (tls.cloned(), lookup.loopback_only());
-        if let Some(kept) = clients.get_mut(&key)
-            && kept.files.still_current(tls)
-        {
-            return Ok(kept.client.clone());
-        }
-        // Files that cannot be read may be a mount in progress: retried.
-        let (client, digest) = webhook_client(tls, Arc::new(lookup))
-            .map_err(|m| DeliveryError::retryable(local::TLS_FILES, m))?;
-        clients.insert(
-            key,
-            Kept {
-                client: client.clone(),
-                files: Freshness::new(tls, digest),
-            },
-        );
-        Ok(client)
     }
 }
 
