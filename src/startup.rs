@@ -382,9 +382,7 @@ impl Application {
                     clock: clock.clone(),
                 },
                 store: store.clone(),
-                keys: Arc::new(CallbackKeys::new(
-                    Lookup::default().plaintext_beyond_loopback(allow_plaintext),
-                )),
+                keys: Arc::new(CallbackKeys::new(Lookup::system(allow_plaintext))),
                 metrics: metrics.clone(),
             },
         };

@@ -17,6 +17,7 @@
 
 use std::net::IpAddr;
 
+use super::lookup::{Lookup, host_name, refusal};
 use crate::domain::{AdapterConfig, Violations};
 
 /// Host names of cloud metadata services.
@@ -36,24 +37,19 @@ pub async fn check(adapter: &AdapterConfig, allow_plaintext: bool) -> Result<(),
     let Ok(uri) = endpoint.parse::<http::Uri>() else {
         return Ok(()); // the domain has already refused it
     };
-    let host = uri
-        .host()
-        .unwrap_or("")
-        .trim_matches(['[', ']'])
-        .to_ascii_lowercase();
+    let host = host_name(uri.host().unwrap_or(""));
     let port = uri.port_u16().unwrap_or(443);
-    if METADATA_NAMES.contains(&host.as_str()) {
-        return Err(Violations::one(
-            field,
-            "must not be a cloud metadata service",
-        ));
-    }
-    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(found) => found.map(|a| a.ip()).collect(),
-            Err(_) => Vec::new(),
-        },
+    // Refused when the whole deployment would be: any address it has (a
+    // connection drops those, see `super::lookup`).
+    let addresses: Vec<IpAddr> = match Lookup::system(true).addresses(&host, port).await {
+        Ok(found) => found.iter().map(|a| a.ip()).collect(),
+        Err(e) if refusal(&e).is_some() => {
+            return Err(Violations::one(
+                field,
+                "must not be a cloud metadata service",
+            ));
+        }
+        Err(_) => Vec::new(),
     };
     if let Some(bad) = addresses.iter().find(|ip| forbidden(ip)) {
         return Err(Violations::one(

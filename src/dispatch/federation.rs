@@ -38,7 +38,6 @@ const MAX_TEXT: usize = 2000;
 pub const UPSTREAM_LABEL: &str = "dsr.upstream_request_id";
 
 /// Pushes instructions to other orchestrators.
-#[derive(Default)]
 pub struct FederationAdapter {
     channels: Channels,
 }

@@ -27,7 +27,6 @@ use crate::tls::client::{Freshness, processor_tls};
 use crate::wire;
 
 /// gRPC push adapter with a per-endpoint channel cache.
-#[derive(Default)]
 pub struct GrpcAdapter {
     channels: Channels,
 }
@@ -44,7 +43,6 @@ impl GrpcAdapter {
 /// Channels to push endpoints, created lazily, one per endpoint, and
 /// rebuilt when the endpoint's TLS files change; each connection goes
 /// only where the lookup allows (see [`super::lookup`]).
-#[derive(Default)]
 pub(super) struct Channels {
     kept: Mutex<HashMap<String, Kept>>,
     lookup: Lookup,

@@ -15,7 +15,6 @@ use crate::tls::client::{Freshness, webhook_client};
 /// HTTP clients kept per set of TLS files, built again when the files
 /// change; each connection goes only where the lookup allows (see
 /// [`super::lookup`]).
-#[derive(Default)]
 pub(super) struct HttpClients {
     /// By TLS files, and whether the client is kept to loopback (see
     /// [`Lookup::for_url`]).

@@ -64,31 +64,22 @@ pub struct Lookup {
     loopback_only: bool,
 }
 
-impl Default for Lookup {
-    /// The system's resolver, plaintext allowed anywhere.
-    fn default() -> Self {
-        Self::new(System)
-    }
-}
-
 impl Lookup {
-    /// Names resolved by `resolver`, plaintext allowed anywhere.
-    pub fn new(resolver: impl Resolver) -> Self {
+    /// Names resolved by `resolver`; plaintext `http://` endpoints are
+    /// kept to loopback addresses unless `allow_plaintext`
+    /// (`--allow-plaintext-processors`, the registration's rule applied
+    /// again at each connection).
+    pub fn new(resolver: impl Resolver, allow_plaintext: bool) -> Self {
         Self {
             resolver: Arc::new(resolver),
-            allow_plaintext: true,
+            allow_plaintext,
             loopback_only: false,
         }
     }
 
-    /// The same, with plaintext `http://` endpoints kept to loopback
-    /// addresses unless `allow` (the registration's rule, applied again
-    /// at each connection).
-    pub fn plaintext_beyond_loopback(self, allow: bool) -> Self {
-        Self {
-            allow_plaintext: allow,
-            ..self
-        }
+    /// The same with the system's resolver.
+    pub fn system(allow_plaintext: bool) -> Self {
+        Self::new(System, allow_plaintext)
     }
 
     /// The lookup for connections to `url`: kept to loopback when it is
@@ -109,14 +100,8 @@ impl Lookup {
     /// URL) at `port` that a delivery may go to; an error saying why when
     /// there is none.
     pub async fn allowed(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
-        if METADATA_NAMES.contains(&host.as_str()) {
-            return Err(refused(format!("{host} is a cloud metadata service")));
-        }
-        let found = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => self.resolver.resolve(&host, port).await?,
-        };
+        let host = host_name(host);
+        let found = self.addresses(&host, port).await?;
         let (allowed, kept_out): (Vec<_>, Vec<_>) = found
             .into_iter()
             .partition(|a| !forbidden(&a.ip()) && (!self.loopback_only || a.ip().is_loopback()));
@@ -136,6 +121,27 @@ impl Lookup {
                 io::ErrorKind::NotFound,
                 format!("{host} resolves to no address"),
             )),
+        }
+    }
+}
+
+/// `host` as a URL gives it, without the brackets of an IPv6 address and
+/// in lower case.
+pub(super) fn host_name(host: &str) -> String {
+    host.trim_matches(['[', ']']).to_ascii_lowercase()
+}
+
+impl Lookup {
+    /// Every address of `host` (as [`host_name`] gives it) at `port`: the
+    /// address itself, or what the resolver finds for a name; refused for
+    /// a cloud metadata service's name.
+    pub(super) async fn addresses(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        if METADATA_NAMES.contains(&host) {
+            return Err(refused(format!("{host} is a cloud metadata service")));
+        }
+        match host.parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+            Err(_) => self.resolver.resolve(host, port).await,
         }
     }
 }
@@ -232,11 +238,11 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_addresses_a_delivery_may_go_to_are_kept() {
-        let mixed = Lookup::new(Fixed(vec![ip("169.254.169.254"), ip("10.0.0.7")]));
+        let mixed = Lookup::new(Fixed(vec![ip("169.254.169.254"), ip("10.0.0.7")]), true);
         let kept = mixed.allowed("crm.example", 443).await.unwrap();
         assert_eq!(kept, vec![SocketAddr::new(ip("10.0.0.7"), 443)]);
 
-        let rebound = Lookup::new(Fixed(vec![ip("169.254.169.254"), ip("fe80::1")]));
+        let rebound = Lookup::new(Fixed(vec![ip("169.254.169.254"), ip("fe80::1")]), true);
         let e = rebound.allowed("crm.example", 443).await.unwrap_err();
         let why = refusal(&e).expect("a refusal").to_string();
         assert!(
@@ -248,7 +254,7 @@ mod tests {
             let e = mixed.allowed(host, 80).await.unwrap_err();
             assert!(refusal(&e).is_some(), "{host}");
         }
-        let none = Lookup::new(Fixed(vec![]));
+        let none = Lookup::new(Fixed(vec![]), true);
         let e = none.allowed("gone.example", 443).await.unwrap_err();
         assert!(refusal(&e).is_none());
         // An address in the URL is taken as written.
@@ -258,8 +264,8 @@ mod tests {
 
     #[tokio::test]
     async fn plaintext_stays_on_loopback_unless_allowed() {
-        let both = || Lookup::new(Fixed(vec![ip("10.0.0.7"), ip("127.0.0.1")]));
-        let strict = both().plaintext_beyond_loopback(false);
+        let both = |allow| Lookup::new(Fixed(vec![ip("10.0.0.7"), ip("127.0.0.1")]), allow);
+        let strict = both(false);
         let plain = strict.for_url("http://crm.example:8080");
         let kept = plain.allowed("crm.example", 80).await.unwrap();
         assert_eq!(kept, vec![SocketAddr::new(ip("127.0.0.1"), 80)]);
@@ -268,7 +274,7 @@ mod tests {
             .allowed("crm.example", 443)
             .await;
         assert_eq!(kept.unwrap().len(), 2);
-        let away = Lookup::new(Fixed(vec![ip("10.0.0.7")])).plaintext_beyond_loopback(false);
+        let away = Lookup::new(Fixed(vec![ip("10.0.0.7")]), false);
         let e = (away
             .for_url("http://crm.example")
             .allowed("crm.example", 80)
@@ -276,9 +282,7 @@ mod tests {
             .unwrap_err();
         let why = refusal(&e).expect("a refusal").to_string();
         assert!(why.contains("10.0.0.7, beyond loopback"), "{why}");
-        let allowed = both()
-            .plaintext_beyond_loopback(true)
-            .for_url("http://crm.example");
+        let allowed = both(true).for_url("http://crm.example");
         assert_eq!(allowed.allowed("crm.example", 80).await.unwrap().len(), 2);
     }
 

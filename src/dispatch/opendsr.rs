@@ -37,7 +37,6 @@ pub fn callback_path(processor: &ProcessorId) -> String {
 }
 
 /// OpenDSR push adapter.
-#[derive(Default)]
 pub struct OpenDsrAdapter {
     clients: HttpClients,
     /// The orchestrator's public URL (callbacks are offered under it).
@@ -194,7 +193,6 @@ const REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// and base URL and fetched again hourly, or when a signature fails to
 /// verify (at most every 30 s). The fetches connect where the lookup
 /// allows, as deliveries do.
-#[derive(Default)]
 pub struct CallbackKeys {
     clients: HttpClients,
     keys: Mutex<HashMap<(ProcessorId, String), Kept>>,

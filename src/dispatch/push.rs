@@ -22,8 +22,7 @@ impl PushAdapters {
     /// under `public_url` (without it they are polled only); plaintext
     /// endpoints are reached beyond loopback only with `allow_plaintext`.
     pub fn new(public_url: Option<String>, allow_plaintext: bool) -> Self {
-        let lookup = Lookup::default().plaintext_beyond_loopback(allow_plaintext);
-        Self::with_lookup(public_url, lookup)
+        Self::with_lookup(public_url, Lookup::system(allow_plaintext))
     }
 
     /// The same, with names resolved through `lookup` instead of the

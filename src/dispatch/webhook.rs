@@ -41,7 +41,6 @@ const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Webhook push adapter with a client cache per set of TLS files.
-#[derive(Default)]
 pub struct WebhookAdapter {
     clients: HttpClients,
 }

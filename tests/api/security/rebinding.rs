@@ -115,7 +115,7 @@ impl Rebinding {
 /// metadata service.
 async fn a_name_pointed_at_a_metadata_address_gets_no_delivery(db: TestDb) {
     let dns = Pointed(Arc::new(Mutex::new("169.254.169.254".parse().unwrap())));
-    let lookup = Lookup::new(dns.clone());
+    let lookup = Lookup::new(dns.clone(), true);
     let rebinding = Rebinding::start(&db, lookup, "processor.rebinding.test", true).await;
     let refusal = "processor.rebinding.test resolves to 169.254.169.254, a link-local, \
                    metadata, unspecified or multicast address no delivery may go to";
@@ -129,7 +129,7 @@ async fn a_name_pointed_at_a_metadata_address_gets_no_delivery(db: TestDb) {
 /// made there either.
 async fn plaintext_goes_only_to_loopback_whatever_a_name_comes_to_resolve_to(db: TestDb) {
     let dns = Pointed(Arc::new(Mutex::new("192.0.2.10".parse().unwrap())));
-    let lookup = Lookup::new(dns.clone()).plaintext_beyond_loopback(false);
+    let lookup = Lookup::new(dns.clone(), false);
     let rebinding = Rebinding::start(&db, lookup, "localhost", false).await;
     let refusal = "localhost resolves to 192.0.2.10, beyond loopback, where plaintext http:// \
                    may not go";
