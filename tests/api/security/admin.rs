@@ -38,7 +38,7 @@ async fn get_tls(
     roots
         .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
         .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -46,7 +46,6 @@ async fn get_tls(
     .with_root_certificates(roots)
     .with_no_client_auth();
     // Offered as a browser would: the listener serves HTTP/1.1 only.
-    let mut config = config;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
