@@ -190,7 +190,8 @@ fn result_of(
     let policy = &p.spec.retry_policy;
     let instruction = &c.instruction;
     // The polls of an adapter that polls are reminders, which count as
-    // attempts; they are no failures, so its retry budget leaves them out.
+    // attempts; they are no failures, so its retry budget leaves them out
+    // (as the claim and the escalation sweep do for an expired lease).
     let polls = p.spec.adapter.poll_interval().is_some();
     // A polling adapter's probe gives nothing back: a poll of an
     // acknowledged instruction spent none of the budget, and whether this

@@ -25,7 +25,7 @@ use sqlx::Row;
 use super::aftermath::By;
 use super::aftermath::after_changes;
 use super::codec::{instruction, micros, qualified};
-use super::picks::{PICKED, align, pick_due, picked};
+use super::picks::{PICKED, align, deliveries_since_arm, pick_due, picked};
 use super::sealed::PAYLOAD;
 use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
@@ -79,6 +79,9 @@ pub struct ClaimOrder<'a> {
     /// Its delivery budget (an expired lease past it is not delivered
     /// again but escalated).
     pub max_attempts: u32,
+    /// Whether its adapter polls: its reminders then spend none of
+    /// `max_attempts` (see [`super::picks::deliveries_since_arm`]).
+    pub polls: bool,
     /// Most instructions to lease (this replica's free delivery slots).
     pub limit: u32,
     /// Its deliveries in flight at once across every replica.
@@ -100,7 +103,8 @@ pub struct ClaimOrder<'a> {
 }
 
 impl Store {
-    /// Leases up to `limit` due instructions of `processor` for `lease`.
+    /// Leases up to `limit` due instructions of `processor`, which does not
+    /// poll (a pull processor), for `lease`.
     #[allow(clippy::too_many_arguments)]
     pub async fn claim(
         &self,
@@ -116,6 +120,7 @@ impl Store {
             processor,
             max_reminders,
             max_attempts,
+            polls: false,
             limit,
             max_in_flight: u32::MAX,
             per_second: 0,
@@ -260,7 +265,10 @@ impl Store {
                     "DELIVERING",
                     "lease_expires_at",
                     now_us,
-                    Some(("attempts_since_arm", i64::from(order.max_attempts))),
+                    Some((
+                        &deliveries_since_arm("", &i64::from(order.polls).to_string()),
+                        i64::from(order.max_attempts),
+                    )),
                     limit,
                 );
                 sql.push(lock)

@@ -10,6 +10,7 @@ use sqlx::Row;
 use super::aftermath::By;
 use super::aftermath::after_changes;
 use super::codec::{INSTRUCTION_COLUMNS, PUSH_KINDS, instruction, micros};
+use super::picks::deliveries_since_arm;
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{AttemptResult, ProcessorId, Timestamp};
@@ -24,6 +25,10 @@ pub struct Budget<'a> {
     /// Deliveries (pulls, for a pull processor) before an unanswered one
     /// escalates.
     pub max_attempts: u32,
+    /// Whether its adapter polls (federation, OpenDSR): its reminders are
+    /// polls, which spend none of `max_attempts` (see
+    /// [`super::picks::deliveries_since_arm`]).
+    pub polls: bool,
 }
 
 /// The open states the clock escalates (a DELIVERING one only once its
@@ -121,7 +126,10 @@ impl Store {
         .bind(b.processor.as_str())
         .push(" and state = 'DELIVERING' and lease_expires_at <= ")
         .bind(micros(now))
-        .push(" and attempts_since_arm >= ")
+        .push(&format!(
+            " and {} >= ",
+            deliveries_since_arm("", &i64::from(b.polls).to_string())
+        ))
         .bind(i64::from(b.max_attempts))
         .push(" returning ")
         .push(INSTRUCTION_COLUMNS);
@@ -250,19 +258,20 @@ fn late_sql(backend: Backend, now_us: i64) -> Sql {
 /// outcome at every pass, and processors take days to answer.
 fn spent_sql(backend: Backend, budgets: &[Budget<'_>], now_us: i64) -> Sql {
     let probe = |sql: &mut Sql, state: &str, due: &str, count: &str, budget: &str| {
+        // `count` is over the instruction's row, `i`.
         sql.push(&format!(
             "(select cast(1 as bigint) from instructions i where i.processor_id = b.id \
              and i.state = '{state}' and i.{due} <= "
         ))
         .bind(now_us)
-        .push(&format!(" and i.{count} >= b.{budget} limit 1)"));
+        .push(&format!(" and {count} >= b.{budget} limit 1)"));
     };
     let mut sql = Sql::new(backend, "select b.id as processor_id, ");
     probe(
         &mut sql,
         "DELIVERING",
         "lease_expires_at",
-        "attempts_since_arm",
+        &deliveries_since_arm("i.", "b.polls"),
         "attempts",
     );
     sql.push(" as leases, ");
@@ -270,7 +279,7 @@ fn spent_sql(backend: Backend, budgets: &[Budget<'_>], now_us: i64) -> Sql {
         &mut sql,
         "ACKNOWLEDGED",
         "reply_due_at",
-        "reminders",
+        "i.reminders",
         "reminders",
     );
     sql.push(" as replies from (");
@@ -279,12 +288,14 @@ fn spent_sql(backend: Backend, budgets: &[Budget<'_>], now_us: i64) -> Sql {
             ("id", Col::Text),
             ("attempts", Col::Int),
             ("reminders", Col::Int),
+            ("polls", Col::Int),
         ],
         budgets.iter().map(|b| {
             [
                 Bind::from(b.processor.to_string()),
                 Bind::from(i64::from(b.max_attempts)),
                 Bind::from(i64::from(b.max_reminders)),
+                Bind::from(i64::from(b.polls)),
             ]
         }),
     )
@@ -354,6 +365,7 @@ mod tests {
             processor,
             max_reminders: 3,
             max_attempts: 5,
+            polls: false,
         });
         let spent = plan(&store, spent_sql(Backend::Sqlite, &budgets, 1)).await;
         for index in ["instructions_due_lease", "instructions_due_reply"] {
@@ -371,10 +383,12 @@ mod tests {
             .collect();
         let budgets: Vec<Budget> = many
             .iter()
-            .map(|processor| Budget {
+            .enumerate()
+            .map(|(n, processor)| Budget {
                 processor,
                 max_reminders: 3,
                 max_attempts: 5,
+                polls: n % 2 == 0,
             })
             .collect();
         let rows = spent_sql(Backend::Sqlite, &budgets, 1)

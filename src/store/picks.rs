@@ -104,5 +104,19 @@ pub(super) fn pick_due(
         .bind(i64::from(limit));
 }
 
+/// How many deliveries an instruction has had since it was last armed,
+/// as SQL over its row (column names after `row`, such as `i.`): its
+/// attempts since then, less its reminders where its processor polls
+/// (`polls`: SQL that is 1 for an adapter that polls, 0 otherwise).
+/// Federation and OpenDSR follow an accepted instruction by polling, and
+/// each poll is a reminder, leased and counted like a delivery; polls are
+/// no failures, so they spend none of the delivery budget here, as
+/// `dispatch::deliver` counts them for a retry. A lease that expired on a
+/// poll (its replica died mid-poll) is therefore polled again, not
+/// escalated however many polls came before.
+pub(super) fn deliveries_since_arm(row: &str, polls: &str) -> String {
+    format!("({row}attempts_since_arm - {row}reminders * {polls})")
+}
+
 /// The columns a pick reads.
 pub(super) const PICKED: &str = "id, processor_id, request_id, next_attempt_at";

@@ -2,6 +2,10 @@
 //! signed callback, cancels sent as DELETE; against a fake OpenDSR
 //! processor (a real HTTP server) that signs with a key made for it.
 
+use std::time::Duration;
+
+use dsr_orchestrator::clock::{Clock, ManualClock};
+use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::pb;
 
 use crate::backends;
@@ -14,6 +18,7 @@ backends!(
     cancelling_reaches_the_opendsr_processor,
     opendsr_processors_take_only_what_opendsr_can_say,
     a_failing_opendsr_processor_opens_its_breaker_then_is_probed,
+    a_poll_lost_with_its_replica_is_polled_again,
 );
 
 /// The orchestrator's public URL in these tests.
@@ -238,5 +243,69 @@ async fn a_failing_opendsr_processor_opens_its_breaker_then_is_probed(db: TestDb
             format!(r#"dsr_circuit_breaker_changes_total{{processor="vendor",state="{state}"}} 1"#);
         assert!(metrics.contains(&line), "{line}\n{metrics}");
     }
+    app.stop().await;
+}
+
+/// Polls are reminders and spend none of the delivery budget, even when
+/// one is lost with its replica: after more polls than `max_attempts`, a
+/// poll whose replica died (its lease taken, its answer never written) is
+/// polled again once the lease expires, not escalated. The lost poll
+/// counts as one delivery, so replicas dying on the same instruction
+/// again and again still escalate it when the budget is spent.
+async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
+    let fake = FakeOpenDsr::start().await;
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let mut vendor = opendsr_processor("vendor", &fake.url(), 1000);
+    vendor.retry_policy.as_mut().unwrap().max_attempts = 2;
+    register(&app, vendor).await;
+    let req = submit(&app, deletion("opendsr-lost-poll@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    app.dispatcher.run_once().await.unwrap();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    // Three polls, each answered "pending": more than the budget of two.
+    for polls in 1..=3 {
+        clock.advance(Duration::from_secs(2));
+        app.dispatcher.run_once().await.unwrap();
+        assert_eq!(fake.polls(), polls);
+        wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    }
+
+    // A replica that dies mid-poll: it leases the next poll and is gone.
+    let vendor_id = ProcessorId::parse("vendor").unwrap();
+    let die_mid_poll = || async {
+        clock.advance(Duration::from_secs(2));
+        let lost = app
+            .store
+            .claim(
+                &vendor_id,
+                u32::MAX,
+                2,
+                10,
+                "dead-replica",
+                Duration::from_secs(5),
+                clock.now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].kind, dsr_orchestrator::store::ClaimKind::Reminder);
+        clock.advance(Duration::from_secs(6));
+    };
+    die_mid_poll().await;
+    app.dispatcher.run_once().await.unwrap();
+    assert_eq!(fake.polls(), 4, "the lost poll is made again");
+    let polled = wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    assert_eq!(polled.attempts, 6, "the POST, four polls and the lost one");
+
+    // The lost poll was a delivery: a second one spends the budget.
+    die_mid_poll().await;
+    app.dispatcher.run_once().await.unwrap();
+    assert_eq!(fake.polls(), 4);
+    let escalated = wait_for_state(&app, &id, pb::InstructionState::Escalated).await;
+    assert_eq!(
+        escalated.summary.unwrap().last_error,
+        "delivered 2 times without an answer"
+    );
     app.stop().await;
 }
