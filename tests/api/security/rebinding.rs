@@ -1,7 +1,8 @@
 //! A processor's host name is checked again at every connection, not only
 //! at registration: a name that comes to resolve to a cloud metadata
-//! address afterwards (DNS rebinding) gets no connection, by gRPC or by
-//! webhook. The instruction fails as unreachable, saying why, and
+//! address afterwards (DNS rebinding) gets no connection, by gRPC,
+//! webhook, OpenDSR or federation to another orchestrator. The
+//! instruction fails as unreachable, saying why, and
 //! escalates; once the name points where the processor listens, a retry
 //! delivers. A plaintext endpoint's name likewise gets no connection
 //! beyond loopback. The names resolve through a resolver the test holds,
@@ -16,6 +17,7 @@ use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
 
 use crate::backends;
+use crate::harness::app::HARNESS_TOKEN;
 use crate::harness::*;
 
 backends!(
@@ -40,13 +42,22 @@ impl Pointed {
     }
 }
 
+/// The processors of [`Rebinding`], one per protocol.
+const PROCESSORS: [&str; 4] = ["crm", "billing", "vendor", "group-co"];
+
 /// A server resolving names with `dns` (through `lookup`), with a gRPC
-/// processor `crm` and a webhook processor `billing` registered at their
-/// fakes' URLs with the host `host`.
+/// processor `crm`, a webhook processor `billing`, an OpenDSR processor
+/// `vendor` and another orchestrator `group-co` (which has a processor of
+/// its own, `warehouse`), each registered at its URL with the host `host`.
 struct Rebinding {
     app: TestApp,
     grpc: FakeProcessor,
     hook: FakeHook,
+    opendsr: FakeOpenDsr,
+    downstream: TestApp,
+    warehouse: FakeProcessor,
+    _down_db: TestDb,
+    _token_dir: tempfile::TempDir,
 }
 
 impl Rebinding {
@@ -61,23 +72,69 @@ impl Rebinding {
         .await;
         let grpc = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
         let hook = FakeHook::start(HookReply::done("OUTCOME_COMPLETED")).await;
+        let opendsr = FakeOpenDsr::start().await;
+        let down_db = TestDb::like(db).await;
+        // The downstream knows the harness's principal (a submitter); the
+        // upstream presents its token.
+        let downstream = TestApp::spawn_authenticated(&down_db, "", |_| {}).await;
+        let warehouse = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+        register(
+            &downstream,
+            push_processor("warehouse", &warehouse.endpoint()),
+        )
+        .await;
+        let token_dir = tempfile::tempdir().unwrap();
+        let token_file = token_dir.path().join("token");
+        std::fs::write(&token_file, HARNESS_TOKEN).unwrap();
+
         let renamed = |url: String| url.replace("127.0.0.1", host);
         register(&app, push_processor("crm", &renamed(grpc.endpoint()))).await;
         register(&app, webhook_processor("billing", &renamed(hook.url()))).await;
-        Self { app, grpc, hook }
+        register(
+            &app,
+            opendsr_processor("vendor", &renamed(opendsr.url()), 1000),
+        )
+        .await;
+        let down_url = renamed(format!("http://{}", downstream.addr));
+        let mut group = dsr_processor("group-co", &down_url, 1000);
+        if let Some(pb::adapter::Kind::Dsr(d)) =
+            group.adapter.as_mut().and_then(|a| a.kind.as_mut())
+        {
+            d.token_file = token_file.display().to_string();
+        }
+        register(&app, group).await;
+        Self {
+            app,
+            grpc,
+            hook,
+            opendsr,
+            downstream,
+            warehouse,
+            _down_db: down_db,
+            _token_dir: token_dir,
+        }
+    }
+
+    /// Calls each processor got: gRPC deliveries, webhook POSTs, OpenDSR
+    /// calls, and the downstream orchestrator's deliveries to its own
+    /// processor (a federated delivery that arrived).
+    fn reached(&self) -> [usize; 4] {
+        [
+            self.grpc.deliveries().len(),
+            self.hook.received().len(),
+            self.opendsr.posted().len() + self.opendsr.polls(),
+            self.warehouse.deliveries().len(),
+        ]
     }
 
     /// Submits a deletion while `dns` points where no connection may go:
-    /// both instructions escalate with `refusal` in their last error and
-    /// reach no processor. Then, with `dns` pointed back at loopback, an
+    /// every instruction escalates with `refusal` in its last error and
+    /// reaches no processor. Then, with `dns` pointed back at loopback, an
     /// operator's retry delivers each through the same lookup.
     async fn refused_then_delivered(self, dns: &Pointed, refusal: &str) {
         let app = &self.app;
         let req = submit(app, deletion("rebind-ann@example.com")).await;
-        let ids: Vec<_> = ["crm", "billing"]
-            .iter()
-            .map(|p| instruction_of(&req, p))
-            .collect();
+        let ids: Vec<_> = PROCESSORS.iter().map(|p| instruction_of(&req, p)).collect();
         for id in &ids {
             let escalated = wait_for_state(app, id, pb::InstructionState::Escalated).await;
             assert_eq!(escalated.attempts, 4, "{id}");
@@ -90,10 +147,11 @@ impl Rebinding {
                 line.last_error
             );
         }
-        let reached = || (self.grpc.deliveries().len(), self.hook.received().len());
-        assert_eq!(reached(), (0, 0));
+        assert_eq!(self.reached(), [0; 4]);
 
         dns.to("127.0.0.1");
+        // The OpenDSR processor has finished by the time it is asked.
+        self.opendsr.set_status(&ids[2], "completed");
         for id in &ids {
             app.instructions
                 .clone()
@@ -104,8 +162,12 @@ impl Rebinding {
                 .unwrap();
             wait_for_state(app, id, pb::InstructionState::Completed).await;
         }
-        assert_eq!(reached(), (1, 1));
+        // The OpenDSR retry asks first and learns the outcome; the
+        // federated one submits downstream, which delivers to its
+        // processor, and then polls.
+        assert_eq!(self.reached(), [1, 1, 1, 1]);
         self.app.stop().await;
+        self.downstream.stop().await;
     }
 }
 
