@@ -58,8 +58,9 @@ pub struct Application {
     tls: Option<Arc<ServerTls>>,
     /// Listening beyond loopback without authentication.
     insecure: bool,
-    /// Push processors may be plaintext beyond loopback.
-    allow_plaintext: bool,
+    /// How processors' names resolve (and whether push processors may be
+    /// plaintext beyond loopback).
+    lookup: Lookup,
     /// How often the TLS and auth files are checked for changes.
     reload_interval: Duration,
     /// Bounds on callers.
@@ -146,12 +147,13 @@ impl Application {
                 tracing::info!(database = %store.location(), "keeping data in PostgreSQL")
             }
         }
+        let lookup = options.lookup(config.allow_plaintext_processors);
         if let Some(path) = &config.processors_file {
             // The loader's errors already name the file and the line.
             let specs = crate::processors_file::load(path)?;
             let now = options.clock.now();
             for spec in &specs {
-                destination::check(&spec.adapter, config.allow_plaintext_processors)
+                destination::check(&spec.adapter, &lookup)
                     .await
                     .map_err(|v| {
                         anyhow::anyhow!(
@@ -220,8 +222,7 @@ impl Application {
             store.clone(),
             options.clock.clone(),
             options.adapter.unwrap_or_else(|| {
-                let plaintext = config.allow_plaintext_processors;
-                Arc::new(PushAdapters::new(config.public_url.clone(), plaintext))
+                Arc::new(PushAdapters::new(config.public_url.clone(), lookup.clone()))
             }),
             recorder,
             config.dispatch_config(),
@@ -240,7 +241,7 @@ impl Application {
             auth,
             tls,
             insecure,
-            allow_plaintext: config.allow_plaintext_processors,
+            lookup,
             reload_interval: config.reload_interval,
             limits: config.limits(),
             transport: Transport {
@@ -289,7 +290,7 @@ impl Application {
             auth,
             tls,
             insecure,
-            allow_plaintext,
+            lookup,
             reload_interval,
             limits,
             transport,
@@ -366,7 +367,7 @@ impl Application {
             processors: ProcessorApi {
                 store: store.clone(),
                 clock: clock.clone(),
-                allow_plaintext,
+                lookup: lookup.clone(),
             },
             instructions: InstructionApi {
                 store: store.clone(),
@@ -382,7 +383,7 @@ impl Application {
                     clock: clock.clone(),
                 },
                 store: store.clone(),
-                keys: Arc::new(CallbackKeys::new(Lookup::system(allow_plaintext))),
+                keys: Arc::new(CallbackKeys::new(lookup)),
                 metrics: metrics.clone(),
             },
         };

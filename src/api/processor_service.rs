@@ -10,6 +10,7 @@ use super::page::{decode_key, encode_key, page_size, page_token};
 use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::dispatch::destination;
+use crate::dispatch::lookup::Lookup;
 use crate::domain::{Processor, ProcessorId, ProcessorSpec, Violations};
 use crate::pb;
 use crate::pb::processor_service_server::ProcessorService;
@@ -21,9 +22,10 @@ use crate::wire;
 pub struct ProcessorApi {
     pub(crate) store: Store,
     pub(crate) clock: Arc<dyn Clock>,
-    /// Whether push processors may be reached over plaintext `http://`
-    /// beyond loopback (see [`destination`]).
-    pub(crate) allow_plaintext: bool,
+    /// How processors' names resolve, and whether push processors may be
+    /// reached over plaintext `http://` beyond loopback (see
+    /// [`destination`]).
+    pub(crate) lookup: Lookup,
 }
 
 impl ProcessorApi {
@@ -84,12 +86,9 @@ impl ProcessorApi {
 
 /// Checks where a processor's deliveries would go (see [`destination`]),
 /// with paths under `processor.`.
-async fn check_destination(spec: &ProcessorSpec, allow_plaintext: bool) -> ApiResult<()> {
+async fn check_destination(spec: &ProcessorSpec, lookup: &Lookup) -> ApiResult<()> {
     let mut v = Violations::new();
-    v.take(
-        "processor",
-        destination::check(&spec.adapter, allow_plaintext).await,
-    );
+    v.take("processor", destination::check(&spec.adapter, lookup).await);
     if v.is_empty() { Ok(()) } else { Err(v.into()) }
 }
 
@@ -105,7 +104,7 @@ impl ProcessorService for ProcessorApi {
     ) -> Result<Response<pb::RegisterProcessorResponse>, Status> {
         let actor = Caller::of(&request).actor();
         let spec = wire::processor_spec(request.into_inner().processor).map_err(ApiError::from)?;
-        check_destination(&spec, self.allow_plaintext).await?;
+        check_destination(&spec, &self.lookup).await?;
         let registered = self
             .store
             .register_processor(&spec, &actor, self.clock.now())
@@ -151,7 +150,7 @@ impl ProcessorService for ProcessorApi {
         let current = self.store.processor(&id).await.map_err(ApiError::from)?;
         let spec = wire::apply_update(&current.spec, req.processor, req.update_mask)
             .map_err(ApiError::from)?;
-        check_destination(&spec, self.allow_plaintext).await?;
+        check_destination(&spec, &self.lookup).await?;
         let p = self
             .store
             .update_processor(&spec, &actor, self.clock.now())

@@ -10,10 +10,11 @@
 //!   address: a registered "processor" must not be a way to make the
 //!   orchestrator fetch its own cloud credentials.
 //!
-//! A name is resolved at the check; one that does not resolve then is
-//! taken (an internal name may resolve only where the orchestrator runs).
-//! What it resolves to later is checked again at every connection, by the
-//! same rule (see [`super::lookup`]).
+//! A name is resolved at the check, through the same [`Lookup`] as the
+//! connections; one that does not resolve then is taken (an internal name
+//! may resolve only where the orchestrator runs). What it resolves to
+//! later is checked again at every connection, by the same rule (see
+//! [`super::lookup`]).
 
 use std::net::IpAddr;
 
@@ -24,9 +25,10 @@ use crate::domain::{AdapterConfig, Violations};
 pub(super) const METADATA_NAMES: &[&str] =
     &["metadata.google.internal", "metadata", "instance-data"];
 
-/// Checks the adapter's endpoint, if it has one; violations under
-/// `adapter.grpc.endpoint`.
-pub async fn check(adapter: &AdapterConfig, allow_plaintext: bool) -> Result<(), Violations> {
+/// Checks the adapter's endpoint, if it has one, resolving its name with
+/// `lookup` and taking plaintext beyond loopback only if `lookup` allows
+/// it; violations under `adapter.grpc.endpoint`.
+pub async fn check(adapter: &AdapterConfig, lookup: &Lookup) -> Result<(), Violations> {
     let (endpoint, field) = match adapter {
         AdapterConfig::Grpc { endpoint, .. } => (endpoint, "adapter.grpc.endpoint"),
         AdapterConfig::Webhook { url, .. } => (url, "adapter.webhook.url"),
@@ -41,7 +43,7 @@ pub async fn check(adapter: &AdapterConfig, allow_plaintext: bool) -> Result<(),
     let port = uri.port_u16().unwrap_or(443);
     // Refused when the whole deployment would be: any address it has (a
     // connection drops those, see `super::lookup`).
-    let addresses: Vec<IpAddr> = match Lookup::system(true).addresses(&host, port).await {
+    let addresses: Vec<IpAddr> = match lookup.addresses(&host, port).await {
         Ok(found) => found.iter().map(|a| a.ip()).collect(),
         Err(e) if refusal(&e).is_some() => {
             return Err(Violations::one(
@@ -61,7 +63,7 @@ pub async fn check(adapter: &AdapterConfig, allow_plaintext: bool) -> Result<(),
     }
     let loopback =
         host == "localhost" || (!addresses.is_empty() && addresses.iter().all(IpAddr::is_loopback));
-    if endpoint.starts_with("http://") && !loopback && !allow_plaintext {
+    if endpoint.starts_with("http://") && !loopback && !lookup.allows_plaintext() {
         return Err(Violations::one(
             field,
             "must be https:// (plaintext http:// is taken only for loopback hosts, \
@@ -105,13 +107,14 @@ mod tests {
 
     #[tokio::test]
     async fn destinations() {
+        let (strict, plaintext) = (Lookup::system(false), Lookup::system(true));
         for ok in [
             "https://10.0.0.5:443",
             "http://127.0.0.1:9",
             "http://localhost:9",
             "http://[::1]:9",
         ] {
-            assert!(check(&grpc(ok), false).await.is_ok(), "{ok}");
+            assert!(check(&grpc(ok), &strict).await.is_ok(), "{ok}");
         }
         for bad in [
             "https://169.254.169.254:80",
@@ -122,22 +125,22 @@ mod tests {
             "https://100.100.100.200:80",
             "http://10.0.0.5:80",
         ] {
-            assert!(check(&grpc(bad), false).await.is_err(), "{bad}");
+            assert!(check(&grpc(bad), &strict).await.is_err(), "{bad}");
         }
-        assert!(check(&grpc("http://10.0.0.5:80"), true).await.is_ok());
+        assert!(check(&grpc("http://10.0.0.5:80"), &plaintext).await.is_ok());
         assert!(
-            check(&grpc("https://169.254.169.254:80"), true)
+            check(&grpc("https://169.254.169.254:80"), &plaintext)
                 .await
                 .is_err()
         );
-        assert!(check(&AdapterConfig::Pull, false).await.is_ok());
+        assert!(check(&AdapterConfig::Pull, &strict).await.is_ok());
         let webhook = |url| AdapterConfig::webhook(url, None, None).unwrap();
         assert!(
-            check(&webhook("http://127.0.0.1:9/hook"), false)
+            check(&webhook("http://127.0.0.1:9/hook"), &strict)
                 .await
                 .is_ok()
         );
-        let refused = check(&webhook("https://169.254.169.254/latest"), false).await;
+        let refused = check(&webhook("https://169.254.169.254/latest"), &strict).await;
         assert_eq!(
             refused.unwrap_err().iter().next().unwrap().field,
             "adapter.webhook.url"

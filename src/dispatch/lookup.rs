@@ -37,6 +37,13 @@ pub trait Resolver: Send + Sync + 'static {
     fn resolve(&self, host: &str, port: u16) -> Resolved;
 }
 
+/// A shared resolver (a test's, handed to a whole server).
+impl Resolver for Arc<dyn Resolver> {
+    fn resolve(&self, host: &str, port: u16) -> Resolved {
+        (**self).resolve(host, port)
+    }
+}
+
 /// The system's resolver.
 struct System;
 
@@ -89,6 +96,12 @@ impl Lookup {
             loopback_only: !self.allow_plaintext && url.starts_with("http://"),
             ..self.clone()
         }
+    }
+
+    /// Whether plaintext `http://` endpoints may go beyond loopback
+    /// (`--allow-plaintext-processors`).
+    pub fn allows_plaintext(&self) -> bool {
+        self.allow_plaintext
     }
 
     /// Whether it keeps loopback addresses only.

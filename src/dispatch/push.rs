@@ -18,16 +18,11 @@ pub struct PushAdapters {
 }
 
 impl PushAdapters {
-    /// Every protocol; OpenDSR processors are offered status callbacks
-    /// under `public_url` (without it they are polled only); plaintext
-    /// endpoints are reached beyond loopback only with `allow_plaintext`.
-    pub fn new(public_url: Option<String>, allow_plaintext: bool) -> Self {
-        Self::with_lookup(public_url, Lookup::system(allow_plaintext))
-    }
-
-    /// The same, with names resolved through `lookup` instead of the
-    /// system's resolver.
-    pub fn with_lookup(public_url: Option<String>, lookup: Lookup) -> Self {
+    /// Every protocol, connecting where `lookup` resolves processors'
+    /// names (and keeping plaintext endpoints to loopback unless it allows
+    /// plaintext); OpenDSR processors are offered status callbacks under
+    /// `public_url` (without it they are polled only).
+    pub fn new(public_url: Option<String>, lookup: Lookup) -> Self {
         Self {
             grpc: GrpcAdapter::new(lookup.clone()),
             webhook: WebhookAdapter::new(lookup.clone()),

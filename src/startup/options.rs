@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::dispatch::adapter::Adapter;
+use crate::dispatch::lookup::{Lookup, Resolver};
 #[cfg(doc)]
 use crate::dispatch::push::PushAdapters;
 
@@ -22,6 +23,9 @@ pub struct Options {
     /// How instructions reach push processors (`None`: every protocol,
     /// [`PushAdapters`], offering OpenDSR callbacks under `--public-url`).
     pub adapter: Option<Arc<dyn Adapter>>,
+    /// Where processors' host names resolve, for registration and for
+    /// every connection to them (`None`: the system's resolver).
+    pub resolver: Option<Arc<dyn Resolver>>,
 }
 
 impl Default for Options {
@@ -31,6 +35,18 @@ impl Default for Options {
             run_dispatcher: true,
             run_protection: true,
             adapter: None,
+            resolver: None,
+        }
+    }
+}
+
+impl Options {
+    /// How processors' names resolve, under the plaintext rule
+    /// (`--allow-plaintext-processors`).
+    pub(crate) fn lookup(&self, allow_plaintext: bool) -> Lookup {
+        match &self.resolver {
+            Some(resolver) => Lookup::new(resolver.clone(), allow_plaintext),
+            None => Lookup::system(allow_plaintext),
         }
     }
 }

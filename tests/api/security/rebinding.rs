@@ -6,13 +6,13 @@
 //! escalates; once the name points where the processor listens, a retry
 //! delivers. A plaintext endpoint's name likewise gets no connection
 //! beyond loopback. The names resolve through a resolver the test holds,
-//! handed to the server's push adapters.
+//! handed to the server for registration and connections alike, so a
+//! name pointed at a metadata address is refused at registration too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use dsr_orchestrator::dispatch::lookup::{Lookup, Resolved, Resolver};
-use dsr_orchestrator::dispatch::push::PushAdapters;
+use dsr_orchestrator::dispatch::lookup::{Resolved, Resolver};
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
 
@@ -22,7 +22,8 @@ use crate::harness::*;
 
 backends!(
     a_name_pointed_at_a_metadata_address_gets_no_delivery,
-    plaintext_goes_only_to_loopback_whatever_a_name_comes_to_resolve_to
+    plaintext_goes_only_to_loopback_whatever_a_name_comes_to_resolve_to,
+    a_name_that_resolves_to_a_metadata_address_is_not_registered
 );
 
 /// Answers every name with one address, which the test may change.
@@ -37,16 +38,29 @@ impl Resolver for Pointed {
 }
 
 impl Pointed {
+    /// Every name at `ip`.
+    fn at(ip: &str) -> Self {
+        Self(Arc::new(Mutex::new(ip.parse().unwrap())))
+    }
+
     fn to(&self, ip: &str) {
         *self.0.lock().unwrap() = ip.parse().unwrap();
+    }
+
+    /// A server whose processors' names resolve here.
+    async fn server(&self, db: &TestDb) -> TestApp {
+        let options = Options {
+            resolver: Some(Arc::new(self.clone())),
+            ..Options::default()
+        };
+        TestApp::spawn_with(db, options, |_| {}).await
     }
 }
 
 /// The processors of [`Rebinding`], one per protocol.
 const PROCESSORS: [&str; 4] = ["crm", "billing", "vendor", "group-co"];
 
-/// A server resolving names with `dns` (through `lookup`), with a gRPC
-/// processor `crm`, a webhook processor `billing`, an OpenDSR processor
+/// A server resolving names with `dns`, with a gRPC processor `crm`, a webhook processor `billing`, an OpenDSR processor
 /// `vendor` and another orchestrator `group-co` (which has a processor of
 /// its own, `warehouse`), each registered at its URL with the host `host`.
 struct Rebinding {
@@ -61,15 +75,10 @@ struct Rebinding {
 }
 
 impl Rebinding {
-    async fn start(db: &TestDb, lookup: Lookup, host: &str, allow_plaintext: bool) -> Self {
-        let options = Options {
-            adapter: Some(Arc::new(PushAdapters::with_lookup(None, lookup))),
-            ..Options::default()
-        };
-        let app = TestApp::spawn_with(db, options, |c| {
-            c.allow_plaintext_processors = allow_plaintext
-        })
-        .await;
+    /// Registers them while `dns` points at loopback, where they listen.
+    async fn start(db: &TestDb, dns: &Pointed, host: &str) -> Self {
+        dns.to("127.0.0.1");
+        let app = dns.server(db).await;
         let grpc = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
         let hook = FakeHook::start(HookReply::done("OUTCOME_COMPLETED")).await;
         let opendsr = FakeOpenDsr::start().await;
@@ -127,12 +136,13 @@ impl Rebinding {
         ]
     }
 
-    /// Submits a deletion while `dns` points where no connection may go:
-    /// every instruction escalates with `refusal` in its last error and
-    /// reaches no processor. Then, with `dns` pointed back at loopback, an
-    /// operator's retry delivers each through the same lookup.
-    async fn refused_then_delivered(self, dns: &Pointed, refusal: &str) {
+    /// Points `dns` at `elsewhere`, where no connection may go, and
+    /// submits a deletion: every instruction escalates with `refusal` in
+    /// its last error and reaches no processor. Then, with `dns` pointed
+    /// back at loopback, an operator's retry delivers each.
+    async fn refused_then_delivered(self, dns: &Pointed, elsewhere: &str, refusal: &str) {
         let app = &self.app;
+        dns.to(elsewhere);
         let req = submit(app, deletion("rebind-ann@example.com")).await;
         let ids: Vec<_> = PROCESSORS.iter().map(|p| instruction_of(&req, p)).collect();
         for id in &ids {
@@ -171,17 +181,16 @@ impl Rebinding {
     }
 }
 
-/// The name does not resolve on this machine, so the registration takes
-/// it (plaintext allowed, as it is no loopback address the registration
-/// can see); before the first delivery it is pointed at the cloud
-/// metadata service.
+/// The name resolves to loopback at registration; before the first
+/// delivery it is pointed at the cloud metadata service.
 async fn a_name_pointed_at_a_metadata_address_gets_no_delivery(db: TestDb) {
-    let dns = Pointed(Arc::new(Mutex::new("169.254.169.254".parse().unwrap())));
-    let lookup = Lookup::new(dns.clone(), true);
-    let rebinding = Rebinding::start(&db, lookup, "processor.rebinding.test", true).await;
+    let dns = Pointed::at("127.0.0.1");
+    let rebinding = Rebinding::start(&db, &dns, "processor.rebinding.test").await;
     let refusal = "processor.rebinding.test resolves to 169.254.169.254, a link-local, \
                    metadata, unspecified or multicast address no delivery may go to";
-    rebinding.refused_then_delivered(&dns, refusal).await;
+    rebinding
+        .refused_then_delivered(&dns, "169.254.169.254", refusal)
+        .await;
 }
 
 /// Registration takes `http://localhost` as loopback, so plaintext. If the
@@ -190,10 +199,91 @@ async fn a_name_pointed_at_a_metadata_address_gets_no_delivery(db: TestDb) {
 /// readable: without `--allow-plaintext-processors` no connection is
 /// made there either.
 async fn plaintext_goes_only_to_loopback_whatever_a_name_comes_to_resolve_to(db: TestDb) {
-    let dns = Pointed(Arc::new(Mutex::new("192.0.2.10".parse().unwrap())));
-    let lookup = Lookup::new(dns.clone(), false);
-    let rebinding = Rebinding::start(&db, lookup, "localhost", false).await;
+    let dns = Pointed::at("127.0.0.1");
+    let rebinding = Rebinding::start(&db, &dns, "localhost").await;
     let refusal = "localhost resolves to 192.0.2.10, beyond loopback, where plaintext http:// \
                    may not go";
-    rebinding.refused_then_delivered(&dns, refusal).await;
+    rebinding
+        .refused_then_delivered(&dns, "192.0.2.10", refusal)
+        .await;
+}
+
+/// A name that resolves to a metadata address when it is registered is
+/// refused there, whichever protocol, with the field that names it; so is
+/// a plaintext endpoint whose name resolves beyond loopback. Nothing is
+/// stored.
+async fn a_name_that_resolves_to_a_metadata_address_is_not_registered(db: TestDb) {
+    let dns = Pointed::at("169.254.169.254");
+    let app = dns.server(&db).await;
+    let refused = [
+        (
+            push_processor("crm", "https://crm.rebinding.test:443"),
+            "processor.adapter.grpc.endpoint",
+        ),
+        (
+            webhook_processor("billing", "https://billing.rebinding.test/hook"),
+            "processor.adapter.webhook.url",
+        ),
+        (
+            opendsr_processor("vendor", "https://vendor.rebinding.test", 1000),
+            "processor.adapter.opendsr.url",
+        ),
+        (
+            dsr_processor("group-co", "https://group.rebinding.test:443", 1000),
+            "processor.adapter.dsr.endpoint",
+        ),
+    ];
+    let metadata = "must not resolve to a link-local, metadata, unspecified or multicast \
+                    address (169.254.169.254)";
+    for (processor, field) in refused {
+        let refusals = refusals(try_register(&app, processor).await.unwrap_err());
+        assert_eq!(refusals, [(field.to_string(), metadata.to_string())]);
+    }
+    dns.to("192.0.2.10");
+    let plaintext = push_processor("crm", "http://crm.rebinding.test:80");
+    let refusals = refusals(try_register(&app, plaintext.clone()).await.unwrap_err());
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].0, "processor.adapter.grpc.endpoint");
+    assert!(
+        refusals[0].1.starts_with("must be https://"),
+        "{refusals:?}"
+    );
+    dns.to("127.0.0.1");
+    try_register(&app, plaintext).await.unwrap();
+    let listed = app
+        .processors
+        .clone()
+        .list_processors(pb::ListProcessorsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .processors;
+    let ids: Vec<_> = listed.iter().map(|p| p.processor_id.as_str()).collect();
+    assert_eq!(ids, ["crm"]);
+    app.stop().await;
+}
+
+async fn try_register(app: &TestApp, processor: pb::Processor) -> Result<(), tonic::Status> {
+    app.processors
+        .clone()
+        .register_processor(pb::RegisterProcessorRequest {
+            processor: Some(processor),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The field violations of an `INVALID_ARGUMENT`: (field, description).
+fn refusals(status: tonic::Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let details = status.get_error_details();
+    let violations = &details
+        .bad_request()
+        .expect("field violations")
+        .field_violations;
+    violations
+        .iter()
+        .map(|v| (v.field.clone(), v.description.clone()))
+        .collect()
 }
