@@ -111,6 +111,9 @@ struct Pass {
     /// Some processor filled every slot it had (more due work is likely
     /// waiting for slots).
     saturated: bool,
+    /// The hold left processors with room out of the pass (their calls
+    /// starting make room under it).
+    held_back: bool,
     /// What the pass filled up to.
     cap: slots::Cap,
 }
@@ -146,7 +149,8 @@ pub struct Dispatcher {
     /// Write-back slots, held from the processor's answer until its result
     /// is written (see the `slots` module).
     writing: Arc<Semaphore>,
-    /// Told when a delivery hands its global slot over.
+    /// Told when a delivery hands its global slot over, and under the
+    /// hold when a call starts.
     freed: Arc<Notify>,
     /// Per-processor delivery slots, created on first sight of a processor
     /// and made again when its `max_in_flight` changes.
@@ -167,6 +171,9 @@ pub struct Dispatcher {
     failures: Arc<Mutex<HashMap<ProcessorId, u32>>>,
     /// Whether the last pass saw cancel notices waiting.
     notices_waiting: Arc<AtomicBool>,
+    /// Whether the last pass held deliveries back for intake: a call
+    /// starting then frees room under the hold.
+    holding: Arc<AtomicBool>,
     /// Calls to processors waiting for their answers (deliveries and
     /// cancel notices), which intake first does not hold back.
     awaiting: InProgress,
@@ -208,6 +215,7 @@ impl Dispatcher {
             secrets: Arc::default(),
             failures: Arc::default(),
             notices_waiting: Arc::default(),
+            holding: Arc::default(),
             awaiting: InProgress::default(),
         }
     }
@@ -228,6 +236,7 @@ impl Dispatcher {
             let Pass {
                 claimed,
                 saturated,
+                held_back,
                 cap,
             } = match self.tick(&mut in_flight).await {
                 Ok(pass) => pass,
@@ -236,6 +245,7 @@ impl Dispatcher {
                     Pass {
                         claimed: 0,
                         saturated: false,
+                        held_back: false,
                         cap: slots::Cap::all(self.config.max_in_flight),
                     }
                 }
@@ -262,7 +272,8 @@ impl Dispatcher {
             // answers, or all of them): slots waiting on slow processors
             // would otherwise make the ones freed wait long for a pass.
             // While deliveries yield to intake, those sent on to processors
-            // count as finished, seen at the next wake-up from intake. New
+            // count as finished: each call starting wakes the loop as a
+            // slot freed does (see `Dispatcher::awaiting_answer`). New
             // work with most slots busy waits for that refill too: under a
             // stream of submissions every intake commit wakes the loop, and
             // claiming at once filled the one or two slots just freed, in a
@@ -270,11 +281,14 @@ impl Dispatcher {
             // After a pass in which no processor had room, new work waits
             // for a delivery to end: until then it could not be claimed, and
             // every intake commit of a burst would start a pass for nothing.
-            let no_room = saturated && claimed == 0;
+            // (A pass the hold cut short had room, under the hold.)
+            let no_room = saturated && claimed == 0 && !held_back;
             // A delivery handing its slot over at the answer frees a slot
             // of the replica's, not of its processor's: a reason to pass
-            // only if the replica's slots were short of a refill.
-            let short = !self.refilled(cap);
+            // only if the replica's slots were short of a refill, or the
+            // hold cut the pass short (a call starting frees room under it
+            // too).
+            let short = !self.refilled(cap) || held_back;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,

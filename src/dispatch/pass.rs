@@ -108,6 +108,8 @@ impl Dispatcher {
         // slot decides whether a whole processor's deliveries resume.
         push.sort_by_key(|(p, _)| !probes.contains_key(&p.spec.id));
         let cap = self.cap(now).await?;
+        // Before any call of this pass starts (see `awaiting_answer`).
+        self.holding.store(cap.held, Ordering::Relaxed);
         // Cancel notices go first, within the pass's slots (see
         // `super::notices`); a processor whose probe a notice took gets no
         // probe delivery besides.
@@ -125,6 +127,9 @@ impl Dispatcher {
             push.retain(|(p, _)| !probing.contains(&p.spec.id));
         }
         let mut free = self.free_under(cap);
+        // Whether the hold, not the processors' room, cuts this pass short:
+        // then its calls starting make room for the next.
+        let held_back = cap.held && push.iter().map(|(p, _)| self.room(p)).sum::<usize>() > free;
         let share = (free / push.len().max(1)).max(1);
         let wants: Vec<Want> = push
             .iter()
@@ -185,6 +190,7 @@ impl Dispatcher {
         Ok(Pass {
             claimed: claimed + notices,
             saturated,
+            held_back,
             cap,
         })
     }

@@ -25,6 +25,7 @@
 //! written back together.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -151,9 +152,17 @@ impl Dispatcher {
     }
 
     /// Counts a call to a processor, from now until the returned guard
-    /// drops (once the processor answered, or the call failed).
+    /// drops (once the processor answered, or the call failed). Under the
+    /// hold, the call leaves the replica's hands as it starts, which frees
+    /// room for the next pass: the loop is woken as for a slot handed
+    /// over, or after a pass the hold cut short it would wait for an
+    /// answer or the poll interval.
     pub(super) fn awaiting_answer(&self) -> Counted {
-        self.awaiting.start()
+        let counted = self.awaiting.start();
+        if self.holding.load(Ordering::Relaxed) {
+            self.freed.notify_one();
+        }
+        counted
     }
 
     /// What this pass may fill: all of `max_in_flight`; or, while

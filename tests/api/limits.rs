@@ -26,7 +26,8 @@ backends!(
     deliveries_waiting_for_answers_are_not_held,
     non_retryable_errors_escalate_at_once,
     slots_waiting_for_answers_do_not_delay_a_refill,
-    a_pull_processors_expired_lease_does_not_end_the_hold
+    a_pull_processors_expired_lease_does_not_end_the_hold,
+    held_passes_go_on_as_their_calls_start
 );
 
 fn one_pass_at_a_time() -> Options {
@@ -478,5 +479,70 @@ async fn a_pull_processors_expired_lease_does_not_end_the_hold(db: TestDb) {
     drop(queue);
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 4);
     assert_eq!(fake.deliveries().len(), 8);
+    app.stop().await;
+}
+
+/// While callers queue at intake, the running dispatcher takes a quarter
+/// of the slots into the replica's own hands at a time; as those calls
+/// start (sent on to a processor that is slow to answer) they leave its
+/// hands, and it claims the next quarter at once, without an answer, a
+/// submission or the poll interval (an hour here) to wake it.
+async fn held_passes_go_on_as_their_calls_start(db: TestDb) {
+    let clock = Arc::new(ManualClock::new());
+    let options = Options {
+        clock: clock.clone(),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| {
+        c.max_in_flight = 16;
+        c.poll_interval = Duration::from_secs(3600);
+        c.intake_priority = Duration::from_secs(3600);
+        c.breaker_failures = 0;
+    })
+    .await;
+    let slow = FakeProcessor::start(Reply::Hang).await;
+    slow.script(vec![Reply::Error(Code::Unavailable); 12]);
+    let mut vendor = patient_push_processor("slow", &slow.endpoint());
+    vendor.max_in_flight = 16;
+    let policy = vendor.retry_policy.as_mut().unwrap();
+    policy.initial_backoff = ms(60_000);
+    policy.max_backoff = ms(60_000);
+    register(&app, vendor).await;
+    // Twelve first deliveries fail; their retries fall due within a
+    // minute of the clock, which stands still until the test moves it.
+    for n in 0..12 {
+        submit(&app, deletion(&format!("h{n}@example.com"))).await;
+    }
+    slow.wait_for_calls(12).await;
+    let failed_once = || async {
+        let all = all_instructions(&app).await;
+        all.iter()
+            .all(|i| i.state() == pb::InstructionState::Pending && i.attempts == 1)
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !failed_once().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("every first delivery's failure recorded");
+    let queue = app.callers_queuing();
+    // All due now, and late by less than --intake-priority (an hour
+    // here): held. One wake-up, as a submission gives, starts the first
+    // held pass; only calls starting can start the others.
+    clock.advance(Duration::from_secs(61));
+    app.store.work_notifier().notify_one();
+    slow.wait_for_calls(24).await;
+    let (_, text) = app.admin_get("/metrics").await;
+    let yields = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dsr_dispatch_yields_total "))
+        .expect("yield counter exported");
+    assert!(
+        yields.trim().parse::<f64>().unwrap() >= 3.0,
+        "three held passes"
+    );
+    drop(queue);
+    slow.release();
     app.stop().await;
 }
