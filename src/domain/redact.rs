@@ -7,13 +7,16 @@
 //! its sub-processors' names) has those values replaced before it is
 //! stored or logged.
 //!
-//! Values are matched as they were sent, ignoring ASCII case (a processor
-//! that lower-cases an email address still echoes it). Other spellings of
-//! the same identifier (a phone number formatted differently) are not
-//! recognised. Single characters are left alone: they identify no one,
-//! and replacing every `7` would destroy the message.
+//! Values are matched as they were sent, without the white space around
+//! them, and in their normal form (see [`super::normal_form`]: a phone
+//! number as E.164 digits, a name with its inner white space collapsed),
+//! ignoring ASCII case (a processor that lower-cases an email address
+//! still echoes it). Other spellings of the same identifier (a phone
+//! number with its digits grouped differently) are not recognised. Single
+//! characters are left alone: they identify no one, and replacing every
+//! `7` would destroy the message.
 
-use super::SubjectIdentity;
+use super::{SubjectIdentity, normal_form};
 
 /// What an echoed identity value is replaced with.
 pub const REDACTED: &str = "[redacted]";
@@ -23,11 +26,13 @@ pub const REDACTED: &str = "[redacted]";
 pub fn redact_identities(text: &str, identities: &[SubjectIdentity]) -> String {
     let mut values: Vec<String> = identities
         .iter()
-        .map(|i| i.value.to_ascii_lowercase())
+        .flat_map(|i| [i.value.clone(), i.value.trim().to_string(), normal_form(i)])
+        .map(|v| v.to_ascii_lowercase())
         .filter(|v| v.chars().count() > 1)
         .collect();
     // Longest first, so a value that contains another goes whole.
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    values.dedup();
     let mut out = text.to_string();
     for value in &values {
         // ASCII lower-casing keeps every byte offset, so positions found
@@ -81,6 +86,26 @@ mod tests {
         assert_eq!(
             redact_identities("id 4242 and 42, 7 retries", &sent),
             "id [redacted] and [redacted], 7 retries"
+        );
+    }
+
+    #[test]
+    fn values_sent_with_white_space_and_other_forms_are_replaced_too() {
+        let sent = [
+            identity(IdentityType::Email, "  Dave@Example.com "),
+            identity(IdentityType::Phone, "+1 (555) 0199-7777"),
+            identity(IdentityType::Name, " Dave   Smith"),
+        ];
+        assert_eq!(
+            redact_identities(
+                "no account for dave@example.com, +155501997777 or dave smith",
+                &sent
+            ),
+            "no account for [redacted], [redacted] or [redacted]"
+        );
+        assert_eq!(
+            redact_identities("echo:  Dave@Example.com |", &sent),
+            "echo:[redacted]|"
         );
     }
 
