@@ -39,6 +39,10 @@ pub enum ApiError {
     /// `INTERNAL`: a bug or corrupt data; details only in the log.
     #[error("internal error")]
     Internal(#[source] StoreError),
+    /// The authentication layer's refusal of the call's credential, as it
+    /// made it (see [`crate::auth::Refused`]).
+    #[error("{}", .0.message())]
+    Refused(Status),
 }
 
 impl From<Violations> for ApiError {
@@ -92,6 +96,7 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
+            ApiError::Refused(status) => status,
             ApiError::Unavailable(ref source) => {
                 // Expected while the database is away: a warning, not an
                 // error, for each call.

@@ -8,14 +8,18 @@
 //! the protobuf request ([`crate::wire::json`]), so validation, errors and
 //! idempotency are exactly those of the gRPC methods. A gRPC error becomes
 //! the HTTP status Google's API design maps it to, with a JSON body naming
-//! the gRPC code, the message and the field violations.
+//! the gRPC code, the message and the field violations. A body must be a
+//! JSON object (or empty where the method takes none) sent as
+//! `application/json` (or without a type); one longer than
+//! `--max-message-size` is `OUT_OF_RANGE`, as over gRPC; any other path
+//! under `/v1/` is `NOT_FOUND`.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, post};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -42,6 +46,7 @@ pub fn router(api: InstructionApi, max_body: usize) -> Router {
         .route(COMPLETE, post(complete))
         .route(PULL, post(pull))
         .route(RECORDS, post(upload))
+        .route("/v1/{*rest}", any(no_such_path))
         .with_state(Shared { api, max_body })
 }
 
@@ -63,15 +68,36 @@ async fn call<T>(
     let bytes = axum::body::to_bytes(body, shared.max_body)
         .await
         .map_err(|_| {
-            tonic::Status::resource_exhausted(format!(
+            tonic::Status::out_of_range(format!(
                 "the body is longer than {} bytes, or could not be read",
                 shared.max_body
             ))
         })?;
+    if !bytes.iter().all(u8::is_ascii_whitespace) && !is_json(&parts.headers) {
+        return Err(tonic::Status::invalid_argument(
+            "the body must be sent as `content-type: application/json`",
+        ));
+    }
     let message = parse(bytes)?;
     Ok(tonic::Request::from_http(http::Request::from_parts(
         parts, message,
     )))
+}
+
+/// Whether the request's content type, if it names one, is JSON.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
+        return true;
+    };
+    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("");
+    essence.trim().eq_ignore_ascii_case("application/json")
+}
+
+/// A path under `/v1/` the API does not have.
+async fn no_such_path() -> Response {
+    error_response(&tonic::Status::not_found(
+        "no such path in the HTTP callback API (see docs/openapi.yaml)",
+    ))
 }
 
 /// The JSON body as `T`; an empty body is `T`'s default.

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
 use super::page::{decode_key, encode_key, page_size, page_token};
-use crate::auth::Caller;
+use crate::auth::{Caller, Refused};
 use crate::clock::Clock;
 use crate::domain::{
     Actor, AdapterConfig, InstructionState, InstructionView, ProcessorId, ResolvedBy, Violations,
@@ -41,6 +41,9 @@ impl InstructionApi {
     /// The processor whose callback token the call carries (the auth
     /// layer found it and refused any other caller).
     pub(super) fn caller<T>(request: &Request<T>) -> ApiResult<ProcessorId> {
+        if let Some(Refused(status)) = request.extensions().get::<Refused>() {
+            return Err(ApiError::Refused(status.clone()));
+        }
         match Caller::of(request) {
             Caller::Processor(p) => Ok(p),
             _ => Err(ApiError::Unauthenticated(

@@ -57,6 +57,9 @@ impl InstructionApi {
         match self.store.put_chunk(id, caller, index, &records).await {
             Ok(totals) => Ok((id, totals)),
             Err(ChunkRefused::NotFound(id)) => Err(ApiError::NotFound(format!("instruction {id}"))),
+            Err(ChunkRefused::NotYours) => Err(ApiError::PermissionDenied(
+                "the instruction belongs to another processor",
+            )),
             Err(ChunkRefused::NotNow(why)) => Err(ApiError::FailedPrecondition(why)),
             Err(ChunkRefused::Store(e)) => Err(e.into()),
         }

@@ -77,11 +77,18 @@ where
                 tls: req.extensions().get::<TlsConnectInfo>(),
             };
             // The HTTP callback API answers in JSON, which a refusal here
-            // could not: the caller found rides along, and the service
-            // (the gRPC processor methods) refuses anyone but a processor.
+            // could not: the caller found, or why its credential was
+            // refused, rides along, and the service (the gRPC processor
+            // methods) refuses anyone but a processor.
             if req.uri().path().starts_with(policy::HTTP_CALLBACK_PREFIX) {
-                if let Ok(Some(caller)) = auth.identify(credentials).await {
-                    req.extensions_mut().insert(caller);
+                match auth.identify(credentials).await {
+                    Ok(Some(caller)) => {
+                        req.extensions_mut().insert(caller);
+                    }
+                    Ok(None) => {}
+                    Err(status) => {
+                        req.extensions_mut().insert(super::Refused(status));
+                    }
                 }
                 return inner.call(req).await;
             }

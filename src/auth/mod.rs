@@ -80,6 +80,12 @@ pub struct Principal {
     pub roles: BTreeSet<Role>,
 }
 
+/// Why the [`layer`] refused a call's credential, riding with a call of
+/// the HTTP callback API (which refuses in JSON, in the service) instead of
+/// a [`Caller`].
+#[derive(Clone, Debug)]
+pub struct Refused(pub tonic::Status);
+
 /// Whoever makes a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {

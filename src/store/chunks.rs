@@ -35,9 +35,12 @@ pub struct ChunkTotals {
 /// Why a chunk is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkRefused {
-    /// The instruction is another processor's (or does not exist).
+    /// The instruction does not exist.
     #[error("instruction {0} not found")]
     NotFound(InstructionId),
+    /// The instruction is another processor's.
+    #[error("the instruction belongs to another processor")]
+    NotYours,
     /// It is final, or not of a kind that returns data.
     #[error("{0}")]
     NotNow(String),
@@ -76,7 +79,7 @@ impl Store {
         };
         let owner: String = row.try_get("processor_id").map_err(StoreError::from)?;
         if owner != processor.as_str() {
-            return Err(ChunkRefused::NotFound(instruction));
+            return Err(ChunkRefused::NotYours);
         }
         let state: String = row.try_get("state").map_err(StoreError::from)?;
         let kind: String = row.try_get("kind").map_err(StoreError::from)?;

@@ -16,6 +16,11 @@ pub fn from_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Strin
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    // A struct also reads from an array of its fields in order, which the
+    // contract does not allow.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("the body must be a JSON object".into());
+    }
     serde_json::from_slice(bytes).map_err(|e| decode_error(&e))
 }
 

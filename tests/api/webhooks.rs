@@ -35,13 +35,26 @@ async fn register_hook(app: &TestApp, processor: pb::Processor) -> (String, Stri
 /// A POST to the callback API at `path` with `token` (if any) and `body`;
 /// the status and the JSON answer.
 async fn post(app: &TestApp, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let header = token.map(|t| format!("Bearer {t}"));
+    post_as(app, path, header.as_deref(), "application/json", body).await
+}
+
+/// The same with the `authorization` header (if any) and the content type
+/// as given.
+async fn post_as(
+    app: &TestApp,
+    path: &str,
+    authorization: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
     let client = dsr_orchestrator::tls::http_client().unwrap();
     let mut request = client
         .post(format!("http://{}{path}", app.addr))
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(body.to_string());
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+    if let Some(header) = authorization {
+        request = request.header("authorization", header);
     }
     let response = request.send().await.expect("callback API answers");
     let status = response.status().as_u16();
@@ -285,11 +298,67 @@ async fn http_callback_api_refuses_like_grpc(db: TestDb) {
     let (status, error) = post(&app, &complete, None, "{}").await;
     assert_eq!(status, 401, "{error}");
     assert_eq!(error["code"], json!("UNAUTHENTICATED"));
+    // A credential refused says why, as over gRPC.
     let (status, error) = post(&app, &complete, Some("dsrcb_not-a-token"), "{}").await;
     assert_eq!(status, 401, "{error}");
+    assert_eq!(error["message"], json!("unknown callback token"));
+    let (status, error) =
+        post_as(&app, &complete, Some("Basic abc"), "application/json", "{}").await;
+    assert_eq!(status, 401, "{error}");
+    assert_eq!(
+        error["message"],
+        json!("the authorization header must be `Bearer <token>`")
+    );
     let (status, error) = post(&app, &complete, Some(&puller), "{}").await;
     assert_eq!(status, 403, "{error}");
     assert_eq!(error["code"], json!("PERMISSION_DENIED"));
+    // Records for another processor's instruction likewise.
+    let records = r#"{"chunk_index": 0, "records": [{"category": "identifiers", "value": "x"}]}"#;
+    let (status, error) = post(
+        &app,
+        &format!("/v1/instructions/{id}/records"),
+        Some(&puller),
+        records,
+    )
+    .await;
+    assert_eq!(status, 403, "{error}");
+    assert_eq!(error["code"], json!("PERMISSION_DENIED"));
+
+    // A body is a JSON object, sent as JSON, no longer than a message.
+    let pull = "/v1/instructions/pull";
+    let (status, error) = post(&app, pull, Some(&puller), "[5]").await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["message"], json!("the body must be a JSON object"));
+    let bearer = format!("Bearer {puller}");
+    let (status, error) = post_as(&app, pull, Some(&bearer), "text/plain", "{}").await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["code"], json!("INVALID_ARGUMENT"));
+    let (status, _) = post_as(
+        &app,
+        pull,
+        Some(&bearer),
+        "Application/JSON; charset=utf-8",
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let huge = format!(
+        r#"{{"max_instructions": 1, "pad": "{}"}}"#,
+        "x".repeat(5 << 20)
+    );
+    let (status, error) = post(&app, pull, Some(&puller), &huge).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["code"], json!("OUT_OF_RANGE"));
+    // Paths the API does not have.
+    for path in [
+        "/v1/nope".to_string(),
+        format!("/v1/instructions/{id}/acknowledge/"),
+        "/v1/instructions".to_string(),
+    ] {
+        let (status, error) = post(&app, &path, Some(&token), "{}").await;
+        assert_eq!(status, 404, "{path}: {error}");
+        assert_eq!(error["code"], json!("NOT_FOUND"), "{path}");
+    }
 
     let (status, error) = post(&app, &complete, Some(&token), "{}").await;
     assert_eq!(status, 400, "{error}");
