@@ -140,12 +140,21 @@ async fn json_document(fetched: &Fetched<'_>, tx: &Sender) -> Result<(), Status>
 /// The CSV columns.
 const COLUMNS: &str = "processor_id,field,value,source,purpose,collected_at,disclosed_to,sold_or_shared,category_label\r\n";
 
-/// `text` as one CSV field (RFC 4180).
+/// `text` as one CSV field (RFC 4180). A text that a spreadsheet would
+/// take for a formula (beginning with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return) gets a leading `'`, which spreadsheets read as "this
+/// is text": the values come from processors, and a cell such as
+/// `=HYPERLINK(...)` would otherwise run when the person opens the file.
+/// The JSON form keeps every value as given.
 fn field(text: &str) -> String {
+    let text = match text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        true => format!("'{text}"),
+        false => text.to_string(),
+    };
     if text.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_string()
+        text
     }
 }
 
@@ -218,5 +227,19 @@ mod tests {
         assert_eq!(field("a,b"), "\"a,b\"");
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn csv_fields_that_would_be_formulas_are_text() {
+        assert_eq!(
+            field("=HYPERLINK(\"http://evil.example\",\"click\")"),
+            "\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"click\"\")\""
+        );
+        assert_eq!(field("+1 555 0100"), "'+1 555 0100");
+        assert_eq!(field("-5"), "'-5");
+        assert_eq!(field("@SUM(1)"), "'@SUM(1)");
+        assert_eq!(field("\tcmd"), "'\tcmd");
+        assert_eq!(field("\rcmd"), "\"'\rcmd\"");
+        assert_eq!(field("a=b"), "a=b");
     }
 }

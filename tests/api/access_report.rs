@@ -56,7 +56,11 @@ fn crm_records() -> Vec<pb::DataRecord> {
     clicks.purpose = "advertising".into();
     clicks.disclosed_to = vec!["advertising networks".into()];
     clicks.sold_or_shared = true;
-    let mut tier = piece("other", "loyalty_tier", "gold");
+    let mut tier = piece(
+        "other",
+        "loyalty_tier",
+        "=HYPERLINK(\"http://evil.example\")",
+    );
     tier.category_label = "loyalty programme".into();
     vec![email, clicks, tier]
 }
@@ -540,6 +544,20 @@ async fn the_export_validates_against_its_published_schema(db: TestDb) {
         identifiers,
         "processor_id,field,value,source,purpose,collected_at,disclosed_to,sold_or_shared,category_label\r\n\
          crm,email,report-amy@example.com,the consumer,providing the service,2026-01-01T00:00:00.000000Z,payment processors,false,\r\n"
+    );
+    // A value a spreadsheet would run as a formula is text in the CSV,
+    // and as given in the JSON.
+    let other = String::from_utf8(csv[2].1.clone()).unwrap();
+    assert!(
+        other.ends_with(
+            "\r\ncrm,loyalty_tier,\"'=HYPERLINK(\"\"http://evil.example\"\")\",the consumer,\
+             providing the service,2026-01-01T00:00:00.000000Z,,false,loyalty programme\r\n"
+        ),
+        "{other}"
+    );
+    assert_eq!(
+        processors[1]["records"][2]["value"],
+        "=HYPERLINK(\"http://evil.example\")"
     );
     app.stop().await;
 }
