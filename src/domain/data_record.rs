@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 use super::Violations;
-use super::violation::check_len;
+use super::violation::{check_line, check_text};
 
 /// The categories of personal information (CCPA 1798.140(v)(1)), as
 /// `DataRecord.category` names them; `other` needs a label.
@@ -107,7 +107,7 @@ impl DataRecord {
         if self.category == "other" {
             v.take(
                 &format!("{at}.category_label"),
-                check_len(&self.category_label, 1, 100),
+                check_line(&self.category_label, 1, 100),
             );
         } else if !self.category_label.is_empty() {
             v.add(
@@ -115,10 +115,10 @@ impl DataRecord {
                 "is only given with category other",
             );
         }
-        v.take(&format!("{at}.field"), check_len(&self.field, 0, 100));
-        v.take(&format!("{at}.value"), check_len(&self.value, 0, 10_000));
-        v.take(&format!("{at}.source"), check_len(&self.source, 0, 200));
-        v.take(&format!("{at}.purpose"), check_len(&self.purpose, 0, 200));
+        v.take(&format!("{at}.field"), check_line(&self.field, 0, 100));
+        v.take(&format!("{at}.value"), check_text(&self.value, 0, 10_000));
+        v.take(&format!("{at}.source"), check_line(&self.source, 0, 200));
+        v.take(&format!("{at}.purpose"), check_line(&self.purpose, 0, 200));
         if self.disclosed_to.len() > MAX_DISCLOSED_TO {
             v.add(
                 format!("{at}.disclosed_to"),
@@ -126,7 +126,7 @@ impl DataRecord {
             );
         }
         for (i, d) in self.disclosed_to.iter().enumerate() {
-            v.take(&format!("{at}.disclosed_to[{i}]"), check_len(d, 1, 100));
+            v.take(&format!("{at}.disclosed_to[{i}]"), check_line(d, 1, 100));
         }
     }
 }

@@ -61,8 +61,8 @@ pub use request::{
 pub use retry::RetryPolicy;
 pub use snapshot::InstructionSnapshot;
 pub use verification::{AccessScope, Need, Verification, VerificationPolicy};
-pub(crate) use violation::check_len;
 pub use violation::{Violation, Violations};
+pub(crate) use violation::{check_len, check_text};
 
 /// A point in time, UTC, at microsecond precision (what both databases keep).
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

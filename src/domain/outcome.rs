@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::violation::check_len;
+use super::violation::{check_line, check_text};
 use super::{DataRecord, DeletionException, InstructionState, Violations, check_records};
 
 /// Most sub-processors one result may list.
@@ -85,8 +85,8 @@ impl InstructionResult {
         records: Vec<DataRecord>,
     ) -> Result<Self, Violations> {
         let mut v = Violations::new();
-        v.take("explanation", check_len(explanation, 0, 2000));
-        v.take("reason", check_len(reason, 0, 2000));
+        v.take("explanation", check_text(explanation, 0, 2000));
+        v.take("reason", check_text(reason, 0, 2000));
         match outcome {
             Outcome::Denied => {
                 if exception.is_none() {
@@ -116,7 +116,7 @@ impl InstructionResult {
         for (i, s) in sub_processors.iter().enumerate() {
             v.take(
                 &format!("sub_processors[{i}].name"),
-                check_len(&s.name, 1, 200),
+                check_line(&s.name, 1, 200),
             );
             if !(s.country.is_empty() || is_country_code(&s.country)) {
                 v.add(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::outcome::is_country_code;
-use super::violation::check_len;
+use super::violation::check_line;
 use super::{
     AdapterConfig, IdentityType, ProcessorId, ProcessorRole, RequestKind, RetryPolicy, Timestamp,
     Violations,
@@ -130,7 +130,7 @@ impl ProcessorSpec {
         safety_margin: Option<Duration>,
     ) -> Result<Self, Violations> {
         let mut v = Violations::new();
-        v.take("display_name", check_len(display_name, 1, 200));
+        v.take("display_name", check_line(display_name, 1, 200));
         if !is_country_code(country) {
             v.add(
                 "country",

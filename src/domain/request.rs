@@ -164,6 +164,11 @@ impl Labels {
                     format!("[{}]", shown_key(k)),
                     "label values must be at most 256 characters",
                 );
+            } else if val.chars().any(super::violation::hidden) {
+                v.add(
+                    format!("[{}]", shown_key(k)),
+                    "label values must not contain control characters or bidirectional overrides",
+                );
             }
         }
         v.finish(|| Self(map))

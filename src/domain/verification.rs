@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::violation::check_len;
+use super::violation::check_line;
 use super::{Jurisdiction, RequestKind, VerificationLevel, Violations};
 
 /// What an access request asks to know.
@@ -167,7 +167,7 @@ impl Verification {
     /// Checks the method text.
     pub fn new(level: VerificationLevel, method: &str) -> Result<Self, Violations> {
         let mut v = Violations::new();
-        v.take("method", check_len(method, 0, 512));
+        v.take("method", check_line(method, 0, 512));
         v.finish(|| Self {
             level,
             method: method.to_string(),

@@ -112,3 +112,68 @@ pub(crate) fn check_len(value: &str, min: usize, max: usize) -> Result<(), Viola
     }
     Ok(())
 }
+
+/// Characters no stored text may hold: control characters, and the
+/// bidirectional overrides and isolates that make a text show other than
+/// it reads (U+202A to U+202E, U+2066 to U+2069).
+pub(crate) fn hidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Checks that `value`, one line of text, has between `min` and `max`
+/// characters and none that is [`hidden`]: texts are stored, shown by the
+/// API and written into records and exports, where a NUL, a terminal
+/// escape, a line break or a right-to-left override would travel with
+/// them.
+pub(crate) fn check_line(value: &str, min: usize, max: usize) -> Result<(), Violations> {
+    check_len(value, min, max)?;
+    if value.chars().any(hidden) {
+        return Err(Violations::one(
+            "",
+            "must not contain control characters or bidirectional overrides",
+        ));
+    }
+    Ok(())
+}
+
+/// The same for free text, which may run over several lines: line breaks
+/// and tabs are the control characters it may hold.
+pub(crate) fn check_text(value: &str, min: usize, max: usize) -> Result<(), Violations> {
+    check_len(value, min, max)?;
+    if value
+        .chars()
+        .any(|c| hidden(c) && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(Violations::one(
+            "",
+            "must not contain control characters (but line breaks and tabs) or \
+             bidirectional overrides",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_texts_hold_no_hidden_characters() {
+        assert!(check_line("Backup Co (Tel Aviv)", 1, 200).is_ok());
+        assert!(check_text("kept:\n\tinvoices\r\n", 0, 2000).is_ok());
+        for bad in [
+            "a\u{0}b",
+            "a\u{1b}[31mb",
+            "a\u{7f}b",
+            "a\u{85}b",
+            "abc\u{202e}fed",
+            "a\u{2066}b",
+        ] {
+            assert!(check_line(bad, 0, 200).is_err(), "{bad:?}");
+            assert!(check_text(bad, 0, 200).is_err(), "{bad:?}");
+        }
+        assert!(check_line("two\nlines", 0, 200).is_err());
+        assert!(check_line("tab\there", 0, 200).is_err());
+        assert!(check_line("", 1, 200).is_err());
+    }
+}

@@ -70,10 +70,13 @@ pub fn within<T>(prefix: &str, result: Result<T, Violations>) -> Result<T, Viola
 }
 
 /// Records a violation of `field` unless `text` (a reason or a note the
-/// record keeps) is 1 to 2,000 characters and not blank.
+/// record keeps) is 1 to 2,000 characters, not blank, and free of control
+/// characters but line breaks and tabs.
 pub fn check_reason(v: &mut Violations, field: &str, text: &str) {
     if text.trim().is_empty() || text.chars().count() > 2000 {
         v.add(field, "must be 1 to 2000 characters");
+    } else if let Err(e) = crate::domain::check_text(text, 1, 2000) {
+        v.take(field, Err::<(), _>(e));
     }
 }
 

@@ -135,6 +135,33 @@ async fn processor_callbacks_table(db: TestDb) {
             &["result.reason"],
         ),
         (
+            "NUL in the reason",
+            result(|r| {
+                r.outcome = pb::Outcome::Failed as i32;
+                r.reason = "no\u{0}account".into();
+            }),
+            &["result.reason"],
+        ),
+        (
+            "terminal escape in the explanation",
+            result(|r| {
+                r.outcome = pb::Outcome::Denied as i32;
+                r.exception = pb::DeletionException::Other as i32;
+                r.explanation = "kept \u{1b}[31mred".into();
+            }),
+            &["result.explanation"],
+        ),
+        (
+            "control character in a sub-processor's name",
+            result(|r| {
+                r.sub_processors = vec![pb::SubProcessor {
+                    name: "Backup\u{7}Co".into(),
+                    country: "IL".into(),
+                }]
+            }),
+            &["result.sub_processors[0].name"],
+        ),
+        (
             "sub-processor without name, lower-case country",
             result(|r| {
                 r.sub_processors = vec![

@@ -49,6 +49,11 @@ async fn register_processor_table(db: TestDb) {
             &["processor.display_name"],
         ),
         (
+            "display_name with a right-to-left override",
+            registration(|p| p.display_name = "Vendor \u{202e}cni".into()),
+            &["processor.display_name"],
+        ),
+        (
             "missing role",
             registration(|p| p.role = 0),
             &["processor.role"],

@@ -96,6 +96,11 @@ async fn cancel_request_table(db: TestDb) {
             cancel(&open, &"r".repeat(2001)),
             &["reason"],
         ),
+        (
+            "reason with a terminal escape",
+            cancel(&open, "withdrawn \u{1b}[2J"),
+            &["reason"],
+        ),
         ("both wrong", cancel("nope", ""), &["request_id", "reason"]),
     ];
     let before = get_request(&app, &open).await;

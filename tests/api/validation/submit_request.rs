@@ -174,6 +174,11 @@ async fn submit_request_table(db: TestDb) {
             &["verification.method"],
         ),
         (
+            "verification method with a line break",
+            submission(|r| r.verification.as_mut().unwrap().method = "email\nlink".into()),
+            &["verification.method"],
+        ),
+        (
             "malformed processor id",
             submission(|r| r.processor_ids = vec!["intake".into(), "Intake".into()]),
             &["processor_ids[1]"],
@@ -208,6 +213,13 @@ async fn submit_request_table(db: TestDb) {
             "257-character label value",
             submission(|r| {
                 r.labels.insert("ticket".into(), "x".repeat(257));
+            }),
+            &["labels[ticket]"],
+        ),
+        (
+            "label value with a NUL",
+            submission(|r| {
+                r.labels.insert("ticket".into(), "T\u{0}1".into());
             }),
             &["labels[ticket]"],
         ),
