@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
-use super::page::{decode_key, encode_key, page_size, page_token};
+use super::page::{bind, page_size, page_token, unbind};
 use crate::auth::{Caller, Refused};
 use crate::clock::Clock;
 use crate::domain::{
@@ -235,10 +235,16 @@ impl InstructionApi {
         let due_before = v
             .take("", wire::parse_timestamp(req.due_before, "due_before"))
             .flatten();
+        // A page token is bound to every field of the call but the page's.
+        let filters = prost::Message::encode_to_vec(&pb::ListInstructionsRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        });
         let after = page_token(&req.page_token).and_then(|t| {
             v.take(
                 "page_token",
-                decode_key(t).and_then(|k| InstructionCursor::parse(&k, order)),
+                unbind(t, &filters).and_then(|k| InstructionCursor::parse(&k, order)),
             )
         });
         let (Some(size), true) = (size, v.is_empty()) else {
@@ -287,7 +293,10 @@ impl InstructionApi {
         }
         Ok(pb::ListInstructionsResponse {
             instructions,
-            next_page_token: page.next.map(|c| encode_key(&c.key())).unwrap_or_default(),
+            next_page_token: page
+                .next
+                .map(|c| bind(&c.key(), &filters))
+                .unwrap_or_default(),
         })
     }
 

@@ -1,7 +1,11 @@
 //! AIP-158 pagination shared by the list methods: page sizes default to 50
-//! and are capped at 500; tokens are opaque strings the server issued.
+//! and are capped at 500; tokens are opaque strings the server issued,
+//! bound to the filters they page through ([`bind`]): a token used with
+//! other filters is refused rather than read as a position in another
+//! listing.
 
 use base64::Engine;
+use sha2::{Digest, Sha256};
 
 use crate::domain::Violations;
 
@@ -29,6 +33,33 @@ pub fn encode_key(key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
 }
 
+/// `token` (a cursor as its listing encodes it) bound to `filters` (the
+/// request's filter fields and who asks, as bytes): a fingerprint of them
+/// goes with it, and [`unbind`] takes it back only with the same.
+pub fn bind(token: &str, filters: &[u8]) -> String {
+    encode_key(&format!("{}.{token}", fingerprint(filters)))
+}
+
+/// The cursor inside a token made by [`bind`] for the same `filters`.
+pub fn unbind(token: &str, filters: &[u8]) -> Result<String, Violations> {
+    let inner = decode_key(token)?;
+    let Some((print, cursor)) = inner.split_once('.') else {
+        return Err(Violations::one("", "is not a token this server issued"));
+    };
+    if print != fingerprint(filters) {
+        return Err(Violations::one(
+            "",
+            "was issued for other filters (or another caller): list again without it",
+        ));
+    }
+    Ok(cursor.to_string())
+}
+
+/// 64 bits of the SHA-256 of `filters`, in hex.
+fn fingerprint(filters: &[u8]) -> String {
+    hex::encode(&Sha256::digest(filters)[..8])
+}
+
 /// Unwraps a token made by [`encode_key`].
 pub fn decode_key(token: &str) -> Result<String, Violations> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -36,4 +67,18 @@ pub fn decode_key(token: &str) -> Result<String, Violations> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| Violations::one("", "is not a token this server issued"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_opens_only_with_its_filters() {
+        let token = bind("cursor.with.dots", b"status=OPEN");
+        assert_eq!(unbind(&token, b"status=OPEN").unwrap(), "cursor.with.dots");
+        assert!(unbind(&token, b"status=CLOSED").is_err());
+        assert!(unbind(&encode_key("cursor"), b"status=OPEN").is_err());
+        assert!(unbind("not base64!", b"status=OPEN").is_err());
+    }
 }

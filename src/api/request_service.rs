@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
 use super::limits::WatchLimits;
-use super::page::{page_size, page_token};
+use super::page::{bind, page_size, page_token, unbind};
 use super::{access_report, export};
 use crate::auth::Caller;
 use crate::clock::Clock;
@@ -96,8 +96,13 @@ impl RequestApi {
                 .take("order_by", wire::request_order(req.order_by))
                 .unwrap_or_default(),
         };
-        let after = page_token(&req.page_token)
-            .and_then(|t| v.take("page_token", RequestCursor::decode(t, filter.order)));
+        let filters = listing_filters(&req, caller);
+        let after = page_token(&req.page_token).and_then(|t| {
+            v.take(
+                "page_token",
+                unbind(t, &filters).and_then(|c| RequestCursor::decode(&c, filter.order)),
+            )
+        });
         let (Some(size), true) = (size, v.is_empty()) else {
             return Err(v.into());
         };
@@ -111,9 +116,27 @@ impl RequestApi {
                 .iter()
                 .map(|r| wire::request(r, now))
                 .collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            next_page_token: page
+                .next_page_token
+                .map(|t| bind(&t, &filters))
+                .unwrap_or_default(),
         })
     }
+}
+
+/// What a `ListRequests` page token is bound to: every field of the call
+/// but the page's own, and who asks (callers without the auditor role see
+/// only their own submissions).
+fn listing_filters(req: &pb::ListRequestsRequest, caller: &Caller) -> Vec<u8> {
+    use prost::Message;
+    let mut filters = pb::ListRequestsRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    }
+    .encode_to_vec();
+    filters.extend_from_slice(caller.actor().to_string().as_bytes());
+    filters
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RequestEvent, Status>> + Send>>;

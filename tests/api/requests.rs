@@ -250,6 +250,43 @@ async fn list_pages_and_filters(db: TestDb) {
     ids.reverse();
     assert_eq!(seen, ids, "newest submission first, each once");
 
+    // A page token serves only the listing it came from: with another
+    // filter it is refused, not read as a place in the other listing.
+    let first = app
+        .requests
+        .clone()
+        .list_requests(pb::ListRequestsRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = app
+        .requests
+        .clone()
+        .list_requests(pb::ListRequestsRequest {
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+            kind: pb::RequestKind::Delete as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&refused), ["page_token"]);
+    let next = app
+        .requests
+        .clone()
+        .list_requests(pb::ListRequestsRequest {
+            page_size: 3,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.requests.len(), 3, "the page size may change");
+
     let deletions = app
         .requests
         .clone()

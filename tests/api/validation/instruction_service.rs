@@ -342,6 +342,19 @@ async fn list_instructions_table(db: TestDb) {
     )
     .await;
     assert_eq!(all_instructions(&app).await.len(), 1);
+
+    // A real token, with another filter than it was issued for.
+    open_request(&app).await;
+    let first = client
+        .list_instructions(list(|r| r.page_size = 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.next_page_token.is_empty());
+    let mut other = list(|r| r.state = pb::InstructionState::Pending as i32);
+    other.page_token = first.next_page_token;
+    let refused = client.list_instructions(other).await.unwrap_err();
+    assert_eq!(violations(&refused), ["page_token"]);
     app.stop().await;
 }
 
