@@ -54,7 +54,9 @@ impl fmt::Debug for SubjectIdentity {
     }
 }
 
-/// The subject's identities: 1 to [`MAX_IDENTITIES`], no exact duplicates.
+/// The subject's identities: 1 to [`MAX_IDENTITIES`], no two of one type
+/// with one normal form (see [`super::normal_form`]): `a@b.com` and
+/// ` A@B.com` are one identifier.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Subject(Vec<SubjectIdentity>);
@@ -71,9 +73,16 @@ impl Subject {
                 format!("at most {MAX_IDENTITIES} identities"),
             ));
         }
-        for (i, a) in identities.iter().enumerate() {
-            if identities[..i].contains(a) {
-                return Err(Violations::one(format!("[{i}]"), "duplicate identity"));
+        let forms: Vec<_> = identities
+            .iter()
+            .map(|i| (i.kind, super::normal_form(i)))
+            .collect();
+        for (i, form) in forms.iter().enumerate() {
+            if forms[..i].contains(form) {
+                return Err(Violations::one(
+                    format!("[{i}]"),
+                    "duplicate identity (the same identifier as one before it, once written alike)",
+                ));
             }
         }
         Ok(Self(identities))

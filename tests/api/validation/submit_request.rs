@@ -104,6 +104,15 @@ async fn submit_request_table(db: TestDb) {
             &["subject_identities[1]"],
         ),
         (
+            "identities alike but for case and white space",
+            submission(|r| {
+                let mut same = email();
+                same.value = format!(" {} ", same.value.to_uppercase());
+                r.subject_identities = vec![email(), same];
+            }),
+            &["subject_identities[1]"],
+        ),
+        (
             "submitted_at an hour in the future",
             submission(|r| r.submitted_at = from_now(3600)),
             &["submitted_at"],
