@@ -114,8 +114,8 @@ const KEPT: &[Kept] = &[
         fields: &[],
     },
     // DENIED without its ground (exception, explanation) and with data
-    // records, which only COMPLETED may carry; the record's category is
-    // none of the CCPA's.
+    // records, which only COMPLETED may carry; the first record's category
+    // is none of the CCPA's, the second's value holds NULs.
     Kept {
         rpc: Rpc::CompleteInstruction,
         message: "0a2430313434356135642d616339362d373734622d626363652d623330323039396138303537127108033a2c6578706f7274656420746865206163636f756e74206f66206a616e652e646f65c19a879e6d706cf62e636f6d32120a0c4172636869766520476d624812024445322b0a0b6964656e7469666965727312146a616e652e646f65406578616d0a00000000000080706c652e636f70",
@@ -124,6 +124,7 @@ const KEPT: &[Kept] = &[
             "result.explanation",
             "result.records",
             "result.records[0].category",
+            "result.records[1].value",
         ],
     },
     // An unknown state, ids with control characters and NULs, a token

@@ -18,13 +18,16 @@
 //!
 //! Where a service converts inline (a pull size, a list's filters and page
 //! token, which reason or note it checks) the calls are repeated here, not factored out
-//! of `src/`: a change to a handler's checks must be mirrored here. Two
-//! helpers of the services are private to `api::page` and cannot be called
-//! from here: `page_size` (a range check on an `i32`) is left out, and the
-//! two lines of `decode_key` are copied into [`decode_key`].
+//! of `src/`: a change to a handler's checks must be mirrored here.
+//! `page_size` (a range check on an `i32`) is left out. The list methods'
+//! page tokens are bound to the call's filters (`api::page::bind`); the
+//! calls here are the anonymous caller's.
 
 use base64::Engine;
 use chrono::DateTime;
+use dsr_orchestrator::api::page::{
+    bind, decode_key, encode_key, instruction_filters, request_filters, unbind,
+};
 use dsr_orchestrator::domain::{
     IdentityType, Jurisdiction, ProcessorId, ProcessorSpec, RequestId, RequestKind,
     SubjectIdentity, Timestamp, Violations,
@@ -246,9 +249,9 @@ impl Rpc {
                 request_id: REQUEST_ID.into(),
             }
             .encode_to_vec(),
-            Rpc::ListRequests => pb::ListRequestsRequest {
+            Rpc::ListRequests => with_request_token(pb::ListRequestsRequest {
                 page_size: 20,
-                page_token: example_cursor(),
+                page_token: String::new(),
                 status: pb::RequestStatus::InProgress as i32,
                 kind: pb::RequestKind::Delete as i32,
                 jurisdiction: pb::Jurisdiction::Gdpr as i32,
@@ -267,7 +270,7 @@ impl Rpc {
                 overdue: true,
                 needs_attention: true,
                 order_by: pb::RequestOrder::Newest as i32,
-            }
+            })
             .encode_to_vec(),
             Rpc::CancelRequest => pb::CancelRequestRequest {
                 request_id: REQUEST_ID.into(),
@@ -403,9 +406,9 @@ impl Rpc {
                 max_instructions: 25,
             }
             .encode_to_vec(),
-            Rpc::ListInstructions => pb::ListInstructionsRequest {
+            Rpc::ListInstructions => with_instruction_token(pb::ListInstructionsRequest {
                 page_size: 100,
-                page_token: encode_key(INSTRUCTION_ID),
+                page_token: String::new(),
                 state: pb::InstructionState::Failed as i32,
                 processor_id: PROCESSOR_ID.into(),
                 request_id: REQUEST_ID.into(),
@@ -416,7 +419,7 @@ impl Rpc {
                 overdue: true,
                 needs_attention: false,
                 order_by: pb::InstructionOrder::Created as i32,
-            }
+            })
             .encode_to_vec(),
             Rpc::RetryInstruction => pb::RetryInstructionRequest {
                 instruction_id: INSTRUCTION_ID.into(),
@@ -522,14 +525,20 @@ fn example_identities() -> Vec<pb::SubjectIdentity> {
 pub fn page_token(token: &str) -> [Outcome; 3] {
     let unknown = || Violations::one("", "is not a token this server issued");
     // The deadline and due orders' tokens, for their panics only.
+    // The cursors themselves, unbound, for their panics only: few inputs
+    // get past the fingerprint.
     drop(RequestCursor::decode(token, RequestOrder::Deadline));
     drop(decode_key(token).and_then(|k| InstructionCursor::parse(&k, InstructionOrder::Due)));
+    let requests = request_filters(&pb::ListRequestsRequest::default(), ANONYMOUS);
+    let instructions = instruction_filters(&pb::ListInstructionsRequest::default());
     [
-        RequestCursor::decode(token, RequestOrder::Newest).map(drop),
+        unbind(token, &requests)
+            .and_then(|c| RequestCursor::decode(&c, RequestOrder::Newest))
+            .map(drop),
         decode_key(token)
             .and_then(|k| ProcessorId::parse(&k).map_err(|_| unknown()))
             .map(drop),
-        decode_key(token)
+        unbind(token, &instructions)
             .and_then(|k| InstructionCursor::parse(&k, InstructionOrder::Created))
             .map(drop),
     ]
@@ -541,7 +550,7 @@ pub fn example_page_tokens() -> [String; 3] {
     [
         example_cursor(),
         encode_key(PROCESSOR_ID),
-        encode_key(INSTRUCTION_ID),
+        example_instruction_token(),
     ]
 }
 
@@ -611,7 +620,11 @@ fn list_requests(req: pb::ListRequestsRequest) -> Outcome {
         .take("order_by", wire::request_order(req.order_by))
         .unwrap_or_default();
     if !req.page_token.is_empty() {
-        v.take("page_token", RequestCursor::decode(&req.page_token, order));
+        let filters = request_filters(&req, ANONYMOUS);
+        v.take(
+            "page_token",
+            unbind(&req.page_token, &filters).and_then(|c| RequestCursor::decode(&c, order)),
+        );
     }
     v.finish(|| ())
 }
@@ -787,9 +800,10 @@ fn list_instructions(req: pb::ListInstructionsRequest) -> Outcome {
         .unwrap_or_default();
     v.take("", wire::parse_timestamp(req.due_before, "due_before"));
     if !req.page_token.is_empty() {
+        let filters = instruction_filters(&req);
         v.take(
             "page_token",
-            decode_key(&req.page_token).and_then(|k| InstructionCursor::parse(&k, order)),
+            unbind(&req.page_token, &filters).and_then(|k| InstructionCursor::parse(&k, order)),
         );
     }
     v.finish(|| ())
@@ -815,24 +829,45 @@ fn resolve_instruction(req: pb::ResolveInstructionRequest) -> Outcome {
 }
 
 /// A copy of the private `api::page::decode_key`.
-fn decode_key(token: &str) -> Result<String, Violations> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| Violations::one("", "is not a token this server issued"))
-}
+/// The anonymous caller, as `Actor` writes it (the one a `ListRequests`
+/// token is bound to here).
+const ANONYMOUS: &str = "anonymous";
 
-/// A copy of the private `api::page::encode_key`, for the examples.
-fn encode_key(key: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
-}
-
-/// A `ListRequests` page token in the form the store issues.
+/// A `ListRequests` page token as the service issues it for a listing
+/// with no filters: the store's cursor, bound to them.
 fn example_cursor() -> String {
+    bind(
+        &store_cursor(),
+        &request_filters(&pb::ListRequestsRequest::default(), ANONYMOUS),
+    )
+}
+
+/// A `ListRequests` cursor as the store makes it, before it is bound.
+fn store_cursor() -> String {
     let json =
         format!(r#"{{"submitted_at":1749999000123456,"id":"{REQUEST_ID}","order":"Newest"}}"#);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// A `ListInstructions` page token as the service issues it for a listing
+/// with no filters.
+fn example_instruction_token() -> String {
+    bind(
+        INSTRUCTION_ID,
+        &instruction_filters(&pb::ListInstructionsRequest::default()),
+    )
+}
+
+/// `req` with a page token issued for its filters.
+fn with_request_token(mut req: pb::ListRequestsRequest) -> pb::ListRequestsRequest {
+    req.page_token = bind(&store_cursor(), &request_filters(&req, ANONYMOUS));
+    req
+}
+
+/// `req` with a page token issued for its filters.
+fn with_instruction_token(mut req: pb::ListInstructionsRequest) -> pb::ListInstructionsRequest {
+    req.page_token = bind(INSTRUCTION_ID, &instruction_filters(&req));
+    req
 }
 
 fn example_submission() -> pb::SubmitRequestRequest {

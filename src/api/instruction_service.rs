@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
-use super::page::{bind, page_size, page_token, unbind};
+use super::page::{bind, instruction_filters, page_size, page_token, unbind};
 use crate::auth::{Caller, Refused};
 use crate::clock::Clock;
 use crate::domain::{
@@ -235,12 +235,7 @@ impl InstructionApi {
         let due_before = v
             .take("", wire::parse_timestamp(req.due_before, "due_before"))
             .flatten();
-        // A page token is bound to every field of the call but the page's.
-        let filters = prost::Message::encode_to_vec(&pb::ListInstructionsRequest {
-            page_size: 0,
-            page_token: String::new(),
-            ..req.clone()
-        });
+        let filters = instruction_filters(&req);
         let after = page_token(&req.page_token).and_then(|t| {
             v.take(
                 "page_token",

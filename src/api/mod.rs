@@ -9,7 +9,7 @@ pub mod http;
 mod instruction_service;
 pub mod limits;
 pub mod opendsr;
-mod page;
+pub mod page;
 mod processor_service;
 mod protection_service;
 mod request_service;

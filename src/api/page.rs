@@ -55,6 +55,30 @@ pub fn unbind(token: &str, filters: &[u8]) -> Result<String, Violations> {
     Ok(cursor.to_string())
 }
 
+/// What a `ListRequests` page token is bound to: every field of the call
+/// but the page's own, and who asks (`actor`, as [`crate::domain::Actor`]
+/// writes it: callers without the auditor role see only their own
+/// submissions).
+pub fn request_filters(req: &crate::pb::ListRequestsRequest, actor: &str) -> Vec<u8> {
+    let mut filters = prost::Message::encode_to_vec(&crate::pb::ListRequestsRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    });
+    filters.extend_from_slice(actor.as_bytes());
+    filters
+}
+
+/// What a `ListInstructions` page token is bound to: every field of the
+/// call but the page's own.
+pub fn instruction_filters(req: &crate::pb::ListInstructionsRequest) -> Vec<u8> {
+    prost::Message::encode_to_vec(&crate::pb::ListInstructionsRequest {
+        page_size: 0,
+        page_token: String::new(),
+        ..req.clone()
+    })
+}
+
 /// 64 bits of the SHA-256 of `filters`, in hex.
 fn fingerprint(filters: &[u8]) -> String {
     hex::encode(&Sha256::digest(filters)[..8])

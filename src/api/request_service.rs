@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
 use super::limits::WatchLimits;
-use super::page::{bind, page_size, page_token, unbind};
+use super::page::{bind, page_size, page_token, request_filters, unbind};
 use super::{access_report, export};
 use crate::auth::Caller;
 use crate::clock::Clock;
@@ -96,7 +96,7 @@ impl RequestApi {
                 .take("order_by", wire::request_order(req.order_by))
                 .unwrap_or_default(),
         };
-        let filters = listing_filters(&req, caller);
+        let filters = request_filters(&req, &caller.actor().to_string());
         let after = page_token(&req.page_token).and_then(|t| {
             v.take(
                 "page_token",
@@ -122,21 +122,6 @@ impl RequestApi {
                 .unwrap_or_default(),
         })
     }
-}
-
-/// What a `ListRequests` page token is bound to: every field of the call
-/// but the page's own, and who asks (callers without the auditor role see
-/// only their own submissions).
-fn listing_filters(req: &pb::ListRequestsRequest, caller: &Caller) -> Vec<u8> {
-    use prost::Message;
-    let mut filters = pb::ListRequestsRequest {
-        page_size: 0,
-        page_token: String::new(),
-        ..req.clone()
-    }
-    .encode_to_vec();
-    filters.extend_from_slice(caller.actor().to_string().as_bytes());
-    filters
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RequestEvent, Status>> + Send>>;
