@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::codec::{from_micros, micros, micros_after, processor_id};
-use super::due::first_due;
+use super::due_reads::first_due;
 use super::sql::Sql;
 use super::{Store, StoreError};
 use crate::domain::{ProcessorId, Timestamp};

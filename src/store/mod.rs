@@ -33,6 +33,7 @@ mod codec;
 mod connect;
 mod deliveries;
 mod due;
+mod due_reads;
 mod erase;
 mod error;
 mod events;
