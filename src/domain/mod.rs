@@ -62,7 +62,7 @@ pub use retry::RetryPolicy;
 pub use snapshot::InstructionSnapshot;
 pub use verification::{AccessScope, Need, Verification, VerificationPolicy};
 pub use violation::{Violation, Violations};
-pub(crate) use violation::{check_len, check_text};
+pub(crate) use violation::{check_len, check_text, hidden};
 
 /// A point in time, UTC, at microsecond precision (what both databases keep).
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

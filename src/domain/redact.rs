@@ -14,22 +14,40 @@
 //! still echoes it). Other spellings of the same identifier (a phone
 //! number with its digits grouped differently) are not recognised. Single
 //! characters are left alone: they identify no one, and replacing every
-//! `7` would destroy the message.
+//! `7` would destroy the message; for the same reason a trimmed or normal
+//! form shorter than [`MIN_OTHER_FORM`] is not looked for (`1-2` as `12`).
+//!
+//! The same texts lose the characters no stored text may hold (control
+//! characters but line breaks and tabs, bidirectional overrides; see
+//! [`super::hidden`]): each becomes U+FFFD. A processor's result is
+//! refused for them instead; its error messages are what it said, and are
+//! kept.
 
-use super::{SubjectIdentity, normal_form};
+use super::{SubjectIdentity, hidden, normal_form};
+
+/// The fewest characters a trimmed or normal form of a value must have to
+/// be looked for.
+pub const MIN_OTHER_FORM: usize = 5;
 
 /// What an echoed identity value is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
 /// `text` with every occurrence of an identity's value replaced by
-/// [`REDACTED`], ignoring ASCII case.
+/// [`REDACTED`], ignoring ASCII case, and hidden characters by U+FFFD.
 pub fn redact_identities(text: &str, identities: &[SubjectIdentity]) -> String {
-    let mut values: Vec<String> = identities
-        .iter()
-        .flat_map(|i| [i.value.clone(), i.value.trim().to_string(), normal_form(i)])
-        .map(|v| v.to_ascii_lowercase())
-        .filter(|v| v.chars().count() > 1)
-        .collect();
+    let mut values: Vec<String> = Vec::new();
+    for identity in identities {
+        let sent = identity.value.to_ascii_lowercase();
+        let others = [identity.value.trim().to_string(), normal_form(identity)];
+        for other in others.map(|v| v.to_ascii_lowercase()) {
+            if other != sent && other.chars().count() >= MIN_OTHER_FORM {
+                values.push(other);
+            }
+        }
+        if sent.chars().count() > 1 {
+            values.push(sent);
+        }
+    }
     // Longest first, so a value that contains another goes whole.
     values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     values.dedup();
@@ -50,6 +68,15 @@ pub fn redact_identities(text: &str, identities: &[SubjectIdentity]) -> String {
         }
         redacted.push_str(&out[last..]);
         out = redacted;
+    }
+    if out.chars().any(hidden) {
+        out = out
+            .chars()
+            .map(|c| match hidden(c) && !matches!(c, '\n' | '\r' | '\t') {
+                true => '\u{fffd}',
+                false => c,
+            })
+            .collect();
     }
     out
 }
@@ -106,6 +133,23 @@ mod tests {
         assert_eq!(
             redact_identities("echo:  Dave@Example.com |", &sent),
             "echo:[redacted]|"
+        );
+    }
+
+    #[test]
+    fn short_other_forms_are_not_looked_for() {
+        let sent = [identity(IdentityType::Phone, "1-2")];
+        assert_eq!(
+            redact_identities("error 12 for 1-2", &sent),
+            "error 12 for [redacted]"
+        );
+    }
+
+    #[test]
+    fn hidden_characters_become_replacement_characters() {
+        assert_eq!(
+            redact_identities("bad\u{1b}[2J \u{202e}gnp.exe\nline\ttab\u{0}", &[]),
+            "bad\u{fffd}[2J \u{fffd}gnp.exe\nline\ttab\u{fffd}"
         );
     }
 

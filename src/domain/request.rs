@@ -31,12 +31,16 @@ pub struct SubjectIdentity {
 }
 
 impl SubjectIdentity {
-    /// Checks the value's length (1 to 1024 characters, no control characters).
+    /// Checks the value's length (1 to 1024 characters, no control
+    /// characters or bidirectional overrides).
     pub fn new(kind: IdentityType, value: &str) -> Result<Self, Violations> {
         let mut v = Violations::new();
         v.take("value", check_len(value, 1, 1024));
-        if value.chars().any(char::is_control) {
-            v.add("value", "must not contain control characters");
+        if value.chars().any(super::violation::hidden) {
+            v.add(
+                "value",
+                "must not contain control characters or bidirectional overrides",
+            );
         }
         if value.trim().is_empty() && !value.is_empty() {
             v.add("value", "must not be blank");

@@ -113,11 +113,16 @@ pub(crate) fn check_len(value: &str, min: usize, max: usize) -> Result<(), Viola
     Ok(())
 }
 
-/// Characters no stored text may hold: control characters, and the
-/// bidirectional overrides and isolates that make a text show other than
-/// it reads (U+202A to U+202E, U+2066 to U+2069).
+/// Characters no stored text may hold: control characters, the line and
+/// paragraph separators (U+2028, U+2029: line breaks that are not `\n`),
+/// and the bidirectional overrides and isolates that make a text show
+/// other than it reads (U+202A to U+202E, U+2066 to U+2069).
 pub(crate) fn hidden(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// Checks that `value`, one line of text, has between `min` and `max`
@@ -168,6 +173,7 @@ mod tests {
             "a\u{85}b",
             "abc\u{202e}fed",
             "a\u{2066}b",
+            "a\u{2028}b",
         ] {
             assert!(check_line(bad, 0, 200).is_err(), "{bad:?}");
             assert!(check_text(bad, 0, 200).is_err(), "{bad:?}");

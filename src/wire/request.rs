@@ -175,10 +175,10 @@ fn requester_evidence(
         };
     }
     check_len(reference, 1, MAX_EVIDENCE_REFERENCE)?;
-    if reference.chars().any(char::is_control) || reference.trim().is_empty() {
+    if reference.chars().any(crate::domain::hidden) || reference.trim().is_empty() {
         return Err(Violations::one(
             "",
-            "must be a document reference without control characters",
+            "must be a document reference without control characters or bidirectional overrides",
         ));
     }
     Ok(Some(reference.to_string()))
