@@ -140,14 +140,21 @@ async fn json_document(fetched: &Fetched<'_>, tx: &Sender) -> Result<(), Status>
 /// The CSV columns.
 const COLUMNS: &str = "processor_id,field,value,source,purpose,collected_at,disclosed_to,sold_or_shared,category_label\r\n";
 
+/// The first characters of a cell that spreadsheets run as a formula,
+/// full-width forms included.
+const FORMULA: [char; 10] = [
+    '=', '+', '-', '@', '\t', '\r', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
+];
+
 /// `text` as one CSV field (RFC 4180). A text that a spreadsheet would
 /// take for a formula (beginning with `=`, `+`, `-`, `@`, a tab or a
-/// carriage return) gets a leading `'`, which spreadsheets read as "this
-/// is text": the values come from processors, and a cell such as
+/// carriage return, or their full-width forms, after any white space,
+/// which some importers trim) gets a leading `'`, which spreadsheets read
+/// as "this is text": the values come from processors, and a cell such as
 /// `=HYPERLINK(...)` would otherwise run when the person opens the file.
 /// The JSON form keeps every value as given.
 fn field(text: &str) -> String {
-    let text = match text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    let text = match text.starts_with(FORMULA) || text.trim_start().starts_with(FORMULA) {
         true => format!("'{text}"),
         false => text.to_string(),
     };
@@ -241,5 +248,8 @@ mod tests {
         assert_eq!(field("\tcmd"), "'\tcmd");
         assert_eq!(field("\rcmd"), "\"'\rcmd\"");
         assert_eq!(field("a=b"), "a=b");
+        assert_eq!(field("  =1+1"), "'  =1+1");
+        assert_eq!(field("\n=1+1"), "\"'\n=1+1\"");
+        assert_eq!(field("\u{ff1d}1+1"), "'\u{ff1d}1+1");
     }
 }
