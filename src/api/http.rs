@@ -29,6 +29,10 @@ use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
 use crate::wire::json;
 
+/// Where the API's paths begin: any other path under it is `NOT_FOUND`,
+/// and refusals under it (the limits') are answered in JSON.
+pub const PREFIX: &str = "/v1/";
+
 /// `AcknowledgeInstruction`.
 pub const ACKNOWLEDGE: &str = "/v1/instructions/{instruction_id}/acknowledge";
 /// `CompleteInstruction`.
@@ -46,7 +50,7 @@ pub fn router(api: InstructionApi, max_body: usize) -> Router {
         .route(COMPLETE, post(complete))
         .route(PULL, post(pull))
         .route(RECORDS, post(upload))
-        .route("/v1/{*rest}", any(no_such_path))
+        .route(&format!("{PREFIX}{{*rest}}"), any(no_such_path))
         .with_state(Shared { api, max_body })
 }
 

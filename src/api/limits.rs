@@ -267,11 +267,7 @@ impl WatchLimits {
 /// A refusal in the form the caller reads: JSON for the HTTP callback
 /// API, a gRPC status otherwise.
 fn refusal<B>(req: &http::Request<B>, status: Status) -> http::Response<tonic::body::Body> {
-    if req
-        .uri()
-        .path()
-        .starts_with(crate::auth::policy::HTTP_CALLBACK_PREFIX)
-    {
+    if req.uri().path().starts_with(super::http::PREFIX) {
         super::http::error_response(&status).map(tonic::body::Body::new)
     } else {
         status.into_http()
