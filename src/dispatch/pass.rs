@@ -127,9 +127,10 @@ impl Dispatcher {
             push.retain(|(p, _)| !probing.contains(&p.spec.id));
         }
         let mut free = self.free_under(cap);
-        // Whether the hold, not the processors' room, cuts this pass short:
-        // then its calls starting make room for the next.
-        let held_back = cap.held && push.iter().map(|(p, _)| self.room(p)).sum::<usize>() > free;
+        // Whether the hold, not the processors' room, may cut this pass
+        // short (see `held_back` below).
+        let room_beyond_hold =
+            cap.held && push.iter().map(|(p, _)| self.room(p)).sum::<usize>() > free;
         let share = (free / push.len().max(1)).max(1);
         let wants: Vec<Want> = push
             .iter()
@@ -190,7 +191,10 @@ impl Dispatcher {
         Ok(Pass {
             claimed: claimed + notices,
             saturated,
-            held_back,
+            // The hold cut it short if a processor filled the slots it was
+            // given and the processors had room beyond them: their calls
+            // starting make room for the next pass.
+            held_back: room_beyond_hold && saturated,
             cap,
         })
     }
