@@ -17,11 +17,11 @@
 //! `CompleteInstruction` answers.
 //!
 //! Where a service converts inline (a pull size, a list's filters and page
-//! token, which reason or note it checks) the calls are repeated here, not factored out
-//! of `src/`: a change to a handler's checks must be mirrored here.
-//! `page_size` (a range check on an `i32`) is left out. The list methods'
-//! page tokens are bound to the call's filters (`api::page::bind`); the
-//! calls here are the anonymous caller's.
+//! token, which reason or note it checks) the calls are repeated here: a
+//! change to a handler's checks must be mirrored here. `page_size` (a range
+//! check on an `i32`) is left out. The list methods' page tokens are bound
+//! to the call's filters by `api::page`, whose functions are called here;
+//! the calls here are the anonymous caller's.
 
 use base64::Engine;
 use chrono::DateTime;
@@ -524,9 +524,8 @@ fn example_identities() -> Vec<pb::SubjectIdentity> {
 /// that list method would accept the token.
 pub fn page_token(token: &str) -> [Outcome; 3] {
     let unknown = || Violations::one("", "is not a token this server issued");
-    // The deadline and due orders' tokens, for their panics only.
-    // The cursors themselves, unbound, for their panics only: few inputs
-    // get past the fingerprint.
+    // The deadline and due orders' cursors, unbound, for their panics
+    // only: few inputs get past the fingerprint.
     drop(RequestCursor::decode(token, RequestOrder::Deadline));
     drop(decode_key(token).and_then(|k| InstructionCursor::parse(&k, InstructionOrder::Due)));
     let requests = request_filters(&pb::ListRequestsRequest::default(), ANONYMOUS);
@@ -828,7 +827,6 @@ fn resolve_instruction(req: pb::ResolveInstructionRequest) -> Outcome {
     v.finish(|| ())
 }
 
-/// A copy of the private `api::page::decode_key`.
 /// The anonymous caller, as `Actor` writes it (the one a `ListRequests`
 /// token is bound to here).
 const ANONYMOUS: &str = "anonymous";

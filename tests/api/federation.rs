@@ -38,10 +38,8 @@ async fn pair(db: &TestDb, reply: Reply, poll_ms: u64) -> Pair {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{UPSTREAM_TOKEN}\n")).unwrap();
     let upstream = TestApp::spawn(db).await;
-    let mut group = dsr_processor("group-co", &format!("http://{}", downstream.addr), poll_ms);
-    if let Some(pb::adapter::Kind::Dsr(d)) = group.adapter.as_mut().and_then(|a| a.kind.as_mut()) {
-        d.token_file = token_file.display().to_string();
-    }
+    let endpoint = format!("http://{}", downstream.addr);
+    let group = dsr_processor_with_token("group-co", &endpoint, poll_ms, &token_file);
     register(&upstream, group).await;
     Pair {
         upstream,

@@ -137,6 +137,20 @@ pub fn dsr_processor(id: &str, endpoint: &str, poll_ms: u64) -> pb::Processor {
     }
 }
 
+/// The same, presenting the token in `token_file` downstream.
+pub fn dsr_processor_with_token(
+    id: &str,
+    endpoint: &str,
+    poll_ms: u64,
+    token_file: &std::path::Path,
+) -> pb::Processor {
+    let mut p = dsr_processor(id, endpoint, poll_ms);
+    if let Some(pb::adapter::Kind::Dsr(d)) = p.adapter.as_mut().and_then(|a| a.kind.as_mut()) {
+        d.token_file = token_file.display().to_string();
+    }
+    p
+}
+
 /// An OpenDSR processor at `url`, polled every `poll_ms`.
 pub fn opendsr_processor(id: &str, url: &str, poll_ms: u64) -> pb::Processor {
     pb::Processor {

@@ -60,9 +60,10 @@ impl Pointed {
 /// The processors of [`Rebinding`], one per protocol.
 const PROCESSORS: [&str; 4] = ["crm", "billing", "vendor", "group-co"];
 
-/// A server resolving names with `dns`, with a gRPC processor `crm`, a webhook processor `billing`, an OpenDSR processor
-/// `vendor` and another orchestrator `group-co` (which has a processor of
-/// its own, `warehouse`), each registered at its URL with the host `host`.
+/// A server resolving names with `dns`, with a gRPC processor `crm`, a
+/// webhook processor `billing`, an OpenDSR processor `vendor` and another
+/// orchestrator `group-co` (which has a processor of its own,
+/// `warehouse`), each registered at its URL with the host `host`.
 struct Rebinding {
     app: TestApp,
     grpc: FakeProcessor,
@@ -105,12 +106,7 @@ impl Rebinding {
         )
         .await;
         let down_url = renamed(format!("http://{}", downstream.addr));
-        let mut group = dsr_processor("group-co", &down_url, 1000);
-        if let Some(pb::adapter::Kind::Dsr(d)) =
-            group.adapter.as_mut().and_then(|a| a.kind.as_mut())
-        {
-            d.token_file = token_file.display().to_string();
-        }
+        let group = dsr_processor_with_token("group-co", &down_url, 1000, &token_file);
         register(&app, group).await;
         Self {
             app,
