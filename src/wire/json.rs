@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::json_bodies::object;
 pub use super::json_bodies::{complete_pb, from_body, pull_pb, upload_pb};
 pub use super::json_records::{DataRecord, UploadAnswer, UploadBody, record_json, record_pb};
 pub use super::time::rfc3339 as time;
@@ -57,10 +58,18 @@ pub struct InstructionResult {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// Sub-processors it was passed on to.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "object::each"
+    )]
     pub sub_processors: Vec<SubProcessor>,
     /// For access and portability: the data found.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "object::each"
+    )]
     pub records: Vec<DataRecord>,
 }
 
@@ -133,6 +142,7 @@ pub struct DeliveryAnswer {
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     /// The outcome and its details.
+    #[serde(default, deserialize_with = "object::one")]
     pub result: Option<InstructionResult>,
 }
 

@@ -62,3 +62,35 @@ pub fn upload_pb(
         records,
     })
 }
+
+/// Serde helpers that read a struct only from a JSON object. A derived
+/// struct also reads from an array of its fields in order, which the
+/// contract does not allow; [`from_body`] checks the body itself, these
+/// the objects inside it.
+pub(super) mod object {
+    use serde::de::{DeserializeOwned, Error};
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    fn read<T: DeserializeOwned, E: Error>(value: Value) -> Result<T, E> {
+        if !value.is_object() {
+            return Err(E::custom("expected a JSON object"));
+        }
+        T::deserialize(value).map_err(E::custom)
+    }
+
+    /// An optional object.
+    pub fn one<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<Value>::deserialize(d)?.map(read).transpose()
+    }
+
+    /// A list of objects.
+    pub fn each<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
+        Vec::<Value>::deserialize(d)?
+            .into_iter()
+            .map(read)
+            .collect()
+    }
+}

@@ -47,7 +47,7 @@ pub struct UploadBody {
     #[serde(default)]
     pub chunk_index: u32,
     /// 1 to 1000 records.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json_bodies::object::each")]
     pub records: Vec<DataRecord>,
 }
 

@@ -329,6 +329,18 @@ async fn http_callback_api_refuses_like_grpc(db: TestDb) {
     let (status, error) = post(&app, pull, Some(&puller), "[5]").await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["message"], json!("the body must be a JSON object"));
+    // The objects inside it too.
+    for (path, body) in [
+        (&complete, r#"{"result": ["OUTCOME_COMPLETED"]}"#),
+        (
+            &complete,
+            r#"{"result": {"outcome": "OUTCOME_COMPLETED", "sub_processors": [["Backup Co", "US"]]}}"#,
+        ),
+    ] {
+        let (status, error) = post(&app, path, Some(&token), body).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["code"], json!("INVALID_ARGUMENT"), "{body}");
+    }
     let bearer = format!("Bearer {puller}");
     let (status, error) = post_as(&app, pull, Some(&bearer), "text/plain", "{}").await;
     assert_eq!(status, 400, "{error}");
