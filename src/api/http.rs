@@ -12,7 +12,7 @@
 //! JSON object (or empty where the method takes none) sent as
 //! `application/json` (or without a type); one longer than
 //! `--max-message-size` is `OUT_OF_RANGE`, as over gRPC; any other path
-//! under `/v1/` is `NOT_FOUND`.
+//! under `/v1/` is `NOT_FOUND`, and another method than POST 405.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -46,10 +46,10 @@ pub const RECORDS: &str = "/v1/instructions/{instruction_id}/records";
 /// bytes are refused.
 pub fn router(api: InstructionApi, max_body: usize) -> Router {
     Router::new()
-        .route(ACKNOWLEDGE, post(acknowledge))
-        .route(COMPLETE, post(complete))
-        .route(PULL, post(pull))
-        .route(RECORDS, post(upload))
+        .route(ACKNOWLEDGE, post(acknowledge).fallback(only_post))
+        .route(COMPLETE, post(complete).fallback(only_post))
+        .route(PULL, post(pull).fallback(only_post))
+        .route(RECORDS, post(upload).fallback(only_post))
         .route(&format!("{PREFIX}{{*rest}}"), any(no_such_path))
         .with_state(Shared { api, max_body })
 }
@@ -95,6 +95,18 @@ fn is_json(headers: &http::HeaderMap) -> bool {
     };
     let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("");
     essence.trim().eq_ignore_ascii_case("application/json")
+}
+
+/// Another method than POST on a path of the API: 405, in JSON.
+async fn only_post() -> Response {
+    let mut response = error_response(&tonic::Status::unimplemented(
+        "the HTTP callback API takes POST only",
+    ));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+    response
 }
 
 /// A path under `/v1/` the API does not have.

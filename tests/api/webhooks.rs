@@ -361,6 +361,18 @@ async fn http_callback_api_refuses_like_grpc(db: TestDb) {
     let (status, error) = post(&app, pull, Some(&puller), &huge).await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["code"], json!("OUT_OF_RANGE"));
+    // Methods it does not take.
+    let client = dsr_orchestrator::tls::http_client().unwrap();
+    let got = client
+        .get(format!("http://{}{pull}", app.addr))
+        .bearer_auth(&puller)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status().as_u16(), 405);
+    assert_eq!(got.headers()["allow"], "POST");
+    let error: Value = got.json().await.unwrap();
+    assert_eq!(error["code"], json!("UNIMPLEMENTED"));
     // Paths the API does not have.
     for path in [
         "/v1/nope".to_string(),
