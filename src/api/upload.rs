@@ -38,7 +38,11 @@ impl InstructionApi {
             last = Some((id, totals));
         }
         let Some((id, totals)) = last else {
-            return Err(Violations::one("", "the stream held no chunk").into());
+            return Err(Violations::one(
+                "records",
+                "the stream held no chunk: at least one is required",
+            )
+            .into());
         };
         Ok(pb::UploadDataRecordsResponse {
             instruction_id: id.to_string(),

@@ -368,6 +368,17 @@ async fn a_processor_uploads_a_hundred_thousand_records_in_chunks(db: TestDb) {
         .await
         .unwrap_err();
     assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+    // A stream of no chunk names what it lacks.
+    let empty = app
+        .instructions
+        .clone()
+        .upload_data_records(authed(
+            &token,
+            tokio_stream::iter(Vec::<pb::UploadDataRecordsRequest>::new()),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&empty), ["records"]);
 
     let parts = report(&app, &req.request_id).await.unwrap();
     use pb::access_report_part::Part;
