@@ -31,6 +31,7 @@ mod redact;
 mod request;
 mod retry;
 mod snapshot;
+mod subject;
 mod verification;
 mod violation;
 
@@ -56,10 +57,11 @@ pub use record::{CompletionRecord, OverallOutcome, ProcessorLine, RecordFacts};
 pub use redact::{REDACTED, redact_identities};
 pub use request::{
     Channel, Labels, MAX_EVIDENCE_REFERENCE, NewRequest, Receipt, RequestStatus, RequestSummary,
-    Subject, SubjectIdentity, Terms,
+    Terms,
 };
 pub use retry::RetryPolicy;
 pub use snapshot::InstructionSnapshot;
+pub use subject::{Subject, SubjectIdentity};
 pub use verification::{AccessScope, Need, Verification, VerificationPolicy};
 pub use violation::{Violation, Violations};
 pub(crate) use violation::{check_len, check_text, hidden};

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::json_bodies::object;
-pub use super::json_bodies::{complete_pb, from_body, pull_pb, upload_pb};
+pub use super::json_bodies::{CompleteBody, PullBody, complete_pb, from_body, pull_pb, upload_pb};
 pub use super::json_records::{DataRecord, UploadAnswer, UploadBody, record_json, record_pb};
 pub use super::time::rfc3339 as time;
 use crate::domain::Violations;
@@ -135,24 +135,6 @@ pub struct DeliveryAnswer {
     /// The final result, with `DISPOSITION_DONE`.
     #[serde(default)]
     pub result: Option<InstructionResult>,
-}
-
-/// Body of `POST /v1/instructions/{id}/complete`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompleteBody {
-    /// The outcome and its details.
-    #[serde(default, deserialize_with = "object::one")]
-    pub result: Option<InstructionResult>,
-}
-
-/// Body of `POST /v1/instructions/pull`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PullBody {
-    /// At most this many; default 10, 1 to 100.
-    #[serde(default)]
-    pub max_instructions: i32,
 }
 
 /// An instruction as the callback API answers it (`Instruction`, without

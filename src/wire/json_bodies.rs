@@ -5,10 +5,29 @@
 //! `records[2].category`).
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::json::{CompleteBody, PullBody, UploadBody, decode_error, record_pb, result_pb};
+use super::json::{InstructionResult, UploadBody, decode_error, record_pb, result_pb};
 use crate::domain::Violations;
 use crate::pb;
+
+/// Body of `POST /v1/instructions/{id}/complete`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    /// The outcome and its details.
+    #[serde(default, deserialize_with = "object::one")]
+    pub result: Option<InstructionResult>,
+}
+
+/// Body of `POST /v1/instructions/pull`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullBody {
+    /// At most this many; default 10, 1 to 100.
+    #[serde(default)]
+    pub max_instructions: i32,
+}
 
 /// A request body as `T`: a blank one is `T`'s default, and one that is not
 /// `T`'s JSON is refused with where it went wrong ([`decode_error`]).
