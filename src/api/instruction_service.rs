@@ -18,6 +18,9 @@ use crate::pb::instruction_service_server::InstructionService;
 use crate::store::Store;
 use crate::wire;
 
+/// Why a processor may not act on an instruction.
+pub(super) const NOT_YOURS: &str = "the instruction belongs to another processor";
+
 /// Implementation of `InstructionService`.
 #[derive(Clone)]
 pub struct InstructionApi {
@@ -45,9 +48,7 @@ impl InstructionApi {
         let id = wire::parse_instruction_id(id, "instruction_id")?;
         let view = self.store.instruction(id).await?;
         if &view.processor_id != caller {
-            return Err(ApiError::PermissionDenied(
-                "the instruction belongs to another processor",
-            ));
+            return Err(ApiError::PermissionDenied(NOT_YOURS));
         }
         Ok(view)
     }

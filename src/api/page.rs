@@ -44,7 +44,7 @@ pub fn bind(token: &str, filters: &[u8]) -> String {
 pub fn unbind(token: &str, filters: &[u8]) -> Result<String, Violations> {
     let inner = decode_key(token)?;
     let Some((print, cursor)) = inner.split_once('.') else {
-        return Err(Violations::one("", "is not a token this server issued"));
+        return Err(not_issued());
     };
     if print != fingerprint(filters) {
         return Err(Violations::one(
@@ -79,6 +79,11 @@ pub fn instruction_filters(req: &crate::pb::ListInstructionsRequest) -> Vec<u8> 
     })
 }
 
+/// A token this server did not issue.
+fn not_issued() -> Violations {
+    Violations::one("", "is not a token this server issued")
+}
+
 /// 64 bits of the SHA-256 of `filters`, in hex.
 fn fingerprint(filters: &[u8]) -> String {
     hex::encode(&Sha256::digest(filters)[..8])
@@ -90,7 +95,7 @@ pub fn decode_key(token: &str) -> Result<String, Violations> {
         .decode(token)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| Violations::one("", "is not a token this server issued"))
+        .ok_or_else(not_issued)
 }
 
 #[cfg(test)]

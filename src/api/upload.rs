@@ -6,7 +6,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Streaming};
 
 use super::error::{ApiError, ApiResult};
-use super::instruction_service::InstructionApi;
+use super::instruction_service::{InstructionApi, NOT_YOURS};
 use crate::domain::{InstructionId, Violations};
 use crate::pb;
 use crate::store::{ChunkRefused, ChunkTotals, MAX_CHUNKS};
@@ -61,9 +61,7 @@ impl InstructionApi {
         match self.store.put_chunk(id, caller, index, &records).await {
             Ok(totals) => Ok((id, totals)),
             Err(ChunkRefused::NotFound(id)) => Err(ApiError::NotFound(format!("instruction {id}"))),
-            Err(ChunkRefused::NotYours) => Err(ApiError::PermissionDenied(
-                "the instruction belongs to another processor",
-            )),
+            Err(ChunkRefused::NotYours) => Err(ApiError::PermissionDenied(NOT_YOURS)),
             Err(ChunkRefused::NotNow(why)) => Err(ApiError::FailedPrecondition(why)),
             Err(ChunkRefused::Store(e)) => Err(e.into()),
         }

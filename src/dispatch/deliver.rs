@@ -192,7 +192,7 @@ fn result_of(
     // The polls of an adapter that polls are reminders, which count as
     // attempts; they are no failures, so its retry budget leaves them out
     // (as the claim and the escalation sweep do for an expired lease).
-    let polls = p.spec.adapter.poll_interval().is_some();
+    let polls = p.spec.adapter.polls();
     // A polling adapter's probe gives nothing back: a poll of an
     // acknowledged instruction spent none of the budget, and whether this
     // claim was such a poll or the retry of a failed one (which spent

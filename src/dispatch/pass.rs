@@ -49,7 +49,7 @@ impl Dispatcher {
                 processor: &p.spec.id,
                 max_reminders: p.spec.reminder_budget(),
                 max_attempts: p.spec.retry_policy.max_attempts,
-                polls: p.spec.adapter.poll_interval().is_some(),
+                polls: p.spec.adapter.polls(),
             })
             .collect();
         self.store.escalate_overdue(&budgets, now).await?;
@@ -165,7 +165,7 @@ impl Dispatcher {
                 processor: &p.spec.id,
                 max_reminders: p.spec.reminder_budget(),
                 max_attempts: p.spec.retry_policy.max_attempts,
-                polls: p.spec.adapter.poll_interval().is_some(),
+                polls: p.spec.adapter.polls(),
                 limit: slots.len() as u32,
                 max_in_flight: p.spec.max_in_flight.unwrap_or(concurrency::CEILING),
                 per_second: p.spec.max_deliveries_per_second,

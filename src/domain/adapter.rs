@@ -178,6 +178,12 @@ impl AdapterConfig {
         }
     }
 
+    /// Whether the adapter follows an accepted instruction by asking: its
+    /// reminders are polls, which spend none of the delivery budget.
+    pub fn polls(&self) -> bool {
+        self.poll_interval().is_some()
+    }
+
     /// For adapters that follow an accepted instruction by asking
     /// (federation, OpenDSR): how often. Their reminders are these polls,
     /// unbounded in number; the instruction's due time ends them.

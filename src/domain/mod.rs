@@ -64,7 +64,7 @@ pub use snapshot::InstructionSnapshot;
 pub use subject::{Subject, SubjectIdentity};
 pub use verification::{AccessScope, Need, Verification, VerificationPolicy};
 pub use violation::{Violation, Violations};
-pub(crate) use violation::{check_len, check_text, hidden};
+pub(crate) use violation::{check_len, check_text, hidden, hidden_in_text};
 
 /// A point in time, UTC, at microsecond precision (what both databases keep).
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

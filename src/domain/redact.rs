@@ -23,7 +23,7 @@
 //! refused for them instead; its error messages are what it said, and are
 //! kept.
 
-use super::{SubjectIdentity, hidden, normal_form};
+use super::{SubjectIdentity, hidden_in_text, normal_form};
 
 /// The fewest characters a trimmed or normal form of a value must have to
 /// be looked for.
@@ -69,13 +69,10 @@ pub fn redact_identities(text: &str, identities: &[SubjectIdentity]) -> String {
         redacted.push_str(&out[last..]);
         out = redacted;
     }
-    if out.chars().any(hidden) {
+    if out.chars().any(hidden_in_text) {
         out = out
             .chars()
-            .map(|c| match hidden(c) && !matches!(c, '\n' | '\r' | '\t') {
-                true => '\u{fffd}',
-                false => c,
-            })
+            .map(|c| if hidden_in_text(c) { '\u{fffd}' } else { c })
             .collect();
     }
     out

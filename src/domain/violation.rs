@@ -125,6 +125,12 @@ pub(crate) fn hidden(c: char) -> bool {
         )
 }
 
+/// A [`hidden`] character that free text may not hold either: all of them
+/// but line breaks and tabs.
+pub(crate) fn hidden_in_text(c: char) -> bool {
+    hidden(c) && !matches!(c, '\n' | '\r' | '\t')
+}
+
 /// Checks that `value`, one line of text, has between `min` and `max`
 /// characters and none that is [`hidden`]: texts are stored, shown by the
 /// API and written into records and exports, where a NUL, a terminal
@@ -145,10 +151,7 @@ pub(crate) fn check_line(value: &str, min: usize, max: usize) -> Result<(), Viol
 /// and tabs are the control characters it may hold.
 pub(crate) fn check_text(value: &str, min: usize, max: usize) -> Result<(), Violations> {
     check_len(value, min, max)?;
-    if value
-        .chars()
-        .any(|c| hidden(c) && !matches!(c, '\n' | '\r' | '\t'))
-    {
+    if value.chars().any(hidden_in_text) {
         return Err(Violations::one(
             "",
             "must not contain control characters (but line breaks and tabs) or \
