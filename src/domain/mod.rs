@@ -14,6 +14,7 @@
 mod actor;
 mod adapter;
 mod calendar;
+mod country;
 mod data_record;
 mod deadline;
 mod enums;

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::country::{COUNTRY_RULE, is_country_code};
 use super::violation::{check_line, check_text};
 use super::{DataRecord, DeletionException, InstructionState, Violations, check_records};
 
@@ -121,7 +122,7 @@ impl InstructionResult {
             if !(s.country.is_empty() || is_country_code(&s.country)) {
                 v.add(
                     format!("sub_processors[{i}].country"),
-                    "must be an ISO 3166-1 alpha-2 code (two upper-case letters) or empty",
+                    format!("{COUNTRY_RULE}, or empty"),
                 );
             }
         }
@@ -184,11 +185,6 @@ impl InstructionResult {
         let records = std::mem::take(&mut self.records);
         (self, records)
     }
-}
-
-/// Checks an ISO 3166-1 alpha-2 shape (two upper-case ASCII letters).
-pub(crate) fn is_country_code(s: &str) -> bool {
-    s.len() == 2 && s.chars().all(|c| c.is_ascii_uppercase())
 }
 
 /// Who recorded a result.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::outcome::is_country_code;
+use super::country::{COUNTRY_RULE, is_country_code};
 use super::violation::check_line;
 use super::{
     AdapterConfig, IdentityType, ProcessorId, ProcessorRole, RequestKind, RetryPolicy, Timestamp,
@@ -132,10 +132,7 @@ impl ProcessorSpec {
         let mut v = Violations::new();
         v.take("display_name", check_line(display_name, 1, 200));
         if !is_country_code(country) {
-            v.add(
-                "country",
-                "must be an ISO 3166-1 alpha-2 code (two upper-case letters)",
-            );
+            v.add("country", COUNTRY_RULE);
         }
         supported_kinds.sort();
         supported_kinds.dedup();

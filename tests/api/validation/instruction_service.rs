@@ -181,6 +181,16 @@ async fn processor_callbacks_table(db: TestDb) {
             ],
         ),
         (
+            "a sub-processor's country that is no assigned code",
+            result(|r| {
+                r.sub_processors = vec![pb::SubProcessor {
+                    name: "Backup Co".into(),
+                    country: "UK".into(),
+                }]
+            }),
+            &["result.sub_processors[0].country"],
+        ),
+        (
             "101 sub-processors",
             result(|r| {
                 r.sub_processors = (0..101)

@@ -74,6 +74,11 @@ async fn register_processor_table(db: TestDb) {
             &["processor.country"],
         ),
         (
+            "a country code of the right shape that is not assigned",
+            registration(|p| p.country = "XX".into()),
+            &["processor.country"],
+        ),
+        (
             "missing country",
             registration(|p| p.country.clear()),
             &["processor.country"],
