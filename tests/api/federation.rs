@@ -2,7 +2,12 @@
 //! (two real servers, each on its own database), as a caller the
 //! downstream authenticates by a bearer token read from a file.
 
+use std::time::Duration;
+
+use dsr_orchestrator::clock::{Clock, ManualClock};
+use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::pb;
+use dsr_orchestrator::startup::Options;
 
 use crate::backends;
 use crate::harness::app::token_hash;
@@ -12,6 +17,7 @@ backends!(
     a_downstream_orchestrator_answers_with_its_whole_chain,
     cancelling_upstream_cancels_the_downstream_request,
     a_downstream_that_refuses_the_caller_escalates,
+    a_poll_lost_with_its_replica_is_polled_again,
 );
 
 /// The token the upstream presents downstream.
@@ -21,6 +27,18 @@ const UPSTREAM_TOKEN: &str = "upstream-orchestrator-token";
 /// one push processor; and an upstream whose `group-co` is that
 /// downstream, polled every `poll_ms`, its token in a file.
 async fn pair(db: &TestDb, reply: Reply, poll_ms: u64) -> Pair {
+    pair_with(db, reply, poll_ms, Options::default(), |_| {}).await
+}
+
+/// [`pair`] with the upstream on `options` and its `group-co` as `tweak`
+/// leaves it.
+async fn pair_with(
+    db: &TestDb,
+    reply: Reply,
+    poll_ms: u64,
+    options: Options,
+    tweak: impl FnOnce(&mut pb::Processor),
+) -> Pair {
     let down_db = TestDb::like(db).await;
     let principal = format!(
         "  - principal: upstream\n    sha256: {}\n    roles: [submitter]\n",
@@ -37,9 +55,10 @@ async fn pair(db: &TestDb, reply: Reply, poll_ms: u64) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{UPSTREAM_TOKEN}\n")).unwrap();
-    let upstream = TestApp::spawn(db).await;
+    let upstream = TestApp::spawn_with(db, options, |_| {}).await;
     let endpoint = format!("http://{}", downstream.addr);
-    let group = dsr_processor_with_token("group-co", &endpoint, poll_ms, &token_file);
+    let mut group = dsr_processor_with_token("group-co", &endpoint, poll_ms, &token_file);
+    tweak(&mut group);
     register(&upstream, group).await;
     Pair {
         upstream,
@@ -203,4 +222,72 @@ async fn a_downstream_that_refuses_the_caller_escalates(db: TestDb) {
     let escalated = wait_for_state(&upstream, id, pb::InstructionState::Escalated).await;
     assert_eq!(error_codes(&escalated), ["UNAUTHENTICATED"]);
     assert!(all_requests(&downstream).await.is_empty());
+}
+
+/// Polls of the downstream are reminders, not deliveries: more polls than
+/// `max_attempts` leave the instruction waiting, and a poll lost with the
+/// replica that made it (its lease expires) is made again rather than
+/// escalated; a second loss spends the delivery budget of two.
+async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
+    let clock = ManualClock::new();
+    let Pair {
+        upstream,
+        _down_db,
+        dir: _dir,
+        ..
+    } = pair_with(&db, Reply::Accepted, 1000, manual_options(&clock), |p| {
+        p.retry_policy.as_mut().unwrap().max_attempts = 2;
+    })
+    .await;
+    let req = submit(&upstream, deletion("federated-lost-poll@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    upstream.dispatcher.run_once().await.unwrap();
+    wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
+    for polls in 1..=3 {
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(upstream.dispatcher.run_once().await.unwrap(), 1);
+        let polled = wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
+        assert_eq!(
+            polled.attempts,
+            1 + polls,
+            "the submission and {polls} polls"
+        );
+    }
+
+    let group = ProcessorId::parse("group-co").unwrap();
+    let die_mid_poll = || async {
+        clock.advance(Duration::from_secs(2));
+        let lost = upstream
+            .store
+            .claim(
+                &group,
+                u32::MAX,
+                2,
+                10,
+                "dead-replica",
+                Duration::from_secs(5),
+                clock.now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].kind, dsr_orchestrator::store::ClaimKind::Reminder);
+        clock.advance(Duration::from_secs(6));
+    };
+    die_mid_poll().await;
+    assert_eq!(upstream.dispatcher.run_once().await.unwrap(), 1);
+    let polled = wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
+    assert_eq!(
+        polled.attempts, 6,
+        "the submission, four polls and the lost one"
+    );
+
+    die_mid_poll().await;
+    upstream.dispatcher.run_once().await.unwrap();
+    let escalated = wait_for_state(&upstream, &id, pb::InstructionState::Escalated).await;
+    assert_eq!(
+        escalated.summary.unwrap().last_error,
+        "delivered 2 times without an answer"
+    );
+    upstream.stop().await;
 }

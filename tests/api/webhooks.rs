@@ -16,6 +16,7 @@ backends!(
     retry_after_is_honoured_and_gone_is_fatal,
     the_secret_is_shown_once_and_rotates,
     http_callback_api_refuses_like_grpc,
+    a_flood_on_the_callback_api_is_refused_in_json,
 );
 
 /// Registers `processor`; returns its callback token and webhook secret.
@@ -465,5 +466,57 @@ async fn http_callback_api_refuses_like_grpc(db: TestDb) {
     .await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(fields(&error), ["max_instructions"]);
+    app.stop().await;
+}
+
+/// The per-caller rate limit holds the callback API too, and its refusal
+/// is the API's JSON with `Retry-After`.
+async fn a_flood_on_the_callback_api_is_refused_in_json(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.rate_limit = 0.1;
+        c.rate_burst = 3.0;
+    })
+    .await;
+    let puller = register(&app, pull_processor("flooding-puller", 60_000)).await;
+    let client = dsr_orchestrator::tls::http_client().unwrap();
+    let send = |path: &'static str| {
+        client
+            .post(format!("http://{}{path}", app.addr))
+            .bearer_auth(&puller)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    let mut served = 0;
+    let refused = loop {
+        let response = send("/v1/instructions/pull").await.unwrap();
+        if response.status().as_u16() != 200 {
+            break response;
+        }
+        served += 1;
+        assert!(served <= 3, "the burst is three calls");
+    };
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["code"], json!("RESOURCE_EXHAUSTED"), "{error}");
+    // Every method of the API is held while the caller is (a token comes
+    // back every ten seconds); a path it does not have is no call to
+    // charge, and says so.
+    let acknowledge = "/v1/instructions/00000000-0000-4000-8000-000000000000/acknowledge";
+    let held = send(acknowledge).await.unwrap();
+    assert_eq!(held.status().as_u16(), 429);
+    assert!(held.headers().contains_key("retry-after"));
+    let error: Value = held.json().await.unwrap();
+    assert_eq!(error["code"], json!("RESOURCE_EXHAUSTED"), "{error}");
+    let elsewhere = send("/v1/nope").await.unwrap();
+    assert_eq!(elsewhere.status().as_u16(), 404);
+    let error: Value = elsewhere.json().await.unwrap();
+    assert_eq!(error["code"], json!("NOT_FOUND"), "{error}");
     app.stop().await;
 }
