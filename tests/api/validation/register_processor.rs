@@ -6,7 +6,10 @@ use super::*;
 use crate::backends;
 use crate::harness::*;
 
-backends!(register_processor_table);
+backends!(
+    register_processor_table,
+    a_refusal_of_many_violations_fits_every_client
+);
 
 /// RegisterProcessor: every field of `Processor`.
 async fn register_processor_table(db: TestDb) {
@@ -280,5 +283,43 @@ async fn register_processor_table(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(all_processors(&app).await.len(), before.len() + 1);
+    app.stop().await;
+}
+
+/// Thousands of bad values are still an `INVALID_ARGUMENT` every client
+/// reads: the answer lists the first violations, within what gRPC's C core
+/// takes of trailers (beyond 8 KiB Python's client may report
+/// `RESOURCE_EXHAUSTED`), and says how many more there are.
+async fn a_refusal_of_many_violations_fits_every_client(db: TestDb) {
+    let (app, _) = app_with_pull_processor(&db).await;
+    let status = app
+        .processors
+        .clone()
+        .register_processor(registration(|p| {
+            p.supported_kinds = vec![99; 2000];
+            p.accepted_identity_types = vec![99; 2000];
+        }))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let fields = violations(&status);
+    assert!(fields.len() > 10 && fields.len() < 200, "{}", fields.len());
+    assert_eq!(fields[0], "processor.supported_kinds[0]");
+    let trailers = status.details().len() * 4 / 3 + status.message().len();
+    assert!(trailers < 7 * 1024, "{trailers} bytes");
+    assert!(
+        status.message().contains(&format!(
+            "(the details list the first {} of 4000)",
+            fields.len()
+        )),
+        "{}",
+        status.message()
+    );
+    let listed: Vec<String> = all_processors(&app)
+        .await
+        .into_iter()
+        .map(|p| p.processor_id)
+        .collect();
+    assert_eq!(listed, ["intake"]);
     app.stop().await;
 }
