@@ -253,10 +253,10 @@ async fn metrics(
         )
             .into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot render metrics");
+            tracing::error!(error = %e, "cannot render metrics");
             (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "metrics unavailable: database unreachable\n",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics unavailable: they cannot be encoded\n",
             )
                 .into_response()
         }

@@ -17,7 +17,12 @@
 //! a fresh replica; `dsr_build_info` names the version and the backend.
 //! OpenTelemetry itself only exports series that have been recorded, so
 //! the zeros are added to the Prometheus text, not to OTLP pushes.
+//!
+//! A scrape while the database is away still answers: the gauges of open
+//! work keep the last values read, `dsr_database_up` is 0, and the
+//! counters, histograms and the delivery limits are this process's own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,12 +39,18 @@ use crate::store::{ClaimKind, ClosedRequest, ErasureSchedule, Stats, Store, Stor
 
 use super::families::*;
 
+/// How long a scrape waits for the database to read the open-work gauges:
+/// well inside Prometheus's default scrape timeout (10 s).
+const STATS_WAIT: Duration = Duration::from_secs(3);
+
 /// The instruments, and the registry Prometheus reads.
 pub struct Metrics {
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
     /// The gauges' values, refreshed from the database before each scrape.
     snapshot: Arc<Mutex<Stats>>,
+    /// Whether the last refresh of `snapshot` read the database.
+    database_up: Arc<AtomicBool>,
     requests_submitted: Counter<u64>,
     requests_completed: Counter<u64>,
     instructions_finished: Counter<u64>,
@@ -94,6 +105,13 @@ impl Metrics {
         let meter = provider.meter("dsr-orchestrator");
         let snapshot = Arc::new(Mutex::new(Stats::default()));
         super::gauges::register(&meter, snapshot.clone(), clock);
+        let database_up = Arc::new(AtomicBool::new(false));
+        let up = database_up.clone();
+        meter
+            .u64_observable_gauge(DATABASE_UP.name)
+            .with_description(DATABASE_UP.help)
+            .with_callback(move |o| o.observe(u64::from(up.load(Ordering::Relaxed)), &[]))
+            .build();
         let counter = |f: &Family| meter.u64_counter(f.name).with_description(f.help).build();
         let histogram = |f: &Family| {
             let Shape::Histogram(buckets) = f.shape else {
@@ -146,6 +164,7 @@ impl Metrics {
             registry,
             provider,
             snapshot,
+            database_up,
         }))
     }
 
@@ -257,8 +276,7 @@ impl Metrics {
     /// Reads the open work from the database, then renders every metric in
     /// the Prometheus text format.
     pub async fn render(&self, store: &Store, clock: &dyn Clock) -> anyhow::Result<String> {
-        let stats = store.stats(clock.now(), self.erasure).await?;
-        *self.snapshot.lock().expect("metrics snapshot lock") = stats;
+        self.refresh(store, clock).await;
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         let mut text = String::from_utf8(out)?;
@@ -297,12 +315,34 @@ impl Metrics {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match store.stats(clock.now(), this.erasure).await {
-                    Ok(stats) => *this.snapshot.lock().expect("metrics snapshot lock") = stats,
-                    Err(e) => tracing::warn!(error = %e, "could not refresh the open-work gauges"),
-                }
+                this.refresh(&store, clock.as_ref()).await;
             }
         })
+    }
+
+    /// Reads the open-work gauges from the database, waiting at most
+    /// [`STATS_WAIT`]. Without the database they keep their last values and
+    /// `dsr_database_up` says so: the counters and histograms, kept in this
+    /// process, are served through an outage, when they matter most.
+    async fn refresh(&self, store: &Store, clock: &dyn Clock) {
+        let read = tokio::time::timeout(STATS_WAIT, store.stats(clock.now(), self.erasure)).await;
+        let up = match read {
+            Ok(Ok(stats)) => {
+                *self.snapshot.lock().expect("metrics snapshot lock") = stats;
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not refresh the open-work gauges");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "could not refresh the open-work gauges: the database did not answer within {STATS_WAIT:?}"
+                );
+                false
+            }
+        };
+        self.database_up.store(up, Ordering::Relaxed);
     }
 
     /// Flushes pushed metrics (at shutdown).

@@ -2,7 +2,8 @@
 //! the configured wait (`--db-acquire-timeout`), never `INTERNAL` and never
 //! after the caller's own deadline; nothing is lost, nothing is written
 //! behind a caller that gave up before the writer reached its request, and
-//! a retry with the same `request_id` learns what became of a submission.
+//! a retry with the same `request_id` learns what became of a submission;
+//! `/metrics` is served through it.
 //!
 //! The PostgreSQL outages run on a server of the test's own
 //! ([`PgServer`]), stopped and restarted by the test; SQLite's run against
@@ -76,6 +77,15 @@ async fn submissions_during_an_outage_answer_unavailable_and_retries_take_them_i
     let app = app(&db).await;
     register(&app, pull_processor("puller", 60_000)).await;
     submit(&app, deletion("before@example.com")).await;
+    let (_, before) = app.admin_get("/metrics").await;
+    let open_requests = |metrics: &str| -> Vec<String> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("dsr_requests_open{"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(open_requests(&before).len(), 1, "{before}");
 
     pg.stop();
     let ids: Vec<String> = (0..8).map(|_| new_id()).collect();
@@ -98,6 +108,17 @@ async fn submissions_during_an_outage_answer_unavailable_and_retries_take_them_i
         .await
         .unwrap_err();
     assert_eq!(read.code(), Code::Unavailable);
+    // The metrics are still served: the process's own counters, and the
+    // open-work gauges' last values beside `dsr_database_up 0`.
+    let (status, metrics) = app.admin_get("/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    assert!(metrics.contains("\ndsr_database_up 0\n"), "{metrics}");
+    assert_eq!(open_requests(&metrics), open_requests(&before));
+    let submitted = metrics
+        .lines()
+        .find(|l| l.starts_with("dsr_requests_submitted_total{"))
+        .expect("the submission before the outage is counted");
+    assert!(submitted.ends_with(" 1"), "{submitted}");
 
     // A caller that gives up before the database answers...
     let gone = new_id();
@@ -144,6 +165,8 @@ async fn submissions_during_an_outage_answer_unavailable_and_retries_take_them_i
         assert_eq!(stored.iter().filter(|s| *s == id).count(), 1, "{id}");
     }
     assert_eq!(stored.len(), 1 + ids.len());
+    let (_, metrics) = app.admin_get("/metrics").await;
+    assert!(metrics.contains("\ndsr_database_up 1\n"), "{metrics}");
     app.stop().await;
 }
 
