@@ -34,6 +34,7 @@ use crate::telemetry::Metrics;
 use crate::tls::server::ServerTls;
 
 mod background;
+mod health;
 mod options;
 mod serve;
 use background::Background;

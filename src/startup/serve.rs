@@ -1,4 +1,5 @@
-//! The gRPC listener: every service, health and reflection, the HTTP
+//! The gRPC listener: every service, health (following the database, see
+//! [`super::health`]) and reflection, the HTTP
 //! callback API on the same port, behind the per-call span, authentication
 //! and the limits, over TLS when configured.
 
@@ -47,19 +48,14 @@ pub(super) async fn serve(
     use pb::instruction_service_server::InstructionServiceServer;
     use pb::processor_service_server::ProcessorServiceServer;
     use pb::request_service_server::RequestServiceServer;
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RequestServiceServer<RequestApi>>()
-        .await;
-    health_reporter
-        .set_serving::<ProcessorServiceServer<ProcessorApi>>()
-        .await;
-    health_reporter
-        .set_serving::<InstructionServiceServer<InstructionApi>>()
-        .await;
-    health_reporter
-        .set_serving::<DataProtectionServiceServer<ProtectionApi>>()
-        .await;
+    let health_reporter = tonic_health::server::HealthReporter::new();
+    let health_service = super::health::EndingHealth::server(&health_reporter, shutdown.clone());
+    super::health::set_all(&health_reporter, tonic_health::ServingStatus::Serving).await;
+    let health = tokio::spawn(super::health::follow_database(
+        health_reporter,
+        services.instructions.store.clone(),
+        shutdown.clone(),
+    ));
     // Reflection serves the contract, health, and `google.rpc`'s error
     // details, so that a generic client (grpcurl) can show the field
     // violations of an INVALID_ARGUMENT answer.
@@ -121,7 +117,7 @@ pub(super) async fn serve(
                 .max_decoding_message_size(transport.max_message_size)
                 .max_encoding_message_size(transport.max_message_size),
         );
-    match tls {
+    let served = match tls {
         // Handshakes off the accept loop; the configuration reloaded.
         Some(tls) => {
             let incoming = tls.incoming(listener, shutdown.clone());
@@ -139,5 +135,10 @@ pub(super) async fn serve(
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
                 .await
         }
-    }
+    };
+    // The follower ends with the shutdown; a server that failed first
+    // leaves it running, so it is stopped here either way.
+    health.abort();
+    let _ = health.await;
+    served
 }

@@ -3,7 +3,8 @@
 //! after the caller's own deadline; nothing is lost, nothing is written
 //! behind a caller that gave up before the writer reached its request, and
 //! a retry with the same `request_id` learns what became of a submission;
-//! `/metrics` is served through it.
+//! `/metrics` is served through it, and gRPC health says NOT_SERVING
+//! until the database is back.
 //!
 //! The PostgreSQL outages run on a server of the test's own
 //! ([`PgServer`]), stopped and restarted by the test; SQLite's run against
@@ -23,7 +24,8 @@ use crate::{postgres_only, sqlite_only};
 
 postgres_only!(
     submissions_during_an_outage_answer_unavailable_and_retries_take_them_in,
-    connections_ended_by_a_restart_are_unavailable_never_internal
+    connections_ended_by_a_restart_are_unavailable_never_internal,
+    grpc_health_follows_the_database
 );
 sqlite_only!(a_submission_behind_a_held_write_lock_answers_unavailable);
 
@@ -267,4 +269,56 @@ async fn a_submission_behind_a_held_write_lock_answers_unavailable(db: TestDb) {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].request_id, id);
     app.stop().await;
+}
+
+/// `grpc.health.v1.Health` says NOT_SERVING, for the server and each
+/// service, while the database is away, and SERVING once it is back: a
+/// client watching it sees both changes, and its watch ends when the
+/// server stops rather than holding the shutdown.
+async fn grpc_health_follows_the_database(_shared: TestDb) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+    let pg = PgServer::start();
+    pg.create_database("dsr");
+    let db = TestDb::existing(pg.url("dsr"));
+    let app = app(&db).await;
+    let mut health = HealthClient::new(app.channel());
+    let ask = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let mut watch = health.watch(ask("")).await.unwrap().into_inner();
+    let mut next = async || -> Option<ServingStatus> {
+        let seen: Option<HealthCheckResponse> =
+            tokio::time::timeout(CALLER_DEADLINE, watch.message())
+                .await
+                .expect("a change within the deadline")
+                .unwrap();
+        seen.map(|s| s.status())
+    };
+    assert_eq!(next().await, Some(ServingStatus::Serving));
+
+    pg.stop();
+    assert_eq!(next().await, Some(ServingStatus::NotServing));
+    let service = health
+        .check(ask("dsr.v1.RequestService"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(service.status(), ServingStatus::NotServing);
+
+    pg.start_again();
+    assert_eq!(next().await, Some(ServingStatus::Serving));
+    submit(&app, deletion("health@example.com")).await;
+
+    app.stop().await;
+    let mut after = Vec::new();
+    while let Some(status) = next().await {
+        after.push(status);
+    }
+    assert!(
+        after.iter().all(|s| *s == ServingStatus::NotServing),
+        "{after:?}"
+    );
 }
