@@ -22,12 +22,8 @@ use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
 use crate::pb;
 use crate::store::Store;
 
-/// How often the database is pinged.
+/// How often the database is asked.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
-
-/// How long a ping may take before the database counts as away (as
-/// `/readyz` waits).
-const CHECK_WAIT: Duration = Duration::from_secs(2);
 
 /// The names health answers for: the server as a whole (`""`) and each
 /// `dsr.v1` service.
@@ -60,10 +56,7 @@ pub(super) async fn follow_database(
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let answers = matches!(
-            tokio::time::timeout(CHECK_WAIT, store.ping()).await,
-            Ok(Ok(()))
-        );
+        let answers = store.answers().await;
         if answers == serving {
             continue;
         }
@@ -76,10 +69,10 @@ pub(super) async fn follow_database(
             set_all(&reporter, ServingStatus::NotServing).await;
         }
     }
-    set_all(&reporter, ServingStatus::NotServing).await;
 }
 
-/// The health service whose `Watch` streams end at `stop`.
+/// The health service whose `Watch` streams end at `stop`, with a last
+/// NOT_SERVING.
 pub(super) struct EndingHealth {
     inner: HealthService,
     stop: CancellationToken,
@@ -112,6 +105,13 @@ impl Health for EndingHealth {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let statuses = self.inner.watch(request).await?.into_inner();
         let stop = self.stop.clone().cancelled_owned();
-        Ok(Response::new(Box::pin(statuses.take_until(stop))))
+        let last = futures::stream::once(async {
+            Ok(HealthCheckResponse {
+                status: tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+            })
+        });
+        Ok(Response::new(Box::pin(
+            statuses.take_until(stop).chain(last),
+        )))
     }
 }

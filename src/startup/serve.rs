@@ -1,7 +1,7 @@
 //! The gRPC listener: every service, health (following the database, see
-//! [`super::health`]) and reflection, the HTTP
-//! callback API on the same port, behind the per-call span, authentication
-//! and the limits, over TLS when configured.
+//! [`super::health`]) and reflection, the HTTP callback API on the same
+//! port, behind the per-call span, authentication and the limits, over TLS
+//! when configured.
 
 use std::sync::Arc;
 use std::time::Duration;

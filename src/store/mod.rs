@@ -88,6 +88,10 @@ pub use scratch::ScratchDatabase;
 pub use stats::Stats;
 use write_tx::{SqliteTurns, SqliteWriter, Turn};
 
+/// How long [`Store::answers`] waits for the database: well inside
+/// Kubernetes' default probe timeout and Prometheus's scrape timeout.
+pub const PING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -167,10 +171,11 @@ impl Store {
         self.events.subscribe()
     }
 
-    /// Checks the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("select 1").execute(&self.pool).await?;
-        Ok(())
+    /// Whether the database answers a trivial query within [`PING_WAIT`]:
+    /// what `/readyz`, gRPC health and `dsr_database_up` report.
+    pub async fn answers(&self) -> bool {
+        let ping = sqlx::query("select 1").execute(&self.pool);
+        matches!(tokio::time::timeout(PING_WAIT, ping).await, Ok(Ok(_)))
     }
 
     /// Closes the pool, waiting for connections to be returned, and the

@@ -107,7 +107,7 @@ families! {
     CLAIM_DURATION = "dsr_claim_duration", Shape::Histogram(LATENCY_BUCKETS),
         "Duration of one claim (lease) statement for one processor.";
     DATABASE_UP = "dsr_database_up", Shape::Gauge,
-        "1 when the last refresh of the open-work gauges read the database; 0 when it could not, and those gauges show the last values read.";
+        "1 when the database answered this replica at the last scrape (within 2 s, as readiness asks); 0 when it did not, and the open-work gauges show the last values read.";
     REQUESTS_OPEN = "dsr_requests_open", Shape::Gauge,
         "Open requests (received or in progress), by status.";
     OLDEST_OPEN_AGE = "dsr_requests_oldest_open_age", Shape::SecondsGauge,

@@ -21,6 +21,7 @@
 //! A scrape while the database is away still answers: the gauges of open
 //! work keep the last values read, `dsr_database_up` is 0, and the
 //! counters, histograms and the delivery limits are this process's own.
+//! `dsr_database_up` is this replica's view, as its readiness is.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,9 +40,10 @@ use crate::store::{ClaimKind, ClosedRequest, ErasureSchedule, Stats, Store, Stor
 
 use super::families::*;
 
-/// How long a scrape waits for the database to read the open-work gauges:
-/// well inside Prometheus's default scrape timeout (10 s).
-const STATS_WAIT: Duration = Duration::from_secs(3);
+/// How long a scrape waits for the open-work gauges once the database
+/// answered: with the ping, inside Prometheus's default scrape timeout
+/// (10 s).
+const STATS_WAIT: Duration = Duration::from_secs(5);
 
 /// The instruments, and the registry Prometheus reads.
 pub struct Metrics {
@@ -320,29 +322,26 @@ impl Metrics {
         })
     }
 
-    /// Reads the open-work gauges from the database, waiting at most
-    /// [`STATS_WAIT`]. Without the database they keep their last values and
-    /// `dsr_database_up` says so: the counters and histograms, kept in this
-    /// process, are served through an outage, when they matter most.
+    /// Asks whether the database answers (`dsr_database_up`, as `/readyz`
+    /// asks), and if it does reads the open-work gauges, waiting at most
+    /// [`STATS_WAIT`]. When either fails the gauges keep their last values:
+    /// the counters and histograms, kept in this process, are served
+    /// through an outage, when they matter most.
     async fn refresh(&self, store: &Store, clock: &dyn Clock) {
-        let read = tokio::time::timeout(STATS_WAIT, store.stats(clock.now(), self.erasure)).await;
-        let up = match read {
-            Ok(Ok(stats)) => {
-                *self.snapshot.lock().expect("metrics snapshot lock") = stats;
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "could not refresh the open-work gauges");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "could not refresh the open-work gauges: the database did not answer within {STATS_WAIT:?}"
-                );
-                false
-            }
-        };
+        let up = store.answers().await;
         self.database_up.store(up, Ordering::Relaxed);
+        if !up {
+            tracing::warn!("could not refresh the open-work gauges: the database does not answer");
+            return;
+        }
+        let read = tokio::time::timeout(STATS_WAIT, store.stats(clock.now(), self.erasure)).await;
+        match read {
+            Ok(Ok(stats)) => *self.snapshot.lock().expect("metrics snapshot lock") = stats,
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not refresh the open-work gauges"),
+            Err(_) => tracing::warn!(
+                "could not refresh the open-work gauges: they took longer than {STATS_WAIT:?}"
+            ),
+        }
     }
 
     /// Flushes pushed metrics (at shutdown).

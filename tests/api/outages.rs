@@ -273,8 +273,8 @@ async fn a_submission_behind_a_held_write_lock_answers_unavailable(db: TestDb) {
 
 /// `grpc.health.v1.Health` says NOT_SERVING, for the server and each
 /// service, while the database is away, and SERVING once it is back: a
-/// client watching it sees both changes, and its watch ends when the
-/// server stops rather than holding the shutdown.
+/// client watching it sees both changes, and its watch ends with a last
+/// NOT_SERVING when the server stops rather than holding the shutdown.
 async fn grpc_health_follows_the_database(_shared: TestDb) {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
@@ -317,8 +317,5 @@ async fn grpc_health_follows_the_database(_shared: TestDb) {
     while let Some(status) = next().await {
         after.push(status);
     }
-    assert!(
-        after.iter().all(|s| *s == ServingStatus::NotServing),
-        "{after:?}"
-    );
+    assert_eq!(after, [ServingStatus::NotServing], "the watch's last word");
 }
