@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, Protocol, local};
 use super::grpc::{Channels, call_to, classify};
-use crate::domain::InstructionId;
+use crate::domain::{InstructionId, is_country_code};
 use crate::pb;
 use crate::pb::request_service_client::RequestServiceClient;
 use crate::wire;
@@ -252,7 +252,10 @@ pub fn result_of_record(record: &pb::CompletionRecord) -> pb::InstructionResult 
     result
 }
 
-/// The downstream processors and their own sub-processors, each once.
+/// The downstream processors and their own sub-processors, each once. A
+/// country this orchestrator does not take as one (a downstream may run
+/// a release that took any two letters) becomes unknown (empty) rather
+/// than making the downstream's whole answer invalid.
 fn sub_processors(record: &pb::CompletionRecord) -> Vec<pb::SubProcessor> {
     let mut out: Vec<pb::SubProcessor> = Vec::new();
     for line in &record.lines {
@@ -261,8 +264,16 @@ fn sub_processors(record: &pb::CompletionRecord) -> Vec<pb::SubProcessor> {
             country: line.country.clone(),
         };
         for s in std::iter::once(&own).chain(&line.sub_processors) {
-            if out.len() < MAX_SUB_PROCESSORS && !out.contains(s) {
-                out.push(s.clone());
+            let s = pb::SubProcessor {
+                name: s.name.clone(),
+                country: if is_country_code(&s.country) {
+                    s.country.clone()
+                } else {
+                    String::new()
+                },
+            };
+            if out.len() < MAX_SUB_PROCESSORS && !out.contains(&s) {
+                out.push(s);
             }
         }
     }
@@ -354,6 +365,24 @@ mod tests {
         ));
         let names: Vec<&str> = r.sub_processors.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a Ltd", "b Ltd"]);
+        assert!(wire::instruction_result(Some(r)).is_ok());
+    }
+
+    #[test]
+    fn a_country_not_taken_here_becomes_unknown() {
+        let mut a = line("a", S::Completed);
+        a.country = "UK".into();
+        a.sub_processors = vec![pb::SubProcessor {
+            name: "Archive GmbH".into(),
+            country: "DE".into(),
+        }];
+        let r = result_of_record(&record(pb::OverallOutcome::Fulfilled, vec![a]));
+        let countries: Vec<&str> = r
+            .sub_processors
+            .iter()
+            .map(|s| s.country.as_str())
+            .collect();
+        assert_eq!(countries, ["", "DE"]);
         assert!(wire::instruction_result(Some(r)).is_ok());
     }
 }

@@ -39,6 +39,7 @@ mod violation;
 pub use actor::{Actor, PrincipalName};
 pub use adapter::{AdapterConfig, ProcessorTls};
 pub use calendar::Calendar;
+pub(crate) use country::is_country_code;
 pub use data_record::{CATEGORIES, DataRecord, Disclosures, check_records};
 pub use deadline::{
     DeadlinePolicy, Deadlines, Extension, ExtensionRefused, ExtensionRule, Period, Regime,
