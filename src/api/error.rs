@@ -94,8 +94,8 @@ const MESSAGE_BUDGET: usize = 768;
 /// refusal carry.
 const DETAILS_BUDGET: usize = 3 * 1024;
 
-/// How many of `items` (their sizes in bytes) fit in `budget`; the first
-/// always does.
+/// How many of the items whose sizes in bytes are `sizes` fit in
+/// `budget`; the first always does.
 fn fitting(sizes: impl Iterator<Item = usize>, budget: usize) -> usize {
     let mut used = 0;
     let mut n = 0;
@@ -125,11 +125,11 @@ fn invalid(v: &Violations) -> Status {
         all.iter().map(|v| v.field.len() + v.description.len() + 4),
         MESSAGE_BUDGET,
     );
-    let listed: Vec<String> = all[..in_message]
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect();
-    let mut message = format!("invalid argument: {}", listed.join("; "));
+    let mut listed = Violations::new();
+    for violation in &all[..in_message] {
+        listed.add(violation.field.as_str(), violation.description.as_str());
+    }
+    let mut message = format!("invalid argument: {listed}");
     if in_message < all.len() {
         message += &format!("; and {} more", all.len() - in_message);
     }
@@ -203,8 +203,14 @@ mod tests {
         let listed = status.get_details_bad_request().unwrap().field_violations;
         assert!(listed.len() > 10 && listed.len() < 100, "{}", listed.len());
         assert_eq!(listed[0].field, "supported_kinds[0]");
-        // The message and the details (base64), under C core's 8 KiB.
-        let trailers = status.details().len() * 4 / 3 + status.message().len();
+        // The trailers as sent (the message percent-encoded, the details
+        // base64), under C core's 8 KiB.
+        let mut headers = http::HeaderMap::new();
+        status.add_header(&mut headers).unwrap();
+        let trailers: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
         assert!(trailers < 7 * 1024, "{trailers}");
         assert!(
             status.message().ends_with(&format!(

@@ -506,8 +506,8 @@ async fn a_flood_on_the_callback_api_is_refused_in_json(db: TestDb) {
     let error: Value = refused.json().await.unwrap();
     assert_eq!(error["code"], json!("RESOURCE_EXHAUSTED"), "{error}");
     // Every method of the API is held while the caller is (a token comes
-    // back every ten seconds); a path it does not have is no call to
-    // charge, and says so.
+    // back every ten seconds). A path outside the API's names no caller:
+    // it draws on the unidentified callers' bucket, not this one's.
     let acknowledge = "/v1/instructions/00000000-0000-4000-8000-000000000000/acknowledge";
     let held = send(acknowledge).await.unwrap();
     assert_eq!(held.status().as_u16(), 429);
