@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use dsr_orchestrator::clock::{Clock, ManualClock};
-use dsr_orchestrator::domain::ProcessorId;
+use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
 
@@ -254,27 +253,7 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
         );
     }
 
-    let group = ProcessorId::parse("group-co").unwrap();
-    let die_mid_poll = || async {
-        clock.advance(Duration::from_secs(2));
-        let lost = upstream
-            .store
-            .claim(
-                &group,
-                u32::MAX,
-                2,
-                10,
-                "dead-replica",
-                Duration::from_secs(5),
-                clock.now(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(lost.len(), 1);
-        assert_eq!(lost[0].kind, dsr_orchestrator::store::ClaimKind::Reminder);
-        clock.advance(Duration::from_secs(6));
-    };
-    die_mid_poll().await;
+    lose_a_poll(&upstream, &clock, "group-co").await;
     assert_eq!(upstream.dispatcher.run_once().await.unwrap(), 1);
     let polled = wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
     assert_eq!(
@@ -282,7 +261,7 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
         "the submission, four polls and the lost one"
     );
 
-    die_mid_poll().await;
+    lose_a_poll(&upstream, &clock, "group-co").await;
     upstream.dispatcher.run_once().await.unwrap();
     let escalated = wait_for_state(&upstream, &id, pb::InstructionState::Escalated).await;
     assert_eq!(

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use dsr_orchestrator::clock::{Clock, ManualClock};
-use dsr_orchestrator::domain::ProcessorId;
+use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
 
 use crate::backends;
@@ -272,34 +271,14 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
     }
 
     // A replica that dies mid-poll: it leases the next poll and is gone.
-    let vendor_id = ProcessorId::parse("vendor").unwrap();
-    let die_mid_poll = || async {
-        clock.advance(Duration::from_secs(2));
-        let lost = app
-            .store
-            .claim(
-                &vendor_id,
-                u32::MAX,
-                2,
-                10,
-                "dead-replica",
-                Duration::from_secs(5),
-                clock.now(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(lost.len(), 1);
-        assert_eq!(lost[0].kind, dsr_orchestrator::store::ClaimKind::Reminder);
-        clock.advance(Duration::from_secs(6));
-    };
-    die_mid_poll().await;
+    lose_a_poll(&app, &clock, "vendor").await;
     app.dispatcher.run_once().await.unwrap();
     assert_eq!(fake.polls(), 4, "the lost poll is made again");
     let polled = wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
     assert_eq!(polled.attempts, 6, "the POST, four polls and the lost one");
 
     // The lost poll was a delivery: a second one spends the budget.
-    die_mid_poll().await;
+    lose_a_poll(&app, &clock, "vendor").await;
     app.dispatcher.run_once().await.unwrap();
     assert_eq!(fake.polls(), 4);
     let escalated = wait_for_state(&app, &id, pb::InstructionState::Escalated).await;

@@ -7,7 +7,7 @@ use prost_types::Duration as PbDuration;
 use tokio_stream::StreamExt;
 
 use super::{FakeProcessor, Reply, TestApp};
-use dsr_orchestrator::clock::ManualClock;
+use dsr_orchestrator::clock::{Clock, ManualClock};
 use dsr_orchestrator::startup::Options;
 
 /// A fresh request id.
@@ -514,4 +514,27 @@ pub fn manual_options(clock: &ManualClock) -> Options {
         run_dispatcher: false,
         ..Options::default()
     }
+}
+
+/// A replica that dies mid-poll: two seconds on, `processor`'s next poll is
+/// leased (for five seconds) by a replica that is then gone, and the clock
+/// moves past its lease.
+pub async fn lose_a_poll(app: &TestApp, clock: &ManualClock, processor: &str) {
+    clock.advance(Duration::from_secs(2));
+    let lost = app
+        .store
+        .claim(
+            &dsr_orchestrator::domain::ProcessorId::parse(processor).unwrap(),
+            u32::MAX,
+            2,
+            10,
+            "dead-replica",
+            Duration::from_secs(5),
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].kind, dsr_orchestrator::store::ClaimKind::Reminder);
+    clock.advance(Duration::from_secs(6));
 }
