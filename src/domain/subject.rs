@@ -29,10 +29,7 @@ impl SubjectIdentity {
         let mut v = Violations::new();
         v.take("value", check_len(value, 1, 1024));
         if value.chars().any(super::violation::hidden) {
-            v.add(
-                "value",
-                "must not contain control characters or bidirectional overrides",
-            );
+            v.add("value", super::violation::HIDDEN_RULE);
         }
         if value.trim().is_empty() && !value.is_empty() {
             v.add("value", "must not be blank");

@@ -131,32 +131,43 @@ pub(crate) fn hidden_in_text(c: char) -> bool {
     hidden(c) && !matches!(c, '\n' | '\r' | '\t')
 }
 
+/// What a violation says of a text holding a [`hidden`] character.
+pub(crate) const HIDDEN_RULE: &str =
+    "must not contain control characters or bidirectional overrides";
+
 /// Checks that `value`, one line of text, has between `min` and `max`
 /// characters and none that is [`hidden`]: texts are stored, shown by the
 /// API and written into records and exports, where a NUL, a terminal
 /// escape, a line break or a right-to-left override would travel with
 /// them.
 pub(crate) fn check_line(value: &str, min: usize, max: usize) -> Result<(), Violations> {
-    check_len(value, min, max)?;
-    if value.chars().any(hidden) {
-        return Err(Violations::one(
-            "",
-            "must not contain control characters or bidirectional overrides",
-        ));
-    }
-    Ok(())
+    check_chars(value, min, max, hidden, HIDDEN_RULE)
 }
 
 /// The same for free text, which may run over several lines: line breaks
 /// and tabs are the control characters it may hold.
 pub(crate) fn check_text(value: &str, min: usize, max: usize) -> Result<(), Violations> {
+    check_chars(
+        value,
+        min,
+        max,
+        hidden_in_text,
+        "must not contain control characters (but line breaks and tabs) or \
+         bidirectional overrides",
+    )
+}
+
+/// [`check_len`], then no character that is `refused` (`rule` says which).
+fn check_chars(
+    value: &str,
+    min: usize,
+    max: usize,
+    refused: fn(char) -> bool,
+    rule: &str,
+) -> Result<(), Violations> {
     check_len(value, min, max)?;
-    if value.chars().any(hidden_in_text) {
-        return Err(Violations::one(
-            "",
-            "must not contain control characters (but line breaks and tabs) or \
-             bidirectional overrides",
-        ));
+    if value.chars().any(refused) {
+        return Err(Violations::one("", rule));
     }
     Ok(())
 }

@@ -1,10 +1,16 @@
 //! `grpc.health.v1.Health` follows the database, as `/readyz` does: a
 //! replica whose database does not answer serves nothing but refusals, so
 //! a load balancer or client that routes by gRPC health should send its
-//! calls elsewhere. Every [`CHECK_EVERY`] the follower pings the database,
-//! waiting at most [`CHECK_WAIT`], and on a change sets the server and
-//! each `dsr.v1` service NOT_SERVING or SERVING again; from shutdown on
-//! they stay NOT_SERVING.
+//! calls elsewhere. Every [`CHECK_EVERY`] the follower asks whether the
+//! database answers ([`Store::answers`], as `/readyz` asks) and on a
+//! change sets the server and each `dsr.v1` service NOT_SERVING or
+//! SERVING again.
+//!
+//! A `Watch` stream ends at shutdown with a last NOT_SERVING
+//! ([`EndingHealth`]). The server's graceful shutdown waits for every open
+//! stream, and a health watch otherwise ends only when its client hangs
+//! up: one watching client would hold a stopping replica until it is
+//! killed.
 
 use std::pin::Pin;
 use std::time::Duration;

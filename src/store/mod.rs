@@ -90,7 +90,7 @@ use write_tx::{SqliteTurns, SqliteWriter, Turn};
 
 /// How long [`Store::answers`] waits for the database: well inside
 /// Kubernetes' default probe timeout and Prometheus's scrape timeout.
-pub const PING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const PING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]

@@ -51,7 +51,7 @@ pub struct Metrics {
     provider: SdkMeterProvider,
     /// The gauges' values, refreshed from the database before each scrape.
     snapshot: Arc<Mutex<Stats>>,
-    /// Whether the last refresh of `snapshot` read the database.
+    /// Whether the database answered at the last refresh.
     database_up: Arc<AtomicBool>,
     requests_submitted: Counter<u64>,
     requests_completed: Counter<u64>,

@@ -75,8 +75,8 @@ pub fn within<T>(prefix: &str, result: Result<T, Violations>) -> Result<T, Viola
 pub fn check_reason(v: &mut Violations, field: &str, text: &str) {
     if text.trim().is_empty() || text.chars().count() > 2000 {
         v.add(field, "must be 1 to 2000 characters");
-    } else if let Err(e) = crate::domain::check_text(text, 1, 2000) {
-        v.take(field, Err::<(), _>(e));
+    } else {
+        v.take(field, crate::domain::check_text(text, 1, 2000));
     }
 }
 
