@@ -116,7 +116,7 @@ impl DataRecord {
             );
         }
         v.take(&format!("{at}.field"), check_line(&self.field, 0, 100));
-        v.take(&format!("{at}.value"), check_text(&self.value, 0, 10_000));
+        v.take(&format!("{at}.value"), check_text(&self.value, 1, 10_000));
         v.take(&format!("{at}.source"), check_line(&self.source, 0, 200));
         v.take(&format!("{at}.purpose"), check_line(&self.purpose, 0, 200));
         if self.disclosed_to.len() > MAX_DISCLOSED_TO {
@@ -265,7 +265,10 @@ mod tests {
         assert!(v.is_empty());
         record("hobbies").check("r", &mut v);
         record("other").check("s", &mut v);
+        let mut empty = record("identifiers");
+        empty.value.clear();
+        empty.check("t", &mut v);
         let fields: Vec<_> = v.iter().map(|x| x.field.as_str()).collect();
-        assert_eq!(fields, ["r.category", "s.category_label"]);
+        assert_eq!(fields, ["r.category", "s.category_label", "t.value"]);
     }
 }

@@ -375,6 +375,11 @@ pub(super) mod tests {
             ),
             (
                 completed_with_records,
+                |r| r.records[0].value.clear(),
+                &["records[0].value"],
+            ),
+            (
+                completed_with_records,
                 |r| r.outcome = pb::Outcome::NoData as i32,
                 &["records"],
             ),

@@ -290,9 +290,9 @@ fn chunk(instruction_id: &str, index: u32, first: usize, n: usize) -> pb::Upload
 }
 
 /// 100,000 records in 100 chunks over one gRPC stream, one chunk sent
-/// twice in it and another again over HTTP: the instruction holds each
-/// once, the record line counts them, and the report streams them all in
-/// parts of 500.
+/// twice in it and another again over HTTP, and one refused for an empty
+/// value: the instruction holds each kept chunk once, the record line
+/// counts them, and the report streams them all in parts of 500.
 async fn a_processor_uploads_a_hundred_thousand_records_in_chunks(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let big = FakeProcessor::start(Reply::Accepted).await;
@@ -336,6 +336,16 @@ async fn a_processor_uploads_a_hundred_thousand_records_in_chunks(db: TestDb) {
         .unwrap();
     assert_eq!(answered["chunks"], 100);
     assert_eq!(answered["records"], 100_000);
+    // A record without a value is refused, and its chunk not kept.
+    let mut blank = chunk(&id, 100, 0, 2);
+    blank.records[1].value.clear();
+    let refused = app
+        .instructions
+        .clone()
+        .upload_data_records(authed(&token, tokio_stream::iter([blank])))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&refused), ["records[1].value"]);
 
     app.instructions
         .clone()
