@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
+use crate::auth::policy::{self, Allowed, Decision};
 use crate::auth::{Caller, Refused};
 use crate::clock::Clock;
 use crate::domain::{
@@ -29,18 +30,26 @@ pub struct InstructionApi {
 }
 
 impl InstructionApi {
-    /// The processor whose callback token the call carries (the auth
-    /// layer found it and refused any other caller).
+    /// The processor whose callback token the call carries. Over gRPC the
+    /// auth layer refused any other caller; over the HTTP callback API it
+    /// leaves the refusal (in the same words) to here, to answer in JSON.
     pub(super) fn caller<T>(request: &Request<T>) -> ApiResult<ProcessorId> {
         if let Some(Refused(status)) = request.extensions().get::<Refused>() {
             return Err(ApiError::Refused(status.clone()));
         }
-        match Caller::of(request) {
-            Caller::Processor(p) => Ok(p),
-            _ => Err(ApiError::Unauthenticated(
-                "missing `authorization: Bearer <callback_token>` metadata",
-            )),
+        let caller = Caller::of(request);
+        if let Caller::Processor(p) = caller {
+            return Ok(p);
         }
+        Err(
+            match policy::decide(Allowed::Processors, Some(&caller), false) {
+                Decision::Denied(why) => ApiError::PermissionDenied(why),
+                Decision::Unauthenticated(why) => ApiError::Unauthenticated(why),
+                Decision::Allow => {
+                    unreachable!("only a processor's token calls the processor methods")
+                }
+            },
+        )
     }
 
     /// The instruction, if it belongs to `caller`.

@@ -32,6 +32,11 @@ impl Bearer {
             format!("Bearer {token}").parse().expect("a header value"),
         ))
     }
+
+    /// The `authorization` header it sends, if any.
+    pub fn header(&self) -> Option<&str> {
+        self.0.as_ref().and_then(|v| v.to_str().ok())
+    }
 }
 
 impl Interceptor for Bearer {

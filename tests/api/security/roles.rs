@@ -18,7 +18,10 @@ use crate::backends;
 use crate::harness::app::{Bearer, Clients};
 use crate::harness::*;
 
-backends!(every_rpc_answers_every_caller_as_the_table_says);
+backends!(
+    every_rpc_answers_every_caller_as_the_table_says,
+    the_callback_api_answers_every_caller_as_its_grpc_method,
+);
 
 /// Who makes a call in the matrix.
 #[derive(Clone, Debug)]
@@ -132,6 +135,58 @@ async fn every_rpc_answers_every_caller_as_the_table_says(db: TestDb) {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    app.stop().await;
+}
+
+/// The HTTP callback API (JSON for webhook processors) answers each
+/// caller with the code its gRPC method does: a principal's token is
+/// PERMISSION_DENIED there too, not taken for a missing one.
+async fn the_callback_api_answers_every_caller_as_its_grpc_method(db: TestDb) {
+    let app = TestApp::spawn_authenticated(&db, &principals_per_role(), |_| {}).await;
+    let puller_token = register(&app, pull_processor("puller", 60_000)).await;
+    let world = World {
+        puller_token,
+        finished: String::new(),
+        finished_access: String::new(),
+        manual: "manual",
+    };
+    // No such instruction: callers allowed get as far as NOT_FOUND.
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut callers: Vec<Who> = Role::ALL.iter().map(|r| Who::Role(*r)).collect();
+    callers.extend([Who::Nobody, Who::Wrong, Who::Processor]);
+    let http = dsr_orchestrator::tls::http_client().unwrap();
+    for who in &callers {
+        let grpc = code(
+            app.clients(bearer(&world, who))
+                .instructions
+                .clone()
+                .acknowledge_instruction(pb::AcknowledgeInstructionRequest {
+                    instruction_id: id.clone(),
+                })
+                .await,
+        );
+        let mut call = http.post(format!(
+            "http://{}/v1/instructions/{id}/acknowledge",
+            app.addr
+        ));
+        if let Some(header) = bearer(&world, who).header() {
+            call = call.header("authorization", header);
+        }
+        let answer = call.json(&serde_json::json!({})).send().await.unwrap();
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.unwrap();
+        let want = match grpc {
+            Code::Unauthenticated => (401, "UNAUTHENTICATED"),
+            Code::PermissionDenied => (403, "PERMISSION_DENIED"),
+            Code::NotFound => (404, "NOT_FOUND"),
+            other => panic!("{who:?}: gRPC answered {other:?}"),
+        };
+        assert_eq!(
+            (status, body["code"].as_str().unwrap()),
+            want,
+            "{who:?}: {body}"
+        );
+    }
     app.stop().await;
 }
 
