@@ -15,6 +15,7 @@ use super::limits::WatchLimits;
 use super::page::{bind, page_size, page_token, request_filters, unbind};
 use super::{access_report, export};
 use crate::auth::Caller;
+use crate::auth::layer::Recheck;
 use crate::clock::Clock;
 use crate::compliance_file::CompliancePolicy;
 use crate::domain::{RequestId, RequestSummary, Violations, exceptions};
@@ -212,6 +213,7 @@ impl RequestService for RequestApi {
         request: Request<pb::WatchRequestRequest>,
     ) -> Result<Response<Self::WatchRequestStream>, Status> {
         let caller = Caller::of(&request);
+        let recheck = request.extensions().get::<Recheck>().cloned();
         let req = request.into_inner();
         let id = wire::parse_request_id(&req.request_id, "request_id").map_err(ApiError::from)?;
         // Subscribe before the first read so no notice can slip between.
@@ -224,6 +226,7 @@ impl RequestService for RequestApi {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(super::watch::follow(
             watching,
+            recheck,
             self.store.clone(),
             id,
             req.after_sequence,

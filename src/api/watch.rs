@@ -1,8 +1,11 @@
 //! `WatchRequest`'s stream: a request's history, then its changes as
 //! they are committed (notices from this process, polling for the other
-//! replicas'), until the terminal event.
+//! replicas'), until the terminal event. A watch may stay open for days,
+//! longer than its credential: every [`WATCH_POLL`] at most it asks the
+//! auth layer again (see [`Recheck`]) and ends with its refusal once the
+//! token is taken out, the JWT expires or the roles no longer allow it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -10,13 +13,15 @@ use tonic::Status;
 
 use super::error::ApiError;
 use super::limits::Watching;
+use crate::auth::layer::Recheck;
 use crate::domain::RequestId;
 use crate::pb;
 use crate::store::{EventKind, RequestEvent, Store};
 use crate::wire;
 
 /// How often a watcher re-reads the history when no notice arrives: the
-/// fallback that lets a watcher see changes made by another replica.
+/// fallback that lets a watcher see changes made by another replica; and
+/// how often, at most, it checks its credential again.
 const WATCH_POLL: Duration = Duration::from_millis(500);
 
 pub(super) fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
@@ -50,9 +55,13 @@ pub(super) fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
 }
 
 /// Streams the history of `id` from `after`, then follows it until the
-/// terminal event or until the client goes away.
+/// terminal event, until the client goes away, or until its credential
+/// (`recheck`: none on a server without the auth layer) no longer allows
+/// it.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn follow(
     _watching: Watching,
+    recheck: Option<Recheck>,
     store: Store,
     id: RequestId,
     mut after: u64,
@@ -61,7 +70,18 @@ pub(super) async fn follow(
     shutdown: CancellationToken,
 ) {
     let mut terminal_checked = false;
+    // The auth layer has just checked it.
+    let mut checked = Instant::now();
     loop {
+        if let Some(recheck) = &recheck
+            && checked.elapsed() >= WATCH_POLL
+        {
+            if let Err(refused) = recheck.still_allowed().await {
+                let _ = tx.send(Err(refused)).await;
+                return;
+            }
+            checked = Instant::now();
+        }
         let events = match store.events_after(id, after, 500).await {
             Ok(events) => events,
             Err(e) => {

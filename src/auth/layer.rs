@@ -39,6 +39,44 @@ impl<S> Layer<S> for AuthLayer {
     }
 }
 
+/// What a long stream's call proved itself with, kept with it (in the
+/// request's extensions, for the methods [`policy::rechecked`] names) so
+/// that the stream can ask again while it runs: a watch may stay open for
+/// days, and a token taken out of the auth file, an expired JWT or a
+/// principal that lost its role must not go on receiving events.
+#[derive(Clone)]
+pub struct Recheck {
+    auth: Arc<Authenticator>,
+    authorization: Option<String>,
+    tls: Option<TlsConnectInfo>,
+    allowed: policy::Allowed,
+    caller: Option<super::Caller>,
+}
+
+impl Recheck {
+    /// `Ok` while the credential still proves the caller that started the
+    /// call, allowed to make it; otherwise the status to end the call with
+    /// (`UNAUTHENTICATED`, or `PERMISSION_DENIED` for a caller whose roles
+    /// no longer allow it).
+    pub async fn still_allowed(&self) -> Result<(), Status> {
+        let credentials = Credentials {
+            authorization: self.authorization.as_deref(),
+            tls: self.tls.as_ref(),
+        };
+        let caller = self.auth.identify(credentials).await?;
+        match policy::decide(self.allowed, caller.as_ref(), self.auth.is_open()) {
+            Decision::Allow if caller == self.caller => Ok(()),
+            // Same credential, other roles: what the call may see was
+            // decided with the old ones.
+            Decision::Allow => Err(Status::unauthenticated(
+                "the credential's roles changed: call again",
+            )),
+            Decision::Unauthenticated(why) => Err(Status::unauthenticated(why)),
+            Decision::Denied(why) => Err(Status::permission_denied(why)),
+        }
+    }
+}
+
 /// A service that lets a call through only when its caller may make it.
 #[derive(Clone)]
 pub struct Authenticate<S> {
@@ -106,6 +144,12 @@ where
             let Some(allowed) = policy::allowed(req.uri().path()) else {
                 return inner.call(req).await;
             };
+            let kept = policy::rechecked(req.uri().path()).then(|| {
+                (
+                    credentials.authorization.map(str::to_string),
+                    credentials.tls.cloned(),
+                )
+            });
             let caller = match auth.identify(credentials).await {
                 Ok(caller) => caller,
                 // A bad credential is refused whatever the method, but a
@@ -115,6 +159,15 @@ where
             };
             match policy::decide(allowed, caller.as_ref(), auth.is_open()) {
                 Decision::Allow => {
+                    if let Some((authorization, tls)) = kept {
+                        req.extensions_mut().insert(Recheck {
+                            authorization,
+                            tls,
+                            auth: auth.clone(),
+                            allowed,
+                            caller: caller.clone(),
+                        });
+                    }
                     if let Some(caller) = caller {
                         req.extensions_mut().insert(caller);
                     }

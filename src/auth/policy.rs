@@ -187,6 +187,17 @@ pub const HTTP_CALLBACK_PREFIX: &str = "/v1/instructions/";
 /// verified by its processor's signature (see `crate::api::opendsr`).
 pub const OPENDSR_CALLBACK_PREFIX: &str = "/opendsr/callbacks/";
 
+/// The methods whose calls may outlive their credential (a watch stays
+/// open for days): their streams ask again while they run (see
+/// [`super::layer::Recheck`]).
+const RECHECKED: &[&str] = &["/dsr.v1.RequestService/WatchRequest"];
+
+/// Whether calls of the method at `path` check their credential again
+/// while they run.
+pub fn rechecked(path: &str) -> bool {
+    RECHECKED.contains(&path)
+}
+
 /// Who may call the method at `path`; `None` for a path not served.
 pub fn allowed(path: &str) -> Option<Allowed> {
     TABLE.iter().find(|(p, _)| *p == path).map(|(_, a)| *a)

@@ -24,13 +24,13 @@ backends!(
 );
 
 /// A signing key, and its public half as a JWKS entry.
-struct Signer {
+pub(super) struct Signer {
     key: jsonwebtoken::EncodingKey,
-    jwk: serde_json::Value,
+    pub(super) jwk: serde_json::Value,
 }
 
 impl Signer {
-    fn new(kid: &str) -> Self {
+    pub(super) fn new(kid: &str) -> Self {
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let raw = pair.public_key_raw();
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
@@ -44,19 +44,19 @@ impl Signer {
     }
 
     /// A token with `claims`, naming key `kid`.
-    fn sign(&self, kid: &str, claims: serde_json::Value) -> String {
+    pub(super) fn sign(&self, kid: &str, claims: serde_json::Value) -> String {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(kid.into());
         jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
     }
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 /// A valid token's claims for `sub` with `roles`.
-fn claims(sub: &str, roles: &[&str]) -> serde_json::Value {
+pub(super) fn claims(sub: &str, roles: &[&str]) -> serde_json::Value {
     serde_json::json!({
         "sub": sub, "roles": roles, "iss": "https://idp.test", "aud": "dsr-orchestrator",
         "exp": now() + 600, "nbf": now() - 5,

@@ -8,6 +8,7 @@ mod rebinding;
 mod roles;
 mod startup;
 mod tls;
+mod watches;
 
 use dsr_orchestrator::auth::Role;
 
