@@ -217,8 +217,9 @@ impl Store {
         }
     }
 
-    /// Records a final result. Repeating the same result is a no-op; a
-    /// different one after the first is `FailedPrecondition`.
+    /// Records a final result. Repeating the same result is a no-op (an
+    /// operator's, only with the same note); a different one after the
+    /// first is `FailedPrecondition`.
     pub async fn resolve(
         &self,
         id: InstructionId,
@@ -229,7 +230,7 @@ impl Store {
     ) -> Result<InstructionView, StoreError> {
         let mut change = Change::new(id, InstructionEvent::Resolve(result.outcome));
         change.result = Some(result.clone());
-        change.resolved_by = Some(by);
+        change.resolved_by = Some(by.clone());
         change.close_attempt = Some(AttemptClose {
             result: AttemptResult::Outcome,
             code: None,
@@ -240,6 +241,13 @@ impl Store {
             Some(v) => Ok(v),
             None => {
                 let current = self.instruction(id).await?;
+                // The same answer again is a retry, answered with the
+                // instruction as it is: from the processor, whoever
+                // recorded it (its answer agrees with what stands); from
+                // an operator, only with the same note, or the note would
+                // be dropped unsaid.
+                let same_hand =
+                    by == ResolvedBy::Processor || current.resolved_by.as_ref() == Some(&by);
                 // Records are kept apart from the stored result: compare
                 // the rest, and how many.
                 let (answer, records) = result.clone().split_records();
@@ -250,7 +258,8 @@ impl Store {
                 };
                 match &current.result {
                     Some(r)
-                        if r.same_answer(&answer)
+                        if same_hand
+                            && r.same_answer(&answer)
                             && u64::from(current.data_records)
                                 == records.len() as u64 + chunked =>
                     {

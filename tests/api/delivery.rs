@@ -225,6 +225,25 @@ async fn exhausted_retries_escalate_then_retry_and_resolve(db: TestDb) {
         "operator: confirmed by phone with the vendor's DPO"
     );
     assert_eq!(record.lines[0].attempts, 8);
+    // The same call again (a retry after a lost answer) is answered as it
+    // stands; with another note, it would drop that note: refused.
+    let mut client = app.instructions.clone();
+    let mut again = async |note: &str| {
+        client
+            .resolve_instruction(pb::ResolveInstructionRequest {
+                instruction_id: instruction_id.clone(),
+                result: result(pb::Outcome::NoData),
+                note: note.into(),
+            })
+            .await
+    };
+    let same = again("confirmed by phone with the vendor's DPO")
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(same.state(), pb::InstructionState::NoData);
+    let other = again("confirmed by e-mail").await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::FailedPrecondition, "{other:?}");
     app.stop().await;
 }
 
