@@ -99,9 +99,12 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 
 /// Another method than POST on a path of the API: 405, in JSON.
 async fn only_post() -> Response {
-    let mut response = error_response(&tonic::Status::unimplemented(
-        "the HTTP callback API takes POST only",
-    ));
+    post_only("the HTTP callback API takes POST only")
+}
+
+/// 405 for a path that takes POST only, in JSON, saying `why`.
+pub(super) fn post_only(why: &'static str) -> Response {
+    let mut response = error_response(&tonic::Status::unimplemented(why));
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
         .headers_mut()

@@ -13,18 +13,22 @@
 //! processor, to the processor methods of `InstructionService`: `pending`
 //! and `in_progress` acknowledge, `completed` completes, `cancelled`
 //! fails the instruction, with their validation and idempotency (a repeat
-//! is harmless). A verified callback is answered 202.
+//! is harmless). A verified callback is answered 202. Every refusal is
+//! the HTTP callback API's JSON error (`code`, `message`), a body over
+//! `--max-message-size` too (400, `OUT_OF_RANGE`), and another method
+//! than POST is 405.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use super::http::error_response;
+use super::http::{error_response, post_only};
 use super::instruction_service::InstructionApi;
 use crate::auth::Caller;
 use crate::dispatch::opendsr::{CallbackKeys, Refused};
@@ -54,7 +58,10 @@ pub struct OpenDsrCallbacks {
 /// The callbacks' routes; bodies longer than `max_body` are refused.
 pub fn router(callbacks: OpenDsrCallbacks, max_body: usize) -> Router {
     Router::new()
-        .route(CALLBACK, post(callback))
+        .route(
+            CALLBACK,
+            post(callback).fallback(|| async { post_only("an OpenDSR callback is a POST") }),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(callbacks)
 }
@@ -63,10 +70,15 @@ async fn callback(
     State(this): State<OpenDsrCallbacks>,
     Path(processor_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Ok(id) = ProcessorId::parse(&processor_id) else {
         return error_response(&tonic::Status::not_found("no such OpenDSR processor"));
+    };
+    let Ok(body) = body else {
+        return error_response(&tonic::Status::out_of_range(
+            "the body is longer than --max-message-size, or could not be read",
+        ));
     };
     let (answer, counted) = this.take(&id, &headers, &body).await;
     this.metrics.opendsr_callback(id.as_str(), counted);
@@ -108,12 +120,16 @@ impl OpenDsrCallbacks {
             .await
         {
             tracing::warn!(processor_id = %id, why = %refused, "OpenDSR callback refused");
+            let why = refused.to_string();
             let (status, counted) = match &refused {
-                Refused::Unsigned => (StatusCode::UNAUTHORIZED, "unsigned"),
-                Refused::BadSignature => (StatusCode::FORBIDDEN, "bad_signature"),
-                Refused::NoCertificate(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_certificate"),
+                Refused::Unsigned => (tonic::Status::unauthenticated(why), "unsigned"),
+                Refused::BadSignature => (tonic::Status::permission_denied(why), "bad_signature"),
+                Refused::NoCertificate(_) => (tonic::Status::unavailable(why), "no_certificate"),
             };
-            return ((status, refused.to_string()).into_response(), counted);
+            let mut answer = error_response(&status);
+            // A signature is asked for, not a bearer token.
+            answer.headers_mut().remove(http::header::WWW_AUTHENTICATE);
+            return (answer, counted);
         }
         let status = match Status::parse(body) {
             Ok(s) => s,

@@ -35,24 +35,50 @@ async fn with_vendor(db: &TestDb, poll_ms: u64) -> (TestApp, FakeOpenDsr) {
     (app, fake)
 }
 
-/// POSTs a callback to the orchestrator; returns the HTTP status.
-async fn callback(app: &TestApp, body: &[u8], signature: Option<&str>) -> u16 {
+/// POSTs a callback to the orchestrator; returns the HTTP status, and
+/// the gRPC code a refusal's JSON names ("" for an empty answer).
+async fn callback(app: &TestApp, body: &[u8], signature: Option<&str>) -> (u16, String) {
+    answer(callback_as(app, reqwest::Method::POST, body, signature).await).await
+}
+
+/// The same with `method`; the answer as it came.
+async fn callback_as(
+    app: &TestApp,
+    method: reqwest::Method,
+    body: &[u8],
+    signature: Option<&str>,
+) -> reqwest::Response {
     // This client's TLS (unused on plain HTTP) takes ring, as the server's.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut request = reqwest::Client::new()
-        .post(format!("http://{}/opendsr/callbacks/vendor", app.addr))
+        .request(
+            method,
+            format!("http://{}/opendsr/callbacks/vendor", app.addr),
+        )
         .header("content-type", "application/json")
         .body(body.to_vec());
     if let Some(s) = signature {
         request = request.header("X-OpenDSR-Signature", s);
     }
-    request.send().await.unwrap().status().as_u16()
+    request.send().await.unwrap()
+}
+
+/// The status of `response`, and the code of its JSON error, if any.
+async fn answer(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    if bytes.is_empty() {
+        return (status, String::new());
+    }
+    let error: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON answer");
+    (status, error["code"].as_str().expect("a code").to_string())
 }
 
 /// The POSTed request carries the instruction id, the mapped type,
 /// the accepted identities only, the law and the callback URL; an
-/// unsigned or badly signed callback is refused and counted; a signed
-/// `completed` completes the instruction and closes the request.
+/// unsigned or badly signed callback is refused (in JSON, as an oversized
+/// body or another method is) and counted; a signed `completed`
+/// completes the instruction and closes the request.
 async fn an_opendsr_processor_completes_by_signed_callback(db: TestDb) {
     let (app, fake) = with_vendor(&db, 3_600_000).await;
     let req = submit(&app, deletion("opendsr-ida@example.com")).await;
@@ -76,10 +102,29 @@ async fn an_opendsr_processor_completes_by_signed_callback(db: TestDb) {
     );
 
     let body = FakeOpenDsr::callback_body(&id, "completed");
-    assert_eq!(callback(&app, &body, None).await, 401);
+    let refused = |status: u16, code: &str| (status, code.to_string());
+    assert_eq!(
+        callback(&app, &body, None).await,
+        refused(401, "UNAUTHENTICATED")
+    );
     let other = FakeOpenDsr::callback_body(&id, "cancelled");
-    assert_eq!(callback(&app, &body, Some(&fake.sign(&other))).await, 403);
-    assert_eq!(callback(&app, &body, Some("not base64!")).await, 403);
+    assert_eq!(
+        callback(&app, &body, Some(&fake.sign(&other))).await,
+        refused(403, "PERMISSION_DENIED")
+    );
+    assert_eq!(
+        callback(&app, &body, Some("not base64!")).await,
+        refused(403, "PERMISSION_DENIED")
+    );
+    // Refusals before the signature is read: in JSON too.
+    let huge = vec![b' '; 5 << 20];
+    assert_eq!(
+        callback(&app, &huge, None).await,
+        refused(400, "OUT_OF_RANGE")
+    );
+    let got = callback_as(&app, reqwest::Method::GET, b"", None).await;
+    assert_eq!(got.headers()["allow"], "POST");
+    assert_eq!(answer(got).await, refused(405, "UNIMPLEMENTED"));
     assert_eq!(
         wait_for_state(&app, &id, pb::InstructionState::Acknowledged)
             .await
@@ -87,7 +132,10 @@ async fn an_opendsr_processor_completes_by_signed_callback(db: TestDb) {
         pb::InstructionState::Acknowledged,
         "a refused callback changes nothing"
     );
-    assert_eq!(callback(&app, &body, Some(&fake.sign(&body))).await, 202);
+    assert_eq!(
+        callback(&app, &body, Some(&fake.sign(&body))).await,
+        (202, String::new())
+    );
     watch_to_end(&app.requests, &req.request_id).await;
     let record = record(&app, &req.request_id).await;
     assert_eq!(record.outcome, pb::OverallOutcome::Fulfilled as i32);
@@ -96,7 +144,10 @@ async fn an_opendsr_processor_completes_by_signed_callback(db: TestDb) {
         pb::InstructionState::Completed as i32
     );
     // The same callback again is harmless.
-    assert_eq!(callback(&app, &body, Some(&fake.sign(&body))).await, 202);
+    assert_eq!(
+        callback(&app, &body, Some(&fake.sign(&body))).await,
+        (202, String::new())
+    );
 
     let (_, metrics) = app.admin_get("/metrics").await;
     for (result, n) in [("unsigned", 1), ("bad_signature", 2), ("applied", 2)] {
