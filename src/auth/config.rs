@@ -34,7 +34,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{Principal, Role};
-use crate::domain::PrincipalName;
+use crate::domain::{PrincipalName, Violations};
 
 /// Where the JWKS comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,7 +160,13 @@ impl AuthConfig {
 }
 
 fn principal(at: &str, name: &str, roles: &[String]) -> anyhow::Result<Principal> {
-    let name = PrincipalName::parse(name).map_err(|v| anyhow::anyhow!("{at}.principal: {v}"))?;
+    let name = PrincipalName::parse(name).map_err(|v| {
+        // The name's violations are at its own (empty) path: put them at
+        // the entry's.
+        let mut at_entry = Violations::new();
+        at_entry.take(&format!("{at}.principal"), Err::<(), _>(v));
+        anyhow::anyhow!("{at_entry}")
+    })?;
     let mut set = BTreeSet::new();
     for (i, r) in roles.iter().enumerate() {
         let role = Role::parse(r).ok_or_else(|| {
@@ -268,6 +274,13 @@ mod tests {
                 "client_certificates[0]",
             ),
             ("tokenz: []", "unknown field"),
+            (
+                &format!(
+                    "tokens: [{{principal: system, sha256: {}, roles: [admin]}}]",
+                    "a".repeat(64)
+                ),
+                "tokens[0].principal: must be",
+            ),
         ] {
             let e = AuthConfig::parse(text).unwrap_err().to_string();
             assert!(e.contains(expected), "{text}: {e}");
