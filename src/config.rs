@@ -15,7 +15,8 @@ use crate::telemetry::LogFormat;
 
 mod values;
 use values::{
-    at_least_a_second, at_least_one, at_least_one_call, duration, positive, public_url, retention,
+    at_least_a_second, at_least_one, at_least_one_call, duration, interval, positive, public_url,
+    retention,
 };
 
 /// SQLite durability level.
@@ -70,7 +71,7 @@ pub struct Config {
     pub processors_file: Option<PathBuf>,
 
     /// Most database connections in the pool.
-    #[arg(long, env = "DSR_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "DSR_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
 
     /// How long a query waits for a free connection before failing, e.g. `10s`.
@@ -97,7 +98,7 @@ pub struct Config {
     pub max_in_flight: usize,
 
     /// Longest pause between dispatcher passes when nothing wakes it, e.g. `1s`.
-    #[arg(long, env = "DSR_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
+    #[arg(long, env = "DSR_POLL_INTERVAL", default_value = "1s", value_parser = interval)]
     pub poll_interval: Duration,
 
     /// Added to a push delivery's timeout to form its lease, e.g. `30s`.
@@ -144,7 +145,7 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
 
     /// How often the TLS files and the auth file are checked for changes.
-    #[arg(long, env = "DSR_RELOAD_INTERVAL", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "DSR_RELOAD_INTERVAL", default_value = "10s", value_parser = interval)]
     pub reload_interval: Duration,
 
     /// YAML file of the principals this server knows: static API tokens

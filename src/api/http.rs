@@ -69,6 +69,9 @@ async fn call<T>(
     parse: impl FnOnce(Bytes) -> Result<T, tonic::Status>,
 ) -> Result<tonic::Request<T>, tonic::Status> {
     let (parts, body) = request.into_parts();
+    // Who calls first, as over gRPC: a caller who may not call learns
+    // nothing of the body's faults, and the body is not read for it.
+    InstructionApi::caller_in(&parts.extensions)?;
     let bytes = axum::body::to_bytes(body, shared.max_body)
         .await
         .map_err(|_| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
-use crate::auth::policy::{self, Allowed, Decision};
+use crate::auth::policy;
 use crate::auth::{Caller, Refused};
 use crate::clock::Clock;
 use crate::domain::{
@@ -34,22 +34,22 @@ impl InstructionApi {
     /// auth layer refused any other caller; over the HTTP callback API it
     /// leaves the refusal (in the same words) to here, to answer in JSON.
     pub(super) fn caller<T>(request: &Request<T>) -> ApiResult<ProcessorId> {
-        if let Some(Refused(status)) = request.extensions().get::<Refused>() {
+        Self::caller_in(request.extensions())
+    }
+
+    /// [`Self::caller`], from a request's extensions (the HTTP callback
+    /// API asks before it reads the body).
+    pub(super) fn caller_in(extensions: &http::Extensions) -> ApiResult<ProcessorId> {
+        if let Some(Refused(status)) = extensions.get::<Refused>() {
             return Err(ApiError::Refused(status.clone()));
         }
-        let caller = Caller::of(request);
-        if let Caller::Processor(p) = caller {
-            return Ok(p);
+        match extensions.get::<Caller>() {
+            Some(Caller::Processor(p)) => Ok(p.clone()),
+            Some(Caller::Principal(_)) => Err(ApiError::PermissionDenied(policy::PROCESSORS_ONLY)),
+            Some(Caller::Anonymous) | None => {
+                Err(ApiError::Unauthenticated(policy::NO_CALLBACK_TOKEN))
+            }
         }
-        Err(
-            match policy::decide(Allowed::Processors, Some(&caller), false) {
-                Decision::Denied(why) => ApiError::PermissionDenied(why),
-                Decision::Unauthenticated(why) => ApiError::Unauthenticated(why),
-                Decision::Allow => {
-                    unreachable!("only a processor's token calls the processor methods")
-                }
-            },
-        )
     }
 
     /// The instruction, if it belongs to `caller`.

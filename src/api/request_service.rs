@@ -15,7 +15,7 @@ use super::limits::WatchLimits;
 use super::page::{bind, page_size, page_token, request_filters, unbind};
 use super::{access_report, export};
 use crate::auth::Caller;
-use crate::auth::layer::Recheck;
+use crate::auth::recheck::Recheck;
 use crate::clock::Clock;
 use crate::compliance_file::CompliancePolicy;
 use crate::domain::{RequestId, RequestSummary, Violations, exceptions};

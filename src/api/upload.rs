@@ -25,9 +25,11 @@ impl InstructionApi {
         while let Some(message) = stream.next().await {
             let message =
                 message.map_err(|s| ApiError::Invalid(Violations::one("", s.message())))?;
-            let (id, totals) = self.take_chunk(&caller, message).await?;
-            if let Some((first, _)) = last
-                && first != id
+            // Checked before the chunk is stored: a refused stream keeps
+            // only the chunks before the refused one.
+            if let Some((first, _)) = &last
+                && wire::parse_instruction_id(&message.instruction_id, "instruction_id")
+                    .is_ok_and(|id| id != *first)
             {
                 return Err(Violations::one(
                     "instruction_id",
@@ -35,7 +37,7 @@ impl InstructionApi {
                 )
                 .into());
             }
-            last = Some((id, totals));
+            last = Some(self.take_chunk(&caller, message).await?);
         }
         let Some((id, totals)) = last else {
             return Err(Violations::one(

@@ -1,9 +1,10 @@
 //! `WatchRequest`'s stream: a request's history, then its changes as
 //! they are committed (notices from this process, polling for the other
 //! replicas'), until the terminal event. A watch may stay open for days,
-//! longer than its credential: every [`WATCH_POLL`] at most it asks the
-//! auth layer again (see [`Recheck`]) and ends with its refusal once the
-//! token is taken out, the JWT expires or the roles no longer allow it.
+//! longer than its credential: between reads, at least [`WATCH_POLL`]
+//! apart, it asks again (see [`Recheck`]) and ends with the refusal once
+//! the token is taken out, the JWT expires or the roles no longer allow
+//! it.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use tonic::Status;
 
 use super::error::ApiError;
 use super::limits::Watching;
-use crate::auth::layer::Recheck;
+use crate::auth::recheck::Recheck;
 use crate::domain::RequestId;
 use crate::pb;
 use crate::store::{EventKind, RequestEvent, Store};
@@ -56,12 +57,12 @@ pub(super) fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
 
 /// Streams the history of `id` from `after`, then follows it until the
 /// terminal event, until the client goes away, or until its credential
-/// (`recheck`: none on a server without the auth layer) no longer allows
+/// (`recheck`, which the auth layer gives every watch) no longer allows
 /// it.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn follow(
     _watching: Watching,
-    recheck: Option<Recheck>,
+    mut recheck: Option<Recheck>,
     store: Store,
     id: RequestId,
     mut after: u64,
@@ -73,7 +74,7 @@ pub(super) async fn follow(
     // The auth layer has just checked it.
     let mut checked = Instant::now();
     loop {
-        if let Some(recheck) = &recheck
+        if let Some(recheck) = &mut recheck
             && checked.elapsed() >= WATCH_POLL
         {
             if let Err(refused) = recheck.still_allowed().await {

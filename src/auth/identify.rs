@@ -4,6 +4,7 @@
 //! when they change; a JWKS URL is fetched every `jwt.refresh`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,12 @@ pub struct Authenticator {
     store: Store,
     file: Option<PathBuf>,
     state: RwLock<Arc<State>>,
+    /// Counts the changes to what credentials prove (the file read again,
+    /// the JWKS fetched again), so that a long call's [`Recheck`] asks
+    /// again only after one.
+    ///
+    /// [`Recheck`]: super::recheck::Recheck
+    generation: AtomicU64,
 }
 
 impl Authenticator {
@@ -51,7 +58,13 @@ impl Authenticator {
             store,
             file,
             state: RwLock::new(Arc::new(state)),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// How many times what credentials prove may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Whether the server authenticates no one but processors: it was
@@ -66,17 +79,30 @@ impl Authenticator {
     }
 
     /// Reads the auth file and a JWKS file again when they changed, and
-    /// fetches a JWKS URL when it is due. Returns whether anything changed.
+    /// fetches a JWKS URL when it is due: into the set in use, which keeps
+    /// its keys when the identity provider cannot be reached. Returns
+    /// whether anything may have changed.
     pub async fn reload(&self) -> anyhow::Result<bool> {
         let state = self.current();
         let due = state.config.jwt.as_ref().is_some_and(|j| {
             matches!(j.jwks, JwksSource::Url(_)) && state.fetched.elapsed() >= j.refresh
         });
-        if digest(self.file.as_ref(), &state.config)? == state.digest && !due {
+        if digest(self.file.as_ref(), &state.config)? != state.digest {
+            let fresh = read(self.file.as_ref()).await?;
+            *self.state.write().expect("auth state lock") = Arc::new(fresh);
+        } else if let (true, Some(jwks)) = (due, &state.jwks) {
+            // Due again at the next refresh whether or not this one works.
+            *self.state.write().expect("auth state lock") = Arc::new(State {
+                config: state.config.clone(),
+                jwks: Some(jwks.clone()),
+                digest: state.digest.clone(),
+                fetched: Instant::now(),
+            });
+            jwks.refresh().await?;
+        } else {
             return Ok(false);
         }
-        let fresh = read(self.file.as_ref()).await?;
-        *self.state.write().expect("auth state lock") = Arc::new(fresh);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(true)
     }
 

@@ -2,7 +2,9 @@
 //! what [`super::policy`] refuses, before any service sees the call. It
 //! sits inside the per-RPC span (so refusals are traced too) and outside
 //! every service; the caller it found rides in the request's extensions
-//! ([`super::Caller::of`]).
+//! ([`super::Caller::of`]), and for a call that may outlive its
+//! credential (a watch) what it proved itself with, to be asked again
+//! ([`Recheck`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +16,7 @@ use tower::{Layer, Service};
 
 use super::identify::{Authenticator, Credentials};
 use super::policy::{self, Decision};
+use super::recheck::Recheck;
 use crate::tls::server::TlsConnectInfo;
 
 /// Wraps services in [`Authenticate`].
@@ -35,44 +38,6 @@ impl<S> Layer<S> for AuthLayer {
         Authenticate {
             inner,
             auth: self.auth.clone(),
-        }
-    }
-}
-
-/// What a long stream's call proved itself with, kept with it (in the
-/// request's extensions, for the methods [`policy::rechecked`] names) so
-/// that the stream can ask again while it runs: a watch may stay open for
-/// days, and a token taken out of the auth file, an expired JWT or a
-/// principal that lost its role must not go on receiving events.
-#[derive(Clone)]
-pub struct Recheck {
-    auth: Arc<Authenticator>,
-    authorization: Option<String>,
-    tls: Option<TlsConnectInfo>,
-    allowed: policy::Allowed,
-    caller: Option<super::Caller>,
-}
-
-impl Recheck {
-    /// `Ok` while the credential still proves the caller that started the
-    /// call, allowed to make it; otherwise the status to end the call with
-    /// (`UNAUTHENTICATED`, or `PERMISSION_DENIED` for a caller whose roles
-    /// no longer allow it).
-    pub async fn still_allowed(&self) -> Result<(), Status> {
-        let credentials = Credentials {
-            authorization: self.authorization.as_deref(),
-            tls: self.tls.as_ref(),
-        };
-        let caller = self.auth.identify(credentials).await?;
-        match policy::decide(self.allowed, caller.as_ref(), self.auth.is_open()) {
-            Decision::Allow if caller == self.caller => Ok(()),
-            // Same credential, other roles: what the call may see was
-            // decided with the old ones.
-            Decision::Allow => Err(Status::unauthenticated(
-                "the credential's roles changed: call again",
-            )),
-            Decision::Unauthenticated(why) => Err(Status::unauthenticated(why)),
-            Decision::Denied(why) => Err(Status::permission_denied(why)),
         }
     }
 }
@@ -144,6 +109,9 @@ where
             let Some(allowed) = policy::allowed(req.uri().path()) else {
                 return inner.call(req).await;
             };
+            // Taken before the credential is checked: a change after it
+            // makes the recheck ask again.
+            let generation = auth.generation();
             let kept = policy::rechecked(req.uri().path()).then(|| {
                 (
                     credentials.authorization.map(str::to_string),
@@ -160,13 +128,13 @@ where
             match policy::decide(allowed, caller.as_ref(), auth.is_open()) {
                 Decision::Allow => {
                     if let Some((authorization, tls)) = kept {
-                        req.extensions_mut().insert(Recheck {
-                            authorization,
-                            tls,
-                            auth: auth.clone(),
+                        req.extensions_mut().insert(Recheck::new(
+                            auth.clone(),
+                            generation,
+                            (authorization, tls),
                             allowed,
-                            caller: caller.clone(),
-                        });
+                            caller.clone(),
+                        ));
                     }
                     if let Some(caller) = caller {
                         req.extensions_mut().insert(caller);

@@ -21,13 +21,15 @@
 //! what the table refuses (`UNAUTHENTICATED` without a valid credential,
 //! `PERMISSION_DENIED` without the role) and hands the caller to the
 //! services, which record it as the actor of every change and confine a
-//! submitter to its own requests.
+//! submitter to its own requests. A watch, which may stay open for days,
+//! asks again while it runs ([`recheck`]).
 
 pub mod config;
 pub mod identify;
 pub mod jwt;
 pub mod layer;
 pub mod policy;
+pub mod recheck;
 
 use std::collections::BTreeSet;
 

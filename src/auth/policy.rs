@@ -189,7 +189,7 @@ pub const OPENDSR_CALLBACK_PREFIX: &str = "/opendsr/callbacks/";
 
 /// The methods whose calls may outlive their credential (a watch stays
 /// open for days): their streams ask again while they run (see
-/// [`super::layer::Recheck`]).
+/// [`super::recheck::Recheck`]).
 const RECHECKED: &[&str] = &["/dsr.v1.RequestService/WatchRequest"];
 
 /// Whether calls of the method at `path` check their credential again
@@ -202,6 +202,12 @@ pub fn rechecked(path: &str) -> bool {
 pub fn allowed(path: &str) -> Option<Allowed> {
     TABLE.iter().find(|(p, _)| *p == path).map(|(_, a)| *a)
 }
+
+/// Why a processor method refuses a call without a callback token.
+pub const NO_CALLBACK_TOKEN: &str = "missing `authorization: Bearer <callback_token>` metadata";
+
+/// Why a processor method refuses a principal.
+pub const PROCESSORS_ONLY: &str = "only processors, with their callback tokens, call this method";
 
 /// The answer to a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,12 +227,8 @@ pub fn decide(allowed: Allowed, caller: Option<&Caller>, open: bool) -> Decision
     match (allowed, caller) {
         (Allowed::Anyone, _) => Allow,
         (Allowed::Processors, Some(Caller::Processor(_))) => Allow,
-        (Allowed::Processors, None | Some(Caller::Anonymous)) => {
-            Unauthenticated("missing `authorization: Bearer <callback_token>` metadata")
-        }
-        (Allowed::Processors, Some(Caller::Principal(_))) => {
-            Denied("only processors, with their callback tokens, call this method")
-        }
+        (Allowed::Processors, None | Some(Caller::Anonymous)) => Unauthenticated(NO_CALLBACK_TOKEN),
+        (Allowed::Processors, Some(Caller::Principal(_))) => Denied(PROCESSORS_ONLY),
         (_, Some(Caller::Processor(_))) => {
             Denied("a processor's callback token serves only the processor methods")
         }
@@ -252,6 +254,13 @@ mod tests {
     use super::*;
     use crate::auth::Principal;
     use crate::domain::{PrincipalName, ProcessorId};
+
+    #[test]
+    fn the_rechecked_methods_are_served() {
+        for path in RECHECKED {
+            assert!(allowed(path).is_some(), "{path} is not in the table");
+        }
+    }
 
     fn principal(roles: &[Role]) -> Caller {
         Caller::Principal(Principal {

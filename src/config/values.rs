@@ -9,6 +9,16 @@ pub(super) fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
+/// How often something is done again: a duration above zero and at most a
+/// day (a zero period cannot tick, and timers multiply it).
+pub(super) fn interval(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() && d <= Duration::from_secs(24 * 3600) => Ok(d),
+        Ok(_) => Err("must be above 0s and at most 1day".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A count of at least 1.
 pub(super) fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {

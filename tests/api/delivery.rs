@@ -144,7 +144,7 @@ async fn retryable_errors_are_retried_and_kept(db: TestDb) {
 async fn exhausted_retries_escalate_then_retry_and_resolve(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let fake = FakeProcessor::start(Reply::Error(Code::Unavailable)).await;
-    register(&app, push_processor("down", &fake.endpoint())).await;
+    let token = register(&app, push_processor("down", &fake.endpoint())).await;
     let req = submit(&app, deletion("carol@example.com")).await;
     let instruction_id = req.instructions[0].instruction_id.clone();
 
@@ -244,6 +244,24 @@ async fn exhausted_retries_escalate_then_retry_and_resolve(db: TestDb) {
     assert_eq!(same.state(), pb::InstructionState::NoData);
     let other = again("confirmed by e-mail").await.unwrap_err();
     assert_eq!(other.code(), tonic::Code::FailedPrecondition, "{other:?}");
+    // The processor's own answer, when it agrees, is taken as a repeat.
+    let late = client
+        .complete_instruction(authed(
+            &token,
+            pb::CompleteInstructionRequest {
+                instruction_id: instruction_id.clone(),
+                result: result(pb::Outcome::NoData),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(late.state(), pb::InstructionState::NoData);
+    let again = crate::harness::fixtures::record(&app, &req.request_id).await;
+    assert_eq!(
+        again.lines[0].resolved_by,
+        "operator: confirmed by phone with the vendor's DPO"
+    );
     app.stop().await;
 }
 
@@ -317,9 +335,21 @@ async fn asynchronous_outcome_by_callback(db: TestDb) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    // An operator "resolving" what the processor answered, with the same
+    // result, would have its note dropped: refused.
+    let err = client
+        .resolve_instruction(pb::ResolveInstructionRequest {
+            instruction_id: id.clone(),
+            result: complete(&token).into_inner().result,
+            note: "the vendor said so on the phone".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
 
     watch_to_end(&app.requests, &req.request_id).await;
     let record = record(&app, &req.request_id).await;
+    assert_eq!(record.lines[0].resolved_by, "processor");
     assert_eq!(record.lines[0].sub_processors[0].name, "Backup Co");
     assert!(record.lines[0].acknowledged_at.is_some());
     assert!(other.deliveries().is_empty(), "restricted fan-out");

@@ -139,8 +139,9 @@ async fn every_rpc_answers_every_caller_as_the_table_says(db: TestDb) {
 }
 
 /// The HTTP callback API (JSON for webhook processors) answers each
-/// caller with the code its gRPC method does: a principal's token is
-/// PERMISSION_DENIED there too, not taken for a missing one.
+/// caller with the code its gRPC method does, and asks who calls before
+/// it looks at the body: a principal's token is PERMISSION_DENIED, and
+/// only a processor hears what is wrong with a body.
 async fn the_callback_api_answers_every_caller_as_its_grpc_method(db: TestDb) {
     let app = TestApp::spawn_authenticated(&db, &principals_per_role(), |_| {}).await;
     let puller_token = register(&app, pull_processor("puller", 60_000)).await;
@@ -156,36 +157,59 @@ async fn the_callback_api_answers_every_caller_as_its_grpc_method(db: TestDb) {
     callers.extend([Who::Nobody, Who::Wrong, Who::Processor]);
     let http = dsr_orchestrator::tls::http_client().unwrap();
     for who in &callers {
-        let grpc = code(
-            app.clients(bearer(&world, who))
-                .instructions
-                .clone()
+        let mut client = app.clients(bearer(&world, who)).instructions.clone();
+        let acknowledge = code(
+            client
                 .acknowledge_instruction(pb::AcknowledgeInstructionRequest {
                     instruction_id: id.clone(),
                 })
                 .await,
         );
-        let mut call = http.post(format!(
-            "http://{}/v1/instructions/{id}/acknowledge",
-            app.addr
-        ));
-        if let Some(header) = bearer(&world, who).header() {
-            call = call.header("authorization", header);
-        }
-        let answer = call.json(&serde_json::json!({})).send().await.unwrap();
-        let status = answer.status().as_u16();
-        let body: serde_json::Value = answer.json().await.unwrap();
-        let want = match grpc {
-            Code::Unauthenticated => (401, "UNAUTHENTICATED"),
-            Code::PermissionDenied => (403, "PERMISSION_DENIED"),
-            Code::NotFound => (404, "NOT_FOUND"),
-            other => panic!("{who:?}: gRPC answered {other:?}"),
-        };
-        assert_eq!(
-            (status, body["code"].as_str().unwrap()),
-            want,
-            "{who:?}: {body}"
+        let complete = code(
+            client
+                .complete_instruction(pb::CompleteInstructionRequest {
+                    instruction_id: id.clone(),
+                    result: Some(pb::InstructionResult {
+                        outcome: pb::Outcome::Completed as i32,
+                        ..Default::default()
+                    }),
+                })
+                .await,
         );
+        // A body that is not JSON: only a caller who may call hears of it.
+        let malformed = match who {
+            Who::Processor => Code::InvalidArgument,
+            _ => acknowledge,
+        };
+        for (path, body, grpc) in [
+            ("acknowledge", "{}", acknowledge),
+            (
+                "complete",
+                r#"{"result": {"outcome": "OUTCOME_COMPLETED"}}"#,
+                complete,
+            ),
+            ("complete", r#"{"result": ["#, malformed),
+        ] {
+            let mut call = http
+                .post(format!("http://{}/v1/instructions/{id}/{path}", app.addr))
+                .header("content-type", "application/json")
+                .body(body);
+            if let Some(header) = bearer(&world, who).header() {
+                call = call.header("authorization", header);
+            }
+            let answer = call.send().await.unwrap();
+            let status = answer.status().as_u16();
+            let body: serde_json::Value = answer.json().await.unwrap();
+            let want = match grpc {
+                Code::InvalidArgument => (400, "INVALID_ARGUMENT"),
+                Code::Unauthenticated => (401, "UNAUTHENTICATED"),
+                Code::PermissionDenied => (403, "PERMISSION_DENIED"),
+                Code::NotFound => (404, "NOT_FOUND"),
+                other => panic!("{who:?} {path}: gRPC answered {other:?}"),
+            };
+            let got = (status, body["code"].as_str().unwrap());
+            assert_eq!(got, want, "{who:?} {path}: {body}");
+        }
     }
     app.stop().await;
 }

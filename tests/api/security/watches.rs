@@ -1,7 +1,9 @@
 //! A watch outlives the call that opened it, not its credential: a
 //! `WatchRequest` stream ends with UNAUTHENTICATED once its static token
-//! is taken out of the auth file or its JWT expires, though events would
-//! still come.
+//! is taken out of the auth file or its JWT expires, and with
+//! PERMISSION_DENIED once its principal no longer sees every request,
+//! though events would still come; a change that leaves it what it had
+//! does not end it.
 
 use std::time::Duration;
 
@@ -16,31 +18,30 @@ use crate::harness::*;
 
 backends!(
     a_watch_ends_when_its_token_is_taken_out,
-    a_watch_ends_when_its_jwt_expires
+    a_watch_ends_when_its_jwt_expires,
+    a_watch_ends_when_its_principal_no_longer_sees_every_request,
 );
 
-/// Opens a watch of a new request submitted with `token` (a manual
-/// processor keeps it open), reads its first event, and returns the rest
-/// of the stream.
-async fn watching(app: &TestApp, token: &str) -> tonic::Streaming<pb::RequestEvent> {
+/// A manual processor, which keeps the requests submitted to it open.
+async fn manual_processor(app: &TestApp) {
     let mut manual = pull_processor("manual", 60_000);
     manual.adapter = Some(pb::Adapter {
         kind: Some(pb::adapter::Kind::Manual(pb::ManualAdapter {})),
     });
     register(app, manual).await;
-    let clients = app.clients(Bearer::token(token));
-    let submitted = clients
-        .requests
-        .clone()
-        .submit_request(deletion("watched@example.com"))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut stream = clients
+}
+
+/// Opens, with `token`, a watch of a new request the harness submits
+/// (open, with the manual processor), reads its first event, and returns
+/// the request's id and the rest of the stream.
+async fn watching(app: &TestApp, token: &str) -> (String, tonic::Streaming<pb::RequestEvent>) {
+    let submitted = submit(app, deletion("watched@example.com")).await;
+    let mut stream = app
+        .clients(Bearer::token(token))
         .requests
         .clone()
         .watch_request(pb::WatchRequestRequest {
-            request_id: submitted.request_id,
+            request_id: submitted.request_id.clone(),
             after_sequence: 0,
         })
         .await
@@ -48,7 +49,7 @@ async fn watching(app: &TestApp, token: &str) -> tonic::Streaming<pb::RequestEve
         .into_inner();
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.r#type, pb::RequestEventType::Received as i32);
-    stream
+    (submitted.request_id, stream)
 }
 
 /// How the stream ends: the status it ends with (OK for a clean end).
@@ -72,13 +73,14 @@ async fn a_watch_ends_when_its_token_is_taken_out(db: TestDb) {
     let app = TestApp::spawn_authenticated(
         &db,
         &format!(
-            "  - principal: watcher\n    sha256: {}\n    roles: [submitter]\n",
+            "  - principal: watcher\n    sha256: {}\n    roles: [auditor]\n",
             token_hash(revocable)
         ),
         |c| c.reload_interval = Duration::from_millis(50),
     )
     .await;
-    let stream = watching(&app, revocable).await;
+    manual_processor(&app).await;
+    let (_, stream) = watching(&app, revocable).await;
     std::fs::write(app.auth_file(), harness_auth_file("")).unwrap();
     let end = end_of(stream).await;
     assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
@@ -104,12 +106,76 @@ async fn a_watch_ends_when_its_jwt_expires(db: TestDb) {
         |_| {},
     )
     .await;
-    // Valid for two seconds (and the second of leeway).
-    let mut short = claims("portal-jwt", &["submitter"]);
-    short["exp"] = (now() + 2).into();
-    let stream = watching(&app, &signer.sign("k1", short)).await;
+    manual_processor(&app).await;
+    // Valid for four seconds (and the second of leeway).
+    let mut short = claims("portal-jwt", &["auditor"]);
+    short["exp"] = (now() + 4).into();
+    let (_, stream) = watching(&app, &signer.sign("k1", short)).await;
     let end = end_of(stream).await;
     assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
     assert_eq!(end.message(), "the JWT has expired");
     app.stop().await;
+}
+
+async fn a_watch_ends_when_its_principal_no_longer_sees_every_request(db: TestDb) {
+    let watcher = "a-watching-auditors-token";
+    let probe = "a-token-that-shows-the-file-was-read";
+    let entry = |roles: &str| {
+        format!(
+            "  - principal: watcher\n    sha256: {}\n    roles: [{roles}]\n",
+            token_hash(watcher)
+        )
+    };
+    let app = TestApp::spawn_authenticated(&db, &entry("auditor"), |c| {
+        c.reload_interval = Duration::from_millis(50)
+    })
+    .await;
+    manual_processor(&app).await;
+    let (request_id, mut stream) = watching(&app, watcher).await;
+
+    // More roles, still seeing every request: the watch goes on. The
+    // probe's token works once the server has read the file.
+    let more = format!(
+        "{}  - principal: probe\n    sha256: {}\n    roles: [auditor]\n",
+        entry("auditor, operator"),
+        token_hash(probe)
+    );
+    std::fs::write(app.auth_file(), harness_auth_file(&more)).unwrap();
+    let reads = async {
+        while list_requests_as(&app, probe).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), reads)
+        .await
+        .expect("the server reads the file again");
+    app.requests
+        .clone()
+        .confirm_receipt(pb::ConfirmReceiptRequest {
+            request_id: request_id.clone(),
+        })
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("an event")
+        .expect("the stream goes on")
+        .expect("an event, not an end");
+    assert_eq!(next.r#type, pb::RequestEventType::ReceiptConfirmed as i32);
+
+    // Only a submitter now: another's request is no longer its to watch.
+    std::fs::write(app.auth_file(), harness_auth_file(&entry("submitter"))).unwrap();
+    let end = end_of(stream).await;
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    app.stop().await;
+}
+
+/// Whether `ListRequests` with `token` is let through.
+async fn list_requests_as(app: &TestApp, token: &str) -> Result<(), tonic::Status> {
+    app.clients(Bearer::token(token))
+        .requests
+        .clone()
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .map(drop)
 }

@@ -1,0 +1,149 @@
+//! Asking a long call's credential again while it runs.
+//!
+//! A `WatchRequest` stream may stay open for days, longer than the token
+//! or JWT that opened it is good for. The auth layer keeps what the call
+//! proved itself with ([`Recheck`]) and the stream asks again, about
+//! every half second, until the answer changes:
+//!
+//! - cheaply while nothing could have changed it: the authenticator's
+//!   settings are those the call was let in under (its
+//!   [`Authenticator::generation`]) and a JWT's `exp` has not passed;
+//! - otherwise by identifying the caller again, exactly as a new call
+//!   would be: a token taken out of the auth file or an expired JWT ends
+//!   the stream `UNAUTHENTICATED`, a principal whose roles no longer allow
+//!   the method `PERMISSION_DENIED`.
+//!
+//! What the stream may show was decided with the caller's name and whether
+//! it sees every request (auditors and operators) or only its own: so the
+//! same principal with other roles that still allow the method goes on,
+//! unless it no longer sees every request (`PERMISSION_DENIED`: its own
+//! requests it may watch again), and a credential that now proves another
+//! principal ends it (`UNAUTHENTICATED`). A JWKS URL that cannot be
+//! fetched does not end anything: the keys in use are kept until a fetch
+//! succeeds (see [`Authenticator::reload`]).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use tonic::Status;
+
+use super::Caller;
+use super::identify::{Authenticator, Credentials};
+use super::policy::{self, Allowed, Decision};
+use crate::tls::server::TlsConnectInfo;
+
+/// What a long call proved itself with, kept with it (in the request's
+/// extensions, for the methods [`policy::rechecked`] names) so that it
+/// can ask again while it runs (see the module documentation).
+#[derive(Clone)]
+pub struct Recheck {
+    auth: Arc<Authenticator>,
+    /// The authenticator's settings it was last let in under.
+    generation: u64,
+    authorization: Option<String>,
+    tls: Option<TlsConnectInfo>,
+    /// A bearer JWT's `exp` (Unix seconds), read from the token the layer
+    /// verified: after it, the token is verified again.
+    expires: Option<i64>,
+    allowed: Allowed,
+    caller: Option<Caller>,
+}
+
+impl Recheck {
+    /// What the auth layer let in: `caller`, proved by `credentials` (the
+    /// `authorization` header and the connection's TLS) under the
+    /// authenticator's settings of `generation`, to a method `allowed`.
+    pub fn new(
+        auth: Arc<Authenticator>,
+        generation: u64,
+        credentials: (Option<String>, Option<TlsConnectInfo>),
+        allowed: Allowed,
+        caller: Option<Caller>,
+    ) -> Self {
+        let (authorization, tls) = credentials;
+        let expires = authorization.as_deref().and_then(jwt_expiry);
+        Self {
+            auth,
+            generation,
+            authorization,
+            tls,
+            expires,
+            allowed,
+            caller,
+        }
+    }
+
+    /// `Ok` while the credential still proves the caller the call was let
+    /// in for, allowed to make it; otherwise the status to end the call
+    /// with (see the module documentation).
+    pub async fn still_allowed(&mut self) -> Result<(), Status> {
+        let generation = self.auth.generation();
+        let expired = self
+            .expires
+            .is_some_and(|exp| chrono::Utc::now().timestamp() >= exp);
+        if generation == self.generation && !expired {
+            return Ok(());
+        }
+        let credentials = Credentials {
+            authorization: self.authorization.as_deref(),
+            tls: self.tls.as_ref(),
+        };
+        let caller = self.auth.identify(credentials).await?;
+        match policy::decide(self.allowed, caller.as_ref(), self.auth.is_open()) {
+            Decision::Allow => {}
+            Decision::Unauthenticated(why) => return Err(Status::unauthenticated(why)),
+            Decision::Denied(why) => return Err(Status::permission_denied(why)),
+        }
+        match (&self.caller, &caller) {
+            (Some(Caller::Principal(was)), Some(Caller::Principal(is))) if was.name != is.name => {
+                Err(Status::unauthenticated(
+                    "the credential now proves another principal: watch again",
+                ))
+            }
+            (Some(was), Some(is)) if was.sees_all_requests() && !is.sees_all_requests() => {
+                Err(Status::permission_denied(
+                    "the caller's roles no longer let it see every request: watch again",
+                ))
+            }
+            _ => {
+                self.generation = generation;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The `exp` claim of a bearer token that is a JWT (not verified here:
+/// the layer verified the token, and this only says when to again).
+fn jwt_expiry(header: &str) -> Option<i64> {
+    let token = super::identify::bearer(header)?;
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&json)
+        .ok()?
+        .get("exp")?
+        .as_i64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jwt_expiry;
+
+    #[test]
+    fn a_jwt_says_when_it_expires_and_a_static_token_does_not() {
+        let b64 = |s: &str| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+        };
+        let jwt = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"ES256"}"#),
+            b64(r#"{"exp":1767225600}"#)
+        );
+        assert_eq!(jwt_expiry(&format!("Bearer {jwt}")), Some(1_767_225_600));
+        assert_eq!(jwt_expiry("Bearer a-static-token"), None);
+        assert_eq!(jwt_expiry("Bearer a.b.c"), None);
+    }
+}
