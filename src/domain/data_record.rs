@@ -116,7 +116,11 @@ impl DataRecord {
             );
         }
         v.take(&format!("{at}.field"), check_line(&self.field, 0, 100));
-        v.take(&format!("{at}.value"), check_text(&self.value, 1, 10_000));
+        if self.value.trim().is_empty() {
+            v.add(format!("{at}.value"), "must not be blank");
+        } else {
+            v.take(&format!("{at}.value"), check_text(&self.value, 1, 10_000));
+        }
         v.take(&format!("{at}.source"), check_line(&self.source, 0, 200));
         v.take(&format!("{at}.purpose"), check_line(&self.purpose, 0, 200));
         if self.disclosed_to.len() > MAX_DISCLOSED_TO {
@@ -268,7 +272,12 @@ mod tests {
         let mut empty = record("identifiers");
         empty.value.clear();
         empty.check("t", &mut v);
+        empty.value = " \t ".into();
+        empty.check("u", &mut v);
         let fields: Vec<_> = v.iter().map(|x| x.field.as_str()).collect();
-        assert_eq!(fields, ["r.category", "s.category_label", "t.value"]);
+        assert_eq!(
+            fields,
+            ["r.category", "s.category_label", "t.value", "u.value"]
+        );
     }
 }

@@ -245,8 +245,9 @@ impl Store {
                 // instruction as it is: from the processor, whoever
                 // recorded it (its answer agrees with what stands); from
                 // an operator, only with the same note, or the note would
-                // be dropped unsaid.
-                let same_hand =
+                // be dropped unsaid (which operator is not compared: the
+                // same note from another changes nothing either).
+                let same_answerer =
                     by == ResolvedBy::Processor || current.resolved_by.as_ref() == Some(&by);
                 // Records are kept apart from the stored result: compare
                 // the rest, and how many.
@@ -258,7 +259,7 @@ impl Store {
                 };
                 match &current.result {
                     Some(r)
-                        if same_hand
+                        if same_answerer
                             && r.same_answer(&answer)
                             && u64::from(current.data_records)
                                 == records.len() as u64 + chunked =>
