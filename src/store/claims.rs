@@ -25,7 +25,7 @@ use sqlx::Row;
 use super::aftermath::By;
 use super::aftermath::after_changes;
 use super::codec::{instruction, micros, qualified};
-use super::picks::{PICKED, align, deliveries_since_arm, pick_due, picked};
+use super::picks::{PICKED, PICKS, align, deliveries_since_arm, pick_due, picked};
 use super::sealed::PAYLOAD;
 use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
@@ -218,7 +218,7 @@ impl Store {
         // Due first deliveries and retries, in due order straight off the
         // partial index (the common case, and the bulk of a backlog).
         let picks: Vec<_> = orders.iter().map(|(_, o)| (**o, o.limit)).collect();
-        let mut pending = Sql::new(self.backend, "with p as (");
+        let mut pending = Sql::new(self.backend, PICKS);
         picked(&mut pending, &picks, now, &|sql, order, limit| {
             pick_due(
                 sql,

@@ -117,26 +117,9 @@ pub(super) static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
 
 #[cfg(test)]
 mod tests {
-    use sqlx::Row;
-
-    use super::super::{Store, testing};
+    use super::super::testing::{self, plan};
     use super::*;
     use crate::domain::ProcessorId;
-
-    /// SQLite's plan for `sql`, one line per step.
-    async fn plan(store: &Store, sql: Sql) -> Vec<String> {
-        let mut explain = Sql::new(Backend::Sqlite, "explain query plan ");
-        explain.text.push_str(&sql.text);
-        explain.binds = sql.binds;
-        explain
-            .query()
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.try_get::<String, _>("detail").unwrap())
-            .collect()
-    }
 
     /// Every pass reads late and spent work off the partial indexes that
     /// hold only due rows, never through all open instructions (SQLite

@@ -280,7 +280,25 @@ pub trait StoreObserver: Send + Sync + 'static {
 /// Helpers for the store's unit tests.
 #[cfg(test)]
 pub(super) mod testing {
-    use super::{Store, StoreOptions};
+    use sqlx::Row;
+
+    use super::sql::Sql;
+    use super::{Backend, Store, StoreOptions};
+
+    /// SQLite's plan for `sql`, one line per step.
+    pub(in crate::store) async fn plan(store: &Store, sql: Sql) -> Vec<String> {
+        let mut explain = Sql::new(Backend::Sqlite, "explain query plan ");
+        explain.text.push_str(&sql.text);
+        explain.binds = sql.binds;
+        explain
+            .query()
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String, _>("detail").unwrap())
+            .collect()
+    }
 
     /// A store on a fresh SQLite file, and the directory that holds it
     /// (keep it as long as the store).

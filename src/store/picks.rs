@@ -35,6 +35,14 @@ pub(super) fn picked(
     }
 }
 
+/// The head of the CTE `p` of [`picked`] rows that [`align`] reads.
+/// Materialised, so computed once: the cutoff reads the picks several
+/// times over, and SQLite would otherwise expand the union of every
+/// processor's pick at each reading, a cost that grows with the square of
+/// the processors (with a hundred, seconds a pass, holding the one
+/// writer). PostgreSQL materialises a CTE read more than once anyway.
+pub(super) const PICKS: &str = "with p as materialized (";
+
 /// Appends, after a `with p as (...)` of [`picked`] rows, the CTEs that
 /// end in `v (id, lease_until)`: what to lease of them. Picks of orders
 /// that are not aligned are all leased. The aligned orders that picked all
@@ -120,3 +128,64 @@ pub(super) fn deliveries_since_arm(row: &str, polls: &str) -> String {
 
 /// The columns a pick reads.
 pub(super) const PICKED: &str = "id, processor_id, request_id, next_attempt_at";
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::testing::{self, plan};
+    use super::*;
+    use crate::domain::Timestamp;
+
+    /// However many processors a pass claims for, SQLite computes their
+    /// picks once, and the plan grows with them, not with their square.
+    #[tokio::test]
+    async fn the_picks_are_computed_once_on_sqlite() {
+        let (_dir, store) = testing::sqlite().await;
+        let ids: Vec<ProcessorId> = (0..100)
+            .map(|n| ProcessorId::parse(&format!("p{n}")).unwrap())
+            .collect();
+        let orders: Vec<(ClaimOrder, u32)> = ids
+            .iter()
+            .map(|processor| {
+                let order = ClaimOrder {
+                    processor,
+                    max_reminders: 3,
+                    max_attempts: 5,
+                    polls: false,
+                    limit: 10,
+                    max_in_flight: 10,
+                    per_second: 0,
+                    lease: Duration::from_secs(60),
+                    aligned: true,
+                };
+                (order, 10)
+            })
+            .collect();
+        let now = Timestamp::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut sql = Sql::new(Backend::Sqlite, PICKS);
+        picked(&mut sql, &orders, now, &|sql, order, limit| {
+            pick_due(
+                sql,
+                order.processor,
+                "PENDING",
+                "next_attempt_at",
+                0,
+                None,
+                limit,
+            );
+        });
+        sql.push(")");
+        align(&mut sql);
+        sql.push(" select id from v");
+        let steps = plan(&store, sql).await;
+        let materialised = steps
+            .iter()
+            .filter(|d| d.starts_with("MATERIALIZE p"))
+            .count();
+        assert_eq!(materialised, 1, "{steps:#?}");
+        // Each processor's pick once (a scan or search of its index and
+        // its compound step), and a few steps for the cutoff.
+        assert!(steps.len() < 5 * ids.len(), "{} steps", steps.len());
+    }
+}
