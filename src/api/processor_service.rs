@@ -17,6 +17,10 @@ use crate::pb::processor_service_server::ProcessorService;
 use crate::store::{Breaker, Store};
 use crate::wire;
 
+/// How many times an `UpdateProcessor` reads, merges and writes before it
+/// gives up on a processor that changes under each try (`ABORTED`).
+const UPDATE_TRIES: usize = 8;
+
 /// Implementation of `ProcessorService`.
 #[derive(Clone)]
 pub struct ProcessorApi {
@@ -147,17 +151,31 @@ impl ProcessorService for ProcessorApi {
             .unwrap_or("");
         let id =
             wire::parse_processor_id(id_text, "processor.processor_id").map_err(ApiError::from)?;
-        let current = self.store.processor(&id).await.map_err(ApiError::from)?;
-        let spec = wire::apply_update(&current.spec, req.processor, req.update_mask)
+        // Read, merge the masked fields, write only if nothing changed
+        // since the read; else again, on what is there now (another
+        // caller's update of other fields is kept, not undone).
+        for _ in 0..UPDATE_TRIES {
+            let current = self.store.processor(&id).await.map_err(ApiError::from)?;
+            let spec = wire::apply_update(
+                &current.spec,
+                req.processor.clone(),
+                req.update_mask.clone(),
+            )
             .map_err(ApiError::from)?;
-        check_destination(&spec, &self.lookup).await?;
-        let p = self
-            .store
-            .update_processor(&spec, &actor, self.clock.now())
-            .await
-            .map_err(ApiError::from)?;
-        tracing::info!(processor_id = %id, %actor, "processor updated");
-        Ok(Response::new(self.shown(&p).await?))
+            check_destination(&spec, &self.lookup).await?;
+            let written = self
+                .store
+                .update_processor_from(Some(current.updated_at), &spec, &actor, self.clock.now())
+                .await
+                .map_err(ApiError::from)?;
+            if let Some(p) = written {
+                tracing::info!(processor_id = %id, %actor, "processor updated");
+                return Ok(Response::new(self.shown(&p).await?));
+            }
+        }
+        Err(Status::aborted(
+            "the processor changed under every try of this update: send it again",
+        ))
     }
 
     async fn disable_processor(

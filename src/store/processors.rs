@@ -207,8 +207,25 @@ impl Store {
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Processor, StoreError> {
-        let result = Sql::new(self.backend, "update processors set display_name = ")
-            .bind(spec.display_name.as_str())
+        match self.update_processor_from(None, spec, actor, now).await? {
+            Some(p) => Ok(p),
+            None => Err(StoreError::not_found("processor", &spec.id)),
+        }
+    }
+
+    /// Replaces a processor's settings with `spec` only if it is still as
+    /// last written at `read` (its `updated_at`; `None`: whatever it is):
+    /// `None` when it changed since (read it again and merge again), so
+    /// that two updates of different fields do not undo each other.
+    pub async fn update_processor_from(
+        &self,
+        read: Option<Timestamp>,
+        spec: &ProcessorSpec,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Option<Processor>, StoreError> {
+        let mut sql = Sql::new(self.backend, "update processors set display_name = ");
+        sql.bind(spec.display_name.as_str())
             .push(", role = ")
             .bind(spec.role.as_str())
             .push(", country = ")
@@ -222,14 +239,17 @@ impl Store {
             .push(", updated_by = ")
             .bind(actor.to_string())
             .push(" where id = ")
-            .bind(spec.id.as_str())
-            .query()
-            .execute(&self.pool)
-            .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::not_found("processor", &spec.id));
+            .bind(spec.id.as_str());
+        if let Some(read) = read {
+            sql.push(" and updated_at = ").bind(micros(read));
         }
-        self.processor(&spec.id).await
+        let result = sql.query().execute(&self.pool).await?;
+        if result.rows_affected() == 0 {
+            // Missing is NOT_FOUND; changed since, a retry.
+            self.processor(&spec.id).await?;
+            return Ok(None);
+        }
+        self.processor(&spec.id).await.map(Some)
     }
 
     /// Stops new instructions to a processor.

@@ -15,6 +15,7 @@ backends!(
     register_returns_a_token_once_and_ids_are_unique,
     get_and_list_with_pagination,
     update_changes_only_masked_fields,
+    concurrent_updates_of_different_fields_keep_each_other,
     disabled_processor_gets_no_new_instructions_but_finishes_old_ones,
     rotated_token_replaces_the_old_one,
     processors_file_is_upserted_at_startup,
@@ -552,5 +553,49 @@ async fn invalid_processors_file_fails_startup_and_stores_nothing(db: TestDb) {
     // The valid first entry was not stored either.
     let app = TestApp::spawn(&db).await;
     assert!(list(&app, 0, "").await.processors.is_empty());
+    app.stop().await;
+}
+
+/// Three callers update one processor at once, each its own field, twenty
+/// times: every call succeeds and the processor ends with each caller's
+/// last value (a merge read before another's write must not undo it).
+async fn concurrent_updates_of_different_fields_keep_each_other(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    register(&app, pull_processor("shared", 60_000)).await;
+    let update = |edit: fn(&mut pb::Processor, u32), path: &'static str| {
+        let mut client = app.processors.clone();
+        async move {
+            for n in 0..20 {
+                let mut patch = pull_processor("shared", 60_000);
+                edit(&mut patch, n);
+                client
+                    .update_processor(pb::UpdateProcessorRequest {
+                        processor: Some(patch),
+                        update_mask: Some(FieldMask {
+                            paths: vec![path.into()],
+                        }),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    tokio::join!(
+        update(|p, n| p.display_name = format!("Name {n}"), "display_name"),
+        update(|p, n| p.max_in_flight = n + 1, "max_in_flight"),
+        update(
+            |p, n| p.country = ["DE", "FR", "JP", "US"][n as usize % 4].into(),
+            "country"
+        ),
+    );
+    let last = get(&app, "shared").await.unwrap();
+    assert_eq!(
+        (
+            last.display_name.as_str(),
+            last.max_in_flight,
+            last.country.as_str()
+        ),
+        ("Name 19", 20, "US")
+    );
     app.stop().await;
 }
