@@ -153,6 +153,8 @@ impl Application {
             // The loader's errors already name the file and the line.
             let specs = crate::processors_file::load(path)?;
             let now = options.clock.now();
+            // Every entry's destination first: a file refused stores none
+            // of its entries, not those before the refused one.
             for spec in &specs {
                 destination::check(&spec.adapter, &lookup)
                     .await
@@ -163,6 +165,8 @@ impl Application {
                             spec.id
                         )
                     })?;
+            }
+            for spec in &specs {
                 store
                     .upsert_processor(spec, &Actor::System, now)
                     .await

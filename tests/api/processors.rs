@@ -550,7 +550,21 @@ async fn invalid_processors_file_fails_startup_and_stores_nothing(db: TestDb) {
     assert!(err.contains("country"), "{err}");
     assert!(err.contains("processors.yaml"), "the file is named: {err}");
 
-    // The valid first entry was not stored either.
+    // A destination refused once the file has parsed (plaintext beyond
+    // loopback) stores none of the entries either.
+    let refused = processors_yaml("Platform Vendor Inc.", "Paper Archive").replacen(
+        "adapter: { pull: {} }",
+        r#"adapter: { webhook: { url: "http://10.1.2.3/hook" } }"#,
+        1,
+    );
+    std::fs::write(&path, refused).unwrap();
+    let err = match Application::build(&config, Options::default()).await {
+        Ok(_) => panic!("started with a refused destination"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("paper-archive"), "{err}");
+
+    // The valid first entry was not stored either time.
     let app = TestApp::spawn(&db).await;
     assert!(list(&app, 0, "").await.processors.is_empty());
     app.stop().await;
