@@ -68,26 +68,33 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<Strin
     Some(format!("v1,{}", STANDARD.encode(context.sign().as_ref())))
 }
 
-/// The `webhook-id` of a delivery: unique per attempt and per reminder.
+/// The `webhook-id` of a delivery of `i` as claimed (its `attempts` and
+/// `reminders` count this delivery): unique per attempt and per reminder,
+/// `_r<n>` for the n-th.
 fn message_id(i: &InstructionView, reminder: bool) -> String {
-    if reminder {
-        format!("{}_{}_r{}", i.id, i.attempts, i.reminders + 1)
-    } else {
-        format!("{}_{}", i.id, i.attempts)
+    let reminder = reminder.then_some(i.reminders);
+    id_of_delivery(&i.id.to_string(), i.attempts, reminder)
+}
+
+fn id_of_delivery(instruction: &str, attempt: u32, reminder: Option<u32>) -> String {
+    match reminder {
+        Some(n) => format!("{instruction}_{attempt}_r{n}"),
+        None => format!("{instruction}_{attempt}"),
     }
 }
 
 /// How long a `Retry-After` asks to wait: delay-seconds or an HTTP date.
 pub(super) fn retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => {
-            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-            (at.with_timezone(&chrono::Utc) - now)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-        }
+    let seconds = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    let wait = if seconds {
+        // More seconds than a u64 holds still asks for the longest wait.
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
     };
     Some(wait.min(MAX_RETRY_AFTER))
 }
@@ -306,6 +313,13 @@ mod tests {
     }
 
     #[test]
+    fn the_first_reminder_is_r1() {
+        // As claimed: the claim counted the reminder it delivers.
+        assert_eq!(id_of_delivery("i", 2, Some(1)), "i_2_r1");
+        assert_eq!(id_of_delivery("i", 2, None), "i_2");
+    }
+
+    #[test]
     fn statuses_and_retry_after() {
         use reqwest::StatusCode;
         let now = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
@@ -317,6 +331,10 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(retry_after("999999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after("99999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
         assert_eq!(retry_after("soon", now), None);
         for retried in [
             StatusCode::REQUEST_TIMEOUT,
