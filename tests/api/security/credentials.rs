@@ -26,7 +26,7 @@ backends!(
 /// A signing key, and its public half as a JWKS entry.
 pub(super) struct Signer {
     key: jsonwebtoken::EncodingKey,
-    pub(super) jwk: serde_json::Value,
+    jwk: serde_json::Value,
 }
 
 impl Signer {
@@ -73,8 +73,10 @@ async fn list_as(app: &TestApp, token: &str) -> Result<Vec<pb::DataSubjectReques
         .map(|r| r.into_inner().requests)
 }
 
-async fn jwts_are_checked_against_the_jwks(db: TestDb) {
-    let signer = Signer::new("k1");
+/// A server taking JWTs signed by `signer` (issuer `https://idp.test`,
+/// audience `dsr-orchestrator`, a second of leeway), its JWKS in the
+/// returned directory (keep it as long as the server).
+pub(super) async fn jwt_app(db: &TestDb, signer: &Signer) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
     std::fs::write(
@@ -83,7 +85,7 @@ async fn jwts_are_checked_against_the_jwks(db: TestDb) {
     )
     .unwrap();
     let app = TestApp::spawn_authenticated(
-        &db,
+        db,
         &format!(
             "jwt:\n  jwks_file: {}\n  issuer: https://idp.test\n  audience: dsr-orchestrator\n  leeway: 1s\n",
             jwks.display()
@@ -91,6 +93,12 @@ async fn jwts_are_checked_against_the_jwks(db: TestDb) {
         |_| {},
     )
     .await;
+    (app, dir)
+}
+
+async fn jwts_are_checked_against_the_jwks(db: TestDb) {
+    let signer = Signer::new("k1");
+    let (app, _jwks) = jwt_app(&db, &signer).await;
 
     let valid = signer.sign("k1", claims("portal-jwt", &["auditor"]));
     assert!(

@@ -11,7 +11,7 @@ use dsr_orchestrator::pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use super::credentials::{Signer, claims, now};
+use super::credentials::{Signer, claims, jwt_app, now};
 use crate::backends;
 use crate::harness::app::{Bearer, harness_auth_file, token_hash};
 use crate::harness::*;
@@ -90,22 +90,7 @@ async fn a_watch_ends_when_its_token_is_taken_out(db: TestDb) {
 
 async fn a_watch_ends_when_its_jwt_expires(db: TestDb) {
     let signer = Signer::new("k1");
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(
-        &jwks,
-        serde_json::json!({ "keys": [signer.jwk] }).to_string(),
-    )
-    .unwrap();
-    let app = TestApp::spawn_authenticated(
-        &db,
-        &format!(
-            "jwt:\n  jwks_file: {}\n  issuer: https://idp.test\n  audience: dsr-orchestrator\n  leeway: 1s\n",
-            jwks.display()
-        ),
-        |_| {},
-    )
-    .await;
+    let (app, _jwks) = jwt_app(&db, &signer).await;
     manual_processor(&app).await;
     // Valid for four seconds (and the second of leeway).
     let mut short = claims("portal-jwt", &["auditor"]);
