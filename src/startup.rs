@@ -23,12 +23,11 @@ use crate::clock::Clock;
 use crate::compliance_file::CompliancePolicy;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::dispatch::destination;
 use crate::dispatch::lookup::Lookup;
 use crate::dispatch::opendsr::CallbackKeys;
 use crate::dispatch::push::PushAdapters;
 use crate::dispatch::recorder::{Recorder, RecorderTask};
-use crate::domain::{Actor, Period};
+use crate::domain::Period;
 use crate::store::{Backend, ErasureSchedule, Store};
 use crate::telemetry::Metrics;
 use crate::tls::server::ServerTls;
@@ -150,31 +149,9 @@ impl Application {
         }
         let lookup = options.lookup(config.allow_plaintext_processors);
         if let Some(path) = &config.processors_file {
-            // The loader's errors already name the file and the line.
-            let specs = crate::processors_file::load(path)?;
             let now = options.clock.now();
-            // Every entry's destination first: a file refused stores none
-            // of its entries, not those before the refused one.
-            for spec in &specs {
-                destination::check(&spec.adapter, &lookup)
-                    .await
-                    .map_err(|v| {
-                        anyhow::anyhow!(
-                            "processors file {}: processor {}: {v}",
-                            path.display(),
-                            spec.id
-                        )
-                    })?;
-            }
-            for spec in &specs {
-                store
-                    .upsert_processor(spec, &Actor::System, now)
-                    .await
-                    .with_context(|| {
-                        format!("cannot store processor {} from {}", spec.id, path.display())
-                    })?;
-            }
-            tracing::info!(count = specs.len(), file = %path.display(), "processors loaded");
+            let count = crate::processors_file::apply(path, &store, &lookup, now).await?;
+            tracing::info!(count, file = %path.display(), "processors loaded");
         }
         let auth = Arc::new(
             Authenticator::load(store.clone(), config.auth_file.clone())

@@ -39,12 +39,14 @@
 //! are then checked by the same domain constructors the API uses, with
 //! every problem of an entry reported under its field path.
 
+mod apply;
 mod entry;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::domain::{ProcessorId, ProcessorSpec, Violations};
+pub use apply::apply;
 use entry::File;
 
 /// Why a processors file could not be loaded.

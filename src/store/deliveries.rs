@@ -1,9 +1,15 @@
 //! Recording what deliveries answered, in batches. The dispatcher hands
 //! over every finished delivery; each report applies only while the
 //! reporter's lease (owner and attempt) still holds, so a dispatcher that
-//! lost its lease to a redelivery cannot overwrite the newer attempt.
+//! lost its lease to a redelivery cannot overwrite the newer attempt. And
+//! reading the attempts back, for a page of instructions.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
 
 use super::aftermath::By;
+use super::codec::{opt_time, time};
 use super::sql::{Bind, Col, Sql};
 use super::transition::{AttemptClose, Change, apply};
 use super::{Backend, Effects, Store, StoreError};
@@ -204,4 +210,58 @@ pub(super) async fn open_attempts(
     );
     sql.query().execute(&mut *conn).await?;
     Ok(())
+}
+
+/// One delivery attempt, from the history table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryAttemptRow {
+    /// 1-based.
+    pub attempt: u32,
+    /// Start.
+    pub started_at: Timestamp,
+    /// End.
+    pub finished_at: Option<Timestamp>,
+    /// What happened.
+    pub result: AttemptResult,
+    /// gRPC code name of an error.
+    pub error_code: Option<String>,
+    /// Error message.
+    pub error_message: Option<String>,
+}
+
+impl Store {
+    /// Every delivery attempt of each of `ids`, oldest first, in one read
+    /// (a page of instructions would otherwise take a read per row).
+    pub async fn attempts(
+        &self,
+        ids: &[InstructionId],
+    ) -> Result<HashMap<InstructionId, Vec<DeliveryAttemptRow>>, StoreError> {
+        let mut history: HashMap<InstructionId, Vec<DeliveryAttemptRow>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok(history);
+        }
+        let rows = Sql::new(
+            self.backend,
+            "select instruction_id, attempt, started_at, finished_at, result, error_code, \
+             error_message from delivery_attempts where ",
+        )
+        .in_list("instruction_id", ids.iter().map(ToString::to_string))
+        .push(" order by instruction_id, attempt")
+        .query()
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            let attempt = DeliveryAttemptRow {
+                attempt: super::codec::count(row, "attempt")?,
+                started_at: time(row, "started_at")?,
+                finished_at: opt_time(row, "finished_at")?,
+                result: super::codec::parsed(row, "result", |s| s.parse().ok())?,
+                error_code: row.try_get("error_code")?,
+                error_message: row.try_get("error_message")?,
+            };
+            let id = super::codec::instruction_id(row, "instruction_id")?;
+            history.entry(id).or_default().push(attempt);
+        }
+        Ok(history)
+    }
 }

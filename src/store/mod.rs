@@ -72,14 +72,12 @@ pub use cancel_notices::CancelNotice;
 pub use chunks::{ChunkRefused, ChunkTotals, MAX_CHUNKS};
 pub use claims::{ClaimKind, ClaimOrder, Claimed};
 pub use connect::{Backend, StoreOptions, redact_url, sqlite_file};
-pub use deliveries::{DeliveryReport, DeliveryResult};
+pub use deliveries::{DeliveryAttemptRow, DeliveryReport, DeliveryResult};
 pub use due::Budget;
 pub use erase::{Erased, ErasureSchedule};
 pub use error::StoreError;
 pub use events::{EventKind, RequestEvent};
-pub use instructions::{
-    DeliveryAttemptRow, InstructionCursor, InstructionFilter, InstructionOrder, InstructionPage,
-};
+pub use instructions::{InstructionCursor, InstructionFilter, InstructionOrder, InstructionPage};
 pub use intake::Intake;
 pub use opened::RecordBatch;
 pub use requests::{RequestCursor, RequestFilter, RequestOrder, RequestPage};
