@@ -15,8 +15,8 @@ use crate::telemetry::LogFormat;
 
 mod values;
 use values::{
-    at_least_a_second, at_least_one, at_least_one_call, duration, interval, positive, public_url,
-    retention,
+    at_least_a_second, at_least_one, at_least_one_call, database_url, duration, interval, positive,
+    public_url, retention,
 };
 
 /// SQLite durability level.
@@ -63,7 +63,7 @@ pub struct Config {
 
     /// Database URL: `sqlite://FILE` (embedded, one process) or
     /// `postgres://USER@HOST/DB`. The SQLite file is created if missing.
-    #[arg(long, env = "DSR_DATABASE_URL", default_value = "sqlite://dsr.db")]
+    #[arg(long, env = "DSR_DATABASE_URL", default_value = "sqlite://dsr.db", value_parser = database_url)]
     pub database_url: String,
 
     /// YAML file of processors to upsert at startup (see README, "Processors file").
@@ -74,8 +74,10 @@ pub struct Config {
     #[arg(long, env = "DSR_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
 
-    /// How long a query waits for a free connection before failing, e.g. `10s`.
-    #[arg(long, env = "DSR_DB_ACQUIRE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    /// How long a query waits for a free connection before failing, e.g.
+    /// `10s`: above 0s (no wait would fail every call that finds the pool
+    /// busy) and at most a day.
+    #[arg(long, env = "DSR_DB_ACQUIRE_TIMEOUT", default_value = "10s", value_parser = interval)]
     pub db_acquire_timeout: Duration,
 
     /// SQLite only: `full` fsyncs every commit (an acknowledged request
@@ -165,7 +167,8 @@ pub struct Config {
     pub allow_plaintext_processors: bool,
 
     /// This orchestrator's URL as processors reach it (the gRPC port), e.g.
-    /// `https://dsr.example.com`: OpenDSR processors are given
+    /// `https://dsr.example.com`, without user information, query or
+    /// fragment: OpenDSR processors are given
     /// `<URL>/opendsr/callbacks/<processor_id>` for their status callbacks.
     /// Unset: they are polled only.
     #[arg(long, env = "DSR_PUBLIC_URL", value_parser = public_url)]

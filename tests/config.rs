@@ -27,6 +27,7 @@ fn values_a_running_server_could_not_use_are_refused() {
         ("--poll-interval", "0s"),
         ("--poll-interval", "100000000000000d"),
         ("--reload-interval", "2days"),
+        ("--db-acquire-timeout", "0s"),
     ] {
         let refused = Config::try_parse_from(["dsr-orchestrator", flag, bad]);
         let kind = refused.expect_err(bad).kind();
@@ -47,4 +48,52 @@ fn values_a_running_server_could_not_use_are_refused() {
     ])
     .unwrap();
     assert_eq!(fine.db_max_connections, 1);
+}
+
+/// The public URL is handed to every OpenDSR processor: a password in
+/// it would be too.
+#[test]
+fn a_public_url_with_user_information_is_refused() {
+    for bad in [
+        "https://user:secret@dsr.example.com",
+        "https://user@dsr.example.com",
+        "https://dsr.example.com/?a=b",
+        "ftp://dsr.example.com",
+    ] {
+        let refused = Config::try_parse_from(["dsr-orchestrator", "--public-url", bad]);
+        let kind = refused.expect_err(bad).kind();
+        assert_eq!(kind, clap::error::ErrorKind::ValueValidation, "{bad}");
+    }
+    let fine = Config::try_parse_from([
+        "dsr-orchestrator",
+        "--public-url",
+        "https://dsr.example.com/",
+    ])
+    .unwrap();
+    assert_eq!(fine.public_url.as_deref(), Some("https://dsr.example.com"));
+}
+
+/// A database the server cannot keep its state in is named at startup,
+/// before anything else is checked.
+#[test]
+fn a_database_url_the_server_cannot_use_is_refused() {
+    for bad in [
+        "mysql://root@localhost/dsr",
+        "sqlite://",
+        "sqlite::memory:",
+        "dsr.db",
+    ] {
+        let refused = Config::try_parse_from(["dsr-orchestrator", "--database-url", bad]);
+        let kind = refused.expect_err(bad).kind();
+        assert_eq!(kind, clap::error::ErrorKind::ValueValidation, "{bad}");
+    }
+    for fine in [
+        "sqlite://dsr.db",
+        "sqlite:dsr.db",
+        "postgres://postgres@127.0.0.1/dsr",
+        "postgresql://postgres@127.0.0.1/dsr",
+    ] {
+        let parsed = Config::try_parse_from(["dsr-orchestrator", "--database-url", fine]);
+        assert_eq!(parsed.expect(fine).database_url, fine);
+    }
 }

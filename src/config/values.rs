@@ -43,17 +43,38 @@ pub(super) fn at_least_one_call(s: &str) -> Result<f64, String> {
     }
 }
 
-/// An `http://` or `https://` URL with a host, without query or fragment.
+/// An `http://` or `https://` URL with a host, without user information
+/// (it is handed to every OpenDSR processor, so a password in it would be
+/// too), query or fragment.
 pub(super) fn public_url(s: &str) -> Result<String, String> {
     let uri: http::Uri = s.parse().map_err(|e| format!("{e}"))?;
     let ok = matches!(uri.scheme_str(), Some("http" | "https"))
         && uri.host().is_some_and(|h| !h.is_empty())
+        && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
         && uri.query().is_none()
         && !s.contains('#');
     if ok {
         Ok(s.trim_end_matches('/').to_string())
     } else {
-        Err("must be an http:// or https:// URL with a host, without query or fragment".into())
+        Err("must be an http:// or https:// URL with a host, without user information, query or fragment".into())
+    }
+}
+
+/// A database URL the server can keep its state in: PostgreSQL, or a
+/// SQLite file (an in-memory SQLite database would be one database per
+/// pooled connection, and gone at exit).
+pub(super) fn database_url(s: &str) -> Result<String, String> {
+    match crate::store::Backend::from_url(s) {
+        Some(crate::store::Backend::Postgres) => Ok(s.to_string()),
+        Some(crate::store::Backend::Sqlite) if crate::store::sqlite_file(s).is_some() => {
+            Ok(s.to_string())
+        }
+        Some(crate::store::Backend::Sqlite) => {
+            Err("SQLite needs a file: sqlite://FILE (e.g. sqlite://dsr.db)".into())
+        }
+        None => Err("must be sqlite://FILE or postgres://USER@HOST/DB \
+             (postgresql:// too); no other database is supported"
+            .into()),
     }
 }
 
