@@ -126,6 +126,8 @@ impl Dispatcher {
                 *n
             };
             if let Some(previous) = probe {
+                // The open breaker holds the count; this failure adds one.
+                self.failures.lock().expect("failures lock").remove(id);
                 let cooldown =
                     (previous * 2).min(self.config.breaker_cooldown * MAX_COOLDOWN_FACTOR);
                 tracing::warn!(
@@ -134,7 +136,7 @@ impl Dispatcher {
                     "probe failed; circuit breaker open again"
                 );
                 self.metrics.breaker_changed(id.as_str(), "open");
-                let reopened = self.store.open_breaker(id, failures, cooldown, now).await;
+                let reopened = self.store.open_breaker(id, 1, cooldown, now).await;
                 if let Err(e) = &reopened {
                     tracing::warn!(processor_id = %id, error = %e, "circuit breaker not updated");
                 }

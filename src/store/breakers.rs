@@ -75,7 +75,10 @@ impl Store {
     }
 
     /// Opens `processor`'s breaker for `cooldown` after `failures`
-    /// consecutive failures (or opens it again after a failed probe).
+    /// consecutive failures, or opens it again after a failed probe
+    /// (`failures` 1). An open breaker's count grows by `failures`: it
+    /// counts every failure since the last delivery that went through,
+    /// those of a replica that opened it at the same time included.
     pub async fn open_breaker(
         &self,
         processor: &ProcessorId,
@@ -99,7 +102,8 @@ impl Store {
         .push(", ")
         .bind(cooldown.as_millis() as i64)
         .push(
-            ", null) on conflict (processor_id) do update set failures = excluded.failures, \
+            ", null) on conflict (processor_id) do update set \
+             failures = circuit_breakers.failures + excluded.failures, \
              retry_at = excluded.retry_at, cooldown_ms = excluded.cooldown_ms, probe_until = null",
         )
         .query()

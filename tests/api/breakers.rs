@@ -245,13 +245,16 @@ async fn a_failed_probe_spends_none_of_the_instructions_budget(db: TestDb) {
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
     let breaker_state = || async { breaker(&app, "fragile").await.unwrap().state() };
     assert_eq!(breaker_state().await, pb::circuit_breaker::State::Open);
-    // Each failed probe opens the breaker again, for twice as long.
-    // The budget spent stays at the first failure's one attempt.
-    for cooldown in [60, 120] {
+    // Each failed probe opens the breaker again, for twice as long, and
+    // counts one more failure. The budget spent stays at the first
+    // failure's one attempt.
+    for (cooldown, failures) in [(60, 2), (120, 3)] {
         clock.advance(Duration::from_secs(cooldown + 1));
         assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "a probe");
         assert_eq!(state().await, pb::InstructionState::Pending);
-        assert_eq!(breaker_state().await, pb::circuit_breaker::State::Open);
+        let open = breaker(&app, "fragile").await.unwrap();
+        assert_eq!(open.state(), pb::circuit_breaker::State::Open);
+        assert_eq!(open.failures, failures);
         let spent = db
             .texts("select cast(attempts_since_arm as text) from instructions")
             .await;
