@@ -16,6 +16,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -122,6 +123,14 @@ async fn no_such_path() -> Response {
     ))
 }
 
+/// A path's one parameter. One that is not UTF-8 once percent-decoded
+/// stands as U+FFFD, which no id matches: the call is refused as its gRPC
+/// method refuses a malformed id, in JSON and after its caller is
+/// checked, where axum's own rejection would be plain text before it.
+pub(super) fn param(path: Result<Path<String>, PathRejection>) -> String {
+    path.map_or_else(|_| char::REPLACEMENT_CHARACTER.to_string(), |Path(p)| p)
+}
+
 /// The JSON body as `T`; an empty body is `T`'s default.
 fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, tonic::Status> {
     json::from_body(bytes).map_err(tonic::Status::invalid_argument)
@@ -129,9 +138,10 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, to
 
 async fn acknowledge(
     State(shared): State<Shared>,
-    Path(instruction_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
+    let instruction_id = param(path);
     let answer = async {
         let request = call(&shared, request, |_| {
             Ok(pb::AcknowledgeInstructionRequest { instruction_id })
@@ -144,9 +154,10 @@ async fn acknowledge(
 
 async fn complete(
     State(shared): State<Shared>,
-    Path(instruction_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
+    let instruction_id = param(path);
     let answer = async {
         let request = call(&shared, request, |bytes| {
             json::complete_pb(body(&bytes)?, instruction_id).map_err(|v| ApiError::from(v).into())
@@ -180,9 +191,10 @@ async fn pull(State(shared): State<Shared>, request: Request) -> Response {
 
 async fn upload(
     State(shared): State<Shared>,
-    Path(instruction_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
+    let instruction_id = param(path);
     let answer = async {
         let request = call(&shared, request, |bytes| {
             json::upload_pb(body(&bytes)?, instruction_id).map_err(|v| ApiError::from(v).into())

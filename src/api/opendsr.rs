@@ -15,20 +15,21 @@
 //! fails the instruction, with their validation and idempotency (a repeat
 //! is harmless). A verified callback is answered 202. Every refusal is
 //! the HTTP callback API's JSON error (`code`, `message`), a body over
-//! `--max-message-size` too (400, `OUT_OF_RANGE`), and another method
-//! than POST is 405.
+//! `--max-message-size` too (400, `OUT_OF_RANGE`), a path that is not
+//! UTF-8 (404, as an unknown processor), and another method than POST is
+//! 405.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use super::http::{error_response, post_only};
+use super::http::{error_response, param, post_only};
 use super::instruction_service::InstructionApi;
 use crate::auth::Caller;
 use crate::dispatch::opendsr::{CallbackKeys, Refused};
@@ -68,11 +69,11 @@ pub fn router(callbacks: OpenDsrCallbacks, max_body: usize) -> Router {
 
 async fn callback(
     State(this): State<OpenDsrCallbacks>,
-    Path(processor_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Ok(id) = ProcessorId::parse(&processor_id) else {
+    let Ok(id) = ProcessorId::parse(&param(path)) else {
         return error_response(&tonic::Status::not_found("no such OpenDSR processor"));
     };
     let Ok(body) = body else {

@@ -122,6 +122,13 @@ async fn an_opendsr_processor_completes_by_signed_callback(db: TestDb) {
         callback(&app, &huge, None).await,
         refused(400, "OUT_OF_RANGE")
     );
+    let garbled = reqwest::Client::new()
+        .post(format!("http://{}/opendsr/callbacks/%FF", app.addr))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(garbled).await, refused(404, "NOT_FOUND"));
     let got = callback_as(&app, reqwest::Method::GET, b"", None).await;
     assert_eq!(got.headers()["allow"], "POST");
     assert_eq!(answer(got).await, refused(405, "UNIMPLEMENTED"));

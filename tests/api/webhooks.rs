@@ -384,6 +384,14 @@ async fn http_callback_api_refuses_like_grpc(db: TestDb) {
         assert_eq!(status, 404, "{path}: {error}");
         assert_eq!(error["code"], json!("NOT_FOUND"), "{path}");
     }
+    // An id that is not UTF-8 once decoded: refused as a malformed id,
+    // in JSON, after the caller.
+    let garbled = "/v1/instructions/%FF/acknowledge";
+    let (status, error) = post(&app, garbled, None, "{}").await;
+    assert_eq!(status, 401, "{error}");
+    let (status, error) = post(&app, garbled, Some(&token), "{}").await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(fields(&error), ["instruction_id"]);
 
     let (status, error) = post(&app, &complete, Some(&token), "{}").await;
     assert_eq!(status, 400, "{error}");
