@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
 use serde_json::{Value, json};
 
@@ -14,6 +15,7 @@ backends!(
     webhook_deliveries_are_signed_and_complete,
     accepted_then_completed_over_the_http_callback_api,
     retry_after_is_honoured_and_gone_is_fatal,
+    an_overdue_outcome_is_reminded_with_its_own_message_ids,
     the_secret_is_shown_once_and_rotates,
     http_callback_api_refuses_like_grpc,
     a_flood_on_the_callback_api_is_refused_in_json,
@@ -173,6 +175,43 @@ async fn accepted_then_completed_over_the_http_callback_api(db: TestDb) {
     );
     let record = record(&app, &req.request_id).await;
     assert_eq!(record.lines[0].sub_processors.len(), 1);
+    app.stop().await;
+}
+
+/// A webhook that accepted and owes its outcome is reminded when the
+/// outcome is overdue: each reminder a message of its own, the attempt's
+/// number then `_r1`, `_r2` (so a receiver that drops repeated message
+/// ids does not drop it), marked as a reminder; the first delivery was
+/// `<id>_1`.
+async fn an_overdue_outcome_is_reminded_with_its_own_message_ids(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let hook = FakeHook::start(HookReply::accepted()).await;
+    let mut processor = webhook_processor("slow-hook", &hook.url());
+    processor.completion_timeout = ms(3_600_000);
+    processor.max_reminders = Some(2);
+    register_hook(&app, processor).await;
+    let req = submit(&app, deletion("hook-dora@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "delivered");
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    for n in 1..=2 {
+        clock.advance(Duration::from_secs(3601));
+        assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "reminder {n}");
+        let reminded = wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+        assert_eq!(reminded.reminders, n);
+    }
+    let got = hook.received();
+    let ids: Vec<&str> = got.iter().map(|d| d.webhook_id.as_str()).collect();
+    let expected = [
+        format!("{id}_1"),
+        format!("{id}_2_r1"),
+        format!("{id}_3_r2"),
+    ];
+    assert_eq!(ids, expected);
+    let reminders: Vec<&Value> = got.iter().map(|d| &d.event["data"]["reminder"]).collect();
+    assert_eq!(reminders, [&json!(false), &json!(true), &json!(true)]);
+    assert!(got.iter().all(|d| d.instruction_id() == id));
     app.stop().await;
 }
 
