@@ -19,6 +19,11 @@ use super::Timestamp;
 use super::Violations;
 use super::violation::{check_line, check_text};
 
+/// How far ahead of this server's clock a record's `collected_at` may
+/// lie: a processor's clock may run ahead, or name a day by its start in
+/// a zone east of UTC. Further ahead is a mistake (a clock, or a unit).
+pub const COLLECTED_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
 /// The categories of personal information (CCPA 1798.140(v)(1)), as
 /// `DataRecord.category` names them; `other` needs a label.
 pub const CATEGORIES: &[&str] = &[

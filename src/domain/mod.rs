@@ -40,7 +40,7 @@ pub use actor::{Actor, PrincipalName};
 pub use adapter::{AdapterConfig, ProcessorTls};
 pub use calendar::Calendar;
 pub(crate) use country::is_country_code;
-pub use data_record::{CATEGORIES, DataRecord, Disclosures, check_records};
+pub use data_record::{CATEGORIES, COLLECTED_AHEAD, DataRecord, Disclosures, check_records};
 pub use deadline::{
     DeadlinePolicy, Deadlines, Extension, ExtensionRefused, ExtensionRule, Period, Regime,
     due_times, reply_due, reply_due_extended,

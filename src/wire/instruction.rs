@@ -9,8 +9,8 @@
 use super::enums::{ProtoEnum, optional, required};
 use super::{conclude, opt_timestamp, parse_timestamp, timestamp};
 use crate::domain::{
-    DataRecord, InstructionResult, InstructionSnapshot, InstructionView, SubProcessor, Violations,
-    check_records,
+    COLLECTED_AHEAD, DataRecord, InstructionResult, InstructionSnapshot, InstructionView,
+    SubProcessor, Violations, check_records,
 };
 use crate::pb;
 
@@ -101,15 +101,20 @@ pub fn upload_chunk(
 }
 
 /// Data records as sent, with a violation under `records[i].collected_at`
-/// for each time that does not convert (their other rules are checked
-/// with the result's, or the chunk's).
+/// for each time that does not convert or lies more than
+/// [`COLLECTED_AHEAD`] ahead of now (their other rules are checked with the
+/// result's, or the chunk's).
 fn data_records(records: Vec<pb::DataRecord>, v: &mut Violations) -> Vec<DataRecord> {
+    let latest = chrono::Utc::now() + COLLECTED_AHEAD;
     records
         .into_iter()
         .enumerate()
         .map(|(i, d)| {
             let at = format!("records[{i}].collected_at");
             let collected_at = v.take(&at, parse_timestamp(d.collected_at, "")).flatten();
+            if collected_at.is_some_and(|t| t > latest) {
+                v.add(at, "must not be more than a day after now");
+            }
             data_record(d, collected_at)
         })
         .collect()

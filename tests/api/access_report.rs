@@ -346,6 +346,25 @@ async fn a_processor_uploads_a_hundred_thousand_records_in_chunks(db: TestDb) {
         .await
         .unwrap_err();
     assert_eq!(violations(&refused), ["records[1].value"]);
+    // So is one collected more than a day from now: a clock or a unit
+    // gone wrong (a day ahead is a date east of UTC, or a clock ahead).
+    let mut ahead = chunk(&id, 100, 0, 2);
+    let now = chrono::Utc::now().timestamp();
+    ahead.records[0].collected_at = Some(prost_types::Timestamp {
+        seconds: now + 20 * 3600,
+        nanos: 0,
+    });
+    ahead.records[1].collected_at = Some(prost_types::Timestamp {
+        seconds: now + 3 * 24 * 3600,
+        nanos: 0,
+    });
+    let refused = app
+        .instructions
+        .clone()
+        .upload_data_records(authed(&token, tokio_stream::iter([ahead])))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&refused), ["records[1].collected_at"]);
 
     app.instructions
         .clone()
