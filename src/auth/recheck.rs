@@ -13,6 +13,11 @@
 //!   the stream `UNAUTHENTICATED`, a principal whose roles no longer allow
 //!   the method `PERMISSION_DENIED`.
 //!
+//! A client certificate is checked against the clock at the handshake
+//! only, so a caller it identifies is also ended `UNAUTHENTICATED` once
+//! the certificate's `notAfter` passes: a new connection needs a valid
+//! one.
+//!
 //! What the stream may show was decided with the caller's name and whether
 //! it sees every request (auditors and operators) or only its own: so the
 //! same principal with other roles that still allow the method goes on,
@@ -30,7 +35,7 @@ use tonic::Status;
 use super::Caller;
 use super::identify::{Authenticator, Credentials};
 use super::policy::{self, Allowed, Decision};
-use crate::tls::server::TlsConnectInfo;
+use crate::tls::server::{TlsConnectInfo, certificate_expiry};
 
 /// What a long call proved itself with, kept with it (in the request's
 /// extensions, for the methods [`policy::rechecked`] names) so that it
@@ -45,6 +50,9 @@ pub struct Recheck {
     /// A bearer JWT's `exp` (Unix seconds), read from the token the layer
     /// verified: after it, the token is verified again.
     expires: Option<i64>,
+    /// The client certificate's `notAfter` (Unix seconds), when the
+    /// certificate is the credential (no `authorization` header).
+    certificate_expires: Option<i64>,
     allowed: Allowed,
     caller: Option<Caller>,
 }
@@ -62,12 +70,21 @@ impl Recheck {
     ) -> Self {
         let (authorization, tls) = credentials;
         let expires = authorization.as_deref().and_then(jwt_expiry);
+        let certificate_expires = match (&authorization, &tls) {
+            (None, Some(tls)) => tls
+                .peer_certificates
+                .as_ref()
+                .and_then(|chain| chain.first())
+                .and_then(certificate_expiry),
+            _ => None,
+        };
         Self {
             auth,
             generation,
             authorization,
             tls,
             expires,
+            certificate_expires,
             allowed,
             caller,
         }
@@ -78,9 +95,13 @@ impl Recheck {
     /// with (see the module documentation).
     pub async fn still_allowed(&mut self) -> Result<(), Status> {
         let generation = self.auth.generation();
-        let expired = self
-            .expires
-            .is_some_and(|exp| chrono::Utc::now().timestamp() >= exp);
+        let now = chrono::Utc::now().timestamp();
+        if self.certificate_expires.is_some_and(|t| now > t) {
+            return Err(Status::unauthenticated(
+                "the client certificate has expired: connect again with a valid one",
+            ));
+        }
+        let expired = self.expires.is_some_and(|exp| now >= exp);
         if generation == self.generation && !expired {
             return Ok(());
         }

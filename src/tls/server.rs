@@ -331,6 +331,14 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// When a certificate stops being valid (its `notAfter`, Unix seconds);
+/// `None` if it does not parse.
+pub fn certificate_expiry(der: &CertificateDer<'_>) -> Option<i64> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// The common name and the DNS and URI subject alternative names of a
 /// certificate, for mapping it to a principal.
 pub fn certificate_names(der: &CertificateDer<'_>) -> (Option<String>, Vec<String>) {

@@ -75,18 +75,35 @@ impl Ca {
 
     /// A client certificate with common name `cn` and the URI SAN `san`.
     pub fn client(&self, cn: &str, san: Option<&str>) -> Issued {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        if let Some(san) = san {
-            params
-                .subject_alt_names
-                .push(SanType::URI(san.try_into().unwrap()));
-        }
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(client_params(cn, san))
+    }
+
+    /// A client certificate with common name `cn` that stops being valid
+    /// after `not_after` (Unix seconds).
+    pub fn client_until(&self, cn: &str, not_after: i64) -> Issued {
+        let mut params = client_params(cn, None);
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let at = |secs: i64| epoch + std::time::Duration::from_secs(secs as u64);
+        params.not_before = at(not_after - 3600);
+        params.not_after = at(not_after);
         self.issue(params)
     }
+}
+
+/// The parameters of a client certificate with common name `cn` and the
+/// URI SAN `san`.
+fn client_params(cn: &str, san: Option<&str>) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    if let Some(san) = san {
+        params
+            .subject_alt_names
+            .push(SanType::URI(san.try_into().unwrap()));
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params
 }
 
 impl Issued {

@@ -3,7 +3,8 @@
 //! is taken out of the auth file or its JWT expires, and with
 //! PERMISSION_DENIED once its principal no longer sees every request,
 //! though events would still come; a change that leaves it what it had
-//! does not end it.
+//! does not end it. A watch a client certificate opened ends when the
+//! certificate expires.
 
 use std::time::Duration;
 
@@ -12,14 +13,17 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 use super::credentials::{Signer, claims, jwt_app, now};
+use super::tls::{client_tls, install};
 use crate::backends;
-use crate::harness::app::{Bearer, harness_auth_file, token_hash};
+use crate::harness::app::{Bearer, Clients, harness_auth_file, tls_channel, token_hash};
+use crate::harness::pki::Ca;
 use crate::harness::*;
 
 backends!(
     a_watch_ends_when_its_token_is_taken_out,
     a_watch_ends_when_its_jwt_expires,
     a_watch_ends_when_its_principal_no_longer_sees_every_request,
+    a_watch_ends_when_its_client_certificate_expires,
 );
 
 /// A manual processor, which keeps the requests submitted to it open.
@@ -152,6 +156,59 @@ async fn a_watch_ends_when_its_principal_no_longer_sees_every_request(db: TestDb
     std::fs::write(app.auth_file(), harness_auth_file(&entry("submitter"))).unwrap();
     let end = end_of(stream).await;
     assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    app.stop().await;
+}
+
+async fn a_watch_ends_when_its_client_certificate_expires(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    install(dir.path(), &server_ca.server());
+    let client_ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca_file, &client_ca.pem).unwrap();
+    let auth_file = dir.path().join("auth.yaml");
+    let mapping = "client_certificates:\n  - common_name: short-lived\n    \
+                   principal: short-lived\n    roles: [auditor]\n";
+    std::fs::write(&auth_file, harness_auth_file(mapping)).unwrap();
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let harness = client_ca.client("harness-client", None);
+    let app = TestApp::spawn_tls(
+        &db,
+        |c| {
+            c.tls_cert = Some(cert.clone());
+            c.tls_key = Some(key.clone());
+            c.tls_client_ca = Some(client_ca_file.clone());
+            c.auth_file = Some(auth_file.clone());
+        },
+        client_tls(&server_ca, Some(&harness)),
+    )
+    .await;
+    manual_processor(&app).await;
+    let submitted = submit(&app, deletion("watched@example.com")).await;
+
+    // Valid at the handshake, for four more seconds.
+    let short = client_ca.client_until("short-lived", now() + 4);
+    let channel = tls_channel(app.addr, client_tls(&server_ca, Some(&short)))
+        .await
+        .expect("handshake");
+    let mut stream = Clients::new(channel, Bearer::default())
+        .requests
+        .clone()
+        .watch_request(pb::WatchRequestRequest {
+            request_id: submitted.request_id,
+            after_sequence: 0,
+        })
+        .await
+        .expect("the certificate's principal is an auditor")
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.r#type, pb::RequestEventType::Received as i32);
+    let end = end_of(stream).await;
+    assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    assert_eq!(
+        end.message(),
+        "the client certificate has expired: connect again with a valid one"
+    );
     app.stop().await;
 }
 
