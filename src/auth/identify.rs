@@ -53,7 +53,7 @@ impl Authenticator {
     /// Reads the auth file (`None`: the server authenticates no one but
     /// processors) and its JWKS.
     pub async fn load(store: Store, file: Option<PathBuf>) -> anyhow::Result<Self> {
-        let state = read(file.as_ref()).await?;
+        let state = read(file.as_ref(), None).await?;
         Ok(Self {
             store,
             file,
@@ -88,7 +88,7 @@ impl Authenticator {
             matches!(j.jwks, JwksSource::Url(_)) && state.fetched.elapsed() >= j.refresh
         });
         if digest(self.file.as_ref(), &state.config)? != state.digest {
-            let fresh = read(self.file.as_ref()).await?;
+            let fresh = read(self.file.as_ref(), Some(&state)).await?;
             *self.state.write().expect("auth state lock") = Arc::new(fresh);
         } else if let (true, Some(jwks)) = (due, &state.jwks) {
             // Due again at the next refresh whether or not this one works.
@@ -194,20 +194,35 @@ pub fn bearer(header: &str) -> Option<&str> {
 }
 
 /// Reads the auth file and its JWKS.
-async fn read(file: Option<&PathBuf>) -> anyhow::Result<State> {
+async fn read(file: Option<&PathBuf>, previous: Option<&State>) -> anyhow::Result<State> {
     let config = match file {
         Some(path) => AuthConfig::load(path)?,
         None => AuthConfig::default(),
     };
-    let jwks = match &config.jwt {
-        Some(j) => Some(Arc::new(Jwks::load(j.jwks.clone()).await?)),
-        None => None,
+    // The same JWKS URL keeps the set in use and its refresh times: a
+    // change elsewhere in the file fetches nothing, so an identity
+    // provider away at that moment takes no keys away.
+    let kept = previous.and_then(|p| match (&p.config.jwt, &config.jwt, &p.jwks) {
+        (Some(was), Some(is), Some(jwks))
+            if was.jwks == is.jwks && matches!(is.jwks, JwksSource::Url(_)) =>
+        {
+            Some((jwks.clone(), p.fetched))
+        }
+        _ => None,
+    });
+    let (jwks, fetched) = match (kept, &config.jwt) {
+        (Some((jwks, fetched)), _) => (Some(jwks), fetched),
+        (None, Some(j)) => (
+            Some(Arc::new(Jwks::load(j.jwks.clone()).await?)),
+            Instant::now(),
+        ),
+        (None, None) => (None, Instant::now()),
     };
     Ok(State {
         digest: digest(file, &config)?,
         config,
         jwks,
-        fetched: Instant::now(),
+        fetched,
     })
 }
 

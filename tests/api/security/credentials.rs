@@ -174,6 +174,9 @@ async fn serve_jwks(keys: std::sync::Arc<std::sync::Mutex<serde_json::Value>>) -
     format!("http://{addr}/jwks.json")
 }
 
+/// A token naming a key id the server does not hold fetches the set
+/// again; a change of the auth file that keeps the URL keeps the keys,
+/// even while the provider is away.
 async fn a_jwks_url_is_fetched_again_for_a_key_it_did_not_hold(db: TestDb) {
     let first = Signer::new("k1");
     let keys = std::sync::Arc::new(std::sync::Mutex::new(
@@ -185,7 +188,7 @@ async fn a_jwks_url_is_fetched_again_for_a_key_it_did_not_hold(db: TestDb) {
         &format!(
             "jwt:\n  jwks_url: {url}\n  issuer: https://idp.test\n  audience: dsr-orchestrator\n  refetch: 0s\n"
         ),
-        |_| {},
+        |c| c.reload_interval = Duration::from_millis(50),
     )
     .await;
     let token = first.sign("k1", claims("portal-jwt", &["auditor"]));
@@ -198,6 +201,31 @@ async fn a_jwks_url_is_fetched_again_for_a_key_it_did_not_hold(db: TestDb) {
     assert!(
         list_as(&app, &rotated).await.is_ok(),
         "the new key was fetched"
+    );
+
+    // The provider goes away (it answers no key set), and the auth file
+    // changes elsewhere: the server reads the file again but keeps the
+    // keys it holds for the same URL.
+    *keys.lock().unwrap() = serde_json::Value::Null;
+    let added = "a-token-added-while-the-provider-is-away";
+    let file = std::fs::read_to_string(app.auth_file()).unwrap();
+    let entry = format!(
+        "  - principal: added\n    sha256: {}\n    roles: [auditor]\n",
+        token_hash(added)
+    );
+    let file = file.replacen("tokens:\n", &format!("tokens:\n{entry}"), 1);
+    std::fs::write(app.auth_file(), file).unwrap();
+    let read = async {
+        while list_as(&app, added).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the server reads the file again");
+    assert!(
+        list_as(&app, &rotated).await.is_ok(),
+        "the keys held for the URL are kept"
     );
     app.stop().await;
 }
