@@ -91,9 +91,10 @@ impl InstructionApi {
                 match opened {
                     Ok(opened) => result.records = wire::data_records_pb(&opened),
                     // One instruction's records that do not open leave the
-                    // rest of the page readable.
+                    // rest of the page readable, and say so.
                     Err(StoreError::Sealed(why)) => {
-                        tracing::warn!(instruction_id = %i.id, %why, "data records do not open")
+                        tracing::warn!(instruction_id = %i.id, %why, "data records do not open");
+                        instruction.records_unreadable = true;
                     }
                     Err(e) => return Err(e.into()),
                 }

@@ -213,6 +213,7 @@ pub fn instruction(i: &InstructionView) -> pb::Instruction {
         summary: Some(instruction_summary(i)),
         access_scope: 0,
         lookback_start: None,
+        records_unreadable: false,
     }
 }
 

@@ -756,7 +756,8 @@ async fn a_cancelled_request_has_no_report(db: TestDb) {
 /// and opens each instruction's on its own: `billing`'s sealed records are
 /// replaced by `crm`'s, which are bound to `crm`'s row and do not open in
 /// `billing`'s. The page still comes back, `crm` with its records and
-/// `billing` with its result but none.
+/// `billing` with its result but none, marked as holding records that do
+/// not open.
 async fn a_page_of_instructions_shows_the_records_that_open(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let answer = Reply::Done(pb::InstructionResult {
@@ -804,6 +805,14 @@ async fn a_page_of_instructions_shows_the_records_that_open(db: TestDb) {
             records_of(&listed, &billing_id)
         ),
         (3, 0)
+    );
+    let unreadable = |id: &str| {
+        let line = listed.iter().find(|i| i.instruction_id == id).unwrap();
+        line.records_unreadable
+    };
+    assert_eq!(
+        (unreadable(&crm_id), unreadable(&billing_id)),
+        (false, true)
     );
     app.stop().await;
 }
