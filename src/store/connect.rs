@@ -295,7 +295,7 @@ impl Store {
         match backend {
             Backend::Sqlite => {
                 SQLITE_MIGRATIONS.run(&pool).await?;
-                warn_of_memory_statistics(&pool).await?;
+                warn_of_build_flags(&pool).await?;
             }
             Backend::Postgres => {
                 accept_reworded(&pool).await?;
@@ -347,28 +347,44 @@ impl Store {
     }
 }
 
-/// Warns when the SQLite linked in keeps memory statistics: a build made
-/// without this repository's `.cargo/config.toml` (see "SQLite: one
-/// writer" in `docs/design.md`), which serves the same, about a tenth
-/// slower.
-async fn warn_of_memory_statistics(pool: &sqlx::AnyPool) -> Result<(), StoreError> {
-    if keeps_memory_statistics(pool).await? {
+/// What a SQLite built without this repository's `.cargo/config.toml`
+/// lacks (see "SQLite: one writer" in `docs/design.md`): each compile
+/// option that is missing, and what the server does without it.
+const BUILD_FLAGS: &[(&str, &str)] = &[
+    (
+        "DEFAULT_MEMSTATUS=0",
+        "it keeps memory statistics, which serialise its connections' allocations \
+         (about a tenth slower)",
+    ),
+    (
+        "MAX_COMPOUND_SELECT=10000",
+        "it refuses compound SELECTs of more than 500 terms, so every claim fails \
+         once more than 500 push processors have free slots",
+    ),
+];
+
+/// Warns of each of [`BUILD_FLAGS`] the SQLite linked in was built without.
+async fn warn_of_build_flags(pool: &sqlx::AnyPool) -> Result<(), StoreError> {
+    for why in missing_build_flags(pool).await? {
         tracing::warn!(
-            "this build's SQLite keeps memory statistics, which serialise its \
-             connections' allocations; build from the repository's directory, \
-             where .cargo/config.toml turns them off"
+            "this build's SQLite lacks a setting of the repository's .cargo/config.toml: \
+             {why}; build from the repository's directory"
         );
     }
     Ok(())
 }
 
-/// Whether the SQLite behind `pool` was compiled with its memory
-/// statistics on (without `SQLITE_DEFAULT_MEMSTATUS=0`).
-async fn keeps_memory_statistics(pool: &sqlx::AnyPool) -> Result<bool, StoreError> {
+/// What the SQLite behind `pool` does without each of [`BUILD_FLAGS`] it
+/// was compiled without.
+async fn missing_build_flags(pool: &sqlx::AnyPool) -> Result<Vec<&'static str>, StoreError> {
     let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
         .fetch_all(pool)
         .await?;
-    Ok(!options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"))
+    Ok(BUILD_FLAGS
+        .iter()
+        .filter(|(flag, _)| !options.iter().any(|o| o == flag))
+        .map(|(_, why)| *why)
+        .collect())
 }
 
 #[cfg(test)]

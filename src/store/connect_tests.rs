@@ -106,13 +106,15 @@ async fn a_second_process_on_one_sqlite_file_is_refused() {
         .expect("free again");
 }
 
-/// SQLite is compiled (`.cargo/config.toml`) without its memory
-/// statistics, which put every allocation of every connection behind one
-/// process-wide mutex; a build that lost the setting fails here rather
-/// than quietly carrying less.
+/// SQLite is compiled with `.cargo/config.toml`'s flags: without its
+/// memory statistics, which put every allocation of every connection
+/// behind one process-wide mutex, and with room for a claim's compound
+/// SELECT over many processors; a build that lost them fails here rather
+/// than quietly carrying less, and the server warns at startup.
 #[tokio::test]
-async fn sqlite_is_built_without_memory_statistics() {
+async fn sqlite_is_built_with_the_repositorys_flags() {
     let (_dir, store) = testing::sqlite().await;
-    assert!(!keeps_memory_statistics(&store.pool).await.unwrap());
+    let missing = missing_build_flags(&store.pool).await.unwrap();
+    assert!(missing.is_empty(), "{missing:?}");
     store.close().await;
 }
