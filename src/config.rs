@@ -63,7 +63,7 @@ pub struct Config {
 
     /// Database URL: `sqlite://FILE` (embedded, one process) or
     /// `postgres://USER@HOST/DB`. The SQLite file is created if missing.
-    #[arg(long, env = "DSR_DATABASE_URL", default_value = "sqlite://dsr.db", value_parser = database_url)]
+    #[arg(long, env = "DSR_DATABASE_URL", default_value = "sqlite://dsr.db")]
     pub database_url: String,
 
     /// YAML file of processors to upsert at startup (see README, "Processors file").
@@ -171,7 +171,7 @@ pub struct Config {
     /// fragment: OpenDSR processors are given
     /// `<URL>/opendsr/callbacks/<processor_id>` for their status callbacks.
     /// Unset: they are polled only.
-    #[arg(long, env = "DSR_PUBLIC_URL", value_parser = public_url)]
+    #[arg(long, env = "DSR_PUBLIC_URL")]
     pub public_url: Option<String>,
 
     /// Largest message taken or sent, in bytes (the largest valid one fits).
@@ -258,6 +258,21 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 impl Config {
+    /// Checks what clap cannot without printing it: the database URL and
+    /// the public URL, which may hold a password (clap's refusal quotes
+    /// the value). Refusals name the setting, never its value; the public
+    /// URL is kept without a trailing `/`.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        database_url(&self.database_url)
+            .map_err(|why| anyhow::anyhow!("--database-url (DSR_DATABASE_URL): {why}"))?;
+        if let Some(url) = &self.public_url {
+            let url = public_url(url)
+                .map_err(|why| anyhow::anyhow!("--public-url (DSR_PUBLIC_URL): {why}"))?;
+            self.public_url = Some(url);
+        }
+        Ok(())
+    }
+
     /// Pool settings.
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {

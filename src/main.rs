@@ -15,7 +15,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    let config = Config::parse();
+    let mut config = Config::parse();
+    if let Err(e) = config.check() {
+        eprintln!("dsr-orchestrator: {e:#}");
+        std::process::exit(2);
+    }
     let telemetry = match dsr_orchestrator::telemetry::init(config.log_format) {
         Ok(t) => t,
         Err(e) => {

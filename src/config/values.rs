@@ -9,8 +9,10 @@ pub(super) fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
-/// How often something is done again: a duration above zero and at most a
-/// day (a zero period cannot tick, and timers multiply it).
+/// A duration above zero and at most a day: how often something is done
+/// again (a zero period cannot tick, and timers multiply it), or how long
+/// to wait for something (no wait at all would fail whenever it is not
+/// there at once).
 pub(super) fn interval(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if !d.is_zero() && d <= Duration::from_secs(24 * 3600) => Ok(d),
@@ -45,9 +47,11 @@ pub(super) fn at_least_one_call(s: &str) -> Result<f64, String> {
 
 /// An `http://` or `https://` URL with a host, without user information
 /// (it is handed to every OpenDSR processor, so a password in it would be
-/// too), query or fragment.
+/// too), query or fragment. Checked after parsing ([`super::Config::check`]),
+/// not by clap, whose refusal would print the value, password and all.
 pub(super) fn public_url(s: &str) -> Result<String, String> {
-    let uri: http::Uri = s.parse().map_err(|e| format!("{e}"))?;
+    let refused = || "must be an http:// or https:// URL with a host, without user information, query or fragment";
+    let uri: http::Uri = s.parse().map_err(|_| refused())?;
     let ok = matches!(uri.scheme_str(), Some("http" | "https"))
         && uri.host().is_some_and(|h| !h.is_empty())
         && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
@@ -56,20 +60,20 @@ pub(super) fn public_url(s: &str) -> Result<String, String> {
     if ok {
         Ok(s.trim_end_matches('/').to_string())
     } else {
-        Err("must be an http:// or https:// URL with a host, without user information, query or fragment".into())
+        Err(refused().into())
     }
 }
 
 /// A database URL the server can keep its state in: PostgreSQL, or a
 /// SQLite file (an in-memory SQLite database would be one database per
-/// pooled connection, and gone at exit).
-pub(super) fn database_url(s: &str) -> Result<String, String> {
-    match crate::store::Backend::from_url(s) {
-        Some(crate::store::Backend::Postgres) => Ok(s.to_string()),
-        Some(crate::store::Backend::Sqlite) if crate::store::sqlite_file(s).is_some() => {
-            Ok(s.to_string())
-        }
-        Some(crate::store::Backend::Sqlite) => {
+/// pooled connection, and gone at exit). Checked after parsing, as
+/// [`public_url`] is: the URL may hold a password.
+pub(super) fn database_url(s: &str) -> Result<(), String> {
+    use crate::store::{Backend, sqlite_file};
+    match Backend::from_url(s) {
+        Some(Backend::Postgres) => Ok(()),
+        Some(Backend::Sqlite) if sqlite_file(s).is_some() => Ok(()),
+        Some(Backend::Sqlite) => {
             Err("SQLite needs a file: sqlite://FILE (e.g. sqlite://dsr.db)".into())
         }
         None => Err("must be sqlite://FILE or postgres://USER@HOST/DB \

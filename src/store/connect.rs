@@ -150,8 +150,9 @@ pub(super) fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or("");
-    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path.contains(":memory:") || query.split('&').any(|p| p == "mode=memory");
+    (!path.is_empty() && !in_memory).then(|| PathBuf::from(path))
 }
 
 /// A database URL with its password, if it has one, shown as `***`: for

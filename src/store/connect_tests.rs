@@ -30,6 +30,10 @@ fn sqlite_paths() {
         Some(PathBuf::from("/var/lib/dsr/dsr.db"))
     );
     assert_eq!(sqlite_path("sqlite::memory:"), None);
+    assert_eq!(
+        sqlite_path("sqlite://dsr.db?cache=shared&mode=memory"),
+        None
+    );
 }
 
 #[tokio::test]
