@@ -350,15 +350,18 @@ impl Store {
 
 /// What a SQLite built without this repository's `.cargo/config.toml`
 /// lacks (see "SQLite: one writer" in `docs/design.md`): each compile
-/// option that is missing, and what the server does without it.
-const BUILD_FLAGS: &[(&str, &str)] = &[
+/// option (its name and the least value it needs), and what the server
+/// does without it.
+const BUILD_FLAGS: &[(&str, u64, &str)] = &[
     (
-        "DEFAULT_MEMSTATUS=0",
+        "DEFAULT_MEMSTATUS",
+        0,
         "it keeps memory statistics, which serialise its connections' allocations \
          (about a tenth slower)",
     ),
     (
-        "MAX_COMPOUND_SELECT=10000",
+        "MAX_COMPOUND_SELECT",
+        10_000,
         "it refuses compound SELECTs of more than 500 terms, so every claim fails \
          once more than 500 push processors have free slots",
     ),
@@ -376,15 +379,26 @@ async fn warn_of_build_flags(pool: &sqlx::AnyPool) -> Result<(), StoreError> {
 }
 
 /// What the SQLite behind `pool` does without each of [`BUILD_FLAGS`] it
-/// was compiled without.
+/// was compiled without: `DEFAULT_MEMSTATUS` must be 0 (its default is
+/// 1), a limit at least the value given.
 async fn missing_build_flags(pool: &sqlx::AnyPool) -> Result<Vec<&'static str>, StoreError> {
     let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
         .fetch_all(pool)
         .await?;
+    let value = |name: &str| {
+        options.iter().find_map(|o| {
+            let (n, v) = o.split_once('=')?;
+            (n == name).then(|| v.parse::<u64>().ok()).flatten()
+        })
+    };
     Ok(BUILD_FLAGS
         .iter()
-        .filter(|(flag, _)| !options.iter().any(|o| o == flag))
-        .map(|(_, why)| *why)
+        .filter(|(name, wanted, _)| match value(name) {
+            Some(v) if *wanted == 0 => v != 0,
+            Some(v) => v < *wanted,
+            None => true,
+        })
+        .map(|(_, _, why)| *why)
         .collect())
 }
 
