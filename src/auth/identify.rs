@@ -16,7 +16,7 @@ use super::Caller;
 use super::config::{AuthConfig, CertMatch, JwksSource};
 use super::jwt::Jwks;
 use crate::store::Store;
-use crate::tls::server::{TlsConnectInfo, certificate_names};
+use crate::tls::server::{TlsConnectInfo, certificate_facts};
 
 /// The credentials a call may carry.
 pub struct Credentials<'a> {
@@ -167,10 +167,18 @@ impl Authenticator {
             .and_then(|t| t.peer_certificates.as_ref())
             .and_then(|chain| chain.first())
         {
-            let (common_name, sans) = certificate_names(leaf);
+            // The handshake checked the validity period once; a
+            // connection may outlive it, and no call is taken after it.
+            let facts = certificate_facts(leaf);
+            if facts
+                .not_after
+                .is_some_and(|t| chrono::Utc::now().timestamp() > t)
+            {
+                return Err(Status::unauthenticated(CERTIFICATE_EXPIRED));
+            }
             let found = state.config.certificates.iter().find(|(m, _)| match m {
-                CertMatch::CommonName(cn) => common_name.as_ref() == Some(cn),
-                CertMatch::San(san) => sans.contains(san),
+                CertMatch::CommonName(cn) => facts.common_name.as_ref() == Some(cn),
+                CertMatch::San(san) => facts.sans.contains(san),
             });
             return match found {
                 Some((_, principal)) => Ok(Some(Caller::Principal(principal.clone()))),
@@ -186,6 +194,11 @@ impl Authenticator {
     }
 }
 
+/// Why a call on a connection whose client certificate has expired since
+/// its handshake is refused.
+pub const CERTIFICATE_EXPIRED: &str =
+    "the client certificate has expired: connect again with a valid one";
+
 /// The token of `Bearer <token>`, the scheme in any case (RFC 7235).
 pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
@@ -193,7 +206,8 @@ pub fn bearer(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Reads the auth file and its JWKS.
+/// Reads the auth file and its JWKS: the key set of `previous` when it
+/// names the same JWKS URL (fetching nothing), otherwise a new one.
 async fn read(file: Option<&PathBuf>, previous: Option<&State>) -> anyhow::Result<State> {
     let config = match file {
         Some(path) => AuthConfig::load(path)?,

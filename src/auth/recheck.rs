@@ -13,10 +13,9 @@
 //!   the stream `UNAUTHENTICATED`, a principal whose roles no longer allow
 //!   the method `PERMISSION_DENIED`.
 //!
-//! A client certificate is checked against the clock at the handshake
-//! only, so a caller it identifies is also ended `UNAUTHENTICATED` once
-//! the certificate's `notAfter` passes: a new connection needs a valid
-//! one.
+//! A client certificate's `notAfter` counts as a JWT's `exp`: once it
+//! passes, the caller is identified again, which refuses an expired
+//! certificate (`UNAUTHENTICATED`: a new connection needs a valid one).
 //!
 //! What the stream may show was decided with the caller's name and whether
 //! it sees every request (auditors and operators) or only its own: so the
@@ -35,7 +34,7 @@ use tonic::Status;
 use super::Caller;
 use super::identify::{Authenticator, Credentials};
 use super::policy::{self, Allowed, Decision};
-use crate::tls::server::{TlsConnectInfo, certificate_expiry};
+use crate::tls::server::{TlsConnectInfo, certificate_facts};
 
 /// What a long call proved itself with, kept with it (in the request's
 /// extensions, for the methods [`policy::rechecked`] names) so that it
@@ -51,7 +50,8 @@ pub struct Recheck {
     /// verified: after it, the token is verified again.
     expires: Option<i64>,
     /// The client certificate's `notAfter` (Unix seconds), when the
-    /// certificate is the credential (no `authorization` header).
+    /// certificate is the credential (no `authorization` header): after
+    /// it, the caller is identified again.
     certificate_expires: Option<i64>,
     allowed: Allowed,
     caller: Option<Caller>,
@@ -75,7 +75,7 @@ impl Recheck {
                 .peer_certificates
                 .as_ref()
                 .and_then(|chain| chain.first())
-                .and_then(certificate_expiry),
+                .and_then(|leaf| certificate_facts(leaf).not_after),
             _ => None,
         };
         Self {
@@ -96,12 +96,8 @@ impl Recheck {
     pub async fn still_allowed(&mut self) -> Result<(), Status> {
         let generation = self.auth.generation();
         let now = chrono::Utc::now().timestamp();
-        if self.certificate_expires.is_some_and(|t| now > t) {
-            return Err(Status::unauthenticated(
-                "the client certificate has expired: connect again with a valid one",
-            ));
-        }
-        let expired = self.expires.is_some_and(|exp| now >= exp);
+        let expired = self.expires.is_some_and(|exp| now >= exp)
+            || self.certificate_expires.is_some_and(|t| now > t);
         if generation == self.generation && !expired {
             return Ok(());
         }

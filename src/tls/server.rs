@@ -331,20 +331,23 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// When a certificate stops being valid (its `notAfter`, Unix seconds);
-/// `None` if it does not parse.
-pub fn certificate_expiry(der: &CertificateDer<'_>) -> Option<i64> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
-    Some(cert.validity().not_after.timestamp())
+/// What a client certificate says about its holder: its names, for
+/// mapping it to a principal, and when it stops being valid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// The subject's common name.
+    pub common_name: Option<String>,
+    /// The DNS and URI subject alternative names.
+    pub sans: Vec<String>,
+    /// `notAfter`, Unix seconds (`None` if the certificate does not parse).
+    pub not_after: Option<i64>,
 }
 
-/// The common name and the DNS and URI subject alternative names of a
-/// certificate, for mapping it to a principal.
-pub fn certificate_names(der: &CertificateDer<'_>) -> (Option<String>, Vec<String>) {
+/// The [`CertificateFacts`] of a certificate: none if it does not parse.
+pub fn certificate_facts(der: &CertificateDer<'_>) -> CertificateFacts {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
-        return (None, Vec::new());
+        return CertificateFacts::default();
     };
     let common_name = cert
         .subject()
@@ -367,5 +370,9 @@ pub fn certificate_names(der: &CertificateDer<'_>) -> (Option<String>, Vec<Strin
                 .collect()
         })
         .unwrap_or_default();
-    (common_name, sans)
+    CertificateFacts {
+        common_name,
+        sans,
+        not_after: Some(cert.validity().not_after.timestamp()),
+    }
 }

@@ -15,7 +15,9 @@ use tonic::Code;
 use super::credentials::{Signer, claims, jwt_app, now};
 use super::tls::{client_tls, install};
 use crate::backends;
-use crate::harness::app::{Bearer, Clients, harness_auth_file, tls_channel, token_hash};
+use crate::harness::app::{
+    Bearer, Clients, HARNESS_TOKEN, harness_auth_file, tls_channel, token_hash,
+};
 use crate::harness::pki::Ca;
 use crate::harness::*;
 
@@ -191,7 +193,8 @@ async fn a_watch_ends_when_its_client_certificate_expires(db: TestDb) {
     let channel = tls_channel(app.addr, client_tls(&server_ca, Some(&short)))
         .await
         .expect("handshake");
-    let mut stream = Clients::new(channel, Bearer::default())
+    let as_certificate = Clients::new(channel.clone(), Bearer::default());
+    let mut stream = as_certificate
         .requests
         .clone()
         .watch_request(pb::WatchRequestRequest {
@@ -205,10 +208,26 @@ async fn a_watch_ends_when_its_client_certificate_expires(db: TestDb) {
     assert_eq!(first.r#type, pb::RequestEventType::Received as i32);
     let end = end_of(stream).await;
     assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    let expired = "the client certificate has expired: connect again with a valid one";
+    assert_eq!(end.message(), expired);
+    // The connection outlives the certificate, but takes no other call on
+    // it; a token on the same connection is the credential instead.
+    let refused = as_certificate
+        .requests
+        .clone()
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(
-        end.message(),
-        "the client certificate has expired: connect again with a valid one"
+        (refused.code(), refused.message()),
+        (Code::Unauthenticated, expired)
     );
+    Clients::new(channel, Bearer::token(HARNESS_TOKEN))
+        .requests
+        .clone()
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .expect("the token, not the certificate, proves the caller");
     app.stop().await;
 }
 
