@@ -119,12 +119,6 @@ impl Dispatcher {
         let id = &p.spec.id;
         let now = self.clock.now();
         let written = if failed {
-            let failures = {
-                let mut counts = self.failures.lock().expect("failures lock");
-                let n = counts.entry(id.clone()).or_default();
-                *n += 1;
-                *n
-            };
             if let Some(previous) = probe {
                 // The open breaker holds the count; this failure adds one.
                 self.failures.lock().expect("failures lock").remove(id);
@@ -141,7 +135,14 @@ impl Dispatcher {
                     tracing::warn!(processor_id = %id, error = %e, "circuit breaker not updated");
                 }
                 return reopened.is_ok();
-            } else if failures >= threshold {
+            }
+            let failures = {
+                let mut counts = self.failures.lock().expect("failures lock");
+                let n = counts.entry(id.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            if failures >= threshold {
                 self.failures.lock().expect("failures lock").remove(id);
                 tracing::warn!(
                     processor_id = %id,

@@ -78,7 +78,10 @@ impl Store {
     /// consecutive failures, or opens it again after a failed probe
     /// (`failures` 1). An open breaker's count grows by `failures`: it
     /// counts every failure since the last delivery that went through,
-    /// those of a replica that opened it at the same time included.
+    /// those a replica counted while it was open included (deliveries
+    /// sent before it opened, another replica's). Its cool-down and the
+    /// time of its next probe only ever grow while it is open, so such a
+    /// late count does not undo a probe's doubled cool-down.
     pub async fn open_breaker(
         &self,
         processor: &ProcessorId,
@@ -103,9 +106,20 @@ impl Store {
         .bind(cooldown.as_millis() as i64)
         .push(
             ", null) on conflict (processor_id) do update set \
-             failures = circuit_breakers.failures + excluded.failures, \
-             retry_at = excluded.retry_at, cooldown_ms = excluded.cooldown_ms, probe_until = null",
+             failures = circuit_breakers.failures + excluded.failures, ",
         )
+        .push(match self.backend {
+            // Two-argument max() is SQLite's scalar maximum.
+            super::Backend::Sqlite => {
+                "retry_at = max(circuit_breakers.retry_at, excluded.retry_at), \
+                 cooldown_ms = max(circuit_breakers.cooldown_ms, excluded.cooldown_ms), "
+            }
+            super::Backend::Postgres => {
+                "retry_at = greatest(circuit_breakers.retry_at, excluded.retry_at), \
+                 cooldown_ms = greatest(circuit_breakers.cooldown_ms, excluded.cooldown_ms), "
+            }
+        })
+        .push("probe_until = null")
         .query()
         .execute(&mut *tx)
         .await?;
