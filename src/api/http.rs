@@ -123,12 +123,21 @@ async fn no_such_path() -> Response {
     ))
 }
 
-/// A path's one parameter. One that is not UTF-8 once percent-decoded
-/// stands as U+FFFD, which no id matches: the call is refused as its gRPC
-/// method refuses a malformed id, in JSON and after its caller is
-/// checked, where axum's own rejection would be plain text before it.
-pub(super) fn param(path: Result<Path<String>, PathRejection>) -> String {
-    path.map_or_else(|_| char::REPLACEMENT_CHARACTER.to_string(), |Path(p)| p)
+/// A path's one parameter. One that does not decode (not UTF-8 once
+/// percent-decoded) stands as U+FFFD, which no id matches: the call is
+/// refused as its gRPC method refuses a malformed id, in JSON and after
+/// its caller is checked, where axum's own rejection would be plain text
+/// before it. A route without the parameter is a bug of ours: axum's 500.
+pub(super) fn param(
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, Box<PathRejection>> {
+    match path {
+        Ok(Path(p)) => Ok(p),
+        Err(PathRejection::FailedToDeserializePathParams(_)) => {
+            Ok(char::REPLACEMENT_CHARACTER.to_string())
+        }
+        Err(other) => Err(Box::new(other)),
+    }
 }
 
 /// The JSON body as `T`; an empty body is `T`'s default.
@@ -141,7 +150,10 @@ async fn acknowledge(
     path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
-    let instruction_id = param(path);
+    let instruction_id = match param(path) {
+        Ok(id) => id,
+        Err(bug) => return bug.into_response(),
+    };
     let answer = async {
         let request = call(&shared, request, |_| {
             Ok(pb::AcknowledgeInstructionRequest { instruction_id })
@@ -157,7 +169,10 @@ async fn complete(
     path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
-    let instruction_id = param(path);
+    let instruction_id = match param(path) {
+        Ok(id) => id,
+        Err(bug) => return bug.into_response(),
+    };
     let answer = async {
         let request = call(&shared, request, |bytes| {
             json::complete_pb(body(&bytes)?, instruction_id).map_err(|v| ApiError::from(v).into())
@@ -194,7 +209,10 @@ async fn upload(
     path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
-    let instruction_id = param(path);
+    let instruction_id = match param(path) {
+        Ok(id) => id,
+        Err(bug) => return bug.into_response(),
+    };
     let answer = async {
         let request = call(&shared, request, |bytes| {
             json::upload_pb(body(&bytes)?, instruction_id).map_err(|v| ApiError::from(v).into())

@@ -73,7 +73,11 @@ async fn callback(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Ok(id) = ProcessorId::parse(&param(path)) else {
+    let processor_id = match param(path) {
+        Ok(id) => id,
+        Err(bug) => return bug.into_response(),
+    };
+    let Ok(id) = ProcessorId::parse(&processor_id) else {
         return error_response(&tonic::Status::not_found("no such OpenDSR processor"));
     };
     let Ok(body) = body else {
