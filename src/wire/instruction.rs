@@ -103,7 +103,10 @@ pub fn upload_chunk(
 /// Data records as sent, with a violation under `records[i].collected_at`
 /// for each time that does not convert or lies more than
 /// [`COLLECTED_AHEAD`] ahead of now (their other rules are checked with the
-/// result's, or the chunk's).
+/// result's, or the chunk's). "Now" is the wall clock, not the service's
+/// clock: the rule catches a processor's clock or unit gone wrong, and a
+/// processor's clock is a wall clock (with a day's room, a test's clock
+/// never meets it).
 fn data_records(records: Vec<pb::DataRecord>, v: &mut Violations) -> Vec<DataRecord> {
     let latest = chrono::Utc::now() + COLLECTED_AHEAD;
     records
@@ -113,7 +116,8 @@ fn data_records(records: Vec<pb::DataRecord>, v: &mut Violations) -> Vec<DataRec
             let at = format!("records[{i}].collected_at");
             let collected_at = v.take(&at, parse_timestamp(d.collected_at, "")).flatten();
             if collected_at.is_some_and(|t| t > latest) {
-                v.add(at, "must not be more than a day after now");
+                let hours = COLLECTED_AHEAD.num_hours();
+                v.add(at, format!("must not be more than {hours} hours after now"));
             }
             data_record(d, collected_at)
         })
@@ -388,6 +392,16 @@ pub(super) mod tests {
                 completed_with_records,
                 |r| r.outcome = pb::Outcome::NoData as i32,
                 &["records"],
+            ),
+            // A result's records (a callback's, a push processor's) are
+            // held to the same clock as uploaded ones.
+            (
+                completed_with_records,
+                |r| {
+                    let ahead = chrono::Utc::now() + chrono::TimeDelta::days(2);
+                    r.records[0].collected_at = Some(timestamp(ahead));
+                },
+                &["records[0].collected_at"],
             ),
         ];
         for (base, edit, expected) in cases {
