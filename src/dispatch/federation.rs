@@ -12,8 +12,10 @@
 //! `poll_interval`, asks `GetRequest`); once it closes, its completion
 //! record becomes this instruction's outcome ([`result_of_record`]) and
 //! its processor lines this line's sub-processors, so the upstream record
-//! shows the whole chain (CCPA 1798.105(c)(3)). A cancel notice cancels
-//! the downstream request.
+//! shows the whole chain (CCPA 1798.105(c)(3)), and for an access request
+//! the data its processors returned comes up with it
+//! ([`super::federation_data`]). A cancel notice cancels the downstream
+//! request.
 //!
 //! We authenticate downstream with a bearer token read from a file at each
 //! call (so a rotated Secret is used at once), with a client certificate,
@@ -24,6 +26,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, Protocol, local};
+use super::federation_data;
 use super::grpc::{Channels, call_to, classify};
 use crate::domain::{InstructionId, is_country_code};
 use crate::pb;
@@ -146,13 +149,26 @@ impl Adapter for FederationAdapter {
         if !closed.contains(&downstream.status) {
             return Ok(Answer::Accepted);
         }
-        let asked = pb::GetCompletionRecordRequest { request_id: id };
+        let asked = pb::GetCompletionRecordRequest {
+            request_id: id.clone(),
+        };
         let record = client
             .get_completion_record(call(&endpoint, asked)?)
             .await
             .map_err(|s| classify(&s))?
             .into_inner();
-        answer_of_record(&record)
+        let records = if federation_data::to_carry(&delivery, &record)? {
+            let asked = pb::GetAccessReportRequest { request_id: id };
+            let report = client
+                .get_access_report(call(&endpoint, asked)?)
+                .await
+                .map_err(|s| classify(&s))?
+                .into_inner();
+            federation_data::pieces(report).await?
+        } else {
+            Vec::new()
+        };
+        answer_of_record(&record, records)
     }
 
     async fn cancel(
@@ -180,10 +196,18 @@ impl Adapter for FederationAdapter {
 }
 
 /// The answer a closed downstream request's completion record gives: its
-/// [`result_of_record`], or `INVALID_RESULT` (for good) when that is not a
+/// [`result_of_record`] with the data `records` brought up from it (see
+/// [`federation_data`]), or `INVALID_RESULT` (for good) when that is not a
 /// valid result.
-pub fn answer_of_record(record: &pb::CompletionRecord) -> Result<Answer, DeliveryError> {
-    wire::instruction_result(Some(result_of_record(record)))
+pub fn answer_of_record(
+    record: &pb::CompletionRecord,
+    records: Vec<pb::DataRecord>,
+) -> Result<Answer, DeliveryError> {
+    let result = pb::InstructionResult {
+        records,
+        ..result_of_record(record)
+    };
+    wire::instruction_result(Some(result))
         .map(Answer::Done)
         .map_err(|v| {
             let why = format!("the downstream completion record makes no valid result: {v}");
@@ -290,99 +314,5 @@ fn clip(text: String) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pb::InstructionState as S;
-
-    fn line(id: &str, state: S) -> pb::ProcessorLine {
-        pb::ProcessorLine {
-            processor_id: id.into(),
-            display_name: format!("{id} Ltd"),
-            country: "JP".into(),
-            state: state as i32,
-            ..pb::ProcessorLine::default()
-        }
-    }
-
-    fn record(outcome: pb::OverallOutcome, lines: Vec<pb::ProcessorLine>) -> pb::CompletionRecord {
-        pb::CompletionRecord {
-            outcome: outcome as i32,
-            lines,
-            ..pb::CompletionRecord::default()
-        }
-    }
-
-    #[test]
-    fn outcomes_follow_the_downstream_lines() {
-        use pb::OverallOutcome as O;
-        let done = record(
-            O::Fulfilled,
-            vec![line("a", S::Completed), line("b", S::NoData)],
-        );
-        assert_eq!(
-            result_of_record(&done).outcome,
-            pb::Outcome::Completed as i32
-        );
-        let none = record(O::Fulfilled, vec![line("a", S::NoData)]);
-        assert_eq!(result_of_record(&none).outcome, pb::Outcome::NoData as i32);
-        let mut kept = line("b", S::Denied);
-        kept.exception = pb::DeletionException::CcpaLegalObligation as i32;
-        kept.explanation = "tax records kept 7 years".into();
-        let partial = record(O::PartiallyFulfilled, vec![line("a", S::Completed), kept]);
-        let r = result_of_record(&partial);
-        assert_eq!(r.outcome, pb::Outcome::Denied as i32);
-        assert_eq!(
-            r.exception,
-            pb::DeletionException::CcpaLegalObligation as i32
-        );
-        assert_eq!(
-            r.explanation,
-            "b: DELETION_EXCEPTION_CCPA_LEGAL_OBLIGATION: tax records kept 7 years"
-        );
-        let mut broken = line("c", S::Failed);
-        broken.reason = "disk full".into();
-        let failed = record(O::PartiallyFulfilled, vec![line("a", S::Completed), broken]);
-        let r = result_of_record(&failed);
-        assert_eq!(r.outcome, pb::Outcome::Failed as i32);
-        assert_eq!(r.reason, "downstream processors failed: c: disk full");
-        let cancelled = record(O::Cancelled, vec![line("a", S::Cancelled)]);
-        assert_eq!(
-            result_of_record(&cancelled).outcome,
-            pb::Outcome::Failed as i32
-        );
-    }
-
-    #[test]
-    fn the_chain_becomes_sub_processors_once_each() {
-        let mut a = line("a", S::Completed);
-        a.sub_processors = vec![pb::SubProcessor {
-            name: "b Ltd".into(),
-            country: "JP".into(),
-        }];
-        let r = result_of_record(&record(
-            pb::OverallOutcome::Fulfilled,
-            vec![a, line("b", S::Completed)],
-        ));
-        let names: Vec<&str> = r.sub_processors.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["a Ltd", "b Ltd"]);
-        assert!(wire::instruction_result(Some(r)).is_ok());
-    }
-
-    #[test]
-    fn a_country_not_taken_here_becomes_unknown() {
-        let mut a = line("a", S::Completed);
-        a.country = "UK".into();
-        a.sub_processors = vec![pb::SubProcessor {
-            name: "Archive GmbH".into(),
-            country: "DE".into(),
-        }];
-        let r = result_of_record(&record(pb::OverallOutcome::Fulfilled, vec![a]));
-        let countries: Vec<&str> = r
-            .sub_processors
-            .iter()
-            .map(|s| s.country.as_str())
-            .collect();
-        assert_eq!(countries, ["", "DE"]);
-        assert!(wire::instruction_result(Some(r)).is_ok());
-    }
-}
+#[path = "federation_tests.rs"]
+mod tests;

@@ -55,6 +55,7 @@ pub mod concurrency;
 mod deliver;
 pub mod destination;
 pub mod federation;
+pub mod federation_data;
 pub mod grpc;
 mod http_clients;
 pub mod lookup;

@@ -50,7 +50,9 @@ pub use fan_out::fan_out;
 pub use ids::{InstructionId, ProcessorId, RequestId};
 pub use instruction::{InstructionEvent, InstructionState, InstructionView, Transition};
 pub use normalize::normal_form;
-pub use outcome::{InstructionResult, MAX_DATA_RECORD_BYTES, Outcome, ResolvedBy, SubProcessor};
+pub use outcome::{
+    InstructionResult, MAX_DATA_RECORD_BYTES, MAX_DATA_RECORDS, Outcome, ResolvedBy, SubProcessor,
+};
 pub use processor::{
     DeliveryLimits, MAX_ADAPTIVE_IN_FLIGHT, MAX_DELIVERIES_PER_SECOND, Processor, ProcessorSpec,
     ProcessorStatus,

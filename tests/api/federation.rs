@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tokio_stream::StreamExt;
+
 use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
@@ -17,6 +19,7 @@ backends!(
     cancelling_upstream_cancels_the_downstream_request,
     a_downstream_that_refuses_the_caller_escalates,
     a_poll_lost_with_its_replica_is_polled_again,
+    a_federated_access_request_brings_the_data_up,
 );
 
 /// The token the upstream presents downstream.
@@ -269,4 +272,74 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
         "delivered 2 times without an answer"
     );
     upstream.stop().await;
+}
+
+/// An access request for `email`, asking for `scope`.
+fn access(email: &str, scope: pb::AccessScope) -> pb::SubmitRequestRequest {
+    pb::SubmitRequestRequest {
+        kind: pb::RequestKind::Access as i32,
+        access_scope: scope as i32,
+        ..deletion(email)
+    }
+}
+
+/// What the downstream's processor found comes up with the downstream
+/// record: the specific pieces are the upstream instruction's records, in
+/// the upstream's own report, and the record counts them. A
+/// categories-only request whose downstream holds records cannot carry
+/// them (that report gives categories, not records): it escalates for an
+/// operator rather than closing as if nothing were held.
+async fn a_federated_access_request_brings_the_data_up(db: TestDb) {
+    let piece = |category: &str, value: &str| pb::DataRecord {
+        category: category.into(),
+        field: "held".into(),
+        value: value.into(),
+        ..Default::default()
+    };
+    let reply = Reply::Done(pb::InstructionResult {
+        outcome: pb::Outcome::Completed as i32,
+        records: vec![
+            piece("commercial_information", "3 orders in 2026"),
+            piece("inferences", "prefers green tea"),
+        ],
+        ..Default::default()
+    });
+    let Pair {
+        upstream,
+        downstream: _downstream,
+        warehouse: _warehouse,
+        warehouse_token: _,
+        _down_db,
+        dir: _dir,
+    } = pair(&db, reply, 1000).await;
+
+    let pieces = access("fed-ann@example.com", pb::AccessScope::SpecificPieces);
+    let pieces = submit(&upstream, pieces).await;
+    watch_to_end(&upstream.requests, &pieces.request_id).await;
+    let closed = record(&upstream, &pieces.request_id).await;
+    assert_eq!(closed.outcome, pb::OverallOutcome::Fulfilled as i32);
+    assert_eq!(closed.lines[0].data_records, 2);
+    let mut report = upstream
+        .requests
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest {
+            request_id: pieces.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut values = Vec::new();
+    while let Some(part) = report.next().await {
+        if let Some(pb::access_report_part::Part::Pieces(p)) = part.unwrap().part {
+            assert_eq!(p.processor_id, "group-co");
+            values.extend(p.records.into_iter().map(|r| r.value));
+        }
+    }
+    assert_eq!(values, ["3 orders in 2026", "prefers green tea"]);
+
+    let categories = access("fed-ben@example.com", pb::AccessScope::Categories);
+    let categories = submit(&upstream, categories).await;
+    let id = &categories.instructions[0].instruction_id;
+    let escalated = wait_for_state(&upstream, id, pb::InstructionState::Escalated).await;
+    assert_eq!(error_codes(&escalated).last(), Some(&"DATA_NOT_CARRIED"));
 }
