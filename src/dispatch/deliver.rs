@@ -193,11 +193,16 @@ fn result_of(
     // attempts; they are no failures, so its retry budget leaves them out
     // (as the claim and the escalation sweep do for an expired lease).
     let polls = p.spec.adapter.polls();
-    // A polling adapter's probe gives nothing back: a poll of an
-    // acknowledged instruction spent none of the budget, and whether this
-    // claim was such a poll or the retry of a failed one (which spent
-    // one) is not known here. Never refunding cannot grant extra tries.
-    let refund = reopened && !polls;
+    // Once a polling adapter's processor has accepted, every call that
+    // follows is a poll, or the retry of a failed one (which asks the same,
+    // see `dispatch::federation` and `dispatch::opendsr`): a failure
+    // there (the processor away for a while) spends no budget either, and
+    // the next call goes after the poll interval. The instruction's
+    // escalation time still ends them, and the breaker still counts them.
+    let failed_poll = polls && instruction.acknowledged_at.is_some();
+    // A failed breaker probe that opened the breaker again gives its try
+    // back too.
+    let refund = failed_poll || reopened;
     let attempts = if polls {
         instruction
             .attempts_since_arm
@@ -241,9 +246,11 @@ fn result_of(
             after,
         }) if refund || policy.allows_another(attempts) => {
             // A processor that named a time is not called again sooner.
-            let delay = policy
-                .delay_after(attempts, instruction.id)
-                .max(after.unwrap_or_default());
+            let delay = match failed_poll {
+                true => p.spec.reply_wait(),
+                false => policy.delay_after(attempts, instruction.id),
+            }
+            .max(after.unwrap_or_default());
             tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
             DeliveryResult::RetryAt {
                 at: now + chrono::Duration::from_std(delay).unwrap_or_default(),

@@ -20,6 +20,7 @@ backends!(
     a_downstream_that_refuses_the_caller_escalates,
     a_poll_lost_with_its_replica_is_polled_again,
     a_federated_access_request_brings_the_data_up,
+    polls_that_fail_while_the_downstream_is_away_spend_no_budget,
 );
 
 /// The token the upstream presents downstream.
@@ -271,6 +272,51 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
         escalated.summary.unwrap().last_error,
         "delivered 2 times without an answer"
     );
+    upstream.stop().await;
+}
+
+/// Once the downstream has accepted, a poll that fails (the downstream
+/// is away) is still a poll: more failures than `max_attempts` leave the
+/// instruction waiting, each asked again after the poll interval, and
+/// every one stays in its history.
+async fn polls_that_fail_while_the_downstream_is_away_spend_no_budget(db: TestDb) {
+    let clock = ManualClock::new();
+    let Pair {
+        upstream,
+        downstream,
+        _down_db,
+        dir: _dir,
+        ..
+    } = pair_with(&db, Reply::Accepted, 1000, manual_options(&clock), |p| {
+        p.retry_policy.as_mut().unwrap().max_attempts = 2;
+    })
+    .await;
+    let req = submit(&upstream, deletion("federated-away@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    upstream.dispatcher.run_once().await.unwrap();
+    wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
+    downstream.stop().await;
+    for failures in 1..=4 {
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(upstream.dispatcher.run_once().await.unwrap(), 1, "a poll");
+        let waiting = all_instructions(&upstream).await;
+        let waiting = waiting.iter().find(|i| i.instruction_id == id).unwrap();
+        assert_ne!(
+            waiting.state(),
+            pb::InstructionState::Escalated,
+            "after {failures} failed polls: {:?}",
+            waiting.summary
+        );
+        let failed = waiting
+            .history
+            .iter()
+            .filter(|a| a.result == "retryable_error")
+            .count();
+        assert_eq!(failed, failures);
+    }
+    // Not sooner than the poll interval after a failure.
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(upstream.dispatcher.run_once().await.unwrap(), 0);
     upstream.stop().await;
 }
 
