@@ -19,7 +19,14 @@ use crate::wire;
 
 /// How many times an `UpdateProcessor` reads, merges and writes before it
 /// gives up on a processor that changes under each try (`ABORTED`).
-const UPDATE_TRIES: usize = 8;
+const UPDATE_TRIES: u32 = 12;
+
+/// The most a try that lost waits before the next, in milliseconds: a
+/// random wait up to 2^n ms after the n-th loss, at most this. Without it,
+/// callers updating one processor in a loop can keep landing their writes
+/// inside one caller's read and write, try after try (seen with three
+/// callers on a loaded machine).
+const MAX_UPDATE_WAIT_MS: u64 = 64;
 
 /// Implementation of `ProcessorService`.
 #[derive(Clone)]
@@ -154,7 +161,12 @@ impl ProcessorService for ProcessorApi {
         // Read, merge the masked fields, write only if nothing changed
         // since the read; else again, on what is there now (another
         // caller's update of other fields is kept, not undone).
-        for _ in 0..UPDATE_TRIES {
+        for lost in 0..UPDATE_TRIES {
+            if lost > 0 {
+                let most = (1u64 << lost.min(6)).min(MAX_UPDATE_WAIT_MS);
+                let wait = rand::random_range(0..=most);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
             let current = self.store.processor(&id).await.map_err(ApiError::from)?;
             let spec = wire::apply_update(
                 &current.spec,
