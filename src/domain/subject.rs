@@ -24,20 +24,60 @@ pub struct SubjectIdentity {
 
 impl SubjectIdentity {
     /// Checks the value's length (1 to 1024 characters, no control
-    /// characters or bidirectional overrides).
+    /// characters or bidirectional overrides) and, for the types with a
+    /// shape, its shape ([`shape_rule`]).
     pub fn new(kind: IdentityType, value: &str) -> Result<Self, Violations> {
         let mut v = Violations::new();
         v.take("value", check_len(value, 1, 1024));
         if value.chars().any(super::violation::hidden) {
             v.add("value", super::violation::HIDDEN_RULE);
         }
-        if value.trim().is_empty() && !value.is_empty() {
-            v.add("value", "must not be blank");
+        if value.trim().is_empty() {
+            if !value.is_empty() {
+                v.add("value", "must not be blank");
+            }
+        } else if v.is_empty()
+            && let Some(rule) = shape_rule(kind, value.trim())
+        {
+            v.add("value", rule);
         }
         v.finish(|| Self {
             kind,
             value: value.to_string(),
         })
+    }
+}
+
+/// The rule `value` (trimmed, not empty) breaks for its type, if any: an
+/// email address has a name and a domain around its `@` and no white
+/// space; a telephone number is 3 to 20 digits, written with spaces and
+/// `+ ( ) - . /`; an IP address parses as IPv4 or IPv6. A value that
+/// breaks them is a mistake of the caller's (another field's value, a
+/// swapped type), which would reach processors that look it up as given.
+/// The other types are free text.
+fn shape_rule(kind: IdentityType, value: &str) -> Option<&'static str> {
+    match kind {
+        IdentityType::Email => {
+            let shaped = value
+                .rsplit_once('@')
+                .is_some_and(|(name, domain)| !name.is_empty() && !domain.is_empty())
+                && !value.contains(char::is_whitespace);
+            (!shaped).then_some("must be an email address (name@domain)")
+        }
+        IdentityType::Phone => {
+            let allowed = value
+                .chars()
+                .all(|c| c.is_ascii_digit() || " +()-./".contains(c));
+            let digits = value.chars().filter(char::is_ascii_digit).count();
+            (!allowed || !(3..=20).contains(&digits)).then_some(
+                "must be a telephone number: 3 to 20 digits, written with spaces and + ( ) - . /",
+            )
+        }
+        IdentityType::IpAddress => value
+            .parse::<std::net::IpAddr>()
+            .is_err()
+            .then_some("must be an IPv4 or IPv6 address"),
+        _ => None,
     }
 }
 
@@ -101,5 +141,43 @@ impl Subject {
             .filter(|i| accepted.contains(&i.kind))
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_values_keep_their_shape() {
+        let taken = [
+            (IdentityType::Email, "Alice@Example.com"),
+            (IdentityType::Email, " alice@example.com "),
+            (IdentityType::Phone, "+1 (415) 555-0199"),
+            (IdentityType::Phone, "03-1234-5678"),
+            (IdentityType::IpAddress, "192.0.2.7"),
+            (IdentityType::IpAddress, "2001:DB8::1"),
+            (IdentityType::Name, "Alice Example"),
+            (IdentityType::AccountId, "A-1"),
+        ];
+        for (kind, value) in taken {
+            assert!(SubjectIdentity::new(kind, value).is_ok(), "{kind} {value}");
+        }
+        let refused = [
+            (IdentityType::Email, "alice.example.com"),
+            (IdentityType::Email, "@example.com"),
+            (IdentityType::Email, "alice@"),
+            (IdentityType::Email, "alice @example.com"),
+            (IdentityType::Phone, "Xylophone.Qwertz@Piitest.example"),
+            (IdentityType::Phone, "12"),
+            (IdentityType::Phone, "+1 555 0100 ext. 9"),
+            (IdentityType::IpAddress, "Xylophone.Qwertz@Piitest.example"),
+            (IdentityType::IpAddress, "192.0.2.256"),
+        ];
+        for (kind, value) in refused {
+            let v = SubjectIdentity::new(kind, value).expect_err(value);
+            let fields: Vec<&str> = v.iter().map(|x| x.field.as_str()).collect();
+            assert_eq!(fields, ["value"], "{kind} {value}");
+        }
     }
 }

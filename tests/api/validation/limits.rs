@@ -16,7 +16,8 @@ async fn limits_are_inclusive(db: TestDb) {
     let req = submit(
         &app,
         submission(|r| {
-            r.subject_identities[1].value = "7".repeat(1024);
+            // A type of free text: a telephone number has fewer digits.
+            r.subject_identities[1] = identity(pb::IdentityType::Other, &"7".repeat(1024));
             r.subject_identities
                 .extend((0..18).map(|i| identity(pb::IdentityType::AccountId, &format!("A-{i}"))));
             r.channel = "c".repeat(64);

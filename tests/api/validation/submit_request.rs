@@ -94,6 +94,23 @@ async fn submit_request_table(db: TestDb) {
             &["subject_identities[1].value"],
         ),
         (
+            "an email address without its @",
+            submission(|r| r.subject_identities[0].value = "alice.example.com".into()),
+            &["subject_identities[0].value"],
+        ),
+        (
+            "a telephone number that is an email address",
+            submission(|r| r.subject_identities[1].value = EMAIL.into()),
+            &["subject_identities[1].value"],
+        ),
+        (
+            "an IP address that is none",
+            submission(|r| {
+                r.subject_identities[1] = identity(pb::IdentityType::IpAddress, "192.0.2.256")
+            }),
+            &["subject_identities[1].value"],
+        ),
+        (
             "control character in identity value",
             submission(|r| r.subject_identities[0].value = format!("{EMAIL}\n")),
             &["subject_identities[0].value"],
