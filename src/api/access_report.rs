@@ -21,7 +21,7 @@ use crate::auth::Caller;
 use crate::domain::export::pieces_owed;
 use crate::domain::{
     AccessScope, CompletionRecord, DataRecord, Disclosures, InstructionId, InstructionState,
-    ProcessorLine, RequestStatus,
+    OverallOutcome, ProcessorLine, RequestStatus,
 };
 use crate::pb;
 use crate::pb::access_report_part::Part;
@@ -49,6 +49,14 @@ impl RequestApi {
         if summary.status == RequestStatus::Cancelled {
             return Err(ApiError::FailedPrecondition(format!(
                 "request {id} was cancelled: a cancelled request has no access report or export"
+            )));
+        }
+        // Denied at the gate: no processor was asked, and an empty report
+        // would read as "nothing is held about you".
+        if record.outcome == OverallOutcome::DeniedUnverified {
+            return Err(ApiError::FailedPrecondition(format!(
+                "request {id} was denied: its verification is below the minimum for its \
+                 kind, no processor was asked, and it has no access report or export"
             )));
         }
         if summary.identities_erased_at.is_some() {

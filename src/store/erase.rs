@@ -101,14 +101,16 @@ pub(super) fn before(at: Timestamp, span: Duration) -> Timestamp {
 /// Appends the condition of a request whose personal data is due for
 /// erasure (`requests_to_erase` holds them and a few more): finished, not
 /// yet erased, and, for a completed access or portability request, closed
-/// before `window_start`, when its report window began. `alias` prefixes
-/// the `requests` columns.
+/// before `window_start`, when its report window began. An access request
+/// denied for too weak a verification has nothing to pass on (no
+/// processor was asked) and waits no more than a cancelled one. `alias`
+/// prefixes the `requests` columns.
 pub(super) fn due_for_erasure(sql: &mut Sql, alias: &str, window_start: i64) {
     let r = alias;
     sql.push(&format!(
         "{r}identities_erased_at is null and {r}status in ('COMPLETED', 'CANCELLED') \
          and ({r}kind not in ('ACCESS', 'PORTABILITY') or {r}status = 'CANCELLED' \
-         or {r}closed_at < "
+         or {r}denied is not null or {r}closed_at < "
     ))
     .bind(window_start)
     .push(")");

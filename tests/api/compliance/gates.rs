@@ -2,6 +2,7 @@
 //! and need, the evidence an agent or parent must show, and the legal
 //! grounds a processor may deny on.
 
+use dsr_orchestrator::clock::Clock;
 use dsr_orchestrator::pb;
 use tonic::Code;
 
@@ -82,7 +83,7 @@ async fn access_needs_its_scope_and_the_matching_verification(db: TestDb) {
         "verification:\n  GDPR: { ACCESS_CATEGORIES: REASONABLY_HIGH }\n",
         &[],
     );
-    let (app, _clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |c| {
+    let (app, clock) = spawn_at(&db, "2026-03-02T09:00:00Z", |c| {
         c.compliance_file = Some(file);
     })
     .await;
@@ -108,6 +109,29 @@ async fn access_needs_its_scope_and_the_matching_verification(db: TestDb) {
     assert_eq!(
         record(&app, &pieces.request_id).await.outcome(),
         pb::OverallOutcome::DeniedUnverified
+    );
+    // Denied, it has no report (an empty one would say nothing is held),
+    // and its identities wait for no report window.
+    let no_report = app
+        .requests
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest {
+            request_id: pieces.request_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_report.code(), Code::FailedPrecondition);
+    assert!(no_report.message().contains("denied"), "{no_report:?}");
+    let week = std::time::Duration::from_secs(7 * 86400);
+    app.store.erase_finished(clock.now(), week).await.unwrap();
+    let erased = get_request(&app, &pieces.request_id).await;
+    assert!(erased.identities_erased_at.is_some());
+    assert!(
+        get_request(&app, &categories.request_id)
+            .await
+            .identities_erased_at
+            .is_none(),
+        "an open request keeps them"
     );
     let pieces = submit(
         &app,
