@@ -195,11 +195,16 @@ fn result_of(
     let polls = p.spec.adapter.polls();
     // Once a polling adapter's processor has accepted, every call that
     // follows is a poll, or the retry of a failed one (which asks the same,
-    // see `dispatch::federation` and `dispatch::opendsr`): a failure
-    // there (the processor away for a while) spends no budget either, and
-    // the next call goes after the poll interval. The instruction's
-    // escalation time still ends them, and the breaker still counts them.
-    let failed_poll = polls && instruction.acknowledged_at.is_some();
+    // see `dispatch::federation` and `dispatch::opendsr`): a failure of
+    // the processor's (away for a while) spends no budget either, and the
+    // next call goes after the poll interval. The instruction's escalation
+    // time ends them, so only while it has one (an operator's re-arm past
+    // it clears it, and the budget counts again); a failure of ours (a
+    // token file, a request that does not read) is no poll's.
+    let failed_poll = polls
+        && instruction.acknowledged_at.is_some()
+        && instruction.escalate_at.is_some()
+        && answer.as_ref().err().is_some_and(|e| !e.is_local());
     // A failed breaker probe that opened the breaker again gives its try
     // back too.
     let refund = failed_poll || reopened;

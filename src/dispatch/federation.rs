@@ -157,16 +157,17 @@ impl Adapter for FederationAdapter {
             .await
             .map_err(|s| classify(&s))?
             .into_inner();
-        let records = if federation_data::to_carry(&delivery, &record)? {
-            let asked = pb::GetAccessReportRequest { request_id: id };
-            let report = client
-                .get_access_report(call(&endpoint, asked)?)
-                .await
-                .map_err(|s| classify(&s))?
-                .into_inner();
-            federation_data::pieces(report).await?
-        } else {
-            Vec::new()
+        let records = match federation_data::to_carry(&delivery, &record)? {
+            Some(held) => {
+                let asked = pb::GetAccessReportRequest { request_id: id };
+                let report = client
+                    .get_access_report(call(&endpoint, asked)?)
+                    .await
+                    .map_err(|s| classify(&s))?
+                    .into_inner();
+                federation_data::pieces(report, held).await?
+            }
+            None => Vec::new(),
         };
         answer_of_record(&record, records)
     }

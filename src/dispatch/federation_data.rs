@@ -13,74 +13,114 @@
 //! escalates (`DATA_NOT_CARRIED`) for an operator, who reads the
 //! downstream report and resolves it. That is a categories-only request
 //! whose downstream holds records (its report gives categories, not
-//! records, and a result is made of records), and more records than one
-//! result holds ([`MAX_DATA_RECORDS`]).
+//! records, and a result is made of records); a downstream request only
+//! partly fulfilled that holds records (they cannot come with a denial or
+//! a failure); more than one result holds ([`MAX_DATA_RECORDS`] records,
+//! [`MAX_DATA_RECORD_BYTES`] of their text); and a report that does not
+//! hold as many records as the record counts (some did not open there).
 
 use tokio_stream::StreamExt;
 
 use super::adapter::{Delivery, DeliveryError};
 use super::grpc::classify;
-use crate::domain::{AccessScope, MAX_DATA_RECORDS, RequestKind};
+use crate::domain::{AccessScope, MAX_DATA_RECORD_BYTES, MAX_DATA_RECORDS, RequestKind};
 use crate::pb;
 
 /// Why an answer escalates when the data cannot be carried up.
 pub const DATA_NOT_CARRIED: &str = "DATA_NOT_CARRIED";
 
-/// Whether the answer to `delivery` must carry up the data records that
-/// `record`'s downstream processors returned: not when there are none to
-/// carry (not an access request, not fulfilled, nothing held); an error
-/// when they cannot be carried.
+/// What an operator does about data that cannot be carried.
+const READ_IT_THERE: &str = "read its access report and resolve this instruction";
+
+/// How many data records `record`'s downstream processors returned that
+/// the answer to `delivery` must carry up (`None`: nothing to carry: not
+/// an access request, nothing held, or a downstream request cancelled,
+/// whose answers are not given out); an error when they cannot be.
 pub fn to_carry(
     delivery: &Delivery<'_>,
     record: &pb::CompletionRecord,
-) -> Result<bool, DeliveryError> {
+) -> Result<Option<usize>, DeliveryError> {
     let held: usize = record.lines.iter().map(|l| l.data_records as usize).sum();
     let kind = delivery.instruction.kind;
-    let fulfilled = record.outcome == pb::OverallOutcome::Fulfilled as i32;
-    if held == 0 || !fulfilled || !matches!(kind, RequestKind::Access | RequestKind::Portability) {
-        return Ok(false);
+    if held == 0 || !kind.returns_data() {
+        return Ok(None);
+    }
+    let not_carried = |why: String| Err(DeliveryError::fatal(DATA_NOT_CARRIED, why));
+    match pb::OverallOutcome::try_from(record.outcome) {
+        Ok(pb::OverallOutcome::Fulfilled) => {}
+        Ok(pb::OverallOutcome::Cancelled | pb::OverallOutcome::DeniedUnverified) => {
+            return Ok(None);
+        }
+        _ => {
+            return not_carried(format!(
+                "the downstream request was not fulfilled by every processor, and the \
+                 {held} data records it holds cannot come with a denial or a failure: \
+                 {READ_IT_THERE}"
+            ));
+        }
     }
     let pieces = kind == RequestKind::Portability
         || delivery.request.and_then(|r| r.access_scope) == Some(AccessScope::SpecificPieces);
     if !pieces {
-        return Err(DeliveryError::fatal(
-            DATA_NOT_CARRIED,
-            format!(
-                "the downstream request holds {held} data records, and a categories-only \
-                 request's report does not carry them: read its access report and resolve \
-                 this instruction"
-            ),
+        return not_carried(format!(
+            "the downstream request holds {held} data records, and a categories-only \
+             request's report does not carry them: {READ_IT_THERE}"
         ));
     }
     if held > MAX_DATA_RECORDS {
-        return Err(DeliveryError::fatal(
-            DATA_NOT_CARRIED,
-            format!(
-                "the downstream request holds {held} data records, more than one result \
-                 carries ({MAX_DATA_RECORDS}): read its access report and resolve this \
-                 instruction"
-            ),
+        return not_carried(format!(
+            "the downstream request holds {held} data records, more than one result \
+             carries ({MAX_DATA_RECORDS}): {READ_IT_THERE}"
         ));
     }
-    Ok(true)
+    Ok(Some(held))
 }
 
 /// The specific pieces of a downstream access report, every processor's,
-/// in the report's order: at most one more than a result holds, which the
-/// result's check then refuses.
+/// in the report's order: the `held` records its record counts, within
+/// what one result carries.
 pub async fn pieces(
     mut report: tonic::Streaming<pb::AccessReportPart>,
+    held: usize,
 ) -> Result<Vec<pb::DataRecord>, DeliveryError> {
-    let mut records = Vec::new();
+    let not_carried = |why: String| Err(DeliveryError::fatal(DATA_NOT_CARRIED, why));
+    let mut records = Vec::with_capacity(held);
+    let mut bytes = 0;
     while let Some(part) = report.next().await {
         let part = part.map_err(|s| classify(&s))?;
-        if let Some(pb::access_report_part::Part::Pieces(p)) = part.part {
-            records.extend(p.records);
-            if records.len() > MAX_DATA_RECORDS {
-                records.truncate(MAX_DATA_RECORDS + 1);
-                break;
-            }
+        let Some(pb::access_report_part::Part::Pieces(p)) = part.part else {
+            continue;
+        };
+        bytes += p.records.iter().map(text_bytes).sum::<usize>();
+        records.extend(p.records);
+        if bytes > MAX_DATA_RECORD_BYTES {
+            return not_carried(format!(
+                "the downstream request's data records hold more text than one result \
+                 carries ({MAX_DATA_RECORD_BYTES} bytes): {READ_IT_THERE}"
+            ));
+        }
+        if records.len() > held {
+            break;
         }
     }
+    if records.len() != held {
+        return not_carried(format!(
+            "the downstream report gave {} data records where its record counts {held} \
+             (some may not open there): {READ_IT_THERE}",
+            records.len()
+        ));
+    }
     Ok(records)
+}
+
+/// The bytes of a record's texts, as a result's limit counts them
+/// ([`crate::domain::DataRecord::text_bytes`]).
+fn text_bytes(r: &pb::DataRecord) -> usize {
+    r.category.len()
+        + r.category_label.len()
+        + r.field.len()
+        + r.value.len()
+        + r.source.len()
+        + r.purpose.len()
+        + r.disclosed_to.iter().map(String::len).sum::<usize>()
 }
