@@ -88,7 +88,7 @@ fn subject(identities: Vec<pb::SubjectIdentity>) -> Result<Subject, Violations> 
     let parsed: Vec<_> = identities
         .iter()
         .enumerate()
-        .filter_map(|(i, pb)| v.take(&format!("[{i}]"), identity(pb)))
+        .filter_map(|(i, pb)| v.take(&format!("[{i}]"), submitted_identity(pb)))
         .collect();
     // Count and duplicates are only judged on a complete list; a partial
     // one would report wrong indices.
@@ -98,6 +98,13 @@ fn subject(identities: Vec<pb::SubjectIdentity>) -> Result<Subject, Violations> 
     Subject::new(parsed)
 }
 
+/// An identity of a new submission: [`identity`], in its type's shape.
+fn submitted_identity(i: &pb::SubjectIdentity) -> Result<SubjectIdentity, Violations> {
+    let identity = identity(i)?;
+    SubjectIdentity::submitted(identity.kind, &identity.value)
+}
+
+/// An identity as given: its type and a value within the length rules.
 pub(super) fn identity(i: &pb::SubjectIdentity) -> Result<SubjectIdentity, Violations> {
     let mut v = Violations::new();
     let kind = v.take("type", required::<IdentityType>(i.r#type));
