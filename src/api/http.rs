@@ -16,6 +16,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
@@ -133,7 +134,9 @@ pub(super) fn param(
 ) -> Result<String, Box<PathRejection>> {
     match path {
         Ok(Path(p)) => Ok(p),
-        Err(PathRejection::FailedToDeserializePathParams(_)) => {
+        Err(PathRejection::FailedToDeserializePathParams(e))
+            if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+        {
             Ok(char::REPLACEMENT_CHARACTER.to_string())
         }
         Err(other) => Err(Box::new(other)),
