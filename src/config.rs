@@ -63,7 +63,12 @@ pub struct Config {
 
     /// Database URL: `sqlite://FILE` (embedded, one process) or
     /// `postgres://USER@HOST/DB`. The SQLite file is created if missing.
-    #[arg(long, env = "DSR_DATABASE_URL", default_value = "sqlite://dsr.db")]
+    #[arg(
+        long,
+        env = "DSR_DATABASE_URL",
+        default_value = "sqlite://dsr.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// YAML file of processors to upsert at startup (see README, "Processors file").
@@ -260,15 +265,14 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 impl Config {
     /// Checks what clap cannot without printing it: the database URL and
     /// the public URL, which may hold a password (clap's refusal quotes
-    /// the value). Refusals name the setting, never its value; the public
-    /// URL is kept without a trailing `/`.
-    pub fn check(&mut self) -> anyhow::Result<()> {
+    /// the value). Refusals name the setting, never its value.
+    /// [`crate::startup::Application::build`] calls it first.
+    pub fn check(&self) -> anyhow::Result<()> {
         database_url(&self.database_url)
             .map_err(|why| anyhow::anyhow!("--database-url (DSR_DATABASE_URL): {why}"))?;
         if let Some(url) = &self.public_url {
-            let url = public_url(url)
+            public_url(url)
                 .map_err(|why| anyhow::anyhow!("--public-url (DSR_PUBLIC_URL): {why}"))?;
-            self.public_url = Some(url);
         }
         Ok(())
     }

@@ -15,11 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    let mut config = Config::parse();
-    if let Err(e) = config.check() {
-        eprintln!("dsr-orchestrator: {e:#}");
-        std::process::exit(2);
-    }
+    let config = Config::parse();
     let telemetry = match dsr_orchestrator::telemetry::init(config.log_format) {
         Ok(t) => t,
         Err(e) => {

@@ -98,6 +98,7 @@ impl Application {
         metrics: Arc<Metrics>,
         erasure: ErasureSchedule,
     ) -> anyhow::Result<Self> {
+        config.check()?;
         let (keys, development_keys) = config.keyring()?;
         if let Some(path) = &development_keys {
             tracing::warn!(

@@ -60,23 +60,22 @@ fn a_public_url_with_user_information_is_refused() {
         "https://dsr.example.com/?a=secret",
         "ftp://secret.example.com",
     ] {
-        let mut config = Config::try_parse_from(["dsr-orchestrator", "--public-url", bad]).unwrap();
+        let config = Config::try_parse_from(["dsr-orchestrator", "--public-url", bad]).unwrap();
         let refused = format!("{:#}", config.check().expect_err(bad));
         assert!(refused.starts_with("--public-url"), "{refused}");
         assert!(!refused.contains("secret"), "{refused}");
     }
-    let mut fine = Config::try_parse_from([
+    let fine = Config::try_parse_from([
         "dsr-orchestrator",
         "--public-url",
         "https://dsr.example.com/",
     ])
     .unwrap();
     fine.check().unwrap();
-    assert_eq!(fine.public_url.as_deref(), Some("https://dsr.example.com"));
 }
 
-/// A database the server cannot keep its state in is named before
-/// anything else is checked, without the URL (it may hold a password).
+/// A database the server cannot keep its state in is named before the
+/// server starts anything, without the URL (it may hold a password).
 #[test]
 fn a_database_url_the_server_cannot_use_is_refused() {
     for bad in [
@@ -87,8 +86,7 @@ fn a_database_url_the_server_cannot_use_is_refused() {
         "sqlite://dsr.db?mode=memory",
         "dsr.db",
     ] {
-        let mut config =
-            Config::try_parse_from(["dsr-orchestrator", "--database-url", bad]).unwrap();
+        let config = Config::try_parse_from(["dsr-orchestrator", "--database-url", bad]).unwrap();
         let refused = format!("{:#}", config.check().expect_err(bad));
         assert!(refused.starts_with("--database-url"), "{refused}");
         assert!(!refused.contains("secret"), "{refused}");
@@ -100,8 +98,7 @@ fn a_database_url_the_server_cannot_use_is_refused() {
         "postgres://postgres@127.0.0.1/dsr",
         "postgresql://postgres@127.0.0.1/dsr",
     ] {
-        let mut config =
-            Config::try_parse_from(["dsr-orchestrator", "--database-url", fine]).unwrap();
+        let config = Config::try_parse_from(["dsr-orchestrator", "--database-url", fine]).unwrap();
         config.check().expect(fine);
         assert_eq!(config.database_url, fine);
     }

@@ -49,7 +49,7 @@ pub(super) fn at_least_one_call(s: &str) -> Result<f64, String> {
 /// (it is handed to every OpenDSR processor, so a password in it would be
 /// too), query or fragment. Checked after parsing ([`super::Config::check`]),
 /// not by clap, whose refusal would print the value, password and all.
-pub(super) fn public_url(s: &str) -> Result<String, String> {
+pub(super) fn public_url(s: &str) -> Result<(), String> {
     let refused = || "must be an http:// or https:// URL with a host, without user information, query or fragment";
     let uri: http::Uri = s.parse().map_err(|_| refused())?;
     let ok = matches!(uri.scheme_str(), Some("http" | "https"))
@@ -57,11 +57,7 @@ pub(super) fn public_url(s: &str) -> Result<String, String> {
         && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
         && uri.query().is_none()
         && !s.contains('#');
-    if ok {
-        Ok(s.trim_end_matches('/').to_string())
-    } else {
-        Err(refused().into())
-    }
+    if ok { Ok(()) } else { Err(refused().into()) }
 }
 
 /// A database URL the server can keep its state in: PostgreSQL, or a
