@@ -296,7 +296,7 @@ impl Store {
         match backend {
             Backend::Sqlite => {
                 SQLITE_MIGRATIONS.run(&pool).await?;
-                warn_of_build_flags(&pool).await?;
+                super::sqlite_build::warn_of_missing_flags(&pool).await?;
             }
             Backend::Postgres => {
                 accept_reworded(&pool).await?;
@@ -346,60 +346,6 @@ impl Store {
                 .unwrap_or_else(|| Arc::new(Keyring::ephemeral())),
         })
     }
-}
-
-/// What a SQLite built without this repository's `.cargo/config.toml`
-/// lacks (see "SQLite: one writer" in `docs/design.md`): each compile
-/// option (its name and the least value it needs), and what the server
-/// does without it.
-const BUILD_FLAGS: &[(&str, u64, &str)] = &[
-    (
-        "DEFAULT_MEMSTATUS",
-        0,
-        "it keeps memory statistics, which serialise its connections' allocations \
-         (about a tenth slower)",
-    ),
-    (
-        "MAX_COMPOUND_SELECT",
-        10_000,
-        "it refuses compound SELECTs of more than 500 terms, so every claim fails \
-         once more than 500 push processors have free slots",
-    ),
-];
-
-/// Warns of each of [`BUILD_FLAGS`] the SQLite linked in was built without.
-async fn warn_of_build_flags(pool: &sqlx::AnyPool) -> Result<(), StoreError> {
-    for why in missing_build_flags(pool).await? {
-        tracing::warn!(
-            "this build's SQLite lacks a setting of the repository's .cargo/config.toml: \
-             {why}; build from the repository's directory"
-        );
-    }
-    Ok(())
-}
-
-/// What the SQLite behind `pool` does without each of [`BUILD_FLAGS`] it
-/// was compiled without: `DEFAULT_MEMSTATUS` must be 0 (its default is
-/// 1), a limit at least the value given.
-async fn missing_build_flags(pool: &sqlx::AnyPool) -> Result<Vec<&'static str>, StoreError> {
-    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
-        .fetch_all(pool)
-        .await?;
-    let value = |name: &str| {
-        options.iter().find_map(|o| {
-            let (n, v) = o.split_once('=')?;
-            (n == name).then(|| v.parse::<u64>().ok()).flatten()
-        })
-    };
-    Ok(BUILD_FLAGS
-        .iter()
-        .filter(|(name, wanted, _)| match value(name) {
-            Some(v) if *wanted == 0 => v != 0,
-            Some(v) => v < *wanted,
-            None => true,
-        })
-        .map(|(_, _, why)| *why)
-        .collect())
 }
 
 #[cfg(test)]

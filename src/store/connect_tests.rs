@@ -118,7 +118,9 @@ async fn a_second_process_on_one_sqlite_file_is_refused() {
 #[tokio::test]
 async fn sqlite_is_built_with_the_repositorys_flags() {
     let (_dir, store) = testing::sqlite().await;
-    let missing = missing_build_flags(&store.pool).await.unwrap();
+    let missing = super::super::sqlite_build::missing_flags(&store.pool)
+        .await
+        .unwrap();
     assert!(missing.is_empty(), "{missing:?}");
     store.close().await;
 }

@@ -54,6 +54,7 @@ mod reseal;
 pub mod scratch;
 mod sealed;
 mod sql;
+mod sqlite_build;
 mod stats;
 mod trail;
 mod transition;
