@@ -317,6 +317,27 @@ async fn polls_that_fail_while_the_downstream_is_away_spend_no_budget(db: TestDb
     // Not sooner than the poll interval after a failure.
     clock.advance(Duration::from_millis(500));
     assert_eq!(upstream.dispatcher.run_once().await.unwrap(), 0);
+
+    // The escalation time ends them; an operator's re-arm past it clears
+    // it, and from then on the budget counts failures again.
+    clock.advance(Duration::from_secs(120 * 86400));
+    upstream.dispatcher.run_once().await.unwrap();
+    wait_for_state(&upstream, &id, pb::InstructionState::Escalated).await;
+    upstream
+        .instructions
+        .clone()
+        .retry_instruction(pb::RetryInstructionRequest {
+            instruction_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        clock.advance(Duration::from_secs(60));
+        upstream.dispatcher.run_once().await.unwrap();
+    }
+    let escalated = wait_for_state(&upstream, &id, pb::InstructionState::Escalated).await;
+    let last_error = escalated.summary.unwrap().last_error;
+    assert!(last_error.contains("retries exhausted"), "{last_error}");
     upstream.stop().await;
 }
 

@@ -122,6 +122,16 @@ async fn access_needs_its_scope_and_the_matching_verification(db: TestDb) {
         .unwrap_err();
     assert_eq!(no_report.code(), Code::FailedPrecondition);
     assert!(no_report.message().contains("denied"), "{no_report:?}");
+    let no_export = app
+        .requests
+        .clone()
+        .export_access_data(pb::ExportAccessDataRequest {
+            request_id: pieces.request_id.clone(),
+            format: pb::ExportFormat::Json as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_export.code(), Code::FailedPrecondition);
     let week = std::time::Duration::from_secs(7 * 86400);
     app.store.erase_finished(clock.now(), week).await.unwrap();
     let erased = get_request(&app, &pieces.request_id).await;
