@@ -25,6 +25,7 @@ use super::adapter::{Delivery, DeliveryError};
 use super::grpc::classify;
 use crate::domain::{AccessScope, MAX_DATA_RECORD_BYTES, MAX_DATA_RECORDS, RequestKind};
 use crate::pb;
+use crate::wire;
 
 /// Why an answer escalates when the data cannot be carried up.
 pub const DATA_NOT_CARRIED: &str = "DATA_NOT_CARRIED";
@@ -91,7 +92,11 @@ pub async fn pieces(
         let Some(pb::access_report_part::Part::Pieces(p)) = part.part else {
             continue;
         };
-        bytes += p.records.iter().map(text_bytes).sum::<usize>();
+        bytes += p
+            .records
+            .iter()
+            .map(wire::data_record_text_bytes)
+            .sum::<usize>();
         records.extend(p.records);
         if bytes > MAX_DATA_RECORD_BYTES {
             return not_carried(format!(
@@ -111,16 +116,4 @@ pub async fn pieces(
         ));
     }
     Ok(records)
-}
-
-/// The bytes of a record's texts, as a result's limit counts them
-/// ([`crate::domain::DataRecord::text_bytes`]).
-fn text_bytes(r: &pb::DataRecord) -> usize {
-    r.category.len()
-        + r.category_label.len()
-        + r.field.len()
-        + r.value.len()
-        + r.source.len()
-        + r.purpose.len()
-        + r.disclosed_to.iter().map(String::len).sum::<usize>()
 }

@@ -124,6 +124,12 @@ fn data_records(records: Vec<pb::DataRecord>, v: &mut Violations) -> Vec<DataRec
         .collect()
 }
 
+/// The bytes of a record's texts as a result's limit counts them
+/// ([`DataRecord::text_bytes`]).
+pub fn data_record_text_bytes(d: &pb::DataRecord) -> usize {
+    data_record(d.clone(), None).text_bytes()
+}
+
 /// A data record as sent.
 fn data_record(d: pb::DataRecord, collected_at: Option<crate::domain::Timestamp>) -> DataRecord {
     DataRecord {

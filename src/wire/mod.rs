@@ -47,9 +47,9 @@ pub use enums::{
 };
 pub use ids::{parse_instruction_id, parse_processor_id, parse_request_id};
 pub use instruction::{
-    access_scope_of, data_record_pb, data_records_pb, deliver_request, instruction,
-    instruction_result, instruction_result_pb, instruction_summary, lookback_of, snapshot_summary,
-    upload_chunk,
+    access_scope_of, data_record_pb, data_record_text_bytes, data_records_pb, deliver_request,
+    instruction, instruction_result, instruction_result_pb, instruction_summary, lookback_of,
+    snapshot_summary, upload_chunk,
 };
 pub use processor::{circuit_breaker, processor, processor_spec};
 pub use protection::{

@@ -215,36 +215,49 @@ async fn the_server_serves_tls_and_reloads_its_certificate(db: TestDb) {
     app.stop().await;
 }
 
-async fn client_certificates_name_principals(db: TestDb) {
+/// A server under mutual TLS: its certificate issued by `server_ca`,
+/// clients' by `client_ca` (the harness among them), and the auth file's
+/// `mapping` (its `client_certificates`) after the harness's token. Keep
+/// the directory as long as the server.
+pub(super) async fn mtls_app(
+    db: &TestDb,
+    server_ca: &Ca,
+    client_ca: &Ca,
+    mapping: &str,
+) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let server_ca = Ca::new("server CA");
-    let client_ca = Ca::new("client CA");
     install(dir.path(), &server_ca.server());
     let client_ca_file = dir.path().join("client-ca.crt");
     std::fs::write(&client_ca_file, &client_ca.pem).unwrap();
+    let auth_file = dir.path().join("auth.yaml");
+    std::fs::write(&auth_file, crate::harness::app::harness_auth_file(mapping)).unwrap();
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
     let harness = client_ca.client("harness-client", None);
+    let app = TestApp::spawn_tls(
+        db,
+        |c| {
+            c.tls_cert = Some(cert);
+            c.tls_key = Some(key);
+            c.tls_client_ca = Some(client_ca_file);
+            c.auth_file = Some(auth_file);
+        },
+        client_tls(server_ca, Some(&harness)),
+    )
+    .await;
+    (app, dir)
+}
+
+async fn client_certificates_name_principals(db: TestDb) {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
     let console = client_ca.client("ops-console", Some("spiffe://corp/ns/dsr/sa/console"));
     let stranger = client_ca.client("stranger", None);
     let outsider = Ca::new("not our client CA").client("ops-console", None);
-    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
-    let auth_dir = tempfile::tempdir().unwrap();
-    let auth_file = auth_dir.path().join("auth.yaml");
-    std::fs::write(
-        &auth_file,
-        crate::harness::app::harness_auth_file(
-            "client_certificates:\n  - san: spiffe://corp/ns/dsr/sa/console\n    principal: ops-console\n    roles: [auditor]\n",
-        ),
-    )
-    .unwrap();
-    let app = TestApp::spawn_tls(
+    let (app, _dir) = mtls_app(
         &db,
-        |c| {
-            c.tls_cert = Some(cert.clone());
-            c.tls_key = Some(key.clone());
-            c.tls_client_ca = Some(client_ca_file.clone());
-            c.auth_file = Some(auth_file.clone());
-        },
-        client_tls(&server_ca, Some(&harness)),
+        &server_ca,
+        &client_ca,
+        "client_certificates:\n  - san: spiffe://corp/ns/dsr/sa/console\n    principal: ops-console\n    roles: [auditor]\n",
     )
     .await;
     register(&app, pull_processor("puller", 60_000)).await;

@@ -13,7 +13,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 use super::credentials::{Signer, claims, jwt_app, now};
-use super::tls::{client_tls, install};
+use super::tls::{client_tls, mtls_app};
 use crate::backends;
 use crate::harness::app::{
     Bearer, Clients, HARNESS_TOKEN, harness_auth_file, tls_channel, token_hash,
@@ -162,29 +162,11 @@ async fn a_watch_ends_when_its_principal_no_longer_sees_every_request(db: TestDb
 }
 
 async fn a_watch_ends_when_its_client_certificate_expires(db: TestDb) {
-    let dir = tempfile::tempdir().unwrap();
     let server_ca = Ca::new("server CA");
     let client_ca = Ca::new("client CA");
-    install(dir.path(), &server_ca.server());
-    let client_ca_file = dir.path().join("client-ca.crt");
-    std::fs::write(&client_ca_file, &client_ca.pem).unwrap();
-    let auth_file = dir.path().join("auth.yaml");
     let mapping = "client_certificates:\n  - common_name: short-lived\n    \
                    principal: short-lived\n    roles: [auditor]\n";
-    std::fs::write(&auth_file, harness_auth_file(mapping)).unwrap();
-    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
-    let harness = client_ca.client("harness-client", None);
-    let app = TestApp::spawn_tls(
-        &db,
-        |c| {
-            c.tls_cert = Some(cert.clone());
-            c.tls_key = Some(key.clone());
-            c.tls_client_ca = Some(client_ca_file.clone());
-            c.auth_file = Some(auth_file.clone());
-        },
-        client_tls(&server_ca, Some(&harness)),
-    )
-    .await;
+    let (app, _dir) = mtls_app(&db, &server_ca, &client_ca, mapping).await;
     manual_processor(&app).await;
     let submitted = submit(&app, deletion("watched@example.com")).await;
 
