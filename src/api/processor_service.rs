@@ -24,8 +24,7 @@ const UPDATE_TRIES: u32 = 12;
 /// The most a try that lost waits before the next, in milliseconds: a
 /// random wait up to 2^n ms after the n-th loss, at most this. Without it,
 /// callers updating one processor in a loop can keep landing their writes
-/// inside one caller's read and write, try after try (seen with three
-/// callers on a loaded machine).
+/// inside one caller's read and write, try after try.
 const MAX_UPDATE_WAIT_MS: u64 = 64;
 
 /// Implementation of `ProcessorService`.
