@@ -3,8 +3,8 @@
 //! replicas'), until the terminal event. A watch may stay open for days,
 //! longer than its credential: between reads, at least [`WATCH_POLL`]
 //! apart, it asks again (see [`Recheck`]) and ends with the refusal once
-//! the token is taken out, the JWT expires or the roles no longer allow
-//! it.
+//! the token is taken out, the JWT or the client certificate expires, or
+//! the roles no longer allow it.
 
 use std::time::{Duration, Instant};
 

@@ -46,13 +46,12 @@ pub struct Recheck {
     generation: u64,
     authorization: Option<String>,
     tls: Option<TlsConnectInfo>,
-    /// A bearer JWT's `exp` (Unix seconds), read from the token the layer
-    /// verified: after it, the token is verified again.
+    /// The first second (Unix) the credential no longer holds: a bearer
+    /// JWT's `exp`, read from the token the layer verified, or the second
+    /// after the `notAfter` of a client certificate that is the credential
+    /// (no `authorization` header). From then on the caller is identified
+    /// again.
     expires: Option<i64>,
-    /// The client certificate's `notAfter` (Unix seconds), when the
-    /// certificate is the credential (no `authorization` header): after
-    /// it, the caller is identified again.
-    certificate_expires: Option<i64>,
     allowed: Allowed,
     caller: Option<Caller>,
 }
@@ -69,14 +68,15 @@ impl Recheck {
         caller: Option<Caller>,
     ) -> Self {
         let (authorization, tls) = credentials;
-        let expires = authorization.as_deref().and_then(jwt_expiry);
-        let certificate_expires = match (&authorization, &tls) {
+        let expires = match (&authorization, &tls) {
+            (Some(header), _) => jwt_expiry(header),
             (None, Some(tls)) => tls
                 .peer_certificates
                 .as_ref()
                 .and_then(|chain| chain.first())
-                .and_then(|leaf| certificate_facts(leaf).not_after),
-            _ => None,
+                .and_then(|leaf| certificate_facts(leaf).not_after)
+                .map(|not_after| not_after + 1),
+            (None, None) => None,
         };
         Self {
             auth,
@@ -84,7 +84,6 @@ impl Recheck {
             authorization,
             tls,
             expires,
-            certificate_expires,
             allowed,
             caller,
         }
@@ -95,9 +94,9 @@ impl Recheck {
     /// with (see the module documentation).
     pub async fn still_allowed(&mut self) -> Result<(), Status> {
         let generation = self.auth.generation();
-        let now = chrono::Utc::now().timestamp();
-        let expired = self.expires.is_some_and(|exp| now >= exp)
-            || self.certificate_expires.is_some_and(|t| now > t);
+        let expired = self
+            .expires
+            .is_some_and(|exp| chrono::Utc::now().timestamp() >= exp);
         if generation == self.generation && !expired {
             return Ok(());
         }

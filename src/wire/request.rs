@@ -101,7 +101,8 @@ fn subject(identities: Vec<pb::SubjectIdentity>) -> Result<Subject, Violations> 
 /// An identity of a new submission: [`identity`], in its type's shape.
 fn submitted_identity(i: &pb::SubjectIdentity) -> Result<SubjectIdentity, Violations> {
     let identity = identity(i)?;
-    SubjectIdentity::submitted(identity.kind, &identity.value)
+    identity.check_shape()?;
+    Ok(identity)
 }
 
 /// An identity as given: its type and a value within the length rules.
