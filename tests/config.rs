@@ -50,6 +50,15 @@ fn values_a_running_server_could_not_use_are_refused() {
     assert_eq!(fine.db_max_connections, 1);
 }
 
+/// Asserts that `flag` `bad` parses but is refused by `Config::check`,
+/// naming the flag and never the "secret" the value holds.
+fn refused_without_the_value(flag: &str, bad: &str) {
+    let config = Config::try_parse_from(["dsr-orchestrator", flag, bad]).unwrap();
+    let refused = format!("{:#}", config.check().expect_err(bad));
+    assert!(refused.starts_with(flag), "{refused}");
+    assert!(!refused.contains("secret"), "{refused}");
+}
+
 /// The public URL is handed to every OpenDSR processor: a password in
 /// it would be too. Its refusal names the setting, never the value.
 #[test]
@@ -60,10 +69,7 @@ fn a_public_url_with_user_information_is_refused() {
         "https://dsr.example.com/?a=secret",
         "ftp://secret.example.com",
     ] {
-        let config = Config::try_parse_from(["dsr-orchestrator", "--public-url", bad]).unwrap();
-        let refused = format!("{:#}", config.check().expect_err(bad));
-        assert!(refused.starts_with("--public-url"), "{refused}");
-        assert!(!refused.contains("secret"), "{refused}");
+        refused_without_the_value("--public-url", bad);
     }
     let fine = Config::try_parse_from([
         "dsr-orchestrator",
@@ -86,10 +92,7 @@ fn a_database_url_the_server_cannot_use_is_refused() {
         "sqlite://dsr.db?mode=memory",
         "dsr.db",
     ] {
-        let config = Config::try_parse_from(["dsr-orchestrator", "--database-url", bad]).unwrap();
-        let refused = format!("{:#}", config.check().expect_err(bad));
-        assert!(refused.starts_with("--database-url"), "{refused}");
-        assert!(!refused.contains("secret"), "{refused}");
+        refused_without_the_value("--database-url", bad);
     }
     for fine in [
         "sqlite://dsr.db",
