@@ -706,6 +706,21 @@ def test_an_erase_interval_of_a_second_or_more_renders(render, interval):
     assert r.config["DSR_REPORT_WINDOW"] == "0s"
 
 
+@pytest.mark.parametrize("interval", ["1ns", "1d", "24h", "23h 59m 60s", "86400000ms", "00010s"])
+def test_intervals_above_zero_and_up_to_a_day_render(render, interval):
+    r = render(
+        required(
+            {
+                "database": {"acquireTimeout": interval},
+                "config": {"pollInterval": interval, "reloadInterval": interval},
+            }
+        )
+    )
+    assert r.config["DSR_DB_ACQUIRE_TIMEOUT"] == interval
+    assert r.config["DSR_POLL_INTERVAL"] == interval
+    assert r.config["DSR_RELOAD_INTERVAL"] == interval
+
+
 # --- TLS, authentication, limits -------------------------------------------
 
 
@@ -1455,6 +1470,30 @@ processors:
     "retention in business days": (
         {"retention": {"records": "500 business days"}},
         ["/retention/records", "does not match pattern"],
+    ),
+    "poll interval of zero": (
+        {"config": {"pollInterval": "0s"}},
+        ["config.pollInterval (0s) must be above 0s and at most 1d"],
+    ),
+    "reload interval of zero in two terms": (
+        {"config": {"reloadInterval": "0m 0ms"}},
+        ["config.reloadInterval (0m 0ms) must be above 0s and at most 1d"],
+    ),
+    "acquire timeout of two days": (
+        {"database": {"acquireTimeout": "2d"}},
+        ["database.acquireTimeout (2d) must be above 0s and at most 1d"],
+    ),
+    "poll interval a nanosecond over a day": (
+        {"config": {"pollInterval": "23h 60m 1ns"}},
+        ["config.pollInterval (23h 60m 1ns) must be above 0s and at most 1d"],
+    ),
+    "reload interval of a week": (
+        {"config": {"reloadInterval": "1w"}},
+        ["config.reloadInterval (1w) must be above 0s and at most 1d"],
+    ),
+    "acquire timeout too long to add up": (
+        {"database": {"acquireTimeout": "9999999999999999999ms"}},
+        ["database.acquireTimeout (9999999999999999999ms) must be above 0s and at most 1d"],
     ),
     "purge interval of zero": (
         {"retention": {"purgeInterval": "0s"}},

@@ -218,6 +218,31 @@ term of a second or more settles it, so nothing overflows.
 {{- end }}
 
 {{/*
+"true" when a humantime duration as the schema admits it is zero or longer
+than a day: the bounds the server puts on the durations it repeats or waits
+by (database.acquireTimeout, config.pollInterval, config.reloadInterval).
+Adds the terms in nanoseconds; a term longer than a day settles it first,
+so nothing overflows.
+*/}}
+{{- define "dsr.notAnInterval" -}}
+{{- $day := 86400000000000 }}
+{{- $over := false }}
+{{- $ns := 0 }}
+{{- $units := dict "ns" 1 "us" 1000 "ms" 1000000 "s" 1000000000 "m" 60000000000 "h" 3600000000000 "d" 86400000000000 "w" 604800000000000 }}
+{{- range regexFindAll "[0-9]+(ns|us|ms|s|m|h|d|w)" (toString .) -1 }}
+  {{- $digits := regexReplaceAll "^0*([0-9]+?)(ns|us|ms|s|m|h|d|w)$" . "${1}" }}
+  {{- $unit := regexReplaceAll "^[0-9]+" . "" }}
+  {{- $size := get $units $unit | int64 }}
+  {{- if or (gt (len $digits) 15) (gt (atoi $digits | int64) (div $day $size)) }}
+    {{- $over = true }}
+  {{- else }}
+    {{- $ns = add $ns (mul (atoi $digits) $size) }}
+  {{- end }}
+{{- end }}
+{{- if or $over (eq (int64 $ns) 0) (gt (int64 $ns) $day) }}true{{ end }}
+{{- end }}
+
+{{/*
 Checks across values that values.schema.json cannot express. Each failure
 names the values to change.
 */}}
@@ -272,6 +297,11 @@ names the values to change.
 {{- end }}
 {{- if and $v.admin.tls $v.serviceMonitor.enabled (not $v.serviceMonitor.tlsConfig) }}
   {{- fail "dsr-orchestrator: admin.tls=true with serviceMonitor.enabled needs serviceMonitor.tlsConfig: Prometheus must verify the admin port's certificate, e.g. {ca: {secret: {name: <tls.existingSecret>, key: ca.crt}}, serverName: <the Service's DNS name>}." }}
+{{- end }}
+{{- range $name, $d := dict "database.acquireTimeout" $v.database.acquireTimeout "config.pollInterval" $v.config.pollInterval "config.reloadInterval" $v.config.reloadInterval }}
+  {{- if include "dsr.notAnInterval" $d }}
+    {{- fail (printf "dsr-orchestrator: %s (%s) must be above 0s and at most 1d (the server refuses anything else): it is how long to wait or how often to look again, e.g. 10s." $name $d) }}
+  {{- end }}
 {{- end }}
 {{- if include "dsr.belowASecond" $v.retention.purgeInterval }}
   {{- fail (printf "dsr-orchestrator: retention.purgeInterval (%s) must be at least 1s (the server refuses less): it is how often the retention purge runs, e.g. 1h." $v.retention.purgeInterval) }}
