@@ -53,7 +53,7 @@ impl Reply {
             Reply::Grpc => grpc::answer_of(decode(bytes)?),
             Reply::Webhook => webhook::answer_of_body(bytes),
             Reply::OpenDsr => opendsr::status_of(bytes).and_then(|s| opendsr::answer_of(&s)),
-            Reply::Federation => federation::answer_of_record(&decode(bytes)?, Vec::new()),
+            Reply::Federation => federation::answer_of_record(&decode(bytes)?, None),
         })
     }
 

@@ -4,7 +4,8 @@
 //! The report is built from the completion record (which processor
 //! answered what, under which display name) and each completed
 //! instruction's stored data records (those of its result, then each
-//! uploaded chunk), one batch at a time: a part for the processor's
+//! uploaded chunk; or, for a categories-only federated answer, the
+//! disclosures it carried up), one batch at a time: a part for the processor's
 //! disclosures, then its specific pieces in parts of [`PIECES_PER_PART`]
 //! when the person asked for them, then the totals. Only one batch (at
 //! most 10,000 records) and the sets of category, source, purpose and
@@ -134,6 +135,16 @@ async fn produce(
         // a time.
         let batches = batches_of(store, line).await?;
         let mut disclosed = Disclosures::default();
+        // A categories-only federated answer carried its downstream
+        // report's disclosures in place of records.
+        if line.state == InstructionState::Completed
+            && let Some(carried) = store
+                .carried_disclosures(line.instruction_id)
+                .await
+                .map_err(ApiError::from)?
+        {
+            disclosed.merge(&carried);
+        }
         for batch in &batches {
             for r in &read(store, line.instruction_id, *batch).await? {
                 disclosed.add(r);

@@ -26,9 +26,9 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, Protocol, local};
-use super::federation_data;
+use super::federation_data::{self, Carried};
 use super::grpc::{Channels, call_to, classify};
-use crate::domain::{InstructionId, is_country_code};
+use crate::domain::{InstructionId, InstructionResult, is_country_code};
 use crate::pb;
 use crate::pb::request_service_client::RequestServiceClient;
 use crate::wire;
@@ -157,19 +157,19 @@ impl Adapter for FederationAdapter {
             .await
             .map_err(|s| classify(&s))?
             .into_inner();
-        let records = match federation_data::to_carry(&delivery, &record)? {
-            Some(held) => {
+        let carried = match federation_data::to_carry(&delivery, &record)? {
+            Some(carry) => {
                 let asked = pb::GetAccessReportRequest { request_id: id };
                 let report = client
                     .get_access_report(call(&endpoint, asked)?)
                     .await
                     .map_err(|s| classify(&s))?
                     .into_inner();
-                federation_data::pieces(report, held).await?
+                Some(federation_data::carried(report, carry).await?)
             }
-            None => Vec::new(),
+            None => None,
         };
-        answer_of_record(&record, records)
+        answer_of_record(&record, carried)
     }
 
     async fn cancel(
@@ -197,19 +197,29 @@ impl Adapter for FederationAdapter {
 }
 
 /// The answer a closed downstream request's completion record gives: its
-/// [`result_of_record`] with the data `records` brought up from it (see
+/// [`result_of_record`] with what was `carried` up from it (see
 /// [`federation_data`]), or `INVALID_RESULT` (for good) when that is not a
 /// valid result.
 pub fn answer_of_record(
     record: &pb::CompletionRecord,
-    records: Vec<pb::DataRecord>,
+    carried: Option<Carried>,
 ) -> Result<Answer, DeliveryError> {
+    let (records, disclosures) = match carried {
+        Some(Carried::Records(records)) => (records, None),
+        Some(Carried::Disclosures(d)) => (Vec::new(), Some(Box::new(d))),
+        None => (Vec::new(), None),
+    };
     let result = pb::InstructionResult {
         records,
         ..result_of_record(record)
     };
     wire::instruction_result(Some(result))
-        .map(Answer::Done)
+        .map(|result| {
+            Answer::Done(InstructionResult {
+                carried: disclosures,
+                ..result
+            })
+        })
         .map_err(|v| {
             let why = format!("the downstream completion record makes no valid result: {v}");
             DeliveryError::fatal("INVALID_RESULT", why)

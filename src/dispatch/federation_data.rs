@@ -9,21 +9,29 @@
 //! report (`GetAccessReport`, which its submitter may) and carries its
 //! specific pieces up as the instruction's records.
 //!
+//! A categories-only request's report holds no records, only the seven
+//! disclosures of a right-to-know response and how many pieces they were
+//! made of. For such a request the adapter carries the report's totals up
+//! instead, sealed where records would be, and the upstream report shows
+//! them for this processor as they are: the records stay with the group
+//! company, as the person asked only for categories.
+//!
 //! What cannot be carried is not dropped in silence: the instruction
 //! escalates (`DATA_NOT_CARRIED`) for an operator, who reads the
-//! downstream report and resolves it. That is a categories-only request
-//! whose downstream holds records (its report gives categories, not
-//! records, and a result is made of records); a downstream request only
+//! downstream report and resolves it. That is a downstream request only
 //! partly fulfilled that holds records (they cannot come with a denial or
 //! a failure); more than one result holds ([`MAX_DATA_RECORDS`] records,
-//! [`MAX_DATA_RECORD_BYTES`] of their text); and a report that does not
-//! hold as many records as the record counts (some did not open there).
+//! [`MAX_DATA_RECORD_BYTES`] of their text, or of the disclosures'
+//! names); and a report that does not account for as many records as the
+//! record counts (some did not open there).
 
 use tokio_stream::StreamExt;
 
 use super::adapter::{Delivery, DeliveryError};
 use super::grpc::classify;
-use crate::domain::{AccessScope, MAX_DATA_RECORD_BYTES, MAX_DATA_RECORDS, RequestKind};
+use crate::domain::{
+    AccessScope, Disclosures, MAX_DATA_RECORD_BYTES, MAX_DATA_RECORDS, RequestKind,
+};
 use crate::pb;
 use crate::wire;
 
@@ -33,14 +41,33 @@ pub const DATA_NOT_CARRIED: &str = "DATA_NOT_CARRIED";
 /// What an operator does about data that cannot be carried.
 const READ_IT_THERE: &str = "read its access report and resolve this instruction";
 
-/// How many data records `record`'s downstream processors returned that
-/// the answer to `delivery` must carry up (`None`: nothing to carry: not
-/// an access request, nothing held, or a downstream request cancelled,
-/// whose answers are not given out); an error when they cannot be.
+/// What the answer brings up of the data records a downstream request's
+/// processors returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carry {
+    /// The records themselves (specific pieces, or portability): this many.
+    Pieces(usize),
+    /// The disclosures a categories-only report made of this many records.
+    Disclosures(usize),
+}
+
+/// What came up.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Carried {
+    /// The specific pieces, every downstream processor's.
+    Records(Vec<pb::DataRecord>),
+    /// The categories-only report's totals.
+    Disclosures(Disclosures),
+}
+
+/// What of the data records `record`'s downstream processors returned the
+/// answer to `delivery` must carry up (`None`: nothing to carry: not an
+/// access request, nothing held, or a downstream request cancelled, whose
+/// answers are not given out); an error when they cannot be.
 pub fn to_carry(
     delivery: &Delivery<'_>,
     record: &pb::CompletionRecord,
-) -> Result<Option<usize>, DeliveryError> {
+) -> Result<Option<Carry>, DeliveryError> {
     let held: usize = record.lines.iter().map(|l| l.data_records as usize).sum();
     let kind = delivery.instruction.kind;
     if held == 0 || !kind.returns_data() {
@@ -63,10 +90,7 @@ pub fn to_carry(
     let pieces = kind == RequestKind::Portability
         || delivery.request.and_then(|r| r.access_scope) == Some(AccessScope::SpecificPieces);
     if !pieces {
-        return not_carried(format!(
-            "the downstream request holds {held} data records, and a categories-only \
-             request's report does not carry them: {READ_IT_THERE}"
-        ));
+        return Ok(Some(Carry::Disclosures(held)));
     }
     if held > MAX_DATA_RECORDS {
         return not_carried(format!(
@@ -74,13 +98,24 @@ pub fn to_carry(
              carries ({MAX_DATA_RECORDS}): {READ_IT_THERE}"
         ));
     }
-    Ok(Some(held))
+    Ok(Some(Carry::Pieces(held)))
+}
+
+/// Reads what `carry` says from a downstream access `report`.
+pub async fn carried(
+    report: tonic::Streaming<pb::AccessReportPart>,
+    carry: Carry,
+) -> Result<Carried, DeliveryError> {
+    match carry {
+        Carry::Pieces(held) => pieces(report, held).await.map(Carried::Records),
+        Carry::Disclosures(held) => disclosures(report, held).await.map(Carried::Disclosures),
+    }
 }
 
 /// The specific pieces of a downstream access report, every processor's,
 /// in the report's order: the `held` records its record counts, within
 /// what one result carries.
-pub async fn pieces(
+async fn pieces(
     mut report: tonic::Streaming<pb::AccessReportPart>,
     held: usize,
 ) -> Result<Vec<pb::DataRecord>, DeliveryError> {
@@ -116,4 +151,65 @@ pub async fn pieces(
         ));
     }
     Ok(records)
+}
+
+/// The totals of a downstream categories-only access report: the
+/// disclosures of the `held` records its record counts, their names
+/// within what one result's text may hold.
+async fn disclosures(
+    mut report: tonic::Streaming<pb::AccessReportPart>,
+    held: usize,
+) -> Result<Disclosures, DeliveryError> {
+    let not_carried = |why: String| Err(DeliveryError::fatal(DATA_NOT_CARRIED, why));
+    let mut totals = None;
+    while let Some(part) = report.next().await {
+        let part = part.map_err(|s| classify(&s))?;
+        if let Some(pb::access_report_part::Part::Totals(t)) = part.part {
+            totals = Some(t);
+        }
+    }
+    let Some(t) = totals else {
+        return not_carried(format!(
+            "the downstream report ended without its totals: {READ_IT_THERE}"
+        ));
+    };
+    let lists = [
+        t.categories,
+        t.sources,
+        t.purposes,
+        t.third_parties,
+        t.sold_or_shared,
+        t.disclosed_for_business_purpose,
+    ];
+    let bytes: usize = lists.iter().flatten().map(String::len).sum();
+    if bytes > MAX_DATA_RECORD_BYTES {
+        return not_carried(format!(
+            "the downstream report's disclosures hold more text than one result carries \
+             ({MAX_DATA_RECORD_BYTES} bytes): {READ_IT_THERE}"
+        ));
+    }
+    if t.pieces != held as u64 {
+        return not_carried(format!(
+            "the downstream report's disclosures were made of {} data records where its \
+             record counts {held} (some may not open there): {READ_IT_THERE}",
+            t.pieces
+        ));
+    }
+    let [
+        categories,
+        sources,
+        purposes,
+        third_parties,
+        sold_or_shared,
+        disclosed_for_business_purpose,
+    ] = lists.map(|l| l.into_iter().filter(|n| !n.is_empty()).collect());
+    Ok(Disclosures {
+        categories,
+        sources,
+        purposes,
+        third_parties,
+        sold_or_shared,
+        disclosed_for_business_purpose,
+        pieces: t.pieces,
+    })
 }

@@ -159,8 +159,10 @@ pub fn check_records(records: &[DataRecord], v: &mut Violations) {
     }
 }
 
-/// The disclosures of a right-to-know response, gathered record by record.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The disclosures of a right-to-know response, gathered record by record
+/// (or, for a categories-only federated answer, carried up whole from the
+/// downstream report: see `dispatch::federation_data`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disclosures {
     /// Categories collected.
     pub categories: BTreeSet<String>,

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::country::{COUNTRY_RULE, is_country_code};
 use super::violation::{check_line, check_text};
-use super::{DataRecord, DeletionException, InstructionState, Violations, check_records};
+use super::{
+    DataRecord, DeletionException, Disclosures, InstructionState, Violations, check_records,
+};
 
 /// Most sub-processors one result may list.
 pub const MAX_SUB_PROCESSORS: usize = 100;
@@ -73,6 +75,11 @@ pub struct InstructionResult {
     pub sub_processors: Vec<SubProcessor>,
     /// Data found (access-type requests).
     pub records: Vec<DataRecord>,
+    /// What a categories-only federated answer carries in place of
+    /// records: the downstream report's disclosures (see
+    /// `dispatch::federation_data`). Sealed apart like the records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried: Option<Box<Disclosures>>,
 }
 
 impl InstructionResult {
@@ -137,6 +144,7 @@ impl InstructionResult {
             reason: reason.to_string(),
             sub_processors,
             records,
+            carried: None,
         })
     }
 

@@ -6,19 +6,45 @@
 //! export it will name (see `export_digest`).
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::codec::from_opt_json;
 use super::sql::Sql;
 use super::{Backend, StoreError};
-use crate::domain::{DataRecord, InstructionId, InstructionResult};
+use crate::domain::{DataRecord, Disclosures, InstructionId, InstructionResult};
 use crate::seal::{Keyring, bound};
 
 /// An instruction's returned data records.
 pub(super) const RECORDS: &str = "instructions.sealed_records";
 /// A chunk's sealed column, for binding.
 pub(super) const CHUNK: &str = "data_record_chunks.sealed";
+
+/// What `instructions.sealed_records` holds (as JSON, sealed): the
+/// result's data records (an array), or, for a categories-only federated
+/// answer, the downstream report's disclosures carried in their place (an
+/// object; see `dispatch::federation_data`).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+pub(super) enum ResultData {
+    /// The records that came with the result.
+    Records(Vec<DataRecord>),
+    /// The disclosures a federated answer carried.
+    Carried {
+        /// The downstream report's totals.
+        carried_disclosures: Disclosures,
+    },
+}
+
+impl ResultData {
+    fn records(self) -> Vec<DataRecord> {
+        match self {
+            Self::Records(records) => records,
+            Self::Carried { .. } => Vec::new(),
+        }
+    }
+}
 
 /// Where an instruction's data records are, in the order every reader
 /// takes them: its result's, then each uploaded chunk by index.
@@ -108,11 +134,40 @@ pub(super) fn records_of_row(
     id: InstructionId,
 ) -> Result<Vec<DataRecord>, StoreError> {
     match row.try_get::<Option<String>, _>("sealed_records")? {
-        Some(text) => open_json(keys, &text, RECORDS, id),
+        Some(text) => open_json::<ResultData>(keys, &text, RECORDS, id).map(ResultData::records),
         // Written before records were sealed apart: in the result.
         None => Ok(from_opt_json::<InstructionResult>(row, "result")?
             .map(|r| r.records)
             .unwrap_or_default()),
+    }
+}
+
+/// The disclosures instruction `id`'s result carried in place of records
+/// (`None`: it holds records, or nothing, or was erased), read through
+/// `conn`.
+pub(super) async fn carried_disclosures(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &Keyring,
+    id: InstructionId,
+) -> Result<Option<Disclosures>, StoreError> {
+    let row = Sql::new(
+        backend,
+        "select sealed_records from instructions where id = ",
+    )
+    .bind(id.to_string())
+    .query()
+    .fetch_optional(conn)
+    .await?;
+    let Some(text) = row.and_then(|r| r.try_get::<Option<String>, _>("sealed_records").transpose())
+    else {
+        return Ok(None);
+    };
+    match open_json::<ResultData>(keys, &text?, RECORDS, id)? {
+        ResultData::Carried {
+            carried_disclosures,
+        } => Ok(Some(carried_disclosures)),
+        ResultData::Records(_) => Ok(None),
     }
 }
 
@@ -162,5 +217,43 @@ pub(super) async fn chunk_records(
             chunk_row(instruction, index),
         ),
         None => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both shapes of `sealed_records` read back as written, and records
+    /// stored before disclosures could be carried still read as records.
+    #[test]
+    fn result_data_reads_records_and_carried_disclosures() {
+        let records = vec![DataRecord {
+            category: "inferences".into(),
+            category_label: String::new(),
+            field: "taste".into(),
+            value: "green tea".into(),
+            source: String::new(),
+            purpose: String::new(),
+            collected_at: None,
+            disclosed_to: vec![],
+            sold_or_shared: false,
+        }];
+        let json = serde_json::to_string(&records).unwrap();
+        let read: ResultData = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.records(), records);
+
+        let mut carried_disclosures = Disclosures::default();
+        carried_disclosures.add(&records[0]);
+        let json = serde_json::to_string(&ResultData::Carried {
+            carried_disclosures: carried_disclosures.clone(),
+        })
+        .unwrap();
+        match serde_json::from_str::<ResultData>(&json).unwrap() {
+            ResultData::Carried {
+                carried_disclosures: read,
+            } => assert_eq!(read, carried_disclosures),
+            ResultData::Records(r) => panic!("read as records: {r:?}"),
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::opened::{CHUNK, chunk_row};
+use super::opened::{CHUNK, ResultData, chunk_row};
 use super::sealed::{PAYLOAD, RECORDS, SUBJECT, WEBHOOK_SECRET};
 use super::sql::{Bind, Col, Sql};
 use super::{Store, StoreError};
@@ -224,7 +224,7 @@ impl Store {
                         .open_json::<Vec<SubjectIdentity>>(&old, column.bound(), &id)
                         .map(|v| self.seal_json(&v, column.bound(), &id)),
                     Column::Records => self
-                        .open_json::<Vec<DataRecord>>(&old, column.bound(), &id)
+                        .open_json::<ResultData>(&old, column.bound(), &id)
                         .map(|v| self.seal_json(&v, column.bound(), &id)),
                     Column::WebhookSecret => self
                         .open_json::<String>(&old, column.bound(), &id)

@@ -3,7 +3,8 @@
 //! subject identities (`requests.subject`), each instruction's payload
 //! (`instructions.payload`, the identities its processor accepts), the
 //! data records a processor returned with its result
-//! (`instructions.sealed_records`) and those it uploaded in chunks
+//! (`instructions.sealed_records`, or the disclosures a categories-only
+//! federated answer carried in their place) and those it uploaded in chunks
 //! (`data_record_chunks.sealed`, read in `opened`); a webhook processor's
 //! signing secret (`processors.webhook_secret`) is sealed the same way.
 //! Each value is bound to its column and row. A value written before
@@ -16,11 +17,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec::instruction_id;
-use super::opened::{open_json, records_of_row};
+use super::opened::{ResultData, open_json, records_of_row};
 use super::sql::Sql;
 use super::transition::Change;
 use super::{Store, StoreError};
-use crate::domain::{DataRecord, InstructionId};
+use crate::domain::{DataRecord, Disclosures, InstructionId};
 use crate::seal::{Keyring, bound};
 
 /// The columns that hold personal data.
@@ -64,11 +65,19 @@ impl Store {
     /// `change` with its result's data records taken out of the result
     /// and sealed apart.
     pub(super) fn sealing_records(&self, mut change: Change) -> Change {
-        if let Some(result) = change.result.take() {
+        if let Some(mut result) = change.result.take() {
+            let carried = result.carried.take();
             let (result, records) = result.split_records();
             change.data_records = records.len() as u32;
-            change.sealed_records =
-                (!records.is_empty()).then(|| self.seal_json(&records, RECORDS, change.id));
+            change.sealed_records = match carried {
+                Some(carried) => {
+                    let data = ResultData::Carried {
+                        carried_disclosures: *carried,
+                    };
+                    Some(self.seal_json(&data, RECORDS, change.id))
+                }
+                None => (!records.is_empty()).then(|| self.seal_json(&records, RECORDS, change.id)),
+            };
             change.result = Some(result);
         }
         change
@@ -102,6 +111,16 @@ impl Store {
             opened.insert(id, records_of_row(&self.keys, row, id));
         }
         Ok(opened)
+    }
+
+    /// The disclosures instruction `id`'s result carried in place of
+    /// data records (a categories-only federated answer), if it did.
+    pub async fn carried_disclosures(
+        &self,
+        id: InstructionId,
+    ) -> Result<Option<Disclosures>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        super::opened::carried_disclosures(&mut conn, self.backend, &self.keys, id).await
     }
 
     /// The idempotency fingerprint as stored: a keyed hash of the

@@ -352,15 +352,18 @@ fn access(email: &str, scope: pb::AccessScope) -> pb::SubmitRequestRequest {
 
 /// What the downstream's processor found comes up with the downstream
 /// record: the specific pieces are the upstream instruction's records, in
-/// the upstream's own report, and the record counts them. A
-/// categories-only request whose downstream holds records cannot carry
-/// them (that report gives categories, not records): it escalates for an
-/// operator rather than closing as if nothing were held.
+/// the upstream's own report, and the record counts them. For a
+/// categories-only request the downstream report's disclosures come up in
+/// their place: the upstream report shows them for the group company,
+/// with how many pieces they were made of, and no record leaves the
+/// downstream.
 async fn a_federated_access_request_brings_the_data_up(db: TestDb) {
     let piece = |category: &str, value: &str| pb::DataRecord {
         category: category.into(),
         field: "held".into(),
         value: value.into(),
+        source: "the consumer".into(),
+        disclosed_to: vec!["analytics providers".into()],
         ..Default::default()
     };
     let reply = Reply::Done(pb::InstructionResult {
@@ -406,7 +409,43 @@ async fn a_federated_access_request_brings_the_data_up(db: TestDb) {
 
     let categories = access("fed-ben@example.com", pb::AccessScope::Categories);
     let categories = submit(&upstream, categories).await;
-    let id = &categories.instructions[0].instruction_id;
-    let escalated = wait_for_state(&upstream, id, pb::InstructionState::Escalated).await;
-    assert_eq!(error_codes(&escalated).last(), Some(&"DATA_NOT_CARRIED"));
+    watch_to_end(&upstream.requests, &categories.request_id).await;
+    let closed = record(&upstream, &categories.request_id).await;
+    assert_eq!(closed.outcome, pb::OverallOutcome::Fulfilled as i32);
+    assert_eq!(
+        closed.lines[0].data_records, 0,
+        "no record left the downstream"
+    );
+    let mut report = upstream
+        .requests
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest {
+            request_id: categories.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut disclosed = Vec::new();
+    while let Some(part) = report.next().await {
+        match part.unwrap().part {
+            Some(pb::access_report_part::Part::Processor(p)) => {
+                assert_eq!(p.processor_id, "group-co");
+                disclosed.push(p.disclosures.unwrap());
+            }
+            Some(pb::access_report_part::Part::Totals(t)) => disclosed.push(t),
+            Some(pb::access_report_part::Part::Pieces(_)) => {
+                panic!("pieces in a categories report")
+            }
+            _ => {}
+        }
+    }
+    let expected = pb::Disclosures {
+        categories: vec!["commercial_information".into(), "inferences".into()],
+        sources: vec!["the consumer".into()],
+        third_parties: vec!["analytics providers".into()],
+        disclosed_for_business_purpose: vec!["commercial_information".into(), "inferences".into()],
+        pieces: 2,
+        ..Default::default()
+    };
+    assert_eq!(disclosed, [expected.clone(), expected]);
 }
