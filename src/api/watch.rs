@@ -1,8 +1,9 @@
 //! `WatchRequest`'s stream: a request's history, then its changes as
 //! they are committed (notices from this process, polling for the other
 //! replicas'), until the terminal event. A watch may stay open for days,
-//! longer than its credential: between reads, at least [`WATCH_POLL`]
-//! apart, it asks again (see [`Recheck`]) and ends with the refusal once
+//! longer than its credential: before each read and each event it sends,
+//! at most once every [`WATCH_POLL`], it asks again (see [`Recheck`]), and
+//! ends with the refusal once
 //! the token is taken out, the JWT or the client certificate expires, or
 //! the roles no longer allow it.
 
@@ -73,15 +74,21 @@ pub(super) async fn follow(
     let mut terminal_checked = false;
     // The auth layer has just checked it.
     let mut checked = Instant::now();
-    loop {
-        if let Some(recheck) = &mut recheck
-            && checked.elapsed() >= WATCH_POLL
-        {
-            if let Err(refused) = recheck.still_allowed().await {
-                let _ = tx.send(Err(refused)).await;
-                return;
-            }
+    // Asked before each read and each event sent: a reader slow to take
+    // a long history would otherwise hold the producer inside one batch,
+    // sending it on after its credential stopped proving it.
+    let mut allowed = async |recheck: &mut Option<Recheck>| match recheck {
+        Some(recheck) if checked.elapsed() >= WATCH_POLL => {
+            let answer = recheck.still_allowed().await;
             checked = Instant::now();
+            answer
+        }
+        _ => Ok(()),
+    };
+    loop {
+        if let Err(refused) = allowed(&mut recheck).await {
+            let _ = tx.send(Err(refused)).await;
+            return;
         }
         let events = match store.events_after(id, after, 500).await {
             Ok(events) => events,
@@ -91,6 +98,10 @@ pub(super) async fn follow(
             }
         };
         for e in &events {
+            if let Err(refused) = allowed(&mut recheck).await {
+                let _ = tx.send(Err(refused)).await;
+                return;
+            }
             if tx.send(Ok(event_pb(e))).await.is_err() {
                 return;
             }

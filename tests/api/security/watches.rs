@@ -4,13 +4,15 @@
 //! PERMISSION_DENIED once its principal no longer sees every request,
 //! though events would still come; a change that leaves it what it had
 //! does not end it. A watch a client certificate opened ends when the
-//! certificate expires.
+//! certificate expires. A slow reader of a long history is cut off inside
+//! it, not after it.
 
 use std::time::Duration;
 
 use dsr_orchestrator::pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
+use tonic::transport::Channel;
 
 use super::credentials::{Signer, claims, jwt_app, now};
 use super::tls::{client_tls, mtls_app};
@@ -26,6 +28,7 @@ backends!(
     a_watch_ends_when_its_jwt_expires,
     a_watch_ends_when_its_principal_no_longer_sees_every_request,
     a_watch_ends_when_its_client_certificate_expires,
+    a_slow_reader_of_a_long_history_is_cut_off_within_it,
 );
 
 /// A manual processor, which keeps the requests submitted to it open.
@@ -210,6 +213,119 @@ async fn a_watch_ends_when_its_client_certificate_expires(db: TestDb) {
         .list_requests(pb::ListRequestsRequest::default())
         .await
         .expect("the token, not the certificate, proves the caller");
+    app.stop().await;
+}
+
+/// A watch of a long history, read slowly, is held inside one batch of
+/// events (the stream's buffers fill and the server waits on the reader),
+/// and its credential is asked again there too: a token taken out part-way
+/// ends it, instead of the rest of the batch still going to the reader.
+async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
+    let revocable = "a-slow-watchers-token";
+    let probe = "a-token-that-shows-the-file-was-read";
+    let app = TestApp::spawn_authenticated(
+        &db,
+        &format!(
+            "  - principal: watcher\n    sha256: {}\n    roles: [auditor]\n",
+            token_hash(revocable)
+        ),
+        |c| c.reload_interval = Duration::from_millis(50),
+    )
+    .await;
+    // A finished access request, and a long history after its end: each
+    // fetch of its report is an event.
+    let token = register(&app, pull_processor("puller", 60_000)).await;
+    let mut access = deletion("long-history@example.com");
+    access.kind = pb::RequestKind::Access as i32;
+    access.access_scope = pb::AccessScope::Categories as i32;
+    let submitted = submit(&app, access).await;
+    let pulled = pull(&app, &token, 1).await;
+    app.instructions
+        .clone()
+        .complete_instruction(authed(
+            &token,
+            pb::CompleteInstructionRequest {
+                instruction_id: pulled[0].instruction_id.clone(),
+                result: result(pb::Outcome::NoData),
+            },
+        ))
+        .await
+        .unwrap();
+    let closed = watch_to_end(&app.requests, &submitted.request_id).await;
+    let fetches = 300;
+    for _ in 0..fetches {
+        let mut report = app
+            .requests
+            .clone()
+            .get_access_report(pb::GetAccessReportRequest {
+                request_id: submitted.request_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while report.next().await.transpose().unwrap().is_some() {}
+    }
+
+    // From the end on: the fetches, in one batch of the server's reads,
+    // on a connection whose flow-control windows hold only a few of them,
+    // so most wait on the server until this reader takes them.
+    let narrow = Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(1024)
+        .initial_connection_window_size(1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut stream = Clients::new(narrow, Bearer::token(revocable))
+        .requests
+        .clone()
+        .watch_request(pb::WatchRequestRequest {
+            request_id: submitted.request_id.clone(),
+            after_sequence: closed.last().unwrap().sequence,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.r#type, pb::RequestEventType::DataFetched as i32);
+    let rest = format!(
+        "  - principal: probe\n    sha256: {}\n    roles: [auditor]\n",
+        token_hash(probe)
+    );
+    std::fs::write(app.auth_file(), harness_auth_file(&rest)).unwrap();
+    let reads = async {
+        while list_requests_as(&app, probe).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), reads)
+        .await
+        .expect("the server reads the file again");
+    // The watch asks again at most twice a second (the server's
+    // `WATCH_POLL`): past that, its next event is asked for.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut received = 1;
+    let end = async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => received += 1,
+                Some(Err(status)) => return status,
+                None => return tonic::Status::ok(""),
+            }
+        }
+    };
+    let end = tokio::time::timeout(Duration::from_secs(30), end)
+        .await
+        .expect("the watch ends");
+    assert_eq!(
+        end.code(),
+        Code::Unauthenticated,
+        "{end:?} after {received}"
+    );
+    assert!(
+        received < fetches,
+        "{received} of {fetches} fetches went out"
+    );
     app.stop().await;
 }
 
