@@ -18,6 +18,7 @@ backends!(
     opendsr_processors_take_only_what_opendsr_can_say,
     a_failing_opendsr_processor_opens_its_breaker_then_is_probed,
     a_poll_lost_with_its_replica_is_polled_again,
+    polls_that_fail_while_the_processor_is_away_spend_no_budget,
 );
 
 /// The orchestrator's public URL in these tests.
@@ -343,6 +344,58 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
     assert_eq!(
         escalated.summary.unwrap().last_error,
         "delivered 2 times without an answer"
+    );
+    app.stop().await;
+}
+
+/// Once the processor has accepted, a poll it fails (503: it is away) is
+/// still a poll: more failures than `max_attempts` leave the instruction
+/// waiting, each asked again after the poll interval and kept in its
+/// history, and the request completes once the processor answers again.
+async fn polls_that_fail_while_the_processor_is_away_spend_no_budget(db: TestDb) {
+    let fake = FakeOpenDsr::start().await;
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let mut vendor = opendsr_processor("vendor", &fake.url(), 1000);
+    vendor.retry_policy.as_mut().unwrap().max_attempts = 2;
+    register(&app, vendor).await;
+    let req = submit(&app, deletion("opendsr-away@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    app.dispatcher.run_once().await.unwrap();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    fake.set_status(&id, "in_progress");
+    fake.fail_polls(4);
+    for failures in 1..=4 {
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "a poll");
+        assert_eq!(fake.polls(), failures);
+        let waiting = all_instructions(&app).await;
+        let waiting = waiting.iter().find(|i| i.instruction_id == id).unwrap();
+        assert_ne!(
+            waiting.state(),
+            pb::InstructionState::Escalated,
+            "after {failures} failed polls: {:?}",
+            waiting.summary
+        );
+        let failed = waiting
+            .history
+            .iter()
+            .filter(|a| a.result == "retryable_error")
+            .count();
+        assert_eq!(failed, failures);
+    }
+    // Not sooner than the poll interval after a failure.
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
+
+    fake.set_status(&id, "completed");
+    clock.advance(Duration::from_secs(2));
+    app.dispatcher.run_once().await.unwrap();
+    watch_to_end(&app.requests, &req.request_id).await;
+    let record = record(&app, &req.request_id).await;
+    assert_eq!(
+        record.lines[0].state,
+        pb::InstructionState::Completed as i32
     );
     app.stop().await;
 }

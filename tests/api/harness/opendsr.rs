@@ -31,6 +31,9 @@ struct Inner {
     deleted: Vec<String>,
     /// GETs of a request's status.
     polls: usize,
+    /// How many of the next status GETs to answer 503 (the processor is
+    /// away).
+    failing_polls: usize,
 }
 
 /// A running fake OpenDSR processor.
@@ -74,6 +77,7 @@ impl FakeOpenDsr {
                 posted: Vec::new(),
                 deleted: Vec::new(),
                 polls: 0,
+                failing_polls: 0,
             })),
             calls: watch::Sender::new(0),
             key_path: Arc::new(key_path),
@@ -109,6 +113,11 @@ impl FakeOpenDsr {
             .unwrap()
             .statuses
             .insert(id.to_string(), status.to_string());
+    }
+
+    /// Answers the next `n` status GETs with 503.
+    pub fn fail_polls(&self, n: usize) {
+        self.inner.lock().unwrap().failing_polls = n;
     }
 
     /// The POSTed requests.
@@ -204,13 +213,16 @@ async fn create(State(fake): State<FakeOpenDsr>, body: Bytes) -> Response {
 }
 
 async fn status(State(fake): State<FakeOpenDsr>, Path(id): Path<String>) -> Response {
-    let status = {
+    let (status, away) = {
         let mut inner = fake.inner.lock().unwrap();
         inner.polls += 1;
-        inner.statuses.get(&id).cloned()
+        let away = inner.failing_polls > 0;
+        inner.failing_polls = inner.failing_polls.saturating_sub(1);
+        (inner.statuses.get(&id).cloned(), away)
     };
     fake.called();
     match status {
+        _ if away => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
         Some(s) => axum::Json(serde_json::json!({
             "controller_id": "dsr-orchestrator",
