@@ -229,36 +229,3 @@ impl Store {
         Ok(closed == 1)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::super::testing;
-    use crate::domain::ProcessorId;
-
-    /// An open breaker's count grows with each failure added to it, and
-    /// its cool-down and next probe only grow: a replica's late count at
-    /// the base cool-down does not undo a failed probe's doubling.
-    #[tokio::test]
-    async fn an_open_breaker_only_grows() {
-        let (_dir, store) = testing::sqlite().await;
-        let mut tx = store.begin().await.unwrap();
-        testing::insert_processor(&mut tx, 1).await;
-        tx.commit().await.unwrap();
-        let id = ProcessorId::parse("p1").unwrap();
-        let at = |secs: i64| chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
-        let base = Duration::from_secs(30);
-        store.open_breaker(&id, 3, base, at(0)).await.unwrap();
-        // A probe at 31 s fails: open again for twice as long.
-        store.open_breaker(&id, 1, 2 * base, at(31)).await.unwrap();
-        // Another replica's late threshold count, at the base cool-down.
-        store.open_breaker(&id, 3, base, at(32)).await.unwrap();
-        let open = store.breakers().await.unwrap().remove(&id).unwrap();
-        assert_eq!(open.failures, 7);
-        assert_eq!(open.cooldown, 2 * base);
-        assert_eq!(open.retry_at, at(91));
-        assert_eq!(open.opened_at, at(0));
-        store.close().await;
-    }
-}

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dsr_orchestrator::clock::ManualClock;
+use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
+use dsr_orchestrator::store::{Store, StoreOptions};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -21,6 +23,7 @@ backends!(
     a_failed_probe_spends_none_of_the_instructions_budget,
     a_pass_with_nothing_to_probe_leaves_the_probe_free,
     failures_of_this_replicas_own_settings_do_not_open_the_breaker,
+    an_open_breaker_only_grows,
 );
 
 /// A replica whose breakers open after three failures.
@@ -363,4 +366,32 @@ async fn failures_of_this_replicas_own_settings_do_not_open_the_breaker(db: Test
         .map_or(pb::circuit_breaker::State::Closed, |b| b.state());
     assert_eq!(state, pb::circuit_breaker::State::Closed);
     app.stop().await;
+}
+
+/// An open breaker's count grows with each failure added to it, and its
+/// cool-down and next probe only grow: a replica's late threshold count at
+/// the base cool-down does not undo a failed probe's doubling (SQLite's
+/// `max` and PostgreSQL's `greatest` in the store's upsert).
+async fn an_open_breaker_only_grows(db: TestDb) {
+    let app = spawn(&db, Duration::from_secs(30)).await;
+    register(&app, push_processor("p1", "http://127.0.0.1:1")).await;
+    // The store alone from here (a SQLite file takes one server at a time).
+    app.stop().await;
+    let store = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let id = ProcessorId::parse("p1").unwrap();
+    let at = |secs: i64| chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
+    let base = Duration::from_secs(30);
+    store.open_breaker(&id, 3, base, at(0)).await.unwrap();
+    // A probe at 31 s fails: open again for twice as long.
+    store.open_breaker(&id, 1, 2 * base, at(31)).await.unwrap();
+    // Another replica's late threshold count, at the base cool-down.
+    store.open_breaker(&id, 3, base, at(32)).await.unwrap();
+    let open = store.breakers().await.unwrap().remove(&id).unwrap();
+    assert_eq!(open.failures, 7);
+    assert_eq!(open.cooldown, 2 * base);
+    assert_eq!(open.retry_at, at(91));
+    assert_eq!(open.opened_at, at(0));
+    store.close().await;
 }
