@@ -706,7 +706,9 @@ def test_an_erase_interval_of_a_second_or_more_renders(render, interval):
     assert r.config["DSR_REPORT_WINDOW"] == "0s"
 
 
-@pytest.mark.parametrize("interval", ["1ns", "1d", "24h", "23h 59m 60s", "86400000ms", "00010s"])
+@pytest.mark.parametrize(
+    "interval", ["1ns", "1d", "24h", "23h 59m 60s", "86400000ms", "00010s", "0000000000000000000001s"]
+)
 def test_intervals_above_zero_and_up_to_a_day_render(render, interval):
     r = render(
         required(
@@ -1490,6 +1492,14 @@ processors:
     "reload interval of a week": (
         {"config": {"reloadInterval": "1w"}},
         ["config.reloadInterval (1w) must be above 0s and at most 1d"],
+    ),
+    "acquire timeout of zero in many digits": (
+        {"database": {"acquireTimeout": "0000000000000000000000s"}},
+        ["database.acquireTimeout (0000000000000000000000s) must be above 0s and at most 1d"],
+    ),
+    "poll interval of many days in terms": (
+        {"config": {"pollInterval": " ".join(["1d"] * 200)}},
+        ["config.pollInterval (" + " ".join(["1d"] * 200) + ") must be above 0s and at most 1d"],
     ),
     "acquire timeout too long to add up": (
         {"database": {"acquireTimeout": "9999999999999999999ms"}},

@@ -221,8 +221,8 @@ term of a second or more settles it, so nothing overflows.
 "true" when a humantime duration as the schema admits it is zero or longer
 than a day: the bounds the server puts on the durations it repeats or waits
 by (database.acquireTimeout, config.pollInterval, config.reloadInterval).
-Adds the terms in nanoseconds; a term longer than a day settles it first,
-so nothing overflows.
+Adds the terms in nanoseconds; a term, or a sum, longer than a day settles
+it at once, so nothing overflows.
 */}}
 {{- define "dsr.notAnInterval" -}}
 {{- $day := 86400000000000 }}
@@ -237,6 +237,7 @@ so nothing overflows.
     {{- $over = true }}
   {{- else }}
     {{- $ns = add $ns (mul (atoi $digits) $size) }}
+    {{- if gt (int64 $ns) $day }}{{ $over = true }}{{ $ns = $day }}{{ end }}
   {{- end }}
 {{- end }}
 {{- if or $over (eq (int64 $ns) 0) (gt (int64 $ns) $day) }}true{{ end }}
