@@ -98,13 +98,16 @@ pub(super) async fn follow(
             }
         };
         for e in &events {
+            // Room first: the wait for a slow reader comes before the
+            // check, not between the check and the event.
+            let Ok(room) = tx.reserve().await else {
+                return;
+            };
             if let Err(refused) = allowed(&mut recheck).await {
-                let _ = tx.send(Err(refused)).await;
+                room.send(Err(refused));
                 return;
             }
-            if tx.send(Ok(event_pb(e))).await.is_err() {
-                return;
-            }
+            room.send(Ok(event_pb(e)));
             after = e.seq;
             if e.kind.is_terminal() {
                 return;
