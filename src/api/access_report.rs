@@ -135,20 +135,12 @@ async fn produce(
         // a time.
         let batches = batches_of(store, line).await?;
         let mut disclosed = Disclosures::default();
-        // A categories-only federated answer carried its downstream
-        // report's disclosures in place of records.
-        if line.state == InstructionState::Completed
-            && let Some(carried) = store
-                .carried_disclosures(line.instruction_id)
-                .await
-                .map_err(ApiError::from)?
-        {
-            disclosed.merge(&carried);
-        }
         for batch in &batches {
-            for r in &read(store, line.instruction_id, *batch).await? {
-                disclosed.add(r);
-            }
+            let batch = store
+                .batch_disclosures(line.instruction_id, *batch)
+                .await
+                .map_err(ApiError::from)?;
+            disclosed.merge(&batch);
         }
         if disclosed.pieces < u64::from(line.data_records) {
             return Err(erased(record.request_id).into());

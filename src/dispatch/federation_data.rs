@@ -12,9 +12,13 @@
 //! A categories-only request's report holds no records, only the seven
 //! disclosures of a right-to-know response and how many pieces they were
 //! made of. For such a request the adapter carries the report's totals up
-//! instead, sealed where records would be, and the upstream report shows
-//! them for this processor as they are: the records stay with the group
-//! company, as the person asked only for categories.
+//! instead (checked by the rules data records' names keep), sealed where
+//! records would be, and the upstream report shows them for this
+//! processor as they are: the records stay with the group company, as the
+//! person asked only for categories. The record line counts the pieces
+//! they were made of as its data records, so an orchestrator further up a
+//! chain of federations knows there is something to carry, and the report
+//! knows when it was erased.
 //!
 //! What cannot be carried is not dropped in silence: the instruction
 //! escalates (`DATA_NOT_CARRIED`) for an operator, who reads the
@@ -30,7 +34,7 @@ use tokio_stream::StreamExt;
 use super::adapter::{Delivery, DeliveryError};
 use super::grpc::classify;
 use crate::domain::{
-    AccessScope, Disclosures, MAX_DATA_RECORD_BYTES, MAX_DATA_RECORDS, RequestKind,
+    AccessScope, Disclosures, MAX_DATA_RECORD_BYTES, MAX_DATA_RECORDS, RequestKind, Violations,
 };
 use crate::pb;
 use crate::wire;
@@ -166,6 +170,7 @@ async fn disclosures(
         let part = part.map_err(|s| classify(&s))?;
         if let Some(pb::access_report_part::Part::Totals(t)) = part.part {
             totals = Some(t);
+            break;
         }
     }
     let Some(t) = totals else {
@@ -202,8 +207,8 @@ async fn disclosures(
         third_parties,
         sold_or_shared,
         disclosed_for_business_purpose,
-    ] = lists.map(|l| l.into_iter().filter(|n| !n.is_empty()).collect());
-    Ok(Disclosures {
+    ] = lists.map(|l| l.into_iter().collect());
+    let disclosures = Disclosures {
         categories,
         sources,
         purposes,
@@ -211,5 +216,14 @@ async fn disclosures(
         sold_or_shared,
         disclosed_for_business_purpose,
         pieces: t.pieces,
-    })
+    };
+    // They go into the person's report as they are.
+    let mut v = Violations::new();
+    disclosures.check(&mut v);
+    if !v.is_empty() {
+        let why =
+            format!("the downstream report's disclosures break the rules of data records: {v}");
+        return Err(DeliveryError::fatal("INVALID_RESULT", why));
+    }
+    Ok(disclosures)
 }

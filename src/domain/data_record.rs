@@ -204,6 +204,59 @@ impl Disclosures {
         self.pieces += 1;
     }
 
+    /// Records every rule its names break, under `disclosures.<list>[i]`:
+    /// the rules a data record's names keep (a category of the list, or
+    /// `other: ` and a label; sources and purposes of at most 200
+    /// characters, third parties of at most 100, on one line), and the
+    /// categories sold or shared, or disclosed for a business purpose,
+    /// among the categories. For disclosures that come whole from
+    /// elsewhere, not folded from checked records.
+    pub fn check(&self, v: &mut Violations) {
+        let each = |v: &mut Violations, list: &str, set: &BTreeSet<String>, max: usize| {
+            for (i, name) in set.iter().enumerate() {
+                v.take(
+                    &format!("disclosures.{list}[{i}]"),
+                    check_line(name, 1, max),
+                );
+            }
+        };
+        for (i, name) in self.categories.iter().enumerate() {
+            let at = format!("disclosures.categories[{i}]");
+            match name.strip_prefix("other: ") {
+                Some(label) => {
+                    v.take(&at, check_line(label, 1, 100));
+                }
+                None if name != "other" && CATEGORIES.contains(&name.as_str()) => {}
+                None => v.add(
+                    at,
+                    format!(
+                        "must be one of {}, or other: and a label",
+                        CATEGORIES.join(", ")
+                    ),
+                ),
+            }
+        }
+        each(v, "sources", &self.sources, 200);
+        each(v, "purposes", &self.purposes, 200);
+        each(v, "third_parties", &self.third_parties, 100);
+        for (list, set) in [
+            ("sold_or_shared", &self.sold_or_shared),
+            (
+                "disclosed_for_business_purpose",
+                &self.disclosed_for_business_purpose,
+            ),
+        ] {
+            for (i, name) in set.iter().enumerate() {
+                if !self.categories.contains(name) {
+                    v.add(
+                        format!("disclosures.{list}[{i}]"),
+                        "must be one of the categories",
+                    );
+                }
+            }
+        }
+    }
+
     /// Adds everything `other` disclosed.
     pub fn merge(&mut self, other: &Disclosures) {
         self.categories.extend(other.categories.iter().cloned());
@@ -235,6 +288,37 @@ mod tests {
             disclosed_to: vec![],
             sold_or_shared: false,
         }
+    }
+
+    #[test]
+    fn disclosures_from_elsewhere_keep_the_records_rules() {
+        let mut d = Disclosures::default();
+        let mut other = record("other");
+        other.category_label = "loyalty tier".into();
+        d.add(&record("identifiers"));
+        d.add(&other);
+        let mut v = Violations::new();
+        d.check(&mut v);
+        assert!(v.is_empty(), "{v:?}");
+
+        d.categories.insert("gossip".into());
+        d.categories.insert("other".into());
+        d.sources.insert("a\u{202e}b".into());
+        d.third_parties.insert(String::new());
+        d.sold_or_shared.insert("geolocation".into());
+        let mut v = Violations::new();
+        d.check(&mut v);
+        let fields: Vec<_> = v.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "disclosures.categories[0]",
+                "disclosures.categories[2]",
+                "disclosures.sources[0]",
+                "disclosures.third_parties[0]",
+                "disclosures.sold_or_shared[0]",
+            ]
+        );
     }
 
     #[test]

@@ -14,10 +14,14 @@
 use sqlx::Row;
 
 use super::aftermath::lock_rows;
-use super::opened::{CHUNK, RecordBatch, batch_records, chunk_row, record_batches};
+use super::opened::{
+    CHUNK, RecordBatch, batch_disclosures, batch_records, chunk_row, record_batches,
+};
 use super::sql::Sql;
 use super::{Store, StoreError};
-use crate::domain::{DataRecord, InstructionId, InstructionState, ProcessorId, RequestKind};
+use crate::domain::{
+    DataRecord, Disclosures, InstructionId, InstructionState, ProcessorId, RequestKind,
+};
 
 /// Most chunks one instruction may have (a million records at most, at
 /// 1,000 a chunk).
@@ -160,6 +164,18 @@ impl Store {
     ) -> Result<Vec<DataRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         batch_records(&mut conn, self.backend, &self.keys, instruction, batch).await
+    }
+
+    /// The disclosures of one batch: its records folded, or what a
+    /// categories-only federated answer carried in their place (none once
+    /// erased).
+    pub async fn batch_disclosures(
+        &self,
+        instruction: InstructionId,
+        batch: RecordBatch,
+    ) -> Result<Disclosures, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        batch_disclosures(&mut conn, self.backend, &self.keys, instruction, batch).await
     }
 
     /// What `instruction` holds in chunks.

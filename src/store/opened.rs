@@ -114,6 +114,18 @@ pub(super) async fn result_records(
     keys: &Keyring,
     id: InstructionId,
 ) -> Result<Vec<DataRecord>, StoreError> {
+    result_data(conn, backend, keys, id)
+        .await
+        .map(ResultData::records)
+}
+
+/// What instruction `id`'s result holds, read through `conn`.
+async fn result_data(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &Keyring,
+    id: InstructionId,
+) -> Result<ResultData, StoreError> {
     let row = Sql::new(
         backend,
         "select sealed_records, result from instructions where id = ",
@@ -123,7 +135,7 @@ pub(super) async fn result_records(
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| StoreError::not_found("instruction", id))?;
-    records_of_row(keys, &row, id)
+    data_of_row(keys, &row, id)
 }
 
 /// The data records of instruction `id`'s result, from its row's
@@ -133,42 +145,44 @@ pub(super) fn records_of_row(
     row: &AnyRow,
     id: InstructionId,
 ) -> Result<Vec<DataRecord>, StoreError> {
+    data_of_row(keys, row, id).map(ResultData::records)
+}
+
+fn data_of_row(keys: &Keyring, row: &AnyRow, id: InstructionId) -> Result<ResultData, StoreError> {
     match row.try_get::<Option<String>, _>("sealed_records")? {
-        Some(text) => open_json::<ResultData>(keys, &text, RECORDS, id).map(ResultData::records),
+        Some(text) => open_json(keys, &text, RECORDS, id),
         // Written before records were sealed apart: in the result.
-        None => Ok(from_opt_json::<InstructionResult>(row, "result")?
-            .map(|r| r.records)
-            .unwrap_or_default()),
+        None => Ok(ResultData::Records(
+            from_opt_json::<InstructionResult>(row, "result")?
+                .map(|r| r.records)
+                .unwrap_or_default(),
+        )),
     }
 }
 
-/// The disclosures instruction `id`'s result carried in place of records
-/// (`None`: it holds records, or nothing, or was erased), read through
-/// `conn`.
-pub(super) async fn carried_disclosures(
+/// The disclosures of one batch of instruction `id`'s data (the records
+/// folded, or what a federated answer carried), read through `conn`.
+pub(super) async fn batch_disclosures(
     conn: &mut AnyConnection,
     backend: Backend,
     keys: &Keyring,
     id: InstructionId,
-) -> Result<Option<Disclosures>, StoreError> {
-    let row = Sql::new(
-        backend,
-        "select sealed_records from instructions where id = ",
-    )
-    .bind(id.to_string())
-    .query()
-    .fetch_optional(conn)
-    .await?;
-    let Some(text) = row.and_then(|r| r.try_get::<Option<String>, _>("sealed_records").transpose())
-    else {
-        return Ok(None);
+    batch: RecordBatch,
+) -> Result<Disclosures, StoreError> {
+    let records = match batch {
+        RecordBatch::Result => match result_data(conn, backend, keys, id).await? {
+            ResultData::Records(records) => records,
+            ResultData::Carried {
+                carried_disclosures,
+            } => return Ok(carried_disclosures),
+        },
+        RecordBatch::Chunk(index) => chunk_records(conn, backend, keys, id, index).await?,
     };
-    match open_json::<ResultData>(keys, &text?, RECORDS, id)? {
-        ResultData::Carried {
-            carried_disclosures,
-        } => Ok(Some(carried_disclosures)),
-        ResultData::Records(_) => Ok(None),
+    let mut disclosed = Disclosures::default();
+    for r in &records {
+        disclosed.add(r);
     }
+    Ok(disclosed)
 }
 
 /// The indexes of an instruction's chunks, in order, read through `conn`.
@@ -224,8 +238,8 @@ pub(super) async fn chunk_records(
 mod tests {
     use super::*;
 
-    /// Both shapes of `sealed_records` read back as written, and records
-    /// stored before disclosures could be carried still read as records.
+    /// Both shapes of `sealed_records` read back as written: an array as
+    /// records, an object as carried disclosures.
     #[test]
     fn result_data_reads_records_and_carried_disclosures() {
         let records = vec![DataRecord {

@@ -21,7 +21,7 @@ use super::opened::{ResultData, open_json, records_of_row};
 use super::sql::Sql;
 use super::transition::Change;
 use super::{Store, StoreError};
-use crate::domain::{DataRecord, Disclosures, InstructionId};
+use crate::domain::{DataRecord, InstructionId};
 use crate::seal::{Keyring, bound};
 
 /// The columns that hold personal data.
@@ -70,7 +70,12 @@ impl Store {
             let (result, records) = result.split_records();
             change.data_records = records.len() as u32;
             change.sealed_records = match carried {
+                // A line counts the pieces its answer accounts for: those
+                // the disclosures were made of (see
+                // `dispatch::federation_data`).
                 Some(carried) => {
+                    debug_assert!(records.is_empty(), "carried with records");
+                    change.data_records = u32::try_from(carried.pieces).unwrap_or(u32::MAX);
                     let data = ResultData::Carried {
                         carried_disclosures: *carried,
                     };
@@ -111,16 +116,6 @@ impl Store {
             opened.insert(id, records_of_row(&self.keys, row, id));
         }
         Ok(opened)
-    }
-
-    /// The disclosures instruction `id`'s result carried in place of
-    /// data records (a categories-only federated answer), if it did.
-    pub async fn carried_disclosures(
-        &self,
-        id: InstructionId,
-    ) -> Result<Option<Disclosures>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        super::opened::carried_disclosures(&mut conn, self.backend, &self.keys, id).await
     }
 
     /// The idempotency fingerprint as stored: a keyed hash of the

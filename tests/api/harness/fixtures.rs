@@ -538,3 +538,36 @@ pub async fn lose_a_poll(app: &TestApp, clock: &ManualClock, processor: &str) {
     assert_eq!(lost[0].kind, dsr_orchestrator::store::ClaimKind::Reminder);
     clock.advance(Duration::from_secs(6));
 }
+
+/// Runs `polls` dispatcher passes two seconds apart on `clock`, each a
+/// poll of instruction `id` (polled every second) that fails, and checks
+/// after each that the instruction is not escalated and its history holds
+/// one more retryable error; then that no poll goes sooner than the poll
+/// interval after the last.
+pub async fn polls_fail_without_escalating(
+    app: &TestApp,
+    clock: &ManualClock,
+    id: &str,
+    polls: usize,
+) {
+    for failures in 1..=polls {
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "a poll");
+        let waiting = all_instructions(app).await;
+        let waiting = waiting.iter().find(|i| i.instruction_id == id).unwrap();
+        assert_ne!(
+            waiting.state(),
+            pb::InstructionState::Escalated,
+            "after {failures} failed polls: {:?}",
+            waiting.summary
+        );
+        let failed = waiting
+            .history
+            .iter()
+            .filter(|a| a.result == "retryable_error")
+            .count();
+        assert_eq!(failed, failures);
+    }
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
+}
