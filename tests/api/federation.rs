@@ -321,6 +321,27 @@ async fn polls_that_fail_while_the_downstream_is_away_spend_no_budget(db: TestDb
     upstream.stop().await;
 }
 
+/// Once request `id` is closed on `app`: its record, fulfilled, and its
+/// access report.
+async fn fulfilled(
+    app: &TestApp,
+    id: &str,
+) -> (pb::CompletionRecord, tonic::Streaming<pb::AccessReportPart>) {
+    watch_to_end(&app.requests, id).await;
+    let closed = record(app, id).await;
+    assert_eq!(closed.outcome, pb::OverallOutcome::Fulfilled as i32);
+    let report = app
+        .requests
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest {
+            request_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (closed, report)
+}
+
 /// An access request for `email`, asking for `scope`.
 fn access(email: &str, scope: pb::AccessScope) -> pb::SubmitRequestRequest {
     pb::SubmitRequestRequest {
@@ -364,19 +385,8 @@ async fn a_federated_access_request_brings_the_data_up(db: TestDb) {
 
     let pieces = access("fed-ann@example.com", pb::AccessScope::SpecificPieces);
     let pieces = submit(&upstream, pieces).await;
-    watch_to_end(&upstream.requests, &pieces.request_id).await;
-    let closed = record(&upstream, &pieces.request_id).await;
-    assert_eq!(closed.outcome, pb::OverallOutcome::Fulfilled as i32);
+    let (closed, mut report) = fulfilled(&upstream, &pieces.request_id).await;
     assert_eq!(closed.lines[0].data_records, 2);
-    let mut report = upstream
-        .requests
-        .clone()
-        .get_access_report(pb::GetAccessReportRequest {
-            request_id: pieces.request_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let mut values = Vec::new();
     while let Some(part) = report.next().await {
         if let Some(pb::access_report_part::Part::Pieces(p)) = part.unwrap().part {
@@ -388,21 +398,10 @@ async fn a_federated_access_request_brings_the_data_up(db: TestDb) {
 
     let categories = access("fed-ben@example.com", pb::AccessScope::Categories);
     let categories = submit(&upstream, categories).await;
-    watch_to_end(&upstream.requests, &categories.request_id).await;
-    let closed = record(&upstream, &categories.request_id).await;
-    assert_eq!(closed.outcome, pb::OverallOutcome::Fulfilled as i32);
+    let (closed, mut report) = fulfilled(&upstream, &categories.request_id).await;
     // The pieces the disclosures were made of, which an orchestrator
     // further up a chain reads as something to carry.
     assert_eq!(closed.lines[0].data_records, 2);
-    let mut report = upstream
-        .requests
-        .clone()
-        .get_access_report(pb::GetAccessReportRequest {
-            request_id: categories.request_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let mut disclosed = Vec::new();
     while let Some(part) = report.next().await {
         match part.unwrap().part {

@@ -36,6 +36,27 @@ async fn with_vendor(db: &TestDb, poll_ms: u64) -> (TestApp, FakeOpenDsr) {
     (app, fake)
 }
 
+/// An orchestrator moved by hand on a manual clock, with the fake
+/// registered as `vendor` (polled every second, a retry budget of two),
+/// and a deletion for `email` it has accepted: the fake, the clock, the
+/// orchestrator and the request.
+async fn accepted_by_vendor(
+    db: &TestDb,
+    email: &str,
+) -> (FakeOpenDsr, ManualClock, TestApp, pb::DataSubjectRequest) {
+    let fake = FakeOpenDsr::start().await;
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(db, manual_options(&clock), |_| {}).await;
+    let mut vendor = opendsr_processor("vendor", &fake.url(), 1000);
+    vendor.retry_policy.as_mut().unwrap().max_attempts = 2;
+    register(&app, vendor).await;
+    let req = submit(&app, deletion(email)).await;
+    let id = &req.instructions[0].instruction_id;
+    app.dispatcher.run_once().await.unwrap();
+    wait_for_state(&app, id, pb::InstructionState::Acknowledged).await;
+    (fake, clock, app, req)
+}
+
 /// POSTs a callback to the orchestrator; returns the HTTP status, and
 /// the gRPC code a refusal's JSON names ("" for an empty answer).
 async fn callback(app: &TestApp, body: &[u8], signature: Option<&str>) -> (u16, String) {
@@ -311,16 +332,8 @@ async fn a_failing_opendsr_processor_opens_its_breaker_then_is_probed(db: TestDb
 /// counts as one delivery, so replicas dying on the same instruction
 /// again and again still escalate it when the budget is spent.
 async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
-    let fake = FakeOpenDsr::start().await;
-    let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
-    let mut vendor = opendsr_processor("vendor", &fake.url(), 1000);
-    vendor.retry_policy.as_mut().unwrap().max_attempts = 2;
-    register(&app, vendor).await;
-    let req = submit(&app, deletion("opendsr-lost-poll@example.com")).await;
+    let (fake, clock, app, req) = accepted_by_vendor(&db, "opendsr-lost-poll@example.com").await;
     let id = req.instructions[0].instruction_id.clone();
-    app.dispatcher.run_once().await.unwrap();
-    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
     // Three polls, each answered "pending": more than the budget of two.
     for polls in 1..=3 {
         clock.advance(Duration::from_secs(2));
@@ -353,16 +366,8 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
 /// waiting, each asked again after the poll interval and kept in its
 /// history, and the request completes once the processor answers again.
 async fn polls_that_fail_while_the_processor_is_away_spend_no_budget(db: TestDb) {
-    let fake = FakeOpenDsr::start().await;
-    let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
-    let mut vendor = opendsr_processor("vendor", &fake.url(), 1000);
-    vendor.retry_policy.as_mut().unwrap().max_attempts = 2;
-    register(&app, vendor).await;
-    let req = submit(&app, deletion("opendsr-away@example.com")).await;
+    let (fake, clock, app, req) = accepted_by_vendor(&db, "opendsr-away@example.com").await;
     let id = req.instructions[0].instruction_id.clone();
-    app.dispatcher.run_once().await.unwrap();
-    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
     fake.set_status(&id, "in_progress");
     // Four: fewer than the failures that open a breaker (10 by default).
     fake.fail_polls(4);

@@ -31,6 +31,20 @@ backends!(
     a_slow_reader_of_a_long_history_is_cut_off_within_it,
 );
 
+/// A server that reads its auth file every 50 ms, where `token` is an
+/// auditor's.
+async fn with_watcher(db: &TestDb, token: &str) -> TestApp {
+    TestApp::spawn_authenticated(
+        db,
+        &format!(
+            "  - principal: watcher\n    sha256: {}\n    roles: [auditor]\n",
+            token_hash(token)
+        ),
+        |c| c.reload_interval = Duration::from_millis(50),
+    )
+    .await
+}
+
 /// A manual processor, which keeps the requests submitted to it open.
 async fn manual_processor(app: &TestApp) {
     let mut manual = pull_processor("manual", 60_000);
@@ -79,15 +93,7 @@ async fn end_of(mut stream: tonic::Streaming<pb::RequestEvent>) -> tonic::Status
 
 async fn a_watch_ends_when_its_token_is_taken_out(db: TestDb) {
     let revocable = "a-watching-token-about-to-be-revoked";
-    let app = TestApp::spawn_authenticated(
-        &db,
-        &format!(
-            "  - principal: watcher\n    sha256: {}\n    roles: [auditor]\n",
-            token_hash(revocable)
-        ),
-        |c| c.reload_interval = Duration::from_millis(50),
-    )
-    .await;
+    let app = with_watcher(&db, revocable).await;
     manual_processor(&app).await;
     let (_, stream) = watching(&app, revocable).await;
     std::fs::write(app.auth_file(), harness_auth_file("")).unwrap();
@@ -210,15 +216,7 @@ async fn a_watch_ends_when_its_client_certificate_expires(db: TestDb) {
 async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
     let revocable = "a-slow-watchers-token";
     let probe = "a-token-that-shows-the-file-was-read";
-    let app = TestApp::spawn_authenticated(
-        &db,
-        &format!(
-            "  - principal: watcher\n    sha256: {}\n    roles: [auditor]\n",
-            token_hash(revocable)
-        ),
-        |c| c.reload_interval = Duration::from_millis(50),
-    )
-    .await;
+    let app = with_watcher(&db, revocable).await;
     // A finished access request, and a long history after its end: each
     // fetch of its report is an event.
     let token = register(&app, pull_processor("puller", 60_000)).await;
