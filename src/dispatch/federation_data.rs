@@ -29,7 +29,7 @@
 //! names); and a report that does not account for as many records as the
 //! record counts (some did not open there).
 
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 
 use super::adapter::{Delivery, DeliveryError};
 use super::grpc::classify;
@@ -105,11 +105,13 @@ pub fn to_carry(
     Ok(Some(Carry::Pieces(held)))
 }
 
+/// A downstream access report as it streams in.
+pub trait Report: Stream<Item = Result<pb::AccessReportPart, tonic::Status>> + Unpin {}
+
+impl<S: Stream<Item = Result<pb::AccessReportPart, tonic::Status>> + Unpin> Report for S {}
+
 /// Reads what `carry` says from a downstream access `report`.
-pub async fn carried(
-    report: tonic::Streaming<pb::AccessReportPart>,
-    carry: Carry,
-) -> Result<Carried, DeliveryError> {
+pub async fn carried(report: impl Report, carry: Carry) -> Result<Carried, DeliveryError> {
     match carry {
         Carry::Pieces(held) => pieces(report, held).await.map(Carried::Records),
         Carry::Disclosures(held) => disclosures(report, held).await.map(Carried::Disclosures),
@@ -120,7 +122,7 @@ pub async fn carried(
 /// in the report's order: the `held` records its record counts, within
 /// what one result carries.
 async fn pieces(
-    mut report: tonic::Streaming<pb::AccessReportPart>,
+    mut report: impl Report,
     held: usize,
 ) -> Result<Vec<pb::DataRecord>, DeliveryError> {
     let not_carried = |why: String| Err(DeliveryError::fatal(DATA_NOT_CARRIED, why));
@@ -160,10 +162,7 @@ async fn pieces(
 /// The totals of a downstream categories-only access report: the
 /// disclosures of the `held` records its record counts, their names
 /// within what one result's text may hold.
-async fn disclosures(
-    mut report: tonic::Streaming<pb::AccessReportPart>,
-    held: usize,
-) -> Result<Disclosures, DeliveryError> {
+async fn disclosures(mut report: impl Report, held: usize) -> Result<Disclosures, DeliveryError> {
     let not_carried = |why: String| Err(DeliveryError::fatal(DATA_NOT_CARRIED, why));
     let mut totals = None;
     while let Some(part) = report.next().await {
@@ -227,3 +226,7 @@ async fn disclosures(
     }
     Ok(disclosures)
 }
+
+#[cfg(test)]
+#[path = "federation_data_tests.rs"]
+mod tests;
