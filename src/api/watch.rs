@@ -77,9 +77,14 @@ pub(super) async fn follow(
     // Asked before each read and each event sent: a reader slow to take
     // a long history would otherwise hold the producer inside one batch,
     // sending it on after its credential stopped proving it.
+    // A check may wait on the JWKS (up to its fetch timeout); a stopping
+    // server does not wait for it.
     let mut allowed = async |recheck: &mut Option<Recheck>| match recheck {
         Some(recheck) if checked.elapsed() >= WATCH_POLL => {
-            let answer = recheck.still_allowed().await;
+            let answer = tokio::select! {
+                answer = recheck.still_allowed() => answer,
+                () = shutdown.cancelled() => Err(shutting_down()),
+            };
             checked = Instant::now();
             answer
         }
@@ -149,9 +154,14 @@ pub(super) async fn follow(
             _ = tokio::time::sleep(WATCH_POLL) => {}
             _ = tx.closed() => return,
             _ = shutdown.cancelled() => {
-                let _ = tx.send(Err(Status::unavailable("server shutting down; resume with after_sequence"))).await;
+                let _ = tx.send(Err(shutting_down())).await;
                 return;
             }
         }
     }
+}
+
+/// How a watch ends when the server stops.
+fn shutting_down() -> Status {
+    Status::unavailable("server shutting down; resume with after_sequence")
 }

@@ -26,7 +26,7 @@ backends!(
 /// A signing key, and its public half as a JWKS entry.
 pub(super) struct Signer {
     key: jsonwebtoken::EncodingKey,
-    jwk: serde_json::Value,
+    pub(super) jwk: serde_json::Value,
 }
 
 impl Signer {
@@ -160,7 +160,9 @@ async fn jwts_are_checked_against_the_jwks(db: TestDb) {
 }
 
 /// A JWKS served over HTTP by the test, which may change its keys.
-async fn serve_jwks(keys: std::sync::Arc<std::sync::Mutex<serde_json::Value>>) -> String {
+pub(super) async fn serve_jwks(
+    keys: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+) -> String {
     let app = axum::Router::new().route(
         "/jwks.json",
         axum::routing::get(move || {

@@ -5,7 +5,8 @@
 //! though events would still come; a change that leaves it what it had
 //! does not end it. A watch a client certificate opened ends when the
 //! certificate expires. A slow reader of a long history is cut off inside
-//! it, not after it.
+//! it, not after it. A check waiting on a slow JWKS does not hold up a
+//! stopping server.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use super::credentials::{Signer, claims, jwt_app, now};
+use super::credentials::{Signer, claims, jwt_app, now, serve_jwks};
 use super::tls::{client_tls, mtls_app};
 use crate::backends;
 use crate::harness::app::{
@@ -29,6 +30,7 @@ backends!(
     a_watch_ends_when_its_principal_no_longer_sees_every_request,
     a_watch_ends_when_its_client_certificate_expires,
     a_slow_reader_of_a_long_history_is_cut_off_within_it,
+    a_watch_waiting_on_a_slow_jwks_does_not_hold_up_shutdown,
 );
 
 /// A server that reads its auth file every 50 ms, where `token` is an
@@ -321,6 +323,73 @@ async fn write_with_probe(app: &TestApp, entries: &str, probe: &str) {
     tokio::time::timeout(Duration::from_secs(30), reads)
         .await
         .expect("the server reads the file again");
+}
+
+/// A watch whose JWT is checked again while the JWKS provider is slow to
+/// answer does not hold a stopping server up for the fetch: it ends at
+/// once, telling the client the server is shutting down.
+async fn a_watch_waiting_on_a_slow_jwks_does_not_hold_up_shutdown(db: TestDb) {
+    let signer = Signer::new("k1");
+    let holding = serve_jwks(std::sync::Arc::new(std::sync::Mutex::new(
+        serde_json::json!({ "keys": [signer.jwk] }),
+    )))
+    .await;
+    let (slow, fetches) = slow_jwks().await;
+    let jwt = |url: &str| {
+        format!(
+            "jwt:\n  jwks_url: {url}\n  issuer: https://idp.test\n  \
+             audience: dsr-orchestrator\n  refetch: 0s\n"
+        )
+    };
+    let app = TestApp::spawn_authenticated(&db, &jwt(&holding), |c| {
+        c.reload_interval = Duration::from_millis(50)
+    })
+    .await;
+    manual_processor(&app).await;
+    let token = signer.sign("k1", claims("portal-jwt", &["auditor"]));
+    let (_, stream) = watching(&app, &token).await;
+    // The server reads the slow provider's set (no keys) when it reads
+    // the file; the watch's next check asks it again for k1, and waits.
+    std::fs::write(app.auth_file(), harness_auth_file(&jwt(&slow))).unwrap();
+    let mut seen = fetches.subscribe();
+    tokio::time::timeout(Duration::from_secs(30), seen.wait_for(|n| *n >= 2))
+        .await
+        .expect("the watch asks the provider again")
+        .unwrap();
+    app.stop().await;
+    let end = end_of(stream).await;
+    assert_eq!(
+        (end.code(), end.message()),
+        (
+            Code::Unavailable,
+            "server shutting down; resume with after_sequence"
+        ),
+        "{end:?}"
+    );
+}
+
+/// A JWKS provider that answers its first fetch with no keys and never
+/// answers another; and the count of fetches it was asked.
+async fn slow_jwks() -> (String, tokio::sync::watch::Sender<usize>) {
+    let fetches = tokio::sync::watch::Sender::new(0usize);
+    let counted = fetches.clone();
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let counted = counted.clone();
+            async move {
+                counted.send_modify(|n| *n += 1);
+                if *counted.borrow() > 1 {
+                    std::future::pending::<()>().await;
+                }
+                serde_json::json!({ "keys": [] }).to_string()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/jwks.json"), fetches)
 }
 
 /// Whether `ListRequests` with `token` is let through.
