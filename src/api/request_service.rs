@@ -234,7 +234,8 @@ impl RequestService for RequestApi {
             tx,
             self.shutdown.clone(),
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = super::watch::to_reader(rx, self.shutdown.clone());
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type GetAccessReportStream = ReportStream;

@@ -3,12 +3,14 @@
 //! replicas'), until the terminal event. A watch may stay open for days,
 //! longer than its credential: before each read and each event it sends,
 //! at most once every [`WATCH_POLL`], it asks again (see [`Recheck`]), and
-//! ends with the refusal once
-//! the token is taken out, the JWT or the client certificate expires, or
-//! the roles no longer allow it.
+//! ends with the refusal once the token is taken out, the JWT or the
+//! client certificate expires, or the roles no longer allow it. A stopping server ends it at once, ahead
+//! of events a slow reader has not taken, with the status that tells the
+//! reader to resume ([`to_reader`]).
 
 use std::time::{Duration, Instant};
 
+use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -79,6 +81,14 @@ pub(super) async fn follow(
     // sending it on after its credential stopped proving it.
     // A check may wait on the JWKS (up to its fetch timeout); a stopping
     // server does not wait for it.
+    // An end sent to the reader; a stopping server does not wait for a
+    // slow one (the reader's stream ends at once then, see `to_reader`).
+    let end = async |status: Status| {
+        tokio::select! {
+            _ = tx.send(Err(status)) => {}
+            () = shutdown.cancelled() => {}
+        }
+    };
     let mut allowed = async |recheck: &mut Option<Recheck>| match recheck {
         Some(recheck) if checked.elapsed() >= WATCH_POLL => {
             let answer = tokio::select! {
@@ -91,21 +101,28 @@ pub(super) async fn follow(
         _ => Ok(()),
     };
     loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
         if let Err(refused) = allowed(&mut recheck).await {
-            let _ = tx.send(Err(refused)).await;
+            end(refused).await;
             return;
         }
         let events = match store.events_after(id, after, 500).await {
             Ok(events) => events,
             Err(e) => {
-                let _ = tx.send(Err(ApiError::from(e).into())).await;
+                end(ApiError::from(e).into()).await;
                 return;
             }
         };
         for e in &events {
             // Room first: the wait for a slow reader comes before the
             // check, not between the check and the event.
-            let Ok(room) = tx.reserve().await else {
+            let room = tokio::select! {
+                room = tx.reserve() => room,
+                () = shutdown.cancelled() => return,
+            };
+            let Ok(room) = room else {
                 return;
             };
             if let Err(refused) = allowed(&mut recheck).await {
@@ -135,7 +152,7 @@ pub(super) async fn follow(
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = tx.send(Err(ApiError::from(e).into())).await;
+                end(ApiError::from(e).into()).await;
                 return;
             }
         }
@@ -153,12 +170,26 @@ pub(super) async fn follow(
             open = wait => if !open { return },
             _ = tokio::time::sleep(WATCH_POLL) => {}
             _ = tx.closed() => return,
-            _ = shutdown.cancelled() => {
-                let _ = tx.send(Err(shutting_down())).await;
-                return;
-            }
+            _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// The stream a watch's reader takes: the events [`follow`] sends into
+/// `rx` until the server stops, and then, at once (ahead of events a slow
+/// reader has not taken yet), the end that tells it to resume. A stopping
+/// server waits for its open streams, so it must not wait on a reader.
+pub(super) fn to_reader(
+    rx: mpsc::Receiver<Result<pb::RequestEvent, Status>>,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Result<pb::RequestEvent, Status>> + Send + 'static {
+    use futures::StreamExt as _;
+    let stopped = shutdown.clone();
+    let end = futures::stream::once(async move { stopped.is_cancelled() })
+        .filter_map(|stopped| async move { stopped.then(|| Err(shutting_down())) });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+        .take_until(shutdown.cancelled_owned())
+        .chain(end)
 }
 
 /// How a watch ends when the server stops.

@@ -334,6 +334,12 @@ impl TestApp {
     }
 
     /// Graceful stop, as on SIGTERM.
+    /// The token [`TestApp::stop`] cancels: a test waits on it to know
+    /// the server has begun to stop.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().expect("clean shutdown");

@@ -31,6 +31,7 @@ backends!(
     a_watch_ends_when_its_client_certificate_expires,
     a_slow_reader_of_a_long_history_is_cut_off_within_it,
     a_watch_waiting_on_a_slow_jwks_does_not_hold_up_shutdown,
+    a_stopping_server_does_not_wait_for_a_slow_reader,
 );
 
 /// A server that reads its auth file every 50 ms, where `token` is an
@@ -219,18 +220,74 @@ async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
     let revocable = "a-slow-watchers-token";
     let probe = "a-token-that-shows-the-file-was-read";
     let app = with_watcher(&db, revocable).await;
-    // A finished access request, and a long history after its end: each
-    // fetch of its report is an event.
-    let token = register(&app, pull_processor("puller", 60_000)).await;
+    let mut stream = watching_a_long_history(&app, revocable).await;
+    write_with_probe(&app, "", probe).await;
+    // The watch asks again at most twice a second (the server's
+    // `WATCH_POLL`): past that, its next event is asked for.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (received, end) = read_to_the_end(&mut stream).await;
+    assert_eq!(
+        end.code(),
+        Code::Unauthenticated,
+        "{end:?} after {received}"
+    );
+    assert!(
+        received < LONG_HISTORY,
+        "{received} of {LONG_HISTORY} events went out"
+    );
+    app.stop().await;
+}
+
+/// A stopping server does not wait for a watch's slow reader: the reader's
+/// stream ends at once, ahead of the events it has not taken, telling it
+/// to resume, and the server stops.
+async fn a_stopping_server_does_not_wait_for_a_slow_reader(db: TestDb) {
+    let watcher = "a-slow-watchers-token";
+    let app = with_watcher(&db, watcher).await;
+    let mut stream = watching_a_long_history(&app, watcher).await;
+    let shutdown = app.shutdown_token();
+    let stopped = tokio::spawn(app.stop());
+    shutdown.cancelled().await;
+    let (received, end) = read_to_the_end(&mut stream).await;
+    assert_eq!(
+        (end.code(), end.message()),
+        (
+            Code::Unavailable,
+            "server shutting down; resume with after_sequence"
+        ),
+        "after {received}"
+    );
+    assert!(
+        received < LONG_HISTORY,
+        "{received} of {LONG_HISTORY} events went out"
+    );
+    tokio::time::timeout(Duration::from_secs(30), stopped)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
+
+/// Events in [`watching_a_long_history`]'s history: more than the
+/// stream's buffers hold (64 in the server's channel, and what fits in one
+/// HTTP/2 write), within one batch of the server's reads (500).
+const LONG_HISTORY: usize = 450;
+
+/// A watch, with `token`, of a finished access request's history after its
+/// end: [`LONG_HISTORY`] fetches of its report, each an event. The watch
+/// is on a connection whose flow-control windows hold only a few events,
+/// so most wait on the server until the reader takes them; its first event
+/// is read.
+async fn watching_a_long_history(app: &TestApp, token: &str) -> tonic::Streaming<pb::RequestEvent> {
+    let puller = register(app, pull_processor("puller", 60_000)).await;
     let mut access = deletion("long-history@example.com");
     access.kind = pb::RequestKind::Access as i32;
     access.access_scope = pb::AccessScope::Categories as i32;
-    let submitted = submit(&app, access).await;
-    let pulled = pull(&app, &token, 1).await;
+    let submitted = submit(app, access).await;
+    let pulled = pull(app, &puller, 1).await;
     app.instructions
         .clone()
         .complete_instruction(authed(
-            &token,
+            &puller,
             pb::CompleteInstructionRequest {
                 instruction_id: pulled[0].instruction_id.clone(),
                 result: result(pb::Outcome::NoData),
@@ -239,10 +296,7 @@ async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
         .await
         .unwrap();
     let closed = watch_to_end(&app.requests, &submitted.request_id).await;
-    // More than the stream's buffers hold (64 events in the server's
-    // channel, and what fits in one HTTP/2 write), within one batch of 500.
-    let fetches = 450;
-    for _ in 0..fetches {
+    for _ in 0..LONG_HISTORY {
         let mut report = app
             .requests
             .clone()
@@ -254,10 +308,6 @@ async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
             .into_inner();
         while report.next().await.transpose().unwrap().is_some() {}
     }
-
-    // From the end on: the fetches, in one batch of the server's reads,
-    // on a connection whose flow-control windows hold only a few of them,
-    // so most wait on the server until this reader takes them.
     let narrow = Channel::from_shared(format!("http://{}", app.addr))
         .unwrap()
         .initial_stream_window_size(1024)
@@ -265,7 +315,7 @@ async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
         .connect()
         .await
         .unwrap();
-    let mut stream = Clients::new(narrow, Bearer::token(revocable))
+    let mut stream = Clients::new(narrow, Bearer::token(token))
         .requests
         .clone()
         .watch_request(pb::WatchRequestRequest {
@@ -277,10 +327,14 @@ async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
         .into_inner();
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.r#type, pb::RequestEventType::DataFetched as i32);
-    write_with_probe(&app, "", probe).await;
-    // The watch asks again at most twice a second (the server's
-    // `WATCH_POLL`): past that, its next event is asked for.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    stream
+}
+
+/// Reads `stream` (whose first event was read) to its end: how many
+/// events it gave in all, and the status it ended with.
+async fn read_to_the_end(
+    stream: &mut tonic::Streaming<pb::RequestEvent>,
+) -> (usize, tonic::Status) {
     let mut received = 1;
     let end = async {
         loop {
@@ -294,16 +348,7 @@ async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
     let end = tokio::time::timeout(Duration::from_secs(30), end)
         .await
         .expect("the watch ends");
-    assert_eq!(
-        end.code(),
-        Code::Unauthenticated,
-        "{end:?} after {received}"
-    );
-    assert!(
-        received < fetches,
-        "{received} of {fetches} fetches went out"
-    );
-    app.stop().await;
+    (received, end)
 }
 
 /// Writes the auth file with `entries` and an auditor whose token is
