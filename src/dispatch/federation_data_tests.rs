@@ -62,11 +62,13 @@ async fn a_categories_report_that_does_not_add_up_is_not_carried() {
         (vec![], "DATA_NOT_CARRIED"),
         // A category no record may have.
         (vec![Ok(totals(&["gossip"], 3))], "INVALID_RESULT"),
-        // A name on two lines.
+        // A label on two lines.
         (
-            vec![Ok(totals(&["identifiers\nand more"], 3))],
+            vec![Ok(totals(&["other: loyalty\ntier"], 3))],
             "INVALID_RESULT",
         ),
+        // The count is settled before the names.
+        (vec![Ok(totals(&["gossip"], 2))], "DATA_NOT_CARRIED"),
         // More text than one result holds.
         (
             vec![Ok(totals(&[&"x".repeat(MAX_DATA_RECORD_BYTES + 1)], 3))],

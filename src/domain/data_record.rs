@@ -227,13 +227,17 @@ impl Disclosures {
                     v.take(&at, check_line(label, 1, 100));
                 }
                 None if name != "other" && CATEGORIES.contains(&name.as_str()) => {}
-                None => v.add(
-                    at,
-                    format!(
-                        "must be one of {}, or other: and a label",
-                        CATEGORIES.join(", ")
-                    ),
-                ),
+                None => {
+                    let named: Vec<&str> = CATEGORIES
+                        .iter()
+                        .copied()
+                        .filter(|c| *c != "other")
+                        .collect();
+                    v.add(
+                        at,
+                        format!("must be one of {}, or other: and a label", named.join(", ")),
+                    );
+                }
             }
         }
         each(v, "sources", &self.sources, 200);

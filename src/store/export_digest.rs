@@ -9,10 +9,9 @@
 //! a time (a result's records, then each uploaded chunk), so it holds at
 //! most one chunk whatever the answer's size. The cost falls on that one
 //! transaction, about as long as streaming the export takes (the whole
-//! closing call took 137 ms on SQLite and 151 ms on PostgreSQL for 100,000
-//! records on a 2-core machine: `dsr-bench access-report`'s `close_ms` in
-//! `docs/benchmarks.md`), once per request, instead of on every later
-//! reader.
+//! closing call for 100,000 records: `dsr-bench access-report`'s
+//! `close_ms` in `docs/benchmarks.md`), once per request, instead of on
+//! every later reader.
 
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
