@@ -296,7 +296,17 @@ async fn polls_that_fail_while_the_downstream_is_away_spend_no_budget(db: TestDb
     let id = req.instructions[0].instruction_id.clone();
     upstream.dispatcher.run_once().await.unwrap();
     wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
+    // Away: stopped, its port held by a listener that takes connections
+    // and drops them, so nothing else this test process starts answers
+    // there instead.
+    let port = downstream.addr;
     downstream.stop().await;
+    let away = tokio::net::TcpListener::bind(port).await.unwrap();
+    let _dropping = tokio::spawn(async move {
+        while let Ok((connection, _)) = away.accept().await {
+            drop(connection);
+        }
+    });
     polls_fail_without_escalating(&upstream, &clock, &id, 4).await;
 
     // The escalation time ends them; an operator's re-arm past it clears
