@@ -13,7 +13,7 @@ use sqlx::{AnyConnection, Row};
 use super::codec::from_opt_json;
 use super::sql::Sql;
 use super::{Backend, StoreError};
-use crate::domain::{DataRecord, Disclosures, InstructionId, InstructionResult};
+use crate::domain::{DataRecord, Disclosures, InstructionId, InstructionResult, MAX_DATA_RECORDS};
 use crate::seal::{Keyring, bound};
 
 /// An instruction's returned data records.
@@ -25,7 +25,7 @@ pub(super) const CHUNK: &str = "data_record_chunks.sealed";
 /// result's data records (an array), or, for a categories-only federated
 /// answer, the downstream report's disclosures carried in their place (an
 /// object; see `dispatch::federation_data`).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(untagged)]
 pub(super) enum ResultData {
     /// The records that came with the result.
@@ -35,6 +35,49 @@ pub(super) enum ResultData {
         /// The downstream report's totals.
         carried_disclosures: Disclosures,
     },
+}
+
+/// Read by the JSON's first token, an array or an object, without the
+/// buffering of `#[serde(untagged)]`, which would hold a result's records
+/// (up to 10,000) twice to try each shape.
+impl<'de> Deserialize<'de> for ResultData {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Shape)
+    }
+}
+
+struct Shape;
+
+impl<'de> serde::de::Visitor<'de> for Shape {
+    type Value = ResultData;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of data records, or an object of carried disclosures")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ResultData, A::Error> {
+        let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_DATA_RECORDS));
+        while let Some(record) = seq.next_element()? {
+            records.push(record);
+        }
+        Ok(ResultData::Records(records))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ResultData, A::Error> {
+        let mut carried = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "carried_disclosures" {
+                carried = Some(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        carried
+            .map(|carried_disclosures| ResultData::Carried {
+                carried_disclosures,
+            })
+            .ok_or_else(|| serde::de::Error::missing_field("carried_disclosures"))
+    }
 }
 
 impl ResultData {
@@ -268,6 +311,12 @@ mod tests {
                 carried_disclosures: read,
             } => assert_eq!(read, carried_disclosures),
             ResultData::Records(r) => panic!("read as records: {r:?}"),
+        }
+        for neither in ["{}", "3", "\"records\""] {
+            assert!(
+                serde_json::from_str::<ResultData>(neither).is_err(),
+                "{neither}"
+            );
         }
     }
 }
