@@ -4,9 +4,10 @@
 //! longer than its credential: before each read and each event it sends,
 //! at most once every [`WATCH_POLL`], it asks again (see [`Recheck`]), and
 //! ends with the refusal once the token is taken out, the JWT or the
-//! client certificate expires, or the roles no longer allow it. A stopping server ends it at once, ahead
-//! of events a slow reader has not taken, with the status that tells the
-//! reader to resume ([`to_reader`]).
+//! client certificate expires, or the roles no longer allow it. A stopping
+//! server ends it at once, ahead of any events still queued for a slow
+//! reader, with the status that tells the reader to resume
+//! ([`to_reader`]).
 
 use std::time::{Duration, Instant};
 
@@ -176,9 +177,10 @@ pub(super) async fn follow(
 }
 
 /// The stream a watch's reader takes: the events [`follow`] sends into
-/// `rx` until the server stops, and then, at once (ahead of events a slow
-/// reader has not taken yet), the end that tells it to resume. A stopping
-/// server waits for its open streams, so it must not wait on a reader.
+/// `rx` until the server stops, and then, at once (ahead of any events
+/// still queued for a slow reader), the end that tells it to resume. A
+/// stopping server waits for its open streams, so it must not wait on a
+/// reader.
 pub(super) fn to_reader(
     rx: mpsc::Receiver<Result<pb::RequestEvent, Status>>,
     shutdown: CancellationToken,

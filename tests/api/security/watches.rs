@@ -239,7 +239,7 @@ async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
 }
 
 /// A stopping server does not wait for a watch's slow reader: the reader's
-/// stream ends at once, ahead of the events it has not taken, telling it
+/// stream ends at once, ahead of the events still queued for it, telling it
 /// to resume, and the server stops.
 async fn a_stopping_server_does_not_wait_for_a_slow_reader(db: TestDb) {
     let watcher = "a-slow-watchers-token";
