@@ -77,11 +77,6 @@ pub(super) async fn follow(
     let mut terminal_checked = false;
     // The auth layer has just checked it.
     let mut checked = Instant::now();
-    // Asked before each read and each event sent: a reader slow to take
-    // a long history would otherwise hold the producer inside one batch,
-    // sending it on after its credential stopped proving it.
-    // A check may wait on the JWKS (up to its fetch timeout); a stopping
-    // server does not wait for it.
     // An end sent to the reader; a stopping server does not wait for a
     // slow one (the reader's stream ends at once then, see `to_reader`).
     let end = async |status: Status| {
@@ -90,6 +85,11 @@ pub(super) async fn follow(
             () = shutdown.cancelled() => {}
         }
     };
+    // Asked before each read and each event sent: a reader slow to take
+    // a long history would otherwise hold the producer inside one batch,
+    // sending it on after its credential stopped proving it. A check may
+    // wait on the JWKS (up to its fetch timeout); a stopping server does
+    // not wait for it.
     let mut allowed = async |recheck: &mut Option<Recheck>| match recheck {
         Some(recheck) if checked.elapsed() >= WATCH_POLL => {
             let answer = tokio::select! {
@@ -187,8 +187,9 @@ pub(super) fn to_reader(
 ) -> impl Stream<Item = Result<pb::RequestEvent, Status>> + Send + 'static {
     use futures::StreamExt as _;
     let stopped = shutdown.clone();
-    let end = futures::stream::once(async move { stopped.is_cancelled() })
-        .filter_map(|stopped| async move { stopped.then(|| Err(shutting_down())) });
+    let end =
+        futures::stream::once(async move { stopped.is_cancelled().then(|| Err(shutting_down())) })
+            .filter_map(std::future::ready);
     tokio_stream::wrappers::ReceiverStream::new(rx)
         .take_until(shutdown.cancelled_owned())
         .chain(end)

@@ -251,9 +251,10 @@ fn result_of(
             after,
         }) if refund || policy.allows_another(attempts) => {
             // A processor that named a time is not called again sooner.
-            let delay = match failed_poll {
-                true => p.spec.reply_wait(),
-                false => policy.delay_after(attempts, instruction.id),
+            let delay = if failed_poll {
+                p.spec.reply_wait()
+            } else {
+                policy.delay_after(attempts, instruction.id)
             }
             .max(after.unwrap_or_default());
             tracing::info!(code = %code, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");

@@ -177,15 +177,15 @@ async fn disclosures(mut report: impl Report, held: usize) -> Result<Disclosures
             "the downstream report ended without its totals: {READ_IT_THERE}"
         ));
     };
-    let lists = [
-        t.categories,
-        t.sources,
-        t.purposes,
-        t.third_parties,
-        t.sold_or_shared,
-        t.disclosed_for_business_purpose,
+    let names = [
+        &t.categories,
+        &t.sources,
+        &t.purposes,
+        &t.third_parties,
+        &t.sold_or_shared,
+        &t.disclosed_for_business_purpose,
     ];
-    let bytes: usize = lists.iter().flatten().map(String::len).sum();
+    let bytes: usize = names.into_iter().flatten().map(String::len).sum();
     if bytes > MAX_DATA_RECORD_BYTES {
         return not_carried(format!(
             "the downstream report's disclosures hold more text than one result carries \
@@ -199,21 +199,14 @@ async fn disclosures(mut report: impl Report, held: usize) -> Result<Disclosures
             t.pieces
         ));
     }
-    let [
-        categories,
-        sources,
-        purposes,
-        third_parties,
-        sold_or_shared,
-        disclosed_for_business_purpose,
-    ] = lists.map(|l| l.into_iter().collect());
+    let set = |list: Vec<String>| list.into_iter().collect();
     let disclosures = Disclosures {
-        categories,
-        sources,
-        purposes,
-        third_parties,
-        sold_or_shared,
-        disclosed_for_business_purpose,
+        categories: set(t.categories),
+        sources: set(t.sources),
+        purposes: set(t.purposes),
+        third_parties: set(t.third_parties),
+        sold_or_shared: set(t.sold_or_shared),
+        disclosed_for_business_purpose: set(t.disclosed_for_business_purpose),
         pieces: t.pieces,
     };
     // They go into the person's report as they are.

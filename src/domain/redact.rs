@@ -135,11 +135,7 @@ mod tests {
 
     #[test]
     fn short_other_forms_are_not_looked_for() {
-        // Shorter than a number taken today; one stored before may be.
-        let sent = [SubjectIdentity {
-            kind: IdentityType::Phone,
-            value: "1-2".into(),
-        }];
+        let sent = [identity(IdentityType::Phone, "1-2")];
         assert_eq!(
             redact_identities("error 12 for 1-2", &sent),
             "error 12 for [redacted]"

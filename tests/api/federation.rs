@@ -234,19 +234,15 @@ async fn a_downstream_that_refuses_the_caller_escalates(db: TestDb) {
 /// escalated; a second loss spends the delivery budget of two.
 async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
     let clock = ManualClock::new();
-    let Pair {
-        upstream,
-        _down_db,
-        dir: _dir,
-        ..
-    } = pair_with(&db, Reply::Accepted, 1000, manual_options(&clock), |p| {
-        p.retry_policy.as_mut().unwrap().max_attempts = 2;
-    })
-    .await;
-    let req = submit(&upstream, deletion("federated-lost-poll@example.com")).await;
-    let id = req.instructions[0].instruction_id.clone();
-    upstream.dispatcher.run_once().await.unwrap();
-    wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
+    let (
+        Pair {
+            upstream,
+            _down_db,
+            dir: _dir,
+            ..
+        },
+        id,
+    ) = accepted_downstream(&db, &clock, "federated-lost-poll@example.com").await;
     for polls in 1..=3 {
         clock.advance(Duration::from_secs(2));
         assert_eq!(upstream.dispatcher.run_once().await.unwrap(), 1);
@@ -276,26 +272,37 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
     upstream.stop().await;
 }
 
+/// A pair whose upstream is moved by hand on `clock`, its `group-co`
+/// polled every second with a retry budget of two, and the id of the
+/// instruction of a deletion for `email` the downstream has accepted.
+async fn accepted_downstream(db: &TestDb, clock: &ManualClock, email: &str) -> (Pair, String) {
+    let pair = pair_with(db, Reply::Accepted, 1000, manual_options(clock), |p| {
+        p.retry_policy.as_mut().unwrap().max_attempts = 2;
+    })
+    .await;
+    let req = submit(&pair.upstream, deletion(email)).await;
+    let id = req.instructions[0].instruction_id.clone();
+    pair.upstream.dispatcher.run_once().await.unwrap();
+    wait_for_state(&pair.upstream, &id, pb::InstructionState::Acknowledged).await;
+    (pair, id)
+}
+
 /// Once the downstream has accepted, a poll that fails (the downstream
 /// is away) is still a poll: more failures than `max_attempts` leave the
 /// instruction waiting, each asked again after the poll interval, and
 /// every one stays in its history.
 async fn polls_that_fail_while_the_downstream_is_away_spend_no_budget(db: TestDb) {
     let clock = ManualClock::new();
-    let Pair {
-        upstream,
-        downstream,
-        _down_db,
-        dir: _dir,
-        ..
-    } = pair_with(&db, Reply::Accepted, 1000, manual_options(&clock), |p| {
-        p.retry_policy.as_mut().unwrap().max_attempts = 2;
-    })
-    .await;
-    let req = submit(&upstream, deletion("federated-away@example.com")).await;
-    let id = req.instructions[0].instruction_id.clone();
-    upstream.dispatcher.run_once().await.unwrap();
-    wait_for_state(&upstream, &id, pb::InstructionState::Acknowledged).await;
+    let (
+        Pair {
+            upstream,
+            downstream,
+            _down_db,
+            dir: _dir,
+            ..
+        },
+        id,
+    ) = accepted_downstream(&db, &clock, "federated-away@example.com").await;
     // Away: stopped, its port held by a listener that takes connections
     // and drops them, so nothing else this test process starts answers
     // there instead.
