@@ -3,9 +3,9 @@
 //! Each tick leases, for every push processor, as many due instructions as
 //! it has free delivery slots (a per-processor limit, `max_in_flight` or
 //! the adaptive one of [`concurrency`], inside a global one, shared out
-//! fairly per pass), all processors in one
-//! transaction: a request fanned out to five processors costs one claim
-//! commit, not five. Per-processor limits keep one slow processor from
+//! fairly per pass), all processors at once: a request fanned out to five
+//! processors costs one claim, not five (on PostgreSQL two transactions,
+//! the leases and then their history; see `claim`). Per-processor limits keep one slow processor from
 //! starving the others and bound what each receives at once. Every leased
 //! instruction is delivered on its own task; the answer is written back
 //! fenced by the lease, so a dispatcher that lost its lease (it hung past
@@ -51,6 +51,7 @@
 
 pub mod adapter;
 pub mod breaker;
+mod claim;
 pub mod concurrency;
 mod deliver;
 pub mod destination;
@@ -58,6 +59,7 @@ pub mod federation;
 pub mod federation_data;
 pub mod grpc;
 mod http_clients;
+mod in_flight;
 pub mod lookup;
 mod notices;
 pub mod opendsr;
@@ -73,7 +75,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -82,6 +83,7 @@ use crate::in_progress::InProgress;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use adapter::Adapter;
+use in_flight::InFlight;
 pub use recorder::Recorder;
 pub use slots::{HELD_SLOTS, QUEUING_SUBMISSIONS};
 
@@ -224,7 +226,7 @@ impl Dispatcher {
     /// Runs until `shutdown` fires, then drains deliveries in flight.
     pub async fn run(self, shutdown: CancellationToken) {
         let wake = self.store.work_notifier();
-        let mut in_flight = JoinSet::new();
+        let in_flight = InFlight::default();
         tracing::info!(owner = %self.owner, "dispatcher started");
         'outer: loop {
             // A wait that ended for another reason as shutdown fired
@@ -239,7 +241,7 @@ impl Dispatcher {
                 saturated,
                 held_back,
                 cap,
-            } = match self.tick(&mut in_flight).await {
+            } = match self.tick(&in_flight).await {
                 Ok(pass) => pass,
                 Err(e) => {
                     tracing::warn!(error = %e, "dispatcher tick failed; will retry");
@@ -252,7 +254,7 @@ impl Dispatcher {
                 }
             };
             // Reap finished deliveries so the set does not grow.
-            while in_flight.try_join_next().is_some() {}
+            in_flight.reap();
             // A pass that filled its slots leaves due work waiting for them:
             // finishing deliveries wake the loop, no need to look up the
             // next due time. Due work this pass could not take is no reason
@@ -305,7 +307,7 @@ impl Dispatcher {
                         }
                     }
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
-                        while in_flight.try_join_next().is_some() {}
+                        in_flight.reap();
                         if in_flight.is_empty() || self.refilled(cap) {
                             break;
                         }
@@ -314,10 +316,7 @@ impl Dispatcher {
             }
         }
         tracing::info!(in_flight = in_flight.len(), "dispatcher draining");
-        let drained = tokio::time::timeout(self.config.drain_timeout, async {
-            while in_flight.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(self.config.drain_timeout, in_flight.drain()).await;
         if drained.is_err() {
             tracing::warn!(
                 abandoned = in_flight.len(),
@@ -338,9 +337,9 @@ impl Dispatcher {
     /// One tick, then waits for every delivery it started: lets tests drain
     /// the queue deterministically. Returns how many were claimed.
     pub async fn run_once(&self) -> Result<usize, crate::store::StoreError> {
-        let mut set = JoinSet::new();
-        let pass = self.tick(&mut set).await?;
-        while set.join_next().await.is_some() {}
+        let set = InFlight::default();
+        let pass = self.tick(&set).await?;
+        set.drain().await;
         Ok(pass.claimed)
     }
 }

@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::adapter::{DeliveryError, Endpoint};
@@ -35,7 +34,7 @@ impl Dispatcher {
         &self,
         processors: &[(&Processor, Option<Duration>)],
         cap: Cap,
-        set: &mut JoinSet<()>,
+        set: &super::InFlight,
     ) -> Result<(usize, HashSet<ProcessorId>), StoreError> {
         let mut probing = HashSet::new();
         let mut free = self.free_under(cap).min(CANCEL_NOTICES_PER_PASS);

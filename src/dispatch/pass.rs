@@ -1,20 +1,16 @@
 //! One dispatcher pass: escalate overdue work, send due cancel notices
 //! (see `super::notices`), share the free delivery slots out between push
 //! processors (leaving out those whose circuit breaker is open), claim for
-//! all of them in one transaction, and start each delivery on its own
-//! task; and how long to sleep after it.
+//! all of them at once, and start each delivery on its own task (see
+//! `super::claim`); and how long to sleep after it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::task::JoinSet;
-
-use super::slots::Slot;
-use super::{Dispatcher, Pass, breaker, concurrency};
-use crate::domain::{Processor, ProcessorId, Timestamp};
-use crate::store::{Budget, ClaimKind, ClaimOrder};
+use super::{Dispatcher, InFlight, Pass, breaker, concurrency};
+use crate::domain::Processor;
+use crate::store::{Budget, ClaimOrder};
 
 impl Dispatcher {
     /// How long to sleep: until the earliest due instruction or cancel
@@ -36,10 +32,7 @@ impl Dispatcher {
 
     /// Escalates overdue work, sends due cancel notices, and claims due
     /// work for every processor, all processors in one claim transaction.
-    pub(super) async fn tick(
-        &self,
-        set: &mut JoinSet<()>,
-    ) -> Result<Pass, crate::store::StoreError> {
+    pub(super) async fn tick(&self, set: &InFlight) -> Result<Pass, crate::store::StoreError> {
         self.metrics.dispatch_pass();
         let processors = self.store.all_processors().await?;
         let now = self.clock.now();
@@ -197,49 +190,6 @@ impl Dispatcher {
             held_back: room_beyond_hold && saturated,
             cap,
         })
-    }
-
-    /// Claims `orders` (one per processor of `push`, each within its
-    /// `slots`) and starts each delivery on its own task in `set`. Returns
-    /// how many it claimed, and whether some processor filled every slot
-    /// it had.
-    async fn claim_and_deliver(
-        &self,
-        push: Vec<(&Processor, Duration)>,
-        slots: Vec<Vec<Slot>>,
-        orders: &[ClaimOrder<'_>],
-        probes: &HashMap<ProcessorId, Duration>,
-        now: Timestamp,
-        set: &mut JoinSet<()>,
-    ) -> Result<(usize, bool), crate::store::StoreError> {
-        let started = Instant::now();
-        let claims = self.store.claim_many(orders, &self.owner, now).await?;
-        let took = started.elapsed();
-        let mut claimed_total = 0;
-        let mut saturated = false;
-        for (((p, timeout), slots), claimed) in push.into_iter().zip(slots).zip(claims) {
-            claimed_total += claimed.len();
-            saturated |= !slots.is_empty() && claimed.len() == slots.len();
-            self.note_claim(p, claimed.len(), slots.len());
-            let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
-            self.metrics
-                .claim_finished(p.spec.id.as_str(), took, &kinds);
-            let probe = probes.get(&p.spec.id).copied();
-            if probe.is_some() && claimed.is_empty() {
-                self.unused_probe(p, timeout, now).await;
-            }
-            let ticket = self.ticket(p, slots.len() - claimed.len());
-            let p = Arc::new(p.clone());
-            // Unused slots are released when their permits drop here.
-            for (c, permits) in claimed.into_iter().zip(slots) {
-                let this = self.clone();
-                let p = p.clone();
-                set.spawn(async move {
-                    this.deliver(&p, c, permits, probe, ticket).await;
-                });
-            }
-        }
-        Ok((claimed_total, saturated))
     }
 }
 

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::codec::{micros, parsed};
@@ -90,6 +91,33 @@ pub(super) async fn after_changes(
     if changed.is_empty() {
         return Ok(());
     }
+    // The rows are read, and on PostgreSQL locked in id order, first; what
+    // the change moves on them is computed here and written by the one
+    // update that also keeps the new audit heads (`write_changes`).
+    let mut ids: Vec<String> = changed.iter().map(|v| v.request_id.to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    let rows = lock_requests(conn, backend, ids).await?;
+    after_locked(conn, backend, keys, changed, by, now, effects, &rows).await
+}
+
+/// [`after_changes`] with the request rows of `changed` already read
+/// under their locks (`records::lock_requests`): `rows` holds each of
+/// them once, and may hold others, which are left alone.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn after_locked(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &Keyring,
+    changed: &[InstructionView],
+    by: By<'_>,
+    now: Timestamp,
+    effects: &mut Effects,
+    rows: &[AnyRow],
+) -> Result<(), StoreError> {
+    if changed.is_empty() {
+        return Ok(());
+    }
     effects.changed.extend_from_slice(changed);
     effects.touched.extend(changed.iter().map(|v| v.request_id));
     // Per request: how many events, how many instructions closed.
@@ -99,18 +127,19 @@ pub(super) async fn after_changes(
         e.0 += 1;
         e.1 += i64::from(v.state.is_terminal());
     }
-    // The rows are read, and on PostgreSQL locked in id order, first; what
-    // the change moves on them is computed here and written by the one
-    // update that also keeps the new audit heads (`write_changes`).
-    let ids = per_request.keys().map(ToString::to_string);
-    let rows = lock_requests(conn, backend, ids).await?;
-    let heads = heads_of(&rows)?;
+    let rows: Vec<&AnyRow> = rows
+        .iter()
+        .filter(|row| {
+            super::codec::request_id(row, "id").is_ok_and(|id| per_request.contains_key(&id))
+        })
+        .collect();
+    let heads = heads_of(rows.iter().copied())?;
     // Per request: the sequence number before this change's events, and
     // the request's status as its instruction events report it.
     let mut last_seq: BTreeMap<RequestId, (i64, RequestStatus)> = BTreeMap::new();
     let mut bumps = BTreeMap::new();
     let mut closed = Vec::new();
-    for row in &rows {
+    for row in rows {
         let id = super::codec::request_id(row, "id")?;
         let (n, closes) = per_request[&id];
         let before: i64 = row.try_get("event_seq")?;

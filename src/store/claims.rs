@@ -15,7 +15,8 @@
 //! fell behind the others catches up and requests are leased whole. The
 //! lease owner and the attempt number together fence the holder: a
 //! dispatcher whose lease expired and was re-claimed can no longer record
-//! anything for that instruction.
+//! anything for that instruction. Whether a claim's history is written in
+//! the same transaction or the next is `super::claim_steps`' business.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use sqlx::Row;
 
 use super::aftermath::By;
 use super::aftermath::after_changes;
+use super::claim_steps::Leased;
 use super::codec::{instruction, micros, qualified};
 use super::picks::{PICKED, PICKS, align, deliveries_since_arm, pick_due, picked};
 use super::sealed::PAYLOAD;
@@ -103,48 +105,15 @@ pub struct ClaimOrder<'a> {
 }
 
 impl Store {
-    /// Leases up to `limit` due instructions of `processor`, which does not
-    /// poll (a pull processor), for `lease`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn claim(
-        &self,
-        processor: &ProcessorId,
-        max_reminders: u32,
-        max_attempts: u32,
-        limit: u32,
-        owner: &str,
-        lease: Duration,
-        now: Timestamp,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        let order = ClaimOrder {
-            processor,
-            max_reminders,
-            max_attempts,
-            polls: false,
-            limit,
-            max_in_flight: u32::MAX,
-            per_second: 0,
-            lease,
-            aligned: false,
-        };
-        let mut claimed = self.claim_many(&[order], owner, now).await?;
-        Ok(claimed.pop().unwrap_or_default())
-    }
-
-    /// Leases due instructions for several processors in one transaction:
-    /// one statement picks every processor's first deliveries and retries,
-    /// a second (only for processors with room left) redeliveries and
-    /// reminders, and their history entries, request bumps and events are
-    /// written once for the whole pass. A request fanned out to five
-    /// processors is thus bumped once per pass, not five times in five
-    /// commits. Returns the claims in the order of `orders`.
+    /// Leases `orders`; the claims' history too unless `split`.
     #[tracing::instrument(name = "store.claim", skip_all, fields(processors = orders.len(), claimed))]
-    pub async fn claim_many(
+    pub(super) async fn lease(
         &self,
         orders: &[ClaimOrder<'_>],
         owner: &str,
         now: Timestamp,
-    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
+        split: bool,
+    ) -> Result<Leased, StoreError> {
         debug_assert_eq!(
             InstructionState::Pending.apply(InstructionEvent::Claim),
             Some(InstructionState::Delivering)
@@ -157,7 +126,7 @@ impl Store {
             .filter(|(_, o)| o.limit > 0)
             .collect();
         if orders.is_empty() {
-            return Ok(out);
+            return Ok(Leased::written(out));
         }
         let now_us = micros(now);
         let lock = match self.backend {
@@ -212,7 +181,7 @@ impl Store {
             .collect();
         if granted.is_empty() {
             tx.commit().await?;
-            return Ok(out);
+            return Ok(Leased::written(out));
         }
         let orders: Vec<(usize, &ClaimOrder)> = granted.iter().map(|(i, o)| (*i, o)).collect();
         // Due first deliveries and retries, in due order straight off the
@@ -351,8 +320,13 @@ impl Store {
                 })
                 .collect();
             super::deliveries::open_attempts(&mut tx, self.backend, &opened, now_us).await?;
-            let views: Vec<InstructionView> =
-                claimed.iter().map(|c| c.instruction.clone()).collect();
+            // Split, only the claims escalated below get their events
+            // here, before their escalation's.
+            let views: Vec<InstructionView> = claimed
+                .iter()
+                .filter(|c| !split || unreadable.iter().any(|u| u.id == c.instruction.id))
+                .map(|c| c.instruction.clone())
+                .collect();
             after_changes(
                 &mut tx,
                 self.backend,
@@ -384,6 +358,7 @@ impl Store {
         tx.commit().await?;
         tracing::Span::current().record("claimed", claimed.len());
         self.announce(effects);
+        let claimed_any = !claimed.is_empty();
         for c in claimed {
             if let Some((i, _)) = orders
                 .iter()
@@ -392,6 +367,9 @@ impl Store {
                 out[*i].push(c);
             }
         }
-        Ok(out)
+        Ok(Leased {
+            claims: out,
+            history: (split && claimed_any).then_some(now),
+        })
     }
 }

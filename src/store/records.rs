@@ -58,7 +58,9 @@ pub(super) async fn lock_requests<S: Into<String>>(
 }
 
 /// Each row's audit head (see [`CLOSED_COLUMNS`]), by request.
-pub(super) fn heads_of(rows: &[AnyRow]) -> Result<BTreeMap<RequestId, String>, StoreError> {
+pub(super) fn heads_of<'r>(
+    rows: impl IntoIterator<Item = &'r AnyRow>,
+) -> Result<BTreeMap<RequestId, String>, StoreError> {
     let mut heads = BTreeMap::new();
     for row in rows {
         if let Some(head) = row.try_get::<Option<String>, _>("audit_head")? {

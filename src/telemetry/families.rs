@@ -105,7 +105,7 @@ families! {
     TIME_TO_ACKNOWLEDGE = "dsr_time_to_acknowledge", Shape::Histogram(ACK_BUCKETS),
         "From first delivery to the processor's acknowledgement, by processor.";
     CLAIM_DURATION = "dsr_claim_duration", Shape::Histogram(LATENCY_BUCKETS),
-        "Duration of one claim (lease) statement for one processor.";
+        "Duration of a pass's claim, until its leases commit (one sample per processor claimed for).";
     DATABASE_UP = "dsr_database_up", Shape::Gauge,
         "1 when the database answered this replica at the last scrape (within 2 s, as readiness asks); 0 when it did not, and the open-work gauges show the last values read.";
     REQUESTS_OPEN = "dsr_requests_open", Shape::Gauge,

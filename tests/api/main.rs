@@ -15,6 +15,7 @@ mod access_report;
 mod adaptive_limits;
 mod breakers;
 mod cancel_notices;
+mod claim_steps;
 mod compliance;
 mod crash;
 mod delivery;

@@ -1,0 +1,202 @@
+//! Claims in one step or two.
+//!
+//! A claim leases due instructions and writes what the leases are in
+//! their requests' history: each instruction's DELIVERING event, chained
+//! onto its request's audit trail, and the request's bump (its sequence
+//! numbers, RECEIVED to IN_PROGRESS). In one transaction
+//! ([`Store::claim_many`], and every claim on SQLite) the history is
+//! written under the processors' claim locks (see `super::limits`), so on
+//! PostgreSQL the next claim of any replica waits for it: the request
+//! rows' locks, the events' insert and their hashing. The dispatcher
+//! claims in two ([`Store::lease_many`], then
+//! [`Store::write_claim_history`]): the first transaction leases, opens
+//! the delivery attempts and commits, releasing the claim locks; the
+//! second writes the history while the next pass may already be leasing.
+//! Nothing is sent before the second commits, so a processor's answer
+//! always follows its DELIVERING event.
+//!
+//! Between the two a lease can end: the request cancelled, the instruction
+//! resolved by an operator, or (after an outage longer than the lease) the
+//! instruction claimed again. So the second transaction first locks the
+//! request rows, then reads the instructions, and writes the history of,
+//! and hands back for delivery, only those still leased as they were: a
+//! change that committed before it is seen, and one still waiting for a
+//! request row it holds comes after its events. It takes no instruction
+//! lock, so it cannot deadlock with a transaction that holds instruction
+//! rows and waits for request rows (the lock order is instructions, then
+//! requests). A crash between the two leaves leases whose attempts are
+//! open but whose events are not written; nothing was sent, and the
+//! instructions are delivered when the leases expire, as after any crash
+//! mid-delivery.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sqlx::Row;
+
+use super::aftermath::{By, after_locked};
+use super::claims::{ClaimOrder, Claimed};
+use super::records::lock_requests;
+use super::sql::Sql;
+use super::{Backend, Effects, Store, StoreError};
+use crate::domain::{InstructionView, ProcessorId, Timestamp};
+
+/// What a claim leased, in the order of its orders, and whether their
+/// history is still to write ([`Store::write_claim_history`]).
+#[derive(Debug, Default)]
+pub struct Leased {
+    /// The leases, by order.
+    pub claims: Vec<Vec<Claimed>>,
+    /// The claim's time, while the history of `claims` is unwritten.
+    pub(super) history: Option<Timestamp>,
+}
+
+impl Leased {
+    /// Leases whose history is written.
+    pub(super) fn written(claims: Vec<Vec<Claimed>>) -> Self {
+        Self {
+            claims,
+            history: None,
+        }
+    }
+
+    /// Whether the leases' history is written (nothing left for
+    /// [`Store::write_claim_history`]).
+    pub fn is_written(&self) -> bool {
+        self.history.is_none()
+    }
+}
+
+impl Store {
+    /// Leases up to `limit` due instructions of `processor`, which does not
+    /// poll (a pull processor), for `lease`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim(
+        &self,
+        processor: &ProcessorId,
+        max_reminders: u32,
+        max_attempts: u32,
+        limit: u32,
+        owner: &str,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let order = ClaimOrder {
+            processor,
+            max_reminders,
+            max_attempts,
+            polls: false,
+            limit,
+            max_in_flight: u32::MAX,
+            per_second: 0,
+            lease,
+            aligned: false,
+        };
+        let mut claimed = self.claim_many(&[order], owner, now).await?;
+        Ok(claimed.pop().unwrap_or_default())
+    }
+
+    /// Leases due instructions for several processors in one transaction:
+    /// one statement picks every processor's first deliveries and retries,
+    /// a second (only for processors with room left) redeliveries and
+    /// reminders, and their history entries, request bumps and events are
+    /// written once for the whole pass. A request fanned out to five
+    /// processors is thus bumped once per pass, not five times in five
+    /// commits. Returns the claims in the order of `orders`.
+    pub async fn claim_many(
+        &self,
+        orders: &[ClaimOrder<'_>],
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Vec<Claimed>>, StoreError> {
+        Ok(self.lease(orders, owner, now, false).await?.claims)
+    }
+
+    /// [`Store::claim_many`] in two steps on PostgreSQL: this transaction
+    /// leases and commits, and the claims' events and request bumps are
+    /// written by [`Store::write_claim_history`] in a second one, outside
+    /// the processors' claim locks, so that the next claim need not wait
+    /// for them (see the module's doc). On SQLite, whose one writer
+    /// runs transactions in turn anyway, everything is written here.
+    pub async fn lease_many(
+        &self,
+        orders: &[ClaimOrder<'_>],
+        owner: &str,
+        now: Timestamp,
+    ) -> Result<Leased, StoreError> {
+        self.lease(orders, owner, now, self.backend == Backend::Postgres)
+            .await
+    }
+
+    /// Writes the history of `leased` if [`Store::lease_many`] left it
+    /// unwritten: locks the requests, keeps the leases that still hold
+    /// (same owner, same attempt, still DELIVERING), and writes their
+    /// events and request bumps. Afterwards `leased.claims` holds the
+    /// leases kept, by order: only these may be delivered. Fails with
+    /// `leased` as it was, its history unwritten, apart from leases
+    /// found ended.
+    #[tracing::instrument(name = "store.claim_history", skip_all, fields(kept))]
+    pub async fn write_claim_history(&self, leased: &mut Leased) -> Result<(), StoreError> {
+        let Some(now) = leased.history else {
+            return Ok(());
+        };
+        let all = |claims: &[Vec<Claimed>]| -> Vec<InstructionView> {
+            claims
+                .iter()
+                .flatten()
+                .map(|c| c.instruction.clone())
+                .collect()
+        };
+        let claimed = all(&leased.claims);
+        let mut requests: Vec<String> = claimed.iter().map(|v| v.request_id.to_string()).collect();
+        requests.sort();
+        requests.dedup();
+        let ids: Vec<String> = claimed.iter().map(|v| v.id.to_string()).collect();
+        let mut tx = self.begin().await?;
+        // Request rows first: a change to these instructions that commits
+        // after this read waits for them, and so follows these events.
+        let rows = lock_requests(&mut tx, self.backend, requests).await?;
+        let mut sql = Sql::new(
+            self.backend,
+            "select id, state, lease_owner, attempts from instructions where ",
+        );
+        sql.in_list("id", ids);
+        let mut held = HashSet::new();
+        for row in sql.query().fetch_all(&mut *tx).await? {
+            let state: String = row.try_get("state")?;
+            let owner: Option<String> = row.try_get("lease_owner")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            if state == "DELIVERING" {
+                held.insert((row.try_get::<String, _>("id")?, owner, attempts));
+            }
+        }
+        for list in &mut leased.claims {
+            list.retain(|c| {
+                let key = (
+                    c.instruction.id.to_string(),
+                    Some(c.owner.clone()),
+                    i64::from(c.attempt()),
+                );
+                held.contains(&key)
+            });
+        }
+        let views = all(&leased.claims);
+        let mut effects = Effects::default();
+        after_locked(
+            &mut tx,
+            self.backend,
+            &self.keys,
+            &views,
+            By::Dispatch,
+            now,
+            &mut effects,
+            &rows,
+        )
+        .await?;
+        tx.commit().await?;
+        leased.history = None;
+        tracing::Span::current().record("kept", views.len());
+        self.announce(effects);
+        Ok(())
+    }
+}

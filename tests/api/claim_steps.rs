@@ -1,0 +1,227 @@
+//! The dispatcher's claims in two steps on PostgreSQL: the leases commit
+//! first, and the claims' events and request bumps are written in a
+//! second transaction, outside the processors' claim locks. A claim whose
+//! history waits for a request row does not hold up the next pass; a
+//! lease that ended between the two (the request cancelled) gets no
+//! DELIVERING event and is not sent; and leases whose history was never
+//! written (the replica died between the two) are delivered once they
+//! expire, with a gap-free, intact trail. SQLite writes both in one
+//! transaction.
+
+use std::time::Duration;
+
+use dsr_orchestrator::clock::{Clock, ManualClock};
+use dsr_orchestrator::domain::ProcessorId;
+use dsr_orchestrator::pb;
+use dsr_orchestrator::store::{ClaimOrder, Leased};
+
+use crate::harness::*;
+use crate::postgres_only;
+
+postgres_only!(
+    a_claim_whose_history_waits_does_not_hold_up_the_next,
+    a_lease_ended_before_its_history_is_neither_written_nor_sent,
+    leases_whose_history_was_never_written_are_delivered_when_they_expire,
+);
+
+/// A backend session with a transaction open, and its pid.
+async fn open_transaction(db: &TestDb) -> (sqlx::PgConnection, i32) {
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("begin").execute(&mut holder).await.unwrap();
+    let pid = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    (holder, pid)
+}
+
+/// The instruction states `events` show, in order.
+fn states(events: &[pb::RequestEvent]) -> Vec<pb::InstructionState> {
+    events
+        .iter()
+        .filter_map(|e| e.instruction.as_ref())
+        .map(|i| i.state())
+        .collect()
+}
+
+/// Every event of `id` in order, numbered from one without a gap, over an
+/// intact trail.
+async fn intact_history(app: &TestApp, id: &str) -> Vec<pb::RequestEvent> {
+    let events = watch_to_end(&app.requests, id).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    let check = verify_trail(app, id).await;
+    assert!(check.intact && check.record_checked, "{check:?}");
+    events
+}
+
+/// Leases the due instructions of `vendor` as replica `owner` would, for
+/// a minute, leaving their history unwritten.
+async fn lease(app: &TestApp, clock: &ManualClock, owner: &str) -> Leased {
+    let vendor = ProcessorId::parse("vendor").unwrap();
+    let order = ClaimOrder {
+        processor: &vendor,
+        max_reminders: 3,
+        max_attempts: 5,
+        polls: false,
+        limit: 10,
+        max_in_flight: 512,
+        per_second: 0,
+        lease: Duration::from_secs(60),
+        aligned: false,
+    };
+    let leased = app
+        .store
+        .lease_many(&[order], owner, clock.now())
+        .await
+        .unwrap();
+    assert!(!leased.is_written(), "PostgreSQL leases first");
+    leased
+}
+
+/// With the first request's row locked by another session, the first
+/// pass's history waits for it; the next pass leases the second request,
+/// writes its history and delivers it meanwhile. In one transaction the
+/// first claim would wait holding the processor's claim lock and every
+/// slot it reserved, and the second pass would find no room (another
+/// replica would wait for the lock).
+async fn a_claim_whose_history_waits_does_not_hold_up_the_next(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let first = submit(&app, deletion("first@example.com")).await.request_id;
+    let (mut holder, pid) = open_transaction(&db).await;
+    sqlx::query("select id from requests where id = $1 for update")
+        .bind(&first)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let waiting = {
+        let dispatcher = app.dispatcher.clone();
+        tokio::spawn(async move { dispatcher.run_once().await })
+    };
+    assert!(
+        db.until_waiting(
+            "cast($1 as int) = any(pg_blocking_pids(pid))",
+            &pid.to_string()
+        )
+        .await,
+        "the first claim's history waits for the request row"
+    );
+
+    let second = submit(&app, deletion("second@example.com"))
+        .await
+        .request_id;
+    let claimed = tokio::time::timeout(Duration::from_secs(10), app.dispatcher.run_once())
+        .await
+        .expect("the next pass is not held up by the waiting history")
+        .unwrap();
+    assert_eq!(claimed, 1);
+    let delivered: Vec<String> = fake
+        .deliveries()
+        .into_iter()
+        .map(|d| d.request_id)
+        .collect();
+    assert_eq!(delivered, [second.as_str()], "the first is not sent yet");
+    assert_eq!(
+        record(&app, &second).await.outcome(),
+        pb::OverallOutcome::Fulfilled
+    );
+    assert!(!waiting.is_finished(), "the first history still waits");
+
+    sqlx::raw_sql("rollback")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), 1);
+    assert_eq!(fake.deliveries().len(), 2);
+    for id in [&first, &second] {
+        let events = intact_history(&app, id).await;
+        assert_eq!(
+            states(&events),
+            [
+                pb::InstructionState::Delivering,
+                pb::InstructionState::Completed
+            ]
+        );
+    }
+    app.stop().await;
+}
+
+/// A request cancelled after its instruction was leased and before the
+/// lease's history was written: the history step finds the lease ended,
+/// keeps nothing to send, and the trail shows the cancel alone.
+async fn a_lease_ended_before_its_history_is_neither_written_nor_sent(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let id = submit(&app, deletion("gone@example.com")).await.request_id;
+    let mut leased = lease(&app, &clock, "replica-a").await;
+    assert_eq!(leased.claims[0].len(), 1);
+
+    cancel(&app, &id, "withdrawn").await;
+    app.store.write_claim_history(&mut leased).await.unwrap();
+    assert!(leased.is_written());
+    assert!(leased.claims[0].is_empty(), "nothing left to send");
+
+    let events = intact_history(&app, &id).await;
+    assert_eq!(states(&events), [pb::InstructionState::Cancelled]);
+    assert_eq!(
+        events.last().unwrap().r#type(),
+        pb::RequestEventType::Cancelled
+    );
+    assert_eq!(
+        record(&app, &id).await.outcome(),
+        pb::OverallOutcome::Cancelled
+    );
+    assert!(fake.deliveries().is_empty());
+    app.stop().await;
+}
+
+/// A replica that leased and died before writing the history: the request
+/// still reads RECEIVED and its trail holds its receipt alone; once the
+/// lease expires the instruction is delivered again (attempt 2, the first
+/// closed as expired) and the request completes over an intact trail.
+async fn leases_whose_history_was_never_written_are_delivered_when_they_expire(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let id = submit(&app, deletion("orphan@example.com"))
+        .await
+        .request_id;
+    let leased = lease(&app, &clock, "dead-replica").await;
+    assert_eq!(leased.claims[0].len(), 1);
+    drop(leased);
+
+    assert_eq!(
+        get_request(&app, &id).await.status(),
+        pb::RequestStatus::Received
+    );
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0, "still leased");
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(fake.deliveries().len(), 1);
+
+    let events = intact_history(&app, &id).await;
+    assert_eq!(
+        states(&events),
+        [
+            pb::InstructionState::Delivering,
+            pb::InstructionState::Completed
+        ]
+    );
+    let line = &record(&app, &id).await.lines[0];
+    assert_eq!(line.attempts, 2);
+    let listed = all_instructions(&app).await;
+    let results: Vec<&str> = listed[0]
+        .history
+        .iter()
+        .map(|a| a.result.as_str())
+        .collect();
+    assert_eq!(results, ["lease_expired", "outcome"]);
+    app.stop().await;
+}
