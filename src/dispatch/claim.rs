@@ -12,7 +12,7 @@ use super::concurrency::Ticket;
 use super::slots::Slot;
 use super::{Dispatcher, InFlight};
 use crate::domain::{Processor, ProcessorId, Timestamp};
-use crate::store::{ClaimKind, ClaimOrder, Claimed, Leased};
+use crate::store::{ClaimKind, ClaimOrder, Claimed};
 
 impl Dispatcher {
     /// Claims `orders` (one per processor of `push`, each within its
@@ -55,50 +55,59 @@ impl Dispatcher {
             slots.truncate(claimed.len());
             batches.push(Batch {
                 ticket,
+                timeout,
                 processor: Arc::new(p.clone()),
                 slots,
                 probe,
             });
         }
         if leased.is_written() {
-            self.start(leased.claims, batches, set);
+            self.start(leased.claims, batches, set, now).await;
         } else {
+            // The history must be written while the leases have at least
+            // a delivery's timeout left: within the lease margin.
+            let latest = now + self.config.lease_margin;
             let (this, tasks) = (self.clone(), set.clone());
             set.spawn(async move {
-                if this.write_history(&mut leased).await {
-                    this.start(leased.claims, batches, &tasks);
+                let now = this.clock.now();
+                match this.store.write_claim_history(&mut leased, now, latest).await {
+                    Ok(()) => this.start(leased.claims, batches, &tasks, now).await,
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "could not write the claims' history; they are delivered when their leases expire"
+                        );
+                        this.give_back_probes(&batches, now).await;
+                    }
                 }
             });
         }
         Ok((claimed_total, saturated))
     }
 
-    /// Writes the history of `leased`, retrying transient failures;
-    /// whether it was written. Leases whose history could not be written
-    /// are not delivered now, but after they expire, as after a crash.
-    async fn write_history(&self, leased: &mut Leased) -> bool {
-        for attempt in 1..=3 {
-            match self.store.write_claim_history(leased).await {
-                Ok(()) => return true,
-                Err(e) if attempt < 3 && e.is_transient() => {
-                    tracing::info!(error = %e, attempt, "writing the claims' history failed; retrying");
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        error = %e,
-                        "could not write the claims' history; they are delivered when their leases expire"
-                    );
-                    return false;
-                }
-            }
+    /// Gives back the probes of `batches`: their calls will not be made.
+    async fn give_back_probes(&self, batches: &[Batch], now: Timestamp) {
+        for b in batches.iter().filter(|b| b.probe.is_some()) {
+            self.unused_probe(&b.processor, b.timeout, now).await;
         }
-        false
     }
 
     /// Starts each of `claims` (by batch) on its own task in `set`; the
-    /// slots left over are released as they drop here.
-    fn start(&self, claims: Vec<Vec<Claimed>>, batches: Vec<Batch>, set: &InFlight) {
+    /// slots left over are released as they drop here, and a probe whose
+    /// lease was lost since it was claimed is given back.
+    async fn start(
+        &self,
+        claims: Vec<Vec<Claimed>>,
+        batches: Vec<Batch>,
+        set: &InFlight,
+        now: Timestamp,
+    ) {
+        let mut lost = Vec::new();
         for (claimed, batch) in claims.into_iter().zip(batches) {
+            if claimed.is_empty() {
+                lost.push(batch);
+                continue;
+            }
             for (c, slot) in claimed.into_iter().zip(batch.slots) {
                 let (this, p) = (self.clone(), batch.processor.clone());
                 let (probe, ticket) = (batch.probe, batch.ticket);
@@ -107,6 +116,7 @@ impl Dispatcher {
                 });
             }
         }
+        self.give_back_probes(&lost, now).await;
     }
 }
 
@@ -114,6 +124,8 @@ impl Dispatcher {
 /// whether it probes a breaker, and its adaptive limit's ticket.
 struct Batch {
     processor: Arc<Processor>,
+    /// Its delivery timeout.
+    timeout: Duration,
     slots: Vec<Slot>,
     probe: Option<Duration>,
     ticket: Option<Ticket>,

@@ -31,7 +31,8 @@ impl Dispatcher {
     }
 
     /// Escalates overdue work, sends due cancel notices, and claims due
-    /// work for every processor, all processors in one claim transaction.
+    /// work for every processor, all processors in one claim (see
+    /// `super::claim`).
     pub(super) async fn tick(&self, set: &InFlight) -> Result<Pass, crate::store::StoreError> {
         self.metrics.dispatch_pass();
         let processors = self.store.all_processors().await?;

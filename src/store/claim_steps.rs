@@ -6,30 +6,34 @@
 //! numbers, RECEIVED to IN_PROGRESS). In one transaction
 //! ([`Store::claim_many`], and every claim on SQLite) the history is
 //! written under the processors' claim locks (see `super::limits`), so on
-//! PostgreSQL the next claim of any replica waits for it: the request
-//! rows' locks, the events' insert and their hashing. The dispatcher
-//! claims in two ([`Store::lease_many`], then
+//! PostgreSQL every claim for those processors, on any replica, waits for
+//! it: the request rows' locks, the events' insert and their hashing. The
+//! dispatcher claims in two ([`Store::lease_many`], then
 //! [`Store::write_claim_history`]): the first transaction leases, opens
 //! the delivery attempts and commits, releasing the claim locks; the
 //! second writes the history while the next pass may already be leasing.
 //! Nothing is sent before the second commits, so a processor's answer
 //! always follows its DELIVERING event.
 //!
-//! Between the two a lease can end: the request cancelled, the instruction
-//! resolved by an operator, or (after an outage longer than the lease) the
-//! instruction claimed again. So the second transaction first locks the
-//! request rows, then reads the instructions, and writes the history of,
-//! and hands back for delivery, only those still leased as they were: a
-//! change that committed before it is seen, and one still waiting for a
-//! request row it holds comes after its events. It takes no instruction
-//! lock, so it cannot deadlock with a transaction that holds instruction
-//! rows and waits for request rows (the lock order is instructions, then
-//! requests). A crash between the two leaves leases whose attempts are
-//! open but whose events are not written; nothing was sent, and the
-//! instructions are delivered when the leases expire, as after any crash
-//! mid-delivery.
+//! Between the two a lease can end. The second transaction first locks
+//! the request rows, then reads the instructions: a change that committed
+//! before it is seen, and one still waiting for a request row it holds
+//! comes after its events. Only a lease still held as claimed gets its
+//! event and is sent. One cancelled or resolved meanwhile, claimed again
+//! by someone else, or whose history comes after the lease margin
+//! (`latest`: too little lease left to deliver in) is neither written nor
+//! sent; one still held expires and is delivered again. A cancelled one
+//! keeps its first delivery time and the cancel's notice goes out, as
+//! for a delivery cut short: the processor may be told to cancel an
+//! instruction it never received. The second transaction takes no
+//! instruction lock, so it cannot deadlock with a transaction that holds
+//! instruction rows and waits for request rows (the lock order is
+//! instructions, then requests). A crash between the two, or a failed
+//! second transaction, leaves leases whose attempts are open but whose
+//! events are not written; nothing was sent, and the leases expire and
+//! are delivered again, as after any crash mid-delivery.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -38,6 +42,7 @@ use super::aftermath::{By, after_locked};
 use super::claims::{ClaimOrder, Claimed};
 use super::records::lock_requests;
 use super::sql::Sql;
+use super::write_tx::WriteTx;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{InstructionView, ProcessorId, Timestamp};
 
@@ -129,25 +134,51 @@ impl Store {
     }
 
     /// Writes the history of `leased` if [`Store::lease_many`] left it
-    /// unwritten: locks the requests, keeps the leases that still hold
-    /// (same owner, same attempt, still DELIVERING), and writes their
-    /// events and request bumps. Afterwards `leased.claims` holds the
-    /// leases kept, by order: only these may be delivered. Fails with
-    /// `leased` as it was, its history unwritten, apart from leases
-    /// found ended.
-    #[tracing::instrument(name = "store.claim_history", skip_all, fields(kept))]
-    pub async fn write_claim_history(&self, leased: &mut Leased) -> Result<(), StoreError> {
-        let Some(now) = leased.history else {
+    /// unwritten, at `now`: locks the requests, reads the instructions,
+    /// and keeps the leases still held (see [`Fate`]). Afterwards `leased.claims`
+    /// holds the leases to send, by order. A failure before the commit is
+    /// tried again, twice at most, when it is transient; one at the commit
+    /// is not, as the commit may have happened (the leases then expire and
+    /// are delivered again). On failure `leased` is as it was.
+    pub async fn write_claim_history(
+        &self,
+        leased: &mut Leased,
+        now: Timestamp,
+        latest: Timestamp,
+    ) -> Result<(), StoreError> {
+        if leased.history.is_none() {
             return Ok(());
+        }
+        let mut tries = 0;
+        let (tx, effects, kept) = loop {
+            tries += 1;
+            match self.history(&leased.claims, now, latest).await {
+                Ok(written) => break written,
+                Err(e) if tries < 3 && e.is_transient() => {
+                    tracing::info!(error = %e, tries, "writing the claims' history failed; retrying");
+                }
+                Err(e) => return Err(e),
+            }
         };
-        let all = |claims: &[Vec<Claimed>]| -> Vec<InstructionView> {
-            claims
-                .iter()
-                .flatten()
-                .map(|c| c.instruction.clone())
-                .collect()
-        };
-        let claimed = all(&leased.claims);
+        tx.commit().await?;
+        leased.claims = kept;
+        leased.history = None;
+        self.announce(effects);
+        Ok(())
+    }
+
+    /// The statements of [`Store::write_claim_history`], short of the
+    /// commit: the open transaction, what it changed, and the leases to
+    /// send.
+    #[tracing::instrument(name = "store.claim_history", skip_all, fields(events, sent))]
+    async fn history(
+        &self,
+        claims: &[Vec<Claimed>],
+        now: Timestamp,
+        latest: Timestamp,
+    ) -> Result<(WriteTx, Effects, Vec<Vec<Claimed>>), StoreError> {
+        let claimed: Vec<&InstructionView> =
+            claims.iter().flatten().map(|c| &c.instruction).collect();
         let mut requests: Vec<String> = claimed.iter().map(|v| v.request_id.to_string()).collect();
         requests.sort();
         requests.dedup();
@@ -161,42 +192,80 @@ impl Store {
             "select id, state, lease_owner, attempts from instructions where ",
         );
         sql.in_list("id", ids);
-        let mut held = HashSet::new();
+        let mut found = HashMap::new();
         for row in sql.query().fetch_all(&mut *tx).await? {
+            let id: String = row.try_get("id")?;
             let state: String = row.try_get("state")?;
             let owner: Option<String> = row.try_get("lease_owner")?;
             let attempts: i64 = row.try_get("attempts")?;
-            if state == "DELIVERING" {
-                held.insert((row.try_get::<String, _>("id")?, owner, attempts));
-            }
+            found.insert(id, (state, owner, attempts));
         }
-        for list in &mut leased.claims {
-            list.retain(|c| {
-                let key = (
-                    c.instruction.id.to_string(),
-                    Some(c.owner.clone()),
-                    i64::from(c.attempt()),
-                );
-                held.contains(&key)
-            });
-        }
-        let views = all(&leased.claims);
+        let mut events = Vec::new();
+        let kept: Vec<Vec<Claimed>> = claims
+            .iter()
+            .map(|list| {
+                list.iter()
+                    .filter(|c| {
+                        let now_is = found.get(&c.instruction.id.to_string());
+                        let held = fate(c, now_is, now, latest) == Fate::Held;
+                        if held {
+                            events.push(c.instruction.clone());
+                        }
+                        held
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .collect();
         let mut effects = Effects::default();
         after_locked(
             &mut tx,
             self.backend,
             &self.keys,
-            &views,
+            &events,
             By::Dispatch,
             now,
             &mut effects,
             &rows,
         )
         .await?;
-        tx.commit().await?;
-        leased.history = None;
-        tracing::Span::current().record("kept", views.len());
-        self.announce(effects);
-        Ok(())
+        let span = tracing::Span::current();
+        span.record("events", events.len());
+        span.record("sent", kept.iter().map(Vec::len).sum::<usize>());
+        Ok((tx, effects, kept))
+    }
+}
+
+/// What becomes of a lease when its history is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Fate {
+    /// Still leased as claimed: its DELIVERING event is written, and it
+    /// is sent.
+    Held,
+    /// Cancelled or resolved since, claimed again by someone else, or the
+    /// history came too late (`latest`: too little of the lease left to
+    /// deliver in): neither written nor sent. A lease still held expires
+    /// and is delivered again.
+    Lost,
+}
+
+/// The fate of lease `c` given its instruction's state, lease owner and
+/// attempts as read now (`None`: gone).
+fn fate(
+    c: &Claimed,
+    found: Option<&(String, Option<String>, i64)>,
+    now: Timestamp,
+    latest: Timestamp,
+) -> Fate {
+    match found {
+        Some((state, Some(owner), attempts))
+            if state == "DELIVERING"
+                && *owner == c.owner
+                && *attempts == i64::from(c.attempt())
+                && now <= latest =>
+        {
+            Fate::Held
+        }
+        _ => Fate::Lost,
     }
 }

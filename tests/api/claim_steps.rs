@@ -2,11 +2,11 @@
 //! first, and the claims' events and request bumps are written in a
 //! second transaction, outside the processors' claim locks. A claim whose
 //! history waits for a request row does not hold up the next pass; a
-//! lease that ended between the two (the request cancelled) gets no
-//! DELIVERING event and is not sent; and leases whose history was never
-//! written (the replica died between the two) are delivered once they
-//! expire, with a gap-free, intact trail. SQLite writes both in one
-//! transaction.
+//! lease cancelled between the two, claimed again by someone else, or
+//! whose history comes too late, is neither written nor sent; and leases
+//! whose history was never written (the replica died between the two)
+//! are delivered once they expire, with a gap-free, intact trail. SQLite
+//! writes both in one transaction.
 
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ use crate::postgres_only;
 
 postgres_only!(
     a_claim_whose_history_waits_does_not_hold_up_the_next,
-    a_lease_ended_before_its_history_is_neither_written_nor_sent,
+    a_lease_cancelled_before_its_history_is_neither_written_nor_sent,
+    a_lease_lost_before_its_history_is_neither_written_nor_sent,
     leases_whose_history_was_never_written_are_delivered_when_they_expire,
 );
 
@@ -78,6 +79,16 @@ async fn lease(app: &TestApp, clock: &ManualClock, owner: &str) -> Leased {
         .unwrap();
     assert!(!leased.is_written(), "PostgreSQL leases first");
     leased
+}
+
+/// Writes the history of `leased` now, well inside its lease margin.
+async fn write_history(app: &TestApp, clock: &ManualClock, leased: &mut Leased) {
+    let now = clock.now();
+    app.store
+        .write_claim_history(leased, now, now + Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(leased.is_written());
 }
 
 /// With the first request's row locked by another session, the first
@@ -151,9 +162,11 @@ async fn a_claim_whose_history_waits_does_not_hold_up_the_next(db: TestDb) {
 }
 
 /// A request cancelled after its instruction was leased and before the
-/// lease's history was written: the history step finds the lease ended,
-/// keeps nothing to send, and the trail shows the cancel alone.
-async fn a_lease_ended_before_its_history_is_neither_written_nor_sent(db: TestDb) {
+/// lease's history was written: the history step finds the lease ended
+/// and keeps nothing to send; the trail shows the cancel (with the
+/// attempt) and no DELIVERING event. As for a delivery cut short, the
+/// record keeps the first delivery time and the cancel notice is queued.
+async fn a_lease_cancelled_before_its_history_is_neither_written_nor_sent(db: TestDb) {
     let clock = ManualClock::new();
     let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
     let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
@@ -163,21 +176,68 @@ async fn a_lease_ended_before_its_history_is_neither_written_nor_sent(db: TestDb
     assert_eq!(leased.claims[0].len(), 1);
 
     cancel(&app, &id, "withdrawn").await;
-    app.store.write_claim_history(&mut leased).await.unwrap();
-    assert!(leased.is_written());
+    write_history(&app, &clock, &mut leased).await;
     assert!(leased.claims[0].is_empty(), "nothing left to send");
 
     let events = intact_history(&app, &id).await;
-    assert_eq!(states(&events), [pb::InstructionState::Cancelled]);
-    assert_eq!(
-        events.last().unwrap().r#type(),
-        pb::RequestEventType::Cancelled
-    );
-    assert_eq!(
-        record(&app, &id).await.outcome(),
-        pb::OverallOutcome::Cancelled
-    );
+    let changes: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.instruction.as_ref())
+        .collect();
+    assert_eq!(changes.len(), 1, "no DELIVERING event: {changes:?}");
+    assert_eq!(changes[0].state(), pb::InstructionState::Cancelled);
+    assert_eq!(changes[0].attempts, 1);
+    let record = record(&app, &id).await;
+    assert_eq!(record.outcome(), pb::OverallOutcome::Cancelled);
+    assert!(record.lines[0].first_instructed_at.is_some());
+    let notices = db
+        .texts("select cast(count(*) as text) from cancel_notices")
+        .await;
+    assert_eq!(notices[0][0].as_deref(), Some("1"));
     assert!(fake.deliveries().is_empty());
+    app.stop().await;
+}
+
+/// A lease claimed again by another replica before its history was
+/// written, and one whose history comes after the lease margin, are
+/// neither written nor sent; the second expires and is delivered again.
+async fn a_lease_lost_before_its_history_is_neither_written_nor_sent(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let taken = submit(&app, deletion("taken@example.com")).await.request_id;
+    let mut stale = lease(&app, &clock, "replica-a").await;
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "claimed again");
+    write_history(&app, &clock, &mut stale).await;
+    assert!(stale.claims[0].is_empty(), "lost to the new claim");
+    let events = intact_history(&app, &taken).await;
+    assert_eq!(
+        states(&events),
+        [
+            pb::InstructionState::Delivering,
+            pb::InstructionState::Completed
+        ],
+        "the new claim's events only"
+    );
+
+    let late = submit(&app, deletion("late@example.com")).await.request_id;
+    let leased_at = clock.now();
+    let mut slow = lease(&app, &clock, "replica-b").await;
+    let margin = Duration::from_secs(30);
+    clock.advance(margin + Duration::from_secs(1));
+    app.store
+        .write_claim_history(&mut slow, clock.now(), leased_at + margin)
+        .await
+        .unwrap();
+    assert!(slow.claims[0].is_empty(), "too late to send");
+    assert_eq!(verify_trail(&app, &late).await.events, 1, "its receipt");
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "expired");
+    let events = intact_history(&app, &late).await;
+    assert_eq!(states(&events)[0], pb::InstructionState::Delivering);
+    assert_eq!(fake.deliveries().len(), 2, "one each, by the dispatcher");
     app.stop().await;
 }
 
@@ -196,7 +256,7 @@ async fn leases_whose_history_was_never_written_are_delivered_when_they_expire(d
     let leased = lease(&app, &clock, "dead-replica").await;
     assert_eq!(leased.claims[0].len(), 1);
     drop(leased);
-
+    assert_eq!(verify_trail(&app, &id).await.events, 1, "its receipt alone");
     assert_eq!(
         get_request(&app, &id).await.status(),
         pb::RequestStatus::Received
