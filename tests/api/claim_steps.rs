@@ -25,18 +25,6 @@ postgres_only!(
     leases_whose_history_was_never_written_are_delivered_when_they_expire,
 );
 
-/// A backend session with a transaction open, and its pid.
-async fn open_transaction(db: &TestDb) -> (sqlx::PgConnection, i32) {
-    use sqlx::Connection;
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql("begin").execute(&mut holder).await.unwrap();
-    let pid = sqlx::query_scalar("select pg_backend_pid()")
-        .fetch_one(&mut holder)
-        .await
-        .unwrap();
-    (holder, pid)
-}
-
 /// The instruction states `events` show, in order.
 fn states(events: &[pb::RequestEvent]) -> Vec<pb::InstructionState> {
     events
@@ -55,6 +43,16 @@ async fn intact_history(app: &TestApp, id: &str) -> Vec<pb::RequestEvent> {
     let check = verify_trail(app, id).await;
     assert!(check.intact && check.record_checked, "{check:?}");
     events
+}
+
+/// A server whose dispatcher runs by hand on a manual clock, and the push
+/// processor `vendor`, answering every delivery COMPLETED.
+async fn with_vendor(db: &TestDb) -> (TestApp, ManualClock, FakeProcessor) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    (app, clock, fake)
 }
 
 /// Leases the due instructions of `vendor` as replica `owner` would, for
@@ -98,12 +96,9 @@ async fn write_history(app: &TestApp, clock: &ManualClock, leased: &mut Leased) 
 /// slot it reserved, and the second pass would find no room (another
 /// replica would wait for the lock).
 async fn a_claim_whose_history_waits_does_not_hold_up_the_next(db: TestDb) {
-    let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, _clock, fake) = with_vendor(&db).await;
     let first = submit(&app, deletion("first@example.com")).await.request_id;
-    let (mut holder, pid) = open_transaction(&db).await;
+    let (mut holder, pid) = db.open_transaction().await;
     sqlx::query("select id from requests where id = $1 for update")
         .bind(&first)
         .execute(&mut holder)
@@ -114,11 +109,7 @@ async fn a_claim_whose_history_waits_does_not_hold_up_the_next(db: TestDb) {
         tokio::spawn(async move { dispatcher.run_once().await })
     };
     assert!(
-        db.until_waiting(
-            "cast($1 as int) = any(pg_blocking_pids(pid))",
-            &pid.to_string()
-        )
-        .await,
+        db.someone_waits_for(pid).await,
         "the first claim's history waits for the request row"
     );
 
@@ -167,10 +158,7 @@ async fn a_claim_whose_history_waits_does_not_hold_up_the_next(db: TestDb) {
 /// attempt) and no DELIVERING event. As for a delivery cut short, the
 /// record keeps the first delivery time and the cancel notice is queued.
 async fn a_lease_cancelled_before_its_history_is_neither_written_nor_sent(db: TestDb) {
-    let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, clock, fake) = with_vendor(&db).await;
     let id = submit(&app, deletion("gone@example.com")).await.request_id;
     let mut leased = lease(&app, &clock, "replica-a").await;
     assert_eq!(leased.claims[0].len(), 1);
@@ -202,10 +190,7 @@ async fn a_lease_cancelled_before_its_history_is_neither_written_nor_sent(db: Te
 /// written, and one whose history comes after the lease margin, are
 /// neither written nor sent; the second expires and is delivered again.
 async fn a_lease_lost_before_its_history_is_neither_written_nor_sent(db: TestDb) {
-    let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, clock, fake) = with_vendor(&db).await;
     let taken = submit(&app, deletion("taken@example.com")).await.request_id;
     let mut stale = lease(&app, &clock, "replica-a").await;
     clock.advance(Duration::from_secs(61));
@@ -246,10 +231,7 @@ async fn a_lease_lost_before_its_history_is_neither_written_nor_sent(db: TestDb)
 /// lease expires the instruction is delivered again (attempt 2, the first
 /// closed as expired) and the request completes over an intact trail.
 async fn leases_whose_history_was_never_written_are_delivered_when_they_expire(db: TestDb) {
-    let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let (app, clock, fake) = with_vendor(&db).await;
     let id = submit(&app, deletion("orphan@example.com"))
         .await
         .request_id;

@@ -148,7 +148,7 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
 
     // The held id: a copy of the model's row under it, not committed.
     let held = new_id();
-    let (mut holder, holder_pid) = open_transaction(&db).await;
+    let (mut holder, holder_pid) = db.open_transaction().await;
     sqlx::query("create temporary table held as select * from requests where id = $1")
         .bind(&model)
         .execute(&mut holder)
@@ -172,7 +172,7 @@ async fn a_batch_that_waits_does_not_hold_up_the_next(db: TestDb) {
     };
     // Until a writer's batch waits for the holder.
     assert!(
-        someone_waits_for(&db, holder_pid).await,
+        db.someone_waits_for(holder_pid).await,
         "the first submission's batch waits for the held id"
     );
 
@@ -232,12 +232,12 @@ async fn a_result_being_written_leaves_its_slot_to_the_next_delivery(db: TestDb)
     // The claim has committed; the instruction's row is locked before the
     // processor answers, so writing the answer waits.
     let held = instruction_of(&first, "vendor");
-    let (mut holder, holder_pid) = open_transaction(&db).await;
+    let (mut holder, holder_pid) = db.open_transaction().await;
     lock_instructions(&mut holder, std::slice::from_ref(&held)).await;
     assert_eq!(fake.deliveries().len(), 1, "the second waits for the slot");
     fake.release();
     assert!(
-        someone_waits_for(&db, holder_pid).await,
+        db.someone_waits_for(holder_pid).await,
         "the recorder's batch waits for the held row"
     );
 
@@ -268,11 +268,11 @@ async fn results_waiting_to_be_written_are_bounded_by_max_in_flight(db: TestDb) 
     register(&app, patient_push_processor("vendor", &fake.endpoint())).await;
     let first = submit(&app, deletion("first@example.com")).await;
     fake.wait_for_calls(1).await;
-    let (mut holder, holder_pid) = open_transaction(&db).await;
+    let (mut holder, holder_pid) = db.open_transaction().await;
     lock_instructions(&mut holder, &[instruction_of(&first, "vendor")]).await;
     fake.release();
     assert!(
-        someone_waits_for(&db, holder_pid).await,
+        db.someone_waits_for(holder_pid).await,
         "the recorder's batch waits for the held row"
     );
 
@@ -313,7 +313,7 @@ async fn results_being_written_count_against_the_hold(db: TestDb) {
     // wait on their rows.
     let first = app.spawn_pass();
     fake.wait_for_calls(4).await;
-    let (mut holder, holder_pid) = open_transaction(&db).await;
+    let (mut holder, holder_pid) = db.open_transaction().await;
     let sent: Vec<String> = fake
         .deliveries()
         .into_iter()
@@ -322,7 +322,7 @@ async fn results_being_written_count_against_the_hold(db: TestDb) {
     lock_instructions(&mut holder, &sent).await;
     fake.release();
     assert!(
-        someone_waits_for(&db, holder_pid).await,
+        db.someone_waits_for(holder_pid).await,
         "the recorder's batch waits for the held rows"
     );
     let answered = r#"dsr_delivery_attempts_total{processor="vendor",result="outcome"} 4"#;
@@ -369,7 +369,7 @@ async fn a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery(db: 
     fake.hang_cancels();
     cancel(&app, &withdrawn.request_id, "consumer withdrew the request").await;
     fake.wait_for_calls(2).await;
-    let (mut holder, holder_pid) = open_transaction(&db).await;
+    let (mut holder, holder_pid) = db.open_transaction().await;
     sqlx::query("select instruction_id from cancel_notices where instruction_id = $1 for update")
         .bind(&notified)
         .execute(&mut holder)
@@ -378,7 +378,7 @@ async fn a_cancel_notice_being_written_leaves_its_slot_to_the_next_delivery(db: 
     let next = submit(&app, deletion("next@example.com")).await;
     fake.release();
     assert!(
-        someone_waits_for(&db, holder_pid).await,
+        db.someone_waits_for(holder_pid).await,
         "writing the notice's answer waits for its held row"
     );
 
@@ -440,10 +440,10 @@ async fn a_probes_answer_closes_the_breaker_while_results_wait_to_be_written(db:
     let stuck = submit(&app, only("stuck@example.com", "vendor")).await;
     let first = app.spawn_pass();
     steady.wait_for_calls(1).await;
-    let (mut holder, holder_pid) = open_transaction(&db).await;
+    let (mut holder, holder_pid) = db.open_transaction().await;
     lock_instructions(&mut holder, &[instruction_of(&stuck, "vendor")]).await;
     steady.release();
-    assert!(someone_waits_for(&db, holder_pid).await);
+    assert!(db.someone_waits_for(holder_pid).await);
 
     down.set_default(Reply::done(pb::Outcome::Completed));
     clock.advance(Duration::from_secs(61));
@@ -487,26 +487,4 @@ async fn completed_with_records(app: &TestApp, requests: &[&pb::DataSubjectReque
         wait_for_state(app, &id, pb::InstructionState::Completed).await;
         assert_eq!(record(app, &req.request_id).await.lines.len(), 1);
     }
-}
-
-/// A connection of its own with a transaction open, to hold locks the
-/// server's transactions then wait for, and its backend's pid.
-async fn open_transaction(db: &TestDb) -> (sqlx::PgConnection, i32) {
-    use sqlx::Connection;
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql("begin").execute(&mut holder).await.unwrap();
-    let pid = sqlx::query_scalar("select pg_backend_pid()")
-        .fetch_one(&mut holder)
-        .await
-        .unwrap();
-    (holder, pid)
-}
-
-/// Whether a session comes to wait for a lock the backend `pid` holds.
-async fn someone_waits_for(db: &TestDb, pid: i32) -> bool {
-    db.until_waiting(
-        "cast($1 as int) = any(pg_blocking_pids(pid))",
-        &pid.to_string(),
-    )
-    .await
 }

@@ -139,6 +139,28 @@ impl TestDb {
         false
     }
 
+    /// A connection of its own with a transaction open, to hold locks the
+    /// server's transactions then wait for, and its backend's pid.
+    pub async fn open_transaction(&self) -> (sqlx::PgConnection, i32) {
+        use sqlx::Connection;
+        let mut holder = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::raw_sql("begin").execute(&mut holder).await.unwrap();
+        let pid = sqlx::query_scalar("select pg_backend_pid()")
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+        (holder, pid)
+    }
+
+    /// Whether a session comes to wait for a lock the backend `pid` holds.
+    pub async fn someone_waits_for(&self, pid: i32) -> bool {
+        self.until_waiting(
+            "cast($1 as int) = any(pg_blocking_pids(pid))",
+            &pid.to_string(),
+        )
+        .await
+    }
+
     /// A connection pool for the PostgreSQL server's administrative
     /// database (to stop and start connections to this one).
     pub async fn admin_pool() -> sqlx::PgPool {
