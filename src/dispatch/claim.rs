@@ -21,7 +21,6 @@ impl Dispatcher {
     /// some processor filled every slot it had. On PostgreSQL the history
     /// is written by a task of the set after the leases commit (see
     /// `Leased`), so the next pass need not wait for it.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn claim_and_deliver(
         &self,
         push: Vec<(&Processor, Duration)>,
@@ -49,7 +48,7 @@ impl Dispatcher {
                 self.unused_probe(p, timeout, now).await;
             }
             let ticket = self.ticket(p, slots.len() - claimed.len());
-            // The slots it did not claim go back now, not after the
+            // The slots it did not claim go back here, not after the
             // history: the next pass may need them.
             let mut slots = slots;
             slots.truncate(claimed.len());

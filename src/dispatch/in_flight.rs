@@ -34,14 +34,10 @@ impl InFlight {
         self.set().len()
     }
 
-    /// Takes every task that has ended; returns whether there was one.
-    pub(super) fn reap(&self) -> bool {
+    /// Takes every task that has ended.
+    pub(super) fn reap(&self) {
         let mut set = self.set();
-        let mut any = false;
-        while set.try_join_next().is_some() {
-            any = true;
-        }
-        any
+        while set.try_join_next().is_some() {}
     }
 
     /// Waits for a task to end; `None` when the set is empty.

@@ -5,8 +5,9 @@
 //! the adaptive one of [`concurrency`], inside a global one, shared out
 //! fairly per pass), all processors at once: a request fanned out to five
 //! processors costs one claim, not five (on PostgreSQL two transactions,
-//! the leases and then their history; see `claim`). Per-processor limits keep one slow processor from
-//! starving the others and bound what each receives at once. Every leased
+//! the leases and then their history; see `claim`). Per-processor limits
+//! keep one slow processor from starving the others and bound what each
+//! receives at once. Every leased
 //! instruction is delivered on its own task; the answer is written back
 //! fenced by the lease, so a dispatcher that lost its lease (it hung past
 //! expiry and someone else re-claimed) records nothing.
@@ -22,8 +23,9 @@
 //! not one per submission); a pass that filled its slots skips
 //! the due-time lookup, as finishing deliveries wake it anyway. Shutdown
 //! stops claiming and waits (up to the drain timeout) for deliveries in
-//! flight; any it abandons are redelivered after their lease expires, with
-//! the same instruction id.
+//! flight, and for claims whose history is being written, which then
+//! start theirs; any it abandons are redelivered after their lease
+//! expires, with the same instruction id.
 //!
 //! # Intake first
 //!
