@@ -69,8 +69,12 @@ impl Dispatcher {
             let (this, tasks) = (self.clone(), set.clone());
             set.spawn(async move {
                 let now = this.clock.now();
+                let started = Instant::now();
                 match this.store.write_claim_history(&mut leased, now, latest).await {
-                    Ok(()) => this.start(leased.claims, batches, &tasks, now).await,
+                    Ok(()) => {
+                        this.metrics.claim_history_written(started.elapsed());
+                        this.start(leased.claims, batches, &tasks, now).await;
+                    }
                     Err(e) => {
                         tracing::warn!(
                             error = %e,

@@ -106,6 +106,8 @@ families! {
         "From first delivery to the processor's acknowledgement, by processor.";
     CLAIM_DURATION = "dsr_claim_duration", Shape::Histogram(LATENCY_BUCKETS),
         "Duration of a pass's claim, until its leases commit (one sample per processor claimed for).";
+    CLAIM_HISTORY_DURATION = "dsr_claim_history_duration", Shape::Histogram(LATENCY_BUCKETS),
+        "PostgreSQL: duration of writing a claim's history (its events and request bumps), after its leases commit and before its deliveries start.";
     DATABASE_UP = "dsr_database_up", Shape::Gauge,
         "1 when the database answered this replica at the last scrape (within 2 s, as readiness asks); 0 when it did not, and the open-work gauges show the last values read.";
     REQUESTS_OPEN = "dsr_requests_open", Shape::Gauge,

@@ -66,6 +66,7 @@ pub struct Metrics {
     delivery_duration: Histogram<f64>,
     time_to_acknowledge: Histogram<f64>,
     claim_duration: Histogram<f64>,
+    claim_history_duration: Histogram<f64>,
     dispatch_yields: Counter<u64>,
     dispatch_passes: Counter<u64>,
     delivery_limit: Gauge<u64>,
@@ -153,6 +154,7 @@ impl Metrics {
             delivery_duration: histogram(&DELIVERY_DURATION),
             time_to_acknowledge: histogram(&TIME_TO_ACKNOWLEDGE),
             claim_duration: histogram(&CLAIM_DURATION),
+            claim_history_duration: histogram(&CLAIM_HISTORY_DURATION),
             dispatch_yields: counter(&DISPATCH_YIELDS),
             dispatch_passes: counter(&DISPATCH_PASSES),
             delivery_limit: meter
@@ -179,6 +181,11 @@ impl Metrics {
                 KeyValue::new("jurisdiction", jurisdiction),
             ],
         );
+    }
+
+    /// A claim's history was written (PostgreSQL), taking `took`.
+    pub fn claim_history_written(&self, took: Duration) {
+        self.claim_history_duration.record(took.as_secs_f64(), &[]);
     }
 
     /// A claim pass for one processor finished.

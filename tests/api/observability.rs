@@ -278,6 +278,12 @@ async fn metrics_follow_a_fan_out_with_failures(db: TestDb) {
     );
     assert_eq!(value(&m, r#"dsr_queue_depth{processor="puller"}"#), 2.0);
     assert!(value(&m, "dsr_claim_duration_seconds_count{}") >= 1.0);
+    // PostgreSQL writes each claim's history after its leases.
+    let histories = value(&m, "dsr_claim_history_duration_seconds_count{}");
+    match db.postgres_name() {
+        Some(_) => assert!(histories >= 1.0, "{histories}"),
+        None => assert_eq!(histories, 0.0),
+    }
     // Bounded labels: no request ids, no subject data.
     for r in &requests {
         assert!(!text.contains(&r.request_id));
