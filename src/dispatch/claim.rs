@@ -40,9 +40,8 @@ impl Dispatcher {
             claimed_total += claimed.len();
             saturated |= !slots.is_empty() && claimed.len() == slots.len();
             self.note_claim(p, claimed.len(), slots.len());
-            let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
-            self.metrics
-                .claim_finished(p.spec.id.as_str(), took, &kinds);
+            // The leases are counted once they are to be sent (see `start`).
+            self.metrics.claim_finished(took);
             let probe = probes.get(&p.spec.id).copied();
             if probe.is_some() && claimed.is_empty() {
                 self.unused_probe(p, timeout, now).await;
@@ -95,9 +94,9 @@ impl Dispatcher {
         }
     }
 
-    /// Starts each of `claims` (by batch) on its own task in `set`; the
-    /// slots left over are released as they drop here, and a probe whose
-    /// lease was lost since it was claimed is given back.
+    /// Counts each of `claims` (by batch) and starts it on its own task in
+    /// `set`; the slots left over are released as they drop here, and a
+    /// probe whose lease was lost since it was claimed is given back.
     async fn start(
         &self,
         claims: Vec<Vec<Claimed>>,
@@ -111,6 +110,9 @@ impl Dispatcher {
                 lost.push(batch);
                 continue;
             }
+            let kinds: Vec<ClaimKind> = claimed.iter().map(|c| c.kind).collect();
+            self.metrics
+                .instructions_claimed(batch.processor.spec.id.as_str(), &kinds);
             for (c, slot) in claimed.into_iter().zip(batch.slots) {
                 let (this, p) = (self.clone(), batch.processor.clone());
                 let (probe, ticket) = (batch.probe, batch.ticket);

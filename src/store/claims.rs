@@ -48,6 +48,17 @@ pub enum ClaimKind {
     Reminder,
 }
 
+impl ClaimKind {
+    /// The name metrics give it: `first`, `retry` or `reminder`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::Retry => "retry",
+            Self::Reminder => "reminder",
+        }
+    }
+}
+
 /// A leased instruction, with what the processor must be sent.
 #[derive(Clone, Debug)]
 pub struct Claimed {

@@ -85,7 +85,7 @@ families! {
     ESCALATIONS = "dsr_instructions_escalations", Shape::Counter,
         "Instructions escalated to an operator, by processor.";
     CLAIMED = "dsr_instructions_claimed", Shape::Counter,
-        "Instructions leased for delivery, by processor and reason (first, retry, reminder).";
+        "Instructions leased for delivery and sent, by processor and reason (first, retry, reminder).";
     DELIVERY_ATTEMPTS = "dsr_delivery_attempts", Shape::Counter,
         "Push delivery attempts, by processor and result.";
     DELIVERY_FAILURES = "dsr_delivery_failures", Shape::Counter,

@@ -188,20 +188,20 @@ impl Metrics {
         self.claim_history_duration.record(took.as_secs_f64(), &[]);
     }
 
-    /// A claim pass for one processor finished.
-    pub fn claim_finished(&self, processor: &str, took: Duration, kinds: &[ClaimKind]) {
+    /// A claim pass for one processor finished, taking `took`.
+    pub fn claim_finished(&self, took: Duration) {
         self.claim_duration.record(took.as_secs_f64(), &[]);
+    }
+
+    /// Instructions of these `kinds` were leased for `processor`, to be
+    /// sent.
+    pub fn instructions_claimed(&self, processor: &str, kinds: &[ClaimKind]) {
         for kind in kinds {
-            let reason = match kind {
-                ClaimKind::First => "first",
-                ClaimKind::Retry => "retry",
-                ClaimKind::Reminder => "reminder",
-            };
             self.claimed.add(
                 1,
                 &[
                     KeyValue::new("processor", processor.to_string()),
-                    KeyValue::new("reason", reason),
+                    KeyValue::new("reason", kind.as_str()),
                 ],
             );
         }
