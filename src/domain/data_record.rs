@@ -44,6 +44,12 @@ pub const CATEGORIES: &[&str] = &[
 
 /// Most categories of third parties one record names.
 const MAX_DISCLOSED_TO: usize = 20;
+/// Longest label of category `other`, in characters.
+const MAX_LABEL: usize = 100;
+/// Longest source or purpose, in characters.
+const MAX_SOURCE: usize = 200;
+/// Longest name of a third party, in characters.
+const MAX_THIRD_PARTY: usize = 100;
 
 /// One piece of personal information found for an access request.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +118,7 @@ impl DataRecord {
         if self.category == "other" {
             v.take(
                 &format!("{at}.category_label"),
-                check_line(&self.category_label, 1, 100),
+                check_line(&self.category_label, 1, MAX_LABEL),
             );
         } else if !self.category_label.is_empty() {
             v.add(
@@ -126,8 +132,14 @@ impl DataRecord {
         } else {
             v.take(&format!("{at}.value"), check_text(&self.value, 1, 10_000));
         }
-        v.take(&format!("{at}.source"), check_line(&self.source, 0, 200));
-        v.take(&format!("{at}.purpose"), check_line(&self.purpose, 0, 200));
+        v.take(
+            &format!("{at}.source"),
+            check_line(&self.source, 0, MAX_SOURCE),
+        );
+        v.take(
+            &format!("{at}.purpose"),
+            check_line(&self.purpose, 0, MAX_SOURCE),
+        );
         if self.disclosed_to.len() > MAX_DISCLOSED_TO {
             v.add(
                 format!("{at}.disclosed_to"),
@@ -135,7 +147,10 @@ impl DataRecord {
             );
         }
         for (i, d) in self.disclosed_to.iter().enumerate() {
-            v.take(&format!("{at}.disclosed_to[{i}]"), check_line(d, 1, 100));
+            v.take(
+                &format!("{at}.disclosed_to[{i}]"),
+                check_line(d, 1, MAX_THIRD_PARTY),
+            );
         }
     }
 }
@@ -224,7 +239,7 @@ impl Disclosures {
             let at = format!("disclosures.categories[{i}]");
             match name.strip_prefix("other: ") {
                 Some(label) => {
-                    v.take(&at, check_line(label, 1, 100));
+                    v.take(&at, check_line(label, 1, MAX_LABEL));
                 }
                 None if name != "other" && CATEGORIES.contains(&name.as_str()) => {}
                 None => {
@@ -240,9 +255,9 @@ impl Disclosures {
                 }
             }
         }
-        each(v, "sources", &self.sources, 200);
-        each(v, "purposes", &self.purposes, 200);
-        each(v, "third_parties", &self.third_parties, 100);
+        each(v, "sources", &self.sources, MAX_SOURCE);
+        each(v, "purposes", &self.purposes, MAX_SOURCE);
+        each(v, "third_parties", &self.third_parties, MAX_THIRD_PARTY);
         for (list, set) in [
             ("sold_or_shared", &self.sold_or_shared),
             (

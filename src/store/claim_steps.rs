@@ -33,7 +33,7 @@
 //! events are not written; nothing was sent, and the leases expire and
 //! are delivered again, as after any crash mid-delivery.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -52,8 +52,8 @@ use crate::domain::{InstructionView, ProcessorId, Timestamp};
 pub struct Leased {
     /// The leases, by order.
     pub claims: Vec<Vec<Claimed>>,
-    /// The claim's time, while the history of `claims` is unwritten.
-    pub(super) history: Option<Timestamp>,
+    /// Whether the history of `claims` is still to write.
+    pub(super) unwritten: bool,
 }
 
 impl Leased {
@@ -61,14 +61,14 @@ impl Leased {
     pub(super) fn written(claims: Vec<Vec<Claimed>>) -> Self {
         Self {
             claims,
-            history: None,
+            unwritten: false,
         }
     }
 
     /// Whether the leases' history is written (nothing left for
     /// [`Store::write_claim_history`]).
     pub fn is_written(&self) -> bool {
-        self.history.is_none()
+        !self.unwritten
     }
 }
 
@@ -135,24 +135,34 @@ impl Store {
 
     /// Writes the history of `leased` if [`Store::lease_many`] left it
     /// unwritten, at `now`: locks the requests, reads the instructions,
-    /// and keeps the leases still held (see [`Fate`]). Afterwards `leased.claims`
-    /// holds the leases to send, by order. A failure before the commit is
-    /// tried again, twice at most, when it is transient; one at the commit
-    /// is not, as the commit may have happened (the leases then expire and
-    /// are delivered again). On failure `leased` is as it was.
+    /// and writes the events of the leases still held as claimed (still
+    /// DELIVERING, same owner, same attempt). Afterwards `leased.claims`
+    /// holds those, by order: the leases to send. The rest (cancelled or
+    /// resolved since, claimed again by someone else), and every lease
+    /// when `now` is past `latest` (too little lease left to deliver in),
+    /// are neither written nor sent; one still held expires and is
+    /// delivered again. A failure before the commit is tried again, twice
+    /// at most, when it is transient; one at the commit is not, as the
+    /// commit may have happened (the leases then expire and are delivered
+    /// again). On failure `leased` is as it was.
     pub async fn write_claim_history(
         &self,
         leased: &mut Leased,
         now: Timestamp,
         latest: Timestamp,
     ) -> Result<(), StoreError> {
-        if leased.history.is_none() {
+        if !leased.unwritten {
+            return Ok(());
+        }
+        if now > latest {
+            leased.claims.iter_mut().for_each(Vec::clear);
+            leased.unwritten = false;
             return Ok(());
         }
         let mut tries = 0;
         let (tx, effects, kept) = loop {
             tries += 1;
-            match self.history(&leased.claims, now, latest).await {
+            match self.history(&leased.claims, now).await {
                 Ok(written) => break written,
                 Err(e) if tries < 3 && e.is_transient() => {
                     tracing::info!(error = %e, tries, "writing the claims' history failed; retrying");
@@ -162,7 +172,7 @@ impl Store {
         };
         tx.commit().await?;
         leased.claims = kept;
-        leased.history = None;
+        leased.unwritten = false;
         self.announce(effects);
         Ok(())
     }
@@ -170,12 +180,11 @@ impl Store {
     /// The statements of [`Store::write_claim_history`], short of the
     /// commit: the open transaction, what it changed, and the leases to
     /// send.
-    #[tracing::instrument(name = "store.claim_history", skip_all, fields(events, sent))]
+    #[tracing::instrument(name = "store.claim_history", skip_all, fields(sent))]
     async fn history(
         &self,
         claims: &[Vec<Claimed>],
         now: Timestamp,
-        latest: Timestamp,
     ) -> Result<(WriteTx, Effects, Vec<Vec<Claimed>>), StoreError> {
         let claimed: Vec<&InstructionView> =
             claims.iter().flatten().map(|c| &c.instruction).collect();
@@ -189,33 +198,32 @@ impl Store {
         let rows = lock_requests(&mut tx, self.backend, requests).await?;
         let mut sql = Sql::new(
             self.backend,
-            "select id, state, lease_owner, attempts from instructions where ",
+            "select id, lease_owner, attempts from instructions where state = 'DELIVERING' and ",
         );
         sql.in_list("id", ids);
-        let mut found = HashMap::new();
+        let mut held = HashSet::new();
         for row in sql.query().fetch_all(&mut *tx).await? {
             let id: String = row.try_get("id")?;
-            let state: String = row.try_get("state")?;
             let owner: Option<String> = row.try_get("lease_owner")?;
             let attempts: i64 = row.try_get("attempts")?;
-            found.insert(id, (state, owner, attempts));
+            held.insert((id, owner, attempts));
         }
-        let mut events = Vec::new();
+        let still_held = |c: &&Claimed| {
+            let lease = (
+                c.instruction.id.to_string(),
+                Some(c.owner.clone()),
+                i64::from(c.attempt()),
+            );
+            held.contains(&lease)
+        };
         let kept: Vec<Vec<Claimed>> = claims
             .iter()
-            .map(|list| {
-                list.iter()
-                    .filter(|c| {
-                        let now_is = found.get(&c.instruction.id.to_string());
-                        let held = fate(c, now_is, now, latest) == Fate::Held;
-                        if held {
-                            events.push(c.instruction.clone());
-                        }
-                        held
-                    })
-                    .cloned()
-                    .collect()
-            })
+            .map(|list| list.iter().filter(still_held).cloned().collect())
+            .collect();
+        let events: Vec<InstructionView> = kept
+            .iter()
+            .flatten()
+            .map(|c| c.instruction.clone())
             .collect();
         let mut effects = Effects::default();
         after_locked(
@@ -229,43 +237,7 @@ impl Store {
             &rows,
         )
         .await?;
-        let span = tracing::Span::current();
-        span.record("events", events.len());
-        span.record("sent", kept.iter().map(Vec::len).sum::<usize>());
+        tracing::Span::current().record("sent", events.len());
         Ok((tx, effects, kept))
-    }
-}
-
-/// What becomes of a lease when its history is written.
-#[derive(Debug, PartialEq, Eq)]
-enum Fate {
-    /// Still leased as claimed: its DELIVERING event is written, and it
-    /// is sent.
-    Held,
-    /// Cancelled or resolved since, claimed again by someone else, or the
-    /// history came too late (`latest`: too little of the lease left to
-    /// deliver in): neither written nor sent. A lease still held expires
-    /// and is delivered again.
-    Lost,
-}
-
-/// The fate of lease `c` given its instruction's state, lease owner and
-/// attempts as read now (`None`: gone).
-fn fate(
-    c: &Claimed,
-    found: Option<&(String, Option<String>, i64)>,
-    now: Timestamp,
-    latest: Timestamp,
-) -> Fate {
-    match found {
-        Some((state, Some(owner), attempts))
-            if state == "DELIVERING"
-                && *owner == c.owner
-                && *attempts == i64::from(c.attempt())
-                && now <= latest =>
-        {
-            Fate::Held
-        }
-        _ => Fate::Lost,
     }
 }

@@ -380,7 +380,7 @@ impl Store {
         }
         Ok(Leased {
             claims: out,
-            history: (split && claimed_any).then_some(now),
+            unwritten: split && claimed_any,
         })
     }
 }

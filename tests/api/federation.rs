@@ -360,15 +360,6 @@ async fn fulfilled(
     (closed, report)
 }
 
-/// An access request for `email`, asking for `scope`.
-fn access(email: &str, scope: pb::AccessScope) -> pb::SubmitRequestRequest {
-    pb::SubmitRequestRequest {
-        kind: pb::RequestKind::Access as i32,
-        access_scope: scope as i32,
-        ..deletion(email)
-    }
-}
-
 /// What the downstream's processor found comes up with the downstream
 /// record: the specific pieces are the upstream instruction's records, in
 /// the upstream's own report, and the record counts them. For a
@@ -376,18 +367,12 @@ fn access(email: &str, scope: pb::AccessScope) -> pb::SubmitRequestRequest {
 /// their place: the upstream report shows them for the group company,
 /// with how many pieces they were made of, and no piece is in it.
 async fn a_federated_access_request_brings_the_data_up(db: TestDb) {
-    let Pair {
-        upstream,
-        downstream: _downstream,
-        warehouse: _warehouse,
-        warehouse_token: _,
-        _down_db,
-        dir: _dir,
-    } = pair(&db, two_pieces(), 1000).await;
+    let held = pair(&db, two_pieces(), 1000).await;
+    let upstream = &held.upstream;
 
     let pieces = access("fed-ann@example.com", pb::AccessScope::SpecificPieces);
-    let pieces = submit(&upstream, pieces).await;
-    let (closed, mut report) = fulfilled(&upstream, &pieces.request_id).await;
+    let pieces = submit(upstream, pieces).await;
+    let (closed, mut report) = fulfilled(upstream, &pieces.request_id).await;
     assert_eq!(closed.lines[0].data_records, 2);
     let mut values = Vec::new();
     while let Some(part) = report.next().await {
@@ -399,8 +384,8 @@ async fn a_federated_access_request_brings_the_data_up(db: TestDb) {
     assert_eq!(values, ["3 orders in 2026", "prefers green tea"]);
 
     let categories = access("fed-ben@example.com", pb::AccessScope::Categories);
-    let categories = submit(&upstream, categories).await;
-    let (closed, report) = fulfilled(&upstream, &categories.request_id).await;
+    let categories = submit(upstream, categories).await;
+    let (closed, report) = fulfilled(upstream, &categories.request_id).await;
     // The pieces the disclosures were made of, which an orchestrator
     // further up a chain reads as something to carry.
     assert_eq!(closed.lines[0].data_records, 2);
@@ -413,14 +398,8 @@ async fn a_federated_access_request_brings_the_data_up(db: TestDb) {
 /// categories-only request at the top gets the disclosures of the records
 /// two hops down, carried up through the middle.
 async fn a_chain_of_federations_carries_categories_to_the_top(db: TestDb) {
-    let Pair {
-        upstream: middle,
-        downstream: _downstream,
-        warehouse: _warehouse,
-        warehouse_token: _,
-        _down_db,
-        dir: _dir,
-    } = pair(&db, two_pieces(), 1000).await;
+    let held = pair(&db, two_pieces(), 1000).await;
+    let middle = &held.upstream;
     let top_db = TestDb::like(&db).await;
     let top = TestApp::spawn(&top_db).await;
     let endpoint = format!("http://{}", middle.addr);

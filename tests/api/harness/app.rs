@@ -333,13 +333,13 @@ impl TestApp {
             .expect("HTTP response")
     }
 
-    /// Graceful stop, as on SIGTERM.
     /// The token [`TestApp::stop`] cancels: a test waits on it to know
     /// the server has begun to stop.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
+    /// Graceful stop, as on SIGTERM.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().expect("clean shutdown");

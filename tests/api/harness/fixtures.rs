@@ -495,6 +495,15 @@ pub async fn cancel(app: &TestApp, request_id: &str, reason: &str) {
         .expect("cancel");
 }
 
+/// An access request for `email`, asking for `scope`.
+pub fn access(email: &str, scope: pb::AccessScope) -> pb::SubmitRequestRequest {
+    pb::SubmitRequestRequest {
+        kind: pb::RequestKind::Access as i32,
+        access_scope: scope as i32,
+        ..deletion(email)
+    }
+}
+
 /// The id of `req`'s instruction to `processor`.
 pub fn instruction_of(req: &pb::DataSubjectRequest, processor: &str) -> String {
     let line = req

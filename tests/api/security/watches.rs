@@ -279,10 +279,8 @@ const LONG_HISTORY: usize = 450;
 /// is read.
 async fn watching_a_long_history(app: &TestApp, token: &str) -> tonic::Streaming<pb::RequestEvent> {
     let puller = register(app, pull_processor("puller", 60_000)).await;
-    let mut access = deletion("long-history@example.com");
-    access.kind = pb::RequestKind::Access as i32;
-    access.access_scope = pb::AccessScope::Categories as i32;
-    let submitted = submit(app, access).await;
+    let asked = access("long-history@example.com", pb::AccessScope::Categories);
+    let submitted = submit(app, asked).await;
     let pulled = pull(app, &puller, 1).await;
     app.instructions
         .clone()
