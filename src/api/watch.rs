@@ -1,15 +1,15 @@
 //! `WatchRequest`'s stream: a request's history, then its changes as
 //! they are committed (notices from this process, polling for the other
 //! replicas'), until the terminal event. A watch may stay open for days,
-//! longer than its credential: before each read and each event it sends,
-//! at most once every [`WATCH_POLL`], it asks again (see [`Recheck`]), and
-//! ends with the refusal once the token is taken out, the JWT or the
+//! longer than its credential: before each read and each event it sends
+//! it asks again (see [`Recheck`]: a comparison while nothing changed),
+//! and ends with the refusal once the token is taken out, the JWT or the
 //! client certificate expires, or the roles no longer allow it. A stopping
 //! server ends it at once, ahead of any events still queued for a slow
 //! reader, with the status that tells the reader to resume
 //! ([`to_reader`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
@@ -25,8 +25,7 @@ use crate::store::{EventKind, RequestEvent, Store};
 use crate::wire;
 
 /// How often a watcher re-reads the history when no notice arrives: the
-/// fallback that lets a watcher see changes made by another replica; and
-/// how often, at most, it checks its credential again.
+/// fallback that lets a watcher see changes made by another replica.
 const WATCH_POLL: Duration = Duration::from_millis(500);
 
 pub(super) fn event_pb(e: &RequestEvent) -> pb::RequestEvent {
@@ -75,8 +74,6 @@ pub(super) async fn follow(
     shutdown: CancellationToken,
 ) {
     let mut terminal_checked = false;
-    // The auth layer has just checked it.
-    let mut checked = Instant::now();
     // An end sent to the reader; a stopping server does not wait for a
     // slow one (the reader's stream ends at once then, see `to_reader`).
     let end = async |status: Status| {
@@ -87,19 +84,16 @@ pub(super) async fn follow(
     };
     // Asked before each read and each event sent: a reader slow to take
     // a long history would otherwise hold the producer inside one batch,
-    // sending it on after its credential stopped proving it. A check may
-    // wait on the JWKS (up to its fetch timeout); a stopping server does
-    // not wait for it.
-    let mut allowed = async |recheck: &mut Option<Recheck>| match recheck {
-        Some(recheck) if checked.elapsed() >= WATCH_POLL => {
-            let answer = tokio::select! {
-                answer = recheck.still_allowed() => answer,
-                () = shutdown.cancelled() => Err(shutting_down()),
-            };
-            checked = Instant::now();
-            answer
-        }
-        _ => Ok(()),
+    // sending it on after its credential stopped proving it. While the
+    // auth settings and the credential's expiry stand, asking is a
+    // comparison; a check after they changed may wait on the JWKS (up to
+    // its fetch timeout), and a stopping server does not wait for it.
+    let allowed = async |recheck: &mut Option<Recheck>| match recheck {
+        Some(recheck) => tokio::select! {
+            answer = recheck.still_allowed() => answer,
+            () = shutdown.cancelled() => Err(shutting_down()),
+        },
+        None => Ok(()),
     };
     loop {
         if shutdown.is_cancelled() {

@@ -2,8 +2,8 @@
 //!
 //! A `WatchRequest` stream may stay open for days, longer than the token
 //! or JWT that opened it is good for. The auth layer keeps what the call
-//! proved itself with ([`Recheck`]) and the stream asks again, about
-//! every half second, until the answer changes:
+//! proved itself with ([`Recheck`]) and the stream asks again, before
+//! each read and each event it sends, until the answer changes:
 //!
 //! - cheaply while nothing could have changed it: the authenticator's
 //!   settings are those the call was let in under (its

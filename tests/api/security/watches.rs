@@ -222,9 +222,6 @@ async fn a_slow_reader_of_a_long_history_is_cut_off_within_it(db: TestDb) {
     let app = with_watcher(&db, revocable).await;
     let mut stream = watching_a_long_history(&app, revocable).await;
     write_with_probe(&app, "", probe).await;
-    // The watch asks again at most twice a second (the server's
-    // `WATCH_POLL`): past that, its next event is asked for.
-    tokio::time::sleep(Duration::from_millis(600)).await;
     let (received, end) = read_to_the_end(&mut stream).await;
     assert_eq!(
         end.code(),
