@@ -210,8 +210,10 @@ impl Store {
             ))
         })?;
         // Intake's and the recorder's writers each hold a connection while
-        // they write; claims and reads need two more.
-        let needed = 2 * options.write_transactions + 2;
+        // they write; claims need two more (on PostgreSQL a claim's leases
+        // and the history of the claim before it, see `claim_steps`), and
+        // reads one.
+        let needed = 2 * options.write_transactions + 3;
         if backend == Backend::Postgres
             && options.write_transactions > 0
             && (options.max_connections as usize) < needed
@@ -220,7 +222,7 @@ impl Store {
                 format!(
                     "--write-transactions {} needs --db-max-connections of at least {needed}: \
                      intake and the recorder each hold that many connections while they \
-                     write, and claims and reads need two more",
+                     write, claims need two more and reads one",
                     options.write_transactions
                 )
                 .into(),

@@ -40,6 +40,7 @@ async fn several_write_transactions_lose_nothing_and_record_once(db: TestDb) {
     const EACH: usize = 8;
     let app = TestApp::spawn_with(&db, Options::default(), |c| {
         c.write_transactions = 3;
+        c.db_max_connections = 9;
         c.rate_limit = 1_000_000.0;
     })
     .await;
@@ -118,7 +119,7 @@ async fn write_transactions_need_connections_to_hold_them(db: TestDb) {
         // As the server prints it: the error and its causes.
         let refused = format!("{refused:#}");
         assert!(
-            refused.contains("--db-max-connections of at least 10"),
+            refused.contains("--db-max-connections of at least 11"),
             "{refused}"
         );
     } else {
