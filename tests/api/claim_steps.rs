@@ -5,7 +5,8 @@
 //! lease cancelled between the two, claimed again by someone else, or
 //! whose history comes too late, is neither written nor sent; and leases
 //! whose history was never written (the replica died between the two)
-//! are delivered once they expire, with a gap-free, intact trail. SQLite
+//! are delivered once they expire, with a gap-free, intact trail. A
+//! history cut off before its commit is written again, once. SQLite
 //! writes both in one transaction.
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ postgres_only!(
     a_lease_cancelled_before_its_history_is_neither_written_nor_sent,
     a_lease_lost_before_its_history_is_neither_written_nor_sent,
     leases_whose_history_was_never_written_are_delivered_when_they_expire,
+    a_history_cut_off_before_its_commit_is_written_again,
 );
 
 /// The instruction states `events` show, in order.
@@ -265,5 +267,69 @@ async fn leases_whose_history_was_never_written_are_delivered_when_they_expire(d
         .map(|a| a.result.as_str())
         .collect();
     assert_eq!(results, ["lease_expired", "outcome"]);
+    app.stop().await;
+}
+
+/// A history step whose connection is ended while it waits for a request
+/// row (a transient failure before its commit) tries again on another
+/// connection, and once the row is free writes the lease's DELIVERING
+/// event, once, and keeps the lease to send.
+async fn a_history_cut_off_before_its_commit_is_written_again(db: TestDb) {
+    let (app, clock, fake) = with_vendor(&db).await;
+    let id = submit(&app, deletion("retried@example.com"))
+        .await
+        .request_id;
+    let leased = lease(&app, &clock, "replica-a").await;
+    let (mut holder, pid) = db.open_transaction().await;
+    sqlx::query("select id from requests where id = $1 for update")
+        .bind(&id)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let writing = {
+        let (store, now) = (app.store.clone(), clock.now());
+        tokio::spawn(async move {
+            let mut leased = leased;
+            store
+                .write_claim_history(&mut leased, now, now + Duration::from_secs(30))
+                .await
+                .map(|()| leased)
+        })
+    };
+    assert!(db.someone_waits_for(pid).await, "the history waits");
+    let waiting = db
+        .texts(&format!(
+            "select cast(pid as text) from pg_stat_activity \
+             where {pid} = any(pg_blocking_pids(pid))"
+        ))
+        .await;
+    assert_eq!(waiting.len(), 1, "one history waits: {waiting:?}");
+    let waiter = waiting[0][0].as_deref().unwrap();
+    let ended = db
+        .texts(&format!(
+            "select cast(pg_terminate_backend({waiter}, 10000) as text)"
+        ))
+        .await;
+    assert_eq!(ended, [[Some("true".to_string())]], "its connection ended");
+    assert!(
+        db.someone_waits_for(pid).await,
+        "tried again, it waits again"
+    );
+    assert!(!writing.is_finished());
+
+    sqlx::raw_sql("rollback")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let leased = writing.await.unwrap().expect("written on the second try");
+    assert!(leased.is_written());
+    assert_eq!(leased.claims[0].len(), 1, "still held, to send");
+    let check = verify_trail(&app, &id).await;
+    assert!(check.intact, "{check:?}");
+    assert_eq!(check.events, 2, "its receipt and one DELIVERING event");
+    assert!(
+        fake.deliveries().is_empty(),
+        "the dispatcher sends, not this"
+    );
     app.stop().await;
 }
