@@ -18,8 +18,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use tonic::Code;
@@ -124,22 +125,27 @@ async fn no_such_path() -> Response {
     ))
 }
 
-/// A path's one parameter. One that does not decode (not UTF-8 once
-/// percent-decoded) stands as U+FFFD, which no id matches: the call is
-/// refused as its gRPC method refuses a malformed id, in JSON and after
-/// its caller is checked, where axum's own rejection would be plain text
-/// before it. A route without the parameter is a bug of ours: axum's 500.
-pub(super) fn param(
-    path: Result<Path<String>, PathRejection>,
-) -> Result<String, Box<PathRejection>> {
-    match path {
-        Ok(Path(p)) => Ok(p),
-        Err(PathRejection::FailedToDeserializePathParams(e))
-            if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
-        {
-            Ok(char::REPLACEMENT_CHARACTER.to_string())
+/// A path's one parameter, as a handler takes it. One that does not
+/// decode (not UTF-8 once percent-decoded) stands as U+FFFD, which no id
+/// matches: the call is refused as its gRPC method refuses a malformed id,
+/// in JSON and after its caller is checked, where axum's own rejection
+/// would be plain text before it. A route without the parameter is a bug
+/// of ours: axum's 500.
+pub(super) struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(p)) => Ok(Self(p)),
+            Err(PathRejection::FailedToDeserializePathParams(e))
+                if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+            {
+                Ok(Self(char::REPLACEMENT_CHARACTER.to_string()))
+            }
+            Err(bug) => Err(bug.into_response()),
         }
-        Err(other) => Err(Box::new(other)),
     }
 }
 
@@ -150,13 +156,9 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, to
 
 async fn acknowledge(
     State(shared): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
+    PathParam(instruction_id): PathParam,
     request: Request,
 ) -> Response {
-    let instruction_id = match param(path) {
-        Ok(id) => id,
-        Err(bug) => return bug.into_response(),
-    };
     let answer = async {
         let request = call(&shared, request, |_| {
             Ok(pb::AcknowledgeInstructionRequest { instruction_id })
@@ -169,13 +171,9 @@ async fn acknowledge(
 
 async fn complete(
     State(shared): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
+    PathParam(instruction_id): PathParam,
     request: Request,
 ) -> Response {
-    let instruction_id = match param(path) {
-        Ok(id) => id,
-        Err(bug) => return bug.into_response(),
-    };
     let answer = async {
         let request = call(&shared, request, |bytes| {
             json::complete_pb(body(&bytes)?, instruction_id).map_err(|v| ApiError::from(v).into())
@@ -209,13 +207,9 @@ async fn pull(State(shared): State<Shared>, request: Request) -> Response {
 
 async fn upload(
     State(shared): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
+    PathParam(instruction_id): PathParam,
     request: Request,
 ) -> Response {
-    let instruction_id = match param(path) {
-        Ok(id) => id,
-        Err(bug) => return bug.into_response(),
-    };
     let answer = async {
         let request = call(&shared, request, |bytes| {
             json::upload_pb(body(&bytes)?, instruction_id).map_err(|v| ApiError::from(v).into())

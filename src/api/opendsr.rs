@@ -23,13 +23,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use super::http::{error_response, param, post_only};
+use super::http::{PathParam, error_response, post_only};
 use super::instruction_service::InstructionApi;
 use crate::auth::Caller;
 use crate::dispatch::opendsr::{CallbackKeys, Refused};
@@ -69,14 +69,10 @@ pub fn router(callbacks: OpenDsrCallbacks, max_body: usize) -> Router {
 
 async fn callback(
     State(this): State<OpenDsrCallbacks>,
-    path: Result<Path<String>, PathRejection>,
+    PathParam(processor_id): PathParam,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let processor_id = match param(path) {
-        Ok(id) => id,
-        Err(bug) => return bug.into_response(),
-    };
     let Ok(id) = ProcessorId::parse(&processor_id) else {
         return error_response(&tonic::Status::not_found("no such OpenDSR processor"));
     };
