@@ -2,7 +2,9 @@
 //! kept per set of TLS files (one connection pool per processor's trust
 //! settings) and built again when the files change. Each resolves names
 //! through the lookup (see [`super::lookup`]), kept to loopback for a
-//! plaintext URL where plaintext may not go further.
+//! plaintext URL where plaintext may not go further; a URL that no
+//! registration checked is checked by the same rules before it is
+//! fetched ([`HttpClients::may_fetch`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,30 @@ impl HttpClients {
             kept: Mutex::default(),
             lookup,
         }
+    }
+
+    /// Whether `url`, a URL no registration checked (the certificate a
+    /// processor's discovery document names), may be fetched: `https://`,
+    /// or `http://` kept to loopback unless plaintext may go further, to a
+    /// host that is not, and does not resolve only to, an address no
+    /// delivery may go to. An address written in the URL is checked here:
+    /// a connection looks up names only.
+    pub(super) async fn may_fetch(&self, url: &str) -> Result<(), String> {
+        let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
+        let port = match uri.scheme_str() {
+            Some("https") => 443,
+            Some("http") => 80,
+            _ => return Err("not an http:// or https:// URL".to_string()),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| "a URL without a host".to_string())?;
+        self.lookup
+            .for_url(url)
+            .allowed(host, uri.port_u16().unwrap_or(port))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// The client for `url` with `tls`.

@@ -26,9 +26,7 @@ use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, local};
 use super::http_clients::HttpClients;
 use super::webhook::{answer_body, unanswered};
-use crate::domain::{
-    InstructionId, InstructionResult, Outcome, ProcessorId, ProcessorTls, Violations,
-};
+use crate::domain::{InstructionId, InstructionResult, Outcome, ProcessorId, ProcessorTls};
 use crate::wire::opendsr::{self as wire, Progress};
 
 /// The path of a processor's callbacks under the orchestrator's public URL.
@@ -192,7 +190,8 @@ const REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// of the certificate each one's `/discovery` names, kept per processor
 /// and base URL and fetched again hourly, or when a signature fails to
 /// verify (at most every 30 s). The fetches connect where the lookup
-/// allows, as deliveries do.
+/// allows, as deliveries do; the certificate's URL, which no registration
+/// checked, is checked by the registration's rules first.
 pub struct CallbackKeys {
     clients: HttpClients,
     keys: Mutex<HashMap<(ProcessorId, String), Kept>>,
@@ -242,10 +241,7 @@ impl CallbackKeys {
                 return Err(Refused::BadSignature);
             }
         }
-        let key = self
-            .fetch(url, tls)
-            .await
-            .map_err(|v| Refused::NoCertificate(v.to_string()))?;
+        let key = self.fetch(url, tls).await.map_err(Refused::NoCertificate)?;
         let ok = verifies(&key);
         self.keys
             .lock()
@@ -260,9 +256,8 @@ impl CallbackKeys {
 
     /// The RSA public key (PKCS#1 DER) of the certificate the processor's
     /// discovery document names.
-    async fn fetch(&self, url: &str, tls: Option<&ProcessorTls>) -> Result<Vec<u8>, Violations> {
-        let fail =
-            |what: &str, e: &dyn std::fmt::Display| Violations::one("", format!("{what}: {e}"));
+    async fn fetch(&self, url: &str, tls: Option<&ProcessorTls>) -> Result<Vec<u8>, String> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
         let client = self.clients.get(url, tls).map_err(|e| fail("client", &e))?;
         let timeout = Duration::from_secs(10);
         let discovery: wire::Discovery = client
@@ -275,8 +270,17 @@ impl CallbackKeys {
             .json()
             .await
             .map_err(|e| fail("discovery", &e))?;
+        let certificate = &discovery.processor_certificate;
+        self.clients
+            .may_fetch(certificate)
+            .await
+            .map_err(|e| fail("certificate", &e))?;
+        let client = self
+            .clients
+            .get(certificate, tls)
+            .map_err(|e| fail("client", &e))?;
         let pem = client
-            .get(&discovery.processor_certificate)
+            .get(certificate)
             .timeout(timeout)
             .send()
             .await

@@ -19,6 +19,7 @@ backends!(
     a_failing_opendsr_processor_opens_its_breaker_then_is_probed,
     a_poll_lost_with_its_replica_is_polled_again,
     polls_that_fail_while_the_processor_is_away_spend_no_budget,
+    a_certificate_named_where_no_delivery_may_go_is_not_fetched,
 );
 
 /// The orchestrator's public URL in these tests.
@@ -383,5 +384,55 @@ async fn polls_that_fail_while_the_processor_is_away_spend_no_budget(db: TestDb)
         record.lines[0].state,
         pb::InstructionState::Completed as i32
     );
+    app.stop().await;
+}
+
+/// The certificate a processor's discovery document names is fetched only
+/// where a delivery may go: not from a link-local address (where cloud
+/// metadata services answer), a metadata service's name, or over
+/// plaintext beyond loopback. The callback is answered 503, saying why,
+/// without a connection to it; named back at the processor, the
+/// certificate is fetched and the callback applies.
+async fn a_certificate_named_where_no_delivery_may_go_is_not_fetched(db: TestDb) {
+    let (app, fake) = with_vendor(&db, 3_600_000).await;
+    let req = submit(&app, deletion("opendsr-cert@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    let body = FakeOpenDsr::callback_body(&id, "completed");
+    for (url, why) in [
+        (
+            "http://169.254.169.254/cert.pem",
+            "169.254.169.254 resolves to 169.254.169.254, a link-local, metadata",
+        ),
+        (
+            "https://metadata.google.internal/cert.pem",
+            "metadata.google.internal is a cloud metadata service",
+        ),
+        (
+            "http://192.0.2.1:8080/cert.pem",
+            "192.0.2.1 resolves to 192.0.2.1, beyond loopback, where plaintext",
+        ),
+    ] {
+        fake.name_certificate_at(Some(url));
+        let response =
+            callback_as(&app, reqwest::Method::POST, &body, Some(&fake.sign(&body))).await;
+        assert_eq!(response.status().as_u16(), 503, "{url}");
+        let error: serde_json::Value = response.json().await.unwrap();
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(why), "{url}: {message}");
+    }
+    assert_eq!(
+        wait_for_state(&app, &id, pb::InstructionState::Acknowledged)
+            .await
+            .state(),
+        pb::InstructionState::Acknowledged,
+        "nothing applied"
+    );
+    fake.name_certificate_at(None);
+    assert_eq!(
+        callback(&app, &body, Some(&fake.sign(&body))).await,
+        (202, String::new())
+    );
+    watch_to_end(&app.requests, &req.request_id).await;
     app.stop().await;
 }

@@ -34,6 +34,9 @@ struct Inner {
     /// How many of the next status GETs to answer 503 (the processor is
     /// away).
     failing_polls: usize,
+    /// Where its discovery says its certificate is, if not at its own
+    /// `/cert.pem`.
+    certificate_at: Option<String>,
 }
 
 /// A running fake OpenDSR processor.
@@ -78,6 +81,7 @@ impl FakeOpenDsr {
                 deleted: Vec::new(),
                 polls: 0,
                 failing_polls: 0,
+                certificate_at: None,
             })),
             calls: watch::Sender::new(0),
             key_path: Arc::new(key_path),
@@ -99,6 +103,12 @@ impl FakeOpenDsr {
     /// The base URL to register.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Names `url` as its certificate in its discovery document; `None`:
+    /// its own `/cert.pem`.
+    pub fn name_certificate_at(&self, url: Option<&str>) {
+        self.inner.lock().unwrap().certificate_at = url.map(str::to_string);
     }
 
     /// Answers the next POSTs with these before the usual 201.
@@ -253,11 +263,12 @@ async fn cancel(State(fake): State<FakeOpenDsr>, Path(id): Path<String>) -> Resp
 }
 
 async fn discovery(State(fake): State<FakeOpenDsr>) -> Response {
+    let certificate = fake.inner.lock().unwrap().certificate_at.clone();
     axum::Json(serde_json::json!({
         "api_version": "2.0",
         "supported_identities": [{"identity_type": "email", "identity_format": "raw"}],
         "supported_subject_request_types": ["erasure", "access"],
-        "processor_certificate": format!("{}/cert.pem", fake.url()),
+        "processor_certificate": certificate.unwrap_or_else(|| format!("{}/cert.pem", fake.url())),
     }))
     .into_response()
 }
