@@ -13,8 +13,9 @@ use crate::store::Store;
 
 /// Reads and checks the processors file at `path`, checks where each
 /// entry's deliveries may go (through `lookup`), and only then upserts
-/// every entry (as the system, at `now`): a file refused stores none of
-/// its entries, not those before the refused one. Returns how many.
+/// every entry (as the system, at `now`) in one statement: a file refused,
+/// or a failure to store it, stores none of its entries, not those before
+/// the one at fault. Returns how many.
 pub async fn apply(
     path: &Path,
     store: &Store,
@@ -34,13 +35,9 @@ pub async fn apply(
                 )
             })?;
     }
-    for spec in &specs {
-        store
-            .upsert_processor(spec, &Actor::System, now)
-            .await
-            .with_context(|| {
-                format!("cannot store processor {} from {}", spec.id, path.display())
-            })?;
-    }
+    store
+        .upsert_processors(&specs, &Actor::System, now)
+        .await
+        .with_context(|| format!("cannot store the processors of {}", path.display()))?;
     Ok(specs.len())
 }

@@ -75,6 +75,35 @@ fn decode(row: &AnyRow) -> Result<Processor, StoreError> {
 
 const COLUMNS: &str = "spec, status, created_at, updated_at, updated_by";
 
+/// The insert of processors, their rows ([`row`]) to follow.
+const INSERT: &str = "insert into processors (id, display_name, role, country, spec, \
+     adapter_kind, status, token_hash, created_at, updated_at, updated_by, webhook_secret) values ";
+
+/// A new processor's row for [`INSERT`]: active, with `token` (stored as
+/// its hash) and its webhook secret `sealed`, if any.
+fn row(
+    spec: &ProcessorSpec,
+    token: &str,
+    sealed: Option<String>,
+    actor: &Actor,
+    now: Timestamp,
+) -> Vec<Bind> {
+    vec![
+        Bind::from(spec.id.as_str()),
+        Bind::from(spec.display_name.as_str()),
+        Bind::from(spec.role.as_str()),
+        Bind::from(spec.country.as_str()),
+        Bind::from(json(spec)),
+        Bind::from(spec.adapter.kind()),
+        Bind::from("ACTIVE"),
+        Bind::from(token_hash(token)),
+        Bind::from(micros(now)),
+        Bind::from(micros(now)),
+        Bind::from(actor.to_string()),
+        Bind::from(sealed),
+    ]
+}
+
 impl Store {
     /// Registers a new processor; returns it with its one-time token (and
     /// webhook secret).
@@ -103,26 +132,9 @@ impl Store {
         let sealed = secret
             .as_ref()
             .map(|s| self.seal_json(s, WEBHOOK_SECRET, &spec.id));
-        let mut sql = Sql::new(
-            self.backend,
-            "insert into processors (id, display_name, role, country, spec, adapter_kind, status, \
-             token_hash, created_at, updated_at, updated_by, webhook_secret) values ",
-        );
-        sql.rows([vec![
-            Bind::from(spec.id.as_str()),
-            Bind::from(spec.display_name.as_str()),
-            Bind::from(spec.role.as_str()),
-            Bind::from(spec.country.as_str()),
-            Bind::from(json(spec)),
-            Bind::from(spec.adapter.kind()),
-            Bind::from("ACTIVE"),
-            Bind::from(token_hash(&token)),
-            Bind::from(micros(now)),
-            Bind::from(micros(now)),
-            Bind::from(actor.to_string()),
-            Bind::from(sealed),
-        ]])
-        .push(" on conflict (id) do nothing");
+        let mut sql = Sql::new(self.backend, INSERT);
+        sql.rows([row(spec, &token, sealed, actor, now)])
+            .push(" on conflict (id) do nothing");
         let result = sql.query().execute(&self.pool).await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::AlreadyExists(format!(
@@ -137,22 +149,35 @@ impl Store {
         })
     }
 
-    /// Inserts or updates a processor declared in the processors file. An
+    /// Inserts or updates the processors the processors file declares (no
+    /// id twice), in one statement: all of them, or on a failure none. An
     /// existing processor keeps its token, webhook secret and status (a
     /// file reload does not re-enable what an operator disabled); a new one
     /// gets a token nobody has seen and no webhook secret: obtain them with
     /// `RotateCallbackToken` and `RotateWebhookSecret`.
-    pub async fn upsert_processor(
+    pub async fn upsert_processors(
         &self,
-        spec: &ProcessorSpec,
+        specs: &[ProcessorSpec],
         actor: &Actor,
         now: Timestamp,
-    ) -> Result<Processor, StoreError> {
-        match self.insert_processor(spec, actor, now, false).await {
-            Ok(registered) => Ok(registered.processor),
-            Err(StoreError::AlreadyExists(_)) => self.update_processor(spec, actor, now).await,
-            Err(e) => Err(e),
+    ) -> Result<(), StoreError> {
+        if specs.is_empty() {
+            return Ok(());
         }
+        let mut sql = Sql::new(self.backend, INSERT);
+        sql.rows(
+            specs
+                .iter()
+                .map(|spec| row(spec, &new_callback_token(), None, actor, now)),
+        )
+        .push(
+            " on conflict (id) do update set display_name = excluded.display_name, \
+             role = excluded.role, country = excluded.country, spec = excluded.spec, \
+             adapter_kind = excluded.adapter_kind, updated_at = excluded.updated_at, \
+             updated_by = excluded.updated_by",
+        );
+        sql.query().execute(&self.pool).await?;
+        Ok(())
     }
 
     /// One processor.

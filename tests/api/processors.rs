@@ -20,6 +20,7 @@ backends!(
     rotated_token_replaces_the_old_one,
     processors_file_is_upserted_at_startup,
     invalid_processors_file_fails_startup_and_stores_nothing,
+    a_processors_file_the_database_refuses_stores_none_of_it,
 );
 
 async fn get(app: &TestApp, id: &str) -> Result<pb::Processor, tonic::Status> {
@@ -568,6 +569,46 @@ async fn invalid_processors_file_fails_startup_and_stores_nothing(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     assert!(list(&app, 0, "").await.processors.is_empty());
     app.stop().await;
+}
+
+/// A file whose second entry the database refuses (here a trigger of the
+/// test's) stops startup, and its first entry is not stored either: the
+/// file is stored whole or not at all.
+async fn a_processors_file_the_database_refuses_stores_none_of_it(db: TestDb) {
+    TestApp::spawn(&db).await.stop().await;
+    if db.postgres_name().is_some() {
+        db.execute(
+            "create function refuse_archive() returns trigger language plpgsql as $$ \
+             begin if new.id = 'paper-archive' then raise exception 'refused by the test'; \
+             end if; return new; end $$; \
+             create trigger refuse_archive before insert on processors \
+             for each row execute function refuse_archive();",
+        )
+        .await;
+    } else {
+        db.execute(
+            "create trigger refuse_archive before insert on processors \
+             when new.id = 'paper-archive' begin select raise(abort, 'refused by the test'); end;",
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("processors.yaml");
+    std::fs::write(
+        &path,
+        processors_yaml("Platform Vendor Inc.", "Paper Archive"),
+    )
+    .unwrap();
+    let mut config = test_config(&db);
+    config.processors_file = Some(path);
+    let err = match Application::build(&config, Options::default()).await {
+        Ok(_) => panic!("started though the database refused the file"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("refused by the test"), "{err}");
+    assert!(err.contains("processors.yaml"), "the file is named: {err}");
+    let stored = db.texts("select id from processors").await;
+    assert!(stored.is_empty(), "{stored:?}");
 }
 
 /// Three callers update one processor at once, each its own field, twenty
