@@ -154,9 +154,19 @@ impl AuthConfig {
 
     /// The principal of a static token, if listed.
     pub fn token(&self, token: &str) -> Option<&Principal> {
-        self.tokens
-            .get(&hex::encode(Sha256::digest(token.as_bytes())))
+        self.token_by_digest(&token_digest(token))
     }
+
+    /// The principal of a static token given by its [`token_digest`], if
+    /// listed.
+    pub fn token_by_digest(&self, digest: &str) -> Option<&Principal> {
+        self.tokens.get(digest)
+    }
+}
+
+/// How the auth file lists a static token: its SHA-256, in hex.
+pub fn token_digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 fn principal(at: &str, name: &str, roles: &[String]) -> anyhow::Result<Principal> {

@@ -194,6 +194,23 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// The principal a static token names in the auth file as last read,
+    /// given by its digest ([`super::config::token_digest`]): what a long
+    /// call opened with a static token keeps instead of the token.
+    pub fn identify_token_digest(&self, digest: &str) -> Result<Caller, Status> {
+        match self.current().config.token_by_digest(digest) {
+            Some(principal) => Ok(Caller::Principal(principal.clone())),
+            None => Err(Status::unauthenticated("unknown token")),
+        }
+    }
+
+    /// Whether `token` is a static token of the auth file as last read.
+    pub fn is_static_token(&self, token: &str) -> bool {
+        self.current().config.token(token).is_some()
+    }
+}
+
 /// Why a call on a connection whose client certificate has expired since
 /// its handshake is refused.
 pub const CERTIFICATE_EXPIRED: &str =

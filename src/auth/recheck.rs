@@ -8,10 +8,11 @@
 //! - cheaply while nothing could have changed it: the authenticator's
 //!   settings are those the call was let in under (its
 //!   [`Authenticator::generation`]) and a JWT's `exp` has not passed;
-//! - otherwise by identifying the caller again, exactly as a new call
-//!   would be: a token taken out of the auth file or an expired JWT ends
-//!   the stream `UNAUTHENTICATED`, a principal whose roles no longer allow
-//!   the method `PERMISSION_DENIED`.
+//! - otherwise by identifying the caller again, as a new call would be: a
+//!   token taken out of the auth file or an expired JWT ends the stream
+//!   `UNAUTHENTICATED`, a principal whose roles no longer allow the method
+//!   `PERMISSION_DENIED`. A static token is kept only as the digest the
+//!   auth file lists it by, not as itself, for the call's life.
 //!
 //! A client certificate's `notAfter` counts as a JWT's `exp`: once it
 //! passes, the caller is identified again, which refuses an expired
@@ -32,7 +33,8 @@ use base64::Engine;
 use tonic::Status;
 
 use super::Caller;
-use super::identify::{Authenticator, Credentials};
+use super::config::token_digest;
+use super::identify::{Authenticator, Credentials, bearer};
 use super::policy::{self, Allowed, Decision};
 use crate::tls::server::{TlsConnectInfo, certificate_facts};
 
@@ -44,7 +46,7 @@ pub struct Recheck {
     auth: Arc<Authenticator>,
     /// The authenticator's settings it was last let in under.
     generation: u64,
-    authorization: Option<String>,
+    authorization: Option<Kept>,
     tls: Option<TlsConnectInfo>,
     /// The first second (Unix) the credential no longer holds: a bearer
     /// JWT's `exp`, read from the token the layer verified, or the second
@@ -54,6 +56,16 @@ pub struct Recheck {
     expires: Option<i64>,
     allowed: Allowed,
     caller: Option<Caller>,
+}
+
+/// The `authorization` header as a long call keeps it: a static token
+/// only as its digest, which is all that asking again needs, so the token
+/// itself is not held for the call's life (days, for a watch); anything
+/// else (a JWT, verified again with the keys then in use) as sent.
+#[derive(Clone)]
+enum Kept {
+    Header(String),
+    StaticToken { digest: String },
 }
 
 impl Recheck {
@@ -78,6 +90,12 @@ impl Recheck {
                 .map(|not_after| not_after + 1),
             (None, None) => None,
         };
+        let authorization = authorization.map(|header| match bearer(&header) {
+            Some(token) if auth.is_static_token(token) => Kept::StaticToken {
+                digest: token_digest(token),
+            },
+            _ => Kept::Header(header),
+        });
         Self {
             auth,
             generation,
@@ -100,11 +118,19 @@ impl Recheck {
         if generation == self.generation && !expired {
             return Ok(());
         }
-        let credentials = Credentials {
-            authorization: self.authorization.as_deref(),
-            tls: self.tls.as_ref(),
+        let caller = match &self.authorization {
+            Some(Kept::StaticToken { digest }) => Some(self.auth.identify_token_digest(digest)?),
+            kept => {
+                let credentials = Credentials {
+                    authorization: match kept {
+                        Some(Kept::Header(header)) => Some(header),
+                        _ => None,
+                    },
+                    tls: self.tls.as_ref(),
+                };
+                self.auth.identify(credentials).await?
+            }
         };
-        let caller = self.auth.identify(credentials).await?;
         match policy::decide(self.allowed, caller.as_ref(), self.auth.is_open()) {
             Decision::Allow => {}
             Decision::Unauthenticated(why) => return Err(Status::unauthenticated(why)),
@@ -145,7 +171,68 @@ fn jwt_expiry(header: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::jwt_expiry;
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    /// A static token is kept as its digest, not as itself, and asked
+    /// again by it: refused once it is taken out of the auth file. Any
+    /// other header is kept as sent.
+    #[tokio::test]
+    async fn a_static_token_is_kept_as_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/dsr.db", dir.path().display());
+        let store = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let file = dir.path().join("auth.yaml");
+        let listing = |token: &str| {
+            let digest = token_digest(token);
+            format!("tokens:\n  - principal: watcher\n    sha256: {digest}\n    roles: [auditor]\n")
+        };
+        std::fs::write(&file, listing("a-static-token")).unwrap();
+        let auth = Arc::new(
+            Authenticator::load(store, Some(file.clone()))
+                .await
+                .unwrap(),
+        );
+        let allowed = policy::allowed("/dsr.v1.RequestService/WatchRequest").unwrap();
+        let header = "Bearer a-static-token";
+        let caller = auth
+            .identify(Credentials {
+                authorization: Some(header),
+                tls: None,
+            })
+            .await
+            .unwrap();
+        let kept = |header: &str| {
+            let credentials = (Some(header.to_string()), None);
+            Recheck::new(
+                auth.clone(),
+                auth.generation(),
+                credentials,
+                allowed,
+                caller.clone(),
+            )
+        };
+        let mut recheck = kept(header);
+        assert!(matches!(
+            &recheck.authorization,
+            Some(Kept::StaticToken { digest }) if *digest == token_digest("a-static-token")
+        ));
+        assert!(matches!(
+            kept("Bearer a.jwt.shaped").authorization,
+            Some(Kept::Header(h)) if h == "Bearer a.jwt.shaped"
+        ));
+        assert!(recheck.still_allowed().await.is_ok());
+
+        std::fs::write(&file, listing("another-token")).unwrap();
+        assert!(auth.reload().await.unwrap(), "the file changed");
+        let refused = recheck.still_allowed().await.unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (tonic::Code::Unauthenticated, "unknown token")
+        );
+    }
 
     #[test]
     fn a_jwt_says_when_it_expires_and_a_static_token_does_not() {
