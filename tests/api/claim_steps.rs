@@ -100,12 +100,7 @@ async fn write_history(app: &TestApp, clock: &ManualClock, leased: &mut Leased) 
 async fn a_claim_whose_history_waits_does_not_hold_up_the_next(db: TestDb) {
     let (app, _clock, fake) = with_vendor(&db).await;
     let first = submit(&app, deletion("first@example.com")).await.request_id;
-    let (mut holder, pid) = db.open_transaction().await;
-    sqlx::query("select id from requests where id = $1 for update")
-        .bind(&first)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let (mut holder, pid) = db.hold_request(&first).await;
     let waiting = {
         let dispatcher = app.dispatcher.clone();
         tokio::spawn(async move { dispatcher.run_once().await })
@@ -280,12 +275,7 @@ async fn a_history_cut_off_before_its_commit_is_written_again(db: TestDb) {
         .await
         .request_id;
     let leased = lease(&app, &clock, "replica-a").await;
-    let (mut holder, pid) = db.open_transaction().await;
-    sqlx::query("select id from requests where id = $1 for update")
-        .bind(&id)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let (mut holder, pid) = db.hold_request(&id).await;
     let writing = {
         let (store, now) = (app.store.clone(), clock.now());
         tokio::spawn(async move {

@@ -2,6 +2,8 @@
 //! one-time token, reads and pagination, field-masked updates, disabling,
 //! token rotation, and the YAML processors file upserted at startup.
 
+use std::path::PathBuf;
+
 use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::{Application, Options};
 use prost_types::FieldMask;
@@ -431,16 +433,19 @@ processors:
     )
 }
 
+/// [`processors_yaml`] in a file of its own, and the directory that holds
+/// it (keep it as long as the file is used).
+fn processors_file(vendor_name: &str, archive_name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("processors.yaml");
+    std::fs::write(&path, processors_yaml(vendor_name, archive_name)).unwrap();
+    (dir, path)
+}
+
 /// Startup upserts the file: new processors are created, known ones
 /// updated in place, keeping their status and token.
 async fn processors_file_is_upserted_at_startup(db: TestDb) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("processors.yaml");
-    std::fs::write(
-        &path,
-        processors_yaml("Platform Vendor Inc.", "Paper Archive"),
-    )
-    .unwrap();
+    let (_dir, path) = processors_file("Platform Vendor Inc.", "Paper Archive");
 
     let app = TestApp::spawn_with(&db, Options::default(), |c| {
         c.processors_file = Some(path.clone())
@@ -592,13 +597,7 @@ async fn a_processors_file_the_database_refuses_stores_none_of_it(db: TestDb) {
         )
         .await;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("processors.yaml");
-    std::fs::write(
-        &path,
-        processors_yaml("Platform Vendor Inc.", "Paper Archive"),
-    )
-    .unwrap();
+    let (_dir, path) = processors_file("Platform Vendor Inc.", "Paper Archive");
     let mut config = test_config(&db);
     config.processors_file = Some(path);
     let err = match Application::build(&config, Options::default()).await {

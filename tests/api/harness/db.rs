@@ -152,6 +152,18 @@ impl TestDb {
         (holder, pid)
     }
 
+    /// [`TestDb::open_transaction`] holding the row lock of request `id`,
+    /// which the server's writes to that request then wait for.
+    pub async fn hold_request(&self, id: &str) -> (sqlx::PgConnection, i32) {
+        let (mut holder, pid) = self.open_transaction().await;
+        sqlx::query("select id from requests where id = $1 for update")
+            .bind(id)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        (holder, pid)
+    }
+
     /// Whether a session comes to wait for a lock the backend `pid` holds.
     pub async fn someone_waits_for(&self, pid: i32) -> bool {
         self.until_waiting(
