@@ -120,7 +120,12 @@ impl OpenDsrCallbacks {
             .verify(id, url, tls.as_ref(), signature, body)
             .await
         {
-            tracing::warn!(processor_id = %id, why = %refused, "OpenDSR callback refused");
+            match &refused {
+                Refused::NoCertificate(detail) => tracing::warn!(
+                    processor_id = %id, why = %refused, %detail, "OpenDSR callback refused"
+                ),
+                _ => tracing::warn!(processor_id = %id, why = %refused, "OpenDSR callback refused"),
+            }
             let why = refused.to_string();
             let (status, counted) = match &refused {
                 Refused::Unsigned => (tonic::Status::unauthenticated(why), "unsigned"),

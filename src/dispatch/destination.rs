@@ -19,7 +19,7 @@
 use std::net::IpAddr;
 
 use super::lookup::{Lookup, host_name, refusal};
-use crate::domain::{AdapterConfig, Violations};
+use crate::domain::{AdapterConfig, Violations, is_plaintext};
 
 /// Host names of cloud metadata services.
 pub(super) const METADATA_NAMES: &[&str] =
@@ -27,7 +27,7 @@ pub(super) const METADATA_NAMES: &[&str] =
 
 /// Checks the adapter's endpoint, if it has one, resolving its name with
 /// `lookup` and taking plaintext beyond loopback only if `lookup` allows
-/// it; violations under `adapter.grpc.endpoint`.
+/// it; violations under the endpoint's field (`adapter.grpc.endpoint`, ...).
 pub async fn check(adapter: &AdapterConfig, lookup: &Lookup) -> Result<(), Violations> {
     let (endpoint, field) = match adapter {
         AdapterConfig::Grpc { endpoint, .. } => (endpoint, "adapter.grpc.endpoint"),
@@ -36,6 +36,16 @@ pub async fn check(adapter: &AdapterConfig, lookup: &Lookup) -> Result<(), Viola
         AdapterConfig::OpenDsr { url, .. } => (url, "adapter.opendsr.url"),
         AdapterConfig::Pull | AdapterConfig::Manual => return Ok(()),
     };
+    check_address(endpoint, field, lookup).await
+}
+
+/// Checks `endpoint`, a gRPC endpoint or URL already in shape, by the
+/// rules of the module's documentation; violations under `field`.
+pub(super) async fn check_address(
+    endpoint: &str,
+    field: &str,
+    lookup: &Lookup,
+) -> Result<(), Violations> {
     let Ok(uri) = endpoint.parse::<http::Uri>() else {
         return Ok(()); // the domain has already refused it
     };
@@ -63,7 +73,7 @@ pub async fn check(adapter: &AdapterConfig, lookup: &Lookup) -> Result<(), Viola
     }
     let loopback =
         host == "localhost" || (!addresses.is_empty() && addresses.iter().all(IpAddr::is_loopback));
-    if endpoint.starts_with("http://") && !loopback && !lookup.allows_plaintext() {
+    if is_plaintext(endpoint) && !loopback && !lookup.allows_plaintext() {
         return Err(Violations::one(
             field,
             "must be https:// (plaintext http:// is taken only for loopback hosts, \
@@ -124,6 +134,8 @@ mod tests {
             "https://[fd00:ec2::254]:80",
             "https://100.100.100.200:80",
             "http://10.0.0.5:80",
+            "HTTP://10.0.0.5:80",
+            "Http://10.0.0.5:80",
         ] {
             assert!(check(&grpc(bad), &strict).await.is_err(), "{bad}");
         }

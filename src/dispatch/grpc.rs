@@ -167,7 +167,7 @@ impl Channels {
             .connect_timeout(endpoint.timeout)
             .timeout(endpoint.timeout);
         let mut digest = Vec::new();
-        if endpoint.uri.starts_with("https://") {
+        if crate::domain::is_https(endpoint.uri) {
             // Files that cannot be read may be a mount in progress: the
             // delivery is retried, and escalates if they stay missing.
             let (config, files) = processor_tls(endpoint.tls)

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::adapter::{DeliveryError, local};
+use super::destination::check_address;
 use super::lookup::Lookup;
 use crate::domain::ProcessorTls;
 use crate::tls::client::{Freshness, webhook_client};
@@ -38,28 +39,25 @@ impl HttpClients {
         }
     }
 
-    /// Whether `url`, a URL no registration checked (the certificate a
-    /// processor's discovery document names), may be fetched: `https://`,
-    /// or `http://` kept to loopback unless plaintext may go further, to a
-    /// host that is not, and does not resolve only to, an address no
-    /// delivery may go to. An address written in the URL is checked here:
-    /// a connection looks up names only.
-    pub(super) async fn may_fetch(&self, url: &str) -> Result<(), String> {
-        let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
-        let port = match uri.scheme_str() {
-            Some("https") => 443,
-            Some("http") => 80,
-            _ => return Err("not an http:// or https:// URL".to_string()),
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| "a URL without a host".to_string())?;
-        self.lookup
-            .for_url(url)
-            .allowed(host, uri.port_u16().unwrap_or(port))
+    /// `url`, a URL no registration checked (the certificate a processor's
+    /// discovery document names), as it may be fetched: parsed as the
+    /// client parses it (a scheme in capitals, an address written as one
+    /// number, become what they are), without user information, and held
+    /// to the rules of a registered endpoint (see [`super::destination`]).
+    /// Fetch the URL returned: the one checked.
+    pub(super) async fn may_fetch(&self, url: &str) -> Result<String, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err("not an http:// or https:// URL".to_string());
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err("must not hold user information (user:password@)".to_string());
+        }
+        let url = parsed.to_string();
+        check_address(&url, "processor_certificate", &self.lookup)
             .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|v| v.to_string())?;
+        Ok(url)
     }
 
     /// The client for `url` with `tls`.
@@ -87,5 +85,45 @@ impl HttpClients {
             },
         );
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::dispatch::lookup::{Resolved, Resolver};
+
+    /// Every name at loopback.
+    struct Loopback;
+
+    impl Resolver for Loopback {
+        fn resolve(&self, _: &str, port: u16) -> Resolved {
+            Box::pin(async move { Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]) })
+        }
+    }
+
+    /// A URL no registration checked is checked as the client reads it:
+    /// an address written as one number or in hexadecimal is that
+    /// address, a scheme in capitals is that scheme.
+    #[tokio::test]
+    async fn a_url_is_checked_as_the_client_reads_it() {
+        let clients = HttpClients::new(Lookup::new(Loopback, false));
+        for refused in [
+            "http://2852039166/cert.pem",
+            "http://0xA9FEA9FE/cert.pem",
+            "http://[::ffff:169.254.169.254]/cert.pem",
+            "HTTP://192.0.2.1/cert.pem",
+            "http://user:secret@127.0.0.1/cert.pem",
+            "ftp://127.0.0.1/cert.pem",
+            "not a url",
+        ] {
+            assert!(clients.may_fetch(refused).await.is_err(), "{refused}");
+        }
+        assert_eq!(
+            clients.may_fetch("HTTP://localhost:8080/cert.pem").await,
+            Ok("http://localhost:8080/cert.pem".to_string())
+        );
     }
 }

@@ -93,7 +93,7 @@ impl Lookup {
     /// plaintext and plaintext may not go further.
     pub fn for_url(&self, url: &str) -> Self {
         Self {
-            loopback_only: !self.allow_plaintext && url.starts_with("http://"),
+            loopback_only: !self.allow_plaintext && crate::domain::is_plaintext(url),
             ..self.clone()
         }
     }

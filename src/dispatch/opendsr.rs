@@ -175,8 +175,13 @@ pub enum Refused {
     /// A signature that does not verify with the processor's key.
     #[error("the callback's signature does not verify with the processor's certificate")]
     BadSignature,
-    /// The processor's certificate could not be had.
-    #[error("the processor's certificate could not be fetched: {0}")]
+    /// The processor's certificate could not be had, and why: for the
+    /// server's log, not for the caller, who is not yet known to be the
+    /// processor (what a fetch ran into can name the processor's
+    /// addresses and settings).
+    #[error(
+        "the processor's certificate could not be fetched (the server's log says why): retry later"
+    )]
     NoCertificate(String),
 }
 
@@ -270,17 +275,17 @@ impl CallbackKeys {
             .json()
             .await
             .map_err(|e| fail("discovery", &e))?;
-        let certificate = &discovery.processor_certificate;
-        self.clients
-            .may_fetch(certificate)
+        let certificate = self
+            .clients
+            .may_fetch(&discovery.processor_certificate)
             .await
             .map_err(|e| fail("certificate", &e))?;
         let client = self
             .clients
-            .get(certificate, tls)
+            .get(&certificate, tls)
             .map_err(|e| fail("client", &e))?;
         let pem = client
-            .get(certificate)
+            .get(&certificate)
             .timeout(timeout)
             .send()
             .await

@@ -318,7 +318,7 @@ impl Target {
         let mut v = Violations::new();
         if let Some(tls) = &tls {
             v.take("tls", tls.check());
-            if !address.starts_with("https://") {
+            if !is_https(address) {
                 v.add(
                     "tls",
                     format!("is only used with an https:// {}", self.field),
@@ -342,6 +342,19 @@ impl Target {
         }
         v.finish(|| (timeout, tls))
     }
+}
+
+/// Whether `url` is plaintext `http://`, its scheme in any case (a URL's
+/// scheme is case-insensitive: `HTTP://` is plaintext too).
+pub fn is_plaintext(url: &str) -> bool {
+    url.get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+}
+
+/// Whether `url` is `https://`, its scheme in any case.
+pub fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
 /// Whether the URI's authority holds `user[:password]@`.

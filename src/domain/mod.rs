@@ -37,7 +37,7 @@ mod verification;
 mod violation;
 
 pub use actor::{Actor, PrincipalName};
-pub use adapter::{AdapterConfig, ProcessorTls};
+pub use adapter::{AdapterConfig, ProcessorTls, is_https, is_plaintext};
 pub use calendar::Calendar;
 pub(crate) use country::is_country_code;
 pub use data_record::{CATEGORIES, COLLECTED_AHEAD, DataRecord, Disclosures, check_records};

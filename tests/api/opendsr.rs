@@ -2,10 +2,14 @@
 //! signed callback, cancels sent as DELETE; against a fake OpenDSR
 //! processor (a real HTTP server) that signs with a key made for it.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dsr_orchestrator::clock::ManualClock;
+use dsr_orchestrator::dispatch::lookup::{Resolved, Resolver};
 use dsr_orchestrator::pb;
+use dsr_orchestrator::startup::Options;
 
 use crate::backends;
 use crate::harness::*;
@@ -387,52 +391,83 @@ async fn polls_that_fail_while_the_processor_is_away_spend_no_budget(db: TestDb)
     app.stop().await;
 }
 
+/// Names the test's certificate hosts resolve to: `metadata-too.test`
+/// to a link-local address and loopback, `lan-too.test` to an address
+/// beyond loopback and loopback; any other name to loopback. A connection
+/// drops the addresses it may not use and would reach the fake on
+/// loopback; the certificate's URL is held to the rules of registration,
+/// which refuse such a name outright.
+struct CertificateHosts;
+
+impl Resolver for CertificateHosts {
+    fn resolve(&self, host: &str, port: u16) -> Resolved {
+        let also = match host {
+            "metadata-too.test" => Some("169.254.169.254"),
+            "lan-too.test" => Some("192.0.2.1"),
+            _ => None,
+        };
+        let addresses = also
+            .into_iter()
+            .chain(["127.0.0.1"])
+            .map(|ip| SocketAddr::new(ip.parse().unwrap(), port))
+            .collect();
+        Box::pin(async move { Ok(addresses) })
+    }
+}
+
 /// The certificate a processor's discovery document names is fetched only
-/// where a delivery may go: not from a link-local address (where cloud
-/// metadata services answer), a metadata service's name, or over
-/// plaintext beyond loopback. The callback is answered 503, saying why,
-/// without a connection to it; named back at the processor, the
+/// where a processor could be registered: not from a link-local address
+/// (where cloud metadata services answer), an address written as one
+/// number, a name that also resolves to one, a metadata service's name, a
+/// URL with user information, or over plaintext (`HTTP://` too) to a name
+/// that also resolves beyond loopback. The callback is answered 503
+/// without a connection to the URL, and without saying to the unproven
+/// caller what the server found; named back at the processor, the
 /// certificate is fetched and the callback applies.
 async fn a_certificate_named_where_no_delivery_may_go_is_not_fetched(db: TestDb) {
-    let (app, fake) = with_vendor(&db, 3_600_000).await;
+    let fake = FakeOpenDsr::start().await;
+    let options = Options {
+        resolver: Some(Arc::new(CertificateHosts)),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| c.public_url = Some(PUBLIC_URL.into())).await;
+    register(&app, opendsr_processor("vendor", &fake.url(), 3_600_000)).await;
     let req = submit(&app, deletion("opendsr-cert@example.com")).await;
     let id = req.instructions[0].instruction_id.clone();
     wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
     let body = FakeOpenDsr::callback_body(&id, "completed");
-    for (url, why) in [
-        (
-            "http://169.254.169.254/cert.pem",
-            "169.254.169.254 resolves to 169.254.169.254, a link-local, metadata",
-        ),
-        (
-            "https://metadata.google.internal/cert.pem",
-            "metadata.google.internal is a cloud metadata service",
-        ),
-        (
-            "http://192.0.2.1:8080/cert.pem",
-            "192.0.2.1 resolves to 192.0.2.1, beyond loopback, where plaintext",
-        ),
+    let port = fake.addr.port();
+    for url in [
+        "http://169.254.169.254/cert.pem".to_string(),
+        "http://2852039166/cert.pem".to_string(),
+        format!("http://metadata-too.test:{port}/cert.pem"),
+        "https://metadata.google.internal/cert.pem".to_string(),
+        format!("http://lan-too.test:{port}/cert.pem"),
+        format!("HTTP://lan-too.test:{port}/cert.pem"),
+        format!("http://user:secret@127.0.0.1:{port}/cert.pem"),
     ] {
-        fake.name_certificate_at(Some(url));
+        fake.name_certificate_at(Some(&url));
         let response =
             callback_as(&app, reqwest::Method::POST, &body, Some(&fake.sign(&body))).await;
         assert_eq!(response.status().as_u16(), 503, "{url}");
         let error: serde_json::Value = response.json().await.unwrap();
-        let message = error["message"].as_str().unwrap();
-        assert!(message.contains(why), "{url}: {message}");
+        assert_eq!(
+            error["message"],
+            "the processor's certificate could not be fetched (the server's log says why): \
+             retry later",
+            "{url}"
+        );
+        assert_eq!(fake.certificate_fetches(), 0, "{url} was fetched");
     }
-    assert_eq!(
-        wait_for_state(&app, &id, pb::InstructionState::Acknowledged)
-            .await
-            .state(),
-        pb::InstructionState::Acknowledged,
-        "nothing applied"
-    );
+    let listed = all_instructions(&app).await;
+    assert_eq!(listed[0].state(), pb::InstructionState::Acknowledged);
+
     fake.name_certificate_at(None);
     assert_eq!(
         callback(&app, &body, Some(&fake.sign(&body))).await,
         (202, String::new())
     );
+    assert_eq!(fake.certificate_fetches(), 1);
     watch_to_end(&app.requests, &req.request_id).await;
     app.stop().await;
 }

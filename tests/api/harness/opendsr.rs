@@ -37,6 +37,8 @@ struct Inner {
     /// Where its discovery says its certificate is, if not at its own
     /// `/cert.pem`.
     certificate_at: Option<String>,
+    /// GETs of its certificate.
+    certificate_fetches: usize,
 }
 
 /// A running fake OpenDSR processor.
@@ -82,6 +84,7 @@ impl FakeOpenDsr {
                 polls: 0,
                 failing_polls: 0,
                 certificate_at: None,
+                certificate_fetches: 0,
             })),
             calls: watch::Sender::new(0),
             key_path: Arc::new(key_path),
@@ -109,6 +112,11 @@ impl FakeOpenDsr {
     /// its own `/cert.pem`.
     pub fn name_certificate_at(&self, url: Option<&str>) {
         self.inner.lock().unwrap().certificate_at = url.map(str::to_string);
+    }
+
+    /// How many times its certificate was fetched.
+    pub fn certificate_fetches(&self) -> usize {
+        self.inner.lock().unwrap().certificate_fetches
     }
 
     /// Answers the next POSTs with these before the usual 201.
@@ -274,5 +282,6 @@ async fn discovery(State(fake): State<FakeOpenDsr>) -> Response {
 }
 
 async fn certificate(State(fake): State<FakeOpenDsr>) -> Response {
+    fake.inner.lock().unwrap().certificate_fetches += 1;
     fake.cert_pem.as_str().to_string().into_response()
 }
