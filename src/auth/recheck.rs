@@ -7,7 +7,8 @@
 //!
 //! - cheaply while nothing could have changed it: the authenticator's
 //!   settings are those the call was let in under (its
-//!   [`Authenticator::generation`]) and a JWT's `exp` has not passed;
+//!   [`Authenticator::generation`]) and a JWT's `exp` has not passed
+//!   (past it, while the verifier's leeway still holds it, once a second);
 //! - otherwise by identifying the caller again, as a new call would be: a
 //!   token taken out of the auth file or an expired JWT ends the stream
 //!   `UNAUTHENTICATED`, a principal whose roles no longer allow the method
@@ -112,9 +113,8 @@ impl Recheck {
     /// with (see the module documentation).
     pub async fn still_allowed(&mut self) -> Result<(), Status> {
         let generation = self.auth.generation();
-        let expired = self
-            .expires
-            .is_some_and(|exp| chrono::Utc::now().timestamp() >= exp);
+        let now = chrono::Utc::now().timestamp();
+        let expired = self.expires.is_some_and(|exp| now >= exp);
         if generation == self.generation && !expired {
             return Ok(());
         }
@@ -149,6 +149,11 @@ impl Recheck {
             }
             _ => {
                 self.generation = generation;
+                if expired {
+                    // Past `exp` a JWT still holds for the verifier's
+                    // leeway: asked again a second on, not at every event.
+                    self.expires = Some(now + 1);
+                }
                 Ok(())
             }
         }
