@@ -211,8 +211,9 @@ impl Store {
         })?;
         // Intake's and the recorder's writers each hold a connection while
         // they write; claims need two more (on PostgreSQL a claim's leases
-        // and the history of the claim before it, see `claim_steps`), and
-        // reads one.
+        // and the history of the claim before it, see `claim_steps`; the
+        // histories of several claims may wait at once, and take more),
+        // and reads one.
         let needed = 2 * options.write_transactions + 3;
         if backend == Backend::Postgres
             && options.write_transactions > 0
@@ -337,9 +338,12 @@ impl Store {
             wait: options.acquire_timeout,
             writers: match (backend, options.write_transactions) {
                 (Backend::Sqlite, _) => 1,
+                // One per four cores, within what the pool leaves them.
                 (Backend::Postgres, 0) => std::thread::available_parallelism()
                     .map_or(1, |n| n.get() / 4)
-                    .clamp(1, 4),
+                    .clamp(1, 4)
+                    .min((options.max_connections as usize).saturating_sub(3) / 2)
+                    .max(1),
                 (Backend::Postgres, n) => n,
             },
             keys: options
