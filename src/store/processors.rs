@@ -164,13 +164,14 @@ impl Store {
         if specs.is_empty() {
             return Ok(());
         }
+        // By id: two replicas starting at once lock the rows in one order.
+        let mut sorted: Vec<&ProcessorSpec> = specs.iter().collect();
+        sorted.sort_by_key(|spec| spec.id.as_str());
+        let rows = sorted
+            .into_iter()
+            .map(|spec| row(spec, &new_callback_token(), None, actor, now));
         let mut sql = Sql::new(self.backend, INSERT);
-        sql.rows(
-            specs
-                .iter()
-                .map(|spec| row(spec, &new_callback_token(), None, actor, now)),
-        )
-        .push(
+        sql.rows(rows).push(
             " on conflict (id) do update set display_name = excluded.display_name, \
              role = excluded.role, country = excluded.country, spec = excluded.spec, \
              adapter_kind = excluded.adapter_kind, updated_at = excluded.updated_at, \
