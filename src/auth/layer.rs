@@ -127,6 +127,7 @@ where
             };
             match policy::decide(allowed, caller.as_ref(), auth.is_open()) {
                 Decision::Allow => {
+                    let caller = caller.map(|c| policy::acting(allowed, c));
                     if let Some((authorization, tls)) = kept {
                         req.extensions_mut().insert(Recheck::new(
                             auth.clone(),

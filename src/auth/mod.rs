@@ -121,7 +121,8 @@ impl Caller {
 
     /// Whether the caller may see every request, not only those it
     /// submitted: auditors and operators, and anyone on a server that
-    /// authenticates no one.
+    /// authenticates no one. In a call, the caller holds only the roles
+    /// that allow its method ([`policy::acting`]).
     pub fn sees_all_requests(&self) -> bool {
         match self {
             Caller::Principal(p) => {

@@ -26,8 +26,13 @@
 //!
 //! Operators read requests because they act on them (cancelling one,
 //! resolving its instructions); admins read processors because they
-//! change them. A principal with several roles has the union. On a server
-//! that authenticates no one, every method but the processors' is open.
+//! change them. A principal with several roles may call what any of them
+//! allows, and acts in each call with the roles that allow it ([`acting`]):
+//! a submitter who is also an auditor cancels only its own requests
+//! (auditors do not cancel), and a submitter who is also an operator gets
+//! the access reports of its own requests only (operators get none). On a
+//! server that authenticates no one, every method but the processors' is
+//! open.
 
 use super::{Caller, Role};
 
@@ -244,6 +249,20 @@ pub fn decide(allowed: Allowed, caller: Option<&Caller>, open: bool) -> Decision
                 Denied("the caller's roles do not allow this method")
             }
         }
+    }
+}
+
+/// `caller` as it acts in a call of a method `allowed` to some roles:
+/// with only those of its roles. What a principal sees and changes in the
+/// call (every request, or only those it submitted) follows from them,
+/// not from a role the method does not admit.
+pub fn acting(allowed: Allowed, caller: Caller) -> Caller {
+    match (allowed, caller) {
+        (Allowed::Roles(roles), Caller::Principal(mut p)) => {
+            p.roles.retain(|r| roles.contains(r));
+            Caller::Principal(p)
+        }
+        (_, caller) => caller,
     }
 }
 

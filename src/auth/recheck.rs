@@ -136,6 +136,7 @@ impl Recheck {
             Decision::Unauthenticated(why) => return Err(Status::unauthenticated(why)),
             Decision::Denied(why) => return Err(Status::permission_denied(why)),
         }
+        let caller = caller.map(|c| policy::acting(self.allowed, c));
         match (&self.caller, &caller) {
             (Some(Caller::Principal(was)), Some(Caller::Principal(is))) if was.name != is.name => {
                 Err(Status::unauthenticated(

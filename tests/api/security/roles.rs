@@ -15,12 +15,13 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 
 use super::{principals_per_role, role_token};
 use crate::backends;
-use crate::harness::app::{Bearer, Clients};
+use crate::harness::app::{Bearer, Clients, token_hash};
 use crate::harness::*;
 
 backends!(
     every_rpc_answers_every_caller_as_the_table_says,
     the_callback_api_answers_every_caller_as_its_grpc_method,
+    a_principal_acts_with_the_roles_that_allow_the_method,
 );
 
 /// Who makes a call in the matrix.
@@ -619,4 +620,96 @@ fn to_manual(world: &World) -> pb::SubmitRequestRequest {
         processor_ids: vec![world.manual.into()],
         ..deletion("open@example.com")
     }
+}
+
+/// A principal with several roles acts, in each call, with those that
+/// allow the method: a submitter who is also an auditor reads another's
+/// request (as an auditor) but cannot cancel it (auditors do not cancel,
+/// and as a submitter it has only its own); a submitter who is also an
+/// operator cancels it (as an operator) but does not get another's access
+/// report (operators get none).
+async fn a_principal_acts_with_the_roles_that_allow_the_method(db: TestDb) {
+    let entry = |name: &str, roles: &str| {
+        format!(
+            "  - principal: {name}\n    sha256: {}\n    roles: [{roles}]\n",
+            token_hash(&format!("token-of-{name}"))
+        )
+    };
+    let file = format!(
+        "{}{}{}",
+        principals_per_role(),
+        entry("reading-submitter", "submitter, auditor"),
+        entry("operating-submitter", "submitter, operator"),
+    );
+    let app = TestApp::spawn_authenticated(&db, &file, |_| {}).await;
+    let as_who = |name: &str| app.clients(Bearer::token(&format!("token-of-{name}")));
+    let submitter = app.clients(Bearer::token(&role_token(Role::Submitter)));
+    let access = submitter
+        .requests
+        .clone()
+        .submit_request(pb::SubmitRequestRequest {
+            kind: pb::RequestKind::Access as i32,
+            access_scope: pb::AccessScope::SpecificPieces as i32,
+            ..deletion("finished-access@example.com")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request_id;
+    let mut manual = pull_processor("manual", 60_000);
+    manual.adapter = Some(pb::Adapter {
+        kind: Some(pb::adapter::Kind::Manual(pb::ManualAdapter {})),
+    });
+    register(&app, manual).await;
+    let open = submitter
+        .requests
+        .clone()
+        .submit_request(deletion("open@example.com"))
+        .await
+        .unwrap()
+        .into_inner()
+        .request_id;
+    let cancel = |clients: Clients| {
+        let request_id = open.clone();
+        async move {
+            code(
+                clients
+                    .requests
+                    .clone()
+                    .cancel_request(pb::CancelRequestRequest {
+                        request_id,
+                        reason: "withdrawn".into(),
+                    })
+                    .await,
+            )
+        }
+    };
+    let report = |clients: Clients| {
+        let request_id = access.clone();
+        async move {
+            let asked = pb::GetAccessReportRequest { request_id };
+            first_answer(clients.requests.clone().get_access_report(asked).await).await
+        }
+    };
+
+    let reader = as_who("reading-submitter");
+    let read = reader
+        .requests
+        .clone()
+        .get_request(pb::GetRequestRequest {
+            request_id: open.clone(),
+        })
+        .await;
+    assert_eq!(code(read), Code::Ok, "an auditor reads every request");
+    assert_eq!(cancel(reader.clone()).await, Code::NotFound);
+    assert_eq!(
+        report(reader).await,
+        Code::Ok,
+        "an auditor reads every report"
+    );
+
+    let operator = as_who("operating-submitter");
+    assert_eq!(report(operator.clone()).await, Code::NotFound);
+    assert_eq!(cancel(operator).await, Code::Ok, "an operator cancels");
+    app.stop().await;
 }
