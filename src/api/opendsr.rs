@@ -29,11 +29,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+use super::error::ApiError;
 use super::http::{PathParam, error_response, post_only};
 use super::instruction_service::InstructionApi;
 use crate::auth::Caller;
 use crate::dispatch::opendsr::{CallbackKeys, Refused};
-use crate::domain::{AdapterConfig, ProcessorId};
+use crate::domain::{AdapterConfig, ProcessorId, ProcessorTls};
 use crate::pb;
 use crate::pb::instruction_service_server::InstructionService;
 use crate::store::{Store, StoreError};
@@ -81,45 +82,56 @@ async fn callback(
             "the body is longer than --max-message-size, or could not be read",
         ));
     };
-    let (answer, counted) = this.take(&id, &headers, &body).await;
-    this.metrics.opendsr_callback(id.as_str(), counted);
+    let (answer, counted, known) = this.take(&id, &headers, &body).await;
+    // Counted under the processor's id only when it names an OpenDSR
+    // processor: a path anyone may post to makes no series of its own.
+    let label = if known { id.as_str() } else { "unknown" };
+    this.metrics.opendsr_callback(label, counted);
     answer
 }
 
 impl OpenDsrCallbacks {
-    /// The answer to one callback, and how it is counted.
+    /// The answer to one callback, how it is counted, and whether `id`
+    /// names an OpenDSR processor.
     async fn take(
         &self,
         id: &ProcessorId,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> (Response, &'static str) {
+    ) -> (Response, &'static str, bool) {
+        let no_such = || {
+            let status = tonic::Status::not_found("no such OpenDSR processor");
+            (error_response(&status), "rejected", false)
+        };
         let processor = match self.store.processor(id).await {
             Ok(p) => p,
-            Err(StoreError::NotFound(_)) => {
-                let status = tonic::Status::not_found("no such OpenDSR processor");
-                return (error_response(&status), "rejected");
-            }
-            Err(e) => {
-                return (
-                    error_response(&tonic::Status::unavailable(e.to_string())),
-                    "rejected",
-                );
-            }
+            Err(StoreError::NotFound(_)) => return no_such(),
+            // What the database said is logged, not told to a caller not
+            // yet proved.
+            Err(e) => return (error_response(&ApiError::from(e).into()), "rejected", false),
         };
         let AdapterConfig::OpenDsr { url, tls, .. } = &processor.spec.adapter else {
-            let status = tonic::Status::not_found("no such OpenDSR processor");
-            return (error_response(&status), "rejected");
+            return no_such();
         };
+        let (answer, counted) = self.verified(id, url, tls.as_ref(), headers, body).await;
+        (answer, counted, true)
+    }
+
+    /// The answer to a callback for the OpenDSR processor `id` at `url`,
+    /// and how it is counted.
+    async fn verified(
+        &self,
+        id: &ProcessorId,
+        url: &str,
+        tls: Option<&ProcessorTls>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> (Response, &'static str) {
         let signature = ["x-opendsr-signature", "x-opengdpr-signature"]
             .iter()
             .find_map(|h| headers.get(*h))
             .and_then(|v| v.to_str().ok());
-        if let Err(refused) = self
-            .keys
-            .verify(id, url, tls.as_ref(), signature, body)
-            .await
-        {
+        if let Err(refused) = self.keys.verify(id, url, tls, signature, body).await {
             match &refused {
                 Refused::NoCertificate(detail) => tracing::warn!(
                     processor_id = %id, why = %refused, %detail, "OpenDSR callback refused"

@@ -183,12 +183,29 @@ async fn an_opendsr_processor_completes_by_signed_callback(db: TestDb) {
         (202, String::new())
     );
 
+    // A processor id nobody registered is counted, but not under its own
+    // name: anyone may post to any path.
+    let stranger = reqwest::Client::new()
+        .post(format!("http://{}/opendsr/callbacks/nobody-here", app.addr))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(stranger).await, refused(404, "NOT_FOUND"));
+
     let (_, metrics) = app.admin_get("/metrics").await;
-    for (result, n) in [("unsigned", 1), ("bad_signature", 2), ("applied", 2)] {
-        let line =
-            format!(r#"dsr_opendsr_callbacks_total{{processor="vendor",result="{result}"}} {n}"#);
+    for (processor, result, n) in [
+        ("vendor", "unsigned", 1),
+        ("vendor", "bad_signature", 2),
+        ("vendor", "applied", 2),
+        ("unknown", "rejected", 1),
+    ] {
+        let line = format!(
+            r#"dsr_opendsr_callbacks_total{{processor="{processor}",result="{result}"}} {n}"#
+        );
         assert!(metrics.contains(&line), "{line}\n{metrics}");
     }
+    assert!(!metrics.contains("nobody-here"), "{metrics}");
     app.stop().await;
 }
 
