@@ -70,12 +70,16 @@ impl InstructionApi {
         let view = self
             .owned(&caller, &request.get_ref().instruction_id)
             .await?;
+        let processor = self.store.processor(&caller).await?;
         if view.state == InstructionState::Cancelled {
-            // The processor has heard of the cancellation.
-            self.store.cancel_notice_done(view.id, None).await?;
+            // The processor reads the cancellation in this answer, and its
+            // notice is done; but an OpenDSR processor's status callback is
+            // answered 202 and nothing more, and its DELETE still goes out.
+            if !matches!(processor.spec.adapter, AdapterConfig::OpenDsr { .. }) {
+                self.store.cancel_notice_done(view.id, None).await?;
+            }
             return Ok(wire::instruction(&view));
         }
-        let processor = self.store.processor(&caller).await?;
         let now = self.clock.now();
         let due = reply_due(now, processor.spec.reply_wait(), view.due_at);
         let view = self

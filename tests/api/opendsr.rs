@@ -24,6 +24,7 @@ backends!(
     a_poll_lost_with_its_replica_is_polled_again,
     polls_that_fail_while_the_processor_is_away_spend_no_budget,
     a_certificate_named_where_no_delivery_may_go_is_not_fetched,
+    a_status_callback_after_a_cancel_does_not_stand_for_its_notice,
 );
 
 /// The orchestrator's public URL in these tests.
@@ -271,6 +272,24 @@ async fn cancelling_reaches_the_opendsr_processor(db: TestDb) {
         .await
         .unwrap();
     fake.wait_for_calls(2).await;
+    assert_eq!(fake.deleted(), [id]);
+    app.stop().await;
+}
+
+/// A status callback for an instruction cancelled since does not stand for
+/// the cancel's notice: the processor is answered 202 and learns nothing
+/// of the cancel from it, so the DELETE still goes out.
+async fn a_status_callback_after_a_cancel_does_not_stand_for_its_notice(db: TestDb) {
+    let (fake, _clock, app, req) = accepted_by_vendor(&db, "opendsr-late@example.com").await;
+    let id = req.instructions[0].instruction_id.clone();
+    cancel(&app, &req.request_id, "the person withdrew the request").await;
+    let body = FakeOpenDsr::callback_body(&id, "in_progress");
+    assert_eq!(
+        callback(&app, &body, Some(&fake.sign(&body))).await,
+        (202, String::new())
+    );
+    assert!(fake.deleted().is_empty());
+    app.dispatcher.run_once().await.unwrap();
     assert_eq!(fake.deleted(), [id]);
     app.stop().await;
 }
