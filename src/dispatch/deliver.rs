@@ -79,7 +79,23 @@ impl Dispatcher {
                         request: request.as_ref(),
                     };
                     let _awaiting = self.awaiting_answer();
-                    self.adapter.deliver(endpoint, delivery).await
+                    // The whole call ends with the lease, however many
+                    // requests the adapter makes (OpenDSR asks before it
+                    // posts; a federated delivery reads the record and the
+                    // report after): past it, another replica may claim
+                    // the instruction and deliver it beside this call.
+                    let left = match c.instruction.lease_expires_at {
+                        Some(at) => (at - self.clock.now()).to_std().unwrap_or_default(),
+                        None => Duration::MAX,
+                    };
+                    tokio::time::timeout(left, self.adapter.deliver(endpoint, delivery))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(DeliveryError::retryable(
+                                "DEADLINE_EXCEEDED",
+                                "the processor did not answer within the delivery's lease",
+                            ))
+                        })
                 }
                 None => return,
             },

@@ -25,6 +25,7 @@ backends!(
     polls_that_fail_while_the_processor_is_away_spend_no_budget,
     a_certificate_named_where_no_delivery_may_go_is_not_fetched,
     a_status_callback_after_a_cancel_does_not_stand_for_its_notice,
+    a_delivery_ends_with_its_lease_however_many_calls_it_makes,
 );
 
 /// The orchestrator's public URL in these tests.
@@ -291,6 +292,48 @@ async fn a_status_callback_after_a_cancel_does_not_stand_for_its_notice(db: Test
     assert!(fake.deleted().is_empty());
     app.dispatcher.run_once().await.unwrap();
     assert_eq!(fake.deleted(), [id]);
+    app.stop().await;
+}
+
+/// A delivery ends with its lease, however many calls it makes: a retry
+/// to an OpenDSR processor asks (GET) before it posts, each call within
+/// the processor's timeout, and the two together would outlast a lease
+/// of that timeout (no margin here), when another replica could claim the
+/// instruction again. It is cut off at the lease and retried.
+async fn a_delivery_ends_with_its_lease_however_many_calls_it_makes(db: TestDb) {
+    let fake = FakeOpenDsr::start().await;
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |c| {
+        c.lease_margin = Duration::ZERO;
+    })
+    .await;
+    let mut vendor = opendsr_processor("vendor", &fake.url(), 1000);
+    if let Some(pb::adapter::Kind::Opendsr(o)) = vendor.adapter.as_mut().unwrap().kind.as_mut() {
+        o.timeout = Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        });
+    }
+    register(&app, vendor).await;
+    fake.script([HookReply::json(503, "")]);
+    let req = submit(&app, deletion("opendsr-slow@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    app.dispatcher.run_once().await.unwrap();
+    assert_eq!(fake.posted().len(), 1, "refused, to be retried");
+
+    fake.answer_after(Duration::from_millis(600));
+    clock.advance(Duration::from_secs(60));
+    app.dispatcher.run_once().await.unwrap();
+    assert_eq!(fake.polls(), 1, "the retry asked first");
+    let listed = all_instructions(&app).await;
+    let line = listed.iter().find(|i| i.instruction_id == id).unwrap();
+    assert_eq!(line.state(), pb::InstructionState::Pending, "{line:?}");
+    let cut = &line.history[1];
+    assert_eq!(cut.error_code, "DEADLINE_EXCEEDED", "{cut:?}");
+    assert!(
+        cut.error_message.contains("within the delivery's lease"),
+        "{cut:?}"
+    );
     app.stop().await;
 }
 

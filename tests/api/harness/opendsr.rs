@@ -39,6 +39,9 @@ struct Inner {
     certificate_at: Option<String>,
     /// GETs of its certificate.
     certificate_fetches: usize,
+    /// How long it takes to answer a POST or a status GET (a slow
+    /// processor).
+    slowness: std::time::Duration,
 }
 
 /// A running fake OpenDSR processor.
@@ -85,6 +88,7 @@ impl FakeOpenDsr {
                 failing_polls: 0,
                 certificate_at: None,
                 certificate_fetches: 0,
+                slowness: std::time::Duration::ZERO,
             })),
             calls: watch::Sender::new(0),
             key_path: Arc::new(key_path),
@@ -112,6 +116,11 @@ impl FakeOpenDsr {
     /// its own `/cert.pem`.
     pub fn name_certificate_at(&self, url: Option<&str>) {
         self.inner.lock().unwrap().certificate_at = url.map(str::to_string);
+    }
+
+    /// Answers each POST and status GET `slowness` after it came.
+    pub fn answer_after(&self, slowness: std::time::Duration) {
+        self.inner.lock().unwrap().slowness = slowness;
     }
 
     /// How many times its certificate was fetched.
@@ -198,6 +207,9 @@ impl FakeOpenDsr {
 }
 
 async fn create(State(fake): State<FakeOpenDsr>, body: Bytes) -> Response {
+    let slowness = fake.inner.lock().unwrap().slowness;
+    // A slow processor, as the test asks: time, not a stand-in for a wait.
+    tokio::time::sleep(slowness).await;
     let request: serde_json::Value = serde_json::from_slice(&body).expect("JSON request");
     let reply = {
         let mut inner = fake.inner.lock().unwrap();
@@ -231,6 +243,8 @@ async fn create(State(fake): State<FakeOpenDsr>, body: Bytes) -> Response {
 }
 
 async fn status(State(fake): State<FakeOpenDsr>, Path(id): Path<String>) -> Response {
+    let slowness = fake.inner.lock().unwrap().slowness;
+    tokio::time::sleep(slowness).await;
     let (status, away) = {
         let mut inner = fake.inner.lock().unwrap();
         inner.polls += 1;
