@@ -75,7 +75,10 @@ impl Store {
                 // `dispatch::federation_data`).
                 Some(carried) => {
                     debug_assert!(records.is_empty(), "carried with records");
-                    change.data_records = u32::try_from(carried.pieces).unwrap_or(u32::MAX);
+                    // A downstream orchestrator's count, held in a
+                    // 32-bit column: one beyond it is its largest value,
+                    // not a failed batch.
+                    change.data_records = carried.pieces.min(i32::MAX as u64) as u32;
                     let data = ResultData::Carried {
                         carried_disclosures: *carried,
                     };
