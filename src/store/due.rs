@@ -11,7 +11,7 @@ use super::codec::{INSTRUCTION_COLUMNS, instruction, micros};
 use super::due_reads::{NEXT_DUE, late_sql, spent_sql};
 use super::picks::deliveries_since_arm;
 use super::sql::Sql;
-use super::{Effects, Store, StoreError};
+use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{AttemptResult, ProcessorId, Timestamp};
 
 /// One processor's budgets, for [`Store::escalate_overdue`].
@@ -88,22 +88,20 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut sql = Sql::new(
-            self.backend,
-            "update instructions set state = 'ESCALATED', escalate_at = null, \
-             reply_due_at = null, next_attempt_at = null, lease_owner = null, \
-             lease_expires_at = null, last_error = 'not answered by its due time; \
-             escalated halfway from it to the request''s deadline' where ",
-        );
-        sql.in_list("id", ids)
-            .push(" and escalate_at <= ")
-            .bind(now_us)
-            .push(" and (")
-            .push(CLOCKED)
-            .bind(now_us)
-            .push(")) returning ")
-            .push(INSTRUCTION_COLUMNS);
-        self.escalate_returned(sql, now).await
+        let late = |sql: &mut Sql| {
+            sql.in_list("id", ids.iter().cloned())
+                .push(" and escalate_at <= ")
+                .bind(now_us)
+                .push(" and (")
+                .push(CLOCKED)
+                .bind(now_us)
+                .push("))");
+        };
+        let set = "state = 'ESCALATED', escalate_at = null, reply_due_at = null, \
+                   next_attempt_at = null, lease_owner = null, lease_expires_at = null, \
+                   last_error = 'not answered by its due time; escalated halfway from it \
+                   to the request''s deadline'";
+        self.escalate_returned(set, late, now).await
     }
 
     /// Escalates a processor's expired leases whose delivery budget is
@@ -113,34 +111,49 @@ impl Store {
         b: &Budget<'_>,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
-        let mut sql = Sql::new(
-            self.backend,
-            "update instructions set state = 'ESCALATED', lease_owner = null, \
-             lease_expires_at = null, last_error = 'delivered ",
-        );
-        sql.push(&format!(
-            "{} times without an answer' where processor_id = ",
+        let spent = |sql: &mut Sql| {
+            sql.push("processor_id = ")
+                .bind(b.processor.as_str())
+                .push(" and state = 'DELIVERING' and lease_expires_at <= ")
+                .bind(micros(now))
+                .push(&format!(
+                    " and {} >= ",
+                    deliveries_since_arm("", &i64::from(b.polls).to_string())
+                ))
+                .bind(i64::from(b.max_attempts));
+        };
+        let set = format!(
+            "state = 'ESCALATED', lease_owner = null, lease_expires_at = null, \
+             last_error = 'delivered {} times without an answer'",
             b.max_attempts
-        ))
-        .bind(b.processor.as_str())
-        .push(" and state = 'DELIVERING' and lease_expires_at <= ")
-        .bind(micros(now))
-        .push(&format!(
-            " and {} >= ",
-            deliveries_since_arm("", &i64::from(b.polls).to_string())
-        ))
-        .bind(i64::from(b.max_attempts))
-        .push(" returning ")
-        .push(INSTRUCTION_COLUMNS);
-        self.escalate_returned(sql, now).await
+        );
+        self.escalate_returned(&set, spent, now).await
     }
 
-    /// Runs an escalating `update ... returning` in its own transaction,
-    /// closes the escalated instructions' open delivery attempts (their
-    /// leases expired), and records the changes.
-    async fn escalate_returned(&self, sql: Sql, now: Timestamp) -> Result<usize, StoreError> {
+    /// Escalates, in a transaction of its own, the instructions `which`
+    /// picks (it writes a condition), setting `set`; closes their open
+    /// delivery attempts (their leases expired) and records the changes.
+    /// On PostgreSQL the rows are locked first in the order of their ids,
+    /// as every transaction locks instructions (see `super::transition`):
+    /// an update alone would lock them in the order it finds them, and
+    /// could deadlock with a transaction locking two of them the other way.
+    async fn escalate_returned(
+        &self,
+        set: &str,
+        which: impl Fn(&mut Sql),
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
         let mut tx = self.begin().await?;
-        let views = sql
+        if self.backend == Backend::Postgres {
+            let mut lock = Sql::new(self.backend, "select id from instructions where ");
+            which(&mut lock);
+            lock.push(" order by id for update");
+            lock.query().fetch_all(&mut *tx).await?;
+        }
+        let mut update = Sql::new(self.backend, format!("update instructions set {set} where "));
+        which(&mut update);
+        update.push(" returning ").push(INSTRUCTION_COLUMNS);
+        let views = update
             .query()
             .fetch_all(&mut *tx)
             .await?
@@ -183,19 +196,17 @@ impl Store {
         b: &Budget<'_>,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
-        let mut sql = Sql::new(
-            self.backend,
-            "update instructions set state = 'ESCALATED', reply_due_at = null, \
-             last_error = 'no outcome after the last reminder' where processor_id = ",
-        );
-        sql.bind(b.processor.as_str())
-            .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
-            .bind(micros(now))
-            .push(" and reminders >= ")
-            .bind(i64::from(b.max_reminders))
-            .push(" returning ")
-            .push(INSTRUCTION_COLUMNS);
-        self.escalate_returned(sql, now).await
+        let overdue = |sql: &mut Sql| {
+            sql.push("processor_id = ")
+                .bind(b.processor.as_str())
+                .push(" and state = 'ACKNOWLEDGED' and reply_due_at <= ")
+                .bind(micros(now))
+                .push(" and reminders >= ")
+                .bind(i64::from(b.max_reminders));
+        };
+        let set = "state = 'ESCALATED', reply_due_at = null, \
+                   last_error = 'no outcome after the last reminder'";
+        self.escalate_returned(set, overdue, now).await
     }
 
     /// The earliest time the dispatcher has something to do: a push
