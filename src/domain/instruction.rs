@@ -120,9 +120,7 @@ impl InstructionState {
         }
         match (self, event) {
             (S::Pending | S::Acknowledged, E::Claim) => Some(S::Delivering),
-            (S::Pending | S::Delivering | S::Acknowledged | S::Escalated, E::Acknowledge) => {
-                Some(S::Acknowledged)
-            }
+            (S::Pending | S::Delivering | S::Escalated, E::Acknowledge) => Some(S::Acknowledged),
             (_, E::Resolve(outcome)) => Some(outcome.state()),
             (S::Delivering, E::RetryLater | E::LeaseExpired) => Some(S::Pending),
             (S::Pending | S::Delivering | S::Acknowledged, E::Escalate) => Some(S::Escalated),
@@ -316,6 +314,8 @@ mod tests {
         assert_eq!(s, S::Delivering);
         let s = s.apply(E::Acknowledge).unwrap();
         assert_eq!(s, S::Acknowledged);
+        // A second acknowledgement is no change (nor a second event).
+        assert_eq!(s.apply(E::Acknowledge), None);
         assert_eq!(s.apply(E::Resolve(Outcome::Completed)), Some(S::Completed));
     }
 

@@ -150,7 +150,10 @@ impl Store {
             lock.push(" order by id for update");
             lock.query().fetch_all(&mut *tx).await?;
         }
-        let mut update = Sql::new(self.backend, format!("update instructions set {set} where "));
+        let mut update = Sql::new(
+            self.backend,
+            format!("update instructions set {set} where "),
+        );
         which(&mut update);
         update.push(" returning ").push(INSTRUCTION_COLUMNS);
         let views = update

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 use crate::backends;
@@ -15,6 +16,7 @@ backends!(
     pull_leases_expire_and_are_offered_again,
     backoff_waits_for_its_time,
     overdue_outcomes_get_reminders_then_escalate,
+    acknowledgements_at_once_record_one,
 );
 
 /// Test 6: a pulled instruction not acknowledged within the ack timeout is
@@ -187,5 +189,59 @@ async fn overdue_outcomes_get_reminders_then_escalate(db: TestDb) {
     let escalated = wait_for_state(&app, &id, pb::InstructionState::Escalated).await;
     assert_eq!(escalated.reminders, 1);
     assert_eq!(fake.deliveries().len(), 2);
+    app.stop().await;
+}
+
+/// A processor acknowledging one instruction several times at once (a
+/// retry while the first call is in flight): every call answers
+/// ACKNOWLEDGED, and the history records one acknowledgement.
+async fn acknowledgements_at_once_record_one(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let token = register(&app, pull_processor("mainframe", 60_000)).await;
+    let req = submit(&app, deletion("hasty@example.com")).await;
+    let pulled = pull(&app, &token, 10).await;
+    let ack = || {
+        let mut client = app.instructions.clone();
+        let asked = pb::AcknowledgeInstructionRequest {
+            instruction_id: pulled[0].instruction_id.clone(),
+        };
+        let token = token.clone();
+        async move { client.acknowledge_instruction(authed(&token, asked)).await }
+    };
+    let answers = futures::future::join_all((0..8).map(|_| ack())).await;
+    for answer in answers {
+        assert_eq!(
+            answer.unwrap().into_inner().state(),
+            pb::InstructionState::Acknowledged
+        );
+    }
+    let states: Vec<_> = app
+        .requests
+        .clone()
+        .watch_request(pb::WatchRequestRequest {
+            request_id: req.request_id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .take(3)
+        .map(|e| e.unwrap().instruction.map(|i| i.state()))
+        .collect()
+        .await;
+    assert_eq!(
+        states,
+        [
+            None,
+            Some(pb::InstructionState::Delivering),
+            Some(pb::InstructionState::Acknowledged)
+        ]
+    );
+    let check = verify_trail(&app, &req.request_id).await;
+    assert_eq!(
+        check.events, 3,
+        "received, delivering, acknowledged: {check:?}"
+    );
     app.stop().await;
 }
