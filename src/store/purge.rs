@@ -72,6 +72,16 @@ impl Store {
             .bind(micros(cutoff))
             .push(" order by closed_at, id limit ")
             .bind(BATCH)
+            // Locked on PostgreSQL: a change that still comes to a closed
+            // request (its data fetched, its subject's suppression
+            // removed) adds an event under the request row's lock, and
+            // must not add it between the events' delete and the
+            // request's. (SQLite's one writer runs them in turn.)
+            .push(if self.backend == Backend::Postgres {
+                " for update"
+            } else {
+                ""
+            })
             .query()
             .fetch_all(&mut *tx)
             .await?
