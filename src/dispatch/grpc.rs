@@ -158,6 +158,7 @@ impl Channels {
     pub(super) fn get(&self, endpoint: &Endpoint<'_>) -> Result<Channel, DeliveryError> {
         let mut channels = self.kept.lock().expect("channel cache lock");
         if let Some(kept) = channels.get_mut(endpoint.uri)
+            && kept.timeout == endpoint.timeout
             && kept.files.still_current(endpoint.tls)
         {
             return Ok(kept.channel.clone());
@@ -186,6 +187,7 @@ impl Channels {
             Kept {
                 channel: channel.clone(),
                 files: Freshness::new(endpoint.tls, digest),
+                timeout: endpoint.timeout,
             },
         );
         Ok(channel)
@@ -206,6 +208,9 @@ impl GrpcAdapter {
 struct Kept {
     channel: Channel,
     files: Freshness,
+    /// The timeout the channel was built with: it bounds every call on
+    /// it, so a processor's changed timeout builds a new one.
+    timeout: std::time::Duration,
 }
 
 #[tonic::async_trait]

@@ -1,6 +1,9 @@
 //! Push delivery: fan-out, acknowledgements, retries, escalation, operator
 //! controls, asynchronous outcomes and denials.
 
+use std::time::Duration;
+
+use dsr_orchestrator::clock::ManualClock;
 use dsr_orchestrator::pb;
 use tonic::Code;
 
@@ -15,6 +18,7 @@ backends!(
     denial_with_exception_is_partial_fulfilment,
     an_idle_dispatcher_delivers_new_work_at_once,
     an_access_instruction_is_not_sent_without_the_request_it_serves,
+    a_longer_timeout_holds_from_the_next_delivery,
 );
 
 /// Test 1: a deletion to three push processors ends COMPLETED with a
@@ -473,5 +477,54 @@ async fn an_access_instruction_is_not_sent_without_the_request_it_serves(db: Tes
     .await;
     assert_eq!(error_codes(&i), ["REQUEST_UNREADABLE"]);
     assert!(fake.deliveries().is_empty(), "nothing was sent");
+    app.stop().await;
+}
+
+/// A processor's timeout, raised, holds from its next delivery: the
+/// connection kept from a delivery before is not left cutting calls off at
+/// the old one.
+async fn a_longer_timeout_holds_from_the_next_delivery(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let with_timeout = |ms: u64| {
+        let mut spec = push_processor("vendor", &fake.endpoint());
+        if let Some(pb::adapter::Kind::Grpc(g)) = spec.adapter.as_mut().unwrap().kind.as_mut() {
+            g.timeout = Some(prost_types::Duration {
+                seconds: 0,
+                nanos: (ms * 1_000_000) as i32,
+            });
+        }
+        spec
+    };
+    register(&app, with_timeout(200)).await;
+    submit(&app, deletion("first@example.com")).await;
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1, "delivered");
+
+    app.processors
+        .clone()
+        .update_processor(pb::UpdateProcessorRequest {
+            processor: Some(with_timeout(900)),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["adapter".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    fake.set_default(Reply::Hang);
+    let second = submit(&app, deletion("second@example.com")).await;
+    let mut delivering = {
+        let dispatcher = app.dispatcher.clone();
+        tokio::spawn(async move { dispatcher.run_once().await })
+    };
+    fake.wait_for_calls(2).await;
+    // Past the old timeout, well within the new one: the call still waits
+    // for the processor (the old timeout would have cut it at 200 ms).
+    let waited = tokio::time::timeout(Duration::from_millis(500), &mut delivering).await;
+    assert!(waited.is_err(), "the delivery was cut off before 500 ms");
+    fake.release();
+    delivering.await.unwrap().unwrap();
+    let line = &record(&app, &second.request_id).await.lines[0];
+    assert_eq!(line.state(), pb::InstructionState::Completed);
     app.stop().await;
 }
