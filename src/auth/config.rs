@@ -123,10 +123,11 @@ impl AuthConfig {
         if let Some(j) = file.jwt {
             let jwks = match (j.jwks_file, j.jwks_url) {
                 (Some(f), None) => JwksSource::File(f),
-                (None, Some(u)) if u.starts_with("https://") || u.starts_with("http://127.") => {
-                    JwksSource::Url(u)
-                }
-                (None, Some(_)) => anyhow::bail!("jwt.jwks_url: must be an https:// URL"),
+                (None, Some(u)) if jwks_url_ok(&u) => JwksSource::Url(u),
+                (None, Some(_)) => anyhow::bail!(
+                    "jwt.jwks_url: must be an https:// URL (http:// only to a loopback \
+                     address), without user information"
+                ),
                 _ => anyhow::bail!("jwt: give exactly one of jwks_file and jwks_url"),
             };
             if j.issuer.is_empty() || j.audience.is_empty() {
@@ -162,6 +163,24 @@ impl AuthConfig {
     pub fn token_by_digest(&self, digest: &str) -> Option<&Principal> {
         self.tokens.get(digest)
     }
+}
+
+/// Whether `url` may serve the keys that JWTs are verified with: whoever
+/// can change them in transit can forge any principal, so `https://`,
+/// or plaintext only to a loopback address written in the URL (a name,
+/// `127.0.0.1.example`, `127.0.0.1@host`, could be anywhere); read as the
+/// HTTP client reads it, without user information.
+fn jwks_url_ok(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let loopback = url
+        .host_str()
+        .and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback());
+    url.username().is_empty()
+        && url.password().is_none()
+        && (url.scheme() == "https" || (url.scheme() == "http" && loopback))
 }
 
 /// How the auth file lists a static token: its SHA-256, in hex.
@@ -243,6 +262,32 @@ struct CertEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys come over TLS, or in plaintext from a loopback address only,
+    /// the URL read as the client reads it.
+    #[test]
+    fn a_jwks_url_is_tls_or_loopback() {
+        for ok in [
+            "https://idp.example/jwks.json",
+            "HTTPS://idp.example/jwks.json",
+            "http://127.0.0.1:8080/jwks.json",
+            "http://[::1]:8080/jwks.json",
+            "http://2130706433/jwks.json",
+        ] {
+            assert!(jwks_url_ok(ok), "{ok}");
+        }
+        for refused in [
+            "http://idp.example/jwks.json",
+            "http://127.0.0.1.example/jwks.json",
+            "http://127.0.0.1@idp.example/jwks.json",
+            "https://user:secret@idp.example/jwks.json",
+            "http://localhost/jwks.json",
+            "ftp://127.0.0.1/jwks.json",
+            "not a url",
+        ] {
+            assert!(!jwks_url_ok(refused), "{refused}");
+        }
+    }
 
     #[test]
     fn a_complete_file_is_read() {

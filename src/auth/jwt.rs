@@ -24,11 +24,14 @@ use crate::domain::PrincipalName;
 /// Most bytes of a JWKS document.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// A JWKS and when it was read.
+/// A JWKS and when it was last asked for.
 pub struct Jwks {
     source: JwksSource,
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
-    fetched: RwLock<Option<Instant>>,
+    /// When the set was last read or fetched, or a fetch begun, whether or
+    /// not it succeeded: unknown key ids fetch at most once a `refetch`,
+    /// however many tokens name them and whether or not the URL answers.
+    asked: std::sync::Mutex<Option<Instant>>,
     client: reqwest::Client,
 }
 
@@ -42,7 +45,7 @@ impl Jwks {
         let jwks = Self {
             source,
             keys: RwLock::default(),
-            fetched: RwLock::default(),
+            asked: std::sync::Mutex::default(),
             client: crate::tls::http_client()?,
         };
         match (jwks.refresh().await, &jwks.source) {
@@ -58,44 +61,52 @@ impl Jwks {
 
     /// Reads the set again (a file, or the URL).
     pub async fn refresh(&self) -> anyhow::Result<()> {
+        *self.asked.lock().expect("jwks lock") = Some(Instant::now());
         let text = match &self.source {
             JwksSource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("cannot read the JWKS {}: {e}", path.display()))?,
             JwksSource::Url(url) => {
-                let body = self
+                let mut response = self
                     .client
                     .get(url)
                     .timeout(Duration::from_secs(10))
                     .send()
                     .await
                     .and_then(|r| r.error_for_status())
-                    .map_err(|e| anyhow::anyhow!("cannot fetch the JWKS {url}: {e}"))?
-                    .bytes()
-                    .await?;
-                if body.len() > MAX_JWKS_BYTES {
-                    anyhow::bail!("the JWKS {url} is larger than {MAX_JWKS_BYTES} bytes");
+                    .map_err(|e| anyhow::anyhow!("cannot fetch the JWKS {url}: {e}"))?;
+                // Read no further than the limit, whatever it sends.
+                let mut body = Vec::new();
+                while let Some(chunk) = response.chunk().await? {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_JWKS_BYTES {
+                        anyhow::bail!("the JWKS {url} is larger than {MAX_JWKS_BYTES} bytes");
+                    }
                 }
-                String::from_utf8(body.to_vec())?
+                String::from_utf8(body)?
             }
         };
         let keys = parse_jwks(&text)?;
         *self.keys.write().expect("jwks lock") = keys;
-        *self.fetched.write().expect("jwks lock") = Some(Instant::now());
         Ok(())
     }
 
     /// The key `kid`, fetching a URL's set again when it is unknown and
-    /// the last fetch is at least `refetch` old.
+    /// the set was last asked for at least `refetch` ago.
     async fn key(&self, kid: &str, refetch: Duration) -> Option<(DecodingKey, Algorithm)> {
         if let Some(k) = self.keys.read().expect("jwks lock").get(kid) {
             return Some(k.clone());
         }
-        let stale = self
-            .fetched
-            .read()
-            .expect("jwks lock")
-            .is_none_or(|at| at.elapsed() >= refetch);
-        if matches!(self.source, JwksSource::Url(_)) && stale {
+        // Taken and marked at once: one fetch a `refetch`, not one per
+        // token that comes while it runs or while the URL does not answer.
+        let due = {
+            let mut asked = self.asked.lock().expect("jwks lock");
+            let due = asked.is_none_or(|at| at.elapsed() >= refetch);
+            if due {
+                *asked = Some(Instant::now());
+            }
+            due
+        };
+        if matches!(self.source, JwksSource::Url(_)) && due {
             if let Err(e) = self.refresh().await {
                 tracing::warn!(error = %e, "cannot refresh the JWKS");
             }

@@ -169,10 +169,13 @@ fn jwt_expiry(header: &str) -> Option<i64> {
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&json)
+    // A NumericDate may have a fraction (RFC 7519), which the verifier
+    // takes: the second it falls in counts.
+    let exp = serde_json::from_slice::<serde_json::Value>(&json)
         .ok()?
         .get("exp")?
-        .as_i64()
+        .as_f64()?;
+    Some(exp.floor() as i64)
 }
 
 #[cfg(test)]
@@ -252,6 +255,15 @@ mod tests {
             b64(r#"{"exp":1767225600}"#)
         );
         assert_eq!(jwt_expiry(&format!("Bearer {jwt}")), Some(1_767_225_600));
+        let fractional = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"ES256"}"#),
+            b64(r#"{"exp":1767225600.5}"#)
+        );
+        assert_eq!(
+            jwt_expiry(&format!("Bearer {fractional}")),
+            Some(1_767_225_600)
+        );
         assert_eq!(jwt_expiry("Bearer a-static-token"), None);
         assert_eq!(jwt_expiry("Bearer a.b.c"), None);
     }

@@ -33,7 +33,9 @@ pub fn public_roots() -> rustls::RootCertStore {
     }
 }
 
-/// An HTTP client that verifies servers against the public roots.
+/// An HTTP client that verifies servers against the public roots and
+/// follows no redirect (an `https://` URL's answer cannot send it to
+/// plaintext, or elsewhere).
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
@@ -41,5 +43,6 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .with_no_client_auth();
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(config)
+        .redirect(reqwest::redirect::Policy::none())
         .build()?)
 }
