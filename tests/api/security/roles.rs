@@ -77,26 +77,8 @@ async fn every_rpc_answers_every_caller_as_the_table_says(db: TestDb) {
     let app = TestApp::spawn_authenticated(&db, &principals_per_role(), |_| {}).await;
     let submitter = app.clients(Bearer::token(&role_token(Role::Submitter)));
     // Before any processor exists: it finishes at once, with its record.
-    let finished = submitter
-        .requests
-        .clone()
-        .submit_request(deletion("first@example.com"))
-        .await
-        .unwrap()
-        .into_inner()
-        .request_id;
-    let finished_access = submitter
-        .requests
-        .clone()
-        .submit_request(pb::SubmitRequestRequest {
-            kind: pb::RequestKind::Access as i32,
-            access_scope: pb::AccessScope::SpecificPieces as i32,
-            ..deletion("second@example.com")
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .request_id;
+    let finished = submitted(&submitter, deletion("first@example.com")).await;
+    let finished_access = submitted(&submitter, pieces("second@example.com")).await;
     let puller_token = register(&app, pull_processor("puller", 60_000)).await;
     let mut manual = pull_processor("manual", 60_000);
     manual.adapter = Some(pb::Adapter {
@@ -614,6 +596,21 @@ async fn first_answer<T>(
     }
 }
 
+/// The id of `asked`, submitted by `clients`' principal.
+async fn submitted(clients: &Clients, asked: pb::SubmitRequestRequest) -> String {
+    let answer = clients.requests.clone().submit_request(asked).await;
+    answer.unwrap().into_inner().request_id
+}
+
+/// An access request for `email`'s specific pieces.
+fn pieces(email: &str) -> pb::SubmitRequestRequest {
+    pb::SubmitRequestRequest {
+        kind: pb::RequestKind::Access as i32,
+        access_scope: pb::AccessScope::SpecificPieces as i32,
+        ..deletion(email)
+    }
+}
+
 /// A deletion that only the manual processor takes (so it stays open).
 fn to_manual(world: &World) -> pb::SubmitRequestRequest {
     pb::SubmitRequestRequest {
@@ -644,31 +641,13 @@ async fn a_principal_acts_with_the_roles_that_allow_the_method(db: TestDb) {
     let app = TestApp::spawn_authenticated(&db, &file, |_| {}).await;
     let as_who = |name: &str| app.clients(Bearer::token(&format!("token-of-{name}")));
     let submitter = app.clients(Bearer::token(&role_token(Role::Submitter)));
-    let access = submitter
-        .requests
-        .clone()
-        .submit_request(pb::SubmitRequestRequest {
-            kind: pb::RequestKind::Access as i32,
-            access_scope: pb::AccessScope::SpecificPieces as i32,
-            ..deletion("finished-access@example.com")
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .request_id;
+    let access = submitted(&submitter, pieces("finished-access@example.com")).await;
     let mut manual = pull_processor("manual", 60_000);
     manual.adapter = Some(pb::Adapter {
         kind: Some(pb::adapter::Kind::Manual(pb::ManualAdapter {})),
     });
     register(&app, manual).await;
-    let open = submitter
-        .requests
-        .clone()
-        .submit_request(deletion("open@example.com"))
-        .await
-        .unwrap()
-        .into_inner()
-        .request_id;
+    let open = submitted(&submitter, deletion("open@example.com")).await;
     let cancel = |clients: Clients| {
         let request_id = open.clone();
         async move {
