@@ -11,6 +11,7 @@ use super::codec::{INSTRUCTION_COLUMNS, instruction, micros};
 use super::due_reads::{NEXT_DUE, late_sql, spent_sql};
 use super::picks::deliveries_since_arm;
 use super::sql::Sql;
+use super::transition::open_results;
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{AttemptResult, ProcessorId, Timestamp};
 
@@ -172,9 +173,7 @@ impl Store {
             .bind(AttemptResult::LeaseExpired.as_str())
             .push(", finished_at = ")
             .bind(micros(now))
-            .push(" where result = ")
-            .bind(AttemptResult::Pending.as_str())
-            .push(" and ")
+            .push(&format!(" where result in ({}) and ", open_results()))
             .in_list("instruction_id", views.iter().map(|v| v.id.to_string()));
         close.query().execute(&mut *tx).await?;
         let mut effects = Effects::default();

@@ -289,7 +289,7 @@ async fn close_attempts(
 
 /// `'pending', 'reminder'`: the history results of attempts still open.
 /// Our own constants, never input, so inlining them is safe.
-fn open_results() -> String {
+pub(super) fn open_results() -> String {
     AttemptResult::OPEN
         .iter()
         .map(|r| format!("'{r}'"))

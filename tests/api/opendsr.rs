@@ -432,6 +432,20 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
     assert_eq!(fake.polls(), 4, "the lost poll is made again");
     let polled = wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
     assert_eq!(polled.attempts, 6, "the POST, four polls and the lost one");
+    let open = |i: &pb::Instruction| -> Vec<u32> {
+        let open = ["pending", "reminder"];
+        i.history
+            .iter()
+            .filter(|a| open.contains(&a.result.as_str()))
+            .map(|a| a.attempt)
+            .collect()
+    };
+    let listed = all_instructions(&app).await;
+    assert!(open(&listed[0]).is_empty(), "{:?}", listed[0].history);
+    assert_eq!(
+        listed[0].history[4].result, "lease_expired",
+        "the lost poll"
+    );
 
     // The lost poll was a delivery: a second one spends the budget.
     lose_a_poll(&app, &clock, "vendor").await;
@@ -442,6 +456,8 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
         escalated.summary.unwrap().last_error,
         "delivered 2 times without an answer"
     );
+    let listed = all_instructions(&app).await;
+    assert!(open(&listed[0]).is_empty(), "{:?}", listed[0].history);
     app.stop().await;
 }
 
