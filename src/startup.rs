@@ -366,7 +366,7 @@ impl Application {
                     clock: clock.clone(),
                 },
                 store: store.clone(),
-                keys: Arc::new(CallbackKeys::new(lookup)),
+                keys: Arc::new(CallbackKeys::new(lookup, clock.clone())),
                 metrics: metrics.clone(),
             },
         };

@@ -18,15 +18,18 @@
 //! and 5xx retried, others fatal).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 
 use super::adapter::{Adapter, Answer, Delivery, DeliveryError, Endpoint, local};
 use super::http_clients::HttpClients;
 use super::webhook::{answer_body, unanswered};
-use crate::domain::{InstructionId, InstructionResult, Outcome, ProcessorId, ProcessorTls};
+use crate::clock::Clock;
+use crate::domain::{
+    InstructionId, InstructionResult, Outcome, ProcessorId, ProcessorTls, Timestamp,
+};
 use crate::wire::opendsr::{self as wire, Progress};
 
 /// The path of a processor's callbacks under the orchestrator's public URL.
@@ -194,26 +197,35 @@ const REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// The keys OpenDSR processors sign their callbacks with: the public key
 /// of the certificate each one's `/discovery` names, kept per processor
 /// and base URL and fetched again hourly, or when a signature fails to
-/// verify (at most every 30 s). The fetches connect where the lookup
-/// allows, as deliveries do; the certificate's URL, which no registration
-/// checked, is checked by the registration's rules first.
+/// verify (at most every 30 s). A fetch that failed is not tried again for
+/// 30 s either: anyone may post a callback with some signature, and each
+/// would otherwise make the server call the processor twice. The fetches
+/// connect where the lookup allows, as deliveries do; the certificate's
+/// URL, which no registration checked, is checked by the registration's
+/// rules first.
 pub struct CallbackKeys {
     clients: HttpClients,
     keys: Mutex<HashMap<(ProcessorId, String), Kept>>,
+    /// When a fetch last failed, per processor and base URL.
+    failed: Mutex<HashMap<(ProcessorId, String), Timestamp>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl CallbackKeys {
-    /// Keys fetched through connections that resolve names with `lookup`.
-    pub fn new(lookup: super::lookup::Lookup) -> Self {
+    /// Keys fetched through connections that resolve names with `lookup`,
+    /// their age told by `clock`.
+    pub fn new(lookup: super::lookup::Lookup, clock: Arc<dyn Clock>) -> Self {
         Self {
             clients: HttpClients::new(lookup),
             keys: Mutex::default(),
+            failed: Mutex::default(),
+            clock,
         }
     }
 }
 
 /// A processor's key (PKCS#1 DER) and when it was fetched.
-type Kept = (Vec<u8>, Instant);
+type Kept = (Vec<u8>, Timestamp);
 
 impl CallbackKeys {
     /// Checks that `signature` (the header's value, base64) is the
@@ -238,20 +250,35 @@ impl CallbackKeys {
                 .verify(body, &signature)
                 .is_ok()
         };
+        let now = self.clock.now();
+        let within = |at: &Timestamp, span: Duration| (now - *at).to_std().is_ok_and(|d| d < span);
         if let Some((key, at)) = &kept {
-            if verifies(key) && at.elapsed() < KEY_TTL {
+            if verifies(key) && within(at, KEY_TTL) {
                 return Ok(());
             }
-            if at.elapsed() < REFETCH_AFTER {
+            if within(at, REFETCH_AFTER) {
                 return Err(Refused::BadSignature);
             }
         }
-        let key = self.fetch(url, tls).await.map_err(Refused::NoCertificate)?;
+        let failed = self.failed.lock().expect("keys lock").get(&key_of).copied();
+        if failed.is_some_and(|at| within(&at, REFETCH_AFTER)) {
+            return Err(Refused::NoCertificate(
+                "its last fetch failed less than 30 s ago".to_string(),
+            ));
+        }
+        let key = match self.fetch(url, tls).await {
+            Ok(key) => key,
+            Err(why) => {
+                self.failed.lock().expect("keys lock").insert(key_of, now);
+                return Err(Refused::NoCertificate(why));
+            }
+        };
+        self.failed.lock().expect("keys lock").remove(&key_of);
         let ok = verifies(&key);
         self.keys
             .lock()
             .expect("keys lock")
-            .insert(key_of, (key, Instant::now()));
+            .insert(key_of, (key, now));
         if ok {
             Ok(())
         } else {

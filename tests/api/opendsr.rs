@@ -517,19 +517,24 @@ impl Resolver for CertificateHosts {
 /// URL with user information, or over plaintext (`HTTP://` too) to a name
 /// that also resolves beyond loopback. The callback is answered 503
 /// without a connection to the URL, and without saying to the unproven
-/// caller what the server found; named back at the processor, the
-/// certificate is fetched and the callback applies.
+/// caller what the server found. A failed fetch is not tried again for
+/// 30 s, whatever callbacks come; after that, named back at the
+/// processor, the certificate is fetched and the callback applies.
 async fn a_certificate_named_where_no_delivery_may_go_is_not_fetched(db: TestDb) {
     let fake = FakeOpenDsr::start().await;
+    let clock = ManualClock::new();
     let options = Options {
         resolver: Some(Arc::new(CertificateHosts)),
-        ..Options::default()
+        ..manual_options(&clock)
     };
-    let app = TestApp::spawn_with(&db, options, |c| c.public_url = Some(PUBLIC_URL.into())).await;
+    let app = TestApp::spawn_with(&db, options, |_| {}).await;
     register(&app, opendsr_processor("vendor", &fake.url(), 3_600_000)).await;
     let req = submit(&app, deletion("opendsr-cert@example.com")).await;
     let id = req.instructions[0].instruction_id.clone();
+    app.dispatcher.run_once().await.unwrap();
     wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    let refused = "the processor's certificate could not be fetched (the server's log \
+                   says why): retry later";
     let body = FakeOpenDsr::callback_body(&id, "completed");
     let port = fake.addr.port();
     for url in [
@@ -542,22 +547,27 @@ async fn a_certificate_named_where_no_delivery_may_go_is_not_fetched(db: TestDb)
         format!("http://user:secret@127.0.0.1:{port}/cert.pem"),
     ] {
         fake.name_certificate_at(Some(&url));
+        clock.advance(Duration::from_secs(31));
+        let asked = fake.discoveries();
         let response =
             callback_as(&app, reqwest::Method::POST, &body, Some(&fake.sign(&body))).await;
         assert_eq!(response.status().as_u16(), 503, "{url}");
         let error: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(
-            error["message"],
-            "the processor's certificate could not be fetched (the server's log says why): \
-             retry later",
-            "{url}"
-        );
+        assert_eq!(error["message"], refused, "{url}");
+        assert_eq!(fake.discoveries(), asked + 1, "{url}: looked up");
         assert_eq!(fake.certificate_fetches(), 0, "{url} was fetched");
     }
     let listed = all_instructions(&app).await;
     assert_eq!(listed[0].state(), pb::InstructionState::Acknowledged);
 
+    // Within 30 s of the failure nothing is fetched, not even the
+    // discovery document, however good the certificate has become.
     fake.name_certificate_at(None);
+    let asked = fake.discoveries();
+    let response = callback_as(&app, reqwest::Method::POST, &body, Some(&fake.sign(&body))).await;
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(fake.discoveries(), asked, "nothing fetched");
+    clock.advance(Duration::from_secs(31));
     assert_eq!(
         callback(&app, &body, Some(&fake.sign(&body))).await,
         (202, String::new())

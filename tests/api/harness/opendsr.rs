@@ -39,6 +39,8 @@ struct Inner {
     certificate_at: Option<String>,
     /// GETs of its certificate.
     certificate_fetches: usize,
+    /// GETs of its discovery document.
+    discoveries: usize,
     /// How long it takes to answer a POST or a status GET (a slow
     /// processor).
     slowness: std::time::Duration,
@@ -88,6 +90,7 @@ impl FakeOpenDsr {
                 failing_polls: 0,
                 certificate_at: None,
                 certificate_fetches: 0,
+                discoveries: 0,
                 slowness: std::time::Duration::ZERO,
             })),
             calls: watch::Sender::new(0),
@@ -121,6 +124,11 @@ impl FakeOpenDsr {
     /// Answers each POST and status GET `slowness` after it came.
     pub fn answer_after(&self, slowness: std::time::Duration) {
         self.inner.lock().unwrap().slowness = slowness;
+    }
+
+    /// How many times its discovery document was fetched.
+    pub fn discoveries(&self) -> usize {
+        self.inner.lock().unwrap().discoveries
     }
 
     /// How many times its certificate was fetched.
@@ -285,7 +293,11 @@ async fn cancel(State(fake): State<FakeOpenDsr>, Path(id): Path<String>) -> Resp
 }
 
 async fn discovery(State(fake): State<FakeOpenDsr>) -> Response {
-    let certificate = fake.inner.lock().unwrap().certificate_at.clone();
+    let certificate = {
+        let mut inner = fake.inner.lock().unwrap();
+        inner.discoveries += 1;
+        inner.certificate_at.clone()
+    };
     axum::Json(serde_json::json!({
         "api_version": "2.0",
         "supported_identities": [{"identity_type": "email", "identity_format": "raw"}],
