@@ -340,6 +340,11 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
+        // In the order of their ids, as every transaction locks rows (see
+        // `super::transition`): the update alone would lock them in the
+        // order it finds them.
+        let ids = updates.iter().map(|(id, _, _)| id.clone()).collect();
+        super::aftermath::lock_rows(&mut tx, self.backend, table, ids).await?;
         let mut sql = Sql::new(self.backend, "with v as (");
         sql.select_rows(
             &[("id", Col::Text), ("old", Col::Text), ("new", Col::Text)],
