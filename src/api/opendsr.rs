@@ -132,12 +132,11 @@ impl OpenDsrCallbacks {
             .find_map(|h| headers.get(*h))
             .and_then(|v| v.to_str().ok());
         if let Err(refused) = self.keys.verify(id, url, tls, signature, body).await {
-            match &refused {
-                Refused::NoCertificate(detail) => tracing::warn!(
-                    processor_id = %id, why = %refused, %detail, "OpenDSR callback refused"
-                ),
-                _ => tracing::warn!(processor_id = %id, why = %refused, "OpenDSR callback refused"),
-            }
+            let detail = match &refused {
+                Refused::NoCertificate(detail) => detail.as_str(),
+                _ => "",
+            };
+            tracing::warn!(processor_id = %id, why = %refused, detail, "OpenDSR callback refused");
             let why = refused.to_string();
             let (status, counted) = match &refused {
                 Refused::Unsigned => (tonic::Status::unauthenticated(why), "unsigned"),

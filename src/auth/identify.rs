@@ -192,9 +192,7 @@ impl Authenticator {
         }
         Ok(None)
     }
-}
 
-impl Authenticator {
     /// The principal a static token names in the auth file as last read,
     /// given by its digest ([`super::config::token_digest`]): what a long
     /// call opened with a static token keeps instead of the token.
@@ -203,11 +201,6 @@ impl Authenticator {
             Some(principal) => Ok(Caller::Principal(principal.clone())),
             None => Err(Status::unauthenticated("unknown token")),
         }
-    }
-
-    /// Whether `token` is a static token of the auth file as last read.
-    pub fn is_static_token(&self, token: &str) -> bool {
-        self.current().config.token(token).is_some()
     }
 }
 

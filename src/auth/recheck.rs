@@ -91,11 +91,14 @@ impl Recheck {
                 .map(|not_after| not_after + 1),
             (None, None) => None,
         };
-        let authorization = authorization.map(|header| match bearer(&header) {
-            Some(token) if auth.is_static_token(token) => Kept::StaticToken {
-                digest: token_digest(token),
-            },
-            _ => Kept::Header(header),
+        let authorization = authorization.map(|header| {
+            let digest = bearer(&header).map(token_digest);
+            match digest {
+                Some(digest) if auth.identify_token_digest(&digest).is_ok() => {
+                    Kept::StaticToken { digest }
+                }
+                _ => Kept::Header(header),
+            }
         });
         Self {
             auth,
@@ -120,16 +123,8 @@ impl Recheck {
         }
         let caller = match &self.authorization {
             Some(Kept::StaticToken { digest }) => Some(self.auth.identify_token_digest(digest)?),
-            kept => {
-                let credentials = Credentials {
-                    authorization: match kept {
-                        Some(Kept::Header(header)) => Some(header),
-                        _ => None,
-                    },
-                    tls: self.tls.as_ref(),
-                };
-                self.auth.identify(credentials).await?
-            }
+            Some(Kept::Header(header)) => self.identify(Some(header)).await?,
+            None => self.identify(None).await?,
         };
         match policy::decide(self.allowed, caller.as_ref(), self.auth.is_open()) {
             Decision::Allow => {}
@@ -158,6 +153,17 @@ impl Recheck {
                 Ok(())
             }
         }
+    }
+}
+
+impl Recheck {
+    /// The caller `authorization` and the call's TLS prove now.
+    async fn identify(&self, authorization: Option<&str>) -> Result<Option<Caller>, Status> {
+        let credentials = Credentials {
+            authorization,
+            tls: self.tls.as_ref(),
+        };
+        self.auth.identify(credentials).await
     }
 }
 

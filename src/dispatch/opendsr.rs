@@ -262,9 +262,9 @@ impl CallbackKeys {
         }
         let failed = self.failed.lock().expect("keys lock").get(&key_of).copied();
         if failed.is_some_and(|at| within(&at, REFETCH_AFTER)) {
-            return Err(Refused::NoCertificate(
-                "its last fetch failed less than 30 s ago".to_string(),
-            ));
+            return Err(Refused::NoCertificate(format!(
+                "its last fetch failed less than {REFETCH_AFTER:?} ago"
+            )));
         }
         let key = match self.fetch(url, tls).await {
             Ok(key) => key,
