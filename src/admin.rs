@@ -27,13 +27,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Connected;
 
 use crate::auth::identify::bearer;
 use crate::clock::Clock;
@@ -41,7 +38,11 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::store::Store;
 use crate::telemetry::Metrics;
-use crate::tls::server::{ServerTls, TlsConn};
+use crate::tls::server::ServerTls;
+
+pub mod connections;
+
+pub use connections::AdminLimits;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -65,6 +66,7 @@ pub struct AdminListener {
     addr: SocketAddr,
     tls: Option<Arc<ServerTls>>,
     metrics_token: Option<Arc<PathBuf>>,
+    limits: AdminLimits,
 }
 
 impl AdminListener {
@@ -96,7 +98,13 @@ impl AdminListener {
             tcp,
             tls,
             metrics_token: config.metrics_token_file.clone().map(Arc::new),
+            limits: AdminLimits::default(),
         })
+    }
+
+    /// The same listener, its connections held within `limits`.
+    pub fn with_limits(self, limits: AdminLimits) -> Self {
+        Self { limits, ..self }
     }
 
     /// The bound address (useful with port 0).
@@ -118,6 +126,7 @@ pub async fn serve(
     reload_interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let limits = listener.limits;
     let token = listener.metrics_token;
     let app = Router::new()
         .route(
@@ -127,65 +136,49 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state);
-    let served = match listener.tls {
+    match listener.tls {
         Some(tls) => {
-            let conns = TlsListener {
-                conns: tls.clone().incoming(listener.tcp, shutdown.clone()),
-                addr: listener.addr,
-            };
+            // Only the connections whose handshake succeeded; the stream
+            // ends when the accepting task stops at shutdown.
+            let conns = tls
+                .clone()
+                .incoming(listener.tcp, shutdown.clone())
+                .filter_map(|conn| conn.ok());
             // The certificate is read again while the listener serves,
             // and both stop at shutdown.
             let reloading = tls.reloader(reload_interval, shutdown.clone());
-            let serving =
-                axum::serve(conns, app).with_graceful_shutdown(shutdown.cancelled_owned());
-            tokio::join!(reloading, serving).1
+            let serving = connections::serve(conns, app, limits, shutdown);
+            tokio::join!(reloading, serving);
         }
         None => {
-            // As on the gRPC listener: a response written in pieces is not
-            // held back by Nagle's algorithm waiting for the scraper's
-            // acknowledgement.
-            let tcp = listener.tcp.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
+            let conns = futures::stream::unfold(listener.tcp, |tcp| async move {
+                let conn = accept(&tcp).await;
+                Some((conn, tcp))
+            });
+            connections::serve(conns, app, limits, shutdown).await;
+        }
+    }
+}
+
+/// The next plaintext connection. As on the gRPC listener, a response
+/// written in pieces is not held back by Nagle's algorithm waiting for the
+/// scraper's acknowledgement.
+async fn accept(tcp: &TcpListener) -> TcpStream {
+    loop {
+        match tcp.accept().await {
+            Ok((conn, _)) => {
+                if let Err(e) = conn.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY on an admin connection");
                 }
-            });
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-    };
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the admin listener failed");
-    }
-}
-
-/// The connections whose TLS handshake succeeded, for `axum::serve`.
-struct TlsListener {
-    conns: ReceiverStream<std::io::Result<TlsConn>>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsConn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TlsConn, SocketAddr) {
-        loop {
-            match self.conns.next().await {
-                Some(Ok(conn)) => {
-                    let remote = conn.connect_info().remote;
-                    return (conn, remote);
-                }
-                Some(Err(_)) => continue,
-                // The accepting task stopped: shutdown is under way, and
-                // the graceful shutdown ends the serving.
-                None => std::future::pending().await,
+                return conn;
+            }
+            // Out of descriptors, or a connection reset before it was
+            // taken: the next try is a moment away, not a busy loop.
+            Err(e) => {
+                tracing::warn!(error = %e, "the admin listener cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.addr)
     }
 }
 

@@ -199,7 +199,9 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let admin = AdminListener::bind(config).await?;
+        let admin = AdminListener::bind(config)
+            .await?
+            .with_limits(options.admin_limits);
         let (recorder, recorder_task) = Recorder::new(store.clone(), options.clock.clone());
         let dispatcher = Dispatcher::new(
             store.clone(),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::admin::AdminLimits;
 use crate::clock::{Clock, SystemClock};
 use crate::dispatch::adapter::Adapter;
 use crate::dispatch::lookup::{Lookup, Resolver};
@@ -26,6 +27,8 @@ pub struct Options {
     /// Where processors' host names resolve, for registration and for
     /// every connection to them (`None`: the system's resolver).
     pub resolver: Option<Arc<dyn Resolver>>,
+    /// Bounds on the admin listener's connections.
+    pub admin_limits: AdminLimits,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
             run_protection: true,
             adapter: None,
             resolver: None,
+            admin_limits: AdminLimits::default(),
         }
     }
 }

@@ -4,8 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::time::Duration;
+
+use dsr_orchestrator::admin::AdminLimits;
 use dsr_orchestrator::pb;
+use dsr_orchestrator::startup::Options;
 use sqlx::Executor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 use crate::backends;
@@ -16,6 +21,7 @@ backends!(
     metrics_follow_a_fan_out_with_failures,
     a_request_closed_at_intake_is_counted,
     open_requests_are_counted_by_time_left,
+    an_admin_connection_without_a_request_gives_its_place_back,
 );
 postgres_only!(readiness_follows_the_database,);
 
@@ -421,5 +427,54 @@ async fn readiness_follows_the_database(db: TestDb) {
         .unwrap();
     assert_eq!(app.admin_get("/readyz").await, (200, "ready\n".to_string()));
     admin.close().await;
+    app.stop().await;
+}
+
+/// The admin listener holds a bounded number of connections, and one that
+/// trickles a request head in is cut off after the header timeout, so a
+/// probe waiting behind it is answered.
+async fn an_admin_connection_without_a_request_gives_its_place_back(db: TestDb) {
+    let options = Options {
+        admin_limits: AdminLimits {
+            connections: 1,
+            header_timeout: Duration::from_secs(3),
+        },
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    // The one place, held by half a request head.
+    let mut held = tokio::net::TcpStream::connect(app.admin)
+        .await
+        .expect("admin listener");
+    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n")
+        .await
+        .expect("half a head");
+    let probe = tokio::spawn({
+        let addr = app.admin;
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            crate::harness::app::http_get(stream, &addr.to_string(), "/healthz", None).await
+        }
+    });
+    // Behind the held connection, the probe waits...
+    let mut probe = std::pin::pin!(probe);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), probe.as_mut())
+            .await
+            .is_err(),
+        "a connection beyond the limit waits for a place"
+    );
+    // ...until the header timeout closes the held one.
+    let answered = tokio::time::timeout(Duration::from_secs(30), probe)
+        .await
+        .expect("the probe is answered once the held connection is cut off")
+        .expect("probe task");
+    assert_eq!(answered.map(|(status, _)| status), Some(200));
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), held.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the server closed the connection that sent no whole head"
+    );
     app.stop().await;
 }
