@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminListener, AdminState};
+use crate::api::in_flight::InFlightLayer;
 use crate::api::limits::{LimitLayer, LimitSettings, WatchLimits};
 use crate::api::opendsr::OpenDsrCallbacks;
 use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
@@ -372,7 +373,11 @@ impl Application {
                 metrics: metrics.clone(),
             },
         };
-        let layers = (AuthLayer::new(auth), LimitLayer::new(limits));
+        let layers = (
+            InFlightLayer::new(limits.calls_in_flight),
+            AuthLayer::new(auth),
+            LimitLayer::new(limits),
+        );
         let served = serve(listener, tls, layers, transport, services, shutdown).await;
         tracing::info!("gRPC server stopped; stopping the background tasks");
         tasks.stop().await;

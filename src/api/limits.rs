@@ -1,9 +1,8 @@
 //! Bounds on what callers may ask at once, so one caller (or a flood of
 //! them) cannot starve the others or the server itself:
 //!
-//! - **calls in flight**, all callers together (`--max-calls-in-flight`):
-//!   beyond it a call is answered `RESOURCE_EXHAUSTED` at once rather than
-//!   queued behind the others;
+//! - **calls in flight**, all callers together (`--max-calls-in-flight`),
+//!   counted before the caller is identified ([`super::in_flight`]);
 //! - **a rate per caller** (`--rate-limit` calls per second, bursts of
 //!   `--rate-burst`), a token bucket per principal, per processor, and one
 //!   for anonymous callers: beyond it `RESOURCE_EXHAUSTED` with a
@@ -19,7 +18,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -53,9 +51,27 @@ pub struct LimitLayer {
 
 struct Shared {
     settings: LimitSettings,
-    in_flight: AtomicUsize,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
 }
+
+/// The callers' buckets, by key.
+#[derive(Default)]
+struct Buckets {
+    by_key: HashMap<String, Bucket>,
+    /// When the buckets of callers gone quiet were last dropped.
+    pruned: Option<Instant>,
+}
+
+/// Most buckets kept: the callers are principals and processors, a
+/// bounded set, but the keys of OpenDSR callbacks come from unproven
+/// paths. Beyond it new keys share [`OVERFLOW`].
+const MAX_BUCKETS: usize = 10_000;
+
+/// The bucket of the keys beyond [`MAX_BUCKETS`].
+const OVERFLOW: &str = "";
+
+/// A bucket not touched for this long is full again, and is dropped.
+const QUIET: Duration = Duration::from_secs(60);
 
 /// A caller's token bucket.
 struct Bucket {
@@ -69,7 +85,6 @@ impl LimitLayer {
         Self {
             state: Arc::new(Shared {
                 settings,
-                in_flight: AtomicUsize::new(0),
                 buckets: Mutex::default(),
             }),
         }
@@ -99,7 +114,23 @@ impl Shared {
         let LimitSettings { rate, burst, .. } = self.settings;
         let mut buckets = self.buckets.lock().expect("rate buckets lock");
         let now = Instant::now();
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+        let Buckets { by_key, pruned } = &mut *buckets;
+        // Buckets of callers gone quiet are dropped when the map is full
+        // (at most once a second), so it stays the size of the active
+        // callers.
+        if by_key.len() >= MAX_BUCKETS
+            && !by_key.contains_key(key)
+            && pruned.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            by_key.retain(|_, b| now.duration_since(b.at) < QUIET);
+            *pruned = Some(now);
+        }
+        let key = if by_key.len() < MAX_BUCKETS || by_key.contains_key(key) {
+            key
+        } else {
+            OVERFLOW
+        };
+        let bucket = by_key.entry(key.to_string()).or_insert(Bucket {
             tokens: burst,
             at: now,
         });
@@ -110,26 +141,12 @@ impl Shared {
             bucket.tokens -= 1.0;
             return Ok(());
         }
-        // Buckets of callers gone quiet are dropped now and then, so the
-        // map stays the size of the active callers.
-        if buckets.len() > 10_000 {
-            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(60));
-        }
-        Err(Duration::from_secs_f64((1.0 - buckets[key].tokens) / rate))
-    }
-}
-
-/// Counts a call in flight until dropped.
-struct InFlight(Arc<Shared>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
     }
 }
 
 /// `RESOURCE_EXHAUSTED`, with when to try again if known.
-fn exhausted(message: &str, retry_after: Option<Duration>) -> Status {
+pub(super) fn exhausted(message: &str, retry_after: Option<Duration>) -> Status {
     let mut details = ErrorDetails::new();
     if let Some(after) = retry_after {
         details.set_retry_info(Some(after));
@@ -140,6 +157,17 @@ fn exhausted(message: &str, retry_after: Option<Duration>) -> Status {
 /// The rate limit's key for `caller`.
 fn key(caller: &Caller) -> String {
     caller.actor().to_string()
+}
+
+/// The rate limit's key for a call with no caller at this layer: an
+/// OpenDSR callback, which its signature proves later, has the bucket of
+/// the processor its path names, so that one processor's callbacks do not
+/// use up another's; any other is anonymous.
+fn anonymous_key(path: &str) -> String {
+    match path.strip_prefix(crate::auth::policy::OPENDSR_CALLBACK_PREFIX) {
+        Some(rest) => format!("opendsr {}", rest.split('/').next().unwrap_or_default()),
+        None => key(&Caller::Anonymous),
+    }
 }
 
 impl<S, B> Service<http::Request<B>> for Limit<S>
@@ -167,22 +195,11 @@ where
         }
         let state = self.state.clone();
         let settings = state.settings;
-        if state.in_flight.fetch_add(1, Ordering::Relaxed) >= settings.calls_in_flight {
-            state.in_flight.fetch_sub(1, Ordering::Relaxed);
-            let status = exhausted(
-                "the server has too many calls in progress; retry shortly",
-                Some(Duration::from_millis(100)),
-            );
-            return Box::pin(async move { Ok(refusal(&req, status)) });
-        }
-        let in_flight = InFlight(state.clone());
-        let caller = req
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or(Caller::Anonymous);
-        if let Err(after) = state.take(&key(&caller)) {
-            drop(in_flight);
+        let key = match req.extensions().get::<Caller>() {
+            Some(caller) => key(caller),
+            None => anonymous_key(req.uri().path()),
+        };
+        if let Err(after) = state.take(&key) {
             let status = exhausted(
                 &format!(
                     "the caller's rate limit ({} calls/s) is reached; retry after {} ms",
@@ -193,11 +210,7 @@ where
             );
             return Box::pin(async move { Ok(refusal(&req, status)) });
         }
-        Box::pin(async move {
-            let response = inner.call(req).await;
-            drop(in_flight);
-            response
-        })
+        Box::pin(inner.call(req))
     }
 }
 
@@ -266,7 +279,10 @@ impl WatchLimits {
 
 /// A refusal in the form the caller reads: JSON for the HTTP callback
 /// API, a gRPC status otherwise.
-fn refusal<B>(req: &http::Request<B>, status: Status) -> http::Response<tonic::body::Body> {
+pub(super) fn refusal<B>(
+    req: &http::Request<B>,
+    status: Status,
+) -> http::Response<tonic::body::Body> {
     if req.uri().path().starts_with(super::http::PREFIX) {
         super::http::error_response(&status).map(tonic::body::Body::new)
     } else {
@@ -303,6 +319,38 @@ mod tests {
             layer.state.take("b").is_ok(),
             "another caller is not held up"
         );
+    }
+
+    #[test]
+    fn opendsr_callbacks_have_a_bucket_per_processor() {
+        assert_eq!(
+            anonymous_key("/opendsr/callbacks/vendor"),
+            anonymous_key("/opendsr/callbacks/vendor/")
+        );
+        assert_ne!(
+            anonymous_key("/opendsr/callbacks/vendor"),
+            anonymous_key("/opendsr/callbacks/other")
+        );
+        assert_ne!(
+            anonymous_key("/opendsr/callbacks/vendor"),
+            anonymous_key("/v1/instructions/x/complete")
+        );
+    }
+
+    #[test]
+    fn keys_beyond_the_most_kept_share_one_bucket() {
+        let layer = LimitLayer::new(settings());
+        for i in 0..MAX_BUCKETS {
+            assert!(layer.state.take(&i.to_string()).is_ok());
+        }
+        // All active: a new key is not kept on its own...
+        for _ in 0..3 {
+            assert!(layer.state.take("new").is_ok());
+        }
+        assert!(layer.state.take("another").is_err(), "one shared bucket");
+        let buckets = layer.state.buckets.lock().unwrap();
+        assert_eq!(buckets.by_key.len(), MAX_BUCKETS + 1);
+        assert!(!buckets.by_key.contains_key("new"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod access_report;
 pub mod error;
 mod export;
 pub mod http;
+pub mod in_flight;
 mod instruction_list;
 mod instruction_service;
 pub mod limits;

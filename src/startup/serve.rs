@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::api::in_flight::InFlightLayer;
 use crate::api::limits::LimitLayer;
 use crate::api::opendsr::OpenDsrCallbacks;
 use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
@@ -39,7 +40,7 @@ pub(super) struct Services {
 pub(super) async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
-    (auth, limits): (AuthLayer, LimitLayer),
+    (in_flight, auth, limits): (InFlightLayer, AuthLayer, LimitLayer),
     transport: Transport,
     services: Services,
     shutdown: CancellationToken,
@@ -88,6 +89,9 @@ pub(super) async fn serve(
         // One span per RPC, continuing the caller's W3C trace; outermost,
         // so everything below (health and reflection too) runs inside it.
         .layer(RpcTraceLayer)
+        // How many calls at once, whoever makes them: before the
+        // credentials are checked, so refused ones are bounded too.
+        .layer(in_flight)
         // Who is calling, and may they: before any service sees the call.
         .layer(auth)
         // How much may they ask: by caller, so it comes after who.

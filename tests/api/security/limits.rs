@@ -1,6 +1,7 @@
 //! Bounds on what callers may ask: a flood from one caller is held to its
 //! rate without starving another; open watch streams are counted per
-//! caller; a message larger than the transport takes, or a result larger
+//! caller; a streamed response counts among the calls in flight until it
+//! ends; a message larger than the transport takes, or a result larger
 //! than the domain takes, is a clear refusal and stores nothing.
 
 use dsr_orchestrator::auth::Role;
@@ -16,7 +17,8 @@ use crate::harness::*;
 backends!(
     a_flood_from_one_caller_does_not_starve_another,
     watch_streams_are_bounded_per_caller,
-    oversized_input_is_refused_clearly
+    oversized_input_is_refused_clearly,
+    a_streamed_report_counts_among_calls_in_flight_until_it_ends
 );
 
 async fn a_flood_from_one_caller_does_not_starve_another(db: TestDb) {
@@ -174,5 +176,93 @@ async fn oversized_input_is_refused_clearly(db: TestDb) {
             .all(|i| i.state() != pb::InstructionState::Completed),
         "nothing stored"
     );
+    app.stop().await;
+}
+
+/// A report streamed to a reader who does not read on holds its place
+/// among the calls in flight until the stream ends, not just until its
+/// first part is sent.
+async fn a_streamed_report_counts_among_calls_in_flight_until_it_ends(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.max_calls_in_flight = 1;
+    })
+    .await;
+    let processor = FakeProcessor::start(Reply::Accepted).await;
+    let token = register(&app, push_processor("crm", &processor.endpoint())).await;
+    let req = submit(
+        &app,
+        access("streamed@example.com", pb::AccessScope::SpecificPieces),
+    )
+    .await;
+    let id = req.instructions[0].instruction_id.clone();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    // About 4 MB of records: far more than the transport sends ahead of a
+    // reader who stopped.
+    let chunks: Vec<_> = (0..10u32)
+        .map(|c| pb::UploadDataRecordsRequest {
+            instruction_id: id.clone(),
+            chunk_index: c,
+            records: (0..1000)
+                .map(|i| pb::DataRecord {
+                    category: "internet_activity".into(),
+                    value: format!("{c}-{i} {}", "v".repeat(400)),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .collect();
+    app.instructions
+        .clone()
+        .upload_data_records(authed(&token, tokio_stream::iter(chunks)))
+        .await
+        .expect("uploaded");
+    app.instructions
+        .clone()
+        .complete_instruction(authed(
+            &token,
+            pb::CompleteInstructionRequest {
+                instruction_id: id.clone(),
+                result: Some(pb::InstructionResult {
+                    outcome: pb::Outcome::Completed as i32,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("completed");
+    watch_to_end(&app.requests, &req.request_id).await;
+
+    let mut stream = app
+        .requests
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest {
+            request_id: req.request_id.clone(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    stream.message().await.expect("first part").expect("a part");
+    let list = || {
+        let mut client = app.requests.clone();
+        async move {
+            client
+                .list_requests(pb::ListRequestsRequest::default())
+                .await
+        }
+    };
+    let refused = list().await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // The reader hangs up: the server notices when the stream is reset,
+    // and the place is free again (waited for, bounded).
+    drop(stream);
+    let mut served = false;
+    for _ in 0..200 {
+        if list().await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(served, "an ended stream gives its place back");
     app.stop().await;
 }

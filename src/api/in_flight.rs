@@ -1,0 +1,148 @@
+//! The bound on calls in flight, all callers together
+//! (`--max-calls-in-flight`): beyond it a call is answered
+//! `RESOURCE_EXHAUSTED` at once rather than queued behind the others. It
+//! sits outside authentication, so that calls whose credentials are
+//! refused are bounded too: checking a processor's callback token asks the
+//! database, and a flood of made-up tokens must not ask it without limit.
+//!
+//! A call counts until its response body has been sent or dropped, so a
+//! streamed access report or export counts for as long as it streams.
+//! `WatchRequest` streams, which stay open for days, count only until they
+//! open: their own limit ([`super::limits::WatchLimits`]) bounds them.
+//! Health checks are exempt, so probes keep answering under load.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{Layer, Service};
+
+use super::limits::{exhausted, refusal};
+
+/// The method whose streams count only until they open.
+const WATCH_REQUEST: &str = "/dsr.v1.RequestService/WatchRequest";
+
+/// Wraps services in [`InFlightLimit`].
+#[derive(Clone)]
+pub struct InFlightLayer {
+    limit: usize,
+    count: Arc<AtomicUsize>,
+}
+
+impl InFlightLayer {
+    /// At most `limit` calls in flight.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            count: Arc::default(),
+        }
+    }
+}
+
+impl<S> Layer<S> for InFlightLayer {
+    type Service = InFlightLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        InFlightLimit {
+            inner,
+            limit: self.limit,
+            count: self.count.clone(),
+        }
+    }
+}
+
+/// A service that takes a call only while fewer than its limit are in
+/// flight.
+#[derive(Clone)]
+pub struct InFlightLimit<S> {
+    inner: S,
+    limit: usize,
+    count: Arc<AtomicUsize>,
+}
+
+/// One call in flight, counted until dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its call's place until it ends or is
+/// dropped.
+struct CountedBody {
+    body: tonic::body::Body,
+    _counted: Counted,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = <tonic::body::Body as http_body::Body>::Data;
+    type Error = <tonic::body::Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for InFlightLimit<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = req.uri().path();
+        if path.starts_with("/grpc.health.v1.Health/") {
+            return Box::pin(inner.call(req));
+        }
+        if self.count.fetch_add(1, Ordering::Relaxed) >= self.limit {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            let status = exhausted(
+                "the server has too many calls in progress; retry shortly",
+                Some(Duration::from_millis(100)),
+            );
+            return Box::pin(async move { Ok(refusal(&req, status)) });
+        }
+        let counted = Counted(self.count.clone());
+        let whole_body = path != WATCH_REQUEST;
+        Box::pin(async move {
+            let response = inner.call(req).await?;
+            if !whole_body {
+                return Ok(response);
+            }
+            Ok(response.map(|body| {
+                tonic::body::Body::new(CountedBody {
+                    body,
+                    _counted: counted,
+                })
+            }))
+        })
+    }
+}
