@@ -199,15 +199,18 @@ const REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// and base URL and fetched again hourly, or when a signature fails to
 /// verify (at most every 30 s). A fetch that failed is not tried again for
 /// 30 s either: anyone may post a callback with some signature, and each
-/// would otherwise make the server call the processor twice. The fetches
+/// would otherwise make the server call the processor twice. Callbacks
+/// that need a fetch at once wait for one, not one each. The fetches
 /// connect where the lookup allows, as deliveries do; the certificate's
 /// URL, which no registration checked, is checked by the registration's
 /// rules first.
 pub struct CallbackKeys {
     clients: HttpClients,
-    keys: Mutex<HashMap<(ProcessorId, String), Kept>>,
+    keys: Mutex<HashMap<KeyOf, Kept>>,
     /// When a fetch last failed, per processor and base URL.
-    failed: Mutex<HashMap<(ProcessorId, String), Timestamp>>,
+    failed: Mutex<HashMap<KeyOf, Timestamp>>,
+    /// Held while a fetch runs, per processor and base URL.
+    fetching: Mutex<HashMap<KeyOf, Arc<tokio::sync::Mutex<()>>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -219,6 +222,7 @@ impl CallbackKeys {
             clients: HttpClients::new(lookup),
             keys: Mutex::default(),
             failed: Mutex::default(),
+            fetching: Mutex::default(),
             clock,
         }
     }
@@ -226,6 +230,9 @@ impl CallbackKeys {
 
 /// A processor's key (PKCS#1 DER) and when it was fetched.
 type Kept = (Vec<u8>, Timestamp);
+
+/// Whose key: the processor and its base URL.
+type KeyOf = (ProcessorId, String);
 
 impl CallbackKeys {
     /// Checks that `signature` (the header's value, base64) is the
@@ -244,28 +251,27 @@ impl CallbackKeys {
             .decode(signature.trim())
             .map_err(|_| Refused::BadSignature)?;
         let key_of = (processor.clone(), url.to_string());
-        let kept = self.keys.lock().expect("keys lock").get(&key_of).cloned();
         let verifies = |key: &[u8]| {
             UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key)
                 .verify(body, &signature)
                 .is_ok()
         };
+        if let Some(decided) = self.without_fetch(&key_of, verifies) {
+            return decided;
+        }
+        let gate = self
+            .fetching
+            .lock()
+            .expect("keys lock")
+            .entry(key_of.clone())
+            .or_default()
+            .clone();
+        let _fetching = gate.lock().await;
+        // A fetch that ended while this call waited decides it as well.
+        if let Some(decided) = self.without_fetch(&key_of, verifies) {
+            return decided;
+        }
         let now = self.clock.now();
-        let within = |at: &Timestamp, span: Duration| (now - *at).to_std().is_ok_and(|d| d < span);
-        if let Some((key, at)) = &kept {
-            if verifies(key) && within(at, KEY_TTL) {
-                return Ok(());
-            }
-            if within(at, REFETCH_AFTER) {
-                return Err(Refused::BadSignature);
-            }
-        }
-        let failed = self.failed.lock().expect("keys lock").get(&key_of).copied();
-        if failed.is_some_and(|at| within(&at, REFETCH_AFTER)) {
-            return Err(Refused::NoCertificate(format!(
-                "its last fetch failed less than {REFETCH_AFTER:?} ago"
-            )));
-        }
         let key = match self.fetch(url, tls).await {
             Ok(key) => key,
             Err(why) => {
@@ -284,6 +290,33 @@ impl CallbackKeys {
         } else {
             Err(Refused::BadSignature)
         }
+    }
+
+    /// The answer the key kept for `key_of`, or its last failed fetch,
+    /// gives without fetching: `None` when a fetch is due.
+    fn without_fetch(
+        &self,
+        key_of: &KeyOf,
+        verifies: impl Fn(&[u8]) -> bool,
+    ) -> Option<Result<(), Refused>> {
+        let now = self.clock.now();
+        let within = |at: &Timestamp, span: Duration| (now - *at).to_std().is_ok_and(|d| d < span);
+        let kept = self.keys.lock().expect("keys lock").get(key_of).cloned();
+        if let Some((key, at)) = &kept {
+            if verifies(key) && within(at, KEY_TTL) {
+                return Some(Ok(()));
+            }
+            if within(at, REFETCH_AFTER) {
+                return Some(Err(Refused::BadSignature));
+            }
+        }
+        let failed = self.failed.lock().expect("keys lock").get(key_of).copied();
+        if failed.is_some_and(|at| within(&at, REFETCH_AFTER)) {
+            return Some(Err(Refused::NoCertificate(format!(
+                "its last fetch failed less than {REFETCH_AFTER:?} ago"
+            ))));
+        }
+        None
     }
 
     /// The RSA public key (PKCS#1 DER) of the certificate the processor's

@@ -26,6 +26,7 @@ backends!(
     a_certificate_named_where_no_delivery_may_go_is_not_fetched,
     a_status_callback_after_a_cancel_does_not_stand_for_its_notice,
     a_delivery_ends_with_its_lease_however_many_calls_it_makes,
+    callbacks_at_once_fetch_the_certificate_once,
 );
 
 /// The orchestrator's public URL in these tests.
@@ -573,6 +574,38 @@ async fn a_certificate_named_where_no_delivery_may_go_is_not_fetched(db: TestDb)
         (202, String::new())
     );
     assert_eq!(fake.certificate_fetches(), 1);
+    watch_to_end(&app.requests, &req.request_id).await;
+    app.stop().await;
+}
+
+/// Callbacks that come together while no key is held wait for one fetch
+/// of the processor's certificate, not one each: forged ones as well,
+/// which its key then refuses.
+async fn callbacks_at_once_fetch_the_certificate_once(db: TestDb) {
+    let (app, fake) = with_vendor(&db, 3_600_000).await;
+    let req = submit(&app, deletion("opendsr-once@example.com")).await;
+    let id = req.instructions[0].instruction_id.clone();
+    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
+    // Slow enough that every callback comes while the first fetch runs.
+    fake.answer_discovery_after(Duration::from_millis(300));
+    let body = FakeOpenDsr::callback_body(&id, "completed");
+    let forged = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode([7u8; 256])
+    };
+    let answers =
+        futures::future::join_all((0..8).map(|_| callback(&app, &body, Some(&forged)))).await;
+    for answer in &answers {
+        assert_eq!(answer.0, 403, "{answers:?}");
+    }
+    assert_eq!(fake.discoveries(), 1, "one fetch for all of them");
+    assert_eq!(fake.certificate_fetches(), 1);
+    // The processor's own signature verifies with the key that fetch got.
+    assert_eq!(
+        callback(&app, &body, Some(&fake.sign(&body))).await,
+        (202, String::new())
+    );
+    assert_eq!(fake.discoveries(), 1);
     watch_to_end(&app.requests, &req.request_id).await;
     app.stop().await;
 }

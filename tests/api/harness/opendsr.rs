@@ -44,6 +44,8 @@ struct Inner {
     /// How long it takes to answer a POST or a status GET (a slow
     /// processor).
     slowness: std::time::Duration,
+    /// How long it takes to answer a GET of its discovery document.
+    discovery_slowness: std::time::Duration,
 }
 
 /// A running fake OpenDSR processor.
@@ -92,6 +94,7 @@ impl FakeOpenDsr {
                 certificate_fetches: 0,
                 discoveries: 0,
                 slowness: std::time::Duration::ZERO,
+                discovery_slowness: std::time::Duration::ZERO,
             })),
             calls: watch::Sender::new(0),
             key_path: Arc::new(key_path),
@@ -124,6 +127,12 @@ impl FakeOpenDsr {
     /// Answers each POST and status GET `slowness` after it came.
     pub fn answer_after(&self, slowness: std::time::Duration) {
         self.inner.lock().unwrap().slowness = slowness;
+    }
+
+    /// Answers each GET of its discovery document `slowness` after it
+    /// came.
+    pub fn answer_discovery_after(&self, slowness: std::time::Duration) {
+        self.inner.lock().unwrap().discovery_slowness = slowness;
     }
 
     /// How many times its discovery document was fetched.
@@ -293,11 +302,12 @@ async fn cancel(State(fake): State<FakeOpenDsr>, Path(id): Path<String>) -> Resp
 }
 
 async fn discovery(State(fake): State<FakeOpenDsr>) -> Response {
-    let certificate = {
+    let (certificate, slowness) = {
         let mut inner = fake.inner.lock().unwrap();
         inner.discoveries += 1;
-        inner.certificate_at.clone()
+        (inner.certificate_at.clone(), inner.discovery_slowness)
     };
+    tokio::time::sleep(slowness).await;
     axum::Json(serde_json::json!({
         "api_version": "2.0",
         "supported_identities": [{"identity_type": "email", "identity_format": "raw"}],
