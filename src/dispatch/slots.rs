@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Dispatcher;
 use super::concurrency::{AdaptiveLimit, CEILING, Ticket};
-use crate::domain::{Processor, Timestamp};
+use crate::domain::{MAX_IN_FLIGHT, Processor, Timestamp};
 use crate::in_progress::Counted;
 use crate::store::StoreError;
 
@@ -52,13 +52,20 @@ const YIELDING_SHARE: usize = 4;
 /// slow bursts down with it (see `docs/decisions/0003-intake-first.md`).
 pub const HELD_SLOTS: usize = 64;
 
+/// Permits of a processor's semaphore: as many as any limit allows.
+const PERMITS: usize = if MAX_IN_FLIGHT > CEILING {
+    MAX_IN_FLIGHT as usize
+} else {
+    CEILING as usize
+};
+
 /// A processor's delivery slots on this replica.
 pub(super) struct ProcessorSlots {
-    /// The processor's `max_in_flight` they were made for (`None`:
-    /// adaptive).
+    /// The processor's `max_in_flight` they follow (`None`: adaptive).
     made_for: Option<u32>,
-    /// One permit per delivery in flight, as many as `made_for` allows
-    /// (the adaptive [`CEILING`] when unset).
+    /// One permit per delivery in flight. It has [`PERMITS`], more than
+    /// any limit: the limit is applied when slots are reserved, so a
+    /// changed limit counts the deliveries already in flight.
     semaphore: Arc<Semaphore>,
     /// The adaptive limit, for a processor without a `max_in_flight`.
     adaptive: Option<AdaptiveLimit>,
@@ -71,14 +78,25 @@ impl ProcessorSlots {
     fn new(made_for: Option<u32>) -> Self {
         Self {
             made_for,
-            semaphore: Arc::new(Semaphore::new(made_for.unwrap_or(CEILING) as usize)),
+            semaphore: Arc::new(Semaphore::new(PERMITS)),
             adaptive: made_for.is_none().then(AdaptiveLimit::default),
             backlogged: true,
         }
     }
 
+    /// Follows a changed `max_in_flight`: a fixed limit holds from the
+    /// next reservation; a switch to the adaptive limit starts it afresh.
+    fn follow(&mut self, made_for: Option<u32>) {
+        if made_for.is_none() && self.adaptive.is_none() {
+            self.adaptive = Some(AdaptiveLimit::default());
+        } else if made_for.is_some() {
+            self.adaptive = None;
+        }
+        self.made_for = made_for;
+    }
+
     fn in_flight(&self) -> usize {
-        self.made_for.unwrap_or(CEILING) as usize - self.semaphore.available_permits()
+        PERMITS - self.semaphore.available_permits()
     }
 
     /// Deliveries that may be in flight now.
@@ -230,22 +248,29 @@ impl Dispatcher {
         slots
     }
 
-    /// `p`'s slots, made on first sight of it and again when its
-    /// `max_in_flight` changed, and the room left in them.
+    /// `p`'s slots, made on first sight of it and following its
+    /// `max_in_flight` when it changes, and the room left in them.
     fn slots_of(&self, p: &Processor) -> (Arc<Semaphore>, usize) {
         let mut map = self.per_processor.lock().expect("slots lock");
-        let current = map
-            .get(&p.spec.id)
-            .is_some_and(|e| e.made_for == p.spec.max_in_flight);
-        if !current {
-            // New, or its max_in_flight changed: new deliveries use the
-            // new limit; old permits drain from the old semaphore.
-            let slots = ProcessorSlots::new(p.spec.max_in_flight);
-            self.metrics
-                .delivery_limit(p.spec.id.as_str(), slots.limit());
-            map.insert(p.spec.id.clone(), slots);
-        }
-        let entry = &map[&p.spec.id];
+        let made_for = p.spec.max_in_flight;
+        let entry = match map.entry(p.spec.id.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) if e.get().made_for == made_for => {
+                e.into_mut()
+            }
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let entry = e.into_mut();
+                entry.follow(made_for);
+                self.metrics
+                    .delivery_limit(p.spec.id.as_str(), entry.limit());
+                entry
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let entry = e.insert(ProcessorSlots::new(made_for));
+                self.metrics
+                    .delivery_limit(p.spec.id.as_str(), entry.limit());
+                entry
+            }
+        };
         let room = (entry.limit() as usize).saturating_sub(entry.in_flight());
         (entry.semaphore.clone(), room)
     }

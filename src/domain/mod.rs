@@ -54,8 +54,8 @@ pub use outcome::{
     InstructionResult, MAX_DATA_RECORD_BYTES, MAX_DATA_RECORDS, Outcome, ResolvedBy, SubProcessor,
 };
 pub use processor::{
-    DeliveryLimits, MAX_ADAPTIVE_IN_FLIGHT, MAX_DELIVERIES_PER_SECOND, Processor, ProcessorSpec,
-    ProcessorStatus,
+    DeliveryLimits, MAX_ADAPTIVE_IN_FLIGHT, MAX_DELIVERIES_PER_SECOND, MAX_IN_FLIGHT, Processor,
+    ProcessorSpec, ProcessorStatus,
 };
 pub use record::{CompletionRecord, OverallOutcome, ProcessorLine, RecordFacts};
 pub use redact::{REDACTED, redact_identities};

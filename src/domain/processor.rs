@@ -60,6 +60,9 @@ pub struct ProcessorSpec {
 /// across every replica.
 pub const MAX_ADAPTIVE_IN_FLIGHT: u32 = 512;
 
+/// The largest `max_in_flight` a processor may be given.
+pub const MAX_IN_FLIGHT: u32 = 1000;
+
 /// The highest `max_deliveries_per_second` a processor may be given.
 pub const MAX_DELIVERIES_PER_SECOND: u32 = 100_000;
 
@@ -178,8 +181,11 @@ impl ProcessorSpec {
             v.add("max_reminders", "must be at most 20");
         }
         let max_in_flight = limits.max_in_flight;
-        if max_in_flight.is_some_and(|n| !(1..=1000).contains(&n)) {
-            v.add("max_in_flight", "must be between 1 and 1000");
+        if max_in_flight.is_some_and(|n| !(1..=MAX_IN_FLIGHT).contains(&n)) {
+            v.add(
+                "max_in_flight",
+                format!("must be between 1 and {MAX_IN_FLIGHT}"),
+            );
         }
         let max_deliveries_per_second = limits.max_deliveries_per_second;
         if max_deliveries_per_second > MAX_DELIVERIES_PER_SECOND {

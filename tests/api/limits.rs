@@ -27,7 +27,8 @@ backends!(
     non_retryable_errors_escalate_at_once,
     slots_waiting_for_answers_do_not_delay_a_refill,
     a_pull_processors_expired_lease_does_not_end_the_hold,
-    held_passes_go_on_as_their_calls_start
+    held_passes_go_on_as_their_calls_start,
+    a_lower_max_in_flight_counts_the_deliveries_already_in_flight
 );
 
 fn one_pass_at_a_time() -> Options {
@@ -544,5 +545,30 @@ async fn held_passes_go_on_as_their_calls_start(db: TestDb) {
     );
     drop(queue);
     slow.release();
+    app.stop().await;
+}
+
+/// A processor's `max_in_flight` lowered while deliveries to it are in
+/// flight counts them: no pass starts another until they are fewer than
+/// the new limit.
+async fn a_lower_max_in_flight_counts_the_deliveries_already_in_flight(db: TestDb) {
+    let app = TestApp::spawn_with(&db, one_pass_at_a_time(), |c| c.max_in_flight = 100).await;
+    let slow = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    slow.script(vec![Reply::Hang; 4]);
+    let mut vendor = patient_push_processor("slow", &slow.endpoint());
+    vendor.max_in_flight = 4;
+    register(&app, vendor).await;
+    for n in 0..8 {
+        submit(&app, deletion(&format!("lowered{n}@example.com"))).await;
+    }
+    let first = app.spawn_pass();
+    slow.wait_for_calls(4).await;
+    set_max_in_flight(&app, "slow", &slow, 2).await;
+    // Four in flight, above the new limit of two: nothing starts.
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
+    slow.release();
+    assert_eq!(first.await.unwrap(), 4);
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 2);
+    assert_eq!(slow.deliveries().len(), 6);
     app.stop().await;
 }
