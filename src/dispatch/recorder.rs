@@ -9,6 +9,10 @@
 //! the whole batch. A result still queued when the process dies is simply
 //! lost with it: the lease expires and the instruction is redelivered with
 //! the same id, exactly as if the delivery itself had been cut short.
+//! A batch the database refuses for good (not a deadlock or a lost
+//! connection, which are retried) is written again one result at a time,
+//! so that one result it cannot take does not send the others of its
+//! batch back to their processors.
 //!
 //! On PostgreSQL on a machine with cores to spare, more than one batch is
 //! written at once ([`Store::batch_writers`]), each on its own
@@ -101,28 +105,64 @@ impl RecorderTask {
     }
 }
 
-/// Writes one batch, retrying transient failures; `None` if it could not.
+/// Writes one batch, and its results one by one if the database refuses
+/// the batch for good; the ids of the results applied (`None`: none was
+/// written).
 async fn write(
     store: &Store,
     clock: &dyn Clock,
     batch: &[Pending],
 ) -> Option<Vec<crate::domain::InstructionId>> {
-    for attempt in 1..=MAX_TRIES {
-        let reports = batch.iter().map(|p| p.report.clone()).collect();
-        match store.record_deliveries(reports, clock.now()).await {
-            Ok(changed) => return Some(changed.into_iter().map(|v| v.id).collect()),
-            Err(e) if attempt < MAX_TRIES && e.is_transient() => {
-                tracing::info!(error = %e, attempt, "recording a batch failed; retrying");
+    match write_all(store, clock, batch).await {
+        Ok(applied) => Some(applied),
+        Err(e) if batch.len() > 1 && !e.is_transient() => {
+            tracing::warn!(
+                error = %e,
+                results = batch.len(),
+                "a batch of delivery results was refused; writing them one by one"
+            );
+            let mut applied = Vec::new();
+            for one in batch.chunks(1) {
+                match write_all(store, clock, one).await {
+                    Ok(ids) => applied.extend(ids),
+                    Err(e) => given_up(&e, 1),
+                }
             }
-            Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    results = batch.len(),
-                    "could not record delivery results; they will be redelivered when their leases expire"
-                );
-                return None;
-            }
+            Some(applied)
+        }
+        Err(e) => {
+            given_up(&e, batch.len());
+            None
         }
     }
-    None
+}
+
+/// Logs results that could not be written.
+fn given_up(e: &crate::store::StoreError, results: usize) {
+    tracing::error!(
+        error = %e,
+        results,
+        "could not record delivery results; they will be redelivered when their leases expire"
+    );
+}
+
+/// Writes `batch` in one transaction, retrying transient failures; the
+/// ids of the results applied, or the error it gave up on.
+async fn write_all(
+    store: &Store,
+    clock: &dyn Clock,
+    batch: &[Pending],
+) -> Result<Vec<crate::domain::InstructionId>, crate::store::StoreError> {
+    let mut attempt = 1;
+    loop {
+        let reports = batch.iter().map(|p| p.report.clone()).collect();
+        match store.record_deliveries(reports, clock.now()).await {
+            Ok(changed) => return Ok(changed.into_iter().map(|v| v.id).collect()),
+            Err(e) if attempt < MAX_TRIES && e.is_transient() => {
+                tracing::info!(error = %e, attempt, "recording a batch failed; retrying");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -19,6 +19,7 @@ backends!(
     an_idle_dispatcher_delivers_new_work_at_once,
     an_access_instruction_is_not_sent_without_the_request_it_serves,
     a_longer_timeout_holds_from_the_next_delivery,
+    a_result_the_database_refuses_holds_back_no_other,
 );
 
 /// Test 1: a deletion to three push processors ends COMPLETED with a
@@ -526,5 +527,55 @@ async fn a_longer_timeout_holds_from_the_next_delivery(db: TestDb) {
     delivering.await.unwrap().unwrap();
     let line = &record(&app, &second.request_id).await.lines[0];
     assert_eq!(line.state(), pb::InstructionState::Completed);
+    app.stop().await;
+}
+
+/// A result the database refuses for good (here a trigger of the test's
+/// refuses one processor's completion) is left to its lease; the results
+/// that came back with it, in its batch or not, are written.
+async fn a_result_the_database_refuses_holds_back_no_other(db: TestDb) {
+    let app = TestApp::spawn_without_dispatcher(&db).await;
+    if db.postgres_name().is_some() {
+        db.execute(
+            "create function refuse_bad() returns trigger language plpgsql as $$ \
+             begin if new.processor_id = 'bad' and new.state = 'COMPLETED' then \
+             raise exception 'refused by the test'; end if; return new; end $$; \
+             create trigger refuse_bad before update on instructions \
+             for each row execute function refuse_bad();",
+        )
+        .await;
+    } else {
+        db.execute(
+            "create trigger refuse_bad before update on instructions \
+             when new.processor_id = 'bad' and new.state = 'COMPLETED' \
+             begin select raise(abort, 'refused by the test'); end;",
+        )
+        .await;
+    }
+    // Every processor answers when released, all at once, so that their
+    // results queue for the recorder together.
+    let fake = FakeProcessor::start(Reply::Hang).await;
+    let ids = ["good-1", "good-2", "good-3", "good-4", "bad"];
+    for id in ids {
+        register(&app, patient_push_processor(id, &fake.endpoint())).await;
+    }
+    submit(&app, deletion("refused-result@example.com")).await;
+    let pass = app.spawn_pass();
+    fake.wait_for_calls(ids.len()).await;
+    fake.release();
+    assert_eq!(pass.await.unwrap(), ids.len());
+    let states: std::collections::BTreeMap<_, _> = all_instructions(&app)
+        .await
+        .into_iter()
+        .map(|i| (i.processor_id.clone(), i.state()))
+        .collect();
+    for id in &ids[..4] {
+        assert_eq!(states[*id], pb::InstructionState::Completed, "{states:?}");
+    }
+    assert_eq!(
+        states["bad"],
+        pb::InstructionState::Delivering,
+        "{states:?}"
+    );
     app.stop().await;
 }
