@@ -5,8 +5,13 @@
 //! refused are bounded too: checking a processor's callback token asks the
 //! database, and a flood of made-up tokens must not ask it without limit.
 //!
-//! A call counts until its response body has been sent or dropped, so a
-//! streamed access report or export counts for as long as it streams.
+//! A call counts until its response is ready, and a streamed access
+//! report or export (the server reads the database while it streams)
+//! until its last part has been sent or the stream is dropped. Only these
+//! streams are held that long: their callers have proven who they are,
+//! while a refusal's body to anyone could otherwise be held by a client
+//! that never opens its flow-control window. A reader who stops reading a
+//! report keeps its place until it reads on or its connection closes.
 //! `WatchRequest` streams, which stay open for days, count only until they
 //! open: their own limit ([`super::limits::WatchLimits`]) bounds them.
 //! Health checks are exempt, so probes keep answering under load.
@@ -22,8 +27,11 @@ use tower::{Layer, Service};
 
 use super::limits::{exhausted, refusal};
 
-/// The method whose streams count only until they open.
-const WATCH_REQUEST: &str = "/dsr.v1.RequestService/WatchRequest";
+/// The methods whose calls count until their streams end.
+const STREAMED: &[&str] = &[
+    "/dsr.v1.RequestService/GetAccessReport",
+    "/dsr.v1.RequestService/ExportAccessData",
+];
 
 /// Wraps services in [`InFlightLimit`].
 #[derive(Clone)]
@@ -131,7 +139,7 @@ where
             return Box::pin(async move { Ok(refusal(&req, status)) });
         }
         let counted = Counted(self.count.clone());
-        let whole_body = path != WATCH_REQUEST;
+        let whole_body = STREAMED.contains(&path);
         Box::pin(async move {
             let response = inner.call(req).await?;
             if !whole_body {

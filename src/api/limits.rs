@@ -27,6 +27,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
 use crate::auth::Caller;
+use crate::domain::ProcessorId;
 
 /// The limits' settings.
 #[derive(Clone, Copy, Debug)]
@@ -51,24 +52,30 @@ pub struct LimitLayer {
 
 struct Shared {
     settings: LimitSettings,
-    buckets: Mutex<Buckets>,
+    /// Principals', processors' and anonymous callers' buckets.
+    callers: Mutex<Buckets>,
+    /// OpenDSR callbacks' buckets, by the processor their path names.
+    callbacks: Mutex<Buckets>,
 }
 
-/// The callers' buckets, by key.
+/// Token buckets, by key.
 #[derive(Default)]
 struct Buckets {
     by_key: HashMap<String, Bucket>,
-    /// When the buckets of callers gone quiet were last dropped.
+    /// When the buckets gone quiet were last dropped.
     pruned: Option<Instant>,
 }
 
-/// Most buckets kept: the callers are principals and processors, a
-/// bounded set, but the keys of OpenDSR callbacks come from unproven
-/// paths. Beyond it new keys share [`OVERFLOW`].
+/// Buckets kept before those gone quiet are dropped; also the most
+/// OpenDSR callbacks' buckets kept, as their keys come from paths no one
+/// has proven yet: beyond it the callbacks of processors without a bucket
+/// share one. Callers proven by their credentials are a bounded set and
+/// always have their own.
 const MAX_BUCKETS: usize = 10_000;
 
-/// The bucket of the keys beyond [`MAX_BUCKETS`].
-const OVERFLOW: &str = "";
+/// The bucket of OpenDSR callbacks beyond [`MAX_BUCKETS`], and of those
+/// whose path names no valid processor id.
+const SHARED_CALLBACKS: &str = "";
 
 /// A bucket not touched for this long is full again, and is dropped.
 const QUIET: Duration = Duration::from_secs(60);
@@ -79,13 +86,24 @@ struct Bucket {
     at: Instant,
 }
 
+/// Whose bucket a call takes from.
+#[derive(Debug, PartialEq)]
+enum RateKey {
+    /// A caller proven by its credentials, or anonymous.
+    Caller(String),
+    /// An OpenDSR callback for the processor its path names (`None`: a
+    /// path that names no valid processor id).
+    Callback(Option<ProcessorId>),
+}
+
 impl LimitLayer {
     /// Limits with `settings`.
     pub fn new(settings: LimitSettings) -> Self {
         Self {
             state: Arc::new(Shared {
                 settings,
-                buckets: Mutex::default(),
+                callers: Mutex::default(),
+                callbacks: Mutex::default(),
             }),
         }
     }
@@ -110,27 +128,49 @@ pub struct Limit<S> {
 
 impl Shared {
     /// Takes a token from `key`'s bucket, or says how long until one.
-    fn take(&self, key: &str) -> Result<(), Duration> {
-        let LimitSettings { rate, burst, .. } = self.settings;
-        let mut buckets = self.buckets.lock().expect("rate buckets lock");
+    fn take(&self, key: &RateKey) -> Result<(), Duration> {
         let now = Instant::now();
-        let Buckets { by_key, pruned } = &mut *buckets;
-        // Buckets of callers gone quiet are dropped when the map is full
-        // (at most once a second), so it stays the size of the active
-        // callers.
-        if by_key.len() >= MAX_BUCKETS
-            && !by_key.contains_key(key)
-            && pruned.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-        {
-            by_key.retain(|_, b| now.duration_since(b.at) < QUIET);
-            *pruned = Some(now);
+        match key {
+            RateKey::Caller(key) => {
+                let mut buckets = self.callers.lock().expect("rate lock");
+                buckets.prune(key, now);
+                buckets.take(key, now, self.settings)
+            }
+            RateKey::Callback(id) => {
+                let mut buckets = self.callbacks.lock().expect("rate lock");
+                let key = id.as_ref().map_or(SHARED_CALLBACKS, ProcessorId::as_str);
+                buckets.prune(key, now);
+                let kept = buckets.by_key.len() < MAX_BUCKETS || buckets.by_key.contains_key(key);
+                buckets.take(
+                    if kept { key } else { SHARED_CALLBACKS },
+                    now,
+                    self.settings,
+                )
+            }
         }
-        let key = if by_key.len() < MAX_BUCKETS || by_key.contains_key(key) {
-            key
-        } else {
-            OVERFLOW
-        };
-        let bucket = by_key.entry(key.to_string()).or_insert(Bucket {
+    }
+}
+
+impl Buckets {
+    /// Drops the buckets gone quiet when there are [`MAX_BUCKETS`] and
+    /// `key` is not among them, at most once a second, so that the map
+    /// stays the size of the active callers.
+    fn prune(&mut self, key: &str, now: Instant) {
+        if self.by_key.len() >= MAX_BUCKETS
+            && !self.by_key.contains_key(key)
+            && self
+                .pruned
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            self.by_key.retain(|_, b| now.duration_since(b.at) < QUIET);
+            self.pruned = Some(now);
+        }
+    }
+
+    /// Takes a token from `key`'s bucket, or says how long until one.
+    fn take(&mut self, key: &str, now: Instant, settings: LimitSettings) -> Result<(), Duration> {
+        let LimitSettings { rate, burst, .. } = settings;
+        let bucket = self.by_key.entry(key.to_string()).or_insert(Bucket {
             tokens: burst,
             at: now,
         });
@@ -163,10 +203,12 @@ fn key(caller: &Caller) -> String {
 /// OpenDSR callback, which its signature proves later, has the bucket of
 /// the processor its path names, so that one processor's callbacks do not
 /// use up another's; any other is anonymous.
-fn anonymous_key(path: &str) -> String {
+fn unproven_key(path: &str) -> RateKey {
     match path.strip_prefix(crate::auth::policy::OPENDSR_CALLBACK_PREFIX) {
-        Some(rest) => format!("opendsr {}", rest.split('/').next().unwrap_or_default()),
-        None => key(&Caller::Anonymous),
+        Some(rest) => {
+            RateKey::Callback(ProcessorId::parse(rest.split('/').next().unwrap_or_default()).ok())
+        }
+        None => RateKey::Caller(key(&Caller::Anonymous)),
     }
 }
 
@@ -196,8 +238,8 @@ where
         let state = self.state.clone();
         let settings = state.settings;
         let key = match req.extensions().get::<Caller>() {
-            Some(caller) => key(caller),
-            None => anonymous_key(req.uri().path()),
+            Some(caller) => RateKey::Caller(key(caller)),
+            None => unproven_key(req.uri().path()),
         };
         if let Err(after) = state.take(&key) {
             let status = exhausted(
@@ -278,12 +320,15 @@ impl WatchLimits {
 }
 
 /// A refusal in the form the caller reads: JSON for the HTTP callback
-/// API, a gRPC status otherwise.
+/// API and the OpenDSR callbacks, a gRPC status otherwise.
 pub(super) fn refusal<B>(
     req: &http::Request<B>,
     status: Status,
 ) -> http::Response<tonic::body::Body> {
-    if req.uri().path().starts_with(super::http::PREFIX) {
+    let path = req.uri().path();
+    if path.starts_with(super::http::PREFIX)
+        || path.starts_with(crate::auth::policy::OPENDSR_CALLBACK_PREFIX)
+    {
         super::http::error_response(&status).map(tonic::body::Body::new)
     } else {
         status.into_http()
@@ -304,53 +349,65 @@ mod tests {
         }
     }
 
+    fn caller(key: &str) -> RateKey {
+        RateKey::Caller(key.to_string())
+    }
+
+    fn callback(id: &str) -> RateKey {
+        unproven_key(&format!("/opendsr/callbacks/{id}"))
+    }
+
     #[test]
     fn each_caller_has_its_own_bucket() {
         let layer = LimitLayer::new(settings());
         for _ in 0..3 {
-            assert!(layer.state.take("a").is_ok());
+            assert!(layer.state.take(&caller("a")).is_ok());
         }
-        let wait = layer.state.take("a").unwrap_err();
+        let wait = layer.state.take(&caller("a")).unwrap_err();
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_millis(100),
             "{wait:?}"
         );
         assert!(
-            layer.state.take("b").is_ok(),
+            layer.state.take(&caller("b")).is_ok(),
             "another caller is not held up"
         );
     }
 
     #[test]
     fn opendsr_callbacks_have_a_bucket_per_processor() {
+        let vendor = ProcessorId::parse("vendor").unwrap();
+        assert_eq!(callback("vendor"), RateKey::Callback(Some(vendor.clone())));
+        assert_eq!(callback("vendor/"), RateKey::Callback(Some(vendor)));
+        assert_eq!(callback("ven%64or"), RateKey::Callback(None));
         assert_eq!(
-            anonymous_key("/opendsr/callbacks/vendor"),
-            anonymous_key("/opendsr/callbacks/vendor/")
-        );
-        assert_ne!(
-            anonymous_key("/opendsr/callbacks/vendor"),
-            anonymous_key("/opendsr/callbacks/other")
-        );
-        assert_ne!(
-            anonymous_key("/opendsr/callbacks/vendor"),
-            anonymous_key("/v1/instructions/x/complete")
+            unproven_key("/v1/instructions/x/complete"),
+            RateKey::Caller(key(&Caller::Anonymous))
         );
     }
 
     #[test]
-    fn keys_beyond_the_most_kept_share_one_bucket() {
+    fn callbacks_beyond_the_most_kept_share_one_bucket_and_callers_never_do() {
         let layer = LimitLayer::new(settings());
         for i in 0..MAX_BUCKETS {
-            assert!(layer.state.take(&i.to_string()).is_ok());
+            assert!(layer.state.take(&callback(&format!("p{i}"))).is_ok());
         }
-        // All active: a new key is not kept on its own...
+        // All active: a processor without a bucket shares one...
         for _ in 0..3 {
-            assert!(layer.state.take("new").is_ok());
+            assert!(layer.state.take(&callback("new")).is_ok());
         }
-        assert!(layer.state.take("another").is_err(), "one shared bucket");
-        let buckets = layer.state.buckets.lock().unwrap();
+        assert!(
+            layer.state.take(&callback("another")).is_err(),
+            "one shared bucket"
+        );
+        let buckets = layer.state.callbacks.lock().unwrap();
         assert_eq!(buckets.by_key.len(), MAX_BUCKETS + 1);
         assert!(!buckets.by_key.contains_key("new"));
+        drop(buckets);
+        // ...while a proven caller still has its own.
+        for _ in 0..3 {
+            assert!(layer.state.take(&caller("principal")).is_ok());
+        }
     }
 
     #[test]

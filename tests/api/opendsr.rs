@@ -27,6 +27,7 @@ backends!(
     a_status_callback_after_a_cancel_does_not_stand_for_its_notice,
     a_delivery_ends_with_its_lease_however_many_calls_it_makes,
     callbacks_at_once_fetch_the_certificate_once,
+    callbacks_beyond_their_processors_rate_are_refused_in_json,
 );
 
 /// The orchestrator's public URL in these tests.
@@ -607,5 +608,36 @@ async fn callbacks_at_once_fetch_the_certificate_once(db: TestDb) {
     );
     assert_eq!(fake.discoveries(), 1);
     watch_to_end(&app.requests, &req.request_id).await;
+    app.stop().await;
+}
+
+/// OpenDSR callbacks are held to a rate per processor their path names,
+/// and refused beyond it in the callbacks' JSON (429), not in gRPC's
+/// form; another processor's callbacks are not held up.
+async fn callbacks_beyond_their_processors_rate_are_refused_in_json(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.rate_limit = 1.0;
+        c.rate_burst = 5.0;
+    })
+    .await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let post = |processor: &str| {
+        client
+            .post(format!("http://{}/opendsr/callbacks/{processor}", app.addr))
+            .header("content-type", "application/json")
+            .body(FakeOpenDsr::callback_body("x", "completed"))
+            .send()
+    };
+    for _ in 0..5 {
+        let answer = post("vendor").await.unwrap();
+        assert_eq!(answer.status().as_u16(), 404, "no such processor");
+    }
+    let refused = post("vendor").await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(answer(refused).await.1, "RESOURCE_EXHAUSTED");
+    let other = post("other").await.unwrap();
+    assert_eq!(other.status().as_u16(), 404, "another processor's own rate");
     app.stop().await;
 }
