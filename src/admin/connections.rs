@@ -1,23 +1,31 @@
 //! How the admin listener holds its connections. Kubernetes probes and a
-//! scraper make a handful of short calls, so the listener keeps at most
-//! [`AdminLimits::connections`] connections open and gives each request's
-//! head [`AdminLimits::header_timeout`] to arrive, counted from when the
-//! connection becomes ready for it (a keep-alive connection left idle is
-//! closed after the same time). A client that opens connections and
-//! trickles bytes into them holds a slot for at most that long, so the
-//! probes behind it wait seconds, not forever; while every slot is held,
-//! new connections wait in the kernel's backlog instead of being refused.
+//! scraper make a handful of short calls; a client that opens connections
+//! and trickles bytes into them must not keep those calls out.
+//!
+//! - A request's head has [`AdminLimits::header_timeout`] to arrive,
+//!   counted from when the connection is ready for it (a keep-alive
+//!   connection left idle is closed after the same time).
+//! - At most [`AdminLimits::connections`] are open. A connection beyond
+//!   them closes the oldest one with no request in progress, so a probe,
+//!   which sends its request at once, is served however many connections
+//!   others hold open; only when every connection has a request in
+//!   progress is the new one closed instead.
+//! - At shutdown the requests in progress finish, within the header
+//!   timeout, and the connections close.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use futures::{Stream, StreamExt};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 /// Bounds on the admin listener's connections.
 #[derive(Clone, Copy, Debug)]
@@ -31,9 +39,69 @@ pub struct AdminLimits {
 impl Default for AdminLimits {
     fn default() -> Self {
         Self {
-            connections: 64,
+            connections: 256,
             header_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// One open connection.
+#[derive(Default)]
+struct Open {
+    /// Its requests in progress.
+    busy: AtomicUsize,
+    /// Closes it.
+    close: CancellationToken,
+}
+
+/// The open connections, oldest first.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<BTreeMap<u64, Arc<Open>>>,
+}
+
+impl Connections {
+    /// Makes room for one more connection within `most`: closes the
+    /// oldest with no request in progress if need be. Returns whether
+    /// there is room.
+    fn make_room(&self, most: usize) -> bool {
+        let mut open = self.open.lock().expect("admin connections lock");
+        if open.len() < most.max(1) {
+            return true;
+        }
+        let idle = open
+            .iter()
+            .find(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+            .map(|(n, _)| *n);
+        match idle.and_then(|n| open.remove(&n)) {
+            Some(oldest) => {
+                oldest.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Takes a connection's entry out when its task ends.
+struct Registered<'a>(&'a Connections, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .lock()
+            .expect("admin connections lock")
+            .remove(&self.1);
+    }
+}
+
+/// Counts a request in progress on its connection until dropped.
+struct Busy(Arc<Open>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -48,16 +116,10 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let count = limits.connections.clamp(1, Semaphore::MAX_PERMITS);
-    let slots = Arc::new(Semaphore::new(count));
+    let connections = Arc::new(Connections::default());
+    let tasks = TaskTracker::new();
     let mut conns = std::pin::pin!(conns);
-    loop {
-        // A slot before the next connection: the ones beyond the limit
-        // stay in the backlog until one closes.
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the slots are never closed"),
-        };
+    for n in 0u64.. {
         let io = tokio::select! {
             _ = shutdown.cancelled() => break,
             io = conns.next() => match io {
@@ -65,10 +127,29 @@ pub async fn serve<I>(
                 None => break,
             },
         };
-        let service = TowerToHyperService::new(app.clone());
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        if !connections.make_room(limits.connections) {
+            tracing::debug!("every admin connection has a request in progress; closing a new one");
+            continue;
+        }
+        let open = Arc::new(Open::default());
+        connections
+            .open
+            .lock()
+            .expect("admin connections lock")
+            .insert(n, open.clone());
+        let (app, connections, shutdown) = (app.clone(), connections.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let _registered = Registered(&connections, n);
+            let service = hyper::service::service_fn(|req| {
+                open.busy.fetch_add(1, Ordering::AcqRel);
+                let busy = Busy(open.clone());
+                let app = app.clone();
+                async move {
+                    let response = app.oneshot(req).await;
+                    drop(busy);
+                    response.map_err(|never: Infallible| match never {})
+                }
+            });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -77,9 +158,13 @@ pub async fn serve<I>(
             let mut conn = std::pin::pin!(conn);
             let served = tokio::select! {
                 served = conn.as_mut() => served,
+                // Closed for a newer connection: dropped at once.
+                _ = open.close.cancelled() => Ok(()),
                 _ = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    tokio::time::timeout(limits.header_timeout, conn)
+                        .await
+                        .unwrap_or(Ok(()))
                 }
             };
             if let Err(e) = served {
@@ -87,7 +172,6 @@ pub async fn serve<I>(
             }
         });
     }
-    // Every slot back: every connection has closed.
-    let all = u32::try_from(count).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
+    tasks.close();
+    tasks.wait().await;
 }

@@ -21,7 +21,8 @@ backends!(
     metrics_follow_a_fan_out_with_failures,
     a_request_closed_at_intake_is_counted,
     open_requests_are_counted_by_time_left,
-    an_admin_connection_without_a_request_gives_its_place_back,
+    a_probe_is_served_while_others_hold_the_admin_connections,
+    an_admin_connection_that_sends_no_whole_head_is_closed,
 );
 postgres_only!(readiness_follows_the_database,);
 
@@ -430,51 +431,73 @@ async fn readiness_follows_the_database(db: TestDb) {
     app.stop().await;
 }
 
-/// The admin listener holds a bounded number of connections, and one that
-/// trickles a request head in is cut off after the header timeout, so a
-/// probe waiting behind it is answered.
-async fn an_admin_connection_without_a_request_gives_its_place_back(db: TestDb) {
-    let options = Options {
-        admin_limits: AdminLimits {
-            connections: 1,
-            header_timeout: Duration::from_secs(3),
-        },
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, options, |_| {}).await;
-    // The one place, held by half a request head.
-    let mut held = tokio::net::TcpStream::connect(app.admin)
+/// Half a request head on `addr`'s admin listener: a connection held open
+/// without a request.
+async fn half_a_head(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut held = tokio::net::TcpStream::connect(addr)
         .await
         .expect("admin listener");
     held.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n")
         .await
         .expect("half a head");
-    let probe = tokio::spawn({
-        let addr = app.admin;
-        async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-            crate::harness::app::http_get(stream, &addr.to_string(), "/healthz", None).await
-        }
-    });
-    // Behind the held connection, the probe waits...
-    let mut probe = std::pin::pin!(probe);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), probe.as_mut())
-            .await
-            .is_err(),
-        "a connection beyond the limit waits for a place"
-    );
-    // ...until the header timeout closes the held one.
-    let answered = tokio::time::timeout(Duration::from_secs(30), probe)
-        .await
-        .expect("the probe is answered once the held connection is cut off")
-        .expect("probe task");
-    assert_eq!(answered.map(|(status, _)| status), Some(200));
+    held
+}
+
+/// Waits (bounded) for the server to close `stream`.
+async fn closed_by_the_server(mut stream: tokio::net::TcpStream) {
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), held.read_to_end(&mut rest)).await;
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+}
+
+/// With every admin connection held open by a client that sends no
+/// request, a probe is still answered: the newest connection closes the
+/// oldest one without a request in progress.
+async fn a_probe_is_served_while_others_hold_the_admin_connections(db: TestDb) {
+    let options = Options {
+        admin_limits: AdminLimits {
+            connections: 2,
+            header_timeout: Duration::from_secs(600),
+        },
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    let first = half_a_head(app.admin).await;
+    let second = half_a_head(app.admin).await;
+    let answered = tokio::time::timeout(Duration::from_secs(10), app.admin_get("/healthz"))
+        .await
+        .expect("the probe is answered long before the header timeout");
+    assert_eq!(answered.0, 200);
+    // The probe took the place of the oldest.
+    closed_by_the_server(first).await;
+    let mut second = second;
+    second
+        .write_all(b"Connection: close\r\n\r\n")
+        .await
+        .expect("the rest of the head");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
     assert!(
-        closed.is_ok(),
-        "the server closed the connection that sent no whole head"
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
     );
+    app.stop().await;
+}
+
+/// A connection whose request head does not arrive in time is closed.
+async fn an_admin_connection_that_sends_no_whole_head_is_closed(db: TestDb) {
+    let options = Options {
+        admin_limits: AdminLimits {
+            header_timeout: Duration::from_millis(300),
+            ..AdminLimits::default()
+        },
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    closed_by_the_server(half_a_head(app.admin).await).await;
     app.stop().await;
 }
