@@ -53,6 +53,7 @@
 
 pub mod adapter;
 pub mod breaker;
+mod callback_keys;
 mod claim;
 pub mod concurrency;
 mod deliver;
