@@ -6,10 +6,11 @@
 //!   counted from when the connection is ready for it (a keep-alive
 //!   connection left idle is closed after the same time).
 //! - At most [`AdminLimits::connections`] are open. A connection beyond
-//!   them closes the oldest one with no request in progress, so a probe,
-//!   which sends its request at once, is served however many connections
-//!   others hold open; only when every connection has a request in
-//!   progress is the new one closed instead.
+//!   them closes the oldest one with no request in progress (none being
+//!   read or answered), so a probe, which sends its request at once, is
+//!   served however many connections others hold open without requests.
+//!   While every connection has a request in progress, the new one waits
+//!   for the first of them to finish its response.
 //! - At shutdown the requests in progress finish, within the header
 //!   timeout, and the connections close.
 
@@ -23,9 +24,12 @@ use axum::Router;
 use futures::{Stream, StreamExt};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::in_progress::HeldBody;
 
 /// Bounds on the admin listener's connections.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +62,8 @@ struct Open {
 #[derive(Default)]
 struct Connections {
     open: Mutex<BTreeMap<u64, Arc<Open>>>,
+    /// Told when a connection closes or finishes a response.
+    freed: Notify,
 }
 
 impl Connections {
@@ -93,15 +99,19 @@ impl Drop for Registered<'_> {
             .lock()
             .expect("admin connections lock")
             .remove(&self.1);
+        self.0.freed.notify_waiters();
     }
 }
 
-/// Counts a request in progress on its connection until dropped.
-struct Busy(Arc<Open>);
+/// Counts a request in progress on its connection until dropped: kept
+/// by the response's body until it has been written.
+struct Busy(Arc<Open>, Arc<Connections>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.1.freed.notify_waiters();
+        }
     }
 }
 
@@ -127,9 +137,22 @@ pub async fn serve<I>(
                 None => break,
             },
         };
-        if !connections.make_room(limits.connections) {
-            tracing::debug!("every admin connection has a request in progress; closing a new one");
-            continue;
+        // Room, or else wait for a connection to finish its response.
+        loop {
+            let freed = connections.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if connections.make_room(limits.connections) {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    tasks.close();
+                    tasks.wait().await;
+                    return;
+                }
+                _ = freed => {}
+            }
         }
         let open = Arc::new(Open::default());
         connections
@@ -142,12 +165,14 @@ pub async fn serve<I>(
             let _registered = Registered(&connections, n);
             let service = hyper::service::service_fn(|req| {
                 open.busy.fetch_add(1, Ordering::AcqRel);
-                let busy = Busy(open.clone());
+                let busy = Busy(open.clone(), connections.clone());
                 let app = app.clone();
                 async move {
-                    let response = app.oneshot(req).await;
-                    drop(busy);
-                    response.map_err(|never: Infallible| match never {})
+                    let response = app
+                        .oneshot(req)
+                        .await
+                        .map_err(|never: Infallible| match never {})?;
+                    Ok::<_, Infallible>(response.map(|body| HeldBody { body, guard: busy }))
                 }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -26,6 +26,7 @@ use std::time::Duration;
 use tower::{Layer, Service};
 
 use super::limits::{exhausted, refusal};
+use crate::in_progress::HeldBody;
 
 /// The methods whose calls count until their streams end.
 const STREAMED: &[&str] = &[
@@ -79,33 +80,6 @@ impl Drop for Counted {
     }
 }
 
-/// A response body that holds its call's place until it ends or is
-/// dropped.
-struct CountedBody {
-    body: tonic::body::Body,
-    _counted: Counted,
-}
-
-impl http_body::Body for CountedBody {
-    type Data = <tonic::body::Body as http_body::Body>::Data;
-    type Error = <tonic::body::Body as http_body::Body>::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 impl<S, B> Service<http::Request<B>> for InFlightLimit<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
@@ -146,9 +120,9 @@ where
                 return Ok(response);
             }
             Ok(response.map(|body| {
-                tonic::body::Body::new(CountedBody {
+                tonic::body::Body::new(HeldBody {
                     body,
-                    _counted: counted,
+                    guard: counted,
                 })
             }))
         })

@@ -54,7 +54,7 @@ pub struct CallbackKeys {
     /// When a fetch last failed, per processor and base URL.
     failed: Mutex<HashMap<KeyOf, Timestamp>>,
     /// Held while a fetch runs, per processor and base URL.
-    fetching: Mutex<HashMap<KeyOf, Arc<tokio::sync::Mutex<()>>>>,
+    fetching: Gates,
     clock: Arc<dyn Clock>,
 }
 
@@ -77,6 +77,36 @@ type Kept = (Vec<u8>, Timestamp);
 
 /// Whose key: the processor and its base URL.
 type KeyOf = (ProcessorId, String);
+
+/// The gates of the fetches, per processor and base URL.
+type Gates = Mutex<HashMap<KeyOf, Arc<tokio::sync::Mutex<()>>>>;
+
+/// One call's hold on the gate of a key's fetch; the gate goes when the
+/// last call holding or waiting for it ends, however it ends.
+struct Gate<'a>(Arc<tokio::sync::Mutex<()>>, &'a Gates, KeyOf);
+
+impl<'a> Gate<'a> {
+    fn take(gates: &'a Gates, key_of: &KeyOf) -> Self {
+        let gate = gates
+            .lock()
+            .expect("keys lock")
+            .entry(key_of.clone())
+            .or_default()
+            .clone();
+        Self(gate, gates, key_of.clone())
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.1.lock().expect("keys lock");
+        if Arc::strong_count(&self.0) == 2
+            && gates.get(&self.2).is_some_and(|g| Arc::ptr_eq(g, &self.0))
+        {
+            gates.remove(&self.2);
+        }
+    }
+}
 
 impl CallbackKeys {
     /// Checks that `signature` (the header's value, base64) is the
@@ -103,29 +133,13 @@ impl CallbackKeys {
         if let Some(decided) = self.without_fetch(&key_of, verifies) {
             return decided;
         }
-        let gate = self
-            .fetching
-            .lock()
-            .expect("keys lock")
-            .entry(key_of.clone())
-            .or_default()
-            .clone();
-        let decided = {
-            let _fetching = gate.lock().await;
-            // A fetch that ended while this call waited decides it as well.
-            match self.without_fetch(&key_of, verifies) {
-                Some(decided) => decided,
-                None => self.fetch_and_keep(&key_of, url, tls, verifies).await,
-            }
-        };
-        // The gate goes once no other call holds it or waits for it.
-        let mut fetching = self.fetching.lock().expect("keys lock");
-        if Arc::strong_count(&gate) == 2
-            && fetching.get(&key_of).is_some_and(|g| Arc::ptr_eq(g, &gate))
-        {
-            fetching.remove(&key_of);
+        let gate = Gate::take(&self.fetching, &key_of);
+        let _fetching = gate.0.lock().await;
+        // A fetch that ended while this call waited decides it as well.
+        match self.without_fetch(&key_of, verifies) {
+            Some(decided) => decided,
+            None => self.fetch_and_keep(&key_of, url, tls, verifies).await,
         }
-        decided
     }
 
     /// Fetches the key for `key_of`, keeps it (or when the fetch failed),
