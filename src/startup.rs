@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminListener, AdminState};
 use crate::api::in_flight::InFlightLayer;
-use crate::api::limits::{LimitLayer, LimitSettings, WatchLimits};
+use crate::api::limits::{LimitLayer, LimitSettings};
 use crate::api::opendsr::OpenDsrCallbacks;
+use crate::api::watch_limits::WatchLimits;
 use crate::api::{InstructionApi, ProcessorApi, ProtectionApi, RequestApi};
 use crate::auth::identify::Authenticator;
 use crate::auth::layer::AuthLayer;

@@ -13,7 +13,7 @@
 //! that never opens its flow-control window. A reader who stops reading a
 //! report keeps its place until it reads on or its connection closes.
 //! `WatchRequest` streams, which stay open for days, count only until they
-//! open: their own limit ([`super::limits::WatchLimits`]) bounds them.
+//! open: their own limit ([`super::watch_limits::WatchLimits`]) bounds them.
 //! Health checks are exempt, so probes keep answering under load.
 
 use std::future::Future;

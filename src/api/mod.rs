@@ -17,6 +17,7 @@ mod protection_service;
 mod request_service;
 mod upload;
 mod watch;
+pub mod watch_limits;
 
 pub use instruction_service::InstructionApi;
 pub use processor_service::ProcessorApi;

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::error::{ApiError, ApiResult};
-use super::limits::WatchLimits;
 use super::page::{bind, page_size, page_token, request_filters, unbind};
+use super::watch_limits::WatchLimits;
 use super::{access_report, export};
 use crate::auth::Caller;
 use crate::auth::recheck::Recheck;

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::error::ApiError;
-use super::limits::Watching;
+use super::watch_limits::Watching;
 use crate::auth::recheck::Recheck;
 use crate::domain::RequestId;
 use crate::pb;
