@@ -273,10 +273,11 @@ pub(super) fn refusal<B>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn settings() -> LimitSettings {
+    /// Small limits, for the unit tests of the limits.
+    pub(in crate::api) fn settings() -> LimitSettings {
         LimitSettings {
             calls_in_flight: 10,
             rate: 10.0,

@@ -78,16 +78,7 @@ impl WatchLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settings() -> LimitSettings {
-        LimitSettings {
-            calls_in_flight: 10,
-            rate: 10.0,
-            burst: 3.0,
-            watches_per_caller: 1,
-            watches: 2,
-        }
-    }
+    use crate::api::limits::tests::settings;
 
     #[test]
     fn watches_are_counted_per_caller_and_in_all() {
