@@ -1,6 +1,7 @@
 //! A count of things in progress, each counted while its guard lives: the
-//! submissions intake is taking in, and the calls the dispatcher is
-//! waiting on processors to answer. Dropping a guard uncounts it on every
+//! submissions intake is taking in, the calls the dispatcher is waiting
+//! on processors to answer, and the calls the server is answering
+//! (`api::in_flight`). Dropping a guard uncounts it on every
 //! path, an error or a cancelled task included. [`HeldBody`] keeps a guard
 //! until a response body has been sent.
 

@@ -18,15 +18,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tower::{Layer, Service};
 
 use super::limits::{exhausted, refusal};
-use crate::in_progress::HeldBody;
+use crate::in_progress::{HeldBody, InProgress};
 
 /// The methods whose calls count until their streams end.
 const STREAMED: &[&str] = &[
@@ -38,7 +36,7 @@ const STREAMED: &[&str] = &[
 #[derive(Clone)]
 pub struct InFlightLayer {
     limit: usize,
-    count: Arc<AtomicUsize>,
+    count: InProgress,
 }
 
 impl InFlightLayer {
@@ -46,7 +44,7 @@ impl InFlightLayer {
     pub fn new(limit: usize) -> Self {
         Self {
             limit,
-            count: Arc::default(),
+            count: InProgress::default(),
         }
     }
 }
@@ -68,16 +66,7 @@ impl<S> Layer<S> for InFlightLayer {
 pub struct InFlightLimit<S> {
     inner: S,
     limit: usize,
-    count: Arc<AtomicUsize>,
-}
-
-/// One call in flight, counted until dropped.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    count: InProgress,
 }
 
 impl<S, B> Service<http::Request<B>> for InFlightLimit<S>
@@ -104,15 +93,15 @@ where
         if path.starts_with("/grpc.health.v1.Health/") {
             return Box::pin(inner.call(req));
         }
-        if self.count.fetch_add(1, Ordering::Relaxed) >= self.limit {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+        let counted = self.count.start();
+        if self.count.get() > self.limit {
+            drop(counted);
             let status = exhausted(
                 "the server has too many calls in progress; retry shortly",
                 Some(Duration::from_millis(100)),
             );
             return Box::pin(async move { Ok(refusal(&req, status)) });
         }
-        let counted = Counted(self.count.clone());
         let whole_body = STREAMED.contains(&path);
         Box::pin(async move {
             let response = inner.call(req).await?;

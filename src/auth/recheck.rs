@@ -154,9 +154,7 @@ impl Recheck {
             }
         }
     }
-}
 
-impl Recheck {
     /// The caller `authorization` and the call's TLS prove now.
     async fn identify(&self, authorization: Option<&str>) -> Result<Option<Caller>, Status> {
         let credentials = Credentials {

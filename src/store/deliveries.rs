@@ -11,7 +11,7 @@ use sqlx::Row;
 use super::aftermath::By;
 use super::codec::{opt_time, time};
 use super::sql::{Bind, Col, Sql};
-use super::transition::{AttemptClose, Change, apply, open_results};
+use super::transition::{AttemptClose, Change, apply, close_expired_attempts};
 use super::{Backend, Effects, Store, StoreError};
 use crate::domain::{
     AttemptResult, InstructionEvent, InstructionId, InstructionResult, InstructionView, ResolvedBy,
@@ -171,14 +171,7 @@ pub(super) async fn open_attempts(
         .map(|(id, _, _)| id.to_string())
         .collect();
     if !retried.is_empty() {
-        // Open ones: a delivery's, or a reminder's (a poll's).
-        let mut sql = Sql::new(backend, "update delivery_attempts set result = ");
-        sql.bind(AttemptResult::LeaseExpired.as_str())
-            .push(", finished_at = ")
-            .bind(now_us)
-            .push(&format!(" where result in ({}) and ", open_results()))
-            .in_list("instruction_id", retried);
-        sql.query().execute(&mut *conn).await?;
+        close_expired_attempts(&mut *conn, backend, retried, now_us).await?;
     }
     let mut sql = Sql::new(
         backend,

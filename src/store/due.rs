@@ -11,9 +11,9 @@ use super::codec::{INSTRUCTION_COLUMNS, instruction, micros};
 use super::due_reads::{NEXT_DUE, late_sql, spent_sql};
 use super::picks::deliveries_since_arm;
 use super::sql::Sql;
-use super::transition::open_results;
+use super::transition::close_expired_attempts;
 use super::{Backend, Effects, Store, StoreError};
-use crate::domain::{AttemptResult, ProcessorId, Timestamp};
+use crate::domain::{ProcessorId, Timestamp};
 
 /// One processor's budgets, for [`Store::escalate_overdue`].
 #[derive(Clone, Copy, Debug)]
@@ -168,14 +168,8 @@ impl Store {
             tx.rollback().await?;
             return Ok(0);
         }
-        let mut close = Sql::new(self.backend, "update delivery_attempts set result = ");
-        close
-            .bind(AttemptResult::LeaseExpired.as_str())
-            .push(", finished_at = ")
-            .bind(micros(now))
-            .push(&format!(" where result in ({}) and ", open_results()))
-            .in_list("instruction_id", views.iter().map(|v| v.id.to_string()));
-        close.query().execute(&mut *tx).await?;
+        let ids = views.iter().map(|v| v.id.to_string());
+        close_expired_attempts(&mut tx, self.backend, ids, micros(now)).await?;
         let mut effects = Effects::default();
         after_changes(
             &mut tx,

@@ -287,9 +287,28 @@ async fn close_attempts(
     Ok(())
 }
 
+/// Closes the open history attempts (a delivery's, or a reminder's: a
+/// poll's) of the instructions `ids` as `lease_expired` at `now_us`: their
+/// leases ran out without an answer.
+pub(super) async fn close_expired_attempts(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    ids: impl IntoIterator<Item = String>,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    let mut sql = Sql::new(backend, "update delivery_attempts set result = ");
+    sql.bind(AttemptResult::LeaseExpired.as_str())
+        .push(", finished_at = ")
+        .bind(now_us)
+        .push(&format!(" where result in ({}) and ", open_results()))
+        .in_list("instruction_id", ids);
+    sql.query().execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// `'pending', 'reminder'`: the history results of attempts still open.
 /// Our own constants, never input, so inlining them is safe.
-pub(super) fn open_results() -> String {
+fn open_results() -> String {
     AttemptResult::OPEN
         .iter()
         .map(|r| format!("'{r}'"))
