@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::codec::{PUSH_KINDS, count, instruction_id, micros, micros_after, processor_id};
 use super::sql::Sql;
@@ -42,6 +42,37 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<CancelNotice, StoreError> {
         reason: row.try_get("reason")?,
         attempts: count(row, "attempts")?,
     })
+}
+
+/// Queues a notice for each of `reached` (instruction ids a processor had
+/// received) whose processor is not a manual one, in the cancelling
+/// transaction; returns how many.
+pub(super) async fn queue_cancel_notices(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    reached: Vec<String>,
+    reason: &str,
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    if reached.is_empty() {
+        return Ok(0);
+    }
+    let mut sql = Sql::new(
+        backend,
+        "insert into cancel_notices (instruction_id, request_id, processor_id, reason, \
+         attempts, next_attempt_at, created_at) select i.id, i.request_id, i.processor_id, ",
+    );
+    sql.bind(reason)
+        .push(", 0, ")
+        .bind(micros(now))
+        .push(", ")
+        .bind(micros(now))
+        .push(
+            " from instructions i join processors p on p.id = i.processor_id \
+             where p.adapter_kind <> 'manual' and ",
+        )
+        .in_list("i.id", reached);
+    Ok(sql.query().execute(&mut *conn).await?.rows_affected() as usize)
 }
 
 impl Store {

@@ -22,16 +22,18 @@
 //! event and is sent. One cancelled or resolved meanwhile, claimed again
 //! by someone else, or whose history comes after the lease margin
 //! (`latest`: too little lease left to deliver in) is neither written nor
-//! sent; one still held expires and is delivered again. A cancelled one
-//! keeps its first delivery time and the cancel's notice goes out, as
-//! for a delivery cut short: the processor may be told to cancel an
-//! instruction it never received. The second transaction takes no
+//! sent; one still held expires and is delivered again. The cancel locks
+//! the request row as well and reads the history under it
+//! (`super::events::instructions_sent`): an instruction leased but never
+//! written as sent gets no cancel notice, and its first delivery time is
+//! cleared. The second transaction takes no
 //! instruction lock, so it cannot deadlock with a transaction that holds
 //! instruction rows and waits for request rows (the lock order is
 //! instructions, then requests). A crash between the two, or a failed
 //! second transaction, leaves leases whose attempts are open but whose
 //! events are not written; nothing was sent, and the leases expire and
-//! are delivered again, as after any crash mid-delivery.
+//! are delivered again, as after any crash mid-delivery; the first
+//! delivery time stays that of the first lease.
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! change in order even if it connects late or to another replica. Each
 //! event is chained to the one before it by hash (see [`super::audit`]).
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
@@ -12,7 +14,8 @@ use super::codec::{json, request_id, time};
 use super::sql::{Bind, Col, Sql};
 use super::{Backend, Store, StoreError};
 use crate::domain::{
-    Actor, Extension, InstructionSnapshot, InstructionView, RequestId, RequestStatus, Timestamp,
+    Actor, Extension, InstructionId, InstructionSnapshot, InstructionState, InstructionView,
+    RequestId, RequestStatus, Timestamp,
 };
 
 /// What an event reports.
@@ -177,6 +180,41 @@ pub(super) fn select_events(sql: &mut Sql, events: &[SealedEvent]) {
             ]
         }),
     );
+}
+
+/// The instructions of `request` whose history shows them sent: a
+/// DELIVERING event for some attempt, written only once a lease's
+/// delivery could start (see `super::claim_steps`). Read after the
+/// request row is locked, it sees every such event a claim has committed,
+/// and no claim of this request sends anything until that lock is
+/// released.
+pub(super) async fn instructions_sent(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    request: RequestId,
+) -> Result<HashSet<InstructionId>, StoreError> {
+    let rows = Sql::new(
+        backend,
+        "select body from request_events where request_id = ",
+    )
+    .bind(request.to_string())
+    .query()
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sent = HashSet::new();
+    for row in &rows {
+        let text: String = row.try_get("body")?;
+        let body: Body<InstructionSnapshot, serde::de::IgnoredAny, serde::de::IgnoredAny> =
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
+        if let Some(i) = body
+            .instruction
+            .filter(|i| i.state == InstructionState::Delivering)
+        {
+            sent.insert(i.id);
+        }
+    }
+    Ok(sent)
 }
 
 impl Store {

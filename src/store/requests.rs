@@ -1,7 +1,7 @@
 //! Reading requests (one, or a filtered page) and cancelling them; the
 //! receipt and the extension are in `request_clock`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -9,9 +9,11 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::aftermath::By;
+use super::cancel_notices::queue_cancel_notices;
 use super::codec::{
     INSTRUCTION_COLUMNS, OPEN, from_json, instruction, micros, opt_time, parsed, request_id, time,
 };
+use super::events::instructions_sent;
 use super::records::extension_of;
 use super::request_clock::lock_open;
 use super::sql::Sql;
@@ -314,11 +316,22 @@ impl Store {
                 "the request is already finished".into(),
             ));
         }
+        // Which instructions were sent: the request row is locked, so a
+        // claim's history either committed before (its DELIVERING events
+        // are read here) or waits, finds them cancelled and sends nothing.
+        // One leased but never sent keeps no first delivery time and gets
+        // no notice.
+        let sent = if open.iter().any(|i| i.first_instructed_at.is_some()) {
+            instructions_sent(&mut tx, self.backend, id).await?
+        } else {
+            HashSet::new()
+        };
         let changes: Vec<Change> = open
             .iter()
             .map(|i| {
                 let mut c = Change::new(i.id, InstructionEvent::Cancel);
                 c.resolved_by = Some(ResolvedBy::System);
+                c.unsent = i.first_instructed_at.is_some() && !sent.contains(&i.id);
                 c
             })
             .collect();
@@ -337,29 +350,11 @@ impl Store {
         // this commit on, by the dispatcher or with its next pull.
         let reached: Vec<String> = open
             .iter()
-            .filter(|i| i.first_instructed_at.is_some())
+            .filter(|i| sent.contains(&i.id))
             .map(|i| i.id.to_string())
             .collect();
-        let mut notices = 0;
-        if !reached.is_empty() {
-            let mut sql = Sql::new(
-                self.backend,
-                "insert into cancel_notices (instruction_id, request_id, processor_id, reason, \
-                 attempts, next_attempt_at, created_at) select i.id, i.request_id, i.processor_id, ",
-            );
-            sql.bind(reason)
-                .push(", 0, ")
-                .bind(micros(now))
-                .push(", ")
-                .bind(micros(now))
-                .push(
-                    " from instructions i join processors p on p.id = i.processor_id \
-                     where p.adapter_kind <> 'manual' and ",
-                )
-                .in_list("i.id", reached);
-            notices = sql.query().execute(&mut *tx).await?.rows_affected() as usize;
-            effects.new_work |= notices > 0;
-        }
+        let notices = queue_cancel_notices(&mut tx, self.backend, reached, reason, now).await?;
+        effects.new_work |= notices > 0;
         tx.commit().await?;
         self.announce(effects);
         Ok((self.request(id).await?, notices))

@@ -72,6 +72,10 @@ pub(super) struct Change {
     /// Give the attempt just made back to the retry budget (a failed
     /// circuit-breaker probe: the outage, not the instruction, failed).
     pub refund: bool,
+    /// Clear the first delivery time: the instruction was leased but never
+    /// sent (a cancel between a lease and its history, see
+    /// `super::claim_steps`).
+    pub unsent: bool,
     /// Close the open history entry this way.
     pub close_attempt: Option<AttemptClose>,
 }
@@ -93,6 +97,7 @@ impl Change {
             data_records: 0,
             rearm: false,
             refund: false,
+            unsent: false,
             close_attempt: None,
         }
     }
@@ -150,6 +155,7 @@ pub(super) async fn apply(
                 ("data_records", Col::Int),
                 ("rearm", Col::Int),
                 ("refund", Col::Int),
+                ("unsent", Col::Int),
             ],
             group.iter().map(|c| {
                 vec![
@@ -166,6 +172,7 @@ pub(super) async fn apply(
                     Bind::from(i64::from(c.data_records)),
                     Bind::from(i64::from(c.rearm)),
                     Bind::from(i64::from(c.refund)),
+                    Bind::from(i64::from(c.unsent)),
                 ]
             }),
         );
@@ -181,6 +188,8 @@ pub(super) async fn apply(
                  attempts_since_arm = case when v.rearm = 1 then 0 \
                  else instructions.attempts_since_arm - v.refund end, \
                  reminders = case when v.rearm = 1 then 0 else instructions.reminders end, \
+                 first_instructed_at = case when v.unsent = 1 then null \
+                 else instructions.first_instructed_at end, \
                  escalate_at = case when v.rearm = 1 and instructions.escalate_at <= ",
             )
             .bind(micros(now))

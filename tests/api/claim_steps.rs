@@ -22,6 +22,7 @@ use crate::postgres_only;
 postgres_only!(
     a_claim_whose_history_waits_does_not_hold_up_the_next,
     a_lease_cancelled_before_its_history_is_neither_written_nor_sent,
+    a_lease_cancelled_after_its_history_keeps_its_delivery_and_notice,
     a_lease_lost_before_its_history_is_neither_written_nor_sent,
     leases_whose_history_was_never_written_are_delivered_when_they_expire,
     a_history_cut_off_before_its_commit_is_written_again,
@@ -152,8 +153,8 @@ async fn a_claim_whose_history_waits_does_not_hold_up_the_next(db: TestDb) {
 /// A request cancelled after its instruction was leased and before the
 /// lease's history was written: the history step finds the lease ended
 /// and keeps nothing to send; the trail shows the cancel (with the
-/// attempt) and no DELIVERING event. As for a delivery cut short, the
-/// record keeps the first delivery time and the cancel notice is queued.
+/// attempt) and no DELIVERING event. Nothing was sent, so the record shows
+/// no first delivery and the processor gets no cancel notice.
 async fn a_lease_cancelled_before_its_history_is_neither_written_nor_sent(db: TestDb) {
     let (app, clock, fake) = with_vendor(&db).await;
     let id = submit(&app, deletion("gone@example.com")).await.request_id;
@@ -174,12 +175,42 @@ async fn a_lease_cancelled_before_its_history_is_neither_written_nor_sent(db: Te
     assert_eq!(changes[0].attempts, 1);
     let record = record(&app, &id).await;
     assert_eq!(record.outcome(), pb::OverallOutcome::Cancelled);
+    assert_eq!(record.lines[0].first_instructed_at, None);
+    assert_eq!(changes[0].first_instructed_at, None);
+    let notices = db
+        .texts("select cast(count(*) as text) from cancel_notices")
+        .await;
+    assert_eq!(notices[0][0].as_deref(), Some("0"));
+    assert!(fake.deliveries().is_empty());
+    app.stop().await;
+}
+
+/// A request cancelled once a lease's history is written: the delivery
+/// may have started, so the record keeps its first delivery time and the
+/// processor's cancel notice is queued.
+async fn a_lease_cancelled_after_its_history_keeps_its_delivery_and_notice(db: TestDb) {
+    let (app, clock, _fake) = with_vendor(&db).await;
+    let id = submit(&app, deletion("gone@example.com")).await.request_id;
+    let mut leased = lease(&app, &clock, "replica-a").await;
+    write_history(&app, &clock, &mut leased).await;
+    assert_eq!(leased.claims[0].len(), 1, "the lease is sent");
+
+    cancel(&app, &id, "withdrawn").await;
+
+    let events = intact_history(&app, &id).await;
+    assert_eq!(
+        states(&events),
+        [
+            pb::InstructionState::Delivering,
+            pb::InstructionState::Cancelled
+        ]
+    );
+    let record = record(&app, &id).await;
     assert!(record.lines[0].first_instructed_at.is_some());
     let notices = db
         .texts("select cast(count(*) as text) from cancel_notices")
         .await;
     assert_eq!(notices[0][0].as_deref(), Some("1"));
-    assert!(fake.deliveries().is_empty());
     app.stop().await;
 }
 
