@@ -21,6 +21,19 @@ impl InProgress {
         Counted(self.0.clone())
     }
 
+    /// Counts one more, until the returned guard drops, if fewer than
+    /// `limit` are in progress; `None` otherwise. The check and the count
+    /// are one atomic step, so calls meeting at the limit never both pass
+    /// nor both fail.
+    pub fn start_within(&self, limit: usize) -> Option<Counted> {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Counted(self.0.clone()))
+    }
+
     /// How many are in progress now.
     pub fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
@@ -64,5 +77,50 @@ impl<B: http_body::Body + Unpin, G: Unpin> http_body::Body for HeldBody<B, G> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_within_counts_up_to_its_limit_and_no_further() {
+        let count = InProgress::default();
+        let first = count.start_within(2).expect("room for the first");
+        let second = count.start_within(2).expect("room for the second");
+        assert!(count.start_within(2).is_none(), "the third is refused");
+        assert_eq!(count.get(), 2, "a refusal counts nothing");
+        drop(first);
+        let third = count.start_within(2).expect("room once one ends");
+        assert_eq!(count.get(), 2);
+        drop((second, third));
+        assert_eq!(count.get(), 0);
+    }
+
+    #[test]
+    fn start_within_admits_exactly_the_limit_from_many_threads() {
+        let count = InProgress::default();
+        let admitted = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let count = count.clone();
+                    scope.spawn(move || {
+                        (0..1000)
+                            .filter_map(|_| count.start_within(100))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            // Every thread's guards stay alive until all have joined.
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(admitted.iter().map(Vec::len).sum::<usize>(), 100);
+        assert_eq!(count.get(), 100);
+        drop(admitted);
+        assert_eq!(count.get(), 0, "all dropped");
     }
 }

@@ -93,15 +93,13 @@ where
         if path.starts_with("/grpc.health.v1.Health/") {
             return Box::pin(inner.call(req));
         }
-        let counted = self.count.start();
-        if self.count.get() > self.limit {
-            drop(counted);
+        let Some(counted) = self.count.start_within(self.limit) else {
             let status = exhausted(
                 "the server has too many calls in progress; retry shortly",
                 Some(Duration::from_millis(100)),
             );
             return Box::pin(async move { Ok(refusal(&req, status)) });
-        }
+        };
         let whole_body = STREAMED.contains(&path);
         Box::pin(async move {
             let response = inner.call(req).await?;
