@@ -49,13 +49,31 @@ impl Default for AdminLimits {
     }
 }
 
+/// [`Open::busy`] of a connection chosen to close for a newer one.
+const CLOSING: usize = usize::MAX;
+
 /// One open connection.
 #[derive(Default)]
 struct Open {
-    /// Its requests in progress.
+    /// Its requests in progress, or [`CLOSING`].
     busy: AtomicUsize,
     /// Closes it.
     close: CancellationToken,
+}
+
+impl Open {
+    /// Counts a request in progress, unless the connection was chosen to
+    /// close: one atomic step with [`Connections::make_room`]'s choice,
+    /// so a connection is never closed under a request it has begun.
+    fn begin(self: &Arc<Self>, connections: &Arc<Connections>) -> Option<Busy> {
+        self.busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match n {
+                CLOSING => None,
+                n => Some(n + 1),
+            })
+            .ok()
+            .map(|_| Busy(self.clone(), connections.clone()))
+    }
 }
 
 /// The open connections, oldest first.
@@ -77,7 +95,11 @@ impl Connections {
         }
         let idle = open
             .iter()
-            .find(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+            .find(|(_, c)| {
+                c.busy
+                    .compare_exchange(0, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })
             .map(|(n, _)| *n);
         match idle.and_then(|n| open.remove(&n)) {
             Some(oldest) => {
@@ -104,7 +126,7 @@ impl Drop for Registered<'_> {
 }
 
 /// Counts a request in progress on its connection until dropped: kept
-/// by the response's body until it has been written.
+/// by the response's body until it has been written ([`Open::begin`]).
 struct Busy(Arc<Open>, Arc<Connections>);
 
 impl Drop for Busy {
@@ -164,8 +186,9 @@ pub async fn serve<I>(
         tasks.spawn(async move {
             let _registered = Registered(&connections, n);
             let service = hyper::service::service_fn(|req| {
-                open.busy.fetch_add(1, Ordering::AcqRel);
-                let busy = Busy(open.clone(), connections.clone());
+                // A connection chosen to close serves on uncounted until
+                // it is dropped, which is at once.
+                let busy = open.begin(&connections);
                 let app = app.clone();
                 async move {
                     let response = app
@@ -199,4 +222,42 @@ pub async fn serve<I>(
     }
     tasks.close();
     tasks.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(connections: &Connections, n: u64) -> Arc<Open> {
+        let open = Arc::new(Open::default());
+        connections
+            .open
+            .lock()
+            .expect("lock")
+            .insert(n, open.clone());
+        open
+    }
+
+    #[test]
+    fn room_is_made_by_closing_the_oldest_idle_connection_only() {
+        let connections = Arc::new(Connections::default());
+        let (first, second) = (opened(&connections, 1), opened(&connections, 2));
+        let busy = first
+            .begin(&connections)
+            .expect("an open connection begins");
+        assert!(connections.make_room(2), "the idle second one closes");
+        assert!(second.close.is_cancelled());
+        assert!(
+            !first.close.is_cancelled(),
+            "a request in progress keeps its own"
+        );
+        assert!(
+            second.begin(&connections).is_none(),
+            "a closing one begins nothing"
+        );
+        assert!(!connections.make_room(1), "no idle one left to close");
+        drop(busy);
+        assert!(connections.make_room(1), "once its response is written");
+        assert!(first.close.is_cancelled());
+    }
 }
