@@ -5,7 +5,10 @@
 //! fetches a JWKS.
 
 pub mod client;
+mod handshakes;
 pub mod server;
+
+pub use handshakes::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 
 use std::sync::{Arc, Once};
 

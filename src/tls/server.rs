@@ -12,8 +12,10 @@
 //! that does not match, a file half-written) is logged and the running
 //! configuration kept.
 //!
-//! Handshakes happen off the accept loop, each bounded in time, so a slow
-//! or silent client cannot hold up the others. Each connection carries its
+//! Handshakes happen off the accept loop, each bounded in time, and at
+//! most [`MAX_HANDSHAKES`] at once, a new connection ending the oldest
+//! (`super::handshakes`), so slow or silent clients cannot hold up the
+//! others. Each connection carries its
 //! peer's certificate chain ([`TlsConnectInfo`]) to the calls made on it,
 //! for the principals of client certificates.
 
@@ -36,8 +38,11 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-/// Longest a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use super::handshakes::{HANDSHAKE_TIMEOUT, Handshakes, MAX_HANDSHAKES};
+
+/// How long the accept loop waits after an error accepting a connection,
+/// rather than spinning on an error that lasts (no file descriptor left).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The files of the server's TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +148,9 @@ impl ServerTls {
     }
 
     /// Accepts connections on `listener` and hands out those whose
-    /// handshake succeeded, until `stop`.
+    /// handshake succeeded, until `stop`; at most [`MAX_HANDSHAKES`] under
+    /// way (see `super::handshakes`). After an error accepting (no file
+    /// descriptor left, say) it waits [`ACCEPT_PAUSE`] before the next.
     pub fn incoming(
         self: Arc<Self>,
         listener: TcpListener,
@@ -151,6 +158,7 @@ impl ServerTls {
     ) -> ReceiverStream<std::io::Result<TlsConn>> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
+            let mut handshakes = Handshakes::default();
             loop {
                 let (tcp, remote) = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -158,7 +166,10 @@ impl ServerTls {
                         Ok(a) => a,
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot accept a connection");
-                            continue;
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep(ACCEPT_PAUSE) => continue,
+                            }
                         }
                     },
                 };
@@ -167,8 +178,17 @@ impl ServerTls {
                     self.current.read().expect("tls config lock").clone(),
                 );
                 let tx = tx.clone();
+                let handshake = handshakes.start(MAX_HANDSHAKES);
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let shaken = tokio::select! {
+                        shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => shaken,
+                        _ = handshake.ended.cancelled() => {
+                            tracing::debug!(%remote, "TLS handshake ended for a newer connection");
+                            return;
+                        }
+                    };
+                    drop(handshake);
+                    match shaken {
                         Ok(Ok(stream)) => {
                             let _ = tx.send(Ok(TlsConn::new(stream, remote))).await;
                         }

@@ -9,6 +9,8 @@
 use std::time::Duration;
 
 use dsr_orchestrator::pb;
+use dsr_orchestrator::tls::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
+use tokio::io::AsyncReadExt;
 use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -20,6 +22,7 @@ use crate::harness::*;
 backends!(
     deliveries_reach_only_processors_whose_tls_verifies,
     the_server_serves_tls_and_reloads_its_certificate,
+    silent_connections_give_way_to_a_client_that_shakes_hands,
     client_certificates_name_principals
 );
 
@@ -212,6 +215,50 @@ async fn the_server_serves_tls_and_reloads_its_certificate(db: TestDb) {
         .expect("a new connection with the new certificate");
     // The connection opened before the rotation keeps working.
     assert!(all_requests(&app).await.is_empty());
+    app.stop().await;
+}
+
+/// With as many connections open as the server takes handshakes at once,
+/// each sending nothing, a client that shakes hands is served, and the
+/// oldest silent connection is closed for it, long before its handshake
+/// would have timed out.
+async fn silent_connections_give_way_to_a_client_that_shakes_hands(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("server CA");
+    install(dir.path(), &ca.server());
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let app = TestApp::spawn_tls(
+        &db,
+        |c| {
+            c.tls_cert = Some(cert.clone());
+            c.tls_key = Some(key.clone());
+        },
+        client_tls(&ca, None),
+    )
+    .await;
+    let mut silent = Vec::with_capacity(MAX_HANDSHAKES);
+    for _ in 0..MAX_HANDSHAKES {
+        silent.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+
+    let client = Clients::new(
+        tls_channel(app.addr, client_tls(&ca, None))
+            .await
+            .expect("the handshake succeeds"),
+        Bearer::default(),
+    );
+    client
+        .requests
+        .clone()
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .expect("served");
+    let mut byte = [0u8; 1];
+    let oldest = tokio::time::timeout(HANDSHAKE_TIMEOUT / 2, silent[0].read(&mut byte))
+        .await
+        .expect("closed before its handshake would time out");
+    assert!(matches!(oldest, Ok(0) | Err(_)), "closed: {oldest:?}");
+    drop(silent);
     app.stop().await;
 }
 
