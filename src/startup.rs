@@ -183,6 +183,10 @@ impl Application {
             .map(ServerTls::load)
             .transpose()
             .context("cannot set up the server's TLS")?
+            .map(|tls| match options.max_handshakes {
+                Some(most) => tls.with_max_handshakes(most),
+                None => tls,
+            })
             .map(Arc::new);
         tracing::info!(
             tls = match &tls {

@@ -29,6 +29,9 @@ pub struct Options {
     pub resolver: Option<Arc<dyn Resolver>>,
     /// Bounds on the admin listener's connections.
     pub admin_limits: AdminLimits,
+    /// Most TLS handshakes under way at once on the gRPC listener (`None`:
+    /// [`crate::tls::max_handshakes`]).
+    pub max_handshakes: Option<usize>,
 }
 
 impl Default for Options {
@@ -40,6 +43,7 @@ impl Default for Options {
             adapter: None,
             resolver: None,
             admin_limits: AdminLimits::default(),
+            max_handshakes: None,
         }
     }
 }

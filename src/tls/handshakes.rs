@@ -1,12 +1,15 @@
 //! The TLS handshakes under way on one listener, bounded. A handshake has
 //! [`HANDSHAKE_TIMEOUT`] to finish, but a client that connects and sends
 //! nothing holds a socket and a task for that long, and clients opening
-//! connections faster than they time out would hold as many as the
-//! process may open, at which point no one's connection is accepted.
-//! At most [`MAX_HANDSHAKES`] are under way at once: a connection beyond
-//! them ends the oldest handshake still under way. A real client's
-//! handshake takes milliseconds, so it is never the oldest for long, and
-//! gets through however many connections others leave silent.
+//! connections faster than they time out would hold every descriptor the
+//! process may open, at which point no one's connection is accepted. So
+//! at most [`max_handshakes`] are under way at once (a quarter of the
+//! descriptor limit, 1,024 at least), counted until the connection is
+//! handed to the server, and a connection beyond them ends the oldest
+//! still under way. Silent connections then cost at most that many
+//! descriptors, and a real client's handshake, which takes milliseconds,
+//! is ended only by as many connections arriving while it lasts: as many
+//! as it took to use up the descriptors before.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,8 +20,18 @@ use tokio_util::sync::CancellationToken;
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Most handshakes under way at once on one listener.
-pub const MAX_HANDSHAKES: usize = 1024;
+/// The fewest handshakes [`max_handshakes`] allows at once.
+const MIN_HANDSHAKES: usize = 1024;
+
+/// Most handshakes under way at once on one listener, by default: a
+/// quarter of the process's descriptor limit (its soft `RLIMIT_NOFILE`),
+/// and at least 1,024.
+pub fn max_handshakes() -> usize {
+    let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    (descriptors / 4).clamp(MIN_HANDSHAKES, 1 << 20)
+}
 
 /// The handshakes under way on one listener, oldest first.
 #[derive(Default)]
@@ -76,6 +89,12 @@ impl Drop for Handshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_most_under_way_is_a_quarter_of_the_descriptors_and_1024_at_least() {
+        let most = max_handshakes();
+        assert!((MIN_HANDSHAKES..=1 << 20).contains(&most), "{most}");
+    }
 
     #[test]
     fn a_handshake_beyond_the_most_ends_the_oldest_under_way() {

@@ -8,7 +8,7 @@ pub mod client;
 mod handshakes;
 pub mod server;
 
-pub use handshakes::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
+pub use handshakes::{HANDSHAKE_TIMEOUT, max_handshakes};
 
 use std::sync::{Arc, Once};
 

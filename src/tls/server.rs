@@ -12,8 +12,8 @@
 //! that does not match, a file half-written) is logged and the running
 //! configuration kept.
 //!
-//! Handshakes happen off the accept loop, each bounded in time, and at
-//! most [`MAX_HANDSHAKES`] at once, a new connection ending the oldest
+//! Handshakes happen off the accept loop, each bounded in time, and a
+//! bounded number at once, a new connection ending the oldest
 //! (`super::handshakes`), so slow or silent clients cannot hold up the
 //! others. Each connection carries its
 //! peer's certificate chain ([`TlsConnectInfo`]) to the calls made on it,
@@ -38,7 +38,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::handshakes::{HANDSHAKE_TIMEOUT, Handshakes, MAX_HANDSHAKES};
+use super::handshakes::{HANDSHAKE_TIMEOUT, Handshakes, max_handshakes};
 
 /// How long the accept loop waits after an error accepting a connection,
 /// rather than spinning on an error that lasts (no file descriptor left).
@@ -71,6 +71,8 @@ pub struct ServerTls {
     current: RwLock<Arc<ServerConfig>>,
     /// Digest of the files the current configuration was built from.
     digest: Mutex<Vec<u8>>,
+    /// Most handshakes under way at once.
+    max_handshakes: usize,
 }
 
 impl ServerTls {
@@ -98,7 +100,17 @@ impl ServerTls {
             served,
             current: RwLock::new(Arc::new(config)),
             digest: Mutex::new(digest),
+            max_handshakes: max_handshakes(),
         })
+    }
+
+    /// The same, with at most `most` handshakes under way at once
+    /// instead of [`max_handshakes`].
+    pub fn with_max_handshakes(self, most: usize) -> Self {
+        Self {
+            max_handshakes: most,
+            ..self
+        }
     }
 
     /// Whether client certificates are required.
@@ -148,8 +160,8 @@ impl ServerTls {
     }
 
     /// Accepts connections on `listener` and hands out those whose
-    /// handshake succeeded, until `stop`; at most [`MAX_HANDSHAKES`] under
-    /// way (see `super::handshakes`). After an error accepting (no file
+    /// handshake succeeded, until `stop`; a bounded number under way, each
+    /// until its connection is handed over (see `super::handshakes`). After an error accepting (no file
     /// descriptor left, say) it waits [`ACCEPT_PAUSE`] before the next.
     pub fn incoming(
         self: Arc<Self>,
@@ -178,22 +190,28 @@ impl ServerTls {
                     self.current.read().expect("tls config lock").clone(),
                 );
                 let tx = tx.clone();
-                let handshake = handshakes.start(MAX_HANDSHAKES);
+                let handshake = handshakes.start(self.max_handshakes);
                 tokio::spawn(async move {
-                    let shaken = tokio::select! {
-                        shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => shaken,
-                        _ = handshake.ended.cancelled() => {
-                            tracing::debug!(%remote, "TLS handshake ended for a newer connection");
-                            return;
+                    // Counted until handed over: a server that takes no
+                    // connection for a while (an admin listener whose
+                    // connections all have requests in progress) leaves
+                    // them waiting within the bound.
+                    let handed = async {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                let _ = tx.send(Ok(TlsConn::new(stream, remote))).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%remote, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                         }
                     };
-                    drop(handshake);
-                    match shaken {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(TlsConn::new(stream, remote))).await;
+                    tokio::select! {
+                        _ = handed => {}
+                        _ = handshake.ended.cancelled() => {
+                            tracing::debug!(%remote, "TLS handshake ended for a newer connection");
                         }
-                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                     }
                 });
             }

@@ -196,6 +196,16 @@ impl TestApp {
         Self::spawn_inner(db, Options::default(), tweak, Some(client)).await
     }
 
+    /// [`TestApp::spawn_tls`] with these options.
+    pub async fn spawn_tls_with(
+        db: &TestDb,
+        options: Options,
+        tweak: impl FnOnce(&mut Config),
+        client: ClientTlsConfig,
+    ) -> Self {
+        Self::spawn_inner(db, options, tweak, Some(client)).await
+    }
+
     async fn spawn_inner(
         db: &TestDb,
         options: Options,

@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use dsr_orchestrator::pb;
-use dsr_orchestrator::tls::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
+use dsr_orchestrator::startup::Options;
+use dsr_orchestrator::tls::HANDSHAKE_TIMEOUT;
 use tokio::io::AsyncReadExt;
 use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -218,17 +219,23 @@ async fn the_server_serves_tls_and_reloads_its_certificate(db: TestDb) {
     app.stop().await;
 }
 
-/// With as many connections open as the server takes handshakes at once,
-/// each sending nothing, a client that shakes hands is served, and the
-/// oldest silent connection is closed for it, long before its handshake
-/// would have timed out.
+/// With as many connections open as the server takes handshakes at once
+/// (8 here), each sending nothing, a client that shakes hands is served,
+/// and the oldest silent connection is closed for it, long before its
+/// handshake would have timed out.
 async fn silent_connections_give_way_to_a_client_that_shakes_hands(db: TestDb) {
+    const MOST: usize = 8;
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("server CA");
     install(dir.path(), &ca.server());
     let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
-    let app = TestApp::spawn_tls(
+    let options = Options {
+        max_handshakes: Some(MOST),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_tls_with(
         &db,
+        options,
         |c| {
             c.tls_cert = Some(cert.clone());
             c.tls_key = Some(key.clone());
@@ -236,8 +243,8 @@ async fn silent_connections_give_way_to_a_client_that_shakes_hands(db: TestDb) {
         client_tls(&ca, None),
     )
     .await;
-    let mut silent = Vec::with_capacity(MAX_HANDSHAKES);
-    for _ in 0..MAX_HANDSHAKES {
+    let mut silent = Vec::with_capacity(MOST);
+    for _ in 0..MOST {
         silent.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
     }
 
