@@ -101,12 +101,14 @@ mod tests {
     #[test]
     fn start_within_admits_exactly_the_limit_from_many_threads() {
         let count = InProgress::default();
+        let start = std::sync::Barrier::new(8);
         let admitted = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..8)
                 .map(|_| {
-                    let count = count.clone();
+                    let (count, start) = (count.clone(), &start);
                     scope.spawn(move || {
-                        (0..1000)
+                        start.wait();
+                        (0..20)
                             .filter_map(|_| count.start_within(100))
                             .collect::<Vec<_>>()
                     })

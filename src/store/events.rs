@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
@@ -187,26 +188,31 @@ pub(super) fn select_events(sql: &mut Sql, events: &[SealedEvent]) {
 /// delivery could start (see `super::claim_steps`). Read after the
 /// request row is locked, it sees every such event a claim has committed,
 /// and no claim of this request sends anything until that lock is
-/// released.
+/// released. `None` when an event's body does not read: then which were
+/// sent is not known.
 pub(super) async fn instructions_sent(
     conn: &mut AnyConnection,
     backend: Backend,
     request: RequestId,
-) -> Result<HashSet<InstructionId>, StoreError> {
+) -> Result<Option<HashSet<InstructionId>>, StoreError> {
     let rows = Sql::new(
         backend,
         "select body from request_events where request_id = ",
     )
     .bind(request.to_string())
+    .push(" and body like '%\"DELIVERING\"%'")
     .query()
     .fetch_all(&mut *conn)
     .await?;
     let mut sent = HashSet::new();
     for row in &rows {
         let text: String = row.try_get("body")?;
-        let body: Body<InstructionSnapshot, serde::de::IgnoredAny, serde::de::IgnoredAny> =
-            serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("event body: {e}")))?;
+        let Ok(body) =
+            serde_json::from_str::<Body<InstructionSnapshot, IgnoredAny, IgnoredAny>>(&text)
+        else {
+            tracing::warn!(request = %request, "an event of the request does not read");
+            return Ok(None);
+        };
         if let Some(i) = body
             .instruction
             .filter(|i| i.state == InstructionState::Delivering)
@@ -214,7 +220,7 @@ pub(super) async fn instructions_sent(
             sent.insert(i.id);
         }
     }
-    Ok(sent)
+    Ok(Some(sent))
 }
 
 impl Store {

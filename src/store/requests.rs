@@ -320,18 +320,22 @@ impl Store {
         // claim's history either committed before (its DELIVERING events
         // are read here) or waits, finds them cancelled and sends nothing.
         // One leased but never sent keeps no first delivery time and gets
-        // no notice.
+        // no notice. If the history does not read, every instruction with
+        // a first delivery time counts as sent.
         let sent = if open.iter().any(|i| i.first_instructed_at.is_some()) {
             instructions_sent(&mut tx, self.backend, id).await?
         } else {
-            HashSet::new()
+            Some(HashSet::new())
+        };
+        let was_sent = |i: &InstructionView| {
+            i.first_instructed_at.is_some() && sent.as_ref().is_none_or(|s| s.contains(&i.id))
         };
         let changes: Vec<Change> = open
             .iter()
             .map(|i| {
                 let mut c = Change::new(i.id, InstructionEvent::Cancel);
                 c.resolved_by = Some(ResolvedBy::System);
-                c.unsent = i.first_instructed_at.is_some() && !sent.contains(&i.id);
+                c.unsent = i.first_instructed_at.is_some() && !was_sent(i);
                 c
             })
             .collect();
@@ -350,7 +354,7 @@ impl Store {
         // this commit on, by the dispatcher or with its next pull.
         let reached: Vec<String> = open
             .iter()
-            .filter(|i| sent.contains(&i.id))
+            .filter(|i| was_sent(i))
             .map(|i| i.id.to_string())
             .collect();
         let notices = queue_cancel_notices(&mut tx, self.backend, reached, reason, now).await?;

@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use tonic::Code;
+
 use dsr_orchestrator::clock::{Clock, ManualClock};
 use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::pb;
@@ -23,6 +25,7 @@ postgres_only!(
     a_claim_whose_history_waits_does_not_hold_up_the_next,
     a_lease_cancelled_before_its_history_is_neither_written_nor_sent,
     a_lease_cancelled_after_its_history_keeps_its_delivery_and_notice,
+    a_retry_cancelled_before_its_history_keeps_the_first_delivery,
     a_lease_lost_before_its_history_is_neither_written_nor_sent,
     leases_whose_history_was_never_written_are_delivered_when_they_expire,
     a_history_cut_off_before_its_commit_is_written_again,
@@ -182,6 +185,46 @@ async fn a_lease_cancelled_before_its_history_is_neither_written_nor_sent(db: Te
         .await;
     assert_eq!(notices[0][0].as_deref(), Some("0"));
     assert!(fake.deliveries().is_empty());
+    app.stop().await;
+}
+
+/// A request cancelled while a retry is leased but its history not yet
+/// written: the retry is not sent, but the first attempt was, so the
+/// record keeps that attempt's delivery time and the processor's cancel
+/// notice is queued.
+async fn a_retry_cancelled_before_its_history_keeps_the_first_delivery(db: TestDb) {
+    let (app, clock, fake) = with_vendor(&db).await;
+    fake.script([Reply::Error(Code::Unavailable)]);
+    let id = submit(&app, deletion("gone@example.com")).await.request_id;
+    let first_sent_at = clock.now();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    clock.advance(Duration::from_secs(3600));
+    let mut retry = lease(&app, &clock, "replica-a").await;
+    assert_eq!(retry.claims[0][0].attempt(), 2);
+
+    cancel(&app, &id, "withdrawn").await;
+    write_history(&app, &clock, &mut retry).await;
+    assert!(retry.claims[0].is_empty(), "the retry is not sent");
+
+    let events = intact_history(&app, &id).await;
+    assert_eq!(
+        states(&events),
+        [
+            pb::InstructionState::Delivering,
+            pb::InstructionState::Pending,
+            pb::InstructionState::Cancelled
+        ]
+    );
+    let record = record(&app, &id).await;
+    let first = record.lines[0]
+        .first_instructed_at
+        .expect("the first attempt's");
+    assert_eq!(first.seconds, first_sent_at.timestamp());
+    let notices = db
+        .texts("select cast(count(*) as text) from cancel_notices")
+        .await;
+    assert_eq!(notices[0][0].as_deref(), Some("1"));
+    assert_eq!(fake.deliveries().len(), 1, "the first attempt only");
     app.stop().await;
 }
 
