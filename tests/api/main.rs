@@ -23,6 +23,7 @@ mod echoes;
 mod federation;
 mod intake;
 mod limits;
+mod lock_order;
 mod metrics_families;
 mod observability;
 mod opendsr;
