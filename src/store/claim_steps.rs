@@ -32,21 +32,26 @@
 //! instructions, then requests). A crash between the two, or a failed
 //! second transaction, leaves leases whose attempts are open but whose
 //! events are not written; nothing was sent, and the leases expire and
-//! are delivered again, as after any crash mid-delivery; the first
-//! delivery time stays that of the first lease.
+//! are delivered again, as after any crash mid-delivery. An instruction
+//! whose expired lease is leased again and whose history shows it never
+//! sent gets this lease's time as its first delivery time
+//! ([`restamp_unsent`]); the first lease's time would be a lease or more
+//! early.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::aftermath::{By, after_locked};
-use super::claims::{ClaimOrder, Claimed};
+use super::claims::{ClaimKind, ClaimOrder, Claimed};
+use super::codec::micros;
+use super::events::instructions_sent;
 use super::records::lock_requests;
 use super::sql::Sql;
 use super::write_tx::WriteTx;
 use super::{Backend, Effects, Store, StoreError};
-use crate::domain::{InstructionView, ProcessorId, Timestamp};
+use crate::domain::{InstructionView, ProcessorId, RequestId, Timestamp};
 
 /// What a claim leased, in the order of its orders, and whether their
 /// history is still to write ([`Store::write_claim_history`]).
@@ -72,6 +77,53 @@ impl Leased {
     pub fn is_written(&self) -> bool {
         !self.unwritten
     }
+}
+
+/// Of `again` (the redeliveries and reminders this transaction leased,
+/// holding their rows), gives each redelivery that its request's history
+/// shows never sent the first delivery time `now`, in the database and in
+/// its view: the time its first lease set is that of a delivery that did
+/// not happen (the replica died between the two steps, or its history
+/// came too late or after the lease was lost). Only PostgreSQL claims in
+/// two steps, and only an expired lease can have gone unsent, so a claim
+/// without redeliveries reads nothing.
+pub(super) async fn restamp_unsent(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    again: &mut [Claimed],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut redelivered: Vec<&mut Claimed> = again
+        .iter_mut()
+        .filter(|c| c.kind == ClaimKind::Retry)
+        .collect();
+    if backend != Backend::Postgres || redelivered.is_empty() {
+        return Ok(());
+    }
+    let mut requests: Vec<RequestId> = redelivered
+        .iter()
+        .map(|c| c.instruction.request_id)
+        .collect();
+    requests.sort();
+    requests.dedup();
+    // Not known: left as it is.
+    let Some(sent) = instructions_sent(conn, backend, &requests).await? else {
+        return Ok(());
+    };
+    redelivered.retain(|c| !sent.contains(&c.instruction.id));
+    let unsent = redelivered;
+    if unsent.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(backend, "update instructions set first_instructed_at = ");
+    sql.bind(micros(now))
+        .push(" where ")
+        .in_list("id", unsent.iter().map(|c| c.instruction.id.to_string()));
+    sql.query().execute(&mut *conn).await?;
+    for c in unsent {
+        c.instruction.first_instructed_at = Some(now);
+    }
+    Ok(())
 }
 
 impl Store {

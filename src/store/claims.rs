@@ -25,7 +25,7 @@ use sqlx::Row;
 
 use super::aftermath::By;
 use super::aftermath::after_changes;
-use super::claim_steps::Leased;
+use super::claim_steps::{Leased, restamp_unsent};
 use super::codec::{instruction, micros, qualified};
 use super::picks::{PICKED, PICKS, align, deliveries_since_arm, pick_due, picked};
 use super::sealed::PAYLOAD;
@@ -215,6 +215,8 @@ impl Store {
         align(&mut pending);
         lease(&mut pending);
         let mut rows = pending.query().fetch_all(&mut *tx).await?;
+        // Where the redeliveries and reminders start among `rows`.
+        let mut first_picks = rows.len();
         let mut taken: HashMap<String, u32> = HashMap::new();
         for row in &rows {
             *taken.entry(row.try_get("processor_id")?).or_default() += 1;
@@ -267,6 +269,7 @@ impl Store {
             });
             others.push(") o)");
             lease(&mut others);
+            first_picks = rows.len();
             let more = others.query().fetch_all(&mut *tx).await?;
             for row in &more {
                 *taken.entry(row.try_get("processor_id")?).or_default() += 1;
@@ -321,6 +324,7 @@ impl Store {
                 trace_context: row.try_get("trace_context")?,
             });
         }
+        restamp_unsent(&mut tx, self.backend, &mut claimed[first_picks..], now).await?;
         let mut effects = Effects::default();
         if !claimed.is_empty() {
             let opened: Vec<_> = claimed

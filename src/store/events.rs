@@ -183,34 +183,32 @@ pub(super) fn select_events(sql: &mut Sql, events: &[SealedEvent]) {
     );
 }
 
-/// The instructions of `request` whose history shows them sent: a
+/// The instructions of `requests` whose history shows them sent: a
 /// DELIVERING event for some attempt, written only once a lease's
-/// delivery could start (see `super::claim_steps`). Read after the
-/// request row is locked, it sees every such event a claim has committed,
-/// and no claim of this request sends anything until that lock is
-/// released. `None` when an event's body does not read: then which were
-/// sent is not known.
+/// delivery could start (see `super::claim_steps`). Read after a request
+/// row is locked, it sees every such event a claim has committed, and no
+/// claim of that request sends anything until the lock is released.
+/// `None` when an event's body does not read: then which were sent is not
+/// known.
 pub(super) async fn instructions_sent(
     conn: &mut AnyConnection,
     backend: Backend,
-    request: RequestId,
+    requests: &[RequestId],
 ) -> Result<Option<HashSet<InstructionId>>, StoreError> {
-    let rows = Sql::new(
-        backend,
-        "select body from request_events where request_id = ",
-    )
-    .bind(request.to_string())
-    .push(" and body like '%\"DELIVERING\"%'")
-    .query()
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut sql = Sql::new(backend, "select body from request_events where ");
+    sql.in_list("request_id", requests.iter().map(ToString::to_string))
+        .push(" and body like '%\"DELIVERING\"%'");
+    let rows = sql.query().fetch_all(&mut *conn).await?;
     let mut sent = HashSet::new();
     for row in &rows {
         let text: String = row.try_get("body")?;
         let Ok(body) =
             serde_json::from_str::<Body<InstructionSnapshot, IgnoredAny, IgnoredAny>>(&text)
         else {
-            tracing::warn!(request = %request, "an event of the request does not read");
+            tracing::warn!(
+                requests = requests.len(),
+                "an event does not read: which instructions were sent is not known"
+            );
             return Ok(None);
         };
         if let Some(i) = body

@@ -323,7 +323,7 @@ impl Store {
         // no notice. If the history does not read, every instruction with
         // a first delivery time counts as sent.
         let sent = if open.iter().any(|i| i.first_instructed_at.is_some()) {
-            instructions_sent(&mut tx, self.backend, id).await?
+            instructions_sent(&mut tx, self.backend, &[id]).await?
         } else {
             Some(HashSet::new())
         };

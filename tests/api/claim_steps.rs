@@ -300,7 +300,8 @@ async fn a_lease_lost_before_its_history_is_neither_written_nor_sent(db: TestDb)
 /// A replica that leased and died before writing the history: the request
 /// still reads RECEIVED and its trail holds its receipt alone; once the
 /// lease expires the instruction is delivered again (attempt 2, the first
-/// closed as expired) and the request completes over an intact trail.
+/// closed as expired, its time the first delivery's) and the request
+/// completes over an intact trail.
 async fn leases_whose_history_was_never_written_are_delivered_when_they_expire(db: TestDb) {
     let (app, clock, fake) = with_vendor(&db).await;
     let id = submit(&app, deletion("orphan@example.com"))
@@ -316,6 +317,7 @@ async fn leases_whose_history_was_never_written_are_delivered_when_they_expire(d
     );
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 0, "still leased");
     clock.advance(Duration::from_secs(61));
+    let delivered_at = clock.now();
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
     assert_eq!(fake.deliveries().len(), 1);
 
@@ -327,8 +329,16 @@ async fn leases_whose_history_was_never_written_are_delivered_when_they_expire(d
             pb::InstructionState::Completed
         ]
     );
+    // The first delivery is the one that happened, not the dead lease.
+    let delivering = events.iter().find_map(|e| e.instruction.as_ref()).unwrap();
+    let first = delivering.first_instructed_at;
+    assert_eq!(first.map(|t| t.seconds), Some(delivered_at.timestamp()));
     let line = &record(&app, &id).await.lines[0];
     assert_eq!(line.attempts, 2);
+    assert_eq!(
+        line.first_instructed_at.map(|t| (t.seconds, t.nanos)),
+        first.map(|t| (t.seconds, t.nanos))
+    );
     let listed = all_instructions(&app).await;
     let results: Vec<&str> = listed[0]
         .history
