@@ -36,7 +36,7 @@
 //! whose expired lease is leased again and whose history shows it never
 //! sent gets this lease's time as its first delivery time
 //! ([`restamp_unsent`]); the first lease's time would be a lease or more
-//! early.
+//! early. (An instruction escalated once its leases are spent keeps it.)
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -51,7 +51,7 @@ use super::records::lock_requests;
 use super::sql::Sql;
 use super::write_tx::WriteTx;
 use super::{Backend, Effects, Store, StoreError};
-use crate::domain::{InstructionView, ProcessorId, RequestId, Timestamp};
+use crate::domain::{InstructionId, InstructionView, ProcessorId, RequestId, Timestamp};
 
 /// What a claim leased, in the order of its orders, and whether their
 /// history is still to write ([`Store::write_claim_history`]).
@@ -81,21 +81,27 @@ impl Leased {
 
 /// Of `again` (the redeliveries and reminders this transaction leased,
 /// holding their rows), gives each redelivery that its request's history
-/// shows never sent the first delivery time `now`, in the database and in
-/// its view: the time its first lease set is that of a delivery that did
-/// not happen (the replica died between the two steps, or its history
-/// came too late or after the lease was lost). Only PostgreSQL claims in
-/// two steps, and only an expired lease can have gone unsent, so a claim
-/// without redeliveries reads nothing.
+/// shows never sent, and that is to be sent (not one of `withheld`), the
+/// first delivery time `now`, in the database and in its view: the time
+/// its first lease set is that of a delivery that did not happen (the
+/// replica died between the two steps, or its history came too late or
+/// after the lease was lost). Only PostgreSQL claims in two steps, and
+/// only an expired lease can have gone unsent, so a claim without
+/// redeliveries reads nothing. The history is read under a key-share
+/// lock of the request rows, which waits for a history step holding them:
+/// one still writing the old lease's DELIVERING event is seen. (The lock
+/// order holds: this transaction has its instruction rows, and a history
+/// step takes none.)
 pub(super) async fn restamp_unsent(
     conn: &mut AnyConnection,
     backend: Backend,
     again: &mut [Claimed],
+    withheld: &[InstructionId],
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let mut redelivered: Vec<&mut Claimed> = again
         .iter_mut()
-        .filter(|c| c.kind == ClaimKind::Retry)
+        .filter(|c| c.kind == ClaimKind::Retry && !withheld.contains(&c.instruction.id))
         .collect();
     if backend != Backend::Postgres || redelivered.is_empty() {
         return Ok(());
@@ -106,6 +112,11 @@ pub(super) async fn restamp_unsent(
         .collect();
     requests.sort();
     requests.dedup();
+    let mut locks = Sql::new(backend, "select id from requests where ");
+    locks
+        .in_list("id", requests.iter().map(ToString::to_string))
+        .push(" order by id for key share");
+    locks.query().fetch_all(&mut *conn).await?;
     // Not known: left as it is.
     let Some(sent) = instructions_sent(conn, backend, &requests).await? else {
         return Ok(());

@@ -216,7 +216,7 @@ impl Store {
         lease(&mut pending);
         let mut rows = pending.query().fetch_all(&mut *tx).await?;
         // Where the redeliveries and reminders start among `rows`.
-        let mut first_picks = rows.len();
+        let first_picks = rows.len();
         let mut taken: HashMap<String, u32> = HashMap::new();
         for row in &rows {
             *taken.entry(row.try_get("processor_id")?).or_default() += 1;
@@ -269,7 +269,6 @@ impl Store {
             });
             others.push(") o)");
             lease(&mut others);
-            first_picks = rows.len();
             let more = others.query().fetch_all(&mut *tx).await?;
             for row in &more {
                 *taken.entry(row.try_get("processor_id")?).or_default() += 1;
@@ -324,7 +323,15 @@ impl Store {
                 trace_context: row.try_get("trace_context")?,
             });
         }
-        restamp_unsent(&mut tx, self.backend, &mut claimed[first_picks..], now).await?;
+        let withheld: Vec<_> = unreadable.iter().map(|c| c.id).collect();
+        restamp_unsent(
+            &mut tx,
+            self.backend,
+            &mut claimed[first_picks..],
+            &withheld,
+            now,
+        )
+        .await?;
         let mut effects = Effects::default();
         if !claimed.is_empty() {
             let opened: Vec<_> = claimed
