@@ -5,6 +5,7 @@
 //! fetches a JWKS.
 
 pub mod client;
+mod conn;
 mod handshakes;
 pub mod server;
 

@@ -19,11 +19,8 @@
 //! peer's certificate chain ([`TlsConnectInfo`]) to the calls made on it,
 //! for the principals of client certificates.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -32,11 +29,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+
+pub use super::conn::{TlsConn, TlsConnectInfo};
 
 use super::handshakes::{HANDSHAKE_TIMEOUT, Handshakes, max_handshakes};
 
@@ -288,85 +285,6 @@ fn build(files: &TlsFiles, served: Served) -> anyhow::Result<(ServerConfig, Vec<
         Served::Admin => vec![b"http/1.1".to_vec()],
     };
     Ok((config, digest))
-}
-
-/// What a call learns of its TLS connection.
-#[derive(Clone, Debug)]
-pub struct TlsConnectInfo {
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// The client's certificate chain (leaf first), under mutual TLS.
-    pub peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
-}
-
-/// An accepted TLS connection.
-pub struct TlsConn {
-    stream: TlsStream<TcpStream>,
-    info: TlsConnectInfo,
-}
-
-impl TlsConn {
-    fn new(stream: TlsStream<TcpStream>, remote: SocketAddr) -> Self {
-        let peer_certificates = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
-        Self {
-            stream,
-            info: TlsConnectInfo {
-                remote,
-                peer_certificates,
-            },
-        }
-    }
-}
-
-impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = TlsConnectInfo;
-    fn connect_info(&self) -> TlsConnectInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
 }
 
 /// What a client certificate says about its holder: its names, for
