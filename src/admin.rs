@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::store::Store;
 use crate::telemetry::Metrics;
-use crate::tls::server::ServerTls;
+use crate::tls::server::{ACCEPT_PAUSE, ServerTls};
 
 pub mod connections;
 
@@ -176,7 +176,7 @@ async fn accept(tcp: &TcpListener) -> TcpStream {
             // taken: the next try is a moment away, not a busy loop.
             Err(e) => {
                 tracing::warn!(error = %e, "the admin listener cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_PAUSE).await;
             }
         }
     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tower::{Layer, Service};
 
-use super::limits::{exhausted, refusal};
+use super::limits::{exhausted, is_health_check, refusal};
 use crate::in_progress::{HeldBody, InProgress};
 
 /// The methods whose calls count until their streams end.
@@ -90,7 +90,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = req.uri().path();
-        if path.starts_with("/grpc.health.v1.Health/") {
+        if is_health_check(path) {
             return Box::pin(inner.call(req));
         }
         let Some(counted) = self.count.start_within(self.limit) else {

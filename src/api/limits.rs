@@ -185,6 +185,12 @@ impl Buckets {
     }
 }
 
+/// Whether `path` is a health check's, which no limit holds back, so
+/// that probes keep answering under load.
+pub(super) fn is_health_check(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
 /// `RESOURCE_EXHAUSTED`, with when to try again if known.
 pub(super) fn exhausted(message: &str, retry_after: Option<Duration>) -> Status {
     let mut details = ErrorDetails::new();
@@ -232,7 +238,7 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+        if is_health_check(req.uri().path()) {
             return Box::pin(inner.call(req));
         }
         let state = self.state.clone();

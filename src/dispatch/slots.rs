@@ -253,24 +253,19 @@ impl Dispatcher {
     fn slots_of(&self, p: &Processor) -> (Arc<Semaphore>, usize) {
         let mut map = self.per_processor.lock().expect("slots lock");
         let made_for = p.spec.max_in_flight;
-        let entry = match map.entry(p.spec.id.clone()) {
-            std::collections::hash_map::Entry::Occupied(e) if e.get().made_for == made_for => {
-                e.into_mut()
-            }
-            std::collections::hash_map::Entry::Occupied(e) => {
-                let entry = e.into_mut();
-                entry.follow(made_for);
-                self.metrics
-                    .delivery_limit(p.spec.id.as_str(), entry.limit());
-                entry
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let entry = e.insert(ProcessorSlots::new(made_for));
-                self.metrics
-                    .delivery_limit(p.spec.id.as_str(), entry.limit());
-                entry
-            }
-        };
+        let mut changed = false;
+        let entry = map.entry(p.spec.id.clone()).or_insert_with(|| {
+            changed = true;
+            ProcessorSlots::new(made_for)
+        });
+        if entry.made_for != made_for {
+            entry.follow(made_for);
+            changed = true;
+        }
+        if changed {
+            self.metrics
+                .delivery_limit(p.spec.id.as_str(), entry.limit());
+        }
         let room = (entry.limit() as usize).saturating_sub(entry.in_flight());
         (entry.semaphore.clone(), room)
     }

@@ -37,9 +37,10 @@ pub use super::conn::{TlsConn, TlsConnectInfo};
 
 use super::handshakes::{HANDSHAKE_TIMEOUT, Handshakes, max_handshakes};
 
-/// How long the accept loop waits after an error accepting a connection,
-/// rather than spinning on an error that lasts (no file descriptor left).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long an accept loop (a TLS listener's, or the plaintext admin
+/// listener's) waits after an error accepting a connection, rather than
+/// spinning on an error that lasts (no file descriptor left).
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The files of the server's TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
