@@ -35,10 +35,12 @@ use crate::telemetry::Metrics;
 use crate::tls::server::ServerTls;
 
 mod background;
+mod connections;
 mod health;
 mod options;
 mod serve;
 use background::Background;
+pub use connections::max_connections;
 pub use options::Options;
 use serve::{Services, Transport, serve};
 
@@ -67,7 +69,8 @@ pub struct Application {
     reload_interval: Duration,
     /// Bounds on callers.
     limits: LimitSettings,
-    /// The transport's bounds: largest message, streams per connection.
+    /// The transport's bounds: largest message, streams per connection,
+    /// connections open at once.
     transport: Transport,
     /// Deadlines and verification minimums.
     compliance: Arc<CompliancePolicy>,
@@ -238,6 +241,7 @@ impl Application {
             transport: Transport {
                 max_message_size: config.max_message_size as usize,
                 max_concurrent_streams: config.max_concurrent_streams,
+                max_connections: options.max_connections.unwrap_or_else(max_connections),
             },
             compliance,
             retention: (config.record_retention, config.purge_interval),

@@ -32,6 +32,9 @@ pub struct Options {
     /// Most TLS handshakes under way at once on the gRPC listener (`None`:
     /// [`crate::tls::max_handshakes`]).
     pub max_handshakes: Option<usize>,
+    /// Most connections open at once on the gRPC listener (`None`:
+    /// [`crate::startup::max_connections`]).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Options {
@@ -44,6 +47,7 @@ impl Default for Options {
             resolver: None,
             admin_limits: AdminLimits::default(),
             max_handshakes: None,
+            max_connections: None,
         }
     }
 }

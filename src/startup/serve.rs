@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use super::connections::Connections;
 use crate::api::in_flight::InFlightLayer;
 use crate::api::limits::LimitLayer;
 use crate::api::opendsr::OpenDsrCallbacks;
@@ -25,6 +26,8 @@ use crate::tls::server::ServerTls;
 pub(super) struct Transport {
     pub(super) max_message_size: usize,
     pub(super) max_concurrent_streams: u32,
+    /// Connections open at once (see `super::connections`).
+    pub(super) max_connections: usize,
 }
 
 /// The `dsr.v1` service implementations.
@@ -121,10 +124,14 @@ pub(super) async fn serve(
                 .max_decoding_message_size(transport.max_message_size)
                 .max_encoding_message_size(transport.max_message_size),
         );
+    // Connections counted from their handshake's end (plaintext: from
+    // their accept) until they close, the least recently active closed
+    // for a newcomer beyond the bound.
+    let connections = Connections::new(transport.max_connections);
     let served = match tls {
         // Handshakes off the accept loop; the configuration reloaded.
         Some(tls) => {
-            let incoming = tls.incoming(listener, shutdown.clone());
+            let incoming = connections.count(tls.incoming(listener, shutdown.clone()));
             router
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
                 .await
@@ -134,7 +141,7 @@ pub(super) async fn serve(
         // ignored for a listener of our own, and with Nagle on, a reply
         // would wait for the client's delayed ACK (40 ms on Linux).
         None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = connections.count(TcpIncoming::from(listener).with_nodelay(Some(true)));
             router
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
                 .await

@@ -2,6 +2,7 @@
 //! every hop, and the limits on what one caller may ask.
 
 mod admin;
+mod connections;
 mod credentials;
 mod limits;
 mod rebinding;

@@ -1,0 +1,95 @@
+//! The gRPC listener's open connections are bounded: idle HTTP/2
+//! connections, handshake done and nothing asked, cannot hold every
+//! descriptor; a newcomer beyond the bound closes the least recently
+//! active connection, and a connection carrying calls stays open.
+
+use std::time::Duration;
+
+use dsr_orchestrator::pb;
+use dsr_orchestrator::startup::Options;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::backends;
+use crate::harness::app::{Bearer, Clients, channel};
+use crate::harness::*;
+
+backends!(idle_connections_give_way_to_a_newcomer_and_busy_ones_stay);
+
+/// The HTTP/2 client preface and an empty SETTINGS frame.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// An HTTP/2 connection that has been answered (the server's SETTINGS
+/// read) and then asks nothing.
+async fn idle_connection(addr: std::net::SocketAddr) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(PREFACE).await.unwrap();
+    let mut settings = [0u8; 9];
+    conn.read_exact(&mut settings)
+        .await
+        .expect("the server's SETTINGS");
+    assert_eq!(settings[3], 0x4, "a SETTINGS frame: {settings:?}");
+    conn
+}
+
+async fn list(clients: &Clients) -> Result<(), tonic::Status> {
+    let mut requests = clients.requests.clone();
+    requests
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .map(drop)
+}
+
+/// With room for four connections: the harness's, then three idle ones
+/// opened after it. The harness calls, so its connection, the oldest, is
+/// the most recently active. A new client's connection is the fifth: it
+/// is served, the first idle connection is closed for it, and the other
+/// two stay open.
+async fn idle_connections_give_way_to_a_newcomer_and_busy_ones_stay(db: TestDb) {
+    let options = Options {
+        max_connections: Some(4),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    let harness = app.clients(Bearer::default());
+    list(&harness).await.expect("the harness is served");
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(idle_connection(app.addr).await);
+    }
+    list(&harness).await.expect("the harness is served");
+
+    let newcomer = Clients::new(channel(app.addr).await, Bearer::default());
+    list(&newcomer).await.expect("the newcomer is served");
+    let mut byte = [0u8; 1];
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
+        // Frames the server sent before it closed (a SETTINGS
+        // acknowledgement) come first; then the end.
+        loop {
+            match idle[0].read(&mut byte).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(first.is_ok(), "the least recently active is closed");
+    for (i, conn) in idle.iter().enumerate().skip(1) {
+        let mut rest = [0u8; 64];
+        let open = loop {
+            match conn.try_read(&mut rest) {
+                Ok(0) => break false,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                Err(_) => break false,
+            }
+        };
+        assert!(open, "idle connection {i} stays open");
+    }
+    list(&harness)
+        .await
+        .expect("the harness is still served");
+    list(&newcomer).await.expect("and so is the newcomer");
+    drop(idle);
+    app.stop().await;
+}
