@@ -305,6 +305,7 @@ impl Config {
             burst: self.rate_burst,
             watches_per_caller: self.max_watches_per_caller,
             watches: self.max_watches,
+            stalled_reader: crate::api::in_flight::STALLED_READER,
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminListener, AdminState};
-use crate::api::in_flight::InFlightLayer;
+use crate::api::in_flight::{InFlightLayer, STALLED_READER};
 use crate::api::limits::{LimitLayer, LimitSettings};
 use crate::api::opendsr::OpenDsrCallbacks;
 use crate::api::watch_limits::WatchLimits;
@@ -40,7 +40,7 @@ mod health;
 mod options;
 mod serve;
 use background::Background;
-pub use connections::max_connections;
+pub use connections::{Closer, Conn, max_connections};
 pub use options::Options;
 use serve::{Services, Transport, serve};
 
@@ -237,7 +237,10 @@ impl Application {
             insecure,
             lookup,
             reload_interval: config.reload_interval,
-            limits: config.limits(),
+            limits: crate::api::limits::LimitSettings {
+                stalled_reader: options.stalled_reader.unwrap_or(STALLED_READER),
+                ..config.limits()
+            },
             transport: Transport {
                 max_message_size: config.max_message_size as usize,
                 max_concurrent_streams: config.max_concurrent_streams,
@@ -383,7 +386,7 @@ impl Application {
             },
         };
         let layers = (
-            InFlightLayer::new(limits.calls_in_flight),
+            InFlightLayer::new(limits.calls_in_flight, limits.stalled_reader),
             AuthLayer::new(auth),
             LimitLayer::new(limits),
         );

@@ -42,6 +42,10 @@ pub struct LimitSettings {
     pub watches_per_caller: usize,
     /// Open watch streams in all.
     pub watches: usize,
+    /// How long a streamed report may wait for its reader to take the
+    /// next part before the reader's connection is closed (see
+    /// [`super::in_flight`]).
+    pub stalled_reader: std::time::Duration,
 }
 
 /// Wraps services in [`Limit`].
@@ -290,6 +294,7 @@ pub(super) mod tests {
             burst: 3.0,
             watches_per_caller: 1,
             watches: 2,
+            stalled_reader: super::super::in_flight::STALLED_READER,
         }
     }
 

@@ -17,6 +17,7 @@ use tower::{Layer, Service};
 use super::identify::{Authenticator, Credentials};
 use super::policy::{self, Decision};
 use super::recheck::Recheck;
+use crate::startup::Conn;
 use crate::tls::server::TlsConnectInfo;
 
 /// Wraps services in [`Authenticate`].
@@ -77,7 +78,10 @@ where
                     .headers()
                     .get(http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok()),
-                tls: req.extensions().get::<TlsConnectInfo>(),
+                tls: req
+                    .extensions()
+                    .get::<Conn<TlsConnectInfo>>()
+                    .map(|c| &c.info),
             };
             // The HTTP callback API answers in JSON, which a refusal here
             // could not: the caller found, or why its credential was

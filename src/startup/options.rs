@@ -35,6 +35,9 @@ pub struct Options {
     /// Most connections open at once on the gRPC listener (`None`:
     /// [`crate::startup::max_connections`]).
     pub max_connections: Option<usize>,
+    /// How long a streamed report waits for a reader who stopped
+    /// reading (`None`: [`crate::api::in_flight::STALLED_READER`]).
+    pub stalled_reader: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             admin_limits: AdminLimits::default(),
             max_handshakes: None,
             max_connections: None,
+            stalled_reader: None,
         }
     }
 }

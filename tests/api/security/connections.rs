@@ -86,9 +86,7 @@ async fn idle_connections_give_way_to_a_newcomer_and_busy_ones_stay(db: TestDb) 
         };
         assert!(open, "idle connection {i} stays open");
     }
-    list(&harness)
-        .await
-        .expect("the harness is still served");
+    list(&harness).await.expect("the harness is still served");
     list(&newcomer).await.expect("and so is the newcomer");
     drop(idle);
     app.stop().await;

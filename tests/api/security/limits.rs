@@ -1,24 +1,28 @@
 //! Bounds on what callers may ask: a flood from one caller is held to its
 //! rate without starving another; open watch streams are counted per
 //! caller; a streamed response counts among the calls in flight until it
-//! ends; a message larger than the transport takes, or a result larger
+//! ends, and a reader who stops reading it is disconnected; a message larger than the transport takes, or a result larger
 //! than the domain takes, is a clear refusal and stores nothing.
+
+use std::time::Duration;
 
 use dsr_orchestrator::auth::Role;
 use dsr_orchestrator::pb;
+use dsr_orchestrator::startup::Options;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 use super::{OTHER_SUBMITTER, principals_per_role, role_token};
 use crate::backends;
-use crate::harness::app::Bearer;
+use crate::harness::app::{Bearer, Clients, channel};
 use crate::harness::*;
 
 backends!(
     a_flood_from_one_caller_does_not_starve_another,
     watch_streams_are_bounded_per_caller,
     oversized_input_is_refused_clearly,
-    a_streamed_report_counts_among_calls_in_flight_until_it_ends
+    a_streamed_report_counts_among_calls_in_flight_until_it_ends,
+    a_reader_who_stops_reading_is_disconnected
 );
 
 async fn a_flood_from_one_caller_does_not_starve_another(db: TestDb) {
@@ -179,25 +183,18 @@ async fn oversized_input_is_refused_clearly(db: TestDb) {
     app.stop().await;
 }
 
-/// A report streamed to a reader who does not read on holds its place
-/// among the calls in flight until the stream ends, not just until its
-/// first part is sent.
-async fn a_streamed_report_counts_among_calls_in_flight_until_it_ends(db: TestDb) {
-    let app = TestApp::spawn_with(&db, Default::default(), |c| {
-        c.max_calls_in_flight = 1;
-    })
-    .await;
+/// An access request whose report holds about 4 MB of records: far more
+/// than the transport sends ahead of a reader who stopped. Returns its id.
+async fn a_large_finished_report(app: &TestApp) -> String {
     let processor = FakeProcessor::start(Reply::Accepted).await;
-    let token = register(&app, push_processor("crm", &processor.endpoint())).await;
+    let token = register(app, push_processor("crm", &processor.endpoint())).await;
     let req = submit(
-        &app,
+        app,
         access("streamed@example.com", pb::AccessScope::SpecificPieces),
     )
     .await;
     let id = req.instructions[0].instruction_id.clone();
-    wait_for_state(&app, &id, pb::InstructionState::Acknowledged).await;
-    // About 4 MB of records: far more than the transport sends ahead of a
-    // reader who stopped.
+    wait_for_state(app, &id, pb::InstructionState::Acknowledged).await;
     let chunks: Vec<_> = (0..10u32)
         .map(|c| pb::UploadDataRecordsRequest {
             instruction_id: id.clone(),
@@ -231,38 +228,98 @@ async fn a_streamed_report_counts_among_calls_in_flight_until_it_ends(db: TestDb
         .await
         .expect("completed");
     watch_to_end(&app.requests, &req.request_id).await;
+    req.request_id
+}
 
+/// Lists requests on the harness's connection.
+async fn list(app: &TestApp) -> Result<(), tonic::Status> {
+    let mut client = app.requests.clone();
+    client
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .map(drop)
+}
+
+/// Whether a call is served within 10 s (asked every 25 ms).
+async fn served_soon(app: &TestApp) -> bool {
+    for _ in 0..400 {
+        if list(app).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// A report streamed to a reader who does not read on holds its place
+/// among the calls in flight until the stream ends, not just until its
+/// first part is sent.
+async fn a_streamed_report_counts_among_calls_in_flight_until_it_ends(db: TestDb) {
+    let app = TestApp::spawn_with(&db, Default::default(), |c| {
+        c.max_calls_in_flight = 1;
+    })
+    .await;
+    let request_id = a_large_finished_report(&app).await;
     let mut stream = app
         .requests
         .clone()
-        .get_access_report(pb::GetAccessReportRequest {
-            request_id: req.request_id.clone(),
-        })
+        .get_access_report(pb::GetAccessReportRequest { request_id })
         .await
         .expect("report")
         .into_inner();
     stream.message().await.expect("first part").expect("a part");
-    let list = || {
-        let mut client = app.requests.clone();
-        async move {
-            client
-                .list_requests(pb::ListRequestsRequest::default())
-                .await
-        }
-    };
-    let refused = list().await.unwrap_err();
+    let refused = list(&app).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     // The reader hangs up: the server notices when the stream is reset,
     // and the place is free again (waited for, bounded).
     drop(stream);
-    let mut served = false;
-    for _ in 0..200 {
-        if list().await.is_ok() {
-            served = true;
-            break;
+    assert!(
+        served_soon(&app).await,
+        "an ended stream gives its place back"
+    );
+    app.stop().await;
+}
+
+/// A reader who stops reading a report, on a connection of its own, has
+/// that connection closed once a part has waited for it longer than the
+/// server allows (one second here): its place among the calls in flight
+/// is free again, and its stream ends in an error, never as a whole
+/// report.
+async fn a_reader_who_stops_reading_is_disconnected(db: TestDb) {
+    let options = Options {
+        stalled_reader: Some(Duration::from_secs(1)),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(&db, options, |c| {
+        c.max_calls_in_flight = 1;
+    })
+    .await;
+    let request_id = a_large_finished_report(&app).await;
+    let reader = Clients::new(channel(app.addr).await, Bearer::default());
+    let mut stream = reader
+        .requests
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest { request_id })
+        .await
+        .expect("report")
+        .into_inner();
+    stream.message().await.expect("first part").expect("a part");
+    let refused = list(&app).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        served_soon(&app).await,
+        "the stalled reader's place is given back while it still holds its stream"
+    );
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break None,
+            Err(status) => break Some(status),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(served, "an ended stream gives its place back");
+    };
+    assert!(
+        ended.is_some(),
+        "the stream ends in an error, not as a whole report"
+    );
     app.stop().await;
 }
