@@ -40,7 +40,7 @@ mod health;
 mod options;
 mod serve;
 use background::Background;
-pub use connections::{Closer, Conn, max_connections};
+pub use connections::{Calling, Conn, ConnHandle, max_connections};
 pub use options::Options;
 use serve::{Services, Transport, serve};
 

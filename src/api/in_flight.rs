@@ -11,13 +11,18 @@
 //! streams are held that long: their callers have proven who they are,
 //! while a refusal's body to anyone could otherwise be held by a client
 //! that never opens its flow-control window. A reader who stops reading a
-//! report would keep its place as long as it liked, so a part the server
+//! report would keep its place as long as it liked, so data the server
 //! has ready that the reader does not take within [`STALLED_READER`] (the
 //! transport holds it back until the reader's flow-control window opens)
 //! closes the reader's connection, and with it the stream and its place;
-//! a server still producing the next part is not a stalled reader. The
-//! reader's other calls on that connection end too: they were made on a
-//! connection that has stopped taking what it asked for.
+//! a server still producing the next part is not a stalled reader. Parts
+//! are handed to the transport in pieces of at most 64 KiB, each with its
+//! own time, so a slow reader who reads on is not taken for a stalled one.
+//! The reader's other calls on that connection end too: they were made on
+//! a connection that has stopped taking what it asked for. Every call is
+//! also counted on its connection until its response has been sent, so
+//! that the connection table (`crate::startup::connections`) closes idle
+//! connections before busy ones.
 //! `WatchRequest` streams, which stay open for days, count only until they
 //! open: their own limit ([`super::watch_limits::WatchLimits`]) bounds them.
 //! Health checks are exempt, so probes keep answering under load.
@@ -28,14 +33,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use http_body::Frame;
+use tokio::time::Instant;
+use tokio_util::bytes::Bytes;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use super::limits::{exhausted, is_health_check, refusal};
 use crate::in_progress::{HeldBody, InProgress};
-use crate::startup::Closer;
+use crate::startup::ConnHandle;
 
 /// How long a streamed report's part may wait for its reader by default.
 pub const STALLED_READER: Duration = Duration::from_secs(60);
@@ -120,54 +129,76 @@ where
             return Box::pin(async move { Ok(refusal(&req, status)) });
         };
         let whole_body = STREAMED.contains(&path);
-        let closer = Closer::of(req.extensions());
+        let conn = ConnHandle::of(req.extensions());
         let stalled = self.stalled;
         Box::pin(async move {
+            // A call in progress on its connection until its response has
+            // been sent (see `crate::startup::connections`).
+            let calling = conn.as_ref().map(ConnHandle::calling);
             let response = inner.call(req).await?;
+            let response = response.map(|body| HeldBody {
+                body,
+                guard: calling,
+            });
             if !whole_body {
-                return Ok(response);
+                return Ok(response.map(tonic::body::Body::new));
             }
-            Ok(response.map(|body| {
-                let body = HeldBody {
-                    body,
-                    guard: counted,
-                };
-                match closer {
-                    Some(closer) => tonic::body::Body::new(Watched::new(body, closer, stalled)),
-                    None => tonic::body::Body::new(body),
+            let held = response.map(|body| HeldBody {
+                body,
+                guard: counted,
+            });
+            Ok(match conn {
+                Some(conn) => {
+                    held.map(|body| tonic::body::Body::new(Watched::new(body, conn, stalled)))
                 }
-            }))
+                None => held.map(tonic::body::Body::new),
+            })
         })
     }
 }
 
 /// What the reader of a streamed body has taken.
-#[derive(Default)]
 struct Progress {
-    /// Times the transport asked for a part.
-    asked: AtomicU64,
-    /// The last answer was a part, which the transport is sending or
-    /// holding back until the reader's window opens.
-    handed: AtomicBool,
+    start: Instant,
+    /// Milliseconds from `start` to the last part handed to the transport,
+    /// which is sending it or holding it back until the reader's window
+    /// opens; [`NOT_HANDED`] while the transport waits for the next part.
+    handed_at: AtomicU64,
 }
 
-/// A streamed body whose reader's connection is closed when a part it was
-/// handed is not followed by the transport asking for the next within
-/// `stalled` (checked every `stalled`, so it is closed within twice that).
+/// [`Progress::handed_at`] while no part waits for the reader.
+const NOT_HANDED: u64 = u64::MAX;
+
+/// The largest piece of a part handed to the transport at once, so that a
+/// reader who reads on, however slowly, asks for the next piece well
+/// within the stall limit (the transport asks for more only once most of
+/// what it holds has gone).
+const PIECE: usize = 64 * 1024;
+
+/// A streamed body whose reader's connection is closed when a piece it
+/// was handed is not followed by the transport asking for the next within
+/// `stalled`.
 struct Watched<B> {
     body: B,
+    /// The rest of a part handed over in pieces.
+    rest: Option<Bytes>,
     progress: Arc<Progress>,
     /// Ends the watch when the body is dropped.
     _watch: DropGuard,
 }
 
 impl<B> Watched<B> {
-    fn new(body: B, closer: Closer, stalled: Duration) -> Self {
-        let progress = Arc::new(Progress::default());
+    fn new(body: B, conn: ConnHandle, stalled: Duration) -> Self {
+        let progress = Arc::new(Progress {
+            start: Instant::now(),
+            handed_at: AtomicU64::new(NOT_HANDED),
+        });
         let ended = CancellationToken::new();
-        tokio::spawn(watch(progress.clone(), closer, stalled, ended.clone()));
+        let watch = watch(progress.clone(), conn, stalled, ended.clone());
+        tokio::spawn(watch.instrument(tracing::Span::current()));
         Self {
             body,
+            rest: None,
             progress,
             _watch: ended.drop_guard(),
         }
@@ -176,52 +207,77 @@ impl<B> Watched<B> {
 
 async fn watch(
     progress: Arc<Progress>,
-    closer: Closer,
+    conn: ConnHandle,
     stalled: Duration,
     ended: CancellationToken,
 ) {
-    let mut seen = None;
     loop {
+        let handed = progress.handed_at.load(Ordering::Acquire);
+        let next = if handed == NOT_HANDED {
+            Instant::now() + stalled
+        } else {
+            let due = progress.start + Duration::from_millis(handed) + stalled;
+            if Instant::now() >= due {
+                tracing::warn!(
+                    stalled_s = stalled.as_secs_f64(),
+                    "closed a connection whose reader took no part of a streamed report for this long"
+                );
+                conn.close();
+                return;
+            }
+            due
+        };
         tokio::select! {
             _ = ended.cancelled() => return,
-            _ = tokio::time::sleep(stalled) => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
-        let asked = progress.asked.load(Ordering::Acquire);
-        if seen == Some(asked) && progress.handed.load(Ordering::Acquire) {
-            tracing::warn!(
-                stalled_s = stalled.as_secs_f64(),
-                "closed a connection whose reader took no part of a streamed report for this long"
-            );
-            closer.close();
-            return;
-        }
-        seen = Some(asked);
     }
 }
 
-impl<B: http_body::Body + Unpin> http_body::Body for Watched<B> {
-    type Data = B::Data;
+impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for Watched<B> {
+    type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        this.progress
-            .handed
-            .store(matches!(frame, Poll::Ready(Some(Ok(_)))), Ordering::Release);
-        this.progress.asked.fetch_add(1, Ordering::AcqRel);
-        frame
+        let polled = match this.rest.take() {
+            Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
+            None => Pin::new(&mut this.body).poll_frame(cx),
+        };
+        let polled = match polled {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_data() {
+                Ok(mut data) if data.len() > PIECE => {
+                    let piece = data.split_to(PIECE);
+                    this.rest = Some(data);
+                    Frame::data(piece)
+                }
+                Ok(data) => Frame::data(data),
+                Err(frame) => frame,
+            }))),
+            other => other,
+        };
+        let handed = match polled {
+            Poll::Ready(Some(Ok(_))) => {
+                u64::try_from(this.progress.start.elapsed().as_millis()).unwrap_or(NOT_HANDED - 1)
+            }
+            _ => NOT_HANDED,
+        };
+        this.progress.handed_at.store(handed, Ordering::Release);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        match &self.rest {
+            Some(_) => http_body::SizeHint::default(),
+            None => self.body.size_hint(),
+        }
     }
 }
 
@@ -229,63 +285,90 @@ impl<B: http_body::Body + Unpin> http_body::Body for Watched<B> {
 mod tests {
     use std::convert::Infallible;
 
-    use http_body::{Body, Frame};
+    use http_body::Body;
     use tokio::sync::mpsc;
 
     use super::*;
 
     /// A body whose parts come from a channel, as a report's do.
-    struct Parts(mpsc::Receiver<&'static str>);
+    struct Parts(mpsc::Receiver<Bytes>);
 
     impl Body for Parts {
-        type Data = &'static [u8];
+        type Data = Bytes;
         type Error = Infallible;
         fn poll_frame(
             mut self: Pin<&mut Self>,
             cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Self::Data>, Infallible>>> {
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
             self.0
                 .poll_recv(cx)
-                .map(|part| part.map(|p| Ok(Frame::data(p.as_bytes()))))
+                .map(|part| part.map(|p| Ok(Frame::data(p))))
         }
     }
 
-    /// Asks `body` for its next part once, as the transport does.
-    async fn ask<B: Body + Unpin>(body: &mut B) -> bool {
-        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx).is_ready())).await
+    /// Asks `body` for its next piece once, as the transport does: its
+    /// length, if one was ready.
+    async fn ask<B: Body<Data = Bytes> + Unpin>(body: &mut B) -> Option<usize> {
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame.into_data().ok().map(|d| d.len()),
+                _ => None,
+            })
+        })
+        .await
+    }
+
+    fn part(len: usize) -> Bytes {
+        Bytes::from(vec![b'x'; len])
     }
 
     #[tokio::test(start_paused = true)]
     async fn only_a_part_the_reader_does_not_take_closes_its_connection() {
         let (parts, rx) = mpsc::channel(1);
-        let closer = Closer::unattached();
-        let mut body = Watched::new(Parts(rx), closer.clone(), Duration::from_secs(1));
-        assert!(!ask(&mut body).await, "nothing ready yet");
+        let conn = ConnHandle::unattached();
+        let mut body = Watched::new(Parts(rx), conn.clone(), Duration::from_secs(1));
+        assert_eq!(ask(&mut body).await, None, "nothing ready yet");
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(
-            !closer.closed(),
+            !conn.closed(),
             "a server still producing is not a stalled reader"
         );
-        parts.send("part").await.unwrap();
-        assert!(ask(&mut body).await, "a part handed over");
-        assert!(!closer.closed());
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(closer.closed(), "the reader never asked for the next");
+        parts.send(part(10)).await.unwrap();
+        assert_eq!(ask(&mut body).await, Some(10), "a part handed over");
+        tokio::time::sleep(Duration::from_millis(990)).await;
+        assert!(!conn.closed(), "within the limit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(conn.closed(), "the reader did not ask for the next in time");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_reader_who_keeps_asking_keeps_its_connection() {
         let (parts, rx) = mpsc::channel(1);
-        let closer = Closer::unattached();
-        let mut body = Watched::new(Parts(rx), closer.clone(), Duration::from_secs(1));
+        let conn = ConnHandle::unattached();
+        let mut body = Watched::new(Parts(rx), conn.clone(), Duration::from_secs(1));
         for _ in 0..10 {
-            parts.send("part").await.unwrap();
-            assert!(ask(&mut body).await);
+            parts.send(part(10)).await.unwrap();
+            assert_eq!(ask(&mut body).await, Some(10));
             tokio::time::sleep(Duration::from_millis(900)).await;
         }
-        assert!(!closer.closed());
+        assert!(!conn.closed());
         drop(body);
         tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(!closer.closed(), "a body dropped is no longer watched");
+        assert!(!conn.closed(), "a dropped body is not watched");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_part_is_handed_over_in_pieces_each_with_its_own_time() {
+        let (parts, rx) = mpsc::channel(1);
+        let conn = ConnHandle::unattached();
+        let mut body = Watched::new(Parts(rx), conn.clone(), Duration::from_secs(1));
+        parts.send(part(2 * PIECE + 1)).await.unwrap();
+        for len in [PIECE, PIECE, 1] {
+            assert_eq!(ask(&mut body).await, Some(len));
+            tokio::time::sleep(Duration::from_millis(900)).await;
+        }
+        assert!(!conn.closed(), "a slow reader that reads on is kept");
+        drop(parts);
+        assert_eq!(ask(&mut body).await, None, "the end");
     }
 }

@@ -7,19 +7,23 @@
 //! connection could be accepted, and no connection to the database or to a
 //! processor opened. So at most [`max_connections`] are open at once (half
 //! the descriptor limit, between 256 and 65,536), and a connection beyond
-//! them closes the one that read or wrote least recently. A connection
-//! that carries calls reads and writes by the millisecond, an idle one
-//! only at its keepalive ping (every 30 seconds), so the connections closed
-//! are idle ones while there are any; a gRPC client whose idle connection
-//! was closed opens a new one for its next call. When every connection is
-//! busy, the least recently active one gives way all the same (its calls
-//! end `UNAVAILABLE`, which clients retry): the newcomer is as likely a
-//! caller as the connections already open.
+//! them closes the quietest: one with no call in progress (a `WatchRequest`
+//! stream counts as one as long as it is open) before one with calls, and
+//! among those alike the one that read or wrote least recently. A caller
+//! can keep calls in progress only within the bounds on calls in flight
+//! and on watches, so connections held open with nothing asked are closed
+//! first; a gRPC client whose idle connection was closed opens a new one
+//! for its next call. When every connection has calls in progress, the
+//! quietest gives way all the same (its calls end in an error): the
+//! newcomer is as likely a caller as the connections already open.
+//! Finding the quietest reads every connection, so each time the table is
+//! full it closes a sixty-fourth of it at once, and the next connections
+//! find room without reading them again.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -32,10 +36,11 @@ use tonic::transport::server::Connected;
 /// The fewest connections [`max_connections`] allows at once.
 const MIN_CONNECTIONS: usize = 256;
 
-/// The most [`max_connections`] allows: finding the least recently active
-/// connection reads every one, so the table stays small enough to read
-/// at each connection beyond it.
+/// The most [`max_connections`] allows.
 const MAX_CONNECTIONS: usize = 65_536;
+
+/// The share of a full table closed at once.
+const CLOSED_AT_ONCE: usize = 64;
 
 /// How often, at most, closing connections for room is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -78,6 +83,8 @@ struct Entry {
     /// [`Shared::ticks`] at its last byte read or written, or at its
     /// admission.
     active: AtomicU64,
+    /// Calls in progress on it (see [`ConnHandle::calling`]).
+    calls: AtomicUsize,
     /// Set when it is closed for room; its next read or write fails.
     closed: AtomicBool,
     /// The task waiting to read, and to write, woken when it is closed.
@@ -101,25 +108,32 @@ impl Connections {
     /// Counts `io` among the open connections until it is dropped, closing
     /// the least recently active ones while `most` are open.
     pub fn admit<IO>(&self, io: IO) -> Tracked<IO> {
-        let entry = Arc::new(Entry {
-            active: AtomicU64::new(self.shared.tick()),
-            closed: AtomicBool::new(false),
-            reader: AtomicWaker::new(),
-            writer: AtomicWaker::new(),
-        });
+        let entry = Arc::new(Entry::new(self.shared.tick()));
         let mut closed = 0;
         let mut table = self.shared.table.lock().expect("connections lock");
-        while table.open.len() >= self.most {
-            let quietest = table
+        if table.open.len() >= self.most {
+            let excess = table.open.len() + 1 - self.most;
+            let count = excess.max(self.most / CLOSED_AT_ONCE).max(1);
+            let mut quiet: Vec<_> = table
                 .open
                 .iter()
-                .min_by_key(|(_, e)| e.active.load(Ordering::Relaxed))
-                .map(|(n, _)| *n);
-            let Some(e) = quietest.and_then(|n| table.open.remove(&n)) else {
-                break;
-            };
-            e.close();
-            closed += 1;
+                .map(|(n, e)| {
+                    (
+                        e.calls.load(Ordering::Relaxed) > 0,
+                        e.active.load(Ordering::Relaxed),
+                        *n,
+                    )
+                })
+                .collect();
+            if count < quiet.len() {
+                quiet.select_nth_unstable(count - 1);
+            }
+            for (_, _, n) in quiet.into_iter().take(count) {
+                if let Some(e) = table.open.remove(&n) {
+                    e.close();
+                    closed += 1;
+                }
+            }
         }
         let n = table.next;
         table.next += 1;
@@ -181,6 +195,16 @@ impl Shared {
 }
 
 impl Entry {
+    fn new(tick: u64) -> Self {
+        Self {
+            active: AtomicU64::new(tick),
+            calls: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
+        }
+    }
+
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.reader.wake();
@@ -199,36 +223,36 @@ impl Entry {
 }
 
 /// What a call learns of its connection: what the connection itself tells
-/// (`TcpConnectInfo`, or `TlsConnectInfo` over TLS), and a way to close
-/// it.
+/// (`TcpConnectInfo`, or `TlsConnectInfo` over TLS), and a handle on it.
 #[derive(Clone)]
 pub struct Conn<I> {
     /// What the connection tells.
     pub info: I,
-    /// Closes it.
-    pub closer: Closer,
+    /// The connection in the table.
+    pub handle: ConnHandle,
 }
 
-/// Closes one connection: its next read or write fails, and the server
-/// then drops it with every call on it.
+/// One connection in the table, as its calls see it.
 #[derive(Clone)]
-pub struct Closer(Arc<Entry>);
+pub struct ConnHandle(Arc<Entry>);
 
-impl Closer {
-    /// Closes the connection.
+impl ConnHandle {
+    /// Closes the connection: its next read or write fails, and the
+    /// server then drops it with every call on it.
     pub fn close(&self) {
         self.0.close();
     }
 
-    /// A closer of no connection, to see whether it was used.
+    /// Counts a call in progress on the connection until the guard drops.
+    pub fn calling(&self) -> Calling {
+        self.0.calls.fetch_add(1, Ordering::Relaxed);
+        Calling(self.0.clone())
+    }
+
+    /// A handle on no connection, to see whether it was closed.
     #[cfg(test)]
     pub(crate) fn unattached() -> Self {
-        Self(Arc::new(Entry {
-            active: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-            reader: AtomicWaker::new(),
-            writer: AtomicWaker::new(),
-        }))
+        Self(Arc::new(Entry::new(0)))
     }
 
     /// Whether it closed its connection.
@@ -237,13 +261,22 @@ impl Closer {
         self.0.closed.load(Ordering::Acquire)
     }
 
-    /// The closer of the connection a call came on (its request's
+    /// The handle of the connection a call came on (its request's
     /// extensions), if it came through a counted listener.
     pub fn of(extensions: &http::Extensions) -> Option<Self> {
         let tcp = extensions.get::<Conn<tonic::transport::server::TcpConnectInfo>>();
         let tls = extensions.get::<Conn<crate::tls::server::TlsConnectInfo>>();
-        tcp.map(|c| c.closer.clone())
-            .or_else(|| tls.map(|c| c.closer.clone()))
+        tcp.map(|c| c.handle.clone())
+            .or_else(|| tls.map(|c| c.handle.clone()))
+    }
+}
+
+/// A call in progress on a connection, counted until dropped.
+pub struct Calling(Arc<Entry>);
+
+impl Drop for Calling {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -256,6 +289,12 @@ pub(super) struct Tracked<IO> {
 }
 
 impl<IO> Tracked<IO> {
+    /// Its handle, as its calls get it.
+    #[cfg(test)]
+    fn handle(&self) -> ConnHandle {
+        ConnHandle(self.entry.clone())
+    }
+
     fn touch(&self) {
         self.entry
             .active
@@ -279,7 +318,7 @@ impl<IO: Connected> Connected for Tracked<IO> {
     fn connect_info(&self) -> Conn<IO::ConnectInfo> {
         Conn {
             info: self.io.connect_info(),
-            closer: Closer(self.entry.clone()),
+            handle: ConnHandle(self.entry.clone()),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Tests of `connections`.
 
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
 use super::*;
@@ -56,15 +58,56 @@ async fn a_closed_connection_waiting_to_read_is_woken() {
         let mut byte = [0u8; 1];
         quiet.read(&mut byte).await
     });
-    // Admitting the next closes the first, whether or not its read
-    // has started waiting yet: a read that starts later sees it
-    // closed at once, and one already waiting is woken.
+    // The read waits (this runtime has one thread: the spawned task ran
+    // until it waited), then admitting the next closes it and wakes it.
     tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "the read waits");
     let (next, _next_peer) = duplex(64);
     let _next = connections.admit(next);
-    let read = waiting.await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("woken")
+        .unwrap();
     assert_eq!(
         read.expect_err("closed").kind(),
         io::ErrorKind::ConnectionAborted
     );
+}
+
+#[tokio::test]
+async fn a_connection_with_a_call_in_progress_outlasts_idle_ones() {
+    let connections = Connections::new(2);
+    let (watching, _watching_peer) = duplex(64);
+    let watching = connections.admit(watching);
+    // A watch open on the first connection, which then says nothing.
+    let watch = watching.handle().calling();
+    let (idle, _idle_peer) = duplex(64);
+    let mut idle = connections.admit(idle);
+    let (next, _next_peer) = duplex(64);
+    let _next = connections.admit(next);
+    assert!(!watching.handle().closed(), "the quieter one has a call");
+    let mut byte = [0u8; 1];
+    idle.read(&mut byte)
+        .await
+        .expect_err("the idle one gave way");
+    drop(watch);
+    let (last, _last_peer) = duplex(64);
+    let _last = connections.admit(last);
+    assert!(
+        watching.handle().closed(),
+        "its call over, it is the quietest"
+    );
+}
+
+#[test]
+fn a_full_table_closes_a_sixty_fourth_of_itself_at_once() {
+    let connections = Connections::new(128);
+    let open: Vec<_> = (0..128).map(|_| connections.admit(duplex(8).0)).collect();
+    let _next = connections.admit(duplex(8).0);
+    assert_eq!(connections.len(), 127, "two closed, one admitted");
+    let closed: Vec<bool> = open.iter().map(|c| c.handle().closed()).collect();
+    assert_eq!(closed.iter().filter(|c| **c).count(), 2);
+    assert!(closed[0] && closed[1], "the two quietest: {closed:?}");
+    let _another = connections.admit(duplex(8).0);
+    assert_eq!(connections.len(), 128, "room without closing another");
 }
