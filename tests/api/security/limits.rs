@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use dsr_orchestrator::auth::Role;
 use dsr_orchestrator::pb;
+use dsr_orchestrator::pb::request_service_client::RequestServiceClient;
 use dsr_orchestrator::startup::Options;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 use super::{OTHER_SUBMITTER, principals_per_role, role_token};
 use crate::backends;
-use crate::harness::app::{Bearer, Clients, channel};
+use crate::harness::app::{Authed, Bearer, Clients, channel};
 use crate::harness::*;
 
 backends!(
@@ -251,6 +252,26 @@ async fn served_soon(app: &TestApp) -> bool {
     false
 }
 
+/// Opens the report of `request_id` through `client` and reads its first
+/// part only; with one call allowed in flight, the harness is then
+/// refused.
+async fn report_read_once(
+    app: &TestApp,
+    client: &RequestServiceClient<Authed>,
+    request_id: String,
+) -> tonic::Streaming<pb::AccessReportPart> {
+    let mut stream = client
+        .clone()
+        .get_access_report(pb::GetAccessReportRequest { request_id })
+        .await
+        .expect("report")
+        .into_inner();
+    stream.message().await.expect("first part").expect("a part");
+    let refused = list(app).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    stream
+}
+
 /// A report streamed to a reader who does not read on holds its place
 /// among the calls in flight until the stream ends, not just until its
 /// first part is sent.
@@ -260,16 +281,7 @@ async fn a_streamed_report_counts_among_calls_in_flight_until_it_ends(db: TestDb
     })
     .await;
     let request_id = a_large_finished_report(&app).await;
-    let mut stream = app
-        .requests
-        .clone()
-        .get_access_report(pb::GetAccessReportRequest { request_id })
-        .await
-        .expect("report")
-        .into_inner();
-    stream.message().await.expect("first part").expect("a part");
-    let refused = list(&app).await.unwrap_err();
-    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let stream = report_read_once(&app, &app.requests, request_id).await;
     // The reader hangs up: the server notices when the stream is reset,
     // and the place is free again (waited for, bounded).
     drop(stream);
@@ -296,16 +308,7 @@ async fn a_reader_who_stops_reading_is_disconnected(db: TestDb) {
     .await;
     let request_id = a_large_finished_report(&app).await;
     let reader = Clients::new(channel(app.addr).await, Bearer::default());
-    let mut stream = reader
-        .requests
-        .clone()
-        .get_access_report(pb::GetAccessReportRequest { request_id })
-        .await
-        .expect("report")
-        .into_inner();
-    stream.message().await.expect("first part").expect("a part");
-    let refused = list(&app).await.unwrap_err();
-    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let mut stream = report_read_once(&app, &reader.requests, request_id).await;
     assert!(
         served_soon(&app).await,
         "the stalled reader's place is given back while it still holds its stream"
