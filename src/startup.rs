@@ -237,7 +237,7 @@ impl Application {
             insecure,
             lookup,
             reload_interval: config.reload_interval,
-            limits: crate::api::limits::LimitSettings {
+            limits: LimitSettings {
                 stalled_reader: options.stalled_reader.unwrap_or(STALLED_READER),
                 ..config.limits()
             },

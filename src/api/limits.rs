@@ -42,8 +42,8 @@ pub struct LimitSettings {
     pub watches_per_caller: usize,
     /// Open watch streams in all.
     pub watches: usize,
-    /// How long a streamed report may wait for its reader to take the
-    /// next part before the reader's connection is closed (see
+    /// How long data handed to a streamed report's reader may wait to be
+    /// taken before the reader's connection is closed (see
     /// [`super::in_flight`]).
     pub stalled_reader: std::time::Duration,
 }

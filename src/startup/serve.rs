@@ -125,8 +125,8 @@ pub(super) async fn serve(
                 .max_encoding_message_size(transport.max_message_size),
         );
     // Connections counted from their handshake's end (plaintext: from
-    // their accept) until they close, the least recently active closed
-    // for a newcomer beyond the bound.
+    // their accept) until they close, the quietest closed for a newcomer
+    // beyond the bound.
     let connections = Connections::new(transport.max_connections);
     let served = match tls {
         // Handshakes off the accept loop; the configuration reloaded.
