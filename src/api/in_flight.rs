@@ -10,30 +10,29 @@
 //! until its last part has been sent or the stream is dropped. Only these
 //! streams are held that long: their callers have proven who they are,
 //! while a refusal's body to anyone could otherwise be held by a client
-//! that never opens its flow-control window. A reader who stops reading a
-//! report would keep its place as long as it liked, so data the server
-//! has ready that the reader does not take within [`STALLED_READER`] (the
-//! transport holds it back until the reader's flow-control window opens)
-//! closes the reader's connection, and with it the stream and its place;
-//! a server still producing the next part is not a stalled reader. Parts
-//! are handed to the transport in pieces of at most 64 KiB, each with its
-//! own time, so a slow reader who reads on is not taken for a stalled one.
-//! The reader's other calls on that connection end too: they were made on
-//! a connection that has stopped taking what it asked for. Every call is
-//! also counted on its connection until its response has been sent, so
-//! that the connection table (`crate::startup::connections`) closes idle
-//! connections before busy ones.
+//! that never opens its flow-control window. The place of a reader who
+//! stops reading is bounded in time: data the server has ready that the
+//! reader does not take within [`STALLED_READER`] (the transport holds it
+//! back until the reader's flow-control window opens) closes the reader's
+//! connection, and with it the stream and its place. The time counts only
+//! while data waits for the reader, not while the server produces the next
+//! part, and it starts again at each piece of at most 64 KiB handed to the
+//! transport, so a reader who takes data at any steady pace stays
+//! connected. The reader's other calls on that connection end too: they
+//! were made on a connection that has stopped taking what it asked for.
+//! Every call is also counted on its connection until its response has
+//! been sent, so that the connection table (`crate::startup::connections`)
+//! closes idle connections before busy ones.
 //! `WatchRequest` streams, which stay open for days, count only until they
 //! open: their own limit ([`super::watch_limits::WatchLimits`]) bounds them.
 //! Health checks are exempt, so probes keep answering under load.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http_body::Frame;
 use tokio::time::Instant;

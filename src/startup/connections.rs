@@ -106,7 +106,7 @@ impl Connections {
     }
 
     /// Counts `io` among the open connections until it is dropped, closing
-    /// the least recently active ones while `most` are open.
+    /// the quietest ones while `most` are open.
     pub fn admit<IO>(&self, io: IO) -> Tracked<IO> {
         let entry = Arc::new(Entry::new(self.shared.tick()));
         let mut closed = 0;
@@ -187,7 +187,7 @@ impl Shared {
         tracing::warn!(
             closed = report.0,
             most,
-            "closed the least recently active connections to make room: \
+            "closed the quietest connections to make room: \
              this many are open on the gRPC listener"
         );
         *report = (0, Some(Instant::now()));
@@ -215,7 +215,7 @@ impl Entry {
         if self.closed.load(Ordering::Acquire) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "closed to make room for a newer connection",
+                "closed by the server (see its log)",
             ));
         }
         Ok(())
@@ -300,6 +300,15 @@ impl<IO> Tracked<IO> {
             .active
             .store(self.shared.tick(), Ordering::Relaxed);
     }
+
+    /// `written`, as it is, once the connection is counted active if it
+    /// wrote anything.
+    fn wrote(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        written
+    }
 }
 
 impl<IO> Drop for Tracked<IO> {
@@ -349,10 +358,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
         self.entry.writer.register(cx.waker());
         self.entry.check()?;
         let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        written
+        self.wrote(written)
     }
 
     fn poll_write_vectored(
@@ -363,10 +369,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
         self.entry.writer.register(cx.waker());
         self.entry.check()?;
         let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        written
+        self.wrote(written)
     }
 
     fn is_write_vectored(&self) -> bool {

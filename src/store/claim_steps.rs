@@ -99,11 +99,14 @@ pub(super) async fn restamp_unsent(
     withheld: &[InstructionId],
     now: Timestamp,
 ) -> Result<(), StoreError> {
+    if backend != Backend::Postgres {
+        return Ok(());
+    }
     let mut redelivered: Vec<&mut Claimed> = again
         .iter_mut()
         .filter(|c| c.kind == ClaimKind::Retry && !withheld.contains(&c.instruction.id))
         .collect();
-    if backend != Backend::Postgres || redelivered.is_empty() {
+    if redelivered.is_empty() {
         return Ok(());
     }
     let mut requests: Vec<RequestId> = redelivered
