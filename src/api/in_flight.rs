@@ -44,6 +44,7 @@ use tracing::Instrument;
 use super::limits::{exhausted, is_health_check, refusal};
 use crate::in_progress::{HeldBody, InProgress};
 use crate::startup::ConnHandle;
+use crate::telemetry::ConnectionClosed;
 
 /// How long a streamed report's part may wait for its reader by default.
 pub const STALLED_READER: Duration = Duration::from_secs(60);
@@ -221,7 +222,7 @@ async fn watch(
                     stalled_s = stalled.as_secs_f64(),
                     "closed a connection whose reader took no part of a streamed report for this long"
                 );
-                conn.close();
+                conn.close(ConnectionClosed::StalledReader);
                 return;
             }
             due

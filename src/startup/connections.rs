@@ -18,20 +18,22 @@
 //! newcomer is as likely a caller as the connections already open.
 //! Finding the quietest reads every connection, so each time the table is
 //! full it closes a sixty-fourth of it at once, and the next connections
-//! find room without reading them again.
+//! find room without reading them again. `/metrics` shows the connections
+//! open, the bound, and those closed, by reason
+//! (`crate::telemetry::ConnectionStats`).
 
 use std::collections::BTreeMap;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::task::AtomicWaker;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
+
+use crate::telemetry::{ConnectionClosed, ConnectionStats};
 
 /// The fewest connections [`max_connections`] allows at once.
 const MIN_CONNECTIONS: usize = 256;
@@ -69,6 +71,8 @@ struct Shared {
     table: Mutex<Table>,
     /// Closed for room since the last report, and when that was.
     report: Mutex<(u64, Option<Instant>)>,
+    /// What `/metrics` shows of the table.
+    stats: Arc<ConnectionStats>,
 }
 
 #[derive(Default)]
@@ -93,15 +97,14 @@ struct Entry {
 }
 
 impl Connections {
-    /// A table of at most `most` open connections (at least one).
-    pub fn new(most: usize) -> Self {
+    /// A table of at most `most` open connections (at least one),
+    /// counting into `stats`.
+    pub fn new(most: usize, stats: Arc<ConnectionStats>) -> Self {
+        let most = most.max(1);
+        stats.bounded(most);
         Self {
-            most: most.max(1),
-            shared: Arc::new(Shared {
-                ticks: AtomicU64::new(0),
-                table: Mutex::new(Table::default()),
-                report: Mutex::new((0, None)),
-            }),
+            most,
+            shared: Arc::new(Shared::new(stats)),
         }
     }
 
@@ -139,7 +142,9 @@ impl Connections {
         table.next += 1;
         table.open.insert(n, entry.clone());
         drop(table);
+        self.shared.stats.opened();
         if closed > 0 {
+            self.shared.stats.closed(ConnectionClosed::Room, closed);
             self.shared.report(closed, self.most);
         }
         Tracked {
@@ -172,6 +177,15 @@ impl Connections {
 }
 
 impl Shared {
+    fn new(stats: Arc<ConnectionStats>) -> Self {
+        Self {
+            ticks: AtomicU64::new(0),
+            table: Mutex::new(Table::default()),
+            report: Mutex::new((0, None)),
+            stats,
+        }
+    }
+
     fn tick(&self) -> u64 {
         self.ticks.fetch_add(1, Ordering::Relaxed)
     }
@@ -234,12 +248,15 @@ pub struct Conn<I> {
 
 /// One connection in the table, as its calls see it.
 #[derive(Clone)]
-pub struct ConnHandle(Arc<Entry>);
+pub struct ConnHandle(Arc<Entry>, Arc<Shared>);
 
 impl ConnHandle {
-    /// Closes the connection: its next read or write fails, and the
-    /// server then drops it with every call on it.
-    pub fn close(&self) {
+    /// Closes the connection for `why`: its next read or write fails,
+    /// and the server then drops it with every call on it.
+    pub fn close(&self, why: ConnectionClosed) {
+        if !self.0.closed.load(Ordering::Acquire) {
+            self.1.stats.closed(why, 1);
+        }
         self.0.close();
     }
 
@@ -252,7 +269,8 @@ impl ConnHandle {
     /// A handle on no connection, to see whether it was closed.
     #[cfg(test)]
     pub(crate) fn unattached() -> Self {
-        Self(Arc::new(Entry::new(0)))
+        let stats = Arc::new(ConnectionStats::default());
+        Self(Arc::new(Entry::new(0)), Arc::new(Shared::new(stats)))
     }
 
     /// Whether it closed its connection.
@@ -292,7 +310,7 @@ impl<IO> Tracked<IO> {
     /// Its handle, as its calls get it.
     #[cfg(test)]
     fn handle(&self) -> ConnHandle {
-        ConnHandle(self.entry.clone())
+        ConnHandle(self.entry.clone(), self.shared.clone())
     }
 
     fn touch(&self) {
@@ -319,6 +337,7 @@ impl<IO> Drop for Tracked<IO> {
             .expect("connections lock")
             .open
             .remove(&self.n);
+        self.shared.stats.gone();
     }
 }
 
@@ -327,65 +346,13 @@ impl<IO: Connected> Connected for Tracked<IO> {
     fn connect_info(&self) -> Conn<IO::ConnectInfo> {
         Conn {
             info: self.io.connect_info(),
-            handle: ConnHandle(self.entry.clone()),
+            handle: ConnHandle(self.entry.clone(), self.shared.clone()),
         }
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.entry.reader.register(cx.waker());
-        self.entry.check()?;
-        let before = buf.filled().len();
-        let read = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
-        }
-        read
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.entry.writer.register(cx.waker());
-        self.entry.check()?;
-        let written = Pin::new(&mut self.io).poll_write(cx, buf);
-        self.wrote(written)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.entry.writer.register(cx.waker());
-        self.entry.check()?;
-        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.wrote(written)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.entry.writer.register(cx.waker());
-        self.entry.check()?;
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
+#[path = "connections_io.rs"]
+mod reads_writes;
 
 #[cfg(test)]
 #[path = "connections_tests.rs"]

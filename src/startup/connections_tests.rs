@@ -6,6 +6,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
 use super::*;
 
+/// A table of at most `most`, and what it counts.
+fn table(most: usize) -> (Connections, Arc<ConnectionStats>) {
+    let stats = Arc::new(ConnectionStats::default());
+    (Connections::new(most, stats.clone()), stats)
+}
+
 #[test]
 fn the_most_open_is_half_the_descriptors_within_its_bounds() {
     let most = max_connections();
@@ -17,7 +23,7 @@ fn the_most_open_is_half_the_descriptors_within_its_bounds() {
 
 #[tokio::test]
 async fn a_connection_beyond_the_most_closes_the_least_recently_active() {
-    let connections = Connections::new(2);
+    let (connections, stats) = table(2);
     let (first, mut first_peer) = duplex(64);
     let (second, _second_peer) = duplex(64);
     let mut first = connections.admit(first);
@@ -31,6 +37,7 @@ async fn a_connection_beyond_the_most_closes_the_least_recently_active() {
     let (third, _third_peer) = duplex(64);
     let _third = connections.admit(third);
     assert_eq!(connections.len(), 2, "one gave way");
+    assert_eq!(stats.closed_for(ConnectionClosed::Room), 1);
     let err = second
         .read(&mut byte)
         .await
@@ -46,12 +53,14 @@ async fn a_connection_beyond_the_most_closes_the_least_recently_active() {
         .await
         .expect("the active one stays");
     drop(first);
+    drop(second);
     assert_eq!(connections.len(), 1, "a dropped one leaves");
+    assert_eq!(stats.open(), 1, "counted out as it is dropped");
 }
 
 #[tokio::test]
 async fn a_closed_connection_waiting_to_read_is_woken() {
-    let connections = Connections::new(1);
+    let (connections, _) = table(1);
     let (quiet, _quiet_peer) = duplex(64);
     let mut quiet = connections.admit(quiet);
     let waiting = tokio::spawn(async move {
@@ -76,7 +85,7 @@ async fn a_closed_connection_waiting_to_read_is_woken() {
 
 #[tokio::test]
 async fn a_connection_with_a_call_in_progress_outlasts_idle_ones() {
-    let connections = Connections::new(2);
+    let (connections, _) = table(2);
     let (watching, _watching_peer) = duplex(64);
     let watching = connections.admit(watching);
     // A watch open on the first connection, which then says nothing.
@@ -101,13 +110,24 @@ async fn a_connection_with_a_call_in_progress_outlasts_idle_ones() {
 
 #[test]
 fn a_full_table_closes_a_sixty_fourth_of_itself_at_once() {
-    let connections = Connections::new(128);
+    let (connections, stats) = table(128);
     let open: Vec<_> = (0..128).map(|_| connections.admit(duplex(8).0)).collect();
     let _next = connections.admit(duplex(8).0);
     assert_eq!(connections.len(), 127, "two closed, one admitted");
+    assert_eq!(stats.closed_for(ConnectionClosed::Room), 2);
     let closed: Vec<bool> = open.iter().map(|c| c.handle().closed()).collect();
     assert_eq!(closed.iter().filter(|c| **c).count(), 2);
     assert!(closed[0] && closed[1], "the two quietest: {closed:?}");
     let _another = connections.admit(duplex(8).0);
     assert_eq!(connections.len(), 128, "room without closing another");
+}
+
+#[test]
+fn a_connection_closed_twice_is_counted_once() {
+    let (connections, stats) = table(4);
+    let conn = connections.admit(duplex(8).0);
+    conn.handle().close(ConnectionClosed::StalledReader);
+    conn.handle().close(ConnectionClosed::StalledReader);
+    assert_eq!(stats.closed_for(ConnectionClosed::StalledReader), 1);
+    assert_eq!(stats.closed_for(ConnectionClosed::Room), 0);
 }

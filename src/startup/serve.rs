@@ -52,6 +52,7 @@ pub(super) async fn serve(
     use pb::instruction_service_server::InstructionServiceServer;
     use pb::processor_service_server::ProcessorServiceServer;
     use pb::request_service_server::RequestServiceServer;
+    let stats = services.requests.metrics.connections();
     let health_reporter = tonic_health::server::HealthReporter::new();
     let health_service = super::health::EndingHealth::server(&health_reporter, shutdown.clone());
     super::health::set_all(&health_reporter, tonic_health::ServingStatus::Serving).await;
@@ -127,7 +128,7 @@ pub(super) async fn serve(
     // Connections counted from their handshake's end (plaintext: from
     // their accept) until they close, the quietest closed for a newcomer
     // beyond the bound.
-    let connections = Connections::new(transport.max_connections);
+    let connections = Connections::new(transport.max_connections, stats);
     let served = match tls {
         // Handshakes off the accept loop; the configuration reloaded.
         Some(tls) => {

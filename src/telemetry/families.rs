@@ -132,6 +132,12 @@ families! {
         "Identities of carried-out deletions this replica added to the suppression list (as keyed hashes).";
     RESEALED = "dsr_resealed", Shape::Counter,
         "Sealed values at rest this replica wrote under the active key, resealed or sealed for the first time (what: values), and idempotency fingerprints it keyed (what: fingerprints).";
+    CONNECTIONS = "dsr_grpc_connections", Shape::Gauge,
+        "Connections open on the gRPC listener.";
+    CONNECTIONS_MAX = "dsr_grpc_connections_max", Shape::Gauge,
+        "Most connections the gRPC listener keeps open (half the descriptor limit, 256 to 65,536); a newcomer beyond them closes the quietest.";
+    CONNECTIONS_CLOSED = "dsr_grpc_connections_closed", Shape::Counter,
+        "Connections the server closed on the gRPC listener, by reason: room (the quietest, for a newcomer at dsr_grpc_connections_max), stalled_reader (a reader that stopped reading a streamed report or export).";
     ERASURE_OVERDUE = "dsr_requests_erasure_overdue", Shape::Gauge,
         "Finished requests whose personal data was due for erasure more than two --erase-interval ago and is still held: the eraser is failing, or cannot open their subjects.";
 }

@@ -35,9 +35,10 @@ use prometheus::{Encoder, TextEncoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::domain::{AttemptResult, InstructionState, InstructionView};
-use crate::store::{ClaimKind, ClosedRequest, ErasureSchedule, Stats, Store, StoreObserver};
+use crate::domain::AttemptResult;
+use crate::store::{ClaimKind, ErasureSchedule, Stats, Store};
 
+use super::ConnectionStats;
 use super::families::*;
 
 /// How long a scrape waits for the open-work gauges once the database
@@ -76,6 +77,8 @@ pub struct Metrics {
     /// When finished requests' personal data goes, for the gauge of
     /// erasures overdue.
     erasure: ErasureSchedule,
+    /// What the gRPC listener's connection table counts.
+    connections: Arc<ConnectionStats>,
 }
 
 impl Metrics {
@@ -108,6 +111,8 @@ impl Metrics {
         let meter = provider.meter("dsr-orchestrator");
         let snapshot = Arc::new(Mutex::new(Stats::default()));
         super::gauges::register(&meter, snapshot.clone(), clock);
+        let connections = Arc::new(ConnectionStats::default());
+        super::connections::register(&meter, connections.clone());
         let database_up = Arc::new(AtomicBool::new(false));
         let up = database_up.clone();
         meter
@@ -165,11 +170,17 @@ impl Metrics {
             suppression_added: counter(&SUPPRESSION_ADDED),
             resealed: counter(&RESEALED),
             erasure,
+            connections,
             registry,
             provider,
             snapshot,
             database_up,
         }))
+    }
+
+    /// What the gRPC listener's connection table counts into.
+    pub fn connections(&self) -> Arc<ConnectionStats> {
+        self.connections.clone()
     }
 
     /// A request was taken in.
@@ -357,43 +368,5 @@ impl Metrics {
     }
 }
 
-impl StoreObserver for Metrics {
-    fn instruction_changed(&self, v: &InstructionView) {
-        let p = KeyValue::new("processor", v.processor_id.to_string());
-        if v.state.is_terminal() {
-            self.instructions_finished
-                .add(1, &[p, KeyValue::new("state", v.state.as_str())]);
-        } else if v.state == InstructionState::Escalated {
-            self.escalations.add(1, &[p]);
-        } else if v.state == InstructionState::Acknowledged && v.reminders == 0 {
-            // The first acknowledgement (a reminder's does not count again).
-            if let (Some(first), Some(ack)) = (v.first_instructed_at, v.acknowledged_at) {
-                let secs = (ack - first).num_milliseconds().max(0) as f64 / 1000.0;
-                self.time_to_acknowledge.record(secs, &[p]);
-            }
-        }
-    }
-
-    fn request_closed(&self, c: &ClosedRequest) {
-        self.requests_completed.add(
-            1,
-            &[
-                KeyValue::new("kind", c.kind.as_str()),
-                KeyValue::new("jurisdiction", c.jurisdiction.as_str()),
-                KeyValue::new("outcome", c.outcome.as_str()),
-            ],
-        );
-    }
-
-    fn personal_data_erased(&self, requests: usize, suppressed: usize) {
-        self.requests_erased.add(requests as u64, &[]);
-        self.suppression_added.add(suppressed as u64, &[]);
-    }
-
-    fn resealed(&self, values: u64, fingerprints: u64) {
-        self.resealed
-            .add(values, &[KeyValue::new("what", "values")]);
-        self.resealed
-            .add(fingerprints, &[KeyValue::new("what", "fingerprints")]);
-    }
-}
+#[path = "metrics_observer.rs"]
+mod observer;

@@ -15,6 +15,7 @@
 //! (request, instruction and processor ids; kinds, states, codes), never a
 //! subject's data.
 
+mod connections;
 mod context;
 mod families;
 mod gauges;
@@ -32,6 +33,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+pub use connections::{ConnectionClosed, ConnectionStats};
 pub use context::{
     MetadataInjector, current_traceparent, link_and_parent, trace_headers, trace_id_of,
 };

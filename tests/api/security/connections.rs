@@ -89,6 +89,11 @@ async fn idle_connections_give_way_to_a_newcomer_and_busy_ones_stay(db: TestDb) 
     }
     list(&harness).await.expect("the harness is still served");
     list(&newcomer).await.expect("and so is the newcomer");
+    // The server dropped the closed one before its end reached the client.
+    assert_eq!(app.sample("dsr_grpc_connections").await, 4.0);
+    assert_eq!(app.sample("dsr_grpc_connections_max").await, 4.0);
+    let closed = r#"dsr_grpc_connections_closed_total{reason="room"}"#;
+    assert_eq!(app.sample(closed).await, 1.0);
     drop(idle);
     app.stop().await;
 }

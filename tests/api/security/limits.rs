@@ -324,5 +324,7 @@ async fn a_reader_who_stops_reading_is_disconnected(db: TestDb) {
         ended.is_some(),
         "the stream ends in an error, not as a whole report"
     );
+    let closed = r#"dsr_grpc_connections_closed_total{reason="stalled_reader"}"#;
+    assert_eq!(app.sample(closed).await, 1.0, "the close is counted");
     app.stop().await;
 }
