@@ -594,7 +594,7 @@ def test_the_prometheus_rule_carries_the_shipped_alerts(render):
     shipped = yaml.safe_load((CHART / "alerts" / "dsr-orchestrator.yaml").read_text())
     assert rule["spec"] == shipped
     alerts = [a for g in shipped["groups"] for a in g["rules"]]
-    assert len(alerts) == 8
+    assert len(alerts) == 9
     for a in alerts:
         assert set(a) == {"alert", "expr", "for", "labels", "annotations"}, a["alert"]
         assert a["labels"]["severity"] in {"critical", "warning"}, a["alert"]

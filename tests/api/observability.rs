@@ -349,7 +349,7 @@ async fn metrics_follow_a_fan_out_with_failures(db: TestDb) {
     collect_exprs(&dashboard, &mut exprs);
     let panels = exprs.len();
     collect_exprs(&alerts, &mut exprs);
-    assert!(panels > 0 && exprs.len() - panels == 8, "{exprs:?}");
+    assert!(panels > 0 && exprs.len() - panels == 9, "{exprs:?}");
     let names: BTreeSet<&str> = first
         .keys()
         .chain(m.keys())
