@@ -140,8 +140,8 @@ impl Store {
             .bind(processor.as_str())
             .push(" and next_attempt_at <= ")
             .bind(micros(now))
-            .push(" order by next_attempt_at limit ")
-            .bind(i64::from(*limit))
+            .push(" order by next_attempt_at")
+            .limit(i64::from(*limit))
             .push(lock)
             .push(&format!(") q{i}"));
         }

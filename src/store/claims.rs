@@ -265,7 +265,7 @@ impl Store {
                     Some(budget),
                     limit,
                 );
-                sql.push(lock).push(") a) o limit ").bind(i64::from(limit));
+                sql.push(lock).push(") a) o").limit(i64::from(limit));
             });
             others.push(") o)");
             lease(&mut others);

@@ -203,7 +203,7 @@ impl Store {
                     .bind(id.clone())
                     .push(")");
             }
-            sql.push(" order by r.closed_at, r.id limit ").bind(BATCH);
+            sql.push(" order by r.closed_at, r.id").limit(BATCH);
             let rows = sql.query().fetch_all(&self.pool).await?;
             let Some(last) = rows.last() else {
                 return Ok(done);

@@ -240,8 +240,8 @@ impl Store {
         .bind(request.to_string())
         .push(" and seq >= ")
         .bind(after as i64)
-        .push(" order by seq limit ")
-        .bind(i64::from(limit) + 1)
+        .push(" order by seq")
+        .limit(i64::from(limit) + 1)
         .query()
         .fetch_all(&self.pool)
         .await?;

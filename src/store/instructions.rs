@@ -329,10 +329,10 @@ impl Store {
             None => {}
         }
         match filter.order {
-            InstructionOrder::Created => sql.push(" order by id limit "),
-            InstructionOrder::Due => sql.push(" order by due_at, id limit "),
+            InstructionOrder::Created => sql.push(" order by id"),
+            InstructionOrder::Due => sql.push(" order by due_at, id"),
         };
-        sql.bind(i64::from(limit) + 1);
+        sql.limit(i64::from(limit) + 1);
         let rows = sql.query().fetch_all(&self.pool).await?;
         let more = rows.len() > limit as usize;
         let instructions: Vec<_> = rows

@@ -111,8 +111,7 @@ impl Store {
                     .bind(*id)
                     .push(" and state = 'DELIVERING' and lease_expires_at > ")
                     .bind(now_us)
-                    .push(" limit ")
-                    .bind(i64::from(*cap))
+                    .limit(i64::from(*cap))
                     .push(") x) as n");
             }
             let mut busy: HashMap<String, i64> = HashMap::new();

@@ -80,7 +80,7 @@ pub(super) fn align(sql: &mut Sql) {
 
 /// Appends `select id, ... from instructions where processor_id = ? and
 /// state = '<state>' and <due> <= now [and <column> < <below>] order by
-/// <due> [, request_id] limit ?`: one processor's due rows of one state,
+/// <due> [, request_id] limit n`: one processor's due rows of one state,
 /// read in due order off that state's partial `(processor_id, due)` index.
 pub(super) fn pick_due(
     sql: &mut Sql,
@@ -108,8 +108,8 @@ pub(super) fn pick_due(
         ("PENDING", Backend::Sqlite) => ", request_id",
         _ => "",
     };
-    sql.push(&format!(" order by {due}{tie} limit "))
-        .bind(i64::from(limit));
+    sql.push(&format!(" order by {due}{tie}"))
+        .limit(i64::from(limit));
 }
 
 /// How many deliveries an instruction has had since it was last armed,

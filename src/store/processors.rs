@@ -205,7 +205,7 @@ impl Store {
         if let Some(after) = after {
             sql.push(" where id > ").bind(after.as_str());
         }
-        sql.push(" order by id limit ").bind(i64::from(limit));
+        sql.push(" order by id").limit(i64::from(limit));
         sql.query()
             .fetch_all(&self.pool)
             .await?

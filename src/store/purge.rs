@@ -70,8 +70,8 @@ impl Store {
                  and closed_at < ",
             )
             .bind(micros(cutoff))
-            .push(" order by closed_at, id limit ")
-            .bind(BATCH)
+            .push(" order by closed_at, id")
+            .limit(BATCH)
             // Locked on PostgreSQL: a change that still comes to a closed
             // request (its data fetched, its subject's suppression
             // removed) adds an event under the request row's lock, and

@@ -244,8 +244,8 @@ impl Store {
                 .bind(c.id.as_str())
                 .push("))");
         }
-        sql.push(&format!(" order by {key} {dir}, id {dir} limit "))
-            .bind(i64::from(page_size) + 1);
+        sql.push(&format!(" order by {key} {dir}, id {dir}"))
+            .limit(i64::from(page_size) + 1);
         let mut tx = self.snapshot().await?;
         let mut rows = sql.query().fetch_all(&mut *tx).await?;
         let more = rows.len() > page_size as usize;

@@ -127,8 +127,8 @@ impl Store {
             .bind(after.0.clone())
             .push(", ")
             .bind(after.1)
-            .push(") order by instruction_id, chunk limit ")
-            .bind(i64::from(batch.min(CHUNKS_PER_TX)))
+            .push(") order by instruction_id, chunk")
+            .limit(i64::from(batch.min(CHUNKS_PER_TX)))
             .query()
             .fetch_all(&self.pool)
             .await?;
@@ -203,8 +203,8 @@ impl Store {
             .bind(current.clone())
             .push(" and id > ")
             .bind(after.clone())
-            .push(" order by id limit ")
-            .bind(i64::from(batch))
+            .push(" order by id")
+            .limit(i64::from(batch))
             .query()
             .fetch_all(&self.pool)
             .await?;
@@ -256,8 +256,8 @@ impl Store {
                 "select id, result from instructions where result like '%\"records\":[{%' and id > ",
             )
             .bind(after.clone())
-            .push(" order by id limit ")
-            .bind(i64::from(batch))
+            .push(" order by id")
+            .limit(i64::from(batch))
             .query()
             .fetch_all(&self.pool)
             .await?;
@@ -304,8 +304,8 @@ impl Store {
                  and id > ",
             )
             .bind(after.clone())
-            .push(" order by id limit ")
-            .bind(i64::from(batch))
+            .push(" order by id")
+            .limit(i64::from(batch))
             .query()
             .fetch_all(&self.pool)
             .await?;

@@ -233,6 +233,19 @@ impl Sql {
         self.push(")")
     }
 
+    /// Appends ` limit n`, with `n` bound. On SQLite the bound value goes
+    /// through an expression (`limit (? + 0)`): given a bare `limit ?`,
+    /// SQLite's planner reads the value bound, and marks the prepared
+    /// statement to be prepared again whenever a value is bound to it, so
+    /// every execution would parse and plan it anew (a claim's union of
+    /// picks for five processors takes about a millisecond to prepare).
+    pub fn limit(&mut self, n: i64) -> &mut Self {
+        match self.backend {
+            Backend::Postgres => self.push(" limit ").bind(n),
+            Backend::Sqlite => self.push(" limit (").bind(n).push(" + 0)"),
+        }
+    }
+
     /// Appends the predicate `column IN (values)`. On PostgreSQL it is
     /// written `column = any(array(...))` over one bound JSON array, which
     /// can only be answered by probing `column` (its index): an `IN
@@ -303,5 +316,43 @@ impl Sql {
             };
         }
         q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing;
+
+    /// How often SQLite prepared again the statements on `conn` whose text
+    /// holds `marker`.
+    async fn prepared_again(conn: &mut sqlx::AnyConnection, marker: &str) -> i64 {
+        sqlx::query_scalar("select coalesce(sum(reprep), 0) from sqlite_stmt where sql like ?")
+            .bind(format!("%{marker}%"))
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_limit_does_not_make_sqlite_prepare_its_statement_again() {
+        let (_dir, store) = testing::sqlite().await;
+        let mut conn = store.pool.acquire().await.unwrap();
+        for n in [1, 2] {
+            let mut sql = Sql::new(Backend::Sqlite, "select id from requests where id > ");
+            sql.bind("built".to_string()).push(" order by id").limit(n);
+            sql.query().fetch_all(&mut *conn).await.unwrap();
+            // The same with a bare `limit ?`, which SQLite prepares again
+            // whenever a value is bound to it.
+            sqlx::query("select id from requests where id > 'bare' order by id limit ?")
+                .bind(n)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        }
+        assert!(prepared_again(&mut conn, "'bare'").await >= 1);
+        assert_eq!(prepared_again(&mut conn, "order by id limit (").await, 0);
+        drop(conn);
+        store.close().await;
     }
 }
