@@ -89,7 +89,8 @@ struct Entry {
     active: AtomicU64,
     /// Calls in progress on it (see [`ConnHandle::calling`]).
     calls: AtomicUsize,
-    /// Set when it is closed for room; its next read or write fails.
+    /// Set when the server closes it (for room, or for a stalled reader)
+    /// or drops it; its next read or write fails.
     closed: AtomicBool,
     /// The task waiting to read, and to write, woken when it is closed.
     reader: AtomicWaker,
@@ -132,8 +133,9 @@ impl Connections {
                 quiet.select_nth_unstable(count - 1);
             }
             for (_, _, n) in quiet.into_iter().take(count) {
-                if let Some(e) = table.open.remove(&n) {
-                    e.close();
+                if let Some(e) = table.open.remove(&n)
+                    && e.close()
+                {
                     closed += 1;
                 }
             }
@@ -219,10 +221,12 @@ impl Entry {
         }
     }
 
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+    /// Closes it; whether this closed it (false: it was closed already).
+    fn close(&self) -> bool {
+        let first = !self.closed.swap(true, Ordering::AcqRel);
         self.reader.wake();
         self.writer.wake();
+        first
     }
 
     fn check(&self) -> io::Result<()> {
@@ -254,10 +258,9 @@ impl ConnHandle {
     /// Closes the connection for `why`: its next read or write fails,
     /// and the server then drops it with every call on it.
     pub fn close(&self, why: ConnectionClosed) {
-        if !self.0.closed.load(Ordering::Acquire) {
+        if self.0.close() {
             self.1.stats.closed(why, 1);
         }
-        self.0.close();
     }
 
     /// Counts a call in progress on the connection until the guard drops.
@@ -337,6 +340,10 @@ impl<IO> Drop for Tracked<IO> {
             .expect("connections lock")
             .open
             .remove(&self.n);
+        // A close that comes after this is not counted. And this runs
+        // before the connection's socket is dropped, so a peer that sees
+        // the end sees it counted out.
+        self.entry.closed.store(true, Ordering::Release);
         self.shared.stats.gone();
     }
 }

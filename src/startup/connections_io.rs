@@ -1,6 +1,6 @@
 //! A counted connection's reads and writes: each one that moves a byte
 //! marks it active, and a closed one fails at once, having woken the task
-//! that waits on it (see [`Entry::close`]).
+//! that waits on it (see `Entry::close`).
 
 use std::io;
 use std::pin::Pin;

@@ -131,3 +131,25 @@ fn a_connection_closed_twice_is_counted_once() {
     assert_eq!(stats.closed_for(ConnectionClosed::StalledReader), 1);
     assert_eq!(stats.closed_for(ConnectionClosed::Room), 0);
 }
+
+#[test]
+fn a_connection_closed_for_a_stalled_reader_is_not_counted_again_for_room() {
+    let (connections, stats) = table(1);
+    let stalled = connections.admit(duplex(8).0);
+    stalled.handle().close(ConnectionClosed::StalledReader);
+    let _next = connections.admit(duplex(8).0);
+    assert!(stalled.handle().closed());
+    assert_eq!(stats.closed_for(ConnectionClosed::StalledReader), 1);
+    assert_eq!(stats.closed_for(ConnectionClosed::Room), 0);
+}
+
+#[test]
+fn a_close_after_the_connection_is_dropped_is_not_counted() {
+    let (connections, stats) = table(4);
+    let conn = connections.admit(duplex(8).0);
+    let handle = conn.handle();
+    drop(conn);
+    handle.close(ConnectionClosed::StalledReader);
+    assert_eq!(stats.closed_for(ConnectionClosed::StalledReader), 0);
+    assert_eq!(stats.open(), 0);
+}
