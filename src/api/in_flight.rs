@@ -136,16 +136,17 @@ where
             // been sent (see `crate::startup::connections`).
             let calling = conn.as_ref().map(ConnHandle::calling);
             let response = inner.call(req).await?;
-            let response = response.map(|body| HeldBody {
-                body,
-                guard: calling,
-            });
             if !whole_body {
-                return Ok(response.map(tonic::body::Body::new));
+                return Ok(response.map(|body| {
+                    tonic::body::Body::new(HeldBody {
+                        body,
+                        guard: calling,
+                    })
+                }));
             }
             let held = response.map(|body| HeldBody {
                 body,
-                guard: counted,
+                guard: (calling, counted),
             });
             Ok(match conn {
                 Some(conn) => {

@@ -58,20 +58,19 @@ impl ConnectionStats {
 
     /// The server closed `n` connections, for `why`.
     pub fn closed(&self, why: ConnectionClosed, n: u64) {
-        let count = match why {
-            ConnectionClosed::Room => &self.room,
-            ConnectionClosed::StalledReader => &self.stalled_reader,
-        };
-        count.fetch_add(n, Ordering::Relaxed);
+        self.closed_count(why).fetch_add(n, Ordering::Relaxed);
     }
 
     /// Connections the server closed for `why` so far.
     pub fn closed_for(&self, why: ConnectionClosed) -> u64 {
+        self.closed_count(why).load(Ordering::Relaxed)
+    }
+
+    fn closed_count(&self, why: ConnectionClosed) -> &AtomicU64 {
         match why {
             ConnectionClosed::Room => &self.room,
             ConnectionClosed::StalledReader => &self.stalled_reader,
         }
-        .load(Ordering::Relaxed)
     }
 
     /// Connections open now.

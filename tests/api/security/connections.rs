@@ -1,15 +1,15 @@
 //! The gRPC listener's open connections are bounded: idle HTTP/2
 //! connections, handshake done and nothing asked, cannot hold every
-//! descriptor; a newcomer beyond the bound closes the least recently
-//! active connection, and a connection carrying calls stays open.
+//! descriptor; a newcomer beyond the bound closes the quietest
+//! connection (idle, and least recently active), and the others stay open.
 
 use std::time::Duration;
 
-use dsr_orchestrator::pb;
 use dsr_orchestrator::startup::Options;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::list;
 use crate::backends;
 use crate::harness::app::{Bearer, Clients, channel};
 use crate::harness::*;
@@ -32,14 +32,6 @@ async fn idle_connection(addr: std::net::SocketAddr) -> TcpStream {
     conn
 }
 
-async fn list(clients: &Clients) -> Result<(), tonic::Status> {
-    let mut requests = clients.requests.clone();
-    requests
-        .list_requests(pb::ListRequestsRequest::default())
-        .await
-        .map(drop)
-}
-
 /// With room for four connections: the harness's, then three idle ones
 /// opened after it. The harness calls, so its connection, the oldest, is
 /// the most recently active. A new client's connection is the fifth: it
@@ -52,15 +44,21 @@ async fn idle_connections_give_way_to_a_newcomer_and_busy_ones_stay(db: TestDb) 
     };
     let app = TestApp::spawn_with(&db, options, |_| {}).await;
     let harness = app.clients(Bearer::default());
-    list(&harness).await.expect("the harness is served");
+    list(&harness.requests)
+        .await
+        .expect("the harness is served");
     let mut idle = Vec::new();
     for _ in 0..3 {
         idle.push(idle_connection(app.addr).await);
     }
-    list(&harness).await.expect("the harness is served");
+    list(&harness.requests)
+        .await
+        .expect("the harness is served");
 
     let newcomer = Clients::new(channel(app.addr).await, Bearer::default());
-    list(&newcomer).await.expect("the newcomer is served");
+    list(&newcomer.requests)
+        .await
+        .expect("the newcomer is served");
     let mut byte = [0u8; 1];
     let first = tokio::time::timeout(Duration::from_secs(30), async {
         // Frames the server sent before it closed (a SETTINGS
@@ -87,8 +85,12 @@ async fn idle_connections_give_way_to_a_newcomer_and_busy_ones_stay(db: TestDb) 
         };
         assert!(open, "idle connection {i} stays open");
     }
-    list(&harness).await.expect("the harness is still served");
-    list(&newcomer).await.expect("and so is the newcomer");
+    list(&harness.requests)
+        .await
+        .expect("the harness is still served");
+    list(&newcomer.requests)
+        .await
+        .expect("and so is the newcomer");
     // The server dropped the closed one before its end reached the client.
     assert_eq!(app.sample("dsr_grpc_connections").await, 4.0);
     assert_eq!(app.sample("dsr_grpc_connections_max").await, 4.0);

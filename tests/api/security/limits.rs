@@ -13,7 +13,7 @@ use dsr_orchestrator::startup::Options;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use super::{OTHER_SUBMITTER, principals_per_role, role_token};
+use super::{OTHER_SUBMITTER, list, principals_per_role, role_token};
 use crate::backends;
 use crate::harness::app::{Authed, Bearer, Clients, channel};
 use crate::harness::*;
@@ -232,19 +232,10 @@ async fn a_large_finished_report(app: &TestApp) -> String {
     req.request_id
 }
 
-/// Lists requests on the harness's connection.
-async fn list(app: &TestApp) -> Result<(), tonic::Status> {
-    let mut client = app.requests.clone();
-    client
-        .list_requests(pb::ListRequestsRequest::default())
-        .await
-        .map(drop)
-}
-
 /// Whether a call is served within 10 s (asked every 25 ms).
 async fn served_soon(app: &TestApp) -> bool {
     for _ in 0..400 {
-        if list(app).await.is_ok() {
+        if list(&app.requests).await.is_ok() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -267,7 +258,7 @@ async fn report_read_once(
         .expect("report")
         .into_inner();
     stream.message().await.expect("first part").expect("a part");
-    let refused = list(app).await.unwrap_err();
+    let refused = list(&app.requests).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     stream
 }

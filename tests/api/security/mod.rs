@@ -12,8 +12,20 @@ mod tls;
 mod watches;
 
 use dsr_orchestrator::auth::Role;
+use dsr_orchestrator::pb;
+use dsr_orchestrator::pb::request_service_client::RequestServiceClient;
 
-use crate::harness::app::token_hash;
+use crate::harness::app::{Authed, token_hash};
+
+/// Lists requests through `client`: a cheap call, to see whether it is
+/// served.
+pub async fn list(client: &RequestServiceClient<Authed>) -> Result<(), tonic::Status> {
+    client
+        .clone()
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .map(drop)
+}
 
 /// The token of the principal holding exactly `role`.
 pub fn role_token(role: Role) -> String {
