@@ -189,6 +189,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
 
+    /// Most connections open at once on the gRPC listener; a newcomer
+    /// beyond it closes the quietest. Unset: half the descriptor limit
+    /// (soft `RLIMIT_NOFILE`), 256 to 65,536.
+    #[arg(long, env = "DSR_MAX_CONNECTIONS", value_parser = at_least_one)]
+    pub max_connections: Option<usize>,
+
+    /// How long data of a streamed access report or export may wait for a
+    /// reader who stopped reading before the reader's connection is
+    /// closed, e.g. `60s`.
+    #[arg(long, env = "DSR_STALLED_READER_TIMEOUT", default_value = "60s", value_parser = interval)]
+    pub stalled_reader_timeout: Duration,
+
     /// Most calls in progress at once, all callers together; beyond it
     /// calls are answered RESOURCE_EXHAUSTED.
     #[arg(long, env = "DSR_MAX_CALLS_IN_FLIGHT", default_value_t = 1024, value_parser = at_least_one)]
@@ -305,7 +317,7 @@ impl Config {
             burst: self.rate_burst,
             watches_per_caller: self.max_watches_per_caller,
             watches: self.max_watches,
-            stalled_reader: crate::api::in_flight::STALLED_READER,
+            stalled_reader: self.stalled_reader_timeout,
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminListener, AdminState};
-use crate::api::in_flight::{InFlightLayer, STALLED_READER};
+use crate::api::in_flight::InFlightLayer;
 use crate::api::limits::{LimitLayer, LimitSettings};
 use crate::api::opendsr::OpenDsrCallbacks;
 use crate::api::watch_limits::WatchLimits;
@@ -222,6 +222,9 @@ impl Application {
             config.dispatch_config(),
             metrics.clone(),
         );
+        // Shown on /metrics from the start, before the listener serves.
+        let max_connections = config.max_connections.unwrap_or_else(max_connections);
+        metrics.connections().bounded(max_connections);
         Ok(Self {
             listener,
             addr,
@@ -237,14 +240,11 @@ impl Application {
             insecure,
             lookup,
             reload_interval: config.reload_interval,
-            limits: LimitSettings {
-                stalled_reader: options.stalled_reader.unwrap_or(STALLED_READER),
-                ..config.limits()
-            },
+            limits: config.limits(),
             transport: Transport {
                 max_message_size: config.max_message_size as usize,
                 max_concurrent_streams: config.max_concurrent_streams,
-                max_connections: options.max_connections.unwrap_or_else(max_connections),
+                max_connections,
             },
             compliance,
             retention: (config.record_retention, config.purge_interval),

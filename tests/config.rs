@@ -1,5 +1,7 @@
 //! Settings refused at startup, before anything runs.
 
+use std::time::Duration;
+
 use clap::Parser;
 use dsr_orchestrator::config::Config;
 
@@ -28,6 +30,9 @@ fn values_a_running_server_could_not_use_are_refused() {
         ("--poll-interval", "100000000000000d"),
         ("--reload-interval", "2days"),
         ("--db-acquire-timeout", "0s"),
+        ("--max-connections", "0"),
+        ("--stalled-reader-timeout", "0s"),
+        ("--stalled-reader-timeout", "2days"),
     ] {
         let refused = Config::try_parse_from(["dsr-orchestrator", flag, bad]);
         let kind = refused.expect_err(bad).kind();
@@ -45,9 +50,19 @@ fn values_a_running_server_could_not_use_are_refused() {
         "1day",
         "--poll-interval",
         "50ms",
+        "--max-connections",
+        "1",
+        "--stalled-reader-timeout",
+        "500ms",
     ])
     .unwrap();
     assert_eq!(fine.db_max_connections, 1);
+    assert_eq!(fine.max_connections, Some(1));
+    assert_eq!(fine.limits().stalled_reader, Duration::from_millis(500));
+    // Unset: the bound follows the descriptor limit, a report waits a minute.
+    let default = Config::try_parse_from(["dsr-orchestrator"]).unwrap();
+    assert_eq!(default.max_connections, None);
+    assert_eq!(default.limits().stalled_reader, Duration::from_secs(60));
 }
 
 /// Asserts that `flag` `bad` parses but is refused by `Config::check`,

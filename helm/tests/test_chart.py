@@ -369,6 +369,7 @@ LIMIT_ENV = {
     "rateBurst": "DSR_RATE_BURST",
     "maxWatches": "DSR_MAX_WATCHES",
     "maxWatchesPerCaller": "DSR_MAX_WATCHES_PER_CALLER",
+    "stalledReaderTimeout": "DSR_STALLED_READER_TIMEOUT",
 }
 
 
@@ -760,7 +761,10 @@ def test_the_auth_file_is_mounted_from_its_secret(rendered):
         "rateBurst": "400",
         "maxWatches": "1000",
         "maxWatchesPerCaller": "100",
+        "stalledReaderTimeout": "60s",
     }
+    # Unset, the server sizes its connection bound by its descriptor limit.
+    assert "DSR_MAX_CONNECTIONS" not in cfg
 
 
 def test_tls_mutual_tls_jwks_and_processor_secrets(rendered):
@@ -780,7 +784,9 @@ def test_tls_mutual_tls_jwks_and_processor_secrets(rendered):
         "rateBurst": "25",
         "maxWatches": "200",
         "maxWatchesPerCaller": "10",
+        "stalledReaderTimeout": "2m",
     }
+    assert cfg["DSR_MAX_CONNECTIONS"] == "2000"
     mounts = {path: secret for path, (secret, _) in secret_mounts(r).items()}
     assert mounts == {
         "/etc/dsr-tls": "dsr-tls",
@@ -1338,6 +1344,14 @@ processors:
     "calls in flight as a fraction": (
         {"config": {"limits": {"maxCallsInFlight": 10.5}}},
         ["/config/limits/maxCallsInFlight"],
+    ),
+    "no connections": (
+        {"config": {"limits": {"maxConnections": 0}}},
+        ["/config/limits/maxConnections"],
+    ),
+    "stalled reader timeout in words": (
+        {"config": {"limits": {"stalledReaderTimeout": "a minute"}}},
+        ["/config/limits/stalledReaderTimeout", "does not match pattern"],
     ),
     "unknown limit": (
         {"config": {"limits": {"maxCalls": 10}}},

@@ -594,6 +594,7 @@ def test_the_charts_defaults_are_the_servers(rendered):
         "DSR_RATE_BURST",
         "DSR_MAX_WATCHES",
         "DSR_MAX_WATCHES_PER_CALLER",
+        "DSR_STALLED_READER_TIMEOUT",
         "DSR_RELOAD_INTERVAL",
         "DSR_DRAIN_TIMEOUT",
         "DSR_RECORD_RETENTION",

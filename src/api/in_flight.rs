@@ -12,9 +12,9 @@
 //! while a refusal's body to anyone could otherwise be held by a client
 //! that never opens its flow-control window. The place of a reader who
 //! stops reading is bounded in time: data the server has ready that the
-//! reader does not take within [`STALLED_READER`] (the transport holds it
-//! back until the reader's flow-control window opens) closes the reader's
-//! connection, and with it the stream and its place. The time counts only
+//! reader does not take within `--stalled-reader-timeout` (60 s unless
+//! set; the transport holds the data back until the reader's flow-control
+//! window opens) closes the reader's connection, and with it the stream and its place. The time counts only
 //! while data waits for the reader, not while the server produces the next
 //! part, and it starts again at each piece of at most 64 KiB handed to the
 //! transport, so a reader who takes data at any steady pace stays
@@ -45,9 +45,6 @@ use super::limits::{exhausted, is_health_check, refusal};
 use crate::in_progress::{HeldBody, InProgress};
 use crate::startup::ConnHandle;
 use crate::telemetry::ConnectionClosed;
-
-/// How long a streamed report's part may wait for its reader by default.
-pub const STALLED_READER: Duration = Duration::from_secs(60);
 
 /// The methods whose calls count until their streams end.
 const STREAMED: &[&str] = &[

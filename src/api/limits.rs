@@ -294,7 +294,7 @@ pub(super) mod tests {
             burst: 3.0,
             watches_per_caller: 1,
             watches: 2,
-            stalled_reader: super::super::in_flight::STALLED_READER,
+            stalled_reader: std::time::Duration::from_secs(60),
         }
     }
 

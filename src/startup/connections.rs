@@ -5,8 +5,9 @@
 //! answers to keepalive pings, for as long as it likes. Enough of them
 //! would use every descriptor the process may open, and then no caller's
 //! connection could be accepted, and no connection to the database or to a
-//! processor opened. So at most [`max_connections`] are open at once (half
-//! the descriptor limit, between 256 and 65,536), and a connection beyond
+//! processor opened. So at most `--max-connections` are open at once (by
+//! default [`max_connections`]: half the descriptor limit, between 256 and
+//! 65,536), and a connection beyond
 //! them closes the quietest: one with no call in progress (a `WatchRequest`
 //! stream counts as one as long as it is open) before one with calls, and
 //! among those alike the one that read or wrote least recently. A caller

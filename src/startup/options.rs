@@ -32,12 +32,6 @@ pub struct Options {
     /// Most TLS handshakes under way at once on the gRPC listener (`None`:
     /// [`crate::tls::max_handshakes`]).
     pub max_handshakes: Option<usize>,
-    /// Most connections open at once on the gRPC listener (`None`:
-    /// [`crate::startup::max_connections`]).
-    pub max_connections: Option<usize>,
-    /// How long a streamed report waits for a reader who stopped
-    /// reading (`None`: [`crate::api::in_flight::STALLED_READER`]).
-    pub stalled_reader: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -50,8 +44,6 @@ impl Default for Options {
             resolver: None,
             admin_limits: AdminLimits::default(),
             max_handshakes: None,
-            max_connections: None,
-            stalled_reader: None,
         }
     }
 }

@@ -135,7 +135,7 @@ families! {
     CONNECTIONS = "dsr_grpc_connections", Shape::Gauge,
         "Connections open on the gRPC listener.";
     CONNECTIONS_MAX = "dsr_grpc_connections_max", Shape::Gauge,
-        "Most connections the gRPC listener keeps open (half the descriptor limit, 256 to 65,536); a newcomer beyond them closes the quietest.";
+        "Most connections the gRPC listener keeps open (--max-connections; by default half the descriptor limit, 256 to 65,536); a newcomer beyond them closes the quietest.";
     CONNECTIONS_CLOSED = "dsr_grpc_connections_closed", Shape::Counter,
         "Connections the server closed on the gRPC listener, by reason: room (the quietest, for a newcomer at dsr_grpc_connections_max), stalled_reader (a reader that stopped reading a streamed report or export).";
     ERASURE_OVERDUE = "dsr_requests_erasure_overdue", Shape::Gauge,

@@ -38,11 +38,10 @@ async fn idle_connection(addr: std::net::SocketAddr) -> TcpStream {
 /// is served, the first idle connection is closed for it, and the other
 /// two stay open.
 async fn idle_connections_give_way_to_a_newcomer_and_busy_ones_stay(db: TestDb) {
-    let options = Options {
-        max_connections: Some(4),
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, options, |_| {}).await;
+    let app = TestApp::spawn_with(&db, Options::default(), |c| {
+        c.max_connections = Some(4);
+    })
+    .await;
     let harness = app.clients(Bearer::default());
     list(&harness.requests)
         .await

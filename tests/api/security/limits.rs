@@ -289,12 +289,9 @@ async fn a_streamed_report_counts_among_calls_in_flight_until_it_ends(db: TestDb
 /// is free again, and its stream ends in an error, never as a whole
 /// report.
 async fn a_reader_who_stops_reading_is_disconnected(db: TestDb) {
-    let options = Options {
-        stalled_reader: Some(Duration::from_secs(1)),
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(&db, options, |c| {
+    let app = TestApp::spawn_with(&db, Options::default(), |c| {
         c.max_calls_in_flight = 1;
+        c.stalled_reader_timeout = Duration::from_secs(1);
     })
     .await;
     let request_id = a_large_finished_report(&app).await;
