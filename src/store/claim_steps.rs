@@ -36,7 +36,8 @@
 //! whose expired lease is leased again and whose history shows it never
 //! sent gets this lease's time as its first delivery time
 //! ([`restamp_unsent`]); the first lease's time would be a lease or more
-//! early. (An instruction escalated once its leases are spent keeps it.)
+//! early. One escalated once its leases are spent, none of them sent, has
+//! its first delivery time cleared ([`unstamp_unsent`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -88,10 +89,7 @@ impl Leased {
 /// after the lease was lost). Only PostgreSQL claims in two steps, and
 /// only an expired lease can have gone unsent, so a claim without
 /// redeliveries reads nothing. The history is read under a key-share
-/// lock of the request rows, which waits for a history step holding them:
-/// one still writing the old lease's DELIVERING event is seen. (The lock
-/// order holds: this transaction has its instruction rows, and a history
-/// step takes none.)
+/// lock of the request rows ([`sent_under_lock`]).
 pub(super) async fn restamp_unsent(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -109,19 +107,9 @@ pub(super) async fn restamp_unsent(
     if redelivered.is_empty() {
         return Ok(());
     }
-    let mut requests: Vec<RequestId> = redelivered
-        .iter()
-        .map(|c| c.instruction.request_id)
-        .collect();
-    requests.sort();
-    requests.dedup();
-    let mut locks = Sql::new(backend, "select id from requests where ");
-    locks
-        .in_list("id", requests.iter().map(ToString::to_string))
-        .push(" order by id for key share");
-    locks.query().fetch_all(&mut *conn).await?;
+    let requests = redelivered.iter().map(|c| c.instruction.request_id);
     // Not known: left as it is.
-    let Some(sent) = instructions_sent(conn, backend, &requests).await? else {
+    let Some(sent) = sent_under_lock(conn, backend, requests).await? else {
         return Ok(());
     };
     redelivered.retain(|c| !sent.contains(&c.instruction.id));
@@ -138,6 +126,78 @@ pub(super) async fn restamp_unsent(
         c.instruction.first_instructed_at = Some(now);
     }
     Ok(())
+}
+
+/// Of `escalated` (instructions escalated because their leases expired
+/// with the delivery budget spent, holding their rows), clears the first
+/// delivery time of each that its request's history shows never sent,
+/// in the database and in its view, and says so in its error: every lease
+/// it had ended before its delivery began (on PostgreSQL, a replica died
+/// between a claim's two steps, or its history came too late), so the
+/// time the first lease set is that of no delivery. Read as
+/// [`restamp_unsent`] reads, under a key-share lock of the request rows.
+pub(super) async fn unstamp_unsent(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    escalated: &mut [InstructionView],
+) -> Result<(), StoreError> {
+    if backend != Backend::Postgres {
+        return Ok(());
+    }
+    let mut stamped: Vec<&mut InstructionView> = escalated
+        .iter_mut()
+        .filter(|v| v.first_instructed_at.is_some())
+        .collect();
+    if stamped.is_empty() {
+        return Ok(());
+    }
+    let requests = stamped.iter().map(|v| v.request_id);
+    let Some(sent) = sent_under_lock(conn, backend, requests).await? else {
+        return Ok(());
+    };
+    stamped.retain(|v| !sent.contains(&v.id));
+    let unsent = stamped;
+    if unsent.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(
+        backend,
+        "update instructions set first_instructed_at = null, last_error = ",
+    );
+    sql.bind(NEVER_SENT)
+        .push(" where ")
+        .in_list("id", unsent.iter().map(|v| v.id.to_string()));
+    sql.query().execute(&mut *conn).await?;
+    for v in unsent {
+        v.first_instructed_at = None;
+        v.last_error = Some(NEVER_SENT.to_string());
+    }
+    Ok(())
+}
+
+/// The error of an instruction escalated with its budget spent on leases
+/// that were never sent.
+const NEVER_SENT: &str = "its leases ended before any delivery was sent";
+
+/// The instructions of `requests` whose history shows them sent (see
+/// [`instructions_sent`]), read under a key-share lock of the request
+/// rows, which waits for a history step holding them: one still writing
+/// a lease's DELIVERING event is seen. (The lock order holds: the caller
+/// has its instruction rows, and a history step takes none.)
+async fn sent_under_lock(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    requests: impl Iterator<Item = RequestId>,
+) -> Result<Option<HashSet<InstructionId>>, StoreError> {
+    let mut requests: Vec<RequestId> = requests.collect();
+    requests.sort();
+    requests.dedup();
+    let mut locks = Sql::new(backend, "select id from requests where ");
+    locks
+        .in_list("id", requests.iter().map(ToString::to_string))
+        .push(" order by id for key share");
+    locks.query().fetch_all(&mut *conn).await?;
+    instructions_sent(conn, backend, &requests).await
 }
 
 impl Store {

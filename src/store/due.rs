@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use super::aftermath::By;
 use super::aftermath::after_changes;
+use super::claim_steps::unstamp_unsent;
 use super::codec::{INSTRUCTION_COLUMNS, instruction, micros};
 use super::due_reads::{NEXT_DUE, late_sql, spent_sql};
 use super::picks::deliveries_since_arm;
@@ -102,7 +103,7 @@ impl Store {
                    next_attempt_at = null, lease_owner = null, lease_expires_at = null, \
                    last_error = 'not answered by its due time; escalated halfway from it \
                    to the request''s deadline'";
-        self.escalate_returned(set, late, now).await
+        self.escalate_returned(set, late, false, now).await
     }
 
     /// Escalates a processor's expired leases whose delivery budget is
@@ -128,12 +129,14 @@ impl Store {
              last_error = 'delivered {} times without an answer'",
             b.max_attempts
         );
-        self.escalate_returned(&set, spent, now).await
+        self.escalate_returned(&set, spent, true, now).await
     }
 
     /// Escalates, in a transaction of its own, the instructions `which`
     /// picks (it writes a condition), setting `set`; closes their open
     /// delivery attempts (their leases expired) and records the changes.
+    /// Escalated for `leases_spent`, one never sent loses its first
+    /// delivery time (`super::claim_steps::unstamp_unsent`).
     /// On PostgreSQL the rows are locked first in the order of their ids,
     /// as every transaction locks instructions (see `super::transition`):
     /// an update alone would lock them in the order it finds them, and
@@ -142,6 +145,7 @@ impl Store {
         &self,
         set: &str,
         which: impl Fn(&mut Sql),
+        leases_spent: bool,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let mut tx = self.begin().await?;
@@ -157,7 +161,7 @@ impl Store {
         );
         which(&mut update);
         update.push(" returning ").push(INSTRUCTION_COLUMNS);
-        let views = update
+        let mut views = update
             .query()
             .fetch_all(&mut *tx)
             .await?
@@ -167,6 +171,9 @@ impl Store {
         if views.is_empty() {
             tx.rollback().await?;
             return Ok(0);
+        }
+        if leases_spent {
+            unstamp_unsent(&mut tx, self.backend, &mut views).await?;
         }
         let ids = views.iter().map(|v| v.id.to_string());
         close_expired_attempts(&mut tx, self.backend, ids, micros(now)).await?;
@@ -202,7 +209,7 @@ impl Store {
         };
         let set = "state = 'ESCALATED', reply_due_at = null, \
                    last_error = 'no outcome after the last reminder'";
-        self.escalate_returned(set, overdue, now).await
+        self.escalate_returned(set, overdue, false, now).await
     }
 
     /// The earliest time the dispatcher has something to do: a push

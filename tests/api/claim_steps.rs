@@ -6,8 +6,9 @@
 //! whose history comes too late, is neither written nor sent; and leases
 //! whose history was never written (the replica died between the two)
 //! are delivered once they expire, with a gap-free, intact trail. A
-//! history cut off before its commit is written again, once. SQLite
-//! writes both in one transaction.
+//! history cut off before its commit is written again, once. An
+//! instruction whose delivery budget went on leases never sent escalates
+//! without a first delivery time. SQLite writes both in one transaction.
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ postgres_only!(
     a_lease_lost_before_its_history_is_neither_written_nor_sent,
     leases_whose_history_was_never_written_are_delivered_when_they_expire,
     a_history_cut_off_before_its_commit_is_written_again,
+    a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time,
 );
 
 /// The instruction states `events` show, in order.
@@ -405,5 +407,57 @@ async fn a_history_cut_off_before_its_commit_is_written_again(db: TestDb) {
         fake.deliveries().is_empty(),
         "the dispatcher sends, not this"
     );
+    app.stop().await;
+}
+
+/// One delivery allowed, and two leases expired unanswered: one whose
+/// history a dead replica never wrote, one whose history was written (its
+/// delivery may have begun). Both escalate with the budget spent; the
+/// first was never sent, so it keeps no first delivery time and its error
+/// says why, while the second keeps its lease's time. Both trails stay
+/// intact.
+async fn a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let mut vendor = push_processor("vendor", &fake.endpoint());
+    vendor.retry_policy.as_mut().unwrap().max_attempts = 1;
+    register(&app, vendor).await;
+    let unsent = submit(&app, deletion("unsent@example.com"))
+        .await
+        .request_id;
+    let dead = lease(&app, &clock, "dead-replica").await;
+    assert_eq!(dead.claims[0].len(), 1);
+    drop(dead);
+    let sent = submit(&app, deletion("sent@example.com")).await.request_id;
+    let leased_at = clock.now();
+    let mut written = lease(&app, &clock, "live-replica").await;
+    assert_eq!(written.claims[0].len(), 1);
+    write_history(&app, &clock, &mut written).await;
+
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
+    assert!(fake.deliveries().is_empty(), "nothing is delivered again");
+    let summary = |r: pb::DataSubjectRequest| r.instructions[0].clone();
+    let never = summary(get_request(&app, &unsent).await);
+    assert_eq!(never.state(), pb::InstructionState::Escalated);
+    assert_eq!(never.first_instructed_at, None);
+    assert_eq!(
+        never.last_error,
+        "its leases ended before any delivery was sent"
+    );
+    let maybe = summary(get_request(&app, &sent).await);
+    assert_eq!(maybe.state(), pb::InstructionState::Escalated);
+    assert_eq!(
+        maybe.first_instructed_at.map(|t| t.seconds),
+        Some(leased_at.timestamp())
+    );
+    assert_eq!(maybe.last_error, "delivered 1 times without an answer");
+    // Received and escalated; received, delivering and escalated.
+    for (id, events) in [(&unsent, 2), (&sent, 3)] {
+        let check = verify_trail(&app, id).await;
+        assert!(check.intact, "{check:?}");
+        assert_eq!(check.events, events);
+    }
     app.stop().await;
 }
