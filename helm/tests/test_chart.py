@@ -715,13 +715,18 @@ def test_intervals_above_zero_and_up_to_a_day_render(render, interval):
         required(
             {
                 "database": {"acquireTimeout": interval},
-                "config": {"pollInterval": interval, "reloadInterval": interval},
+                "config": {
+                    "pollInterval": interval,
+                    "reloadInterval": interval,
+                    "limits": {"stalledReaderTimeout": interval},
+                },
             }
         )
     )
     assert r.config["DSR_DB_ACQUIRE_TIMEOUT"] == interval
     assert r.config["DSR_POLL_INTERVAL"] == interval
     assert r.config["DSR_RELOAD_INTERVAL"] == interval
+    assert r.config["DSR_STALLED_READER_TIMEOUT"] == interval
 
 
 # --- TLS, authentication, limits -------------------------------------------
@@ -1502,6 +1507,14 @@ processors:
     "poll interval a nanosecond over a day": (
         {"config": {"pollInterval": "23h 60m 1ns"}},
         ["config.pollInterval (23h 60m 1ns) must be above 0s and at most 1d"],
+    ),
+    "stalled reader timeout of zero": (
+        {"config": {"limits": {"stalledReaderTimeout": "0s"}}},
+        ["config.limits.stalledReaderTimeout (0s) must be above 0s and at most 1d"],
+    ),
+    "stalled reader timeout of two days": (
+        {"config": {"limits": {"stalledReaderTimeout": "2d"}}},
+        ["config.limits.stalledReaderTimeout (2d) must be above 0s and at most 1d"],
     ),
     "reload interval of a week": (
         {"config": {"reloadInterval": "1w"}},

@@ -34,25 +34,23 @@
 //! events are not written; nothing was sent, and the leases expire and
 //! are delivered again, as after any crash mid-delivery. An instruction
 //! whose expired lease is leased again and whose history shows it never
-//! sent gets this lease's time as its first delivery time
-//! ([`restamp_unsent`]); the first lease's time would be a lease or more
-//! early. One escalated once its leases are spent, none of them sent, has
-//! its first delivery time cleared ([`unstamp_unsent`]).
+//! sent gets this lease's time as its first delivery time; the first
+//! lease's time would be a lease or more early. One that escalates
+//! instead, none of its leases sent, has its first delivery time cleared
+//! (see `super::sent`).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 use super::aftermath::{By, after_locked};
-use super::claims::{ClaimKind, ClaimOrder, Claimed};
-use super::codec::micros;
-use super::events::instructions_sent;
+use super::claims::{ClaimOrder, Claimed};
 use super::records::lock_requests;
 use super::sql::Sql;
 use super::write_tx::WriteTx;
 use super::{Backend, Effects, Store, StoreError};
-use crate::domain::{InstructionId, InstructionView, ProcessorId, RequestId, Timestamp};
+use crate::domain::{InstructionView, ProcessorId, Timestamp};
 
 /// What a claim leased, in the order of its orders, and whether their
 /// history is still to write ([`Store::write_claim_history`]).
@@ -78,126 +76,6 @@ impl Leased {
     pub fn is_written(&self) -> bool {
         !self.unwritten
     }
-}
-
-/// Of `again` (the redeliveries and reminders this transaction leased,
-/// holding their rows), gives each redelivery that its request's history
-/// shows never sent, and that is to be sent (not one of `withheld`), the
-/// first delivery time `now`, in the database and in its view: the time
-/// its first lease set is that of a delivery that did not happen (the
-/// replica died between the two steps, or its history came too late or
-/// after the lease was lost). Only PostgreSQL claims in two steps, and
-/// only an expired lease can have gone unsent, so a claim without
-/// redeliveries reads nothing. The history is read under a key-share
-/// lock of the request rows ([`sent_under_lock`]).
-pub(super) async fn restamp_unsent(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    again: &mut [Claimed],
-    withheld: &[InstructionId],
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    if backend != Backend::Postgres {
-        return Ok(());
-    }
-    let mut redelivered: Vec<&mut Claimed> = again
-        .iter_mut()
-        .filter(|c| c.kind == ClaimKind::Retry && !withheld.contains(&c.instruction.id))
-        .collect();
-    if redelivered.is_empty() {
-        return Ok(());
-    }
-    let requests = redelivered.iter().map(|c| c.instruction.request_id);
-    // Not known: left as it is.
-    let Some(sent) = sent_under_lock(conn, backend, requests).await? else {
-        return Ok(());
-    };
-    redelivered.retain(|c| !sent.contains(&c.instruction.id));
-    let unsent = redelivered;
-    if unsent.is_empty() {
-        return Ok(());
-    }
-    let mut sql = Sql::new(backend, "update instructions set first_instructed_at = ");
-    sql.bind(micros(now))
-        .push(" where ")
-        .in_list("id", unsent.iter().map(|c| c.instruction.id.to_string()));
-    sql.query().execute(&mut *conn).await?;
-    for c in unsent {
-        c.instruction.first_instructed_at = Some(now);
-    }
-    Ok(())
-}
-
-/// Of `escalated` (instructions escalated because their leases expired
-/// with the delivery budget spent, holding their rows), clears the first
-/// delivery time of each that its request's history shows never sent,
-/// in the database and in its view, and says so in its error: every lease
-/// it had ended before its delivery began (on PostgreSQL, a replica died
-/// between a claim's two steps, or its history came too late), so the
-/// time the first lease set is that of no delivery. Read as
-/// [`restamp_unsent`] reads, under a key-share lock of the request rows.
-pub(super) async fn unstamp_unsent(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    escalated: &mut [InstructionView],
-) -> Result<(), StoreError> {
-    if backend != Backend::Postgres {
-        return Ok(());
-    }
-    let mut stamped: Vec<&mut InstructionView> = escalated
-        .iter_mut()
-        .filter(|v| v.first_instructed_at.is_some())
-        .collect();
-    if stamped.is_empty() {
-        return Ok(());
-    }
-    let requests = stamped.iter().map(|v| v.request_id);
-    let Some(sent) = sent_under_lock(conn, backend, requests).await? else {
-        return Ok(());
-    };
-    stamped.retain(|v| !sent.contains(&v.id));
-    let unsent = stamped;
-    if unsent.is_empty() {
-        return Ok(());
-    }
-    let mut sql = Sql::new(
-        backend,
-        "update instructions set first_instructed_at = null, last_error = ",
-    );
-    sql.bind(NEVER_SENT)
-        .push(" where ")
-        .in_list("id", unsent.iter().map(|v| v.id.to_string()));
-    sql.query().execute(&mut *conn).await?;
-    for v in unsent {
-        v.first_instructed_at = None;
-        v.last_error = Some(NEVER_SENT.to_string());
-    }
-    Ok(())
-}
-
-/// The error of an instruction escalated with its budget spent on leases
-/// that were never sent.
-const NEVER_SENT: &str = "its leases ended before any delivery was sent";
-
-/// The instructions of `requests` whose history shows them sent (see
-/// [`instructions_sent`]), read under a key-share lock of the request
-/// rows, which waits for a history step holding them: one still writing
-/// a lease's DELIVERING event is seen. (The lock order holds: the caller
-/// has its instruction rows, and a history step takes none.)
-async fn sent_under_lock(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    requests: impl Iterator<Item = RequestId>,
-) -> Result<Option<HashSet<InstructionId>>, StoreError> {
-    let mut requests: Vec<RequestId> = requests.collect();
-    requests.sort();
-    requests.dedup();
-    let mut locks = Sql::new(backend, "select id from requests where ");
-    locks
-        .in_list("id", requests.iter().map(ToString::to_string))
-        .push(" order by id for key share");
-    locks.query().fetch_all(&mut *conn).await?;
-    instructions_sent(conn, backend, &requests).await
 }
 
 impl Store {

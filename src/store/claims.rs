@@ -25,10 +25,11 @@ use sqlx::Row;
 
 use super::aftermath::By;
 use super::aftermath::after_changes;
-use super::claim_steps::{Leased, restamp_unsent};
+use super::claim_steps::Leased;
 use super::codec::{instruction, micros, qualified};
 use super::picks::{PICKED, PICKS, align, deliveries_since_arm, pick_due, picked};
 use super::sealed::PAYLOAD;
+use super::sent::{Then, restamp_unsent};
 use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
 use super::{Backend, Effects, Store, StoreError};
@@ -330,6 +331,7 @@ impl Store {
             &mut claimed[first_picks..],
             &withheld,
             now,
+            Then::after_lease(split, !unreadable.is_empty()),
         )
         .await?;
         let mut effects = Effects::default();

@@ -7,10 +7,10 @@ use sqlx::Row;
 
 use super::aftermath::By;
 use super::aftermath::after_changes;
-use super::claim_steps::unstamp_unsent;
 use super::codec::{INSTRUCTION_COLUMNS, instruction, micros};
 use super::due_reads::{NEXT_DUE, late_sql, spent_sql};
 use super::picks::deliveries_since_arm;
+use super::sent::{NEVER_SENT, unstamp_unsent};
 use super::sql::Sql;
 use super::transition::close_expired_attempts;
 use super::{Backend, Effects, Store, StoreError};
@@ -103,7 +103,8 @@ impl Store {
                    next_attempt_at = null, lease_owner = null, lease_expires_at = null, \
                    last_error = 'not answered by its due time; escalated halfway from it \
                    to the request''s deadline'";
-        self.escalate_returned(set, late, false, now).await
+        self.escalate_returned(set, late, NeverSent::Cleared, now)
+            .await
     }
 
     /// Escalates a processor's expired leases whose delivery budget is
@@ -129,14 +130,15 @@ impl Store {
              last_error = 'delivered {} times without an answer'",
             b.max_attempts
         );
-        self.escalate_returned(&set, spent, true, now).await
+        self.escalate_returned(&set, spent, NeverSent::Explained, now)
+            .await
     }
 
     /// Escalates, in a transaction of its own, the instructions `which`
     /// picks (it writes a condition), setting `set`; closes their open
     /// delivery attempts (their leases expired) and records the changes.
-    /// Escalated for `leases_spent`, one never sent loses its first
-    /// delivery time (`super::claim_steps::unstamp_unsent`).
+    /// `never_sent` says what becomes of the first delivery time of one
+    /// whose history shows it never sent (`unstamp_unsent`).
     /// On PostgreSQL the rows are locked first in the order of their ids,
     /// as every transaction locks instructions (see `super::transition`):
     /// an update alone would lock them in the order it finds them, and
@@ -145,7 +147,7 @@ impl Store {
         &self,
         set: &str,
         which: impl Fn(&mut Sql),
-        leases_spent: bool,
+        never_sent: NeverSent,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let mut tx = self.begin().await?;
@@ -172,8 +174,13 @@ impl Store {
             tx.rollback().await?;
             return Ok(0);
         }
-        if leases_spent {
-            unstamp_unsent(&mut tx, self.backend, &mut views).await?;
+        let error = match never_sent {
+            NeverSent::Unchecked => None,
+            NeverSent::Cleared => Some(None),
+            NeverSent::Explained => Some(Some(NEVER_SENT)),
+        };
+        if let Some(error) = error {
+            unstamp_unsent(&mut tx, self.backend, &mut views, error).await?;
         }
         let ids = views.iter().map(|v| v.id.to_string());
         close_expired_attempts(&mut tx, self.backend, ids, micros(now)).await?;
@@ -209,7 +216,8 @@ impl Store {
         };
         let set = "state = 'ESCALATED', reply_due_at = null, \
                    last_error = 'no outcome after the last reminder'";
-        self.escalate_returned(set, overdue, false, now).await
+        self.escalate_returned(set, overdue, NeverSent::Unchecked, now)
+            .await
     }
 
     /// The earliest time the dispatcher has something to do: a push
@@ -234,4 +242,17 @@ impl Store {
             .map(super::codec::from_micros)
             .transpose()
     }
+}
+
+/// What an escalation does with the first delivery time of an instruction
+/// whose history shows it never sent: its first lease set the time, and
+/// that lease ended before its delivery began.
+#[derive(Clone, Copy, Debug)]
+enum NeverSent {
+    /// Nothing: every instruction it escalates had a delivery answered.
+    Unchecked,
+    /// Clears it.
+    Cleared,
+    /// Clears it, and the instruction's error says why ([`NEVER_SENT`]).
+    Explained,
 }

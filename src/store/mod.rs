@@ -54,6 +54,7 @@ mod requests;
 mod reseal;
 pub mod scratch;
 mod sealed;
+mod sent;
 mod sql;
 mod sqlite_build;
 mod stats;

@@ -31,6 +31,8 @@ postgres_only!(
     leases_whose_history_was_never_written_are_delivered_when_they_expire,
     a_history_cut_off_before_its_commit_is_written_again,
     a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time,
+    a_lease_never_sent_escalated_by_its_clock_loses_its_delivery_time,
+    a_budget_spent_after_a_sent_lease_keeps_the_first_delivery_time,
 );
 
 /// The instruction states `events` show, in order.
@@ -459,5 +461,67 @@ async fn a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time(d
         assert!(check.intact, "{check:?}");
         assert_eq!(check.events, events);
     }
+    app.stop().await;
+}
+
+/// A lease a dead replica never sent, still unredelivered when the
+/// instruction's escalation time comes: it escalates by the clock with
+/// that error, and keeps no first delivery time (a re-armed instruction
+/// would otherwise carry the dead lease's time into its record).
+async fn a_lease_never_sent_escalated_by_its_clock_loses_its_delivery_time(db: TestDb) {
+    let (app, clock, fake) = with_vendor(&db).await;
+    let id = submit(&app, deletion("late@example.com")).await.request_id;
+    let escalate_at = get_request(&app, &id).await.instructions[0]
+        .escalate_at
+        .expect("an escalation time");
+    drop(lease(&app, &clock, "dead-replica").await);
+    let wait = escalate_at.seconds - clock.now().timestamp() + 1;
+    clock.advance(Duration::from_secs(wait as u64));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
+    assert!(fake.deliveries().is_empty());
+    let summary = get_request(&app, &id).await.instructions[0].clone();
+    assert_eq!(summary.state(), pb::InstructionState::Escalated);
+    assert_eq!(summary.first_instructed_at, None);
+    assert!(
+        summary
+            .last_error
+            .starts_with("not answered by its due time"),
+        "{}",
+        summary.last_error
+    );
+    assert!(verify_trail(&app, &id).await.intact);
+    app.stop().await;
+}
+
+/// Two deliveries allowed: the first lease's history written (its
+/// delivery may have begun), the redelivery's never. With the budget
+/// spent the instruction escalates keeping the first lease's time: a
+/// delivery was sent then.
+async fn a_budget_spent_after_a_sent_lease_keeps_the_first_delivery_time(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let mut vendor = push_processor("vendor", &fake.endpoint());
+    vendor.retry_policy.as_mut().unwrap().max_attempts = 2;
+    register(&app, vendor).await;
+    let id = submit(&app, deletion("twice@example.com")).await.request_id;
+    let first_at = clock.now();
+    let mut first = lease(&app, &clock, "live-replica").await;
+    write_history(&app, &clock, &mut first).await;
+    clock.advance(Duration::from_secs(61));
+    let again = lease(&app, &clock, "dead-replica").await;
+    assert_eq!(again.claims[0].len(), 1, "the expired lease, leased again");
+    drop(again);
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
+    assert!(fake.deliveries().is_empty());
+    let summary = get_request(&app, &id).await.instructions[0].clone();
+    assert_eq!(summary.state(), pb::InstructionState::Escalated);
+    assert_eq!(
+        summary.first_instructed_at.map(|t| t.seconds),
+        Some(first_at.timestamp())
+    );
+    assert_eq!(summary.last_error, "delivered 2 times without an answer");
+    assert!(verify_trail(&app, &id).await.intact);
     app.stop().await;
 }

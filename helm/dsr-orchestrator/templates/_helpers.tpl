@@ -299,7 +299,7 @@ names the values to change.
 {{- if and $v.admin.tls $v.serviceMonitor.enabled (not $v.serviceMonitor.tlsConfig) }}
   {{- fail "dsr-orchestrator: admin.tls=true with serviceMonitor.enabled needs serviceMonitor.tlsConfig: Prometheus must verify the admin port's certificate, e.g. {ca: {secret: {name: <tls.existingSecret>, key: ca.crt}}, serverName: <the Service's DNS name>}." }}
 {{- end }}
-{{- range $name, $d := dict "database.acquireTimeout" $v.database.acquireTimeout "config.pollInterval" $v.config.pollInterval "config.reloadInterval" $v.config.reloadInterval }}
+{{- range $name, $d := dict "database.acquireTimeout" $v.database.acquireTimeout "config.pollInterval" $v.config.pollInterval "config.reloadInterval" $v.config.reloadInterval "config.limits.stalledReaderTimeout" $v.config.limits.stalledReaderTimeout }}
   {{- if include "dsr.notAnInterval" $d }}
     {{- fail (printf "dsr-orchestrator: %s (%s) must be above 0s and at most 1d (the server refuses anything else): it is how long to wait or how often to look again, e.g. 10s." $name $d) }}
   {{- end }}
