@@ -58,10 +58,18 @@ async fn intact_history(app: &TestApp, id: &str) -> Vec<pb::RequestEvent> {
 /// A server whose dispatcher runs by hand on a manual clock, and the push
 /// processor `vendor`, answering every delivery COMPLETED.
 async fn with_vendor(db: &TestDb) -> (TestApp, ManualClock, FakeProcessor) {
+    with_vendor_allowing(db, 4).await
+}
+
+/// [`with_vendor`], with `attempts` deliveries allowed before an
+/// instruction escalates.
+async fn with_vendor_allowing(db: &TestDb, attempts: u32) -> (TestApp, ManualClock, FakeProcessor) {
     let clock = ManualClock::new();
     let app = TestApp::spawn_with(db, manual_options(&clock), |_| {}).await;
     let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    let mut vendor = push_processor("vendor", &fake.endpoint());
+    vendor.retry_policy.as_mut().unwrap().max_attempts = attempts;
+    register(&app, vendor).await;
     (app, clock, fake)
 }
 
@@ -419,12 +427,7 @@ async fn a_history_cut_off_before_its_commit_is_written_again(db: TestDb) {
 /// says why, while the second keeps its lease's time. Both trails stay
 /// intact.
 async fn a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time(db: TestDb) {
-    let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    let mut vendor = push_processor("vendor", &fake.endpoint());
-    vendor.retry_policy.as_mut().unwrap().max_attempts = 1;
-    register(&app, vendor).await;
+    let (app, clock, fake) = with_vendor_allowing(&db, 1).await;
     let unsent = submit(&app, deletion("unsent@example.com"))
         .await
         .request_id;
@@ -498,12 +501,7 @@ async fn a_lease_never_sent_escalated_by_its_clock_loses_its_delivery_time(db: T
 /// spent the instruction escalates keeping the first lease's time: a
 /// delivery was sent then.
 async fn a_budget_spent_after_a_sent_lease_keeps_the_first_delivery_time(db: TestDb) {
-    let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
-    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
-    let mut vendor = push_processor("vendor", &fake.endpoint());
-    vendor.retry_policy.as_mut().unwrap().max_attempts = 2;
-    register(&app, vendor).await;
+    let (app, clock, fake) = with_vendor_allowing(&db, 2).await;
     let id = submit(&app, deletion("twice@example.com")).await.request_id;
     let first_at = clock.now();
     let mut first = lease(&app, &clock, "live-replica").await;
