@@ -222,9 +222,9 @@ impl Application {
             config.dispatch_config(),
             metrics.clone(),
         );
-        // Shown on /metrics from the start, before the listener serves.
-        let max_connections = config.max_connections.unwrap_or_else(max_connections);
-        metrics.connections().bounded(max_connections);
+        // Made here, so /metrics shows its bound before the listener serves.
+        let most = config.max_connections.unwrap_or_else(max_connections);
+        let connections = connections::Connections::new(most, metrics.connections());
         Ok(Self {
             listener,
             addr,
@@ -244,7 +244,7 @@ impl Application {
             transport: Transport {
                 max_message_size: config.max_message_size as usize,
                 max_concurrent_streams: config.max_concurrent_streams,
-                max_connections,
+                connections,
             },
             compliance,
             retention: (config.record_retention, config.purge_interval),

@@ -14,12 +14,13 @@
 //! stops reading is bounded in time: data the server has ready that the
 //! reader does not take within `--stalled-reader-timeout` (60 s unless
 //! set; the transport holds the data back until the reader's flow-control
-//! window opens) closes the reader's connection, and with it the stream and its place. The time counts only
-//! while data waits for the reader, not while the server produces the next
-//! part, and it starts again at each piece of at most 64 KiB handed to the
-//! transport, so a reader who takes data at any steady pace stays
-//! connected. The reader's other calls on that connection end too: they
-//! were made on a connection that has stopped taking what it asked for.
+//! window opens) closes the reader's connection, and with it the stream
+//! and its place. The time counts only while data waits for the reader,
+//! not while the server produces the next part, and it starts again at
+//! each piece of at most 64 KiB handed to the transport, so a reader who
+//! takes data at any steady pace stays connected. The reader's other
+//! calls on that connection end too: they were made on a connection that
+//! has stopped taking what it asked for.
 //! Every call is also counted on its connection until its response has
 //! been sent, so that the connection table (`crate::startup::connections`)
 //! closes idle connections before busy ones.

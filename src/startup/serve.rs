@@ -22,12 +22,13 @@ use crate::telemetry::RpcTraceLayer;
 use crate::tls::server::ServerTls;
 
 /// The transport's bounds.
-#[derive(Clone, Copy, Debug)]
 pub(super) struct Transport {
     pub(super) max_message_size: usize,
     pub(super) max_concurrent_streams: u32,
-    /// Connections open at once (see `super::connections`).
-    pub(super) max_connections: usize,
+    /// The open connections, counted from their handshake's end
+    /// (plaintext: from their accept) until they close, the quietest
+    /// closed for a newcomer beyond the bound (see `super::connections`).
+    pub(super) connections: Connections,
 }
 
 /// The `dsr.v1` service implementations.
@@ -52,7 +53,6 @@ pub(super) async fn serve(
     use pb::instruction_service_server::InstructionServiceServer;
     use pb::processor_service_server::ProcessorServiceServer;
     use pb::request_service_server::RequestServiceServer;
-    let stats = services.requests.metrics.connections();
     let health_reporter = tonic_health::server::HealthReporter::new();
     let health_service = super::health::EndingHealth::server(&health_reporter, shutdown.clone());
     super::health::set_all(&health_reporter, tonic_health::ServingStatus::Serving).await;
@@ -125,10 +125,7 @@ pub(super) async fn serve(
                 .max_decoding_message_size(transport.max_message_size)
                 .max_encoding_message_size(transport.max_message_size),
         );
-    // Connections counted from their handshake's end (plaintext: from
-    // their accept) until they close, the quietest closed for a newcomer
-    // beyond the bound.
-    let connections = Connections::new(transport.max_connections, stats);
+    let connections = transport.connections;
     let served = match tls {
         // Handshakes off the accept loop; the configuration reloaded.
         Some(tls) => {
