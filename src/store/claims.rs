@@ -325,13 +325,16 @@ impl Store {
             });
         }
         let withheld: Vec<_> = unreadable.iter().map(|c| c.id).collect();
+        let then = Then::after_lease(split, !unreadable.is_empty());
+        let picks = first_picks;
         restamp_unsent(
             &mut tx,
             self.backend,
-            &mut claimed[first_picks..],
-            &withheld,
+            &mut claimed,
+            picks,
+            &mut unreadable,
             now,
-            Then::after_lease(split, !unreadable.is_empty()),
+            then,
         )
         .await?;
         let mut effects = Effects::default();
@@ -344,11 +347,11 @@ impl Store {
                 })
                 .collect();
             super::deliveries::open_attempts(&mut tx, self.backend, &opened, now_us).await?;
-            // Split, only the claims escalated below get their events
-            // here, before their escalation's.
+            // Split, the claims' events are the second step's; those
+            // escalated below are not sent, so their history shows none.
             let views: Vec<InstructionView> = claimed
                 .iter()
-                .filter(|c| !split || unreadable.iter().any(|u| u.id == c.instruction.id))
+                .filter(|c| !split && !withheld.contains(&c.instruction.id))
                 .map(|c| c.instruction.clone())
                 .collect();
             after_changes(

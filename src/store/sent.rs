@@ -5,7 +5,10 @@
 //! delivery may have begun. A lease that ended without one sent nothing,
 //! so the time it set is corrected: given to the lease that does deliver
 //! ([`restamp_unsent`]), or cleared when the instruction escalates first
-//! ([`unstamp_unsent`]).
+//! ([`unstamp_unsent`]). A lease whose payload does not open is escalated
+//! in its own transaction without being sent, on either backend, and gets
+//! no DELIVERING event: its time is cleared too unless an earlier lease
+//! was sent ([`restamp_unsent`]).
 
 use std::collections::HashSet;
 
@@ -15,54 +18,83 @@ use super::claims::{ClaimKind, Claimed};
 use super::codec::micros;
 use super::events::instructions_sent;
 use super::sql::Sql;
+use super::transition::Change;
 use super::{Backend, StoreError};
 use crate::domain::{InstructionId, InstructionView, RequestId, Timestamp};
 
-/// Of `again` (the redeliveries and reminders this transaction leased,
-/// holding their rows), gives each redelivery that its request's history
-/// shows never sent, and that is to be sent (not one of `withheld`), the
-/// first delivery time `now`, in the database and in its view: the time
-/// its first lease set is that of a delivery that did not happen (the
-/// replica died between the two steps, or its history came too late or
-/// after the lease was lost). Only PostgreSQL claims in two steps, and
-/// only an expired lease can have gone unsent, so a claim without
-/// redeliveries reads nothing. The history is read under a lock of the
-/// request rows as strong as `then` needs ([`sent_under_lock`]).
+/// Settles the first delivery times of a lease transaction's claims by
+/// their requests' history. Of `claimed` (every instruction this
+/// transaction leased, holding their rows; the redeliveries and reminders
+/// from `first_picks` on), gives each redelivery that the history shows
+/// never sent, and that is to be sent (not one of `withheld`), the first
+/// delivery time `now`, in the database and in its view: the time its
+/// first lease set is that of a delivery that did not happen (the replica
+/// died between the two steps, or its history came too late or after the
+/// lease was lost). Only PostgreSQL claims in two steps, and only an
+/// expired lease can have gone unsent, so there a claim without
+/// redeliveries reads nothing for them. `withheld` are the changes that
+/// escalate claims instead of sending them (their payloads do not open):
+/// each whose instruction the history shows never sent is marked unsent,
+/// so that the escalation clears the time this lease set, on both
+/// backends. On PostgreSQL the history is read under a lock of the
+/// request rows as strong as `then` needs ([`sent_under_lock`]), all of
+/// them in one statement, as the lock order wants.
 pub(super) async fn restamp_unsent(
     conn: &mut AnyConnection,
     backend: Backend,
-    again: &mut [Claimed],
-    withheld: &[InstructionId],
+    claimed: &mut [Claimed],
+    first_picks: usize,
+    withheld: &mut [Change],
     now: Timestamp,
     then: Then,
 ) -> Result<(), StoreError> {
-    if backend != Backend::Postgres {
-        return Ok(());
-    }
-    let mut redelivered: Vec<&mut Claimed> = again
-        .iter_mut()
-        .filter(|c| c.kind == ClaimKind::Retry && !withheld.contains(&c.instruction.id))
+    let is_withheld = |id: InstructionId| withheld.iter().any(|c| c.id == id);
+    let redelivery = |(i, c): &(usize, &Claimed)| {
+        backend == Backend::Postgres
+            && *i >= first_picks
+            && c.kind == ClaimKind::Retry
+            && !is_withheld(c.instruction.id)
+    };
+    let requests: Vec<RequestId> = claimed
+        .iter()
+        .enumerate()
+        .filter(|ic| redelivery(ic) || is_withheld(ic.1.instruction.id))
+        .map(|(_, c)| c.instruction.request_id)
         .collect();
-    if redelivered.is_empty() {
+    if requests.is_empty() {
         return Ok(());
     }
-    let requests = redelivered.iter().map(|c| c.instruction.request_id);
+    let sent = match backend {
+        Backend::Postgres => sent_under_lock(conn, backend, requests.into_iter(), then).await?,
+        // One writer: no claim's history is in flight beside this one.
+        Backend::Sqlite => instructions_sent(conn, backend, &requests).await?,
+    };
     // Not known: left as it is.
-    let Some(sent) = sent_under_lock(conn, backend, requests, then).await? else {
+    let Some(sent) = sent else {
         return Ok(());
     };
-    redelivered.retain(|c| !sent.contains(&c.instruction.id));
-    let unsent = redelivered;
+    let unsent: Vec<usize> = claimed
+        .iter()
+        .enumerate()
+        .filter(|ic| redelivery(ic) && !sent.contains(&ic.1.instruction.id))
+        .map(|(i, _)| i)
+        .collect();
+    for c in withheld.iter_mut() {
+        c.unsent = !sent.contains(&c.id);
+    }
     if unsent.is_empty() {
         return Ok(());
     }
     let mut sql = Sql::new(backend, "update instructions set first_instructed_at = ");
-    sql.bind(micros(now))
-        .push(" where ")
-        .in_list("id", unsent.iter().map(|c| c.instruction.id.to_string()));
+    sql.bind(micros(now)).push(" where ").in_list(
+        "id",
+        unsent
+            .iter()
+            .map(|&i| claimed[i].instruction.id.to_string()),
+    );
     sql.query().execute(&mut *conn).await?;
-    for c in unsent {
-        c.instruction.first_instructed_at = Some(now);
+    for i in unsent {
+        claimed[i].instruction.first_instructed_at = Some(now);
     }
     Ok(())
 }

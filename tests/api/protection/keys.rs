@@ -1,8 +1,12 @@
 //! Keys: rotation under load reseals every row and keeps every request
 //! readable; a removed key's rows are reported, not mangled, and never
-//! stop the dispatcher; without keys the server refuses to start, but
+//! stop the dispatcher, and an instruction whose payload does not open
+//! shows no delivery it did not have; without keys the server refuses to start, but
 //! where it is only being tried out (loopback, SQLite) it makes its own.
 
+use tonic::Code;
+
+use dsr_orchestrator::clock::{Clock, ManualClock};
 use dsr_orchestrator::pb;
 use dsr_orchestrator::seal::Keyring;
 use dsr_orchestrator::startup::{Application, Options};
@@ -12,6 +16,7 @@ use crate::backends;
 
 backends!(
     rotation_under_load_reseals_every_row,
+    an_instruction_that_cannot_be_sent_shows_no_delivery,
     without_keys_only_a_trial_server_starts,
 );
 
@@ -189,6 +194,81 @@ async fn rotation_under_load_reseals_every_row(db: TestDb) {
     let fresh = submit(&app, fresh).await;
     watch_to_end(&app.requests, &fresh.request_id).await;
     assert_eq!(fake.deliveries().len(), 1, "only the new work went out");
+    app.stop().await;
+}
+
+/// Claimed instructions whose payloads do not open (here: sealed under a
+/// key that is not configured) escalate instead of being sent, and their
+/// history shows no delivery for that lease: one never delivered before
+/// keeps no first delivery time, and cancelling its request owes its
+/// processor no notice; one whose first delivery went out (and failed)
+/// keeps that delivery's time, and its processor is told of the cancel.
+async fn an_instruction_that_cannot_be_sent_shows_no_delivery(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    register(&app, push_processor("vendor", &fake.endpoint())).await;
+    fake.script([Reply::Error(Code::Unavailable)]);
+    let sent = submit(&app, deletion("sent@example.org")).await;
+    let sent_instruction = sent.instructions[0].instruction_id.clone();
+    let sent_at = clock.now();
+    assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
+    wait_for_state(&app, &sent_instruction, pb::InstructionState::Pending).await;
+    let unsent = submit(&app, deletion("unsent@example.org")).await;
+
+    db.execute("update instructions set payload = 'v1:gone:AAAA'")
+        .await;
+    clock.advance(Duration::from_secs(3600));
+    app.dispatcher.run_once().await.unwrap();
+    for request in [&sent, &unsent] {
+        let id = &request.instructions[0].instruction_id;
+        let escalated = wait_for_state(&app, id, pb::InstructionState::Escalated).await;
+        let error = &escalated.summary.as_ref().unwrap().last_error;
+        assert!(error.starts_with("cannot be sent: "), "{error}");
+        cancel(&app, &request.request_id, "withdrawn").await;
+    }
+    assert_eq!(fake.deliveries().len(), 1, "the first delivery only");
+
+    let states = |events: &[pb::RequestEvent]| -> Vec<pb::InstructionState> {
+        events
+            .iter()
+            .filter_map(|e| e.instruction.as_ref().map(|i| i.state()))
+            .collect()
+    };
+    let events = watch_to_end(&app.requests, &unsent.request_id).await;
+    assert_eq!(
+        states(&events),
+        [
+            pb::InstructionState::Escalated,
+            pb::InstructionState::Cancelled
+        ]
+    );
+    let escalated = events.iter().find_map(|e| e.instruction.as_ref()).unwrap();
+    assert_eq!(escalated.first_instructed_at, None);
+    let line = &record(&app, &unsent.request_id).await.lines[0];
+    assert_eq!(line.first_instructed_at, None);
+    let events = watch_to_end(&app.requests, &sent.request_id).await;
+    assert_eq!(
+        states(&events),
+        [
+            pb::InstructionState::Delivering,
+            pb::InstructionState::Pending,
+            pb::InstructionState::Escalated,
+            pb::InstructionState::Cancelled
+        ]
+    );
+    let escalated = events
+        .iter()
+        .filter_map(|e| e.instruction.as_ref())
+        .nth(2)
+        .unwrap();
+    let line = &record(&app, &sent.request_id).await.lines[0];
+    for first in [&escalated.first_instructed_at, &line.first_instructed_at] {
+        let first = first.as_ref().expect("the first delivery's");
+        assert_eq!(first.seconds, sent_at.timestamp());
+    }
+    let notices = db.texts("select instruction_id from cancel_notices").await;
+    assert_eq!(notices, [[Some(sent_instruction)]]);
     app.stop().await;
 }
 
