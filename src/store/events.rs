@@ -183,42 +183,72 @@ pub(super) fn select_events(sql: &mut Sql, events: &[SealedEvent]) {
     );
 }
 
+/// Which instructions of some requests their history shows sent (see
+/// [`instructions_sent`]).
+#[derive(Debug, Default)]
+pub(super) struct Sent {
+    /// Those with a DELIVERING event.
+    sent: HashSet<InstructionId>,
+    /// The requests with an event whose body does not read: which of
+    /// their instructions were sent is not known.
+    unknown: HashSet<RequestId>,
+}
+
+impl Sent {
+    /// Whether `instruction` of `request` was sent; `None` when its
+    /// request's history does not say.
+    pub fn shows(&self, instruction: InstructionId, request: RequestId) -> Option<bool> {
+        match self.unknown.contains(&request) {
+            true => None,
+            false => Some(self.sent.contains(&instruction)),
+        }
+    }
+
+    /// Whether the history shows `instruction` of `request` never sent.
+    pub fn never(&self, instruction: InstructionId, request: RequestId) -> bool {
+        self.shows(instruction, request) == Some(false)
+    }
+}
+
 /// The instructions of `requests` whose history shows them sent: a
 /// DELIVERING event for some attempt, written only once a lease's
 /// delivery could start (see `super::claim_steps`). Read after a request
 /// row is locked, it sees every such event a claim has committed, and no
-/// claim of that request sends anything until the lock is released.
-/// `None` when an event's body does not read: then which were sent is not
-/// known.
+/// claim of that request sends anything until the lock is released. A
+/// request with an event whose body does not read is not known; the
+/// others are.
 pub(super) async fn instructions_sent(
     conn: &mut AnyConnection,
     backend: Backend,
     requests: &[RequestId],
-) -> Result<Option<HashSet<InstructionId>>, StoreError> {
-    let mut sql = Sql::new(backend, "select body from request_events where ");
+) -> Result<Sent, StoreError> {
+    let mut sql = Sql::new(
+        backend,
+        "select request_id, body from request_events where ",
+    );
     sql.in_list("request_id", requests.iter().map(ToString::to_string))
         .push(" and body like '%\"DELIVERING\"%'");
     let rows = sql.query().fetch_all(&mut *conn).await?;
-    let mut sent = HashSet::new();
+    let mut sent = Sent::default();
     for row in &rows {
         let text: String = row.try_get("body")?;
         let Ok(body) =
             serde_json::from_str::<Body<InstructionSnapshot, IgnoredAny, IgnoredAny>>(&text)
         else {
             tracing::warn!(
-                requests = requests.len(),
-                "an event does not read: which instructions were sent is not known"
+                "an event does not read: which instructions of its request were sent is not known"
             );
-            return Ok(None);
+            sent.unknown.insert(request_id(row, "request_id")?);
+            continue;
         };
         if let Some(i) = body
             .instruction
             .filter(|i| i.state == InstructionState::Delivering)
         {
-            sent.insert(i.id);
+            sent.sent.insert(i.id);
         }
     }
-    Ok(Some(sent))
+    Ok(sent)
 }
 
 impl Store {

@@ -1,7 +1,7 @@
 //! Reading requests (one, or a filtered page) and cancelling them; the
 //! receipt and the extension are in `request_clock`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use super::cancel_notices::queue_cancel_notices;
 use super::codec::{
     INSTRUCTION_COLUMNS, OPEN, from_json, instruction, micros, opt_time, parsed, request_id, time,
 };
-use super::events::instructions_sent;
+use super::events::{Sent, instructions_sent};
 use super::records::extension_of;
 use super::request_clock::lock_open;
 use super::sql::Sql;
@@ -325,11 +325,10 @@ impl Store {
         let sent = if open.iter().any(|i| i.first_instructed_at.is_some()) {
             instructions_sent(&mut tx, self.backend, &[id]).await?
         } else {
-            Some(HashSet::new())
+            Sent::default()
         };
-        let was_sent = |i: &InstructionView| {
-            i.first_instructed_at.is_some() && sent.as_ref().is_none_or(|s| s.contains(&i.id))
-        };
+        let was_sent =
+            |i: &InstructionView| i.first_instructed_at.is_some() && !sent.never(i.id, id);
         let changes: Vec<Change> = open
             .iter()
             .map(|i| {

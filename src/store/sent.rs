@@ -10,13 +10,11 @@
 //! no DELIVERING event: its time is cleared too unless an earlier lease
 //! was sent ([`restamp_unsent`]).
 
-use std::collections::HashSet;
-
 use sqlx::AnyConnection;
 
 use super::claims::{ClaimKind, Claimed};
 use super::codec::micros;
-use super::events::instructions_sent;
+use super::events::{Sent, instructions_sent};
 use super::sql::Sql;
 use super::transition::Change;
 use super::{Backend, StoreError};
@@ -69,18 +67,18 @@ pub(super) async fn restamp_unsent(
         // One writer: no claim's history is in flight beside this one.
         Backend::Sqlite => instructions_sent(conn, backend, &requests).await?,
     };
-    // Not known: left as it is.
-    let Some(sent) = sent else {
-        return Ok(());
-    };
+    // Where the history does not say, the time is left as it is.
+    let never = |c: &Claimed| sent.never(c.instruction.id, c.instruction.request_id);
     let unsent: Vec<usize> = claimed
         .iter()
         .enumerate()
-        .filter(|ic| redelivery(ic) && !sent.contains(&ic.1.instruction.id))
+        .filter(|ic| redelivery(ic) && never(ic.1))
         .map(|(i, _)| i)
         .collect();
     for c in withheld.iter_mut() {
-        c.unsent = !sent.contains(&c.id);
+        c.unsent = claimed
+            .iter()
+            .any(|claim| claim.instruction.id == c.id && never(claim));
     }
     if unsent.is_empty() {
         return Ok(());
@@ -107,8 +105,9 @@ pub(super) async fn restamp_unsent(
 /// replica died between a claim's two steps, or its history came too
 /// late), so the time the first lease set is that of no delivery. Read as
 /// [`restamp_unsent`] reads, the request rows locked for the update that
-/// records the changes. Where an event does not read, which were sent is
-/// not known and every time is left as it is.
+/// records the changes. Where an event of a request does not read, which
+/// of its instructions were sent is not known and their times are left as
+/// they are.
 pub(super) async fn unstamp_unsent(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -126,10 +125,8 @@ pub(super) async fn unstamp_unsent(
         return Ok(());
     }
     let requests = stamped.iter().map(|v| v.request_id);
-    let Some(sent) = sent_under_lock(conn, backend, requests, Then::Records).await? else {
-        return Ok(());
-    };
-    stamped.retain(|v| !sent.contains(&v.id));
+    let sent = sent_under_lock(conn, backend, requests, Then::Records).await?;
+    stamped.retain(|v| sent.never(v.id, v.request_id));
     let unsent = stamped;
     if unsent.is_empty() {
         return Ok(());
@@ -193,7 +190,7 @@ async fn sent_under_lock(
     backend: Backend,
     requests: impl Iterator<Item = RequestId>,
     then: Then,
-) -> Result<Option<HashSet<InstructionId>>, StoreError> {
+) -> Result<Sent, StoreError> {
     let mut requests: Vec<RequestId> = requests.collect();
     requests.sort();
     requests.dedup();

@@ -8,7 +8,8 @@
 //! are delivered once they expire, with a gap-free, intact trail. A
 //! history cut off before its commit is written again, once. An
 //! instruction whose delivery budget went on leases never sent escalates
-//! without a first delivery time. SQLite writes both in one transaction.
+//! without a first delivery time, unless its request's history does not
+//! read. SQLite writes both in one transaction.
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ postgres_only!(
     a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time,
     a_lease_never_sent_escalated_by_its_clock_loses_its_delivery_time,
     a_budget_spent_after_a_sent_lease_keeps_the_first_delivery_time,
+    a_history_that_does_not_read_leaves_only_its_own_request_unknown,
 );
 
 /// The instruction states `events` show, in order.
@@ -521,5 +523,42 @@ async fn a_budget_spent_after_a_sent_lease_keeps_the_first_delivery_time(db: Tes
     );
     assert_eq!(summary.last_error, "delivered 2 times without an answer");
     assert!(verify_trail(&app, &id).await.intact);
+    app.stop().await;
+}
+
+/// Two leases a dead replica never sent, of two requests, escalate
+/// together with the budget spent; one request has an event whose body
+/// does not read. Which of its instructions were sent is not known, so its
+/// instruction keeps its time and the budget's error; the other request's
+/// history still says its lease was never sent.
+async fn a_history_that_does_not_read_leaves_only_its_own_request_unknown(db: TestDb) {
+    let (app, clock, _fake) = with_vendor_allowing(&db, 1).await;
+    let readable = submit(&app, deletion("readable@example.com")).await;
+    let garbled = submit(&app, deletion("garbled@example.com")).await;
+    let leased_at = clock.now();
+    assert_eq!(lease(&app, &clock, "dead-replica").await.claims[0].len(), 2);
+    db.execute(&format!(
+        "update request_events set body = '{{\"DELIVERING\"' where request_id = '{}'",
+        garbled.request_id
+    ))
+    .await;
+
+    clock.advance(Duration::from_secs(61));
+    app.dispatcher.run_once().await.unwrap();
+    let summary = |r: pb::DataSubjectRequest| r.instructions[0].clone();
+    let known = summary(get_request(&app, &readable.request_id).await);
+    assert_eq!(known.state(), pb::InstructionState::Escalated);
+    assert_eq!(known.first_instructed_at, None);
+    assert_eq!(
+        known.last_error,
+        "its leases ended before any delivery was sent"
+    );
+    let unknown = summary(get_request(&app, &garbled.request_id).await);
+    assert_eq!(unknown.state(), pb::InstructionState::Escalated);
+    assert_eq!(
+        unknown.first_instructed_at.map(|t| t.seconds),
+        Some(leased_at.timestamp())
+    );
+    assert_eq!(unknown.last_error, "delivered 1 times without an answer");
     app.stop().await;
 }
