@@ -3,17 +3,23 @@
 //! meet on the same requests run at once: the dispatcher's claims (in two
 //! steps on PostgreSQL) and the results it records for a push processor,
 //! a pull processor's pulls and completions, and cancels. None fails, and
-//! every request ends with its record.
+//! every request ends with its record. Two escalations that read one
+//! request's history before recording their changes, lined up on its row
+//! lock, take turns rather than deadlock.
 
 use std::time::Duration;
 
+use dsr_orchestrator::clock::{Clock, ManualClock};
+use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::pb;
+use dsr_orchestrator::store::{Budget, ClaimOrder};
 use tonic::Code;
 
-use crate::backends;
 use crate::harness::*;
+use crate::{backends, postgres_only};
 
 backends!(claims_results_pulls_and_cancels_at_once_all_finish);
+postgres_only!(escalations_of_one_request_that_read_its_history_take_turns);
 
 /// Requests submitted.
 const REQUESTS: usize = 120;
@@ -138,5 +144,102 @@ async fn claims_results_pulls_and_cancels_at_once_all_finish(db: TestDb) {
         by_cancel, cancelled,
         "each cancel that succeeded, and no other"
     );
+    app.stop().await;
+}
+
+/// Two processors allowing one delivery each, whose leases of one request
+/// a dead replica took and never sent, escalate at once (two replicas'
+/// passes): each transaction locks its instruction, reads the request's
+/// history to see whether its lease was sent, closes the lease's delivery
+/// attempt, then records the change on the request row. One session holds
+/// that row and another the attempts; the first lets go once both
+/// escalations wait for it, the second once both wait past the row.
+/// Were the history read under a shared lock, both would hold it then,
+/// and each would wait for the other's to end before taking the update
+/// lock: PostgreSQL aborts one as a deadlock. Taken for update, the
+/// second waits for the first, and both escalate, neither with a delivery
+/// time, over an intact trail.
+async fn escalations_of_one_request_that_read_its_history_take_turns(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let fake = FakeProcessor::start(Reply::done(pb::Outcome::Completed)).await;
+    let names = ["alpha", "beta"].map(|n| ProcessorId::parse(n).unwrap());
+    for name in &names {
+        let mut processor = push_processor(name.as_str(), &fake.endpoint());
+        processor.retry_policy.as_mut().unwrap().max_attempts = 1;
+        register(&app, processor).await;
+    }
+    let id = submit(&app, deletion("twice@example.com")).await.request_id;
+    let orders = names.each_ref().map(|processor| ClaimOrder {
+        processor,
+        max_reminders: 3,
+        max_attempts: 1,
+        polls: false,
+        limit: 10,
+        max_in_flight: 512,
+        per_second: 0,
+        lease: Duration::from_secs(60),
+        aligned: false,
+    });
+    let dead = app.store.lease_many(&orders, "dead-replica", clock.now());
+    let dead = dead.await.unwrap();
+    assert_eq!(dead.claims.iter().map(Vec::len).sum::<usize>(), 2);
+    drop(dead);
+    clock.advance(Duration::from_secs(61));
+
+    let (mut row, row_pid) = db.hold_request(&id).await;
+    let (mut attempts, _) = db.open_transaction().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "select 1 from delivery_attempts a join instructions i on i.id = a.instruction_id \
+         where i.request_id = '{id}' for update of a"
+    )))
+    .execute(&mut attempts)
+    .await
+    .unwrap();
+    let now = clock.now();
+    let store = &app.store;
+    let escalate = |processor| async move {
+        let budget = Budget {
+            processor,
+            max_reminders: 3,
+            max_attempts: 1,
+            polls: false,
+        };
+        store.escalate_overdue(&[budget], now).await
+    };
+    // Sessions of this database waiting for a lock, none of them for the
+    // request row's holder when `$1` is its pid.
+    let waiting = |past: &str| {
+        format!(
+            "(select count(*) from pg_stat_activity a where a.datname = current_database() \
+             and a.wait_event_type = 'Lock'{past}) >= 2 and cast($1 as int) > 0"
+        )
+    };
+    let release = async {
+        let on_row = waiting("");
+        assert!(
+            db.until_waiting(&on_row, "1").await,
+            "both wait for the row"
+        );
+        sqlx::raw_sql("rollback").execute(&mut row).await.unwrap();
+        let past_row = waiting(" and not (cast($1 as int) = any(pg_blocking_pids(a.pid)))");
+        let past = db.until_waiting(&past_row, &row_pid.to_string()).await;
+        assert!(past, "both wait past the row");
+        sqlx::raw_sql("rollback")
+            .execute(&mut attempts)
+            .await
+            .unwrap();
+    };
+    let (first, second, ()) = tokio::join!(escalate(&names[0]), escalate(&names[1]), release);
+    assert_eq!(first.expect("no deadlock"), 1);
+    assert_eq!(second.expect("no deadlock"), 1);
+
+    let request = get_request(&app, &id).await;
+    for instruction in &request.instructions {
+        assert_eq!(instruction.state(), pb::InstructionState::Escalated);
+        assert_eq!(instruction.first_instructed_at, None);
+    }
+    assert!(verify_trail(&app, &id).await.intact);
+    assert!(fake.deliveries().is_empty());
     app.stop().await;
 }
