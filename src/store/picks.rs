@@ -120,8 +120,10 @@ pub(super) fn pick_due(
 /// each poll is a reminder, leased and counted like a delivery; polls are
 /// no failures, so they spend none of the delivery budget here, as
 /// `dispatch::deliver` counts them for a retry. A lease that expired on a
-/// poll (its replica died mid-poll) is therefore polled again, not
-/// escalated however many polls came before.
+/// poll (its replica died mid-poll) is therefore polled again, however
+/// many polls came before, while the budget lasts: the lost poll is
+/// redelivered as a delivery and counts as one, so one lost after the
+/// deliveries before acceptance spent the budget escalates.
 pub(super) fn deliveries_since_arm(row: &str, polls: &str) -> String {
     format!("({row}attempts_since_arm - {row}reminders * {polls})")
 }
