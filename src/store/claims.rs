@@ -29,7 +29,7 @@ use super::claim_steps::Leased;
 use super::codec::{instruction, micros, qualified};
 use super::picks::{PICKED, PICKS, align, deliveries_since_arm, pick_due, picked};
 use super::sealed::PAYLOAD;
-use super::sent::{Then, restamp_unsent};
+use super::sent::restamp_unsent;
 use super::sql::Sql;
 use super::transition::{AttemptClose, Change, apply};
 use super::{Backend, Effects, Store, StoreError};
@@ -325,16 +325,14 @@ impl Store {
             });
         }
         let withheld: Vec<_> = unreadable.iter().map(|c| c.id).collect();
-        let then = Then::after_lease(split, !unreadable.is_empty());
-        let picks = first_picks;
         restamp_unsent(
             &mut tx,
             self.backend,
             &mut claimed,
-            picks,
+            first_picks,
             &mut unreadable,
             now,
-            then,
+            split,
         )
         .await?;
         let mut effects = Effects::default();

@@ -212,9 +212,10 @@ impl Sent {
 
 /// The instructions of `requests` whose history shows them sent: a
 /// DELIVERING event for some attempt, written only once a lease's
-/// delivery could start (see `super::claim_steps`). Read after a request
-/// row is locked, it sees every such event a claim has committed, and no
-/// claim of that request sends anything until the lock is released. A
+/// delivery could start (see `super::claim_steps`). Read on PostgreSQL
+/// after a request row is locked, it sees every such event a claim has
+/// committed, and no claim of that request sends anything until the lock
+/// is released (SQLite's one writer runs no claim beside the read). A
 /// request with an event whose body does not read is not known; the
 /// others are.
 pub(super) async fn instructions_sent(
@@ -235,10 +236,11 @@ pub(super) async fn instructions_sent(
         let Ok(body) =
             serde_json::from_str::<Body<InstructionSnapshot, IgnoredAny, IgnoredAny>>(&text)
         else {
-            tracing::warn!(
-                "an event does not read: which instructions of its request were sent is not known"
-            );
-            sent.unknown.insert(request_id(row, "request_id")?);
+            if sent.unknown.insert(request_id(row, "request_id")?) {
+                tracing::warn!(
+                    "an event does not read: which instructions of its request were sent is not known"
+                );
+            }
             continue;
         };
         if let Some(i) = body

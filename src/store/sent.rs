@@ -6,9 +6,9 @@
 //! so the time it set is corrected: given to the lease that does deliver
 //! ([`restamp_unsent`]), or cleared when the instruction escalates first
 //! ([`unstamp_unsent`]). A lease whose payload does not open is escalated
-//! in its own transaction without being sent, on either backend, and gets
-//! no DELIVERING event: its time is cleared too unless an earlier lease
-//! was sent ([`restamp_unsent`]).
+//! in the lease's transaction without being sent, on either backend, and
+//! gets no DELIVERING event: its time is cleared too unless an earlier
+//! lease was, or may have been, sent ([`restamp_unsent`]).
 
 use sqlx::AnyConnection;
 
@@ -31,12 +31,15 @@ use crate::domain::{InstructionId, InstructionView, RequestId, Timestamp};
 /// lease was lost). Only PostgreSQL claims in two steps, and only an
 /// expired lease can have gone unsent, so there a claim without
 /// redeliveries reads nothing for them. `withheld` are the changes that
-/// escalate claims instead of sending them (their payloads do not open):
-/// each whose instruction the history shows never sent is marked unsent,
-/// so that the escalation clears the time this lease set, on both
-/// backends. On PostgreSQL the history is read under a lock of the
-/// request rows as strong as `then` needs ([`sent_under_lock`]), all of
-/// them in one statement, as the lock order wants.
+/// escalate claims instead of sending them (their payloads do not open),
+/// on both backends: each is marked unsent, so that the escalation clears
+/// the time this lease set, when this was its first lease, or when it was
+/// a retry that the history shows never sent (a reminder's was: it was
+/// acknowledged). On PostgreSQL the history is read under the locks of
+/// [`sent_under_lock`], which also takes those of the requests whose
+/// changes the transaction records afterwards: every claim's, or when it
+/// leaves the claims' history to the next transaction (`split`) only the
+/// escalated ones'.
 pub(super) async fn restamp_unsent(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -44,28 +47,42 @@ pub(super) async fn restamp_unsent(
     first_picks: usize,
     withheld: &mut [Change],
     now: Timestamp,
-    then: Then,
+    split: bool,
 ) -> Result<(), StoreError> {
-    let is_withheld = |id: InstructionId| withheld.iter().any(|c| c.id == id);
+    let kind_of = |id: InstructionId| {
+        let claim = claimed.iter().find(|c| c.instruction.id == id);
+        claim.map(|c| c.kind)
+    };
+    let withheld_ids: Vec<InstructionId> = withheld.iter().map(|c| c.id).collect();
+    let is_withheld = |id: InstructionId| withheld_ids.contains(&id);
+    let recorded: Vec<RequestId> = claimed
+        .iter()
+        .filter(|c| !split || is_withheld(c.instruction.id))
+        .map(|c| c.instruction.request_id)
+        .collect();
     let redelivery = |(i, c): &(usize, &Claimed)| {
         backend == Backend::Postgres
             && *i >= first_picks
             && c.kind == ClaimKind::Retry
             && !is_withheld(c.instruction.id)
     };
-    let requests: Vec<RequestId> = claimed
+    let withheld_retry = |c: &Claimed| is_withheld(c.instruction.id) && c.kind == ClaimKind::Retry;
+    let read: Vec<RequestId> = claimed
         .iter()
         .enumerate()
-        .filter(|ic| redelivery(ic) || is_withheld(ic.1.instruction.id))
+        .filter(|ic| redelivery(ic) || withheld_retry(ic.1))
         .map(|(_, c)| c.instruction.request_id)
         .collect();
-    if requests.is_empty() {
+    for c in withheld.iter_mut() {
+        c.unsent = kind_of(c.id) == Some(ClaimKind::First);
+    }
+    if read.is_empty() {
         return Ok(());
     }
     let sent = match backend {
-        Backend::Postgres => sent_under_lock(conn, backend, requests.into_iter(), then).await?,
+        Backend::Postgres => sent_under_lock(conn, backend, &read, &recorded).await?,
         // One writer: no claim's history is in flight beside this one.
-        Backend::Sqlite => instructions_sent(conn, backend, &requests).await?,
+        Backend::Sqlite => instructions_sent(conn, backend, &read).await?,
     };
     // Where the history does not say, the time is left as it is.
     let never = |c: &Claimed| sent.never(c.instruction.id, c.instruction.request_id);
@@ -76,9 +93,10 @@ pub(super) async fn restamp_unsent(
         .map(|(i, _)| i)
         .collect();
     for c in withheld.iter_mut() {
-        c.unsent = claimed
-            .iter()
-            .any(|claim| claim.instruction.id == c.id && never(claim));
+        let retry = |claim: &&Claimed| claim.instruction.id == c.id && withheld_retry(claim);
+        if let Some(claim) = claimed.iter().find(retry) {
+            c.unsent = never(claim);
+        }
     }
     if unsent.is_empty() {
         return Ok(());
@@ -117,6 +135,8 @@ pub(super) async fn unstamp_unsent(
     if backend != Backend::Postgres {
         return Ok(());
     }
+    // The changes of every one of them are recorded next.
+    let recorded: Vec<RequestId> = escalated.iter().map(|v| v.request_id).collect();
     let mut stamped: Vec<&mut InstructionView> = escalated
         .iter_mut()
         .filter(|v| v.first_instructed_at.is_some())
@@ -124,8 +144,8 @@ pub(super) async fn unstamp_unsent(
     if stamped.is_empty() {
         return Ok(());
     }
-    let requests = stamped.iter().map(|v| v.request_id);
-    let sent = sent_under_lock(conn, backend, requests, Then::Records).await?;
+    let read: Vec<RequestId> = stamped.iter().map(|v| v.request_id).collect();
+    let sent = sent_under_lock(conn, backend, &read, &recorded).await?;
     stamped.retain(|v| sent.never(v.id, v.request_id));
     let unsent = stamped;
     if unsent.is_empty() {
@@ -154,54 +174,36 @@ pub(super) async fn unstamp_unsent(
 /// that were never sent.
 pub(super) const NEVER_SENT: &str = "its leases ended before any delivery was sent";
 
-/// What a transaction that reads which instructions were sent does next
-/// with their request rows, which decides how it locks them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Then {
-    /// Records changes of them (`super::aftermath`), under the update
-    /// lock it takes here: were it to take a key-share lock first, two
-    /// such transactions sharing a request would each hold one and wait
-    /// for the other's to end before upgrading it, a deadlock.
-    Records,
-    /// Leaves them alone: a key-share lock, which any number share.
-    Reads,
-}
-
-impl Then {
-    /// What a lease transaction does: it records changes unless it leaves
-    /// the history to the next transaction (`split`) and has nothing to
-    /// escalate.
-    pub(super) fn after_lease(split: bool, escalating: bool) -> Self {
-        match split && !escalating {
-            true => Then::Reads,
-            false => Then::Records,
-        }
-    }
-}
-
-/// The instructions of `requests` whose history shows them sent (see
-/// [`instructions_sent`]), read under a lock of the request rows (in id
-/// order, as every transaction takes them) as strong as `then` needs,
-/// which waits for a history step holding them: one still writing a
-/// lease's DELIVERING event is seen. (The lock order holds: the caller has
-/// its instruction rows, and a history step takes none.)
+/// The instructions of `read` whose history shows them sent (see
+/// [`instructions_sent`]), read under locks of the request rows of `read`
+/// and of `recorded` (those whose changes the transaction records next),
+/// all taken in one statement, in id order as every transaction takes
+/// them: a transaction that locked some request rows and then others
+/// could hold a row another waits for while it waits for one that other
+/// holds. The lock is the update lock when anything is recorded, for the
+/// update that follows, as two transactions taking a shared lock first
+/// would each wait for the other's to end before upgrading it; otherwise
+/// a key-share lock, which any number share. Either waits for a history
+/// step holding the rows, so one still writing a lease's DELIVERING event
+/// is seen. (The caller holds its instruction rows, and a history step
+/// takes none.)
 async fn sent_under_lock(
     conn: &mut AnyConnection,
     backend: Backend,
-    requests: impl Iterator<Item = RequestId>,
-    then: Then,
+    read: &[RequestId],
+    recorded: &[RequestId],
 ) -> Result<Sent, StoreError> {
-    let mut requests: Vec<RequestId> = requests.collect();
-    requests.sort();
-    requests.dedup();
-    let strength = match then {
-        Then::Records => " order by id for update",
-        Then::Reads => " order by id for key share",
+    let mut locked: Vec<RequestId> = read.iter().chain(recorded).copied().collect();
+    locked.sort();
+    locked.dedup();
+    let strength = match recorded.is_empty() {
+        false => " order by id for update",
+        true => " order by id for key share",
     };
     let mut locks = Sql::new(backend, "select id from requests where ");
     locks
-        .in_list("id", requests.iter().map(ToString::to_string))
+        .in_list("id", locked.iter().map(ToString::to_string))
         .push(strength);
     locks.query().fetch_all(&mut *conn).await?;
-    instructions_sent(conn, backend, &requests).await
+    instructions_sent(conn, backend, read).await
 }

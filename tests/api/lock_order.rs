@@ -5,7 +5,8 @@
 //! a pull processor's pulls and completions, and cancels. None fails, and
 //! every request ends with its record. Two escalations that read one
 //! request's history before recording their changes, lined up on its row
-//! lock, take turns rather than deadlock.
+//! lock, take turns rather than deadlock, and a claim that reads some
+//! requests' history locks every request row it records in one go.
 
 use std::time::Duration;
 
@@ -19,7 +20,10 @@ use crate::harness::*;
 use crate::{backends, postgres_only};
 
 backends!(claims_results_pulls_and_cancels_at_once_all_finish);
-postgres_only!(escalations_of_one_request_that_read_its_history_take_turns);
+postgres_only!(
+    escalations_of_one_request_that_read_its_history_take_turns,
+    a_one_step_claim_locks_its_requests_in_one_statement,
+);
 
 /// Requests submitted.
 const REQUESTS: usize = 120;
@@ -207,22 +211,24 @@ async fn escalations_of_one_request_that_read_its_history_take_turns(db: TestDb)
         };
         store.escalate_overdue(&[budget], now).await
     };
-    // Sessions of this database waiting for a lock, none of them for the
-    // request row's holder when `$1` is its pid.
-    let waiting = |past: &str| {
+    // At least two sessions of this database waiting for a lock held by
+    // another (`blocked`, an SQL condition on `a.pid`).
+    let waiting = |blocked: &str| {
         format!(
             "(select count(*) from pg_stat_activity a where a.datname = current_database() \
-             and a.wait_event_type = 'Lock'{past}) >= 2 and cast($1 as int) > 0"
+             and a.wait_event_type = 'Lock' and {blocked}) >= 2"
         )
     };
     let release = async {
-        let on_row = waiting("");
-        assert!(
-            db.until_waiting(&on_row, "1").await,
-            "both wait for the row"
-        );
+        // Both escalations wait to lock the request row.
+        let on_row = waiting("a.query like 'select id from requests where %'");
+        assert!(db.until_waiting(&on_row, "").await, "both wait for the row");
         sqlx::raw_sql("rollback").execute(&mut row).await.unwrap();
-        let past_row = waiting(" and not (cast($1 as int) = any(pg_blocking_pids(a.pid)))");
+        // Both wait past it: for the attempts, or one for the other.
+        let past_row = waiting(
+            "cardinality(pg_blocking_pids(a.pid)) > 0 \
+             and not (cast($1 as int) = any(pg_blocking_pids(a.pid)))",
+        );
         let past = db.until_waiting(&past_row, &row_pid.to_string()).await;
         assert!(past, "both wait past the row");
         sqlx::raw_sql("rollback")
@@ -241,5 +247,61 @@ async fn escalations_of_one_request_that_read_its_history_take_turns(db: TestDb)
     }
     assert!(verify_trail(&app, &id).await.intact);
     assert!(fake.deliveries().is_empty());
+    app.stop().await;
+}
+
+/// A pull (a claim in one transaction) leasing a first delivery of a
+/// request and a redelivery of another reads the redelivery's history to
+/// see whether its lease was sent, and records both. It takes both request
+/// rows in one statement, in id order, before that read: with the lower
+/// one held by another session, the pull waits for it holding neither, so
+/// the higher one stays free. Were the redelivery's row taken first and
+/// the others with the changes after, the pull would hold the higher row
+/// while it waited for the lower, and a transaction taking them in order
+/// (a claim's history step) could wait for it in turn: a deadlock.
+async fn a_one_step_claim_locks_its_requests_in_one_statement(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let token = register(&app, pull_processor("archive", 60_000)).await;
+    let with_id = |id: &str, email: &str| pb::SubmitRequestRequest {
+        request_id: id.to_string(),
+        ..deletion(email)
+    };
+    let (low, high) = (
+        "10000000-0000-4000-8000-000000000000",
+        "f0000000-0000-4000-8000-000000000000",
+    );
+    submit(&app, with_id(high, "high@example.com")).await;
+    assert_eq!(pull(&app, &token, 10).await.len(), 1);
+    clock.advance(Duration::from_secs(61));
+    submit(&app, with_id(low, "low@example.com")).await;
+
+    let (mut holder, pid) = db.hold_request(low).await;
+    let probe = async {
+        assert!(
+            db.someone_waits_for(pid).await,
+            "the pull waits for the row"
+        );
+        let (mut other, _) = db.open_transaction().await;
+        let free = sqlx::query("select id from requests where id = $1 for update nowait")
+            .bind(high)
+            .execute(&mut other)
+            .await;
+        sqlx::raw_sql("rollback").execute(&mut other).await.unwrap();
+        sqlx::raw_sql("rollback")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        free
+    };
+    let (pulled, free) = tokio::join!(pull(&app, &token, 10), probe);
+    free.expect("the higher row is free while the pull waits for the lower");
+    assert_eq!(
+        pulled.len(),
+        2,
+        "the new one and the one whose lease expired"
+    );
+    let attempts: Vec<u32> = pulled.iter().map(|i| i.attempts).collect();
+    assert!(attempts.contains(&2), "{attempts:?}");
     app.stop().await;
 }

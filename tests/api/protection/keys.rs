@@ -200,8 +200,9 @@ async fn rotation_under_load_reseals_every_row(db: TestDb) {
 /// Claimed instructions whose payloads do not open (here: sealed under a
 /// key that is not configured) escalate instead of being sent, and their
 /// history shows no delivery for that lease: one never delivered before
-/// keeps no first delivery time, and cancelling its request owes its
-/// processor no notice; one whose first delivery went out (and failed)
+/// keeps no first delivery time (a first lease, even when its request's
+/// history does not read), and cancelling its request owes its processor
+/// no notice; one whose first delivery went out (and failed)
 /// keeps that delivery's time, and its processor is told of the cancel.
 async fn an_instruction_that_cannot_be_sent_shows_no_delivery(db: TestDb) {
     let clock = ManualClock::new();
@@ -215,11 +216,21 @@ async fn an_instruction_that_cannot_be_sent_shows_no_delivery(db: TestDb) {
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 1);
     wait_for_state(&app, &sent_instruction, pb::InstructionState::Pending).await;
     let unsent = submit(&app, deletion("unsent@example.org")).await;
+    // A first lease was never sent, even where the history cannot say.
+    let garbled = submit(&app, deletion("garbled@example.org")).await;
+    db.execute(&format!(
+        "update request_events set body = '{{\"DELIVERING\"' where request_id = '{}'",
+        garbled.request_id
+    ))
+    .await;
 
     db.execute("update instructions set payload = 'v1:gone:AAAA'")
         .await;
     clock.advance(Duration::from_secs(3600));
     app.dispatcher.run_once().await.unwrap();
+    let id = &garbled.instructions[0].instruction_id;
+    let escalated = wait_for_state(&app, id, pb::InstructionState::Escalated).await;
+    assert_eq!(escalated.summary.unwrap().first_instructed_at, None);
     for request in [&sent, &unsent] {
         let id = &request.instructions[0].instruction_id;
         let escalated = wait_for_state(&app, id, pb::InstructionState::Escalated).await;
