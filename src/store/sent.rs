@@ -39,7 +39,9 @@ use crate::domain::{InstructionId, InstructionView, RequestId, Timestamp};
 /// [`sent_under_lock`], which also takes those of the requests whose
 /// changes the transaction records afterwards: every claim's, or when it
 /// leaves the claims' history to the next transaction (`split`) only the
-/// escalated ones'.
+/// escalated ones'. A claim in one step that escalates takes them all
+/// here even when it reads nothing, as its escalations' requests would
+/// otherwise be locked after the others'.
 pub(super) async fn restamp_unsent(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -76,7 +78,11 @@ pub(super) async fn restamp_unsent(
     for c in withheld.iter_mut() {
         c.unsent = kind_of(c.id) == Some(ClaimKind::First);
     }
-    if read.is_empty() {
+    // A claim in one step that escalates some of its claims records their
+    // requests after the others': it takes them all here, in one
+    // statement, even with nothing to read.
+    let escalates_after = !split && !withheld.is_empty();
+    if read.is_empty() && !(escalates_after && backend == Backend::Postgres) {
         return Ok(());
     }
     let sent = match backend {
@@ -186,7 +192,7 @@ pub(super) const NEVER_SENT: &str = "its leases ended before any delivery was se
 /// a key-share lock, which any number share. Either waits for a history
 /// step holding the rows, so one still writing a lease's DELIVERING event
 /// is seen. (The caller holds its instruction rows, and a history step
-/// takes none.)
+/// takes none.) With nothing to read it only locks.
 async fn sent_under_lock(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -205,5 +211,8 @@ async fn sent_under_lock(
         .in_list("id", locked.iter().map(ToString::to_string))
         .push(strength);
     locks.query().fetch_all(&mut *conn).await?;
-    instructions_sent(conn, backend, read).await
+    match read.is_empty() {
+        true => Ok(Sent::default()),
+        false => instructions_sent(conn, backend, read).await,
+    }
 }

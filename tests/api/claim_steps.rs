@@ -18,7 +18,7 @@ use tonic::Code;
 use dsr_orchestrator::clock::{Clock, ManualClock};
 use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::pb;
-use dsr_orchestrator::store::{ClaimOrder, Leased};
+use dsr_orchestrator::store::Leased;
 
 use crate::harness::*;
 use crate::postgres_only;
@@ -79,17 +79,7 @@ async fn with_vendor_allowing(db: &TestDb, attempts: u32) -> (TestApp, ManualClo
 /// a minute, leaving their history unwritten.
 async fn lease(app: &TestApp, clock: &ManualClock, owner: &str) -> Leased {
     let vendor = ProcessorId::parse("vendor").unwrap();
-    let order = ClaimOrder {
-        processor: &vendor,
-        max_reminders: 3,
-        max_attempts: 5,
-        polls: false,
-        limit: 10,
-        max_in_flight: 512,
-        per_second: 0,
-        lease: Duration::from_secs(60),
-        aligned: false,
-    };
+    let order = claim_order(&vendor, 5);
     let leased = app
         .store
         .lease_many(&[order], owner, clock.now())

@@ -13,7 +13,7 @@ use std::time::Duration;
 use dsr_orchestrator::clock::{Clock, ManualClock};
 use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::pb;
-use dsr_orchestrator::store::{Budget, ClaimOrder};
+use dsr_orchestrator::store::Budget;
 use tonic::Code;
 
 use crate::harness::*;
@@ -23,6 +23,7 @@ backends!(claims_results_pulls_and_cancels_at_once_all_finish);
 postgres_only!(
     escalations_of_one_request_that_read_its_history_take_turns,
     a_one_step_claim_locks_its_requests_in_one_statement,
+    a_one_step_claim_that_escalates_locks_its_requests_in_one_statement,
 );
 
 /// Requests submitted.
@@ -174,17 +175,7 @@ async fn escalations_of_one_request_that_read_its_history_take_turns(db: TestDb)
         register(&app, processor).await;
     }
     let id = submit(&app, deletion("twice@example.com")).await.request_id;
-    let orders = names.each_ref().map(|processor| ClaimOrder {
-        processor,
-        max_reminders: 3,
-        max_attempts: 1,
-        polls: false,
-        limit: 10,
-        max_in_flight: 512,
-        per_second: 0,
-        lease: Duration::from_secs(60),
-        aligned: false,
-    });
+    let orders = names.each_ref().map(|processor| claim_order(processor, 1));
     let dead = app.store.lease_many(&orders, "dead-replica", clock.now());
     let dead = dead.await.unwrap();
     assert_eq!(dead.claims.iter().map(Vec::len).sum::<usize>(), 2);
@@ -250,33 +241,28 @@ async fn escalations_of_one_request_that_read_its_history_take_turns(db: TestDb)
     app.stop().await;
 }
 
-/// A pull (a claim in one transaction) leasing a first delivery of a
-/// request and a redelivery of another reads the redelivery's history to
-/// see whether its lease was sent, and records both. It takes both request
-/// rows in one statement, in id order, before that read: with the lower
-/// one held by another session, the pull waits for it holding neither, so
-/// the higher one stays free. Were the redelivery's row taken first and
-/// the others with the changes after, the pull would hold the higher row
-/// while it waited for the lower, and a transaction taking them in order
-/// (a claim's history step) could wait for it in turn: a deadlock.
-async fn a_one_step_claim_locks_its_requests_in_one_statement(db: TestDb) {
-    let clock = ManualClock::new();
-    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
-    let token = register(&app, pull_processor("archive", 60_000)).await;
-    let with_id = |id: &str, email: &str| pb::SubmitRequestRequest {
+/// A request id that sorts before [`HIGH`].
+const LOW: &str = "10000000-0000-4000-8000-000000000000";
+/// A request id that sorts after [`LOW`].
+const HIGH: &str = "f0000000-0000-4000-8000-000000000000";
+
+/// A deletion for `email` with request id `id`.
+fn with_id(id: &str, email: &str) -> pb::SubmitRequestRequest {
+    pb::SubmitRequestRequest {
         request_id: id.to_string(),
         ..deletion(email)
-    };
-    let (low, high) = (
-        "10000000-0000-4000-8000-000000000000",
-        "f0000000-0000-4000-8000-000000000000",
-    );
-    submit(&app, with_id(high, "high@example.com")).await;
-    assert_eq!(pull(&app, &token, 10).await.len(), 1);
-    clock.advance(Duration::from_secs(61));
-    submit(&app, with_id(low, "low@example.com")).await;
+    }
+}
 
-    let (mut holder, pid) = db.hold_request(low).await;
+/// Pulls with request [`LOW`]'s row held by another session, and checks,
+/// once the pull waits for it, that [`HIGH`]'s row is free: the pull took
+/// its request rows in one statement, in id order, so it waits holding
+/// neither. Had it taken some of them first and the others later, it
+/// could hold the higher row while it waited for the lower, and a
+/// transaction taking both in order (a claim's history step) could wait
+/// for it in turn: a deadlock. Returns what the pull leased.
+async fn pull_holding_neither(db: &TestDb, app: &TestApp, token: &str) -> Vec<pb::Instruction> {
+    let (mut holder, pid) = db.hold_request(LOW).await;
     let probe = async {
         assert!(
             db.someone_waits_for(pid).await,
@@ -284,7 +270,7 @@ async fn a_one_step_claim_locks_its_requests_in_one_statement(db: TestDb) {
         );
         let (mut other, _) = db.open_transaction().await;
         let free = sqlx::query("select id from requests where id = $1 for update nowait")
-            .bind(high)
+            .bind(HIGH)
             .execute(&mut other)
             .await;
         sqlx::raw_sql("rollback").execute(&mut other).await.unwrap();
@@ -294,8 +280,25 @@ async fn a_one_step_claim_locks_its_requests_in_one_statement(db: TestDb) {
             .unwrap();
         free
     };
-    let (pulled, free) = tokio::join!(pull(&app, &token, 10), probe);
+    let (pulled, free) = tokio::join!(pull(app, token, 10), probe);
     free.expect("the higher row is free while the pull waits for the lower");
+    pulled
+}
+
+/// A pull (a claim in one transaction) leasing a first delivery of one
+/// request and a redelivery of another reads the redelivery's history to
+/// see whether its lease was sent, and records both: it takes both rows
+/// before that read.
+async fn a_one_step_claim_locks_its_requests_in_one_statement(db: TestDb) {
+    let clock = ManualClock::new();
+    let app = TestApp::spawn_with(&db, manual_options(&clock), |_| {}).await;
+    let token = register(&app, pull_processor("archive", 60_000)).await;
+    submit(&app, with_id(HIGH, "high@example.com")).await;
+    assert_eq!(pull(&app, &token, 10).await.len(), 1);
+    clock.advance(Duration::from_secs(61));
+    submit(&app, with_id(LOW, "low@example.com")).await;
+
+    let pulled = pull_holding_neither(&db, &app, &token).await;
     assert_eq!(
         pulled.len(),
         2,
@@ -303,5 +306,25 @@ async fn a_one_step_claim_locks_its_requests_in_one_statement(db: TestDb) {
     );
     let attempts: Vec<u32> = pulled.iter().map(|i| i.attempts).collect();
     assert!(attempts.contains(&2), "{attempts:?}");
+    app.stop().await;
+}
+
+/// A pull leasing two first deliveries, one of which it escalates because
+/// its payload does not open, records the escalation after the other's
+/// delivery: it takes both rows first, though it reads no history.
+async fn a_one_step_claim_that_escalates_locks_its_requests_in_one_statement(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let token = register(&app, pull_processor("archive", 60_000)).await;
+    submit(&app, with_id(HIGH, "high@example.com")).await;
+    let low = submit(&app, with_id(LOW, "low@example.com")).await;
+    let unsendable = low.instructions[0].instruction_id.clone();
+    db.execute(&format!(
+        "update instructions set payload = 'v1:gone:AAAA' where id = '{unsendable}'"
+    ))
+    .await;
+
+    let pulled = pull_holding_neither(&db, &app, &token).await;
+    assert_eq!(pulled.len(), 1, "the one that opens");
+    wait_for_state(&app, &unsendable, pb::InstructionState::Escalated).await;
     app.stop().await;
 }

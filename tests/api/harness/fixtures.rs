@@ -8,7 +8,9 @@ use tokio_stream::StreamExt;
 
 use super::{FakeProcessor, Reply, TestApp};
 use dsr_orchestrator::clock::{Clock, ManualClock};
+use dsr_orchestrator::domain::ProcessorId;
 use dsr_orchestrator::startup::Options;
+use dsr_orchestrator::store::ClaimOrder;
 
 /// A fresh request id.
 pub fn new_id() -> String {
@@ -579,4 +581,21 @@ pub async fn polls_fail_without_escalating(
     }
     clock.advance(Duration::from_millis(500));
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
+}
+
+/// What a replica's pass asks of `processor` when a test leases by hand:
+/// up to ten due instructions for a minute, `max_attempts` deliveries
+/// allowed, not aligned with other processors.
+pub fn claim_order(processor: &ProcessorId, max_attempts: u32) -> ClaimOrder<'_> {
+    ClaimOrder {
+        processor,
+        max_reminders: 3,
+        max_attempts,
+        polls: false,
+        limit: 10,
+        max_in_flight: 512,
+        per_second: 0,
+        lease: Duration::from_secs(60),
+        aligned: false,
+    }
 }
