@@ -195,18 +195,10 @@ pub(super) struct Sent {
 }
 
 impl Sent {
-    /// Whether `instruction` of `request` was sent; `None` when its
-    /// request's history does not say.
-    pub fn shows(&self, instruction: InstructionId, request: RequestId) -> Option<bool> {
-        match self.unknown.contains(&request) {
-            true => None,
-            false => Some(self.sent.contains(&instruction)),
-        }
-    }
-
-    /// Whether the history shows `instruction` of `request` never sent.
+    /// Whether the history shows `instruction` of `request` never sent
+    /// (false where it does not say).
     pub fn never(&self, instruction: InstructionId, request: RequestId) -> bool {
-        self.shows(instruction, request) == Some(false)
+        !self.unknown.contains(&request) && !self.sent.contains(&instruction)
     }
 }
 

@@ -51,17 +51,8 @@ pub(super) async fn restamp_unsent(
     now: Timestamp,
     split: bool,
 ) -> Result<(), StoreError> {
-    let kind_of = |id: InstructionId| {
-        let claim = claimed.iter().find(|c| c.instruction.id == id);
-        claim.map(|c| c.kind)
-    };
     let withheld_ids: Vec<InstructionId> = withheld.iter().map(|c| c.id).collect();
     let is_withheld = |id: InstructionId| withheld_ids.contains(&id);
-    let recorded: Vec<RequestId> = claimed
-        .iter()
-        .filter(|c| !split || is_withheld(c.instruction.id))
-        .map(|c| c.instruction.request_id)
-        .collect();
     let redelivery = |(i, c): &(usize, &Claimed)| {
         backend == Backend::Postgres
             && *i >= first_picks
@@ -75,35 +66,42 @@ pub(super) async fn restamp_unsent(
         .filter(|ic| redelivery(ic) || withheld_retry(ic.1))
         .map(|(_, c)| c.instruction.request_id)
         .collect();
-    for c in withheld.iter_mut() {
-        c.unsent = kind_of(c.id) == Some(ClaimKind::First);
-    }
     // A claim in one step that escalates some of its claims records their
-    // requests after the others': it takes them all here, in one
-    // statement, even with nothing to read.
+    // requests after the others': it takes them all in the same statement,
+    // even with nothing to read.
     let escalates_after = !split && !withheld.is_empty();
-    if read.is_empty() && !(escalates_after && backend == Backend::Postgres) {
-        return Ok(());
-    }
     let sent = match backend {
-        Backend::Postgres => sent_under_lock(conn, backend, &read, &recorded).await?,
+        Backend::Postgres if !read.is_empty() || escalates_after => {
+            let recorded: Vec<RequestId> = claimed
+                .iter()
+                .filter(|c| !split || is_withheld(c.instruction.id))
+                .map(|c| c.instruction.request_id)
+                .collect();
+            sent_under_lock(conn, backend, &read, &recorded).await?
+        }
         // One writer: no claim's history is in flight beside this one.
-        Backend::Sqlite => instructions_sent(conn, backend, &read).await?,
+        Backend::Sqlite if !read.is_empty() => instructions_sent(conn, backend, &read).await?,
+        // Nothing to read: no redelivery, no withheld retry.
+        _ => Sent::default(),
     };
     // Where the history does not say, the time is left as it is.
     let never = |c: &Claimed| sent.never(c.instruction.id, c.instruction.request_id);
+    for c in withheld.iter_mut() {
+        let Some(claim) = claimed.iter().find(|claim| claim.instruction.id == c.id) else {
+            continue;
+        };
+        c.unsent = match claim.kind {
+            ClaimKind::First => true,
+            ClaimKind::Retry => never(claim),
+            ClaimKind::Reminder => false,
+        };
+    }
     let unsent: Vec<usize> = claimed
         .iter()
         .enumerate()
         .filter(|ic| redelivery(ic) && never(ic.1))
         .map(|(i, _)| i)
         .collect();
-    for c in withheld.iter_mut() {
-        let retry = |claim: &&Claimed| claim.instruction.id == c.id && withheld_retry(claim);
-        if let Some(claim) = claimed.iter().find(retry) {
-            c.unsent = never(claim);
-        }
-    }
     if unsent.is_empty() {
         return Ok(());
     }

@@ -89,6 +89,13 @@ async fn lease(app: &TestApp, clock: &ManualClock, owner: &str) -> Leased {
     leased
 }
 
+/// Leases `n` due instructions of `vendor` as a replica that dies before
+/// it writes their history or sends them.
+async fn lease_and_die(app: &TestApp, clock: &ManualClock, n: usize) {
+    let dead = lease(app, clock, "dead-replica").await;
+    assert_eq!(dead.claims[0].len(), n);
+}
+
 /// Writes the history of `leased` now, well inside its lease margin.
 async fn write_history(app: &TestApp, clock: &ManualClock, leased: &mut Leased) {
     let now = clock.now();
@@ -311,9 +318,7 @@ async fn leases_whose_history_was_never_written_are_delivered_when_they_expire(d
     let id = submit(&app, deletion("orphan@example.com"))
         .await
         .request_id;
-    let leased = lease(&app, &clock, "dead-replica").await;
-    assert_eq!(leased.claims[0].len(), 1);
-    drop(leased);
+    lease_and_die(&app, &clock, 1).await;
     assert_eq!(verify_trail(&app, &id).await.events, 1, "its receipt alone");
     assert_eq!(
         get_request(&app, &id).await.status(),
@@ -423,9 +428,7 @@ async fn a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time(d
     let unsent = submit(&app, deletion("unsent@example.com"))
         .await
         .request_id;
-    let dead = lease(&app, &clock, "dead-replica").await;
-    assert_eq!(dead.claims[0].len(), 1);
-    drop(dead);
+    lease_and_die(&app, &clock, 1).await;
     let sent = submit(&app, deletion("sent@example.com")).await.request_id;
     let leased_at = clock.now();
     let mut written = lease(&app, &clock, "live-replica").await;
@@ -469,7 +472,7 @@ async fn a_lease_never_sent_escalated_by_its_clock_loses_its_delivery_time(db: T
     let escalate_at = get_request(&app, &id).await.instructions[0]
         .escalate_at
         .expect("an escalation time");
-    drop(lease(&app, &clock, "dead-replica").await);
+    lease_and_die(&app, &clock, 1).await;
     let wait = escalate_at.seconds - clock.now().timestamp() + 1;
     clock.advance(Duration::from_secs(wait as u64));
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
@@ -499,9 +502,8 @@ async fn a_budget_spent_after_a_sent_lease_keeps_the_first_delivery_time(db: Tes
     let mut first = lease(&app, &clock, "live-replica").await;
     write_history(&app, &clock, &mut first).await;
     clock.advance(Duration::from_secs(61));
-    let again = lease(&app, &clock, "dead-replica").await;
-    assert_eq!(again.claims[0].len(), 1, "the expired lease, leased again");
-    drop(again);
+    // The expired lease, leased again.
+    lease_and_die(&app, &clock, 1).await;
     clock.advance(Duration::from_secs(61));
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
     assert!(fake.deliveries().is_empty());
@@ -526,7 +528,7 @@ async fn a_history_that_does_not_read_leaves_only_its_own_request_unknown(db: Te
     let readable = submit(&app, deletion("readable@example.com")).await;
     let garbled = submit(&app, deletion("garbled@example.com")).await;
     let leased_at = clock.now();
-    assert_eq!(lease(&app, &clock, "dead-replica").await.claims[0].len(), 2);
+    lease_and_die(&app, &clock, 2).await;
     db.execute(&format!(
         "update request_events set body = '{{\"DELIVERING\"' where request_id = '{}'",
         garbled.request_id
