@@ -32,6 +32,16 @@ pub struct Budget<'a> {
     pub polls: bool,
 }
 
+/// The error of an instruction escalated with its delivery budget spent.
+/// Each attempt is a lease, sent or not: one whose history shows none of
+/// them sent is told so instead ([`NEVER_SENT`]).
+fn spent_budget(attempts: u32) -> String {
+    match attempts {
+        1 => "1 delivery attempt ended without an answer".to_string(),
+        n => format!("{n} delivery attempts ended without an answer"),
+    }
+}
+
 /// The open states the clock escalates (a DELIVERING one only once its
 /// lease has expired: a delivery in flight may still bring the answer).
 pub(super) const CLOCKED: &str =
@@ -127,8 +137,8 @@ impl Store {
         };
         let set = format!(
             "state = 'ESCALATED', lease_owner = null, lease_expires_at = null, \
-             last_error = 'delivered {} times without an answer'",
-            b.max_attempts
+             last_error = '{}'",
+            spent_budget(b.max_attempts)
         );
         self.escalate_returned(&set, spent, NeverSent::Explained, now)
             .await

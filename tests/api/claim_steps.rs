@@ -452,7 +452,10 @@ async fn a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time(d
         maybe.first_instructed_at.map(|t| t.seconds),
         Some(leased_at.timestamp())
     );
-    assert_eq!(maybe.last_error, "delivered 1 times without an answer");
+    assert_eq!(
+        maybe.last_error,
+        "1 delivery attempt ended without an answer"
+    );
     // Received and escalated; received, delivering and escalated.
     for (id, events) in [(&unsent, 2), (&sent, 3)] {
         let check = verify_trail(&app, id).await;
@@ -513,7 +516,10 @@ async fn a_budget_spent_after_a_sent_lease_keeps_the_first_delivery_time(db: Tes
         summary.first_instructed_at.map(|t| t.seconds),
         Some(first_at.timestamp())
     );
-    assert_eq!(summary.last_error, "delivered 2 times without an answer");
+    assert_eq!(
+        summary.last_error,
+        "2 delivery attempts ended without an answer"
+    );
     assert!(verify_trail(&app, &id).await.intact);
     app.stop().await;
 }
@@ -551,6 +557,9 @@ async fn a_history_that_does_not_read_leaves_only_its_own_request_unknown(db: Te
         unknown.first_instructed_at.map(|t| t.seconds),
         Some(leased_at.timestamp())
     );
-    assert_eq!(unknown.last_error, "delivered 1 times without an answer");
+    assert_eq!(
+        unknown.last_error,
+        "1 delivery attempt ended without an answer"
+    );
     app.stop().await;
 }
