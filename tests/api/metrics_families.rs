@@ -68,6 +68,14 @@ async fn every_family_is_listed_from_startup(db: TestDb) {
             assert_eq!(value, "0", "{line}");
         }
     }
+    // The listener's bound is there before any call: unset, half the
+    // descriptor limit, 256 to 65,536.
+    let bound = fresh
+        .lines()
+        .find_map(|l| l.strip_prefix("dsr_grpc_connections_max "))
+        .unwrap_or_else(|| panic!("no dsr_grpc_connections_max:\n{fresh}"));
+    let bound: u64 = bound.parse().expect("a whole number");
+    assert!((256..=65_536).contains(&bound), "{bound}");
     let backend = if db.postgres_name().is_some() {
         "postgres"
     } else {
