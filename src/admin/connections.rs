@@ -9,6 +9,10 @@
 //!   them closes the oldest one with no request in progress (none being
 //!   read or answered), so a probe, which sends its request at once, is
 //!   served however many connections others hold open without requests.
+//!   A response counts as answered once its end is handed to the
+//!   connection; one closed while still writing it to a slow reader
+//!   finishes writing it first, within the header timeout, open beyond
+//!   the bound meanwhile.
 //!   While every connection has a request in progress, the new one waits
 //!   for the first of them to finish its response.
 //! - At shutdown the requests in progress finish, within the header
@@ -16,14 +20,16 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use futures::{Stream, StreamExt};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -137,6 +143,57 @@ impl Drop for Busy {
     }
 }
 
+/// A connection's stream, whose reads end once it is chosen to close for a
+/// newer connection: a request head still arriving ends there, and the
+/// connection with it, while a response being written is finished.
+struct Closable<I> {
+    io: I,
+    close: CancellationToken,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Closable<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.close.is_cancelled() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Closable<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Serves `app` on each connection `conns` yields until `shutdown`, then
 /// lets the requests under way finish and returns when every connection
 /// has closed.
@@ -201,14 +258,31 @@ pub async fn serve<I>(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
+                .header_read_timeout(limits.header_timeout)
+                // A read that ends while a response is written (a client
+                // that half-closed, or `Closable`) lets it finish.
+                .half_close(true);
+            let io = Closable {
+                io,
+                close: open.close.clone(),
+            };
             let conn = builder.serve_connection(TokioIo::new(io), service);
             let mut conn = std::pin::pin!(conn);
+            let closing = async {
+                tokio::select! {
+                    _ = open.close.cancelled() => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            };
             let served = tokio::select! {
                 served = conn.as_mut() => served,
-                // Closed for a newer connection: dropped at once.
-                _ = open.close.cancelled() => Ok(()),
-                _ = shutdown.cancelled() => {
+                // Closed for a newer connection (its reads end at once, see
+                // `Closable`), or shutting down: an idle connection closes
+                // at once, and one whose response's end was handed over
+                // (its request no longer in progress) but not yet written
+                // finishes writing it first, within the header timeout, so
+                // that a slow reader does not get a response cut short.
+                _ = closing => {
                     conn.as_mut().graceful_shutdown();
                     tokio::time::timeout(limits.header_timeout, conn)
                         .await
@@ -225,39 +299,5 @@ pub async fn serve<I>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn opened(connections: &Connections, n: u64) -> Arc<Open> {
-        let open = Arc::new(Open::default());
-        connections
-            .open
-            .lock()
-            .expect("lock")
-            .insert(n, open.clone());
-        open
-    }
-
-    #[test]
-    fn room_is_made_by_closing_the_oldest_idle_connection_only() {
-        let connections = Arc::new(Connections::default());
-        let (first, second) = (opened(&connections, 1), opened(&connections, 2));
-        let busy = first
-            .begin(&connections)
-            .expect("an open connection begins");
-        assert!(connections.make_room(2), "the idle second one closes");
-        assert!(second.close.is_cancelled());
-        assert!(
-            !first.close.is_cancelled(),
-            "a request in progress keeps its own"
-        );
-        assert!(
-            second.begin(&connections).is_none(),
-            "a closing one begins nothing"
-        );
-        assert!(!connections.make_room(1), "no idle one left to close");
-        drop(busy);
-        assert!(connections.make_room(1), "once its response is written");
-        assert!(first.close.is_cancelled());
-    }
-}
+#[path = "connections_tests.rs"]
+mod tests;
