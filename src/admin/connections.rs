@@ -5,14 +5,15 @@
 //! - A request's head has [`AdminLimits::header_timeout`] to arrive,
 //!   counted from when the connection is ready for it (a keep-alive
 //!   connection left idle is closed after the same time).
-//! - At most [`AdminLimits::connections`] are open. A connection beyond
+//! - At most [`AdminLimits::connections`] are served. A connection beyond
 //!   them closes the oldest one with no request in progress (none being
 //!   read or answered), so a probe, which sends its request at once, is
 //!   served however many connections others hold open without requests.
 //!   A response counts as answered once its end is handed to the
 //!   connection; one closed while still writing it to a slow reader
-//!   finishes writing it first, within the header timeout, open beyond
-//!   the bound meanwhile.
+//!   finishes writing it first, within the header timeout, beside the
+//!   connections served. At most as many again finish so at once; beyond
+//!   them a connection closed for a newer one is dropped at once.
 //!   While every connection has a request in progress, the new one waits
 //!   for the first of them to finish its response.
 //! - At shutdown the requests in progress finish, within the header
@@ -88,6 +89,8 @@ struct Connections {
     open: Mutex<BTreeMap<u64, Arc<Open>>>,
     /// Told when a connection closes or finishes a response.
     freed: Notify,
+    /// Connections closed for newer ones that are finishing a response.
+    finishing: AtomicUsize,
 }
 
 impl Connections {
@@ -114,6 +117,30 @@ impl Connections {
             }
             None => false,
         }
+    }
+}
+
+/// A connection closed for a newer one, finishing the response it is
+/// writing: counted until dropped ([`Connections::finish`]).
+struct Finishing<'a>(&'a Connections);
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        self.0.finishing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Connections {
+    /// Lets a connection closed for a newer one finish its response, unless
+    /// `most` already are: then it is dropped at once, so that readers who
+    /// never read keep no more than `most` descriptors beyond the bound.
+    fn finish(&self, most: usize) -> Option<Finishing<'_>> {
+        self.finishing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < most.max(1)).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Finishing(self))
     }
 }
 
@@ -243,8 +270,9 @@ pub async fn serve<I>(
         tasks.spawn(async move {
             let _registered = Registered(&connections, n);
             let service = hyper::service::service_fn(|req| {
-                // A connection chosen to close serves on uncounted until
-                // it is dropped, which is at once.
+                // A connection chosen to close is not counted: its reads
+                // have ended, so it answers at most a request it had
+                // already read.
                 let busy = open.begin(&connections);
                 let app = app.clone();
                 async move {
@@ -282,11 +310,19 @@ pub async fn serve<I>(
                 // (its request no longer in progress) but not yet written
                 // finishes writing it first, within the header timeout, so
                 // that a slow reader does not get a response cut short.
+                // Closed for a newer one while the bound's worth of others
+                // are finishing so, it is dropped at once.
                 _ = closing => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(limits.header_timeout, conn)
-                        .await
-                        .unwrap_or(Ok(()))
+                    let finishing = (!shutdown.is_cancelled())
+                        .then(|| connections.finish(limits.connections));
+                    if let Some(None) = finishing {
+                        Ok(())
+                    } else {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::time::timeout(limits.header_timeout, conn)
+                            .await
+                            .unwrap_or(Ok(()))
+                    }
                 }
             };
             if let Err(e) = served {

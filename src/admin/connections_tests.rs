@@ -68,18 +68,34 @@ async fn a_connection_closed_for_a_newer_one_finishes_its_response() {
 
     let (mut second, theirs) = tokio::io::duplex(4096);
     conns_tx.send(theirs).expect("the server listens");
-    let quick = get(&mut second, "/quick").await;
+    // Bounded, so that a connection held on would fail here, not hang.
+    let quick = tokio::time::timeout(Duration::from_secs(30), get(&mut second, "/quick"))
+        .await
+        .expect("served once the first response's end is handed over");
     assert!(quick.ends_with("quick"), "{quick}");
 
-    first
-        .read_to_end(&mut response)
+    tokio::time::timeout(Duration::from_secs(30), first.read_to_end(&mut response))
         .await
+        .expect("the end comes")
         .expect("the rest, then the end");
     let text = String::from_utf8(response).expect("text");
     let (_, body) = text.split_once("\r\n\r\n").expect("a head");
     assert_eq!(body.len(), SIZE, "the body was cut short");
     shutdown.cancel();
     server.await.expect("the server stops");
+}
+
+/// Connections closed for newer ones finish their responses at most
+/// `most` at a time.
+#[test]
+fn connections_finishing_for_newer_ones_are_bounded() {
+    let connections = Connections::default();
+    let first = connections.finish(2).expect("room to finish");
+    let second = connections.finish(2).expect("room to finish");
+    assert!(connections.finish(2).is_none(), "two already finish");
+    drop(first);
+    assert!(connections.finish(2).is_some(), "once one has finished");
+    drop(second);
 }
 
 /// The response to `path` on `conn`, read to the end of its body.
@@ -95,8 +111,8 @@ async fn get(conn: &mut tokio::io::DuplexStream, path: &str) -> String {
 }
 
 /// With room for one connection, whose request is in progress, a
-/// second connection waits, unserved, until that response is written
-/// and its connection closed, and is then served. Time is paused: the
+/// second connection waits, unserved, until that request is no longer in
+/// progress, and is then served. Time is paused: the
 /// wait is seen as an hour in which nothing else could happen.
 #[tokio::test(start_paused = true)]
 async fn a_connection_beyond_the_bound_waits_while_every_one_is_busy() {
