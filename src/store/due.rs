@@ -32,14 +32,16 @@ pub struct Budget<'a> {
     pub polls: bool,
 }
 
-/// The error of an instruction escalated with its delivery budget spent.
-/// Each attempt is a lease, sent or not: one whose history shows none of
-/// them sent is told so instead ([`NEVER_SENT`]).
+/// The error of an instruction escalated with its delivery budget spent,
+/// its last lease expired. Each attempt the budget counts is a lease, sent
+/// or not, and answered or not (a retryable error): one whose history
+/// shows none of them sent is told so instead ([`NEVER_SENT`]).
 fn spent_budget(attempts: u32) -> String {
-    match attempts {
-        1 => "1 delivery attempt ended without an answer".to_string(),
-        n => format!("{n} delivery attempts ended without an answer"),
-    }
+    let attempts = match attempts {
+        1 => "1 attempt".to_string(),
+        n => format!("{n} attempts"),
+    };
+    format!("delivery budget of {attempts} spent; the last one ended without an answer")
 }
 
 /// The open states the clock escalates (a DELIVERING one only once its

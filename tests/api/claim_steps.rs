@@ -454,7 +454,7 @@ async fn a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time(d
     );
     assert_eq!(
         maybe.last_error,
-        "1 delivery attempt ended without an answer"
+        "delivery budget of 1 attempt spent; the last one ended without an answer"
     );
     // Received and escalated; received, delivering and escalated.
     for (id, events) in [(&unsent, 2), (&sent, 3)] {
@@ -518,7 +518,7 @@ async fn a_budget_spent_after_a_sent_lease_keeps_the_first_delivery_time(db: Tes
     );
     assert_eq!(
         summary.last_error,
-        "2 delivery attempts ended without an answer"
+        "delivery budget of 2 attempts spent; the last one ended without an answer"
     );
     assert!(verify_trail(&app, &id).await.intact);
     app.stop().await;
@@ -559,7 +559,7 @@ async fn a_history_that_does_not_read_leaves_only_its_own_request_unknown(db: Te
     );
     assert_eq!(
         unknown.last_error,
-        "1 delivery attempt ended without an answer"
+        "delivery budget of 1 attempt spent; the last one ended without an answer"
     );
     app.stop().await;
 }

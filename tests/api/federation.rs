@@ -267,7 +267,7 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
     let escalated = wait_for_state(&upstream, &id, pb::InstructionState::Escalated).await;
     assert_eq!(
         escalated.summary.unwrap().last_error,
-        "2 delivery attempts ended without an answer"
+        "delivery budget of 2 attempts spent; the last one ended without an answer"
     );
     upstream.stop().await;
 }

@@ -456,7 +456,7 @@ async fn a_poll_lost_with_its_replica_is_polled_again(db: TestDb) {
     let escalated = wait_for_state(&app, &id, pb::InstructionState::Escalated).await;
     assert_eq!(
         escalated.summary.unwrap().last_error,
-        "2 delivery attempts ended without an answer"
+        "delivery budget of 2 attempts spent; the last one ended without an answer"
     );
     let listed = all_instructions(&app).await;
     assert!(open(&listed[0]).is_empty(), "{:?}", listed[0].history);

@@ -150,7 +150,7 @@ async fn a_pull_lease_taken_again_and_again_escalates(db: TestDb) {
             .as_ref()
             .unwrap()
             .last_error
-            .contains("3 delivery attempts ended without an answer"),
+            .contains("delivery budget of 3 attempts spent"),
         "{escalated:?}"
     );
     let history = &escalated.history;
