@@ -44,14 +44,20 @@ impl Store {
             None => sql.push("1"),
         };
         let (events, heads) = first_events(planned.iter(), now);
-        sql.push("), r as (").push(INSERT_REQUESTS);
-        select_requests(&mut sql, planned, &heads, self);
+        sql.push("), r as (")
+            .push(INSERT_REQUESTS)
+            .select_rows(REQUEST_COLUMNS, request_rows(planned, &heads, self));
         sql.push(
             " where exists (select 1 from g) on conflict (id) do nothing returning id), i as (",
         )
         .push(INSERT_INSTRUCTIONS)
-        .push("select * from (");
-        select_instructions(&mut sql, planned.iter(), self);
+        .push("select * from (")
+        .select_rows(
+            INSTRUCTION_ROW_COLUMNS,
+            instruction_rows(planned.iter(), self)
+                .into_iter()
+                .map(|(_, row)| row),
+        );
         sql.push(") x where x.request_id in (select r.id from r)), e as (")
             .push(INSERT_EVENTS)
             .push("select * from (");
@@ -85,6 +91,15 @@ impl Store {
         guard: Option<i64>,
         effects: &mut Effects,
     ) -> Result<Option<HashSet<RequestId>>, StoreError> {
+        // The rows are sealed, hashed and bound before the writer is taken:
+        // SQLite's one writer would otherwise wait, holding its lock, while
+        // a batch's identities are sealed and its events hashed.
+        let (events, heads) = first_events(planned.iter(), now);
+        let mut requests = Sql::new(self.backend, INSERT_REQUESTS);
+        requests.select_rows(REQUEST_COLUMNS, request_rows(planned, &heads, self));
+        // `where true`: SQLite's parser needs it before an upsert clause.
+        requests.push(" where true on conflict (id) do nothing returning id");
+        let instructions = instruction_rows(planned.iter(), self);
         let mut tx = self.begin_turn(Turn::Intake).await?;
         if let Some(generation) = guard {
             let current: i64 = sqlx::query_scalar(GENERATION).fetch_one(&mut *tx).await?;
@@ -93,12 +108,7 @@ impl Store {
                 return Ok(None);
             }
         }
-        let (events, heads) = first_events(planned.iter(), now);
-        let mut sql = Sql::new(self.backend, INSERT_REQUESTS);
-        select_requests(&mut sql, planned, &heads, self);
-        // `where true`: SQLite's parser needs it before an upsert clause.
-        sql.push(" where true on conflict (id) do nothing returning id");
-        let inserted: HashSet<RequestId> = sql
+        let inserted: HashSet<RequestId> = requests
             .query()
             .fetch_all(&mut *tx)
             .await?
@@ -109,9 +119,14 @@ impl Store {
             .iter()
             .filter(|p| inserted.contains(&p.job.req.id))
             .collect();
-        if taken.iter().any(|p| !p.instructions.is_empty()) {
+        let instructions: Vec<Vec<Bind>> = instructions
+            .into_iter()
+            .filter(|(request, _)| inserted.contains(request))
+            .map(|(_, row)| row)
+            .collect();
+        if !instructions.is_empty() {
             let mut sql = Sql::new(self.backend, INSERT_INSTRUCTIONS);
-            select_instructions(&mut sql, taken.iter().copied(), self);
+            sql.select_rows(INSTRUCTION_ROW_COLUMNS, instructions);
             sql.query().execute(&mut *tx).await?;
         }
         let taken_events: Vec<SealedEvent> = events
@@ -137,50 +152,52 @@ pub(super) struct Planned<'a> {
     pub instructions: Vec<InstructionView>,
 }
 
-/// The head of an insert of [`select_requests`]' rows.
+/// The head of an insert of [`REQUEST_COLUMNS`].
 const INSERT_REQUESTS: &str = "insert into requests (id, kind, jurisdiction, status, \
      submitted_at, received_at, channel, requester, verification_level, verification_method, \
      labels, identity_types, subject, fingerprint, open_instructions, event_seq, \
      submitted_by, confirm_by, respond_by, access_scope, requester_evidence, denied, \
      audit_head, lookback_start) ";
 
-/// Appends a `SELECT` of the planned requests as `requests` rows, each
-/// with the head of its audit trail (`heads`, its first event's hash), its
-/// subject sealed and its fingerprint keyed.
-fn select_requests(
-    sql: &mut Sql,
+/// The columns of [`request_rows`].
+const REQUEST_COLUMNS: &[(&str, Col)] = &[
+    ("id", Col::Text),
+    ("kind", Col::Text),
+    ("jurisdiction", Col::Text),
+    ("status", Col::Text),
+    ("submitted_at", Col::Int),
+    ("received_at", Col::Int),
+    ("channel", Col::Text),
+    ("requester", Col::Text),
+    ("verification_level", Col::Text),
+    ("verification_method", Col::Text),
+    ("labels", Col::Text),
+    ("identity_types", Col::Text),
+    ("subject", Col::Text),
+    ("fingerprint", Col::Text),
+    ("open_instructions", Col::Int),
+    ("event_seq", Col::Int),
+    ("submitted_by", Col::Text),
+    ("confirm_by", Col::Int),
+    ("respond_by", Col::Int),
+    ("access_scope", Col::Text),
+    ("requester_evidence", Col::Text),
+    ("denied", Col::Text),
+    ("audit_head", Col::Text),
+    ("lookback_start", Col::Int),
+];
+
+/// The planned requests as `requests` rows, each with the head of its
+/// audit trail (`heads`, its first event's hash), its subject sealed and
+/// its fingerprint keyed.
+fn request_rows(
     planned: &[Planned<'_>],
     heads: &BTreeMap<RequestId, String>,
     store: &Store,
-) {
-    sql.select_rows(
-        &[
-            ("id", Col::Text),
-            ("kind", Col::Text),
-            ("jurisdiction", Col::Text),
-            ("status", Col::Text),
-            ("submitted_at", Col::Int),
-            ("received_at", Col::Int),
-            ("channel", Col::Text),
-            ("requester", Col::Text),
-            ("verification_level", Col::Text),
-            ("verification_method", Col::Text),
-            ("labels", Col::Text),
-            ("identity_types", Col::Text),
-            ("subject", Col::Text),
-            ("fingerprint", Col::Text),
-            ("open_instructions", Col::Int),
-            ("event_seq", Col::Int),
-            ("submitted_by", Col::Text),
-            ("confirm_by", Col::Int),
-            ("respond_by", Col::Int),
-            ("access_scope", Col::Text),
-            ("requester_evidence", Col::Text),
-            ("denied", Col::Text),
-            ("audit_head", Col::Text),
-            ("lookback_start", Col::Int),
-        ],
-        planned.iter().map(|p| {
+) -> Vec<Vec<Bind>> {
+    planned
+        .iter()
+        .map(|p| {
             let (job, req) = (p.job, &p.job.req);
             let deadlines = job.terms.deadlines;
             vec![
@@ -209,40 +226,40 @@ fn select_requests(
                 Bind::from(heads.get(&req.id).cloned()),
                 Bind::from(req.lookback_start.map(micros)),
             ]
-        }),
-    );
+        })
+        .collect()
 }
 
-/// The head of an insert of [`select_instructions`]' rows.
+/// The head of an insert of [`INSTRUCTION_ROW_COLUMNS`].
 const INSERT_INSTRUCTIONS: &str = "insert into instructions (id, request_id, processor_id, \
      kind, jurisdiction, submitted_at, state, payload, next_attempt_at, created_at, \
      trace_context, due_at, escalate_at) ";
 
-/// Appends a `SELECT` of the planned requests' instructions as
-/// `instructions` rows, each with the identities its processor accepts,
-/// sealed.
-fn select_instructions<'p, 'a: 'p>(
-    sql: &mut Sql,
+/// The columns of [`instruction_rows`].
+const INSTRUCTION_ROW_COLUMNS: &[(&str, Col)] = &[
+    ("id", Col::Text),
+    ("request_id", Col::Text),
+    ("processor_id", Col::Text),
+    ("kind", Col::Text),
+    ("jurisdiction", Col::Text),
+    ("submitted_at", Col::Int),
+    ("state", Col::Text),
+    ("payload", Col::Text),
+    ("next_attempt_at", Col::Int),
+    ("created_at", Col::Int),
+    ("trace_context", Col::Text),
+    ("due_at", Col::Int),
+    ("escalate_at", Col::Int),
+];
+
+/// The planned requests' instructions as `instructions` rows, each with
+/// the identities its processor accepts, sealed, and the request it is of.
+fn instruction_rows<'p, 'a: 'p>(
     planned: impl Iterator<Item = &'p Planned<'a>>,
     store: &Store,
-) {
-    sql.select_rows(
-        &[
-            ("id", Col::Text),
-            ("request_id", Col::Text),
-            ("processor_id", Col::Text),
-            ("kind", Col::Text),
-            ("jurisdiction", Col::Text),
-            ("submitted_at", Col::Int),
-            ("state", Col::Text),
-            ("payload", Col::Text),
-            ("next_attempt_at", Col::Int),
-            ("created_at", Col::Int),
-            ("trace_context", Col::Text),
-            ("due_at", Col::Int),
-            ("escalate_at", Col::Int),
-        ],
-        planned.flat_map(|p| {
+) -> Vec<(RequestId, Vec<Bind>)> {
+    planned
+        .flat_map(|p| {
             p.instructions
                 .iter()
                 .zip(p.targets.iter())
@@ -252,7 +269,7 @@ fn select_instructions<'p, 'a: 'p>(
                         .req
                         .subject
                         .restricted_to(&target.spec.accepted_identity_types);
-                    vec![
+                    let row = vec![
                         Bind::from(i.id.to_string()),
                         Bind::from(i.request_id.to_string()),
                         Bind::from(i.processor_id.as_str()),
@@ -266,10 +283,11 @@ fn select_instructions<'p, 'a: 'p>(
                         Bind::from(p.job.trace_context.clone()),
                         Bind::from(i.due_at.map(micros)),
                         Bind::from(i.escalate_at.map(micros)),
-                    ]
+                    ];
+                    (i.request_id, row)
                 })
-        }),
-    );
+        })
+        .collect()
 }
 
 /// The planned requests' first events (received), sealed, and the heads
