@@ -307,7 +307,7 @@ pub async fn serve<I>(
                 // Closed for a newer connection (its reads end at once, see
                 // `Closable`), or shutting down: an idle connection closes
                 // at once, and one whose response's end was handed over
-                // (its request no longer in progress) but not yet written
+                // (its request counted as done) but not yet written
                 // finishes writing it first, within the header timeout, so
                 // that a slow reader does not get a response cut short.
                 // Closed for a newer one while the bound's worth of others

@@ -37,9 +37,9 @@ fn room_is_made_by_closing_the_oldest_idle_connection_only() {
 
 /// With room for one connection: the first asks for a response larger
 /// than its connection's buffer and reads a piece of it. Once the
-/// response's end is handed over, its request is no longer in progress,
-/// so a second connection closes it and is served. The first still
-/// reads the whole response, then the end.
+/// response's end is handed over, its request counts as done, so a
+/// second connection closes it and is served. The first still reads
+/// the whole response, then the end.
 #[tokio::test]
 async fn a_connection_closed_for_a_newer_one_finishes_its_response() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -111,9 +111,9 @@ async fn get(conn: &mut tokio::io::DuplexStream, path: &str) -> String {
 }
 
 /// With room for one connection, whose request is in progress, a
-/// second connection waits, unserved, until that request is no longer in
-/// progress, and is then served. Time is paused: the
-/// wait is seen as an hour in which nothing else could happen.
+/// second connection waits, unserved, until that request is done, and is
+/// then served. Time is paused: the wait is seen as an hour in which
+/// nothing else could happen.
 #[tokio::test(start_paused = true)]
 async fn a_connection_beyond_the_bound_waits_while_every_one_is_busy() {
     let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
