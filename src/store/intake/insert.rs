@@ -152,7 +152,8 @@ pub(super) struct Planned<'a> {
     pub instructions: Vec<InstructionView>,
 }
 
-/// The head of an insert of [`REQUEST_COLUMNS`].
+/// The head of an insert of [`request_rows`]' rows, its columns in
+/// [`REQUEST_COLUMNS`]' order.
 const INSERT_REQUESTS: &str = "insert into requests (id, kind, jurisdiction, status, \
      submitted_at, received_at, channel, requester, verification_level, verification_method, \
      labels, identity_types, subject, fingerprint, open_instructions, event_seq, \
@@ -230,7 +231,8 @@ fn request_rows(
         .collect()
 }
 
-/// The head of an insert of [`INSTRUCTION_ROW_COLUMNS`].
+/// The head of an insert of [`instruction_rows`]' rows, its columns in
+/// [`INSTRUCTION_ROW_COLUMNS`]' order.
 const INSERT_INSTRUCTIONS: &str = "insert into instructions (id, request_id, processor_id, \
      kind, jurisdiction, submitted_at, state, payload, next_attempt_at, created_at, \
      trace_context, due_at, escalate_at) ";
@@ -354,4 +356,29 @@ pub(super) fn new_instructions(job: &Job, targets: &[&Processor]) -> Vec<Instruc
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The column names an insert head lists, in order.
+    fn listed(head: &str) -> Vec<String> {
+        let (_, list) = head.split_once('(').expect("a column list");
+        let (list, _) = list.split_once(')').expect("its end");
+        list.split(',').map(|c| c.trim().to_string()).collect()
+    }
+
+    /// Each insert head names its rows' columns in the order the rows bind
+    /// them, so the two lists cannot drift apart.
+    #[test]
+    fn the_insert_heads_list_the_rows_columns_in_order() {
+        for (head, columns) in [
+            (INSERT_REQUESTS, REQUEST_COLUMNS),
+            (INSERT_INSTRUCTIONS, INSTRUCTION_ROW_COLUMNS),
+        ] {
+            let names: Vec<String> = columns.iter().map(|(n, _)| n.to_string()).collect();
+            assert_eq!(listed(head), names);
+        }
+    }
 }
