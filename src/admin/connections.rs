@@ -313,9 +313,8 @@ pub async fn serve<I>(
                 // Closed for a newer one while the bound's worth of others
                 // are finishing so, it is dropped at once.
                 _ = closing => {
-                    let finishing = (!shutdown.is_cancelled())
-                        .then(|| connections.finish(limits.connections));
-                    if let Some(None) = finishing {
+                    let finishing = connections.finish(limits.connections);
+                    if finishing.is_none() && !shutdown.is_cancelled() {
                         Ok(())
                     } else {
                         conn.as_mut().graceful_shutdown();

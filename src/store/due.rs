@@ -37,11 +37,8 @@ pub struct Budget<'a> {
 /// or not, and answered or not (a retryable error): one whose history
 /// shows none of them sent is told so instead ([`NEVER_SENT`]).
 fn spent_budget(attempts: u32) -> String {
-    let attempts = match attempts {
-        1 => "1 attempt".to_string(),
-        n => format!("{n} attempts"),
-    };
-    format!("delivery budget of {attempts} spent; the last one ended without an answer")
+    let noun = if attempts == 1 { "attempt" } else { "attempts" };
+    format!("delivery budget of {attempts} {noun} spent; the last one ended without an answer")
 }
 
 /// The open states the clock escalates (a DELIVERING one only once its

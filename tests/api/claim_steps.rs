@@ -89,6 +89,26 @@ async fn lease(app: &TestApp, clock: &ManualClock, owner: &str) -> Leased {
     leased
 }
 
+/// The error of an escalation whose leases were never sent.
+const NEVER_SENT: &str = "its leases ended before any delivery was sent";
+
+/// The error of an escalation with a budget of `n` attempts spent.
+fn spent(n: u32) -> String {
+    let attempts = if n == 1 { "attempt" } else { "attempts" };
+    format!("delivery budget of {n} {attempts} spent; the last one ended without an answer")
+}
+
+/// The first delivery time (seconds) and error of request `id`'s one
+/// instruction, which must have escalated.
+async fn escalated(app: &TestApp, id: &str) -> (Option<i64>, String) {
+    let summary = get_request(app, id).await.instructions[0].clone();
+    assert_eq!(summary.state(), pb::InstructionState::Escalated);
+    (
+        summary.first_instructed_at.map(|t| t.seconds),
+        summary.last_error,
+    )
+}
+
 /// Leases `n` due instructions of `vendor` as a replica that dies before
 /// it writes their history or sends them.
 async fn lease_and_die(app: &TestApp, clock: &ManualClock, n: usize) {
@@ -438,23 +458,13 @@ async fn a_budget_spent_on_leases_never_sent_escalates_without_a_delivery_time(d
     clock.advance(Duration::from_secs(61));
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
     assert!(fake.deliveries().is_empty(), "nothing is delivered again");
-    let summary = |r: pb::DataSubjectRequest| r.instructions[0].clone();
-    let never = summary(get_request(&app, &unsent).await);
-    assert_eq!(never.state(), pb::InstructionState::Escalated);
-    assert_eq!(never.first_instructed_at, None);
     assert_eq!(
-        never.last_error,
-        "its leases ended before any delivery was sent"
-    );
-    let maybe = summary(get_request(&app, &sent).await);
-    assert_eq!(maybe.state(), pb::InstructionState::Escalated);
-    assert_eq!(
-        maybe.first_instructed_at.map(|t| t.seconds),
-        Some(leased_at.timestamp())
+        escalated(&app, &unsent).await,
+        (None, NEVER_SENT.to_string())
     );
     assert_eq!(
-        maybe.last_error,
-        "delivery budget of 1 attempt spent; the last one ended without an answer"
+        escalated(&app, &sent).await,
+        (Some(leased_at.timestamp()), spent(1))
     );
     // Received and escalated; received, delivering and escalated.
     for (id, events) in [(&unsent, 2), (&sent, 3)] {
@@ -510,15 +520,9 @@ async fn a_budget_spent_after_a_sent_lease_keeps_the_first_delivery_time(db: Tes
     clock.advance(Duration::from_secs(61));
     assert_eq!(app.dispatcher.run_once().await.unwrap(), 0);
     assert!(fake.deliveries().is_empty());
-    let summary = get_request(&app, &id).await.instructions[0].clone();
-    assert_eq!(summary.state(), pb::InstructionState::Escalated);
     assert_eq!(
-        summary.first_instructed_at.map(|t| t.seconds),
-        Some(first_at.timestamp())
-    );
-    assert_eq!(
-        summary.last_error,
-        "delivery budget of 2 attempts spent; the last one ended without an answer"
+        escalated(&app, &id).await,
+        (Some(first_at.timestamp()), spent(2))
     );
     assert!(verify_trail(&app, &id).await.intact);
     app.stop().await;
@@ -543,23 +547,13 @@ async fn a_history_that_does_not_read_leaves_only_its_own_request_unknown(db: Te
 
     clock.advance(Duration::from_secs(61));
     app.dispatcher.run_once().await.unwrap();
-    let summary = |r: pb::DataSubjectRequest| r.instructions[0].clone();
-    let known = summary(get_request(&app, &readable.request_id).await);
-    assert_eq!(known.state(), pb::InstructionState::Escalated);
-    assert_eq!(known.first_instructed_at, None);
     assert_eq!(
-        known.last_error,
-        "its leases ended before any delivery was sent"
-    );
-    let unknown = summary(get_request(&app, &garbled.request_id).await);
-    assert_eq!(unknown.state(), pb::InstructionState::Escalated);
-    assert_eq!(
-        unknown.first_instructed_at.map(|t| t.seconds),
-        Some(leased_at.timestamp())
+        escalated(&app, &readable.request_id).await,
+        (None, NEVER_SENT.to_string())
     );
     assert_eq!(
-        unknown.last_error,
-        "delivery budget of 1 attempt spent; the last one ended without an answer"
+        escalated(&app, &garbled.request_id).await,
+        (Some(leased_at.timestamp()), spent(1))
     );
     app.stop().await;
 }
